@@ -1,0 +1,178 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class IdentityKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    IDENTITY_KIND_UNSPECIFIED: _ClassVar[IdentityKind]
+    IDENTITY_KIND_ANONYMOUS: _ClassVar[IdentityKind]
+    IDENTITY_KIND_USER: _ClassVar[IdentityKind]
+IDENTITY_KIND_UNSPECIFIED: IdentityKind
+IDENTITY_KIND_ANONYMOUS: IdentityKind
+IDENTITY_KIND_USER: IdentityKind
+
+class TokenPair(_message.Message):
+    __slots__ = ("access_token", "refresh_token", "access_expires_in", "refresh_expires_in")
+    ACCESS_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    REFRESH_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    ACCESS_EXPIRES_IN_FIELD_NUMBER: _ClassVar[int]
+    REFRESH_EXPIRES_IN_FIELD_NUMBER: _ClassVar[int]
+    access_token: str
+    refresh_token: str
+    access_expires_in: int
+    refresh_expires_in: int
+    def __init__(self, access_token: _Optional[str] = ..., refresh_token: _Optional[str] = ..., access_expires_in: _Optional[int] = ..., refresh_expires_in: _Optional[int] = ...) -> None: ...
+
+class Identity(_message.Message):
+    __slots__ = ("id", "kind", "email", "reserved_username", "created_at")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    EMAIL_FIELD_NUMBER: _ClassVar[int]
+    RESERVED_USERNAME_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    kind: IdentityKind
+    email: str
+    reserved_username: str
+    created_at: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[str] = ..., kind: _Optional[_Union[IdentityKind, str]] = ..., email: _Optional[str] = ..., reserved_username: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class CreateAnonymousSessionRequest(_message.Message):
+    __slots__ = ("client_ip_hash",)
+    CLIENT_IP_HASH_FIELD_NUMBER: _ClassVar[int]
+    client_ip_hash: str
+    def __init__(self, client_ip_hash: _Optional[str] = ...) -> None: ...
+
+class CreateAnonymousSessionResponse(_message.Message):
+    __slots__ = ("identity", "tokens")
+    IDENTITY_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    identity: Identity
+    tokens: TokenPair
+    def __init__(self, identity: _Optional[_Union[Identity, _Mapping]] = ..., tokens: _Optional[_Union[TokenPair, _Mapping]] = ...) -> None: ...
+
+class RegisterRequest(_message.Message):
+    __slots__ = ("email", "password", "reserved_username")
+    EMAIL_FIELD_NUMBER: _ClassVar[int]
+    PASSWORD_FIELD_NUMBER: _ClassVar[int]
+    RESERVED_USERNAME_FIELD_NUMBER: _ClassVar[int]
+    email: str
+    password: str
+    reserved_username: str
+    def __init__(self, email: _Optional[str] = ..., password: _Optional[str] = ..., reserved_username: _Optional[str] = ...) -> None: ...
+
+class RegisterResponse(_message.Message):
+    __slots__ = ("identity", "tokens")
+    IDENTITY_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    identity: Identity
+    tokens: TokenPair
+    def __init__(self, identity: _Optional[_Union[Identity, _Mapping]] = ..., tokens: _Optional[_Union[TokenPair, _Mapping]] = ...) -> None: ...
+
+class LoginRequest(_message.Message):
+    __slots__ = ("email", "password")
+    EMAIL_FIELD_NUMBER: _ClassVar[int]
+    PASSWORD_FIELD_NUMBER: _ClassVar[int]
+    email: str
+    password: str
+    def __init__(self, email: _Optional[str] = ..., password: _Optional[str] = ...) -> None: ...
+
+class LoginResponse(_message.Message):
+    __slots__ = ("identity", "tokens")
+    IDENTITY_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    identity: Identity
+    tokens: TokenPair
+    def __init__(self, identity: _Optional[_Union[Identity, _Mapping]] = ..., tokens: _Optional[_Union[TokenPair, _Mapping]] = ...) -> None: ...
+
+class RefreshTokensRequest(_message.Message):
+    __slots__ = ("refresh_token",)
+    REFRESH_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    refresh_token: str
+    def __init__(self, refresh_token: _Optional[str] = ...) -> None: ...
+
+class RefreshTokensResponse(_message.Message):
+    __slots__ = ("identity", "tokens")
+    IDENTITY_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    identity: Identity
+    tokens: TokenPair
+    def __init__(self, identity: _Optional[_Union[Identity, _Mapping]] = ..., tokens: _Optional[_Union[TokenPair, _Mapping]] = ...) -> None: ...
+
+class LogoutRequest(_message.Message):
+    __slots__ = ("refresh_token",)
+    REFRESH_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    refresh_token: str
+    def __init__(self, refresh_token: _Optional[str] = ...) -> None: ...
+
+class LogoutResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetIdentityRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetIdentityResponse(_message.Message):
+    __slots__ = ("identity",)
+    IDENTITY_FIELD_NUMBER: _ClassVar[int]
+    identity: Identity
+    def __init__(self, identity: _Optional[_Union[Identity, _Mapping]] = ...) -> None: ...
+
+class GetPublicKeysRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class PublicKey(_message.Message):
+    __slots__ = ("kid", "kty", "crv", "x", "alg", "use")
+    KID_FIELD_NUMBER: _ClassVar[int]
+    KTY_FIELD_NUMBER: _ClassVar[int]
+    CRV_FIELD_NUMBER: _ClassVar[int]
+    X_FIELD_NUMBER: _ClassVar[int]
+    ALG_FIELD_NUMBER: _ClassVar[int]
+    USE_FIELD_NUMBER: _ClassVar[int]
+    kid: str
+    kty: str
+    crv: str
+    x: str
+    alg: str
+    use: str
+    def __init__(self, kid: _Optional[str] = ..., kty: _Optional[str] = ..., crv: _Optional[str] = ..., x: _Optional[str] = ..., alg: _Optional[str] = ..., use: _Optional[str] = ...) -> None: ...
+
+class GetPublicKeysResponse(_message.Message):
+    __slots__ = ("keys",)
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    keys: _containers.RepeatedCompositeFieldContainer[PublicKey]
+    def __init__(self, keys: _Optional[_Iterable[_Union[PublicKey, _Mapping]]] = ...) -> None: ...
+
+class IssueRoomTokenRequest(_message.Message):
+    __slots__ = ("room_id", "participant_id", "subject", "version", "is_host", "username")
+    ROOM_ID_FIELD_NUMBER: _ClassVar[int]
+    PARTICIPANT_ID_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    IS_HOST_FIELD_NUMBER: _ClassVar[int]
+    USERNAME_FIELD_NUMBER: _ClassVar[int]
+    room_id: str
+    participant_id: str
+    subject: str
+    version: int
+    is_host: bool
+    username: str
+    def __init__(self, room_id: _Optional[str] = ..., participant_id: _Optional[str] = ..., subject: _Optional[str] = ..., version: _Optional[int] = ..., is_host: _Optional[bool] = ..., username: _Optional[str] = ...) -> None: ...
+
+class IssueRoomTokenResponse(_message.Message):
+    __slots__ = ("room_token", "expires_in")
+    ROOM_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_IN_FIELD_NUMBER: _ClassVar[int]
+    room_token: str
+    expires_in: int
+    def __init__(self, room_token: _Optional[str] = ..., expires_in: _Optional[int] = ...) -> None: ...

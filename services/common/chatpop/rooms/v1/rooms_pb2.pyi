@@ -1,0 +1,217 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Visibility(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    VISIBILITY_UNSPECIFIED: _ClassVar[Visibility]
+    VISIBILITY_PUBLIC: _ClassVar[Visibility]
+    VISIBILITY_PRIVATE: _ClassVar[Visibility]
+
+class Theme(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    THEME_UNSPECIFIED: _ClassVar[Theme]
+    THEME_PURPLE_DREAM: _ClassVar[Theme]
+    THEME_OCEAN_BLUE: _ClassVar[Theme]
+    THEME_DARK_MODE: _ClassVar[Theme]
+VISIBILITY_UNSPECIFIED: Visibility
+VISIBILITY_PUBLIC: Visibility
+VISIBILITY_PRIVATE: Visibility
+THEME_UNSPECIFIED: Theme
+THEME_PURPLE_DREAM: Theme
+THEME_OCEAN_BLUE: Theme
+THEME_DARK_MODE: Theme
+
+class MediaSettings(_message.Message):
+    __slots__ = ("photo", "voice", "video")
+    PHOTO_FIELD_NUMBER: _ClassVar[int]
+    VOICE_FIELD_NUMBER: _ClassVar[int]
+    VIDEO_FIELD_NUMBER: _ClassVar[int]
+    photo: bool
+    voice: bool
+    video: bool
+    def __init__(self, photo: _Optional[bool] = ..., voice: _Optional[bool] = ..., video: _Optional[bool] = ...) -> None: ...
+
+class Room(_message.Message):
+    __slots__ = ("id", "code", "name", "description", "visibility", "media", "theme", "retention_days", "host_id", "closed", "created_at", "updated_at")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    VISIBILITY_FIELD_NUMBER: _ClassVar[int]
+    MEDIA_FIELD_NUMBER: _ClassVar[int]
+    THEME_FIELD_NUMBER: _ClassVar[int]
+    RETENTION_DAYS_FIELD_NUMBER: _ClassVar[int]
+    HOST_ID_FIELD_NUMBER: _ClassVar[int]
+    CLOSED_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    code: str
+    name: str
+    description: str
+    visibility: Visibility
+    media: MediaSettings
+    theme: Theme
+    retention_days: int
+    host_id: str
+    closed: bool
+    created_at: _timestamp_pb2.Timestamp
+    updated_at: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[str] = ..., code: _Optional[str] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., visibility: _Optional[_Union[Visibility, str]] = ..., media: _Optional[_Union[MediaSettings, _Mapping]] = ..., theme: _Optional[_Union[Theme, str]] = ..., retention_days: _Optional[int] = ..., host_id: _Optional[str] = ..., closed: _Optional[bool] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class Participant(_message.Message):
+    __slots__ = ("id", "room_id", "subject", "username", "is_host", "version", "banned", "verified", "joined_at")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    ROOM_ID_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    USERNAME_FIELD_NUMBER: _ClassVar[int]
+    IS_HOST_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    BANNED_FIELD_NUMBER: _ClassVar[int]
+    VERIFIED_FIELD_NUMBER: _ClassVar[int]
+    JOINED_AT_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    room_id: str
+    subject: str
+    username: str
+    is_host: bool
+    version: int
+    banned: bool
+    verified: bool
+    joined_at: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[str] = ..., room_id: _Optional[str] = ..., subject: _Optional[str] = ..., username: _Optional[str] = ..., is_host: _Optional[bool] = ..., version: _Optional[int] = ..., banned: _Optional[bool] = ..., verified: _Optional[bool] = ..., joined_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class CreateRoomRequest(_message.Message):
+    __slots__ = ("name", "description", "visibility", "access_code", "media", "theme", "retention_days")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    VISIBILITY_FIELD_NUMBER: _ClassVar[int]
+    ACCESS_CODE_FIELD_NUMBER: _ClassVar[int]
+    MEDIA_FIELD_NUMBER: _ClassVar[int]
+    THEME_FIELD_NUMBER: _ClassVar[int]
+    RETENTION_DAYS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    description: str
+    visibility: Visibility
+    access_code: str
+    media: MediaSettings
+    theme: Theme
+    retention_days: int
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., visibility: _Optional[_Union[Visibility, str]] = ..., access_code: _Optional[str] = ..., media: _Optional[_Union[MediaSettings, _Mapping]] = ..., theme: _Optional[_Union[Theme, str]] = ..., retention_days: _Optional[int] = ...) -> None: ...
+
+class CreateRoomResponse(_message.Message):
+    __slots__ = ("room",)
+    ROOM_FIELD_NUMBER: _ClassVar[int]
+    room: Room
+    def __init__(self, room: _Optional[_Union[Room, _Mapping]] = ...) -> None: ...
+
+class GetRoomRequest(_message.Message):
+    __slots__ = ("code", "room_id")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    ROOM_ID_FIELD_NUMBER: _ClassVar[int]
+    code: str
+    room_id: str
+    def __init__(self, code: _Optional[str] = ..., room_id: _Optional[str] = ...) -> None: ...
+
+class GetRoomResponse(_message.Message):
+    __slots__ = ("room",)
+    ROOM_FIELD_NUMBER: _ClassVar[int]
+    room: Room
+    def __init__(self, room: _Optional[_Union[Room, _Mapping]] = ...) -> None: ...
+
+class UpdateRoomRequest(_message.Message):
+    __slots__ = ("room_id", "name", "description", "visibility", "access_code", "media", "theme", "retention_days")
+    ROOM_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    VISIBILITY_FIELD_NUMBER: _ClassVar[int]
+    ACCESS_CODE_FIELD_NUMBER: _ClassVar[int]
+    MEDIA_FIELD_NUMBER: _ClassVar[int]
+    THEME_FIELD_NUMBER: _ClassVar[int]
+    RETENTION_DAYS_FIELD_NUMBER: _ClassVar[int]
+    room_id: str
+    name: str
+    description: str
+    visibility: Visibility
+    access_code: str
+    media: MediaSettings
+    theme: Theme
+    retention_days: int
+    def __init__(self, room_id: _Optional[str] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., visibility: _Optional[_Union[Visibility, str]] = ..., access_code: _Optional[str] = ..., media: _Optional[_Union[MediaSettings, _Mapping]] = ..., theme: _Optional[_Union[Theme, str]] = ..., retention_days: _Optional[int] = ...) -> None: ...
+
+class UpdateRoomResponse(_message.Message):
+    __slots__ = ("room",)
+    ROOM_FIELD_NUMBER: _ClassVar[int]
+    room: Room
+    def __init__(self, room: _Optional[_Union[Room, _Mapping]] = ...) -> None: ...
+
+class CloseRoomRequest(_message.Message):
+    __slots__ = ("room_id",)
+    ROOM_ID_FIELD_NUMBER: _ClassVar[int]
+    room_id: str
+    def __init__(self, room_id: _Optional[str] = ...) -> None: ...
+
+class CloseRoomResponse(_message.Message):
+    __slots__ = ("room",)
+    ROOM_FIELD_NUMBER: _ClassVar[int]
+    room: Room
+    def __init__(self, room: _Optional[_Union[Room, _Mapping]] = ...) -> None: ...
+
+class JoinRoomRequest(_message.Message):
+    __slots__ = ("code", "username", "access_code", "client_ip_hash")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    USERNAME_FIELD_NUMBER: _ClassVar[int]
+    ACCESS_CODE_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_IP_HASH_FIELD_NUMBER: _ClassVar[int]
+    code: str
+    username: str
+    access_code: str
+    client_ip_hash: str
+    def __init__(self, code: _Optional[str] = ..., username: _Optional[str] = ..., access_code: _Optional[str] = ..., client_ip_hash: _Optional[str] = ...) -> None: ...
+
+class JoinRoomResponse(_message.Message):
+    __slots__ = ("room", "participant", "room_token", "room_token_expires_in")
+    ROOM_FIELD_NUMBER: _ClassVar[int]
+    PARTICIPANT_FIELD_NUMBER: _ClassVar[int]
+    ROOM_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    ROOM_TOKEN_EXPIRES_IN_FIELD_NUMBER: _ClassVar[int]
+    room: Room
+    participant: Participant
+    room_token: str
+    room_token_expires_in: int
+    def __init__(self, room: _Optional[_Union[Room, _Mapping]] = ..., participant: _Optional[_Union[Participant, _Mapping]] = ..., room_token: _Optional[str] = ..., room_token_expires_in: _Optional[int] = ...) -> None: ...
+
+class GetParticipantRequest(_message.Message):
+    __slots__ = ("room_id", "participant_id")
+    ROOM_ID_FIELD_NUMBER: _ClassVar[int]
+    PARTICIPANT_ID_FIELD_NUMBER: _ClassVar[int]
+    room_id: str
+    participant_id: str
+    def __init__(self, room_id: _Optional[str] = ..., participant_id: _Optional[str] = ...) -> None: ...
+
+class GetParticipantResponse(_message.Message):
+    __slots__ = ("participant",)
+    PARTICIPANT_FIELD_NUMBER: _ClassVar[int]
+    participant: Participant
+    def __init__(self, participant: _Optional[_Union[Participant, _Mapping]] = ...) -> None: ...
+
+class ListParticipantsRequest(_message.Message):
+    __slots__ = ("room_id",)
+    ROOM_ID_FIELD_NUMBER: _ClassVar[int]
+    room_id: str
+    def __init__(self, room_id: _Optional[str] = ...) -> None: ...
+
+class ListParticipantsResponse(_message.Message):
+    __slots__ = ("participants",)
+    PARTICIPANTS_FIELD_NUMBER: _ClassVar[int]
+    participants: _containers.RepeatedCompositeFieldContainer[Participant]
+    def __init__(self, participants: _Optional[_Iterable[_Union[Participant, _Mapping]]] = ...) -> None: ...

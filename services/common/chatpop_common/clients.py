@@ -1,0 +1,79 @@
+"""gRPC client channels: round-robin over every resolved address, tracing, and principal forwarding."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+
+import grpc
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from jwt.algorithms import OKPAlgorithm
+from opentelemetry.instrumentation.grpc import aio_client_interceptors
+
+from chatpop.identity.v1 import identity_pb2, identity_pb2_grpc
+from chatpop_common.auth import KeyCache, KeyFetcher
+
+_SERVICE_CONFIG = json.dumps(
+    {
+        "loadBalancingConfig": [{"round_robin": {}}],
+        "methodConfig": [
+            {
+                "name": [{}],
+                "retryPolicy": {
+                    "maxAttempts": 3,
+                    "initialBackoff": "0.05s",
+                    "maxBackoff": "0.5s",
+                    "backoffMultiplier": 2,
+                    "retryableStatusCodes": ["UNAVAILABLE"],
+                },
+            }
+        ],
+    }
+)
+
+
+def insecure_channel(address: str) -> grpc.aio.Channel:
+    """A channel to `host:port`; with a headless Service (dns:///name:port) it balances per call."""
+    target = address if "://" in address or address.startswith("dns:") else f"dns:///{address}"
+    return grpc.aio.insecure_channel(
+        target,
+        options=[
+            ("grpc.service_config", _SERVICE_CONFIG),
+            ("grpc.enable_retries", 1),
+            ("grpc.keepalive_time_ms", 30_000),
+            ("grpc.keepalive_timeout_ms", 10_000),
+            ("grpc.keepalive_permit_without_calls", 1),
+        ],
+        interceptors=list(aio_client_interceptors()),
+    )
+
+
+def bearer(token: str) -> Sequence[tuple[str, str]]:
+    """Call metadata that carries a caller's token to the next service."""
+    return (("authorization", f"Bearer {token}"),)
+
+
+def jwks_to_keys(keys: Sequence[identity_pb2.PublicKey]) -> dict[str, Ed25519PublicKey]:
+    result: dict[str, Ed25519PublicKey] = {}
+    for key in keys:
+        if key.kty != "OKP" or key.crv != "Ed25519":
+            continue
+        jwk = {"kty": key.kty, "crv": key.crv, "x": key.x}
+        public = OKPAlgorithm.from_jwk(json.dumps(jwk))
+        if isinstance(public, Ed25519PublicKey):
+            result[key.kid] = public
+    return result
+
+
+def identity_key_fetcher(channel: grpc.aio.Channel) -> KeyFetcher:
+    stub = identity_pb2_grpc.IdentityServiceStub(channel)
+
+    async def fetch() -> Mapping[str, Ed25519PublicKey]:
+        response = await stub.GetPublicKeys(identity_pb2.GetPublicKeysRequest(), timeout=5)
+        return jwks_to_keys(response.keys)
+
+    return fetch
+
+
+def identity_key_cache(channel: grpc.aio.Channel) -> KeyCache:
+    return KeyCache(identity_key_fetcher(channel))

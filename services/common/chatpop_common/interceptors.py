@@ -1,0 +1,250 @@
+"""Server interceptors that cover unary and streaming handlers alike.
+
+Each interceptor rewraps the handler's behaviour function, whatever its arity:
+- metrics: Prometheus RED with the conventional go-grpc-prometheus names;
+- principal: verifies the bearer token in metadata and exposes it through a context variable;
+- errors: turns ServiceError into a status with a machine code; anything else becomes INTERNAL
+  without internals leaking to the caller.
+Tracing comes from OpenTelemetry's own aio server interceptor, installed before these.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+from prometheus_client import Counter, Histogram
+
+from chatpop_common.auth import TokenVerifier, bearer_from_metadata, reset_principal, set_principal
+from chatpop_common.errors import ServiceError
+
+log = logging.getLogger(__name__)
+
+STARTED = Counter(
+    "grpc_server_started_total",
+    "Total number of RPCs started on the server.",
+    ["grpc_type", "grpc_service", "grpc_method"],
+)
+HANDLED = Counter(
+    "grpc_server_handled_total",
+    "Total number of RPCs completed on the server, regardless of success or failure.",
+    ["grpc_type", "grpc_service", "grpc_method", "grpc_code"],
+)
+HANDLING = Histogram(
+    "grpc_server_handling_seconds",
+    "Histogram of response latency (seconds) of gRPC that had been application-level handled by the server.",
+    ["grpc_type", "grpc_service", "grpc_method"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+MSG_RECEIVED = Counter(
+    "grpc_server_msg_received_total",
+    "Total number of RPC stream messages received on the server.",
+    ["grpc_type", "grpc_service", "grpc_method"],
+)
+MSG_SENT = Counter(
+    "grpc_server_msg_sent_total",
+    "Total number of gRPC stream messages sent by the server.",
+    ["grpc_type", "grpc_service", "grpc_method"],
+)
+
+Behaviour = Callable[..., Any]
+Wrapper = Callable[[Behaviour, bool, bool, str], Behaviour]
+
+
+def _rpc_type(handler: grpc.RpcMethodHandler) -> tuple[bool, bool]:
+    return bool(handler.request_streaming), bool(handler.response_streaming)
+
+
+def _grpc_type(request_streaming: bool, response_streaming: bool) -> str:
+    if request_streaming and response_streaming:
+        return "bidi_stream"
+    if request_streaming:
+        return "client_stream"
+    if response_streaming:
+        return "server_stream"
+    return "unary"
+
+
+def _rewrap(handler: grpc.RpcMethodHandler, wrap: Wrapper, method: str) -> grpc.RpcMethodHandler:
+    req_stream, resp_stream = _rpc_type(handler)
+    if not req_stream and not resp_stream:
+        return grpc.unary_unary_rpc_method_handler(
+            wrap(handler.unary_unary, False, False, method),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+    if not req_stream and resp_stream:
+        return grpc.unary_stream_rpc_method_handler(
+            wrap(handler.unary_stream, False, True, method),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+    if req_stream and not resp_stream:
+        return grpc.stream_unary_rpc_method_handler(
+            wrap(handler.stream_unary, True, False, method),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+    return grpc.stream_stream_rpc_method_handler(
+        wrap(handler.stream_stream, True, True, method),
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
+
+
+class _WrappingInterceptor(grpc.aio.ServerInterceptor):
+    """Base class: rewrap every handler with `self.wrap`."""
+
+    def wrap(self, behaviour: Behaviour, req_stream: bool, resp_stream: bool, method: str) -> Behaviour:
+        raise NotImplementedError
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        return _rewrap(handler, self.wrap, handler_call_details.method)
+
+
+def _split_method(full: str) -> tuple[str, str]:
+    _, service, method = full.split("/", 2) if full.count("/") >= 2 else ("", "unknown", full)
+    return service, method
+
+
+async def _count_requests(requests: AsyncIterator[Any], labels: tuple[str, str, str]) -> AsyncIterator[Any]:
+    async for request in requests:
+        MSG_RECEIVED.labels(*labels).inc()
+        yield request
+
+
+class MetricsInterceptor(_WrappingInterceptor):
+    def wrap(self, behaviour: Behaviour, req_stream: bool, resp_stream: bool, method: str) -> Behaviour:
+        service, name = _split_method(method)
+        labels = (_grpc_type(req_stream, resp_stream), service, name)
+
+        def finish(context: grpc.aio.ServicerContext, started: float, error: BaseException | None) -> None:
+            code = context.code()
+            if code is None:
+                code = grpc.StatusCode.OK if error is None else grpc.StatusCode.UNKNOWN
+            if isinstance(code, int):
+                code = grpc.StatusCode(code)
+            HANDLED.labels(*labels, code.name).inc()
+            HANDLING.labels(*labels).observe(time.perf_counter() - started)
+
+        def begin(request: Any) -> tuple[Any, float]:
+            STARTED.labels(*labels).inc()
+            if req_stream:
+                request = _count_requests(request, labels)
+            else:
+                MSG_RECEIVED.labels(*labels).inc()
+            return request, time.perf_counter()
+
+        if resp_stream:
+
+            async def stream_behaviour(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+                request, started = begin(request)
+                error: BaseException | None = None
+                try:
+                    async for response in behaviour(request, context):
+                        MSG_SENT.labels(*labels).inc()
+                        yield response
+                except BaseException as exc:
+                    error = exc
+                    raise
+                finally:
+                    finish(context, started, error)
+
+            return stream_behaviour
+
+        async def unary_behaviour(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            request, started = begin(request)
+            error: BaseException | None = None
+            try:
+                response = await behaviour(request, context)
+                MSG_SENT.labels(*labels).inc()
+                return response
+            except BaseException as exc:
+                error = exc
+                raise
+            finally:
+                finish(context, started, error)
+
+        return unary_behaviour
+
+
+class ErrorInterceptor(_WrappingInterceptor):
+    """ServiceError → status + machine code; unexpected errors → INTERNAL with a logged traceback."""
+
+    @staticmethod
+    async def _abort(context: grpc.aio.ServicerContext, exc: BaseException, method: str) -> None:
+        if isinstance(exc, ServiceError):
+            context.set_trailing_metadata(exc.trailing_metadata())
+            await context.abort(exc.status, exc.message)
+        log.exception("unhandled error in %s", method, exc_info=exc)
+        context.set_trailing_metadata((("chatpop-error-code", "internal"),))
+        await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+
+    def wrap(self, behaviour: Behaviour, req_stream: bool, resp_stream: bool, method: str) -> Behaviour:
+        abort = self._abort
+        if resp_stream:
+
+            async def stream_behaviour(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+                try:
+                    async for response in behaviour(request, context):
+                        yield response
+                except grpc.aio.AbortError:
+                    raise
+                except Exception as exc:
+                    await abort(context, exc, method)
+
+            return stream_behaviour
+
+        async def unary_behaviour(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            try:
+                return await behaviour(request, context)
+            except grpc.aio.AbortError:
+                raise
+            except Exception as exc:
+                await abort(context, exc, method)
+
+        return unary_behaviour
+
+
+class PrincipalInterceptor(_WrappingInterceptor):
+    """Verifies `authorization: Bearer …` metadata when present; a bad token fails the call."""
+
+    def __init__(self, verifier: TokenVerifier) -> None:
+        self._verifier = verifier
+
+    def wrap(self, behaviour: Behaviour, req_stream: bool, resp_stream: bool, method: str) -> Behaviour:
+        verifier = self._verifier
+
+        async def authenticate(context: grpc.aio.ServicerContext) -> Any:
+            token = bearer_from_metadata(context.invocation_metadata())
+            return await verifier.verify(token) if token else None
+
+        if resp_stream:
+
+            async def stream_behaviour(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+                # Each RPC runs in its own task and context, so the value needs no reset here
+                # (an async generator may be finalised from another context, where reset fails).
+                set_principal(await authenticate(context))
+                async for response in behaviour(request, context):
+                    yield response
+
+            return stream_behaviour
+
+        async def unary_behaviour(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            reset = set_principal(await authenticate(context))
+            try:
+                return await behaviour(request, context)
+            finally:
+                reset_principal(reset)
+
+        return unary_behaviour

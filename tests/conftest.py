@@ -1,0 +1,39 @@
+"""Fixtures shared by every tier: private Postgres and Redis on free ports, migrated once."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from chatpop_common.devstack import Postgres, Redis, throwaway_datastores
+
+
+@pytest.fixture(scope="session")
+def datastores() -> Iterator[tuple[Postgres, Redis]]:
+    root = Path(tempfile.mkdtemp(prefix="chatpop-test-", dir="/tmp"))
+    with throwaway_datastores(root) as stores:
+        yield stores
+
+
+@pytest.fixture(scope="session")
+def database_url(datastores: tuple[Postgres, Redis]) -> str:
+    """A private database with every service's migrations applied."""
+    from chatpop_common.migrate import migrate
+
+    pg, _ = datastores
+    migrate(pg.url, ["identity", "rooms", "messaging", "payments"])
+    return pg.url
+
+
+@pytest.fixture(scope="session")
+def redis_url(datastores: tuple[Postgres, Redis]) -> str:
+    return datastores[1].url
+
+
+@pytest.fixture(scope="session")
+def redis_server(datastores: tuple[Postgres, Redis]) -> Redis:
+    """The Redis process itself, for tests that restart it."""
+    return datastores[1]
