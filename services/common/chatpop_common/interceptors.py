@@ -112,6 +112,16 @@ class _WrappingInterceptor(grpc.aio.ServerInterceptor):
         return _rewrap(handler, self.wrap, handler_call_details.method)
 
 
+async def _responses(behaviour: Behaviour, request: Any, context: Any) -> AsyncIterator[Any]:
+    """Iterate a streaming handler, whether it yields responses or writes them with context.write."""
+    result = behaviour(request, context)
+    if hasattr(result, "__aiter__"):
+        async for response in result:
+            yield response
+    else:
+        await result
+
+
 def _split_method(full: str) -> tuple[str, str]:
     _, service, method = full.split("/", 2) if full.count("/") >= 2 else ("", "unknown", full)
     return service, method
@@ -151,7 +161,7 @@ class MetricsInterceptor(_WrappingInterceptor):
                 request, started = begin(request)
                 error: BaseException | None = None
                 try:
-                    async for response in behaviour(request, context):
+                    async for response in _responses(behaviour, request, context):
                         MSG_SENT.labels(*labels).inc()
                         yield response
                 except BaseException as exc:
@@ -196,7 +206,7 @@ class ErrorInterceptor(_WrappingInterceptor):
 
             async def stream_behaviour(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
                 try:
-                    async for response in behaviour(request, context):
+                    async for response in _responses(behaviour, request, context):
                         yield response
                 except grpc.aio.AbortError:
                     raise
@@ -235,7 +245,7 @@ class PrincipalInterceptor(_WrappingInterceptor):
                 # Each RPC runs in its own task and context, so the value needs no reset here
                 # (an async generator may be finalised from another context, where reset fails).
                 set_principal(await authenticate(context))
-                async for response in behaviour(request, context):
+                async for response in _responses(behaviour, request, context):
                     yield response
 
             return stream_behaviour
