@@ -1,0 +1,60 @@
+"""Wiring: pools, keys and the servicer, handed to the shared gRPC bootstrap."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from chatpop.identity.v1 import identity_pb2, identity_pb2_grpc
+from chatpop_common.auth import KeyCache, TokenVerifier
+from chatpop_common.datastores import create_pg_pool
+from chatpop_common.server import GrpcApp, Registration
+from chatpop_identity.credentials import Passwords
+from chatpop_identity.keys import KeyRing
+from chatpop_identity.servicer import IdentityServicer
+from chatpop_identity.settings import Settings
+from chatpop_identity.store import IdentityStore
+from chatpop_identity.tokens import TokenIssuer
+
+SERVICE_NAME = identity_pb2.DESCRIPTOR.services_by_name["IdentityService"].full_name
+
+
+def local_verifier(keys: KeyRing) -> TokenVerifier:
+    """Verifies tokens with this service's own keys, without a network round trip."""
+
+    async def fetch() -> Mapping[str, Ed25519PublicKey]:
+        return keys.public_keys
+
+    return TokenVerifier(KeyCache(fetch))
+
+
+async def build(settings: Settings) -> GrpcApp:
+    keys = KeyRing.from_files(settings.identity_signing_key_file, settings.extra_public_key_paths)
+    passwords = Passwords(
+        time_cost=settings.argon2_time_cost,
+        memory_cost=settings.argon2_memory_cost,
+        parallelism=settings.argon2_parallelism,
+    )
+    await passwords.prepare()
+    pool = await create_pg_pool(
+        settings.database_url, schema="identity", min_size=settings.db_pool_min, max_size=settings.db_pool_max
+    )
+    servicer = IdentityServicer(
+        store=IdentityStore(pool),
+        keys=keys,
+        tokens=TokenIssuer(keys, access_ttl=settings.access_token_ttl, room_ttl=settings.room_token_ttl),
+        passwords=passwords,
+        refresh_ttl=settings.refresh_token_ttl,
+    )
+    return GrpcApp(
+        registrations=[
+            Registration(
+                full_name=SERVICE_NAME,
+                add=identity_pb2_grpc.add_IdentityServiceServicer_to_server,
+                servicer=servicer,
+            )
+        ],
+        verifier=local_verifier(keys),
+        cleanups=[pool.close],
+    )

@@ -1,0 +1,197 @@
+"""SQL for the `identity` schema; the only code that touches its tables."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+from chatpop_common.errors import AlreadyExists
+
+ANONYMOUS = "anonymous"
+USER = "user"
+
+
+@dataclass(frozen=True)
+class IdentityRecord:
+    id: uuid.UUID
+    kind: str
+    email: str | None
+    password_hash: str | None
+    reserved_username: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class NewRefreshToken:
+    """A refresh token to store: only its hash is kept, never the token itself."""
+
+    token_hash: bytes
+    expires_at: datetime
+
+
+class RotationStatus(enum.Enum):
+    ROTATED = "rotated"
+    # The token had been rotated before: someone replayed it, so its family is now revoked.
+    REUSED = "reused"
+    # Unknown, expired or revoked.
+    INVALID = "invalid"
+
+
+@dataclass(frozen=True)
+class Rotation:
+    status: RotationStatus
+    identity: IdentityRecord | None = None
+
+
+def _identity(row: asyncpg.Record) -> IdentityRecord:
+    return IdentityRecord(
+        id=row["id"],
+        kind=row["kind"],
+        email=row["email"],
+        password_hash=row["password_hash"],
+        reserved_username=row["reserved_username"],
+        created_at=row["created_at"],
+    )
+
+
+async def _insert_refresh(
+    conn: asyncpg.Connection, identity_id: uuid.UUID, family_id: uuid.UUID, token: NewRefreshToken
+) -> None:
+    await conn.execute(
+        "INSERT INTO refresh_tokens (id, family_id, identity_id, token_hash, expires_at)"
+        " VALUES ($1, $2, $3, $4, $5)",
+        uuid.uuid4(),
+        family_id,
+        identity_id,
+        token.token_hash,
+        token.expires_at,
+    )
+
+
+class IdentityStore:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def create_anonymous(self, refresh: NewRefreshToken) -> IdentityRecord:
+        async with self._pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                "INSERT INTO identities (id, kind) VALUES ($1, $2)"
+                " RETURNING id, kind, email, password_hash, reserved_username, created_at",
+                uuid.uuid4(),
+                ANONYMOUS,
+            )
+            identity = _identity(row)
+            await _insert_refresh(conn, identity.id, uuid.uuid4(), refresh)
+        return identity
+
+    async def create_user(
+        self,
+        *,
+        email: str,
+        password_hash: str,
+        reserved_username: str | None,
+        refresh: NewRefreshToken,
+    ) -> IdentityRecord:
+        """A new account and its first refresh token; AlreadyExists when the email or name is taken."""
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                row = await conn.fetchrow(
+                    "INSERT INTO identities"
+                    " (id, kind, email, password_hash, reserved_username, reserved_username_lower)"
+                    " VALUES ($1, $2, $3, $4, $5, lower($5))"
+                    " RETURNING id, kind, email, password_hash, reserved_username, created_at",
+                    uuid.uuid4(),
+                    USER,
+                    email,
+                    password_hash,
+                    reserved_username,
+                )
+                identity = _identity(row)
+                await _insert_refresh(conn, identity.id, uuid.uuid4(), refresh)
+        except asyncpg.UniqueViolationError as exc:
+            if exc.constraint_name == "identities_reserved_username_lower_key":
+                raise AlreadyExists("that username is already taken", code="username_taken") from None
+            if exc.constraint_name == "identities_email_key":
+                raise AlreadyExists("an account with this email already exists", code="email_taken") from None
+            raise
+        return identity
+
+    async def get(self, identity_id: uuid.UUID) -> IdentityRecord | None:
+        row = await self._pool.fetchrow(
+            "SELECT id, kind, email, password_hash, reserved_username, created_at"
+            " FROM identities WHERE id = $1",
+            identity_id,
+        )
+        return _identity(row) if row is not None else None
+
+    async def find_user_by_email(self, email: str) -> IdentityRecord | None:
+        row = await self._pool.fetchrow(
+            "SELECT id, kind, email, password_hash, reserved_username, created_at"
+            " FROM identities WHERE email = $1 AND kind = $2",
+            email,
+            USER,
+        )
+        return _identity(row) if row is not None else None
+
+    async def replace_password_hash(self, identity_id: uuid.UUID, old_hash: str, new_hash: str) -> None:
+        """Store a stronger hash of the same password, unless the password changed meanwhile."""
+        await self._pool.execute(
+            "UPDATE identities SET password_hash = $3 WHERE id = $1 AND password_hash = $2",
+            identity_id,
+            old_hash,
+            new_hash,
+        )
+
+    async def start_family(self, identity_id: uuid.UUID, refresh: NewRefreshToken) -> None:
+        async with self._pool.acquire() as conn:
+            await _insert_refresh(conn, identity_id, uuid.uuid4(), refresh)
+
+    async def rotate(self, token_hash: bytes, replacement: NewRefreshToken, now: datetime) -> Rotation:
+        """Swap a live refresh token for `replacement` in the same family, atomically.
+
+        The row lock makes concurrent presentations of one token queue up: the first rotates it,
+        every later one finds it used and counts as reuse.
+        """
+        async with self._pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                "SELECT id, family_id, identity_id, expires_at, used_at, revoked_at"
+                " FROM refresh_tokens WHERE token_hash = $1 FOR UPDATE",
+                token_hash,
+            )
+            if row is None:
+                return Rotation(RotationStatus.INVALID)
+            # A rotated token presented again is reuse even once its family is revoked, so every
+            # replay is reported as such; a revoked token that was never rotated is just invalid.
+            if row["used_at"] is not None:
+                await conn.execute(
+                    "UPDATE refresh_tokens SET revoked_at = $2 WHERE family_id = $1 AND revoked_at IS NULL",
+                    row["family_id"],
+                    now,
+                )
+                return Rotation(RotationStatus.REUSED)
+            if row["revoked_at"] is not None or row["expires_at"] <= now:
+                return Rotation(RotationStatus.INVALID)
+            identity_row = await conn.fetchrow(
+                "SELECT id, kind, email, password_hash, reserved_username, created_at"
+                " FROM identities WHERE id = $1",
+                row["identity_id"],
+            )
+            if identity_row is None:
+                return Rotation(RotationStatus.INVALID)
+            await conn.execute("UPDATE refresh_tokens SET used_at = $2 WHERE id = $1", row["id"], now)
+            await _insert_refresh(conn, row["identity_id"], row["family_id"], replacement)
+        return Rotation(RotationStatus.ROTATED, _identity(identity_row))
+
+    async def revoke_family_of(self, token_hash: bytes, now: datetime) -> None:
+        """Revoke the family the token belongs to; nothing happens for an unknown token."""
+        await self._pool.execute(
+            "UPDATE refresh_tokens SET revoked_at = $2"
+            " WHERE family_id = (SELECT family_id FROM refresh_tokens WHERE token_hash = $1)"
+            " AND revoked_at IS NULL",
+            token_hash,
+            now,
+        )
