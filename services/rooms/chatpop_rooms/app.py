@@ -1,0 +1,67 @@
+"""Wiring: pools, clients and the servicer, handed to the shared gRPC bootstrap."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from chatpop.identity.v1 import identity_pb2_grpc
+from chatpop.rooms.v1 import rooms_pb2, rooms_pb2_grpc
+from chatpop_common.auth import TokenVerifier
+from chatpop_common.clients import identity_key_cache, insecure_channel
+from chatpop_common.datastores import create_pg_pool, create_redis
+from chatpop_common.server import GrpcApp, Registration
+from chatpop_rooms.access_codes import AccessCodeHasher
+from chatpop_rooms.codes import new_room_code
+from chatpop_rooms.limits import JoinAttemptLimiter
+from chatpop_rooms.servicer import RoomsServicer
+from chatpop_rooms.settings import Settings
+from chatpop_rooms.store import RoomStore
+
+SERVICE_NAME = rooms_pb2.DESCRIPTOR.services_by_name["RoomsService"].full_name
+
+
+async def build(settings: Settings, *, room_codes: Callable[[], str] = new_room_code) -> GrpcApp:
+    """Everything the rooms server needs; `room_codes` lets a caller choose how codes are drawn."""
+    pool = await create_pg_pool(
+        settings.database_url, schema="rooms", min_size=settings.db_pool_min, max_size=settings.db_pool_max
+    )
+    redis = create_redis(settings.redis_url)
+    identity_channel = insecure_channel(settings.identity_addr)
+    servicer = RoomsServicer(
+        store=RoomStore(pool),
+        hasher=AccessCodeHasher(
+            time_cost=settings.access_code_hash_time_cost,
+            memory_kib=settings.access_code_hash_memory_kib,
+            parallelism=settings.access_code_hash_parallelism,
+        ),
+        limiter=JoinAttemptLimiter(
+            redis,
+            client_limit=settings.join_attempt_limit,
+            room_limit=settings.join_room_attempt_limit,
+            window_seconds=settings.join_attempt_window,
+        ),
+        identity=identity_pb2_grpc.IdentityServiceStub(identity_channel),
+        room_codes=room_codes,
+    )
+
+    async def close_identity() -> None:
+        await identity_channel.close()
+
+    async def close_redis() -> None:
+        # redis-py 5+ has aclose(); the published stubs still describe 4.x.
+        await redis.aclose()  # type: ignore[attr-defined]
+
+    async def close_pool() -> None:
+        await pool.close()
+
+    return GrpcApp(
+        registrations=[
+            Registration(
+                full_name=SERVICE_NAME,
+                add=rooms_pb2_grpc.add_RoomsServiceServicer_to_server,
+                servicer=servicer,
+            )
+        ],
+        verifier=TokenVerifier(identity_key_cache(identity_channel)),
+        cleanups=[close_identity, close_redis, close_pool],
+    )

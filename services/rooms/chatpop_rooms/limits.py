@@ -1,0 +1,97 @@
+"""Attempt limits for private-room access codes, kept in Redis under `rooms:`.
+
+Two fixed-window counters per room: one per client (client IP hash, else subject) and one for the
+whole room. An attempt is reserved atomically (check and INCR in one script) BEFORE the slow hash is
+verified, so concurrent guesses cannot slip past the limit and a locked-out client learns nothing
+more about the code. A correct code gives its reservation back: only wrong or missing codes count.
+Both keys share a hash tag (the room id), so the scripts also run on Redis Cluster.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+
+# KEYS: counters; ARGV: one limit per key, then the window in seconds.
+# Returns 0 when an attempt was reserved, else the milliseconds until the longest lock ends.
+_RESERVE = """
+local window = tonumber(ARGV[#KEYS + 1])
+local wait = 0
+for i, key in ipairs(KEYS) do
+  local count = tonumber(redis.call('GET', key) or '0')
+  if count >= tonumber(ARGV[i]) then
+    local ttl = redis.call('PTTL', key)
+    if ttl < 0 then
+      redis.call('EXPIRE', key, window)
+      ttl = window * 1000
+    end
+    if ttl > wait then wait = ttl end
+  end
+end
+if wait > 0 then return wait end
+for _, key in ipairs(KEYS) do
+  if redis.call('INCR', key) == 1 or redis.call('PTTL', key) < 0 then
+    redis.call('EXPIRE', key, window)
+  end
+end
+return 0
+"""
+
+# Gives a reservation back without ever creating a key or going below zero; TTLs stay as they are.
+_RELEASE = """
+for _, key in ipairs(KEYS) do
+  if tonumber(redis.call('GET', key) or '0') > 0 then
+    redis.call('DECR', key)
+  end
+end
+return 0
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """The outcome of asking for one attempt: granted, or refused for `retry_after` seconds."""
+
+    keys: tuple[str, ...]
+    retry_after: int = 0
+
+    @property
+    def granted(self) -> bool:
+        return self.retry_after == 0
+
+
+class JoinAttemptLimiter:
+    def __init__(
+        self,
+        redis: aioredis.Redis,  # type: ignore[type-arg]
+        *,
+        client_limit: int,
+        room_limit: int,
+        window_seconds: int,
+    ) -> None:
+        self._reserve = redis.register_script(_RESERVE)
+        self._release = redis.register_script(_RELEASE)
+        self._client_limit = client_limit
+        self._room_limit = room_limit
+        self._window = window_seconds
+
+    @staticmethod
+    def keys_for(room_id: str, client: str) -> tuple[str, str]:
+        return (
+            f"rooms:join-attempts:{{{room_id}}}:client:{client}",
+            f"rooms:join-attempts:{{{room_id}}}:room",
+        )
+
+    async def reserve(self, room_id: str, client: str) -> Reservation:
+        keys = self.keys_for(room_id, client)
+        wait_ms = int(
+            await self._reserve(keys=list(keys), args=[self._client_limit, self._room_limit, self._window])
+        )
+        if wait_ms > 0:
+            return Reservation(keys=keys, retry_after=max(1, math.ceil(wait_ms / 1000)))
+        return Reservation(keys=keys)
+
+    async def release(self, reservation: Reservation) -> None:
+        await self._release(keys=list(reservation.keys), args=[])

@@ -1,0 +1,3 @@
+from chatpop_common.migrations import run_env
+
+run_env("rooms")

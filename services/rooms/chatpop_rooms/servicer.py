@@ -1,0 +1,335 @@
+"""RoomsService: rooms, their settings and who joined them."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import grpc
+import redis
+
+from chatpop.identity.v1 import identity_pb2, identity_pb2_grpc
+from chatpop.rooms.v1 import rooms_pb2, rooms_pb2_grpc
+from chatpop_common.auth import Principal, bearer_from_metadata, require_principal
+from chatpop_common.clients import bearer
+from chatpop_common.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
+    Unavailable,
+)
+from chatpop_common.usernames import normalize_username
+from chatpop_rooms.access_codes import AccessCodeHasher
+from chatpop_rooms.codes import new_room_code, normalize_room_code
+from chatpop_rooms.convert import participant_message, room_message
+from chatpop_rooms.limits import JoinAttemptLimiter
+from chatpop_rooms.store import (
+    AlreadyJoined,
+    CodeTaken,
+    NewRoom,
+    ParticipantRow,
+    RoomRow,
+    RoomStore,
+    UsernameTaken,
+)
+from chatpop_rooms.validation import (
+    ACCESS_CODE_MAX,
+    PRIVATE,
+    PUBLIC,
+    normalize_access_code,
+    require_access_code_for,
+    validate_description,
+    validate_name,
+    validate_new_access_code,
+    validate_retention_days,
+    validate_theme,
+    validate_visibility,
+)
+
+log = logging.getLogger(__name__)
+
+# A fresh code collides only if the RNG is broken or the code space is nearly full; a few draws suffice.
+CODE_DRAWS = 8
+CLIENT_IP_HASH_MAX = 128
+IDENTITY_TIMEOUT = 5.0
+
+
+def _require_access_token() -> Principal:
+    principal = require_principal()
+    if principal.token_type != "access":
+        raise PermissionDenied(
+            "this call needs an access token, not a room token", code="access_token_required"
+        )
+    return principal
+
+
+def _require_host(principal: Principal, room: RoomRow) -> None:
+    if principal.token_type == "room":
+        principal.require_room(room.id)
+    if principal.subject != room.host_id:
+        raise PermissionDenied("only the host can do this", code="not_host")
+
+
+def _require_open(room: RoomRow) -> None:
+    if room.closed_at is not None:
+        raise FailedPrecondition("this room is closed", code="room_closed")
+
+
+def _room_not_found() -> NotFound:
+    return NotFound("there is no such room", code="room_not_found")
+
+
+class RoomsServicer(rooms_pb2_grpc.RoomsServiceServicer):
+    def __init__(
+        self,
+        *,
+        store: RoomStore,
+        hasher: AccessCodeHasher,
+        limiter: JoinAttemptLimiter,
+        identity: identity_pb2_grpc.IdentityServiceStub,
+        room_codes: Callable[[], str] = new_room_code,
+    ) -> None:
+        self._store = store
+        self._hasher = hasher
+        self._limiter = limiter
+        self._identity = identity
+        self._room_codes = room_codes
+
+    async def CreateRoom(
+        self, request: rooms_pb2.CreateRoomRequest, context: grpc.aio.ServicerContext
+    ) -> rooms_pb2.CreateRoomResponse:
+        principal = _require_access_token()
+        name = validate_name(request.name)
+        description = validate_description(request.description)
+        visibility = validate_visibility(request.visibility)
+        access_code = validate_new_access_code(request.access_code)
+        require_access_code_for(visibility, access_code)
+        retention_days = validate_retention_days(
+            request.retention_days if request.HasField("retention_days") else None
+        )
+        theme = validate_theme(request.theme)
+        new_room = NewRoom(
+            name=name,
+            description=description,
+            visibility=visibility,
+            access_code_hash=await self._hasher.hash(access_code) if access_code else None,
+            media_photo=request.media.photo,
+            media_voice=request.media.voice,
+            media_video=request.media.video,
+            theme=theme,
+            retention_days=retention_days,
+            host_id=principal.subject,
+        )
+        for _ in range(CODE_DRAWS):
+            try:
+                row = await self._store.insert_room(new_room, self._room_codes())
+            except CodeTaken:
+                continue
+            return rooms_pb2.CreateRoomResponse(room=room_message(row))
+        log.error("no free room code after %d draws", CODE_DRAWS)
+        raise Unavailable("could not allocate a room code; try again", code="room_code_unavailable")
+
+    async def GetRoom(
+        self, request: rooms_pb2.GetRoomRequest, context: grpc.aio.ServicerContext
+    ) -> rooms_pb2.GetRoomResponse:
+        key = request.WhichOneof("key")
+        if key == "code":
+            room = await self._room_by_code(request.code)
+        elif key == "room_id":
+            room = await self._room_by_id(request.room_id)
+        else:
+            raise InvalidArgument("name the room by its code or its id", code="room_key_required")
+        return rooms_pb2.GetRoomResponse(room=room_message(room))
+
+    async def UpdateRoom(
+        self, request: rooms_pb2.UpdateRoomRequest, context: grpc.aio.ServicerContext
+    ) -> rooms_pb2.UpdateRoomResponse:
+        principal = require_principal()
+        room = await self._room_by_id(request.room_id)
+        _require_host(principal, room)
+        _require_open(room)
+
+        changes: dict[str, object] = {}
+        if request.HasField("name"):
+            changes["name"] = validate_name(request.name)
+        if request.HasField("description"):
+            changes["description"] = validate_description(request.description)
+        if request.HasField("media"):
+            changes["media_photo"] = request.media.photo
+            changes["media_voice"] = request.media.voice
+            changes["media_video"] = request.media.video
+        # An explicit UNSPECIFIED keeps the current value rather than resetting it to the default.
+        if request.HasField("theme") and request.theme:
+            changes["theme"] = validate_theme(request.theme)
+        if request.HasField("retention_days"):
+            changes["retention_days"] = validate_retention_days(request.retention_days)
+
+        visibility = room.visibility
+        if request.HasField("visibility") and request.visibility:
+            visibility = validate_visibility(request.visibility)
+            changes["visibility"] = visibility
+        access_code = validate_new_access_code(request.access_code) if request.HasField("access_code") else ""
+        if visibility == PRIVATE and not access_code and room.visibility == PUBLIC:
+            raise InvalidArgument("a private room needs an access code", code="access_code_required")
+        if visibility == PUBLIC:
+            require_access_code_for(PUBLIC, access_code)
+            if room.visibility == PRIVATE:
+                changes["access_code_hash"] = None
+        elif access_code:
+            changes["access_code_hash"] = await self._hasher.hash(access_code)
+
+        if not changes:
+            return rooms_pb2.UpdateRoomResponse(room=room_message(room))
+        updated = await self._store.update_room(room.id, changes)
+        if updated is None:
+            raise _room_not_found()
+        return rooms_pb2.UpdateRoomResponse(room=room_message(updated))
+
+    async def CloseRoom(
+        self, request: rooms_pb2.CloseRoomRequest, context: grpc.aio.ServicerContext
+    ) -> rooms_pb2.CloseRoomResponse:
+        principal = require_principal()
+        room = await self._room_by_id(request.room_id)
+        _require_host(principal, room)
+        closed = await self._store.close_room(room.id)
+        if closed is None:
+            raise _room_not_found()
+        return rooms_pb2.CloseRoomResponse(room=room_message(closed))
+
+    async def JoinRoom(
+        self, request: rooms_pb2.JoinRoomRequest, context: grpc.aio.ServicerContext
+    ) -> rooms_pb2.JoinRoomResponse:
+        principal = _require_access_token()
+        if len(request.client_ip_hash) > CLIENT_IP_HASH_MAX:
+            raise InvalidArgument("client_ip_hash is too long to be a hash", code="invalid_client_ip_hash")
+        room = await self._room_by_code(request.code)
+        _require_open(room)
+        caller_token = bearer_from_metadata(context.invocation_metadata()) or ""
+
+        participant = await self._store.participant_by_subject(room.id, principal.subject)
+        if participant is None:
+            participant = await self._admit(room, request, principal, caller_token)
+        if participant.banned:
+            raise PermissionDenied("you were banned from this room", code="banned")
+
+        try:
+            issued = await self._identity.IssueRoomToken(
+                identity_pb2.IssueRoomTokenRequest(
+                    room_id=room.id,
+                    participant_id=participant.id,
+                    subject=participant.subject,
+                    version=participant.version,
+                    is_host=participant.is_host,
+                    username=participant.username,
+                ),
+                metadata=bearer(caller_token) if caller_token else None,
+                timeout=IDENTITY_TIMEOUT,
+            )
+        except grpc.aio.AioRpcError as exc:
+            log.warning("identity refused a room token: %s", exc.code().name)
+            # The participant is stored, so retrying the join returns it with a new token.
+            raise Unavailable("could not issue a room token; try again", code="identity_unavailable") from exc
+        return rooms_pb2.JoinRoomResponse(
+            room=room_message(room),
+            participant=participant_message(participant),
+            room_token=issued.room_token,
+            room_token_expires_in=issued.expires_in,
+        )
+
+    async def GetParticipant(
+        self, request: rooms_pb2.GetParticipantRequest, context: grpc.aio.ServicerContext
+    ) -> rooms_pb2.GetParticipantResponse:
+        participant = await self._store.participant(request.room_id, request.participant_id)
+        if participant is None:
+            raise NotFound("there is no such participant in this room", code="participant_not_found")
+        return rooms_pb2.GetParticipantResponse(participant=participant_message(participant))
+
+    async def ListParticipants(
+        self, request: rooms_pb2.ListParticipantsRequest, context: grpc.aio.ServicerContext
+    ) -> rooms_pb2.ListParticipantsResponse:
+        room = await self._room_by_id(request.room_id)
+        participants = await self._store.participants(room.id)
+        return rooms_pb2.ListParticipantsResponse(participants=[participant_message(p) for p in participants])
+
+    async def _room_by_code(self, raw: str) -> RoomRow:
+        code = normalize_room_code(raw)
+        room = await self._store.room_by_code(code) if code else None
+        if room is None:
+            raise _room_not_found()
+        return room
+
+    async def _room_by_id(self, room_id: str) -> RoomRow:
+        room = await self._store.room_by_id(room_id)
+        if room is None:
+            raise _room_not_found()
+        return room
+
+    async def _admit(
+        self, room: RoomRow, request: rooms_pb2.JoinRoomRequest, principal: Principal, caller_token: str
+    ) -> ParticipantRow:
+        """A first join: username rules, then the access code, then the row (unique per room)."""
+        reserved = await self._reserved_username(principal, caller_token)
+        username = normalize_username(request.username if request.username.strip() else reserved)
+        is_host = principal.subject == room.host_id
+        if room.visibility == PRIVATE and not is_host:
+            client = f"ip:{request.client_ip_hash}" if request.client_ip_hash else f"sub:{principal.subject}"
+            await self._check_access_code(room, client, request.access_code)
+        try:
+            return await self._store.insert_participant(
+                room_id=room.id,
+                subject=principal.subject,
+                username=username,
+                is_host=is_host,
+                verified=bool(reserved) and username.lower() == reserved.lower(),
+            )
+        except AlreadyJoined as raced:
+            return raced.participant
+        except UsernameTaken:
+            raise AlreadyExists(
+                "someone in this room already uses that username", code="username_taken"
+            ) from None
+
+    async def _check_access_code(self, room: RoomRow, client: str, raw_code: str) -> None:
+        """Reserve an attempt first, so a locked-out client never reaches the hash check."""
+        try:
+            reservation = await self._limiter.reserve(room.id, client)
+        except redis.RedisError as exc:
+            log.warning("join attempt limits unavailable: %s", exc)
+            raise Unavailable(
+                "private rooms cannot be joined right now; try again shortly",
+                code="attempt_limits_unavailable",
+            ) from exc
+        if not reservation.granted:
+            raise ResourceExhausted(
+                f"too many wrong access codes; try again in {reservation.retry_after} seconds",
+                code="too_many_attempts",
+                retry_after=reservation.retry_after,
+            )
+        code = normalize_access_code(raw_code)
+        if not code:
+            raise PermissionDenied("this room is private: enter its access code", code="access_code_required")
+        stored_hash = room.access_code_hash or ""
+        if len(code) > ACCESS_CODE_MAX or not await self._hasher.verify(stored_hash, code):
+            raise PermissionDenied("that access code is not right", code="invalid_access_code")
+        try:
+            await self._limiter.release(reservation)
+        except redis.RedisError as exc:
+            # The right code still gets in; the cost is one attempt counted that should not have been.
+            log.warning("could not give a join attempt back: %s", exc)
+
+    async def _reserved_username(self, principal: Principal, caller_token: str) -> str:
+        """An account's reserved username: the default name to join with, and what earns a verified badge."""
+        if principal.kind != "user" or not caller_token:
+            return ""
+        try:
+            response = await self._identity.GetIdentity(
+                identity_pb2.GetIdentityRequest(), metadata=bearer(caller_token), timeout=IDENTITY_TIMEOUT
+            )
+        except grpc.aio.AioRpcError as exc:
+            # Without it the join still works, just without the badge.
+            log.warning("could not read the caller's identity: %s", exc.code().name)
+            return ""
+        return str(response.identity.reserved_username)

@@ -1,0 +1,33 @@
+"""Rooms settings, read from the environment and validated at start-up."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from chatpop_common.settings import ServiceAddresses, ServiceSettings
+
+
+def _identity_addr() -> str:
+    return ServiceAddresses().identity_addr
+
+
+class Settings(ServiceSettings):
+    grpc_port: int = Field(7102, ge=0, le=65535)
+    metrics_port: int = Field(9102, ge=0, le=65535)
+    database_url: str = Field(..., min_length=1)
+    redis_url: str = Field(..., min_length=1)
+    identity_addr: str = Field(default_factory=_identity_addr, min_length=1)
+
+    # Wrong or missing access codes a client may try per room within the window.
+    join_attempt_limit: int = Field(5, ge=1)
+    # Wrong or missing access codes all clients together may try per room within the window. Much higher
+    # than the per-client limit so that one stranger cannot lock everybody out of a room, yet still a
+    # ceiling on guessing from many addresses at once.
+    join_room_attempt_limit: int = Field(50, ge=1)
+    # Seconds a window of attempts lasts; a locked-out client waits until it ends.
+    join_attempt_window: int = Field(900, ge=1)
+
+    # argon2id cost of access-code hashes (argon2-cffi's RFC 9106 "low memory" profile by default).
+    access_code_hash_time_cost: int = Field(3, ge=1)
+    access_code_hash_memory_kib: int = Field(65536, ge=8)
+    access_code_hash_parallelism: int = Field(4, ge=1)

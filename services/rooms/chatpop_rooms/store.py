@@ -1,0 +1,256 @@
+"""SQL for the `rooms` schema (asyncpg); the only code that touches its tables."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+_ROOM_COLUMNS = (
+    "id, code, name, description, visibility, access_code_hash, media_photo, media_voice, media_video, "
+    "theme, retention_days, host_id, closed_at, created_at, updated_at"
+)
+_PARTICIPANT_COLUMNS = "id, room_id, subject, username, is_host, version, banned, verified, joined_at"
+
+# Column lists are fixed constants; every value travels as a bind parameter.
+_SELECT_ROOM = f"SELECT {_ROOM_COLUMNS} FROM rooms"  # noqa: S608
+_SELECT_PARTICIPANT = f"SELECT {_PARTICIPANT_COLUMNS} FROM participants"  # noqa: S608
+_INSERT_ROOM = f"""
+    INSERT INTO rooms (id, code, name, description, visibility, access_code_hash,
+                       media_photo, media_voice, media_video, theme, retention_days, host_id)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+    RETURNING {_ROOM_COLUMNS}
+"""  # noqa: S608
+_CLOSE_ROOM = f"""
+    UPDATE rooms SET closed_at = coalesce(closed_at, now()),
+                     updated_at = CASE WHEN closed_at IS NULL THEN now() ELSE updated_at END
+    WHERE id = $1
+    RETURNING {_ROOM_COLUMNS}
+"""  # noqa: S608
+_INSERT_PARTICIPANT = f"""
+    INSERT INTO participants (id, room_id, subject, username, is_host, verified)
+    VALUES ($1, $2, $3, $4, $5, $6)
+    RETURNING {_PARTICIPANT_COLUMNS}
+"""  # noqa: S608
+
+# Columns UpdateRoom may change; anything else never reaches the SQL text.
+UPDATABLE_COLUMNS = frozenset(
+    {
+        "name",
+        "description",
+        "visibility",
+        "access_code_hash",
+        "media_photo",
+        "media_voice",
+        "media_video",
+        "theme",
+        "retention_days",
+    }
+)
+
+
+class CodeTaken(Exception):
+    """Another room already has the generated code; the caller draws a new one."""
+
+
+class UsernameTaken(Exception):
+    """Someone else in the room already uses this username (compared case-insensitively)."""
+
+
+class AlreadyJoined(Exception):
+    """This subject joined the room concurrently; `participant` is the row that won."""
+
+    def __init__(self, participant: ParticipantRow) -> None:
+        super().__init__(participant.id)
+        self.participant = participant
+
+
+@dataclass(frozen=True, slots=True)
+class RoomRow:
+    id: str
+    code: str
+    name: str
+    description: str
+    visibility: str
+    access_code_hash: str | None
+    media_photo: bool
+    media_voice: bool
+    media_video: bool
+    theme: str
+    retention_days: int
+    host_id: str
+    closed_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def from_record(cls, record: asyncpg.Record) -> RoomRow:
+        values = dict(record)
+        values["id"] = str(values["id"])
+        return cls(**values)
+
+
+@dataclass(frozen=True, slots=True)
+class ParticipantRow:
+    id: str
+    room_id: str
+    subject: str
+    username: str
+    is_host: bool
+    version: int
+    banned: bool
+    verified: bool
+    joined_at: datetime
+
+    @classmethod
+    def from_record(cls, record: asyncpg.Record) -> ParticipantRow:
+        values = dict(record)
+        values["id"] = str(values["id"])
+        values["room_id"] = str(values["room_id"])
+        return cls(**values)
+
+
+def parse_uuid(raw: str) -> uuid.UUID | None:
+    """Ids arrive as strings from callers; anything that is not a UUID names nothing we store."""
+    try:
+        return uuid.UUID(raw)
+    except (ValueError, AttributeError):
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class NewRoom:
+    name: str
+    description: str
+    visibility: str
+    access_code_hash: str | None
+    media_photo: bool
+    media_voice: bool
+    media_video: bool
+    theme: str
+    retention_days: int
+    host_id: str
+
+
+class RoomStore:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def insert_room(self, room: NewRoom, code: str) -> RoomRow:
+        try:
+            record = await self._pool.fetchrow(
+                _INSERT_ROOM,
+                uuid.uuid4(),
+                code,
+                room.name,
+                room.description,
+                room.visibility,
+                room.access_code_hash,
+                room.media_photo,
+                room.media_voice,
+                room.media_video,
+                room.theme,
+                room.retention_days,
+                room.host_id,
+            )
+        except asyncpg.UniqueViolationError as exc:
+            if exc.constraint_name == "rooms_code_key":
+                raise CodeTaken(code) from exc
+            raise
+        assert record is not None
+        return RoomRow.from_record(record)
+
+    async def room_by_id(self, room_id: str) -> RoomRow | None:
+        key = parse_uuid(room_id)
+        if key is None:
+            return None
+        record = await self._pool.fetchrow(_SELECT_ROOM + " WHERE id = $1", key)
+        return RoomRow.from_record(record) if record else None
+
+    async def room_by_code(self, code: str) -> RoomRow | None:
+        record = await self._pool.fetchrow(_SELECT_ROOM + " WHERE code = $1", code)
+        return RoomRow.from_record(record) if record else None
+
+    async def update_room(self, room_id: str, changes: dict[str, Any]) -> RoomRow | None:
+        unknown = set(changes) - UPDATABLE_COLUMNS
+        if unknown:
+            raise ValueError(f"not updatable: {sorted(unknown)}")
+        key = parse_uuid(room_id)
+        if key is None:
+            return None
+        columns = sorted(changes)
+        assignments = ", ".join(f"{column} = ${index}" for index, column in enumerate(columns, start=2))
+        sets = f"{assignments}, updated_at = now()" if assignments else "updated_at = now()"
+        record = await self._pool.fetchrow(
+            f"UPDATE rooms SET {sets} WHERE id = $1 RETURNING {_ROOM_COLUMNS}",  # noqa: S608 - whitelisted columns
+            key,
+            *(changes[column] for column in columns),
+        )
+        return RoomRow.from_record(record) if record else None
+
+    async def close_room(self, room_id: str) -> RoomRow | None:
+        """Close the room; closing it again keeps the first closing time."""
+        key = parse_uuid(room_id)
+        if key is None:
+            return None
+        record = await self._pool.fetchrow(
+            _CLOSE_ROOM,
+            key,
+        )
+        return RoomRow.from_record(record) if record else None
+
+    async def participant_by_subject(self, room_id: str, subject: str) -> ParticipantRow | None:
+        record = await self._pool.fetchrow(
+            _SELECT_PARTICIPANT + " WHERE room_id = $1 AND subject = $2",
+            uuid.UUID(room_id),
+            subject,
+        )
+        return ParticipantRow.from_record(record) if record else None
+
+    async def insert_participant(
+        self, *, room_id: str, subject: str, username: str, is_host: bool, verified: bool
+    ) -> ParticipantRow:
+        try:
+            record = await self._pool.fetchrow(
+                _INSERT_PARTICIPANT,
+                uuid.uuid4(),
+                uuid.UUID(room_id),
+                subject,
+                username,
+                is_host,
+                verified,
+            )
+        except asyncpg.UniqueViolationError as exc:
+            if exc.constraint_name == "participants_room_subject_key":
+                existing = await self.participant_by_subject(room_id, subject)
+                if existing is not None:
+                    raise AlreadyJoined(existing) from exc
+            if exc.constraint_name == "participants_room_username_key":
+                raise UsernameTaken(username) from exc
+            raise
+        assert record is not None
+        return ParticipantRow.from_record(record)
+
+    async def participant(self, room_id: str, participant_id: str) -> ParticipantRow | None:
+        room_key, participant_key = parse_uuid(room_id), parse_uuid(participant_id)
+        if room_key is None or participant_key is None:
+            return None
+        record = await self._pool.fetchrow(
+            _SELECT_PARTICIPANT + " WHERE room_id = $1 AND id = $2",
+            room_key,
+            participant_key,
+        )
+        return ParticipantRow.from_record(record) if record else None
+
+    async def participants(self, room_id: str) -> list[ParticipantRow]:
+        room_key = parse_uuid(room_id)
+        if room_key is None:
+            return []
+        records = await self._pool.fetch(
+            _SELECT_PARTICIPANT + " WHERE room_id = $1 ORDER BY joined_at, id",
+            room_key,
+        )
+        return [ParticipantRow.from_record(record) for record in records]
