@@ -8,18 +8,28 @@ SERVICE_PATHS := services/common:services/identity:services/rooms:services/messa
 export PYTHONPATH := $(SERVICE_PATHS)$(if $(PYTHONPATH),:$(PYTHONPATH))
 STAMP := $(VENV)/.installed
 
-.PHONY: help install proto proto-check lint typecheck buf-lint test test-unit test-integration test-e2e run clean
+.PHONY: help install proto proto-check lint typecheck buf-lint test test-unit test-integration test-e2e test-browser run clean
 
 help:
 	@echo "make run    start the whole platform on localhost (private Postgres/Redis unless URLs are set)"
 	@echo "make test   run every test tier (unit, integration, e2e) and the static checks"
 	@echo "make proto  regenerate Python code and stubs from protos/"
 
-# The venv is built from the lock file; uv when present (fast), otherwise pip installs uv first.
+# The venv is built from the lock file with uv when it is on PATH (fast); on a fresh machine without
+# uv, python3.11's own venv and pip install the same pinned lock.
 $(STAMP): requirements-dev.lock
-	@command -v uv >/dev/null 2>&1 || python3 -m pip install --quiet uv
-	@test -x $(PY) || uv venv --quiet --python python3.11 $(VENV) 2>/dev/null || uv venv --quiet $(VENV)
-	VIRTUAL_ENV=$(VENV) uv pip sync --quiet requirements-dev.lock
+	@command -v python3.11 >/dev/null 2>&1 || test -x $(PY) || { \
+		echo "python3.11 is required (Debian/Ubuntu: sudo apt-get install -y python3.11 python3.11-venv)"; exit 1; }
+	@if command -v uv >/dev/null 2>&1; then \
+		test -x $(PY) || uv venv --quiet --python python3.11 $(VENV) || exit 1; \
+		echo "installing requirements-dev.lock into $(VENV) (uv)"; \
+		VIRTUAL_ENV=$(VENV) uv pip sync --quiet requirements-dev.lock || exit 1; \
+	else \
+		test -x $(PY) || python3.11 -m venv $(VENV) || { \
+			echo "python3.11 cannot create a venv (Debian/Ubuntu: sudo apt-get install -y python3.11-venv)"; exit 1; }; \
+		echo "installing requirements-dev.lock into $(VENV) (pip)"; \
+		$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.lock || exit 1; \
+	fi
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -57,7 +67,11 @@ test-integration: $(STAMP)
 test-e2e: $(STAMP)
 	@$(call run_tier,tests/e2e)
 
-test: $(STAMP) buf-lint proto-check lint typecheck test-unit test-integration test-e2e
+# The browser tier joins once tests/browser exists.
+test-browser: $(STAMP)
+	@if [ -d tests/browser ]; then $(call run_tier,tests/browser); else echo "no tests/browser yet"; fi
+
+test: $(STAMP) buf-lint proto-check lint typecheck test-unit test-integration test-e2e test-browser
 
 run: $(STAMP)
 	$(PY) -m chatpop_common.localrun

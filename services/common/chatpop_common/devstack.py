@@ -166,7 +166,9 @@ class Redis:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self, log_path: Path, *, persist: bool = True) -> None:
+    def start(self, log_path: Path, *, persist: bool = True, own_session: bool = False) -> None:
+        """Start redis-server; `own_session` keeps a terminal's Ctrl-C from reaching it, so the
+        caller can stop it after the services that use it (`make run`)."""
         server = shutil.which("redis-server")
         if server is None:
             raise FileNotFoundError("redis-server was not found; install redis-server")
@@ -189,7 +191,9 @@ class Redis:
             "--logfile",
             str(log_path),
         ]
-        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.process = subprocess.Popen(
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=own_session
+        )
         wait_for_port(self.port)
 
     def stop(self, kill: bool = False) -> None:

@@ -1,0 +1,310 @@
+"""WebSocket load generator for ChatPop (a benchmark, not a test).
+
+Opens N WebSocket clients spread over M rooms through the edge, sends messages at a target rate (or as
+fast as acknowledgements allow) and prints JSON: messages accepted (acked after commit) per second,
+deliveries per second, send→receive latency percentiles, and the edge's resident memory per connection.
+
+By default it starts its own private stack (Postgres, Redis and the five services as processes, as
+`make run` does) on free ports; `--url` points it at a running edge instead (give `--edge-pid` to measure
+memory there).
+
+    .venv/bin/python bench/ws_load.py                    # both standard scenarios
+    .venv/bin/python bench/ws_load.py --scenario latency --clients 100 --rooms 10 --rate 500
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from websockets.asyncio.client import ClientConnection, connect
+
+SCENARIOS: dict[str, dict[str, Any]] = {
+    # Target: >= 2,000 messages/s accepted and committed.
+    "throughput": {"clients": 200, "rooms": 20, "rate": 0, "window": 4, "duration": 15.0},
+    # Target: p99 send→receive <= 50 ms at 500 messages/s in rooms of 10.
+    "latency": {"clients": 100, "rooms": 10, "rate": 500, "window": 4, "duration": 15.0},
+}
+
+
+@dataclass
+class Client:
+    room_code: str
+    username: str
+    room_token: str
+    ws: ClientConnection | None = None
+    in_flight: dict[str, int] = field(default_factory=dict)
+    window_free: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass
+class Stats:
+    sent_at: dict[str, int] = field(default_factory=dict)
+    acked: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+    deliveries: int = 0
+    latencies_ns: list[int] = field(default_factory=list)
+    measuring: bool = False
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    index = min(len(sorted_values) - 1, max(0, round(q / 100 * (len(sorted_values) - 1))))
+    return sorted_values[index]
+
+
+async def setup_clients(http: httpx.AsyncClient, clients: int, rooms: int) -> list[Client]:
+    async def session() -> str:
+        response = await http.post("/api/v1/auth/anonymous")
+        response.raise_for_status()
+        return str(response.json()["access_token"])
+
+    codes = []
+    for index in range(rooms):
+        token = await session()
+        response = await http.post(
+            "/api/v1/rooms",
+            json={"name": f"bench room {index}"},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        response.raise_for_status()
+        codes.append(response.json()["code"])
+
+    async def join(index: int) -> Client:
+        token = await session()
+        code = codes[index % rooms]
+        username = f"bench_{index:05d}"
+        response = await http.post(
+            f"/api/v1/rooms/{code}/join",
+            json={"username": username},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        response.raise_for_status()
+        return Client(room_code=code, username=username, room_token=response.json()["room_token"])
+
+    result: list[Client] = []
+    for start in range(0, clients, 20):
+        result.extend(await asyncio.gather(*(join(i) for i in range(start, min(clients, start + 20)))))
+    return result
+
+
+async def reader(client: Client, stats: Stats, window: int) -> None:
+    assert client.ws is not None
+    async for raw in client.ws:
+        now = time.time_ns()
+        frame = json.loads(raw)
+        kind = frame.get("type")
+        if kind == "message":
+            sent = stats.sent_at.get(frame.get("client_msg_id", ""))
+            if stats.measuring and sent is not None:
+                stats.deliveries += 1
+                stats.latencies_ns.append(now - sent)
+        elif kind == "ack":
+            if client.in_flight.pop(frame["client_msg_id"], None) is not None and stats.measuring:
+                stats.acked += 1
+            if len(client.in_flight) < window:
+                client.window_free.set()
+        elif kind == "error":
+            code = str(frame.get("code"))
+            stats.errors[code] = stats.errors.get(code, 0) + 1
+            client.in_flight.pop(frame.get("client_msg_id", ""), None)
+            client.window_free.set()
+
+
+async def send(client: Client, stats: Stats, window: int) -> None:
+    assert client.ws is not None
+    while len(client.in_flight) >= window:
+        client.window_free.clear()
+        await client.window_free.wait()
+    msg_id = uuid.uuid4().hex
+    now = time.time_ns()
+    stats.sent_at[msg_id] = now
+    client.in_flight[msg_id] = now
+    await client.ws.send(json.dumps({"type": "send", "client_msg_id": msg_id, "text": f"load {msg_id[:8]}"}))
+
+
+async def drive(clients: list[Client], stats: Stats, *, rate: float, window: int, duration: float) -> float:
+    """Send for `duration` seconds; returns the measured wall time."""
+    stats.measuring = True
+    started = time.perf_counter()
+    deadline = started + duration
+    if rate > 0:
+        interval = 1.0 / rate
+        next_at = started
+        index = 0
+        while (now := time.perf_counter()) < deadline:
+            if now < next_at:
+                await asyncio.sleep(next_at - now)
+            client = clients[index % len(clients)]
+            index += 1
+            if len(client.in_flight) < window:
+                await send(client, stats, window)
+            next_at += interval
+    else:
+
+        async def saturate(client: Client) -> None:
+            while time.perf_counter() < deadline:
+                await send(client, stats, window)
+
+        await asyncio.gather(*(saturate(c) for c in clients))
+    elapsed = time.perf_counter() - started
+    # Let in-flight acks and deliveries arrive before reading the counters.
+    await asyncio.sleep(1.0)
+    stats.measuring = False
+    return elapsed
+
+
+async def run_scenario(base_url: str, edge_pid: int | None, name: str, cfg: dict[str, Any]) -> dict[str, Any]:
+    ws_base = base_url.replace("http://", "ws://").replace("https://", "wss://")
+    async with httpx.AsyncClient(base_url=base_url, timeout=30) as http:
+        clients = await setup_clients(http, cfg["clients"], cfg["rooms"])
+    rss_before = rss_kib(edge_pid) if edge_pid else None
+    for client in clients:
+        client.ws = await connect(
+            f"{ws_base}/ws/v1/rooms/{client.room_code}?token={client.room_token}", max_queue=None
+        )
+        ready = json.loads(await client.ws.recv())
+        assert ready.get("type") == "ready", ready
+    await asyncio.sleep(0.5)
+    rss_after = rss_kib(edge_pid) if edge_pid else None
+    stats = Stats()
+    readers = [asyncio.create_task(reader(c, stats, cfg["window"])) for c in clients]
+    elapsed = await drive(clients, stats, rate=cfg["rate"], window=cfg["window"], duration=cfg["duration"])
+    for client in clients:
+        assert client.ws is not None
+        await client.ws.close()
+    for task in readers:
+        task.cancel()
+    await asyncio.gather(*readers, return_exceptions=True)
+    lat_ms = sorted(ns / 1e6 for ns in stats.latencies_ns)
+    per_room = cfg["clients"] / cfg["rooms"]
+    result: dict[str, Any] = {
+        "scenario": name,
+        "clients": cfg["clients"],
+        "rooms": cfg["rooms"],
+        "room_size": per_room,
+        "target_rate": cfg["rate"] or "max",
+        "window_per_client": cfg["window"],
+        "duration_s": round(elapsed, 2),
+        "messages_sent": len(stats.sent_at),
+        "messages_accepted": stats.acked,
+        "messages_accepted_per_s": round(stats.acked / elapsed, 1),
+        "deliveries": stats.deliveries,
+        "deliveries_per_s": round(stats.deliveries / elapsed, 1),
+        "delivery_ratio": round(stats.deliveries / max(1, len(stats.sent_at) * per_room), 4),
+        "errors": stats.errors,
+        "send_to_receive_ms": {
+            "p50": round(percentile(lat_ms, 50), 2),
+            "p95": round(percentile(lat_ms, 95), 2),
+            "p99": round(percentile(lat_ms, 99), 2),
+            "max": round(lat_ms[-1], 2) if lat_ms else None,
+            "mean": round(statistics.fmean(lat_ms), 2) if lat_ms else None,
+        },
+    }
+    if rss_before is not None and rss_after is not None:
+        result["edge_rss_kib_before_connect"] = rss_before
+        result["edge_rss_kib_after_connect"] = rss_after
+        result["edge_rss_kib_per_connection"] = round((rss_after - rss_before) / cfg["clients"], 1)
+    return result
+
+
+@contextlib.contextmanager
+def private_stack(send_rate_limit: int) -> Iterator[tuple[str, int]]:
+    """Postgres, Redis and the five services on free ports, as `make run` starts them."""
+    from chatpop_common import localrun
+    from chatpop_common.devstack import throwaway_datastores
+    from chatpop_common.migrate import migrate
+    from chatpop_common.processes import Supervisor
+
+    root = Path(tempfile.mkdtemp(prefix="chatpop-bench-", dir="/tmp"))
+    with throwaway_datastores(root / "data") as (pg, redis):
+        migrate(pg.url, ["identity", "rooms", "messaging", "payments"])
+        secrets = localrun.ensure_secrets(root / "secrets")
+        env = dict(os.environ)
+        env.update(
+            {
+                "SEND_RATE_LIMIT": str(send_rate_limit),
+                "SEND_RATE_BURST": str(send_rate_limit),
+                "LOG_LEVEL": "WARNING",
+            }
+        )
+        ports = localrun.Ports.free()
+        specs = localrun.service_specs(env, ports, pg.url, redis.url, secrets)
+        with Supervisor(stream=sys.stderr) as supervisor:
+            supervisor.start_all(specs, timeout=60)
+            pid = supervisor.pid("edge")
+            assert pid is not None
+            yield f"http://127.0.0.1:{ports.edge}", pid
+
+
+async def main_async(args: argparse.Namespace, base_url: str, edge_pid: int | None) -> list[dict[str, Any]]:
+    names = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
+    results = []
+    for name in names:
+        cfg = dict(SCENARIOS[name])
+        for key in ("clients", "rooms", "rate", "window", "duration"):
+            value = getattr(args, key)
+            if value is not None:
+                cfg[key] = value
+        results.append(await run_scenario(base_url, edge_pid, name, cfg))
+    return results
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scenario", choices=[*SCENARIOS, "all"], default="all")
+    parser.add_argument("--url", help="a running edge, e.g. http://127.0.0.1:8080 (default: start a stack)")
+    parser.add_argument("--edge-pid", type=int, help="the edge's pid, to measure its memory with --url")
+    parser.add_argument("--clients", type=int)
+    parser.add_argument("--rooms", type=int)
+    parser.add_argument("--rate", type=float, help="messages/s over all clients; 0 = as fast as acks allow")
+    parser.add_argument("--window", type=int, help="unacknowledged sends allowed per client")
+    parser.add_argument("--duration", type=float, help="seconds of sending per scenario")
+    parser.add_argument("--output", type=Path, help="also write the JSON here")
+    args = parser.parse_args()
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    if args.url:
+        results = asyncio.run(main_async(args, args.url.rstrip("/"), args.edge_pid))
+    else:
+        with private_stack(send_rate_limit=1_000_000) as (url, pid):
+            results = asyncio.run(main_async(args, url, pid))
+    document = {
+        "benchmark": "ws_load",
+        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+        "results": results,
+    }
+    text = json.dumps(document, indent=2)
+    print(text)
+    if args.output:
+        args.output.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,536 @@
+"""`make run`: the whole platform on localhost (`python -m chatpop_common.localrun`).
+
+Unless DATABASE_URL / REDIS_URL are set, a private Postgres (port 55432) and Redis (port 56379)
+run under `.data/` in the repository and keep their data between runs. Secrets for local use (the
+identity signing key and the IP hash key) are generated once under `.data/secrets`. Every migration
+is applied, then identity, rooms, messaging, payments and edge start as child processes with
+readable logs. Ctrl-C or SIGTERM stops the services in reverse order, then Redis, then Postgres.
+
+Ports can be moved with EDGE_PORT, IDENTITY_PORT, ROOMS_PORT, MESSAGING_PORT, PAYMENTS_PORT,
+<SERVICE>_METRICS_PORT, POSTGRES_PORT and REDIS_PORT; the data folder with CHATPOP_DATA_DIR.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import importlib.util
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import TextIO
+from urllib.parse import urlsplit, urlunsplit
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from chatpop_common.devstack import Postgres, Redis, free_port
+from chatpop_common.migrate import SERVICES as MIGRATED
+from chatpop_common.migrate import migrate
+from chatpop_common.processes import (
+    GrpcHealth,
+    HttpReady,
+    ServiceSpec,
+    StartupError,
+    Supervisor,
+    describe_exit,
+    python_module,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+SERVICE_DIRS = ("common", "identity", "rooms", "messaging", "payments", "edge")
+# Start order; stopping runs in reverse, so the edge goes first and identity last.
+SERVICES = ("identity", "rooms", "messaging", "payments", "edge")
+GRPC_SERVICES = SERVICES[:-1]
+DEFAULT_PORTS: dict[str, int] = {
+    "identity": 7101,
+    "rooms": 7102,
+    "messaging": 7103,
+    "payments": 7104,
+    "edge": 8080,
+}
+DEFAULT_METRICS_PORTS: dict[str, int] = {
+    "edge": 9100,
+    "identity": 9101,
+    "rooms": 9102,
+    "messaging": 9103,
+    "payments": 9104,
+}
+DEFAULT_POSTGRES_PORT = 55432
+DEFAULT_REDIS_PORT = 56379
+STARTUP_TIMEOUT = 90.0
+SIGNING_KEY_FILE = "identity-signing-key.pem"
+IP_HASH_KEY_FILE = "ip-hash-key"
+
+
+class LocalRunError(RuntimeError):
+    """Something the person running `make run` has to fix; the message says what."""
+
+
+@dataclass(frozen=True)
+class Ports:
+    """Every port a local platform uses."""
+
+    service: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
+    metrics: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_METRICS_PORTS))
+    postgres: int = DEFAULT_POSTGRES_PORT
+    redis: int = DEFAULT_REDIS_PORT
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Ports:
+        """Defaults from services/README.md, each overridable by `<NAME>_PORT` / `<NAME>_METRICS_PORT`."""
+        service = {name: _port(env, f"{name.upper()}_PORT", port) for name, port in DEFAULT_PORTS.items()}
+        metrics = {
+            name: _port(env, f"{name.upper()}_METRICS_PORT", port)
+            for name, port in DEFAULT_METRICS_PORTS.items()
+        }
+        ports = cls(
+            service=service,
+            metrics=metrics,
+            postgres=_port(env, "POSTGRES_PORT", DEFAULT_POSTGRES_PORT),
+            redis=_port(env, "REDIS_PORT", DEFAULT_REDIS_PORT),
+        )
+        ports.check_distinct()
+        return ports
+
+    @classmethod
+    def free(cls) -> Ports:
+        """Free ports for everything (tests and benchmarks, which run beside a `make run`)."""
+        return cls(
+            service={name: free_port() for name in DEFAULT_PORTS},
+            metrics={name: free_port() for name in DEFAULT_METRICS_PORTS},
+            postgres=free_port(),
+            redis=free_port(),
+        )
+
+    @property
+    def edge(self) -> int:
+        return self.service["edge"]
+
+    def labelled(self) -> list[tuple[str, int, str]]:
+        """(what, port, variable that moves it) for every port."""
+        items = [(name, port, f"{name.upper()}_PORT") for name, port in self.service.items()]
+        items += [
+            (f"{name} metrics", port, f"{name.upper()}_METRICS_PORT") for name, port in self.metrics.items()
+        ]
+        items += [("Postgres", self.postgres, "POSTGRES_PORT"), ("Redis", self.redis, "REDIS_PORT")]
+        return items
+
+    def check_distinct(self) -> None:
+        seen: dict[int, str] = {}
+        for _what, port, variable in self.labelled():
+            if port in seen:
+                raise LocalRunError(f"{variable}={port} is also used by {seen[port]}; give each its own port")
+            seen[port] = variable
+
+    def address(self, service: str) -> str:
+        return f"127.0.0.1:{self.service[service]}"
+
+
+def _port(env: Mapping[str, str], variable: str, default: int) -> int:
+    raw = env.get(variable, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or not 1 <= int(raw) <= 65535:
+        raise LocalRunError(f"{variable} must be a port number between 1 and 65535, not {raw!r}")
+    return int(raw)
+
+
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # Like the servers themselves: a socket lingering in TIME_WAIT does not count as busy.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+                return True
+            raise
+    return False
+
+
+def ensure_ports_free(wanted: Sequence[tuple[str, int, str]]) -> None:
+    """Refuse clearly when a port is taken, naming who needs it and the variable that moves it."""
+    busy = [(what, port, variable) for what, port, variable in wanted if port_in_use(port)]
+    if busy:
+        lines = [f"  {port} ({what}): set {variable} to a free port" for what, port, variable in busy]
+        if any(what in ("Postgres", "Redis") for what, _, _ in busy):
+            lines.append("  or point DATABASE_URL / REDIS_URL at servers you already run")
+        raise LocalRunError(
+            "these ports are already in use (is another `make run` still running?):\n" + "\n".join(lines)
+        )
+
+
+# -- prerequisites ----------------------------------------------------------------------------
+
+POSTGRES_BINARIES = ("initdb", "pg_ctl", "postgres", "psql")
+
+
+def missing_packages(
+    *,
+    need_postgres: bool,
+    need_redis: bool,
+    search_path: str | None = None,
+    postgres_lib: Path = Path("/usr/lib/postgresql"),
+) -> list[str]:
+    """The Debian packages to install so that the datastores we have to start can run."""
+    missing: list[str] = []
+    if need_postgres:
+        for binary in POSTGRES_BINARIES:
+            on_path = shutil.which(binary, path=search_path)
+            if on_path is None and not any(postgres_lib.glob(f"*/bin/{binary}")):
+                missing.append("postgresql")
+                break
+    if need_redis and shutil.which("redis-server", path=search_path) is None:
+        missing.append("redis-server")
+    return missing
+
+
+def require_packages(*, need_postgres: bool, need_redis: bool) -> None:
+    missing = missing_packages(need_postgres=need_postgres, need_redis=need_redis)
+    if missing:
+        what = " and ".join(
+            "PostgreSQL (initdb, pg_ctl, postgres, psql)" if p == "postgresql" else "redis-server"
+            for p in missing
+        )
+        raise LocalRunError(
+            f"{what} not found. Install with: sudo apt-get install -y {' '.join(missing)}\n"
+            "(or set DATABASE_URL / REDIS_URL to servers you already run)"
+        )
+
+
+def _postgres_user_can_enter(directory: Path) -> bool:
+    """Whether the `postgres` account can reach `directory` (it needs search permission on every parent)."""
+    result = subprocess.run(
+        ["runuser", "-u", "postgres", "--", "test", "-x", str(directory)],
+        capture_output=True,
+        check=False,
+        cwd="/",
+    )
+    return result.returncode == 0
+
+
+def postgres_root(data_dir: Path) -> Path:
+    """Where Postgres keeps its files: under the data folder, unless the postgres account cannot
+    reach it (we are root and the repository sits in a private home); then a folder in /var/tmp
+    named after the data folder's path, so each checkout keeps its own database."""
+    if os.geteuid() != 0:
+        return data_dir
+    if subprocess.run(["id", "postgres"], capture_output=True, check=False).returncode != 0:
+        raise LocalRunError(
+            "running as root, Postgres needs the `postgres` account, which does not exist. "
+            "Install it with: sudo apt-get install -y postgresql"
+        )
+    if _postgres_user_can_enter(data_dir):
+        return data_dir
+    digest = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:12]
+    # /var/tmp survives reboots, unlike /tmp, so the local database is kept between runs.
+    fallback = Path("/var/tmp") / f"chatpop-{digest}"  # noqa: S108 - ownership is checked below
+    fallback.mkdir(mode=0o755, exist_ok=True)
+    if fallback.is_symlink() or fallback.stat().st_uid != os.geteuid():
+        raise LocalRunError(f"{fallback} exists but is not ours; remove it or set CHATPOP_DATA_DIR")
+    fallback.chmod(0o755)
+    return fallback
+
+
+# -- secrets ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Secrets:
+    signing_key_file: Path
+    ip_hash_key: str
+
+
+def service_pythonpath(repo: Path = REPO_ROOT, inherited: str = "") -> str:
+    paths = [str(repo / "services" / name) for name in SERVICE_DIRS]
+    return os.pathsep.join([*paths, inherited] if inherited else paths)
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Write a 0600 file atomically: no reader ever sees it half written or world-readable."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    tmp.replace(path)
+
+
+def _identity_key_tool_available() -> bool:
+    try:
+        return importlib.util.find_spec("chatpop_identity.keys") is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def _generate_signing_key(path: Path) -> None:
+    if _identity_key_tool_available():
+        # identity's own tool, so the key has exactly the form identity expects.
+        tmp = path.with_name(f".{path.name}.new")
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        env = {**os.environ, "PYTHONPATH": service_pythonpath(inherited=os.environ.get("PYTHONPATH", ""))}
+        result = subprocess.run(
+            [*python_module("chatpop_identity.keys"), "generate", str(tmp)],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0 or not tmp.exists():
+            raise LocalRunError(
+                "`python -m chatpop_identity.keys generate` failed:\n"
+                + (result.stderr.strip() or result.stdout)
+            )
+        tmp.chmod(0o600)
+        tmp.replace(path)
+        return
+    pem = Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    _write_private(path, pem)
+
+
+def ensure_secrets(directory: Path) -> Secrets:
+    """The signing key and IP hash key under `directory` (0700), created on first use and then kept."""
+    directory.mkdir(parents=True, exist_ok=True)
+    directory.chmod(0o700)
+    key_file = directory / SIGNING_KEY_FILE
+    if not key_file.exists():
+        _generate_signing_key(key_file)
+    key_file.chmod(0o600)
+    try:
+        key = serialization.load_pem_private_key(key_file.read_bytes(), password=None)
+    except ValueError as exc:
+        raise LocalRunError(
+            f"{key_file} is not a readable PEM private key; delete it to get a new one"
+        ) from exc
+    if not isinstance(key, Ed25519PrivateKey):
+        raise LocalRunError(f"{key_file} is not an Ed25519 key; delete it to get a new one")
+    hash_file = directory / IP_HASH_KEY_FILE
+    if not hash_file.exists():
+        _write_private(hash_file, secrets.token_hex(32).encode())
+    hash_file.chmod(0o600)
+    ip_hash_key = hash_file.read_text().strip()
+    if not ip_hash_key:
+        raise LocalRunError(f"{hash_file} is empty; delete it to get a new one")
+    return Secrets(signing_key_file=key_file, ip_hash_key=ip_hash_key)
+
+
+# -- services ---------------------------------------------------------------------------------
+
+
+def service_specs(
+    base_env: Mapping[str, str],
+    ports: Ports,
+    database_url: str,
+    redis_url: str,
+    secrets: Secrets,
+    *,
+    repo: Path = REPO_ROOT,
+) -> list[ServiceSpec]:
+    """How to run each service as `python -m chatpop_<name>`, wired to the others by address.
+
+    Each child inherits `base_env` (so OTEL_*, STRIPE_*, LOG_LEVEL and the like pass through); the
+    ports, addresses and datastore URLs set here win over it. Logs are text unless LOG_FORMAT says.
+    """
+    edge_port = ports.service["edge"]
+    common = {
+        **base_env,
+        "PYTHONPATH": service_pythonpath(repo, base_env.get("PYTHONPATH", "")),
+        "PYTHONUNBUFFERED": "1",
+        "LOG_FORMAT": base_env.get("LOG_FORMAT", "text"),
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        **{f"{name.upper()}_ADDR": ports.address(name) for name in GRPC_SERVICES},
+    }
+    specs: list[ServiceSpec] = []
+    for name in SERVICES:
+        env = {**common, "METRICS_PORT": str(ports.metrics[name])}
+        if name == "edge":
+            env["HTTP_HOST"] = base_env.get("HTTP_HOST", "127.0.0.1")
+            env["HTTP_PORT"] = str(edge_port)
+            env["PUBLIC_URL"] = base_env.get("PUBLIC_URL", f"http://localhost:{edge_port}")
+            env["IP_HASH_KEY"] = secrets.ip_hash_key
+            ready: GrpcHealth | HttpReady = HttpReady(f"http://127.0.0.1:{edge_port}/readyz")
+        else:
+            env["GRPC_PORT"] = str(ports.service[name])
+            ready = GrpcHealth(ports.address(name))
+        if name == "identity":
+            env["IDENTITY_SIGNING_KEY_FILE"] = str(secrets.signing_key_file)
+        specs.append(
+            ServiceSpec(name=name, argv=python_module(f"chatpop_{name}"), env=env, ready=ready, cwd=repo)
+        )
+    return specs
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for printing."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def banner(
+    ports: Ports, *, database_url: str, redis_url: str, data_note: str, stripe: bool, edge_host: str
+) -> str:
+    edge = f"http://localhost:{ports.service['edge']}"
+    grpc_line = "  ".join(f"{name} {ports.address(name)}" for name in GRPC_SERVICES)
+    metrics_line = "  ".join(f"{name} :{ports.metrics[name]}" for name in SERVICES)
+    lines = [
+        "",
+        "ChatPop is running",
+        f"  web + API   {edge}"
+        + ("" if edge_host in ("127.0.0.1", "localhost") else f"  (bound to {edge_host})"),
+        f"  OpenAPI     {edge}/api/v1/openapi.json   docs: {edge}/api/v1/docs",
+        f"  health      {edge}/healthz   {edge}/readyz",
+        f"  gRPC        {grpc_line}   (reflection enabled)",
+        f"  metrics     {metrics_line}   (/metrics)",
+        f"  Postgres    {redact(database_url)}",
+        f"  Redis       {redact(redis_url)}",
+        "  payments    "
+        + ("Stripe" if stripe else "TEST MODE (no STRIPE_SECRET_KEY: payments complete without Stripe)"),
+    ]
+    if data_note:
+        lines.append(f"  data        {data_note}")
+    lines += ["Press Ctrl-C to stop everything.", ""]
+    return "\n".join(lines)
+
+
+# -- the run ----------------------------------------------------------------------------------
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def _already_stopping(signum: int, frame: FrameType | None) -> None:
+    print("make run: already stopping, please wait", file=sys.stderr)
+
+
+def _display(path: Path, repo: Path) -> str:
+    try:
+        return str(path.relative_to(repo))
+    except ValueError:
+        return str(path)
+
+
+def run(env: Mapping[str, str], *, repo: Path = REPO_ROOT, out: TextIO = sys.stdout) -> int:
+    """Start everything, wait for Ctrl-C/SIGTERM (or a crash), stop everything; the exit status."""
+    data_dir = Path(env.get("CHATPOP_DATA_DIR") or repo / ".data").resolve()
+    database_url = env.get("DATABASE_URL", "")
+    redis_url = env.get("REDIS_URL", "")
+    http_host = env.get("HTTP_HOST", "127.0.0.1")
+    supervisor = Supervisor(stream=out)
+    pg: Postgres | None = None
+    redis: Redis | None = None
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        ports = Ports.from_env(env)
+        require_packages(need_postgres=not database_url, need_redis=not redis_url)
+        skip = {"Postgres"} if database_url else set()
+        skip |= {"Redis"} if redis_url else set()
+        ensure_ports_free([item for item in ports.labelled() if item[0] not in skip])
+
+        if not data_dir.exists():
+            data_dir.mkdir(parents=True)
+            # Postgres runs as its own account when we are root and must be able to enter this folder.
+            data_dir.chmod(0o755)
+        secrets = ensure_secrets(data_dir / "secrets")
+        data_note = f"{_display(data_dir, repo)}/ (secrets in {_display(data_dir / 'secrets', repo)}/)"
+
+        if not database_url:
+            pg_root = postgres_root(data_dir)
+            if pg_root != data_dir:
+                supervisor.note(
+                    f"the postgres account cannot enter {data_dir}; "
+                    f"Postgres data lives in {pg_root}/pg instead"
+                )
+                data_note += f", Postgres data in {pg_root}/pg"
+            # The postgres account writes its log here, whatever the umask made of the folder.
+            (pg_root / "logs").mkdir(exist_ok=True)
+            (pg_root / "logs").chmod(0o755)
+            pg = Postgres(datadir=pg_root / "pg", port=ports.postgres, socket_dir=pg_root / "pgsock")
+            supervisor.note(
+                f"starting Postgres on 127.0.0.1:{ports.postgres} (log: {pg_root}/logs/postgres.log)"
+            )
+            pg.start(pg_root / "logs" / "postgres.log")
+            database_url = pg.url
+        if not redis_url:
+            redis = Redis(datadir=data_dir / "redis", port=ports.redis)
+            supervisor.note(f"starting Redis on 127.0.0.1:{ports.redis}")
+            redis.start(data_dir / "logs" / "redis.log", persist=True, own_session=True)
+            redis_url = redis.url
+
+        supervisor.note("applying migrations: " + ", ".join(MIGRATED))
+        migrate(database_url, list(MIGRATED))
+
+        specs = service_specs(env, ports, database_url, redis_url, secrets, repo=repo)
+        supervisor.note("starting " + ", ".join(SERVICES))
+        supervisor.start_all(specs, timeout=STARTUP_TIMEOUT)
+        supervisor.note(
+            banner(
+                ports,
+                database_url=database_url,
+                redis_url=redis_url,
+                data_note=data_note,
+                stripe=bool(env.get("STRIPE_SECRET_KEY", "").strip()),
+                edge_host=http_host,
+            )
+        )
+        while True:
+            crashed = supervisor.unexpected_exits()
+            if crashed:
+                for name, code in crashed:
+                    supervisor.note(f"make run: {name} exited ({describe_exit(code)}); stopping everything")
+                return 1
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        supervisor.note("\nstopping…")
+        return 0
+    except StartupError as exc:
+        supervisor.note(f"make run: {exc.name} {exc.reason} (its output is above); stopping everything")
+        return 1
+    except (LocalRunError, FileNotFoundError, TimeoutError) as exc:
+        supervisor.note(f"make run: {exc}")
+        return 1
+    except subprocess.CalledProcessError as exc:
+        detail = (
+            (exc.stderr or b"").decode("utf-8", "replace") if isinstance(exc.stderr, bytes) else exc.stderr
+        )
+        supervisor.note(f"make run: {' '.join(map(str, exc.cmd))} failed:\n{detail or ''}".rstrip())
+        return 1
+    finally:
+        signal.signal(signal.SIGTERM, _already_stopping)
+        signal.signal(signal.SIGINT, _already_stopping)
+        supervisor.stop_all()
+        if redis is not None:
+            redis.stop()
+        if pg is not None:
+            pg.stop("fast")
+        if supervisor.names or redis is not None or pg is not None:
+            supervisor.note("stopped")
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def main() -> int:
+    return run(os.environ)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

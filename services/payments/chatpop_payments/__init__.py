@@ -1,0 +1,1 @@
+"""payments: Stripe payments, the ledger and fulfilment (`python -m chatpop_payments`)."""

@@ -1,0 +1,176 @@
+"""The e2e harness: all five services as real processes on free ports, driven through the edge.
+
+The session fixture `stack` starts identity, rooms, messaging, payments and edge exactly as
+`make run` does (same command lines and wiring, from chatpop_common.localrun), against the
+session's private Postgres and Redis from tests/conftest.py. Each child's output goes to
+test-artifacts/e2e/<name>.log; if a service cannot start, the session fails at once with that
+service's last output lines instead of hanging.
+
+Tests use `stack.base_url` / `stack.ws_url` (or the `client` fixture), `stack.address(name)` for
+direct gRPC calls, `stack.kill(name)` (kill -9) / `stack.restart(name)`, and `stack.stop_redis()` /
+`stack.start_redis()` / `stack.restart_redis()`. Each of those has an async twin (`akill`,
+`arestart`, …) that runs it in a worker thread, so the event loop keeps serving open sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from chatpop_common.devstack import Postgres, Redis
+from chatpop_common.localrun import GRPC_SERVICES, REPO_ROOT, Ports, ensure_secrets, service_specs
+from chatpop_common.processes import ServiceSpec, StartupError, Supervisor
+
+STARTUP_TIMEOUT = float(os.environ.get("E2E_STARTUP_TIMEOUT", "60"))
+LOG_DIR = REPO_ROOT / "test-artifacts" / "e2e"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.e2e)
+
+
+@dataclass
+class Stack:
+    """The running platform, and levers to break and mend parts of it."""
+
+    supervisor: Supervisor
+    specs: dict[str, ServiceSpec]
+    ports: Ports
+    database_url: str
+    redis_url: str
+    redis: Redis
+    log_dir: Path
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.service['edge']}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.ports.service['edge']}"
+
+    def address(self, service: str) -> str:
+        """host:port of a gRPC service (identity, rooms, messaging, payments)."""
+        if service not in GRPC_SERVICES:
+            raise KeyError(f"{service!r} is not a gRPC service; choose from {', '.join(GRPC_SERVICES)}")
+        return self.ports.address(service)
+
+    @property
+    def addresses(self) -> dict[str, str]:
+        return {name: self.ports.address(name) for name in GRPC_SERVICES}
+
+    def metrics_url(self, service: str) -> str:
+        return f"http://127.0.0.1:{self.ports.metrics[service]}/metrics"
+
+    def logs(self, service: str) -> list[str]:
+        """The service's most recent output lines."""
+        return self.supervisor.tail(service)
+
+    # -- services -------------------------------------------------------------------------------
+
+    def kill(self, service: str) -> int:
+        """kill -9 the service; returns its exit status. It stays down until start() or restart()."""
+        return self.supervisor.kill(service)
+
+    def stop(self, service: str) -> int:
+        """SIGTERM (graceful), SIGKILL if it does not stop in time."""
+        return self.supervisor.stop(service)
+
+    def start(self, service: str) -> None:
+        """Start a stopped or killed service again and wait until it is ready."""
+        self.supervisor.start(self.specs[service])
+        self.supervisor.wait_ready(service, STARTUP_TIMEOUT)
+
+    def restart(self, service: str) -> None:
+        """Stop the service gracefully if it runs, start it again, wait until it is ready."""
+        self.supervisor.restart(service, STARTUP_TIMEOUT)
+
+    async def akill(self, service: str) -> int:
+        return await asyncio.to_thread(self.kill, service)
+
+    async def astop(self, service: str) -> int:
+        return await asyncio.to_thread(self.stop, service)
+
+    async def astart(self, service: str) -> None:
+        await asyncio.to_thread(self.start, service)
+
+    async def arestart(self, service: str) -> None:
+        await asyncio.to_thread(self.restart, service)
+
+    # -- Redis ----------------------------------------------------------------------------------
+
+    def stop_redis(self) -> None:
+        self.redis.stop()
+
+    def start_redis(self) -> None:
+        """Start Redis again on the same port (empty: the test Redis does not persist)."""
+        self.redis.start(self.redis.datadir.parent / "redis.log", persist=False)
+
+    def restart_redis(self) -> None:
+        self.stop_redis()
+        self.start_redis()
+
+    async def astop_redis(self) -> None:
+        await asyncio.to_thread(self.stop_redis)
+
+    async def astart_redis(self) -> None:
+        await asyncio.to_thread(self.start_redis)
+
+    async def arestart_redis(self) -> None:
+        await asyncio.to_thread(self.restart_redis)
+
+
+@pytest.fixture(scope="session")
+def stack(database_url: str, redis_url: str, datastores: tuple[Postgres, Redis]) -> Iterator[Stack]:
+    _, redis = datastores
+    ports = Ports.free()
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    for old in LOG_DIR.glob("*.log"):
+        old.unlink()
+    with tempfile.TemporaryDirectory(prefix="chatpop-e2e-") as tmp:
+        secrets = ensure_secrets(Path(tmp) / "secrets")
+        specs = service_specs(os.environ, ports, database_url, redis_url, secrets)
+        supervisor = Supervisor(stream=None, log_dir=LOG_DIR)
+        failure = ""
+        try:
+            supervisor.start_all(specs, timeout=STARTUP_TIMEOUT)
+        except StartupError as exc:
+            failure = f"the e2e platform did not start: {exc}\n(full logs in {LOG_DIR})"
+        except BaseException:
+            supervisor.stop_all(timeout=5)
+            raise
+        if failure:
+            supervisor.stop_all(timeout=5)
+            pytest.fail(failure, pytrace=False)
+        try:
+            yield Stack(
+                supervisor=supervisor,
+                specs={spec.name: spec for spec in specs},
+                ports=ports,
+                database_url=database_url,
+                redis_url=redis_url,
+                redis=redis,
+                log_dir=LOG_DIR,
+            )
+        finally:
+            supervisor.stop_all()
+            # A test that stopped Redis must not leave it down for whoever runs next.
+            if redis.process is None:
+                redis.start(redis.datadir.parent / "redis.log", persist=False)
+
+
+@pytest.fixture
+async def client(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
+    """HTTP client for the edge (REST)."""
+    async with httpx.AsyncClient(base_url=stack.base_url, timeout=10) as http:
+        yield http

@@ -1,0 +1,240 @@
+"""`make run`'s configuration, preflight checks, local secrets and service wiring."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import socket
+import stat
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from chatpop_common.devstack import free_port
+from chatpop_common.localrun import (
+    LocalRunError,
+    Ports,
+    ensure_ports_free,
+    ensure_secrets,
+    missing_packages,
+    postgres_root,
+    redact,
+    run,
+    service_specs,
+)
+from chatpop_common.processes import GrpcHealth, HttpReady
+
+
+@pytest.fixture
+def listening() -> Iterator[int]:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield int(sock.getsockname()[1])
+
+
+def test_default_ports_follow_the_services_readme() -> None:
+    ports = Ports.from_env({})
+    assert dict(ports.service) == {
+        "identity": 7101,
+        "rooms": 7102,
+        "messaging": 7103,
+        "payments": 7104,
+        "edge": 8080,
+    }
+    assert dict(ports.metrics) == {
+        "edge": 9100,
+        "identity": 9101,
+        "rooms": 9102,
+        "messaging": 9103,
+        "payments": 9104,
+    }
+    assert (ports.postgres, ports.redis) == (55432, 56379)
+
+
+def test_ports_are_overridable_by_environment() -> None:
+    ports = Ports.from_env(
+        {"EDGE_PORT": "18080", "ROOMS_METRICS_PORT": "19102", "POSTGRES_PORT": "15432", "REDIS_PORT": "16379"}
+    )
+    assert ports.service["edge"] == 18080
+    assert ports.metrics["rooms"] == 19102
+    assert (ports.postgres, ports.redis) == (15432, 16379)
+    assert ports.address("rooms") == "127.0.0.1:7102"
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "70000", "-1"])
+def test_a_bad_port_names_its_variable(value: str) -> None:
+    with pytest.raises(LocalRunError, match=f"EDGE_PORT must be a port number.*{value}"):
+        Ports.from_env({"EDGE_PORT": value})
+
+
+def test_two_things_on_one_port_are_refused() -> None:
+    with pytest.raises(LocalRunError, match="7101"):
+        Ports.from_env({"ROOMS_PORT": "7101"})
+
+
+def test_a_busy_port_is_refused_with_the_variable_that_moves_it(listening: int) -> None:
+    with pytest.raises(LocalRunError) as refused:
+        ensure_ports_free([("Postgres", listening, "POSTGRES_PORT"), ("edge", free_port(), "EDGE_PORT")])
+    message = str(refused.value)
+    assert f"{listening} (Postgres): set POSTGRES_PORT to a free port" in message
+    assert "DATABASE_URL" in message
+    assert "EDGE_PORT" not in message
+
+
+def test_missing_datastore_binaries_name_the_debian_packages(tmp_path: Path) -> None:
+    missing = missing_packages(
+        need_postgres=True, need_redis=True, search_path=str(tmp_path), postgres_lib=tmp_path
+    )
+    assert missing == ["postgresql", "redis-server"]
+    assert missing_packages(need_postgres=False, need_redis=False, search_path=str(tmp_path)) == []
+
+
+def test_postgres_binaries_are_found_under_the_debian_library_folder(tmp_path: Path) -> None:
+    bin_dir = tmp_path / "15" / "bin"
+    bin_dir.mkdir(parents=True)
+    for name in ("initdb", "pg_ctl", "postgres", "psql"):
+        (bin_dir / name).write_text("")
+    assert missing_packages(need_postgres=True, need_redis=False, search_path="", postgres_lib=tmp_path) == []
+
+
+def test_make_run_refuses_clearly_without_redis_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    out = io.StringIO()
+    status = run(
+        {"DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none", "CHATPOP_DATA_DIR": str(tmp_path / "data")},
+        out=out,
+    )
+    assert status == 1
+    assert "redis-server not found" in out.getvalue()
+    assert "sudo apt-get install -y redis-server" in out.getvalue()
+    assert not (tmp_path / "data").exists()
+
+
+def test_make_run_refuses_a_busy_port_before_starting_anything(tmp_path: Path, listening: int) -> None:
+    out = io.StringIO()
+    status = run(
+        {
+            "DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none",
+            "REDIS_URL": "redis://127.0.0.1:1/0",
+            "EDGE_PORT": str(listening),
+            "CHATPOP_DATA_DIR": str(tmp_path / "data"),
+        },
+        out=out,
+    )
+    assert status == 1
+    assert f"{listening} (edge): set EDGE_PORT to a free port" in out.getvalue()
+    assert "stopped" not in out.getvalue()
+    assert not (tmp_path / "data").exists()
+
+
+def test_make_run_reports_a_bad_port_variable(tmp_path: Path) -> None:
+    out = io.StringIO()
+    assert run({"REDIS_PORT": "many", "CHATPOP_DATA_DIR": str(tmp_path)}, out=out) == 1
+    assert "REDIS_PORT must be a port number" in out.getvalue()
+
+
+def test_secrets_are_private_and_kept_between_runs(tmp_path: Path) -> None:
+    directory = tmp_path / "secrets"
+    first = ensure_secrets(directory)
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+    assert stat.S_IMODE(first.signing_key_file.stat().st_mode) == 0o600
+    assert stat.S_IMODE((directory / "ip-hash-key").stat().st_mode) == 0o600
+    key = serialization.load_pem_private_key(first.signing_key_file.read_bytes(), password=None)
+    assert isinstance(key, Ed25519PrivateKey)
+    assert len(first.ip_hash_key) >= 32
+
+    pem = first.signing_key_file.read_bytes()
+    second = ensure_secrets(directory)
+    assert second == first
+    assert second.signing_key_file.read_bytes() == pem
+    assert sorted(p.name for p in directory.iterdir()) == ["identity-signing-key.pem", "ip-hash-key"]
+
+
+def test_a_damaged_signing_key_is_reported_not_replaced(tmp_path: Path) -> None:
+    directory = tmp_path / "secrets"
+    ensure_secrets(directory)
+    (directory / "identity-signing-key.pem").write_text("not a key")
+    with pytest.raises(LocalRunError, match="delete it to get a new one"):
+        ensure_secrets(directory)
+    assert (directory / "identity-signing-key.pem").read_text() == "not a key"
+
+
+def test_services_are_wired_to_each_other(tmp_path: Path) -> None:
+    secrets = ensure_secrets(tmp_path / "secrets")
+    ports = Ports.from_env({"EDGE_PORT": "18080"})
+    specs = service_specs(
+        {"STRIPE_SECRET_KEY": "sk_test_x", "GRPC_PORT": "1", "PYTHONPATH": "/extra"},
+        ports,
+        "postgresql://chatpop@127.0.0.1:55432/chatpop",
+        "redis://127.0.0.1:56379/0",
+        secrets,
+        repo=tmp_path,
+    )
+    by_name = {s.name: s for s in specs}
+    assert [s.name for s in specs] == ["identity", "rooms", "messaging", "payments", "edge"]
+    for name, port in (("identity", 7101), ("rooms", 7102), ("messaging", 7103), ("payments", 7104)):
+        env = by_name[name].env
+        assert env["GRPC_PORT"] == str(port)
+        assert env["METRICS_PORT"] == str(ports.metrics[name])
+        assert by_name[name].ready == GrpcHealth(f"127.0.0.1:{port}")
+        assert list(by_name[name].argv[-2:]) == ["-m", f"chatpop_{name}"]
+    for spec in specs:
+        assert spec.env["DATABASE_URL"] == "postgresql://chatpop@127.0.0.1:55432/chatpop"
+        assert spec.env["REDIS_URL"] == "redis://127.0.0.1:56379/0"
+        assert spec.env["IDENTITY_ADDR"] == "127.0.0.1:7101"
+        assert spec.env["PAYMENTS_ADDR"] == "127.0.0.1:7104"
+        assert spec.env["LOG_FORMAT"] == "text"
+        assert spec.env["STRIPE_SECRET_KEY"] == "sk_test_x"
+        assert spec.env["PYTHONPATH"].split(os.pathsep)[0] == str(tmp_path / "services" / "common")
+        assert spec.env["PYTHONPATH"].endswith(os.pathsep + "/extra")
+    assert by_name["identity"].env["IDENTITY_SIGNING_KEY_FILE"] == str(secrets.signing_key_file)
+    edge = by_name["edge"].env
+    assert (edge["HTTP_PORT"], edge["METRICS_PORT"], edge["HTTP_HOST"]) == ("18080", "9100", "127.0.0.1")
+    assert edge["PUBLIC_URL"] == "http://localhost:18080"
+    assert edge["IP_HASH_KEY"] == secrets.ip_hash_key
+    assert by_name["edge"].ready == HttpReady("http://127.0.0.1:18080/readyz")
+
+
+def test_printed_urls_hide_passwords() -> None:
+    assert redact("postgresql://app:s3cret@db:5432/chatpop") == "postgresql://app:***@db:5432/chatpop"
+    assert redact("redis://127.0.0.1:56379/0") == "redis://127.0.0.1:56379/0"
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("runuser") is None, reason="only root hands Postgres to its own account"
+)
+def test_postgres_data_moves_out_of_a_folder_postgres_cannot_enter() -> None:
+    if subprocess.run(["id", "postgres"], capture_output=True, check=False).returncode != 0:
+        pytest.skip("no postgres account")
+    # pytest's own tmp_path sits in a root-only folder, so build one the postgres account can enter.
+    base = Path(tempfile.mkdtemp(prefix="chatpop-localrun-", dir="/tmp"))
+    fallback: Path | None = None
+    try:
+        base.chmod(0o755)
+        reachable = base / "open" / ".data"
+        reachable.mkdir(parents=True)
+        for folder in (base / "open", reachable):
+            folder.chmod(0o755)
+        assert postgres_root(reachable) == reachable
+
+        private = base / "private" / ".data"
+        private.mkdir(parents=True)
+        (base / "private").chmod(0o700)
+        fallback = postgres_root(private)
+        assert fallback.parent == Path("/var/tmp")
+        assert fallback.name.startswith("chatpop-")
+        assert postgres_root(private) == fallback
+        assert stat.S_IMODE(fallback.stat().st_mode) == 0o755
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+        if fallback is not None and fallback.parent == Path("/var/tmp"):
+            shutil.rmtree(fallback, ignore_errors=True)
