@@ -1,0 +1,35 @@
+"""Prometheus metrics of the edge (served on METRICS_PORT by chatpop_common.telemetry)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+HTTP_REQUESTS = Counter(
+    "chatpop_http_requests_total",
+    "HTTP requests handled by the edge.",
+    ["method", "route", "status"],
+)
+HTTP_DURATION = Histogram(
+    "chatpop_http_request_duration_seconds",
+    "Time to answer an HTTP request.",
+    ["method", "route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+WS_CONNECTIONS = Gauge("chatpop_ws_connections", "Open WebSocket connections.")
+WS_FRAMES_SENT = Counter("chatpop_ws_frames_sent_total", "WebSocket frames written to clients.")
+MESSAGES_DELIVERED = Counter(
+    "chatpop_messages_delivered_total", "Message frames written to client sockets (one per recipient)."
+)
+SEND_TO_DELIVER = Histogram(
+    "chatpop_send_to_deliver_seconds",
+    "From a message's created_at to its frame written on a recipient's socket.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+RESUMES = Counter("chatpop_resume_total", "Client resumes by outcome.", ["outcome"])
+ROOM_SUBSCRIPTIONS = Gauge("chatpop_room_subscriptions", "Rooms with a live messaging subscription here.")
+RESUBSCRIBES = Counter(
+    "chatpop_room_resubscribes_total", "Room subscriptions re-established after the stream broke."
+)
+SLOW_SOCKET_CLOSES = Counter(
+    "chatpop_ws_slow_closes_total", "Sockets closed (1013) because their outbound queue filled up."
+)

@@ -1,0 +1,314 @@
+"""Request and response bodies of REST v1 (they make the OpenAPI document) and proto conversions."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Literal
+
+from google.protobuf.timestamp_pb2 import Timestamp
+from pydantic import BaseModel, ConfigDict, Field
+
+from chatpop.identity.v1 import identity_pb2
+from chatpop.messaging.v1 import messaging_pb2
+from chatpop.rooms.v1 import rooms_pb2
+
+Visibility = Literal["public", "private"]
+Theme = Literal["purple-dream", "ocean-blue", "dark-mode"]
+
+_VISIBILITY_OUT: dict[rooms_pb2.Visibility, Visibility] = {
+    rooms_pb2.VISIBILITY_PUBLIC: "public",
+    rooms_pb2.VISIBILITY_PRIVATE: "private",
+}
+_VISIBILITY_IN: dict[str, rooms_pb2.Visibility] = {name: value for value, name in _VISIBILITY_OUT.items()}
+_THEME_OUT: dict[rooms_pb2.Theme, Theme] = {
+    rooms_pb2.THEME_PURPLE_DREAM: "purple-dream",
+    rooms_pb2.THEME_OCEAN_BLUE: "ocean-blue",
+    rooms_pb2.THEME_DARK_MODE: "dark-mode",
+}
+_THEME_IN: dict[str, rooms_pb2.Theme] = {name: value for value, name in _THEME_OUT.items()}
+
+
+class RequestBody(BaseModel):
+    """Request bodies reject unknown fields so a typo is an error, not a silent no-op."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+def timestamp(ts: Timestamp) -> datetime | None:
+    if ts.seconds == 0 and ts.nanos == 0:
+        return None
+    return ts.ToDatetime(tzinfo=UTC)
+
+
+# --- identity -------------------------------------------------------------------------------------
+
+
+class Identity(BaseModel):
+    id: str
+    kind: Literal["anonymous", "user"]
+    email: str | None = Field(default=None, description="Accounts only.")
+    reserved_username: str | None = Field(default=None, description="Accounts holding one only.")
+    created_at: datetime | None = None
+
+    @classmethod
+    def from_proto(cls, identity: identity_pb2.Identity) -> Identity:
+        return cls(
+            id=identity.id,
+            kind="user" if identity.kind == identity_pb2.IDENTITY_KIND_USER else "anonymous",
+            email=identity.email or None,
+            reserved_username=identity.reserved_username or None,
+            created_at=timestamp(identity.created_at),
+        )
+
+
+class TokenResponse(BaseModel):
+    identity: Identity
+    access_token: str
+    refresh_token: str
+    token_type: Literal["Bearer"] = "Bearer"
+    expires_in: int = Field(description="Seconds until the access token expires.")
+    refresh_expires_in: int = Field(description="Seconds until the refresh token expires.")
+
+    @classmethod
+    def from_proto(cls, identity: identity_pb2.Identity, tokens: identity_pb2.TokenPair) -> TokenResponse:
+        return cls(
+            identity=Identity.from_proto(identity),
+            access_token=tokens.access_token,
+            refresh_token=tokens.refresh_token,
+            expires_in=tokens.access_expires_in,
+            refresh_expires_in=tokens.refresh_expires_in,
+        )
+
+
+class RegisterRequest(RequestBody):
+    email: str = Field(min_length=3, max_length=254)
+    password: str = Field(min_length=1, max_length=1024)
+    reserved_username: str | None = Field(default=None, max_length=64)
+
+
+class LoginRequest(RequestBody):
+    email: str = Field(min_length=3, max_length=254)
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class RefreshRequest(RequestBody):
+    refresh_token: str = Field(min_length=1, max_length=4096)
+
+
+class MeResponse(BaseModel):
+    identity: Identity
+
+
+class Jwk(BaseModel):
+    kid: str
+    kty: str
+    crv: str
+    x: str
+    alg: str
+    use: str
+
+
+class Jwks(BaseModel):
+    keys: list[Jwk]
+
+    @classmethod
+    def from_proto(cls, response: identity_pb2.GetPublicKeysResponse) -> Jwks:
+        return cls(
+            keys=[
+                Jwk(kid=k.kid, kty=k.kty, crv=k.crv, x=k.x, alg=k.alg or "EdDSA", use=k.use or "sig")
+                for k in response.keys
+            ]
+        )
+
+
+# --- rooms ----------------------------------------------------------------------------------------
+
+
+class Media(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    photo: bool = False
+    voice: bool = False
+    video: bool = False
+
+    def to_proto(self) -> rooms_pb2.MediaSettings:
+        return rooms_pb2.MediaSettings(photo=self.photo, voice=self.voice, video=self.video)
+
+
+class Room(BaseModel):
+    id: str
+    code: str
+    url: str = Field(description="Shareable link: PUBLIC_URL + /c/{code}.")
+    name: str
+    description: str
+    visibility: Visibility
+    media: Media
+    theme: Theme
+    retention_days: int = Field(description="Days messages are kept; 0 keeps them forever.")
+    closed: bool
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+    @classmethod
+    def from_proto(cls, room: rooms_pb2.Room, public_url: str) -> Room:
+        return cls(
+            id=room.id,
+            code=room.code,
+            url=f"{public_url}/c/{room.code}",
+            name=room.name,
+            description=room.description,
+            visibility=_VISIBILITY_OUT.get(room.visibility, "public"),
+            media=Media(photo=room.media.photo, voice=room.media.voice, video=room.media.video),
+            theme=_THEME_OUT.get(room.theme, "purple-dream"),
+            retention_days=room.retention_days,
+            closed=room.closed,
+            created_at=timestamp(room.created_at),
+            updated_at=timestamp(room.updated_at),
+        )
+
+
+class CreateRoomRequest(RequestBody):
+    name: str = Field(min_length=1, max_length=200)
+    description: str = Field(default="", max_length=4000)
+    visibility: Visibility = "public"
+    access_code: str | None = Field(default=None, max_length=256, description="Required for private rooms.")
+    media: Media = Field(default_factory=Media)
+    theme: Theme = "purple-dream"
+    retention_days: int | None = Field(default=None, ge=0, le=36_500, description="Default 30; 0 = forever.")
+
+    def to_proto(self) -> rooms_pb2.CreateRoomRequest:
+        request = rooms_pb2.CreateRoomRequest(
+            name=self.name,
+            description=self.description,
+            visibility=_VISIBILITY_IN[self.visibility],
+            access_code=self.access_code or "",
+            media=self.media.to_proto(),
+            theme=_THEME_IN[self.theme],
+        )
+        if self.retention_days is not None:
+            request.retention_days = self.retention_days
+        return request
+
+
+class UpdateRoomRequest(RequestBody):
+    """Only the fields present are changed."""
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    description: str | None = Field(default=None, max_length=4000)
+    visibility: Visibility | None = None
+    access_code: str | None = Field(default=None, max_length=256, description="Required to go private.")
+    media: Media | None = None
+    theme: Theme | None = None
+    retention_days: int | None = Field(default=None, ge=0, le=36_500)
+
+    def to_proto(self, room_id: str) -> rooms_pb2.UpdateRoomRequest:
+        request = rooms_pb2.UpdateRoomRequest(room_id=room_id)
+        if self.name is not None:
+            request.name = self.name
+        if self.description is not None:
+            request.description = self.description
+        if self.visibility is not None:
+            request.visibility = _VISIBILITY_IN[self.visibility]
+        if self.access_code is not None:
+            request.access_code = self.access_code
+        if self.media is not None:
+            request.media.CopyFrom(self.media.to_proto())
+        if self.theme is not None:
+            request.theme = _THEME_IN[self.theme]
+        if self.retention_days is not None:
+            request.retention_days = self.retention_days
+        return request
+
+
+class Participant(BaseModel):
+    id: str
+    room_id: str
+    username: str
+    is_host: bool
+    verified: bool = Field(description="The username is the account's reserved one.")
+    joined_at: datetime | None = None
+
+    @classmethod
+    def from_proto(cls, participant: rooms_pb2.Participant) -> Participant:
+        return cls(
+            id=participant.id,
+            room_id=participant.room_id,
+            username=participant.username,
+            is_host=participant.is_host,
+            verified=participant.verified,
+            joined_at=timestamp(participant.joined_at),
+        )
+
+
+class JoinRequest(RequestBody):
+    username: str = Field(min_length=1, max_length=64)
+    access_code: str | None = Field(default=None, max_length=256, description="Private rooms only.")
+
+
+class JoinResponse(BaseModel):
+    participant: Participant
+    room_token: str = Field(description="Bearer token for this room's messages and WebSocket.")
+    room_token_expires_in: int
+    room: Room
+
+
+# --- messages -------------------------------------------------------------------------------------
+
+
+class Sender(BaseModel):
+    participant_id: str
+    username: str
+    is_host: bool
+    verified: bool
+
+
+class Message(BaseModel):
+    seq: int = Field(description="Gap-free per room, starting at 1.")
+    id: str
+    room_id: str
+    sender: Sender
+    text: str
+    reply_to_seq: int | None = None
+    client_msg_id: str
+    created_at: datetime | None = None
+
+    @classmethod
+    def from_proto(cls, message: messaging_pb2.Message) -> Message:
+        return cls(
+            seq=message.seq,
+            id=message.id,
+            room_id=message.room_id,
+            sender=Sender(
+                participant_id=message.sender_participant_id,
+                username=message.sender_username,
+                is_host=message.sender_is_host,
+                verified=message.sender_verified,
+            ),
+            text=message.text,
+            reply_to_seq=message.reply_to_seq or None,
+            client_msg_id=message.client_msg_id,
+            created_at=timestamp(message.created_at),
+        )
+
+
+class MessagePage(BaseModel):
+    messages: list[Message] = Field(description="Newest first.")
+    has_more: bool
+    last_seq: int = Field(description="Seq of the newest message in the room.")
+
+
+class SendMessageRequest(RequestBody):
+    client_msg_id: str = Field(
+        min_length=1, max_length=64, description="Client-chosen id; a retry with it never duplicates."
+    )
+    text: str = Field(min_length=1, max_length=20_000)
+    reply_to_seq: int | None = Field(default=None, ge=1)
+
+
+class SendMessageResponse(BaseModel):
+    message: Message
+    created: bool = Field(description="False when this client_msg_id was already sent (a retry).")
+
+
+class Status(BaseModel):
+    status: str

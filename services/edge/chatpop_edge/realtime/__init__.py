@@ -1,0 +1,1 @@
+"""WebSocket sessions and the per-room fan-out."""

@@ -1,0 +1,115 @@
+"""WebSocket frames: what clients may send (validated) and how server frames are encoded."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from chatpop.messaging.v1 import messaging_pb2
+from chatpop_edge import models
+
+
+class _ClientFrame(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class SendFrame(_ClientFrame):
+    type: Literal["send"]
+    client_msg_id: str = Field(min_length=1, max_length=64)
+    text: str = Field(min_length=1, max_length=20_000)
+    reply_to_seq: int | None = Field(default=None, ge=1)
+
+
+class ResumeFrame(_ClientFrame):
+    type: Literal["resume"]
+    after_seq: int = Field(ge=0)
+
+
+class TypingFrame(_ClientFrame):
+    type: Literal["typing"]
+
+
+class PingFrame(_ClientFrame):
+    type: Literal["ping"]
+
+
+ClientFrame = Annotated[SendFrame | ResumeFrame | TypingFrame | PingFrame, Field(discriminator="type")]
+_client_frames: TypeAdapter[SendFrame | ResumeFrame | TypingFrame | PingFrame] = TypeAdapter(ClientFrame)
+
+
+class FrameError(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def parse_client_frame(text: str) -> SendFrame | ResumeFrame | TypingFrame | PingFrame:
+    """The frame a client sent, or FrameError with a code the client can act on."""
+    try:
+        return _client_frames.validate_json(text)
+    except ValidationError as exc:
+        errors = exc.errors()
+        kinds = {error["type"] for error in errors}
+        if "json_invalid" in kinds:
+            raise FrameError("invalid_json", "the frame is not valid JSON") from None
+        if kinds & {"union_tag_invalid", "union_tag_not_found", "model_attributes_type", "model_type"}:
+            raise FrameError(
+                "unknown_type", "the frame needs a `type` of send, resume, typing or ping"
+            ) from None
+        first = errors[0]
+        field = ".".join(str(part) for part in first["loc"][1:]) or "frame"
+        raise FrameError("invalid_frame", f"{field}: {first['msg']}") from None
+
+
+def dumps(frame: dict[str, Any]) -> str:
+    return json.dumps(frame, separators=(",", ":"), ensure_ascii=False)
+
+
+class MessageFrame(models.Message):
+    type: Literal["message"] = "message"
+
+
+def message_frame(message: messaging_pb2.Message) -> str:
+    """The `message` frame, encoded once and shared by every recipient."""
+    base = models.Message.from_proto(message)
+    return MessageFrame(**base.__dict__).model_dump_json()
+
+
+def ready_frame(room_id: str, participant_id: str, last_seq: int) -> str:
+    return dumps(
+        {"type": "ready", "room_id": room_id, "participant_id": participant_id, "last_seq": last_seq}
+    )
+
+
+def ack_frame(client_msg_id: str, seq: int, message_id: str) -> str:
+    return dumps({"type": "ack", "client_msg_id": client_msg_id, "seq": seq, "id": message_id})
+
+
+def error_frame(
+    code: str,
+    message: str,
+    *,
+    retryable: bool = False,
+    client_msg_id: str | None = None,
+    retry_after: int | None = None,
+) -> str:
+    frame: dict[str, Any] = {"type": "error", "code": code, "message": message, "retryable": retryable}
+    if client_msg_id is not None:
+        frame["client_msg_id"] = client_msg_id
+    if retry_after is not None:
+        frame["retry_after"] = retry_after
+    return dumps(frame)
+
+
+def reload_frame(last_seq: int) -> str:
+    return dumps({"type": "reload", "last_seq": last_seq})
+
+
+def typing_frame(participant_id: str) -> str:
+    return dumps({"type": "typing", "participant_id": participant_id})
+
+
+PONG = dumps({"type": "pong"})

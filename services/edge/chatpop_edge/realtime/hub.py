@@ -1,0 +1,231 @@
+"""Fan-out: one MessagingService.Subscribe stream per room that has sockets in this process.
+
+A RoomChannel encodes each message frame once and offers it to every local socket without awaiting
+anything per recipient; each socket's own writer task does the network writes. The channel keeps the
+room's `last_seq` and, when the stream breaks (messaging restarted), resubscribes after it with
+backoff, so nothing is missed or delivered twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from typing import TYPE_CHECKING
+
+import grpc
+
+from chatpop.messaging.v1 import messaging_pb2
+from chatpop_edge.backends import Backends, auth_metadata
+from chatpop_edge.metrics import RESUBSCRIBES, ROOM_SUBSCRIPTIONS
+from chatpop_edge.realtime.frames import message_frame
+
+if TYPE_CHECKING:
+    from chatpop_edge.realtime.session import SocketSession
+
+log = logging.getLogger(__name__)
+
+_random = secrets.SystemRandom()
+
+
+class Backoff:
+    """Exponential backoff with jitter, so restarted services are not hit by every edge at once."""
+
+    def __init__(self, first: float = 0.1, limit: float = 5.0) -> None:
+        self._first = first
+        self._limit = limit
+        self._next = first
+
+    def reset(self) -> None:
+        self._next = self._first
+
+    def next(self) -> float:
+        delay = self._next
+        self._next = min(self._next * 2, self._limit)
+        return delay * _random.uniform(0.5, 1.0)
+
+
+def created_at_seconds(message: messaging_pb2.Message) -> float:
+    return message.created_at.seconds + message.created_at.nanos / 1e9
+
+
+class RoomChannel:
+    """The room's live stream in this process, shared by all of its local sockets."""
+
+    def __init__(self, room_id: str, backends: Backends) -> None:
+        self.room_id = room_id
+        self._backends = backends
+        # Highest seq this process has fanned out; valid once `ready`.
+        self.last_seq = 0
+        self.ready = False
+        self._members: dict[SocketSession, None] = {}
+        self._waiting: dict[SocketSession, None] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def alive(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    @property
+    def empty(self) -> bool:
+        return not self._members and not self._waiting
+
+    def start(self) -> asyncio.Task[None]:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"room-channel-{self.room_id}")
+        return self._task
+
+    def cancel(self) -> asyncio.Task[None] | None:
+        if self._task is not None:
+            self._task.cancel()
+        return self._task
+
+    def add(self, session: SocketSession) -> None:
+        """A socket joins; once the channel knows the room's position the socket is live from there."""
+        if self.ready:
+            self._members[session] = None
+            session.go_live(self.last_seq)
+        else:
+            self._waiting[session] = None
+
+    def discard(self, session: SocketSession) -> None:
+        self._members.pop(session, None)
+        self._waiting.pop(session, None)
+
+    def broadcast(self, frame: str, exclude: SocketSession | None = None) -> None:
+        """An ephemeral frame (typing) for the room's other local sockets."""
+        for session in tuple(self._members):
+            if session is not exclude:
+                session.push(frame)
+
+    def _token_holder(self) -> SocketSession | None:
+        """The socket whose room token lives longest: the stream is opened on its behalf."""
+        candidates = [*self._members, *self._waiting]
+        if not candidates:
+            return None
+        return max(candidates, key=lambda session: session.token_expires_at)
+
+    def _go_ready(self, last_seq: int) -> None:
+        self.last_seq = last_seq
+        self.ready = True
+        waiting = list(self._waiting)
+        self._waiting.clear()
+        for session in waiting:
+            self._members[session] = None
+            session.go_live(last_seq)
+
+    def _dispatch(self, message: messaging_pb2.Message) -> None:
+        if message.seq <= self.last_seq:
+            # Backfill after a resubscribe may repeat what was already fanned out.
+            return
+        self.last_seq = message.seq
+        frame = message_frame(message)
+        created = created_at_seconds(message)
+        for session in tuple(self._members):
+            session.offer(message.seq, frame, created)
+
+    def _reload(self, last_seq: int) -> None:
+        log.warning("room stream skipped ahead", extra={"room_id": self.room_id, "last_seq": last_seq})
+        self.last_seq = max(self.last_seq, last_seq)
+        for session in tuple(self._members):
+            session.offer_reload(self.last_seq)
+
+    def _reject_holder(self, holder: SocketSession, error: grpc.aio.AioRpcError) -> None:
+        self.discard(holder)
+        holder.reject(error)
+
+    async def _run(self) -> None:
+        backoff = Backoff()
+        subscribed = False
+        messaging = self._backends.messaging
+        while True:
+            holder = self._token_holder()
+            if holder is None:
+                return
+            metadata = auth_metadata(holder.token)
+            try:
+                if not self.ready:
+                    page = await messaging.ListMessages(
+                        messaging_pb2.ListMessagesRequest(room_id=self.room_id, limit=1),
+                        metadata=metadata,
+                        timeout=self._backends.timeout,
+                    )
+                    self._go_ready(page.last_seq)
+                if subscribed:
+                    RESUBSCRIBES.inc()
+                subscribed = True
+                call = messaging.Subscribe(
+                    messaging_pb2.SubscribeRequest(room_id=self.room_id, after_seq=self.last_seq),
+                    metadata=metadata,
+                )
+                async for event in call:
+                    backoff.reset()
+                    kind = event.WhichOneof("event")
+                    if kind == "message":
+                        self._dispatch(event.message)
+                    elif kind == "reload":
+                        self._reload(event.reload.last_seq)
+                log.info("room stream ended, resubscribing", extra={"room_id": self.room_id})
+            except asyncio.CancelledError:
+                raise
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+                    # That socket's token no longer opens the room; drop it and go on with another.
+                    self._reject_holder(holder, exc)
+                    continue
+                if exc.code() == grpc.StatusCode.NOT_FOUND:
+                    for session in [*self._members, *self._waiting]:
+                        session.reject(exc)
+                    return
+                log.warning(
+                    "room stream failed",
+                    extra={"room_id": self.room_id, "grpc_code": exc.code().name, "details": exc.details()},
+                )
+            except Exception:
+                log.exception("room channel error", extra={"room_id": self.room_id})
+            await asyncio.sleep(backoff.next())
+
+
+class RoomHub:
+    """The room channels of this process, ref-counted by their sockets."""
+
+    def __init__(self, backends: Backends) -> None:
+        self._backends = backends
+        self._channels: dict[str, RoomChannel] = {}
+        self._stopping: set[asyncio.Task[None]] = set()
+
+    def channel(self, room_id: str) -> RoomChannel | None:
+        return self._channels.get(room_id)
+
+    def attach(self, session: SocketSession) -> RoomChannel:
+        channel = self._channels.get(session.room_id)
+        if channel is None or not channel.alive:
+            if channel is None:
+                ROOM_SUBSCRIPTIONS.inc()
+            # A channel whose stream gave up (room gone) is replaced, never joined.
+            channel = RoomChannel(session.room_id, self._backends)
+            self._channels[session.room_id] = channel
+            channel.add(session)
+            channel.start()
+        else:
+            channel.add(session)
+        return channel
+
+    def detach(self, session: SocketSession) -> None:
+        channel = self._channels.get(session.room_id)
+        if channel is None:
+            return
+        channel.discard(session)
+        if channel.empty:
+            del self._channels[session.room_id]
+            ROOM_SUBSCRIPTIONS.dec()
+            task = channel.cancel()
+            if task is not None and not task.done():
+                self._stopping.add(task)
+                task.add_done_callback(self._stopping.discard)
+
+    async def close(self) -> None:
+        tasks = [task for channel in self._channels.values() if (task := channel.cancel()) is not None]
+        tasks.extend(self._stopping)
+        ROOM_SUBSCRIPTIONS.dec(len(self._channels))
+        self._channels.clear()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,0 +1,445 @@
+"""One client WebSocket in a room: its outbound queue and writer, its reader, its sends and resumes.
+
+Delivery bookkeeping per socket:
+- `last_seq` is the highest seq the client has (delivered here, or claimed by its resume);
+- `live_from`: every seq in (live_from, last_seq] was delivered on this socket. A new socket is
+  live from the room's position at connect time (the `ready` frame says which);
+- while a resume or gap fill runs, live frames are held and delivered after the fetched ones,
+  skipping anything the client already has: no duplicates, no gaps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from typing import TYPE_CHECKING
+
+import grpc
+import jwt
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from chatpop.messaging.v1 import messaging_pb2
+from chatpop_common.auth import Principal
+from chatpop_edge.backends import Backends, auth_metadata
+from chatpop_edge.errors import map_rpc_error
+from chatpop_edge.metrics import (
+    MESSAGES_DELIVERED,
+    RESUMES,
+    SEND_TO_DELIVER,
+    SLOW_SOCKET_CLOSES,
+    WS_FRAMES_SENT,
+)
+from chatpop_edge.realtime import frames
+from chatpop_edge.realtime.hub import Backoff, created_at_seconds
+from chatpop_edge.settings import EdgeSettings
+
+if TYPE_CHECKING:
+    from chatpop_edge.realtime.hub import RoomChannel, RoomHub
+
+log = logging.getLogger(__name__)
+
+# WebSocket close codes (4xxx are ours; the rest are RFC 6455).
+CLOSE_INVALID_TOKEN = 4401
+CLOSE_FORBIDDEN = 4403
+CLOSE_NOT_FOUND = 4404
+CLOSE_BAD_REQUEST = 4400
+CLOSE_TRY_AGAIN = 1013
+
+_MAX_PENDING_SENDS = 32
+# Seconds a close may take before the connection is dropped (a peer that stopped reading).
+_CLOSE_TIMEOUT = 2.0
+_FILL_ATTEMPTS = 5
+_RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
+
+
+def _token_expiry(token: str) -> float:
+    """The token's `exp` (it was verified just before); used to pick the freshest token of a room."""
+    try:
+        claims = jwt.decode(token, options={"verify_signature": False})
+    except jwt.PyJWTError:
+        return 0.0
+    exp = claims.get("exp")
+    return float(exp) if isinstance(exp, int | float) else 0.0
+
+
+def close_code_for(error: grpc.aio.AioRpcError) -> int:
+    status = error.code()
+    if status == grpc.StatusCode.UNAUTHENTICATED:
+        return CLOSE_INVALID_TOKEN
+    if status == grpc.StatusCode.PERMISSION_DENIED:
+        return CLOSE_FORBIDDEN
+    if status == grpc.StatusCode.NOT_FOUND:
+        return CLOSE_NOT_FOUND
+    return CLOSE_TRY_AGAIN
+
+
+class SocketSession:
+    def __init__(
+        self,
+        websocket: WebSocket,
+        *,
+        room_id: str,
+        principal: Principal,
+        token: str,
+        backends: Backends,
+        settings: EdgeSettings,
+    ) -> None:
+        self.room_id = room_id
+        self.principal = principal
+        self.token = token
+        self.token_expires_at = _token_expiry(token)
+        self._ws = websocket
+        self._backends = backends
+        self._queue_limit = settings.ws_queue_limit
+        self._resume_limit = settings.resume_limit
+        self._typing_interval = settings.typing_interval
+        self._live_timeout = settings.rpc_timeout
+
+        self._outbox: deque[tuple[str, float]] = deque()
+        self._wake = asyncio.Event()
+        self._close_request: tuple[int, str] | None = None
+        self._overflowed = False
+        self._finished = asyncio.Event()
+        self.live = asyncio.Event()
+
+        self.last_seq = 0
+        self.live_from = 0
+        self._catching_up = False
+        self._held: list[tuple[int, str, float]] = []
+        self._catch_up_task: asyncio.Task[None] | None = None
+        self._pending_resume: int | None = None
+
+        self._sends: asyncio.Queue[frames.SendFrame] = asyncio.Queue(maxsize=_MAX_PENDING_SENDS)
+        self._last_typing = float("-inf")
+        self._channel: RoomChannel | None = None
+
+    # --- called by the room channel (synchronous: never awaits per recipient) ----------------------
+
+    def go_live(self, last_seq: int) -> None:
+        self.last_seq = last_seq
+        self.live_from = last_seq
+        self._enqueue(frames.ready_frame(self.room_id, self.principal.participant_id, last_seq))
+        self.live.set()
+
+    def offer(self, seq: int, frame: str, created_at: float) -> None:
+        """A live message frame of the room."""
+        if self._close_request is not None:
+            return
+        if self._catching_up:
+            self._held.append((seq, frame, created_at))
+            if len(self._held) > self._queue_limit:
+                self._too_slow()
+            return
+        if seq <= self.last_seq:
+            return
+        if seq == self.last_seq + 1:
+            self.last_seq = seq
+            self._enqueue(frame, created_at)
+            return
+        # The stream skipped ahead of this socket: fetch what is missing first, deliver this after.
+        self._held.append((seq, frame, created_at))
+        self._start_catch_up(self.last_seq, client_resume=False)
+
+    def offer_reload(self, last_seq: int) -> None:
+        """The room stream could not fill a gap: the client must reload, then it is live again."""
+        if self._catch_up_task is not None:
+            self._catch_up_task.cancel()
+            self._catch_up_task = None
+        self._catching_up = False
+        self._pending_resume = None
+        self._held.clear()
+        self._enqueue(frames.reload_frame(last_seq))
+        self.last_seq = max(self.last_seq, last_seq)
+        self.live_from = self.last_seq
+
+    def push(self, frame: str) -> None:
+        """A frame outside the message sequence (ack, error, pong, typing)."""
+        self._enqueue(frame)
+
+    def reject(self, error: grpc.aio.AioRpcError) -> None:
+        """The services refused this socket's token or room: say why and close."""
+        mapped = map_rpc_error(error)
+        self._enqueue(frames.error_frame(mapped.code, mapped.message, retryable=mapped.retryable))
+        self.request_close(close_code_for(error), mapped.code)
+
+    def request_close(self, code: int, reason: str) -> None:
+        if self._close_request is not None:
+            return
+        self._close_request = (code, reason[:120])
+        self._wake.set()
+        # A writer blocked on a peer that stopped reading cannot send the close frame: end anyway.
+        asyncio.get_running_loop().call_later(_CLOSE_TIMEOUT * 2, self._finished.set)
+
+    # --- outbound ----------------------------------------------------------------------------------
+
+    def _enqueue(self, frame: str, created_at: float = 0.0) -> None:
+        if self._close_request is not None:
+            return
+        if len(self._outbox) >= self._queue_limit:
+            self._too_slow()
+            return
+        self._outbox.append((frame, created_at))
+        self._wake.set()
+
+    def _too_slow(self) -> None:
+        SLOW_SOCKET_CLOSES.inc()
+        # What is still queued is dropped: the client resumes from its last seq after reconnecting.
+        self._overflowed = True
+        self._outbox.clear()
+        self._held.clear()
+        self.request_close(CLOSE_TRY_AGAIN, "too slow: reconnect and resume")
+
+    async def _write_loop(self) -> None:
+        ws = self._ws
+        try:
+            while True:
+                while self._outbox:
+                    # Everything pending goes out back-to-back: one wake-up per batch, not per frame.
+                    batch = list(self._outbox)
+                    self._outbox.clear()
+                    for frame, created_at in batch:
+                        if self._overflowed:
+                            break
+                        await ws.send_text(frame)
+                        WS_FRAMES_SENT.inc()
+                        if created_at:
+                            MESSAGES_DELIVERED.inc()
+                            SEND_TO_DELIVER.observe(max(0.0, time.time() - created_at))
+                if self._close_request is not None:
+                    break
+                self._wake.clear()
+                await self._wake.wait()
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            return
+        code, reason = self._close_request
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(ws.close(code, reason), timeout=_CLOSE_TIMEOUT)
+
+    # --- inbound -----------------------------------------------------------------------------------
+
+    async def _read_loop(self) -> None:
+        while True:
+            message = await self._ws.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            text = message.get("text")
+            if text is None:
+                self.push(frames.error_frame("invalid_frame", "frames are JSON text, not binary"))
+                continue
+            self._handle(text)
+
+    def _handle(self, text: str) -> None:
+        try:
+            frame = frames.parse_client_frame(text)
+        except frames.FrameError as exc:
+            self.push(frames.error_frame(exc.code, exc.message))
+            return
+        if isinstance(frame, frames.PingFrame):
+            self.push(frames.PONG)
+        elif isinstance(frame, frames.SendFrame):
+            try:
+                self._sends.put_nowait(frame)
+            except asyncio.QueueFull:
+                self.push(
+                    frames.error_frame(
+                        "too_many_pending",
+                        "too many sends waiting for their ack; wait for acks, then retry",
+                        retryable=True,
+                        client_msg_id=frame.client_msg_id,
+                    )
+                )
+        elif isinstance(frame, frames.ResumeFrame):
+            self.resume(frame.after_seq)
+        else:
+            self._typing()
+
+    def _typing(self) -> None:
+        now = time.monotonic()
+        if now - self._last_typing < self._typing_interval or self._channel is None:
+            return
+        self._last_typing = now
+        self._channel.broadcast(frames.typing_frame(self.principal.participant_id), exclude=self)
+
+    async def _send_loop(self) -> None:
+        """Sends go to messaging one at a time, so a client's messages keep their order."""
+        messaging = self._backends.messaging
+        while True:
+            frame = await self._sends.get()
+            try:
+                sent = await messaging.SendMessage(
+                    messaging_pb2.SendMessageRequest(
+                        room_id=self.room_id,
+                        client_msg_id=frame.client_msg_id,
+                        text=frame.text,
+                        reply_to_seq=frame.reply_to_seq or 0,
+                    ),
+                    metadata=auth_metadata(self.token),
+                    timeout=self._backends.timeout,
+                )
+            except grpc.aio.AioRpcError as exc:
+                mapped = map_rpc_error(exc)
+                self.push(
+                    frames.error_frame(
+                        mapped.code,
+                        mapped.message,
+                        retryable=mapped.retryable,
+                        client_msg_id=frame.client_msg_id,
+                        retry_after=mapped.retry_after,
+                    )
+                )
+                if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
+                    self.request_close(CLOSE_INVALID_TOKEN, mapped.code)
+                continue
+            # The ack is a promise: messaging has committed the message.
+            self.push(frames.ack_frame(frame.client_msg_id, sent.message.seq, sent.message.id))
+
+    # --- resume and gap fill -----------------------------------------------------------------------
+
+    def resume(self, after_seq: int) -> None:
+        if self._catching_up:
+            self._pending_resume = after_seq
+            return
+        if self.live_from <= after_seq <= self.last_seq:
+            # Everything after after_seq was delivered live on this socket already.
+            RESUMES.labels("exact").inc()
+            return
+        self._start_catch_up(after_seq, client_resume=True)
+
+    def _start_catch_up(self, after_seq: int, *, client_resume: bool) -> None:
+        self._catching_up = True
+        self._catch_up_task = asyncio.get_running_loop().create_task(self._catch_up(after_seq, client_resume))
+
+    async def _catch_up(self, after_seq: int, client_resume: bool) -> None:
+        try:
+            outcome = await self._fill(after_seq)
+        except grpc.aio.AioRpcError as exc:
+            mapped = map_rpc_error(exc)
+            self._catching_up = False
+            self._held.clear()
+            self._catch_up_task = None
+            self.push(frames.error_frame(mapped.code, mapped.message, retryable=mapped.retryable))
+            # Nothing may be skipped silently: the client reconnects and resumes again.
+            self.request_close(close_code_for(exc), mapped.code)
+            return
+        if client_resume:
+            RESUMES.labels(outcome).inc()
+        self._catching_up = False
+        self._catch_up_task = None
+        pending, self._pending_resume = self._pending_resume, None
+        if pending is not None:
+            self.resume(pending)
+
+    async def _fetch_after(self, after_seq: int) -> messaging_pb2.ListMessagesAfterResponse:
+        page: messaging_pb2.ListMessagesAfterResponse = await self._backends.messaging.ListMessagesAfter(
+            messaging_pb2.ListMessagesAfterRequest(
+                room_id=self.room_id, after_seq=after_seq, limit=self._resume_limit
+            ),
+            metadata=auth_metadata(self.token),
+            timeout=self._backends.timeout,
+        )
+        return page
+
+    async def _fill(self, after_seq: int) -> str:
+        """Deliver what the client lacks after `after_seq`, then the held live frames; no await after."""
+        # The client has everything up to `floor` except the hole (after_seq, hole_top].
+        hole_top = self.live_from if after_seq < self.live_from else after_seq
+        floor = max(self.last_seq, after_seq)
+        cursor = after_seq
+        backoff = Backoff(first=0.05, limit=1.0)
+        for attempt in range(_FILL_ATTEMPTS):
+            if attempt:
+                await asyncio.sleep(backoff.next())
+            try:
+                page = await self._fetch_after(cursor)
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() in _RETRYABLE and attempt + 1 < _FILL_ATTEMPTS:
+                    continue
+                raise
+            if page.reload or after_seq > page.last_seq:
+                self._finish_with_reload(page.last_seq)
+                return "reload"
+            for message in page.messages:
+                if message.seq <= cursor:
+                    continue
+                if message.seq != cursor + 1:
+                    break
+                cursor = message.seq
+                if message.seq <= hole_top or message.seq > floor:
+                    self._enqueue(frames.message_frame(message), created_at_seconds(message))
+                    floor = max(floor, message.seq)
+            if cursor < hole_top:
+                # The log answered with less than this socket already saw live; ask again.
+                continue
+            self.last_seq = max(self.last_seq, floor)
+            if self._drain_held():
+                self.live_from = min(self.live_from, after_seq)
+                return "exact"
+            # Held live frames start beyond what we have: fetch the gap between.
+            hole_top = cursor = floor = self.last_seq
+        self._finish_with_reload(max([self.last_seq, *(seq for seq, _f, _c in self._held)]))
+        return "reload"
+
+    def _drain_held(self) -> bool:
+        """Deliver held live frames that continue `last_seq`; False if a gap remains before the rest."""
+        held = sorted(self._held, key=lambda item: item[0])
+        for index, (seq, frame, created_at) in enumerate(held):
+            if seq <= self.last_seq:
+                continue
+            if seq != self.last_seq + 1:
+                self._held = held[index:]
+                return False
+            self.last_seq = seq
+            self._enqueue(frame, created_at)
+        self._held = []
+        return True
+
+    def _finish_with_reload(self, last_seq: int) -> None:
+        self._enqueue(frames.reload_frame(last_seq))
+        self.last_seq = max(self.last_seq, last_seq)
+        for seq, frame, created_at in sorted(self._held, key=lambda item: item[0]):
+            if seq > self.last_seq:
+                self.last_seq = seq
+                self._enqueue(frame, created_at)
+        self._held.clear()
+        self.live_from = self.last_seq
+
+    # --- lifetime ----------------------------------------------------------------------------------
+
+    async def run(self, hub: RoomHub, resume_after: int | None) -> None:
+        loop = asyncio.get_running_loop()
+        writer = loop.create_task(self._write_loop())
+        finished = loop.create_task(self._finished.wait())
+        tasks: list[asyncio.Task[None] | asyncio.Task[bool]] = [writer, finished]
+        try:
+            self._channel = hub.attach(self)
+            live = loop.create_task(self.live.wait())
+            tasks.append(live)
+            done, _ = await asyncio.wait(
+                {live, writer, finished}, timeout=self._live_timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+            if live not in done:
+                if not done:
+                    self.push(
+                        frames.error_frame(
+                            "service_unavailable", "messages are unavailable, try again", retryable=True
+                        )
+                    )
+                    self.request_close(CLOSE_TRY_AGAIN, "service_unavailable")
+                    await asyncio.wait({writer, finished}, return_when=asyncio.FIRST_COMPLETED)
+                return
+            if resume_after is not None:
+                self.resume(resume_after)
+            reader = loop.create_task(self._read_loop())
+            sender = loop.create_task(self._send_loop())
+            tasks += [reader, sender]
+            await asyncio.wait({reader, writer, finished}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            hub.detach(self)
+            if self._catch_up_task is not None:
+                tasks.append(self._catch_up_task)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,0 +1,87 @@
+"""The room WebSocket: `/ws/v1/rooms/{code}?token=<room_token>[&after_seq=N]`."""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+from fastapi import APIRouter, WebSocket
+
+from chatpop_common.errors import ServiceError
+from chatpop_edge.backends import Backends
+from chatpop_edge.metrics import WS_CONNECTIONS
+from chatpop_edge.realtime.hub import RoomHub
+from chatpop_edge.realtime.session import (
+    CLOSE_BAD_REQUEST,
+    CLOSE_FORBIDDEN,
+    CLOSE_INVALID_TOKEN,
+    CLOSE_NOT_FOUND,
+    CLOSE_TRY_AGAIN,
+    SocketSession,
+)
+from chatpop_edge.settings import EdgeSettings
+
+router = APIRouter()
+log = logging.getLogger(__name__)
+
+
+def _socket_token(websocket: WebSocket) -> str | None:
+    """Browsers cannot set headers on a WebSocket, so the token comes in the query string."""
+    token = websocket.query_params.get("token", "").strip()
+    if token:
+        return token
+    scheme, _, value = websocket.headers.get("authorization", "").partition(" ")
+    return value.strip() if scheme.lower() == "bearer" and value.strip() else None
+
+
+@router.websocket("/ws/v1/rooms/{code}")
+async def room_socket(websocket: WebSocket, code: str) -> None:
+    state = websocket.app.state
+    backends: Backends = state.backends
+    settings: EdgeSettings = state.settings
+    hub: RoomHub = state.hub
+    # Accept first: a close before the handshake reaches browsers as a bare 403 with no code.
+    await websocket.accept()
+
+    token = _socket_token(websocket)
+    if token is None:
+        await websocket.close(CLOSE_INVALID_TOKEN, "unauthenticated")
+        return
+    resume_after: int | None = None
+    raw_after = websocket.query_params.get("after_seq")
+    if raw_after is not None:
+        if not raw_after.isdigit():
+            await websocket.close(CLOSE_BAD_REQUEST, "invalid_after_seq")
+            return
+        resume_after = int(raw_after)
+    try:
+        principal = await backends.verifier.verify(token)
+    except ServiceError as exc:
+        await websocket.close(CLOSE_INVALID_TOKEN, exc.code)
+        return
+    except grpc.aio.AioRpcError:
+        await websocket.close(CLOSE_TRY_AGAIN, "service_unavailable")
+        return
+    if principal.token_type != "room":
+        await websocket.close(CLOSE_INVALID_TOKEN, "invalid_token")
+        return
+    try:
+        room_id = await backends.room_id(code, token)
+    except grpc.aio.AioRpcError as exc:
+        if exc.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
+            await websocket.close(CLOSE_NOT_FOUND, "room_not_found")
+        else:
+            await websocket.close(CLOSE_TRY_AGAIN, "service_unavailable")
+        return
+    if principal.room_id != room_id:
+        await websocket.close(CLOSE_FORBIDDEN, "wrong_room")
+        return
+
+    session = SocketSession(
+        websocket, room_id=room_id, principal=principal, token=token, backends=backends, settings=settings
+    )
+    WS_CONNECTIONS.inc()
+    try:
+        await session.run(hub, resume_after)
+    finally:
+        WS_CONNECTIONS.dec()

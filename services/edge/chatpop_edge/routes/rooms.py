@@ -1,0 +1,175 @@
+"""Rooms, joining and messages over REST."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Response, status
+
+from chatpop.messaging.v1 import messaging_pb2
+from chatpop.rooms.v1 import rooms_pb2
+from chatpop_common.auth import Principal
+from chatpop_edge import models
+from chatpop_edge.backends import Backends, auth_metadata
+from chatpop_edge.deps import BackendsDep, ClientIpHash, OptionalToken, RequiredToken, SettingsDep
+from chatpop_edge.errors import ApiError, error_responses
+
+router = APIRouter(prefix="/api/v1/rooms", tags=["rooms"])
+
+RoomCode = Annotated[
+    str, Path(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_-]+$", description="The room's code.")
+]
+
+
+async def room_principal(backends: Backends, code: str, token: str) -> tuple[str, Principal]:
+    """The room's id and the verified room token, which must be for that very room."""
+    principal = await backends.verifier.verify(token)
+    if principal.token_type != "room":
+        raise ApiError(401, "invalid_token", "a room token is required (join the room first)")
+    room_id = await backends.room_id(code, token)
+    return room_id, principal.require_room(room_id)
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=models.Room,
+    responses=error_responses(401, 403, 429),
+    summary="Create a room; the caller becomes its host",
+)
+async def create_room(
+    body: models.CreateRoomRequest,
+    response: Response,
+    backends: BackendsDep,
+    settings: SettingsDep,
+    token: RequiredToken,
+) -> models.Room:
+    created = await backends.rooms.CreateRoom(
+        body.to_proto(), metadata=auth_metadata(token), timeout=backends.timeout
+    )
+    backends.remember_room(created.room)
+    response.headers["Location"] = f"/api/v1/rooms/{created.room.code}"
+    return models.Room.from_proto(created.room, settings.public_url)
+
+
+@router.get(
+    "/{code}",
+    response_model=models.Room,
+    responses=error_responses(404),
+    summary="Room info (never the access code)",
+)
+async def get_room(
+    code: RoomCode, backends: BackendsDep, settings: SettingsDep, token: OptionalToken
+) -> models.Room:
+    room = await backends.get_room(code, token)
+    return models.Room.from_proto(room, settings.public_url)
+
+
+@router.patch(
+    "/{code}",
+    response_model=models.Room,
+    responses=error_responses(401, 403, 404, 409),
+    summary="Edit a room's settings (host only)",
+)
+async def update_room(
+    code: RoomCode,
+    body: models.UpdateRoomRequest,
+    backends: BackendsDep,
+    settings: SettingsDep,
+    token: RequiredToken,
+) -> models.Room:
+    room_id = await backends.room_id(code, token)
+    updated = await backends.rooms.UpdateRoom(
+        body.to_proto(room_id), metadata=auth_metadata(token), timeout=backends.timeout
+    )
+    return models.Room.from_proto(updated.room, settings.public_url)
+
+
+@router.post(
+    "/{code}/join",
+    response_model=models.JoinResponse,
+    responses=error_responses(401, 403, 404, 409, 429),
+    summary="Join under a username; returns the room token",
+)
+async def join_room(
+    code: RoomCode,
+    body: models.JoinRequest,
+    backends: BackendsDep,
+    settings: SettingsDep,
+    token: RequiredToken,
+    ip_hash: ClientIpHash,
+) -> models.JoinResponse:
+    joined = await backends.rooms.JoinRoom(
+        rooms_pb2.JoinRoomRequest(
+            code=code, username=body.username, access_code=body.access_code or "", client_ip_hash=ip_hash
+        ),
+        metadata=auth_metadata(token),
+        timeout=backends.timeout,
+    )
+    backends.remember_room(joined.room)
+    return models.JoinResponse(
+        participant=models.Participant.from_proto(joined.participant),
+        room_token=joined.room_token,
+        room_token_expires_in=joined.room_token_expires_in,
+        room=models.Room.from_proto(joined.room, settings.public_url),
+    )
+
+
+@router.get(
+    "/{code}/messages",
+    response_model=models.MessagePage,
+    responses=error_responses(401, 403, 404),
+    summary="A page of history, newest first (room token)",
+)
+async def list_messages(
+    code: RoomCode,
+    backends: BackendsDep,
+    token: RequiredToken,
+    before_seq: Annotated[
+        int | None, Query(ge=1, description="Only messages older than this seq; omit for the newest.")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 50,
+) -> models.MessagePage:
+    room_id, _principal = await room_principal(backends, code, token)
+    page = await backends.messaging.ListMessages(
+        messaging_pb2.ListMessagesRequest(room_id=room_id, before_seq=before_seq or 0, limit=limit),
+        metadata=auth_metadata(token),
+        timeout=backends.timeout,
+    )
+    return models.MessagePage(
+        messages=[models.Message.from_proto(m) for m in page.messages],
+        has_more=page.has_more,
+        last_seq=page.last_seq,
+    )
+
+
+@router.post(
+    "/{code}/messages",
+    response_model=models.SendMessageResponse,
+    responses={
+        201: {"model": models.SendMessageResponse, "description": "Created"},
+        **error_responses(401, 403, 404, 409, 429),
+    },
+    summary="Send a message (room token); idempotent on client_msg_id",
+)
+async def send_message(
+    code: RoomCode,
+    body: models.SendMessageRequest,
+    response: Response,
+    backends: BackendsDep,
+    token: RequiredToken,
+) -> models.SendMessageResponse:
+    room_id, _principal = await room_principal(backends, code, token)
+    sent = await backends.messaging.SendMessage(
+        messaging_pb2.SendMessageRequest(
+            room_id=room_id,
+            client_msg_id=body.client_msg_id,
+            text=body.text,
+            reply_to_seq=body.reply_to_seq or 0,
+        ),
+        metadata=auth_metadata(token),
+        timeout=backends.timeout,
+    )
+    # 201 for a new message, 200 when a retry returned the one already stored.
+    response.status_code = status.HTTP_201_CREATED if sent.created else status.HTTP_200_OK
+    return models.SendMessageResponse(message=models.Message.from_proto(sent.message), created=sent.created)

@@ -1,0 +1,598 @@
+"""Fakes for the edge's integration tests: real gRPC servers with small in-memory logic.
+
+identity, rooms, messaging and payments run in one grpc.aio server started through
+chatpop_common.server.serve (so the real interceptors map errors and verify tokens), and the edge
+runs under a real uvicorn on a free port. Tokens are real EdDSA JWTs signed with a test key that
+the fake identity publishes through GetPublicKeys.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import jsonschema  # type: ignore[import-untyped]
+import jwt
+import uvicorn
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from chatpop.identity.v1 import identity_pb2, identity_pb2_grpc
+from chatpop.messaging.v1 import messaging_pb2, messaging_pb2_grpc
+from chatpop.payments.v1 import payments_pb2, payments_pb2_grpc
+from chatpop.rooms.v1 import rooms_pb2, rooms_pb2_grpc
+from chatpop_common import errors
+from chatpop_common.auth import ISSUER, KeyCache, TokenVerifier, require_principal, room_audience
+from chatpop_common.devstack import free_port
+from chatpop_common.server import GrpcApp, Registration, serve
+from chatpop_common.settings import ServiceSettings
+from chatpop_edge.app import create_app
+from chatpop_edge.settings import EdgeSettings
+
+IP_HASH_KEY = "edge-test-ip-hash-key-0123456789"
+PUBLIC_URL = "https://chat.example.test"
+
+
+def unique(prefix: str = "") -> str:
+    return f"{prefix}{uuid.uuid4().hex[:10]}"
+
+
+class Signer:
+    """The test key pair identity signs with."""
+
+    def __init__(self) -> None:
+        self.kid = unique("kid-")
+        self.key = Ed25519PrivateKey.generate()
+
+    def public(self) -> Ed25519PublicKey:
+        return self.key.public_key()
+
+    def jwk_x(self) -> str:
+        raw = self.public().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+    def sign(self, claims: dict[str, Any], ttl: int = 900, *, kid: str | None = None) -> str:
+        now = int(time.time())
+        payload = {"iss": ISSUER, "iat": now, "nbf": now, "exp": now + ttl, "jti": unique(), **claims}
+        return jwt.encode(payload, self.key, algorithm="EdDSA", headers={"kid": kid or self.kid})
+
+    def access(self, subject: str, kind: str = "anonymous", ttl: int = 900) -> str:
+        return self.sign({"sub": subject, "aud": "chatpop", "typ": "access", "knd": kind}, ttl)
+
+    def room(
+        self, room_id: str, participant_id: str, subject: str, *, is_host: bool = False, ttl: int = 900
+    ) -> str:
+        return self.sign(
+            {
+                "sub": subject,
+                "aud": room_audience(room_id),
+                "typ": "room",
+                "knd": "anonymous",
+                "rid": room_id,
+                "pid": participant_id,
+                "ver": 1,
+                "host": is_host,
+            },
+            ttl,
+        )
+
+
+def now_ts() -> Timestamp:
+    ts = Timestamp()
+    ts.GetCurrentTime()
+    return ts
+
+
+# --- identity -------------------------------------------------------------------------------------
+
+
+class FakeIdentity(identity_pb2_grpc.IdentityServiceServicer):
+    def __init__(self, signer: Signer) -> None:
+        self.signer = signer
+        self.accounts: dict[str, tuple[str, str, str]] = {}  # email → (id, password, reserved)
+        self.refresh: dict[
+            str, tuple[str, identity_pb2.IdentityKind]
+        ] = {}  # refresh token → (identity id, kind)
+        self.ip_hashes: list[str] = []
+
+    def _pair(self, identity_id: str, kind: identity_pb2.IdentityKind) -> identity_pb2.TokenPair:
+        refresh = unique("rt-")
+        self.refresh[refresh] = (identity_id, kind)
+        knd = "user" if kind == identity_pb2.IDENTITY_KIND_USER else "anonymous"
+        return identity_pb2.TokenPair(
+            access_token=self.signer.access(identity_id, knd),
+            refresh_token=refresh,
+            access_expires_in=900,
+            refresh_expires_in=86400,
+        )
+
+    def _identity(
+        self, identity_id: str, kind: identity_pb2.IdentityKind, email: str = "", reserved: str = ""
+    ) -> identity_pb2.Identity:
+        return identity_pb2.Identity(
+            id=identity_id, kind=kind, email=email, reserved_username=reserved, created_at=now_ts()
+        )
+
+    async def CreateAnonymousSession(self, request: Any, context: Any) -> Any:
+        self.ip_hashes.append(request.client_ip_hash)
+        identity_id = str(uuid.uuid4())
+        kind = identity_pb2.IDENTITY_KIND_ANONYMOUS
+        return identity_pb2.CreateAnonymousSessionResponse(
+            identity=self._identity(identity_id, kind), tokens=self._pair(identity_id, kind)
+        )
+
+    async def Register(self, request: Any, context: Any) -> Any:
+        if request.email.startswith("explode"):
+            raise RuntimeError("database password is hunter2")
+        if "@" not in request.email:
+            raise errors.InvalidArgument("email is not valid", code="invalid_email")
+        if request.email in self.accounts:
+            raise errors.AlreadyExists("this email is already registered", code="email_taken")
+        identity_id = str(uuid.uuid4())
+        self.accounts[request.email] = (identity_id, request.password, request.reserved_username)
+        kind = identity_pb2.IDENTITY_KIND_USER
+        return identity_pb2.RegisterResponse(
+            identity=self._identity(identity_id, kind, request.email, request.reserved_username),
+            tokens=self._pair(identity_id, kind),
+        )
+
+    async def Login(self, request: Any, context: Any) -> Any:
+        account = self.accounts.get(request.email)
+        if account is None or account[1] != request.password:
+            raise errors.Unauthenticated("wrong email or password", code="invalid_credentials")
+        kind = identity_pb2.IDENTITY_KIND_USER
+        return identity_pb2.LoginResponse(
+            identity=self._identity(account[0], kind, request.email, account[2]),
+            tokens=self._pair(account[0], kind),
+        )
+
+    async def RefreshTokens(self, request: Any, context: Any) -> Any:
+        found = self.refresh.pop(request.refresh_token, None)
+        if found is None:
+            raise errors.Unauthenticated("the refresh token is not valid", code="invalid_refresh_token")
+        identity_id, kind = found
+        return identity_pb2.RefreshTokensResponse(
+            identity=self._identity(identity_id, kind), tokens=self._pair(identity_id, kind)
+        )
+
+    async def Logout(self, request: Any, context: Any) -> Any:
+        if self.refresh.pop(request.refresh_token, None) is None:
+            raise errors.Unauthenticated("the refresh token is not valid", code="invalid_refresh_token")
+        return identity_pb2.LogoutResponse()
+
+    async def GetIdentity(self, request: Any, context: Any) -> Any:
+        principal = require_principal()
+        if principal.token_type != "access":
+            raise errors.Unauthenticated("an access token is required", code="invalid_token")
+        kind = (
+            identity_pb2.IDENTITY_KIND_USER
+            if principal.kind == "user"
+            else identity_pb2.IDENTITY_KIND_ANONYMOUS
+        )
+        return identity_pb2.GetIdentityResponse(identity=self._identity(principal.subject, kind))
+
+    async def GetPublicKeys(self, request: Any, context: Any) -> Any:
+        return identity_pb2.GetPublicKeysResponse(
+            keys=[
+                identity_pb2.PublicKey(
+                    kid=self.signer.kid,
+                    kty="OKP",
+                    crv="Ed25519",
+                    x=self.signer.jwk_x(),
+                    alg="EdDSA",
+                    use="sig",
+                )
+            ]
+        )
+
+    async def IssueRoomToken(self, request: Any, context: Any) -> Any:
+        token = self.signer.room(
+            request.room_id, request.participant_id, request.subject, is_host=request.is_host
+        )
+        return identity_pb2.IssueRoomTokenResponse(room_token=token, expires_in=900)
+
+
+# --- rooms ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class RoomState:
+    room: rooms_pb2.Room
+    access_code: str = ""
+    participants: dict[str, rooms_pb2.Participant] = field(default_factory=dict)  # by subject
+
+
+class FakeRooms(rooms_pb2_grpc.RoomsServiceServicer):
+    def __init__(self, signer: Signer) -> None:
+        self.signer = signer
+        self.rooms: dict[str, RoomState] = {}
+        self.codes: dict[str, str] = {}
+        self.join_ip_hashes: list[str] = []
+
+    def create(self, host_id: str = "", name: str = "Room", *, access_code: str = "") -> rooms_pb2.Room:
+        room_id = str(uuid.uuid4())
+        code = uuid.uuid4().hex[:8].upper()
+        room = rooms_pb2.Room(
+            id=room_id,
+            code=code,
+            name=name,
+            visibility=rooms_pb2.VISIBILITY_PRIVATE if access_code else rooms_pb2.VISIBILITY_PUBLIC,
+            media=rooms_pb2.MediaSettings(),
+            theme=rooms_pb2.THEME_PURPLE_DREAM,
+            retention_days=30,
+            host_id=host_id or str(uuid.uuid4()),
+            created_at=now_ts(),
+            updated_at=now_ts(),
+        )
+        self.rooms[room_id] = RoomState(room, access_code)
+        self.codes[code] = room_id
+        return room
+
+    def join(self, room: rooms_pb2.Room, username: str | None = None) -> tuple[str, str]:
+        """A participant joined directly: (participant id, room token)."""
+        subject = str(uuid.uuid4())
+        participant_id = str(uuid.uuid4())
+        state = self.rooms[room.id]
+        state.participants[subject] = rooms_pb2.Participant(
+            id=participant_id, room_id=room.id, subject=subject, username=username or unique("u"), version=1
+        )
+        return participant_id, self.signer.room(room.id, participant_id, subject)
+
+    def _state(self, room_id: str = "", code: str = "") -> RoomState:
+        room_id = room_id or self.codes.get(code, "")
+        state = self.rooms.get(room_id)
+        if state is None:
+            raise errors.NotFound("no such room", code="room_not_found")
+        return state
+
+    async def CreateRoom(self, request: Any, context: Any) -> Any:
+        principal = require_principal()
+        if principal.token_type != "access":
+            raise errors.Unauthenticated("an access token is required", code="invalid_token")
+        if request.name == "too-many":
+            raise errors.ResourceExhausted("you created too many rooms", code="room_limit", retry_after=42)
+        if not request.name.strip():
+            raise errors.InvalidArgument("name is required", code="invalid_name")
+        if request.visibility == rooms_pb2.VISIBILITY_PRIVATE and not request.access_code:
+            raise errors.InvalidArgument("a private room needs an access code", code="access_code_required")
+        room = self.create(principal.subject, request.name, access_code=request.access_code)
+        room.description = request.description
+        room.theme = request.theme or rooms_pb2.THEME_PURPLE_DREAM
+        room.media.CopyFrom(request.media)
+        if request.HasField("retention_days"):
+            room.retention_days = request.retention_days
+        return rooms_pb2.CreateRoomResponse(room=room)
+
+    async def GetRoom(self, request: Any, context: Any) -> Any:
+        state = self._state(room_id=request.room_id, code=request.code)
+        return rooms_pb2.GetRoomResponse(room=state.room)
+
+    async def UpdateRoom(self, request: Any, context: Any) -> Any:
+        principal = require_principal()
+        state = self._state(room_id=request.room_id)
+        if principal.subject != state.room.host_id:
+            raise errors.PermissionDenied("only the host can edit the room", code="not_host")
+        if request.HasField("name"):
+            state.room.name = request.name
+        if request.HasField("description"):
+            state.room.description = request.description
+        if request.HasField("theme"):
+            state.room.theme = request.theme
+        if request.HasField("retention_days"):
+            state.room.retention_days = request.retention_days
+        return rooms_pb2.UpdateRoomResponse(room=state.room)
+
+    async def CloseRoom(self, request: Any, context: Any) -> Any:
+        raise errors.FailedPrecondition("not in this fake", code="unsupported")
+
+    async def JoinRoom(self, request: Any, context: Any) -> Any:
+        principal = require_principal()
+        state = self._state(code=request.code)
+        self.join_ip_hashes.append(request.client_ip_hash)
+        if state.access_code and request.access_code != state.access_code:
+            raise errors.PermissionDenied("wrong access code", code="wrong_access_code")
+        taken = {p.username.lower(): s for s, p in state.participants.items()}
+        if taken.get(request.username.lower(), principal.subject) != principal.subject:
+            raise errors.AlreadyExists("this username is taken in this room", code="username_taken")
+        participant = state.participants.get(principal.subject)
+        if participant is None:
+            participant = rooms_pb2.Participant(
+                id=str(uuid.uuid4()),
+                room_id=state.room.id,
+                subject=principal.subject,
+                username=request.username,
+                is_host=principal.subject == state.room.host_id,
+                version=1,
+                joined_at=now_ts(),
+            )
+            state.participants[principal.subject] = participant
+        token = self.signer.room(
+            state.room.id, participant.id, principal.subject, is_host=participant.is_host
+        )
+        return rooms_pb2.JoinRoomResponse(
+            room=state.room, participant=participant, room_token=token, room_token_expires_in=900
+        )
+
+    async def GetParticipant(self, request: Any, context: Any) -> Any:
+        raise errors.NotFound("not in this fake", code="not_found")
+
+    async def ListParticipants(self, request: Any, context: Any) -> Any:
+        return rooms_pb2.ListParticipantsResponse()
+
+
+# --- messaging ------------------------------------------------------------------------------------
+
+_BREAK = object()
+
+
+class FakeMessaging(messaging_pb2_grpc.MessagingServiceServicer):
+    def __init__(self) -> None:
+        self.log: dict[str, list[messaging_pb2.Message]] = defaultdict(list)
+        self.by_client_id: dict[tuple[str, str, str], messaging_pb2.Message] = {}
+        self.subscribers: dict[str, set[asyncio.Queue[Any]]] = defaultdict(set)
+        self.subscribe_calls: dict[str, list[int]] = defaultdict(list)  # after_seq of each Subscribe
+        self.backfill_limit = 1000
+        # Rooms whose new messages are committed but not published (a lost live event).
+        self.unpublished: set[str] = set()
+
+    def append(
+        self,
+        room_id: str,
+        text: str,
+        participant_id: str = "",
+        username: str = "someone",
+        client_msg_id: str = "",
+        reply_to_seq: int = 0,
+    ) -> messaging_pb2.Message:
+        """Commit a message (as another edge process would have), then publish it."""
+        messages = self.log[room_id]
+        message = messaging_pb2.Message(
+            id=str(uuid.uuid4()),
+            room_id=room_id,
+            seq=len(messages) + 1,
+            sender_participant_id=participant_id or str(uuid.uuid4()),
+            sender_username=username,
+            client_msg_id=client_msg_id or unique("c-"),
+            text=text,
+            reply_to_seq=reply_to_seq,
+            created_at=now_ts(),
+        )
+        messages.append(message)
+        if room_id not in self.unpublished:
+            for queue in list(self.subscribers[room_id]):
+                queue.put_nowait(message)
+        return message
+
+    def break_streams(self, room_id: str) -> None:
+        """Every live Subscribe of the room fails with UNAVAILABLE, as on a messaging restart."""
+        for queue in list(self.subscribers[room_id]):
+            queue.put_nowait(_BREAK)
+
+    @staticmethod
+    def _room_principal(room_id: str) -> Any:
+        return require_principal().require_room(room_id)
+
+    async def SendMessage(self, request: Any, context: Any) -> Any:
+        principal = self._room_principal(request.room_id)
+        key = (request.room_id, principal.participant_id, request.client_msg_id)
+        existing = self.by_client_id.get(key)
+        if existing is not None:
+            return messaging_pb2.SendMessageResponse(message=existing, created=False)
+        text = request.text.strip()
+        if not text:
+            raise errors.InvalidArgument("text must not be empty", code="invalid_text")
+        if text == "slow down":
+            raise errors.ResourceExhausted("too many messages", code="rate_limited", retry_after=7)
+        message = self.append(
+            request.room_id,
+            text,
+            principal.participant_id,
+            "sender",
+            client_msg_id=request.client_msg_id,
+            reply_to_seq=request.reply_to_seq,
+        )
+        self.by_client_id[key] = message
+        return messaging_pb2.SendMessageResponse(message=message, created=True)
+
+    async def ListMessages(self, request: Any, context: Any) -> Any:
+        self._room_principal(request.room_id)
+        messages = self.log[request.room_id]
+        before = request.before_seq or len(messages) + 1
+        older = [m for m in messages if m.seq < before]
+        limit = request.limit or 50
+        page = list(reversed(older))[:limit]
+        return messaging_pb2.ListMessagesResponse(
+            messages=page, has_more=len(older) > limit, last_seq=len(messages)
+        )
+
+    async def ListMessagesAfter(self, request: Any, context: Any) -> Any:
+        self._room_principal(request.room_id)
+        messages = self.log[request.room_id]
+        after = [m for m in messages if m.seq > request.after_seq]
+        if len(after) > (request.limit or 100):
+            return messaging_pb2.ListMessagesAfterResponse(reload=True, last_seq=len(messages))
+        return messaging_pb2.ListMessagesAfterResponse(messages=after, last_seq=len(messages))
+
+    async def Subscribe(self, request: Any, context: Any) -> AsyncIterator[Any]:
+        self._room_principal(request.room_id)
+        room_id = request.room_id
+        self.subscribe_calls[room_id].append(request.after_seq)
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        self.subscribers[room_id].add(queue)
+        try:
+            last = request.after_seq
+            if request.after_seq >= 0:
+                backlog = [m for m in self.log[room_id] if m.seq > request.after_seq]
+                if len(backlog) > self.backfill_limit:
+                    last = len(self.log[room_id])
+                    yield messaging_pb2.SubscribeResponse(reload=messaging_pb2.Reload(last_seq=last))
+                else:
+                    for message in backlog:
+                        yield messaging_pb2.SubscribeResponse(message=message)
+                        last = message.seq
+            while True:
+                item = await queue.get()
+                if item is _BREAK:
+                    raise errors.Unavailable("messaging is restarting", code="unavailable")
+                if item.seq > last:
+                    last = item.seq
+                    yield messaging_pb2.SubscribeResponse(message=item)
+        finally:
+            self.subscribers[room_id].discard(queue)
+
+
+class FakePayments(payments_pb2_grpc.PaymentsServiceServicer):
+    async def GetConfig(self, request: Any, context: Any) -> Any:
+        return payments_pb2.GetConfigResponse(mode=payments_pb2.MODE_TEST, currency="usd")
+
+
+# --- processes ------------------------------------------------------------------------------------
+
+
+@dataclass
+class FakeServices:
+    signer: Signer
+    identity: FakeIdentity
+    rooms: FakeRooms
+    messaging: FakeMessaging
+    port: int
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+async def _wait_for_port(port: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.02)
+            continue
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        return
+
+
+@contextlib.asynccontextmanager
+async def fake_services() -> AsyncIterator[FakeServices]:
+    signer = Signer()
+    fakes = FakeServices(signer, FakeIdentity(signer), FakeRooms(signer), FakeMessaging(), free_port())
+
+    async def fetch_keys() -> Mapping[str, Ed25519PublicKey]:
+        return {signer.kid: signer.public()}
+
+    async def build() -> GrpcApp:
+        return GrpcApp(
+            registrations=[
+                Registration(
+                    "chatpop.identity.v1.IdentityService",
+                    identity_pb2_grpc.add_IdentityServiceServicer_to_server,
+                    fakes.identity,
+                ),
+                Registration(
+                    "chatpop.rooms.v1.RoomsService",
+                    rooms_pb2_grpc.add_RoomsServiceServicer_to_server,
+                    fakes.rooms,
+                ),
+                Registration(
+                    "chatpop.messaging.v1.MessagingService",
+                    messaging_pb2_grpc.add_MessagingServiceServicer_to_server,
+                    fakes.messaging,
+                ),
+                Registration(
+                    "chatpop.payments.v1.PaymentsService",
+                    payments_pb2_grpc.add_PaymentsServiceServicer_to_server,
+                    FakePayments(),
+                ),
+            ],
+            verifier=TokenVerifier(KeyCache(fetch_keys)),
+        )
+
+    settings = ServiceSettings.model_validate({"grpc_port": fakes.port, "metrics_port": 0})
+    stop = asyncio.Event()
+    task = asyncio.create_task(serve("fakes", settings, build, drain_delay=0, stop_event=stop))
+    await _wait_for_port(fakes.port)
+    try:
+        yield fakes
+    finally:
+        stop.set()
+        await task
+
+
+def edge_settings(fakes: FakeServices, **overrides: Any) -> EdgeSettings:
+    values: dict[str, Any] = {
+        "identity_addr": fakes.address,
+        "rooms_addr": fakes.address,
+        "messaging_addr": fakes.address,
+        "payments_addr": fakes.address,
+        "ip_hash_key": IP_HASH_KEY,
+        "public_url": PUBLIC_URL,
+        "http_port": free_port(),
+        "rpc_timeout": 5.0,
+        **overrides,
+    }
+    return EdgeSettings(**values)
+
+
+@contextlib.asynccontextmanager
+async def running_edge(settings: EdgeSettings) -> AsyncIterator[str]:
+    """The edge under a real uvicorn on settings.http_port; yields its base URL."""
+    config = uvicorn.Config(
+        create_app(settings),
+        host="127.0.0.1",
+        port=settings.http_port,
+        http="httptools",
+        ws="websockets-sansio",
+        ws_per_message_deflate=False,
+        ws_max_size=settings.max_body_bytes,
+        proxy_headers=False,
+        lifespan="on",
+        log_level="warning",
+        timeout_graceful_shutdown=2,
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+            raise RuntimeError("the edge did not start")
+        await asyncio.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{settings.http_port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+# --- OpenAPI ----------------------------------------------------------------------------------------
+
+
+def assert_matches_openapi(document: dict[str, Any], method: str, path: str, status: int, body: Any) -> None:
+    """The response is documented for this operation and its JSON validates against the schema."""
+    responses = document["paths"][path][method.lower()]["responses"]
+    assert str(status) in responses, f"{method} {path} does not document status {status}"
+    content = responses[str(status)].get("content")
+    if content is None:
+        assert body in (None, b"", ""), f"{method} {path} {status} documents no body"
+        return
+    schema = dict(content["application/json"]["schema"])
+    schema["components"] = document["components"]
+    jsonschema.Draft202012Validator(schema).validate(body)
+
+
+def json_or_none(raw: bytes) -> Any:
+    return json.loads(raw) if raw else None
