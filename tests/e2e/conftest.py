@@ -139,7 +139,10 @@ def stack(database_url: str, redis_url: str, datastores: tuple[Postgres, Redis])
         old.unlink()
     with tempfile.TemporaryDirectory(prefix="chatpop-e2e-") as tmp:
         secrets = ensure_secrets(Path(tmp) / "secrets")
-        specs = service_specs(os.environ, ports, database_url, redis_url, secrets)
+        # Traffic tests send far more than a person would; the send limit itself is covered by
+        # messaging's integration tests.
+        env = {**os.environ, "SEND_RATE_LIMIT": "100000", "SEND_RATE_BURST": "1000"}
+        specs = service_specs(env, ports, database_url, redis_url, secrets)
         supervisor = Supervisor(stream=None, log_dir=LOG_DIR)
         failure = ""
         try:

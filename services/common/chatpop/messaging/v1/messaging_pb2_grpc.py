@@ -84,6 +84,7 @@ class MessagingServiceServicer:
 
     def Subscribe(self, request, context):
         """Subscribe backfills messages after after_seq, then streams new ones live, in seq order without gaps.
+        Internal (edge processes call it); no user token is needed. The stream ends after a Reload.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

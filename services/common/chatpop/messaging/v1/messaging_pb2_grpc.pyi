@@ -40,7 +40,9 @@ class MessagingServiceStub:
     ListMessagesAfter: _grpc.UnaryUnaryMultiCallable[_messaging_pb2.ListMessagesAfterRequest, _messaging_pb2.ListMessagesAfterResponse]
     """ListMessagesAfter returns messages with seq > after_seq in ascending order, or reload when too many."""
     Subscribe: _grpc.UnaryStreamMultiCallable[_messaging_pb2.SubscribeRequest, _messaging_pb2.SubscribeResponse]
-    """Subscribe backfills messages after after_seq, then streams new ones live, in seq order without gaps."""
+    """Subscribe backfills messages after after_seq, then streams new ones live, in seq order without gaps.
+    Internal (edge processes call it); no user token is needed. The stream ends after a Reload.
+    """
 
 @_typing.type_check_only
 class MessagingServiceAsyncStub(MessagingServiceStub):
@@ -54,7 +56,9 @@ class MessagingServiceAsyncStub(MessagingServiceStub):
     ListMessagesAfter: _aio.UnaryUnaryMultiCallable[_messaging_pb2.ListMessagesAfterRequest, _messaging_pb2.ListMessagesAfterResponse]  # type: ignore[assignment]
     """ListMessagesAfter returns messages with seq > after_seq in ascending order, or reload when too many."""
     Subscribe: _aio.UnaryStreamMultiCallable[_messaging_pb2.SubscribeRequest, _messaging_pb2.SubscribeResponse]  # type: ignore[assignment]
-    """Subscribe backfills messages after after_seq, then streams new ones live, in seq order without gaps."""
+    """Subscribe backfills messages after after_seq, then streams new ones live, in seq order without gaps.
+    Internal (edge processes call it); no user token is needed. The stream ends after a Reload.
+    """
 
 class MessagingServiceServicer(metaclass=_abc_1.ABCMeta):
     """MessagingService owns the message log (Postgres), the hot cache (Redis) and live fan-out."""
@@ -89,6 +93,8 @@ class MessagingServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _messaging_pb2.SubscribeRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_messaging_pb2.SubscribeResponse], _abc.AsyncIterator[_messaging_pb2.SubscribeResponse]]:
-        """Subscribe backfills messages after after_seq, then streams new ones live, in seq order without gaps."""
+        """Subscribe backfills messages after after_seq, then streams new ones live, in seq order without gaps.
+        Internal (edge processes call it); no user token is needed. The stream ends after a Reload.
+        """
 
 def add_MessagingServiceServicer_to_server(servicer: MessagingServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,102 @@
+"""Wiring: pools, clients and the servicer, built once per process."""
+
+from __future__ import annotations
+
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from chatpop.messaging.v1 import messaging_pb2, messaging_pb2_grpc
+from chatpop_common.auth import KeyCache, KeyFetcher, TokenVerifier
+from chatpop_common.clients import identity_key_fetcher, insecure_channel
+from chatpop_common.datastores import create_pg_pool, create_redis
+from chatpop_common.server import Cleanup, GrpcApp, Registration
+from chatpop_messaging.fanout import Fanout
+from chatpop_messaging.hotcache import HotCache, RedisGuard
+from chatpop_messaging.participants import ParticipantDirectory
+from chatpop_messaging.ratelimit import SendRateLimiter
+from chatpop_messaging.reader import MessageReader
+from chatpop_messaging.servicer import MessagingServicer
+from chatpop_messaging.settings import MessagingSettings
+from chatpop_messaging.store import MessageStore
+
+SERVICE_NAME = messaging_pb2.DESCRIPTOR.services_by_name["MessagingService"].full_name
+
+
+async def build(settings: MessagingSettings, *, key_fetcher: KeyFetcher | None = None) -> GrpcApp:
+    """Build the messaging service; `key_fetcher` replaces identity as the source of token keys."""
+    cleanups: list[Cleanup] = []
+    if key_fetcher is None:
+        identity_channel = insecure_channel(settings.identity_addr)
+        key_fetcher = identity_key_fetcher(identity_channel)
+        cleanups.append(identity_channel.close)
+    verifier = TokenVerifier(KeyCache(key_fetcher))
+
+    pool = await create_pg_pool(
+        settings.database_url,
+        schema="messaging",
+        min_size=settings.db_pool_min,
+        max_size=settings.db_pool_max,
+    )
+    # One quick retry covers a pooled connection that died with a Redis restart; more would only
+    # delay the Postgres fallback.
+    redis = create_redis(settings.redis_url)
+    redis.set_retry(Retry(NoBackoff(), 1))  # type: ignore[attr-defined]
+    # Pub/sub gets its own connection, and no silent reconnects: a drop must be seen so the hubs
+    # can look up what was published meanwhile.
+    pubsub_redis = create_redis(settings.redis_url)
+    pubsub_redis.set_retry(Retry(NoBackoff(), 0))  # type: ignore[attr-defined]
+    rooms_channel = insecure_channel(settings.rooms_addr)
+
+    guard = RedisGuard(settings.redis_retry_after)
+    store = MessageStore(pool)
+    cache = HotCache(redis, guard, size=settings.hot_cache_size, ttl=settings.hot_cache_ttl)
+    reader = MessageReader(store, cache)
+    limiter = SendRateLimiter(
+        redis, guard, per_minute=settings.send_rate_limit, burst=settings.send_rate_burst
+    )
+    participants = ParticipantDirectory(rooms_channel, ttl=settings.participant_cache_ttl)
+    fanout = Fanout(
+        pubsub_redis,
+        store,
+        reader,
+        poll_interval=settings.hub_poll_interval,
+        queue_size=settings.subscriber_queue_size,
+    )
+    servicer = MessagingServicer(
+        settings,
+        store=store,
+        reader=reader,
+        cache=cache,
+        limiter=limiter,
+        participants=participants,
+        fanout=fanout,
+    )
+    fanout.start()
+
+    async def close_redis() -> None:
+        await redis.aclose()  # type: ignore[attr-defined]
+        await pubsub_redis.aclose()  # type: ignore[attr-defined]
+
+    async def close_rooms() -> None:
+        await rooms_channel.close()
+
+    return GrpcApp(
+        registrations=[
+            Registration(
+                full_name=SERVICE_NAME,
+                add=messaging_pb2_grpc.add_MessagingServiceServicer_to_server,
+                servicer=servicer,
+            )
+        ],
+        verifier=verifier,
+        # Publishing finishes first; the pools close last.
+        cleanups=[
+            servicer.close,
+            fanout.close,
+            reader.close,
+            close_redis,
+            close_rooms,
+            *cleanups,
+            pool.close,
+        ],
+    )

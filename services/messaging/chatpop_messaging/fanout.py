@@ -1,0 +1,329 @@
+"""Live fan-out inside one messaging process.
+
+Every room with local Subscribe streams has one RoomHub, shared by those streams and subscribed once
+to the room's Redis channel. A hub hands its subscribers a gap-free, ordered run of messages: it drops
+what it already delivered and fills holes from the hot cache or Postgres before going on.
+
+Redis pub/sub may lose messages (a dropped connection, Redis down), so it is only the fast path:
+after a reconnect, and every `poll_interval` for rooms that were idle, the hubs compare their
+position with `room_counters.last_seq` and fill what pub/sub missed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import redis.asyncio as aioredis
+from google.protobuf.message import DecodeError
+
+from chatpop.messaging.v1 import messaging_pb2
+from chatpop_messaging.hotcache import live_channel, room_from_channel
+from chatpop_messaging.metrics import GAP_FILLS, REDIS_FAILURES, SUBSCRIBERS
+from chatpop_messaging.reader import MessageReader
+from chatpop_messaging.store import MessageStore
+
+log = logging.getLogger(__name__)
+
+Delivery = tuple[int, messaging_pb2.SubscribeResponse]
+
+_HUB_INBOX_SIZE = 10_000
+_POLL_BATCH = 5_000
+_FILL_CHUNK = 500
+_RECONNECT_DELAY_MAX = 2.0
+_RETRY_DELAY = 1.0
+# Nobody publishes here. Staying subscribed to it keeps the connection in subscribed mode for good,
+# where redis-py sends later (un)subscribes without a health-check round trip of their own: only the
+# listener task ever reads from the connection.
+_QUIET_CHANNEL = "msg:{fanout}:quiet"
+
+
+class Subscription:
+    """One Subscribe stream's place in a hub: a bounded queue of deliveries."""
+
+    def __init__(self, hub: RoomHub, queue_size: int) -> None:
+        self.hub = hub
+        self._queue: asyncio.Queue[Delivery] = asyncio.Queue(maxsize=queue_size)
+        self.overflowed = False
+        self.left = False
+
+    def push(self, delivery: Delivery) -> bool:
+        try:
+            self._queue.put_nowait(delivery)
+        except asyncio.QueueFull:
+            self.overflowed = True
+            return False
+        return True
+
+    async def next(self) -> Delivery | None:
+        """The next live message, or None once the subscriber fell too far behind."""
+        if self.overflowed:
+            return None
+        return await self._queue.get()
+
+
+class _Check:
+    __slots__ = ("force", "observed")
+
+    def __init__(self, observed: int, force: bool) -> None:
+        self.observed = observed
+        self.force = force
+
+
+class RoomHub:
+    def __init__(self, fanout: Fanout, room_id: str) -> None:
+        self.room_id = room_id
+        self.subscribers: set[Subscription] = set()
+        self.refs = 0
+        # Highest seq handed to subscribers; everything at or below it was delivered in order.
+        self.last: int | None = None
+        self._fanout = fanout
+        self._inbox: asyncio.Queue[messaging_pb2.Message | _Check] = asyncio.Queue(maxsize=_HUB_INBOX_SIZE)
+        self._live_since_check = False
+        self._prev_observed = 0
+        self.task: asyncio.Task[None] | None = None
+
+    def offer(self, event: messaging_pb2.Message | _Check) -> None:
+        # Dropping is safe: a later message or the next poll finds the hole and fills it.
+        with contextlib.suppress(asyncio.QueueFull):
+            self._inbox.put_nowait(event)
+
+    async def run(self) -> None:
+        await self._fanout.sync_subscription(self.room_id)
+        while self.last is None:
+            try:
+                self.last = await self._fanout.store.last_seq(self.room_id)
+            except Exception:
+                log.exception("reading the position of room %s failed", self.room_id)
+                await asyncio.sleep(_RETRY_DELAY)
+        while True:
+            event = await self._inbox.get()
+            try:
+                if isinstance(event, _Check):
+                    await self._check(event)
+                else:
+                    await self._live(event)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # Nothing was skipped: the position did not move, the next event or poll retries.
+                log.exception("delivering to room %s failed", self.room_id)
+
+    async def _live(self, message: messaging_pb2.Message) -> None:
+        assert self.last is not None
+        if message.seq <= self.last:
+            return
+        if message.seq > self.last + 1:
+            GAP_FILLS.labels("live").inc()
+            await self._fill(self.last + 1, message.seq - 1, newest=message.seq)
+        self._dispatch(message)
+        self._live_since_check = True
+
+    async def _check(self, check: _Check) -> None:
+        assert self.last is not None
+        if check.observed > self.last and (
+            check.force or not self._live_since_check or self.last < self._prev_observed
+        ):
+            GAP_FILLS.labels("reconnect" if check.force else "poll").inc()
+            await self._fill(self.last + 1, check.observed, newest=check.observed)
+        self._prev_observed = check.observed
+        self._live_since_check = False
+
+    async def _fill(self, low: int, high: int, *, newest: int) -> None:
+        # In chunks: after a long outage the hole may be large, and subscribers that cannot take it
+        # all are told to reload by their bounded queues anyway.
+        for start in range(low, high + 1, _FILL_CHUNK):
+            end = min(high, start + _FILL_CHUNK - 1)
+            for message in await self._fanout.reader.read_range(self.room_id, start, end, newest=newest):
+                self._dispatch(message)
+            # Seqs missing from Postgres were removed (retention): there is nothing to deliver for them.
+            self.last = max(self.last or 0, end)
+
+    def _dispatch(self, message: messaging_pb2.Message) -> None:
+        if self.last is not None and message.seq <= self.last:
+            return
+        delivery = (message.seq, messaging_pb2.SubscribeResponse(message=message))
+        for subscription in list(self.subscribers):
+            if not subscription.push(delivery):
+                self.subscribers.discard(subscription)
+        self.last = message.seq
+
+
+class Fanout:
+    def __init__(
+        self,
+        redis: aioredis.Redis,  # type: ignore[type-arg]
+        store: MessageStore,
+        reader: MessageReader,
+        *,
+        poll_interval: float,
+        queue_size: int,
+    ) -> None:
+        self.store = store
+        self.reader = reader
+        self._redis = redis
+        self._poll_interval = poll_interval
+        self._queue_size = queue_size
+        self._hubs: dict[str, RoomHub] = {}
+        self._pubsub: Any = None
+        self._subscription_lock = asyncio.Lock()
+        self._poll_now = asyncio.Event()
+        self._force_poll = False
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._background: list[asyncio.Task[None]] = []
+
+    def start(self) -> list[asyncio.Task[None]]:
+        self._background = [
+            asyncio.create_task(self._listen(), name="fanout listen"),
+            asyncio.create_task(self._poll(), name="fanout poll"),
+        ]
+        return list(self._background)
+
+    def join(self, room_id: str) -> Subscription:
+        hub = self._hubs.get(room_id)
+        if hub is None:
+            hub = RoomHub(self, room_id)
+            self._hubs[room_id] = hub
+            hub.task = self._spawn(hub.run(), f"hub {room_id}")
+        subscription = Subscription(hub, self._queue_size)
+        hub.refs += 1
+        hub.subscribers.add(subscription)
+        SUBSCRIBERS.inc()
+        return subscription
+
+    def leave(self, subscription: Subscription) -> None:
+        """Synchronous, so it is safe from a stream's finaliser; the unsubscribe runs as a task."""
+        if subscription.left:
+            return
+        subscription.left = True
+        SUBSCRIBERS.dec()
+        hub = subscription.hub
+        hub.subscribers.discard(subscription)
+        hub.refs -= 1
+        if hub.refs > 0:
+            return
+        if self._hubs.get(hub.room_id) is hub:
+            del self._hubs[hub.room_id]
+        if hub.task is not None:
+            hub.task.cancel()
+        self._spawn(self.sync_subscription(hub.room_id), f"unsubscribe {hub.room_id}")
+
+    def deliver_local(self, message: messaging_pb2.Message) -> None:
+        """Hand a message committed by this process to its local subscribers without a Redis round trip."""
+        hub = self._hubs.get(message.room_id)
+        if hub is not None:
+            hub.offer(message)
+
+    async def sync_subscription(self, room_id: str) -> None:
+        """Make the Redis subscription of a room match whether it has a hub now.
+
+        Serialised, so a late unsubscribe can never undo the subscribe of a hub created after it.
+        """
+        async with self._subscription_lock:
+            pubsub = self._pubsub
+            if pubsub is None:
+                return
+            channel = live_channel(room_id)
+            try:
+                if room_id in self._hubs:
+                    await pubsub.subscribe(channel)
+                else:
+                    await pubsub.unsubscribe(channel)
+            except Exception as exc:
+                # The listener sees the broken connection too and resubscribes every room.
+                REDIS_FAILURES.labels("subscribe").inc()
+                log.warning("changing the subscription of room %s failed: %s", room_id, exc)
+
+    def _spawn(self, coro: Any, name: str) -> asyncio.Task[None]:
+        task: asyncio.Task[None] = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _request_poll(self, *, force: bool) -> None:
+        self._force_poll = self._force_poll or force
+        self._poll_now.set()
+
+    def _on_live(self, channel: bytes | str, data: Any) -> None:
+        room_id = room_from_channel(channel)
+        hub = self._hubs.get(room_id) if room_id is not None else None
+        if hub is None or not isinstance(data, bytes):
+            return
+        try:
+            message = messaging_pb2.Message.FromString(data)
+        except DecodeError:
+            log.warning("ignoring an undecodable message on %r", channel)
+            return
+        hub.offer(message)
+
+    async def _listen(self) -> None:
+        """Keep one pub/sub connection for every room with a hub; after a drop, resubscribe and poll."""
+        delay = 0.1
+        connected_before = False
+        failing = False
+        while True:
+            pubsub: Any = self._redis.pubsub()
+            try:
+                await pubsub.subscribe(_QUIET_CHANNEL)
+                async with self._subscription_lock:
+                    self._pubsub = pubsub
+                    channels = [live_channel(room_id) for room_id in self._hubs]
+                    if channels:
+                        await pubsub.subscribe(*channels)
+                if connected_before:
+                    # Whatever was published while the connection was down is lost: look it up.
+                    self._request_poll(force=True)
+                if failing:
+                    log.info("redis pub/sub connected again")
+                connected_before = True
+                failing = False
+                delay = 0.1
+                while True:
+                    event = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                    if event is not None and event.get("type") == "message":
+                        self._on_live(event["channel"], event["data"])
+            except Exception as exc:
+                REDIS_FAILURES.labels("subscribe").inc()
+                if not failing:
+                    log.warning("redis pub/sub connection lost: %s", exc)
+                failing = True
+            finally:
+                async with self._subscription_lock:
+                    if self._pubsub is pubsub:
+                        self._pubsub = None
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _RECONNECT_DELAY_MAX)
+
+    async def _poll(self) -> None:
+        """Compare each hub's position with Postgres, every poll interval or right after a reconnect."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._poll_now.wait(), timeout=self._poll_interval)
+            self._poll_now.clear()
+            force, self._force_poll = self._force_poll, False
+            hubs = [hub for hub in self._hubs.values() if hub.last is not None]
+            try:
+                for start in range(0, len(hubs), _POLL_BATCH):
+                    batch = hubs[start : start + _POLL_BATCH]
+                    observed = await self.store.last_seqs([hub.room_id for hub in batch])
+                    for hub in batch:
+                        hub.offer(_Check(observed[hub.room_id], force))
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("checking room positions failed")
+                self._force_poll = self._force_poll or force
+
+    async def close(self) -> None:
+        tasks = [*self._background, *self._tasks]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._pubsub is not None:
+            with contextlib.suppress(Exception):
+                await self._pubsub.aclose()
+            self._pubsub = None

@@ -1,0 +1,262 @@
+"""The Redis side of messaging: each room's hot stream of recent messages and its live channel.
+
+Keys carry the room id in a hash tag (`msg:{<room_id>}:…`) so one room's keys share a Redis Cluster slot.
+The stream holds the encoded `Message` bytes under entry ids `<seq>-0` and is kept contiguous: an
+append that would leave a hole is refused (and the room is rebuilt from Postgres instead), so a read
+that returns the whole range it asked for is exactly what Postgres holds.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from enum import Enum
+from typing import Any, TypeVar
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from chatpop.messaging.v1 import messaging_pb2
+from chatpop_messaging.metrics import MESSAGES_PUBLISHED, REDIS_FAILURES
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_FIELD = b"m"
+
+# KEYS[1] stream; ARGV: seq, payload, maxlen, ttl seconds, channel.
+# Appends only when the entry continues the stream (or the stream is empty), publishes always:
+# live subscribers drop duplicates and fill holes themselves.
+_APPEND = """
+local seq = tonumber(ARGV[1])
+local status = 1
+local top = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+if #top > 0 then
+  local last = tonumber(string.match(top[1][1], '^(%d+)-'))
+  if last >= seq then
+    status = 0
+  elseif last ~= seq - 1 then
+    status = -1
+  end
+end
+if status == 1 then
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], ARGV[1] .. '-0', 'm', ARGV[2])
+  redis.call('EXPIRE', KEYS[1], ARGV[4])
+end
+redis.call('PUBLISH', ARGV[5], ARGV[2])
+return status
+"""
+
+# KEYS[1] stream; ARGV: maxlen, ttl seconds, then seq/payload pairs, ascending and contiguous.
+# When the stream already reaches back to the first given entry, only the newer entries are appended.
+# Otherwise the stream is replaced by the given entries, keeping any newer ones appended meanwhile
+# as long as they continue the sequence. Returns the seq of the stream's last entry.
+_MERGE = """
+local n = (#ARGV - 2) / 2
+local first = tonumber(ARGV[3])
+local last = tonumber(ARGV[1 + 2 * n])
+local top = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+local bottom = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
+local tail = nil
+if #top > 0 then
+  tail = tonumber(string.match(top[1][1], '^(%d+)-'))
+  local head = tonumber(string.match(bottom[1][1], '^(%d+)-'))
+  if head > first or tail < first - 1 then
+    tail = nil
+  end
+end
+if tail ~= nil then
+  for i = 1, n do
+    local seq = tonumber(ARGV[1 + 2 * i])
+    if seq > tail then
+      redis.call('XADD', KEYS[1], ARGV[1 + 2 * i] .. '-0', 'm', ARGV[2 + 2 * i])
+      tail = seq
+    end
+  end
+else
+  local newer = redis.call('XRANGE', KEYS[1], (last + 1) .. '-0', '+')
+  redis.call('DEL', KEYS[1])
+  for i = 1, n do
+    redis.call('XADD', KEYS[1], ARGV[1 + 2 * i] .. '-0', 'm', ARGV[2 + 2 * i])
+  end
+  tail = last
+  for _, entry in ipairs(newer) do
+    local seq = tonumber(string.match(entry[1], '^(%d+)-'))
+    if seq ~= tail + 1 then
+      break
+    end
+    redis.call('XADD', KEYS[1], entry[1], 'm', entry[2][2])
+    tail = seq
+  end
+end
+redis.call('XTRIM', KEYS[1], 'MAXLEN', '~', ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return tail
+"""
+
+
+def stream_key(room_id: str) -> str:
+    return f"msg:{{{room_id}}}:stream"
+
+
+def live_channel(room_id: str) -> str:
+    return f"msg:{{{room_id}}}:live"
+
+
+def room_from_channel(channel: bytes | str) -> str | None:
+    """The room id of a live channel name, or None for anything else."""
+    name = channel.decode() if isinstance(channel, bytes) else channel
+    if name.startswith("msg:{") and name.endswith("}:live"):
+        return name[len("msg:{") : -len("}:live")]
+    return None
+
+
+class AppendResult(Enum):
+    APPENDED = 1
+    ALREADY_CACHED = 0
+    GAP = -1
+
+
+class RedisGuard:
+    """Counts Redis failures and stops calling Redis for a moment after one.
+
+    Redis is a cache here: while it is unreachable every caller goes straight to Postgres (or fails
+    open), instead of each paying a connection attempt.
+    """
+
+    def __init__(self, retry_after: float) -> None:
+        self._retry_after = retry_after
+        self._blocked_until = 0.0
+        self._failing = False
+
+    def available(self) -> bool:
+        return time.monotonic() >= self._blocked_until
+
+    def failed(self, op: str, exc: BaseException) -> None:
+        REDIS_FAILURES.labels(op).inc()
+        self._blocked_until = time.monotonic() + self._retry_after
+        if not self._failing:
+            self._failing = True
+            log.warning("redis unavailable (%s): %s", op, exc)
+
+    def skipped(self, op: str) -> None:
+        REDIS_FAILURES.labels(op).inc()
+
+    def succeeded(self) -> None:
+        if self._failing:
+            self._failing = False
+            log.info("redis reachable again")
+
+    async def call(self, op: str, action: Callable[[], Awaitable[T]]) -> tuple[bool, T | None]:
+        """Run `action` unless Redis is known to be down; (ok, result), never raising a Redis error."""
+        if not self.available():
+            self.skipped(op)
+            return False, None
+        try:
+            result = await action()
+        except (RedisError, OSError) as exc:
+            self.failed(op, exc)
+            return False, None
+        self.succeeded()
+        return True, result
+
+
+def _entry_seq(entry_id: bytes | str) -> int:
+    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    head, _, tail = text.partition("-")
+    return int(head) if tail == "0" and head.isdigit() else -1
+
+
+class HotCache:
+    def __init__(
+        self,
+        redis: aioredis.Redis,  # type: ignore[type-arg]
+        guard: RedisGuard,
+        *,
+        size: int,
+        ttl: int,
+    ) -> None:
+        self._redis = redis
+        self._guard = guard
+        self._size = size
+        self._ttl = ttl
+        self._append = redis.register_script(_APPEND)
+        self._merge = redis.register_script(_MERGE)
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def available(self) -> bool:
+        return self._guard.available()
+
+    async def append(self, message: messaging_pb2.Message, payload: bytes) -> AppendResult | None:
+        """Append to the room's stream and publish; None when Redis could not be reached."""
+        room_id = message.room_id
+
+        async def run() -> Any:
+            return await self._append(
+                keys=[stream_key(room_id)],
+                args=[message.seq, payload, self._size, self._ttl, live_channel(room_id)],
+            )
+
+        ok, status = await self._guard.call("append", run)
+        if not ok or status is None:
+            return None
+        MESSAGES_PUBLISHED.inc()
+        return AppendResult(int(status))
+
+    async def read(self, room_id: str, low: int, high: int) -> list[messaging_pb2.Message] | None:
+        """Messages low..high ascending, only if the stream holds every one of them; else None."""
+        wanted = high - low + 1
+
+        async def run() -> Any:
+            return await self._redis.xrevrange(stream_key(room_id), f"{high}-0", f"{low}-0", count=wanted)
+
+        ok, entries = await self._guard.call("read", run)
+        if not ok or entries is None or len(entries) != wanted:
+            return None
+        messages: list[messaging_pb2.Message] = []
+        expected = high
+        for entry_id, fields in entries:
+            payload = fields.get(_FIELD)
+            if _entry_seq(entry_id) != expected or payload is None:
+                return None
+            messages.append(messaging_pb2.Message.FromString(payload))
+            expected -= 1
+        messages.reverse()
+        return messages
+
+    async def bounds(self, room_id: str) -> tuple[int, int] | None:
+        """Seqs of the stream's first and last entries ((0, 0) when empty); None if Redis failed."""
+        key = stream_key(room_id)
+
+        async def run() -> Any:
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.xrange(key, "-", "+", count=1)
+            pipe.xrevrange(key, "+", "-", count=1)
+            return await pipe.execute()
+
+        ok, result = await self._guard.call("read", run)
+        if not ok or result is None:
+            return None
+        first, last = result
+        if not first or not last:
+            return 0, 0
+        return _entry_seq(first[0][0]), _entry_seq(last[0][0])
+
+    async def merge(self, room_id: str, messages: Sequence[messaging_pb2.Message]) -> bool:
+        """Bring the stream up to date with `messages` (ascending, contiguous). False if Redis failed."""
+        if not messages:
+            return True
+        args: list[Any] = [self._size, self._ttl]
+        for message in messages:
+            args.extend((message.seq, message.SerializeToString()))
+
+        async def run() -> Any:
+            return await self._merge(keys=[stream_key(room_id)], args=args)
+
+        ok, _ = await self._guard.call("rebuild", run)
+        return ok

@@ -1,0 +1,34 @@
+"""Prometheus metrics of the messaging service, registered once per process."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge
+
+MESSAGES_ACCEPTED = Counter("chatpop_messages_accepted", "Messages committed to the message log.")
+MESSAGES_PUBLISHED = Counter(
+    "chatpop_messages_published", "Committed messages appended to the hot cache and published to Redis."
+)
+REDIS_FAILURES = Counter(
+    "chatpop_redis_failures",
+    "Redis operations that failed or were skipped because Redis was unreachable.",
+    ["op"],
+)
+HOT_CACHE_REQUESTS = Counter(
+    "chatpop_hot_cache_requests",
+    "Message range reads, by whether the Redis hot cache answered them (hit) or Postgres did (miss).",
+    ["result"],
+)
+SUBSCRIBERS = Gauge("chatpop_subscribers", "Live Subscribe streams in this process.")
+RATE_LIMITED = Counter("chatpop_rate_limited", "Sends refused by the per-participant rate limit.")
+HOT_CACHE_REBUILDS = Counter(
+    "chatpop_hot_cache_rebuilds", "Room streams rebuilt from Postgres after a gap or a cache miss."
+)
+GAP_FILLS = Counter(
+    "chatpop_gap_fills", "Live delivery gaps filled from the hot cache or Postgres.", ["reason"]
+)
+
+# Export the labelled series from the start, so dashboards see zeros rather than gaps.
+for _result in ("hit", "miss"):
+    HOT_CACHE_REQUESTS.labels(_result)
+for _op in ("append", "read", "rebuild", "rate_limit", "subscribe"):
+    REDIS_FAILURES.labels(_op)

@@ -1,0 +1,74 @@
+"""Who may write: participants looked up at rooms, cached briefly per participant."""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+
+import grpc
+
+from chatpop.rooms.v1 import rooms_pb2, rooms_pb2_grpc
+from chatpop_common.auth import Principal
+from chatpop_common.errors import PermissionDenied, Unavailable
+
+_LOOKUP_TIMEOUT = 5.0
+
+
+class ParticipantDirectory:
+    """Authorizes writers against rooms' view of the participant.
+
+    A cached entry is trusted for `ttl` seconds; a miss (or an entry older than the caller's token)
+    means "may have changed", so rooms is asked again.
+    """
+
+    def __init__(self, channel: grpc.aio.Channel, *, ttl: float, max_entries: int = 50_000) -> None:
+        self._stub = rooms_pb2_grpc.RoomsServiceStub(channel)
+        self._ttl = ttl
+        self._max_entries = max_entries
+        self._cache: OrderedDict[tuple[str, str], tuple[float, rooms_pb2.Participant]] = OrderedDict()
+
+    async def _lookup(
+        self, room_id: str, participant_id: str, metadata: Sequence[tuple[str, str]]
+    ) -> rooms_pb2.Participant:
+        key = (room_id, participant_id)
+        try:
+            response = await self._stub.GetParticipant(
+                rooms_pb2.GetParticipantRequest(room_id=room_id, participant_id=participant_id),
+                metadata=metadata,
+                timeout=_LOOKUP_TIMEOUT,
+            )
+        except grpc.aio.AioRpcError as exc:
+            self._cache.pop(key, None)
+            if exc.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISSION_DENIED):
+                raise PermissionDenied(
+                    "you are not a participant of this room", code="not_a_participant"
+                ) from exc
+            raise Unavailable("rooms could not be reached; try again", code="rooms_unavailable") from exc
+        participant: rooms_pb2.Participant = response.participant
+        if self._ttl > 0:
+            self._cache[key] = (time.monotonic() + self._ttl, participant)
+            self._cache.move_to_end(key)
+            while len(self._cache) > self._max_entries:
+                self._cache.popitem(last=False)
+        return participant
+
+    async def authorize_writer(
+        self, principal: Principal, metadata: Sequence[tuple[str, str]]
+    ) -> rooms_pb2.Participant:
+        """The participant behind a room token, if it may still write to its room."""
+        if not principal.participant_id:
+            raise PermissionDenied("the token names no participant", code="not_a_participant")
+        key = (principal.room_id, principal.participant_id)
+        cached = self._cache.get(key)
+        if cached is not None and cached[0] > time.monotonic() and cached[1].version >= principal.version:
+            participant = cached[1]
+        else:
+            participant = await self._lookup(principal.room_id, principal.participant_id, metadata)
+        if participant.room_id and participant.room_id != principal.room_id:
+            raise PermissionDenied("you are not a participant of this room", code="not_a_participant")
+        if participant.banned:
+            raise PermissionDenied("you are banned from this room", code="banned")
+        if principal.version < participant.version:
+            raise PermissionDenied("this room token was revoked; join again", code="token_revoked")
+        return participant

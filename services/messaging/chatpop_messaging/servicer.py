@@ -1,0 +1,201 @@
+"""MessagingService: sending, history, resume and live subscription."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+import grpc
+
+from chatpop.messaging.v1 import messaging_pb2, messaging_pb2_grpc
+from chatpop_common.auth import bearer_from_metadata, require_principal
+from chatpop_common.clients import bearer
+from chatpop_common.errors import InvalidArgument
+from chatpop_messaging import validation
+from chatpop_messaging.fanout import Fanout
+from chatpop_messaging.hotcache import AppendResult, HotCache
+from chatpop_messaging.metrics import GAP_FILLS, MESSAGES_ACCEPTED
+from chatpop_messaging.participants import ParticipantDirectory
+from chatpop_messaging.ratelimit import SendRateLimiter
+from chatpop_messaging.reader import MessageReader
+from chatpop_messaging.settings import MessagingSettings
+from chatpop_messaging.store import DuplicateClientMsgId, MessageStore, NewMessage
+
+log = logging.getLogger(__name__)
+
+# Messages read per round trip while a stream catches up.
+_CATCH_UP_CHUNK = 200
+
+
+def _reload(last_seq: int) -> messaging_pb2.SubscribeResponse:
+    return messaging_pb2.SubscribeResponse(reload=messaging_pb2.Reload(last_seq=last_seq))
+
+
+class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
+    def __init__(
+        self,
+        settings: MessagingSettings,
+        *,
+        store: MessageStore,
+        reader: MessageReader,
+        cache: HotCache,
+        limiter: SendRateLimiter,
+        participants: ParticipantDirectory,
+        fanout: Fanout,
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._reader = reader
+        self._cache = cache
+        self._limiter = limiter
+        self._participants = participants
+        self._fanout = fanout
+        self._publishing: set[asyncio.Task[None]] = set()
+
+    async def SendMessage(
+        self, request: messaging_pb2.SendMessageRequest, context: grpc.aio.ServicerContext
+    ) -> messaging_pb2.SendMessageResponse:
+        principal = require_principal().require_room(request.room_id)
+        token = bearer_from_metadata(context.invocation_metadata())
+        participant = await self._participants.authorize_writer(principal, bearer(token) if token else ())
+        room_id, sender_id = principal.room_id, principal.participant_id
+        client_msg_id = validation.client_msg_id(request.client_msg_id)
+
+        # A retry is answered with the original before anything else is checked, so it succeeds
+        # even when its text differs or the sender is rate limited by now.
+        original = await self._store.find_by_client_msg_id(room_id, sender_id, client_msg_id)
+        if original is not None:
+            return messaging_pb2.SendMessageResponse(message=original, created=False)
+
+        text = validation.message_text(request.text, self._settings.message_max_chars)
+        reply_to_seq = request.reply_to_seq
+        if reply_to_seq != 0 and (
+            reply_to_seq < 0 or not await self._store.seq_exists(room_id, reply_to_seq)
+        ):
+            raise InvalidArgument("the message replied to does not exist", code="reply_target_not_found")
+        await self._limiter.check(room_id, sender_id)
+
+        try:
+            message = await self._store.insert(
+                NewMessage(
+                    room_id=room_id,
+                    sender_participant_id=sender_id,
+                    sender_username=participant.username,
+                    sender_is_host=participant.is_host,
+                    sender_verified=participant.verified,
+                    client_msg_id=client_msg_id,
+                    text=text,
+                    reply_to_seq=reply_to_seq,
+                )
+            )
+        except DuplicateClientMsgId:
+            # A concurrent retry won the race; its message is the one to acknowledge.
+            original = await self._store.find_by_client_msg_id(room_id, sender_id, client_msg_id)
+            if original is None:
+                raise
+            return messaging_pb2.SendMessageResponse(message=original, created=False)
+        MESSAGES_ACCEPTED.inc()
+
+        # The message is committed: publishing must finish even if the caller goes away now.
+        task = asyncio.create_task(self._publish(message))
+        self._publishing.add(task)
+        task.add_done_callback(self._publishing.discard)
+        await asyncio.shield(task)
+        return messaging_pb2.SendMessageResponse(message=message, created=True)
+
+    async def _publish(self, message: messaging_pb2.Message) -> None:
+        """Fan out a committed message. Never fails the send: readers and hubs catch up from Postgres."""
+        try:
+            payload = message.SerializeToString()
+            self._fanout.deliver_local(message)
+            result = await self._cache.append(message, payload)
+            if result is AppendResult.GAP:
+                self._reader.request_rebuild(message.room_id)
+        except Exception:
+            log.exception("publishing message %s of room %s failed", message.seq, message.room_id)
+
+    async def ListMessages(
+        self, request: messaging_pb2.ListMessagesRequest, context: grpc.aio.ServicerContext
+    ) -> messaging_pb2.ListMessagesResponse:
+        room_id = require_principal().require_room(request.room_id).room_id
+        limit = validation.page_limit(request.limit)
+        if request.before_seq < 0:
+            raise InvalidArgument("before_seq must not be negative", code="invalid_before_seq")
+        last_seq = await self._store.last_seq(room_id)
+        high = last_seq if request.before_seq == 0 else min(request.before_seq - 1, last_seq)
+        low = max(1, high - limit + 1)
+        messages = await self._reader.read_range(room_id, low, high, newest=last_seq)
+        has_more = low > 1 and bool(messages) and messages[0].seq == low
+        return messaging_pb2.ListMessagesResponse(
+            messages=list(reversed(messages)), has_more=has_more, last_seq=last_seq
+        )
+
+    async def ListMessagesAfter(
+        self, request: messaging_pb2.ListMessagesAfterRequest, context: grpc.aio.ServicerContext
+    ) -> messaging_pb2.ListMessagesAfterResponse:
+        room_id = require_principal().require_room(request.room_id).room_id
+        if request.after_seq < 0:
+            raise InvalidArgument("after_seq must not be negative", code="invalid_after_seq")
+        if request.limit < 0:
+            raise InvalidArgument("limit must not be negative", code="invalid_limit")
+        most = self._settings.resume_max
+        if request.limit > 0:
+            most = min(most, request.limit)
+        last_seq = await self._store.last_seq(room_id)
+        # A position beyond the room's end cannot be resumed from either: the client must reload.
+        if request.after_seq > last_seq or last_seq - request.after_seq > most:
+            return messaging_pb2.ListMessagesAfterResponse(reload=True, last_seq=last_seq)
+        messages = await self._reader.read_range(room_id, request.after_seq + 1, last_seq, newest=last_seq)
+        return messaging_pb2.ListMessagesAfterResponse(messages=messages, last_seq=last_seq)
+
+    async def Subscribe(
+        self, request: messaging_pb2.SubscribeRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[messaging_pb2.SubscribeResponse]:
+        room_id = validation.room_id(request.room_id)
+        after_seq = request.after_seq
+        if after_seq < -1:
+            raise InvalidArgument(
+                "after_seq must be -1 (only new messages) or more", code="invalid_after_seq"
+            )
+        # Join before reading the position, so nothing committed from here on can slip past.
+        subscription = self._fanout.join(room_id)
+        try:
+            last_seq = await self._store.last_seq(room_id)
+            if after_seq == -1:
+                sent = last_seq
+            elif after_seq > last_seq or last_seq - after_seq > self._settings.resume_max:
+                yield _reload(last_seq)
+                return
+            else:
+                sent = after_seq
+                async for message in self._catch_up(room_id, sent + 1, last_seq):
+                    yield messaging_pb2.SubscribeResponse(message=message)
+                sent = last_seq
+            while True:
+                delivery = await subscription.next()
+                if delivery is None:
+                    yield _reload(max(sent, subscription.hub.last or 0))
+                    return
+                seq, response = delivery
+                if seq <= sent:
+                    continue
+                if seq > sent + 1:
+                    GAP_FILLS.labels("subscriber").inc()
+                    async for message in self._catch_up(room_id, sent + 1, seq - 1):
+                        yield messaging_pb2.SubscribeResponse(message=message)
+                yield response
+                sent = seq
+        finally:
+            self._fanout.leave(subscription)
+
+    async def _catch_up(self, room_id: str, low: int, high: int) -> AsyncIterator[messaging_pb2.Message]:
+        for start in range(low, high + 1, _CATCH_UP_CHUNK):
+            end = min(high, start + _CATCH_UP_CHUNK - 1)
+            for message in await self._reader.read_range(room_id, start, end, newest=high):
+                yield message
+
+    async def close(self) -> None:
+        """Let committed messages finish publishing."""
+        if self._publishing:
+            await asyncio.gather(*self._publishing, return_exceptions=True)

@@ -1,0 +1,36 @@
+"""Messaging settings, read from the environment and validated at start-up."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from chatpop_common.settings import ServiceSettings
+
+
+class MessagingSettings(ServiceSettings):
+    grpc_port: int = Field(7103, ge=0, le=65535)
+    metrics_port: int = Field(9103, ge=0, le=65535)
+    # Both datastores are required: Postgres is the message log, Redis the hot cache and fan-out.
+    database_url: str = Field(..., min_length=1)
+    redis_url: str = Field(..., min_length=1)
+    rooms_addr: str = "127.0.0.1:7102"
+    identity_addr: str = "127.0.0.1:7101"
+
+    message_max_chars: int = Field(4000, ge=1)
+    # Messages kept per room in the Redis stream (approximately: trimming is done with MAXLEN ~).
+    hot_cache_size: int = Field(500, ge=1)
+    # Seconds an idle room's stream survives in Redis; any append or rebuild renews it.
+    hot_cache_ttl: int = Field(7 * 24 * 3600, ge=60)
+    # Messages per minute per participant; 0 turns the limit off.
+    send_rate_limit: float = Field(10, ge=0)
+    send_rate_burst: int = Field(10, ge=1)
+    # Above this many missed messages, resuming answers "reload" instead of the messages.
+    resume_max: int = Field(1000, ge=1)
+    # Seconds a participant looked up at rooms is trusted before asking again.
+    participant_cache_ttl: float = Field(30.0, ge=0)
+    # Seconds between checks of idle rooms for messages that pub/sub did not deliver.
+    hub_poll_interval: float = Field(1.5, gt=0)
+    # Live messages buffered per subscriber before it is told to reload.
+    subscriber_queue_size: int = Field(1000, ge=1)
+    # Seconds Redis is left alone after a failure, so a dead Redis does not slow every send.
+    redis_retry_after: float = Field(1.0, ge=0)
