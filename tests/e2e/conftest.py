@@ -141,7 +141,13 @@ def stack(database_url: str, redis_url: str, datastores: tuple[Postgres, Redis])
         secrets = ensure_secrets(Path(tmp) / "secrets")
         # Traffic tests send far more than a person would; the send limit itself is covered by
         # messaging's integration tests.
-        env = {**os.environ, "SEND_RATE_LIMIT": "100000", "SEND_RATE_BURST": "1000"}
+        # The test client is the trusted proxy, so X-Forwarded-For can stand for distinct people.
+        env = {
+            **os.environ,
+            "SEND_RATE_LIMIT": "100000",
+            "SEND_RATE_BURST": "1000",
+            "TRUSTED_PROXIES": "127.0.0.1/32",
+        }
         specs = service_specs(env, ports, database_url, redis_url, secrets)
         supervisor = Supervisor(stream=None, log_dir=LOG_DIR)
         failure = ""
