@@ -272,7 +272,9 @@ async def main_async(args: argparse.Namespace, base_url: str, edge_pid: int | No
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--scenario", choices=[*SCENARIOS, "all"], default="all")
     parser.add_argument("--url", help="a running edge, e.g. http://127.0.0.1:8080 (default: start a stack)")
     parser.add_argument("--edge-pid", type=int, help="the edge's pid, to measure its memory with --url")

@@ -155,7 +155,9 @@ async def test_private_room_rejects_wrong_code_and_locks_out(client: httpx.Async
     assert missing.json()["error"]["code"] == "access_code_required"
     refused = 0
     while True:
-        wrong = await client.post(url, json={"username": "Intruder1", "access_code": "guess"}, headers=intruder)
+        wrong = await client.post(
+            url, json={"username": "Intruder1", "access_code": "guess"}, headers=intruder
+        )
         if wrong.status_code == 429:
             break
         assert wrong.status_code == 403, wrong.text
@@ -165,7 +167,9 @@ async def test_private_room_rejects_wrong_code_and_locks_out(client: httpx.Async
     assert wrong.json()["error"]["code"] == "too_many_attempts"
     assert int(wrong.headers["Retry-After"]) > 0
     # Even the right code is refused while locked out.
-    right = await client.post(url, json={"username": "Intruder1", "access_code": "sesame-42"}, headers=intruder)
+    right = await client.post(
+        url, json={"username": "Intruder1", "access_code": "sesame-42"}, headers=intruder
+    )
     assert right.status_code == 429
     # Someone else, from another address, with the right code gets in.
     friend_token = await anonymous(client)
