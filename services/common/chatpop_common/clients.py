@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -32,6 +33,26 @@ _SERVICE_CONFIG = json.dumps(
 )
 
 
+class _WaitForReady(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamClientInterceptor):
+    """Calls wait (within their deadline) for a restarting peer instead of failing at once.
+
+    Health checks are left fail-fast: a probe must answer within its own short timeout.
+    """
+
+    @staticmethod
+    def _details(details: Any) -> Any:
+        method = details.method.decode() if isinstance(details.method, bytes) else str(details.method)
+        if details.wait_for_ready is not None or method.startswith("/grpc.health.v1."):
+            return details
+        return details._replace(wait_for_ready=True)
+
+    async def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
+        return await continuation(self._details(client_call_details), request)
+
+    async def intercept_unary_stream(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
+        return await continuation(self._details(client_call_details), request)
+
+
 def insecure_channel(address: str) -> grpc.aio.Channel:
     """A channel to `host:port`; with a headless Service (dns:///name:port) it balances per call."""
     target = address if "://" in address or address.startswith("dns:") else f"dns:///{address}"
@@ -44,7 +65,7 @@ def insecure_channel(address: str) -> grpc.aio.Channel:
             ("grpc.keepalive_timeout_ms", 10_000),
             ("grpc.keepalive_permit_without_calls", 1),
         ],
-        interceptors=list(aio_client_interceptors()),
+        interceptors=[*aio_client_interceptors(), _WaitForReady()],
     )
 
 

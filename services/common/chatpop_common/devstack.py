@@ -21,10 +21,29 @@ PG_USER = "chatpop"
 PG_DB = "chatpop"
 
 
+_handed_out: set[int] = set()
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` free ports, distinct from each other and from every port this process handed out before.
+
+    The kernel may give a just-released port again on the next bind, so each choice is held bound
+    until all are made, and remembered for later calls.
+    """
+    with contextlib.ExitStack() as stack:
+        ports: list[int] = []
+        while len(ports) < count:
+            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+            if port not in _handed_out:
+                ports.append(port)
+                _handed_out.add(port)
+        return ports
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return free_ports(1)[0]
 
 
 def wait_for_port(port: int, timeout: float = 30.0, host: str = "127.0.0.1") -> None:

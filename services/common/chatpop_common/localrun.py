@@ -34,7 +34,7 @@ from urllib.parse import urlsplit, urlunsplit
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from chatpop_common.devstack import Postgres, Redis, free_port
+from chatpop_common.devstack import Postgres, Redis, free_ports
 from chatpop_common.migrate import SERVICES as MIGRATED
 from chatpop_common.migrate import migrate
 from chatpop_common.processes import (
@@ -106,11 +106,12 @@ class Ports:
     @classmethod
     def free(cls) -> Ports:
         """Free ports for everything (tests and benchmarks, which run beside a `make run`)."""
+        ports = iter(free_ports(len(DEFAULT_PORTS) + len(DEFAULT_METRICS_PORTS) + 2))
         return cls(
-            service={name: free_port() for name in DEFAULT_PORTS},
-            metrics={name: free_port() for name in DEFAULT_METRICS_PORTS},
-            postgres=free_port(),
-            redis=free_port(),
+            service={name: next(ports) for name in DEFAULT_PORTS},
+            metrics={name: next(ports) for name in DEFAULT_METRICS_PORTS},
+            postgres=next(ports),
+            redis=next(ports),
         )
 
     @property
