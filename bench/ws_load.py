@@ -238,6 +238,7 @@ def private_stack(send_rate_limit: int) -> Iterator[tuple[str, int]]:
     from chatpop_common.processes import Supervisor
 
     root = Path(tempfile.mkdtemp(prefix="chatpop-bench-", dir="/tmp"))
+    root.chmod(0o755)  # Postgres runs as its own user and must reach its data folder
     with throwaway_datastores(root / "data") as (pg, redis):
         migrate(pg.url, ["identity", "rooms", "messaging", "payments"])
         secrets = localrun.ensure_secrets(root / "secrets")
