@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -102,8 +103,13 @@ class KeyCache:
 class TokenVerifier:
     """Verifies access and room tokens: EdDSA only, known kid, issuer, audience, exp/nbf."""
 
-    def __init__(self, keys: KeyCache) -> None:
+    def __init__(self, keys: KeyCache, *, cache_size: int = 10_000) -> None:
         self._keys = keys
+        # Verified tokens by their exact text, with their expiry: a socket or client sends the same
+        # token on every call, and an Ed25519 check per call is the costliest part of a small RPC.
+        # Only successes are cached; expiry is still checked on every hit.
+        self._verified: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
+        self._cache_size = cache_size
 
     async def _decode(self, token: str, audience: str) -> dict[str, Any]:
         try:
@@ -137,6 +143,20 @@ class TokenVerifier:
 
     async def verify(self, token: str) -> Principal:
         """Verify either kind of token, checking the audience that its type requires."""
+        cached = self._verified.get(token)
+        if cached is not None:
+            principal, expires_at = cached
+            if time.time() < expires_at + LEEWAY_SECONDS:
+                self._verified.move_to_end(token)
+                return principal
+            del self._verified[token]
+        expires_at, principal = await self._verify_uncached(token)
+        self._verified[token] = (principal, expires_at)
+        if len(self._verified) > self._cache_size:
+            self._verified.popitem(last=False)
+        return principal
+
+    async def _verify_uncached(self, token: str) -> tuple[float, Principal]:
         try:
             unverified = jwt.decode(token, options={"verify_signature": False})
         except jwt.PyJWTError as exc:
@@ -144,7 +164,7 @@ class TokenVerifier:
         typ = unverified.get("typ")
         if typ == "access":
             claims = await self._decode(token, audience=ACCESS_AUDIENCE)
-            return Principal(
+            return float(claims["exp"]), Principal(
                 subject=str(claims["sub"]),
                 kind=str(claims.get("knd", "anonymous")),
                 token_type="access",
@@ -153,7 +173,7 @@ class TokenVerifier:
         if typ == "room":
             room_id = str(unverified.get("rid", ""))
             claims = await self._decode(token, audience=room_audience(room_id))
-            return Principal(
+            return float(claims["exp"]), Principal(
                 subject=str(claims["sub"]),
                 kind=str(claims.get("knd", "anonymous")),
                 token_type="room",

@@ -7,31 +7,37 @@ import os
 from opentelemetry import trace
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 from prometheus_client import start_http_server
 
 
 def configure_tracing(service: str) -> None:
-    """Install a tracer provider; export over OTLP when OTEL_* variables ask for it.
+    """Install the SDK tracer provider when OTEL_* variables ask for an exporter.
 
-    OTEL_SDK_DISABLED=true turns tracing off. An exporter is set up when OTEL_TRACES_EXPORTER is
-    "otlp" (the default) and an OTLP endpoint is configured; otherwise spans are created (so trace
-    ids reach the logs and propagate downstream) but not exported.
+    With OTEL_TRACES_EXPORTER=otlp (the default) and an OTLP endpoint set, spans are exported over
+    OTLP/gRPC; OTEL_TRACES_EXPORTER=console prints them. Otherwise the API's no-op provider stays:
+    incoming W3C trace context is still propagated to downstream calls and its ids still reach the
+    logs, but no span is recorded, which costs nothing on the hot path. OTEL_SDK_DISABLED=true turns
+    tracing off entirely.
     """
     if os.environ.get("OTEL_SDK_DISABLED", "").lower() == "true":
         return
-    resource = Resource.create({SERVICE_NAME: os.environ.get("OTEL_SERVICE_NAME", f"chatpop-{service}")})
-    provider = TracerProvider(resource=resource)
     exporter_name = os.environ.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower()
     endpoint = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get(
         "OTEL_EXPORTER_OTLP_ENDPOINT"
     )
+    exporter: SpanExporter | None = None
     if exporter_name == "otlp" and endpoint:
-        protocol = os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
-        if protocol == "grpc":
-            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
-            provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        exporter = OTLPSpanExporter()
+    elif exporter_name == "console":
+        exporter = ConsoleSpanExporter()
+    if exporter is None:
+        return
+    resource = Resource.create({SERVICE_NAME: os.environ.get("OTEL_SERVICE_NAME", f"chatpop-{service}")})
+    provider = TracerProvider(resource=resource)
+    provider.add_span_processor(BatchSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
 
 
