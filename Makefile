@@ -8,7 +8,7 @@ SERVICE_PATHS := services/common:services/identity:services/rooms:services/messa
 export PYTHONPATH := $(SERVICE_PATHS)$(if $(PYTHONPATH),:$(PYTHONPATH))
 STAMP := $(VENV)/.installed
 
-.PHONY: help install proto proto-check lint typecheck buf-lint test test-unit test-integration test-e2e test-browser run clean
+.PHONY: system-deps help install proto proto-check lint typecheck buf-lint test test-unit test-integration test-e2e test-browser run clean
 
 help:
 	@echo "make run    start the whole platform on localhost (private Postgres/Redis unless URLs are set)"
@@ -31,6 +31,11 @@ $(STAMP): requirements-dev.lock
 		$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.lock || exit 1; \
 	fi
 	@touch $(STAMP)
+
+# Debian packages (PostgreSQL, Redis, Python venv support, Chromium for the browser tier): installed
+# on first use when missing, a quick check otherwise.
+system-deps:
+	@bash .ci/run --install-only
 
 install: $(STAMP)
 
@@ -71,9 +76,9 @@ test-e2e: $(STAMP)
 test-browser: $(STAMP)
 	@if [ -d tests/browser ]; then $(call run_tier,tests/browser); else echo "no tests/browser yet"; fi
 
-test: $(STAMP) buf-lint proto-check lint typecheck test-unit test-integration test-e2e test-browser
+test: system-deps $(STAMP) buf-lint proto-check lint typecheck test-unit test-integration test-e2e test-browser
 
-run: $(STAMP)
+run: system-deps $(STAMP)
 	$(PY) -m chatpop_common.localrun
 
 clean:
