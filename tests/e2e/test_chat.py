@@ -265,6 +265,21 @@ async def _traffic_with_retries(s: ChatSocket, count: int, acked: dict[str, int]
             raise AssertionError(f"message {i} was never acknowledged")
 
 
+async def _assert_log_matches(
+    client: httpx.AsyncClient, code: str, room_token: str, acked: dict[str, int], reader: ChatSocket
+) -> None:
+    """Every acknowledged message is stored once with its acked seq, seqs are gap-free, and the live
+    reader got each stored message exactly once, in order."""
+    stored = await history(client, code, room_token)
+    by_id = {m["client_msg_id"]: m["seq"] for m in stored}
+    assert len(stored) == len(by_id), "a message was stored twice"
+    for msg_id, seq in acked.items():
+        assert by_id.get(msg_id) == seq, "an acknowledged message was lost"
+    assert [m["seq"] for m in stored] == list(range(1, len(stored) + 1))
+    await reader.wait_for_seq(len(stored), timeout=30)
+    assert reader.seqs() == list(range(1, len(stored) + 1))
+
+
 async def test_messaging_killed_mid_traffic_loses_no_acknowledged_message(
     stack: Stack, client: httpx.AsyncClient
 ) -> None:
@@ -283,15 +298,8 @@ async def test_messaging_killed_mid_traffic_loses_no_acknowledged_message(
         await stack.astart("messaging")
         await asyncio.wait_for(traffic, 120)
 
-        stored = await history(client, room.code, reader["room_token"])
-        by_id = {m["client_msg_id"]: m["seq"] for m in stored}
-        assert len(stored) == len(by_id), "a message was stored twice"
-        for msg_id, seq in acked.items():
-            assert by_id.get(msg_id) == seq, "an acknowledged message was lost"
-        assert [m["seq"] for m in stored] == list(range(1, len(stored) + 1))
-        # The live reader got every message once, in order, without resuming by hand.
-        await r.wait_for_seq(len(stored), timeout=30)
-        assert r.seqs() == list(range(1, len(stored) + 1))
+        # The live reader gets every message without resuming by hand.
+        await _assert_log_matches(client, room.code, reader["room_token"], acked, r)
     finally:
         await w.close()
         await r.close()
@@ -318,14 +326,7 @@ async def test_redis_restart_mid_traffic_loses_no_acknowledged_message(
         await stack.astart_redis()
         await asyncio.wait_for(traffic, 120)
 
-        stored = await history(client, room.code, reader["room_token"])
-        by_id = {m["client_msg_id"]: m["seq"] for m in stored}
-        assert len(stored) == len(by_id) == len(acked)
-        for msg_id, seq in acked.items():
-            assert by_id.get(msg_id) == seq
-        assert [m["seq"] for m in stored] == list(range(1, len(stored) + 1))
-        await r.wait_for_seq(len(stored), timeout=30)
-        assert r.seqs() == list(range(1, len(stored) + 1))
+        await _assert_log_matches(client, room.code, reader["room_token"], acked, r)
     finally:
         await w.close()
         await r.close()
