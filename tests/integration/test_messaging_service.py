@@ -21,7 +21,6 @@ import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from chatpop.messaging.v1 import messaging_pb2, messaging_pb2_grpc
@@ -31,6 +30,7 @@ from chatpop_common.errors import error_details
 from chatpop_common.server import serve
 from chatpop_messaging.app import build
 from chatpop_messaging.settings import MessagingSettings
+from tests.integration.inprocess import wait_serving
 
 SIGNING_KEY = Ed25519PrivateKey.generate()
 KID = "messaging-test-key"
@@ -166,20 +166,6 @@ class Messaging:
         return 0.0
 
 
-async def _wait_serving(address: str, task: asyncio.Task[None]) -> None:
-    async with grpc.aio.insecure_channel(address) as channel:
-        health = health_pb2_grpc.HealthStub(channel)
-        while True:
-            if task.done():
-                task.result()
-                raise AssertionError(f"messaging at {address} stopped before serving")
-            try:
-                await health.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                return
-            except grpc.aio.AioRpcError:
-                await asyncio.sleep(0.05)
-
-
 @asynccontextmanager
 async def messaging_server(
     database_url: str, redis_url: str, rooms_addr: str, **overrides: Any
@@ -208,7 +194,7 @@ async def messaging_server(
     )
     address = f"127.0.0.1:{settings.grpc_port}"
     try:
-        await _wait_serving(address, task)
+        await wait_serving(address, task)
         async with grpc.aio.insecure_channel(address) as channel:
             yield Messaging(
                 messaging_pb2_grpc.MessagingServiceStub(channel),

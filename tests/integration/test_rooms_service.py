@@ -16,7 +16,6 @@ import jwt
 import pytest
 import pytest_asyncio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from chatpop.identity.v1 import identity_pb2, identity_pb2_grpc
 from chatpop.rooms.v1 import rooms_pb2, rooms_pb2_grpc
@@ -31,6 +30,7 @@ from chatpop_identity.settings import Settings as IdentitySettings
 from chatpop_rooms.app import build as build_rooms
 from chatpop_rooms.codes import ALPHABET, new_room_code
 from chatpop_rooms.settings import Settings as RoomsSettings
+from tests.integration.inprocess import wait_serving
 
 # Cheap hashes keep the suite fast; production uses argon2-cffi's defaults.
 LIGHT_ARGON2: dict[str, int] = {
@@ -41,27 +41,13 @@ LIGHT_ARGON2: dict[str, int] = {
 SECRET = "open-sesame"
 
 
-async def _wait_serving(address: str, task: asyncio.Task[None]) -> None:
-    async with grpc.aio.insecure_channel(address) as channel:
-        health = health_pb2_grpc.HealthStub(channel)
-        while True:
-            if task.done():
-                task.result()
-                raise AssertionError(f"the server at {address} stopped before serving")
-            try:
-                await health.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                return
-            except grpc.aio.AioRpcError:
-                await asyncio.sleep(0.05)
-
-
 @asynccontextmanager
 async def _serving(name: str, settings: Any, build: Callable[[], Any]) -> AsyncIterator[str]:
     stop = asyncio.Event()
     task = asyncio.create_task(serve(name, settings, build, drain_delay=0, stop_event=stop))
     address = f"127.0.0.1:{settings.grpc_port}"
     try:
-        await _wait_serving(address, task)
+        await wait_serving(address, task)
         yield address
     finally:
         stop.set()
