@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
-from websockets.asyncio.client import ClientConnection, connect
 
 SCENARIOS: dict[str, dict[str, Any]] = {
     # Target: >= 2,000 messages/s accepted and committed.
@@ -45,7 +45,7 @@ class Client:
     room_code: str
     username: str
     room_token: str
-    ws: ClientConnection | None = None
+    ws: aiohttp.ClientWebSocketResponse | None = None
     in_flight: dict[str, int] = field(default_factory=dict)
     window_free: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -65,6 +65,41 @@ def rss_kib(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     return 0
+
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _process_tree(root: int) -> list[int]:
+    """`root` and all its descendants (Postgres serves each connection from a child process)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(children.get(pid, []))
+    return found
+
+
+def cpu_seconds(root: int) -> float:
+    """CPU time (user + system) used so far by a process and its descendants."""
+    total = 0
+    for pid in _process_tree(root):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / _TICKS
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -113,7 +148,9 @@ async def reader(client: Client, stats: Stats, window: int) -> None:
     assert client.ws is not None
     async for raw in client.ws:
         now = time.time_ns()
-        frame = json.loads(raw)
+        if raw.type is not aiohttp.WSMsgType.TEXT:
+            break
+        frame = json.loads(raw.data)
         kind = frame.get("type")
         if kind == "message":
             sent = stats.sent_at.get(frame.get("client_msg_id", ""))
@@ -141,7 +178,9 @@ async def send(client: Client, stats: Stats, window: int) -> None:
     now = time.time_ns()
     stats.sent_at[msg_id] = now
     client.in_flight[msg_id] = now
-    await client.ws.send(json.dumps({"type": "send", "client_msg_id": msg_id, "text": f"load {msg_id[:8]}"}))
+    await client.ws.send_str(
+        json.dumps({"type": "send", "client_msg_id": msg_id, "text": f"load {msg_id[:8]}"})
+    )
 
 
 async def drive(clients: list[Client], stats: Stats, *, rate: float, window: int, duration: float) -> float:
@@ -175,28 +214,33 @@ async def drive(clients: list[Client], stats: Stats, *, rate: float, window: int
     return elapsed
 
 
-async def run_scenario(base_url: str, edge_pid: int | None, name: str, cfg: dict[str, Any]) -> dict[str, Any]:
+async def run_scenario(base_url: str, pids: dict[str, int], name: str, cfg: dict[str, Any]) -> dict[str, Any]:
+    edge_pid = pids.get("edge")
     ws_base = base_url.replace("http://", "ws://").replace("https://", "wss://")
     async with httpx.AsyncClient(base_url=base_url, timeout=30) as http:
         clients = await setup_clients(http, cfg["clients"], cfg["rooms"])
     rss_before = rss_kib(edge_pid) if edge_pid else None
+    session = aiohttp.ClientSession()
     for client in clients:
-        client.ws = await connect(
-            f"{ws_base}/ws/v1/rooms/{client.room_code}?token={client.room_token}", max_queue=None
+        client.ws = await session.ws_connect(
+            f"{ws_base}/ws/v1/rooms/{client.room_code}?token={client.room_token}", autoping=True
         )
-        ready = json.loads(await client.ws.recv())
+        ready = json.loads(await client.ws.receive_str())
         assert ready.get("type") == "ready", ready
     await asyncio.sleep(0.5)
     rss_after = rss_kib(edge_pid) if edge_pid else None
     stats = Stats()
     readers = [asyncio.create_task(reader(c, stats, cfg["window"])) for c in clients]
+    cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
     elapsed = await drive(clients, stats, rate=cfg["rate"], window=cfg["window"], duration=cfg["duration"])
+    cpu_used = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
     for client in clients:
         assert client.ws is not None
         await client.ws.close()
     for task in readers:
         task.cancel()
     await asyncio.gather(*readers, return_exceptions=True)
+    await session.close()
     lat_ms = sorted(ns / 1e6 for ns in stats.latencies_ns)
     per_room = cfg["clients"] / cfg["rooms"]
     result: dict[str, Any] = {
@@ -222,6 +266,14 @@ async def run_scenario(base_url: str, edge_pid: int | None, name: str, cfg: dict
             "mean": round(statistics.fmean(lat_ms), 2) if lat_ms else None,
         },
     }
+    if cpu_used and stats.acked:
+        # CPU per accepted message, by process (measured over the sending window plus the drain second).
+        result["cpu_ms_per_message"] = {
+            name: round(1000 * used / stats.acked, 3) for name, used in sorted(cpu_used.items())
+        }
+        result["cpu_cores_busy"] = {
+            name: round(used / (elapsed + 1.0), 2) for name, used in sorted(cpu_used.items())
+        }
     if rss_before is not None and rss_after is not None:
         result["edge_rss_kib_before_connect"] = rss_before
         result["edge_rss_kib_after_connect"] = rss_after
@@ -230,7 +282,7 @@ async def run_scenario(base_url: str, edge_pid: int | None, name: str, cfg: dict
 
 
 @contextlib.contextmanager
-def private_stack(send_rate_limit: int) -> Iterator[tuple[str, int]]:
+def private_stack(send_rate_limit: int) -> Iterator[tuple[str, dict[str, int]]]:
     """Postgres, Redis and the five services on free ports, as `make run` starts them."""
     from chatpop_common import localrun
     from chatpop_common.devstack import throwaway_datastores
@@ -254,12 +306,15 @@ def private_stack(send_rate_limit: int) -> Iterator[tuple[str, int]]:
         specs = localrun.service_specs(env, ports, pg.url, redis.url, secrets)
         with Supervisor(stream=sys.stderr) as supervisor:
             supervisor.start_all(specs, timeout=60)
-            pid = supervisor.pid("edge")
-            assert pid is not None
-            yield f"http://127.0.0.1:{ports.edge}", pid
+            pids = {name: supervisor.pid(name) for name in supervisor.names}
+            assert redis.process is not None
+            postmaster = int((pg.datadir / "postmaster.pid").read_text().split()[0])
+            all_pids = {name: pid for name, pid in pids.items() if pid is not None}
+            all_pids |= {"postgres": postmaster, "redis": redis.process.pid, "load-generator": os.getpid()}
+            yield f"http://127.0.0.1:{ports.edge}", all_pids
 
 
-async def main_async(args: argparse.Namespace, base_url: str, edge_pid: int | None) -> list[dict[str, Any]]:
+async def main_async(args: argparse.Namespace, base_url: str, pids: dict[str, int]) -> list[dict[str, Any]]:
     names = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
     results = []
     for name in names:
@@ -268,7 +323,7 @@ async def main_async(args: argparse.Namespace, base_url: str, edge_pid: int | No
             value = getattr(args, key)
             if value is not None:
                 cfg[key] = value
-        results.append(await run_scenario(base_url, edge_pid, name, cfg))
+        results.append(await run_scenario(base_url, pids, name, cfg))
     return results
 
 
@@ -293,10 +348,11 @@ def main() -> int:
     except ImportError:
         pass
     if args.url:
-        results = asyncio.run(main_async(args, args.url.rstrip("/"), args.edge_pid))
+        pids = {"edge": args.edge_pid} if args.edge_pid else {}
+        results = asyncio.run(main_async(args, args.url.rstrip("/"), pids))
     else:
-        with private_stack(send_rate_limit=1_000_000) as (url, pid):
-            results = asyncio.run(main_async(args, url, pid))
+        with private_stack(send_rate_limit=1_000_000) as (url, pids):
+            results = asyncio.run(main_async(args, url, pids))
     document = {
         "benchmark": "ws_load",
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},

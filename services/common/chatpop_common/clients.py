@@ -13,6 +13,7 @@ from opentelemetry.instrumentation.grpc import aio_client_interceptors
 
 from chatpop.identity.v1 import identity_pb2, identity_pb2_grpc
 from chatpop_common.auth import KeyCache, KeyFetcher
+from chatpop_common.telemetry import tracing_enabled
 
 _SERVICE_CONFIG = json.dumps(
     {
@@ -65,7 +66,7 @@ def insecure_channel(address: str) -> grpc.aio.Channel:
             ("grpc.keepalive_timeout_ms", 10_000),
             ("grpc.keepalive_permit_without_calls", 1),
         ],
-        interceptors=[*aio_client_interceptors(), _WaitForReady()],
+        interceptors=[*(aio_client_interceptors() if tracing_enabled() else []), _WaitForReady()],
     )
 
 

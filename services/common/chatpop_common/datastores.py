@@ -7,12 +7,14 @@ import redis.asyncio as aioredis
 from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
 from opentelemetry.instrumentation.redis import RedisInstrumentor
 
+from chatpop_common.telemetry import tracing_enabled
+
 _instrumented = False
 
 
 def _instrument() -> None:
     global _instrumented
-    if not _instrumented:
+    if not _instrumented and tracing_enabled():
         AsyncPGInstrumentor().instrument()
         RedisInstrumentor().instrument()
         _instrumented = True

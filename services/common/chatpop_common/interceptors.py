@@ -96,7 +96,14 @@ def _rewrap(handler: grpc.RpcMethodHandler, wrap: Wrapper, method: str) -> grpc.
 
 
 class _WrappingInterceptor(grpc.aio.ServerInterceptor):
-    """Base class: rewrap every handler with `self.wrap`."""
+    """Base class: rewrap every handler with `self.wrap`.
+
+    The wrapped handler is built once per method and reused: building closures on every call would
+    cost more than the interceptor's own work.
+    """
+
+    def __init__(self) -> None:
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     def wrap(self, behaviour: Behaviour, req_stream: bool, resp_stream: bool, method: str) -> Behaviour:
         raise NotImplementedError
@@ -109,7 +116,13 @@ class _WrappingInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
-        return _rewrap(handler, self.wrap, handler_call_details.method)
+        method = handler_call_details.method
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = _rewrap(handler, self.wrap, method)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
 
 
 async def _responses(behaviour: Behaviour, request: Any, context: Any) -> AsyncIterator[Any]:
@@ -138,21 +151,30 @@ class MetricsInterceptor(_WrappingInterceptor):
         service, name = _split_method(method)
         labels = (_grpc_type(req_stream, resp_stream), service, name)
 
+        started_total = STARTED.labels(*labels)
+        handling = HANDLING.labels(*labels)
+        received = MSG_RECEIVED.labels(*labels)
+        sent = MSG_SENT.labels(*labels)
+        handled_ok = HANDLED.labels(*labels, grpc.StatusCode.OK.name)
+
         def finish(context: grpc.aio.ServicerContext, started: float, error: BaseException | None) -> None:
             code = context.code()
             if code is None:
                 code = grpc.StatusCode.OK if error is None else grpc.StatusCode.UNKNOWN
             if isinstance(code, int):
                 code = grpc.StatusCode(code)
-            HANDLED.labels(*labels, code.name).inc()
-            HANDLING.labels(*labels).observe(time.perf_counter() - started)
+            if code is grpc.StatusCode.OK:
+                handled_ok.inc()
+            else:
+                HANDLED.labels(*labels, code.name).inc()
+            handling.observe(time.perf_counter() - started)
 
         def begin(request: Any) -> tuple[Any, float]:
-            STARTED.labels(*labels).inc()
+            started_total.inc()
             if req_stream:
                 request = _count_requests(request, labels)
             else:
-                MSG_RECEIVED.labels(*labels).inc()
+                received.inc()
             return request, time.perf_counter()
 
         if resp_stream:
@@ -162,7 +184,7 @@ class MetricsInterceptor(_WrappingInterceptor):
                 error: BaseException | None = None
                 try:
                     async for response in _responses(behaviour, request, context):
-                        MSG_SENT.labels(*labels).inc()
+                        sent.inc()
                         yield response
                 except BaseException as exc:
                     error = exc
@@ -177,7 +199,7 @@ class MetricsInterceptor(_WrappingInterceptor):
             error: BaseException | None = None
             try:
                 response = await behaviour(request, context)
-                MSG_SENT.labels(*labels).inc()
+                sent.inc()
                 return response
             except BaseException as exc:
                 error = exc
@@ -230,6 +252,7 @@ class PrincipalInterceptor(_WrappingInterceptor):
     """Verifies `authorization: Bearer …` metadata when present; a bad token fails the call."""
 
     def __init__(self, verifier: TokenVerifier) -> None:
+        super().__init__()
         self._verifier = verifier
 
     def wrap(self, behaviour: Behaviour, req_stream: bool, resp_stream: bool, method: str) -> Behaviour:

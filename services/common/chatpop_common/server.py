@@ -24,7 +24,7 @@ from chatpop_common.auth import TokenVerifier
 from chatpop_common.interceptors import ErrorInterceptor, MetricsInterceptor, PrincipalInterceptor
 from chatpop_common.logs import configure_logging
 from chatpop_common.settings import ServiceSettings
-from chatpop_common.telemetry import configure_tracing, start_metrics_server
+from chatpop_common.telemetry import configure_tracing, start_metrics_server, tracing_enabled
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ async def serve(
     app = await build()
     server = grpc.aio.server(
         interceptors=[
-            aio_server_interceptor(),
+            *([aio_server_interceptor()] if tracing_enabled() else []),
             MetricsInterceptor(),
             ErrorInterceptor(),
             PrincipalInterceptor(app.verifier),

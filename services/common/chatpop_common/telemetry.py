@@ -10,15 +10,22 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 from prometheus_client import start_http_server
 
+_tracing = False
+
+
+def tracing_enabled() -> bool:
+    """Whether this process records spans; instrumentation is installed only then."""
+    return _tracing
+
 
 def configure_tracing(service: str) -> None:
     """Install the SDK tracer provider when OTEL_* variables ask for an exporter.
 
     With OTEL_TRACES_EXPORTER=otlp (the default) and an OTLP endpoint set, spans are exported over
-    OTLP/gRPC; OTEL_TRACES_EXPORTER=console prints them. Otherwise the API's no-op provider stays:
-    incoming W3C trace context is still propagated to downstream calls and its ids still reach the
-    logs, but no span is recorded, which costs nothing on the hot path. OTEL_SDK_DISABLED=true turns
-    tracing off entirely.
+    OTLP/gRPC; OTEL_TRACES_EXPORTER=console prints them. Only then are the gRPC, HTTP, Postgres and
+    Redis instrumentations installed (see tracing_enabled): with no exporter nothing could see the
+    spans, and creating them would cost CPU on every message. OTEL_SDK_DISABLED=true turns tracing
+    off entirely.
     """
     if os.environ.get("OTEL_SDK_DISABLED", "").lower() == "true":
         return
@@ -39,6 +46,8 @@ def configure_tracing(service: str) -> None:
     provider = TracerProvider(resource=resource)
     provider.add_span_processor(BatchSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
+    global _tracing
+    _tracing = True
 
 
 def start_metrics_server(host: str, port: int) -> int:

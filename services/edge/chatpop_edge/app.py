@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
+from chatpop_common.telemetry import tracing_enabled
 from chatpop_edge.backends import Backends
 from chatpop_edge.client_ip import ClientAddressResolver
 from chatpop_edge.errors import install_error_handlers
@@ -77,5 +78,6 @@ def create_app(settings: EdgeSettings) -> FastAPI:
     app.add_middleware(SecurityHeadersMiddleware, resolver=resolver)
     # WebSockets are left out: the ASGI instrumentation opens a span per frame sent, which would
     # put per-recipient work back on the fan-out path. Their gRPC calls are still traced.
-    FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz,readyz,ws/v1/")
+    if tracing_enabled():
+        FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz,readyz,ws/v1/")
     return app

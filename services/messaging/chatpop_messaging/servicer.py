@@ -11,7 +11,7 @@ import grpc
 from chatpop.messaging.v1 import messaging_pb2, messaging_pb2_grpc
 from chatpop_common.auth import bearer_from_metadata, require_principal
 from chatpop_common.clients import bearer
-from chatpop_common.errors import InvalidArgument
+from chatpop_common.errors import InvalidArgument, ServiceError
 from chatpop_messaging import validation
 from chatpop_messaging.fanout import Fanout
 from chatpop_messaging.hotcache import AppendResult, HotCache
@@ -62,19 +62,22 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
         room_id, sender_id = principal.room_id, principal.participant_id
         client_msg_id = validation.client_msg_id(request.client_msg_id)
 
-        # A retry is answered with the original before anything else is checked, so it succeeds
-        # even when its text differs or the sender is rate limited by now.
-        original = await self._store.find_by_client_msg_id(room_id, sender_id, client_msg_id)
-        if original is not None:
-            return messaging_pb2.SendMessageResponse(message=original, created=False)
-
-        text = validation.message_text(request.text, self._settings.message_max_chars)
         reply_to_seq = request.reply_to_seq
-        if reply_to_seq != 0 and (
-            reply_to_seq < 0 or not await self._store.seq_exists(room_id, reply_to_seq)
-        ):
-            raise InvalidArgument("the message replied to does not exist", code="reply_target_not_found")
-        await self._limiter.check(room_id, sender_id)
+        try:
+            text = validation.message_text(request.text, self._settings.message_max_chars)
+            if reply_to_seq != 0 and (
+                reply_to_seq < 0 or not await self._store.seq_exists(room_id, reply_to_seq)
+            ):
+                raise InvalidArgument("the message replied to does not exist", code="reply_target_not_found")
+            await self._limiter.check(room_id, sender_id)
+        except ServiceError:
+            # A retry is answered with the original even when its text differs or the sender is
+            # rate limited by now. Looked up only here: on the common path the unique key on
+            # (room, sender, client_msg_id) catches retries at insert time for free.
+            original = await self._store.find_by_client_msg_id(room_id, sender_id, client_msg_id)
+            if original is not None:
+                return messaging_pb2.SendMessageResponse(message=original, created=False)
+            raise
 
         try:
             message = await self._store.insert(
