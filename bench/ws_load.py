@@ -19,7 +19,9 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -214,11 +216,27 @@ async def drive(clients: list[Client], stats: Stats, *, rate: float, window: int
     return elapsed
 
 
-async def run_scenario(base_url: str, pids: dict[str, int], name: str, cfg: dict[str, Any]) -> dict[str, Any]:
+@dataclass
+class Outcome:
+    elapsed: float
+    sent: int
+    acked: int
+    deliveries: int
+    errors: dict[str, int]
+    latencies_ms: list[float]
+    cpu_used: dict[str, float]
+    rss_before: int | None
+    rss_after: int | None
+
+
+def _cpu_snapshot(pids: dict[str, int]) -> dict[str, float]:
+    return {name: cpu_seconds(pid) for name, pid in pids.items()}
+
+
+async def drive_python(
+    ws_base: str, clients: list[Client], pids: dict[str, int], cfg: dict[str, Any]
+) -> Outcome:
     edge_pid = pids.get("edge")
-    ws_base = base_url.replace("http://", "ws://").replace("https://", "wss://")
-    async with httpx.AsyncClient(base_url=base_url, timeout=30) as http:
-        clients = await setup_clients(http, cfg["clients"], cfg["rooms"])
     rss_before = rss_kib(edge_pid) if edge_pid else None
     session = aiohttp.ClientSession()
     for client in clients:
@@ -231,9 +249,10 @@ async def run_scenario(base_url: str, pids: dict[str, int], name: str, cfg: dict
     rss_after = rss_kib(edge_pid) if edge_pid else None
     stats = Stats()
     readers = [asyncio.create_task(reader(c, stats, cfg["window"])) for c in clients]
-    cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    pids = {**pids, "load-generator": os.getpid()}
+    cpu_before = _cpu_snapshot(pids)
     elapsed = await drive(clients, stats, rate=cfg["rate"], window=cfg["window"], duration=cfg["duration"])
-    cpu_used = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
+    cpu_used = {name: used - cpu_before[name] for name, used in _cpu_snapshot(pids).items()}
     for client in clients:
         assert client.ws is not None
         await client.ws.close()
@@ -241,7 +260,89 @@ async def run_scenario(base_url: str, pids: dict[str, int], name: str, cfg: dict
         task.cancel()
     await asyncio.gather(*readers, return_exceptions=True)
     await session.close()
-    lat_ms = sorted(ns / 1e6 for ns in stats.latencies_ns)
+    return Outcome(
+        elapsed=elapsed,
+        sent=len(stats.sent_at),
+        acked=stats.acked,
+        deliveries=stats.deliveries,
+        errors=stats.errors,
+        latencies_ms=sorted(ns / 1e6 for ns in stats.latencies_ns),
+        cpu_used=cpu_used,
+        rss_before=rss_before,
+        rss_after=rss_after,
+    )
+
+
+NODE_CLIENTS = Path(__file__).resolve().parent / "wsclients"
+
+
+def ensure_node_clients() -> None:
+    if not (NODE_CLIENTS / "node_modules" / "ws").is_dir():
+        subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--silent"], cwd=NODE_CLIENTS, check=True)
+
+
+async def drive_node(
+    ws_base: str, clients: list[Client], pids: dict[str, int], cfg: dict[str, Any]
+) -> Outcome:
+    edge_pid = pids.get("edge")
+    job = {
+        "wsBase": ws_base,
+        "clients": [{"code": c.room_code, "token": c.room_token} for c in clients],
+        "rate": cfg["rate"],
+        "window": cfg["window"],
+        "duration": cfg["duration"],
+    }
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
+        json.dump(job, handle)
+    rss_before = rss_kib(edge_pid) if edge_pid else None
+    process = await asyncio.create_subprocess_exec(
+        "node",
+        str(NODE_CLIENTS / "clients.mjs"),
+        handle.name,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        limit=1 << 30,
+    )
+    assert process.stdin is not None and process.stdout is not None
+    try:
+        connected = json.loads(await process.stdout.readline())
+        assert connected.get("phase") == "connected", connected
+        await asyncio.sleep(0.5)
+        rss_after = rss_kib(edge_pid) if edge_pid else None
+        pids = {**pids, "load-generator": process.pid}
+        cpu_before = _cpu_snapshot(pids)
+        process.stdin.write(b"go\n")
+        await process.stdin.drain()
+        done = json.loads(await process.stdout.readline())
+        cpu_used = {name: used - cpu_before[name] for name, used in _cpu_snapshot(pids).items()}
+        await process.wait()
+    finally:
+        await asyncio.to_thread(Path(handle.name).unlink, missing_ok=True)
+        if process.returncode is None:
+            process.kill()
+    return Outcome(
+        elapsed=float(done["elapsed"]),
+        sent=int(done["sent"]),
+        acked=int(done["acked"]),
+        deliveries=int(done["deliveries"]),
+        errors=dict(done["errors"]),
+        latencies_ms=[float(x) for x in done["latencies"]],
+        cpu_used=cpu_used,
+        rss_before=rss_before,
+        rss_after=rss_after,
+    )
+
+
+async def run_scenario(
+    base_url: str, pids: dict[str, int], name: str, cfg: dict[str, Any], driver: str
+) -> dict[str, Any]:
+    ws_base = base_url.replace("http://", "ws://").replace("https://", "wss://")
+    async with httpx.AsyncClient(base_url=base_url, timeout=30) as http:
+        clients = await setup_clients(http, cfg["clients"], cfg["rooms"])
+    run = drive_node if driver == "node" else drive_python
+    outcome = await run(ws_base, clients, pids, cfg)
+    elapsed = outcome.elapsed
+    lat_ms = outcome.latencies_ms
     per_room = cfg["clients"] / cfg["rooms"]
     result: dict[str, Any] = {
         "scenario": name,
@@ -249,15 +350,16 @@ async def run_scenario(base_url: str, pids: dict[str, int], name: str, cfg: dict
         "rooms": cfg["rooms"],
         "room_size": per_room,
         "target_rate": cfg["rate"] or "max",
+        "client_driver": driver,
         "window_per_client": cfg["window"],
         "duration_s": round(elapsed, 2),
-        "messages_sent": len(stats.sent_at),
-        "messages_accepted": stats.acked,
-        "messages_accepted_per_s": round(stats.acked / elapsed, 1),
-        "deliveries": stats.deliveries,
-        "deliveries_per_s": round(stats.deliveries / elapsed, 1),
-        "delivery_ratio": round(stats.deliveries / max(1, len(stats.sent_at) * per_room), 4),
-        "errors": stats.errors,
+        "messages_sent": outcome.sent,
+        "messages_accepted": outcome.acked,
+        "messages_accepted_per_s": round(outcome.acked / elapsed, 1),
+        "deliveries": outcome.deliveries,
+        "deliveries_per_s": round(outcome.deliveries / elapsed, 1),
+        "delivery_ratio": round(outcome.deliveries / max(1, outcome.sent * per_room), 4),
+        "errors": outcome.errors,
         "send_to_receive_ms": {
             "p50": round(percentile(lat_ms, 50), 2),
             "p95": round(percentile(lat_ms, 95), 2),
@@ -266,18 +368,23 @@ async def run_scenario(base_url: str, pids: dict[str, int], name: str, cfg: dict
             "mean": round(statistics.fmean(lat_ms), 2) if lat_ms else None,
         },
     }
-    if cpu_used and stats.acked:
+    cpu_used = outcome.cpu_used
+    if cpu_used and outcome.acked:
         # CPU per accepted message, by process (measured over the sending window plus the drain second).
         result["cpu_ms_per_message"] = {
-            name: round(1000 * used / stats.acked, 3) for name, used in sorted(cpu_used.items())
+            name: round(1000 * used / outcome.acked, 3) for name, used in sorted(cpu_used.items())
         }
+        services = sum(used for name, used in cpu_used.items() if name != "load-generator")
+        result["cpu_ms_per_message_all_services"] = round(1000 * services / outcome.acked, 3)
         result["cpu_cores_busy"] = {
             name: round(used / (elapsed + 1.0), 2) for name, used in sorted(cpu_used.items())
         }
-    if rss_before is not None and rss_after is not None:
-        result["edge_rss_kib_before_connect"] = rss_before
-        result["edge_rss_kib_after_connect"] = rss_after
-        result["edge_rss_kib_per_connection"] = round((rss_after - rss_before) / cfg["clients"], 1)
+    if outcome.rss_before is not None and outcome.rss_after is not None:
+        result["edge_rss_kib_before_connect"] = outcome.rss_before
+        result["edge_rss_kib_after_connect"] = outcome.rss_after
+        result["edge_rss_kib_per_connection"] = round(
+            (outcome.rss_after - outcome.rss_before) / cfg["clients"], 1
+        )
     return result
 
 
@@ -310,7 +417,7 @@ def private_stack(send_rate_limit: int) -> Iterator[tuple[str, dict[str, int]]]:
             assert redis.process is not None
             postmaster = int((pg.datadir / "postmaster.pid").read_text().split()[0])
             all_pids = {name: pid for name, pid in pids.items() if pid is not None}
-            all_pids |= {"postgres": postmaster, "redis": redis.process.pid, "load-generator": os.getpid()}
+            all_pids |= {"postgres": postmaster, "redis": redis.process.pid}
             yield f"http://127.0.0.1:{ports.edge}", all_pids
 
 
@@ -323,7 +430,7 @@ async def main_async(args: argparse.Namespace, base_url: str, pids: dict[str, in
             value = getattr(args, key)
             if value is not None:
                 cfg[key] = value
-        results.append(await run_scenario(base_url, pids, name, cfg))
+        results.append(await run_scenario(base_url, pids, name, cfg, args.client))
     return results
 
 
@@ -340,6 +447,12 @@ def main() -> int:
     parser.add_argument("--window", type=int, help="unacknowledged sends allowed per client")
     parser.add_argument("--duration", type=float, help="seconds of sending per scenario")
     parser.add_argument("--output", type=Path, help="also write the JSON here")
+    parser.add_argument(
+        "--client",
+        choices=["node", "python"],
+        default="node" if shutil.which("node") else "python",
+        help="WebSocket client driver: node (bench/wsclients, cheaper per frame) or python (aiohttp)",
+    )
     args = parser.parse_args()
     try:
         import uvloop
@@ -347,6 +460,8 @@ def main() -> int:
         uvloop.install()
     except ImportError:
         pass
+    if args.client == "node":
+        ensure_node_clients()
     if args.url:
         pids = {"edge": args.edge_pid} if args.edge_pid else {}
         results = asyncio.run(main_async(args, args.url.rstrip("/"), pids))
