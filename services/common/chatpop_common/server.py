@@ -24,7 +24,7 @@ from chatpop_common.auth import TokenVerifier
 from chatpop_common.interceptors import ErrorInterceptor, MetricsInterceptor, PrincipalInterceptor
 from chatpop_common.logs import configure_logging
 from chatpop_common.settings import ServiceSettings
-from chatpop_common.telemetry import configure_tracing, start_metrics_server, tracing_enabled
+from chatpop_common.telemetry import configure_tracing, start_metrics_server, tracing_enabled, tune_gc
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,7 @@ async def serve(
 ) -> None:
     metrics_port = start_metrics_server(settings.grpc_host, settings.metrics_port)
     app = await build()
+    tune_gc()
     server = grpc.aio.server(
         interceptors=[
             *([aio_server_interceptor()] if tracing_enabled() else []),

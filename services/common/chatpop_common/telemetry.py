@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 
 from opentelemetry import trace
@@ -48,6 +49,19 @@ def configure_tracing(service: str) -> None:
     trace.set_tracer_provider(provider)
     global _tracing
     _tracing = True
+
+
+def tune_gc() -> None:
+    """Fewer, cheaper cyclic-GC passes for a long-running server.
+
+    Start-up leaves tens of thousands of long-lived objects (modules, descriptors, settings) that
+    every full collection would walk again; freezing them moves them out of the collector's way, and
+    a larger first-generation threshold stops a collection every few hundred allocations on the
+    message path (each pause lands on some message's latency).
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
 
 
 def start_metrics_server(host: str, port: int) -> int:

@@ -11,7 +11,7 @@ import uvicorn
 from pydantic import ValidationError
 
 from chatpop_common.logs import configure_logging
-from chatpop_common.telemetry import configure_tracing, start_metrics_server
+from chatpop_common.telemetry import configure_tracing, start_metrics_server, tune_gc
 from chatpop_edge.app import create_app
 from chatpop_edge.settings import EdgeSettings
 
@@ -65,7 +65,9 @@ def main() -> int:
         lifespan="on",
         timeout_graceful_shutdown=math.ceil(settings.shutdown_grace),
     )
-    uvicorn.Server(config).run()
+    server = uvicorn.Server(config)
+    tune_gc()
+    server.run()
     return 0
 
 
