@@ -8,7 +8,7 @@ SERVICE_PATHS := services/common:services/identity:services/rooms:services/messa
 export PYTHONPATH := $(SERVICE_PATHS)$(if $(PYTHONPATH),:$(PYTHONPATH))
 STAMP := $(VENV)/.installed
 
-.PHONY: system-deps help install proto proto-check lint typecheck buf-lint test test-unit test-integration test-e2e test-browser run clean
+.PHONY: system-deps help install proto proto-check lint typecheck buf-lint test test-unit test-integration test-deploy test-e2e test-browser run clean
 
 help:
 	@echo "make run    start the whole platform on localhost (private Postgres/Redis unless URLs are set)"
@@ -69,6 +69,10 @@ test-unit: $(STAMP)
 test-integration: $(STAMP)
 	@$(call run_tier,tests/integration)
 
+# Images, chart, Tiltfile and protos, checked statically: no cluster, no network.
+test-deploy: $(STAMP)
+	@$(call run_tier,tests/deploy)
+
 test-e2e: $(STAMP)
 	@$(call run_tier,tests/e2e)
 
@@ -76,7 +80,7 @@ test-e2e: $(STAMP)
 test-browser: $(STAMP)
 	@if [ -d tests/browser ]; then $(call run_tier,tests/browser); else echo "no tests/browser yet"; fi
 
-test: system-deps $(STAMP) buf-lint proto-check lint typecheck test-unit test-integration test-e2e test-browser
+test: system-deps $(STAMP) buf-lint proto-check lint typecheck test-unit test-deploy test-integration test-e2e test-browser
 
 run: system-deps $(STAMP)
 	$(PY) -m chatpop_common.localrun

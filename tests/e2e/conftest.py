@@ -10,14 +10,19 @@ Tests use `stack.base_url` / `stack.ws_url` (or the `client` fixture), `stack.ad
 direct gRPC calls, `stack.kill(name)` (kill -9) / `stack.restart(name)`, and `stack.stop_redis()` /
 `stack.start_redis()` / `stack.restart_redis()`. Each of those has an async twin (`akill`,
 `arestart`, …) that runs it in a worker thread, so the event loop keeps serving open sockets.
+
+`observed_stack` is a second platform, started only when a test asks for it (the observability
+tests): its services export traces over OTLP to the `otlp_receiver` fixture and run with the
+default send rate limit. Its logs go to test-artifacts/e2e/observed/.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +32,7 @@ import pytest
 from chatpop_common.devstack import Postgres, Redis
 from chatpop_common.localrun import GRPC_SERVICES, REPO_ROOT, Ports, ensure_secrets, service_specs
 from chatpop_common.processes import ServiceSpec, StartupError, Supervisor
+from tests.e2e.otlp import OtlpReceiver
 
 STARTUP_TIMEOUT = float(os.environ.get("E2E_STARTUP_TIMEOUT", "60"))
 LOG_DIR = REPO_ROOT / "test-artifacts" / "e2e"
@@ -130,12 +136,19 @@ class Stack:
         await asyncio.to_thread(self.restart_redis)
 
 
-@pytest.fixture(scope="session")
-def stack(database_url: str, redis_url: str, datastores: tuple[Postgres, Redis]) -> Iterator[Stack]:
-    _, redis = datastores
+@contextlib.contextmanager
+def running_stack(
+    database_url: str,
+    redis_url: str,
+    redis: Redis,
+    *,
+    extra_env: Mapping[str, str] | None = None,
+    log_dir: Path = LOG_DIR,
+) -> Iterator[Stack]:
+    """All five services on free ports; `extra_env` is added to every service's environment."""
     ports = Ports.free()
-    LOG_DIR.mkdir(parents=True, exist_ok=True)
-    for old in LOG_DIR.glob("*.log"):
+    log_dir.mkdir(parents=True, exist_ok=True)
+    for old in log_dir.glob("*.log"):
         old.unlink()
     with tempfile.TemporaryDirectory(prefix="chatpop-e2e-") as tmp:
         secrets = ensure_secrets(Path(tmp) / "secrets")
@@ -147,14 +160,20 @@ def stack(database_url: str, redis_url: str, datastores: tuple[Postgres, Redis])
             "SEND_RATE_LIMIT": "100000",
             "SEND_RATE_BURST": "1000",
             "TRUSTED_PROXIES": "127.0.0.1/32",
+            # Every test comes from 127.0.0.1 and makes many sessions, rooms and names; the anonymous
+            # abuse limits themselves are covered by identity's and rooms' integration tests.
+            "ANONYMOUS_SESSION_LIMIT": "100000",
+            "ANONYMOUS_ROOM_LIMIT": "100000",
+            "ANONYMOUS_USERNAMES_PER_IP": "100000",
+            **(extra_env or {}),
         }
         specs = service_specs(env, ports, database_url, redis_url, secrets)
-        supervisor = Supervisor(stream=None, log_dir=LOG_DIR)
+        supervisor = Supervisor(stream=None, log_dir=log_dir)
         failure = ""
         try:
             supervisor.start_all(specs, timeout=STARTUP_TIMEOUT)
         except StartupError as exc:
-            failure = f"the e2e platform did not start: {exc}\n(full logs in {LOG_DIR})"
+            failure = f"the e2e platform did not start: {exc}\n(full logs in {log_dir})"
         except BaseException:
             supervisor.stop_all(timeout=5)
             raise
@@ -169,13 +188,53 @@ def stack(database_url: str, redis_url: str, datastores: tuple[Postgres, Redis])
                 database_url=database_url,
                 redis_url=redis_url,
                 redis=redis,
-                log_dir=LOG_DIR,
+                log_dir=log_dir,
             )
         finally:
             supervisor.stop_all()
             # A test that stopped Redis must not leave it down for whoever runs next.
             if redis.process is None:
                 redis.start(redis.datadir.parent / "redis.log", persist=False)
+
+
+@pytest.fixture(scope="session")
+def stack(database_url: str, redis_url: str, datastores: tuple[Postgres, Redis]) -> Iterator[Stack]:
+    _, redis = datastores
+    with running_stack(database_url, redis_url, redis) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def otlp_receiver() -> Iterator[OtlpReceiver]:
+    """An OTLP/gRPC trace collector on a free port, for the observed stack."""
+    receiver = OtlpReceiver()
+    receiver.start()
+    try:
+        yield receiver
+    finally:
+        receiver.stop()
+
+
+@pytest.fixture(scope="session")
+def observed_stack(
+    database_url: str, redis_url: str, datastores: tuple[Postgres, Redis], otlp_receiver: OtlpReceiver
+) -> Iterator[Stack]:
+    """A second platform, started only for the tests that ask for it: traces exported over OTLP to
+    `otlp_receiver` (standard OTEL_* variables only), the default send rate limit, and the payments
+    ledger counted often, so metrics and traces can be watched as an SRE would."""
+    _, redis = datastores
+    extra_env = {
+        "OTEL_TRACES_EXPORTER": "otlp",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_receiver.endpoint,
+        "OTEL_BSP_SCHEDULE_DELAY": "200",
+        "SEND_RATE_LIMIT": "10",
+        "SEND_RATE_BURST": "10",
+        "LEDGER_METRICS_INTERVAL": "0.2",
+    }
+    with running_stack(
+        database_url, redis_url, redis, extra_env=extra_env, log_dir=LOG_DIR / "observed"
+    ) as running:
+        yield running
 
 
 @pytest.fixture

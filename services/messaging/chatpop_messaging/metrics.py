@@ -27,8 +27,19 @@ GAP_FILLS = Counter(
     "chatpop_gap_fills", "Live delivery gaps filled from the hot cache or Postgres.", ["reason"]
 )
 
+RESUME_READS = Counter(
+    "chatpop_resume_reads",
+    "Resumes (ListMessagesAfter) by where the missed messages came from: hot_cache, postgres, "
+    "reload (too many missed: the client must reload) or nothing_missed.",
+    ["source"],
+)
+
 # Export the labelled series from the start, so dashboards see zeros rather than gaps.
 for _result in ("hit", "miss"):
     HOT_CACHE_REQUESTS.labels(_result)
+for _source in ("hot_cache", "postgres", "reload", "nothing_missed"):
+    RESUME_READS.labels(_source)
+for _reason in ("subscriber", "live", "reconnect", "poll"):
+    GAP_FILLS.labels(_reason)
 for _op in ("append", "read", "rebuild", "rate_limit", "subscribe"):
     REDIS_FAILURES.labels(_op)

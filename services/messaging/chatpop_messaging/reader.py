@@ -11,7 +11,7 @@ import logging
 
 from chatpop.messaging.v1 import messaging_pb2
 from chatpop_messaging.hotcache import HotCache
-from chatpop_messaging.metrics import HOT_CACHE_REBUILDS, HOT_CACHE_REQUESTS
+from chatpop_messaging.metrics import HOT_CACHE_REBUILDS, HOT_CACHE_REQUESTS, RESUME_READS
 from chatpop_messaging.store import MessageStore
 
 log = logging.getLogger(__name__)
@@ -25,9 +25,12 @@ class MessageReader:
         self._rebuild_again: set[str] = set()
 
     async def read_range(
-        self, room_id: str, low: int, high: int, *, newest: int
+        self, room_id: str, low: int, high: int, *, newest: int, resume: bool = False
     ) -> list[messaging_pb2.Message]:
-        """Messages low..high ascending; `newest` is the room's last seq (it bounds the hot window)."""
+        """Messages low..high ascending; `newest` is the room's last seq (it bounds the hot window).
+
+        `resume` counts the read among resumes by source (chatpop_resume_reads_total).
+        """
         low = max(low, 1)
         if high < low:
             return []
@@ -36,8 +39,12 @@ class MessageReader:
             cached = await self._cache.read(room_id, low, high)
             if cached is not None:
                 HOT_CACHE_REQUESTS.labels("hit").inc()
+                if resume:
+                    RESUME_READS.labels("hot_cache").inc()
                 return cached
         HOT_CACHE_REQUESTS.labels("miss").inc()
+        if resume:
+            RESUME_READS.labels("postgres").inc()
         messages = await self._store.range(room_id, low, high)
         if low >= hot_floor and self._cache.available():
             # The whole range should have been in the stream: it was lost or has a hole.

@@ -15,7 +15,7 @@ from chatpop_common.errors import InvalidArgument, ServiceError
 from chatpop_messaging import validation
 from chatpop_messaging.fanout import Fanout
 from chatpop_messaging.hotcache import AppendResult, HotCache
-from chatpop_messaging.metrics import GAP_FILLS, MESSAGES_ACCEPTED
+from chatpop_messaging.metrics import GAP_FILLS, MESSAGES_ACCEPTED, RESUME_READS
 from chatpop_messaging.participants import ParticipantDirectory
 from chatpop_messaging.ratelimit import SendRateLimiter
 from chatpop_messaging.reader import MessageReader
@@ -148,8 +148,14 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
         last_seq = await self._store.last_seq(room_id)
         # A position beyond the room's end cannot be resumed from either: the client must reload.
         if request.after_seq > last_seq or last_seq - request.after_seq > most:
+            RESUME_READS.labels("reload").inc()
             return messaging_pb2.ListMessagesAfterResponse(reload=True, last_seq=last_seq)
-        messages = await self._reader.read_range(room_id, request.after_seq + 1, last_seq, newest=last_seq)
+        if request.after_seq == last_seq:
+            RESUME_READS.labels("nothing_missed").inc()
+            return messaging_pb2.ListMessagesAfterResponse(last_seq=last_seq)
+        messages = await self._reader.read_range(
+            room_id, request.after_seq + 1, last_seq, newest=last_seq, resume=True
+        )
         return messaging_pb2.ListMessagesAfterResponse(messages=messages, last_seq=last_seq)
 
     async def Subscribe(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from chatpop.payments.v1 import payments_pb2, payments_pb2_grpc
@@ -9,6 +10,7 @@ from chatpop_common.auth import TokenVerifier
 from chatpop_common.clients import identity_key_cache, insecure_channel
 from chatpop_common.datastores import create_pg_pool
 from chatpop_common.server import GrpcApp, Registration
+from chatpop_payments.metrics import run_ledger_metrics
 from chatpop_payments.servicer import PaymentsServicer
 from chatpop_payments.settings import Settings
 
@@ -38,6 +40,9 @@ async def build(settings: Settings) -> GrpcApp:
     if settings.test_mode:
         log.warning("payments run in TEST MODE: no STRIPE_SECRET_KEY, payments complete without Stripe")
     servicer = PaymentsServicer(settings, pool)
+    ledger_metrics = asyncio.create_task(
+        run_ledger_metrics(pool, settings.ledger_metrics_interval), name="payments ledger metrics"
+    )
     return GrpcApp(
         registrations=[
             Registration(
@@ -48,4 +53,5 @@ async def build(settings: Settings) -> GrpcApp:
         ],
         verifier=TokenVerifier(identity_key_cache(identity)),
         cleanups=[identity.close, pool.close],
+        background=[ledger_metrics],
     )

@@ -8,7 +8,8 @@ from chatpop_common.settings import ServiceAddresses, ServiceSettings
 
 
 class Settings(ServiceSettings, ServiceAddresses):
-    """GRPC_PORT, METRICS_PORT, DATABASE_URL (required), STRIPE_* (optional), CURRENCY."""
+    """GRPC_PORT, METRICS_PORT, DATABASE_URL (required), STRIPE_* (optional), CURRENCY,
+    LEDGER_METRICS_INTERVAL."""
 
     grpc_port: int = Field(7104, ge=0, le=65535)
     metrics_port: int = Field(9104, ge=0, le=65535)
@@ -17,6 +18,8 @@ class Settings(ServiceSettings, ServiceAddresses):
     stripe_secret_key: str = ""
     stripe_publishable_key: str = ""
     currency: str = "usd"
+    # Seconds between counts of the ledger by state for the chatpop_payments gauge.
+    ledger_metrics_interval: float = Field(15.0, gt=0)
 
     @field_validator("currency")
     @classmethod

@@ -1,0 +1,517 @@
+"""The Helm chart: lint, render with every values file, validate against Kubernetes, and check
+what an SRE relies on (labels, ports, probes, hooks, secrets by reference, autoscaling, policies)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import helm_python as helm
+import kubernetes_validate
+import promql_parser
+import pytest
+import yaml
+
+from tests.deploy.conftest import (
+    CHART,
+    GRPC_SERVICES,
+    NAMESPACE,
+    REPO,
+    SCENARIOS,
+    SERVICES,
+    Rendered,
+    component,
+    load_values,
+    strip_private,
+    values_files,
+)
+
+KUBE_VERSIONS = ("1.30.0", "1.33.0")
+CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
+STANDARD_LABELS = (
+    "app.kubernetes.io/name",
+    "app.kubernetes.io/instance",
+    "app.kubernetes.io/component",
+    "app.kubernetes.io/version",
+    "app.kubernetes.io/managed-by",
+    "app.kubernetes.io/part-of",
+    "helm.sh/chart",
+)
+
+
+def _containers(obj: dict[str, Any]) -> list[dict[str, Any]]:
+    spec = obj["spec"]
+    pod = spec if obj["kind"] == "Pod" else spec["template"]["spec"]
+    return list(pod["containers"])
+
+
+def _env(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {item["name"]: item for item in container.get("env", [])}
+
+
+# -- lint and schema ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_chart_lints_clean(scenario: str) -> None:
+    report = helm.lint(CHART, load_values(*SCENARIOS[scenario]), strict=True, namespace=NAMESPACE)
+    problems = [m for m in report["messages"] if m["severity"] >= 2]
+    assert not problems, problems
+    assert not report["errors"], report["errors"]
+
+
+@pytest.mark.parametrize("path", values_files(), ids=lambda p: p.name)
+def test_every_values_file_matches_the_schema(chart: helm.Chart, path: Any) -> None:
+    chart.validate_schema(yaml.safe_load(path.read_text()) or {})
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"replicas": 3},
+        {"defaults": {"replica": 3}},
+        {"services": {"edge": {"replicass": 2}}},
+        {"services": {"web": {}}},
+        {"services": {"rooms": {"trustedProxies": ["10.0.0.0/8"]}}},
+        {"metrics": {"serviceMonitor": {"enable": True}}},
+        {"networkPolicy": {"stripe": {"cidr": ["0.0.0.0/0"]}}},
+        {"image": {"pullPolicy": "Sometimes"}},
+        {"otel": {"sampleRatio": 2}},
+    ],
+    ids=lambda v: json.dumps(v, sort_keys=True),
+)
+def test_the_schema_rejects_unknown_keys_and_bad_values(chart: helm.Chart, values: dict[str, Any]) -> None:
+    with pytest.raises(helm.HelmValuesError):
+        chart.validate_schema(values)
+    with pytest.raises(helm.HelmValuesError):
+        chart.render(values, name="chatpop")
+
+
+def test_templates_never_generate_or_look_up_secrets() -> None:
+    for template in (CHART / "templates").rglob("*"):
+        if template.is_file():
+            text = template.read_text()
+            for forbidden in ("lookup", "randAlpha", "randAlphaNum", "randAscii", "genPrivateKey", "uuidv4"):
+                assert forbidden not in text, f"{template.name} uses {forbidden}"
+
+
+# -- Kubernetes validity ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kube_version", KUBE_VERSIONS)
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_every_manifest_is_valid_kubernetes(
+    renderings: dict[str, Rendered], scenario: str, kube_version: str
+) -> None:
+    rendered = renderings[scenario]
+    assert rendered.objects
+    for obj in rendered.objects:
+        if obj["kind"] in CRD_KINDS:
+            continue
+        try:
+            kubernetes_validate.validate(strip_private(obj), kube_version, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            path = ".".join(str(p) for p in exc.path)
+            pytest.fail(
+                f"{obj['kind']} {obj['metadata'].get('name')} ({obj['_template']}): {path}: {exc.message}"
+            )
+
+
+def test_validation_catches_a_broken_manifest(renderings: dict[str, Rendered]) -> None:
+    deployment = strip_private(renderings["default"].get("Deployment", component("edge")))
+    deployment["spec"]["template"]["spec"]["containers"][0]["livenessProbe"]["httpGet"]["prot"] = 1
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, KUBE_VERSIONS[0], strict=True)
+
+
+def test_monitoring_resources_have_the_shape_prometheus_operator_expects(
+    renderings: dict[str, Rendered],
+) -> None:
+    rendered = renderings["all-features"]
+    monitor = rendered.get("ServiceMonitor", "chatpop")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert [e["port"] for e in monitor["spec"]["endpoints"]] == ["metrics"]
+    selected = monitor["spec"]["selector"]["matchExpressions"][0]["values"]
+    assert sorted(selected) == sorted(SERVICES)
+    rules = rendered.get("PrometheusRule", "chatpop")
+    assert rules["apiVersion"] == "monitoring.coreos.com/v1"
+    alerts = [rule for group in rules["spec"]["groups"] for rule in group["rules"]]
+    assert alerts
+    runbook = (REPO / "helm" / "RUNBOOK.md").read_text().lower()
+    for alert in alerts:
+        assert set(alert) <= {"alert", "expr", "for", "labels", "annotations"}
+        assert alert["labels"]["severity"] in ("critical", "warning")
+        assert alert["annotations"]["summary"]
+        assert "__" not in alert["expr"], f"{alert['alert']}: unfilled placeholder"
+        promql_parser.parse(alert["expr"])
+        anchor = alert["annotations"]["runbook_url"].rsplit("#", 1)[1]
+        assert anchor == alert["alert"].lower()
+        assert f"## {anchor}" in runbook, f"RUNBOOK.md has no section for {alert['alert']}"
+
+
+def test_alerts_cover_errors_latency_resumes_and_restarts(renderings: dict[str, Rendered]) -> None:
+    rules = renderings["all-features"].get("PrometheusRule", "chatpop")
+    exprs = " ".join(rule["expr"] for group in rules["spec"]["groups"] for rule in group["rules"])
+    for metric in (
+        "grpc_server_handled_total",
+        "grpc_server_handling_seconds_bucket",
+        "chatpop_resume_total",
+        "kube_pod_container_status_restarts_total",
+    ):
+        assert metric in exprs
+    assert f'namespace="{NAMESPACE}"' in exprs
+
+
+# -- workloads ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_every_object_carries_the_standard_labels(renderings: dict[str, Rendered], scenario: str) -> None:
+    for obj in renderings[scenario].objects:
+        labels = obj["metadata"].get("labels", {})
+        missing = [label for label in STANDARD_LABELS if label not in labels]
+        assert not missing, f"{obj['kind']} {obj['metadata']['name']} lacks {missing}"
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_each_service_is_deployed_with_named_ports_and_native_probes(
+    renderings: dict[str, Rendered], scenario: str
+) -> None:
+    rendered = renderings[scenario]
+    for name in SERVICES:
+        deployment = rendered.get("Deployment", component(name))
+        (container,) = _containers(deployment)
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        main = "http" if name == "edge" else "grpc"
+        assert set(ports) == {main, "metrics"}
+        assert container["image"].split("/")[-1].startswith(f"chatpop-{name}:")
+        for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+            if name == "edge":
+                assert container[probe]["httpGet"]["port"] == "http"
+            else:
+                assert container[probe]["grpc"]["port"] == ports["grpc"]
+        assert container["readinessProbe"].get("httpGet", {}).get("path", "/readyz") == "/readyz"
+        env = _env(container)
+        assert env["METRICS_PORT"]["value"] == str(ports["metrics"])
+        if name != "edge":
+            assert env["GRPC_HOST"]["value"] == "0.0.0.0"
+            assert env["GRPC_PORT"]["value"] == str(ports["grpc"])
+        for other in GRPC_SERVICES:
+            # Headless Service name + port: the clients resolve every pod and balance per call.
+            assert env[f"{other.upper()}_ADDR"]["value"].startswith(f"{component(other)}:")
+
+        service = rendered.get("Service", component(name))
+        service_ports = {p["name"]: p for p in service["spec"]["ports"]}
+        assert set(service_ports) == {main, "metrics"}
+        assert all(p["targetPort"] == p["name"] for p in service_ports.values())
+        if name == "edge":
+            assert service["spec"]["type"] == "ClusterIP"
+        else:
+            assert service["spec"]["clusterIP"] == "None"
+
+
+def test_pods_run_unprivileged_on_a_read_only_root(renderings: dict[str, Rendered]) -> None:
+    rendered = renderings["default"]
+    for obj in [*rendered.of_kind("Deployment"), *rendered.of_kind("Job"), *rendered.of_kind("Pod")]:
+        pod = obj["spec"] if obj["kind"] == "Pod" else obj["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["automountServiceAccountToken"] is False
+        for container in pod["containers"]:
+            security = container["securityContext"]
+            assert security["readOnlyRootFilesystem"] is True
+            assert security["allowPrivilegeEscalation"] is False
+            assert security["capabilities"]["drop"] == ["ALL"]
+
+
+def test_shutdown_leaves_time_to_drain(renderings: dict[str, Rendered]) -> None:
+    for name in SERVICES:
+        deployment = renderings["default"].get("Deployment", component(name))
+        pod = deployment["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        grace = float(_env(container)["SHUTDOWN_GRACE"]["value"])
+        pause = container["lifecycle"]["preStop"]["sleep"]["seconds"]
+        assert pod["terminationGracePeriodSeconds"] > grace + pause
+
+
+def test_edge_and_messaging_autoscale_and_every_replicated_service_has_a_pdb(
+    renderings: dict[str, Rendered],
+) -> None:
+    rendered = renderings["default"]
+    assert rendered.names("HorizontalPodAutoscaler") == {component("edge"), component("messaging")}
+    for hpa in rendered.of_kind("HorizontalPodAutoscaler"):
+        assert hpa["spec"]["scaleTargetRef"]["name"] == hpa["metadata"]["name"]
+        assert "replicas" not in rendered.get("Deployment", hpa["metadata"]["name"])["spec"]
+    assert rendered.names("PodDisruptionBudget") == {component(name) for name in SERVICES}
+
+
+def test_per_service_overrides_win_over_defaults_even_when_false(renderings: dict[str, Rendered]) -> None:
+    rendered = renderings["all-features"]
+    # rooms sets pdb.enabled: false over the default true; identity turns autoscaling on.
+    assert component("rooms") not in rendered.names("PodDisruptionBudget")
+    assert component("identity") in rendered.names("HorizontalPodAutoscaler")
+    assert rendered.get("Deployment", component("payments"))["spec"]["replicas"] == 3
+    edge = _env(_containers(rendered.get("Deployment", component("edge")))[0])
+    assert edge["TRUSTED_PROXIES"]["value"] == "10.0.0.0/8"
+    assert edge["DB_POOL_MAX"]["value"] == "20"
+    assert edge["PUBLIC_URL"]["value"] == "https://chat.example.com"
+
+
+def test_images_follow_registry_repository_and_tag(renderings: dict[str, Rendered]) -> None:
+    rendered = renderings["all-features"]
+    for name in SERVICES:
+        (container,) = _containers(rendered.get("Deployment", component(name)))
+        assert container["image"] == f"registry.example.com/chat/chatpop-{name}:1.2.3"
+    (job,) = rendered.of_kind("Job")
+    assert _containers(job)[0]["image"] == "registry.example.com/chat/chatpop-tools:1.2.3"
+
+
+def test_tracing_is_configured_only_by_standard_otel_variables(renderings: dict[str, Rendered]) -> None:
+    off = _env(_containers(renderings["default"].get("Deployment", component("rooms")))[0])
+    assert "OTEL_EXPORTER_OTLP_ENDPOINT" not in off
+    on = _env(_containers(renderings["all-features"].get("Deployment", component("rooms")))[0])
+    assert on["OTEL_EXPORTER_OTLP_ENDPOINT"]["value"] == "http://otel-collector.observability.svc:4317"
+    assert on["OTEL_SERVICE_NAME"]["value"] == "chatpop-rooms"
+    assert on["OTEL_TRACES_SAMPLER"]["value"] == "parentbased_traceidratio"
+    assert on["OTEL_TRACES_SAMPLER_ARG"]["value"] == "0.1"
+    assert "deployment.environment=production" in on["OTEL_RESOURCE_ATTRIBUTES"]["value"]
+
+
+# -- secrets ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scenario", ["default", "all-features", "external-datastores"])
+def test_secrets_are_only_referenced_never_rendered(renderings: dict[str, Rendered], scenario: str) -> None:
+    rendered = renderings[scenario]
+    assert rendered.of_kind("Secret") == []
+    values = load_values(*SCENARIOS[scenario])
+    postgres = {
+        "existingSecret": "chatpop-secrets",
+        "existingSecretKey": "database-url",
+        **values.get("postgres", {}),
+    }
+    for name in GRPC_SERVICES:
+        env = _env(_containers(rendered.get("Deployment", component(name)))[0])
+        ref = env["DATABASE_URL"]["valueFrom"]["secretKeyRef"]
+        assert (ref["name"], ref["key"]) == (postgres["existingSecret"], postgres["existingSecretKey"])
+    for name in ("identity", "payments", "edge"):
+        assert "REDIS_URL" not in _env(_containers(rendered.get("Deployment", component(name)))[0])
+
+
+def test_a_missing_secret_reference_fails_with_a_clear_message(chart: helm.Chart) -> None:
+    with pytest.raises(helm.HelmRenderError, match=r"postgres\.existingSecret is required"):
+        chart.render({"postgres": {"existingSecret": ""}}, name="chatpop")
+
+
+def test_stripe_keys_come_from_their_secret_and_test_mode_is_announced(
+    renderings: dict[str, Rendered],
+) -> None:
+    default = renderings["default"]
+    assert "STRIPE_SECRET_KEY" not in _env(_containers(default.get("Deployment", component("payments")))[0])
+    assert "TEST MODE" in default.files["chatpop/templates/NOTES.txt"]
+    full = renderings["all-features"]
+    env = _env(_containers(full.get("Deployment", component("payments")))[0])
+    assert env["STRIPE_SECRET_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "chatpop-stripe"
+    assert "TEST MODE" not in full.files["chatpop/templates/NOTES.txt"]
+
+
+def test_identity_reads_its_signing_key_from_a_mounted_secret(renderings: dict[str, Rendered]) -> None:
+    deployment = renderings["all-features"].get("Deployment", component("identity"))
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    env = _env(container)
+    assert env["IDENTITY_SIGNING_KEY_FILE"]["value"] == "/etc/chatpop/identity/signing-key.pem"
+    assert env["IDENTITY_EXTRA_PUBLIC_KEY_FILES"]["value"] == "/etc/chatpop/identity/extra-0.pem"
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "signing-key"]
+    keys = {item["key"]: item["path"] for item in volume["secret"]["items"]}
+    assert keys == {"identity-signing-key.pem": "signing-key.pem", "identity-previous-key.pem": "extra-0.pem"}
+
+
+def test_dev_values_bring_fixed_secrets_and_datastores(renderings: dict[str, Rendered]) -> None:
+    rendered = renderings["dev"]
+    (secret,) = rendered.of_kind("Secret")
+    assert secret["metadata"]["name"] == "chatpop-dev"
+    assert "BEGIN PRIVATE KEY" in secret["stringData"]["identity-signing-key.pem"]
+    assert {component("postgres"), component("redis")} <= rendered.names("Deployment")
+    env = _env(_containers(rendered.get("Deployment", component("messaging")))[0])
+    assert env["DATABASE_URL"]["value"] == "postgresql://chatpop@chatpop-postgres:5432/chatpop"
+    assert env["REDIS_URL"]["value"] == "redis://chatpop-redis:6379/0"
+    assert {component("prometheus"), component("grafana")} <= rendered.names("Deployment")
+
+
+# -- hooks, ingress, dashboards -----------------------------------------------------------------
+
+
+def test_migrations_run_as_a_pre_install_and_pre_upgrade_hook(renderings: dict[str, Rendered]) -> None:
+    job = renderings["default"].get("Job", component("migrations"))
+    annotations = job["metadata"]["annotations"]
+    assert annotations["helm.sh/hook"] == "pre-install,pre-upgrade"
+    assert "before-hook-creation" in annotations["helm.sh/hook-delete-policy"]
+    (container,) = _containers(job)
+    assert container["args"] == ["python", "-m", "chatpop_common.migrate"]
+    assert "DATABASE_URL" in _env(container)
+    # With in-chart dev datastores a hook would run before Postgres exists: an ordinary Job then.
+    dev_job = renderings["dev"].get("Job", component("migrations"))
+    assert "helm.sh/hook" not in dev_job["metadata"].get("annotations", {})
+
+
+def test_helm_test_checks_every_service(renderings: dict[str, Rendered]) -> None:
+    pod = renderings["default"].get("Pod", component("health-check"))
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    (container,) = _containers(pod)
+    args = container["args"]
+    assert args[:2] == ["python", "/app/bin/health_check.py"]
+    for name in GRPC_SERVICES:
+        service = renderings["default"].get("Service", component(name))
+        port = service["spec"]["ports"][0]["port"]
+        assert f"--grpc={name}={component(name)}:{port}" in args
+    assert f"--http=edge=http://{component('edge')}:8080/readyz" in args
+
+
+def test_ingress_keeps_websockets_open_and_terminates_tls(renderings: dict[str, Rendered]) -> None:
+    assert renderings["default"].of_kind("Ingress") == []
+    (ingress,) = renderings["all-features"].of_kind("Ingress")
+    annotations = ingress["metadata"]["annotations"]
+    assert int(annotations["nginx.ingress.kubernetes.io/proxy-read-timeout"]) >= 3600
+    assert int(annotations["nginx.ingress.kubernetes.io/proxy-send-timeout"]) >= 3600
+    assert ingress["spec"]["tls"] == [{"secretName": "chatpop-tls", "hosts": ["chat.example.com"]}]
+    backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
+    assert backend == {"name": component("edge"), "port": {"name": "http"}}
+
+
+def test_ingress_without_hosts_is_refused(chart: helm.Chart) -> None:
+    with pytest.raises(helm.HelmRenderError, match=r"ingress\.hosts"):
+        chart.render({"ingress": {"enabled": True}}, name="chatpop")
+
+
+def test_dashboards_ship_as_configmaps_for_the_grafana_sidecar(renderings: dict[str, Rendered]) -> None:
+    files = sorted(p.name for p in (CHART / "files" / "dashboards").glob("*.json"))
+    assert files == ["platform-overview.json", "realtime-chat.json", "service-red.json"]
+    maps = [
+        m
+        for m in renderings["default"].of_kind("ConfigMap")
+        if m["metadata"]["labels"].get("grafana_dashboard")
+    ]
+    assert sorted(name for m in maps for name in m["data"]) == files
+    uids = set()
+    for config_map in maps:
+        assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+        assert config_map["metadata"]["annotations"]["grafana_folder"] == "ChatPop"
+        for text in config_map["data"].values():
+            dashboard = json.loads(text)
+            uids.add(dashboard["uid"])
+            assert dashboard["panels"]
+    assert len(uids) == len(files)
+
+
+def test_dashboard_queries_are_valid_promql() -> None:
+    from tests.deploy.promql import dashboard_queries
+
+    queries = dashboard_queries()
+    assert len(queries) > 30
+    for where, query in queries:
+        try:
+            promql_parser.parse(query)
+        except Exception as exc:
+            pytest.fail(f"{where}: {query!r}: {exc}")
+
+
+# -- network policies ---------------------------------------------------------------------------
+
+
+def _policy(rendered: Rendered, name: str) -> dict[str, Any]:
+    spec: dict[str, Any] = rendered.get("NetworkPolicy", component(name))["spec"]
+    return spec
+
+
+def _egress_ports(spec: dict[str, Any]) -> set[int]:
+    return {port["port"] for rule in spec.get("egress", []) for port in rule.get("ports", [])}
+
+
+def _ingress_sources(spec: dict[str, Any]) -> set[str]:
+    """Components allowed in on the main port (not the metrics port)."""
+    return {
+        peer["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
+        for rule in spec.get("ingress") or []
+        if all(port["port"] != "metrics" for port in rule.get("ports", []))
+        for peer in rule.get("from", [])
+        if "podSelector" in peer
+    }
+
+
+@pytest.mark.parametrize("scenario", ["all-features", "external-datastores", "network-policies"])
+def test_network_policies_deny_by_default_and_allow_only_the_call_graph(
+    renderings: dict[str, Rendered], scenario: str
+) -> None:
+    rendered = renderings[scenario]
+    deny = _policy(rendered, "default-deny")
+    assert deny == {
+        "podSelector": {
+            "matchLabels": {"app.kubernetes.io/name": "chatpop", "app.kubernetes.io/instance": "chatpop"}
+        },
+        "policyTypes": ["Ingress", "Egress"],
+    }
+    values = load_values(*SCENARIOS[scenario])
+    dev = values.get("dev", {}).get("datastores", {}).get("enabled", False)
+    redis_port = 6379 if dev else values.get("redis", {}).get("port", 6379)
+    postgres_port = 5432 if dev else values.get("postgres", {}).get("port", 5432)
+
+    for name in SERVICES:
+        ports = _egress_ports(_policy(rendered, name))
+        # Only payments may leave the cluster (Stripe); only messaging and rooms reach Redis.
+        assert (443 in ports) == (name == "payments"), name
+        assert (redis_port in ports) == (name in ("messaging", "rooms")), name
+        assert (postgres_port in ports) == (name != "edge"), name
+
+    assert _ingress_sources(_policy(rendered, "identity")) == {
+        "edge",
+        "rooms",
+        "messaging",
+        "payments",
+        "health-check",
+    }
+    assert _ingress_sources(_policy(rendered, "rooms")) == {"edge", "messaging", "payments", "health-check"}
+    assert _ingress_sources(_policy(rendered, "messaging")) >= {"edge", "payments", "health-check"}
+    assert "rooms" not in _ingress_sources(_policy(rendered, "messaging"))
+    assert _ingress_sources(_policy(rendered, "payments")) == {"edge", "health-check"}
+    assert _egress_ports(_policy(rendered, "migrations")) == {postgres_port}
+    stripe = [rule for rule in _policy(rendered, "payments")["egress"] if rule["ports"][0]["port"] == 443]
+    assert stripe[0]["to"][0]["ipBlock"]["except"] == ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"]
+
+
+def test_dev_datastores_accept_only_their_clients(renderings: dict[str, Rendered]) -> None:
+    rendered = renderings["network-policies"]
+    assert _ingress_sources(_policy(rendered, "redis")) == {"messaging", "rooms"}
+    assert _ingress_sources(_policy(rendered, "postgres")) == {
+        "identity",
+        "rooms",
+        "messaging",
+        "payments",
+        "migrations",
+    }
+
+
+def test_external_datastore_destinations_narrow_the_egress(renderings: dict[str, Rendered]) -> None:
+    spec = _policy(renderings["external-datastores"], "messaging")
+    by_port = {rule["ports"][0]["port"]: rule for rule in spec["egress"]}
+    assert by_port[5433]["to"] == [{"ipBlock": {"cidr": "10.20.0.0/24"}}]
+    assert by_port[6380]["to"] == [{"ipBlock": {"cidr": "10.20.1.0/24"}}]
+
+
+def test_no_policies_unless_enabled(renderings: dict[str, Rendered]) -> None:
+    assert renderings["default"].of_kind("NetworkPolicy") == []
+    assert renderings["dev"].of_kind("NetworkPolicy") == []
+
+
+def test_another_release_name_keeps_every_reference_consistent(chart: helm.Chart) -> None:
+    files = chart.render({}, name="team-chat", namespace=NAMESPACE, is_install=True)
+    objects = [
+        o for path, text in files.items() if path.endswith(".yaml") for o in yaml.safe_load_all(text) if o
+    ]
+    services = {o["metadata"]["name"] for o in objects if o["kind"] == "Service"}
+    assert services == {f"team-chat-chatpop-{name}" for name in SERVICES}
+    for deployment in (o for o in objects if o["kind"] == "Deployment"):
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        for name in GRPC_SERVICES:
+            host = _env(container)[f"{name.upper()}_ADDR"]["value"].split(":")[0]
+            assert host in services

@@ -1,0 +1,178 @@
+"""One request, one trace, across real processes: spans exported over OTLP by every service.
+
+The observed stack is configured only by standard OTEL_* variables pointing at an OTLP/gRPC
+receiver run by the test. A REST call and a WebSocket send must each produce one connected trace
+(every span's parent is in the trace, one root) that crosses the services they touch and reaches
+Postgres and Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING
+
+import httpx
+import pytest
+
+from tests.e2e.chat import ChatSocket, bearer, join, new_id, open_room
+from tests.e2e.otlp import OtlpReceiver, Span
+
+if TYPE_CHECKING:
+    from tests.e2e.conftest import Stack
+
+TRACE_TIMEOUT = 30.0
+
+
+@pytest.fixture
+async def http(observed_stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=observed_stack.base_url, timeout=10) as client:
+        yield client
+
+
+async def wait_for_trace(
+    receiver: OtlpReceiver,
+    find_root: Callable[[list[Span]], Span | None],
+    complete: Callable[[list[Span]], bool],
+) -> list[Span]:
+    """Spans arrive in batches from each process: wait until the trace is there and complete."""
+    deadline = time.monotonic() + TRACE_TIMEOUT
+    spans: list[Span] = []
+    while time.monotonic() < deadline:
+        root = find_root(receiver.spans())
+        if root is not None:
+            spans = receiver.trace(root.trace_id)
+            if complete(spans):
+                return spans
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"no complete trace within {TRACE_TIMEOUT}s; last seen: {describe(spans)}")
+
+
+def describe(spans: list[Span]) -> str:
+    return "; ".join(f"{s.service}:{s.kind}:{s.name}" for s in spans) or "nothing"
+
+
+def services(spans: list[Span]) -> set[str]:
+    return {s.service for s in spans}
+
+
+def db_systems(spans: list[Span], service: str) -> set[str]:
+    return {
+        str(s.attributes.get("db.system"))
+        for s in spans
+        if s.service == service and "db.system" in s.attributes
+    }
+
+
+def assert_connected(spans: list[Span]) -> Span:
+    """One root, and every other span's parent is in the same trace; returns the root."""
+    ids = {s.span_id for s in spans}
+    roots = [s for s in spans if not s.parent_span_id]
+    orphans = [s for s in spans if s.parent_span_id and s.parent_span_id not in ids]
+    assert len(roots) == 1, f"roots: {describe(roots)}"
+    assert not orphans, f"spans whose parent is missing: {describe(orphans)}"
+    return roots[0]
+
+
+def edge_span(name_part: str, after: set[str]) -> Callable[[list[Span]], Span | None]:
+    def find(spans: list[Span]) -> Span | None:
+        for span in spans:
+            if span.service == "chatpop-edge" and name_part in span.name and span.trace_id not in after:
+                return span
+        return None
+
+    return find
+
+
+async def test_a_rest_send_is_one_trace_from_the_edge_to_postgres_and_redis(
+    observed_stack: Stack, http: httpx.AsyncClient, otlp_receiver: OtlpReceiver
+) -> None:
+    room = await open_room(http, name="traced room")
+    joined = await join(http, room.code, f"tr{new_id()[:8]}")
+    before = {s.trace_id for s in otlp_receiver.spans()}
+
+    sent = await http.post(
+        f"/api/v1/rooms/{room.code}/messages",
+        json={"client_msg_id": new_id(), "text": "follow me"},
+        headers=bearer(joined["room_token"]),
+    )
+    assert sent.status_code in (200, 201), sent.text
+
+    def complete(spans: list[Span]) -> bool:
+        return (
+            {"chatpop-edge", "chatpop-messaging", "chatpop-rooms"} <= services(spans)
+            and {"postgresql", "redis"} <= db_systems(spans, "chatpop-messaging")
+            and any(
+                s.service == "chatpop-edge" and s.kind == "SERVER" and not s.parent_span_id for s in spans
+            )
+        )
+
+    spans = await wait_for_trace(otlp_receiver, edge_span("/api/v1/rooms/{code}/messages", before), complete)
+    root = assert_connected(spans)
+    assert root.service == "chatpop-edge"
+    assert root.kind == "SERVER"
+    assert "POST" in root.name
+    sends = [s for s in spans if s.service == "chatpop-messaging" and s.name.endswith("SendMessage")]
+    assert [s.kind for s in sends] == ["SERVER"]
+
+
+async def test_a_join_is_one_trace_through_rooms_and_identity(
+    observed_stack: Stack, http: httpx.AsyncClient, otlp_receiver: OtlpReceiver
+) -> None:
+    room = await open_room(http, name="traced join")
+    before = {s.trace_id for s in otlp_receiver.spans()}
+    await join(http, room.code, f"tj{new_id()[:8]}")
+
+    def complete(spans: list[Span]) -> bool:
+        return {"chatpop-edge", "chatpop-rooms", "chatpop-identity"} <= services(spans) and "postgresql" in (
+            db_systems(spans, "chatpop-rooms")
+        )
+
+    spans = await wait_for_trace(otlp_receiver, edge_span("/api/v1/rooms/{code}/join", before), complete)
+    root = assert_connected(spans)
+    assert (root.service, root.kind) == ("chatpop-edge", "SERVER")
+    issued = [s for s in spans if s.service == "chatpop-identity" and s.name.endswith("IssueRoomToken")]
+    assert issued, describe(spans)
+    parent = next(s for s in spans if s.span_id == issued[0].parent_span_id)
+    assert parent.service == "chatpop-rooms", "identity is called by rooms, within the same trace"
+
+
+async def test_a_websocket_send_is_one_trace_from_the_edge_to_postgres_and_redis(
+    observed_stack: Stack, http: httpx.AsyncClient, otlp_receiver: OtlpReceiver
+) -> None:
+    room = await open_room(http, name="traced socket")
+    joined = await join(http, room.code, f"tw{new_id()[:8]}")
+    socket = await ChatSocket.open(observed_stack.ws_url, room.code, joined["room_token"])
+    try:
+        before = {s.trace_id for s in otlp_receiver.spans()}
+        client_msg_id = await socket.send("over the socket")
+        ack = await socket.ack_or_error(client_msg_id)
+        assert ack["type"] == "ack", ack
+    finally:
+        await socket.close()
+
+    def find(spans: list[Span]) -> Span | None:
+        for span in spans:
+            if (
+                span.service == "chatpop-edge"
+                and span.name.endswith("MessagingService/SendMessage")
+                and not span.parent_span_id
+                and span.trace_id not in before
+            ):
+                return span
+        return None
+
+    def complete(spans: list[Span]) -> bool:
+        return {"chatpop-edge", "chatpop-messaging", "chatpop-rooms"} <= services(spans) and {
+            "postgresql",
+            "redis",
+        } <= db_systems(spans, "chatpop-messaging")
+
+    spans = await wait_for_trace(otlp_receiver, find, complete)
+    root = assert_connected(spans)
+    assert root.service == "chatpop-edge"
+    # Each send is its own trace: the socket's other frames (ready, typing, Subscribe) are not in it.
+    assert [s.name for s in spans if s.service == "chatpop-messaging" and s.kind == "SERVER"] == [
+        "/chatpop.messaging.v1.MessagingService/SendMessage"
+    ]
