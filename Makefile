@@ -8,12 +8,13 @@ SERVICE_PATHS := services/common:services/identity:services/rooms:services/messa
 export PYTHONPATH := $(SERVICE_PATHS)$(if $(PYTHONPATH),:$(PYTHONPATH))
 STAMP := $(VENV)/.installed
 
-.PHONY: system-deps help install proto proto-check lint typecheck buf-lint test test-unit test-integration test-deploy test-e2e test-browser run clean
+.PHONY: system-deps help install proto proto-check lint typecheck buf-lint web test test-unit test-integration test-deploy test-e2e test-browser run clean
 
 help:
 	@echo "make run    start the whole platform on localhost (private Postgres/Redis unless URLs are set)"
 	@echo "make test   run every test tier (unit, integration, e2e) and the static checks"
 	@echo "make proto  regenerate Python code and stubs from protos/"
+	@echo "make web    build the web client (services/edge/web -> services/edge/web/dist)"
 
 # The venv is built from the lock file with uv when it is on PATH (fast); on a fresh machine without
 # uv, python3.11's own venv and pip install the same pinned lock.
@@ -31,6 +32,27 @@ $(STAMP): requirements-dev.lock
 		$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.lock || exit 1; \
 	fi
 	@touch $(STAMP)
+
+# The web client: npm ci from the lock file (only when it changed), then a Vite build whenever a
+# source changed. The edge serves the result from services/edge/web/dist.
+WEB := services/edge/web
+WEB_MODULES := $(WEB)/node_modules/.chatpop-installed
+WEB_BUILD := $(WEB)/dist/index.html
+WEB_SOURCES := $(shell find $(WEB)/src -type f 2>/dev/null) $(addprefix $(WEB)/,index.html vite.config.ts tsconfig.json package.json)
+NODE_MIN := 20.19
+
+$(WEB_MODULES): $(WEB)/package-lock.json $(WEB)/package.json
+	@command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || { \
+		echo "Node.js $(NODE_MIN)+ and npm are needed to build the web client (https://nodejs.org, or your distribution's nodejs and npm packages)"; exit 1; }
+	@node -e 'const [a,b]=process.versions.node.split(".").map(Number),[x,y]="$(NODE_MIN)".split(".").map(Number);process.exit(a>x||(a===x&&b>=y)?0:1)' || { \
+		echo "the web client's build (Vite) needs Node.js $(NODE_MIN) or newer; this is $$(node --version)"; exit 1; }
+	cd $(WEB) && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+$(WEB_BUILD): $(WEB_MODULES) $(WEB_SOURCES)
+	cd $(WEB) && npm run --silent build
+
+web: $(WEB_BUILD)
 
 # Debian packages (PostgreSQL, Redis, Python venv support, Chromium for the browser tier): installed
 # on first use when missing, a quick check otherwise.
@@ -77,13 +99,13 @@ test-e2e: $(STAMP)
 	@$(call run_tier,tests/e2e)
 
 # The browser tier joins once tests/browser exists.
-test-browser: $(STAMP)
+test-browser: $(STAMP) web
 	@if [ -d tests/browser ]; then $(call run_tier,tests/browser); else echo "no tests/browser yet"; fi
 
-test: system-deps $(STAMP) buf-lint proto-check lint typecheck test-unit test-deploy test-integration test-e2e test-browser
+test: system-deps $(STAMP) web buf-lint proto-check lint typecheck test-unit test-deploy test-integration test-e2e test-browser
 
-run: system-deps $(STAMP)
+run: system-deps $(STAMP) web
 	$(PY) -m chatpop_common.localrun
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache $(WEB)/node_modules $(WEB)/dist

@@ -21,6 +21,7 @@ from chatpop_edge.middleware import (
 from chatpop_edge.realtime.hub import RoomHub
 from chatpop_edge.routes import auth, meta, realtime, rooms
 from chatpop_edge.settings import EdgeSettings
+from chatpop_edge.web import install_web_client
 
 DESCRIPTION = """\
 ChatPop's public API. Errors are always `{"error": {"code": "...", "message": "..."}}`.
@@ -70,6 +71,7 @@ def create_app(settings: EdgeSettings) -> FastAPI:
     app.include_router(rooms.router)
     app.include_router(meta.router)
     app.include_router(realtime.router)
+    install_web_client(app, settings.web_root)
 
     # add_middleware wraps: the last one added runs first.
     app.add_middleware(UnexpectedErrorMiddleware)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import Field, SecretStr, field_validator
@@ -42,6 +43,8 @@ class EdgeSettings(ServiceAddresses):
     typing_interval: float = Field(default=2.0, ge=0)
     # Seconds open connections get to finish on SIGTERM.
     shutdown_grace: float = Field(default=10.0, ge=0)
+    # The built web client (index.html + assets/); unset: services/edge/web/dist from `make web`.
+    web_root: Path | None = None
 
     @field_validator("public_url")
     @classmethod

@@ -1,0 +1,209 @@
+/** REST v1 of the edge. Every failure becomes an ApiError with the server's stable code and message. */
+
+export class ApiError extends Error {
+  readonly status: number;
+  readonly code: string;
+  readonly retryAfter: number | null;
+
+  constructor(status: number, code: string, message: string, retryAfter: number | null = null) {
+    super(message);
+    this.status = status;
+    this.code = code;
+    this.retryAfter = retryAfter;
+  }
+
+  /** Worth trying again as is: the network or a service was briefly away. */
+  get transient(): boolean {
+    return this.status === 0 || this.status === 502 || this.status === 503 || this.status === 504;
+  }
+}
+
+export interface RequestOptions {
+  body?: unknown;
+  token?: string | null;
+  /** Extra attempts on network errors and 502/503/504 (services restarting); only for idempotent calls. */
+  retries?: number;
+  signal?: AbortSignal;
+}
+
+const FALLBACK_MESSAGES: Record<number, string> = {
+  0: "Can't reach ChatPop. Check your connection and try again.",
+  401: "Your session has expired. Please try again.",
+  403: "You may not do this.",
+  404: "Not found.",
+  409: "That conflicts with the current state.",
+  413: "That is too large.",
+  422: "That is not valid.",
+  429: "Too many attempts. Please wait a moment.",
+  500: "Something went wrong on our side.",
+  503: "ChatPop is briefly unavailable. Please try again.",
+};
+
+function fallback(status: number): string {
+  return FALLBACK_MESSAGES[status] ?? FALLBACK_MESSAGES[500]!;
+}
+
+async function toError(response: Response): Promise<ApiError> {
+  let code = `http_${response.status}`;
+  let message = fallback(response.status);
+  let retryAfter: number | null = null;
+  try {
+    const body = (await response.json()) as { error?: { code?: string; message?: string; retry_after?: number } };
+    if (body.error?.code) code = body.error.code;
+    if (body.error?.message) message = body.error.message;
+    if (typeof body.error?.retry_after === "number") retryAfter = body.error.retry_after;
+  } catch {
+    // Not our JSON (a proxy's page): keep the fallback.
+  }
+  const header = Number(response.headers.get("Retry-After"));
+  if (retryAfter === null && Number.isFinite(header) && header > 0) retryAfter = header;
+  return new ApiError(response.status, code, message, retryAfter);
+}
+
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(resolve, ms);
+    signal?.addEventListener("abort", () => {
+      clearTimeout(timer);
+      reject(new DOMException("aborted", "AbortError"));
+    });
+  });
+}
+
+export async function request<T>(method: string, path: string, options: RequestOptions = {}): Promise<T> {
+  const headers: Record<string, string> = { Accept: "application/json" };
+  if (options.body !== undefined) headers["Content-Type"] = "application/json";
+  if (options.token) headers.Authorization = `Bearer ${options.token}`;
+  const attempts = 1 + (options.retries ?? 0);
+  let last: ApiError | null = null;
+  for (let attempt = 0; attempt < attempts; attempt++) {
+    if (attempt > 0) await sleep(Math.min(4000, 250 * 2 ** attempt) * (0.5 + Math.random() / 2), options.signal);
+    let response: Response;
+    try {
+      response = await fetch(path, {
+        method,
+        headers,
+        body: options.body === undefined ? undefined : JSON.stringify(options.body),
+        signal: options.signal,
+        credentials: "omit",
+      });
+    } catch (error) {
+      if (error instanceof DOMException && error.name === "AbortError") throw error;
+      last = new ApiError(0, "network_error", fallback(0));
+      continue;
+    }
+    if (response.ok) {
+      if (response.status === 204) return undefined as T;
+      return (await response.json()) as T;
+    }
+    last = await toError(response);
+    if (!last.transient) throw last;
+  }
+  throw last ?? new ApiError(0, "network_error", fallback(0));
+}
+
+/** "in 5 minutes" style wording for Retry-After seconds. */
+export function waitWords(seconds: number | null): string {
+  if (!seconds || seconds <= 0) return "in a moment";
+  if (seconds < 60) return `in ${Math.ceil(seconds)} s`;
+  const minutes = Math.ceil(seconds / 60);
+  return minutes === 1 ? "in a minute" : `in ${minutes} minutes`;
+}
+
+// --- shapes of the edge's JSON ---------------------------------------------------------------
+
+export type ThemeName = "purple-dream" | "ocean-blue" | "dark-mode";
+
+export interface Identity {
+  id: string;
+  kind: "anonymous" | "user";
+  email?: string | null;
+  reserved_username?: string | null;
+}
+
+export interface TokenResponse {
+  identity: Identity;
+  access_token: string;
+  refresh_token: string;
+  expires_in: number;
+  refresh_expires_in: number;
+}
+
+export interface Media {
+  photo: boolean;
+  voice: boolean;
+  video: boolean;
+}
+
+export interface Room {
+  id: string;
+  code: string;
+  url: string;
+  name: string;
+  description: string;
+  visibility: "public" | "private";
+  media: Media;
+  theme: ThemeName;
+  retention_days: number;
+  closed: boolean;
+}
+
+export interface Participant {
+  id: string;
+  room_id: string;
+  username: string;
+  is_host: boolean;
+  verified: boolean;
+}
+
+export interface JoinResponse {
+  participant: Participant;
+  room_token: string;
+  room_token_expires_in: number;
+  room: Room;
+}
+
+export interface Sender {
+  participant_id: string;
+  username: string;
+  is_host: boolean;
+  verified: boolean;
+}
+
+export interface Message {
+  seq: number;
+  id: string;
+  room_id: string;
+  sender: Sender;
+  text: string;
+  reply_to_seq: number | null;
+  client_msg_id: string;
+  created_at: string | null;
+}
+
+export interface MessagePage {
+  messages: Message[];
+  has_more: boolean;
+  last_seq: number;
+}
+
+export interface CreateRoomBody {
+  name: string;
+  description: string;
+  visibility: "public" | "private";
+  access_code?: string;
+  media: Media;
+  theme: ThemeName;
+  retention_days: number;
+}
+
+export interface Suggestion {
+  username: string;
+  remaining: number;
+}
+
+export interface UsernameAvailability {
+  available?: boolean;
+  reason?: string | null;
+  message?: string | null;
+}

@@ -1,0 +1,38 @@
+import { useEffect } from "preact/hooks";
+import { Create } from "./pages/Create";
+import { Login, Signup } from "./pages/Auth";
+import { Home } from "./pages/Home";
+import { Missing } from "./pages/Missing";
+import { RoomPage } from "./pages/Room";
+import { useRoute } from "./router";
+import { applyTheme, DEFAULT_THEME } from "./themes";
+
+export function App() {
+  const route = useRoute();
+
+  useEffect(() => {
+    // Pages other than a room (and the create form, which previews its choice) use the default theme.
+    if (route.name !== "room" && route.name !== "create") applyTheme(DEFAULT_THEME);
+    // Move focus to the new page's main content for keyboard and screen reader users.
+    const main = document.getElementById("main");
+    if (main && route.name !== "room") {
+      main.setAttribute("tabindex", "-1");
+      main.focus({ preventScroll: true });
+    }
+  }, [route.name, route.name === "room" ? route.code : ""]);
+
+  switch (route.name) {
+    case "home":
+      return <Home />;
+    case "create":
+      return <Create />;
+    case "login":
+      return <Login next={route.next} />;
+    case "signup":
+      return <Signup next={route.next} />;
+    case "room":
+      return <RoomPage key={route.code} code={route.code} />;
+    case "missing":
+      return <Missing title="Page not found" text="There is nothing at this address." />;
+  }
+}

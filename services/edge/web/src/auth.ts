@@ -1,0 +1,169 @@
+/** Who this device is: an anonymous session (always) and, when signed in, an account that wins.
+ *
+ * Refresh tokens rotate on use and a reused one revokes its whole family, so refreshing is serialized
+ * within the page and, with the Web Locks API, across tabs; each refresh re-reads storage first in
+ * case another tab already rotated the pair.
+ */
+import { ApiError, request, type Identity, type TokenResponse } from "./api";
+import { readJson, remove, writeJson } from "./storage";
+
+export interface StoredSession {
+  identity: Identity;
+  access_token: string;
+  refresh_token: string;
+  access_expires_at: number;
+}
+
+const DEVICE_KEY = "chatpop.device";
+const ACCOUNT_KEY = "chatpop.account";
+const LOCK = "chatpop-auth";
+// Refresh this long before the access token expires, so a request never races its expiry.
+const REFRESH_MARGIN_MS = 60_000;
+
+const listeners = new Set<() => void>();
+let inFlight: Promise<unknown> = Promise.resolve();
+
+function store(key: string, response: TokenResponse): StoredSession {
+  const session: StoredSession = {
+    identity: response.identity,
+    access_token: response.access_token,
+    refresh_token: response.refresh_token,
+    access_expires_at: Date.now() + response.expires_in * 1000,
+  };
+  writeJson(key, session);
+  return session;
+}
+
+function notify(): void {
+  for (const listener of listeners) listener();
+}
+
+export function subscribe(listener: () => void): () => void {
+  listeners.add(listener);
+  return () => listeners.delete(listener);
+}
+
+window.addEventListener("storage", (event) => {
+  if (event.key === ACCOUNT_KEY || event.key === DEVICE_KEY || event.key === null) notify();
+});
+
+export function account(): StoredSession | null {
+  return readJson<StoredSession>(ACCOUNT_KEY);
+}
+
+/** The identity that acts now: the account when signed in, else the anonymous session (if any yet). */
+export function activeIdentity(): Identity | null {
+  return (account() ?? readJson<StoredSession>(DEVICE_KEY))?.identity ?? null;
+}
+
+/** Run `task` alone: one at a time in this page and, where supported, across this browser's tabs. */
+function exclusive<T>(task: () => Promise<T>): Promise<T> {
+  const locked = (): Promise<T> =>
+    navigator.locks ? (navigator.locks.request(LOCK, task) as Promise<T>) : task();
+  const run = inFlight.then(locked, locked);
+  inFlight = run.catch(() => undefined);
+  return run;
+}
+
+function fresh(session: StoredSession | null): session is StoredSession {
+  return session !== null && session.access_expires_at - Date.now() > REFRESH_MARGIN_MS;
+}
+
+async function refreshed(key: string, stale: string | null): Promise<StoredSession | null> {
+  return exclusive(async () => {
+    const current = readJson<StoredSession>(key);
+    if (current === null) return null;
+    // Another tab or call rotated the pair already.
+    if (current.access_token !== stale && fresh(current)) return current;
+    try {
+      const response = await request<TokenResponse>("POST", "/api/v1/auth/refresh", {
+        body: { refresh_token: current.refresh_token },
+        retries: 3,
+      });
+      return store(key, response);
+    } catch (error) {
+      if (error instanceof ApiError && error.status === 401) {
+        remove(key);
+        notify();
+        return null;
+      }
+      throw error;
+    }
+  });
+}
+
+async function deviceSession(stale: string | null): Promise<StoredSession> {
+  const existing = readJson<StoredSession>(DEVICE_KEY);
+  if (existing && existing.access_token !== stale && fresh(existing)) return existing;
+  if (existing) {
+    const renewed = await refreshed(DEVICE_KEY, stale ?? existing.access_token);
+    if (renewed) return renewed;
+  }
+  return exclusive(async () => {
+    const again = readJson<StoredSession>(DEVICE_KEY);
+    if (again && fresh(again)) return again;
+    const response = await request<TokenResponse>("POST", "/api/v1/auth/anonymous", { retries: 3 });
+    const session = store(DEVICE_KEY, response);
+    notify();
+    return session;
+  });
+}
+
+/** A valid access token for the acting identity; `stale` names one the server just refused. */
+export async function accessSession(stale: string | null = null): Promise<StoredSession> {
+  const signedIn = account();
+  if (signedIn) {
+    if (signedIn.access_token !== stale && fresh(signedIn)) return signedIn;
+    const renewed = await refreshed(ACCOUNT_KEY, stale ?? signedIn.access_token);
+    if (renewed) return renewed;
+    // The account's session ended (signed out elsewhere, or expired): carry on anonymously.
+  }
+  return deviceSession(stale);
+}
+
+/** Call the API with an access token, renewing it once if the server says it expired. */
+export async function withAccess<T>(call: (token: string) => Promise<T>): Promise<T> {
+  const session = await accessSession();
+  try {
+    return await call(session.access_token);
+  } catch (error) {
+    if (error instanceof ApiError && error.status === 401) {
+      const renewed = await accessSession(session.access_token);
+      return call(renewed.access_token);
+    }
+    throw error;
+  }
+}
+
+export async function login(email: string, password: string): Promise<StoredSession> {
+  const response = await request<TokenResponse>("POST", "/api/v1/auth/login", { body: { email, password } });
+  const session = store(ACCOUNT_KEY, response);
+  notify();
+  return session;
+}
+
+export async function register(
+  email: string,
+  password: string,
+  reservedUsername: string | null,
+): Promise<StoredSession> {
+  const body: Record<string, string> = { email, password };
+  if (reservedUsername) body.reserved_username = reservedUsername;
+  const response = await request<TokenResponse>("POST", "/api/v1/auth/register", { body });
+  const session = store(ACCOUNT_KEY, response);
+  notify();
+  return session;
+}
+
+export async function logout(): Promise<void> {
+  const signedIn = account();
+  remove(ACCOUNT_KEY);
+  notify();
+  if (signedIn) {
+    try {
+      await request<void>("POST", "/api/v1/auth/logout", { body: { refresh_token: signedIn.refresh_token } });
+    } catch {
+      // Signed out here either way; the refresh token expires on its own.
+    }
+  }
+}

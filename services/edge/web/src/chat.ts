@@ -1,0 +1,547 @@
+/** One room's conversation on this device: history, live frames, the outbox, and the connection.
+ *
+ * Messages are keyed by seq, so whatever path delivers one (history page, resume, live frame) it is
+ * shown once and in order. `top` is the highest seq up to which nothing is missing; reconnecting asks
+ * the edge for exactly what follows it (`after_seq`). Sends carry a client message id; an unacked
+ * send is retried with the same id (the server never stores it twice) and shown as pending until the
+ * message itself arrives. One send is in flight at a time, so a person's messages keep their order.
+ */
+import { ApiError, waitWords, type Message, type MessagePage, type Participant } from "./api";
+import { newClientMsgId } from "./ids";
+import { ReconnectingSocket, StopError, type CloseDecision, type ConnectionState, type Frame } from "./realtime";
+import { canonicalCode, fetchMessages, roomToken } from "./rooms";
+import { playNewMessage } from "./sound";
+import { readJson, remove, writeJson } from "./storage";
+
+export const MAX_MESSAGE_CHARS = 4000;
+const PAGE_SIZE = 50;
+const ACK_TIMEOUT_MS = 15_000;
+const TYPING_SHOWN_MS = 4_000;
+const TYPING_SEND_EVERY_MS = 2_500;
+const GAP_FILL_ROUNDS = 5;
+// Errors that mean "your room token is no longer good", not "this message is wrong".
+const AUTH_CODES = new Set(["unauthenticated", "invalid_token", "token_expired", "token_revoked"]);
+const MAX_RENEWALS = 3;
+// A notice that withdraws itself stays at least this long, so it can be read.
+const NOTICE_MIN_MS = 4_000;
+
+export type SendStatus = "queued" | "sending" | "waiting" | "sent" | "failed";
+
+export interface PendingSend {
+  client_msg_id: string;
+  text: string;
+  reply_to_seq: number | null;
+  created_at: number;
+  status: SendStatus;
+  error?: string;
+  retry_at?: number;
+  seq?: number;
+}
+
+export interface Notice {
+  id: number;
+  kind: "error" | "info";
+  text: string;
+  /** What the notice is about, so it can be withdrawn when that is over. */
+  topic?: string;
+  shown_at: number;
+}
+
+/** Frames added by later features (pins, tips, reactions…) register a handler here. */
+export type FrameHandler = (chat: ChatSession, frame: Frame) => void;
+export const frameHandlers = new Map<string, FrameHandler>();
+
+export function messageError(text: string): string | null {
+  const trimmed = text.trim();
+  if (!trimmed) return "Write a message first.";
+  if ([...trimmed].length > MAX_MESSAGE_CHARS) {
+    return `A message can have at most ${MAX_MESSAGE_CHARS.toLocaleString()} characters.`;
+  }
+  return null;
+}
+
+function seqOf(value: unknown): number | null {
+  return typeof value === "number" && Number.isInteger(value) && value > 0 ? value : null;
+}
+
+function isMessage(frame: Frame): boolean {
+  return seqOf(frame.seq) !== null && typeof frame.text === "string" && typeof frame.sender === "object";
+}
+
+export class ChatSession {
+  readonly code: string;
+  readonly me: Participant;
+  readonly messages = new Map<number, Message>();
+  readonly outbox = new Map<string, PendingSend>();
+  /** participant id → (username, shown until) */
+  readonly typing = new Map<string, { username: string; until: number }>();
+  state: ConnectionState = { kind: "connecting", attempt: 0 };
+  notice: Notice | null = null;
+  hasOlder = false;
+  loadingOlder = false;
+  loaded = false;
+  /** Bumped on every change; the view re-renders when it moves. */
+  version = 0;
+
+  private top = 0;
+  private oldest: number | null = null;
+  private sortedCache: Message[] | null = null;
+  private readonly names = new Map<string, string>();
+  private readonly listeners = new Set<() => void>();
+  private socket: ReconnectingSocket | null = null;
+  private inFlight: string | null = null;
+  private ackTimer: number | undefined;
+  private holdTimer: number | undefined;
+  private typingTimer: number | undefined;
+  private lastTypingSent = 0;
+  private noticeSeq = 0;
+  private filling = false;
+  /** Token renewals since the last acknowledged send: a bound, so a refused token cannot loop. */
+  private renewals = 0;
+  private reloading = false;
+  private stopped = false;
+  private readonly outboxKey: string;
+
+  constructor(code: string, me: Participant) {
+    this.code = canonicalCode(code);
+    this.me = me;
+    this.outboxKey = `chatpop.outbox.${me.id}`;
+    for (const saved of readJson<PendingSend[]>(this.outboxKey) ?? []) {
+      // Sends left over from an earlier visit go out again with their ids: none is lost or doubled.
+      this.outbox.set(saved.client_msg_id, { ...saved, status: saved.status === "failed" ? "failed" : "queued" });
+    }
+  }
+
+  // --- view side ------------------------------------------------------------------------------
+
+  subscribe(listener: () => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  private changed(): void {
+    this.version += 1;
+    for (const listener of this.listeners) listener();
+  }
+
+  sorted(): Message[] {
+    if (this.sortedCache === null) {
+      this.sortedCache = [...this.messages.values()].sort((a, b) => a.seq - b.seq);
+    }
+    return this.sortedCache;
+  }
+
+  /** Sends not yet seen as messages, oldest first. */
+  pending(): PendingSend[] {
+    return [...this.outbox.values()];
+  }
+
+  usernameOf(participantId: string): string | null {
+    return this.names.get(participantId) ?? null;
+  }
+
+  typingNames(): string[] {
+    const now = Date.now();
+    return [...this.typing.values()].filter((t) => t.until > now).map((t) => t.username);
+  }
+
+  setNotice(kind: Notice["kind"], text: string, topic?: string): void {
+    this.noticeSeq += 1;
+    this.notice = { id: this.noticeSeq, kind, text, topic, shown_at: Date.now() };
+    this.changed();
+  }
+
+  dismissNotice(): void {
+    this.notice = null;
+    this.changed();
+  }
+
+  // --- lifecycle ------------------------------------------------------------------------------
+
+  async start(): Promise<void> {
+    try {
+      await this.loadLatest();
+    } catch (error) {
+      if (this.stopped) return;
+      if (error instanceof ApiError && (error.status === 403 || error.status === 404)) {
+        this.state = { kind: "ended", reason: error.message };
+        this.changed();
+        return;
+      }
+      // History comes again with the first resume; the socket below keeps trying.
+      this.setNotice("error", error instanceof ApiError ? error.message : "Could not load the messages.");
+    }
+    if (this.stopped) return;
+    this.socket = new ReconnectingSocket({
+      url: (renew) => this.socketUrl(renew),
+      onReady: () => this.onReady(),
+      onFrame: (frame) => this.onFrame(frame),
+      onClose: (code) => this.onClose(code),
+      onState: (state) => {
+        this.state = state;
+        if (state.kind !== "live") this.stopInFlight();
+        this.changed();
+      },
+    });
+    this.socket.start();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    this.socket?.stop();
+    window.clearTimeout(this.ackTimer);
+    window.clearTimeout(this.holdTimer);
+    window.clearTimeout(this.typingTimer);
+    this.listeners.clear();
+  }
+
+  reconnectNow(): void {
+    this.socket?.reconnectNow();
+  }
+
+  private async socketUrl(renew: boolean): Promise<string> {
+    let token: string;
+    try {
+      token = await roomToken(this.code, renew);
+    } catch (error) {
+      if (error instanceof ApiError && (error.status === 403 || error.status === 404)) {
+        throw new StopError(error.message);
+      }
+      throw error;
+    }
+    const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+    const query = new URLSearchParams({ token, after_seq: String(this.top) });
+    return `${scheme}//${location.host}/ws/v1/rooms/${encodeURIComponent(this.code)}?${query}`;
+  }
+
+  private onClose(code: number): CloseDecision {
+    switch (code) {
+      case 4401:
+      case 4403:
+        // Expired or revoked token: join again (idempotent) for a fresh one. A ban fails that join.
+        return { action: "renew" };
+      case 4404:
+        return { action: "stop", reason: "This ChatPop no longer exists." };
+      case 4400:
+        // Our resume point was refused: start over from the newest page.
+        void this.reload();
+        return { action: "retry" };
+      default:
+        return { action: "retry" };
+    }
+  }
+
+  // --- history --------------------------------------------------------------------------------
+
+  private addPage(page: MessagePage): void {
+    for (const message of page.messages) this.add(message, false);
+  }
+
+  private async loadLatest(): Promise<void> {
+    const page = await fetchMessages(this.code, null, PAGE_SIZE);
+    const newest = page.messages.reduce((max, m) => Math.max(max, m.seq), 0);
+    this.addPage(page);
+    this.hasOlder = page.has_more;
+    this.top = Math.max(this.top, newest || page.last_seq);
+    this.advanceTop();
+    this.loaded = true;
+    this.changed();
+  }
+
+  /** The edge could not fill a gap (or we lost track): start again from the newest page. */
+  private async reload(): Promise<void> {
+    if (this.reloading) return;
+    this.reloading = true;
+    try {
+      this.messages.clear();
+      this.sortedCache = null;
+      this.oldest = null;
+      this.top = 0;
+      await this.loadLatest();
+    } catch (error) {
+      this.setNotice("error", error instanceof ApiError ? error.message : "Could not reload the messages.");
+    } finally {
+      this.reloading = false;
+    }
+  }
+
+  async loadOlder(): Promise<void> {
+    if (this.loadingOlder || !this.hasOlder || this.oldest === null) return;
+    this.loadingOlder = true;
+    this.changed();
+    try {
+      const page = await fetchMessages(this.code, this.oldest, PAGE_SIZE);
+      this.addPage(page);
+      this.hasOlder = page.has_more && page.messages.length > 0;
+    } catch (error) {
+      this.setNotice("error", error instanceof ApiError ? error.message : "Could not load older messages.");
+    } finally {
+      this.loadingOlder = false;
+      this.changed();
+    }
+  }
+
+  /** Load older pages until `seq` is here (to jump to a replied-to message). */
+  async ensureLoaded(seq: number): Promise<boolean> {
+    for (let round = 0; round < 40 && !this.messages.has(seq); round++) {
+      if (!this.hasOlder || (this.oldest !== null && this.oldest <= seq)) break;
+      await this.loadOlder();
+    }
+    return this.messages.has(seq);
+  }
+
+  // --- incoming -------------------------------------------------------------------------------
+
+  private add(message: Message, live: boolean): boolean {
+    if (this.messages.has(message.seq)) return false;
+    this.messages.set(message.seq, message);
+    this.sortedCache = null;
+    this.names.set(message.sender.participant_id, message.sender.username);
+    if (this.oldest === null || message.seq < this.oldest) this.oldest = message.seq;
+    const mine = message.sender.participant_id === this.me.id;
+    if (mine && this.outbox.delete(message.client_msg_id)) this.saveOutbox();
+    this.typing.delete(message.sender.participant_id);
+    if (live && !mine) playNewMessage();
+    return true;
+  }
+
+  private advanceTop(): void {
+    while (this.messages.has(this.top + 1)) this.top += 1;
+  }
+
+  private onReady(): void {
+    this.state = { kind: "live" };
+    this.pump();
+    this.changed();
+  }
+
+  private onFrame(frame: Frame): void {
+    switch (frame.type) {
+      case "message":
+        if (isMessage(frame)) this.onMessage(frame as unknown as Message);
+        return;
+      case "ack":
+        this.onAck(frame);
+        return;
+      case "error":
+        this.onError(frame);
+        return;
+      case "reload":
+        void this.reload();
+        return;
+      case "typing":
+        this.onTyping(frame);
+        return;
+      case "pong":
+        return;
+      default:
+        frameHandlers.get(frame.type)?.(this, frame);
+    }
+  }
+
+  private onMessage(message: Message): void {
+    if (!this.add(message, true)) return;
+    const before = this.top;
+    this.advanceTop();
+    if (message.seq > this.top && this.top === before && !this.reloading) void this.fillGap();
+    this.changed();
+  }
+
+  /** A message arrived beyond a hole: fetch the hole over REST (the edge should never leave one). */
+  private async fillGap(): Promise<void> {
+    if (this.filling) return;
+    this.filling = true;
+    try {
+      for (let round = 0; round < GAP_FILL_ROUNDS; round++) {
+        const above = [...this.messages.keys()].filter((seq) => seq > this.top + 1).sort((a, b) => a - b)[0];
+        if (above === undefined) return;
+        const page = await fetchMessages(this.code, above, Math.min(100, above - this.top - 1));
+        this.addPage(page);
+        this.advanceTop();
+        this.changed();
+      }
+      if ([...this.messages.keys()].some((seq) => seq > this.top + 1)) await this.reload();
+    } catch {
+      // The next reconnect resumes from `top` and fills it.
+    } finally {
+      this.filling = false;
+    }
+  }
+
+  private onTyping(frame: Frame): void {
+    const who = typeof frame.participant_id === "string" ? frame.participant_id : null;
+    if (!who || who === this.me.id) return;
+    this.typing.set(who, { username: this.names.get(who) ?? "Someone", until: Date.now() + TYPING_SHOWN_MS });
+    window.clearTimeout(this.typingTimer);
+    this.typingTimer = window.setTimeout(() => this.changed(), TYPING_SHOWN_MS + 50);
+    this.changed();
+  }
+
+  // --- outgoing -------------------------------------------------------------------------------
+
+  /** Queue a message; it shows at once as pending and is sent as soon as the connection allows. */
+  send(text: string, replyTo: number | null): string | null {
+    const problem = messageError(text);
+    if (problem) {
+      this.setNotice("error", problem);
+      return null;
+    }
+    const id = newClientMsgId();
+    this.outbox.set(id, {
+      client_msg_id: id,
+      text: text.trim(),
+      reply_to_seq: replyTo,
+      created_at: Date.now(),
+      status: "queued",
+    });
+    this.saveOutbox();
+    // Others stop showing "typing" when the message arrives; the next keystroke may say so again.
+    this.lastTypingSent = 0;
+    this.pump();
+    this.changed();
+    return id;
+  }
+
+  retry(clientMsgId: string): void {
+    const item = this.outbox.get(clientMsgId);
+    if (!item || item.status !== "failed") return;
+    item.status = "queued";
+    delete item.error;
+    this.saveOutbox();
+    this.pump();
+    this.changed();
+  }
+
+  discard(clientMsgId: string): void {
+    const item = this.outbox.get(clientMsgId);
+    if (!item || item.status === "sent" || item.client_msg_id === this.inFlight) return;
+    this.outbox.delete(clientMsgId);
+    this.saveOutbox();
+    this.changed();
+  }
+
+  sendTyping(): void {
+    const now = Date.now();
+    if (now - this.lastTypingSent < TYPING_SEND_EVERY_MS) return;
+    if (this.socket?.send({ type: "typing" })) this.lastTypingSent = now;
+  }
+
+  private saveOutbox(): void {
+    const unsent = [...this.outbox.values()].filter((item) => item.status !== "sent");
+    if (unsent.length) writeJson(this.outboxKey, unsent);
+    else remove(this.outboxKey);
+  }
+
+  /** Send the oldest unsent message if nothing is in flight and the connection is live. */
+  private pump(): void {
+    if (this.inFlight !== null || !this.socket?.live) return;
+    const now = Date.now();
+    for (const item of this.outbox.values()) {
+      if (item.status === "failed" || item.status === "sent") continue;
+      if (item.status === "waiting" && (item.retry_at ?? 0) > now) {
+        // The oldest one waits out a rate limit; later ones wait behind it to keep the order.
+        window.clearTimeout(this.holdTimer);
+        this.holdTimer = window.setTimeout(() => this.pump(), (item.retry_at ?? now) - now);
+        return;
+      }
+      this.transmit(item);
+      return;
+    }
+  }
+
+  private transmit(item: PendingSend): void {
+    const frame: Frame = { type: "send", client_msg_id: item.client_msg_id, text: item.text };
+    if (item.reply_to_seq !== null) frame.reply_to_seq = item.reply_to_seq;
+    if (!this.socket?.send(frame)) return;
+    item.status = "sending";
+    this.inFlight = item.client_msg_id;
+    window.clearTimeout(this.ackTimer);
+    // No answer in time on a live socket: send again with the same id (never stored twice).
+    this.ackTimer = window.setTimeout(() => {
+      if (this.inFlight === item.client_msg_id) {
+        this.inFlight = null;
+        this.pump();
+      }
+    }, ACK_TIMEOUT_MS);
+  }
+
+  private stopInFlight(): void {
+    // The socket went away: whatever was in flight is sent again on the next connection.
+    window.clearTimeout(this.ackTimer);
+    if (this.inFlight !== null) {
+      const item = this.outbox.get(this.inFlight);
+      if (item && item.status === "sending") item.status = "queued";
+      this.inFlight = null;
+    }
+  }
+
+  private onAck(frame: Frame): void {
+    const id = typeof frame.client_msg_id === "string" ? frame.client_msg_id : "";
+    const seq = seqOf(frame.seq);
+    const item = this.outbox.get(id);
+    if (item && seq !== null) {
+      // Already shown, or older than anything loaded (a send retried long after): nothing to wait for.
+      if (this.messages.has(seq) || (this.oldest !== null && seq < this.oldest)) this.outbox.delete(id);
+      else {
+        item.status = "sent";
+        item.seq = seq;
+      }
+      this.saveOutbox();
+    }
+    if (this.inFlight === id) {
+      this.inFlight = null;
+      window.clearTimeout(this.ackTimer);
+    }
+    this.renewals = 0;
+    // Sends go through again: the "too fast" notice has done its job (after people could read it).
+    const notice = this.notice;
+    if (notice?.topic === "rate_limited") {
+      window.setTimeout(
+        () => {
+          if (this.notice?.id === notice.id) this.dismissNotice();
+        },
+        Math.max(0, notice.shown_at + NOTICE_MIN_MS - Date.now()),
+      );
+    }
+    this.pump();
+    this.changed();
+  }
+
+  private onError(frame: Frame): void {
+    const message = typeof frame.message === "string" ? frame.message : "Something went wrong.";
+    const code = typeof frame.code === "string" ? frame.code : "error";
+    const id = typeof frame.client_msg_id === "string" ? frame.client_msg_id : null;
+    const item = id ? this.outbox.get(id) : undefined;
+    if (!item) {
+      this.setNotice("error", message);
+      return;
+    }
+    if (this.inFlight === id) {
+      this.inFlight = null;
+      window.clearTimeout(this.ackTimer);
+    }
+    if (AUTH_CODES.has(code) && this.renewals < MAX_RENEWALS) {
+      this.renewals += 1;
+      // The room token expired or was revoked: join again for a fresh one on a new socket; the send
+      // goes out once more with the same id.
+      item.status = "queued";
+      this.saveOutbox();
+      this.socket?.renew();
+      this.changed();
+      return;
+    } else if (frame.retryable === true) {
+      const seconds = typeof frame.retry_after === "number" ? frame.retry_after : 2;
+      item.status = "waiting";
+      item.retry_at = Date.now() + seconds * 1000;
+      if (code === "rate_limited") {
+        this.setNotice("error", `You're sending messages too fast. Sending again ${waitWords(seconds)}.`, code);
+      }
+    } else {
+      item.status = "failed";
+      item.error = message;
+    }
+    this.saveOutbox();
+    this.pump();
+    this.changed();
+  }
+}

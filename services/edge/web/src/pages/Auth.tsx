@@ -1,0 +1,232 @@
+import { useEffect, useState } from "preact/hooks";
+import { ApiError, waitWords } from "../api";
+import { login, register } from "../auth";
+import { AppHeader } from "../components/AppHeader";
+import { Link } from "../components/Link";
+import { usernameAvailability } from "../rooms";
+import { navigate } from "../router";
+import { emailError, passwordError, usernameError } from "../validation";
+
+function messageFor(error: unknown): string {
+  if (error instanceof ApiError) {
+    if (error.status === 429) return `Too many attempts. Try again ${waitWords(error.retryAfter)}.`;
+    return error.message;
+  }
+  return "Something went wrong. Please try again.";
+}
+
+export function Login({ next }: { next: string }) {
+  const [email, setEmail] = useState("");
+  const [password, setPassword] = useState("");
+  const [error, setError] = useState<string | null>(null);
+  const [busy, setBusy] = useState(false);
+
+  const submit = async (event: Event): Promise<void> => {
+    event.preventDefault();
+    const problem = emailError(email) ?? (password ? null : "Enter your password.");
+    if (problem) {
+      setError(problem);
+      return;
+    }
+    setBusy(true);
+    try {
+      await login(email.trim(), password);
+      navigate(next, true);
+    } catch (caught) {
+      setError(messageFor(caught));
+      setBusy(false);
+    }
+  };
+
+  return (
+    <div class="page">
+      <AppHeader />
+      <main class="narrow" id="main">
+        <h1>Log in</h1>
+        <form class="card form" onSubmit={(e) => void submit(e)} noValidate aria-busy={busy}>
+          <div class="field">
+            <label for="login-email">Email</label>
+            <input
+              id="login-email"
+              type="email"
+              autocomplete="email"
+              value={email}
+              onInput={(e) => setEmail(e.currentTarget.value)}
+            />
+          </div>
+          <div class="field">
+            <label for="login-password">Password</label>
+            <input
+              id="login-password"
+              type="password"
+              autocomplete="current-password"
+              value={password}
+              onInput={(e) => setPassword(e.currentTarget.value)}
+            />
+          </div>
+          {error && (
+            <p class="form-error" role="alert">
+              {error}
+            </p>
+          )}
+          <button type="submit" class="button primary big" disabled={busy}>
+            {busy ? "Logging in…" : "Log in"}
+          </button>
+          <p class="hint">
+            New here? <Link href={`/signup?next=${encodeURIComponent(next)}`}>Create an account</Link>
+          </p>
+        </form>
+      </main>
+    </div>
+  );
+}
+
+type Availability = { state: "unknown" } | { state: "checking" } | { state: "free" } | { state: "taken"; text: string };
+
+export function Signup({ next }: { next: string }) {
+  const [email, setEmail] = useState("");
+  const [password, setPassword] = useState("");
+  const [username, setUsername] = useState("");
+  const [availability, setAvailability] = useState<Availability>({ state: "unknown" });
+  const [errors, setErrors] = useState<{ email?: string; password?: string; username?: string; form?: string }>({});
+  const [busy, setBusy] = useState(false);
+
+  // Tell whether the reserved username is free while it is typed (when the edge can tell).
+  useEffect(() => {
+    const name = username.trim();
+    if (!name || usernameError(name)) {
+      setAvailability({ state: "unknown" });
+      return;
+    }
+    const controller = new AbortController();
+    setAvailability({ state: "checking" });
+    const timer = window.setTimeout(() => {
+      usernameAvailability(name, controller.signal).then(
+        (answer) => {
+          if (answer === null) setAvailability({ state: "unknown" });
+          else if (answer.available) setAvailability({ state: "free" });
+          else setAvailability({ state: "taken", text: answer.message ?? "That username is not available." });
+        },
+        () => setAvailability({ state: "unknown" }),
+      );
+    }, 350);
+    return () => {
+      window.clearTimeout(timer);
+      controller.abort();
+    };
+  }, [username]);
+
+  const submit = async (event: Event): Promise<void> => {
+    event.preventDefault();
+    const found = {
+      email: emailError(email) ?? undefined,
+      password: passwordError(password) ?? undefined,
+      username: username.trim() ? (usernameError(username) ?? undefined) : undefined,
+    };
+    setErrors(found);
+    if (found.email || found.password || found.username) return;
+    setBusy(true);
+    try {
+      await register(email.trim(), password, username.trim() || null);
+      navigate(next, true);
+    } catch (caught) {
+      const text = messageFor(caught);
+      const code = caught instanceof ApiError ? caught.code : "";
+      if (code.includes("email")) setErrors({ email: text });
+      else if (code.includes("password")) setErrors({ password: text });
+      else if (code.includes("username")) setErrors({ username: text });
+      else setErrors({ form: text });
+      setBusy(false);
+    }
+  };
+
+  const usernameNote =
+    errors.username ??
+    (availability.state === "taken"
+      ? availability.text
+      : availability.state === "free"
+        ? "✓ Available"
+        : availability.state === "checking"
+          ? "Checking…"
+          : null);
+
+  return (
+    <div class="page">
+      <AppHeader />
+      <main class="narrow" id="main">
+        <h1>Create an account</h1>
+        <form class="card form" onSubmit={(e) => void submit(e)} noValidate aria-busy={busy}>
+          <div class="field">
+            <label for="signup-email">Email</label>
+            <input
+              id="signup-email"
+              type="email"
+              autocomplete="email"
+              value={email}
+              aria-invalid={errors.email ? true : undefined}
+              aria-describedby={errors.email ? "signup-email-error" : undefined}
+              onInput={(e) => setEmail(e.currentTarget.value)}
+            />
+            {errors.email && (
+              <p id="signup-email-error" class="field-error">
+                {errors.email}
+              </p>
+            )}
+          </div>
+          <div class="field">
+            <label for="signup-password">Password</label>
+            <input
+              id="signup-password"
+              type="password"
+              autocomplete="new-password"
+              value={password}
+              aria-invalid={errors.password ? true : undefined}
+              aria-describedby="signup-password-hint"
+              onInput={(e) => setPassword(e.currentTarget.value)}
+            />
+            <p id="signup-password-hint" class={errors.password ? "field-error" : "hint"}>
+              {errors.password ?? "At least 8 characters."}
+            </p>
+          </div>
+          <div class="field">
+            <label for="signup-username">
+              Reserved username <span class="optional">(optional)</span>
+            </label>
+            <input
+              id="signup-username"
+              autocomplete="username"
+              autocapitalize="off"
+              spellcheck={false}
+              maxLength={15}
+              value={username}
+              aria-invalid={errors.username || availability.state === "taken" ? true : undefined}
+              aria-describedby="signup-username-hint signup-username-note"
+              onInput={(e) => setUsername(e.currentTarget.value)}
+            />
+            <p id="signup-username-hint" class="hint">
+              5–15 letters, digits or underscores. Yours alone, with a verified badge in every room.
+            </p>
+            <p
+              id="signup-username-note"
+              class={errors.username || availability.state === "taken" ? "field-error" : "hint"}
+              aria-live="polite"
+            >
+              {usernameNote}
+            </p>
+          </div>
+          {errors.form && (
+            <p class="form-error" role="alert">
+              {errors.form}
+            </p>
+          )}
+          <button type="submit" class="button primary big" disabled={busy}>
+            {busy ? "Creating account…" : "Sign up"}
+          </button>
+          <p class="hint">
+            Have an account? <Link href={`/login?next=${encodeURIComponent(next)}`}>Log in</Link>
+          </p>
+        </form>
+      </main>
+    </div>
+  );
+}

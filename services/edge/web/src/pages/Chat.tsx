@@ -1,0 +1,590 @@
+import { useEffect, useLayoutEffect, useMemo, useRef, useState } from "preact/hooks";
+import type { Message, Room } from "../api";
+import { ChatSession, MAX_MESSAGE_CHARS, type PendingSend } from "../chat";
+import type { ConnectionState } from "../realtime";
+import type { RoomSession } from "../rooms";
+import { isMuted, setMuted } from "../sound";
+import { BellIcon, CheckIcon, LinkIcon, SendIcon } from "../components/Icons";
+import { RoomHeader } from "../components/RoomHeader";
+
+// Within this many pixels of the bottom counts as "reading the newest": new messages scroll in.
+const STICKY_PX = 80;
+const LOAD_OLDER_PX = 240;
+
+function useSession(session: ChatSession): number {
+  const [version, setVersion] = useState(session.version);
+  useEffect(() => session.subscribe(() => setVersion(session.version)), [session]);
+  return version;
+}
+
+function timeOf(iso: string | null): { short: string; full: string; iso: string } | null {
+  if (!iso) return null;
+  const date = new Date(iso);
+  if (Number.isNaN(date.getTime())) return null;
+  return {
+    short: date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }),
+    full: date.toLocaleString(),
+    iso: date.toISOString(),
+  };
+}
+
+function snippet(text: string, length = 80): string {
+  const flat = text.replace(/\s+/g, " ").trim();
+  return flat.length > length ? `${flat.slice(0, length - 1)}…` : flat;
+}
+
+// --- header pieces ---------------------------------------------------------------------------
+
+function useNow(active: boolean): number {
+  const [now, setNow] = useState(Date.now());
+  useEffect(() => {
+    if (!active) return;
+    const timer = window.setInterval(() => setNow(Date.now()), 1000);
+    return () => window.clearInterval(timer);
+  }, [active]);
+  return now;
+}
+
+export function ConnectionStatus({ state, onRetry }: { state: ConnectionState; onRetry: () => void }) {
+  const now = useNow(state.kind === "waiting");
+  let label: string;
+  let detail = "";
+  switch (state.kind) {
+    case "live":
+      label = "Live";
+      break;
+    case "connecting":
+      label = state.attempt === 0 ? "Connecting…" : "Reconnecting…";
+      break;
+    case "waiting":
+      label = "Reconnecting…";
+      detail = `in ${Math.max(1, Math.ceil((state.retryAt - now) / 1000))} s`;
+      break;
+    case "offline":
+      label = "Offline";
+      detail = "waiting for the network";
+      break;
+    case "ended":
+      label = "Disconnected";
+      break;
+  }
+  return (
+    <div class="connection" data-state={state.kind}>
+      <span class="dot" aria-hidden="true" />
+      <span role="status" aria-live="polite" class="connection-label">
+        {label}
+      </span>
+      {detail && (
+        <span class="connection-detail" aria-hidden="true">
+          {" "}
+          {detail}
+        </span>
+      )}
+      {(state.kind === "waiting" || state.kind === "offline") && (
+        <button type="button" class="link-button" onClick={onRetry}>
+          Retry now
+        </button>
+      )}
+    </div>
+  );
+}
+
+function ShareButton({ room, onCopied }: { room: Room; onCopied: (text: string) => void }) {
+  const share = async (): Promise<void> => {
+    // The address this page was reached by is the one others can reach too.
+    const url = `${window.location.origin}/c/${room.code}`;
+    if (navigator.share && window.matchMedia("(pointer: coarse)").matches) {
+      try {
+        await navigator.share({ title: room.name, text: `Join ${room.name} on ChatPop`, url });
+        return;
+      } catch (error) {
+        if (error instanceof DOMException && error.name === "AbortError") return;
+      }
+    }
+    try {
+      await navigator.clipboard.writeText(url);
+      onCopied(`Link copied: ${url}`);
+    } catch {
+      window.prompt("Copy this link to share the room:", url);
+    }
+  };
+  return (
+    <button type="button" class="button small" onClick={() => void share()} aria-label="Copy link to this room">
+      <LinkIcon />
+      <span class="label-text">Share</span>
+    </button>
+  );
+}
+
+function SoundToggle() {
+  const [muted, setMutedState] = useState(isMuted);
+  return (
+    <button
+      type="button"
+      class="icon-button"
+      aria-pressed={!muted}
+      aria-label="Sound for new messages"
+      title={muted ? "Sound is off" : "Sound is on"}
+      onClick={() => {
+        setMuted(!muted);
+        setMutedState(!muted);
+      }}
+    >
+      <BellIcon off={muted} />
+    </button>
+  );
+}
+
+// --- messages --------------------------------------------------------------------------------
+
+function SenderLine({ message, mine }: { message: Message; mine: boolean }) {
+  const time = timeOf(message.created_at);
+  return (
+    <div class="msg-head">
+      <span class="sender">{message.sender.username}</span>
+      {message.sender.verified && (
+        <span class="badge verified" title="Verified username">
+          <CheckIcon />
+          <span class="sr-only"> verified</span>
+        </span>
+      )}
+      {message.sender.is_host && <span class="badge host">Host</span>}
+      {mine && <span class="sr-only"> (you)</span>}
+      {time && (
+        <time dateTime={time.iso} title={time.full}>
+          {time.short}
+        </time>
+      )}
+    </div>
+  );
+}
+
+function Quote({ seq, target, onJump }: { seq: number; target: Message | undefined; onJump: (seq: number) => void }) {
+  const who = target?.sender.username ?? "an earlier message";
+  const text = target ? snippet(target.text, 90) : `Message #${seq}`;
+  return (
+    <button type="button" class="quote" onClick={() => onJump(seq)} aria-label={`Reply to ${who}: ${text}. Show that message`}>
+      <span class="quote-sender">{target ? target.sender.username : "Earlier message"}</span>
+      <span class="quote-text">{text}</span>
+    </button>
+  );
+}
+
+function MessageItem({
+  message,
+  mine,
+  target,
+  onReply,
+  onJump,
+}: {
+  message: Message;
+  mine: boolean;
+  target: Message | undefined;
+  onReply: (message: Message) => void;
+  onJump: (seq: number) => void;
+}) {
+  const classes = ["msg", mine ? "own" : "", message.sender.is_host ? "host" : ""].filter(Boolean).join(" ");
+  return (
+    <article class={classes} id={`msg-${message.seq}`} data-seq={message.seq} tabIndex={-1} aria-label={`${message.sender.username}`}>
+      <SenderLine message={message} mine={mine} />
+      {message.reply_to_seq !== null && <Quote seq={message.reply_to_seq} target={target} onJump={onJump} />}
+      <p class="msg-text">{message.text}</p>
+      <div class="msg-actions">
+        <button type="button" class="msg-action" onClick={() => onReply(message)} aria-label={`Reply to ${message.sender.username}`}>
+          Reply
+        </button>
+      </div>
+    </article>
+  );
+}
+
+const PENDING_LABELS: Record<PendingSend["status"], string> = {
+  queued: "Waiting to send…",
+  sending: "Sending…",
+  waiting: "Waiting to send…",
+  sent: "Sent",
+  failed: "Not sent",
+};
+
+function PendingItem({
+  item,
+  me,
+  target,
+  onRetry,
+  onDiscard,
+  onJump,
+}: {
+  item: PendingSend;
+  me: string;
+  target: Message | undefined;
+  onRetry: (id: string) => void;
+  onDiscard: (id: string) => void;
+  onJump: (seq: number) => void;
+}) {
+  return (
+    <article class={`msg own pending ${item.status === "failed" ? "failed" : ""}`} data-client-msg-id={item.client_msg_id} data-status={item.status}>
+      <div class="msg-head">
+        <span class="sender">{me}</span>
+        <span class="msg-status">{PENDING_LABELS[item.status]}</span>
+      </div>
+      {item.reply_to_seq !== null && <Quote seq={item.reply_to_seq} target={target} onJump={onJump} />}
+      <p class="msg-text">{item.text}</p>
+      {item.status === "failed" && (
+        <div class="msg-failure" role="alert">
+          <span>{item.error ?? "The message was refused."}</span>
+          <button type="button" class="link-button" onClick={() => onRetry(item.client_msg_id)}>
+            Try again
+          </button>
+          <button type="button" class="link-button" onClick={() => onDiscard(item.client_msg_id)}>
+            Delete
+          </button>
+        </div>
+      )}
+    </article>
+  );
+}
+
+/** What sits above the messages: the host's latest message today; paid pins slot in here later. */
+export interface PinnedItem {
+  key: string;
+  label: string;
+  seq: number;
+  text: string;
+  by: string;
+}
+
+function PinnedBar({ items, onJump }: { items: PinnedItem[]; onJump: (seq: number) => void }) {
+  if (!items.length) return null;
+  return (
+    <section class="pinned" aria-label="Pinned messages">
+      {items.map((item) => (
+        <button type="button" key={item.key} class="pinned-item" onClick={() => onJump(item.seq)}>
+          <span class="badge host">{item.label}</span>
+          <span class="pinned-by">{item.by}</span>
+          <span class="pinned-text">{snippet(item.text, 120)}</span>
+        </button>
+      ))}
+    </section>
+  );
+}
+
+// --- composer --------------------------------------------------------------------------------
+
+function Composer({
+  disabled,
+  replyTo,
+  onCancelReply,
+  onSend,
+  onTyping,
+}: {
+  disabled: boolean;
+  replyTo: Message | null;
+  onCancelReply: () => void;
+  onSend: (text: string) => boolean;
+  onTyping: () => void;
+}) {
+  const [text, setText] = useState("");
+  const input = useRef<HTMLTextAreaElement>(null);
+  const length = useMemo(() => [...text.trim()].length, [text]);
+  const remaining = MAX_MESSAGE_CHARS - length;
+
+  const resize = (): void => {
+    const area = input.current;
+    if (!area) return;
+    // CSSOM writes are allowed by the CSP (style attributes in markup are not).
+    area.style.height = "auto";
+    area.style.height = `${Math.min(area.scrollHeight, 160)}px`;
+  };
+
+  useEffect(() => {
+    if (replyTo) input.current?.focus();
+  }, [replyTo]);
+
+  const submit = (): void => {
+    if (disabled || !text.trim() || remaining < 0) return;
+    if (onSend(text)) {
+      setText("");
+      requestAnimationFrame(resize);
+    }
+  };
+
+  return (
+    <form
+      class="composer"
+      onSubmit={(e) => {
+        e.preventDefault();
+        submit();
+      }}
+    >
+      {replyTo && (
+        <div class="replying">
+          <span>
+            Replying to <strong>{replyTo.sender.username}</strong>: <span class="replying-text">{snippet(replyTo.text, 60)}</span>
+          </span>
+          <button type="button" class="icon-button" aria-label="Cancel reply" onClick={onCancelReply}>
+            ×
+          </button>
+        </div>
+      )}
+      <div class="composer-row">
+        <label for="composer-input" class="sr-only">
+          Message
+        </label>
+        <textarea
+          id="composer-input"
+          ref={input}
+          rows={1}
+          placeholder={disabled ? "You can't send messages here" : "Message"}
+          enterkeyhint="send"
+          disabled={disabled}
+          value={text}
+          aria-describedby={remaining < 200 ? "composer-counter" : undefined}
+          onInput={(e) => {
+            setText(e.currentTarget.value);
+            resize();
+            onTyping();
+          }}
+          onKeyDown={(e) => {
+            if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
+              e.preventDefault();
+              submit();
+            } else if (e.key === "Escape" && replyTo) {
+              onCancelReply();
+            }
+          }}
+        />
+        {remaining < 200 && (
+          <span id="composer-counter" class={`counter ${remaining < 0 ? "over" : ""}`} aria-live="polite">
+            {remaining}
+          </span>
+        )}
+        <button
+          type="submit"
+          class="send-button"
+          aria-label="Send"
+          disabled={disabled || !text.trim() || remaining < 0}
+          // Keep focus (and the phone's keyboard) in the text box when the button is tapped.
+          onPointerDown={(e) => e.preventDefault()}
+        >
+          <SendIcon />
+        </button>
+      </div>
+    </form>
+  );
+}
+
+// --- the chat screen -------------------------------------------------------------------------
+
+export function ChatView({ room, joined }: { room: Room; joined: RoomSession }) {
+  const session = useMemo(() => new ChatSession(room.code, joined.participant), [room.code, joined.participant.id]);
+  useSession(session);
+  const [replyTo, setReplyTo] = useState<Message | null>(null);
+  const [unseen, setUnseen] = useState(0);
+  const [toast, setToast] = useState<string | null>(null);
+  const scroller = useRef<HTMLDivElement>(null);
+  const atBottom = useRef(true);
+  const lastHeight = useRef(0);
+  const firstSeq = useRef<number | null>(null);
+  const lastSeq = useRef<number | null>(null);
+  const forceBottom = useRef(true);
+
+  useEffect(() => {
+    void session.start();
+    return () => session.stop();
+  }, [session]);
+
+  useEffect(() => {
+    if (!toast) return;
+    const timer = window.setTimeout(() => setToast(null), 3500);
+    return () => window.clearTimeout(timer);
+  }, [toast]);
+
+  const messages = session.sorted();
+  const pending = session.pending();
+  const ended = session.state.kind === "ended";
+
+  // Keep the reading position: stick to the newest, or hold still while older pages load above.
+  useLayoutEffect(() => {
+    const el = scroller.current;
+    if (!el) return;
+    const first = messages[0]?.seq ?? null;
+    const last = messages[messages.length - 1]?.seq ?? null;
+    if (forceBottom.current || atBottom.current) {
+      el.scrollTop = el.scrollHeight;
+      forceBottom.current = false;
+      setUnseen(0);
+    } else {
+      if (first !== null && firstSeq.current !== null && first < firstSeq.current) {
+        el.scrollTop += el.scrollHeight - lastHeight.current;
+      }
+      if (last !== null && lastSeq.current !== null && last > lastSeq.current) {
+        setUnseen((n) => n + messages.filter((m) => m.seq > (lastSeq.current ?? 0)).length);
+      }
+    }
+    firstSeq.current = first;
+    lastSeq.current = last;
+    lastHeight.current = el.scrollHeight;
+    // A short history that does not fill the screen: fetch more right away.
+    if (session.hasOlder && !session.loadingOlder && el.scrollHeight <= el.clientHeight + LOAD_OLDER_PX) {
+      void session.loadOlder();
+    }
+  });
+
+  // The keyboard opening (or rotating the phone) resizes the list: stay on the newest if we were.
+  useEffect(() => {
+    const el = scroller.current;
+    if (!el || typeof ResizeObserver === "undefined") return;
+    const observer = new ResizeObserver(() => {
+      if (atBottom.current) el.scrollTop = el.scrollHeight;
+    });
+    observer.observe(el);
+    return () => observer.disconnect();
+  }, []);
+
+  const onScroll = (): void => {
+    const el = scroller.current;
+    if (!el) return;
+    atBottom.current = el.scrollHeight - el.scrollTop - el.clientHeight < STICKY_PX;
+    if (atBottom.current) setUnseen(0);
+    lastHeight.current = el.scrollHeight;
+    if (el.scrollTop < LOAD_OLDER_PX) void session.loadOlder();
+  };
+
+  const toBottom = (): void => {
+    const el = scroller.current;
+    if (el) el.scrollTop = el.scrollHeight;
+    atBottom.current = true;
+    setUnseen(0);
+  };
+
+  const jumpTo = async (seq: number): Promise<void> => {
+    if (!(await session.ensureLoaded(seq))) {
+      setToast("That message is no longer available.");
+      return;
+    }
+    requestAnimationFrame(() => {
+      const target = document.getElementById(`msg-${seq}`);
+      if (!target) return;
+      atBottom.current = false;
+      target.scrollIntoView({ block: "center" });
+      target.classList.remove("flash");
+      void target.offsetWidth;
+      target.classList.add("flash");
+      target.focus({ preventScroll: true });
+    });
+  };
+
+  const send = (text: string): boolean => {
+    const id = session.send(text, replyTo?.seq ?? null);
+    if (id === null) return false;
+    setReplyTo(null);
+    forceBottom.current = true;
+    return true;
+  };
+
+  const bySeq = session.messages;
+  const hostMessages = messages.filter((m) => m.sender.is_host);
+  const latestHost = hostMessages[hostMessages.length - 1];
+  const pinned: PinnedItem[] = latestHost
+    ? [{ key: `host-${latestHost.seq}`, label: "Host", seq: latestHost.seq, text: latestHost.text, by: latestHost.sender.username }]
+    : [];
+  const typing = session.typingNames();
+
+  return (
+    <div class="chat-screen">
+      <RoomHeader
+        title={room.name}
+        status={<ConnectionStatus state={session.state} onRetry={() => session.reconnectNow()} />}
+        actions={
+          <>
+            <ShareButton room={room} onCopied={setToast} />
+            <SoundToggle />
+          </>
+        }
+      />
+      <PinnedBar items={pinned} onJump={(seq) => void jumpTo(seq)} />
+      <div class="messages-wrap">
+        <div class="messages-bg" aria-hidden="true" />
+        <div class="messages" ref={scroller} onScroll={onScroll} role="log" aria-label={`Messages in ${room.name}`} tabIndex={0}>
+          {session.hasOlder ? (
+            <div class="history-edge">
+              {session.loadingOlder ? (
+                <span role="status">Loading earlier messages…</span>
+              ) : (
+                <button type="button" class="link-button" onClick={() => void session.loadOlder()}>
+                  Load earlier messages
+                </button>
+              )}
+            </div>
+          ) : (
+            session.loaded && (
+              <div class="history-edge start">
+                <strong>This is the start of {room.name}.</strong>
+                {room.description && <p>{room.description}</p>}
+              </div>
+            )
+          )}
+          {messages.map((message) => (
+            <MessageItem
+              key={message.seq}
+              message={message}
+              mine={message.sender.participant_id === joined.participant.id}
+              target={message.reply_to_seq !== null ? bySeq.get(message.reply_to_seq) : undefined}
+              onReply={setReplyTo}
+              onJump={(seq) => void jumpTo(seq)}
+            />
+          ))}
+          {pending.map((item) => (
+            <PendingItem
+              key={item.client_msg_id}
+              item={item}
+              me={joined.participant.username}
+              target={item.reply_to_seq !== null ? bySeq.get(item.reply_to_seq) : undefined}
+              onRetry={(id) => session.retry(id)}
+              onDiscard={(id) => session.discard(id)}
+              onJump={(seq) => void jumpTo(seq)}
+            />
+          ))}
+        </div>
+        {unseen > 0 && (
+          <button type="button" class="jump-latest" onClick={toBottom}>
+            <span aria-hidden="true">↓ </span>
+            {unseen} new {unseen === 1 ? "message" : "messages"}
+          </button>
+        )}
+      </div>
+      <div class="typing" aria-live="polite">
+        {typing.length > 0 && `${typing.slice(0, 3).join(", ")} ${typing.length > 1 ? "are" : "is"} typing…`}
+      </div>
+      {(session.notice || toast || ended) && (
+        <div class="notices">
+          {ended && session.state.kind === "ended" && (
+            <p class="notice error" role="alert">
+              {session.state.reason}
+            </p>
+          )}
+          {session.notice && (
+            <p class={`notice ${session.notice.kind}`} role="alert" key={session.notice.id}>
+              {session.notice.text}
+              <button type="button" class="icon-button" aria-label="Dismiss" onClick={() => session.dismissNotice()}>
+                ×
+              </button>
+            </p>
+          )}
+          {toast && (
+            <p class="notice info" role="status">
+              {toast}
+            </p>
+          )}
+        </div>
+      )}
+      <Composer
+        disabled={ended}
+        replyTo={replyTo}
+        onCancelReply={() => setReplyTo(null)}
+        onSend={send}
+        onTyping={() => session.sendTyping()}
+      />
+    </div>
+  );
+}

@@ -1,0 +1,228 @@
+import { useEffect, useState } from "preact/hooks";
+import { ApiError, waitWords, type ThemeName } from "../api";
+import { AppHeader } from "../components/AppHeader";
+import { createRoom } from "../rooms";
+import { navigate } from "../router";
+import { applyTheme, DEFAULT_THEME, rememberRoomTheme, THEME_IDS, THEMES } from "../themes";
+
+const RETENTION_CHOICES: { days: number; label: string }[] = [
+  { days: 1, label: "1 day" },
+  { days: 7, label: "7 days" },
+  { days: 30, label: "30 days" },
+  { days: 90, label: "90 days" },
+  { days: 365, label: "1 year" },
+  { days: 0, label: "Forever" },
+];
+
+type Field = "name" | "description" | "access_code" | "form";
+
+/** Which field a server error is about, so it is shown next to that field. */
+function fieldOf(error: ApiError): Field {
+  if (error.code.includes("name")) return "name";
+  if (error.code.includes("description")) return "description";
+  if (error.code.includes("access_code")) return "access_code";
+  return "form";
+}
+
+export function Create() {
+  const [name, setName] = useState("");
+  const [description, setDescription] = useState("");
+  const [visibility, setVisibility] = useState<"public" | "private">("public");
+  const [accessCode, setAccessCode] = useState("");
+  const [media, setMedia] = useState({ photo: false, voice: false, video: false });
+  const [theme, setTheme] = useState<ThemeName>(DEFAULT_THEME);
+  const [retention, setRetention] = useState(30);
+  const [errors, setErrors] = useState<Partial<Record<Field, string>>>({});
+  const [busy, setBusy] = useState(false);
+
+  // The page previews the chosen theme, modal colours and toolbar colour included.
+  useEffect(() => applyTheme(theme), [theme]);
+
+  const submit = async (event: Event): Promise<void> => {
+    event.preventDefault();
+    const found: Partial<Record<Field, string>> = {};
+    if (!name.trim()) found.name = "Give your ChatPop a name.";
+    if (visibility === "private" && !accessCode.trim()) found.access_code = "A private room needs an access code.";
+    setErrors(found);
+    if (Object.keys(found).length) {
+      document.getElementById(found.name ? "room-name" : "access-code")?.focus();
+      return;
+    }
+    setBusy(true);
+    try {
+      const room = await createRoom({
+        name: name.trim(),
+        description: description.trim(),
+        visibility,
+        ...(visibility === "private" ? { access_code: accessCode.trim() } : {}),
+        media,
+        theme,
+        retention_days: retention,
+      });
+      rememberRoomTheme(room.code, room.theme);
+      navigate(`/c/${room.code}`);
+    } catch (error) {
+      if (error instanceof ApiError) {
+        const text =
+          error.status === 429 ? `You've created several rooms already. Try again ${waitWords(error.retryAfter)}.` : error.message;
+        setErrors({ [fieldOf(error)]: text });
+      } else {
+        setErrors({ form: "Something went wrong. Please try again." });
+      }
+      setBusy(false);
+    }
+  };
+
+  const describe = (field: Field, hint?: string): string | undefined =>
+    [errors[field] ? `${field}-error` : null, hint ?? null].filter(Boolean).join(" ") || undefined;
+
+  return (
+    <div class="page">
+      <AppHeader />
+      <main class="narrow" id="main">
+        <h1>Create a ChatPop</h1>
+        <form class="card form" onSubmit={(e) => void submit(e)} noValidate aria-busy={busy}>
+          <div class="field">
+            <label for="room-name">Name</label>
+            <input
+              id="room-name"
+              name="name"
+              maxLength={200}
+              required
+              value={name}
+              aria-invalid={errors.name ? true : undefined}
+              aria-describedby={describe("name")}
+              onInput={(e) => setName(e.currentTarget.value)}
+            />
+            {errors.name && (
+              <p id="name-error" class="field-error">
+                {errors.name}
+              </p>
+            )}
+          </div>
+          <div class="field">
+            <label for="room-description">
+              Description <span class="optional">(optional)</span>
+            </label>
+            <textarea
+              id="room-description"
+              name="description"
+              rows={3}
+              maxLength={4000}
+              value={description}
+              aria-describedby={describe("description")}
+              onInput={(e) => setDescription(e.currentTarget.value)}
+            />
+            {errors.description && (
+              <p id="description-error" class="field-error">
+                {errors.description}
+              </p>
+            )}
+          </div>
+          <fieldset class="field">
+            <legend>Who can join</legend>
+            <div class="choices">
+              <label class="choice">
+                <input
+                  type="radio"
+                  name="visibility"
+                  value="public"
+                  checked={visibility === "public"}
+                  onChange={() => setVisibility("public")}
+                />
+                Public: anyone with the link
+              </label>
+              <label class="choice">
+                <input
+                  type="radio"
+                  name="visibility"
+                  value="private"
+                  checked={visibility === "private"}
+                  onChange={() => setVisibility("private")}
+                />
+                Private: the link and an access code
+              </label>
+            </div>
+          </fieldset>
+          {visibility === "private" && (
+            <div class="field">
+              <label for="access-code">Access code</label>
+              <input
+                id="access-code"
+                name="access_code"
+                autocomplete="off"
+                maxLength={256}
+                value={accessCode}
+                aria-invalid={errors.access_code ? true : undefined}
+                aria-describedby={describe("access_code", "access-code-hint")}
+                onInput={(e) => setAccessCode(e.currentTarget.value)}
+              />
+              <p id="access-code-hint" class="hint">
+                Share it with the people you invite.
+              </p>
+              {errors.access_code && (
+                <p id="access_code-error" class="field-error">
+                  {errors.access_code}
+                </p>
+              )}
+            </div>
+          )}
+          <fieldset class="field">
+            <legend>Allow media</legend>
+            <div class="choices inline">
+              {(["photo", "voice", "video"] as const).map((kind) => (
+                <label class="choice" key={kind}>
+                  <input
+                    type="checkbox"
+                    name={`media-${kind}`}
+                    checked={media[kind]}
+                    onChange={(e) => setMedia({ ...media, [kind]: e.currentTarget.checked })}
+                  />
+                  {kind[0]!.toUpperCase() + kind.slice(1)}
+                </label>
+              ))}
+            </div>
+          </fieldset>
+          <fieldset class="field">
+            <legend>Theme</legend>
+            <div class="theme-choices">
+              {THEME_IDS.map((id) => (
+                <label class="theme-choice" key={id} data-theme-swatch={id}>
+                  <input
+                    type="radio"
+                    name="theme"
+                    value={id}
+                    checked={theme === id}
+                    onChange={() => setTheme(id)}
+                  />
+                  <span class="swatch" aria-hidden="true" />
+                  <span>
+                    {THEMES[id].label} <span class="optional">({THEMES[id].dark ? "dark" : "light"})</span>
+                  </span>
+                </label>
+              ))}
+            </div>
+          </fieldset>
+          <div class="field">
+            <label for="retention">Keep messages for</label>
+            <select id="retention" name="retention" value={String(retention)} onChange={(e) => setRetention(Number(e.currentTarget.value))}>
+              {RETENTION_CHOICES.map((choice) => (
+                <option key={choice.days} value={String(choice.days)}>
+                  {choice.label}
+                </option>
+              ))}
+            </select>
+          </div>
+          {errors.form && (
+            <p class="form-error" role="alert">
+              {errors.form}
+            </p>
+          )}
+          <button type="submit" class="button primary big" disabled={busy}>
+            {busy ? "Creating…" : "Create ChatPop"}
+          </button>
+        </form>
+      </main>
+    </div>
+  );
+}

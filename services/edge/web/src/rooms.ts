@@ -1,0 +1,170 @@
+/** Rooms over REST, and this device's place in each room (its username and room token). */
+import {
+  ApiError,
+  request,
+  type CreateRoomBody,
+  type JoinResponse,
+  type MessagePage,
+  type Participant,
+  type Room,
+  type Suggestion,
+  type UsernameAvailability,
+} from "./api";
+import { activeIdentity, withAccess } from "./auth";
+import { readJson, writeJson } from "./storage";
+
+export interface RoomSession {
+  username: string;
+  participant: Participant;
+  room_token: string;
+  expires_at: number;
+}
+
+// Renew a room token this long before it expires (joining again is idempotent).
+const TOKEN_MARGIN_MS = 60_000;
+const HOSTED_KEY = "chatpop.hosted";
+
+export function canonicalCode(code: string): string {
+  return code.trim().toUpperCase();
+}
+
+function sessionKey(code: string): string | null {
+  const identity = activeIdentity();
+  return identity ? `chatpop.room.${identity.id}.${canonicalCode(code)}` : null;
+}
+
+export function savedRoomSession(code: string): RoomSession | null {
+  const key = sessionKey(code);
+  return key ? readJson<RoomSession>(key) : null;
+}
+
+function saveRoomSession(code: string, joined: JoinResponse, username: string): RoomSession {
+  const session: RoomSession = {
+    username: joined.participant.username || username,
+    participant: joined.participant,
+    room_token: joined.room_token,
+    expires_at: Date.now() + joined.room_token_expires_in * 1000,
+  };
+  const key = sessionKey(code);
+  if (key) writeJson(key, session);
+  return session;
+}
+
+/** Rooms this browser created: their host needs no access code, so the join form hides the field. */
+export function hostsRoom(code: string): boolean {
+  const identity = activeIdentity();
+  const hosted = readJson<Record<string, string[]>>(HOSTED_KEY) ?? {};
+  return identity ? (hosted[identity.id] ?? []).includes(canonicalCode(code)) : false;
+}
+
+function rememberHosted(code: string): void {
+  const identity = activeIdentity();
+  if (!identity) return;
+  const hosted = readJson<Record<string, string[]>>(HOSTED_KEY) ?? {};
+  hosted[identity.id] = [...new Set([...(hosted[identity.id] ?? []), canonicalCode(code)])].slice(-50);
+  writeJson(HOSTED_KEY, hosted);
+}
+
+export function fetchRoom(code: string, signal?: AbortSignal): Promise<Room> {
+  return request<Room>("GET", `/api/v1/rooms/${encodeURIComponent(canonicalCode(code))}`, { retries: 3, signal });
+}
+
+export async function createRoom(body: CreateRoomBody): Promise<Room> {
+  const room = await withAccess((token) => request<Room>("POST", "/api/v1/rooms", { body, token }));
+  rememberHosted(room.code);
+  return room;
+}
+
+export async function joinRoom(code: string, username: string, accessCode: string | null): Promise<RoomSession> {
+  const body: Record<string, string> = { username };
+  if (accessCode) body.access_code = accessCode;
+  const joined = await withAccess((token) =>
+    request<JoinResponse>("POST", `/api/v1/rooms/${encodeURIComponent(canonicalCode(code))}/join`, {
+      body,
+      token,
+    }),
+  );
+  return saveRoomSession(code, joined, username);
+}
+
+/** The room token for `code`, joining again (same username, idempotent) when it is about to expire
+ * or `force` says the server refused it. */
+export async function roomToken(code: string, force = false): Promise<string> {
+  const saved = savedRoomSession(code);
+  if (!saved) throw new ApiError(401, "not_joined", "Join the room first.");
+  if (!force && saved.expires_at - Date.now() > TOKEN_MARGIN_MS) return saved.room_token;
+  const joined = await withAccess((token) =>
+    request<JoinResponse>("POST", `/api/v1/rooms/${encodeURIComponent(canonicalCode(code))}/join`, {
+      body: { username: saved.username },
+      token,
+      retries: 5,
+    }),
+  );
+  return saveRoomSession(code, joined, saved.username).room_token;
+}
+
+/** A page of history, newest first (room token, renewed once if refused). */
+export async function fetchMessages(
+  code: string,
+  beforeSeq: number | null,
+  limit = 50,
+  signal?: AbortSignal,
+): Promise<MessagePage> {
+  const params = new URLSearchParams({ limit: String(limit) });
+  if (beforeSeq !== null) params.set("before_seq", String(beforeSeq));
+  const path = `/api/v1/rooms/${encodeURIComponent(canonicalCode(code))}/messages?${params}`;
+  const token = await roomToken(code);
+  try {
+    return await request<MessagePage>("GET", path, { token, retries: 5, signal });
+  } catch (error) {
+    if (error instanceof ApiError && error.status === 401) {
+      return request<MessagePage>("GET", path, { token: await roomToken(code, true), retries: 5, signal });
+    }
+    throw error;
+  }
+}
+
+export class SuggestError extends ApiError {}
+
+/** A dice-rolled username, or null when this edge has no dice yet (plain username field instead).
+ * Failures of the roll itself are SuggestErrors; others (no session could be made) are ApiErrors. */
+export async function suggestUsername(code: string): Promise<Suggestion | null> {
+  const path = `/api/v1/rooms/${encodeURIComponent(canonicalCode(code))}/usernames/suggest`;
+  try {
+    return await withAccess((token) => request<Suggestion>("POST", path, { token, body: {} }).catch(asSuggestError));
+  } catch (error) {
+    if (error instanceof SuggestError && (error.status === 404 || error.status === 405 || error.status === 501)) {
+      return null;
+    }
+    throw error;
+  }
+}
+
+function asSuggestError(error: unknown): never {
+  if (error instanceof ApiError && !(error instanceof SuggestError)) {
+    // 401 stays a plain ApiError so withAccess renews the token and rolls once more.
+    if (error.status !== 401) throw new SuggestError(error.status, error.code, error.message, error.retryAfter);
+  }
+  throw error;
+}
+
+/** Whether a username can be reserved, or null when this edge cannot tell. */
+export async function usernameAvailability(name: string, signal?: AbortSignal): Promise<UsernameAvailability | null> {
+  try {
+    const answer = await request<UsernameAvailability>(
+      "GET",
+      `/api/v1/auth/usernames/${encodeURIComponent(name)}`,
+      { signal },
+    );
+    return typeof answer.available === "boolean" ? answer : null;
+  } catch (error) {
+    if (error instanceof ApiError) {
+      if (error.status === 409) return { available: false, reason: error.code, message: error.message };
+      if (error.status === 422 || error.status === 400) {
+        return { available: false, reason: error.code, message: error.message };
+      }
+      return null;
+    }
+    throw error;
+  }
+}
