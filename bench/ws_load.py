@@ -407,6 +407,10 @@ def private_stack(send_rate_limit: int) -> Iterator[tuple[str, dict[str, int]]]:
                 "SEND_RATE_LIMIT": str(send_rate_limit),
                 "SEND_RATE_BURST": str(send_rate_limit),
                 "LOG_LEVEL": "WARNING",
+                # Every simulated client comes from 127.0.0.1: lift the per-address abuse limits.
+                "ANONYMOUS_SESSION_LIMIT": "1000000",
+                "ANONYMOUS_ROOM_LIMIT": "1000000",
+                "ANONYMOUS_USERNAMES_PER_IP": "1000000",
             }
         )
         ports = localrun.Ports.free()

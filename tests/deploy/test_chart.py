@@ -294,7 +294,7 @@ def test_secrets_are_only_referenced_never_rendered(renderings: dict[str, Render
         env = _env(_containers(rendered.get("Deployment", component(name)))[0])
         ref = env["DATABASE_URL"]["valueFrom"]["secretKeyRef"]
         assert (ref["name"], ref["key"]) == (postgres["existingSecret"], postgres["existingSecretKey"])
-    for name in ("identity", "payments", "edge"):
+    for name in ("payments", "edge"):
         assert "REDIS_URL" not in _env(_containers(rendered.get("Deployment", component(name)))[0])
 
 
@@ -458,9 +458,9 @@ def test_network_policies_deny_by_default_and_allow_only_the_call_graph(
 
     for name in SERVICES:
         ports = _egress_ports(_policy(rendered, name))
-        # Only payments may leave the cluster (Stripe); only messaging and rooms reach Redis.
+        # Only payments may leave the cluster (Stripe); only identity, messaging and rooms reach Redis.
         assert (443 in ports) == (name == "payments"), name
-        assert (redis_port in ports) == (name in ("messaging", "rooms")), name
+        assert (redis_port in ports) == (name in ("identity", "messaging", "rooms")), name
         assert (postgres_port in ports) == (name != "edge"), name
 
     assert _ingress_sources(_policy(rendered, "identity")) == {
@@ -481,7 +481,7 @@ def test_network_policies_deny_by_default_and_allow_only_the_call_graph(
 
 def test_dev_datastores_accept_only_their_clients(renderings: dict[str, Rendered]) -> None:
     rendered = renderings["network-policies"]
-    assert _ingress_sources(_policy(rendered, "redis")) == {"messaging", "rooms"}
+    assert _ingress_sources(_policy(rendered, "redis")) == {"identity", "messaging", "rooms"}
     assert _ingress_sources(_policy(rendered, "postgres")) == {
         "identity",
         "rooms",

@@ -68,7 +68,11 @@ def test_public_subcommand_prints_the_matching_public_key(tmp_path: Path) -> Non
 
 
 def _settings(**overrides: object) -> Settings:
-    return Settings(**{"database_url": "postgresql://db.invalid/chatpop", **overrides})  # type: ignore[arg-type]
+    defaults = {
+        "database_url": "postgresql://db.invalid/chatpop",
+        "redis_url": "redis://redis.invalid:6379/0",
+    }
+    return Settings(**{**defaults, **overrides})  # type: ignore[arg-type]
 
 
 def test_settings_defaults(tmp_path: Path) -> None:
@@ -83,6 +87,32 @@ def test_settings_defaults(tmp_path: Path) -> None:
     )
     assert settings.extra_public_key_paths == []
     assert settings.argon2_time_cost is None
+    assert (settings.anonymous_session_limit, settings.anonymous_session_window) == (5, 3600)
+    assert (settings.username_words_dir / "adjectives.txt").is_file()
+
+
+def test_unusable_username_word_lists_fail_fast(tmp_path: Path) -> None:
+    key = tmp_path / "signing.pem"
+    _generate(key)
+    with pytest.raises(ValidationError) as missing:
+        _settings(identity_signing_key_file=key, username_words_dir=tmp_path / "nowhere")
+    assert "cannot be read" in str(missing.value)
+    words = tmp_path / "words"
+    words.mkdir()
+    (words / "adjectives.txt").write_text("Swift\nbad word\n")
+    (words / "nouns.txt").write_text("Wolf\n")
+    with pytest.raises(ValidationError) as malformed:
+        _settings(identity_signing_key_file=key, username_words_dir=words)
+    assert "not a capitalised word" in str(malformed.value)
+
+
+def test_redis_is_required(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    key = tmp_path / "signing.pem"
+    _generate(key)
+    with pytest.raises(ValidationError) as info:
+        Settings(database_url="postgresql://db.invalid/chatpop", identity_signing_key_file=key)  # type: ignore[call-arg]
+    assert "redis_url" in str(info.value)
 
 
 def test_settings_read_extra_public_keys(tmp_path: Path) -> None:
@@ -139,6 +169,7 @@ def test_process_refuses_to_start_without_database_or_key(tmp_path: Path) -> Non
     )
     assert result.returncode == 2
     assert "DATABASE_URL" in result.stderr
+    assert "REDIS_URL" in result.stderr
     assert "IDENTITY_SIGNING_KEY_FILE" in result.stderr
     assert "does not exist" in result.stderr
     assert "Traceback" not in result.stderr

@@ -3,7 +3,8 @@
 A username is 5-15 ASCII letters, digits or underscores once surrounding whitespace is stripped.
 Case is kept for display; uniqueness compares `username_key()` (lower case). System words are
 reserved, also when only digits or underscores decorate them ("Admin_1", "_host_"), so nobody can
-pass for staff; names starting with the product's own name are reserved too.
+pass for staff; names starting with the product's own name are reserved too. Names with profanity
+(chatpop_common.profanity, which sees through leet-speak and separators) are refused.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import re
 
 from chatpop_common.errors import InvalidArgument
+from chatpop_common.profanity import is_profane
 
 USERNAME_MIN_LENGTH = 5
 USERNAME_MAX_LENGTH = 15
@@ -60,10 +62,12 @@ def is_reserved(username: str) -> bool:
     return core in RESERVED_WORDS or core.startswith(_BRAND)
 
 
-def normalize_username(raw: str) -> str:
+def normalize_username(raw: str, *, check_profanity: bool = True) -> str:
     """The username to store (trimmed, case kept), or InvalidArgument with a stable code.
 
-    Codes: `username_invalid` (empty, length, characters) and `username_reserved`.
+    Codes: `username_invalid` (empty, length, characters), `username_reserved` (system words) and
+    `username_profane`. `check_profanity=False` is for names the platform generated itself from
+    curated word lists.
     """
     name = raw.strip()
     if not name:
@@ -79,4 +83,6 @@ def normalize_username(raw: str) -> str:
         )
     if is_reserved(name):
         raise InvalidArgument(f"the username {name!r} is reserved", code="username_reserved")
+    if check_profanity and is_profane(name):
+        raise InvalidArgument("that username contains a word that is not allowed", code="username_profane")
     return name

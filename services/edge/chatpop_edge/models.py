@@ -99,6 +99,41 @@ class MeResponse(BaseModel):
     identity: Identity
 
 
+UsernameProblem = Literal["username_invalid", "username_reserved", "username_profane", "username_taken"]
+_USERNAME_PROBLEMS: dict[int, UsernameProblem] = {
+    identity_pb2.USERNAME_PROBLEM_INVALID: "username_invalid",
+    identity_pb2.USERNAME_PROBLEM_RESERVED_WORD: "username_reserved",
+    identity_pb2.USERNAME_PROBLEM_PROFANITY: "username_profane",
+    identity_pb2.USERNAME_PROBLEM_TAKEN: "username_taken",
+}
+
+
+class UsernameAvailability(BaseModel):
+    username: str = Field(description="The name as it would be stored: trimmed, case kept.")
+    available: bool = Field(description="Whether an account could reserve it now.")
+    reason: UsernameProblem | None = Field(
+        default=None,
+        description="Why not: its format (5-15 letters A-Z, digits, underscores), a system word, "
+        "profanity, or another account holds it. The same codes a registration or join would fail with.",
+    )
+    message: str | None = Field(default=None, description="Why not, for people.")
+
+    @classmethod
+    def from_proto(cls, response: identity_pb2.CheckUsernameResponse) -> UsernameAvailability:
+        if response.available:
+            return cls(username=response.username, available=True)
+        return cls(
+            username=response.username,
+            available=False,
+            reason=_USERNAME_PROBLEMS.get(response.problem, "username_invalid"),
+            message=response.message or None,
+        )
+
+
+class ReserveUsernameRequest(RequestBody):
+    reserved_username: str = Field(min_length=1, max_length=64)
+
+
 class Jwk(BaseModel):
     kid: str
     kty: str
@@ -241,8 +276,29 @@ class Participant(BaseModel):
 
 
 class JoinRequest(RequestBody):
-    username: str = Field(min_length=1, max_length=64)
+    username: str | None = Field(
+        default=None,
+        max_length=64,
+        description="5-15 letters A-Z, digits or underscores; a dice roll from `usernames/suggest` "
+        "is held for you for a few minutes. Accounts may omit it to join under their reserved "
+        "username, which shows the verified badge.",
+    )
     access_code: str | None = Field(default=None, max_length=256, description="Private rooms only.")
+
+
+class ParticipantList(BaseModel):
+    participants: list[Participant] = Field(description="In the order they joined.")
+
+
+class MyParticipant(BaseModel):
+    participant: Participant
+    room: Room
+
+
+class UsernameSuggestion(BaseModel):
+    username: str = Field(description="Adjective + Noun + Number, at most 15 characters.")
+    remaining: int = Field(description="Rolls you have left in this room in the current hour.")
+    held_for: int = Field(description="Seconds this username stays reserved for you to join with.")
 
 
 class JoinResponse(BaseModel):

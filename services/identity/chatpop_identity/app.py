@@ -8,9 +8,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from chatpop.identity.v1 import identity_pb2, identity_pb2_grpc
 from chatpop_common.auth import KeyCache, TokenVerifier
-from chatpop_common.datastores import create_pg_pool
+from chatpop_common.datastores import create_pg_pool, create_redis
+from chatpop_common.fixed_window import FixedWindowLimiter
 from chatpop_common.server import GrpcApp, Registration
 from chatpop_identity.credentials import Passwords
+from chatpop_identity.generator import UsernameGenerator
 from chatpop_identity.keys import KeyRing
 from chatpop_identity.servicer import IdentityServicer
 from chatpop_identity.settings import Settings
@@ -40,13 +42,23 @@ async def build(settings: Settings) -> GrpcApp:
     pool = await create_pg_pool(
         settings.database_url, schema="identity", min_size=settings.db_pool_min, max_size=settings.db_pool_max
     )
+    redis = create_redis(settings.redis_url)
     servicer = IdentityServicer(
         store=IdentityStore(pool),
         keys=keys,
         tokens=TokenIssuer(keys, access_ttl=settings.access_token_ttl, room_ttl=settings.room_token_ttl),
         passwords=passwords,
         refresh_ttl=settings.refresh_token_ttl,
+        generator=UsernameGenerator.from_directory(settings.username_words_dir),
+        session_limiter=FixedWindowLimiter(
+            redis, limit=settings.anonymous_session_limit, window_seconds=settings.anonymous_session_window
+        ),
     )
+
+    async def close_redis() -> None:
+        # redis-py 5+ has aclose(); the published stubs still describe 4.x.
+        await redis.aclose()  # type: ignore[attr-defined]
+
     return GrpcApp(
         registrations=[
             Registration(
@@ -56,5 +68,5 @@ async def build(settings: Settings) -> GrpcApp:
             )
         ],
         verifier=local_verifier(keys),
-        cleanups=[pool.close],
+        cleanups=[close_redis, pool.close],
     )

@@ -3,23 +3,33 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import grpc
+import redis
 
 from chatpop.identity.v1 import identity_pb2, identity_pb2_grpc
-from chatpop_common.auth import current_principal, require_principal
-from chatpop_common.errors import InvalidArgument, NotFound, PermissionDenied, Unauthenticated
-from chatpop_common.usernames import USERNAME_MAX_LENGTH, normalize_username
+from chatpop_common.auth import Principal, current_principal, require_principal
+from chatpop_common.errors import (
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
+    Unauthenticated,
+)
+from chatpop_common.fixed_window import FixedWindowLimiter
+from chatpop_common.usernames import USERNAME_MAX_LENGTH, normalize_username, username_key
 from chatpop_identity.credentials import (
     PASSWORD_MAX_LENGTH,
     Passwords,
     check_password,
     normalize_email,
 )
+from chatpop_identity.generator import DEFAULT_DIGITS, UsernameGenerator
 from chatpop_identity.keys import KeyRing
 from chatpop_identity.store import (
     ANONYMOUS,
@@ -35,8 +45,17 @@ _KINDS = {
     ANONYMOUS: identity_pb2.IDENTITY_KIND_ANONYMOUS,
     USER: identity_pb2.IDENTITY_KIND_USER,
 }
+log = logging.getLogger(__name__)
+
 # A keyed hash is short; anything longer is not one.
 CLIENT_IP_HASH_MAX = 128
+SUGGEST_MAX = 50
+SUGGEST_DEFAULT = 10
+_PROBLEMS = {
+    "username_invalid": identity_pb2.USERNAME_PROBLEM_INVALID,
+    "username_reserved": identity_pb2.USERNAME_PROBLEM_RESERVED_WORD,
+    "username_profane": identity_pb2.USERNAME_PROBLEM_PROFANITY,
+}
 # One message for a wrong email and a wrong password, so replies do not reveal which accounts exist.
 _BAD_CREDENTIALS = "the email or password is incorrect"
 
@@ -82,9 +101,13 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         tokens: TokenIssuer,
         passwords: Passwords,
         refresh_ttl: int,
+        generator: UsernameGenerator,
+        session_limiter: FixedWindowLimiter | None = None,
         now: Now = _utcnow,
     ) -> None:
         self._store = store
+        self._generator = generator
+        self._session_limiter = session_limiter
         self._keys = keys
         self._tokens = tokens
         self._passwords = passwords
@@ -110,11 +133,30 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
     ) -> identity_pb2.CreateAnonymousSessionResponse:
         if len(request.client_ip_hash) > CLIENT_IP_HASH_MAX:
             raise InvalidArgument("client_ip_hash is too long to be a hash", code="invalid_client_ip_hash")
+        if request.client_ip_hash:
+            await self._limit_sessions(request.client_ip_hash)
         refresh_token, refresh = self._new_refresh()
         identity = await self._store.create_anonymous(refresh)
         return identity_pb2.CreateAnonymousSessionResponse(
             identity=identity_message(identity), tokens=self._pair(identity, refresh_token)
         )
+
+    async def _limit_sessions(self, client_ip_hash: str) -> None:
+        """At most N new anonymous sessions per client IP per window (accounts are not limited here)."""
+        if self._session_limiter is None:
+            return
+        try:
+            decision = await self._session_limiter.hit(f"identity:anon-sessions:{client_ip_hash}")
+        except redis.RedisError as exc:
+            # A Redis outage must not lock every newcomer out; the limit resumes with Redis.
+            log.warning("session limits unavailable: %s", exc)
+            return
+        if not decision.allowed:
+            raise ResourceExhausted(
+                f"too many new sessions from your network; try again in {decision.retry_after} seconds",
+                code="too_many_sessions",
+                retry_after=decision.retry_after,
+            )
 
     async def Register(
         self, request: identity_pb2.RegisterRequest, context: grpc.aio.ServicerContext
@@ -241,3 +283,84 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             )
         )
         return identity_pb2.IssueRoomTokenResponse(room_token=signed.token, expires_in=signed.expires_in)
+
+    async def CheckUsername(
+        self, request: identity_pb2.CheckUsernameRequest, context: grpc.aio.ServicerContext
+    ) -> identity_pb2.CheckUsernameResponse:
+        name = request.username.strip()
+        try:
+            normalize_username(name)
+        except InvalidArgument as exc:
+            problem = _PROBLEMS.get(exc.code, identity_pb2.USERNAME_PROBLEM_INVALID)
+            if problem == identity_pb2.USERNAME_PROBLEM_INVALID:
+                return identity_pb2.CheckUsernameResponse(
+                    username=name[: USERNAME_MAX_LENGTH * 4],
+                    available=False,
+                    problem=problem,
+                    message=exc.message,
+                )
+            owner = await self._store.reserved_username_owner(username_key(name))
+            return identity_pb2.CheckUsernameResponse(
+                username=name,
+                available=False,
+                problem=problem,
+                message=exc.message,
+                taken=owner is not None,
+                yours=_is_caller(owner),
+            )
+        owner = await self._store.reserved_username_owner(username_key(name))
+        if owner is None:
+            return identity_pb2.CheckUsernameResponse(username=name, available=True)
+        yours = _is_caller(owner)
+        return identity_pb2.CheckUsernameResponse(
+            username=name,
+            available=False,
+            problem=identity_pb2.USERNAME_PROBLEM_TAKEN,
+            message="this is already your username" if yours else "that username is already taken",
+            taken=True,
+            yours=yours,
+        )
+
+    async def ReserveUsername(
+        self, request: identity_pb2.ReserveUsernameRequest, context: grpc.aio.ServicerContext
+    ) -> identity_pb2.ReserveUsernameResponse:
+        principal = _require_account()
+        username = normalize_username(request.username)
+        identity = await self._store.reserve_username(_uuid(principal.subject, "the token subject"), username)
+        return identity_pb2.ReserveUsernameResponse(identity=identity_message(identity))
+
+    async def SuggestUsernames(
+        self, request: identity_pb2.SuggestUsernamesRequest, context: grpc.aio.ServicerContext
+    ) -> identity_pb2.SuggestUsernamesResponse:
+        count = request.count or SUGGEST_DEFAULT
+        if not 1 <= count <= SUGGEST_MAX:
+            raise InvalidArgument(f"count must be 1 to {SUGGEST_MAX}", code="invalid_argument")
+        if request.digits < 0:
+            raise InvalidArgument("digits cannot be negative", code="invalid_argument")
+        # More digits than the word lists leave room for is capped, not refused: callers escalate
+        # blindly as a namespace fills up.
+        digits = min(request.digits or DEFAULT_DIGITS, self._generator.max_digits)
+        names = self._generator.batch(count, digits)
+        reserved = await self._store.reserved_among([username_key(name) for name in names])
+        return identity_pb2.SuggestUsernamesResponse(
+            usernames=[name for name in names if username_key(name) not in reserved]
+        )
+
+
+def _is_caller(owner: uuid.UUID | None) -> bool:
+    caller = current_principal()
+    return (
+        owner is not None
+        and caller is not None
+        and caller.token_type == "access"
+        and caller.subject == str(owner)
+    )
+
+
+def _require_account() -> Principal:
+    principal = require_principal()
+    if principal.token_type != "access":
+        raise Unauthenticated("an access token is required", code="invalid_token")
+    if principal.kind != USER:
+        raise PermissionDenied("only registered accounts can reserve a username", code="account_required")
+    return principal

@@ -10,6 +10,7 @@ from pathlib import Path
 from pydantic import Field, field_validator
 
 from chatpop_common.settings import ServiceSettings
+from chatpop_identity.generator import WORDLIST_DIR, UsernameGenerator
 from chatpop_identity.keys import load_private_key, load_public_key
 
 DAY = 86_400
@@ -19,6 +20,8 @@ class Settings(ServiceSettings):
     grpc_port: int = Field(7101, ge=0, le=65535)
     metrics_port: int = Field(9101, ge=0, le=65535)
     database_url: str = Field(..., min_length=1)
+    # Redis holds the per-IP session creation counters (keys `identity:*`).
+    redis_url: str = Field(..., min_length=1)
 
     # PEM Ed25519 private key that signs every token (see `python -m chatpop_identity.keys`).
     identity_signing_key_file: Path
@@ -33,6 +36,19 @@ class Settings(ServiceSettings):
     argon2_time_cost: int | None = Field(None, ge=1)
     argon2_memory_cost: int | None = Field(None, ge=8)  # KiB
     argon2_parallelism: int | None = Field(None, ge=1)
+
+    # New anonymous sessions one client IP (keyed hash) may start per window.
+    anonymous_session_limit: int = Field(5, ge=1)
+    anonymous_session_window: int = Field(3600, ge=1)
+
+    # Directory holding adjectives.txt and nouns.txt for generated usernames.
+    username_words_dir: Path = WORDLIST_DIR
+
+    @field_validator("username_words_dir")
+    @classmethod
+    def _word_lists_load(cls, path: Path) -> Path:
+        UsernameGenerator.from_directory(path)
+        return path
 
     @field_validator("identity_signing_key_file")
     @classmethod

@@ -9,10 +9,17 @@ from datetime import datetime
 
 import asyncpg
 
-from chatpop_common.errors import AlreadyExists
+from chatpop_common.errors import AlreadyExists, FailedPrecondition, NotFound
 
 ANONYMOUS = "anonymous"
 USER = "user"
+_IDENTITY_COLUMNS = "id, kind, email, password_hash, reserved_username, created_at"
+# The column list is a fixed constant; every value travels as a bind parameter.
+_RESERVE_USERNAME = f"""
+    UPDATE identities SET reserved_username = $2, reserved_username_lower = lower($2)
+    WHERE id = $1 AND kind = $3 AND reserved_username IS NULL
+    RETURNING {_IDENTITY_COLUMNS}
+"""  # noqa: S608
 
 
 @dataclass(frozen=True)
@@ -194,4 +201,49 @@ class IdentityStore:
             " AND revoked_at IS NULL",
             token_hash,
             now,
+        )
+
+    async def reserved_username_owner(self, username_lower: str) -> uuid.UUID | None:
+        """The account holding this reserved username (compared in lower case), if any."""
+        owner: uuid.UUID | None = await self._pool.fetchval(
+            "SELECT id FROM identities WHERE reserved_username_lower = $1", username_lower
+        )
+        return owner
+
+    async def reserved_among(self, usernames_lower: list[str]) -> set[str]:
+        """Which of these lower-case usernames accounts have reserved."""
+        rows = await self._pool.fetch(
+            "SELECT reserved_username_lower FROM identities WHERE reserved_username_lower = ANY($1::text[])",
+            usernames_lower,
+        )
+        return {str(row["reserved_username_lower"]) for row in rows}
+
+    async def reserve_username(self, identity_id: uuid.UUID, username: str) -> IdentityRecord:
+        """Give an account its reserved username; reserving the one it already holds changes nothing.
+
+        AlreadyExists `username_taken` when another account holds it, FailedPrecondition
+        `username_already_reserved` when this account holds a different one, NotFound when the
+        account is gone.
+        """
+        try:
+            row = await self._pool.fetchrow(
+                _RESERVE_USERNAME,
+                identity_id,
+                username,
+                USER,
+            )
+        except asyncpg.UniqueViolationError as exc:
+            if exc.constraint_name == "identities_reserved_username_lower_key":
+                raise AlreadyExists("that username is already taken", code="username_taken") from None
+            raise
+        if row is not None:
+            return _identity(row)
+        current = await self.get(identity_id)
+        if current is None or current.kind != USER:
+            raise NotFound("this account no longer exists", code="identity_not_found")
+        if (current.reserved_username or "").lower() == username.lower():
+            return current
+        raise FailedPrecondition(
+            f"this account already holds the username {current.reserved_username!r}",
+            code="username_already_reserved",
         )

@@ -9,10 +9,12 @@ from chatpop.rooms.v1 import rooms_pb2, rooms_pb2_grpc
 from chatpop_common.auth import TokenVerifier
 from chatpop_common.clients import identity_key_cache, insecure_channel
 from chatpop_common.datastores import create_pg_pool, create_redis
+from chatpop_common.fixed_window import FixedWindowLimiter
 from chatpop_common.server import GrpcApp, Registration
 from chatpop_rooms.access_codes import AccessCodeHasher
 from chatpop_rooms.codes import new_room_code
 from chatpop_rooms.limits import JoinAttemptLimiter
+from chatpop_rooms.rolls import UsernameRolls
 from chatpop_rooms.servicer import RoomsServicer
 from chatpop_rooms.settings import Settings
 from chatpop_rooms.store import RoomStore
@@ -41,6 +43,16 @@ async def build(settings: Settings, *, room_codes: Callable[[], str] = new_room_
             window_seconds=settings.join_attempt_window,
         ),
         identity=identity_pb2_grpc.IdentityServiceStub(identity_channel),
+        rolls=UsernameRolls(
+            redis,
+            limit=settings.username_roll_limit,
+            window_seconds=settings.username_roll_window,
+            hold_seconds=settings.username_hold_seconds,
+        ),
+        room_limiter=FixedWindowLimiter(
+            redis, limit=settings.anonymous_room_limit, window_seconds=settings.anonymous_room_window
+        ),
+        anonymous_usernames_per_ip=settings.anonymous_usernames_per_ip,
         room_codes=room_codes,
     )
 

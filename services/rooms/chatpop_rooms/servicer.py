@@ -21,13 +21,16 @@ from chatpop_common.errors import (
     ResourceExhausted,
     Unavailable,
 )
+from chatpop_common.fixed_window import FixedWindowLimiter
 from chatpop_common.usernames import normalize_username
 from chatpop_rooms.access_codes import AccessCodeHasher
 from chatpop_rooms.codes import new_room_code, normalize_room_code
 from chatpop_rooms.convert import participant_message, room_message
 from chatpop_rooms.limits import JoinAttemptLimiter
+from chatpop_rooms.rolls import UsernameRolls
 from chatpop_rooms.store import (
     AlreadyJoined,
+    AnonymousLimitReached,
     CodeTaken,
     NewRoom,
     ParticipantRow,
@@ -55,6 +58,12 @@ log = logging.getLogger(__name__)
 CODE_DRAWS = 8
 CLIENT_IP_HASH_MAX = 128
 IDENTITY_TIMEOUT = 5.0
+# Rolls draw this many candidates per call to identity, first with 2-digit numbers, then with more
+# digits each time a whole batch is already in use in the room or held: the number range grows as
+# the room's namespace fills up.
+ROLL_BATCH = 16
+ROLL_DIGITS = (2, 3, 4, 5, 6)
+ANONYMOUS = "anonymous"
 
 
 def _require_access_token() -> Principal:
@@ -82,6 +91,14 @@ def _room_not_found() -> NotFound:
     return NotFound("there is no such room", code="room_not_found")
 
 
+def _too_many_rolls(retry_after: int) -> ResourceExhausted:
+    return ResourceExhausted(
+        f"you rolled the dice too often in this room; try again in {retry_after} seconds or type a username",
+        code="too_many_rolls",
+        retry_after=retry_after,
+    )
+
+
 class RoomsServicer(rooms_pb2_grpc.RoomsServiceServicer):
     def __init__(
         self,
@@ -90,12 +107,18 @@ class RoomsServicer(rooms_pb2_grpc.RoomsServiceServicer):
         hasher: AccessCodeHasher,
         limiter: JoinAttemptLimiter,
         identity: identity_pb2_grpc.IdentityServiceStub,
+        rolls: UsernameRolls,
+        room_limiter: FixedWindowLimiter,
+        anonymous_usernames_per_ip: int,
         room_codes: Callable[[], str] = new_room_code,
     ) -> None:
         self._store = store
         self._hasher = hasher
         self._limiter = limiter
         self._identity = identity
+        self._rolls = rolls
+        self._room_limiter = room_limiter
+        self._anonymous_usernames_per_ip = anonymous_usernames_per_ip
         self._room_codes = room_codes
 
     async def CreateRoom(
@@ -111,6 +134,8 @@ class RoomsServicer(rooms_pb2_grpc.RoomsServiceServicer):
             request.retention_days if request.HasField("retention_days") else None
         )
         theme = validate_theme(request.theme)
+        if principal.kind == ANONYMOUS:
+            await self._limit_room_creation(principal.subject)
         new_room = NewRoom(
             name=name,
             description=description,
@@ -254,6 +279,66 @@ class RoomsServicer(rooms_pb2_grpc.RoomsServiceServicer):
         participants = await self._store.participants(room.id)
         return rooms_pb2.ListParticipantsResponse(participants=[participant_message(p) for p in participants])
 
+    async def SuggestUsername(
+        self, request: rooms_pb2.SuggestUsernameRequest, context: grpc.aio.ServicerContext
+    ) -> rooms_pb2.SuggestUsernameResponse:
+        principal = _require_access_token()
+        if len(request.client_ip_hash) > CLIENT_IP_HASH_MAX:
+            raise InvalidArgument("client_ip_hash is too long to be a hash", code="invalid_client_ip_hash")
+        room = await self._room_by_code(request.code)
+        _require_open(room)
+        try:
+            left = await self._rolls.peek(room.id, principal.subject)
+            if left.exhausted:
+                raise _too_many_rolls(left.retry_after)
+            for digits in ROLL_DIGITS:
+                candidates = await self._candidates(digits)
+                taken = await self._store.taken_usernames(room.id, [name.lower() for name in candidates])
+                free = [name for name in candidates if name.lower() not in taken]
+                if not free:
+                    continue
+                roll = await self._rolls.take(room.id, principal.subject, free)
+                if roll.exhausted:
+                    raise _too_many_rolls(roll.retry_after)
+                if roll.username is not None:
+                    return rooms_pb2.SuggestUsernameResponse(
+                        username=roll.username,
+                        remaining=roll.remaining,
+                        held_for_seconds=self._rolls.hold_seconds,
+                    )
+        except redis.RedisError as exc:
+            log.warning("username rolls unavailable: %s", exc)
+            raise Unavailable(
+                "the dice are unavailable right now; type a username instead", code="rolls_unavailable"
+            ) from exc
+        log.error("no free generated username in room %s", room.id)
+        raise Unavailable("no free username could be found; type one instead", code="no_username_available")
+
+    async def _candidates(self, digits: int) -> list[str]:
+        try:
+            response = await self._identity.SuggestUsernames(
+                identity_pb2.SuggestUsernamesRequest(count=ROLL_BATCH, digits=digits),
+                timeout=IDENTITY_TIMEOUT,
+            )
+        except grpc.aio.AioRpcError as exc:
+            log.warning("identity could not suggest usernames: %s", exc.code().name)
+            raise Unavailable(
+                "the dice are unavailable right now; try again", code="identity_unavailable"
+            ) from exc
+        return list(response.usernames)
+
+    async def GetMyParticipant(
+        self, request: rooms_pb2.GetMyParticipantRequest, context: grpc.aio.ServicerContext
+    ) -> rooms_pb2.GetMyParticipantResponse:
+        principal = _require_access_token()
+        room = await self._room_by_code(request.code)
+        participant = await self._store.participant_by_subject(room.id, principal.subject)
+        if participant is None:
+            raise NotFound("you have not joined this room yet", code="not_joined")
+        return rooms_pb2.GetMyParticipantResponse(
+            room=room_message(room), participant=participant_message(participant)
+        )
+
     async def _room_by_code(self, raw: str) -> RoomRow:
         code = normalize_room_code(raw)
         room = await self._store.room_by_code(code) if code else None
@@ -270,20 +355,40 @@ class RoomsServicer(rooms_pb2_grpc.RoomsServiceServicer):
     async def _admit(
         self, room: RoomRow, request: rooms_pb2.JoinRoomRequest, principal: Principal, caller_token: str
     ) -> ParticipantRow:
-        """A first join: username rules, then the access code, then the row (unique per room)."""
-        reserved = await self._reserved_username(principal, caller_token)
-        username = normalize_username(request.username if request.username.strip() else reserved)
+        """A first join: username rules, then the access code, then the row (unique per room).
+
+        A name the caller rolled skips the profanity filter (generated from curated lists) and is
+        theirs while held; a name held for someone else, or reserved by another account, is refused.
+        Only the account that reserved a name joins under it with the verified badge.
+        """
+        raw = request.username.strip() or await self._reserved_username(principal, caller_token)
+        username = normalize_username(raw, check_profanity=False)
+        holder = await self._roll_holder(room.id, username)
+        own_roll = holder == principal.subject
+        if not own_roll:
+            normalize_username(username)
+        ownership = await self._check_username(username, caller_token)
+        if ownership.taken and not ownership.yours:
+            raise AlreadyExists("a registered user has reserved that username", code="username_taken")
+        if holder is not None and not own_roll and not ownership.yours:
+            raise AlreadyExists(
+                "that username was just rolled by someone else; roll again or pick another",
+                code="username_held",
+            )
         is_host = principal.subject == room.host_id
         if room.visibility == PRIVATE and not is_host:
             client = f"ip:{request.client_ip_hash}" if request.client_ip_hash else f"sub:{principal.subject}"
             await self._check_access_code(room, client, request.access_code)
         try:
-            return await self._store.insert_participant(
+            participant = await self._store.insert_participant(
                 room_id=room.id,
                 subject=principal.subject,
                 username=username,
                 is_host=is_host,
-                verified=bool(reserved) and username.lower() == reserved.lower(),
+                verified=ownership.yours,
+                identity_kind=ANONYMOUS if principal.kind == ANONYMOUS else "user",
+                client_ip_hash=request.client_ip_hash or None,
+                anonymous_ip_limit=self._anonymous_usernames_per_ip,
             )
         except AlreadyJoined as raced:
             return raced.participant
@@ -291,6 +396,59 @@ class RoomsServicer(rooms_pb2_grpc.RoomsServiceServicer):
             raise AlreadyExists(
                 "someone in this room already uses that username", code="username_taken"
             ) from None
+        except AnonymousLimitReached:
+            raise PermissionDenied(
+                f"your network already joined this room under {self._anonymous_usernames_per_ip} anonymous"
+                " usernames; sign in to join under another one",
+                code="too_many_anonymous_usernames",
+            ) from None
+        await self._release_rolls(room.id, principal.subject)
+        return participant
+
+    async def _check_username(self, username: str, caller_token: str) -> identity_pb2.CheckUsernameResponse:
+        """Whether an account reserved the name, and whether it is the caller's."""
+        try:
+            response: identity_pb2.CheckUsernameResponse = await self._identity.CheckUsername(
+                identity_pb2.CheckUsernameRequest(username=username),
+                metadata=bearer(caller_token) if caller_token else None,
+                timeout=IDENTITY_TIMEOUT,
+            )
+        except grpc.aio.AioRpcError as exc:
+            log.warning("identity could not check a username: %s", exc.code().name)
+            raise Unavailable(
+                "usernames cannot be checked right now; try again", code="identity_unavailable"
+            ) from exc
+        return response
+
+    async def _roll_holder(self, room_id: str, username: str) -> str | None:
+        try:
+            return await self._rolls.holder(room_id, username)
+        except redis.RedisError as exc:
+            # Holds are a courtesy to whoever rolled; without Redis the join goes ahead without them.
+            log.warning("username holds unavailable: %s", exc)
+            return None
+
+    async def _release_rolls(self, room_id: str, subject: str) -> None:
+        try:
+            await self._rolls.release(room_id, subject)
+        except redis.RedisError as exc:
+            log.warning("could not give rolled usernames back: %s", exc)
+
+    async def _limit_room_creation(self, subject: str) -> None:
+        """Anonymous sessions may open only a few rooms per window; accounts are not limited."""
+        try:
+            decision = await self._room_limiter.hit(f"rooms:room-creations:{subject}")
+        except redis.RedisError as exc:
+            # A Redis outage must not stop people from opening rooms; the limit resumes with Redis.
+            log.warning("room creation limits unavailable: %s", exc)
+            return
+        if not decision.allowed:
+            raise ResourceExhausted(
+                f"you opened the most rooms allowed for now; try again in {decision.retry_after} seconds"
+                " or sign in",
+                code="too_many_rooms",
+                retry_after=decision.retry_after,
+            )
 
     async def _check_access_code(self, room: RoomRow, client: str, raw_code: str) -> None:
         """Reserve an attempt first, so a locked-out client never reaches the hash check."""
@@ -321,7 +479,7 @@ class RoomsServicer(rooms_pb2_grpc.RoomsServiceServicer):
             log.warning("could not give a join attempt back: %s", exc)
 
     async def _reserved_username(self, principal: Principal, caller_token: str) -> str:
-        """An account's reserved username: the default name to join with, and what earns a verified badge."""
+        """An account's reserved username: the name it joins with when it names none."""
         if principal.kind != "user" or not caller_token:
             return ""
         try:
@@ -329,7 +487,7 @@ class RoomsServicer(rooms_pb2_grpc.RoomsServiceServicer):
                 identity_pb2.GetIdentityRequest(), metadata=bearer(caller_token), timeout=IDENTITY_TIMEOUT
             )
         except grpc.aio.AioRpcError as exc:
-            # Without it the join still works, just without the badge.
+            # Without it the caller is asked for a name, as anyone else would be.
             log.warning("could not read the caller's identity: %s", exc.code().name)
             return ""
         return str(response.identity.reserved_username)

@@ -31,3 +31,16 @@ class Settings(ServiceSettings):
     access_code_hash_time_cost: int = Field(3, ge=1)
     access_code_hash_memory_kib: int = Field(65536, ge=8)
     access_code_hash_parallelism: int = Field(4, ge=1)
+
+    # Dice rolls: per device (session or account) and room within the window; a rolled name is held
+    # for its roller this many seconds so nobody else takes it meanwhile.
+    username_roll_limit: int = Field(20, ge=1)
+    username_roll_window: int = Field(3600, ge=1)
+    username_hold_seconds: int = Field(300, ge=1)
+
+    # New anonymous participants one client address (keyed hash) may add to a room. Returning
+    # participants and accounts are not counted.
+    anonymous_usernames_per_ip: int = Field(3, ge=1)
+    # Rooms an anonymous session may create per window; accounts are not limited.
+    anonymous_room_limit: int = Field(3, ge=1)
+    anonymous_room_window: int = Field(3600, ge=1)

@@ -31,10 +31,13 @@ _CLOSE_ROOM = f"""
     RETURNING {_ROOM_COLUMNS}
 """  # noqa: S608
 _INSERT_PARTICIPANT = f"""
-    INSERT INTO participants (id, room_id, subject, username, is_host, verified)
-    VALUES ($1, $2, $3, $4, $5, $6)
+    INSERT INTO participants
+        (id, room_id, subject, username, is_host, verified, identity_kind, client_ip_hash)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
     RETURNING {_PARTICIPANT_COLUMNS}
 """  # noqa: S608
+_ANONYMOUS = "anonymous"
+_NAME_CONSTRAINTS = frozenset({"participants_room_username_key", "participants_room_verified_username_key"})
 
 # Columns UpdateRoom may change; anything else never reaches the SQL text.
 UPDATABLE_COLUMNS = frozenset(
@@ -58,6 +61,10 @@ class CodeTaken(Exception):
 
 class UsernameTaken(Exception):
     """Someone else in the room already uses this username (compared case-insensitively)."""
+
+
+class AnonymousLimitReached(Exception):
+    """This client address already joined the room under as many anonymous names as allowed."""
 
 
 class AlreadyJoined(Exception):
@@ -211,28 +218,79 @@ class RoomStore:
         return ParticipantRow.from_record(record) if record else None
 
     async def insert_participant(
-        self, *, room_id: str, subject: str, username: str, is_host: bool, verified: bool
+        self,
+        *,
+        room_id: str,
+        subject: str,
+        username: str,
+        is_host: bool,
+        verified: bool,
+        identity_kind: str,
+        client_ip_hash: str | None = None,
+        anonymous_ip_limit: int | None = None,
     ) -> ParticipantRow:
-        try:
-            record = await self._pool.fetchrow(
-                _INSERT_PARTICIPANT,
-                uuid.uuid4(),
-                uuid.UUID(room_id),
-                subject,
-                username,
-                is_host,
-                verified,
+        """A first join. Raises AlreadyJoined, UsernameTaken or AnonymousLimitReached.
+
+        First joins of one room take turns (a transaction-scoped advisory lock), so the per-address
+        count and the name checks see every earlier join and nobody slips in between check and
+        insert. A verified name (the joiner's own reserved one) only has to be free among verified
+        names; any other name must be free altogether.
+        """
+        room_key = uuid.UUID(room_id)
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", f"rooms.join:{room_id}"
             )
-        except asyncpg.UniqueViolationError as exc:
-            if exc.constraint_name == "participants_room_subject_key":
-                existing = await self.participant_by_subject(room_id, subject)
-                if existing is not None:
-                    raise AlreadyJoined(existing) from exc
-            if exc.constraint_name == "participants_room_username_key":
-                raise UsernameTaken(username) from exc
-            raise
+            existing = await conn.fetchrow(
+                _SELECT_PARTICIPANT + " WHERE room_id = $1 AND subject = $2", room_key, subject
+            )
+            if existing is not None:
+                raise AlreadyJoined(ParticipantRow.from_record(existing))
+            if identity_kind == _ANONYMOUS and client_ip_hash and anonymous_ip_limit is not None:
+                count = await conn.fetchval(
+                    "SELECT count(*) FROM participants"
+                    " WHERE room_id = $1 AND client_ip_hash = $2 AND identity_kind = $3",
+                    room_key,
+                    client_ip_hash,
+                    _ANONYMOUS,
+                )
+                if count >= anonymous_ip_limit:
+                    raise AnonymousLimitReached()
+            if not verified:
+                clash = await conn.fetchval(
+                    "SELECT 1 FROM participants WHERE room_id = $1 AND username_lower = lower($2) LIMIT 1",
+                    room_key,
+                    username,
+                )
+                if clash:
+                    raise UsernameTaken(username)
+            try:
+                record = await conn.fetchrow(
+                    _INSERT_PARTICIPANT,
+                    uuid.uuid4(),
+                    room_key,
+                    subject,
+                    username,
+                    is_host,
+                    verified,
+                    identity_kind,
+                    client_ip_hash or None,
+                )
+            except asyncpg.UniqueViolationError as exc:
+                if exc.constraint_name in _NAME_CONSTRAINTS:
+                    raise UsernameTaken(username) from exc
+                raise
         assert record is not None
         return ParticipantRow.from_record(record)
+
+    async def taken_usernames(self, room_id: str, usernames_lower: list[str]) -> set[str]:
+        """Which of these lower-case names participants of the room already use."""
+        rows = await self._pool.fetch(
+            "SELECT username_lower FROM participants WHERE room_id = $1 AND username_lower = ANY($2::text[])",
+            uuid.UUID(room_id),
+            usernames_lower,
+        )
+        return {str(row["username_lower"]) for row in rows}
 
     async def participant(self, room_id: str, participant_id: str) -> ParticipantRow | None:
         room_key, participant_key = parse_uuid(room_id), parse_uuid(participant_id)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response, status
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Response, status
 
 from chatpop.identity.v1 import identity_pb2
 from chatpop_edge import models
 from chatpop_edge.backends import auth_metadata
-from chatpop_edge.deps import BackendsDep, ClientIpHash, RequiredToken
+from chatpop_edge.deps import BackendsDep, ClientIpHash, OptionalToken, RequiredToken
 from chatpop_edge.errors import error_responses
 
 router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
@@ -95,3 +97,40 @@ async def me(backends: BackendsDep, token: RequiredToken) -> models.MeResponse:
         identity_pb2.GetIdentityRequest(), metadata=auth_metadata(token), timeout=backends.timeout
     )
     return models.MeResponse(identity=models.Identity.from_proto(response.identity))
+
+
+@router.put(
+    "/me/reserved-username",
+    response_model=models.MeResponse,
+    responses=error_responses(401, 403, 409),
+    summary="Reserve a username for your account (once; it is yours in every room)",
+)
+async def reserve_username(
+    body: models.ReserveUsernameRequest, backends: BackendsDep, token: RequiredToken
+) -> models.MeResponse:
+    response = await backends.identity.ReserveUsername(
+        identity_pb2.ReserveUsernameRequest(username=body.reserved_username),
+        metadata=auth_metadata(token),
+        timeout=backends.timeout,
+    )
+    return models.MeResponse(identity=models.Identity.from_proto(response.identity))
+
+
+@router.get(
+    # `:path` so that a name with a slash still gets an answer (it is invalid) rather than a 404.
+    "/usernames/{name:path}",
+    response_model=models.UsernameAvailability,
+    responses=error_responses(401),
+    summary="Whether a username can be reserved, and why not",
+)
+async def username_availability(
+    name: Annotated[str, Path(min_length=1, max_length=64, description="The username to check.")],
+    backends: BackendsDep,
+    token: OptionalToken,
+) -> models.UsernameAvailability:
+    response = await backends.identity.CheckUsername(
+        identity_pb2.CheckUsernameRequest(username=name),
+        metadata=auth_metadata(token),
+        timeout=backends.timeout,
+    )
+    return models.UsernameAvailability.from_proto(response)

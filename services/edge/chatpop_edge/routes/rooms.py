@@ -86,6 +86,62 @@ async def update_room(
 
 
 @router.post(
+    "/{code}/usernames/suggest",
+    response_model=models.UsernameSuggestion,
+    responses=error_responses(401, 403, 404, 409, 429),
+    summary="Roll the dice: a free generated username, held for you for a few minutes",
+)
+async def suggest_username(
+    code: RoomCode, backends: BackendsDep, token: RequiredToken, ip_hash: ClientIpHash
+) -> models.UsernameSuggestion:
+    rolled = await backends.rooms.SuggestUsername(
+        rooms_pb2.SuggestUsernameRequest(code=code, client_ip_hash=ip_hash),
+        metadata=auth_metadata(token),
+        timeout=backends.timeout,
+    )
+    return models.UsernameSuggestion(
+        username=rolled.username, remaining=rolled.remaining, held_for=rolled.held_for_seconds
+    )
+
+
+@router.get(
+    "/{code}/me",
+    response_model=models.MyParticipant,
+    responses=error_responses(401, 403, 404),
+    summary="Your participant in this room (access token); 404 `not_joined` before you join",
+)
+async def my_participant(
+    code: RoomCode, backends: BackendsDep, settings: SettingsDep, token: RequiredToken
+) -> models.MyParticipant:
+    mine = await backends.rooms.GetMyParticipant(
+        rooms_pb2.GetMyParticipantRequest(code=code), metadata=auth_metadata(token), timeout=backends.timeout
+    )
+    backends.remember_room(mine.room)
+    return models.MyParticipant(
+        participant=models.Participant.from_proto(mine.participant),
+        room=models.Room.from_proto(mine.room, settings.public_url),
+    )
+
+
+@router.get(
+    "/{code}/participants",
+    response_model=models.ParticipantList,
+    responses=error_responses(401, 403, 404),
+    summary="Who is in the room, with host and verified badges (room token)",
+)
+async def list_participants(
+    code: RoomCode, backends: BackendsDep, token: RequiredToken
+) -> models.ParticipantList:
+    room_id, _principal = await room_principal(backends, code, token)
+    listed = await backends.rooms.ListParticipants(
+        rooms_pb2.ListParticipantsRequest(room_id=room_id), timeout=backends.timeout
+    )
+    return models.ParticipantList(
+        participants=[models.Participant.from_proto(p) for p in listed.participants if not p.banned]
+    )
+
+
+@router.post(
     "/{code}/join",
     response_model=models.JoinResponse,
     responses=error_responses(401, 403, 404, 409, 429),
@@ -101,7 +157,10 @@ async def join_room(
 ) -> models.JoinResponse:
     joined = await backends.rooms.JoinRoom(
         rooms_pb2.JoinRoomRequest(
-            code=code, username=body.username, access_code=body.access_code or "", client_ip_hash=ip_hash
+            code=code,
+            username=body.username or "",
+            access_code=body.access_code or "",
+            client_ip_hash=ip_hash,
         ),
         metadata=auth_metadata(token),
         timeout=backends.timeout,

@@ -15,9 +15,22 @@ class IdentityKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     IDENTITY_KIND_UNSPECIFIED: _ClassVar[IdentityKind]
     IDENTITY_KIND_ANONYMOUS: _ClassVar[IdentityKind]
     IDENTITY_KIND_USER: _ClassVar[IdentityKind]
+
+class UsernameProblem(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    USERNAME_PROBLEM_UNSPECIFIED: _ClassVar[UsernameProblem]
+    USERNAME_PROBLEM_INVALID: _ClassVar[UsernameProblem]
+    USERNAME_PROBLEM_RESERVED_WORD: _ClassVar[UsernameProblem]
+    USERNAME_PROBLEM_PROFANITY: _ClassVar[UsernameProblem]
+    USERNAME_PROBLEM_TAKEN: _ClassVar[UsernameProblem]
 IDENTITY_KIND_UNSPECIFIED: IdentityKind
 IDENTITY_KIND_ANONYMOUS: IdentityKind
 IDENTITY_KIND_USER: IdentityKind
+USERNAME_PROBLEM_UNSPECIFIED: UsernameProblem
+USERNAME_PROBLEM_INVALID: UsernameProblem
+USERNAME_PROBLEM_RESERVED_WORD: UsernameProblem
+USERNAME_PROBLEM_PROFANITY: UsernameProblem
+USERNAME_PROBLEM_TAKEN: UsernameProblem
 
 class TokenPair(_message.Message):
     __slots__ = ("access_token", "refresh_token", "access_expires_in", "refresh_expires_in")
@@ -176,3 +189,51 @@ class IssueRoomTokenResponse(_message.Message):
     room_token: str
     expires_in: int
     def __init__(self, room_token: _Optional[str] = ..., expires_in: _Optional[int] = ...) -> None: ...
+
+class CheckUsernameRequest(_message.Message):
+    __slots__ = ("username",)
+    USERNAME_FIELD_NUMBER: _ClassVar[int]
+    username: str
+    def __init__(self, username: _Optional[str] = ...) -> None: ...
+
+class CheckUsernameResponse(_message.Message):
+    __slots__ = ("username", "available", "problem", "message", "taken", "yours")
+    USERNAME_FIELD_NUMBER: _ClassVar[int]
+    AVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    PROBLEM_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    TAKEN_FIELD_NUMBER: _ClassVar[int]
+    YOURS_FIELD_NUMBER: _ClassVar[int]
+    username: str
+    available: bool
+    problem: UsernameProblem
+    message: str
+    taken: bool
+    yours: bool
+    def __init__(self, username: _Optional[str] = ..., available: _Optional[bool] = ..., problem: _Optional[_Union[UsernameProblem, str]] = ..., message: _Optional[str] = ..., taken: _Optional[bool] = ..., yours: _Optional[bool] = ...) -> None: ...
+
+class ReserveUsernameRequest(_message.Message):
+    __slots__ = ("username",)
+    USERNAME_FIELD_NUMBER: _ClassVar[int]
+    username: str
+    def __init__(self, username: _Optional[str] = ...) -> None: ...
+
+class ReserveUsernameResponse(_message.Message):
+    __slots__ = ("identity",)
+    IDENTITY_FIELD_NUMBER: _ClassVar[int]
+    identity: Identity
+    def __init__(self, identity: _Optional[_Union[Identity, _Mapping]] = ...) -> None: ...
+
+class SuggestUsernamesRequest(_message.Message):
+    __slots__ = ("count", "digits")
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    DIGITS_FIELD_NUMBER: _ClassVar[int]
+    count: int
+    digits: int
+    def __init__(self, count: _Optional[int] = ..., digits: _Optional[int] = ...) -> None: ...
+
+class SuggestUsernamesResponse(_message.Message):
+    __slots__ = ("usernames",)
+    USERNAMES_FIELD_NUMBER: _ClassVar[int]
+    usernames: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, usernames: _Optional[_Iterable[str]] = ...) -> None: ...

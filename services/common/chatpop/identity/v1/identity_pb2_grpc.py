@@ -75,6 +75,21 @@ class IdentityServiceStub:
                 request_serializer=chatpop_dot_identity_dot_v1_dot_identity__pb2.IssueRoomTokenRequest.SerializeToString,
                 response_deserializer=chatpop_dot_identity_dot_v1_dot_identity__pb2.IssueRoomTokenResponse.FromString,
                 _registered_method=True)
+        self.CheckUsername = channel.unary_unary(
+                '/chatpop.identity.v1.IdentityService/CheckUsername',
+                request_serializer=chatpop_dot_identity_dot_v1_dot_identity__pb2.CheckUsernameRequest.SerializeToString,
+                response_deserializer=chatpop_dot_identity_dot_v1_dot_identity__pb2.CheckUsernameResponse.FromString,
+                _registered_method=True)
+        self.ReserveUsername = channel.unary_unary(
+                '/chatpop.identity.v1.IdentityService/ReserveUsername',
+                request_serializer=chatpop_dot_identity_dot_v1_dot_identity__pb2.ReserveUsernameRequest.SerializeToString,
+                response_deserializer=chatpop_dot_identity_dot_v1_dot_identity__pb2.ReserveUsernameResponse.FromString,
+                _registered_method=True)
+        self.SuggestUsernames = channel.unary_unary(
+                '/chatpop.identity.v1.IdentityService/SuggestUsernames',
+                request_serializer=chatpop_dot_identity_dot_v1_dot_identity__pb2.SuggestUsernamesRequest.SerializeToString,
+                response_deserializer=chatpop_dot_identity_dot_v1_dot_identity__pb2.SuggestUsernamesResponse.FromString,
+                _registered_method=True)
 
 
 class IdentityServiceServicer:
@@ -137,6 +152,30 @@ class IdentityServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CheckUsername(self, request, context):
+        """CheckUsername tells whether a username could be reserved, and why not (format, system word,
+        profanity, taken). With the caller's access token it also says whether the caller holds it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReserveUsername(self, request, context):
+        """ReserveUsername reserves a username for the calling account (access token of an account).
+        A reserved username is permanent; an account holds at most one.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SuggestUsernames(self, request, context):
+        """SuggestUsernames draws Adjective+Noun+Number usernames from curated word lists, skipping those
+        reserved by accounts. Internal: rooms calls it, checks the room and rate-limits the roll.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IdentityServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -179,6 +218,21 @@ def add_IdentityServiceServicer_to_server(servicer, server):
                     servicer.IssueRoomToken,
                     request_deserializer=chatpop_dot_identity_dot_v1_dot_identity__pb2.IssueRoomTokenRequest.FromString,
                     response_serializer=chatpop_dot_identity_dot_v1_dot_identity__pb2.IssueRoomTokenResponse.SerializeToString,
+            ),
+            'CheckUsername': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckUsername,
+                    request_deserializer=chatpop_dot_identity_dot_v1_dot_identity__pb2.CheckUsernameRequest.FromString,
+                    response_serializer=chatpop_dot_identity_dot_v1_dot_identity__pb2.CheckUsernameResponse.SerializeToString,
+            ),
+            'ReserveUsername': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReserveUsername,
+                    request_deserializer=chatpop_dot_identity_dot_v1_dot_identity__pb2.ReserveUsernameRequest.FromString,
+                    response_serializer=chatpop_dot_identity_dot_v1_dot_identity__pb2.ReserveUsernameResponse.SerializeToString,
+            ),
+            'SuggestUsernames': grpc.unary_unary_rpc_method_handler(
+                    servicer.SuggestUsernames,
+                    request_deserializer=chatpop_dot_identity_dot_v1_dot_identity__pb2.SuggestUsernamesRequest.FromString,
+                    response_serializer=chatpop_dot_identity_dot_v1_dot_identity__pb2.SuggestUsernamesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -398,6 +452,87 @@ class IdentityService:
             '/chatpop.identity.v1.IdentityService/IssueRoomToken',
             chatpop_dot_identity_dot_v1_dot_identity__pb2.IssueRoomTokenRequest.SerializeToString,
             chatpop_dot_identity_dot_v1_dot_identity__pb2.IssueRoomTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckUsername(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatpop.identity.v1.IdentityService/CheckUsername',
+            chatpop_dot_identity_dot_v1_dot_identity__pb2.CheckUsernameRequest.SerializeToString,
+            chatpop_dot_identity_dot_v1_dot_identity__pb2.CheckUsernameResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReserveUsername(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatpop.identity.v1.IdentityService/ReserveUsername',
+            chatpop_dot_identity_dot_v1_dot_identity__pb2.ReserveUsernameRequest.SerializeToString,
+            chatpop_dot_identity_dot_v1_dot_identity__pb2.ReserveUsernameResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SuggestUsernames(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatpop.identity.v1.IdentityService/SuggestUsernames',
+            chatpop_dot_identity_dot_v1_dot_identity__pb2.SuggestUsernamesRequest.SerializeToString,
+            chatpop_dot_identity_dot_v1_dot_identity__pb2.SuggestUsernamesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -49,6 +49,18 @@ class IdentityServiceStub:
     """GetPublicKeys lists the public keys that verify access and room tokens."""
     IssueRoomToken: _grpc.UnaryUnaryMultiCallable[_identity_pb2.IssueRoomTokenRequest, _identity_pb2.IssueRoomTokenResponse]
     """IssueRoomToken signs a room token for a participant; called by the rooms service on join."""
+    CheckUsername: _grpc.UnaryUnaryMultiCallable[_identity_pb2.CheckUsernameRequest, _identity_pb2.CheckUsernameResponse]
+    """CheckUsername tells whether a username could be reserved, and why not (format, system word,
+    profanity, taken). With the caller's access token it also says whether the caller holds it.
+    """
+    ReserveUsername: _grpc.UnaryUnaryMultiCallable[_identity_pb2.ReserveUsernameRequest, _identity_pb2.ReserveUsernameResponse]
+    """ReserveUsername reserves a username for the calling account (access token of an account).
+    A reserved username is permanent; an account holds at most one.
+    """
+    SuggestUsernames: _grpc.UnaryUnaryMultiCallable[_identity_pb2.SuggestUsernamesRequest, _identity_pb2.SuggestUsernamesResponse]
+    """SuggestUsernames draws Adjective+Noun+Number usernames from curated word lists, skipping those
+    reserved by accounts. Internal: rooms calls it, checks the room and rate-limits the roll.
+    """
 
 @_typing.type_check_only
 class IdentityServiceAsyncStub(IdentityServiceStub):
@@ -71,6 +83,18 @@ class IdentityServiceAsyncStub(IdentityServiceStub):
     """GetPublicKeys lists the public keys that verify access and room tokens."""
     IssueRoomToken: _aio.UnaryUnaryMultiCallable[_identity_pb2.IssueRoomTokenRequest, _identity_pb2.IssueRoomTokenResponse]  # type: ignore[assignment]
     """IssueRoomToken signs a room token for a participant; called by the rooms service on join."""
+    CheckUsername: _aio.UnaryUnaryMultiCallable[_identity_pb2.CheckUsernameRequest, _identity_pb2.CheckUsernameResponse]  # type: ignore[assignment]
+    """CheckUsername tells whether a username could be reserved, and why not (format, system word,
+    profanity, taken). With the caller's access token it also says whether the caller holds it.
+    """
+    ReserveUsername: _aio.UnaryUnaryMultiCallable[_identity_pb2.ReserveUsernameRequest, _identity_pb2.ReserveUsernameResponse]  # type: ignore[assignment]
+    """ReserveUsername reserves a username for the calling account (access token of an account).
+    A reserved username is permanent; an account holds at most one.
+    """
+    SuggestUsernames: _aio.UnaryUnaryMultiCallable[_identity_pb2.SuggestUsernamesRequest, _identity_pb2.SuggestUsernamesResponse]  # type: ignore[assignment]
+    """SuggestUsernames draws Adjective+Noun+Number usernames from curated word lists, skipping those
+    reserved by accounts. Internal: rooms calls it, checks the room and rate-limits the roll.
+    """
 
 class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
     """IdentityService owns accounts, anonymous sessions and the keys that sign every token."""
@@ -138,5 +162,35 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_identity_pb2.IssueRoomTokenResponse, _abc.Awaitable[_identity_pb2.IssueRoomTokenResponse]]:
         """IssueRoomToken signs a room token for a participant; called by the rooms service on join."""
+
+    @_abc_1.abstractmethod
+    def CheckUsername(
+        self,
+        request: _identity_pb2.CheckUsernameRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_identity_pb2.CheckUsernameResponse, _abc.Awaitable[_identity_pb2.CheckUsernameResponse]]:
+        """CheckUsername tells whether a username could be reserved, and why not (format, system word,
+        profanity, taken). With the caller's access token it also says whether the caller holds it.
+        """
+
+    @_abc_1.abstractmethod
+    def ReserveUsername(
+        self,
+        request: _identity_pb2.ReserveUsernameRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_identity_pb2.ReserveUsernameResponse, _abc.Awaitable[_identity_pb2.ReserveUsernameResponse]]:
+        """ReserveUsername reserves a username for the calling account (access token of an account).
+        A reserved username is permanent; an account holds at most one.
+        """
+
+    @_abc_1.abstractmethod
+    def SuggestUsernames(
+        self,
+        request: _identity_pb2.SuggestUsernamesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_identity_pb2.SuggestUsernamesResponse, _abc.Awaitable[_identity_pb2.SuggestUsernamesResponse]]:
+        """SuggestUsernames draws Adjective+Noun+Number usernames from curated word lists, skipping those
+        reserved by accounts. Internal: rooms calls it, checks the room and rate-limits the roll.
+        """
 
 def add_IdentityServiceServicer_to_server(servicer: IdentityServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -215,3 +215,35 @@ class ListParticipantsResponse(_message.Message):
     PARTICIPANTS_FIELD_NUMBER: _ClassVar[int]
     participants: _containers.RepeatedCompositeFieldContainer[Participant]
     def __init__(self, participants: _Optional[_Iterable[_Union[Participant, _Mapping]]] = ...) -> None: ...
+
+class SuggestUsernameRequest(_message.Message):
+    __slots__ = ("code", "client_ip_hash")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_IP_HASH_FIELD_NUMBER: _ClassVar[int]
+    code: str
+    client_ip_hash: str
+    def __init__(self, code: _Optional[str] = ..., client_ip_hash: _Optional[str] = ...) -> None: ...
+
+class SuggestUsernameResponse(_message.Message):
+    __slots__ = ("username", "remaining", "held_for_seconds")
+    USERNAME_FIELD_NUMBER: _ClassVar[int]
+    REMAINING_FIELD_NUMBER: _ClassVar[int]
+    HELD_FOR_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    username: str
+    remaining: int
+    held_for_seconds: int
+    def __init__(self, username: _Optional[str] = ..., remaining: _Optional[int] = ..., held_for_seconds: _Optional[int] = ...) -> None: ...
+
+class GetMyParticipantRequest(_message.Message):
+    __slots__ = ("code",)
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    code: str
+    def __init__(self, code: _Optional[str] = ...) -> None: ...
+
+class GetMyParticipantResponse(_message.Message):
+    __slots__ = ("room", "participant")
+    ROOM_FIELD_NUMBER: _ClassVar[int]
+    PARTICIPANT_FIELD_NUMBER: _ClassVar[int]
+    room: Room
+    participant: Participant
+    def __init__(self, room: _Optional[_Union[Room, _Mapping]] = ..., participant: _Optional[_Union[Participant, _Mapping]] = ...) -> None: ...

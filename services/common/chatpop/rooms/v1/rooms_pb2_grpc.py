@@ -70,6 +70,16 @@ class RoomsServiceStub:
                 request_serializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.ListParticipantsRequest.SerializeToString,
                 response_deserializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.ListParticipantsResponse.FromString,
                 _registered_method=True)
+        self.SuggestUsername = channel.unary_unary(
+                '/chatpop.rooms.v1.RoomsService/SuggestUsername',
+                request_serializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.SuggestUsernameRequest.SerializeToString,
+                response_deserializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.SuggestUsernameResponse.FromString,
+                _registered_method=True)
+        self.GetMyParticipant = channel.unary_unary(
+                '/chatpop.rooms.v1.RoomsService/GetMyParticipant',
+                request_serializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.GetMyParticipantRequest.SerializeToString,
+                response_deserializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.GetMyParticipantResponse.FromString,
+                _registered_method=True)
 
 
 class RoomsServiceServicer:
@@ -125,6 +135,21 @@ class RoomsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SuggestUsername(self, request, context):
+        """SuggestUsername rolls the dice: a generated username free in the room, held for the caller
+        (access token) for a few minutes; rolls are limited per caller and room.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetMyParticipant(self, request, context):
+        """GetMyParticipant finds the caller's own participant in a room (access token), if they joined.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RoomsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -162,6 +187,16 @@ def add_RoomsServiceServicer_to_server(servicer, server):
                     servicer.ListParticipants,
                     request_deserializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.ListParticipantsRequest.FromString,
                     response_serializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.ListParticipantsResponse.SerializeToString,
+            ),
+            'SuggestUsername': grpc.unary_unary_rpc_method_handler(
+                    servicer.SuggestUsername,
+                    request_deserializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.SuggestUsernameRequest.FromString,
+                    response_serializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.SuggestUsernameResponse.SerializeToString,
+            ),
+            'GetMyParticipant': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetMyParticipant,
+                    request_deserializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.GetMyParticipantRequest.FromString,
+                    response_serializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.GetMyParticipantResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -354,6 +389,60 @@ class RoomsService:
             '/chatpop.rooms.v1.RoomsService/ListParticipants',
             chatpop_dot_rooms_dot_v1_dot_rooms__pb2.ListParticipantsRequest.SerializeToString,
             chatpop_dot_rooms_dot_v1_dot_rooms__pb2.ListParticipantsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SuggestUsername(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatpop.rooms.v1.RoomsService/SuggestUsername',
+            chatpop_dot_rooms_dot_v1_dot_rooms__pb2.SuggestUsernameRequest.SerializeToString,
+            chatpop_dot_rooms_dot_v1_dot_rooms__pb2.SuggestUsernameResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetMyParticipant(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatpop.rooms.v1.RoomsService/GetMyParticipant',
+            chatpop_dot_rooms_dot_v1_dot_rooms__pb2.GetMyParticipantRequest.SerializeToString,
+            chatpop_dot_rooms_dot_v1_dot_rooms__pb2.GetMyParticipantResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -47,6 +47,12 @@ class RoomsServiceStub:
     """GetParticipant reads one participant of a room (used by messaging to authorize writes)."""
     ListParticipants: _grpc.UnaryUnaryMultiCallable[_rooms_pb2.ListParticipantsRequest, _rooms_pb2.ListParticipantsResponse]
     """ListParticipants lists a room's participants."""
+    SuggestUsername: _grpc.UnaryUnaryMultiCallable[_rooms_pb2.SuggestUsernameRequest, _rooms_pb2.SuggestUsernameResponse]
+    """SuggestUsername rolls the dice: a generated username free in the room, held for the caller
+    (access token) for a few minutes; rolls are limited per caller and room.
+    """
+    GetMyParticipant: _grpc.UnaryUnaryMultiCallable[_rooms_pb2.GetMyParticipantRequest, _rooms_pb2.GetMyParticipantResponse]
+    """GetMyParticipant finds the caller's own participant in a room (access token), if they joined."""
 
 @_typing.type_check_only
 class RoomsServiceAsyncStub(RoomsServiceStub):
@@ -67,6 +73,12 @@ class RoomsServiceAsyncStub(RoomsServiceStub):
     """GetParticipant reads one participant of a room (used by messaging to authorize writes)."""
     ListParticipants: _aio.UnaryUnaryMultiCallable[_rooms_pb2.ListParticipantsRequest, _rooms_pb2.ListParticipantsResponse]  # type: ignore[assignment]
     """ListParticipants lists a room's participants."""
+    SuggestUsername: _aio.UnaryUnaryMultiCallable[_rooms_pb2.SuggestUsernameRequest, _rooms_pb2.SuggestUsernameResponse]  # type: ignore[assignment]
+    """SuggestUsername rolls the dice: a generated username free in the room, held for the caller
+    (access token) for a few minutes; rolls are limited per caller and room.
+    """
+    GetMyParticipant: _aio.UnaryUnaryMultiCallable[_rooms_pb2.GetMyParticipantRequest, _rooms_pb2.GetMyParticipantResponse]  # type: ignore[assignment]
+    """GetMyParticipant finds the caller's own participant in a room (access token), if they joined."""
 
 class RoomsServiceServicer(metaclass=_abc_1.ABCMeta):
     """RoomsService owns rooms and their participants."""
@@ -126,5 +138,23 @@ class RoomsServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_rooms_pb2.ListParticipantsResponse, _abc.Awaitable[_rooms_pb2.ListParticipantsResponse]]:
         """ListParticipants lists a room's participants."""
+
+    @_abc_1.abstractmethod
+    def SuggestUsername(
+        self,
+        request: _rooms_pb2.SuggestUsernameRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_rooms_pb2.SuggestUsernameResponse, _abc.Awaitable[_rooms_pb2.SuggestUsernameResponse]]:
+        """SuggestUsername rolls the dice: a generated username free in the room, held for the caller
+        (access token) for a few minutes; rolls are limited per caller and room.
+        """
+
+    @_abc_1.abstractmethod
+    def GetMyParticipant(
+        self,
+        request: _rooms_pb2.GetMyParticipantRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_rooms_pb2.GetMyParticipantResponse, _abc.Awaitable[_rooms_pb2.GetMyParticipantResponse]]:
+        """GetMyParticipant finds the caller's own participant in a room (access token), if they joined."""
 
 def add_RoomsServiceServicer_to_server(servicer: RoomsServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
