@@ -668,6 +668,27 @@ async def test_subscribe_on_one_process_sees_sends_on_another(
         await events.close()
 
 
+async def test_first_message_of_a_new_subscription_is_never_lost(
+    server_a: Messaging, fake_rooms: FakeRooms
+) -> None:
+    """A send racing the first Subscribe of a room (whose hub is just starting) still arrives.
+
+    The hub reads the room's position while starting; a message committed meanwhile must still reach
+    a subscriber whose own position was read before it, without waiting for a later message.
+    """
+    # The window is a few milliseconds wide; sweep the send across it.
+    for step in range(60):
+        room = new_room()
+        member = join(fake_rooms, room)
+        events = server_a.subscribe(room, after_seq=0)
+        try:
+            await asyncio.sleep((step % 20) * 0.0005)
+            sent = await server_a.send(member, "racing the subscription")
+            assert await events.message() == sent.message
+        finally:
+            await events.close()
+
+
 async def test_subscribe_from_now_skips_history(server_a: Messaging, fake_rooms: FakeRooms) -> None:
     room = new_room()
     member = join(fake_rooms, room)

@@ -84,6 +84,8 @@ class RoomHub:
         self._live_since_check = False
         self._prev_observed = 0
         self.task: asyncio.Task[None] | None = None
+        # Set once `last` is known: subscribers behind it catch up before taking live deliveries.
+        self.positioned = asyncio.Event()
 
     def offer(self, event: messaging_pb2.Message | _Check) -> None:
         # Dropping is safe: a later message or the next poll finds the hole and fills it.
@@ -98,6 +100,7 @@ class RoomHub:
             except Exception:
                 log.exception("reading the position of room %s failed", self.room_id)
                 await asyncio.sleep(_RETRY_DELAY)
+        self.positioned.set()
         while True:
             event = await self._inbox.get()
             try:

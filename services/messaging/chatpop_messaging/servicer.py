@@ -181,6 +181,15 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
                 async for message in self._catch_up(room_id, sent + 1, last_seq):
                     yield messaging_pb2.SubscribeResponse(message=message)
                 sent = last_seq
+            # A hub that was just starting may have read the room's position after this stream did,
+            # and it never delivers what lies at or below its own position: fetch that stretch here.
+            await subscription.hub.positioned.wait()
+            hub_last = subscription.hub.last or 0
+            if hub_last > sent:
+                GAP_FILLS.labels("subscriber").inc()
+                async for message in self._catch_up(room_id, sent + 1, hub_last):
+                    yield messaging_pb2.SubscribeResponse(message=message)
+                sent = hub_last
             while True:
                 delivery = await subscription.next()
                 if delivery is None:
