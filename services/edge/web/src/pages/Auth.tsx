@@ -1,7 +1,7 @@
 import { useEffect, useState } from "preact/hooks";
 import { ApiError, waitWords } from "../api";
 import { login, register } from "../auth";
-import { AppHeader } from "../components/AppHeader";
+import { FormPage } from "../components/FormPage";
 import { Link } from "../components/Link";
 import { usernameAvailability } from "../rooms";
 import { navigate } from "../router";
@@ -39,45 +39,40 @@ export function Login({ next }: { next: string }) {
   };
 
   return (
-    <div class="page">
-      <AppHeader />
-      <main class="narrow" id="main">
-        <h1>Log in</h1>
-        <form class="card form" onSubmit={(e) => void submit(e)} noValidate aria-busy={busy}>
-          <div class="field">
-            <label for="login-email">Email</label>
-            <input
-              id="login-email"
-              type="email"
-              autocomplete="email"
-              value={email}
-              onInput={(e) => setEmail(e.currentTarget.value)}
-            />
-          </div>
-          <div class="field">
-            <label for="login-password">Password</label>
-            <input
-              id="login-password"
-              type="password"
-              autocomplete="current-password"
-              value={password}
-              onInput={(e) => setPassword(e.currentTarget.value)}
-            />
-          </div>
-          {error && (
-            <p class="form-error" role="alert">
-              {error}
-            </p>
-          )}
-          <button type="submit" class="button primary big" disabled={busy}>
-            {busy ? "Logging in…" : "Log in"}
-          </button>
-          <p class="hint">
-            New here? <Link href={`/signup?next=${encodeURIComponent(next)}`}>Create an account</Link>
-          </p>
-        </form>
-      </main>
-    </div>
+    <FormPage
+      title="Log in"
+      busy={busy}
+      onSubmit={submit}
+      error={error}
+      submitLabel="Log in"
+      busyLabel="Logging in…"
+      footer={
+        <p class="hint">
+          New here? <Link href={`/signup?next=${encodeURIComponent(next)}`}>Create an account</Link>
+        </p>
+      }
+    >
+      <div class="field">
+        <label for="login-email">Email</label>
+        <input
+          id="login-email"
+          type="email"
+          autocomplete="email"
+          value={email}
+          onInput={(e) => setEmail(e.currentTarget.value)}
+        />
+      </div>
+      <div class="field">
+        <label for="login-password">Password</label>
+        <input
+          id="login-password"
+          type="password"
+          autocomplete="current-password"
+          value={password}
+          onInput={(e) => setPassword(e.currentTarget.value)}
+        />
+      </div>
+    </FormPage>
   );
 }
 
@@ -151,82 +146,77 @@ export function Signup({ next }: { next: string }) {
           : null);
 
   return (
-    <div class="page">
-      <AppHeader />
-      <main class="narrow" id="main">
-        <h1>Create an account</h1>
-        <form class="card form" onSubmit={(e) => void submit(e)} noValidate aria-busy={busy}>
-          <div class="field">
-            <label for="signup-email">Email</label>
-            <input
-              id="signup-email"
-              type="email"
-              autocomplete="email"
-              value={email}
-              aria-invalid={errors.email ? true : undefined}
-              aria-describedby={errors.email ? "signup-email-error" : undefined}
-              onInput={(e) => setEmail(e.currentTarget.value)}
-            />
-            {errors.email && (
-              <p id="signup-email-error" class="field-error">
-                {errors.email}
-              </p>
-            )}
-          </div>
-          <div class="field">
-            <label for="signup-password">Password</label>
-            <input
-              id="signup-password"
-              type="password"
-              autocomplete="new-password"
-              value={password}
-              aria-invalid={errors.password ? true : undefined}
-              aria-describedby="signup-password-hint"
-              onInput={(e) => setPassword(e.currentTarget.value)}
-            />
-            <p id="signup-password-hint" class={errors.password ? "field-error" : "hint"}>
-              {errors.password ?? "At least 8 characters."}
-            </p>
-          </div>
-          <div class="field">
-            <label for="signup-username">
-              Reserved username <span class="optional">(optional)</span>
-            </label>
-            <input
-              id="signup-username"
-              autocomplete="username"
-              autocapitalize="off"
-              spellcheck={false}
-              maxLength={15}
-              value={username}
-              aria-invalid={errors.username || availability.state === "taken" ? true : undefined}
-              aria-describedby="signup-username-hint signup-username-note"
-              onInput={(e) => setUsername(e.currentTarget.value)}
-            />
-            <p id="signup-username-hint" class="hint">
-              5–15 letters, digits or underscores. Yours alone, with a verified badge in every room.
-            </p>
-            <p
-              id="signup-username-note"
-              class={errors.username || availability.state === "taken" ? "field-error" : "hint"}
-              aria-live="polite"
-            >
-              {usernameNote}
-            </p>
-          </div>
-          {errors.form && (
-            <p class="form-error" role="alert">
-              {errors.form}
-            </p>
-          )}
-          <button type="submit" class="button primary big" disabled={busy}>
-            {busy ? "Creating account…" : "Sign up"}
-          </button>
-          <p class="hint">
-            Have an account? <Link href={`/login?next=${encodeURIComponent(next)}`}>Log in</Link>
+    <FormPage
+      title="Create an account"
+      busy={busy}
+      onSubmit={submit}
+      error={errors.form}
+      submitLabel="Sign up"
+      busyLabel="Creating account…"
+      footer={
+        <p class="hint">
+          Have an account? <Link href={`/login?next=${encodeURIComponent(next)}`}>Log in</Link>
+        </p>
+      }
+    >
+      <div class="field">
+        <label for="signup-email">Email</label>
+        <input
+          id="signup-email"
+          type="email"
+          autocomplete="email"
+          value={email}
+          aria-invalid={errors.email ? true : undefined}
+          aria-describedby={errors.email ? "signup-email-error" : undefined}
+          onInput={(e) => setEmail(e.currentTarget.value)}
+        />
+        {errors.email && (
+          <p id="signup-email-error" class="field-error">
+            {errors.email}
           </p>
-        </form>
-      </main>
-    </div>
+        )}
+      </div>
+      <div class="field">
+        <label for="signup-password">Password</label>
+        <input
+          id="signup-password"
+          type="password"
+          autocomplete="new-password"
+          value={password}
+          aria-invalid={errors.password ? true : undefined}
+          aria-describedby="signup-password-hint"
+          onInput={(e) => setPassword(e.currentTarget.value)}
+        />
+        <p id="signup-password-hint" class={errors.password ? "field-error" : "hint"}>
+          {errors.password ?? "At least 8 characters."}
+        </p>
+      </div>
+      <div class="field">
+        <label for="signup-username">
+          Reserved username <span class="optional">(optional)</span>
+        </label>
+        <input
+          id="signup-username"
+          autocomplete="username"
+          autocapitalize="off"
+          spellcheck={false}
+          maxLength={15}
+          value={username}
+          aria-invalid={errors.username || availability.state === "taken" ? true : undefined}
+          aria-describedby="signup-username-hint signup-username-note"
+          onInput={(e) => setUsername(e.currentTarget.value)}
+        />
+        <p id="signup-username-hint" class="hint">
+          5–15 letters, digits or underscores. Yours alone, with a verified badge in every room.
+        </p>
+        <p
+          id="signup-username-note"
+          class={errors.username || availability.state === "taken" ? "field-error" : "hint"}
+          aria-live="polite"
+        >
+          {usernameNote}
+        </p>
+      </div>
+    </FormPage>
   );
 }

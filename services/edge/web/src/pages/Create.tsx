@@ -1,6 +1,6 @@
 import { useEffect, useState } from "preact/hooks";
 import { ApiError, waitWords, type ThemeName } from "../api";
-import { AppHeader } from "../components/AppHeader";
+import { FormPage } from "../components/FormPage";
 import { createRoom } from "../rooms";
 import { navigate } from "../router";
 import { applyTheme, DEFAULT_THEME, rememberRoomTheme, THEME_IDS, THEMES } from "../themes";
@@ -77,152 +77,145 @@ export function Create() {
     [errors[field] ? `${field}-error` : null, hint ?? null].filter(Boolean).join(" ") || undefined;
 
   return (
-    <div class="page">
-      <AppHeader />
-      <main class="narrow" id="main">
-        <h1>Create a ChatPop</h1>
-        <form class="card form" onSubmit={(e) => void submit(e)} noValidate aria-busy={busy}>
-          <div class="field">
-            <label for="room-name">Name</label>
+    <FormPage
+      title="Create a ChatPop"
+      busy={busy}
+      onSubmit={submit}
+      error={errors.form}
+      submitLabel="Create ChatPop"
+      busyLabel="Creating…"
+    >
+      <div class="field">
+        <label for="room-name">Name</label>
+        <input
+          id="room-name"
+          name="name"
+          maxLength={200}
+          required
+          value={name}
+          aria-invalid={errors.name ? true : undefined}
+          aria-describedby={describe("name")}
+          onInput={(e) => setName(e.currentTarget.value)}
+        />
+        {errors.name && (
+          <p id="name-error" class="field-error">
+            {errors.name}
+          </p>
+        )}
+      </div>
+      <div class="field">
+        <label for="room-description">
+          Description <span class="optional">(optional)</span>
+        </label>
+        <textarea
+          id="room-description"
+          name="description"
+          rows={3}
+          maxLength={4000}
+          value={description}
+          aria-describedby={describe("description")}
+          onInput={(e) => setDescription(e.currentTarget.value)}
+        />
+        {errors.description && (
+          <p id="description-error" class="field-error">
+            {errors.description}
+          </p>
+        )}
+      </div>
+      <fieldset class="field">
+        <legend>Who can join</legend>
+        <div class="choices">
+          <label class="choice">
             <input
-              id="room-name"
-              name="name"
-              maxLength={200}
-              required
-              value={name}
-              aria-invalid={errors.name ? true : undefined}
-              aria-describedby={describe("name")}
-              onInput={(e) => setName(e.currentTarget.value)}
+              type="radio"
+              name="visibility"
+              value="public"
+              checked={visibility === "public"}
+              onChange={() => setVisibility("public")}
             />
-            {errors.name && (
-              <p id="name-error" class="field-error">
-                {errors.name}
-              </p>
-            )}
-          </div>
-          <div class="field">
-            <label for="room-description">
-              Description <span class="optional">(optional)</span>
-            </label>
-            <textarea
-              id="room-description"
-              name="description"
-              rows={3}
-              maxLength={4000}
-              value={description}
-              aria-describedby={describe("description")}
-              onInput={(e) => setDescription(e.currentTarget.value)}
+            Public: anyone with the link
+          </label>
+          <label class="choice">
+            <input
+              type="radio"
+              name="visibility"
+              value="private"
+              checked={visibility === "private"}
+              onChange={() => setVisibility("private")}
             />
-            {errors.description && (
-              <p id="description-error" class="field-error">
-                {errors.description}
-              </p>
-            )}
-          </div>
-          <fieldset class="field">
-            <legend>Who can join</legend>
-            <div class="choices">
-              <label class="choice">
-                <input
-                  type="radio"
-                  name="visibility"
-                  value="public"
-                  checked={visibility === "public"}
-                  onChange={() => setVisibility("public")}
-                />
-                Public: anyone with the link
-              </label>
-              <label class="choice">
-                <input
-                  type="radio"
-                  name="visibility"
-                  value="private"
-                  checked={visibility === "private"}
-                  onChange={() => setVisibility("private")}
-                />
-                Private: the link and an access code
-              </label>
-            </div>
-          </fieldset>
-          {visibility === "private" && (
-            <div class="field">
-              <label for="access-code">Access code</label>
-              <input
-                id="access-code"
-                name="access_code"
-                autocomplete="off"
-                maxLength={256}
-                value={accessCode}
-                aria-invalid={errors.access_code ? true : undefined}
-                aria-describedby={describe("access_code", "access-code-hint")}
-                onInput={(e) => setAccessCode(e.currentTarget.value)}
-              />
-              <p id="access-code-hint" class="hint">
-                Share it with the people you invite.
-              </p>
-              {errors.access_code && (
-                <p id="access_code-error" class="field-error">
-                  {errors.access_code}
-                </p>
-              )}
-            </div>
-          )}
-          <fieldset class="field">
-            <legend>Allow media</legend>
-            <div class="choices inline">
-              {(["photo", "voice", "video"] as const).map((kind) => (
-                <label class="choice" key={kind}>
-                  <input
-                    type="checkbox"
-                    name={`media-${kind}`}
-                    checked={media[kind]}
-                    onChange={(e) => setMedia({ ...media, [kind]: e.currentTarget.checked })}
-                  />
-                  {kind[0]!.toUpperCase() + kind.slice(1)}
-                </label>
-              ))}
-            </div>
-          </fieldset>
-          <fieldset class="field">
-            <legend>Theme</legend>
-            <div class="theme-choices">
-              {THEME_IDS.map((id) => (
-                <label class="theme-choice" key={id} data-theme-swatch={id}>
-                  <input
-                    type="radio"
-                    name="theme"
-                    value={id}
-                    checked={theme === id}
-                    onChange={() => setTheme(id)}
-                  />
-                  <span class="swatch" aria-hidden="true" />
-                  <span>
-                    {THEMES[id].label} <span class="optional">({THEMES[id].dark ? "dark" : "light"})</span>
-                  </span>
-                </label>
-              ))}
-            </div>
-          </fieldset>
-          <div class="field">
-            <label for="retention">Keep messages for</label>
-            <select id="retention" name="retention" value={String(retention)} onChange={(e) => setRetention(Number(e.currentTarget.value))}>
-              {RETENTION_CHOICES.map((choice) => (
-                <option key={choice.days} value={String(choice.days)}>
-                  {choice.label}
-                </option>
-              ))}
-            </select>
-          </div>
-          {errors.form && (
-            <p class="form-error" role="alert">
-              {errors.form}
+            Private: the link and an access code
+          </label>
+        </div>
+      </fieldset>
+      {visibility === "private" && (
+        <div class="field">
+          <label for="access-code">Access code</label>
+          <input
+            id="access-code"
+            name="access_code"
+            autocomplete="off"
+            maxLength={256}
+            value={accessCode}
+            aria-invalid={errors.access_code ? true : undefined}
+            aria-describedby={describe("access_code", "access-code-hint")}
+            onInput={(e) => setAccessCode(e.currentTarget.value)}
+          />
+          <p id="access-code-hint" class="hint">
+            Share it with the people you invite.
+          </p>
+          {errors.access_code && (
+            <p id="access_code-error" class="field-error">
+              {errors.access_code}
             </p>
           )}
-          <button type="submit" class="button primary big" disabled={busy}>
-            {busy ? "Creating…" : "Create ChatPop"}
-          </button>
-        </form>
-      </main>
-    </div>
+        </div>
+      )}
+      <fieldset class="field">
+        <legend>Allow media</legend>
+        <div class="choices inline">
+          {(["photo", "voice", "video"] as const).map((kind) => (
+            <label class="choice" key={kind}>
+              <input
+                type="checkbox"
+                name={`media-${kind}`}
+                checked={media[kind]}
+                onChange={(e) => setMedia({ ...media, [kind]: e.currentTarget.checked })}
+              />
+              {kind[0]!.toUpperCase() + kind.slice(1)}
+            </label>
+          ))}
+        </div>
+      </fieldset>
+      <fieldset class="field">
+        <legend>Theme</legend>
+        <div class="theme-choices">
+          {THEME_IDS.map((id) => (
+            <label class="theme-choice" key={id} data-theme-swatch={id}>
+              <input
+                type="radio"
+                name="theme"
+                value={id}
+                checked={theme === id}
+                onChange={() => setTheme(id)}
+              />
+              <span class="swatch" aria-hidden="true" />
+              <span>
+                {THEMES[id].label} <span class="optional">({THEMES[id].dark ? "dark" : "light"})</span>
+              </span>
+            </label>
+          ))}
+        </div>
+      </fieldset>
+      <div class="field">
+        <label for="retention">Keep messages for</label>
+        <select id="retention" name="retention" value={String(retention)} onChange={(e) => setRetention(Number(e.currentTarget.value))}>
+          {RETENTION_CHOICES.map((choice) => (
+            <option key={choice.days} value={String(choice.days)}>
+              {choice.label}
+            </option>
+          ))}
+        </select>
+      </div>
+    </FormPage>
   );
 }
