@@ -25,6 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from chatpop.messaging.v1 import messaging_pb2, messaging_pb2_grpc
 from chatpop.rooms.v1 import rooms_pb2, rooms_pb2_grpc
+from chatpop_common.clients import insecure_channel
 from chatpop_common.devstack import Redis, free_port
 from chatpop_common.errors import error_details
 from chatpop_common.server import serve
@@ -624,6 +625,30 @@ async def test_list_after_resumes_or_asks_for_reload(server_a: Messaging, fake_r
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await server_a.after(member, -1)
     assert failure(raised.value)[:2] == (grpc.StatusCode.INVALID_ARGUMENT, "invalid_after_seq")
+
+
+async def test_a_resume_of_many_long_messages_fits_through_service_channels(
+    database_url: str, redis_url: str, rooms: tuple[FakeRooms, str], fake_rooms: FakeRooms
+) -> None:
+    """Hundreds of 4,000-character messages in 4-byte UTF-8 pass gRPC's default 4 MB message cap."""
+    member = join(fake_rooms, new_room())
+    text = "\U0001f600" * 4000  # 16,000 bytes in UTF-8
+    async with messaging_server(
+        database_url, redis_url, rooms[1], resume_max=1000, **GENEROUS_RATE_LIMIT
+    ) as server:
+        for _ in range(300):
+            await server.send(member, text)
+        request = messaging_pb2.ListMessagesAfterRequest(room_id=member.room_id, after_seq=0)
+        channel = insecure_channel(server.address)
+        try:
+            stub = messaging_pb2_grpc.MessagingServiceStub(channel)
+            response = await stub.ListMessagesAfter(request, metadata=member.metadata, timeout=30)
+        finally:
+            await channel.close()
+    assert not response.reload
+    assert response.ByteSize() > 4 * 1024 * 1024
+    assert [m.seq for m in response.messages] == list(range(1, 301))
+    assert all(m.text == text for m in response.messages)
 
 
 # --- live delivery ----------------------------------------------------------------------------------

@@ -54,6 +54,9 @@ class _WaitForReady(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamCl
         return await continuation(self._details(client_call_details), request)
 
 
+MAX_RECEIVE_BYTES = 64 * 1024 * 1024
+
+
 def insecure_channel(address: str) -> grpc.aio.Channel:
     """A channel to `host:port`; with a headless Service (dns:///name:port) it balances per call."""
     target = address if "://" in address or address.startswith("dns:") else f"dns:///{address}"
@@ -65,6 +68,9 @@ def insecure_channel(address: str) -> grpc.aio.Channel:
             ("grpc.keepalive_time_ms", 30_000),
             ("grpc.keepalive_timeout_ms", 10_000),
             ("grpc.keepalive_permit_without_calls", 1),
+            # A resume may carry up to RESUME_MAX messages of 4,000 characters (up to 16 KB each in
+            # UTF-8): far past gRPC's default 4 MB cap on a received message.
+            ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
         ],
         interceptors=[*(aio_client_interceptors() if tracing_enabled() else []), _WaitForReady()],
     )
