@@ -10,18 +10,16 @@ import asyncio
 import os
 import re
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import grpc
 import pytest
-from test_identity_service import PASSWORD, running_identity
 
 from chatpop.identity.v1 import identity_pb2
 from chatpop_common.clients import bearer
 from chatpop_common.errors import error_details
-from chatpop_identity.keys import write_new_key
+from tests.integration.identity_server import PASSWORD, running_identity
 
 if TYPE_CHECKING:
     from chatpop.identity.v1.identity_pb2_grpc import IdentityServiceAsyncStub as Stub
@@ -40,19 +38,6 @@ def _name(prefix: str = "Nm") -> str:
 
 def _ip() -> str:
     return uuid.uuid4().hex
-
-
-@pytest.fixture(scope="module")
-def key_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("identity-usernames") / "signing.pem"
-    write_new_key(path)
-    return path
-
-
-@pytest.fixture(scope="module")
-async def stub(database_url: str, redis_url: str, key_file: Path) -> AsyncIterator[Stub]:
-    async with running_identity(database_url, redis_url, key_file) as client:
-        yield client
 
 
 async def _fails(call: Any, status: grpc.StatusCode, code: str) -> grpc.aio.AioRpcError:
