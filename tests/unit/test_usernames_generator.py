@@ -84,3 +84,18 @@ def test_word_lists_are_validated(tmp_path: Path) -> None:
         load_words(tmp_path / "missing.txt")
     with pytest.raises(WordListError, match="room for a number"):
         UsernameGenerator(["Abcdefghijklmn"], ["Xyz"])
+
+
+def test_digits_never_leet_spell_a_bad_word_across_the_noun() -> None:
+    """ "Aspen15" reads "aspenis": the number, not just the words, has to come out clean."""
+    generator = UsernameGenerator(["Ample"], ["Aspen"])
+    names = {generator.generate(2) for _ in range(2000)}
+    assert not any(is_profane(name) for name in names)
+    assert "AmpleAspen15" not in names
+    assert len(names) > 80
+
+
+def test_a_namespace_with_no_clean_name_is_an_error_not_a_loop() -> None:
+    generator = UsernameGenerator(["Ample"], ["Penis"])
+    with pytest.raises(WordListError, match="no clean"):
+        generator.generate(1)

@@ -14,12 +14,14 @@ import secrets
 from collections.abc import Sequence
 from pathlib import Path
 
+from chatpop_common.profanity import is_profane
 from chatpop_common.usernames import USERNAME_MAX_LENGTH, USERNAME_MIN_LENGTH
 
 WORDLIST_DIR = Path(__file__).with_name("wordlists")
 ADJECTIVES_FILE = "adjectives.txt"
 NOUNS_FILE = "nouns.txt"
 DEFAULT_DIGITS = 2
+_MAX_DRAWS = 64
 MAX_DIGITS = 6
 
 _WORD = re.compile(r"[A-Z][a-z]{2,}")
@@ -74,12 +76,17 @@ class UsernameGenerator:
 
     def generate(self, digits: int = DEFAULT_DIGITS) -> str:
         digits = max(1, min(digits, self.max_digits))
-        adjective, noun = self._pair(USERNAME_MAX_LENGTH - digits)
         low = 1 if digits == 1 else 10 ** (digits - 1)
-        number = low + secrets.randbelow(10**digits - low)
-        name = f"{adjective}{noun}{number}"
-        assert USERNAME_MIN_LENGTH <= len(name) <= USERNAME_MAX_LENGTH
-        return name
+        # The word lists are clean on their own, but digits read as leet-speak can join a word into
+        # something that is not ("Aspen15" reads "aspenis"); such draws are thrown away.
+        for _ in range(_MAX_DRAWS):
+            adjective, noun = self._pair(USERNAME_MAX_LENGTH - digits)
+            number = low + secrets.randbelow(10**digits - low)
+            name = f"{adjective}{noun}{number}"
+            assert USERNAME_MIN_LENGTH <= len(name) <= USERNAME_MAX_LENGTH
+            if not is_profane(name):
+                return name
+        raise WordListError(f"no clean {digits}-digit name found in {_MAX_DRAWS} draws")
 
     def batch(self, count: int, digits: int = DEFAULT_DIGITS) -> list[str]:
         """Up to `count` distinct names (fewer only when the namespace for these digits is tiny)."""
