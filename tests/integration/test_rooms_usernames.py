@@ -244,21 +244,21 @@ async def test_rolls_skip_names_in_use_and_grow_the_number_range_as_the_room_fil
     assert all(len(name) <= 15 for name in rolled)
 
 
-async def test_a_rolled_name_skips_the_profanity_filter_a_typed_one_does_not(
+async def test_rolls_never_offer_a_bad_pair_and_a_typed_one_is_rejected(
     platform: Platform, signing_key: Path, tmp_path: Path
 ) -> None:
-    """Generated names come from curated lists; here a deliberately bad list shows the bypass."""
-    async with _words_platform(platform, signing_key, tmp_path, "Cool", "Ass") as (_identity, rooms):
+    """A word list with a bad pair in it: the dice skip that pair, typing it is refused."""
+    async with _words_platform(platform, signing_key, tmp_path, "Cool", "Ass\nOtter") as (_identity, rooms):
         host, roller, typist = (
             await platform.anonymous(),
             await platform.anonymous(),
             await platform.anonymous(),
         )
         room = await _create(platform, host, rooms=rooms)
-        rolled = await _roll(rooms, roller, room.code)
-        assert rolled.username.startswith("CoolAss")
-        joined = await _join(platform, roller, room.code, rolled.username, rooms=rooms)
-        assert joined.participant.username == rolled.username
+        rolls = [(await _roll(rooms, roller, room.code)).username for _ in range(8)]
+        assert all(name.startswith("CoolOtter") for name in rolls), rolls
+        joined = await _join(platform, roller, room.code, rolls[-1], rooms=rooms)
+        assert joined.participant.username == rolls[-1]
         with pytest.raises(grpc.aio.AioRpcError) as typed:
             await _join(platform, typist, room.code, "CoolAss7", rooms=rooms)
     assert _error(typed)[:2] == (grpc.StatusCode.INVALID_ARGUMENT, "username_profane")

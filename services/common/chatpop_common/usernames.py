@@ -66,8 +66,8 @@ def normalize_username(raw: str, *, check_profanity: bool = True) -> str:
     """The username to store (trimmed, case kept), or InvalidArgument with a stable code.
 
     Codes: `username_invalid` (empty, length, characters), `username_reserved` (system words) and
-    `username_profane`. `check_profanity=False` is for names the platform generated itself from
-    curated word lists.
+    `username_profane`. `check_profanity=False` is for names the platform generated (and filtered)
+    itself.
     """
     name = raw.strip()
     if not name:

@@ -1,7 +1,8 @@
 """Dice-roll usernames: Adjective + Noun + Number (SwiftWolf42), from curated word lists.
 
-The lists ship in `wordlists/` (one capitalised word per line, `#` comments). They are curated,
-so generated names skip the profanity filter; a unit test checks every pair against it instead.
+The lists ship in `wordlists/` (one capitalised word per line, `#` comments) and are curated (a unit
+test checks every pair against the profanity filter). Each draw is still checked here, since digits
+read as leet-speak can join into a word, and rooms trusts a held roll without filtering it again.
 A name never exceeds the username maximum of 15 characters: when the number needs more digits,
 only word pairs short enough for it are drawn. Numbers come from a CSPRNG, so the next roll cannot
 be predicted and claimed by someone else first.

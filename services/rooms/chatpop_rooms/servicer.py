@@ -357,8 +357,8 @@ class RoomsServicer(rooms_pb2_grpc.RoomsServiceServicer):
     ) -> ParticipantRow:
         """A first join: username rules, then the access code, then the row (unique per room).
 
-        A name the caller rolled skips the profanity filter (generated from curated lists) and is
-        theirs while held; a name held for someone else, or reserved by another account, is refused.
+        A name the caller rolled skips the profanity filter (identity checked it when drawing it) and
+        is theirs while held; a name held for someone else, or reserved by another account, is refused.
         Only the account that reserved a name joins under it with the verified badge.
         """
         raw = request.username.strip() or await self._reserved_username(principal, caller_token)
