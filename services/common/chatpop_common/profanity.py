@@ -16,8 +16,8 @@ or the match is made almost only of digits (random ids such as "c117" are not "c
 refused only as a whole word: a part of the text between separators, case changes ("CoolAss") or
 digits ("Ass99", "tits4u"), also when written in leet-speak ("A55").
 
-Generated usernames do not pass through here: their word lists are curated, and a unit test checks
-every combination against this filter instead.
+Generated usernames pass through here once, when identity draws them (their digits can join a
+word into something else); a unit test checks every word pair of the shipped lists as well.
 """
 
 from __future__ import annotations
