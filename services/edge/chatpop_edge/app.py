@@ -28,6 +28,10 @@ ChatPop's public API. Errors are always `{"error": {"code": "...", "message": ".
 
 Access tokens (from `/auth/*`) authenticate sessions and accounts; joining a room returns a
 **room token** for that room's messages and its WebSocket `GET /ws/v1/rooms/{code}?token=<room_token>`.
+A reconnecting client adds `&after_seq=<last seq it holds>`: the missed messages then come first, in
+`seq` order, before anything live (or `reload` when too many were missed). A `resume {after_seq}` frame
+sent later on an open socket also gets exactly the missing messages, but live messages that arrived
+before it may precede them: clients order messages by `seq`.
 
 WebSocket frames are JSON objects with a `type`. Client → server: `send {client_msg_id, text,
 reply_to_seq?}`, `resume {after_seq}`, `typing`, `ping`. Server → client: `ready {room_id,
