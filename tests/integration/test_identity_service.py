@@ -8,6 +8,7 @@ import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,12 +17,15 @@ import grpc
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from prometheus_client import REGISTRY
 
 from chatpop.identity.v1 import identity_pb2
 from chatpop_common.auth import KeyCache, TokenVerifier
 from chatpop_common.clients import bearer, jwks_to_keys
+from chatpop_common.datastores import create_pg_pool
 from chatpop_common.errors import PermissionDenied, error_details
 from chatpop_identity.keys import load_private_key, public_pem, thumbprint, write_new_key
+from chatpop_identity.store import IdentityStore
 from tests.integration.identity_server import PASSWORD, running_identity
 
 if TYPE_CHECKING:
@@ -306,6 +310,60 @@ async def test_refresh_tokens_are_stored_only_as_hashes(stub: Stub, db: asyncpg.
     )
     stored = [bytes(row["token_hash"]) for row in rows]
     assert stored == [hashlib.sha256(session.tokens.refresh_token.encode()).digest()]
+
+
+async def _token_rows(db: asyncpg.Connection, identity_id: str) -> int:
+    count: int = await db.fetchval(
+        "SELECT count(*) FROM refresh_tokens WHERE identity_id = $1", uuid.UUID(identity_id)
+    )
+    return count
+
+
+async def _expire(db: asyncpg.Connection, where: str, value: Any) -> None:
+    await db.execute(
+        f"UPDATE refresh_tokens SET expires_at = now() - interval '1 second' WHERE {where}", value
+    )
+
+
+async def test_wholly_expired_families_are_purged_and_live_ones_kept_whole(
+    database_url: str, redis_url: str, key_file: Path, db: asyncpg.Connection
+) -> None:
+    purged_before = REGISTRY.get_sample_value("chatpop_identity_refresh_tokens_purged_total") or 0.0
+    async with running_identity(database_url, redis_url, key_file, refresh_token_purge_interval=0.1) as fast:
+        gone = await fast.CreateAnonymousSession(identity_pb2.CreateAnonymousSessionRequest())
+        kept = await _register(fast)
+        first = kept.tokens.refresh_token
+        await _refresh(fast, first)
+        await _expire(db, "identity_id = $1", uuid.UUID(gone.identity.id))
+        # The live family's rotated token expires too; its newest token keeps the family alive.
+        await _expire(db, "token_hash = $1", hashlib.sha256(first.encode()).digest())
+
+        deadline = time.monotonic() + 10
+        while await _token_rows(db, gone.identity.id) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert await _token_rows(db, gone.identity.id) == 0
+        assert await _token_rows(db, kept.identity.id) == 2
+        # Kept rows are what reuse detection needs: replaying the rotated token still revokes.
+        await _fails(_refresh(fast, first), grpc.StatusCode.UNAUTHENTICATED, "refresh_token_reused")
+    purged_after = REGISTRY.get_sample_value("chatpop_identity_refresh_tokens_purged_total") or 0.0
+    assert purged_after - purged_before >= 1
+
+
+async def test_the_purge_works_through_every_batch(
+    stub: Stub, database_url: str, db: asyncpg.Connection
+) -> None:
+    sessions = [
+        await stub.CreateAnonymousSession(identity_pb2.CreateAnonymousSessionRequest()) for _ in range(3)
+    ]
+    for session in sessions:
+        await _expire(db, "identity_id = $1", uuid.UUID(session.identity.id))
+    pool = await create_pg_pool(database_url, schema="identity", min_size=1, max_size=1)
+    try:
+        deleted = await IdentityStore(pool).purge_expired_families(datetime.now(UTC), batch=1)
+    finally:
+        await pool.close()
+    assert deleted >= 3
+    assert [await _token_rows(db, session.identity.id) for session in sessions] == [0, 0, 0]
 
 
 async def test_logout_revokes_the_family_and_is_idempotent(stub: Stub) -> None:

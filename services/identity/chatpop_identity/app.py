@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -14,6 +15,7 @@ from chatpop_common.server import GrpcApp, Registration
 from chatpop_identity.credentials import Passwords
 from chatpop_identity.generator import UsernameGenerator
 from chatpop_identity.keys import KeyRing
+from chatpop_identity.purge import run_refresh_token_purge
 from chatpop_identity.servicer import IdentityServicer
 from chatpop_identity.settings import Settings
 from chatpop_identity.store import IdentityStore
@@ -43,8 +45,9 @@ async def build(settings: Settings) -> GrpcApp:
         settings.database_url, schema="identity", min_size=settings.db_pool_min, max_size=settings.db_pool_max
     )
     redis = create_redis(settings.redis_url)
+    store = IdentityStore(pool)
     servicer = IdentityServicer(
-        store=IdentityStore(pool),
+        store=store,
         keys=keys,
         tokens=TokenIssuer(keys, access_ttl=settings.access_token_ttl, room_ttl=settings.room_token_ttl),
         passwords=passwords,
@@ -59,6 +62,9 @@ async def build(settings: Settings) -> GrpcApp:
         # redis-py 5+ has aclose(); the published stubs still describe 4.x.
         await redis.aclose()  # type: ignore[attr-defined]
 
+    purge = asyncio.create_task(
+        run_refresh_token_purge(store, settings.refresh_token_purge_interval), name="refresh token purge"
+    )
     return GrpcApp(
         registrations=[
             Registration(
@@ -69,4 +75,5 @@ async def build(settings: Settings) -> GrpcApp:
         ],
         verifier=local_verifier(keys),
         cleanups=[close_redis, pool.close],
+        background=[purge],
     )

@@ -31,6 +31,8 @@ class Settings(ServiceSettings):
     access_token_ttl: int = Field(900, ge=1)
     refresh_token_ttl: int = Field(30 * DAY, ge=1)
     room_token_ttl: int = Field(3600, ge=1)
+    # Seconds between purges of refresh-token families that have wholly expired.
+    refresh_token_purge_interval: float = Field(3600, gt=0)
 
     # Unset means argon2-cffi's defaults (production); tests lower them to stay fast.
     argon2_time_cost: int | None = Field(None, ge=1)

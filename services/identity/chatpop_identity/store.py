@@ -22,6 +22,21 @@ _RESERVE_USERNAME = f"""
 """  # noqa: S608
 
 
+# Families (at most $2) with no token that is still valid at $1; every row of them goes.
+_PURGE_EXPIRED_FAMILIES = """
+    DELETE FROM refresh_tokens WHERE family_id IN (
+        SELECT DISTINCT expired.family_id FROM refresh_tokens AS expired
+        WHERE expired.expires_at <= $1
+          AND NOT EXISTS (
+              SELECT 1 FROM refresh_tokens AS live
+              WHERE live.family_id = expired.family_id AND live.expires_at > $1
+          )
+        LIMIT $2
+    )
+"""
+_PURGE_BATCH = 1000
+
+
 @dataclass(frozen=True)
 class IdentityRecord:
     id: uuid.UUID
@@ -202,6 +217,21 @@ class IdentityStore:
             token_hash,
             now,
         )
+
+    async def purge_expired_families(self, now: datetime, batch: int = _PURGE_BATCH) -> int:
+        """Delete refresh-token families whose every token expired by `now`; returns tokens deleted.
+
+        A family with one live token keeps all of its rows, since its rotated tokens are what reuse
+        detection looks up. An expired family can never rotate again, so nothing races the delete.
+        Works through the families `batch` at a time, so no statement holds many locks for long.
+        """
+        deleted = 0
+        while True:
+            status = await self._pool.execute(_PURGE_EXPIRED_FAMILIES, now, batch)
+            count = int(status.split()[-1])
+            deleted += count
+            if count == 0:
+                return deleted
 
     async def reserved_username_owner(self, username_lower: str) -> uuid.UUID | None:
         """The account holding this reserved username (compared in lower case), if any."""

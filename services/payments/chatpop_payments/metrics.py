@@ -7,13 +7,10 @@ counter that would reset with each pod.
 
 from __future__ import annotations
 
-import asyncio
-import logging
-
 import asyncpg
 from prometheus_client import Counter, Gauge
 
-log = logging.getLogger(__name__)
+from chatpop_common.periodic import run_every
 
 LEDGER = Gauge(
     "chatpop_payments",
@@ -39,12 +36,9 @@ async def refresh_ledger(pool: asyncpg.Pool, seen: set[tuple[str, str]]) -> None
 async def run_ledger_metrics(pool: asyncpg.Pool, interval: float) -> None:
     """Refresh the ledger gauge every `interval` seconds until cancelled."""
     seen: set[tuple[str, str]] = set()
-    while True:
-        try:
-            await refresh_ledger(pool, seen)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            LEDGER_REFRESH_FAILURES.inc()
-            log.warning("could not count the payments ledger", exc_info=True)
-        await asyncio.sleep(interval)
+    await run_every(
+        interval,
+        lambda: refresh_ledger(pool, seen),
+        what="count the payments ledger",
+        failures=LEDGER_REFRESH_FAILURES,
+    )
