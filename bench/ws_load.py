@@ -26,7 +26,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,9 +36,9 @@ import httpx
 
 SCENARIOS: dict[str, dict[str, Any]] = {
     # Target: >= 2,000 messages/s accepted and committed.
-    "throughput": {"clients": 200, "rooms": 20, "rate": 0, "window": 4, "duration": 15.0},
+    "throughput": {"clients": 200, "rooms": 20, "rate": 0, "window": 4, "warmup": 3.0, "duration": 15.0},
     # Target: p99 send→receive <= 50 ms at 500 messages/s in rooms of 10.
-    "latency": {"clients": 100, "rooms": 10, "rate": 500, "window": 4, "duration": 15.0},
+    "latency": {"clients": 100, "rooms": 10, "rate": 500, "window": 4, "warmup": 3.0, "duration": 15.0},
 }
 
 
@@ -160,7 +160,8 @@ async def reader(client: Client, stats: Stats, window: int) -> None:
                 stats.deliveries += 1
                 stats.latencies_ns.append(now - sent)
         elif kind == "ack":
-            if client.in_flight.pop(frame["client_msg_id"], None) is not None and stats.measuring:
+            counted = stats.measuring and frame["client_msg_id"] in stats.sent_at
+            if client.in_flight.pop(frame["client_msg_id"], None) is not None and counted:
                 stats.acked += 1
             if len(client.in_flight) < window:
                 client.window_free.set()
@@ -178,23 +179,41 @@ async def send(client: Client, stats: Stats, window: int) -> None:
         await client.window_free.wait()
     msg_id = uuid.uuid4().hex
     now = time.time_ns()
-    stats.sent_at[msg_id] = now
+    if stats.measuring:
+        stats.sent_at[msg_id] = now
     client.in_flight[msg_id] = now
     await client.ws.send_str(
         json.dumps({"type": "send", "client_msg_id": msg_id, "text": f"load {msg_id[:8]}"})
     )
 
 
-async def drive(clients: list[Client], stats: Stats, *, rate: float, window: int, duration: float) -> float:
-    """Send for `duration` seconds; returns the measured wall time."""
-    stats.measuring = True
-    started = time.perf_counter()
+async def drive(
+    clients: list[Client],
+    stats: Stats,
+    *,
+    rate: float,
+    window: int,
+    warmup: float,
+    duration: float,
+    on_measuring: Callable[[], None],
+) -> float:
+    """Send for `warmup` seconds unmeasured, then `duration` seconds measured; returns the measured time."""
+    warmup_started = time.perf_counter()
+    started = warmup_started + warmup
     deadline = started + duration
+
+    def measure_when_due(now: float) -> None:
+        if not stats.measuring and now >= started:
+            stats.measuring = True
+            on_measuring()
+
+    measure_when_due(warmup_started)
     if rate > 0:
         interval = 1.0 / rate
-        next_at = started
+        next_at = warmup_started
         index = 0
         while (now := time.perf_counter()) < deadline:
+            measure_when_due(now)
             if now < next_at:
                 await asyncio.sleep(next_at - now)
             client = clients[index % len(clients)]
@@ -205,7 +224,8 @@ async def drive(clients: list[Client], stats: Stats, *, rate: float, window: int
     else:
 
         async def saturate(client: Client) -> None:
-            while time.perf_counter() < deadline:
+            while (now := time.perf_counter()) < deadline:
+                measure_when_due(now)
                 await send(client, stats, window)
 
         await asyncio.gather(*(saturate(c) for c in clients))
@@ -250,8 +270,16 @@ async def drive_python(
     stats = Stats()
     readers = [asyncio.create_task(reader(c, stats, cfg["window"])) for c in clients]
     pids = {**pids, "load-generator": os.getpid()}
-    cpu_before = _cpu_snapshot(pids)
-    elapsed = await drive(clients, stats, rate=cfg["rate"], window=cfg["window"], duration=cfg["duration"])
+    cpu_before: dict[str, float] = {}
+    elapsed = await drive(
+        clients,
+        stats,
+        rate=cfg["rate"],
+        window=cfg["window"],
+        warmup=cfg["warmup"],
+        duration=cfg["duration"],
+        on_measuring=lambda: cpu_before.update(_cpu_snapshot(pids)),
+    )
     cpu_used = {name: used - cpu_before[name] for name, used in _cpu_snapshot(pids).items()}
     for client in clients:
         assert client.ws is not None
@@ -290,6 +318,7 @@ async def drive_node(
         "clients": [{"code": c.room_code, "token": c.room_token} for c in clients],
         "rate": cfg["rate"],
         "window": cfg["window"],
+        "warmup": cfg["warmup"],
         "duration": cfg["duration"],
     }
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
@@ -310,9 +339,11 @@ async def drive_node(
         await asyncio.sleep(0.5)
         rss_after = rss_kib(edge_pid) if edge_pid else None
         pids = {**pids, "load-generator": process.pid}
-        cpu_before = _cpu_snapshot(pids)
         process.stdin.write(b"go\n")
         await process.stdin.drain()
+        measuring = json.loads(await process.stdout.readline())
+        assert measuring.get("phase") == "measuring", measuring
+        cpu_before = _cpu_snapshot(pids)
         done = json.loads(await process.stdout.readline())
         cpu_used = {name: used - cpu_before[name] for name, used in _cpu_snapshot(pids).items()}
         await process.wait()
@@ -352,6 +383,7 @@ async def run_scenario(
         "target_rate": cfg["rate"] or "max",
         "client_driver": driver,
         "window_per_client": cfg["window"],
+        "warmup_s": cfg["warmup"],
         "duration_s": round(elapsed, 2),
         "messages_sent": outcome.sent,
         "messages_accepted": outcome.acked,
@@ -425,17 +457,40 @@ def private_stack(send_rate_limit: int) -> Iterator[tuple[str, dict[str, int]]]:
             yield f"http://127.0.0.1:{ports.edge}", all_pids
 
 
-async def main_async(args: argparse.Namespace, base_url: str, pids: dict[str, int]) -> list[dict[str, Any]]:
+def spread(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Min, median and max over repeated runs of one scenario, for the figures that vary most."""
+
+    def stats(values: list[float]) -> dict[str, float]:
+        return {"min": min(values), "median": statistics.median(values), "max": max(values)}
+
+    return {
+        "scenario": runs[0]["scenario"],
+        "runs": len(runs),
+        "messages_accepted_per_s": stats([run["messages_accepted_per_s"] for run in runs]),
+        "p99_ms": stats([run["send_to_receive_ms"]["p99"] for run in runs]),
+    }
+
+
+async def main_async(
+    args: argparse.Namespace, base_url: str, pids: dict[str, int]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     names = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
-    results = []
+    results, spreads = [], []
     for name in names:
         cfg = dict(SCENARIOS[name])
-        for key in ("clients", "rooms", "rate", "window", "duration"):
+        for key in ("clients", "rooms", "rate", "window", "warmup", "duration"):
             value = getattr(args, key)
             if value is not None:
                 cfg[key] = value
-        results.append(await run_scenario(base_url, pids, name, cfg, args.client))
-    return results
+        runs = []
+        for index in range(args.repeat):
+            run = await run_scenario(base_url, pids, name, cfg, args.client)
+            run["run"] = index + 1
+            runs.append(run)
+        results.extend(runs)
+        if args.repeat > 1:
+            spreads.append(spread(runs))
+    return results, spreads
 
 
 def main() -> int:
@@ -450,7 +505,13 @@ def main() -> int:
     parser.add_argument("--rate", type=float, help="messages/s over all clients; 0 = as fast as acks allow")
     parser.add_argument("--window", type=int, help="unacknowledged sends allowed per client")
     parser.add_argument("--duration", type=float, help="seconds of sending per scenario")
+    parser.add_argument(
+        "--warmup", type=float, help="seconds of sending before measuring (cold caches and connections)"
+    )
     parser.add_argument("--output", type=Path, help="also write the JSON here")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="runs of each scenario on the same stack (adds a `spread`)"
+    )
     parser.add_argument(
         "--client",
         choices=["node", "python"],
@@ -458,6 +519,8 @@ def main() -> int:
         help="WebSocket client driver: node (bench/wsclients, cheaper per frame) or python (aiohttp)",
     )
     args = parser.parse_args()
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
     try:
         import uvloop
 
@@ -468,15 +531,17 @@ def main() -> int:
         ensure_node_clients()
     if args.url:
         pids = {"edge": args.edge_pid} if args.edge_pid else {}
-        results = asyncio.run(main_async(args, args.url.rstrip("/"), pids))
+        results, spreads = asyncio.run(main_async(args, args.url.rstrip("/"), pids))
     else:
         with private_stack(send_rate_limit=1_000_000) as (url, pids):
-            results = asyncio.run(main_async(args, url, pids))
+            results, spreads = asyncio.run(main_async(args, url, pids))
     document = {
         "benchmark": "ws_load",
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
         "results": results,
     }
+    if spreads:
+        document["spread"] = spreads
     text = json.dumps(document, indent=2)
     print(text)
     if args.output:

@@ -1,9 +1,10 @@
 // WebSocket clients for bench/ws_load.py. Reads a JSON job from the file named by its argument:
-//   {wsBase, clients: [{code, token}], rate, window, duration}
-// connects every client, prints {"phase": "connected"}, waits for a line on stdin, then sends for
-// `duration` seconds (at `rate` messages/s over all clients, or as
-// fast as acknowledgements allow when rate is 0, with at most `window` unacknowledged per client),
-// and prints one JSON line: counts, errors and the sorted send→receive latencies in milliseconds.
+//   {wsBase, clients: [{code, token}], rate, window, warmup, duration}
+// connects every client, prints {"phase": "connected"}, waits for a line on stdin, then sends (at
+// `rate` messages/s over all clients, or as fast as acknowledgements allow when rate is 0, with at
+// most `window` unacknowledged per client) for `warmup` seconds unmeasured, prints
+// {"phase": "measuring"}, sends for `duration` seconds more, and prints one JSON line: counts, errors
+// and the sorted send→receive latencies in milliseconds of the messages sent while measuring.
 // Node's event loop costs far less per frame than a Python client, so on a small machine the load
 // generator takes less CPU away from the services it measures.
 import { readFileSync } from "node:fs";
@@ -12,6 +13,7 @@ import WebSocket from "ws";
 
 const input = JSON.parse(readFileSync(process.argv[2], "utf8"));
 
+// Send times of the messages sent while measuring; warm-up messages are not in it.
 const sentAt = new Map();
 const latencies = [];
 const errors = {};
@@ -38,7 +40,8 @@ function open(client) {
         }
       } else if (frame.type === "ack" || frame.type === "error") {
         if (frame.type === "error") errors[frame.code] = (errors[frame.code] || 0) + 1;
-        if (state.inFlight.delete(frame.client_msg_id) && frame.type === "ack" && measuring) acked += 1;
+        const counted = measuring && frame.type === "ack" && sentAt.has(frame.client_msg_id);
+        if (state.inFlight.delete(frame.client_msg_id) && counted) acked += 1;
         const waiter = state.waiters.shift();
         if (waiter) waiter();
       }
@@ -50,7 +53,7 @@ function open(client) {
 let counter = 0;
 function send(state) {
   const id = `${process.pid}-${counter++}`;
-  sentAt.set(id, now());
+  if (measuring) sentAt.set(id, now());
   state.inFlight.add(id);
   state.ws.send(JSON.stringify({ type: "send", client_msg_id: id, text: `load ${id}` }));
 }
@@ -69,12 +72,17 @@ const lines = createInterface({ input: process.stdin });
 await new Promise((resolve) => lines.once("line", resolve));
 lines.close();
 
-measuring = true;
-const started = now();
-const deadline = started + input.duration * 1000;
+const warmupStarted = now();
+const deadline = warmupStarted + (input.warmup + input.duration) * 1000;
+let started = warmupStarted;
+setTimeout(() => {
+  measuring = true;
+  started = now();
+  process.stdout.write(JSON.stringify({ phase: "measuring" }) + "\n");
+}, input.warmup * 1000);
 if (input.rate > 0) {
   const interval = 1000 / input.rate;
-  let next = started;
+  let next = warmupStarted;
   let index = 0;
   while (now() < deadline) {
     const wait = next - now();
