@@ -42,6 +42,12 @@ SCENARIOS: dict[str, dict[str, Any]] = {
 }
 
 
+# After sending stops: wait for every outstanding ack (at most DRAIN_LIMIT seconds), then a little
+# longer for the deliveries of the last messages.
+DRAIN_LIMIT = 15.0
+DRAIN_AFTER_ACKS = 0.5
+
+
 @dataclass
 class Client:
     room_code: str
@@ -60,6 +66,14 @@ class Stats:
     deliveries: int = 0
     latencies_ns: list[int] = field(default_factory=list)
     measuring: bool = False
+    # Sends not yet answered by an ack or an error, over all clients; `drained` is set at zero.
+    outstanding: int = 0
+    drained: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def answered(self) -> None:
+        self.outstanding -= 1
+        if self.outstanding == 0:
+            self.drained.set()
 
 
 def rss_kib(pid: int) -> int:
@@ -161,14 +175,16 @@ async def reader(client: Client, stats: Stats, window: int) -> None:
                 stats.latencies_ns.append(now - sent)
         elif kind == "ack":
             counted = stats.measuring and frame["client_msg_id"] in stats.sent_at
-            if client.in_flight.pop(frame["client_msg_id"], None) is not None and counted:
-                stats.acked += 1
+            if client.in_flight.pop(frame["client_msg_id"], None) is not None:
+                stats.answered()
+                stats.acked += counted
             if len(client.in_flight) < window:
                 client.window_free.set()
         elif kind == "error":
             code = str(frame.get("code"))
             stats.errors[code] = stats.errors.get(code, 0) + 1
-            client.in_flight.pop(frame.get("client_msg_id", ""), None)
+            if client.in_flight.pop(frame.get("client_msg_id", ""), None) is not None:
+                stats.answered()
             client.window_free.set()
 
 
@@ -182,6 +198,7 @@ async def send(client: Client, stats: Stats, window: int) -> None:
     if stats.measuring:
         stats.sent_at[msg_id] = now
     client.in_flight[msg_id] = now
+    stats.outstanding += 1
     await client.ws.send_str(
         json.dumps({"type": "send", "client_msg_id": msg_id, "text": f"load {msg_id[:8]}"})
     )
@@ -231,7 +248,11 @@ async def drive(
         await asyncio.gather(*(saturate(c) for c in clients))
     elapsed = time.perf_counter() - started
     # Let in-flight acks and deliveries arrive before reading the counters.
-    await asyncio.sleep(1.0)
+    if stats.outstanding:
+        stats.drained.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stats.drained.wait(), DRAIN_LIMIT)
+    await asyncio.sleep(DRAIN_AFTER_ACKS)
     stats.measuring = False
     return elapsed
 
@@ -244,13 +265,35 @@ class Outcome:
     deliveries: int
     errors: dict[str, int]
     latencies_ms: list[float]
-    cpu_used: dict[str, float]
+    cpu: CpuWindow
     rss_before: int | None
     rss_after: int | None
 
 
-def _cpu_snapshot(pids: dict[str, int]) -> dict[str, float]:
-    return {name: cpu_seconds(pid) for name, pid in pids.items()}
+@dataclass
+class CpuWindow:
+    used: dict[str, float]  # CPU seconds (user + system) per process
+    wall: float  # seconds of wall time they were measured over
+
+
+class CpuMeter:
+    """CPU time of the measured processes from the start of measuring until the counters are read."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self._pids = pids
+        self._before: dict[str, float] = {}
+        self._started = 0.0
+
+    def _snapshot(self) -> dict[str, float]:
+        return {name: cpu_seconds(pid) for name, pid in self._pids.items()}
+
+    def start(self) -> None:
+        self._before = self._snapshot()
+        self._started = time.perf_counter()
+
+    def stop(self) -> CpuWindow:
+        used = {name: now - self._before[name] for name, now in self._snapshot().items()}
+        return CpuWindow(used=used, wall=time.perf_counter() - self._started)
 
 
 async def drive_python(
@@ -270,7 +313,7 @@ async def drive_python(
     stats = Stats()
     readers = [asyncio.create_task(reader(c, stats, cfg["window"])) for c in clients]
     pids = {**pids, "load-generator": os.getpid()}
-    cpu_before: dict[str, float] = {}
+    meter = CpuMeter(pids)
     elapsed = await drive(
         clients,
         stats,
@@ -278,9 +321,9 @@ async def drive_python(
         window=cfg["window"],
         warmup=cfg["warmup"],
         duration=cfg["duration"],
-        on_measuring=lambda: cpu_before.update(_cpu_snapshot(pids)),
+        on_measuring=meter.start,
     )
-    cpu_used = {name: used - cpu_before[name] for name, used in _cpu_snapshot(pids).items()}
+    cpu = meter.stop()
     for client in clients:
         assert client.ws is not None
         await client.ws.close()
@@ -295,7 +338,7 @@ async def drive_python(
         deliveries=stats.deliveries,
         errors=stats.errors,
         latencies_ms=sorted(ns / 1e6 for ns in stats.latencies_ns),
-        cpu_used=cpu_used,
+        cpu=cpu,
         rss_before=rss_before,
         rss_after=rss_after,
     )
@@ -320,6 +363,8 @@ async def drive_node(
         "window": cfg["window"],
         "warmup": cfg["warmup"],
         "duration": cfg["duration"],
+        "drainLimit": DRAIN_LIMIT,
+        "drainAfterAcks": DRAIN_AFTER_ACKS,
     }
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
         json.dump(job, handle)
@@ -343,9 +388,10 @@ async def drive_node(
         await process.stdin.drain()
         measuring = json.loads(await process.stdout.readline())
         assert measuring.get("phase") == "measuring", measuring
-        cpu_before = _cpu_snapshot(pids)
+        meter = CpuMeter(pids)
+        meter.start()
         done = json.loads(await process.stdout.readline())
-        cpu_used = {name: used - cpu_before[name] for name, used in _cpu_snapshot(pids).items()}
+        cpu = meter.stop()
         await process.wait()
     finally:
         await asyncio.to_thread(Path(handle.name).unlink, missing_ok=True)
@@ -358,7 +404,7 @@ async def drive_node(
         deliveries=int(done["deliveries"]),
         errors=dict(done["errors"]),
         latencies_ms=[float(x) for x in done["latencies"]],
-        cpu_used=cpu_used,
+        cpu=cpu,
         rss_before=rss_before,
         rss_after=rss_after,
     )
@@ -400,16 +446,16 @@ async def run_scenario(
             "mean": round(statistics.fmean(lat_ms), 2) if lat_ms else None,
         },
     }
-    cpu_used = outcome.cpu_used
+    cpu_used = outcome.cpu.used
     if cpu_used and outcome.acked:
-        # CPU per accepted message, by process (measured over the sending window plus the drain second).
+        # CPU per accepted message, by process (measured over the sending window and the drain).
         result["cpu_ms_per_message"] = {
             name: round(1000 * used / outcome.acked, 3) for name, used in sorted(cpu_used.items())
         }
         services = sum(used for name, used in cpu_used.items() if name != "load-generator")
         result["cpu_ms_per_message_all_services"] = round(1000 * services / outcome.acked, 3)
         result["cpu_cores_busy"] = {
-            name: round(used / (elapsed + 1.0), 2) for name, used in sorted(cpu_used.items())
+            name: round(used / outcome.cpu.wall, 2) for name, used in sorted(cpu_used.items())
         }
     if outcome.rss_before is not None and outcome.rss_after is not None:
         result["edge_rss_kib_before_connect"] = outcome.rss_before

@@ -1,10 +1,11 @@
 // WebSocket clients for bench/ws_load.py. Reads a JSON job from the file named by its argument:
-//   {wsBase, clients: [{code, token}], rate, window, warmup, duration}
+//   {wsBase, clients: [{code, token}], rate, window, warmup, duration, drainLimit, drainAfterAcks}
 // connects every client, prints {"phase": "connected"}, waits for a line on stdin, then sends (at
 // `rate` messages/s over all clients, or as fast as acknowledgements allow when rate is 0, with at
 // most `window` unacknowledged per client) for `warmup` seconds unmeasured, prints
 // {"phase": "measuring"}, sends for `duration` seconds more, and prints one JSON line: counts, errors
-// and the sorted send→receive latencies in milliseconds of the messages sent while measuring.
+// and the sorted send→receive latencies in milliseconds of the messages sent while measuring (once
+// their acks are in, or `drainLimit` seconds have passed, and `drainAfterAcks` seconds more).
 // Node's event loop costs far less per frame than a Python client, so on a small machine the load
 // generator takes less CPU away from the services it measures.
 import { readFileSync } from "node:fs";
@@ -99,7 +100,11 @@ if (input.rate > 0) {
   );
 }
 const elapsed = (now() - started) / 1000;
-await new Promise((resolve) => setTimeout(resolve, 1000));
+// Let in-flight acks and deliveries arrive before reading the counters.
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+const drainUntil = now() + input.drainLimit * 1000;
+while (states.some((state) => state.inFlight.size > 0) && now() < drainUntil) await sleep(50);
+await sleep(input.drainAfterAcks * 1000);
 measuring = false;
 for (const state of states) state.ws.close();
 latencies.sort((a, b) => a - b);
