@@ -17,6 +17,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from prometheus_client import REGISTRY
 
 from chatpop_common.auth import KeyCache, TokenVerifier, require_principal
+from chatpop_common.clients import insecure_channel
 from chatpop_common.devstack import free_port
 from chatpop_common.errors import ERROR_CODE_KEY, RETRY_AFTER_KEY, ResourceExhausted, error_details
 from chatpop_common.server import GrpcApp, Registration, serve
@@ -174,3 +175,44 @@ async def test_shutdown_flips_health_then_stops(probe: tuple[grpc.aio.Channel, a
     second = await updates.read()
     assert second.status == health_pb2.HealthCheckResponse.NOT_SERVING
     await asyncio.wait_for(task, 10)
+
+
+async def test_service_channels_wait_for_a_starting_peer_but_health_checks_fail_fast() -> None:
+    """A call made while its peer (re)starts waits within its deadline; a health probe answers at once."""
+    port = free_port()
+    settings = ServiceSettings(grpc_port=port, metrics_port=0, shutdown_grace=1)
+
+    async def build() -> GrpcApp:
+        return GrpcApp(
+            registrations=[Registration(SERVICE, _add, None)], verifier=TokenVerifier(KeyCache(_keys))
+        )
+
+    channel = insecure_channel(f"127.0.0.1:{port}")
+    stop = asyncio.Event()
+    server: asyncio.Task[None] | None = None
+    try:
+        with pytest.raises(grpc.aio.AioRpcError) as probe_down:
+            await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+        assert probe_down.value.code() == grpc.StatusCode.UNAVAILABLE
+
+        whoami = channel.unary_unary(f"/{SERVICE}/WhoAmI")
+        subject = str(uuid.uuid4())
+        call = asyncio.ensure_future(
+            whoami(b"", metadata=(("authorization", f"Bearer {_token(sub=subject)}"),), timeout=15)
+        )
+        await asyncio.sleep(0.5)
+        assert not call.done(), "the call failed instead of waiting for its peer"
+        server = asyncio.create_task(serve("probe", settings, build, drain_delay=0, stop_event=stop))
+        assert await call == subject.encode()
+
+        # A deadline still bounds the wait.
+        stop.set()
+        await server
+        with pytest.raises(grpc.aio.AioRpcError) as late:
+            await whoami(b"", metadata=(("authorization", f"Bearer {_token()}"),), timeout=0.5)
+        assert late.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    finally:
+        stop.set()
+        if server is not None:
+            await server
+        await channel.close()

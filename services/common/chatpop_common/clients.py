@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -15,43 +14,29 @@ from chatpop.identity.v1 import identity_pb2, identity_pb2_grpc
 from chatpop_common.auth import KeyCache, KeyFetcher
 from chatpop_common.telemetry import tracing_enabled
 
+_RETRY_POLICY = {
+    "maxAttempts": 3,
+    "initialBackoff": "0.05s",
+    "maxBackoff": "0.5s",
+    "backoffMultiplier": 2,
+    "retryableStatusCodes": ["UNAVAILABLE"],
+}
+# Calls wait (within their deadline) for a restarting peer instead of failing at once; health checks
+# stay fail-fast, since a probe must answer within its own short timeout. Set here rather than by a
+# client interceptor, which would cost every call on the message path a Python round of its own.
 _SERVICE_CONFIG = json.dumps(
     {
         "loadBalancingConfig": [{"round_robin": {}}],
         "methodConfig": [
+            {"name": [{}], "waitForReady": True, "retryPolicy": _RETRY_POLICY},
             {
-                "name": [{}],
-                "retryPolicy": {
-                    "maxAttempts": 3,
-                    "initialBackoff": "0.05s",
-                    "maxBackoff": "0.5s",
-                    "backoffMultiplier": 2,
-                    "retryableStatusCodes": ["UNAVAILABLE"],
-                },
-            }
+                "name": [{"service": "grpc.health.v1.Health"}],
+                "waitForReady": False,
+                "retryPolicy": _RETRY_POLICY,
+            },
         ],
     }
 )
-
-
-class _WaitForReady(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamClientInterceptor):
-    """Calls wait (within their deadline) for a restarting peer instead of failing at once.
-
-    Health checks are left fail-fast: a probe must answer within its own short timeout.
-    """
-
-    @staticmethod
-    def _details(details: Any) -> Any:
-        method = details.method.decode() if isinstance(details.method, bytes) else str(details.method)
-        if details.wait_for_ready is not None or method.startswith("/grpc.health.v1."):
-            return details
-        return details._replace(wait_for_ready=True)
-
-    async def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
-        return await continuation(self._details(client_call_details), request)
-
-    async def intercept_unary_stream(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
-        return await continuation(self._details(client_call_details), request)
 
 
 MAX_RECEIVE_BYTES = 64 * 1024 * 1024
@@ -72,7 +57,7 @@ def insecure_channel(address: str) -> grpc.aio.Channel:
             # UTF-8): far past gRPC's default 4 MB cap on a received message.
             ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
         ],
-        interceptors=[*(aio_client_interceptors() if tracing_enabled() else []), _WaitForReady()],
+        interceptors=aio_client_interceptors() if tracing_enabled() else None,
     )
 
 
