@@ -34,23 +34,21 @@ $(STAMP): requirements-dev.lock
 	@touch $(STAMP)
 
 # The web client: npm ci from the lock file (only when it changed), then a Vite build whenever a
-# source changed. The edge serves the result from services/edge/web/dist.
+# source changed. The edge serves the result from services/edge/web/dist. The build runs on the
+# machine's Node.js when it is 20.19 or newer, otherwise on a pinned one fetched with npm
+# ($(WEB)/toolchain/node-path says which and installs it on first use).
 WEB := services/edge/web
 WEB_MODULES := $(WEB)/node_modules/.chatpop-installed
 WEB_BUILD := $(WEB)/dist/index.html
 WEB_SOURCES := $(shell find $(WEB)/src -type f 2>/dev/null) $(addprefix $(WEB)/,index.html vite.config.ts tsconfig.json package.json)
-NODE_MIN := 20.19
+WITH_NODE = bin="$$($(CURDIR)/$(WEB)/toolchain/node-path)" && PATH="$$bin:$$PATH"
 
 $(WEB_MODULES): $(WEB)/package-lock.json $(WEB)/package.json
-	@command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || { \
-		echo "Node.js $(NODE_MIN)+ and npm are needed to build the web client (https://nodejs.org, or your distribution's nodejs and npm packages)"; exit 1; }
-	@node -e 'const [a,b]=process.versions.node.split(".").map(Number),[x,y]="$(NODE_MIN)".split(".").map(Number);process.exit(a>x||(a===x&&b>=y)?0:1)' || { \
-		echo "the web client's build (Vite) needs Node.js $(NODE_MIN) or newer; this is $$(node --version)"; exit 1; }
-	cd $(WEB) && npm ci --no-audit --no-fund --loglevel=error
+	cd $(WEB) && $(WITH_NODE) npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
 $(WEB_BUILD): $(WEB_MODULES) $(WEB_SOURCES)
-	cd $(WEB) && npm run --silent build
+	cd $(WEB) && $(WITH_NODE) npm run --silent build
 
 web: $(WEB_BUILD)
 
@@ -108,4 +106,4 @@ run: system-deps $(STAMP) web
 	$(PY) -m chatpop_common.localrun
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache $(WEB)/node_modules $(WEB)/dist
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache $(WEB)/node_modules $(WEB)/toolchain/node_modules $(WEB)/dist
