@@ -221,7 +221,7 @@ async def test_service_errors_keep_their_code_and_internal_errors_hide_details(e
         json={"email": f"explode{unique()}@example.test", "password": "long enough"},
         expect=500,
     )
-    assert error_of(body) == ("internal", "internal error")
+    assert error_of(body) == ("internal", "Something went wrong on our side.")
     assert "hunter2" not in str(body)
 
 

@@ -74,7 +74,7 @@ async def test_unexpected_errors_are_500_json_with_security_headers() -> None:
     async with httpx.AsyncClient(transport=transport, base_url="http://edge") as client:
         response = await client.get("/explode")
     assert response.status_code == 500
-    assert response.json() == {"error": {"code": "internal", "message": "internal error"}}
+    assert response.json() == {"error": {"code": "internal", "message": "Something went wrong on our side."}}
     assert "secret" not in response.text
     assert response.headers["X-Content-Type-Options"] == "nosniff"
     assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]

@@ -47,7 +47,7 @@ class Principal:
 
     def require_room(self, room_id: str) -> Principal:
         if self.token_type != "room" or self.room_id != room_id:
-            raise PermissionDenied("this token is not valid for this room", code="wrong_room")
+            raise PermissionDenied("This token is not valid for this room.", code="wrong_room")
         return self
 
 
@@ -69,7 +69,7 @@ def reset_principal(token: contextvars.Token[Principal | None]) -> None:
 def require_principal() -> Principal:
     principal = _current.get()
     if principal is None:
-        raise Unauthenticated("a valid token is required", code="unauthenticated")
+        raise Unauthenticated("A valid token is required.", code="unauthenticated")
     return principal
 
 
@@ -115,15 +115,15 @@ class TokenVerifier:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
-            raise Unauthenticated("the token is malformed", code="invalid_token") from exc
+            raise Unauthenticated("The token is malformed.", code="invalid_token") from exc
         if header.get("alg") != ALGORITHM:
-            raise Unauthenticated("the token uses an unsupported algorithm", code="invalid_token")
+            raise Unauthenticated("The token uses an unsupported algorithm.", code="invalid_token")
         kid = header.get("kid")
         if not isinstance(kid, str) or not kid:
-            raise Unauthenticated("the token names no signing key", code="invalid_token")
+            raise Unauthenticated("The token names no signing key.", code="invalid_token")
         key = await self._keys.get(kid)
         if key is None:
-            raise Unauthenticated("the token was signed by an unknown key", code="invalid_token")
+            raise Unauthenticated("The token was signed by an unknown key.", code="invalid_token")
         options: Any = {"require": ["exp", "iat", "nbf", "sub", "typ", "iss", "aud"]}
         try:
             claims: dict[str, Any] = jwt.decode(
@@ -136,9 +136,9 @@ class TokenVerifier:
                 options=options,
             )
         except jwt.ExpiredSignatureError as exc:
-            raise Unauthenticated("the token has expired", code="token_expired") from exc
+            raise Unauthenticated("The token has expired.", code="token_expired") from exc
         except jwt.PyJWTError as exc:
-            raise Unauthenticated("the token is not valid", code="invalid_token") from exc
+            raise Unauthenticated("The token is not valid.", code="invalid_token") from exc
         return claims
 
     async def verify(self, token: str) -> Principal:
@@ -160,7 +160,7 @@ class TokenVerifier:
         try:
             unverified = jwt.decode(token, options={"verify_signature": False})
         except jwt.PyJWTError as exc:
-            raise Unauthenticated("the token is malformed", code="invalid_token") from exc
+            raise Unauthenticated("The token is malformed.", code="invalid_token") from exc
         typ = unverified.get("typ")
         if typ == "access":
             claims = await self._decode(token, audience=ACCESS_AUDIENCE)
@@ -183,18 +183,18 @@ class TokenVerifier:
                 is_host=bool(claims.get("host", False)),
                 token_id=str(claims.get("jti", "")),
             )
-        raise Unauthenticated("the token has an unknown type", code="invalid_token")
+        raise Unauthenticated("The token has an unknown type.", code="invalid_token")
 
     async def verify_access(self, token: str) -> Principal:
         principal = await self.verify(token)
         if principal.token_type != "access":
-            raise Unauthenticated("an access token is required", code="invalid_token")
+            raise Unauthenticated("An access token is required.", code="invalid_token")
         return principal
 
     async def verify_room(self, token: str, room_id: str) -> Principal:
         principal = await self.verify(token)
         if principal.token_type != "room":
-            raise Unauthenticated("a room token is required", code="invalid_token")
+            raise Unauthenticated("A room token is required.", code="invalid_token")
         return principal.require_room(room_id)
 
 

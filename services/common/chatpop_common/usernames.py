@@ -71,18 +71,18 @@ def normalize_username(raw: str, *, check_profanity: bool = True) -> str:
     """
     name = raw.strip()
     if not name:
-        raise InvalidArgument("a username is required", code="username_invalid")
+        raise InvalidArgument("A username is required.", code="username_invalid")
     if not _ALLOWED.fullmatch(name):
         raise InvalidArgument(
-            "a username may contain only letters A-Z, digits and underscores", code="username_invalid"
+            "A username may contain only letters A-Z, digits and underscores.", code="username_invalid"
         )
     if not USERNAME_MIN_LENGTH <= len(name) <= USERNAME_MAX_LENGTH:
         raise InvalidArgument(
-            f"a username must be {USERNAME_MIN_LENGTH} to {USERNAME_MAX_LENGTH} characters long",
+            f"A username must be {USERNAME_MIN_LENGTH} to {USERNAME_MAX_LENGTH} characters long.",
             code="username_invalid",
         )
     if is_reserved(name):
-        raise InvalidArgument(f"the username {name!r} is reserved", code="username_reserved")
+        raise InvalidArgument(f"The username {name!r} is reserved.", code="username_reserved")
     if check_profanity and is_profane(name):
-        raise InvalidArgument("that username contains a word that is not allowed", code="username_profane")
+        raise InvalidArgument("That username contains a word that is not allowed.", code="username_profane")
     return name

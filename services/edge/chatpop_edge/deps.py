@@ -43,7 +43,7 @@ def optional_token(
 
 def required_token(token: Annotated[str | None, Depends(optional_token)]) -> str:
     if token is None:
-        raise ApiError(401, "unauthenticated", "an `Authorization: Bearer <token>` header is required")
+        raise ApiError(401, "unauthenticated", "An `Authorization: Bearer <token>` header is required.")
     return token
 
 

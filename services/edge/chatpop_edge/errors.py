@@ -77,12 +77,12 @@ _GRPC_TO_HTTP: dict[grpc.StatusCode, tuple[int, str, bool]] = {
 }
 _UNAVAILABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}
 _DEFAULT_MESSAGES = {
-    401: "authentication is required",
-    403: "you may not do this",
-    404: "not found",
-    409: "the request conflicts with the current state",
-    422: "the request is not valid",
-    429: "too many requests, slow down",
+    401: "Please sign in again.",
+    403: "You may not do this.",
+    404: "Not found.",
+    409: "That conflicts with the current state.",
+    422: "The request is not valid.",
+    429: "Too many requests. Please slow down.",
 }
 
 
@@ -90,14 +90,16 @@ def map_rpc_error(error: grpc.aio.AioRpcError) -> MappedError:
     """The HTTP status, code and message a failed service call becomes."""
     status = error.code()
     if status in _UNAVAILABLE:
-        return MappedError(503, "service_unavailable", "the service is unavailable, try again", None, True)
+        return MappedError(
+            503, "service_unavailable", "ChatPop is briefly unavailable. Please try again.", None, True
+        )
     mapped = _GRPC_TO_HTTP.get(status)
     if mapped is None:
         # INTERNAL, UNKNOWN, UNIMPLEMENTED, DATA_LOSS: never pass internals on.
-        return MappedError(500, "internal", "internal error")
+        return MappedError(500, "internal", "Something went wrong on our side.")
     http_status, default_code, retryable = mapped
     code, retry_after = error_details(error)
-    message = (error.details() or "").strip() or _DEFAULT_MESSAGES.get(http_status, "request failed")
+    message = (error.details() or "").strip() or _DEFAULT_MESSAGES.get(http_status, "The request failed.")
     if http_status == 429 and retry_after is None:
         retry_after = 1
     return MappedError(http_status, code or default_code, message, retry_after, retryable)
@@ -107,7 +109,7 @@ def map_service_error(error: ServiceError) -> MappedError:
     """Errors raised locally by shared code (token checks) look like the same error from a service."""
     http_status, _default, retryable = _GRPC_TO_HTTP.get(error.status, (500, "internal", False))
     if http_status == 500:
-        return MappedError(500, "internal", "internal error")
+        return MappedError(500, "internal", "Something went wrong on our side.")
     return MappedError(http_status, error.code, error.message, error.retry_after, retryable)
 
 
@@ -148,9 +150,9 @@ def _field_name(loc: tuple[Any, ...]) -> str:
 def validation_message(errors: list[Any]) -> tuple[int, str, str]:
     """(status, code, message) for request validation errors, naming the first offending field."""
     if any(error.get("type") == "json_invalid" for error in errors):
-        return 400, "malformed_json", "the request body is not valid JSON"
+        return 400, "malformed_json", "The request body is not valid JSON."
     if not errors:
-        return 422, "invalid_request", "the request is not valid"
+        return 422, "invalid_request", "The request is not valid."
     first = errors[0]
     field = _field_name(tuple(first.get("loc", ())))
     message = str(first.get("msg", "is not valid"))
@@ -185,16 +187,16 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
 
 
 _HTTP_CODES = {
-    400: ("bad_request", "the request is not valid"),
-    404: ("not_found", "no such resource"),
-    405: ("method_not_allowed", "this method is not allowed here"),
-    413: ("payload_too_large", "the request body is too large"),
+    400: ("bad_request", "The request is not valid."),
+    404: ("not_found", "There is nothing at this address."),
+    405: ("method_not_allowed", "This method is not allowed here."),
+    413: ("payload_too_large", "The request body is too large."),
 }
 
 
 async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    code, message = _HTTP_CODES.get(exc.status_code, (f"http_{exc.status_code}", "request failed"))
+    code, message = _HTTP_CODES.get(exc.status_code, (f"http_{exc.status_code}", "The request failed."))
     return error_response(exc.status_code, code, message, headers=dict(exc.headers or {}))
 
 

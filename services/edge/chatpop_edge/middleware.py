@@ -109,7 +109,7 @@ class BodyLimitMiddleware:
         await _send_json(
             send,
             413,
-            error_body("payload_too_large", f"the request body exceeds {self.max_bytes} bytes"),
+            error_body("payload_too_large", f"The request body is larger than {self.max_bytes:,} bytes."),
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -119,7 +119,7 @@ class BodyLimitMiddleware:
         length = _header(scope, b"content-length")
         if length is not None:
             if not length.strip().isdigit():
-                await _send_json(send, 400, error_body("bad_request", "Content-Length is not a number"))
+                await _send_json(send, 400, error_body("bad_request", "Content-Length is not a number."))
                 return
             if int(length) > self.max_bytes:
                 await self._too_large(send)
@@ -214,4 +214,4 @@ class UnexpectedErrorMiddleware:
             log.exception("unhandled error", extra={"path": scope.get("path", "")})
             if started:
                 raise
-            await _send_json(send, 500, error_body("internal", "internal error"))
+            await _send_json(send, 500, error_body("internal", "Something went wrong on our side."))

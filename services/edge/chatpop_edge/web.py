@@ -113,13 +113,13 @@ class WebClient:
 
     async def asset(self, path: str, request: Request) -> Response:
         if not path or any(part.startswith(".") for part in path.split("/")):
-            raise ApiError(404, "not_found", "no such file")
+            raise ApiError(404, "not_found", "No such file.")
         target = (self.assets / path).resolve()
         if not target.is_relative_to(self.assets) or not target.is_file():
-            raise ApiError(404, "not_found", "no such file")
+            raise ApiError(404, "not_found", "No such file.")
         content_type = _CONTENT_TYPES.get(target.suffix.lower())
         if content_type is None or target.suffix.lower() in (".br", ".gz"):
-            raise ApiError(404, "not_found", "no such file")
+            raise ApiError(404, "not_found", "No such file.")
         headers = {"Cache-Control": IMMUTABLE, "Vary": "Accept-Encoding"}
         accepted = _accepted(request.headers.get("accept-encoding", ""))
         for encoding, suffix in _ENCODINGS:

@@ -40,7 +40,7 @@ def normalize_email(raw: str) -> str:
         and _DOMAIN.fullmatch(domain) is not None
     )
     if not valid:
-        raise InvalidArgument("enter a valid email address, like name@example.com", code="invalid_email")
+        raise InvalidArgument("Enter a valid email address, like name@example.com.", code="invalid_email")
     return email
 
 
@@ -48,14 +48,14 @@ def check_password(password: str) -> str:
     """The password unchanged, or InvalidArgument code `weak_password`."""
     if len(password) < PASSWORD_MIN_LENGTH:
         raise InvalidArgument(
-            f"the password must be at least {PASSWORD_MIN_LENGTH} characters long", code="weak_password"
+            f"The password must be at least {PASSWORD_MIN_LENGTH} characters long.", code="weak_password"
         )
     if len(password) > PASSWORD_MAX_LENGTH:
         raise InvalidArgument(
-            f"the password must be at most {PASSWORD_MAX_LENGTH} characters long", code="weak_password"
+            f"The password must be at most {PASSWORD_MAX_LENGTH} characters long.", code="weak_password"
         )
     if not password.strip():
-        raise InvalidArgument("the password cannot be only spaces", code="weak_password")
+        raise InvalidArgument("The password cannot be only spaces.", code="weak_password")
     return password
 
 

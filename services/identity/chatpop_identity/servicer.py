@@ -23,6 +23,7 @@ from chatpop_common.errors import (
 )
 from chatpop_common.fixed_window import FixedWindowLimiter
 from chatpop_common.usernames import USERNAME_MAX_LENGTH, normalize_username, username_key
+from chatpop_common.wording import wait_words
 from chatpop_identity.credentials import (
     PASSWORD_MAX_LENGTH,
     Passwords,
@@ -132,7 +133,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         self, request: identity_pb2.CreateAnonymousSessionRequest, context: grpc.aio.ServicerContext
     ) -> identity_pb2.CreateAnonymousSessionResponse:
         if len(request.client_ip_hash) > CLIENT_IP_HASH_MAX:
-            raise InvalidArgument("client_ip_hash is too long to be a hash", code="invalid_client_ip_hash")
+            raise InvalidArgument("client_ip_hash is too long to be a hash.", code="invalid_client_ip_hash")
         if request.client_ip_hash:
             await self._limit_sessions(request.client_ip_hash)
         refresh_token, refresh = self._new_refresh()
@@ -153,7 +154,8 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             return
         if not decision.allowed:
             raise ResourceExhausted(
-                f"too many new sessions from your network; try again in {decision.retry_after} seconds",
+                "Too many new sessions were started from your network. Sign in, or try again"
+                f" {wait_words(decision.retry_after)}.",
                 code="too_many_sessions",
                 retry_after=decision.retry_after,
             )
@@ -207,18 +209,18 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         self, request: identity_pb2.RefreshTokensRequest, context: grpc.aio.ServicerContext
     ) -> identity_pb2.RefreshTokensResponse:
         if not request.refresh_token:
-            raise Unauthenticated("a refresh token is required", code="invalid_refresh_token")
+            raise Unauthenticated("A refresh token is required.", code="invalid_refresh_token")
         refresh_token, replacement = self._new_refresh()
         rotation = await self._store.rotate(
             hash_refresh_token(request.refresh_token), replacement, self._now()
         )
         if rotation.status is RotationStatus.REUSED:
             raise Unauthenticated(
-                "this refresh token was already used; sign in again", code="refresh_token_reused"
+                "This refresh token was already used; sign in again.", code="refresh_token_reused"
             )
         if rotation.identity is None:
             raise Unauthenticated(
-                "the refresh token is invalid or has expired; sign in again", code="invalid_refresh_token"
+                "The refresh token is invalid or has expired; sign in again.", code="invalid_refresh_token"
             )
         return identity_pb2.RefreshTokensResponse(
             identity=identity_message(rotation.identity), tokens=self._pair(rotation.identity, refresh_token)
@@ -228,7 +230,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         self, request: identity_pb2.LogoutRequest, context: grpc.aio.ServicerContext
     ) -> identity_pb2.LogoutResponse:
         if not request.refresh_token:
-            raise InvalidArgument("a refresh token is required", code="invalid_argument")
+            raise InvalidArgument("A refresh token is required.", code="invalid_argument")
         await self._store.revoke_family_of(hash_refresh_token(request.refresh_token), self._now())
         return identity_pb2.LogoutResponse()
 
@@ -237,10 +239,10 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
     ) -> identity_pb2.GetIdentityResponse:
         principal = require_principal()
         if principal.token_type != "access":
-            raise Unauthenticated("an access token is required", code="invalid_token")
+            raise Unauthenticated("An access token is required.", code="invalid_token")
         identity = await self._store.get(_uuid(principal.subject, "the token subject"))
         if identity is None:
-            raise NotFound("this identity no longer exists", code="identity_not_found")
+            raise NotFound("This identity no longer exists.", code="identity_not_found")
         return identity_pb2.GetIdentityResponse(identity=identity_message(identity))
 
     async def GetPublicKeys(
@@ -257,20 +259,20 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         participant_id = _uuid(request.participant_id, "participant_id")
         subject = _uuid(request.subject, "subject")
         if request.version < 0:
-            raise InvalidArgument("version cannot be negative", code="invalid_argument")
+            raise InvalidArgument("Version cannot be negative.", code="invalid_argument")
         username = request.username.strip()
         if not username or len(username) > USERNAME_MAX_LENGTH:
             raise InvalidArgument(
-                f"username must be 1 to {USERNAME_MAX_LENGTH} characters", code="invalid_argument"
+                f"Username must be 1 to {USERNAME_MAX_LENGTH} characters.", code="invalid_argument"
             )
         # The rooms service may forward the joining caller's token; when it does, the token must
         # name the same identity the room token is for.
         caller = current_principal()
         if caller is not None and caller.token_type == "access" and caller.subject != str(subject):
-            raise PermissionDenied("the caller's token names another identity", code="subject_mismatch")
+            raise PermissionDenied("The caller's token names another identity.", code="subject_mismatch")
         identity = await self._store.get(subject)
         if identity is None:
-            raise NotFound("no identity has this subject", code="identity_not_found")
+            raise NotFound("No identity has this subject.", code="identity_not_found")
         signed = self._tokens.room_token(
             RoomGrant(
                 room_id=str(room_id),
@@ -334,9 +336,9 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
     ) -> identity_pb2.SuggestUsernamesResponse:
         count = request.count or SUGGEST_DEFAULT
         if not 1 <= count <= SUGGEST_MAX:
-            raise InvalidArgument(f"count must be 1 to {SUGGEST_MAX}", code="invalid_argument")
+            raise InvalidArgument(f"Count must be 1 to {SUGGEST_MAX}.", code="invalid_argument")
         if request.digits < 0:
-            raise InvalidArgument("digits cannot be negative", code="invalid_argument")
+            raise InvalidArgument("Digits cannot be negative.", code="invalid_argument")
         # More digits than the word lists leave room for is capped, not refused: callers escalate
         # blindly as a namespace fills up.
         digits = min(request.digits or DEFAULT_DIGITS, self._generator.max_digits)
@@ -360,7 +362,7 @@ def _is_caller(owner: uuid.UUID | None) -> bool:
 def _require_account() -> Principal:
     principal = require_principal()
     if principal.token_type != "access":
-        raise Unauthenticated("an access token is required", code="invalid_token")
+        raise Unauthenticated("An access token is required.", code="invalid_token")
     if principal.kind != USER:
-        raise PermissionDenied("only registered accounts can reserve a username", code="account_required")
+        raise PermissionDenied("Only registered accounts can reserve a username.", code="account_required")
     return principal

@@ -136,9 +136,11 @@ class IdentityStore:
                 await _insert_refresh(conn, identity.id, uuid.uuid4(), refresh)
         except asyncpg.UniqueViolationError as exc:
             if exc.constraint_name == "identities_reserved_username_lower_key":
-                raise AlreadyExists("that username is already taken", code="username_taken") from None
+                raise AlreadyExists("That username is already taken.", code="username_taken") from None
             if exc.constraint_name == "identities_email_key":
-                raise AlreadyExists("an account with this email already exists", code="email_taken") from None
+                raise AlreadyExists(
+                    "An account with this email already exists.", code="email_taken"
+                ) from None
             raise
         return identity
 
@@ -264,16 +266,16 @@ class IdentityStore:
             )
         except asyncpg.UniqueViolationError as exc:
             if exc.constraint_name == "identities_reserved_username_lower_key":
-                raise AlreadyExists("that username is already taken", code="username_taken") from None
+                raise AlreadyExists("That username is already taken.", code="username_taken") from None
             raise
         if row is not None:
             return _identity(row)
         current = await self.get(identity_id)
         if current is None or current.kind != USER:
-            raise NotFound("this account no longer exists", code="identity_not_found")
+            raise NotFound("This account no longer exists.", code="identity_not_found")
         if (current.reserved_username or "").lower() == username.lower():
             return current
         raise FailedPrecondition(
-            f"this account already holds the username {current.reserved_username!r}",
+            f"This account already holds the username {current.reserved_username!r}.",
             code="username_already_reserved",
         )

@@ -42,9 +42,9 @@ class ParticipantDirectory:
             self._cache.pop(key, None)
             if exc.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISSION_DENIED):
                 raise PermissionDenied(
-                    "you are not a participant of this room", code="not_a_participant"
+                    "You are not a participant of this room.", code="not_a_participant"
                 ) from exc
-            raise Unavailable("rooms could not be reached; try again", code="rooms_unavailable") from exc
+            raise Unavailable("Rooms could not be reached; try again.", code="rooms_unavailable") from exc
         participant: rooms_pb2.Participant = response.participant
         if self._ttl > 0:
             self._cache[key] = (time.monotonic() + self._ttl, participant)
@@ -58,7 +58,7 @@ class ParticipantDirectory:
     ) -> rooms_pb2.Participant:
         """The participant behind a room token, if it may still write to its room."""
         if not principal.participant_id:
-            raise PermissionDenied("the token names no participant", code="not_a_participant")
+            raise PermissionDenied("The token names no participant.", code="not_a_participant")
         key = (principal.room_id, principal.participant_id)
         cached = self._cache.get(key)
         if cached is not None and cached[0] > time.monotonic() and cached[1].version >= principal.version:
@@ -66,9 +66,9 @@ class ParticipantDirectory:
         else:
             participant = await self._lookup(principal.room_id, principal.participant_id, metadata)
         if participant.room_id and participant.room_id != principal.room_id:
-            raise PermissionDenied("you are not a participant of this room", code="not_a_participant")
+            raise PermissionDenied("You are not a participant of this room.", code="not_a_participant")
         if participant.banned:
-            raise PermissionDenied("you are banned from this room", code="banned")
+            raise PermissionDenied("You are banned from this room.", code="banned")
         if principal.version < participant.version:
-            raise PermissionDenied("this room token was revoked; join again", code="token_revoked")
+            raise PermissionDenied("This room token was revoked; join again.", code="token_revoked")
         return participant

@@ -11,6 +11,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from chatpop_common.errors import ResourceExhausted
+from chatpop_common.wording import wait_words
 from chatpop_messaging.hotcache import RedisGuard
 from chatpop_messaging.metrics import RATE_LIMITED
 
@@ -80,5 +81,7 @@ class SendRateLimiter:
         RATE_LIMITED.inc()
         retry_after = max(1, math.ceil(wait_ms / 1000))
         raise ResourceExhausted(
-            f"too many messages; try again in {retry_after} s", code="rate_limited", retry_after=retry_after
+            f"You are sending messages too fast. Try again {wait_words(retry_after)}.",
+            code="rate_limited",
+            retry_after=retry_after,
         )

@@ -68,7 +68,7 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
             if reply_to_seq != 0 and (
                 reply_to_seq < 0 or not await self._store.seq_exists(room_id, reply_to_seq)
             ):
-                raise InvalidArgument("the message replied to does not exist", code="reply_target_not_found")
+                raise InvalidArgument("The message replied to does not exist.", code="reply_target_not_found")
             await self._limiter.check(room_id, sender_id)
         except ServiceError:
             # A retry is answered with the original even when its text differs or the sender is
@@ -124,7 +124,7 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
         room_id = require_principal().require_room(request.room_id).room_id
         limit = validation.page_limit(request.limit)
         if request.before_seq < 0:
-            raise InvalidArgument("before_seq must not be negative", code="invalid_before_seq")
+            raise InvalidArgument("before_seq must not be negative.", code="invalid_before_seq")
         last_seq = await self._store.last_seq(room_id)
         high = last_seq if request.before_seq == 0 else min(request.before_seq - 1, last_seq)
         low = max(1, high - limit + 1)
@@ -139,9 +139,9 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
     ) -> messaging_pb2.ListMessagesAfterResponse:
         room_id = require_principal().require_room(request.room_id).room_id
         if request.after_seq < 0:
-            raise InvalidArgument("after_seq must not be negative", code="invalid_after_seq")
+            raise InvalidArgument("after_seq must not be negative.", code="invalid_after_seq")
         if request.limit < 0:
-            raise InvalidArgument("limit must not be negative", code="invalid_limit")
+            raise InvalidArgument("Limit must not be negative.", code="invalid_limit")
         most = self._settings.resume_max
         if request.limit > 0:
             most = min(most, request.limit)
@@ -165,7 +165,7 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
         after_seq = request.after_seq
         if after_seq < -1:
             raise InvalidArgument(
-                "after_seq must be -1 (only new messages) or more", code="invalid_after_seq"
+                "after_seq must be -1 (only new messages) or more.", code="invalid_after_seq"
             )
         # Join before reading the position, so nothing committed from here on can slip past.
         subscription = self._fanout.join(room_id)

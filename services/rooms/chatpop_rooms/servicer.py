@@ -23,6 +23,7 @@ from chatpop_common.errors import (
 )
 from chatpop_common.fixed_window import FixedWindowLimiter
 from chatpop_common.usernames import normalize_username
+from chatpop_common.wording import wait_words
 from chatpop_rooms.access_codes import AccessCodeHasher
 from chatpop_rooms.codes import new_room_code, normalize_room_code
 from chatpop_rooms.convert import participant_message, room_message
@@ -70,7 +71,7 @@ def _require_access_token() -> Principal:
     principal = require_principal()
     if principal.token_type != "access":
         raise PermissionDenied(
-            "this call needs an access token, not a room token", code="access_token_required"
+            "This call needs an access token, not a room token.", code="access_token_required"
         )
     return principal
 
@@ -79,21 +80,22 @@ def _require_host(principal: Principal, room: RoomRow) -> None:
     if principal.token_type == "room":
         principal.require_room(room.id)
     if principal.subject != room.host_id:
-        raise PermissionDenied("only the host can do this", code="not_host")
+        raise PermissionDenied("Only the host can do this.", code="not_host")
 
 
 def _require_open(room: RoomRow) -> None:
     if room.closed_at is not None:
-        raise FailedPrecondition("this room is closed", code="room_closed")
+        raise FailedPrecondition("This room is closed.", code="room_closed")
 
 
 def _room_not_found() -> NotFound:
-    return NotFound("there is no such room", code="room_not_found")
+    return NotFound("There is no such room.", code="room_not_found")
 
 
 def _too_many_rolls(retry_after: int) -> ResourceExhausted:
     return ResourceExhausted(
-        f"you rolled the dice too often in this room; try again in {retry_after} seconds or type a username",
+        "You rolled the dice too often in this room. Type a username, or roll again"
+        f" {wait_words(retry_after)}.",
         code="too_many_rolls",
         retry_after=retry_after,
     )
@@ -155,7 +157,7 @@ class RoomsServicer(rooms_pb2_grpc.RoomsServiceServicer):
                 continue
             return rooms_pb2.CreateRoomResponse(room=room_message(row))
         log.error("no free room code after %d draws", CODE_DRAWS)
-        raise Unavailable("could not allocate a room code; try again", code="room_code_unavailable")
+        raise Unavailable("Could not allocate a room code; try again.", code="room_code_unavailable")
 
     async def GetRoom(
         self, request: rooms_pb2.GetRoomRequest, context: grpc.aio.ServicerContext
@@ -166,7 +168,7 @@ class RoomsServicer(rooms_pb2_grpc.RoomsServiceServicer):
         elif key == "room_id":
             room = await self._room_by_id(request.room_id)
         else:
-            raise InvalidArgument("name the room by its code or its id", code="room_key_required")
+            raise InvalidArgument("Name the room by its code or its id.", code="room_key_required")
         return rooms_pb2.GetRoomResponse(room=room_message(room))
 
     async def UpdateRoom(
@@ -198,7 +200,7 @@ class RoomsServicer(rooms_pb2_grpc.RoomsServiceServicer):
             changes["visibility"] = visibility
         access_code = validate_new_access_code(request.access_code) if request.HasField("access_code") else ""
         if visibility == PRIVATE and not access_code and room.visibility == PUBLIC:
-            raise InvalidArgument("a private room needs an access code", code="access_code_required")
+            raise InvalidArgument("A private room needs an access code.", code="access_code_required")
         if visibility == PUBLIC:
             require_access_code_for(PUBLIC, access_code)
             if room.visibility == PRIVATE:
@@ -229,7 +231,7 @@ class RoomsServicer(rooms_pb2_grpc.RoomsServiceServicer):
     ) -> rooms_pb2.JoinRoomResponse:
         principal = _require_access_token()
         if len(request.client_ip_hash) > CLIENT_IP_HASH_MAX:
-            raise InvalidArgument("client_ip_hash is too long to be a hash", code="invalid_client_ip_hash")
+            raise InvalidArgument("client_ip_hash is too long to be a hash.", code="invalid_client_ip_hash")
         room = await self._room_by_code(request.code)
         _require_open(room)
         caller_token = bearer_from_metadata(context.invocation_metadata()) or ""
@@ -238,7 +240,7 @@ class RoomsServicer(rooms_pb2_grpc.RoomsServiceServicer):
         if participant is None:
             participant = await self._admit(room, request, principal, caller_token)
         if participant.banned:
-            raise PermissionDenied("you were banned from this room", code="banned")
+            raise PermissionDenied("You were banned from this room.", code="banned")
 
         try:
             issued = await self._identity.IssueRoomToken(
@@ -256,7 +258,9 @@ class RoomsServicer(rooms_pb2_grpc.RoomsServiceServicer):
         except grpc.aio.AioRpcError as exc:
             log.warning("identity refused a room token: %s", exc.code().name)
             # The participant is stored, so retrying the join returns it with a new token.
-            raise Unavailable("could not issue a room token; try again", code="identity_unavailable") from exc
+            raise Unavailable(
+                "Could not issue a room token; try again.", code="identity_unavailable"
+            ) from exc
         return rooms_pb2.JoinRoomResponse(
             room=room_message(room),
             participant=participant_message(participant),
@@ -269,7 +273,7 @@ class RoomsServicer(rooms_pb2_grpc.RoomsServiceServicer):
     ) -> rooms_pb2.GetParticipantResponse:
         participant = await self._store.participant(request.room_id, request.participant_id)
         if participant is None:
-            raise NotFound("there is no such participant in this room", code="participant_not_found")
+            raise NotFound("There is no such participant in this room.", code="participant_not_found")
         return rooms_pb2.GetParticipantResponse(participant=participant_message(participant))
 
     async def ListParticipants(
@@ -284,7 +288,7 @@ class RoomsServicer(rooms_pb2_grpc.RoomsServiceServicer):
     ) -> rooms_pb2.SuggestUsernameResponse:
         principal = _require_access_token()
         if len(request.client_ip_hash) > CLIENT_IP_HASH_MAX:
-            raise InvalidArgument("client_ip_hash is too long to be a hash", code="invalid_client_ip_hash")
+            raise InvalidArgument("client_ip_hash is too long to be a hash.", code="invalid_client_ip_hash")
         room = await self._room_by_code(request.code)
         _require_open(room)
         try:
@@ -309,10 +313,10 @@ class RoomsServicer(rooms_pb2_grpc.RoomsServiceServicer):
         except redis.RedisError as exc:
             log.warning("username rolls unavailable: %s", exc)
             raise Unavailable(
-                "the dice are unavailable right now; type a username instead", code="rolls_unavailable"
+                "The dice are unavailable right now; type a username instead.", code="rolls_unavailable"
             ) from exc
         log.error("no free generated username in room %s", room.id)
-        raise Unavailable("no free username could be found; type one instead", code="no_username_available")
+        raise Unavailable("No free username could be found; type one instead.", code="no_username_available")
 
     async def _candidates(self, digits: int) -> list[str]:
         try:
@@ -323,7 +327,7 @@ class RoomsServicer(rooms_pb2_grpc.RoomsServiceServicer):
         except grpc.aio.AioRpcError as exc:
             log.warning("identity could not suggest usernames: %s", exc.code().name)
             raise Unavailable(
-                "the dice are unavailable right now; try again", code="identity_unavailable"
+                "The dice are unavailable right now; try again.", code="identity_unavailable"
             ) from exc
         return list(response.usernames)
 
@@ -334,7 +338,7 @@ class RoomsServicer(rooms_pb2_grpc.RoomsServiceServicer):
         room = await self._room_by_code(request.code)
         participant = await self._store.participant_by_subject(room.id, principal.subject)
         if participant is None:
-            raise NotFound("you have not joined this room yet", code="not_joined")
+            raise NotFound("You have not joined this room yet.", code="not_joined")
         return rooms_pb2.GetMyParticipantResponse(
             room=room_message(room), participant=participant_message(participant)
         )
@@ -369,10 +373,10 @@ class RoomsServicer(rooms_pb2_grpc.RoomsServiceServicer):
             normalize_username(username)
         ownership = await self._check_username(username, caller_token)
         if ownership.taken and not ownership.yours:
-            raise AlreadyExists("a registered user has reserved that username", code="username_taken")
+            raise AlreadyExists("A registered user has reserved that username.", code="username_taken")
         if holder is not None and not own_roll and not ownership.yours:
             raise AlreadyExists(
-                "that username was just rolled by someone else; roll again or pick another",
+                "That username was just rolled by someone else; roll again or pick another.",
                 code="username_held",
             )
         is_host = principal.subject == room.host_id
@@ -394,12 +398,12 @@ class RoomsServicer(rooms_pb2_grpc.RoomsServiceServicer):
             return raced.participant
         except UsernameTaken:
             raise AlreadyExists(
-                "someone in this room already uses that username", code="username_taken"
+                "Someone in this room already uses that username.", code="username_taken"
             ) from None
         except AnonymousLimitReached:
             raise PermissionDenied(
-                f"your network already joined this room under {self._anonymous_usernames_per_ip} anonymous"
-                " usernames; sign in to join under another one",
+                f"Your network already joined this room under {self._anonymous_usernames_per_ip} anonymous"
+                " usernames; sign in to join under another one.",
                 code="too_many_anonymous_usernames",
             ) from None
         await self._release_rolls(room.id, principal.subject)
@@ -416,7 +420,7 @@ class RoomsServicer(rooms_pb2_grpc.RoomsServiceServicer):
         except grpc.aio.AioRpcError as exc:
             log.warning("identity could not check a username: %s", exc.code().name)
             raise Unavailable(
-                "usernames cannot be checked right now; try again", code="identity_unavailable"
+                "Usernames cannot be checked right now; try again.", code="identity_unavailable"
             ) from exc
         return response
 
@@ -444,8 +448,8 @@ class RoomsServicer(rooms_pb2_grpc.RoomsServiceServicer):
             return
         if not decision.allowed:
             raise ResourceExhausted(
-                f"you opened the most rooms allowed for now; try again in {decision.retry_after} seconds"
-                " or sign in",
+                f"You opened the most rooms allowed for now. Sign in to open more, or try again"
+                f" {wait_words(decision.retry_after)}.",
                 code="too_many_rooms",
                 retry_after=decision.retry_after,
             )
@@ -457,21 +461,23 @@ class RoomsServicer(rooms_pb2_grpc.RoomsServiceServicer):
         except redis.RedisError as exc:
             log.warning("join attempt limits unavailable: %s", exc)
             raise Unavailable(
-                "private rooms cannot be joined right now; try again shortly",
+                "Private rooms cannot be joined right now; try again shortly.",
                 code="attempt_limits_unavailable",
             ) from exc
         if not reservation.granted:
             raise ResourceExhausted(
-                f"too many wrong access codes; try again in {reservation.retry_after} seconds",
+                f"Too many wrong access codes. Try again {wait_words(reservation.retry_after)}.",
                 code="too_many_attempts",
                 retry_after=reservation.retry_after,
             )
         code = normalize_access_code(raw_code)
         if not code:
-            raise PermissionDenied("this room is private: enter its access code", code="access_code_required")
+            raise PermissionDenied(
+                "This room is private: enter its access code.", code="access_code_required"
+            )
         stored_hash = room.access_code_hash or ""
         if len(code) > ACCESS_CODE_MAX or not await self._hasher.verify(stored_hash, code):
-            raise PermissionDenied("that access code is not right", code="invalid_access_code")
+            raise PermissionDenied("That access code is not right.", code="invalid_access_code")
         try:
             await self._limiter.release(reservation)
         except redis.RedisError as exc:

@@ -46,11 +46,11 @@ def _has_forbidden_char(text: str, allowed: frozenset[str] = frozenset()) -> boo
 def validate_name(raw: str) -> str:
     name = raw.strip()
     if not name:
-        raise InvalidArgument("the room needs a name", code="invalid_name")
+        raise InvalidArgument("The room needs a name.", code="invalid_name")
     if len(name) > NAME_MAX:
-        raise InvalidArgument(f"a room name has at most {NAME_MAX} characters", code="invalid_name")
+        raise InvalidArgument(f"A room name has at most {NAME_MAX} characters.", code="invalid_name")
     if _has_forbidden_char(name):
-        raise InvalidArgument("a room name cannot contain control characters", code="invalid_name")
+        raise InvalidArgument("A room name cannot contain control characters.", code="invalid_name")
     return name
 
 
@@ -58,11 +58,11 @@ def validate_description(raw: str) -> str:
     description = raw.strip()
     if len(description) > DESCRIPTION_MAX:
         raise InvalidArgument(
-            f"a description has at most {DESCRIPTION_MAX} characters", code="invalid_description"
+            f"A description has at most {DESCRIPTION_MAX} characters.", code="invalid_description"
         )
     if _has_forbidden_char(description, allowed=frozenset("\n\t")):
         raise InvalidArgument(
-            "a description cannot contain control characters other than line breaks and tabs",
+            "A description cannot contain control characters other than line breaks and tabs.",
             code="invalid_description",
         )
     return description
@@ -74,7 +74,7 @@ def validate_visibility(value: int) -> str:
     try:
         return VISIBILITIES[value]
     except KeyError:
-        raise InvalidArgument("visibility must be public or private", code="invalid_visibility") from None
+        raise InvalidArgument("Visibility must be public or private.", code="invalid_visibility") from None
 
 
 def validate_theme(value: int) -> str:
@@ -84,7 +84,7 @@ def validate_theme(value: int) -> str:
         return THEMES[value]
     except KeyError:
         raise InvalidArgument(
-            "theme must be purple-dream, ocean-blue or dark-mode", code="invalid_theme"
+            "Theme must be purple-dream, ocean-blue or dark-mode.", code="invalid_theme"
         ) from None
 
 
@@ -93,7 +93,7 @@ def validate_retention_days(value: int | None) -> int:
         return DEFAULT_RETENTION_DAYS
     if not 0 <= value <= RETENTION_MAX_DAYS:
         raise InvalidArgument(
-            f"retention must be between 0 (keep forever) and {RETENTION_MAX_DAYS} days",
+            f"Retention must be between 0 (keep forever) and {RETENTION_MAX_DAYS} days.",
             code="invalid_retention",
         )
     return value
@@ -111,17 +111,17 @@ def validate_new_access_code(raw: str) -> str:
         return ""
     if not ACCESS_CODE_MIN <= len(code) <= ACCESS_CODE_MAX:
         raise InvalidArgument(
-            f"an access code has {ACCESS_CODE_MIN} to {ACCESS_CODE_MAX} characters",
+            f"An access code has {ACCESS_CODE_MIN} to {ACCESS_CODE_MAX} characters.",
             code="invalid_access_code",
         )
     if _has_forbidden_char(code):
-        raise InvalidArgument("an access code cannot contain control characters", code="invalid_access_code")
+        raise InvalidArgument("An access code cannot contain control characters.", code="invalid_access_code")
     return code
 
 
 def require_access_code_for(visibility: str, code: str) -> None:
     """Private rooms need a code; a code on a public room would protect nothing and mislead the host."""
     if visibility == PRIVATE and not code:
-        raise InvalidArgument("a private room needs an access code", code="access_code_required")
+        raise InvalidArgument("A private room needs an access code.", code="access_code_required")
     if visibility == PUBLIC and code:
-        raise InvalidArgument("only private rooms take an access code", code="access_code_not_allowed")
+        raise InvalidArgument("Only private rooms take an access code.", code="access_code_not_allowed")

@@ -54,14 +54,14 @@ def parse_client_frame(text: str) -> SendFrame | ResumeFrame | TypingFrame | Pin
         errors = exc.errors()
         kinds = {error["type"] for error in errors}
         if "json_invalid" in kinds:
-            raise FrameError("invalid_json", "the frame is not valid JSON") from None
+            raise FrameError("invalid_json", "The frame is not valid JSON.") from None
         if kinds & {"union_tag_invalid", "union_tag_not_found", "model_attributes_type", "model_type"}:
             raise FrameError(
-                "unknown_type", "the frame needs a `type` of send, resume, typing or ping"
+                "unknown_type", "The frame needs a `type` of send, resume, typing or ping."
             ) from None
         first = errors[0]
         field = ".".join(str(part) for part in first["loc"][1:]) or "frame"
-        raise FrameError("invalid_frame", f"{field}: {first['msg']}") from None
+        raise FrameError("invalid_frame", f"{field}: {first['msg']}.") from None
 
 
 def dumps(frame: dict[str, Any]) -> str:

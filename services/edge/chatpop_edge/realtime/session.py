@@ -227,7 +227,7 @@ class SocketSession:
                 return
             text = message.get("text")
             if text is None:
-                self.push(frames.error_frame("invalid_frame", "frames are JSON text, not binary"))
+                self.push(frames.error_frame("invalid_frame", "Frames are JSON text, not binary."))
                 continue
             self._handle(text)
 
@@ -246,7 +246,7 @@ class SocketSession:
                 self.push(
                     frames.error_frame(
                         "too_many_pending",
-                        "too many sends waiting for their ack; wait for acks, then retry",
+                        "Too many sends waiting for their ack; wait for acks, then retry.",
                         retryable=True,
                         client_msg_id=frame.client_msg_id,
                     )
@@ -424,7 +424,7 @@ class SocketSession:
                 if not done:
                     self.push(
                         frames.error_frame(
-                            "service_unavailable", "messages are unavailable, try again", retryable=True
+                            "service_unavailable", "Messages are unavailable, try again.", retryable=True
                         )
                     )
                     self.request_close(CLOSE_TRY_AGAIN, "service_unavailable")

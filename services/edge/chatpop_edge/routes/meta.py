@@ -37,7 +37,7 @@ async def readyz(backends: BackendsDep) -> JSONResponse | models.Status:
     health = await backends.health()
     down = sorted(name for name, serving in health.items() if not serving)
     if down:
-        return error_response(503, "not_ready", f"not serving: {', '.join(down)}")
+        return error_response(503, "not_ready", f"Not serving: {', '.join(down)}.")
     return models.Status(status="ready")
 
 

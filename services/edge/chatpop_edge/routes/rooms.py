@@ -25,7 +25,7 @@ async def room_principal(backends: Backends, code: str, token: str) -> tuple[str
     """The room's id and the verified room token, which must be for that very room."""
     principal = await backends.verifier.verify(token)
     if principal.token_type != "room":
-        raise ApiError(401, "invalid_token", "a room token is required (join the room first)")
+        raise ApiError(401, "invalid_token", "A room token is required (join the room first).")
     room_id = await backends.room_id(code, token)
     return room_id, principal.require_room(room_id)
 

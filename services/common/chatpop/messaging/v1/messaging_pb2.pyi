@@ -116,3 +116,53 @@ class SubscribeResponse(_message.Message):
     message: Message
     reload: Reload
     def __init__(self, message: _Optional[_Union[Message, _Mapping]] = ..., reload: _Optional[_Union[Reload, _Mapping]] = ...) -> None: ...
+
+class MarkReadRequest(_message.Message):
+    __slots__ = ("room_id", "seq")
+    ROOM_ID_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    room_id: str
+    seq: int
+    def __init__(self, room_id: _Optional[str] = ..., seq: _Optional[int] = ...) -> None: ...
+
+class MarkReadResponse(_message.Message):
+    __slots__ = ("read_seq",)
+    READ_SEQ_FIELD_NUMBER: _ClassVar[int]
+    read_seq: int
+    def __init__(self, read_seq: _Optional[int] = ...) -> None: ...
+
+class RoomParticipantRef(_message.Message):
+    __slots__ = ("room_id", "participant_id")
+    ROOM_ID_FIELD_NUMBER: _ClassVar[int]
+    PARTICIPANT_ID_FIELD_NUMBER: _ClassVar[int]
+    room_id: str
+    participant_id: str
+    def __init__(self, room_id: _Optional[str] = ..., participant_id: _Optional[str] = ...) -> None: ...
+
+class GetRoomActivityRequest(_message.Message):
+    __slots__ = ("participants",)
+    PARTICIPANTS_FIELD_NUMBER: _ClassVar[int]
+    participants: _containers.RepeatedCompositeFieldContainer[RoomParticipantRef]
+    def __init__(self, participants: _Optional[_Iterable[_Union[RoomParticipantRef, _Mapping]]] = ...) -> None: ...
+
+class RoomActivity(_message.Message):
+    __slots__ = ("room_id", "participant_id", "last_seq", "last_message_at", "read_seq", "unread")
+    ROOM_ID_FIELD_NUMBER: _ClassVar[int]
+    PARTICIPANT_ID_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEQ_FIELD_NUMBER: _ClassVar[int]
+    LAST_MESSAGE_AT_FIELD_NUMBER: _ClassVar[int]
+    READ_SEQ_FIELD_NUMBER: _ClassVar[int]
+    UNREAD_FIELD_NUMBER: _ClassVar[int]
+    room_id: str
+    participant_id: str
+    last_seq: int
+    last_message_at: _timestamp_pb2.Timestamp
+    read_seq: int
+    unread: int
+    def __init__(self, room_id: _Optional[str] = ..., participant_id: _Optional[str] = ..., last_seq: _Optional[int] = ..., last_message_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., read_seq: _Optional[int] = ..., unread: _Optional[int] = ...) -> None: ...
+
+class GetRoomActivityResponse(_message.Message):
+    __slots__ = ("activities",)
+    ACTIVITIES_FIELD_NUMBER: _ClassVar[int]
+    activities: _containers.RepeatedCompositeFieldContainer[RoomActivity]
+    def __init__(self, activities: _Optional[_Iterable[_Union[RoomActivity, _Mapping]]] = ...) -> None: ...

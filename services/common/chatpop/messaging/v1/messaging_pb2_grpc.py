@@ -55,6 +55,16 @@ class MessagingServiceStub:
                 request_serializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.SubscribeRequest.SerializeToString,
                 response_deserializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.SubscribeResponse.FromString,
                 _registered_method=True)
+        self.MarkRead = channel.unary_unary(
+                '/chatpop.messaging.v1.MessagingService/MarkRead',
+                request_serializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.MarkReadRequest.SerializeToString,
+                response_deserializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.MarkReadResponse.FromString,
+                _registered_method=True)
+        self.GetRoomActivity = channel.unary_unary(
+                '/chatpop.messaging.v1.MessagingService/GetRoomActivity',
+                request_serializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.GetRoomActivityRequest.SerializeToString,
+                response_deserializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.GetRoomActivityResponse.FromString,
+                _registered_method=True)
 
 
 class MessagingServiceServicer:
@@ -90,6 +100,22 @@ class MessagingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def MarkRead(self, request, context):
+        """MarkRead records that the caller (room token) has read its room up to seq; it never moves back.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetRoomActivity(self, request, context):
+        """GetRoomActivity tells, for each participant named, its room's newest message and how many
+        messages others sent after that participant's read position. Internal: the edge calls it for the
+        participants that rooms listed for the caller ("my rooms").
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MessagingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -112,6 +138,16 @@ def add_MessagingServiceServicer_to_server(servicer, server):
                     servicer.Subscribe,
                     request_deserializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.SubscribeRequest.FromString,
                     response_serializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.SubscribeResponse.SerializeToString,
+            ),
+            'MarkRead': grpc.unary_unary_rpc_method_handler(
+                    servicer.MarkRead,
+                    request_deserializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.MarkReadRequest.FromString,
+                    response_serializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.MarkReadResponse.SerializeToString,
+            ),
+            'GetRoomActivity': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRoomActivity,
+                    request_deserializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.GetRoomActivityRequest.FromString,
+                    response_serializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.GetRoomActivityResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -223,6 +259,60 @@ class MessagingService:
             '/chatpop.messaging.v1.MessagingService/Subscribe',
             chatpop_dot_messaging_dot_v1_dot_messaging__pb2.SubscribeRequest.SerializeToString,
             chatpop_dot_messaging_dot_v1_dot_messaging__pb2.SubscribeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MarkRead(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatpop.messaging.v1.MessagingService/MarkRead',
+            chatpop_dot_messaging_dot_v1_dot_messaging__pb2.MarkReadRequest.SerializeToString,
+            chatpop_dot_messaging_dot_v1_dot_messaging__pb2.MarkReadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRoomActivity(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatpop.messaging.v1.MessagingService/GetRoomActivity',
+            chatpop_dot_messaging_dot_v1_dot_messaging__pb2.GetRoomActivityRequest.SerializeToString,
+            chatpop_dot_messaging_dot_v1_dot_messaging__pb2.GetRoomActivityResponse.FromString,
             options,
             channel_credentials,
             insecure,

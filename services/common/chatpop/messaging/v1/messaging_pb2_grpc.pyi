@@ -43,6 +43,13 @@ class MessagingServiceStub:
     """Subscribe backfills messages after after_seq, then streams new ones live, in seq order without gaps.
     Internal (edge processes call it); no user token is needed. The stream ends after a Reload.
     """
+    MarkRead: _grpc.UnaryUnaryMultiCallable[_messaging_pb2.MarkReadRequest, _messaging_pb2.MarkReadResponse]
+    """MarkRead records that the caller (room token) has read its room up to seq; it never moves back."""
+    GetRoomActivity: _grpc.UnaryUnaryMultiCallable[_messaging_pb2.GetRoomActivityRequest, _messaging_pb2.GetRoomActivityResponse]
+    """GetRoomActivity tells, for each participant named, its room's newest message and how many
+    messages others sent after that participant's read position. Internal: the edge calls it for the
+    participants that rooms listed for the caller ("my rooms").
+    """
 
 @_typing.type_check_only
 class MessagingServiceAsyncStub(MessagingServiceStub):
@@ -58,6 +65,13 @@ class MessagingServiceAsyncStub(MessagingServiceStub):
     Subscribe: _aio.UnaryStreamMultiCallable[_messaging_pb2.SubscribeRequest, _messaging_pb2.SubscribeResponse]  # type: ignore[assignment]
     """Subscribe backfills messages after after_seq, then streams new ones live, in seq order without gaps.
     Internal (edge processes call it); no user token is needed. The stream ends after a Reload.
+    """
+    MarkRead: _aio.UnaryUnaryMultiCallable[_messaging_pb2.MarkReadRequest, _messaging_pb2.MarkReadResponse]  # type: ignore[assignment]
+    """MarkRead records that the caller (room token) has read its room up to seq; it never moves back."""
+    GetRoomActivity: _aio.UnaryUnaryMultiCallable[_messaging_pb2.GetRoomActivityRequest, _messaging_pb2.GetRoomActivityResponse]  # type: ignore[assignment]
+    """GetRoomActivity tells, for each participant named, its room's newest message and how many
+    messages others sent after that participant's read position. Internal: the edge calls it for the
+    participants that rooms listed for the caller ("my rooms").
     """
 
 class MessagingServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -95,6 +109,25 @@ class MessagingServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_messaging_pb2.SubscribeResponse], _abc.AsyncIterator[_messaging_pb2.SubscribeResponse]]:
         """Subscribe backfills messages after after_seq, then streams new ones live, in seq order without gaps.
         Internal (edge processes call it); no user token is needed. The stream ends after a Reload.
+        """
+
+    @_abc_1.abstractmethod
+    def MarkRead(
+        self,
+        request: _messaging_pb2.MarkReadRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_messaging_pb2.MarkReadResponse, _abc.Awaitable[_messaging_pb2.MarkReadResponse]]:
+        """MarkRead records that the caller (room token) has read its room up to seq; it never moves back."""
+
+    @_abc_1.abstractmethod
+    def GetRoomActivity(
+        self,
+        request: _messaging_pb2.GetRoomActivityRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_messaging_pb2.GetRoomActivityResponse, _abc.Awaitable[_messaging_pb2.GetRoomActivityResponse]]:
+        """GetRoomActivity tells, for each participant named, its room's newest message and how many
+        messages others sent after that participant's read position. Internal: the edge calls it for the
+        participants that rooms listed for the caller ("my rooms").
         """
 
 def add_MessagingServiceServicer_to_server(servicer: MessagingServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -41,7 +41,7 @@ class MediaSettings(_message.Message):
     def __init__(self, photo: _Optional[bool] = ..., voice: _Optional[bool] = ..., video: _Optional[bool] = ...) -> None: ...
 
 class Room(_message.Message):
-    __slots__ = ("id", "code", "name", "description", "visibility", "media", "theme", "retention_days", "host_id", "closed", "created_at", "updated_at")
+    __slots__ = ("id", "code", "name", "description", "visibility", "media", "theme", "retention_days", "host_id", "closed", "created_at", "updated_at", "slow_mode_seconds", "anonymous_names_per_network")
     ID_FIELD_NUMBER: _ClassVar[int]
     CODE_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -54,6 +54,8 @@ class Room(_message.Message):
     CLOSED_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    SLOW_MODE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    ANONYMOUS_NAMES_PER_NETWORK_FIELD_NUMBER: _ClassVar[int]
     id: str
     code: str
     name: str
@@ -66,7 +68,9 @@ class Room(_message.Message):
     closed: bool
     created_at: _timestamp_pb2.Timestamp
     updated_at: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[str] = ..., code: _Optional[str] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., visibility: _Optional[_Union[Visibility, str]] = ..., media: _Optional[_Union[MediaSettings, _Mapping]] = ..., theme: _Optional[_Union[Theme, str]] = ..., retention_days: _Optional[int] = ..., host_id: _Optional[str] = ..., closed: _Optional[bool] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    slow_mode_seconds: int
+    anonymous_names_per_network: int
+    def __init__(self, id: _Optional[str] = ..., code: _Optional[str] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., visibility: _Optional[_Union[Visibility, str]] = ..., media: _Optional[_Union[MediaSettings, _Mapping]] = ..., theme: _Optional[_Union[Theme, str]] = ..., retention_days: _Optional[int] = ..., host_id: _Optional[str] = ..., closed: _Optional[bool] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., slow_mode_seconds: _Optional[int] = ..., anonymous_names_per_network: _Optional[int] = ...) -> None: ...
 
 class Participant(_message.Message):
     __slots__ = ("id", "room_id", "subject", "username", "is_host", "version", "banned", "verified", "joined_at")
@@ -91,7 +95,7 @@ class Participant(_message.Message):
     def __init__(self, id: _Optional[str] = ..., room_id: _Optional[str] = ..., subject: _Optional[str] = ..., username: _Optional[str] = ..., is_host: _Optional[bool] = ..., version: _Optional[int] = ..., banned: _Optional[bool] = ..., verified: _Optional[bool] = ..., joined_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class CreateRoomRequest(_message.Message):
-    __slots__ = ("name", "description", "visibility", "access_code", "media", "theme", "retention_days")
+    __slots__ = ("name", "description", "visibility", "access_code", "media", "theme", "retention_days", "slow_mode_seconds", "anonymous_names_per_network")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     VISIBILITY_FIELD_NUMBER: _ClassVar[int]
@@ -99,6 +103,8 @@ class CreateRoomRequest(_message.Message):
     MEDIA_FIELD_NUMBER: _ClassVar[int]
     THEME_FIELD_NUMBER: _ClassVar[int]
     RETENTION_DAYS_FIELD_NUMBER: _ClassVar[int]
+    SLOW_MODE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    ANONYMOUS_NAMES_PER_NETWORK_FIELD_NUMBER: _ClassVar[int]
     name: str
     description: str
     visibility: Visibility
@@ -106,7 +112,9 @@ class CreateRoomRequest(_message.Message):
     media: MediaSettings
     theme: Theme
     retention_days: int
-    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., visibility: _Optional[_Union[Visibility, str]] = ..., access_code: _Optional[str] = ..., media: _Optional[_Union[MediaSettings, _Mapping]] = ..., theme: _Optional[_Union[Theme, str]] = ..., retention_days: _Optional[int] = ...) -> None: ...
+    slow_mode_seconds: int
+    anonymous_names_per_network: int
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., visibility: _Optional[_Union[Visibility, str]] = ..., access_code: _Optional[str] = ..., media: _Optional[_Union[MediaSettings, _Mapping]] = ..., theme: _Optional[_Union[Theme, str]] = ..., retention_days: _Optional[int] = ..., slow_mode_seconds: _Optional[int] = ..., anonymous_names_per_network: _Optional[int] = ...) -> None: ...
 
 class CreateRoomResponse(_message.Message):
     __slots__ = ("room",)
@@ -129,7 +137,7 @@ class GetRoomResponse(_message.Message):
     def __init__(self, room: _Optional[_Union[Room, _Mapping]] = ...) -> None: ...
 
 class UpdateRoomRequest(_message.Message):
-    __slots__ = ("room_id", "name", "description", "visibility", "access_code", "media", "theme", "retention_days")
+    __slots__ = ("room_id", "name", "description", "visibility", "access_code", "media", "theme", "retention_days", "slow_mode_seconds", "anonymous_names_per_network")
     ROOM_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
@@ -138,6 +146,8 @@ class UpdateRoomRequest(_message.Message):
     MEDIA_FIELD_NUMBER: _ClassVar[int]
     THEME_FIELD_NUMBER: _ClassVar[int]
     RETENTION_DAYS_FIELD_NUMBER: _ClassVar[int]
+    SLOW_MODE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    ANONYMOUS_NAMES_PER_NETWORK_FIELD_NUMBER: _ClassVar[int]
     room_id: str
     name: str
     description: str
@@ -146,7 +156,9 @@ class UpdateRoomRequest(_message.Message):
     media: MediaSettings
     theme: Theme
     retention_days: int
-    def __init__(self, room_id: _Optional[str] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., visibility: _Optional[_Union[Visibility, str]] = ..., access_code: _Optional[str] = ..., media: _Optional[_Union[MediaSettings, _Mapping]] = ..., theme: _Optional[_Union[Theme, str]] = ..., retention_days: _Optional[int] = ...) -> None: ...
+    slow_mode_seconds: int
+    anonymous_names_per_network: int
+    def __init__(self, room_id: _Optional[str] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., visibility: _Optional[_Union[Visibility, str]] = ..., access_code: _Optional[str] = ..., media: _Optional[_Union[MediaSettings, _Mapping]] = ..., theme: _Optional[_Union[Theme, str]] = ..., retention_days: _Optional[int] = ..., slow_mode_seconds: _Optional[int] = ..., anonymous_names_per_network: _Optional[int] = ...) -> None: ...
 
 class UpdateRoomResponse(_message.Message):
     __slots__ = ("room",)
@@ -247,3 +259,39 @@ class GetMyParticipantResponse(_message.Message):
     room: Room
     participant: Participant
     def __init__(self, room: _Optional[_Union[Room, _Mapping]] = ..., participant: _Optional[_Union[Participant, _Mapping]] = ...) -> None: ...
+
+class ListMyRoomsRequest(_message.Message):
+    __slots__ = ("limit",)
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    limit: int
+    def __init__(self, limit: _Optional[int] = ...) -> None: ...
+
+class MyRoom(_message.Message):
+    __slots__ = ("room", "participant", "is_host")
+    ROOM_FIELD_NUMBER: _ClassVar[int]
+    PARTICIPANT_FIELD_NUMBER: _ClassVar[int]
+    IS_HOST_FIELD_NUMBER: _ClassVar[int]
+    room: Room
+    participant: Participant
+    is_host: bool
+    def __init__(self, room: _Optional[_Union[Room, _Mapping]] = ..., participant: _Optional[_Union[Participant, _Mapping]] = ..., is_host: _Optional[bool] = ...) -> None: ...
+
+class ListMyRoomsResponse(_message.Message):
+    __slots__ = ("rooms",)
+    ROOMS_FIELD_NUMBER: _ClassVar[int]
+    rooms: _containers.RepeatedCompositeFieldContainer[MyRoom]
+    def __init__(self, rooms: _Optional[_Iterable[_Union[MyRoom, _Mapping]]] = ...) -> None: ...
+
+class GetAccessCodeRequest(_message.Message):
+    __slots__ = ("room_id",)
+    ROOM_ID_FIELD_NUMBER: _ClassVar[int]
+    room_id: str
+    def __init__(self, room_id: _Optional[str] = ...) -> None: ...
+
+class GetAccessCodeResponse(_message.Message):
+    __slots__ = ("access_code", "available")
+    ACCESS_CODE_FIELD_NUMBER: _ClassVar[int]
+    AVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    access_code: str
+    available: bool
+    def __init__(self, access_code: _Optional[str] = ..., available: _Optional[bool] = ...) -> None: ...

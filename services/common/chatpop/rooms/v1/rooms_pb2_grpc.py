@@ -80,6 +80,16 @@ class RoomsServiceStub:
                 request_serializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.GetMyParticipantRequest.SerializeToString,
                 response_deserializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.GetMyParticipantResponse.FromString,
                 _registered_method=True)
+        self.ListMyRooms = channel.unary_unary(
+                '/chatpop.rooms.v1.RoomsService/ListMyRooms',
+                request_serializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.ListMyRoomsRequest.SerializeToString,
+                response_deserializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.ListMyRoomsResponse.FromString,
+                _registered_method=True)
+        self.GetAccessCode = channel.unary_unary(
+                '/chatpop.rooms.v1.RoomsService/GetAccessCode',
+                request_serializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.GetAccessCodeRequest.SerializeToString,
+                response_deserializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.GetAccessCodeResponse.FromString,
+                _registered_method=True)
 
 
 class RoomsServiceServicer:
@@ -150,6 +160,20 @@ class RoomsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListMyRooms(self, request, context):
+        """ListMyRooms lists the rooms the caller (access token) hosts or joined, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetAccessCode(self, request, context):
+        """GetAccessCode shows a private room's access code to its host.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RoomsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -197,6 +221,16 @@ def add_RoomsServiceServicer_to_server(servicer, server):
                     servicer.GetMyParticipant,
                     request_deserializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.GetMyParticipantRequest.FromString,
                     response_serializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.GetMyParticipantResponse.SerializeToString,
+            ),
+            'ListMyRooms': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListMyRooms,
+                    request_deserializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.ListMyRoomsRequest.FromString,
+                    response_serializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.ListMyRoomsResponse.SerializeToString,
+            ),
+            'GetAccessCode': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAccessCode,
+                    request_deserializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.GetAccessCodeRequest.FromString,
+                    response_serializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.GetAccessCodeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -443,6 +477,60 @@ class RoomsService:
             '/chatpop.rooms.v1.RoomsService/GetMyParticipant',
             chatpop_dot_rooms_dot_v1_dot_rooms__pb2.GetMyParticipantRequest.SerializeToString,
             chatpop_dot_rooms_dot_v1_dot_rooms__pb2.GetMyParticipantResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListMyRooms(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatpop.rooms.v1.RoomsService/ListMyRooms',
+            chatpop_dot_rooms_dot_v1_dot_rooms__pb2.ListMyRoomsRequest.SerializeToString,
+            chatpop_dot_rooms_dot_v1_dot_rooms__pb2.ListMyRoomsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAccessCode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatpop.rooms.v1.RoomsService/GetAccessCode',
+            chatpop_dot_rooms_dot_v1_dot_rooms__pb2.GetAccessCodeRequest.SerializeToString,
+            chatpop_dot_rooms_dot_v1_dot_rooms__pb2.GetAccessCodeResponse.FromString,
             options,
             channel_credentials,
             insecure,

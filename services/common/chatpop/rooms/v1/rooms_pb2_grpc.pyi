@@ -53,6 +53,10 @@ class RoomsServiceStub:
     """
     GetMyParticipant: _grpc.UnaryUnaryMultiCallable[_rooms_pb2.GetMyParticipantRequest, _rooms_pb2.GetMyParticipantResponse]
     """GetMyParticipant finds the caller's own participant in a room (access token), if they joined."""
+    ListMyRooms: _grpc.UnaryUnaryMultiCallable[_rooms_pb2.ListMyRoomsRequest, _rooms_pb2.ListMyRoomsResponse]
+    """ListMyRooms lists the rooms the caller (access token) hosts or joined, newest first."""
+    GetAccessCode: _grpc.UnaryUnaryMultiCallable[_rooms_pb2.GetAccessCodeRequest, _rooms_pb2.GetAccessCodeResponse]
+    """GetAccessCode shows a private room's access code to its host."""
 
 @_typing.type_check_only
 class RoomsServiceAsyncStub(RoomsServiceStub):
@@ -79,6 +83,10 @@ class RoomsServiceAsyncStub(RoomsServiceStub):
     """
     GetMyParticipant: _aio.UnaryUnaryMultiCallable[_rooms_pb2.GetMyParticipantRequest, _rooms_pb2.GetMyParticipantResponse]  # type: ignore[assignment]
     """GetMyParticipant finds the caller's own participant in a room (access token), if they joined."""
+    ListMyRooms: _aio.UnaryUnaryMultiCallable[_rooms_pb2.ListMyRoomsRequest, _rooms_pb2.ListMyRoomsResponse]  # type: ignore[assignment]
+    """ListMyRooms lists the rooms the caller (access token) hosts or joined, newest first."""
+    GetAccessCode: _aio.UnaryUnaryMultiCallable[_rooms_pb2.GetAccessCodeRequest, _rooms_pb2.GetAccessCodeResponse]  # type: ignore[assignment]
+    """GetAccessCode shows a private room's access code to its host."""
 
 class RoomsServiceServicer(metaclass=_abc_1.ABCMeta):
     """RoomsService owns rooms and their participants."""
@@ -156,5 +164,21 @@ class RoomsServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_rooms_pb2.GetMyParticipantResponse, _abc.Awaitable[_rooms_pb2.GetMyParticipantResponse]]:
         """GetMyParticipant finds the caller's own participant in a room (access token), if they joined."""
+
+    @_abc_1.abstractmethod
+    def ListMyRooms(
+        self,
+        request: _rooms_pb2.ListMyRoomsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_rooms_pb2.ListMyRoomsResponse, _abc.Awaitable[_rooms_pb2.ListMyRoomsResponse]]:
+        """ListMyRooms lists the rooms the caller (access token) hosts or joined, newest first."""
+
+    @_abc_1.abstractmethod
+    def GetAccessCode(
+        self,
+        request: _rooms_pb2.GetAccessCodeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_rooms_pb2.GetAccessCodeResponse, _abc.Awaitable[_rooms_pb2.GetAccessCodeResponse]]:
+        """GetAccessCode shows a private room's access code to its host."""
 
 def add_RoomsServiceServicer_to_server(servicer: RoomsServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
