@@ -23,6 +23,7 @@ class UsernameProblem(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     USERNAME_PROBLEM_RESERVED_WORD: _ClassVar[UsernameProblem]
     USERNAME_PROBLEM_PROFANITY: _ClassVar[UsernameProblem]
     USERNAME_PROBLEM_TAKEN: _ClassVar[UsernameProblem]
+    USERNAME_PROBLEM_QUARANTINED: _ClassVar[UsernameProblem]
 IDENTITY_KIND_UNSPECIFIED: IdentityKind
 IDENTITY_KIND_ANONYMOUS: IdentityKind
 IDENTITY_KIND_USER: IdentityKind
@@ -31,6 +32,7 @@ USERNAME_PROBLEM_INVALID: UsernameProblem
 USERNAME_PROBLEM_RESERVED_WORD: UsernameProblem
 USERNAME_PROBLEM_PROFANITY: UsernameProblem
 USERNAME_PROBLEM_TAKEN: UsernameProblem
+USERNAME_PROBLEM_QUARANTINED: UsernameProblem
 
 class TokenPair(_message.Message):
     __slots__ = ("access_token", "refresh_token", "access_expires_in", "refresh_expires_in")
@@ -237,3 +239,61 @@ class SuggestUsernamesResponse(_message.Message):
     USERNAMES_FIELD_NUMBER: _ClassVar[int]
     usernames: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, usernames: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class RequestPasswordResetRequest(_message.Message):
+    __slots__ = ("email", "client_ip_hash")
+    EMAIL_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_IP_HASH_FIELD_NUMBER: _ClassVar[int]
+    email: str
+    client_ip_hash: str
+    def __init__(self, email: _Optional[str] = ..., client_ip_hash: _Optional[str] = ...) -> None: ...
+
+class RequestPasswordResetResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ResetPasswordRequest(_message.Message):
+    __slots__ = ("token", "new_password")
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    NEW_PASSWORD_FIELD_NUMBER: _ClassVar[int]
+    token: str
+    new_password: str
+    def __init__(self, token: _Optional[str] = ..., new_password: _Optional[str] = ...) -> None: ...
+
+class ResetPasswordResponse(_message.Message):
+    __slots__ = ("identity", "tokens")
+    IDENTITY_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    identity: Identity
+    tokens: TokenPair
+    def __init__(self, identity: _Optional[_Union[Identity, _Mapping]] = ..., tokens: _Optional[_Union[TokenPair, _Mapping]] = ...) -> None: ...
+
+class ChangePasswordRequest(_message.Message):
+    __slots__ = ("current_password", "new_password")
+    CURRENT_PASSWORD_FIELD_NUMBER: _ClassVar[int]
+    NEW_PASSWORD_FIELD_NUMBER: _ClassVar[int]
+    current_password: str
+    new_password: str
+    def __init__(self, current_password: _Optional[str] = ..., new_password: _Optional[str] = ...) -> None: ...
+
+class ChangePasswordResponse(_message.Message):
+    __slots__ = ("identity", "tokens")
+    IDENTITY_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    identity: Identity
+    tokens: TokenPair
+    def __init__(self, identity: _Optional[_Union[Identity, _Mapping]] = ..., tokens: _Optional[_Union[TokenPair, _Mapping]] = ...) -> None: ...
+
+class ChangeReservedUsernameRequest(_message.Message):
+    __slots__ = ("username",)
+    USERNAME_FIELD_NUMBER: _ClassVar[int]
+    username: str
+    def __init__(self, username: _Optional[str] = ...) -> None: ...
+
+class ChangeReservedUsernameResponse(_message.Message):
+    __slots__ = ("identity", "previous_username")
+    IDENTITY_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_USERNAME_FIELD_NUMBER: _ClassVar[int]
+    identity: Identity
+    previous_username: str
+    def __init__(self, identity: _Optional[_Union[Identity, _Mapping]] = ..., previous_username: _Optional[str] = ...) -> None: ...

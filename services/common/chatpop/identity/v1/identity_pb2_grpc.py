@@ -90,6 +90,26 @@ class IdentityServiceStub:
                 request_serializer=chatpop_dot_identity_dot_v1_dot_identity__pb2.SuggestUsernamesRequest.SerializeToString,
                 response_deserializer=chatpop_dot_identity_dot_v1_dot_identity__pb2.SuggestUsernamesResponse.FromString,
                 _registered_method=True)
+        self.RequestPasswordReset = channel.unary_unary(
+                '/chatpop.identity.v1.IdentityService/RequestPasswordReset',
+                request_serializer=chatpop_dot_identity_dot_v1_dot_identity__pb2.RequestPasswordResetRequest.SerializeToString,
+                response_deserializer=chatpop_dot_identity_dot_v1_dot_identity__pb2.RequestPasswordResetResponse.FromString,
+                _registered_method=True)
+        self.ResetPassword = channel.unary_unary(
+                '/chatpop.identity.v1.IdentityService/ResetPassword',
+                request_serializer=chatpop_dot_identity_dot_v1_dot_identity__pb2.ResetPasswordRequest.SerializeToString,
+                response_deserializer=chatpop_dot_identity_dot_v1_dot_identity__pb2.ResetPasswordResponse.FromString,
+                _registered_method=True)
+        self.ChangePassword = channel.unary_unary(
+                '/chatpop.identity.v1.IdentityService/ChangePassword',
+                request_serializer=chatpop_dot_identity_dot_v1_dot_identity__pb2.ChangePasswordRequest.SerializeToString,
+                response_deserializer=chatpop_dot_identity_dot_v1_dot_identity__pb2.ChangePasswordResponse.FromString,
+                _registered_method=True)
+        self.ChangeReservedUsername = channel.unary_unary(
+                '/chatpop.identity.v1.IdentityService/ChangeReservedUsername',
+                request_serializer=chatpop_dot_identity_dot_v1_dot_identity__pb2.ChangeReservedUsernameRequest.SerializeToString,
+                response_deserializer=chatpop_dot_identity_dot_v1_dot_identity__pb2.ChangeReservedUsernameResponse.FromString,
+                _registered_method=True)
 
 
 class IdentityServiceServicer:
@@ -162,7 +182,7 @@ class IdentityServiceServicer:
 
     def ReserveUsername(self, request, context):
         """ReserveUsername reserves a username for the calling account (access token of an account).
-        A reserved username is permanent; an account holds at most one.
+        An account holds at most one; ChangeReservedUsername replaces it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -171,6 +191,42 @@ class IdentityServiceServicer:
     def SuggestUsernames(self, request, context):
         """SuggestUsernames draws Adjective+Noun+Number usernames from curated word lists, skipping those
         reserved by accounts. Internal: rooms calls it, checks the room and rate-limits the roll.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RequestPasswordReset(self, request, context):
+        """RequestPasswordReset mails a single-use link to reset the password of the account with this
+        email, if there is one. The answer is the same whether or not an account exists, and the mail
+        is sent after the call returns, so neither the answer nor its timing tells. Limited per email
+        and per client IP (RESOURCE_EXHAUSTED with a retry after).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResetPassword(self, request, context):
+        """ResetPassword sets a new password with a token from a reset mail. The token is used up (also
+        when it has expired), every session of the account is signed out, and a new token pair signs
+        the caller in.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ChangePassword(self, request, context):
+        """ChangePassword sets a new password for the calling account (access token) given its current
+        one; every other session is signed out and a new token pair signs this one in.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ChangeReservedUsername(self, request, context):
+        """ChangeReservedUsername reserves a username for the calling account (access token) or replaces
+        the one it holds. A replaced name is held back from other accounts for a quarantine, and an
+        account may change its name only once per interval.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -233,6 +289,26 @@ def add_IdentityServiceServicer_to_server(servicer, server):
                     servicer.SuggestUsernames,
                     request_deserializer=chatpop_dot_identity_dot_v1_dot_identity__pb2.SuggestUsernamesRequest.FromString,
                     response_serializer=chatpop_dot_identity_dot_v1_dot_identity__pb2.SuggestUsernamesResponse.SerializeToString,
+            ),
+            'RequestPasswordReset': grpc.unary_unary_rpc_method_handler(
+                    servicer.RequestPasswordReset,
+                    request_deserializer=chatpop_dot_identity_dot_v1_dot_identity__pb2.RequestPasswordResetRequest.FromString,
+                    response_serializer=chatpop_dot_identity_dot_v1_dot_identity__pb2.RequestPasswordResetResponse.SerializeToString,
+            ),
+            'ResetPassword': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResetPassword,
+                    request_deserializer=chatpop_dot_identity_dot_v1_dot_identity__pb2.ResetPasswordRequest.FromString,
+                    response_serializer=chatpop_dot_identity_dot_v1_dot_identity__pb2.ResetPasswordResponse.SerializeToString,
+            ),
+            'ChangePassword': grpc.unary_unary_rpc_method_handler(
+                    servicer.ChangePassword,
+                    request_deserializer=chatpop_dot_identity_dot_v1_dot_identity__pb2.ChangePasswordRequest.FromString,
+                    response_serializer=chatpop_dot_identity_dot_v1_dot_identity__pb2.ChangePasswordResponse.SerializeToString,
+            ),
+            'ChangeReservedUsername': grpc.unary_unary_rpc_method_handler(
+                    servicer.ChangeReservedUsername,
+                    request_deserializer=chatpop_dot_identity_dot_v1_dot_identity__pb2.ChangeReservedUsernameRequest.FromString,
+                    response_serializer=chatpop_dot_identity_dot_v1_dot_identity__pb2.ChangeReservedUsernameResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -533,6 +609,114 @@ class IdentityService:
             '/chatpop.identity.v1.IdentityService/SuggestUsernames',
             chatpop_dot_identity_dot_v1_dot_identity__pb2.SuggestUsernamesRequest.SerializeToString,
             chatpop_dot_identity_dot_v1_dot_identity__pb2.SuggestUsernamesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RequestPasswordReset(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatpop.identity.v1.IdentityService/RequestPasswordReset',
+            chatpop_dot_identity_dot_v1_dot_identity__pb2.RequestPasswordResetRequest.SerializeToString,
+            chatpop_dot_identity_dot_v1_dot_identity__pb2.RequestPasswordResetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResetPassword(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatpop.identity.v1.IdentityService/ResetPassword',
+            chatpop_dot_identity_dot_v1_dot_identity__pb2.ResetPasswordRequest.SerializeToString,
+            chatpop_dot_identity_dot_v1_dot_identity__pb2.ResetPasswordResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ChangePassword(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatpop.identity.v1.IdentityService/ChangePassword',
+            chatpop_dot_identity_dot_v1_dot_identity__pb2.ChangePasswordRequest.SerializeToString,
+            chatpop_dot_identity_dot_v1_dot_identity__pb2.ChangePasswordResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ChangeReservedUsername(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatpop.identity.v1.IdentityService/ChangeReservedUsername',
+            chatpop_dot_identity_dot_v1_dot_identity__pb2.ChangeReservedUsernameRequest.SerializeToString,
+            chatpop_dot_identity_dot_v1_dot_identity__pb2.ChangeReservedUsernameResponse.FromString,
             options,
             channel_credentials,
             insecure,

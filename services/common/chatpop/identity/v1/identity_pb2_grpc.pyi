@@ -55,11 +55,31 @@ class IdentityServiceStub:
     """
     ReserveUsername: _grpc.UnaryUnaryMultiCallable[_identity_pb2.ReserveUsernameRequest, _identity_pb2.ReserveUsernameResponse]
     """ReserveUsername reserves a username for the calling account (access token of an account).
-    A reserved username is permanent; an account holds at most one.
+    An account holds at most one; ChangeReservedUsername replaces it.
     """
     SuggestUsernames: _grpc.UnaryUnaryMultiCallable[_identity_pb2.SuggestUsernamesRequest, _identity_pb2.SuggestUsernamesResponse]
     """SuggestUsernames draws Adjective+Noun+Number usernames from curated word lists, skipping those
     reserved by accounts. Internal: rooms calls it, checks the room and rate-limits the roll.
+    """
+    RequestPasswordReset: _grpc.UnaryUnaryMultiCallable[_identity_pb2.RequestPasswordResetRequest, _identity_pb2.RequestPasswordResetResponse]
+    """RequestPasswordReset mails a single-use link to reset the password of the account with this
+    email, if there is one. The answer is the same whether or not an account exists, and the mail
+    is sent after the call returns, so neither the answer nor its timing tells. Limited per email
+    and per client IP (RESOURCE_EXHAUSTED with a retry after).
+    """
+    ResetPassword: _grpc.UnaryUnaryMultiCallable[_identity_pb2.ResetPasswordRequest, _identity_pb2.ResetPasswordResponse]
+    """ResetPassword sets a new password with a token from a reset mail. The token is used up (also
+    when it has expired), every session of the account is signed out, and a new token pair signs
+    the caller in.
+    """
+    ChangePassword: _grpc.UnaryUnaryMultiCallable[_identity_pb2.ChangePasswordRequest, _identity_pb2.ChangePasswordResponse]
+    """ChangePassword sets a new password for the calling account (access token) given its current
+    one; every other session is signed out and a new token pair signs this one in.
+    """
+    ChangeReservedUsername: _grpc.UnaryUnaryMultiCallable[_identity_pb2.ChangeReservedUsernameRequest, _identity_pb2.ChangeReservedUsernameResponse]
+    """ChangeReservedUsername reserves a username for the calling account (access token) or replaces
+    the one it holds. A replaced name is held back from other accounts for a quarantine, and an
+    account may change its name only once per interval.
     """
 
 @_typing.type_check_only
@@ -89,11 +109,31 @@ class IdentityServiceAsyncStub(IdentityServiceStub):
     """
     ReserveUsername: _aio.UnaryUnaryMultiCallable[_identity_pb2.ReserveUsernameRequest, _identity_pb2.ReserveUsernameResponse]  # type: ignore[assignment]
     """ReserveUsername reserves a username for the calling account (access token of an account).
-    A reserved username is permanent; an account holds at most one.
+    An account holds at most one; ChangeReservedUsername replaces it.
     """
     SuggestUsernames: _aio.UnaryUnaryMultiCallable[_identity_pb2.SuggestUsernamesRequest, _identity_pb2.SuggestUsernamesResponse]  # type: ignore[assignment]
     """SuggestUsernames draws Adjective+Noun+Number usernames from curated word lists, skipping those
     reserved by accounts. Internal: rooms calls it, checks the room and rate-limits the roll.
+    """
+    RequestPasswordReset: _aio.UnaryUnaryMultiCallable[_identity_pb2.RequestPasswordResetRequest, _identity_pb2.RequestPasswordResetResponse]  # type: ignore[assignment]
+    """RequestPasswordReset mails a single-use link to reset the password of the account with this
+    email, if there is one. The answer is the same whether or not an account exists, and the mail
+    is sent after the call returns, so neither the answer nor its timing tells. Limited per email
+    and per client IP (RESOURCE_EXHAUSTED with a retry after).
+    """
+    ResetPassword: _aio.UnaryUnaryMultiCallable[_identity_pb2.ResetPasswordRequest, _identity_pb2.ResetPasswordResponse]  # type: ignore[assignment]
+    """ResetPassword sets a new password with a token from a reset mail. The token is used up (also
+    when it has expired), every session of the account is signed out, and a new token pair signs
+    the caller in.
+    """
+    ChangePassword: _aio.UnaryUnaryMultiCallable[_identity_pb2.ChangePasswordRequest, _identity_pb2.ChangePasswordResponse]  # type: ignore[assignment]
+    """ChangePassword sets a new password for the calling account (access token) given its current
+    one; every other session is signed out and a new token pair signs this one in.
+    """
+    ChangeReservedUsername: _aio.UnaryUnaryMultiCallable[_identity_pb2.ChangeReservedUsernameRequest, _identity_pb2.ChangeReservedUsernameResponse]  # type: ignore[assignment]
+    """ChangeReservedUsername reserves a username for the calling account (access token) or replaces
+    the one it holds. A replaced name is held back from other accounts for a quarantine, and an
+    account may change its name only once per interval.
     """
 
 class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -180,7 +220,7 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_identity_pb2.ReserveUsernameResponse, _abc.Awaitable[_identity_pb2.ReserveUsernameResponse]]:
         """ReserveUsername reserves a username for the calling account (access token of an account).
-        A reserved username is permanent; an account holds at most one.
+        An account holds at most one; ChangeReservedUsername replaces it.
         """
 
     @_abc_1.abstractmethod
@@ -191,6 +231,50 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_identity_pb2.SuggestUsernamesResponse, _abc.Awaitable[_identity_pb2.SuggestUsernamesResponse]]:
         """SuggestUsernames draws Adjective+Noun+Number usernames from curated word lists, skipping those
         reserved by accounts. Internal: rooms calls it, checks the room and rate-limits the roll.
+        """
+
+    @_abc_1.abstractmethod
+    def RequestPasswordReset(
+        self,
+        request: _identity_pb2.RequestPasswordResetRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_identity_pb2.RequestPasswordResetResponse, _abc.Awaitable[_identity_pb2.RequestPasswordResetResponse]]:
+        """RequestPasswordReset mails a single-use link to reset the password of the account with this
+        email, if there is one. The answer is the same whether or not an account exists, and the mail
+        is sent after the call returns, so neither the answer nor its timing tells. Limited per email
+        and per client IP (RESOURCE_EXHAUSTED with a retry after).
+        """
+
+    @_abc_1.abstractmethod
+    def ResetPassword(
+        self,
+        request: _identity_pb2.ResetPasswordRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_identity_pb2.ResetPasswordResponse, _abc.Awaitable[_identity_pb2.ResetPasswordResponse]]:
+        """ResetPassword sets a new password with a token from a reset mail. The token is used up (also
+        when it has expired), every session of the account is signed out, and a new token pair signs
+        the caller in.
+        """
+
+    @_abc_1.abstractmethod
+    def ChangePassword(
+        self,
+        request: _identity_pb2.ChangePasswordRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_identity_pb2.ChangePasswordResponse, _abc.Awaitable[_identity_pb2.ChangePasswordResponse]]:
+        """ChangePassword sets a new password for the calling account (access token) given its current
+        one; every other session is signed out and a new token pair signs this one in.
+        """
+
+    @_abc_1.abstractmethod
+    def ChangeReservedUsername(
+        self,
+        request: _identity_pb2.ChangeReservedUsernameRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_identity_pb2.ChangeReservedUsernameResponse, _abc.Awaitable[_identity_pb2.ChangeReservedUsernameResponse]]:
+        """ChangeReservedUsername reserves a username for the calling account (access token) or replaces
+        the one it holds. A replaced name is held back from other accounts for a quarantine, and an
+        account may change its name only once per interval.
         """
 
 def add_IdentityServiceServicer_to_server(servicer: IdentityServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -295,3 +295,15 @@ class GetAccessCodeResponse(_message.Message):
     access_code: str
     available: bool
     def __init__(self, access_code: _Optional[str] = ..., available: _Optional[bool] = ...) -> None: ...
+
+class ClearVerifiedUsernameRequest(_message.Message):
+    __slots__ = ("username",)
+    USERNAME_FIELD_NUMBER: _ClassVar[int]
+    username: str
+    def __init__(self, username: _Optional[str] = ...) -> None: ...
+
+class ClearVerifiedUsernameResponse(_message.Message):
+    __slots__ = ("participants",)
+    PARTICIPANTS_FIELD_NUMBER: _ClassVar[int]
+    participants: _containers.RepeatedCompositeFieldContainer[Participant]
+    def __init__(self, participants: _Optional[_Iterable[_Union[Participant, _Mapping]]] = ...) -> None: ...

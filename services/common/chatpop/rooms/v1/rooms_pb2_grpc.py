@@ -90,6 +90,11 @@ class RoomsServiceStub:
                 request_serializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.GetAccessCodeRequest.SerializeToString,
                 response_deserializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.GetAccessCodeResponse.FromString,
                 _registered_method=True)
+        self.ClearVerifiedUsername = channel.unary_unary(
+                '/chatpop.rooms.v1.RoomsService/ClearVerifiedUsername',
+                request_serializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.ClearVerifiedUsernameRequest.SerializeToString,
+                response_deserializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.ClearVerifiedUsernameResponse.FromString,
+                _registered_method=True)
 
 
 class RoomsServiceServicer:
@@ -174,6 +179,17 @@ class RoomsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ClearVerifiedUsername(self, request, context):
+        """ClearVerifiedUsername takes the verified badge off the caller's own participants (access token
+        of an account) that joined under `username`, once the account no longer holds that reserved
+        username. Messages already sent keep the badge they were sent with. Where an unverified
+        participant of a room uses the same name, the caller's participant is renamed to a free variant
+        (a suffix like `_2`), since a room never shows one name twice without the badge.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RoomsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -231,6 +247,11 @@ def add_RoomsServiceServicer_to_server(servicer, server):
                     servicer.GetAccessCode,
                     request_deserializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.GetAccessCodeRequest.FromString,
                     response_serializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.GetAccessCodeResponse.SerializeToString,
+            ),
+            'ClearVerifiedUsername': grpc.unary_unary_rpc_method_handler(
+                    servicer.ClearVerifiedUsername,
+                    request_deserializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.ClearVerifiedUsernameRequest.FromString,
+                    response_serializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.ClearVerifiedUsernameResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -531,6 +552,33 @@ class RoomsService:
             '/chatpop.rooms.v1.RoomsService/GetAccessCode',
             chatpop_dot_rooms_dot_v1_dot_rooms__pb2.GetAccessCodeRequest.SerializeToString,
             chatpop_dot_rooms_dot_v1_dot_rooms__pb2.GetAccessCodeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ClearVerifiedUsername(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatpop.rooms.v1.RoomsService/ClearVerifiedUsername',
+            chatpop_dot_rooms_dot_v1_dot_rooms__pb2.ClearVerifiedUsernameRequest.SerializeToString,
+            chatpop_dot_rooms_dot_v1_dot_rooms__pb2.ClearVerifiedUsernameResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -57,6 +57,13 @@ class RoomsServiceStub:
     """ListMyRooms lists the rooms the caller (access token) hosts or joined, newest first."""
     GetAccessCode: _grpc.UnaryUnaryMultiCallable[_rooms_pb2.GetAccessCodeRequest, _rooms_pb2.GetAccessCodeResponse]
     """GetAccessCode shows a private room's access code to its host."""
+    ClearVerifiedUsername: _grpc.UnaryUnaryMultiCallable[_rooms_pb2.ClearVerifiedUsernameRequest, _rooms_pb2.ClearVerifiedUsernameResponse]
+    """ClearVerifiedUsername takes the verified badge off the caller's own participants (access token
+    of an account) that joined under `username`, once the account no longer holds that reserved
+    username. Messages already sent keep the badge they were sent with. Where an unverified
+    participant of a room uses the same name, the caller's participant is renamed to a free variant
+    (a suffix like `_2`), since a room never shows one name twice without the badge.
+    """
 
 @_typing.type_check_only
 class RoomsServiceAsyncStub(RoomsServiceStub):
@@ -87,6 +94,13 @@ class RoomsServiceAsyncStub(RoomsServiceStub):
     """ListMyRooms lists the rooms the caller (access token) hosts or joined, newest first."""
     GetAccessCode: _aio.UnaryUnaryMultiCallable[_rooms_pb2.GetAccessCodeRequest, _rooms_pb2.GetAccessCodeResponse]  # type: ignore[assignment]
     """GetAccessCode shows a private room's access code to its host."""
+    ClearVerifiedUsername: _aio.UnaryUnaryMultiCallable[_rooms_pb2.ClearVerifiedUsernameRequest, _rooms_pb2.ClearVerifiedUsernameResponse]  # type: ignore[assignment]
+    """ClearVerifiedUsername takes the verified badge off the caller's own participants (access token
+    of an account) that joined under `username`, once the account no longer holds that reserved
+    username. Messages already sent keep the badge they were sent with. Where an unverified
+    participant of a room uses the same name, the caller's participant is renamed to a free variant
+    (a suffix like `_2`), since a room never shows one name twice without the badge.
+    """
 
 class RoomsServiceServicer(metaclass=_abc_1.ABCMeta):
     """RoomsService owns rooms and their participants."""
@@ -180,5 +194,18 @@ class RoomsServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_rooms_pb2.GetAccessCodeResponse, _abc.Awaitable[_rooms_pb2.GetAccessCodeResponse]]:
         """GetAccessCode shows a private room's access code to its host."""
+
+    @_abc_1.abstractmethod
+    def ClearVerifiedUsername(
+        self,
+        request: _rooms_pb2.ClearVerifiedUsernameRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_rooms_pb2.ClearVerifiedUsernameResponse, _abc.Awaitable[_rooms_pb2.ClearVerifiedUsernameResponse]]:
+        """ClearVerifiedUsername takes the verified badge off the caller's own participants (access token
+        of an account) that joined under `username`, once the account no longer holds that reserved
+        username. Messages already sent keep the badge they were sent with. Where an unverified
+        participant of a room uses the same name, the caller's participant is renamed to a free variant
+        (a suffix like `_2`), since a room never shows one name twice without the badge.
+        """
 
 def add_RoomsServiceServicer_to_server(servicer: RoomsServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
