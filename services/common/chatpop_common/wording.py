@@ -15,7 +15,7 @@ _DAY = 86_400
 
 
 def _count(number: int, unit: str) -> str:
-    return f"{number} {unit}" if number != 1 else f"a {unit}" if unit != "hour" else "an hour"
+    return f"{number} {unit}s" if number != 1 else f"a {unit}" if unit != "hour" else "an hour"
 
 
 def wait_words(seconds: float) -> str:
