@@ -48,6 +48,14 @@ async def _public_keys() -> dict[str, Ed25519PublicKey]:
 class FakeRooms(rooms_pb2_grpc.RoomsServiceServicer):
     def __init__(self) -> None:
         self.participants: dict[tuple[str, str], rooms_pb2.Participant] = {}
+        # Rooms a test set up; any other room id reads as an open room with default settings.
+        self.rooms: dict[str, rooms_pb2.Room] = {}
+
+    async def GetRoom(
+        self, request: rooms_pb2.GetRoomRequest, context: grpc.aio.ServicerContext
+    ) -> rooms_pb2.GetRoomResponse:
+        room = self.rooms.get(request.room_id) or rooms_pb2.Room(id=request.room_id)
+        return rooms_pb2.GetRoomResponse(room=room)
 
     async def GetParticipant(
         self, request: rooms_pb2.GetParticipantRequest, context: grpc.aio.ServicerContext

@@ -42,6 +42,7 @@ LIGHT_ARGON2: dict[str, int] = {
 SECRET = "open-sesame"
 # Tests make many callers and rooms from one address; the limits themselves are tested with their
 # defaults or small values in test_rooms_usernames.py.
+ACCESS_CODE_KEY = "rooms-integration-tests-access-code-key"
 GENEROUS_LIMITS: dict[str, int] = {"anonymous_usernames_per_ip": 1000, "anonymous_room_limit": 1000}
 
 
@@ -75,6 +76,7 @@ async def rooms_server(
             "redis_url": redis_url,
             "identity_addr": identity_addr,
             "shutdown_grace": 1,
+            "access_code_key": ACCESS_CODE_KEY,
             **LIGHT_ARGON2,
             **GENEROUS_LIMITS,
             **overrides,

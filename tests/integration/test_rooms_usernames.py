@@ -404,7 +404,7 @@ async def test_an_address_adds_at_most_three_anonymous_names_per_room(platform: 
         with pytest.raises(grpc.aio.AioRpcError) as limited:
             await _join(platform, fourth, room.code, client_ip_hash=ip, rooms=rooms)
         assert _error(limited)[:2] == (grpc.StatusCode.PERMISSION_DENIED, "too_many_anonymous_usernames")
-        assert "sign in" in limited.value.details()
+        assert "Sign in to join now" in limited.value.details()
 
         # Returning participants, accounts, other rooms and other addresses are not held back.
         again = await _join(platform, guests[0], room.code, client_ip_hash=ip, rooms=rooms)

@@ -148,15 +148,21 @@ def test_secrets_are_private_and_kept_between_runs(tmp_path: Path) -> None:
     assert stat.S_IMODE(directory.stat().st_mode) == 0o700
     assert stat.S_IMODE(first.signing_key_file.stat().st_mode) == 0o600
     assert stat.S_IMODE((directory / "ip-hash-key").stat().st_mode) == 0o600
+    assert stat.S_IMODE((directory / "access-code-key").stat().st_mode) == 0o600
     key = serialization.load_pem_private_key(first.signing_key_file.read_bytes(), password=None)
     assert isinstance(key, Ed25519PrivateKey)
     assert len(first.ip_hash_key) >= 32
+    assert len(first.access_code_key) >= 32 and first.access_code_key != first.ip_hash_key
 
     pem = first.signing_key_file.read_bytes()
     second = ensure_secrets(directory)
     assert second == first
     assert second.signing_key_file.read_bytes() == pem
-    assert sorted(p.name for p in directory.iterdir()) == ["identity-signing-key.pem", "ip-hash-key"]
+    assert sorted(p.name for p in directory.iterdir()) == [
+        "access-code-key",
+        "identity-signing-key.pem",
+        "ip-hash-key",
+    ]
 
 
 def test_a_damaged_signing_key_is_reported_not_replaced(tmp_path: Path) -> None:
@@ -197,6 +203,8 @@ def test_services_are_wired_to_each_other(tmp_path: Path) -> None:
         assert spec.env["PYTHONPATH"].split(os.pathsep)[0] == str(tmp_path / "services" / "common")
         assert spec.env["PYTHONPATH"].endswith(os.pathsep + "/extra")
     assert by_name["identity"].env["IDENTITY_SIGNING_KEY_FILE"] == str(secrets.signing_key_file)
+    assert by_name["rooms"].env["ACCESS_CODE_KEY"] == secrets.access_code_key
+    assert "ACCESS_CODE_KEY" not in by_name["edge"].env
     edge = by_name["edge"].env
     assert (edge["HTTP_PORT"], edge["METRICS_PORT"], edge["HTTP_HOST"]) == ("18080", "9100", "127.0.0.1")
     assert edge["PUBLIC_URL"] == "http://localhost:18080"

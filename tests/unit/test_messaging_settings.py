@@ -40,7 +40,7 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     assert (settings.grpc_port, settings.metrics_port) == (7103, 9103)
     assert settings.message_max_chars == 4000
     assert settings.hot_cache_size == 500
-    assert (settings.send_rate_limit, settings.send_rate_burst) == (10, 10)
+    assert (settings.send_rate_limit, settings.send_rate_burst) == (60, 20)
     assert settings.resume_max == 1000
     assert settings.participant_cache_ttl == 30
 

@@ -35,7 +35,7 @@ return {1, limit - count}
 
 
 @dataclass(frozen=True, slots=True)
-class WindowDecision:
+class LimitDecision:
     """Allowed with `remaining` slots left in the window, or refused for `retry_after` seconds."""
 
     allowed: bool
@@ -51,9 +51,9 @@ class FixedWindowLimiter:
         self.limit = limit
         self.window_seconds = window_seconds
 
-    async def hit(self, key: str) -> WindowDecision:
+    async def hit(self, key: str) -> LimitDecision:
         """Take one slot under `key`, unless the window is full. Raises redis errors to the caller."""
         allowed, value = await self._hit(keys=[key], args=[self.limit, self.window_seconds])
         if int(allowed):
-            return WindowDecision(allowed=True, remaining=int(value))
-        return WindowDecision(allowed=False, retry_after=max(1, math.ceil(int(value) / 1000)))
+            return LimitDecision(allowed=True, remaining=int(value))
+        return LimitDecision(allowed=False, retry_after=max(1, math.ceil(int(value) / 1000)))

@@ -71,6 +71,7 @@ DEFAULT_REDIS_PORT = 56379
 STARTUP_TIMEOUT = 90.0
 SIGNING_KEY_FILE = "identity-signing-key.pem"
 IP_HASH_KEY_FILE = "ip-hash-key"
+ACCESS_CODE_KEY_FILE = "access-code-key"
 
 
 class LocalRunError(RuntimeError):
@@ -251,6 +252,7 @@ def postgres_root(data_dir: Path) -> Path:
 class Secrets:
     signing_key_file: Path
     ip_hash_key: str
+    access_code_key: str
 
 
 def service_pythonpath(repo: Path = REPO_ROOT, inherited: str = "") -> str:
@@ -305,7 +307,8 @@ def _generate_signing_key(path: Path) -> None:
 
 
 def ensure_secrets(directory: Path) -> Secrets:
-    """The signing key and IP hash key under `directory` (0700), created on first use and then kept."""
+    """The signing key, IP hash key and access-code key under `directory` (0700), created on first
+    use and then kept."""
     directory.mkdir(parents=True, exist_ok=True)
     directory.chmod(0o700)
     key_file = directory / SIGNING_KEY_FILE
@@ -324,10 +327,21 @@ def ensure_secrets(directory: Path) -> Secrets:
     if not hash_file.exists():
         _write_private(hash_file, secrets.token_hex(32).encode())
     hash_file.chmod(0o600)
-    ip_hash_key = hash_file.read_text().strip()
-    if not ip_hash_key:
-        raise LocalRunError(f"{hash_file} is empty; delete it to get a new one")
-    return Secrets(signing_key_file=key_file, ip_hash_key=ip_hash_key)
+    ip_hash_key = _read_secret(hash_file)
+    code_key_file = directory / ACCESS_CODE_KEY_FILE
+    if not code_key_file.exists():
+        _write_private(code_key_file, secrets.token_hex(32).encode())
+    code_key_file.chmod(0o600)
+    return Secrets(
+        signing_key_file=key_file, ip_hash_key=ip_hash_key, access_code_key=_read_secret(code_key_file)
+    )
+
+
+def _read_secret(path: Path) -> str:
+    value = path.read_text().strip()
+    if not value:
+        raise LocalRunError(f"{path} is empty; delete it to get a new one")
+    return value
 
 
 # -- services ---------------------------------------------------------------------------------
@@ -371,6 +385,8 @@ def service_specs(
             ready = GrpcHealth(ports.address(name))
         if name == "identity":
             env["IDENTITY_SIGNING_KEY_FILE"] = str(secrets.signing_key_file)
+        if name == "rooms":
+            env["ACCESS_CODE_KEY"] = secrets.access_code_key
         specs.append(
             ServiceSpec(name=name, argv=python_module(f"chatpop_{name}"), env=env, ready=ready, cwd=repo)
         )

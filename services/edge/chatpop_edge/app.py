@@ -19,7 +19,7 @@ from chatpop_edge.middleware import (
     UnexpectedErrorMiddleware,
 )
 from chatpop_edge.realtime.hub import RoomHub
-from chatpop_edge.routes import auth, meta, realtime, rooms
+from chatpop_edge.routes import auth, me, meta, realtime, rooms
 from chatpop_edge.settings import EdgeSettings
 from chatpop_edge.web import install_web_client
 
@@ -73,6 +73,7 @@ def create_app(settings: EdgeSettings) -> FastAPI:
     install_error_handlers(app)
     app.include_router(auth.router)
     app.include_router(rooms.router)
+    app.include_router(me.router)
     app.include_router(meta.router)
     app.include_router(realtime.router)
     install_web_client(app, settings.web_root)

@@ -180,6 +180,14 @@ class Room(BaseModel):
     media: Media
     theme: Theme
     retention_days: int = Field(description="Days messages are kept; 0 keeps them forever.")
+    slow_mode_seconds: int = Field(
+        default=0, description="Seconds each participant waits between messages; 0 is off. Hosts never wait."
+    )
+    anonymous_names_per_network: int = Field(
+        default=0,
+        description="New usernames people without an account may take in this room per hour from one "
+        "network (client IP): the host's choice or the platform's default. Signing in lifts it.",
+    )
     closed: bool
     created_at: datetime | None = None
     updated_at: datetime | None = None
@@ -196,6 +204,8 @@ class Room(BaseModel):
             media=Media(photo=room.media.photo, voice=room.media.voice, video=room.media.video),
             theme=_THEME_OUT.get(room.theme, "purple-dream"),
             retention_days=room.retention_days,
+            slow_mode_seconds=room.slow_mode_seconds,
+            anonymous_names_per_network=room.anonymous_names_per_network,
             closed=room.closed,
             created_at=timestamp(room.created_at),
             updated_at=timestamp(room.updated_at),
@@ -210,6 +220,10 @@ class CreateRoomRequest(RequestBody):
     media: Media = Field(default_factory=Media)
     theme: Theme = "purple-dream"
     retention_days: int | None = Field(default=None, ge=0, le=36_500, description="Default 30; 0 = forever.")
+    slow_mode_seconds: int = Field(default=0, ge=0, le=3600, description="0 (off) to 3600 seconds.")
+    anonymous_names_per_network: int | None = Field(
+        default=None, ge=1, le=1000, description="Omit for the platform's default."
+    )
 
     def to_proto(self) -> rooms_pb2.CreateRoomRequest:
         request = rooms_pb2.CreateRoomRequest(
@@ -222,6 +236,9 @@ class CreateRoomRequest(RequestBody):
         )
         if self.retention_days is not None:
             request.retention_days = self.retention_days
+        request.slow_mode_seconds = self.slow_mode_seconds
+        if self.anonymous_names_per_network is not None:
+            request.anonymous_names_per_network = self.anonymous_names_per_network
         return request
 
 
@@ -235,6 +252,10 @@ class UpdateRoomRequest(RequestBody):
     media: Media | None = None
     theme: Theme | None = None
     retention_days: int | None = Field(default=None, ge=0, le=36_500)
+    slow_mode_seconds: int | None = Field(default=None, ge=0, le=3600, description="0 turns slow mode off.")
+    anonymous_names_per_network: int | None = Field(
+        default=None, ge=0, le=1000, description="0 goes back to the platform's default."
+    )
 
     def to_proto(self, room_id: str) -> rooms_pb2.UpdateRoomRequest:
         request = rooms_pb2.UpdateRoomRequest(room_id=room_id)
@@ -252,7 +273,18 @@ class UpdateRoomRequest(RequestBody):
             request.theme = _THEME_IN[self.theme]
         if self.retention_days is not None:
             request.retention_days = self.retention_days
+        if self.slow_mode_seconds is not None:
+            request.slow_mode_seconds = self.slow_mode_seconds
+        if self.anonymous_names_per_network is not None:
+            request.anonymous_names_per_network = self.anonymous_names_per_network
         return request
+
+
+class AccessCode(BaseModel):
+    access_code: str | None = Field(
+        description="The private room's access code; null when it was set before codes could be shown "
+        "again (set a new one to see it)."
+    )
 
 
 class Participant(BaseModel):
@@ -368,3 +400,30 @@ class SendMessageResponse(BaseModel):
 
 class Status(BaseModel):
     status: str
+
+
+# --- my rooms -------------------------------------------------------------------------------------
+
+
+class MyRoom(BaseModel):
+    room: Room
+    participant: Participant | None = Field(description="Null when you host the room but never joined it.")
+    is_host: bool
+    last_seq: int = Field(description="Seq of the room's newest message; 0 when it has none.")
+    last_activity_at: datetime | None = Field(
+        description="When the newest message was sent, else when you joined or created the room."
+    )
+    unread: int = Field(description="Messages from others since you last read the room, up to 99.")
+    unread_more: bool = Field(description='True when more than 99 are unread (show "99+").')
+
+
+class MyRooms(BaseModel):
+    rooms: list[MyRoom] = Field(description="Most recent activity first.")
+
+
+class ReadRequest(RequestBody):
+    seq: int = Field(ge=0, le=2**53, description="Seq of the newest message you have seen.")
+
+
+class ReadPosition(BaseModel):
+    read_seq: int = Field(description="Your read position in the room after this call.")

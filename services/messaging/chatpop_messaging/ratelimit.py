@@ -1,4 +1,5 @@
-"""Per-participant send rate limit: a token bucket in Redis, updated atomically by one Lua script.
+"""Per-participant send limits: a token bucket in Redis (`chatpop_common.token_bucket`), and the
+host's slow mode.
 
 It fails open: when Redis cannot be reached, sending keeps working without a limit.
 """
@@ -6,42 +7,15 @@ It fails open: when Redis cannot be reached, sending keeps working without a lim
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import redis.asyncio as aioredis
 
 from chatpop_common.errors import ResourceExhausted
+from chatpop_common.fixed_window import LimitDecision
+from chatpop_common.token_bucket import TokenBucketLimiter
 from chatpop_common.wording import wait_words
 from chatpop_messaging.hotcache import RedisGuard
-from chatpop_messaging.metrics import RATE_LIMITED
-
-# KEYS[1] bucket; ARGV: tokens per second, burst. Uses the Redis clock so every process agrees.
-# Returns {1, 0} when a token was taken, {0, milliseconds until one is available} otherwise.
-_TAKE = """
-local rate = tonumber(ARGV[1])
-local burst = tonumber(ARGV[2])
-local clock = redis.call('TIME')
-local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
-local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
-local tokens = tonumber(state[1])
-local ts = tonumber(state[2])
-if tokens == nil or ts == nil then
-  tokens = burst
-  ts = now
-end
-tokens = math.min(burst, tokens + math.max(0, now - ts) * rate)
-local allowed = 0
-local wait_ms = 0
-if tokens >= 1 then
-  tokens = tokens - 1
-  allowed = 1
-else
-  wait_ms = math.ceil((1 - tokens) / rate * 1000)
-end
-redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
-redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
-return {allowed, wait_ms}
-"""
+from chatpop_messaging.metrics import RATE_LIMITED, SLOW_MODE_WAITS
 
 
 def bucket_key(room_id: str, participant_id: str) -> str:
@@ -58,30 +32,80 @@ class SendRateLimiter:
         burst: int,
     ) -> None:
         self._guard = guard
-        self._rate = per_minute / 60.0
-        self._burst = burst
-        self._take = redis.register_script(_TAKE)
+        self._bucket = (
+            TokenBucketLimiter(redis, limit=per_minute, window_seconds=60, burst=burst)
+            if per_minute > 0
+            else None
+        )
 
     async def check(self, room_id: str, participant_id: str) -> None:
         """Take one send from the participant's bucket; ResourceExhausted when it is empty."""
-        if self._rate <= 0:
+        bucket = self._bucket
+        if bucket is None:
             return
 
-        async def run() -> Any:
-            return await self._take(
-                keys=[bucket_key(room_id, participant_id)], args=[self._rate, self._burst]
-            )
+        async def run() -> LimitDecision:
+            return await bucket.hit(bucket_key(room_id, participant_id))
 
-        ok, result = await self._guard.call("rate_limit", run)
-        if not ok or result is None:
-            return
-        allowed, wait_ms = int(result[0]), int(result[1])
-        if allowed:
+        ok, decision = await self._guard.call("rate_limit", run)
+        if not ok or decision is None or decision.allowed:
             return
         RATE_LIMITED.inc()
-        retry_after = max(1, math.ceil(wait_ms / 1000))
         raise ResourceExhausted(
-            f"You are sending messages too fast. Try again {wait_words(retry_after)}.",
+            f"You are sending messages too fast. Try again {wait_words(decision.retry_after)}.",
             code="rate_limited",
+            retry_after=decision.retry_after,
+        )
+
+
+# KEYS[1] marker; ARGV: client message id, milliseconds.
+# Sets the marker unless one is live; a retry of the message that set it passes again.
+# Returns 0 when the send may go ahead, else the milliseconds until the marker expires.
+_SLOW = """
+local current = redis.call('GET', KEYS[1])
+if current and current ~= ARGV[1] then
+  local ttl = redis.call('PTTL', KEYS[1])
+  if ttl > 0 then return ttl end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 0
+"""
+
+
+def slow_mode_key(room_id: str, participant_id: str) -> str:
+    return f"msg:{{{room_id}}}:slow:{participant_id}"
+
+
+class SlowMode:
+    """The host's slow mode: one message per participant every N seconds (hosts are never held back).
+
+    The marker remembers which message set it, so a retry of that very message (after a lost ack or a
+    failed insert) is not refused. Like the rate limit it fails open when Redis is away.
+    """
+
+    def __init__(self, redis: aioredis.Redis, guard: RedisGuard) -> None:  # type: ignore[type-arg]
+        self._guard = guard
+        self._take = redis.register_script(_SLOW)
+
+    async def check(self, room_id: str, participant_id: str, client_msg_id: str, seconds: int) -> None:
+        if seconds <= 0:
+            return
+
+        async def run() -> int:
+            return int(
+                await self._take(
+                    keys=[slow_mode_key(room_id, participant_id)], args=[client_msg_id, seconds * 1000]
+                )
+            )
+
+        ok, wait_ms = await self._guard.call("rate_limit", run)
+        if not ok or not wait_ms:
+            return
+        SLOW_MODE_WAITS.inc()
+        retry_after = max(1, math.ceil(wait_ms / 1000))
+        every = "one message a second" if seconds == 1 else f"one message every {seconds} seconds"
+        raise ResourceExhausted(
+            f"Slow mode is on: {every}. You can send again {wait_words(retry_after)}.",
+            code="slow_mode",
             retry_after=retry_after,
         )

@@ -21,13 +21,17 @@ class MessagingSettings(ServiceSettings):
     hot_cache_size: int = Field(500, ge=1)
     # Seconds an idle room's stream survives in Redis; any append or rebuild renews it.
     hot_cache_ttl: int = Field(7 * 24 * 3600, ge=60)
-    # Messages per minute per participant; 0 turns the limit off.
-    send_rate_limit: float = Field(10, ge=0)
-    send_rate_burst: int = Field(10, ge=1)
+    # Messages per minute per participant on average, with a burst for a quick exchange; 0 turns the
+    # limit off. A lively room needs a message every second or so from its most active people.
+    send_rate_limit: float = Field(60, ge=0)
+    send_rate_burst: int = Field(20, ge=1)
     # Above this many missed messages, resuming answers "reload" instead of the messages.
     resume_max: int = Field(1000, ge=1)
     # Seconds a participant looked up at rooms is trusted before asking again.
     participant_cache_ttl: float = Field(30.0, ge=0)
+    # Seconds a room's state (closed, slow mode) is trusted before asking rooms again: short, so a
+    # host's change applies at once.
+    room_policy_cache_ttl: float = Field(2.0, ge=0)
     # Seconds between checks of idle rooms for messages that pub/sub did not deliver.
     hub_poll_interval: float = Field(1.5, gt=0)
     # Live messages buffered per subscriber before it is told to reload.

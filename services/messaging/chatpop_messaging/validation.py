@@ -45,6 +45,12 @@ def room_id(value: str) -> str:
     return value
 
 
+def participant_id(value: str) -> str:
+    if not _ROOM_ID.fullmatch(value):
+        raise InvalidArgument("participant_id is missing or malformed.", code="invalid_participant_id")
+    return value
+
+
 def page_limit(value: int) -> int:
     if value == 0:
         return DEFAULT_PAGE

@@ -11,7 +11,7 @@ from chatpop_common.clients import identity_key_cache, insecure_channel
 from chatpop_common.datastores import create_pg_pool, create_redis
 from chatpop_common.fixed_window import FixedWindowLimiter
 from chatpop_common.server import GrpcApp, Registration
-from chatpop_rooms.access_codes import AccessCodeHasher
+from chatpop_rooms.access_codes import AccessCodeHasher, AccessCodeSealer
 from chatpop_rooms.codes import new_room_code
 from chatpop_rooms.limits import JoinAttemptLimiter
 from chatpop_rooms.rolls import UsernameRolls
@@ -36,6 +36,7 @@ async def build(settings: Settings, *, room_codes: Callable[[], str] = new_room_
             memory_kib=settings.access_code_hash_memory_kib,
             parallelism=settings.access_code_hash_parallelism,
         ),
+        sealer=AccessCodeSealer(settings.access_code_key.get_secret_value().encode()),
         limiter=JoinAttemptLimiter(
             redis,
             client_limit=settings.join_attempt_limit,
@@ -53,6 +54,7 @@ async def build(settings: Settings, *, room_codes: Callable[[], str] = new_room_
             redis, limit=settings.anonymous_room_limit, window_seconds=settings.anonymous_room_window
         ),
         anonymous_usernames_per_ip=settings.anonymous_usernames_per_ip,
+        anonymous_usernames_window=settings.anonymous_usernames_window,
         room_codes=room_codes,
     )
 

@@ -20,7 +20,7 @@ def _timestamp(value: datetime) -> Timestamp:
     return stamp
 
 
-def room_message(row: RoomRow) -> rooms_pb2.Room:
+def room_message(row: RoomRow, *, names_per_network_default: int) -> rooms_pb2.Room:
     return rooms_pb2.Room(
         id=row.id,
         code=row.code,
@@ -30,6 +30,8 @@ def room_message(row: RoomRow) -> rooms_pb2.Room:
         media=rooms_pb2.MediaSettings(photo=row.media_photo, voice=row.media_voice, video=row.media_video),
         theme=_THEME_VALUES[row.theme],  # type: ignore[arg-type]
         retention_days=row.retention_days,
+        slow_mode_seconds=row.slow_mode_seconds,
+        anonymous_names_per_network=row.anonymous_names_per_network or names_per_network_default,
         host_id=row.host_id,
         closed=row.closed_at is not None,
         created_at=_timestamp(row.created_at),

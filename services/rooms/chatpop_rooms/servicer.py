@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Callable
 
 import grpc
@@ -24,7 +25,7 @@ from chatpop_common.errors import (
 from chatpop_common.fixed_window import FixedWindowLimiter
 from chatpop_common.usernames import normalize_username
 from chatpop_common.wording import wait_words
-from chatpop_rooms.access_codes import AccessCodeHasher
+from chatpop_rooms.access_codes import AccessCodeHasher, AccessCodeSealer
 from chatpop_rooms.codes import new_room_code, normalize_room_code
 from chatpop_rooms.convert import participant_message, room_message
 from chatpop_rooms.limits import JoinAttemptLimiter
@@ -47,8 +48,10 @@ from chatpop_rooms.validation import (
     require_access_code_for,
     validate_description,
     validate_name,
+    validate_names_per_network,
     validate_new_access_code,
     validate_retention_days,
+    validate_slow_mode,
     validate_theme,
     validate_visibility,
 )
@@ -65,6 +68,17 @@ IDENTITY_TIMEOUT = 5.0
 ROLL_BATCH = 16
 ROLL_DIGITS = (2, 3, 4, 5, 6)
 ANONYMOUS = "anonymous"
+MY_ROOMS_DEFAULT = 100
+MY_ROOMS_MAX = 200
+
+
+def _window_words(seconds: int) -> str:
+    """'hour' for 3600, '2 hours', '30 minutes', '45 seconds': the span a per-window limit counts over."""
+    for unit, size in (("hour", 3600), ("minute", 60), ("second", 1)):
+        if seconds >= size and seconds % size == 0:
+            count = seconds // size
+            return unit if count == 1 else f"{count} {unit}s"
+    return f"{seconds} seconds"
 
 
 def _require_access_token() -> Principal:
@@ -107,20 +121,24 @@ class RoomsServicer(rooms_pb2_grpc.RoomsServiceServicer):
         *,
         store: RoomStore,
         hasher: AccessCodeHasher,
+        sealer: AccessCodeSealer,
         limiter: JoinAttemptLimiter,
         identity: identity_pb2_grpc.IdentityServiceStub,
         rolls: UsernameRolls,
         room_limiter: FixedWindowLimiter,
         anonymous_usernames_per_ip: int,
+        anonymous_usernames_window: int = 3600,
         room_codes: Callable[[], str] = new_room_code,
     ) -> None:
         self._store = store
         self._hasher = hasher
+        self._sealer = sealer
         self._limiter = limiter
         self._identity = identity
         self._rolls = rolls
         self._room_limiter = room_limiter
         self._anonymous_usernames_per_ip = anonymous_usernames_per_ip
+        self._anonymous_usernames_window = anonymous_usernames_window
         self._room_codes = room_codes
 
     async def CreateRoom(
@@ -136,18 +154,29 @@ class RoomsServicer(rooms_pb2_grpc.RoomsServiceServicer):
             request.retention_days if request.HasField("retention_days") else None
         )
         theme = validate_theme(request.theme)
+        slow_mode = validate_slow_mode(request.slow_mode_seconds)
+        names_per_network = (
+            validate_names_per_network(request.anonymous_names_per_network)
+            if request.HasField("anonymous_names_per_network")
+            else None
+        )
         if principal.kind == ANONYMOUS:
             await self._limit_room_creation(principal.subject)
+        room_id = str(uuid.uuid4())
         new_room = NewRoom(
+            id=room_id,
             name=name,
             description=description,
             visibility=visibility,
             access_code_hash=await self._hasher.hash(access_code) if access_code else None,
+            access_code_sealed=self._sealer.seal(room_id, access_code) if access_code else None,
             media_photo=request.media.photo,
             media_voice=request.media.voice,
             media_video=request.media.video,
             theme=theme,
             retention_days=retention_days,
+            slow_mode_seconds=slow_mode,
+            anonymous_names_per_network=names_per_network,
             host_id=principal.subject,
         )
         for _ in range(CODE_DRAWS):
@@ -155,7 +184,7 @@ class RoomsServicer(rooms_pb2_grpc.RoomsServiceServicer):
                 row = await self._store.insert_room(new_room, self._room_codes())
             except CodeTaken:
                 continue
-            return rooms_pb2.CreateRoomResponse(room=room_message(row))
+            return rooms_pb2.CreateRoomResponse(room=self._room_message(row))
         log.error("no free room code after %d draws", CODE_DRAWS)
         raise Unavailable("Could not allocate a room code; try again.", code="room_code_unavailable")
 
@@ -169,7 +198,7 @@ class RoomsServicer(rooms_pb2_grpc.RoomsServiceServicer):
             room = await self._room_by_id(request.room_id)
         else:
             raise InvalidArgument("Name the room by its code or its id.", code="room_key_required")
-        return rooms_pb2.GetRoomResponse(room=room_message(room))
+        return rooms_pb2.GetRoomResponse(room=self._room_message(room))
 
     async def UpdateRoom(
         self, request: rooms_pb2.UpdateRoomRequest, context: grpc.aio.ServicerContext
@@ -193,6 +222,15 @@ class RoomsServicer(rooms_pb2_grpc.RoomsServiceServicer):
             changes["theme"] = validate_theme(request.theme)
         if request.HasField("retention_days"):
             changes["retention_days"] = validate_retention_days(request.retention_days)
+        if request.HasField("slow_mode_seconds"):
+            changes["slow_mode_seconds"] = validate_slow_mode(request.slow_mode_seconds)
+        if request.HasField("anonymous_names_per_network"):
+            # 0 hands the choice back to the platform's default.
+            changes["anonymous_names_per_network"] = (
+                validate_names_per_network(request.anonymous_names_per_network)
+                if request.anonymous_names_per_network
+                else None
+            )
 
         visibility = room.visibility
         if request.HasField("visibility") and request.visibility:
@@ -205,15 +243,17 @@ class RoomsServicer(rooms_pb2_grpc.RoomsServiceServicer):
             require_access_code_for(PUBLIC, access_code)
             if room.visibility == PRIVATE:
                 changes["access_code_hash"] = None
+                changes["access_code_sealed"] = None
         elif access_code:
             changes["access_code_hash"] = await self._hasher.hash(access_code)
+            changes["access_code_sealed"] = self._sealer.seal(room.id, access_code)
 
         if not changes:
-            return rooms_pb2.UpdateRoomResponse(room=room_message(room))
+            return rooms_pb2.UpdateRoomResponse(room=self._room_message(room))
         updated = await self._store.update_room(room.id, changes)
         if updated is None:
             raise _room_not_found()
-        return rooms_pb2.UpdateRoomResponse(room=room_message(updated))
+        return rooms_pb2.UpdateRoomResponse(room=self._room_message(updated))
 
     async def CloseRoom(
         self, request: rooms_pb2.CloseRoomRequest, context: grpc.aio.ServicerContext
@@ -224,7 +264,7 @@ class RoomsServicer(rooms_pb2_grpc.RoomsServiceServicer):
         closed = await self._store.close_room(room.id)
         if closed is None:
             raise _room_not_found()
-        return rooms_pb2.CloseRoomResponse(room=room_message(closed))
+        return rooms_pb2.CloseRoomResponse(room=self._room_message(closed))
 
     async def JoinRoom(
         self, request: rooms_pb2.JoinRoomRequest, context: grpc.aio.ServicerContext
@@ -262,7 +302,7 @@ class RoomsServicer(rooms_pb2_grpc.RoomsServiceServicer):
                 "Could not issue a room token; try again.", code="identity_unavailable"
             ) from exc
         return rooms_pb2.JoinRoomResponse(
-            room=room_message(room),
+            room=self._room_message(room),
             participant=participant_message(participant),
             room_token=issued.room_token,
             room_token_expires_in=issued.expires_in,
@@ -340,8 +380,43 @@ class RoomsServicer(rooms_pb2_grpc.RoomsServiceServicer):
         if participant is None:
             raise NotFound("You have not joined this room yet.", code="not_joined")
         return rooms_pb2.GetMyParticipantResponse(
-            room=room_message(room), participant=participant_message(participant)
+            room=self._room_message(room), participant=participant_message(participant)
         )
+
+    async def ListMyRooms(
+        self, request: rooms_pb2.ListMyRoomsRequest, context: grpc.aio.ServicerContext
+    ) -> rooms_pb2.ListMyRoomsResponse:
+        principal = _require_access_token()
+        if request.limit < 0 or request.limit > MY_ROOMS_MAX:
+            raise InvalidArgument(f"Ask for 1 to {MY_ROOMS_MAX} rooms.", code="invalid_limit")
+        mine = await self._store.my_rooms(principal.subject, request.limit or MY_ROOMS_DEFAULT)
+        response = rooms_pb2.ListMyRoomsResponse()
+        for room, participant in mine:
+            entry = response.rooms.add(
+                room=self._room_message(room), is_host=room.host_id == principal.subject
+            )
+            if participant is not None:
+                entry.participant.CopyFrom(participant_message(participant))
+        return response
+
+    async def GetAccessCode(
+        self, request: rooms_pb2.GetAccessCodeRequest, context: grpc.aio.ServicerContext
+    ) -> rooms_pb2.GetAccessCodeResponse:
+        principal = require_principal()
+        room = await self._room_by_id(request.room_id)
+        _require_host(principal, room)
+        if room.visibility != PRIVATE:
+            raise FailedPrecondition("This room is public: it has no access code.", code="room_public")
+        code = self._sealer.open(room.id, room.access_code_sealed) if room.access_code_sealed else None
+        if code is None:
+            return rooms_pb2.GetAccessCodeResponse(available=False)
+        return rooms_pb2.GetAccessCodeResponse(access_code=code, available=True)
+
+    def _names_per_network(self, room: RoomRow) -> int:
+        return room.anonymous_names_per_network or self._anonymous_usernames_per_ip
+
+    def _room_message(self, row: RoomRow) -> rooms_pb2.Room:
+        return room_message(row, names_per_network_default=self._anonymous_usernames_per_ip)
 
     async def _room_by_code(self, raw: str) -> RoomRow:
         code = normalize_room_code(raw)
@@ -392,7 +467,8 @@ class RoomsServicer(rooms_pb2_grpc.RoomsServiceServicer):
                 verified=ownership.yours,
                 identity_kind=ANONYMOUS if principal.kind == ANONYMOUS else "user",
                 client_ip_hash=request.client_ip_hash or None,
-                anonymous_ip_limit=self._anonymous_usernames_per_ip,
+                anonymous_ip_limit=self._names_per_network(room),
+                anonymous_ip_window=self._anonymous_usernames_window,
             )
         except AlreadyJoined as raced:
             return raced.participant
@@ -401,9 +477,11 @@ class RoomsServicer(rooms_pb2_grpc.RoomsServiceServicer):
                 "Someone in this room already uses that username.", code="username_taken"
             ) from None
         except AnonymousLimitReached:
+            limit = self._names_per_network(room)
             raise PermissionDenied(
-                f"Your network already joined this room under {self._anonymous_usernames_per_ip} anonymous"
-                " usernames; sign in to join under another one.",
+                f"{limit} people on your network already joined this room without an account in the"
+                f" last {_window_words(self._anonymous_usernames_window)}. Sign in to join now, or try"
+                " again later.",
                 code="too_many_anonymous_usernames",
             ) from None
         await self._release_rolls(room.id, principal.subject)

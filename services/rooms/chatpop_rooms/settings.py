@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, SecretStr, field_validator
 
 from chatpop_common.settings import ServiceAddresses, ServiceSettings
 
@@ -38,9 +38,22 @@ class Settings(ServiceSettings):
     username_roll_window: int = Field(3600, ge=1)
     username_hold_seconds: int = Field(300, ge=1)
 
-    # New anonymous participants one client address (keyed hash) may add to a room. Returning
+    # New anonymous participants one client address (keyed hash) may add to a room per window, unless
+    # the room's host chose another number. Sized for a class or a pub quiz on one Wi-Fi; returning
     # participants and accounts are not counted.
-    anonymous_usernames_per_ip: int = Field(3, ge=1)
+    anonymous_usernames_per_ip: int = Field(40, ge=1, le=1000)
+    anonymous_usernames_window: int = Field(3600, ge=1)
     # Rooms an anonymous session may create per window; accounts are not limited.
     anonymous_room_limit: int = Field(3, ge=1)
     anonymous_room_window: int = Field(3600, ge=1)
+
+    # Secret from which the key that seals access codes for their hosts is derived (never stored in
+    # the database). Changing it makes earlier codes unreadable to hosts, not unusable.
+    access_code_key: SecretStr
+
+    @field_validator("access_code_key")
+    @classmethod
+    def _access_code_key(cls, value: SecretStr) -> SecretStr:
+        if len(value.get_secret_value()) < 32:
+            raise ValueError("ACCESS_CODE_KEY must be a secret of at least 32 characters")
+        return value

@@ -9,19 +9,48 @@ from typing import Any
 
 import asyncpg
 
-_ROOM_COLUMNS = (
-    "id, code, name, description, visibility, access_code_hash, media_photo, media_voice, media_video, "
-    "theme, retention_days, host_id, closed_at, created_at, updated_at"
+_ROOM_COLUMN_NAMES = (
+    "id",
+    "code",
+    "name",
+    "description",
+    "visibility",
+    "access_code_hash",
+    "access_code_sealed",
+    "media_photo",
+    "media_voice",
+    "media_video",
+    "theme",
+    "retention_days",
+    "slow_mode_seconds",
+    "anonymous_names_per_network",
+    "host_id",
+    "closed_at",
+    "created_at",
+    "updated_at",
 )
-_PARTICIPANT_COLUMNS = "id, room_id, subject, username, is_host, version, banned, verified, joined_at"
+_PARTICIPANT_COLUMN_NAMES = (
+    "id",
+    "room_id",
+    "subject",
+    "username",
+    "is_host",
+    "version",
+    "banned",
+    "verified",
+    "joined_at",
+)
+_ROOM_COLUMNS = ", ".join(_ROOM_COLUMN_NAMES)
+_PARTICIPANT_COLUMNS = ", ".join(_PARTICIPANT_COLUMN_NAMES)
 
 # Column lists are fixed constants; every value travels as a bind parameter.
 _SELECT_ROOM = f"SELECT {_ROOM_COLUMNS} FROM rooms"  # noqa: S608
 _SELECT_PARTICIPANT = f"SELECT {_PARTICIPANT_COLUMNS} FROM participants"  # noqa: S608
 _INSERT_ROOM = f"""
-    INSERT INTO rooms (id, code, name, description, visibility, access_code_hash,
-                       media_photo, media_voice, media_video, theme, retention_days, host_id)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+    INSERT INTO rooms (id, code, name, description, visibility, access_code_hash, access_code_sealed,
+                       media_photo, media_voice, media_video, theme, retention_days, slow_mode_seconds,
+                       anonymous_names_per_network, host_id)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
     RETURNING {_ROOM_COLUMNS}
 """  # noqa: S608
 _CLOSE_ROOM = f"""
@@ -36,6 +65,21 @@ _INSERT_PARTICIPANT = f"""
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
     RETURNING {_PARTICIPANT_COLUMNS}
 """  # noqa: S608
+_MY_ROOMS = f"""
+    WITH mine AS (
+        SELECT room_id FROM participants WHERE subject = $1
+        UNION
+        SELECT id FROM rooms WHERE host_id = $1
+    )
+    SELECT {", ".join(f"r.{name} AS r_{name}" for name in _ROOM_COLUMN_NAMES)},
+           {", ".join(f"p.{name} AS p_{name}" for name in _PARTICIPANT_COLUMN_NAMES)}
+    FROM mine
+    JOIN rooms r ON r.id = mine.room_id
+    LEFT JOIN participants p ON p.room_id = r.id AND p.subject = $1
+    WHERE p.banned IS NOT TRUE
+    ORDER BY coalesce(p.joined_at, r.created_at) DESC, r.id
+    LIMIT $2
+"""  # noqa: S608
 _ANONYMOUS = "anonymous"
 _NAME_CONSTRAINTS = frozenset({"participants_room_username_key", "participants_room_verified_username_key"})
 
@@ -46,11 +90,14 @@ UPDATABLE_COLUMNS = frozenset(
         "description",
         "visibility",
         "access_code_hash",
+        "access_code_sealed",
         "media_photo",
         "media_voice",
         "media_video",
         "theme",
         "retention_days",
+        "slow_mode_seconds",
+        "anonymous_names_per_network",
     }
 )
 
@@ -83,18 +130,21 @@ class RoomRow:
     description: str
     visibility: str
     access_code_hash: str | None
+    access_code_sealed: str | None
     media_photo: bool
     media_voice: bool
     media_video: bool
     theme: str
     retention_days: int
+    slow_mode_seconds: int
+    anonymous_names_per_network: int | None
     host_id: str
     closed_at: datetime | None
     created_at: datetime
     updated_at: datetime
 
     @classmethod
-    def from_record(cls, record: asyncpg.Record) -> RoomRow:
+    def from_record(cls, record: asyncpg.Record | dict[str, Any]) -> RoomRow:
         values = dict(record)
         values["id"] = str(values["id"])
         return cls(**values)
@@ -113,7 +163,7 @@ class ParticipantRow:
     joined_at: datetime
 
     @classmethod
-    def from_record(cls, record: asyncpg.Record) -> ParticipantRow:
+    def from_record(cls, record: asyncpg.Record | dict[str, Any]) -> ParticipantRow:
         values = dict(record)
         values["id"] = str(values["id"])
         values["room_id"] = str(values["room_id"])
@@ -130,15 +180,19 @@ def parse_uuid(raw: str) -> uuid.UUID | None:
 
 @dataclass(frozen=True, slots=True)
 class NewRoom:
+    id: str
     name: str
     description: str
     visibility: str
     access_code_hash: str | None
+    access_code_sealed: str | None
     media_photo: bool
     media_voice: bool
     media_video: bool
     theme: str
     retention_days: int
+    slow_mode_seconds: int
+    anonymous_names_per_network: int | None
     host_id: str
 
 
@@ -150,17 +204,20 @@ class RoomStore:
         try:
             record = await self._pool.fetchrow(
                 _INSERT_ROOM,
-                uuid.uuid4(),
+                uuid.UUID(room.id),
                 code,
                 room.name,
                 room.description,
                 room.visibility,
                 room.access_code_hash,
+                room.access_code_sealed,
                 room.media_photo,
                 room.media_voice,
                 room.media_video,
                 room.theme,
                 room.retention_days,
+                room.slow_mode_seconds,
+                room.anonymous_names_per_network,
                 room.host_id,
             )
         except asyncpg.UniqueViolationError as exc:
@@ -228,13 +285,16 @@ class RoomStore:
         identity_kind: str,
         client_ip_hash: str | None = None,
         anonymous_ip_limit: int | None = None,
+        anonymous_ip_window: int = 3600,
     ) -> ParticipantRow:
         """A first join. Raises AlreadyJoined, UsernameTaken or AnonymousLimitReached.
 
         First joins of one room take turns (a transaction-scoped advisory lock), so the per-address
         count and the name checks see every earlier join and nobody slips in between check and
-        insert. A verified name (the joiner's own reserved one) only has to be free among verified
-        names; any other name must be free altogether.
+        insert. The per-address count covers anonymous joins of the last `anonymous_ip_window`
+        seconds: a group on one network can keep arriving, a flood from one address cannot. A
+        verified name (the joiner's own reserved one) only has to be free among verified names; any
+        other name must be free altogether.
         """
         room_key = uuid.UUID(room_id)
         async with self._pool.acquire() as conn, conn.transaction():
@@ -249,10 +309,12 @@ class RoomStore:
             if identity_kind == _ANONYMOUS and client_ip_hash and anonymous_ip_limit is not None:
                 count = await conn.fetchval(
                     "SELECT count(*) FROM participants"
-                    " WHERE room_id = $1 AND client_ip_hash = $2 AND identity_kind = $3",
+                    " WHERE room_id = $1 AND client_ip_hash = $2 AND identity_kind = $3"
+                    " AND joined_at > now() - make_interval(secs => $4)",
                     room_key,
                     client_ip_hash,
                     _ANONYMOUS,
+                    float(anonymous_ip_window),
                 )
                 if count >= anonymous_ip_limit:
                     raise AnonymousLimitReached()
@@ -312,3 +374,17 @@ class RoomStore:
             room_key,
         )
         return [ParticipantRow.from_record(record) for record in records]
+
+    async def my_rooms(self, subject: str, limit: int) -> list[tuple[RoomRow, ParticipantRow | None]]:
+        """Rooms the subject hosts or joined (not those it was banned from), newest first."""
+        records = await self._pool.fetch(_MY_ROOMS, subject, limit)
+        mine: list[tuple[RoomRow, ParticipantRow | None]] = []
+        for record in records:
+            room = RoomRow.from_record({name: record[f"r_{name}"] for name in _ROOM_COLUMN_NAMES})
+            participant = None
+            if record["p_id"] is not None:
+                participant = ParticipantRow.from_record(
+                    {name: record[f"p_{name}"] for name in _PARTICIPANT_COLUMN_NAMES}
+                )
+            mine.append((room, participant))
+        return mine

@@ -16,6 +16,8 @@ DESCRIPTION_MAX = 500
 ACCESS_CODE_MIN = 4
 ACCESS_CODE_MAX = 64
 RETENTION_MAX_DAYS = 3650
+SLOW_MODE_MAX_SECONDS = 3600
+NAMES_PER_NETWORK_MAX = 1000
 DEFAULT_RETENTION_DAYS = 30
 
 PUBLIC = "public"
@@ -95,6 +97,23 @@ def validate_retention_days(value: int | None) -> int:
         raise InvalidArgument(
             f"Retention must be between 0 (keep forever) and {RETENTION_MAX_DAYS} days.",
             code="invalid_retention",
+        )
+    return value
+
+
+def validate_slow_mode(value: int) -> int:
+    if not 0 <= value <= SLOW_MODE_MAX_SECONDS:
+        raise InvalidArgument(
+            f"Slow mode is between 0 (off) and {SLOW_MODE_MAX_SECONDS} seconds.", code="invalid_slow_mode"
+        )
+    return value
+
+
+def validate_names_per_network(value: int) -> int:
+    if not 1 <= value <= NAMES_PER_NETWORK_MAX:
+        raise InvalidArgument(
+            f"The limit of anonymous names per network is between 1 and {NAMES_PER_NETWORK_MAX}.",
+            code="invalid_names_per_network",
         )
     return value
 

@@ -86,6 +86,56 @@ async def update_room(
 
 
 @router.post(
+    "/{code}/close",
+    response_model=models.Room,
+    responses=error_responses(401, 403, 404),
+    summary="Close the room for good (host only): nobody can join or send any more; history stays",
+)
+async def close_room(
+    code: RoomCode, backends: BackendsDep, settings: SettingsDep, token: RequiredToken
+) -> models.Room:
+    room_id = await backends.room_id(code, token)
+    closed = await backends.rooms.CloseRoom(
+        rooms_pb2.CloseRoomRequest(room_id=room_id), metadata=auth_metadata(token), timeout=backends.timeout
+    )
+    return models.Room.from_proto(closed.room, settings.public_url)
+
+
+@router.get(
+    "/{code}/access-code",
+    response_model=models.AccessCode,
+    responses=error_responses(401, 403, 404, 409),
+    summary="A private room's access code, for its host (409 `room_public` for a public room)",
+)
+async def access_code(code: RoomCode, backends: BackendsDep, token: RequiredToken) -> models.AccessCode:
+    room_id = await backends.room_id(code, token)
+    shown = await backends.rooms.GetAccessCode(
+        rooms_pb2.GetAccessCodeRequest(room_id=room_id),
+        metadata=auth_metadata(token),
+        timeout=backends.timeout,
+    )
+    return models.AccessCode(access_code=shown.access_code if shown.available else None)
+
+
+@router.post(
+    "/{code}/read",
+    response_model=models.ReadPosition,
+    responses=error_responses(401, 403, 404),
+    summary="Mark the room read up to a seq (room token); the position never moves back",
+)
+async def mark_read(
+    code: RoomCode, body: models.ReadRequest, backends: BackendsDep, token: RequiredToken
+) -> models.ReadPosition:
+    room_id, _principal = await room_principal(backends, code, token)
+    marked = await backends.messaging.MarkRead(
+        messaging_pb2.MarkReadRequest(room_id=room_id, seq=body.seq),
+        metadata=auth_metadata(token),
+        timeout=backends.timeout,
+    )
+    return models.ReadPosition(read_seq=marked.read_seq)
+
+
+@router.post(
     "/{code}/usernames/suggest",
     response_model=models.UsernameSuggestion,
     responses=error_responses(401, 403, 404, 409, 429),

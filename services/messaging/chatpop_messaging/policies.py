@@ -1,0 +1,58 @@
+"""What a room allows right now (open or closed, slow mode), looked up at rooms and cached briefly.
+
+Hosts change these while people are typing, so the cache is short (`ROOM_POLICY_CACHE_TTL`); a
+lookup that fails falls back to the last answer rather than refusing every send while rooms restarts.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import grpc
+
+from chatpop.rooms.v1 import rooms_pb2, rooms_pb2_grpc
+from chatpop_common.errors import NotFound, Unavailable
+
+_LOOKUP_TIMEOUT = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class RoomPolicy:
+    closed: bool
+    slow_mode_seconds: int
+
+
+class RoomPolicies:
+    def __init__(self, channel: grpc.aio.Channel, *, ttl: float, max_entries: int = 50_000) -> None:
+        self._stub = rooms_pb2_grpc.RoomsServiceStub(channel)
+        self._ttl = ttl
+        self._max_entries = max_entries
+        self._cache: OrderedDict[str, tuple[float, RoomPolicy]] = OrderedDict()
+
+    async def get(self, room_id: str) -> RoomPolicy:
+        cached = self._cache.get(room_id)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
+        try:
+            response = await self._stub.GetRoom(
+                rooms_pb2.GetRoomRequest(room_id=room_id), timeout=_LOOKUP_TIMEOUT
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
+                self._cache.pop(room_id, None)
+                raise NotFound("There is no such room.", code="room_not_found") from exc
+            if cached is not None:
+                return cached[1]
+            raise Unavailable("Rooms could not be reached; try again.", code="rooms_unavailable") from exc
+        policy = RoomPolicy(closed=response.room.closed, slow_mode_seconds=response.room.slow_mode_seconds)
+        self._cache[room_id] = (time.monotonic() + self._ttl, policy)
+        self._cache.move_to_end(room_id)
+        while len(self._cache) > self._max_entries:
+            self._cache.popitem(last=False)
+        return policy
+
+    def forget(self, room_id: str) -> None:
+        """The room changed: the next send looks it up again."""
+        self._cache.pop(room_id, None)
