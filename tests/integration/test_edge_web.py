@@ -135,6 +135,23 @@ async def test_pages_stay_out_of_the_api_contract(web: Served) -> None:
     assert unknown.json()["error"]["code"] == "not_found"
 
 
+@pytest.mark.parametrize("path", ["/no-such-page", "/c/K7M2QX9P/extra", "/rooms/old/link"])
+async def test_a_browser_at_an_unknown_address_gets_the_app_and_a_404(web: Served, path: str) -> None:
+    """The app renders its own "page not found"; the status still says there is nothing here."""
+    page = await web.http.get(path, headers={"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"})
+    assert page.status_code == 404
+    assert page.content == INDEX
+    assert page.headers["content-type"].startswith("text/html")
+    assert page.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
+
+
+@pytest.mark.parametrize("path", ["/api/v1/nothing", "/ws/v1/nothing", "/assets/missing-000000.js"])
+async def test_unknown_api_addresses_stay_json_even_for_browsers(web: Served, path: str) -> None:
+    response = await web.http.get(path, headers={"Accept": "text/html"})
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
+
+
 async def test_without_a_build_pages_say_how_to_build_and_the_api_still_answers(
     tmp_path: Path,
 ) -> None:

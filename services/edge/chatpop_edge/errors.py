@@ -13,7 +13,7 @@ from typing import Any
 import grpc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -194,8 +194,13 @@ _HTTP_CODES = {
 }
 
 
-async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
+async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
+    web = getattr(request.app.state, "web", None)
+    if exc.status_code == 404 and web is not None:
+        page: Response | None = await web.missing(request)
+        if page is not None:
+            return page
     code, message = _HTTP_CODES.get(exc.status_code, (f"http_{exc.status_code}", "The request failed."))
     return error_response(exc.status_code, code, message, headers=dict(exc.headers or {}))
 

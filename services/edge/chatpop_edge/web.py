@@ -27,6 +27,8 @@ APP_PATHS = ("/", "/create", "/login", "/signup", "/c/{code}")
 ASSETS_PATH = "/assets"
 IMMUTABLE = "public, max-age=31536000, immutable"
 REVALIDATE = "no-cache"
+# Unknown addresses under these answer with JSON errors, whoever asks.
+_NEVER_PAGES = ("/api/", "/ws/", "/assets/", "/.well-known/", "/healthz", "/readyz", "/metrics")
 
 _CONTENT_TYPES = {
     ".js": "text/javascript; charset=utf-8",
@@ -111,6 +113,18 @@ class WebClient:
             return Response(status_code=304, headers=headers)
         return HTMLResponse(page.body, headers=headers)
 
+    async def missing(self, request: Request) -> Response | None:
+        """The app's own "page not found" for a browser that opened an unknown address (404), or None
+        for API clients and for paths that are never pages, which get the JSON error instead."""
+        if request.method not in ("GET", "HEAD") or request.url.path.startswith(_NEVER_PAGES):
+            return None
+        if "text/html" not in request.headers.get("accept", ""):
+            return None
+        page = self._index()
+        if page is None:
+            return None
+        return HTMLResponse(page.body, status_code=404, headers={"Cache-Control": REVALIDATE})
+
     async def asset(self, path: str, request: Request) -> Response:
         if not path or any(part.startswith(".") for part in path.split("/")):
             raise ApiError(404, "not_found", "No such file.")
@@ -145,4 +159,5 @@ def install_web_client(app: FastAPI, root: Path | None) -> WebClient:
         router.add_api_route(path, page, methods=["GET", "HEAD"])
     router.add_api_route(ASSETS_PATH + "/{path:path}", asset, methods=["GET", "HEAD"])
     app.include_router(router)
+    app.state.web = client
     return client
