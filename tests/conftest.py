@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from chatpop_common.devstack import Postgres, Redis, throwaway_datastores
+from tests.mailbox import Mailbox, running_mailbox
 
 
 @pytest.fixture(scope="session")
@@ -37,3 +38,10 @@ def redis_url(datastores: tuple[Postgres, Redis]) -> str:
 def redis_server(datastores: tuple[Postgres, Redis]) -> Redis:
     """The Redis process itself, for tests that restart it."""
     return datastores[1]
+
+
+@pytest.fixture(scope="session")
+def mailbox() -> Iterator[Mailbox]:
+    """A real SMTP server (aiosmtpd, with AUTH) on a free port; SMTP_URL is `mailbox.url`."""
+    with running_mailbox() as server:
+        yield server

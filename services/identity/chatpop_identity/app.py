@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 
+import asyncpg
+import redis.asyncio as aioredis
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from chatpop.identity.v1 import identity_pb2, identity_pb2_grpc
@@ -15,11 +18,14 @@ from chatpop_common.server import GrpcApp, Registration
 from chatpop_identity.credentials import Passwords
 from chatpop_identity.generator import UsernameGenerator
 from chatpop_identity.keys import KeyRing
-from chatpop_identity.purge import run_refresh_token_purge
+from chatpop_identity.mail import SmtpMailer, parse_sender
+from chatpop_identity.password_changes import PasswordChanges, PasswordStore, ResetLimits, ResetMailSettings
+from chatpop_identity.purge import run_account_record_purge, run_refresh_token_purge
 from chatpop_identity.servicer import IdentityServicer
 from chatpop_identity.settings import Settings
 from chatpop_identity.store import IdentityStore
 from chatpop_identity.tokens import TokenIssuer
+from chatpop_identity.username_changes import UsernameChanges
 
 SERVICE_NAME = identity_pb2.DESCRIPTOR.services_by_name["IdentityService"].full_name
 
@@ -31,6 +37,49 @@ def local_verifier(keys: KeyRing) -> TokenVerifier:
         return keys.public_keys
 
     return TokenVerifier(KeyCache(fetch))
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def password_changes(
+    settings: Settings,
+    pool: asyncpg.Pool,
+    redis: aioredis.Redis,  # type: ignore[type-arg]
+    store: IdentityStore,
+    passwords: Passwords,
+    keys: KeyRing,
+) -> PasswordChanges:
+    smtp = settings.smtp
+    return PasswordChanges(
+        identities=store,
+        store=PasswordStore(pool),
+        passwords=passwords,
+        mail=ResetMailSettings(
+            sender=parse_sender(settings.mail_from),
+            public_url=settings.public_url,
+            ttl_seconds=settings.password_reset_ttl,
+        ),
+        mailer=SmtpMailer(smtp, timeout=settings.smtp_timeout) if smtp is not None else None,
+        limits=ResetLimits(
+            per_email=FixedWindowLimiter(
+                redis,
+                limit=settings.password_reset_email_limit,
+                window_seconds=settings.password_reset_email_window,
+            ),
+            per_network=FixedWindowLimiter(
+                redis,
+                limit=settings.password_reset_network_limit,
+                window_seconds=settings.password_reset_network_window,
+            ),
+            email_key=keys.derive_secret("password-reset-limits"),
+        ),
+        change_limiter=FixedWindowLimiter(
+            redis, limit=settings.password_change_limit, window_seconds=settings.password_change_window
+        ),
+        now=_utcnow,
+    )
 
 
 async def build(settings: Settings) -> GrpcApp:
@@ -46,6 +95,7 @@ async def build(settings: Settings) -> GrpcApp:
     )
     redis = create_redis(settings.redis_url)
     store = IdentityStore(pool)
+    passwords_flow = password_changes(settings, pool, redis, store, passwords, keys)
     servicer = IdentityServicer(
         store=store,
         keys=keys,
@@ -53,6 +103,12 @@ async def build(settings: Settings) -> GrpcApp:
         passwords=passwords,
         refresh_ttl=settings.refresh_token_ttl,
         generator=UsernameGenerator.from_directory(settings.username_words_dir),
+        password_changes=passwords_flow,
+        username_changes=UsernameChanges(
+            pool,
+            interval=timedelta(seconds=settings.reserved_username_change_interval),
+            quarantine_days=settings.reserved_username_quarantine_days,
+        ),
         session_limiter=FixedWindowLimiter(
             redis, limit=settings.anonymous_session_limit, window_seconds=settings.anonymous_session_window
         ),
@@ -62,8 +118,15 @@ async def build(settings: Settings) -> GrpcApp:
         # redis-py 5+ has aclose(); the published stubs still describe 4.x.
         await redis.aclose()  # type: ignore[attr-defined]
 
+    async def finish_mails() -> None:
+        # Mails already promised to someone go out before the pool they read from closes.
+        await passwords_flow.drain(settings.shutdown_grace)
+
     purge = asyncio.create_task(
         run_refresh_token_purge(store, settings.refresh_token_purge_interval), name="refresh token purge"
+    )
+    account_purge = asyncio.create_task(
+        run_account_record_purge(pool, settings.refresh_token_purge_interval), name="account record purge"
     )
     return GrpcApp(
         registrations=[
@@ -74,6 +137,6 @@ async def build(settings: Settings) -> GrpcApp:
             )
         ],
         verifier=local_verifier(keys),
-        cleanups=[close_redis, pool.close],
-        background=[purge],
+        cleanups=[finish_mails, close_redis, pool.close],
+        background=[purge, account_purge],
     )

@@ -17,8 +17,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from chatpop_common.auth import ALGORITHM
 
@@ -100,6 +101,18 @@ class KeyRing:
         return cls.create(
             load_private_key(signing_key_file), [load_public_key(p) for p in extra_public_key_files]
         )
+
+    def derive_secret(self, purpose: str) -> bytes:
+        """A 32-byte secret for `purpose`, derived from the signing key (HKDF-SHA256).
+
+        Every replica holds the same signing key, so they agree on it without another secret to
+        deploy; one purpose's secret tells nothing about the key or another purpose's secret.
+        """
+        raw = self.signing_key.private_bytes(
+            serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+        )
+        hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=f"chatpop:{purpose}".encode())
+        return hkdf.derive(raw)
 
     def jwks(self) -> list[dict[str, str]]:
         """The current key first, then the ones kept for rotation."""

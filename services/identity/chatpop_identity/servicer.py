@@ -32,6 +32,8 @@ from chatpop_identity.credentials import (
 )
 from chatpop_identity.generator import DEFAULT_DIGITS, UsernameGenerator
 from chatpop_identity.keys import KeyRing
+from chatpop_identity.password_changes import PasswordChanges
+from chatpop_identity.quarantine import quarantined
 from chatpop_identity.store import (
     ANONYMOUS,
     USER,
@@ -41,6 +43,7 @@ from chatpop_identity.store import (
     RotationStatus,
 )
 from chatpop_identity.tokens import RoomGrant, TokenIssuer
+from chatpop_identity.username_changes import UsernameChanges
 
 _KINDS = {
     ANONYMOUS: identity_pb2.IDENTITY_KIND_ANONYMOUS,
@@ -103,11 +106,15 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         passwords: Passwords,
         refresh_ttl: int,
         generator: UsernameGenerator,
+        password_changes: PasswordChanges,
+        username_changes: UsernameChanges,
         session_limiter: FixedWindowLimiter | None = None,
         now: Now = _utcnow,
     ) -> None:
         self._store = store
         self._generator = generator
+        self._password_changes = password_changes
+        self._username_changes = username_changes
         self._session_limiter = session_limiter
         self._keys = keys
         self._tokens = tokens
@@ -312,7 +319,17 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             )
         owner = await self._store.reserved_username_owner(username_key(name))
         if owner is None:
-            return identity_pb2.CheckUsernameResponse(username=name, available=True)
+            held = await self._store.quarantine(username_key(name))
+            if held is None or _is_caller(held.previous_owner):
+                return identity_pb2.CheckUsernameResponse(username=name, available=True)
+            # Held back like a reserved name (taken): rooms refuses it to everyone meanwhile.
+            return identity_pb2.CheckUsernameResponse(
+                username=name,
+                available=False,
+                problem=identity_pb2.USERNAME_PROBLEM_QUARANTINED,
+                message=quarantined(held, self._now()).message,
+                taken=True,
+            )
         yours = _is_caller(owner)
         return identity_pb2.CheckUsernameResponse(
             username=name,
@@ -348,6 +365,48 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             usernames=[name for name in names if username_key(name) not in reserved]
         )
 
+    async def ChangeReservedUsername(
+        self, request: identity_pb2.ChangeReservedUsernameRequest, context: grpc.aio.ServicerContext
+    ) -> identity_pb2.ChangeReservedUsernameResponse:
+        principal = _require_account()
+        username = normalize_username(request.username)
+        change = await self._username_changes.change(_uuid(principal.subject, "the token subject"), username)
+        return identity_pb2.ChangeReservedUsernameResponse(
+            identity=identity_message(change.identity), previous_username=change.previous or ""
+        )
+
+    async def RequestPasswordReset(
+        self, request: identity_pb2.RequestPasswordResetRequest, context: grpc.aio.ServicerContext
+    ) -> identity_pb2.RequestPasswordResetResponse:
+        if len(request.client_ip_hash) > CLIENT_IP_HASH_MAX:
+            raise InvalidArgument("client_ip_hash is too long to be a hash.", code="invalid_client_ip_hash")
+        await self._password_changes.request_reset(request.email, request.client_ip_hash)
+        return identity_pb2.RequestPasswordResetResponse()
+
+    async def ResetPassword(
+        self, request: identity_pb2.ResetPasswordRequest, context: grpc.aio.ServicerContext
+    ) -> identity_pb2.ResetPasswordResponse:
+        refresh_token, refresh = self._new_refresh()
+        identity = await self._password_changes.reset(request.token, request.new_password, refresh)
+        return identity_pb2.ResetPasswordResponse(
+            identity=identity_message(identity), tokens=self._pair(identity, refresh_token)
+        )
+
+    async def ChangePassword(
+        self, request: identity_pb2.ChangePasswordRequest, context: grpc.aio.ServicerContext
+    ) -> identity_pb2.ChangePasswordResponse:
+        principal = _require_account("Only registered accounts have a password to change.")
+        refresh_token, refresh = self._new_refresh()
+        identity = await self._password_changes.change(
+            _uuid(principal.subject, "the token subject"),
+            request.current_password,
+            request.new_password,
+            refresh,
+        )
+        return identity_pb2.ChangePasswordResponse(
+            identity=identity_message(identity), tokens=self._pair(identity, refresh_token)
+        )
+
 
 def _is_caller(owner: uuid.UUID | None) -> bool:
     caller = current_principal()
@@ -359,10 +418,10 @@ def _is_caller(owner: uuid.UUID | None) -> bool:
     )
 
 
-def _require_account() -> Principal:
+def _require_account(refusal: str = "Only registered accounts can reserve a username.") -> Principal:
     principal = require_principal()
     if principal.token_type != "access":
         raise Unauthenticated("An access token is required.", code="invalid_token")
     if principal.kind != USER:
-        raise PermissionDenied("Only registered accounts can reserve a username.", code="account_required")
+        raise PermissionDenied(refusal, code="account_required")
     return principal

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 
 from chatpop_common.settings import ServiceSettings
 from chatpop_identity.generator import WORDLIST_DIR, UsernameGenerator
 from chatpop_identity.keys import load_private_key, load_public_key
+from chatpop_identity.mail import SmtpConfig, parse_sender
 
 DAY = 86_400
 
@@ -45,6 +46,54 @@ class Settings(ServiceSettings):
 
     # Directory holding adjectives.txt and nouns.txt for generated usernames.
     username_words_dir: Path = WORDLIST_DIR
+
+    # Where password reset mails go out: smtp://user:pass@host:587 (STARTTLS when offered) or
+    # smtps://user:pass@host:465 (TLS). Empty: nothing is mailed, the link is logged (local runs).
+    smtp_url: SecretStr = SecretStr("")
+    smtp_timeout: float = Field(10.0, gt=0)
+    mail_from: str = "ChatPop <no-reply@localhost>"
+    # Base of the links in mails ({public_url}/reset-password?token=…): the edge's public address.
+    public_url: str = "http://localhost:8080"
+    # Seconds a reset link works.
+    password_reset_ttl: int = Field(1800, ge=1)
+    # Reset requests per email address and per client IP (both as keyed hashes), per window.
+    password_reset_email_limit: int = Field(3, ge=1)
+    password_reset_email_window: int = Field(3600, ge=1)
+    password_reset_network_limit: int = Field(20, ge=1)
+    password_reset_network_window: int = Field(3600, ge=1)
+    # Attempts to change a password (right or wrong current one) per account, per window.
+    password_change_limit: int = Field(10, ge=1)
+    password_change_window: int = Field(3600, ge=1)
+    # Seconds between two changes of an account's reserved username (0: no limit), and days a
+    # given-up name is held back from other accounts (0: free at once).
+    reserved_username_change_interval: int = Field(DAY, ge=0)
+    reserved_username_quarantine_days: int = Field(30, ge=0, le=3650)
+
+    @field_validator("smtp_url")
+    @classmethod
+    def _smtp_url(cls, value: SecretStr) -> SecretStr:
+        if value.get_secret_value().strip():
+            SmtpConfig.from_url(value.get_secret_value())
+        return value
+
+    @field_validator("mail_from")
+    @classmethod
+    def _mail_from(cls, value: str) -> str:
+        parse_sender(value)
+        return value.strip()
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        if not value.startswith(("http://", "https://")) or len(value) <= len("https://"):
+            raise ValueError("PUBLIC_URL must start with http:// or https://, like https://chat.example.com")
+        return value
+
+    @property
+    def smtp(self) -> SmtpConfig | None:
+        raw = self.smtp_url.get_secret_value().strip()
+        return SmtpConfig.from_url(raw) if raw else None
 
     @field_validator("username_words_dir")
     @classmethod

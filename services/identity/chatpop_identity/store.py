@@ -10,15 +10,22 @@ from datetime import datetime
 import asyncpg
 
 from chatpop_common.errors import AlreadyExists, FailedPrecondition, NotFound
+from chatpop_identity.quarantine import (
+    Quarantine,
+    lock_reservations,
+    quarantine_of,
+    reclaim,
+    refuse_if_held_for_another,
+)
 
 ANONYMOUS = "anonymous"
 USER = "user"
-_IDENTITY_COLUMNS = "id, kind, email, password_hash, reserved_username, created_at"
+IDENTITY_COLUMNS = "id, kind, email, password_hash, reserved_username, created_at"
 # The column list is a fixed constant; every value travels as a bind parameter.
 _RESERVE_USERNAME = f"""
     UPDATE identities SET reserved_username = $2, reserved_username_lower = lower($2)
     WHERE id = $1 AND kind = $3 AND reserved_username IS NULL
-    RETURNING {_IDENTITY_COLUMNS}
+    RETURNING {IDENTITY_COLUMNS}
 """  # noqa: S608
 
 
@@ -69,7 +76,7 @@ class Rotation:
     identity: IdentityRecord | None = None
 
 
-def _identity(row: asyncpg.Record) -> IdentityRecord:
+def identity_record(row: asyncpg.Record) -> IdentityRecord:
     return IdentityRecord(
         id=row["id"],
         kind=row["kind"],
@@ -80,7 +87,7 @@ def _identity(row: asyncpg.Record) -> IdentityRecord:
     )
 
 
-async def _insert_refresh(
+async def insert_refresh_token(
     conn: asyncpg.Connection, identity_id: uuid.UUID, family_id: uuid.UUID, token: NewRefreshToken
 ) -> None:
     await conn.execute(
@@ -106,8 +113,8 @@ class IdentityStore:
                 uuid.uuid4(),
                 ANONYMOUS,
             )
-            identity = _identity(row)
-            await _insert_refresh(conn, identity.id, uuid.uuid4(), refresh)
+            identity = identity_record(row)
+            await insert_refresh_token(conn, identity.id, uuid.uuid4(), refresh)
         return identity
 
     async def create_user(
@@ -118,9 +125,13 @@ class IdentityStore:
         reserved_username: str | None,
         refresh: NewRefreshToken,
     ) -> IdentityRecord:
-        """A new account and its first refresh token; AlreadyExists when the email or name is taken."""
+        """A new account and its first refresh token; AlreadyExists when the email or name is taken
+        (or the name is in quarantine)."""
         try:
             async with self._pool.acquire() as conn, conn.transaction():
+                if reserved_username is not None:
+                    now = await lock_reservations(conn)
+                    await refuse_if_held_for_another(conn, reserved_username.lower(), None, now)
                 row = await conn.fetchrow(
                     "INSERT INTO identities"
                     " (id, kind, email, password_hash, reserved_username, reserved_username_lower)"
@@ -132,8 +143,8 @@ class IdentityStore:
                     password_hash,
                     reserved_username,
                 )
-                identity = _identity(row)
-                await _insert_refresh(conn, identity.id, uuid.uuid4(), refresh)
+                identity = identity_record(row)
+                await insert_refresh_token(conn, identity.id, uuid.uuid4(), refresh)
         except asyncpg.UniqueViolationError as exc:
             if exc.constraint_name == "identities_reserved_username_lower_key":
                 raise AlreadyExists("That username is already taken.", code="username_taken") from None
@@ -150,7 +161,7 @@ class IdentityStore:
             " FROM identities WHERE id = $1",
             identity_id,
         )
-        return _identity(row) if row is not None else None
+        return identity_record(row) if row is not None else None
 
     async def find_user_by_email(self, email: str) -> IdentityRecord | None:
         row = await self._pool.fetchrow(
@@ -159,7 +170,7 @@ class IdentityStore:
             email,
             USER,
         )
-        return _identity(row) if row is not None else None
+        return identity_record(row) if row is not None else None
 
     async def replace_password_hash(self, identity_id: uuid.UUID, old_hash: str, new_hash: str) -> None:
         """Store a stronger hash of the same password, unless the password changed meanwhile."""
@@ -172,7 +183,7 @@ class IdentityStore:
 
     async def start_family(self, identity_id: uuid.UUID, refresh: NewRefreshToken) -> None:
         async with self._pool.acquire() as conn:
-            await _insert_refresh(conn, identity_id, uuid.uuid4(), refresh)
+            await insert_refresh_token(conn, identity_id, uuid.uuid4(), refresh)
 
     async def rotate(self, token_hash: bytes, replacement: NewRefreshToken, now: datetime) -> Rotation:
         """Swap a live refresh token for `replacement` in the same family, atomically.
@@ -207,8 +218,8 @@ class IdentityStore:
             if identity_row is None:
                 return Rotation(RotationStatus.INVALID)
             await conn.execute("UPDATE refresh_tokens SET used_at = $2 WHERE id = $1", row["id"], now)
-            await _insert_refresh(conn, row["identity_id"], row["family_id"], replacement)
-        return Rotation(RotationStatus.ROTATED, _identity(identity_row))
+            await insert_refresh_token(conn, row["identity_id"], row["family_id"], replacement)
+        return Rotation(RotationStatus.ROTATED, identity_record(identity_row))
 
     async def revoke_family_of(self, token_hash: bytes, now: datetime) -> None:
         """Revoke the family the token belongs to; nothing happens for an unknown token."""
@@ -243,33 +254,40 @@ class IdentityStore:
         return owner
 
     async def reserved_among(self, usernames_lower: list[str]) -> set[str]:
-        """Which of these lower-case usernames accounts have reserved."""
+        """Which of these lower-case usernames accounts have reserved, or hold back in quarantine."""
         rows = await self._pool.fetch(
-            "SELECT reserved_username_lower FROM identities WHERE reserved_username_lower = ANY($1::text[])",
+            "SELECT reserved_username_lower AS name FROM identities"
+            " WHERE reserved_username_lower = ANY($1::text[])"
+            " UNION SELECT username_lower FROM released_usernames"
+            " WHERE username_lower = ANY($1::text[]) AND held_until > now()",
             usernames_lower,
         )
-        return {str(row["reserved_username_lower"]) for row in rows}
+        return {str(row["name"]) for row in rows}
+
+    async def quarantine(self, username_lower: str) -> Quarantine | None:
+        """Whether an account gave this name up recently, and until when it is held back."""
+        return await quarantine_of(self._pool, username_lower)
 
     async def reserve_username(self, identity_id: uuid.UUID, username: str) -> IdentityRecord:
         """Give an account its reserved username; reserving the one it already holds changes nothing.
 
-        AlreadyExists `username_taken` when another account holds it, FailedPrecondition
-        `username_already_reserved` when this account holds a different one, NotFound when the
-        account is gone.
+        AlreadyExists `username_taken` when another account holds it (`username_quarantined` when
+        another account gave it up recently), FailedPrecondition `username_already_reserved` when
+        this account holds a different one, NotFound when the account is gone.
         """
         try:
-            row = await self._pool.fetchrow(
-                _RESERVE_USERNAME,
-                identity_id,
-                username,
-                USER,
-            )
+            async with self._pool.acquire() as conn, conn.transaction():
+                now = await lock_reservations(conn)
+                held = await refuse_if_held_for_another(conn, username.lower(), identity_id, now)
+                row = await conn.fetchrow(_RESERVE_USERNAME, identity_id, username, USER)
+                if row is not None and held is not None:
+                    await reclaim(conn, username.lower())
         except asyncpg.UniqueViolationError as exc:
             if exc.constraint_name == "identities_reserved_username_lower_key":
                 raise AlreadyExists("That username is already taken.", code="username_taken") from None
             raise
         if row is not None:
-            return _identity(row)
+            return identity_record(row)
         current = await self.get(identity_id)
         if current is None or current.kind != USER:
             raise NotFound("This account no longer exists.", code="identity_not_found")
