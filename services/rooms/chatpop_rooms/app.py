@@ -12,6 +12,7 @@ from chatpop_common.datastores import create_pg_pool, create_redis
 from chatpop_common.fixed_window import FixedWindowLimiter
 from chatpop_common.server import GrpcApp, Registration
 from chatpop_rooms.access_codes import AccessCodeHasher, AccessCodeSealer
+from chatpop_rooms.badges import VerifiedBadges
 from chatpop_rooms.codes import new_room_code
 from chatpop_rooms.limits import JoinAttemptLimiter
 from chatpop_rooms.rolls import UsernameRolls
@@ -53,6 +54,7 @@ async def build(settings: Settings, *, room_codes: Callable[[], str] = new_room_
         room_limiter=FixedWindowLimiter(
             redis, limit=settings.anonymous_room_limit, window_seconds=settings.anonymous_room_window
         ),
+        badges=VerifiedBadges(pool),
         anonymous_usernames_per_ip=settings.anonymous_usernames_per_ip,
         anonymous_usernames_window=settings.anonymous_usernames_window,
         room_codes=room_codes,

@@ -23,9 +23,10 @@ from chatpop_common.errors import (
     Unavailable,
 )
 from chatpop_common.fixed_window import FixedWindowLimiter
-from chatpop_common.usernames import normalize_username
+from chatpop_common.usernames import USERNAME_MAX_LENGTH, normalize_username
 from chatpop_common.wording import wait_words
 from chatpop_rooms.access_codes import AccessCodeHasher, AccessCodeSealer
+from chatpop_rooms.badges import VerifiedBadges
 from chatpop_rooms.codes import new_room_code, normalize_room_code
 from chatpop_rooms.convert import participant_message, room_message
 from chatpop_rooms.limits import JoinAttemptLimiter
@@ -126,6 +127,7 @@ class RoomsServicer(rooms_pb2_grpc.RoomsServiceServicer):
         identity: identity_pb2_grpc.IdentityServiceStub,
         rolls: UsernameRolls,
         room_limiter: FixedWindowLimiter,
+        badges: VerifiedBadges,
         anonymous_usernames_per_ip: int,
         anonymous_usernames_window: int = 3600,
         room_codes: Callable[[], str] = new_room_code,
@@ -137,6 +139,7 @@ class RoomsServicer(rooms_pb2_grpc.RoomsServiceServicer):
         self._identity = identity
         self._rolls = rolls
         self._room_limiter = room_limiter
+        self._badges = badges
         self._anonymous_usernames_per_ip = anonymous_usernames_per_ip
         self._anonymous_usernames_window = anonymous_usernames_window
         self._room_codes = room_codes
@@ -411,6 +414,32 @@ class RoomsServicer(rooms_pb2_grpc.RoomsServiceServicer):
         if code is None:
             return rooms_pb2.GetAccessCodeResponse(available=False)
         return rooms_pb2.GetAccessCodeResponse(access_code=code, available=True)
+
+    async def ClearVerifiedUsername(
+        self, request: rooms_pb2.ClearVerifiedUsernameRequest, context: grpc.aio.ServicerContext
+    ) -> rooms_pb2.ClearVerifiedUsernameResponse:
+        principal = _require_access_token()
+        if principal.kind == ANONYMOUS:
+            raise PermissionDenied("Only accounts hold reserved usernames.", code="account_required")
+        username = request.username.strip()
+        if not username or len(username) > USERNAME_MAX_LENGTH:
+            raise InvalidArgument(
+                f"Name the username to clear (at most {USERNAME_MAX_LENGTH} characters).",
+                code="invalid_argument",
+            )
+        # Only a name the account no longer holds loses its badge: one it still holds keeps it.
+        ownership = await self._check_username(
+            username, bearer_from_metadata(context.invocation_metadata()) or ""
+        )
+        if ownership.yours:
+            raise FailedPrecondition(
+                "You still hold this reserved username, so its badge stays.", code="username_still_yours"
+            )
+        cleared = await self._badges.clear(principal.subject, username)
+        participants = [await self._store.participant(room_id, pid) for room_id, pid in cleared]
+        return rooms_pb2.ClearVerifiedUsernameResponse(
+            participants=[participant_message(p) for p in participants if p is not None]
+        )
 
     def _names_per_network(self, room: RoomRow) -> int:
         return room.anonymous_names_per_network or self._anonymous_usernames_per_ip
