@@ -487,8 +487,9 @@ def private_stack(send_rate_limit: int) -> Iterator[tuple[str, dict[str, int]]]:
                 "LOG_LEVEL": "WARNING",
                 # Every simulated client comes from 127.0.0.1: lift the per-address abuse limits.
                 "ANONYMOUS_SESSION_LIMIT": "1000000",
+                "ANONYMOUS_SESSION_BURST": "1000000",
                 "ANONYMOUS_ROOM_LIMIT": "1000000",
-                "ANONYMOUS_USERNAMES_PER_IP": "1000000",
+                "ANONYMOUS_USERNAMES_PER_IP": "1000",
             }
         )
         ports = localrun.Ports.free()

@@ -53,9 +53,13 @@ class People:
     base_url: str
     opened: list[Person] = field(default_factory=list)
 
-    async def new(self, device: dict[str, Any] = DESKTOP, **options: Any) -> Person:
+    async def new(
+        self, device: dict[str, Any] = DESKTOP, *, address: str | None = None, **options: Any
+    ) -> Person:
+        """A person at a new device; each has an address of their own unless `address` puts several
+        on one network (one Wi-Fi, carrier NAT)."""
         number = next(addresses)
-        address = f"10.{(os.getpid() >> 8) % 250}.{number // 250}.{number % 250 + 1}"
+        address = address or f"10.{(os.getpid() >> 8) % 250}.{number // 250}.{number % 250 + 1}"
         context = await self.browser.new_context(
             base_url=self.base_url,
             extra_http_headers={"X-Forwarded-For": address},

@@ -144,8 +144,11 @@ def running_stack(
     *,
     extra_env: Mapping[str, str] | None = None,
     log_dir: Path = LOG_DIR,
+    anonymous_limits: bool = False,
 ) -> Iterator[Stack]:
-    """All five services on free ports; `extra_env` is added to every service's environment."""
+    """All five services on free ports; `extra_env` is added to every service's environment.
+
+    The anonymous abuse limits are lifted unless `anonymous_limits` keeps the platform's defaults."""
     ports = Ports.free()
     log_dir.mkdir(parents=True, exist_ok=True)
     for old in log_dir.glob("*.log"):
@@ -162,9 +165,16 @@ def running_stack(
             "TRUSTED_PROXIES": "127.0.0.1/32",
             # Every test comes from 127.0.0.1 and makes many sessions, rooms and names; the anonymous
             # abuse limits themselves are covered by identity's and rooms' integration tests.
-            "ANONYMOUS_SESSION_LIMIT": "100000",
-            "ANONYMOUS_ROOM_LIMIT": "100000",
-            "ANONYMOUS_USERNAMES_PER_IP": "100000",
+            **(
+                {}
+                if anonymous_limits
+                else {
+                    "ANONYMOUS_SESSION_LIMIT": "100000",
+                    "ANONYMOUS_SESSION_BURST": "100000",
+                    "ANONYMOUS_ROOM_LIMIT": "100000",
+                    "ANONYMOUS_USERNAMES_PER_IP": "1000",
+                }
+            ),
             **(extra_env or {}),
         }
         specs = service_specs(env, ports, database_url, redis_url, secrets)

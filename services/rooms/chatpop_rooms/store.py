@@ -306,11 +306,17 @@ class RoomStore:
             )
             if existing is not None:
                 raise AlreadyJoined(ParticipantRow.from_record(existing))
-            if identity_kind == _ANONYMOUS and client_ip_hash and anonymous_ip_limit is not None:
+            # The host is never counted: their own room's quota belongs to their guests.
+            if (
+                identity_kind == _ANONYMOUS
+                and client_ip_hash
+                and anonymous_ip_limit is not None
+                and not is_host
+            ):
                 count = await conn.fetchval(
                     "SELECT count(*) FROM participants"
                     " WHERE room_id = $1 AND client_ip_hash = $2 AND identity_kind = $3"
-                    " AND joined_at > now() - make_interval(secs => $4)",
+                    " AND joined_at > now() - make_interval(secs => $4) AND NOT is_host",
                     room_key,
                     client_ip_hash,
                     _ANONYMOUS,

@@ -102,12 +102,31 @@ export async function request<T>(method: string, path: string, options: RequestO
   throw last ?? new ApiError(0, "network_error", fallback(0));
 }
 
-/** "in 5 minutes" style wording for Retry-After seconds. */
+function countWords(count: number, unit: string): string {
+  if (count !== 1) return `${count} ${unit}s`;
+  return unit === "hour" ? "an hour" : `a ${unit}`;
+}
+
+/** "in 12 seconds", "in 53 minutes", "in 2 hours" for Retry-After seconds (as the server words it). */
 export function waitWords(seconds: number | null): string {
-  if (!seconds || seconds <= 0) return "in a moment";
-  if (seconds < 60) return `in ${Math.ceil(seconds)} s`;
-  const minutes = Math.ceil(seconds / 60);
-  return minutes === 1 ? "in a minute" : `in ${minutes} minutes`;
+  if (!seconds || seconds <= 1) return "in a moment";
+  if (seconds < 60) return `in ${Math.ceil(seconds)} seconds`;
+  if (seconds < 90 * 60) return `in ${countWords(Math.ceil(seconds / 60), "minute")}`;
+  if (seconds < 48 * 3600) return `in ${countWords(Math.ceil(seconds / 3600), "hour")}`;
+  return `in ${countWords(Math.ceil(seconds / 86400), "day")}`;
+}
+
+/** "just now", "5 minutes ago", "yesterday", or a date: how long ago something happened. */
+export function agoWords(iso: string | null | undefined, now: number = Date.now()): string {
+  if (!iso) return "";
+  const then = new Date(iso).getTime();
+  if (Number.isNaN(then)) return "";
+  const seconds = Math.max(0, (now - then) / 1000);
+  if (seconds < 60) return "just now";
+  if (seconds < 3600) return `${countWords(Math.floor(seconds / 60), "minute")} ago`;
+  if (seconds < 86400) return `${countWords(Math.floor(seconds / 3600), "hour")} ago`;
+  if (seconds < 2 * 86400) return "yesterday";
+  return new Date(then).toLocaleDateString([], { day: "numeric", month: "short", year: "numeric" });
 }
 
 // --- shapes of the edge's JSON ---------------------------------------------------------------
@@ -145,7 +164,35 @@ export interface Room {
   media: Media;
   theme: ThemeName;
   retention_days: number;
+  /** Seconds each participant waits between messages; 0 is off (hosts never wait). */
+  slow_mode_seconds: number;
+  /** New usernames people without an account may take per hour from one network. */
+  anonymous_names_per_network: number;
   closed: boolean;
+}
+
+/** Changes a host makes to a room; only the fields present change. */
+export interface RoomChanges {
+  name?: string;
+  description?: string;
+  visibility?: "public" | "private";
+  access_code?: string;
+  media?: Media;
+  theme?: ThemeName;
+  retention_days?: number;
+  slow_mode_seconds?: number;
+  /** 0 goes back to the platform's default. */
+  anonymous_names_per_network?: number;
+}
+
+export interface MyRoom {
+  room: Room;
+  participant: Participant | null;
+  is_host: boolean;
+  last_seq: number;
+  last_activity_at: string | null;
+  unread: number;
+  unread_more: boolean;
 }
 
 export interface Participant {
@@ -195,6 +242,7 @@ export interface CreateRoomBody {
   media: Media;
   theme: ThemeName;
   retention_days: number;
+  slow_mode_seconds?: number;
 }
 
 export interface Suggestion {

@@ -109,6 +109,15 @@ async function deviceSession(stale: string | null): Promise<StoredSession> {
   });
 }
 
+/** A valid access token of this device's anonymous session, or null when the device has none yet:
+ * never starts a session (that would count against the network's limit for nothing). */
+export async function existingDeviceSession(): Promise<StoredSession | null> {
+  const existing = readJson<StoredSession>(DEVICE_KEY);
+  if (!existing) return null;
+  const stale = existing.access_token;
+  return fresh(existing) ? existing : refreshed(DEVICE_KEY, stale);
+}
+
 /** A valid access token for the acting identity; `stale` names one the server just refused. */
 export async function accessSession(stale: string | null = null): Promise<StoredSession> {
   const signedIn = account();

@@ -6,12 +6,13 @@
  * send is retried with the same id (the server never stores it twice) and shown as pending until the
  * message itself arrives. One send is in flight at a time, so a person's messages keep their order.
  */
-import { ApiError, waitWords, type Message, type MessagePage, type Participant } from "./api";
+import { ApiError, waitWords, type Message, type MessagePage, type Participant, type Room } from "./api";
 import { newClientMsgId } from "./ids";
 import { ReconnectingSocket, StopError, type CloseDecision, type ConnectionState, type Frame } from "./realtime";
-import { canonicalCode, fetchMessages, roomToken } from "./rooms";
+import { canonicalCode, fetchMessages, markRead, markReadOnLeave, roomToken } from "./rooms";
 import { playNewMessage } from "./sound";
 import { readJson, remove, writeJson } from "./storage";
+import { applyTheme, rememberRoomTheme } from "./themes";
 
 export const MAX_MESSAGE_CHARS = 4000;
 const PAGE_SIZE = 50;
@@ -24,6 +25,10 @@ const AUTH_CODES = new Set(["unauthenticated", "invalid_token", "token_expired",
 const MAX_RENEWALS = 3;
 // A notice that withdraws itself stays at least this long, so it can be read.
 const NOTICE_MIN_MS = 4_000;
+// Read positions go to the server at most this often (the newest one wins).
+const READ_EVERY_MS = 1_500;
+// Retryable refusals that deserve a word to the person, beyond the "waiting to send" mark.
+const WAIT_NOTICES = new Set(["rate_limited", "slow_mode"]);
 
 export type SendStatus = "queued" | "sending" | "waiting" | "sent" | "failed";
 
@@ -71,6 +76,10 @@ function isMessage(frame: Frame): boolean {
 export class ChatSession {
   readonly code: string;
   readonly me: Participant;
+  /** The room as last seen: its settings change while people chat (theme, slow mode, closed…). */
+  room: Room;
+  /** Called with every live message from someone else (sound is handled here already). */
+  readonly incoming = new Set<(message: Message) => void>();
   readonly messages = new Map<number, Message>();
   readonly outbox = new Map<string, PendingSend>();
   /** participant id → (username, shown until) */
@@ -101,11 +110,16 @@ export class ChatSession {
   private reloading = false;
   private stopped = false;
   private readonly outboxKey: string;
+  private readSent = 0;
+  private readWanted = 0;
+  private readTimer: number | undefined;
 
-  constructor(code: string, me: Participant) {
-    this.code = canonicalCode(code);
+  constructor(room: Room, me: Participant) {
+    this.code = canonicalCode(room.code);
+    this.room = room;
     this.me = me;
     this.outboxKey = `chatpop.outbox.${me.id}`;
+    window.addEventListener("pagehide", this.onPageHide);
     for (const saved of readJson<PendingSend[]>(this.outboxKey) ?? []) {
       // Sends left over from an earlier visit go out again with their ids: none is lost or doubled.
       this.outbox.set(saved.client_msg_id, { ...saved, status: saved.status === "failed" ? "failed" : "queued" });
@@ -143,6 +157,45 @@ export class ChatSession {
   typingNames(): string[] {
     const now = Date.now();
     return [...this.typing.values()].filter((t) => t.until > now).map((t) => t.username);
+  }
+
+  /** The room's settings changed: show them (theme included) from now on. */
+  applyRoom(room: Room): void {
+    if (room.id !== this.room.id) return;
+    this.room = room;
+    applyTheme(room.theme);
+    rememberRoomTheme(room.code, room.theme);
+    this.changed();
+  }
+
+  /** The newest seq this person has seen on screen; the server keeps it for unread counts. */
+  markSeen(seq: number): void {
+    if (seq <= this.readWanted) return;
+    this.readWanted = seq;
+    if (this.readTimer !== undefined) return;
+    this.readTimer = window.setTimeout(() => void this.sendRead(), READ_EVERY_MS);
+  }
+
+  /** Leaving the page (closing the tab, following a link out): what was seen still counts as read. */
+  private readonly onPageHide = (): void => {
+    if (this.readWanted <= this.readSent) return;
+    window.clearTimeout(this.readTimer);
+    this.readTimer = undefined;
+    this.readSent = this.readWanted;
+    markReadOnLeave(this.code, this.readWanted);
+  };
+
+  private async sendRead(): Promise<void> {
+    this.readTimer = undefined;
+    const seq = this.readWanted;
+    if (seq <= this.readSent || this.stopped) return;
+    try {
+      await markRead(this.code, seq);
+      this.readSent = Math.max(this.readSent, seq);
+    } catch {
+      // Only an unread count is at stake: the next seen message tries again.
+      this.readWanted = this.readSent;
+    }
   }
 
   setNotice(kind: Notice["kind"], text: string, topic?: string): void {
@@ -192,7 +245,13 @@ export class ChatSession {
     window.clearTimeout(this.ackTimer);
     window.clearTimeout(this.holdTimer);
     window.clearTimeout(this.typingTimer);
+    window.removeEventListener("pagehide", this.onPageHide);
+    if (this.readTimer !== undefined) {
+      window.clearTimeout(this.readTimer);
+      void this.sendRead();
+    }
     this.listeners.clear();
+    this.incoming.clear();
   }
 
   reconnectNow(): void {
@@ -301,7 +360,10 @@ export class ChatSession {
     const mine = message.sender.participant_id === this.me.id;
     if (mine && this.outbox.delete(message.client_msg_id)) this.saveOutbox();
     this.typing.delete(message.sender.participant_id);
-    if (live && !mine) playNewMessage();
+    if (live && !mine) {
+      playNewMessage();
+      for (const listener of this.incoming) listener(message);
+    }
     return true;
   }
 
@@ -495,7 +557,7 @@ export class ChatSession {
     this.renewals = 0;
     // Sends go through again: the "too fast" notice has done its job (after people could read it).
     const notice = this.notice;
-    if (notice?.topic === "rate_limited") {
+    if (notice?.topic && WAIT_NOTICES.has(notice.topic)) {
       window.setTimeout(
         () => {
           if (this.notice?.id === notice.id) this.dismissNotice();
@@ -535,6 +597,8 @@ export class ChatSession {
       item.retry_at = Date.now() + seconds * 1000;
       if (code === "rate_limited") {
         this.setNotice("error", `You're sending messages too fast. Sending again ${waitWords(seconds)}.`, code);
+      } else if (code === "slow_mode") {
+        this.setNotice("info", `Slow mode is on. Your message goes out ${waitWords(seconds)}.`, code);
       }
     } else {
       item.status = "failed";

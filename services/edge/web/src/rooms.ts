@@ -5,12 +5,14 @@ import {
   type CreateRoomBody,
   type JoinResponse,
   type MessagePage,
+  type MyRoom,
   type Participant,
   type Room,
+  type RoomChanges,
   type Suggestion,
   type UsernameAvailability,
 } from "./api";
-import { activeIdentity, withAccess } from "./auth";
+import { account, accessSession, activeIdentity, existingDeviceSession, type StoredSession, withAccess } from "./auth";
 import { readJson, writeJson } from "./storage";
 
 export interface RoomSession {
@@ -167,4 +169,72 @@ export async function usernameAvailability(name: string, signal?: AbortSignal): 
     }
     throw error;
   }
+}
+
+function roomPath(code: string, rest = ""): string {
+  return `/api/v1/rooms/${encodeURIComponent(canonicalCode(code))}${rest}`;
+}
+
+/** The host edits the room (their access token); returns the room as it is now. */
+export function updateRoom(code: string, changes: RoomChanges): Promise<Room> {
+  return withAccess((token) => request<Room>("PATCH", roomPath(code), { body: changes, token }));
+}
+
+/** The host closes the room for good. */
+export function closeRoom(code: string): Promise<Room> {
+  return withAccess((token) => request<Room>("POST", roomPath(code, "/close"), { token, retries: 2 }));
+}
+
+/** A private room's access code, for its host; null when it was set before codes could be shown. */
+export async function fetchAccessCode(code: string): Promise<string | null> {
+  const shown = await withAccess((token) =>
+    request<{ access_code: string | null }>("GET", roomPath(code, "/access-code"), { token, retries: 2 }),
+  );
+  return shown.access_code;
+}
+
+/** Tell the server how far this person has read the room (for unread counts on every device). */
+export async function markRead(code: string, seq: number): Promise<void> {
+  const token = await roomToken(code);
+  await request<{ read_seq: number }>("POST", roomPath(code, "/read"), { body: { seq }, token, retries: 1 });
+}
+
+/** The same as markRead, for a page that is going away: no waiting for a token, and the request
+ * outlives the page (`keepalive`). Best effort: nothing but an unread count depends on it. */
+export function markReadOnLeave(code: string, seq: number): void {
+  const token = savedRoomSession(code)?.room_token;
+  if (!token) return;
+  void fetch(roomPath(code, "/read"), {
+    method: "POST",
+    keepalive: true,
+    credentials: "omit",
+    headers: { "Content-Type": "application/json", Authorization: `Bearer ${token}` },
+    body: JSON.stringify({ seq }),
+  }).catch(() => undefined);
+}
+
+async function listMyRooms(session: StoredSession): Promise<MyRoom[]> {
+  const mine = await request<{ rooms: MyRoom[] }>("GET", "/api/v1/me/rooms", {
+    token: session.access_token,
+    retries: 2,
+  });
+  return mine.rooms;
+}
+
+export interface MyRoomLists {
+  /** The signed-in account's rooms (on every device), or null when nobody is signed in. */
+  account: MyRoom[] | null;
+  /** This device's rooms without an account (empty when it never had a session). */
+  device: MyRoom[];
+}
+
+/** Rooms I host or joined: the account's everywhere, and this device's anonymous ones. */
+export async function fetchMyRooms(): Promise<MyRoomLists> {
+  const signedIn = account() ? await accessSession() : null;
+  const device = await existingDeviceSession();
+  const [accountRooms, deviceRooms] = await Promise.all([
+    signedIn && signedIn.identity.kind === "user" ? listMyRooms(signedIn) : Promise.resolve(null),
+    device ? listMyRooms(device) : Promise.resolve([]),
+  ]);
+  return { account: accountRooms, device: deviceRooms };
 }

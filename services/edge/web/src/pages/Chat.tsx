@@ -4,8 +4,12 @@ import { ChatSession, MAX_MESSAGE_CHARS, type PendingSend } from "../chat";
 import type { ConnectionState } from "../realtime";
 import type { RoomSession } from "../rooms";
 import { isMuted, setMuted } from "../sound";
-import { BellIcon, CheckIcon, LinkIcon, SendIcon } from "../components/Icons";
+import { BellIcon, CheckIcon, GearIcon, LinkIcon, NotifyIcon, SendIcon } from "../components/Icons";
+import { MessageText } from "../components/MessageText";
 import { RoomHeader } from "../components/RoomHeader";
+import { RoomSettings } from "../components/RoomSettings";
+import { notificationState, notifyMessage, setNotifications, type NotificationState } from "../notifications";
+import { slowModeWords } from "../roomChoices";
 
 // Within this many pixels of the bottom counts as "reading the newest": new messages scroll in.
 const STICKY_PX = 80;
@@ -135,6 +139,31 @@ function SoundToggle() {
   );
 }
 
+function NotifyToggle({ onSaid }: { onSaid: (text: string) => void }) {
+  const [state, setState] = useState<NotificationState>(notificationState);
+  if (state === "unsupported") return null;
+  const toggle = async (): Promise<void> => {
+    // The click is the gesture browsers require before asking for permission.
+    const next = await setNotifications(state !== "on");
+    setState(next);
+    if (next === "on") onSaid("You'll be notified of new messages while this tab is in the background.");
+    else if (next === "blocked") onSaid("Notifications are blocked for this site in your browser's settings.");
+    else onSaid("Notifications are off.");
+  };
+  return (
+    <button
+      type="button"
+      class="icon-button"
+      aria-pressed={state === "on"}
+      aria-label="Notifications for new messages"
+      title={state === "on" ? "Notifications are on" : state === "blocked" ? "Notifications are blocked" : "Notifications are off"}
+      onClick={() => void toggle()}
+    >
+      <NotifyIcon on={state === "on"} />
+    </button>
+  );
+}
+
 // --- messages --------------------------------------------------------------------------------
 
 function SenderLine({ message, mine }: { message: Message; mine: boolean }) {
@@ -188,7 +217,7 @@ function MessageItem({
     <article class={classes} id={`msg-${message.seq}`} data-seq={message.seq} tabIndex={-1} aria-label={`${message.sender.username}`}>
       <SenderLine message={message} mine={mine} />
       {message.reply_to_seq !== null && <Quote seq={message.reply_to_seq} target={target} onJump={onJump} />}
-      <p class="msg-text">{message.text}</p>
+      <MessageText text={message.text} />
       <div class="msg-actions">
         <button type="button" class="msg-action" onClick={() => onReply(message)} aria-label={`Reply to ${message.sender.username}`}>
           Reply
@@ -270,14 +299,25 @@ function PinnedBar({ items, onJump }: { items: PinnedItem[]; onJump: (seq: numbe
 
 // --- composer --------------------------------------------------------------------------------
 
+/** "12 characters left" near the limit, "37 characters too long" past it. */
+export function counterWords(remaining: number): string {
+  if (remaining < 0) return `${(-remaining).toLocaleString()} ${remaining === -1 ? "character" : "characters"} too long`;
+  return `${remaining.toLocaleString()} ${remaining === 1 ? "character" : "characters"} left`;
+}
+
 function Composer({
   disabled,
+  disabledText,
+  slowMode,
   replyTo,
   onCancelReply,
   onSend,
   onTyping,
 }: {
   disabled: boolean;
+  disabledText: string;
+  /** Seconds between messages for this person; 0 when slow mode is off or they host the room. */
+  slowMode: number;
   replyTo: Message | null;
   onCancelReply: () => void;
   onSend: (text: string) => boolean;
@@ -334,7 +374,7 @@ function Composer({
           id="composer-input"
           ref={input}
           rows={1}
-          placeholder={disabled ? "You can't send messages here" : "Message"}
+          placeholder={disabled ? disabledText : "Message"}
           enterkeyhint="send"
           disabled={disabled}
           value={text}
@@ -353,11 +393,6 @@ function Composer({
             }
           }}
         />
-        {remaining < 200 && (
-          <span id="composer-counter" class={`counter ${remaining < 0 ? "over" : ""}`} aria-live="polite">
-            {remaining}
-          </span>
-        )}
         <button
           type="submit"
           class="send-button"
@@ -369,15 +404,30 @@ function Composer({
           <SendIcon />
         </button>
       </div>
+      {remaining < 200 && (
+        <p id="composer-counter" class={`counter ${remaining < 0 ? "over" : ""}`} aria-live="polite">
+          {counterWords(remaining)}
+        </p>
+      )}
+      {slowMode > 0 && !disabled && (
+        <p class="slow-mode-note" id="slow-mode-note">
+          Slow mode: {slowModeWords(slowMode)}.
+        </p>
+      )}
     </form>
   );
 }
 
 // --- the chat screen -------------------------------------------------------------------------
 
-export function ChatView({ room, joined }: { room: Room; joined: RoomSession }) {
-  const session = useMemo(() => new ChatSession(room.code, joined.participant), [room.code, joined.participant.id]);
+export function ChatView({ room: initialRoom, joined }: { room: Room; joined: RoomSession }) {
+  const session = useMemo(() => new ChatSession(initialRoom, joined.participant), [initialRoom.code, joined.participant.id]);
   useSession(session);
+  const room = session.room;
+  const isHost = joined.participant.is_host;
+  const [settingsOpen, setSettingsOpen] = useState(false);
+  // Messages from others that arrived while the tab was hidden or scrolled away from the newest.
+  const [titleUnread, setTitleUnread] = useState(0);
   const [replyTo, setReplyTo] = useState<Message | null>(null);
   const [unseen, setUnseen] = useState(0);
   const [toast, setToast] = useState<string | null>(null);
@@ -402,6 +452,36 @@ export function ChatView({ room, joined }: { room: Room; joined: RoomSession }) 
   const messages = session.sorted();
   const pending = session.pending();
   const ended = session.state.kind === "ended";
+  const newestSeq = messages[messages.length - 1]?.seq ?? 0;
+
+  // What the person has seen: the newest message, while the tab is visible and the list is at the
+  // bottom. It clears the count in the tab title and goes to the server for "my rooms".
+  const markSeen = (): void => {
+    if (document.visibilityState !== "visible" || !atBottom.current) return;
+    setTitleUnread(0);
+    if (newestSeq) session.markSeen(newestSeq);
+  };
+  useEffect(markSeen, [newestSeq]);
+  useEffect(() => {
+    const onVisible = (): void => markSeen();
+    document.addEventListener("visibilitychange", onVisible);
+    return () => document.removeEventListener("visibilitychange", onVisible);
+  });
+
+  useEffect(() => {
+    const onIncoming = (message: Message): void => {
+      if (document.visibilityState !== "visible" || !atBottom.current) setTitleUnread((n) => n + 1);
+      notifyMessage(session.room.name, session.code, message);
+    };
+    session.incoming.add(onIncoming);
+    return () => {
+      session.incoming.delete(onIncoming);
+    };
+  }, [session]);
+
+  useEffect(() => {
+    document.title = `${titleUnread ? `(${titleUnread > 99 ? "99+" : titleUnread}) ` : ""}${room.name} · ChatPop`;
+  }, [titleUnread, room.name]);
 
   // Keep the reading position: stick to the newest, or hold still while older pages load above.
   useLayoutEffect(() => {
@@ -445,7 +525,10 @@ export function ChatView({ room, joined }: { room: Room; joined: RoomSession }) 
     const el = scroller.current;
     if (!el) return;
     atBottom.current = el.scrollHeight - el.scrollTop - el.clientHeight < STICKY_PX;
-    if (atBottom.current) setUnseen(0);
+    if (atBottom.current) {
+      setUnseen(0);
+      markSeen();
+    }
     lastHeight.current = el.scrollHeight;
     if (el.scrollTop < LOAD_OLDER_PX) void session.loadOlder();
   };
@@ -499,6 +582,12 @@ export function ChatView({ room, joined }: { room: Room; joined: RoomSession }) 
           <>
             <ShareButton room={room} onCopied={setToast} />
             <SoundToggle />
+            <NotifyToggle onSaid={setToast} />
+            {isHost && !room.closed && (
+              <button type="button" class="icon-button" aria-label="Room settings" title="Room settings" onClick={() => setSettingsOpen(true)}>
+                <GearIcon />
+              </button>
+            )}
           </>
         }
       />
@@ -578,8 +667,26 @@ export function ChatView({ room, joined }: { room: Room; joined: RoomSession }) 
           )}
         </div>
       )}
+      {room.closed && (
+        <p class="room-closed-banner" role="status">
+          The host closed this room. You can still read it, but nobody can send messages any more.
+        </p>
+      )}
+      {settingsOpen && (
+        <RoomSettings
+          room={room}
+          onSaved={(saved) => {
+            session.applyRoom(saved);
+            setSettingsOpen(false);
+            setToast(saved.closed ? "The room is closed." : "Settings saved.");
+          }}
+          onDismiss={() => setSettingsOpen(false)}
+        />
+      )}
       <Composer
-        disabled={ended}
+        disabled={ended || room.closed}
+        disabledText={room.closed ? "This room is closed" : "You can't send messages here"}
+        slowMode={isHost ? 0 : room.slow_mode_seconds}
         replyTo={replyTo}
         onCancelReply={() => setReplyTo(null)}
         onSend={send}

@@ -1,20 +1,15 @@
 import { useEffect, useState } from "preact/hooks";
 import { ApiError, waitWords, type ThemeName } from "../api";
 import { FormPage } from "../components/FormPage";
+import { Link } from "../components/Link";
 import { createRoom } from "../rooms";
+import { RETENTION_CHOICES } from "../roomChoices";
 import { navigate } from "../router";
 import { applyTheme, DEFAULT_THEME, rememberRoomTheme, THEME_IDS, THEMES } from "../themes";
 
-const RETENTION_CHOICES: { days: number; label: string }[] = [
-  { days: 1, label: "1 day" },
-  { days: 7, label: "7 days" },
-  { days: 30, label: "30 days" },
-  { days: 90, label: "90 days" },
-  { days: 365, label: "1 year" },
-  { days: 0, label: "Forever" },
-];
-
 type Field = "name" | "description" | "access_code" | "form";
+// Limits on people without an account: the form says that signing in lifts them.
+const ACCOUNT_LIFTS = new Set(["too_many_rooms", "too_many_sessions"]);
 
 /** Which field a server error is about, so it is shown next to that field. */
 function fieldOf(error: ApiError): Field {
@@ -34,6 +29,15 @@ export function Create() {
   const [retention, setRetention] = useState(30);
   const [errors, setErrors] = useState<Partial<Record<Field, string>>>({});
   const [busy, setBusy] = useState(false);
+  const [signInLifts, setSignInLifts] = useState(false);
+
+  /** A field's error goes away as soon as that field changes. */
+  const edit =
+    <T,>(field: Field, set: (value: T) => void) =>
+    (value: T): void => {
+      set(value);
+      setErrors((current) => (current[field] ? { ...current, [field]: undefined } : current));
+    };
 
   // The page previews the chosen theme, modal colours and toolbar colour included.
   useEffect(() => applyTheme(theme), [theme]);
@@ -63,8 +67,9 @@ export function Create() {
       navigate(`/c/${room.code}`);
     } catch (error) {
       if (error instanceof ApiError) {
+        setSignInLifts(ACCOUNT_LIFTS.has(error.code));
         const text =
-          error.status === 429 ? `You've created several rooms already. Try again ${waitWords(error.retryAfter)}.` : error.message;
+          error.status === 429 && !error.message ? `Too many rooms for now. Try again ${waitWords(error.retryAfter)}.` : error.message;
         setErrors({ [fieldOf(error)]: text });
       } else {
         setErrors({ form: "Something went wrong. Please try again." });
@@ -82,6 +87,14 @@ export function Create() {
       busy={busy}
       onSubmit={submit}
       error={errors.form}
+      footer={
+        signInLifts ? (
+          <p class="hint" role="note">
+            Accounts have no such limit: <Link href="/login?next=%2Fcreate">log in</Link> or{" "}
+            <Link href="/signup?next=%2Fcreate">create an account</Link>.
+          </p>
+        ) : undefined
+      }
       submitLabel="Create ChatPop"
       busyLabel="Creating…"
     >
@@ -95,7 +108,7 @@ export function Create() {
           value={name}
           aria-invalid={errors.name ? true : undefined}
           aria-describedby={describe("name")}
-          onInput={(e) => setName(e.currentTarget.value)}
+          onInput={(e) => edit("name", setName)(e.currentTarget.value)}
         />
         {errors.name && (
           <p id="name-error" class="field-error">
@@ -114,7 +127,7 @@ export function Create() {
           maxLength={4000}
           value={description}
           aria-describedby={describe("description")}
-          onInput={(e) => setDescription(e.currentTarget.value)}
+          onInput={(e) => edit("description", setDescription)(e.currentTarget.value)}
         />
         {errors.description && (
           <p id="description-error" class="field-error">
@@ -131,7 +144,7 @@ export function Create() {
               name="visibility"
               value="public"
               checked={visibility === "public"}
-              onChange={() => setVisibility("public")}
+              onChange={() => edit("access_code", setVisibility)("public")}
             />
             Public: anyone with the link
           </label>
@@ -141,7 +154,7 @@ export function Create() {
               name="visibility"
               value="private"
               checked={visibility === "private"}
-              onChange={() => setVisibility("private")}
+              onChange={() => edit("access_code", setVisibility)("private")}
             />
             Private: the link and an access code
           </label>
@@ -158,7 +171,7 @@ export function Create() {
             value={accessCode}
             aria-invalid={errors.access_code ? true : undefined}
             aria-describedby={describe("access_code", "access-code-hint")}
-            onInput={(e) => setAccessCode(e.currentTarget.value)}
+            onInput={(e) => edit("access_code", setAccessCode)(e.currentTarget.value)}
           />
           <p id="access-code-hint" class="hint">
             Share it with the people you invite.

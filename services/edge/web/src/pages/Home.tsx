@@ -1,6 +1,7 @@
 import { useState } from "preact/hooks";
 import { AppHeader } from "../components/AppHeader";
 import { Link } from "../components/Link";
+import { MyRooms } from "../components/MyRooms";
 import iconUrl from "../icon.svg";
 import { navigate } from "../router";
 
@@ -31,6 +32,7 @@ export function Home() {
             Create a ChatPop
           </Link>
         </section>
+        <MyRooms />
         <section class="card join-by-code" aria-labelledby="have-code">
           <h2 id="have-code">Got a link or a code?</h2>
           <form onSubmit={open} noValidate>

@@ -9,10 +9,13 @@ import { unlockSound } from "../sound";
 import { usernameError } from "../validation";
 
 type Mode = "reserved" | "dice" | "typed";
-type Errors = { username?: string; access_code?: string; form?: string };
+type Errors = { username?: string; access_code?: string; form?: string; signInLifts?: boolean };
+// Limits on people without an account: signing in lifts them, and the dialog says so with links.
+const ACCOUNT_LIFTS = new Set(["too_many_anonymous_usernames", "too_many_sessions"]);
 
 function joinErrors(error: unknown): Errors {
   if (!(error instanceof ApiError)) return { form: "Something went wrong. Please try again." };
+  if (ACCOUNT_LIFTS.has(error.code)) return { form: error.message, signInLifts: true };
   if (error.code === "too_many_attempts") {
     return { access_code: `Too many wrong codes. Try again ${waitWords(error.retryAfter)}.` };
   }
@@ -51,7 +54,12 @@ export function JoinDialog({ room, onJoined }: { room: Room; onJoined: (session:
         setErrors((e) => ({ ...e, username: error.message }));
       } else {
         // No session could be made (rate limit on new sessions, network): say so for the whole form.
-        setErrors((e) => ({ ...e, form: joinErrors(error).form ?? "Could not start a session. Please try again." }));
+        const mapped = joinErrors(error);
+        setErrors((e) => ({
+          ...e,
+          form: mapped.form ?? "Could not start a session. Please try again.",
+          signInLifts: mapped.signInLifts,
+        }));
       }
     } finally {
       setRolling(false);
@@ -175,7 +183,10 @@ export function JoinDialog({ room, onJoined }: { room: Room; onJoined: (session:
               value={typed}
               aria-invalid={errors.username ? true : undefined}
               aria-describedby="join-username-hint"
-              onInput={(e) => setTyped(e.currentTarget.value)}
+              onInput={(e) => {
+                setTyped(e.currentTarget.value);
+                setErrors((current) => ({ ...current, username: undefined }));
+              }}
             />
             <p id="join-username-hint" class={errors.username ? "field-error" : "hint"} aria-live="polite">
               {errors.username ?? "5–15 letters, digits or underscores."}
@@ -194,7 +205,10 @@ export function JoinDialog({ room, onJoined }: { room: Room; onJoined: (session:
               value={accessCode}
               aria-invalid={errors.access_code ? true : undefined}
               aria-describedby={errors.access_code ? "join-access-code-error" : undefined}
-              onInput={(e) => setAccessCode(e.currentTarget.value)}
+              onInput={(e) => {
+                setAccessCode(e.currentTarget.value);
+                setErrors((current) => ({ ...current, access_code: undefined }));
+              }}
             />
             {errors.access_code && (
               <p id="join-access-code-error" class="field-error" role="alert">
@@ -207,6 +221,13 @@ export function JoinDialog({ room, onJoined }: { room: Room; onJoined: (session:
         {errors.form && (
           <p class="form-error" role="alert">
             {errors.form}
+            {errors.signInLifts && (
+              <>
+                {" "}
+                <Link href={`/login?next=${encodeURIComponent(`/c/${room.code}`)}`}>Log in</Link> or{" "}
+                <Link href={`/signup?next=${encodeURIComponent(`/c/${room.code}`)}`}>create an account</Link>.
+              </>
+            )}
           </p>
         )}
         <button type="submit" class="button primary big" disabled={busy || (mode === "dice" && !dice)}>

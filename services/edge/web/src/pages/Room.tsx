@@ -75,8 +75,9 @@ export function RoomPage({ code }: { code: string }) {
     );
   }
   const room = load.room;
-  if (room.closed) {
-    return <Missing title={`${room.name} is closed`} text="The host closed this ChatPop." />;
+  // People who joined can still read a closed room; nobody new can join it.
+  if (room.closed && !joined) {
+    return <Missing title={`${room.name} is closed`} text="The host closed this ChatPop: nobody can join it any more." />;
   }
   if (!joined) {
     return (
