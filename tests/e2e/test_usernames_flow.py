@@ -161,10 +161,6 @@ async def test_reserve_a_name_later_and_join_with_the_badge(client: httpx.AsyncC
     me = await client.get("/api/v1/auth/me", headers=bearer(token))
     assert me.json()["identity"]["reserved_username"] == name
 
-    other = await client.put(
-        "/api/v1/auth/me/reserved-username", json={"reserved_username": _name("Other")}, headers=bearer(token)
-    )
-    assert (other.status_code, other.json()["error"]["code"]) == (409, "username_already_reserved")
     anonymous_try = await client.put(
         "/api/v1/auth/me/reserved-username",
         json={"reserved_username": _name("Anon")},
@@ -192,6 +188,20 @@ async def test_reserve_a_name_later_and_join_with_the_badge(client: httpx.AsyncC
         f"/api/v1/rooms/{room.code}/join", json={}, headers=bearer(await anonymous(client))
     )
     assert (nameless.status_code, nameless.json()["error"]["code"]) == (422, "username_invalid")
+
+    # Changing the name takes the badge off the participant under the old one, once a day at most.
+    other_name = _name("Other")
+    other = await client.put(
+        "/api/v1/auth/me/reserved-username", json={"reserved_username": other_name}, headers=bearer(token)
+    )
+    assert other.status_code == 200, other.text
+    assert other.json()["identity"]["reserved_username"] == other_name
+    mine = await client.get(f"/api/v1/rooms/{room.code}/me", headers=bearer(token))
+    assert (mine.json()["participant"]["username"], mine.json()["participant"]["verified"]) == (name, False)
+    again = await client.put(
+        "/api/v1/auth/me/reserved-username", json={"reserved_username": _name("Third")}, headers=bearer(token)
+    )
+    assert (again.status_code, again.json()["error"]["code"]) == (429, "username_change_too_soon")
 
 
 async def test_dual_sessions_and_the_verified_badge_in_messages_and_the_participant_list(

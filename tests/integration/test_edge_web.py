@@ -46,7 +46,20 @@ async def web(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Served]
         yield Served(http, root)
 
 
-@pytest.mark.parametrize("path", ["/", "/create", "/login", "/signup", "/c/K7M2QX9P", "/c/k7m2qx9p"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/",
+        "/create",
+        "/login",
+        "/signup",
+        "/forgot-password",
+        "/reset-password?token=abc",
+        "/account",
+        "/c/K7M2QX9P",
+        "/c/k7m2qx9p",
+    ],
+)
 async def test_app_pages_are_index_html_revalidated_on_every_load(web: Served, path: str) -> None:
     response = await web.http.get(path)
     assert response.status_code == 200

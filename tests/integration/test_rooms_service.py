@@ -68,6 +68,23 @@ async def rooms_server(
     room_codes: Callable[[], str] = new_room_code,
     **overrides: Any,
 ) -> AsyncIterator[rooms_pb2_grpc.RoomsServiceAsyncStub]:
+    async with (
+        rooms_serving(database_url, redis_url, identity_addr, room_codes=room_codes, **overrides) as address,
+        grpc.aio.insecure_channel(address) as channel,
+    ):
+        yield rooms_pb2_grpc.RoomsServiceStub(channel)  # type: ignore[misc]
+
+
+@asynccontextmanager
+async def rooms_serving(
+    database_url: str,
+    redis_url: str,
+    identity_addr: str,
+    *,
+    room_codes: Callable[[], str] = new_room_code,
+    **overrides: Any,
+) -> AsyncIterator[str]:
+    """A rooms server on a free port; yields its address."""
     settings = RoomsSettings.model_validate(
         {
             "grpc_port": free_port(),
@@ -86,11 +103,8 @@ async def rooms_server(
     def build() -> Any:
         return build_rooms(settings, room_codes=room_codes)
 
-    async with (
-        _serving("rooms", settings, build) as address,
-        grpc.aio.insecure_channel(address) as channel,
-    ):
-        yield rooms_pb2_grpc.RoomsServiceStub(channel)  # type: ignore[misc]
+    async with _serving("rooms", settings, build) as address:
+        yield address
 
 
 @dataclass

@@ -20,6 +20,7 @@ from chatpop_common.devstack import free_port
 from chatpop_common.localrun import (
     LocalRunError,
     Ports,
+    banner,
     ensure_ports_free,
     ensure_secrets,
     missing_packages,
@@ -208,8 +209,36 @@ def test_services_are_wired_to_each_other(tmp_path: Path) -> None:
     edge = by_name["edge"].env
     assert (edge["HTTP_PORT"], edge["METRICS_PORT"], edge["HTTP_HOST"]) == ("18080", "9100", "127.0.0.1")
     assert edge["PUBLIC_URL"] == "http://localhost:18080"
+    # The links identity mails point at the edge.
+    assert by_name["identity"].env["PUBLIC_URL"] == "http://localhost:18080"
     assert edge["IP_HASH_KEY"] == secrets.ip_hash_key
     assert by_name["edge"].ready == HttpReady("http://127.0.0.1:18080/readyz")
+
+
+def test_mail_settings_reach_identity_and_the_banner_says_where_mail_goes(tmp_path: Path) -> None:
+    secrets = ensure_secrets(tmp_path / "secrets")
+    ports = Ports.from_env({})
+    smtp_url = "smtp://chatpop:s3cret@mail.example.com:587"
+    env = {
+        "SMTP_URL": smtp_url,
+        "MAIL_FROM": "ChatPop <no-reply@example.com>",
+        "PUBLIC_URL": "https://chat.example.com",
+    }
+    specs = {s.name: s for s in service_specs(env, ports, "postgresql://db", "redis://cache", secrets)}
+    identity = specs["identity"].env
+    assert (identity["SMTP_URL"], identity["MAIL_FROM"], identity["PUBLIC_URL"]) == (
+        smtp_url,
+        "ChatPop <no-reply@example.com>",
+        "https://chat.example.com",
+    )
+    assert specs["edge"].env["PUBLIC_URL"] == "https://chat.example.com"
+
+    shown = dict(database_url="postgresql://db", redis_url="redis://cache", data_note="", stripe=False)
+    mailing = banner(ports, **shown, edge_host="127.0.0.1", smtp_url=smtp_url)
+    assert "mail        smtp://chatpop:***@mail.example.com:587" in mailing
+    assert "s3cret" not in mailing
+    logging_only = banner(ports, **shown, edge_host="127.0.0.1")
+    assert "password reset links are printed in identity's log" in logging_only
 
 
 def test_printed_urls_hide_passwords() -> None:

@@ -358,10 +358,12 @@ def service_specs(
 ) -> list[ServiceSpec]:
     """How to run each service as `python -m chatpop_<name>`, wired to the others by address.
 
-    Each child inherits `base_env` (so OTEL_*, STRIPE_*, LOG_LEVEL and the like pass through); the
-    ports, addresses and datastore URLs set here win over it. Logs are text unless LOG_FORMAT says.
+    Each child inherits `base_env` (so OTEL_*, STRIPE_*, SMTP_URL, MAIL_FROM, LOG_LEVEL and the like
+    pass through); the ports, addresses and datastore URLs set here win over it. identity gets the
+    edge's PUBLIC_URL too: the links in its mails point there. Logs are text unless LOG_FORMAT says.
     """
     edge_port = ports.service["edge"]
+    public_url = base_env.get("PUBLIC_URL", f"http://localhost:{edge_port}")
     common = {
         **base_env,
         "PYTHONPATH": service_pythonpath(repo, base_env.get("PYTHONPATH", "")),
@@ -377,7 +379,7 @@ def service_specs(
         if name == "edge":
             env["HTTP_HOST"] = base_env.get("HTTP_HOST", "127.0.0.1")
             env["HTTP_PORT"] = str(edge_port)
-            env["PUBLIC_URL"] = base_env.get("PUBLIC_URL", f"http://localhost:{edge_port}")
+            env["PUBLIC_URL"] = public_url
             env["IP_HASH_KEY"] = secrets.ip_hash_key
             ready: GrpcHealth | HttpReady = HttpReady(f"http://127.0.0.1:{edge_port}/readyz")
         else:
@@ -385,6 +387,7 @@ def service_specs(
             ready = GrpcHealth(ports.address(name))
         if name == "identity":
             env["IDENTITY_SIGNING_KEY_FILE"] = str(secrets.signing_key_file)
+            env["PUBLIC_URL"] = public_url
         if name == "rooms":
             env["ACCESS_CODE_KEY"] = secrets.access_code_key
         specs.append(
@@ -403,7 +406,14 @@ def redact(url: str) -> str:
 
 
 def banner(
-    ports: Ports, *, database_url: str, redis_url: str, data_note: str, stripe: bool, edge_host: str
+    ports: Ports,
+    *,
+    database_url: str,
+    redis_url: str,
+    data_note: str,
+    stripe: bool,
+    edge_host: str,
+    smtp_url: str = "",
 ) -> str:
     edge = f"http://localhost:{ports.service['edge']}"
     grpc_line = "  ".join(f"{name} {ports.address(name)}" for name in GRPC_SERVICES)
@@ -421,6 +431,12 @@ def banner(
         f"  Redis       {redact(redis_url)}",
         "  payments    "
         + ("Stripe" if stripe else "TEST MODE (no STRIPE_SECRET_KEY: payments complete without Stripe)"),
+        "  mail        "
+        + (
+            redact(smtp_url)
+            if smtp_url
+            else "NOT SENT (no SMTP_URL: password reset links are printed in identity's log)"
+        ),
     ]
     if data_note:
         lines.append(f"  data        {data_note}")
@@ -507,6 +523,7 @@ def run(env: Mapping[str, str], *, repo: Path = REPO_ROOT, out: TextIO = sys.std
                 data_note=data_note,
                 stripe=bool(env.get("STRIPE_SECRET_KEY", "").strip()),
                 edge_host=http_host,
+                smtp_url=env.get("SMTP_URL", "").strip(),
             )
         )
         while True:

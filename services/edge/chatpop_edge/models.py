@@ -99,12 +99,15 @@ class MeResponse(BaseModel):
     identity: Identity
 
 
-UsernameProblem = Literal["username_invalid", "username_reserved", "username_profane", "username_taken"]
+UsernameProblem = Literal[
+    "username_invalid", "username_reserved", "username_profane", "username_taken", "username_quarantined"
+]
 _USERNAME_PROBLEMS: dict[int, UsernameProblem] = {
     identity_pb2.USERNAME_PROBLEM_INVALID: "username_invalid",
     identity_pb2.USERNAME_PROBLEM_RESERVED_WORD: "username_reserved",
     identity_pb2.USERNAME_PROBLEM_PROFANITY: "username_profane",
     identity_pb2.USERNAME_PROBLEM_TAKEN: "username_taken",
+    identity_pb2.USERNAME_PROBLEM_QUARANTINED: "username_quarantined",
 }
 
 
@@ -114,7 +117,8 @@ class UsernameAvailability(BaseModel):
     reason: UsernameProblem | None = Field(
         default=None,
         description="Why not: its format (5-15 letters A-Z, digits, underscores), a system word, "
-        "profanity, or another account holds it. The same codes a registration or join would fail with.",
+        "profanity, another account holds it, or another account gave it up recently and it is held "
+        "back for a while. The same codes a registration or join would fail with.",
     )
     message: str | None = Field(default=None, description="Why not, for people.")
 
@@ -132,6 +136,26 @@ class UsernameAvailability(BaseModel):
 
 class ReserveUsernameRequest(RequestBody):
     reserved_username: str = Field(min_length=1, max_length=64)
+
+
+class ForgotPasswordRequest(RequestBody):
+    email: str = Field(min_length=3, max_length=254, description="The address the account signs in with.")
+
+
+class ForgotPasswordResponse(BaseModel):
+    message: str = Field(description="For people; the same whether or not an account uses the address.")
+
+
+class ResetPasswordRequest(RequestBody):
+    token: str = Field(
+        min_length=1, max_length=512, description="The `token` parameter of the link in the reset mail."
+    )
+    new_password: str = Field(min_length=1, max_length=1024, description="At least 8 characters.")
+
+
+class ChangePasswordRequest(RequestBody):
+    current_password: str = Field(min_length=1, max_length=1024)
+    new_password: str = Field(min_length=1, max_length=1024, description="At least 8 characters.")
 
 
 class Jwk(BaseModel):

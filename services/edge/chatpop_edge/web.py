@@ -1,7 +1,8 @@
 """The web client's files, built by `make web` into services/edge/web/dist.
 
-- The app's pages (`/`, `/create`, `/login`, `/signup`, `/c/{code}`) all answer with index.html, which
-  is revalidated on every load (`no-cache` plus an ETag), so a new build reaches people at once.
+- The app's pages (`/`, `/create`, `/login`, `/signup`, `/forgot-password`, `/reset-password`,
+  `/account`, `/c/{code}`) all answer with index.html, which is revalidated on every load
+  (`no-cache` plus an ETag), so a new build reaches people at once.
 - `/assets/*` are content-hashed by the build: a name never changes content, so they are cached for a
   year as `immutable`, and sent precompressed (`.br`, `.gz` made at build time) when the browser
   accepts it.
@@ -23,7 +24,16 @@ from chatpop_edge.errors import ApiError
 log = logging.getLogger(__name__)
 
 DEFAULT_WEB_ROOT = Path(__file__).resolve().parents[1] / "web" / "dist"
-APP_PATHS = ("/", "/create", "/login", "/signup", "/c/{code}")
+APP_PATHS = (
+    "/",
+    "/create",
+    "/login",
+    "/signup",
+    "/forgot-password",
+    "/reset-password",
+    "/account",
+    "/c/{code}",
+)
 ASSETS_PATH = "/assets"
 IMMUTABLE = "public, max-age=31536000, immutable"
 REVALIDATE = "no-cache"
