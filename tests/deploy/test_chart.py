@@ -327,11 +327,31 @@ def test_identity_reads_its_signing_key_from_a_mounted_secret(renderings: dict[s
     assert keys == {"identity-signing-key.pem": "signing-key.pem", "identity-previous-key.pem": "extra-0.pem"}
 
 
+@pytest.mark.parametrize(
+    ("scenario", "secret", "key"),
+    [
+        ("default", "chatpop-secrets", "access-code-key"),
+        ("external-datastores", "chatpop-rooms", "access-code-key"),
+        ("dev", "chatpop-dev", "access-code-key"),
+    ],
+)
+def test_only_rooms_gets_the_access_code_key_from_its_secret(
+    renderings: dict[str, Rendered], scenario: str, secret: str, key: str
+) -> None:
+    rendered = renderings[scenario]
+    env = _env(_containers(rendered.get("Deployment", component("rooms")))[0])
+    ref = env["ACCESS_CODE_KEY"]["valueFrom"]["secretKeyRef"]
+    assert (ref["name"], ref["key"]) == (secret, key)
+    for name in ("identity", "messaging", "payments", "edge"):
+        assert "ACCESS_CODE_KEY" not in _env(_containers(rendered.get("Deployment", component(name)))[0])
+
+
 def test_dev_values_bring_fixed_secrets_and_datastores(renderings: dict[str, Rendered]) -> None:
     rendered = renderings["dev"]
     (secret,) = rendered.of_kind("Secret")
     assert secret["metadata"]["name"] == "chatpop-dev"
     assert "BEGIN PRIVATE KEY" in secret["stringData"]["identity-signing-key.pem"]
+    assert len(secret["stringData"]["access-code-key"]) >= 32
     assert {component("postgres"), component("redis")} <= rendered.names("Deployment")
     env = _env(_containers(rendered.get("Deployment", component("messaging")))[0])
     assert env["DATABASE_URL"]["value"] == "postgresql://chatpop@chatpop-postgres:5432/chatpop"
