@@ -206,11 +206,12 @@ async def test_the_host_edits_the_room_sees_its_code_and_closes_it(people: Peopl
 
 
 async def test_slow_mode_spaces_out_messages_but_never_the_host(people: People) -> None:
-    host = await people.new(DESKTOP)
+    host = await people.new(MOBILE)
     code = await ui.create_room(host.page, "Town hall")
     await ui.join(host.page, "TownHost")
     await open_settings(host.page)
     await host.page.get_by_label("Slow mode").select_option(label="10 seconds")
+    await host.page.screenshot(path=str(ARTIFACTS / "room-settings-mobile-390x844.png"))
     await save_settings(host.page)
 
     guest = await people.new(MOBILE)

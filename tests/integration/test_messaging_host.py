@@ -150,3 +150,28 @@ async def test_read_positions_drive_unread_counts(
         with pytest.raises(grpc.aio.AioRpcError) as too_many:
             await activity(*[(new_room(), str(uuid.uuid4())) for _ in range(201)])
         assert failure(too_many.value)[:2] == (grpc.StatusCode.INVALID_ARGUMENT, "too_many_rooms")
+
+
+async def test_a_lively_chat_is_not_held_back_but_a_flood_is(
+    database_url: str, redis_url: str, rooms: tuple[FakeRooms, str]
+) -> None:
+    """The default send limit: a quick burst of 20, then about one a second (60 a minute)."""
+    fake, rooms_addr = rooms
+    room = new_room()
+    chatty, flooder = join(fake, room, "Chatty"), join(fake, room, "Flooder")
+    async with messaging_server(database_url, redis_url, rooms_addr) as server:
+        # Someone in a lively exchange: a message every second or so is never refused.
+        for number in range(5):
+            assert (await server.send(chatty, f"quick reply {number}")).created
+            await asyncio.sleep(0.5)
+
+        async def attempt(number: int) -> str:
+            try:
+                await server.send(flooder, f"spam {number}")
+            except grpc.aio.AioRpcError as exc:
+                return failure(exc)[1]
+            return "sent"
+
+        outcomes = await asyncio.gather(*(attempt(n) for n in range(40)))
+        assert 20 <= outcomes.count("sent") <= 22
+        assert outcomes.count("rate_limited") == 40 - outcomes.count("sent")
