@@ -147,7 +147,7 @@ async def test_rejected_and_too_fast_messages_say_why(people: People) -> None:
 
     # Too long is caught before sending.
     await ui.composer(person.page).fill("x" * 4001)
-    await expect(person.page.locator("#composer-counter")).to_have_text("-1")
+    await expect(person.page.locator("#composer-counter")).to_have_text("1 character too long")
     await expect(send_button).to_be_disabled()
 
     # What the server refuses is marked as not sent, with its reason, and can be removed.

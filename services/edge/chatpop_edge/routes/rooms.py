@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response, status
@@ -13,6 +14,7 @@ from chatpop_edge import models
 from chatpop_edge.backends import Backends, auth_metadata
 from chatpop_edge.deps import BackendsDep, ClientIpHash, OptionalToken, RequiredToken, SettingsDep
 from chatpop_edge.errors import ApiError, error_responses
+from chatpop_edge.room_events import announce_room_update
 
 router = APIRouter(prefix="/api/v1/rooms", tags=["rooms"])
 
@@ -82,6 +84,8 @@ async def update_room(
     updated = await backends.rooms.UpdateRoom(
         body.to_proto(room_id), metadata=auth_metadata(token), timeout=backends.timeout
     )
+    # Live clients show the change at once; the change stands even if telling them fails.
+    await announce_room_update(backends, room_id, token)
     return models.Room.from_proto(updated.room, settings.public_url)
 
 
@@ -98,6 +102,8 @@ async def close_room(
     closed = await backends.rooms.CloseRoom(
         rooms_pb2.CloseRoomRequest(room_id=room_id), metadata=auth_metadata(token), timeout=backends.timeout
     )
+    # Everyone in the room sees it close at once; it is closed even if telling them fails.
+    await announce_room_update(backends, room_id, token)
     return models.Room.from_proto(closed.room, settings.public_url)
 
 
@@ -177,17 +183,30 @@ async def my_participant(
     "/{code}/participants",
     response_model=models.ParticipantList,
     responses=error_responses(401, 403, 404),
-    summary="Who is in the room, with host and verified badges (room token)",
+    summary="Who is in the room, with host and verified badges and who is online now (room token)",
 )
 async def list_participants(
     code: RoomCode, backends: BackendsDep, token: RequiredToken
 ) -> models.ParticipantList:
     room_id, _principal = await room_principal(backends, code, token)
-    listed = await backends.rooms.ListParticipants(
-        rooms_pb2.ListParticipantsRequest(room_id=room_id), timeout=backends.timeout
+    listed, presence = await asyncio.gather(
+        backends.rooms.ListParticipants(
+            rooms_pb2.ListParticipantsRequest(room_id=room_id), timeout=backends.timeout
+        ),
+        backends.messaging.GetPresence(
+            messaging_pb2.GetPresenceRequest(room_id=room_id),
+            metadata=auth_metadata(token),
+            timeout=backends.timeout,
+        ),
     )
+    online = set(presence.online)
     return models.ParticipantList(
-        participants=[models.Participant.from_proto(p) for p in listed.participants if not p.banned]
+        participants=[
+            models.RoomMember.from_participant(p, online=p.id in online)
+            for p in listed.participants
+            if not p.banned
+        ],
+        presence_version=presence.version,
     )
 
 

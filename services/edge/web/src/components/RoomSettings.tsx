@@ -1,9 +1,10 @@
 import { useState } from "preact/hooks";
 import { ApiError, type Media, type Room, type RoomChanges, type ThemeName } from "../api";
 import { closeRoom, fetchAccessCode, updateRoom } from "../rooms";
-import { RETENTION_CHOICES, SLOW_MODE_CHOICES } from "../roomChoices";
-import { applyTheme, THEME_IDS, THEMES } from "../themes";
+import { SLOW_MODE_CHOICES } from "../roomChoices";
+import { applyTheme } from "../themes";
 import { Modal } from "./Modal";
+import { MediaField, RetentionSelect, ThemeField, VisibilityField } from "./RoomFields";
 import "./room-settings.css";
 
 /** The choices, plus the room's current value when it is not one of them (set over the API). */
@@ -196,10 +197,6 @@ export function RoomSettings({ room, onSaved, onDismiss }: { room: Room; onSaved
     }
   };
 
-  const retentionChoices = withCurrent(RETENTION_CHOICES, (c) => c.days === room.retention_days, {
-    days: room.retention_days,
-    label: `${room.retention_days} days`,
-  });
   const slowChoices = withCurrent(SLOW_MODE_CHOICES, (c) => c.seconds === room.slow_mode_seconds, {
     seconds: room.slow_mode_seconds,
     label: `${room.slow_mode_seconds} seconds`,
@@ -239,29 +236,7 @@ export function RoomSettings({ room, onSaved, onDismiss }: { room: Room; onSaved
           <FieldError id="settings-description-error" text={errors.description} />
         </div>
 
-        <fieldset class="field">
-          <legend>Who can join</legend>
-          <div class="choices">
-            <label class="choice">
-              <input
-                type="radio"
-                name="settings-visibility"
-                checked={visibility === "public"}
-                onChange={() => edit("access_code", setVisibility)("public")}
-              />
-              Public: anyone with the link
-            </label>
-            <label class="choice">
-              <input
-                type="radio"
-                name="settings-visibility"
-                checked={visibility === "private"}
-                onChange={() => edit("access_code", setVisibility)("private")}
-              />
-              Private: the link and an access code
-            </label>
-          </div>
-        </fieldset>
+        <VisibilityField name="settings-visibility" value={visibility} onChange={edit("access_code", setVisibility)} />
         {visibility === "private" && (
           <div class="field">
             {room.visibility === "private" && <CurrentCode room={room} />}
@@ -320,59 +295,19 @@ export function RoomSettings({ room, onSaved, onDismiss }: { room: Room; onSaved
           <FieldError id="settings-names-error" text={errors.names_per_network} />
         </div>
 
-        <fieldset class="field">
-          <legend>Allow media</legend>
-          <div class="choices inline">
-            {(["photo", "voice", "video"] as const).map((kind) => (
-              <label class="choice" key={kind}>
-                <input
-                  type="checkbox"
-                  checked={media[kind]}
-                  onChange={(e) => edit("form", setMedia)({ ...media, [kind]: e.currentTarget.checked })}
-                />
-                {kind[0]!.toUpperCase() + kind.slice(1)}
-              </label>
-            ))}
-          </div>
-        </fieldset>
-
-        <fieldset class="field">
-          <legend>Theme</legend>
-          <div class="theme-choices">
-            {THEME_IDS.map((id) => (
-              <label class="theme-choice" key={id} data-theme-swatch={id}>
-                <input
-                  type="radio"
-                  name="settings-theme"
-                  value={id}
-                  checked={theme === id}
-                  onChange={() => {
-                    edit("form", setTheme)(id);
-                    applyTheme(id);
-                  }}
-                />
-                <span class="swatch" aria-hidden="true" />
-                <span>
-                  {THEMES[id].label} <span class="optional">({THEMES[id].dark ? "dark" : "light"})</span>
-                </span>
-              </label>
-            ))}
-          </div>
-        </fieldset>
+        <MediaField name="settings-media" value={media} onChange={edit("form", setMedia)} />
+        <ThemeField
+          name="settings-theme"
+          value={theme}
+          onChange={(id) => {
+            edit("form", setTheme)(id);
+            applyTheme(id);
+          }}
+        />
 
         <div class="field">
           <label for="settings-retention">Keep messages for</label>
-          <select
-            id="settings-retention"
-            value={String(retention)}
-            onChange={(e) => edit("retention", setRetention)(Number(e.currentTarget.value))}
-          >
-            {retentionChoices.map((choice) => (
-              <option key={choice.days} value={String(choice.days)}>
-                {choice.label}
-              </option>
-            ))}
-          </select>
+          <RetentionSelect id="settings-retention" value={retention} onChange={edit("retention", setRetention)} />
           <FieldError id="settings-retention-error" text={errors.retention} />
         </div>
 

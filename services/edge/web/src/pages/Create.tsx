@@ -2,10 +2,10 @@ import { useEffect, useState } from "preact/hooks";
 import { ApiError, waitWords, type ThemeName } from "../api";
 import { FormPage } from "../components/FormPage";
 import { Link } from "../components/Link";
+import { MediaField, RetentionSelect, ThemeField, VisibilityField } from "../components/RoomFields";
 import { createRoom } from "../rooms";
-import { RETENTION_CHOICES } from "../roomChoices";
 import { navigate } from "../router";
-import { applyTheme, DEFAULT_THEME, rememberRoomTheme, THEME_IDS, THEMES } from "../themes";
+import { applyTheme, DEFAULT_THEME, rememberRoomTheme } from "../themes";
 
 type Field = "name" | "description" | "access_code" | "form";
 // Limits on people without an account: the form says that signing in lifts them.
@@ -135,31 +135,7 @@ export function Create() {
           </p>
         )}
       </div>
-      <fieldset class="field">
-        <legend>Who can join</legend>
-        <div class="choices">
-          <label class="choice">
-            <input
-              type="radio"
-              name="visibility"
-              value="public"
-              checked={visibility === "public"}
-              onChange={() => edit("access_code", setVisibility)("public")}
-            />
-            Public: anyone with the link
-          </label>
-          <label class="choice">
-            <input
-              type="radio"
-              name="visibility"
-              value="private"
-              checked={visibility === "private"}
-              onChange={() => edit("access_code", setVisibility)("private")}
-            />
-            Private: the link and an access code
-          </label>
-        </div>
-      </fieldset>
+      <VisibilityField name="visibility" value={visibility} onChange={edit("access_code", setVisibility)} />
       {visibility === "private" && (
         <div class="field">
           <label for="access-code">Access code</label>
@@ -183,51 +159,11 @@ export function Create() {
           )}
         </div>
       )}
-      <fieldset class="field">
-        <legend>Allow media</legend>
-        <div class="choices inline">
-          {(["photo", "voice", "video"] as const).map((kind) => (
-            <label class="choice" key={kind}>
-              <input
-                type="checkbox"
-                name={`media-${kind}`}
-                checked={media[kind]}
-                onChange={(e) => setMedia({ ...media, [kind]: e.currentTarget.checked })}
-              />
-              {kind[0]!.toUpperCase() + kind.slice(1)}
-            </label>
-          ))}
-        </div>
-      </fieldset>
-      <fieldset class="field">
-        <legend>Theme</legend>
-        <div class="theme-choices">
-          {THEME_IDS.map((id) => (
-            <label class="theme-choice" key={id} data-theme-swatch={id}>
-              <input
-                type="radio"
-                name="theme"
-                value={id}
-                checked={theme === id}
-                onChange={() => setTheme(id)}
-              />
-              <span class="swatch" aria-hidden="true" />
-              <span>
-                {THEMES[id].label} <span class="optional">({THEMES[id].dark ? "dark" : "light"})</span>
-              </span>
-            </label>
-          ))}
-        </div>
-      </fieldset>
+      <MediaField name="media" value={media} onChange={setMedia} />
+      <ThemeField name="theme" value={theme} onChange={setTheme} />
       <div class="field">
         <label for="retention">Keep messages for</label>
-        <select id="retention" name="retention" value={String(retention)} onChange={(e) => setRetention(Number(e.currentTarget.value))}>
-          {RETENTION_CHOICES.map((choice) => (
-            <option key={choice.days} value={String(choice.days)}>
-              {choice.label}
-            </option>
-          ))}
-        </select>
+        <RetentionSelect id="retention" value={retention} onChange={setRetention} />
       </div>
     </FormPage>
   );
