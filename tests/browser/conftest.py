@@ -23,6 +23,7 @@ from chatpop_common.devstack import Postgres, Redis
 from chatpop_common.localrun import REPO_ROOT
 from tests.browser.harness import ARTIFACTS, CHROMIUM, CHROMIUM_FLAGS, People
 from tests.e2e.conftest import Stack, running_stack
+from tests.mailbox import Mailbox
 
 _FAILED = pytest.StashKey[bool]()
 
@@ -55,16 +56,22 @@ def web_build() -> Path:
 
 @pytest.fixture(scope="session")
 def stack(
-    database_url: str, redis_url: str, datastores: tuple[Postgres, Redis], web_build: Path
+    database_url: str,
+    redis_url: str,
+    datastores: tuple[Postgres, Redis],
+    web_build: Path,
+    mailbox: Mailbox,
 ) -> Iterator[Stack]:
     # A send limit people can reach in a test (the rate-limit notice), with room for the rest; the
     # anonymous limits are the platform's own, so a group on one network is tried as it will be met.
     limits = {"SEND_RATE_LIMIT": "60", "SEND_RATE_BURST": "12"}
+    # Password reset mails go to a real SMTP server the tests read (tests/mailbox.py).
+    mail = {"SMTP_URL": mailbox.url, "MAIL_FROM": "ChatPop <no-reply@chatpop.test>"}
     with running_stack(
         database_url,
         redis_url,
         datastores[1],
-        extra_env=limits,
+        extra_env={**limits, **mail},
         log_dir=ARTIFACTS / "logs",
         anonymous_limits=True,
     ) as running:

@@ -123,7 +123,7 @@ async def test_availability_says_why_a_name_cannot_be_had(client: httpx.AsyncCli
     for name in ("Scunthorpe", "password", "assistant"):
         assert (await _availability(client, name))["available"] is True, name
     mine = await _availability(client, taken, owner["access_token"])
-    assert (mine["reason"], mine["message"]) == ("username_taken", "this is already your username")
+    assert (mine["reason"], mine["message"]) == ("username_taken", "This is already your username.")
 
 
 async def test_profanity_in_a_typed_name_is_refused_at_join_and_registration(

@@ -61,7 +61,7 @@ _PROBLEMS = {
     "username_profane": identity_pb2.USERNAME_PROBLEM_PROFANITY,
 }
 # One message for a wrong email and a wrong password, so replies do not reveal which accounts exist.
-_BAD_CREDENTIALS = "the email or password is incorrect"
+_BAD_CREDENTIALS = "The email or password is incorrect."
 
 Now = Callable[[], datetime]
 
@@ -335,7 +335,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             username=name,
             available=False,
             problem=identity_pb2.USERNAME_PROBLEM_TAKEN,
-            message="this is already your username" if yours else "that username is already taken",
+            message="This is already your username." if yours else "That username is already taken.",
             taken=True,
             yours=yours,
         )

@@ -1,6 +1,8 @@
 import { useEffect } from "preact/hooks";
 import { Create } from "./pages/Create";
+import { Account } from "./pages/Account";
 import { Login, Signup } from "./pages/Auth";
+import { ForgotPassword, ResetPassword } from "./pages/PasswordReset";
 import { Home } from "./pages/Home";
 import { Missing } from "./pages/Missing";
 import { RoomPage } from "./pages/Room";
@@ -30,6 +32,12 @@ export function App() {
       return <Login next={route.next} />;
     case "signup":
       return <Signup next={route.next} />;
+    case "forgot":
+      return <ForgotPassword next={route.next} />;
+    case "reset":
+      return <ResetPassword token={route.token} />;
+    case "account":
+      return <Account />;
     case "room":
       return <RoomPage key={route.code} code={route.code} />;
     case "missing":

@@ -83,6 +83,9 @@ async function refreshed(key: string, stale: string | null): Promise<StoredSessi
       return store(key, response);
     } catch (error) {
       if (error instanceof ApiError && error.status === 401) {
+        // A password change stored a new pair meanwhile (it revoked the one refused): keep it.
+        const latest = readJson<StoredSession>(key);
+        if (latest && latest.refresh_token !== current.refresh_token) return latest;
         remove(key);
         notify();
         return null;
@@ -175,4 +178,69 @@ export async function logout(): Promise<void> {
       // Signed out here either way; the refresh token expires on its own.
     }
   }
+}
+
+// --- managing the account -------------------------------------------------------------------
+
+/** Ask for a reset link by mail. The answer says the same whether or not the address has an account. */
+export async function requestPasswordReset(email: string): Promise<string> {
+  const answer = await request<{ message: string }>("POST", "/api/v1/auth/password/forgot", { body: { email } });
+  return answer.message;
+}
+
+/** Set a new password with the token from a reset mail; this device is then signed in. */
+export async function resetPassword(token: string, newPassword: string): Promise<StoredSession> {
+  const response = await request<TokenResponse>("POST", "/api/v1/auth/password/reset", {
+    body: { token, new_password: newPassword },
+  });
+  const session = store(ACCOUNT_KEY, response);
+  notify();
+  return session;
+}
+
+/** Call the API with the signed-in account's access token (never the anonymous session's). */
+async function withAccount<T>(call: (token: string) => Promise<T>): Promise<T> {
+  const current = async (stale: string | null): Promise<StoredSession> => {
+    const session = await accessSession(stale);
+    if (session.identity.kind !== "user") {
+      throw new ApiError(401, "signed_out", "You were signed out. Log in again to manage your account.");
+    }
+    return session;
+  };
+  const session = await current(null);
+  try {
+    return await call(session.access_token);
+  } catch (error) {
+    if (error instanceof ApiError && error.status === 401) return call((await current(session.access_token)).access_token);
+    throw error;
+  }
+}
+
+/** Change the password; every other device is signed out, this one gets a new token pair. */
+export async function changePassword(currentPassword: string, newPassword: string): Promise<StoredSession> {
+  const response = await withAccount((token) =>
+    request<TokenResponse>("POST", "/api/v1/auth/password", {
+      token,
+      body: { current_password: currentPassword, new_password: newPassword },
+    }),
+  );
+  const session = store(ACCOUNT_KEY, response);
+  notify();
+  return session;
+}
+
+/** Reserve a username for the account, or change the one it holds. */
+export async function setReservedUsername(username: string): Promise<Identity> {
+  const answer = await withAccount((token) =>
+    request<{ identity: Identity }>("PUT", "/api/v1/auth/me/reserved-username", {
+      token,
+      body: { reserved_username: username },
+    }),
+  );
+  const signedIn = account();
+  if (signedIn && signedIn.identity.id === answer.identity.id) {
+    writeJson(ACCOUNT_KEY, { ...signedIn, identity: answer.identity });
+    notify();
+  }
+  return answer.identity;
 }

@@ -1,5 +1,6 @@
-/** A tiny History API router: "/", "/create", "/login", "/signup", "/c/{code}". The edge serves
- * index.html for each of these paths, so links can be shared and reloaded. */
+/** A tiny History API router: "/", "/create", "/login", "/signup", "/forgot-password",
+ * "/reset-password", "/account", "/c/{code}". The edge serves index.html for each of these paths, so
+ * links can be shared and reloaded. */
 import { useEffect, useState } from "preact/hooks";
 
 export type Route =
@@ -7,10 +8,13 @@ export type Route =
   | { name: "create" }
   | { name: "login"; next: string }
   | { name: "signup"; next: string }
+  | { name: "forgot"; next: string }
+  | { name: "reset"; token: string }
+  | { name: "account" }
   | { name: "room"; code: string }
   | { name: "missing" };
 
-function safeNext(raw: string | null): string {
+export function safeNext(raw: string | null): string {
   // Only same-site paths: never send someone to another origin after signing in.
   return raw && raw.startsWith("/") && !raw.startsWith("//") ? raw : "/";
 }
@@ -22,6 +26,9 @@ export function parse(location: Location | URL): Route {
   if (path === "/create") return { name: "create" };
   if (path === "/login") return { name: "login", next };
   if (path === "/signup") return { name: "signup", next };
+  if (path === "/forgot-password") return { name: "forgot", next };
+  if (path === "/reset-password") return { name: "reset", token: new URLSearchParams(location.search).get("token") ?? "" };
+  if (path === "/account") return { name: "account" };
   const room = /^\/c\/([A-Za-z0-9_-]{1,32})$/.exec(path);
   if (room) return { name: "room", code: room[1]!.toUpperCase() };
   return { name: "missing" };

@@ -3,7 +3,8 @@ import { ApiError, waitWords } from "../api";
 import { login, register } from "../auth";
 import { FormPage } from "../components/FormPage";
 import { Link } from "../components/Link";
-import { usernameAvailability } from "../rooms";
+import { useAccount } from "../components/useAccount";
+import { useUsernameAvailability } from "../components/useUsernameAvailability";
 import { navigate } from "../router";
 import { emailError, passwordError, usernameError } from "../validation";
 
@@ -15,25 +16,43 @@ function messageFor(error: unknown): string {
   return "Something went wrong. Please try again.";
 }
 
+type Errors = Partial<Record<"email" | "password" | "username" | "form", string>>;
+
+/** Drop one field's error (and the form's) as soon as that field is edited: it may be fixed now. */
+function without(errors: Errors, field: keyof Errors): Errors {
+  const { [field]: _field, form: _form, ...rest } = errors;
+  return rest;
+}
+
+/** Someone already signed in has no business on these forms: on to where they were going. */
+function useLeaveWhenSignedIn(next: string, busy: boolean): void {
+  const signedIn = useAccount();
+  useEffect(() => {
+    if (signedIn && !busy) navigate(next, true);
+  }, [signedIn, busy, next]);
+}
+
 export function Login({ next }: { next: string }) {
   const [email, setEmail] = useState("");
   const [password, setPassword] = useState("");
-  const [error, setError] = useState<string | null>(null);
+  const [errors, setErrors] = useState<Errors>({});
   const [busy, setBusy] = useState(false);
+  useLeaveWhenSignedIn(next, busy);
 
   const submit = async (event: Event): Promise<void> => {
     event.preventDefault();
-    const problem = emailError(email) ?? (password ? null : "Enter your password.");
-    if (problem) {
-      setError(problem);
-      return;
-    }
+    const found: Errors = {
+      email: emailError(email) ?? undefined,
+      password: password ? undefined : "Enter your password.",
+    };
+    setErrors(found);
+    if (found.email || found.password) return;
     setBusy(true);
     try {
       await login(email.trim(), password);
       navigate(next, true);
     } catch (caught) {
-      setError(messageFor(caught));
+      setErrors({ form: messageFor(caught) });
       setBusy(false);
     }
   };
@@ -43,7 +62,7 @@ export function Login({ next }: { next: string }) {
       title="Log in"
       busy={busy}
       onSubmit={submit}
-      error={error}
+      error={errors.form}
       submitLabel="Log in"
       busyLabel="Logging in…"
       footer={
@@ -59,8 +78,18 @@ export function Login({ next }: { next: string }) {
           type="email"
           autocomplete="email"
           value={email}
-          onInput={(e) => setEmail(e.currentTarget.value)}
+          aria-invalid={errors.email ? true : undefined}
+          aria-describedby={errors.email ? "login-email-error" : undefined}
+          onInput={(e) => {
+            setEmail(e.currentTarget.value);
+            setErrors((now) => without(now, "email"));
+          }}
         />
+        {errors.email && (
+          <p id="login-email-error" class="field-error" role="alert">
+            {errors.email}
+          </p>
+        )}
       </div>
       <div class="field">
         <label for="login-password">Password</label>
@@ -69,47 +98,34 @@ export function Login({ next }: { next: string }) {
           type="password"
           autocomplete="current-password"
           value={password}
-          onInput={(e) => setPassword(e.currentTarget.value)}
+          aria-invalid={errors.password ? true : undefined}
+          aria-describedby={errors.password ? "login-password-error" : undefined}
+          onInput={(e) => {
+            setPassword(e.currentTarget.value);
+            setErrors((now) => without(now, "password"));
+          }}
         />
+        {errors.password && (
+          <p id="login-password-error" class="field-error" role="alert">
+            {errors.password}
+          </p>
+        )}
+        <p class="hint">
+          <Link href={`/forgot-password?next=${encodeURIComponent(next)}`}>Forgot your password?</Link>
+        </p>
       </div>
     </FormPage>
   );
 }
 
-type Availability = { state: "unknown" } | { state: "checking" } | { state: "free" } | { state: "taken"; text: string };
-
 export function Signup({ next }: { next: string }) {
   const [email, setEmail] = useState("");
   const [password, setPassword] = useState("");
   const [username, setUsername] = useState("");
-  const [availability, setAvailability] = useState<Availability>({ state: "unknown" });
-  const [errors, setErrors] = useState<{ email?: string; password?: string; username?: string; form?: string }>({});
+  const availability = useUsernameAvailability(username);
+  const [errors, setErrors] = useState<Errors>({});
   const [busy, setBusy] = useState(false);
-
-  // Tell whether the reserved username is free while it is typed (when the edge can tell).
-  useEffect(() => {
-    const name = username.trim();
-    if (!name || usernameError(name)) {
-      setAvailability({ state: "unknown" });
-      return;
-    }
-    const controller = new AbortController();
-    setAvailability({ state: "checking" });
-    const timer = window.setTimeout(() => {
-      usernameAvailability(name, controller.signal).then(
-        (answer) => {
-          if (answer === null) setAvailability({ state: "unknown" });
-          else if (answer.available) setAvailability({ state: "free" });
-          else setAvailability({ state: "taken", text: answer.message ?? "That username is not available." });
-        },
-        () => setAvailability({ state: "unknown" }),
-      );
-    }, 350);
-    return () => {
-      window.clearTimeout(timer);
-      controller.abort();
-    };
-  }, [username]);
+  useLeaveWhenSignedIn(next, busy);
 
   const submit = async (event: Event): Promise<void> => {
     event.preventDefault();
@@ -168,10 +184,13 @@ export function Signup({ next }: { next: string }) {
           value={email}
           aria-invalid={errors.email ? true : undefined}
           aria-describedby={errors.email ? "signup-email-error" : undefined}
-          onInput={(e) => setEmail(e.currentTarget.value)}
+          onInput={(e) => {
+            setEmail(e.currentTarget.value);
+            setErrors((now) => without(now, "email"));
+          }}
         />
         {errors.email && (
-          <p id="signup-email-error" class="field-error">
+          <p id="signup-email-error" class="field-error" role="alert">
             {errors.email}
           </p>
         )}
@@ -185,9 +204,16 @@ export function Signup({ next }: { next: string }) {
           value={password}
           aria-invalid={errors.password ? true : undefined}
           aria-describedby="signup-password-hint"
-          onInput={(e) => setPassword(e.currentTarget.value)}
+          onInput={(e) => {
+            setPassword(e.currentTarget.value);
+            setErrors((now) => without(now, "password"));
+          }}
         />
-        <p id="signup-password-hint" class={errors.password ? "field-error" : "hint"}>
+        <p
+          id="signup-password-hint"
+          class={errors.password ? "field-error" : "hint"}
+          role={errors.password ? "alert" : undefined}
+        >
           {errors.password ?? "At least 8 characters."}
         </p>
       </div>
@@ -204,7 +230,10 @@ export function Signup({ next }: { next: string }) {
           value={username}
           aria-invalid={errors.username || availability.state === "taken" ? true : undefined}
           aria-describedby="signup-username-hint signup-username-note"
-          onInput={(e) => setUsername(e.currentTarget.value)}
+          onInput={(e) => {
+            setUsername(e.currentTarget.value);
+            setErrors((now) => without(now, "username"));
+          }}
         />
         <p id="signup-username-hint" class="hint">
           5–15 letters, digits or underscores. Yours alone, with a verified badge in every room.

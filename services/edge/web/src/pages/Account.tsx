@@ -1,0 +1,275 @@
+import { useState } from "preact/hooks";
+import { ApiError } from "../api";
+import { changePassword, logout, setReservedUsername } from "../auth";
+import { AppHeader } from "../components/AppHeader";
+import { Link } from "../components/Link";
+import { useAccount } from "../components/useAccount";
+import { useUsernameAvailability } from "../components/useUsernameAvailability";
+import { navigate } from "../router";
+import { passwordError, usernameError } from "../validation";
+import "./account.css";
+
+function messageFor(error: unknown): string {
+  // The server's messages are sentences written for people, waits included.
+  return error instanceof ApiError ? error.message : "Something went wrong. Please try again.";
+}
+
+type Errors = Partial<Record<"username" | "current" | "password" | "confirm" | "form", string>>;
+
+function without(errors: Errors, field: keyof Errors): Errors {
+  const { [field]: _field, form: _form, ...rest } = errors;
+  return rest;
+}
+
+function ReservedUsername({ current }: { current: string | null }) {
+  const [name, setName] = useState("");
+  const [errors, setErrors] = useState<Errors>({});
+  const [done, setDone] = useState<string | null>(null);
+  const [busy, setBusy] = useState(false);
+  const availability = useUsernameAvailability(name, true);
+  const sameName = current !== null && name.trim().toLowerCase() === current.toLowerCase();
+
+  const submit = async (event: Event): Promise<void> => {
+    event.preventDefault();
+    const problem = usernameError(name) ?? (name.trim() === current ? "This is already your reserved username." : null);
+    if (problem) {
+      setErrors({ username: problem });
+      return;
+    }
+    setBusy(true);
+    setDone(null);
+    try {
+      const identity = await setReservedUsername(name.trim());
+      setDone(`Your reserved username is now ${identity.reserved_username}.`);
+      setName("");
+    } catch (caught) {
+      const text = messageFor(caught);
+      const code = caught instanceof ApiError ? caught.code : "";
+      setErrors(code.startsWith("username_") && code !== "username_change_too_soon" ? { username: text } : { form: text });
+    } finally {
+      setBusy(false);
+    }
+  };
+
+  const note =
+    errors.username ??
+    (sameName
+      ? name.trim() === current
+        ? "This is already your reserved username."
+        : "Changes only how your name is written."
+      : availability.state === "taken"
+        ? availability.text
+        : availability.state === "free"
+          ? "✓ Available"
+          : availability.state === "checking"
+            ? "Checking…"
+            : null);
+  const noteIsProblem = Boolean(errors.username) || (!sameName && availability.state === "taken");
+
+  return (
+    <section class="card account-section" aria-labelledby="account-username-title">
+      <h2 id="account-username-title">Reserved username</h2>
+      <p class="account-current">
+        {current ? (
+          <>
+            Yours now: <strong>{current}</strong> <span class="badge verified">verified</span>
+          </>
+        ) : (
+          "You have not reserved a username yet."
+        )}
+      </p>
+      <form class="form" onSubmit={(e) => void submit(e)} noValidate aria-busy={busy}>
+        <div class="field">
+          <label for="account-username">{current ? "New reserved username" : "Reserved username"}</label>
+          <input
+            id="account-username"
+            autocomplete="username"
+            autocapitalize="off"
+            spellcheck={false}
+            maxLength={15}
+            value={name}
+            aria-invalid={noteIsProblem ? true : undefined}
+            aria-describedby="account-username-hint account-username-note"
+            onInput={(e) => {
+              setName(e.currentTarget.value);
+              setDone(null);
+              setErrors((now) => without(now, "username"));
+            }}
+          />
+          <p id="account-username-hint" class="hint">
+            5–15 letters, digits or underscores. Yours alone, with a verified badge in every room.
+            {current &&
+              " Your old name loses its badge in the rooms you joined under it and is held back from others for 30 days. You can change it once a day."}
+          </p>
+          <p id="account-username-note" class={noteIsProblem ? "field-error" : "hint"} aria-live="polite">
+            {note}
+          </p>
+        </div>
+        {errors.form && (
+          <p class="form-error" role="alert">
+            {errors.form}
+          </p>
+        )}
+        {done && (
+          <p class="form-success" role="status">
+            {done}
+          </p>
+        )}
+        <button type="submit" class="button primary" disabled={busy}>
+          {busy ? "Saving…" : current ? "Change username" : "Reserve username"}
+        </button>
+      </form>
+    </section>
+  );
+}
+
+function PasswordChange() {
+  const [currentPassword, setCurrentPassword] = useState("");
+  const [password, setPassword] = useState("");
+  const [confirm, setConfirm] = useState("");
+  const [errors, setErrors] = useState<Errors>({});
+  const [done, setDone] = useState(false);
+  const [busy, setBusy] = useState(false);
+
+  const submit = async (event: Event): Promise<void> => {
+    event.preventDefault();
+    const found: Errors = {
+      current: currentPassword ? undefined : "Enter your current password.",
+      password: passwordError(password) ?? undefined,
+      confirm: !confirm ? "Type the new password again." : confirm !== password ? "The two passwords do not match." : undefined,
+    };
+    setErrors(found);
+    if (found.current || found.password || found.confirm) return;
+    setBusy(true);
+    setDone(false);
+    try {
+      await changePassword(currentPassword, password);
+      setDone(true);
+      setCurrentPassword("");
+      setPassword("");
+      setConfirm("");
+    } catch (caught) {
+      const text = messageFor(caught);
+      const code = caught instanceof ApiError ? caught.code : "";
+      if (code === "current_password_incorrect") setErrors({ current: text });
+      else if (code === "weak_password") setErrors({ password: text });
+      else setErrors({ form: text });
+    } finally {
+      setBusy(false);
+    }
+  };
+
+  const field = (
+    id: string,
+    key: "current" | "password" | "confirm",
+    label: string,
+    value: string,
+    set: (value: string) => void,
+    autocomplete: string,
+  ) => (
+    <div class="field">
+      <label for={id}>{label}</label>
+      <input
+        id={id}
+        type="password"
+        autocomplete={autocomplete}
+        value={value}
+        aria-invalid={errors[key] ? true : undefined}
+        aria-describedby={errors[key] ? `${id}-error` : undefined}
+        onInput={(e) => {
+          set(e.currentTarget.value);
+          setDone(false);
+          setErrors((now) => without(now, key));
+        }}
+      />
+      {errors[key] && (
+        <p id={`${id}-error`} class="field-error" role="alert">
+          {errors[key]}
+        </p>
+      )}
+    </div>
+  );
+
+  return (
+    <section class="card account-section" aria-labelledby="account-password-title">
+      <h2 id="account-password-title">Password</h2>
+      <form class="form" onSubmit={(e) => void submit(e)} noValidate aria-busy={busy}>
+        {field("account-current-password", "current", "Current password", currentPassword, setCurrentPassword, "current-password")}
+        {field("account-new-password", "password", "New password", password, setPassword, "new-password")}
+        {field("account-confirm-password", "confirm", "New password again", confirm, setConfirm, "new-password")}
+        <p class="hint account-password-hint">At least 8 characters. Changing it signs you out on every other device.</p>
+        {errors.form && (
+          <p class="form-error" role="alert">
+            {errors.form}
+          </p>
+        )}
+        {done && (
+          <p class="form-success" role="status">
+            Your password was changed. Every other device was signed out.
+          </p>
+        )}
+        <button type="submit" class="button primary" disabled={busy}>
+          {busy ? "Changing…" : "Change password"}
+        </button>
+      </form>
+    </section>
+  );
+}
+
+/** The signed-in account: its email, reserved username, password, and logging out. */
+export function Account() {
+  const signedIn = useAccount();
+
+  if (!signedIn) {
+    return (
+      <div class="page">
+        <AppHeader />
+        <main class="narrow" id="main">
+          <h1>Your account</h1>
+          <div class="card notice">
+            <p>You are not signed in.</p>
+            <p class="notice-actions">
+              <Link href="/login?next=%2Faccount" class="button primary">
+                Log in
+              </Link>
+              <Link href="/signup?next=%2Faccount" class="link-button">
+                Create an account
+              </Link>
+            </p>
+          </div>
+        </main>
+      </div>
+    );
+  }
+
+  const identity = signedIn.identity;
+  return (
+    <div class="page">
+      <AppHeader />
+      <main class="narrow account-page" id="main">
+        <h1>Your account</h1>
+        <section class="card account-section" aria-labelledby="account-email-title">
+          <h2 id="account-email-title">Email</h2>
+          <p class="account-email">{identity.email}</p>
+          <p class="hint">You log in with this address; password reset links are mailed to it.</p>
+        </section>
+        <ReservedUsername key={identity.id} current={identity.reserved_username ?? null} />
+        <PasswordChange key={identity.id} />
+        <section class="card account-section" aria-labelledby="account-logout-title">
+          <h2 id="account-logout-title">Log out</h2>
+          <p class="hint">This device goes back to its anonymous session; your account stays as it is.</p>
+          <button
+            type="button"
+            class="button"
+            onClick={() => {
+              void logout();
+              navigate("/", true);
+            }}
+          >
+            Log out
+          </button>
+        </section>
+      </main>
+    </div>
+  );
+}
