@@ -22,6 +22,7 @@ from tests.deploy.conftest import (
     Rendered,
     component,
     load_values,
+    render,
     strip_private,
     values_files,
 )
@@ -77,6 +78,9 @@ def test_every_values_file_matches_the_schema(chart: helm.Chart, path: Any) -> N
         {"networkPolicy": {"stripe": {"cidr": ["0.0.0.0/0"]}}},
         {"image": {"pullPolicy": "Sometimes"}},
         {"otel": {"sampleRatio": 2}},
+        {"mail": {"smtpUrl": "smtp://mail.example.com"}},
+        {"mail": {"port": 0}},
+        {"mail": {"from": "nobody"}},
     ],
     ids=lambda v: json.dumps(v, sort_keys=True),
 )
@@ -313,6 +317,49 @@ def test_stripe_keys_come_from_their_secret_and_test_mode_is_announced(
     env = _env(_containers(full.get("Deployment", component("payments")))[0])
     assert env["STRIPE_SECRET_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "chatpop-stripe"
     assert "TEST MODE" not in full.files["chatpop/templates/NOTES.txt"]
+
+
+def test_identity_mails_through_the_smtp_secret_or_says_that_nothing_is_mailed(
+    renderings: dict[str, Rendered],
+) -> None:
+    default = renderings["default"]
+    env = _env(_containers(default.get("Deployment", component("identity")))[0])
+    assert "SMTP_URL" not in env
+    assert env["PUBLIC_URL"]["value"] == "http://localhost:8080"
+    assert env["MAIL_FROM"]["value"] == "ChatPop <no-reply@localhost>"
+    assert "nothing is mailed" in default.files["chatpop/templates/NOTES.txt"]
+    full = renderings["all-features"]
+    env = _env(_containers(full.get("Deployment", component("identity")))[0])
+    assert env["SMTP_URL"]["valueFrom"]["secretKeyRef"] == {"name": "chatpop-mail", "key": "smtp-url"}
+    # Links in mails point at the public address, the same one the edge hands out.
+    edge_env = _env(_containers(full.get("Deployment", component("edge")))[0])
+    assert env["PUBLIC_URL"]["value"] == edge_env["PUBLIC_URL"]["value"] == "https://chat.example.com"
+    assert env["MAIL_FROM"]["value"] == "ChatPop <no-reply@chat.example.com>"
+    assert "nothing is mailed" not in full.files["chatpop/templates/NOTES.txt"]
+    for name in ("rooms", "messaging", "payments", "edge"):
+        assert "SMTP_URL" not in _env(_containers(full.get("Deployment", component(name)))[0]), name
+
+
+def test_only_identity_reaches_the_smtp_server_and_only_when_mail_is_on(
+    chart: helm.Chart, renderings: dict[str, Rendered]
+) -> None:
+    for name in SERVICES:
+        assert (587 in _egress_ports(_policy(renderings["all-features"], name))) == (name == "identity"), name
+        assert 587 not in _egress_ports(_policy(renderings["network-policies"], name)), name
+    narrowed = render(
+        chart,
+        {
+            **load_values(*SCENARIOS["all-features"]),
+            "mail": {"existingSecret": "chatpop-mail", "port": 465},
+            "networkPolicy": {
+                **load_values(*SCENARIOS["all-features"])["networkPolicy"],
+                "smtpTo": [{"ipBlock": {"cidr": "198.51.100.25/32"}}],
+            },
+        },
+    )
+    by_port = {rule["ports"][0]["port"]: rule for rule in _policy(narrowed, "identity")["egress"]}
+    assert by_port[465]["to"] == [{"ipBlock": {"cidr": "198.51.100.25/32"}}]
+    assert 587 not in by_port
 
 
 def test_identity_reads_its_signing_key_from_a_mounted_secret(renderings: dict[str, Rendered]) -> None:
