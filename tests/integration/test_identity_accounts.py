@@ -31,6 +31,7 @@ from chatpop_common.clients import bearer
 from chatpop_common.devstack import free_port
 from chatpop_common.errors import error_details
 from tests.integration.identity_server import PASSWORD, running_identity
+from tests.integration.test_identity_usernames import _clean_noun
 from tests.mailbox import Mailbox
 
 if TYPE_CHECKING:
@@ -565,6 +566,28 @@ async def test_a_name_changes_at_most_once_a_day_and_the_owner_may_take_the_old_
     )
     assert (await _check(stub, second)).problem == identity_pb2.USERNAME_PROBLEM_QUARANTINED
     assert (await _check(stub, first)).problem == identity_pb2.USERNAME_PROBLEM_TAKEN
+
+
+async def test_dice_rolls_never_offer_a_name_in_quarantine(
+    database_url: str, redis_url: str, key_file: Path, tmp_path: Path
+) -> None:
+    words = tmp_path / "words"
+    words.mkdir()
+    (words / "adjectives.txt").write_text("Tiny\n")
+    (words / "nouns.txt").write_text(f"{_clean_noun()}\n")
+    async with running_identity(database_url, redis_url, key_file, username_words_dir=words) as tiny:
+
+        async def offered() -> set[str]:
+            response = await tiny.SuggestUsernames(identity_pb2.SuggestUsernamesRequest(count=50, digits=1))
+            return set(response.usernames)
+
+        all_names = await offered()
+        assert len(all_names) == 9
+        given_up = sorted(all_names)[0]
+        account = await _register(tiny, reserved_username=given_up)
+        await _change(tiny, account.tokens.access_token, _name("Else"))
+        for _ in range(3):
+            assert await offered() == all_names - {given_up}
 
 
 async def test_changing_refuses_taken_bad_and_anonymous(stub: Stub) -> None:
