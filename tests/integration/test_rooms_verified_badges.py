@@ -79,6 +79,12 @@ async def test_a_given_up_name_loses_its_badge_in_every_room_of_that_account_onl
     # Rejoining the room keeps the participant as it now is.
     again = await _join(platform, account, first.code)
     assert (again.participant.username, again.participant.verified) == (old, False)
+    # Meanwhile nobody else may appear under the given-up name, not even without an account.
+    impostor = await platform.anonymous()
+    with pytest.raises(grpc.aio.AioRpcError) as held_back:
+        await _join(platform, impostor, untouched.code, old.upper())
+    assert _error(held_back)[:2] == (grpc.StatusCode.ALREADY_EXISTS, "username_taken")
+    assert "given up recently" in (held_back.value.details() or "")
 
 
 async def test_a_participant_losing_its_badge_beside_an_unverified_twin_takes_a_free_variant(

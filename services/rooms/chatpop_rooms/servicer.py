@@ -477,6 +477,9 @@ class RoomsServicer(rooms_pb2_grpc.RoomsServiceServicer):
             normalize_username(username)
         ownership = await self._check_username(username, caller_token)
         if ownership.taken and not ownership.yours:
+            if ownership.problem == identity_pb2.USERNAME_PROBLEM_QUARANTINED:
+                # Given up by an account recently: held back so nobody can pose as its owner.
+                raise AlreadyExists(ownership.message, code="username_taken")
             raise AlreadyExists("A registered user has reserved that username.", code="username_taken")
         if holder is not None and not own_roll and not ownership.yours:
             raise AlreadyExists(
