@@ -10,6 +10,9 @@ Tests use `stack.base_url` / `stack.ws_url` (or the `client` fixture), `stack.ad
 direct gRPC calls, `stack.kill(name)` (kill -9) / `stack.restart(name)`, and `stack.stop_redis()` /
 `stack.start_redis()` / `stack.restart_redis()`. Each of those has an async twin (`akill`,
 `arestart`, …) that runs it in a worker thread, so the event loop keeps serving open sockets.
+`stack.second_edge()` (async: `asecond_edge()`) starts, on first use, a second edge process (named
+`edge-2`, its own port) beside the first, as replicas run in a cluster, and returns its base URL. It
+differs in timings only, so tests can watch them pass: SECOND_EDGE_ENV.
 
 `observed_stack` is a second platform, started only when a test asks for it (the observability
 tests): its services export traces over OTLP to the `otlp_receiver` fixture and run with the
@@ -29,12 +32,23 @@ from pathlib import Path
 import httpx
 import pytest
 
-from chatpop_common.devstack import Postgres, Redis
-from chatpop_common.localrun import GRPC_SERVICES, REPO_ROOT, Ports, ensure_secrets, service_specs
+from chatpop_common.devstack import Postgres, Redis, free_ports
+from chatpop_common.localrun import (
+    GRPC_SERVICES,
+    REPO_ROOT,
+    Ports,
+    ensure_secrets,
+    extra_edge_spec,
+    service_specs,
+)
 from chatpop_common.processes import ServiceSpec, StartupError, Supervisor
 from tests.e2e.otlp import OtlpReceiver
 
 STARTUP_TIMEOUT = float(os.environ.get("E2E_STARTUP_TIMEOUT", "60"))
+SECOND_EDGE = "edge-2"
+# Idle sockets closed after 6 s (browsers ping every 4 s), presence refreshed every second and gone
+# 4 s after the process dies.
+SECOND_EDGE_ENV = {"WS_IDLE_TIMEOUT": "6", "PRESENCE_REFRESH": "1", "PRESENCE_TTL": "4"}
 LOG_DIR = REPO_ROOT / "test-artifacts" / "e2e"
 
 
@@ -56,10 +70,22 @@ class Stack:
     redis_url: str
     redis: Redis
     log_dir: Path
+    # The second edge process, started by second_edge() only when a test needs one.
+    second_edge_spec: ServiceSpec
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.ports.service['edge']}"
+
+    def second_edge(self) -> str:
+        """Start the second edge process unless it runs already; its base URL (http://…)."""
+        if not self.supervisor.running(SECOND_EDGE):
+            self.supervisor.start(self.second_edge_spec)
+            self.supervisor.wait_ready(SECOND_EDGE, STARTUP_TIMEOUT)
+        return f"http://127.0.0.1:{self.second_edge_spec.env['HTTP_PORT']}"
+
+    async def asecond_edge(self) -> str:
+        return await asyncio.to_thread(self.second_edge)
 
     @property
     def ws_url(self) -> str:
@@ -178,6 +204,7 @@ def running_stack(
             **(extra_env or {}),
         }
         specs = service_specs(env, ports, database_url, redis_url, secrets)
+        second_edge = extra_edge_spec(specs, SECOND_EDGE, *free_ports(2), env=SECOND_EDGE_ENV)
         supervisor = Supervisor(stream=None, log_dir=log_dir)
         failure = ""
         try:
@@ -193,12 +220,13 @@ def running_stack(
         try:
             yield Stack(
                 supervisor=supervisor,
-                specs={spec.name: spec for spec in specs},
+                specs={spec.name: spec for spec in [*specs, second_edge]},
                 ports=ports,
                 database_url=database_url,
                 redis_url=redis_url,
                 redis=redis,
                 log_dir=log_dir,
+                second_edge_spec=second_edge,
             )
         finally:
             supervisor.stop_all()

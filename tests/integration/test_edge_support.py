@@ -326,7 +326,16 @@ class FakeRooms(rooms_pb2_grpc.RoomsServiceServicer):
         raise errors.NotFound("not in this fake", code="not_found")
 
     async def ListParticipants(self, request: Any, context: Any) -> Any:
-        return rooms_pb2.ListParticipantsResponse()
+        state = self.rooms.get(request.room_id)
+        participants = list(state.participants.values()) if state is not None else []
+        return rooms_pb2.ListParticipantsResponse(participants=participants)
+
+    def username(self, room_id: str, participant_id: str) -> str:
+        state = self.rooms.get(room_id)
+        for participant in state.participants.values() if state is not None else ():
+            if participant.id == participant_id:
+                return participant.username
+        return ""
 
 
 # --- messaging ------------------------------------------------------------------------------------
@@ -335,7 +344,8 @@ _BREAK = object()
 
 
 class FakeMessaging(messaging_pb2_grpc.MessagingServiceServicer):
-    def __init__(self) -> None:
+    def __init__(self, rooms: FakeRooms) -> None:
+        self.rooms = rooms
         self.log: dict[str, list[messaging_pb2.Message]] = defaultdict(list)
         self.by_client_id: dict[tuple[str, str, str], messaging_pb2.Message] = {}
         self.subscribers: dict[str, set[asyncio.Queue[Any]]] = defaultdict(set)
@@ -343,6 +353,22 @@ class FakeMessaging(messaging_pb2_grpc.MessagingServiceServicer):
         self.backfill_limit = 1000
         # Rooms whose new messages are committed but not published (a lost live event).
         self.unpublished: set[str] = set()
+        # Presence as edges reported it: room → instance → participants; and each room's version.
+        self.presence: dict[str, dict[str, set[str]]] = defaultdict(dict)
+        self.presence_versions: dict[str, int] = defaultdict(int)
+        self.typing_calls: list[tuple[str, str]] = []  # (room id, participant id)
+        self.announce_fails = False
+        # Presence changes become frames only where a test asks for them, so other tests see
+        # exactly the frames they expect.
+        self.presence_signals = False
+
+    def signal(self, signal: messaging_pb2.Signal) -> None:
+        """Publish an ephemeral signal to the room's live streams, as Redis pub/sub would."""
+        for queue in list(self.subscribers[signal.room_id]):
+            queue.put_nowait(signal)
+
+    def online(self, room_id: str) -> set[str]:
+        return set().union(*self.presence[room_id].values()) if self.presence[room_id] else set()
 
     def append(
         self,
@@ -443,11 +469,68 @@ class FakeMessaging(messaging_pb2_grpc.MessagingServiceServicer):
                 item = await queue.get()
                 if item is _BREAK:
                     raise errors.Unavailable("messaging is restarting", code="unavailable")
+                if isinstance(item, messaging_pb2.Signal):
+                    yield messaging_pb2.SubscribeResponse(signal=item)
+                    continue
                 if item.seq > last:
                     last = item.seq
                     yield messaging_pb2.SubscribeResponse(message=item)
         finally:
             self.subscribers[room_id].discard(queue)
+
+    async def SendTyping(self, request: Any, context: Any) -> Any:
+        principal = self._room_principal(request.room_id)
+        self.typing_calls.append((request.room_id, principal.participant_id))
+        username = self.rooms.username(request.room_id, principal.participant_id)
+        self.signal(
+            messaging_pb2.Signal(
+                room_id=request.room_id,
+                typing=messaging_pb2.Typing(participant_id=principal.participant_id, username=username),
+            )
+        )
+        return messaging_pb2.SendTypingResponse()
+
+    async def ReportPresence(self, request: Any, context: Any) -> Any:
+        for report in request.rooms:
+            before = self.online(report.room_id)
+            held = self.presence[report.room_id].setdefault(request.instance_id, set())
+            if report.complete:
+                held.clear()
+            held.update(report.joined)
+            held.difference_update(report.left)
+            if not held:
+                del self.presence[report.room_id][request.instance_id]
+            after = self.online(report.room_id)
+            if after != before:
+                self.presence_versions[report.room_id] += 1
+            if after != before and self.presence_signals:
+                self.signal(
+                    messaging_pb2.Signal(
+                        room_id=report.room_id,
+                        presence=messaging_pb2.PresenceChange(
+                            online=sorted(after - before),
+                            offline=sorted(before - after),
+                            version=self.presence_versions[report.room_id],
+                        ),
+                    )
+                )
+        return messaging_pb2.ReportPresenceResponse()
+
+    async def GetPresence(self, request: Any, context: Any) -> Any:
+        self._room_principal(request.room_id)
+        return messaging_pb2.GetPresenceResponse(
+            online=sorted(self.online(request.room_id)), version=self.presence_versions[request.room_id]
+        )
+
+    async def AnnounceRoomUpdate(self, request: Any, context: Any) -> Any:
+        principal = require_principal()
+        room = self.rooms._state(room_id=request.room_id).room
+        if principal.subject != room.host_id:
+            raise errors.PermissionDenied("only the host", code="not_host")
+        if self.announce_fails:
+            raise errors.Unavailable("signals are down", code="signals_unavailable")
+        self.signal(messaging_pb2.Signal(room_id=room.id, room_updated=messaging_pb2.RoomUpdated(room=room)))
+        return messaging_pb2.AnnounceRoomUpdateResponse(room=room)
 
 
 class FakePayments(payments_pb2_grpc.PaymentsServiceServicer):
@@ -490,7 +573,8 @@ async def _wait_for_port(port: int, timeout: float = 20.0) -> None:
 @contextlib.asynccontextmanager
 async def fake_services() -> AsyncIterator[FakeServices]:
     signer = Signer()
-    fakes = FakeServices(signer, FakeIdentity(signer), FakeRooms(signer), FakeMessaging(), free_port())
+    rooms = FakeRooms(signer)
+    fakes = FakeServices(signer, FakeIdentity(signer), rooms, FakeMessaging(rooms), free_port())
 
     async def fetch_keys() -> Mapping[str, Ed25519PublicKey]:
         return {signer.kid: signer.public()}

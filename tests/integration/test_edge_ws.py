@@ -259,15 +259,19 @@ async def test_rejected_send_gets_an_error_frame(edge: Edge) -> None:
 
 async def test_typing_reaches_the_other_sockets_throttled(edge: Edge) -> None:
     room = edge.room()
-    alice_id, alice = edge.fakes.rooms.join(room)
+    alice_id, alice = edge.fakes.rooms.join(room, "Alice")
     _bob_id, bob = edge.fakes.rooms.join(room)
     async with connect(edge.url(room, alice)) as ws_a, connect(edge.url(room, bob)) as ws_b:
         await recv(ws_a)
         await recv(ws_b)
+        # Signals published before the room's stream is open are not replayed to it.
+        await eventually(lambda: len(edge.fakes.messaging.subscribers[room.id]) == 1, "subscribed")
         await ws_a.send(json.dumps({"type": "typing"}))
         await ws_a.send(json.dumps({"type": "typing"}))
+        # Relayed through messaging (so other edge processes hear it too), with the typist's name.
+        assert await recv(ws_b) == {"type": "typing", "participant_id": alice_id, "username": "Alice"}
+        assert edge.fakes.messaging.typing_calls.count((room.id, alice_id)) == 1
         await ws_a.send(json.dumps({"type": "send", "client_msg_id": "t-1", "text": "done typing"}))
-        assert await recv(ws_b) == {"type": "typing", "participant_id": alice_id}
         # The second typing frame was inside the throttle window: the next frame is the message.
         assert (await recv(ws_b))["type"] == "message"
         # The typist does not get its own typing frame back.

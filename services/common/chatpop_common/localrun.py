@@ -13,6 +13,7 @@ Ports can be moved with EDGE_PORT, IDENTITY_PORT, ROOMS_PORT, MESSAGING_PORT, PA
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import hashlib
 import importlib.util
@@ -394,6 +395,22 @@ def service_specs(
             ServiceSpec(name=name, argv=python_module(f"chatpop_{name}"), env=env, ready=ready, cwd=repo)
         )
     return specs
+
+
+def extra_edge_spec(
+    specs: Sequence[ServiceSpec],
+    name: str,
+    http_port: int,
+    metrics_port: int,
+    env: Mapping[str, str] | None = None,
+) -> ServiceSpec:
+    """One more edge process wired like the platform's own, on its own ports (and `env` on top):
+    edges are replicas, and what must hold across them (fan-out, presence) is tested on two."""
+    edge = next(spec for spec in specs if spec.name == "edge")
+    merged = {**edge.env, **(env or {}), "HTTP_PORT": str(http_port), "METRICS_PORT": str(metrics_port)}
+    return dataclasses.replace(
+        edge, name=name, env=merged, ready=HttpReady(f"http://127.0.0.1:{http_port}/readyz")
+    )
 
 
 def redact(url: str) -> str:

@@ -19,6 +19,7 @@ from chatpop_edge.middleware import (
     UnexpectedErrorMiddleware,
 )
 from chatpop_edge.realtime.hub import RoomHub
+from chatpop_edge.realtime.presence import PresenceReporter
 from chatpop_edge.routes import auth, me, meta, realtime, rooms
 from chatpop_edge.settings import EdgeSettings
 from chatpop_edge.web import install_web_client
@@ -37,9 +38,22 @@ WebSocket frames are JSON objects with a `type`. Client → server: `send {clien
 reply_to_seq?}`, `resume {after_seq}`, `typing`, `ping`. Server → client: `ready {room_id,
 participant_id, last_seq}`, `message {seq, id, room_id, sender, text, reply_to_seq, client_msg_id,
 created_at}`, `ack {client_msg_id, seq, id}`, `error {code, message, retryable, client_msg_id?}`,
-`reload {last_seq}`, `typing {participant_id}`, `pong`. Close codes: 4401 invalid or expired token,
-4403 token for another room, 4404 unknown room, 1013 too slow or service unavailable (reconnect and
-resume).
+`reload {last_seq}`, `pong` (the answer to every `ping`), and these ephemeral frames, which are never
+replayed on resume and may be lost with a connection:
+- `typing {participant_id, username}`: someone else in the room is typing (at most one every few
+  seconds per socket; show it for a few seconds);
+- `presence {online: [participant ids], offline: [participant ids], version}`: who came online (a
+  first open socket on any edge) and who went offline (the last one closed, or its edge stopped
+  reporting). `GET /api/v1/rooms/{code}/participants` is the snapshot, with `presence_version`: apply
+  a frame whose version is above the one held; when it is more than one above (a frame was missed),
+  or after reconnecting, read the snapshot again;
+- `room_updated {room}`: the host changed the room's settings or closed it; `room` has the fields of
+  `GET /api/v1/rooms/{code}`. Read the room again after reconnecting, in case one was missed.
+
+Clients send `ping` every few seconds when they sent nothing else, and count a connection silent for
+about ten seconds as lost. Close codes: 4401 invalid or expired token, 4403 token for another room,
+4404 unknown room, 4408 nothing received from the client for `WS_IDLE_TIMEOUT` seconds (reconnect),
+1013 too slow or service unavailable (reconnect and resume).
 """
 
 
@@ -50,13 +64,23 @@ def create_app(settings: EdgeSettings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # gRPC aio channels belong to the running loop, so they are made here, not at import.
         backends = Backends(settings)
-        hub = RoomHub(backends)
+        presence = PresenceReporter(
+            backends.messaging,
+            ttl=settings.presence_ttl,
+            refresh=settings.presence_refresh,
+            timeout=settings.rpc_timeout,
+        )
+        hub = RoomHub(backends, public_url=settings.public_url, presence=presence)
         app.state.backends = backends
         app.state.hub = hub
+        app.state.presence = presence
+        presence.start()
         try:
             yield
         finally:
             await hub.close()
+            # Sockets are gone: nobody is online through this process any more.
+            await presence.close()
             await backends.close()
 
     app = FastAPI(

@@ -33,3 +33,21 @@ RESUBSCRIBES = Counter(
 SLOW_SOCKET_CLOSES = Counter(
     "chatpop_ws_slow_closes_total", "Sockets closed (1013) because their outbound queue filled up."
 )
+WS_IDLE_CLOSES = Counter(
+    "chatpop_ws_idle_closes_total",
+    "Sockets closed (4408) because nothing at all came from the client for WS_IDLE_TIMEOUT seconds.",
+)
+SIGNALS_RECEIVED = Counter(
+    "chatpop_signals_received_total",
+    "Ephemeral room signals (typing, presence, room_updated) fanned out to this process's sockets, by kind.",
+    ["kind"],
+)
+PRESENCE_REPORTS = Counter(
+    "chatpop_presence_reports_total",
+    "Presence reports sent to messaging (changes and refreshes), by outcome.",
+    ["outcome"],
+)
+for _kind in ("typing", "presence", "room_updated"):
+    SIGNALS_RECEIVED.labels(_kind)
+for _outcome in ("ok", "failed"):
+    PRESENCE_REPORTS.labels(_outcome)

@@ -342,8 +342,21 @@ class JoinRequest(RequestBody):
     access_code: str | None = Field(default=None, max_length=256, description="Private rooms only.")
 
 
+class RoomMember(Participant):
+    online: bool = Field(description="Has at least one open WebSocket to the room right now.")
+
+    @classmethod
+    def from_participant(cls, participant: rooms_pb2.Participant, *, online: bool) -> RoomMember:
+        return cls(**Participant.from_proto(participant).__dict__, online=online)
+
+
 class ParticipantList(BaseModel):
-    participants: list[Participant] = Field(description="In the order they joined.")
+    participants: list[RoomMember] = Field(description="In the order they joined; banned ones left out.")
+    presence_version: int = Field(
+        description="Version of the `online` flags. `presence` frames with a higher version apply on "
+        "top of them; a frame more than one above the version held means one was missed: read this "
+        "list again."
+    )
 
 
 class MyParticipant(BaseModel):

@@ -6,7 +6,7 @@ import ipaddress
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from chatpop_common.settings import ServiceAddresses
@@ -41,10 +41,25 @@ class EdgeSettings(ServiceAddresses):
     resume_limit: int = Field(default=500, ge=1, le=10_000)
     # Minimum seconds between two typing frames relayed for one socket.
     typing_interval: float = Field(default=2.0, ge=0)
+    # A socket the edge heard nothing from (no frame at all, pings included) for this long is closed
+    # (4408): clients ping every few seconds, so only half-dead connections reach it.
+    ws_idle_timeout: float = Field(default=30.0, ge=1)
+    # Seconds between refreshes of what this process reports as online, and how long a report lives
+    # at messaging without one: a process killed without a goodbye drops out after presence_ttl.
+    presence_refresh: float = Field(default=10.0, gt=0)
+    presence_ttl: int = Field(default=30, ge=2, le=3600)
     # Seconds open connections get to finish on SIGTERM.
     shutdown_grace: float = Field(default=10.0, ge=0)
     # The built web client (index.html + assets/); unset: services/edge/web/dist from `make web`.
     web_root: Path | None = None
+
+    @model_validator(mode="after")
+    def _presence_ttl_outlives_refreshes(self) -> EdgeSettings:
+        if self.presence_ttl < 2 * self.presence_refresh:
+            raise ValueError(
+                "PRESENCE_TTL must be at least twice PRESENCE_REFRESH, so one late refresh is not fatal"
+            )
+        return self
 
     @field_validator("public_url")
     @classmethod

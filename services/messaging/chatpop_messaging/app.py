@@ -13,10 +13,15 @@ from chatpop_common.server import Cleanup, GrpcApp, Registration
 from chatpop_messaging.fanout import Fanout
 from chatpop_messaging.hotcache import HotCache, RedisGuard
 from chatpop_messaging.participants import ParticipantDirectory
-from chatpop_messaging.ratelimit import SendRateLimiter
+from chatpop_messaging.policies import RoomPolicies
+from chatpop_messaging.presence import PresenceBook
+from chatpop_messaging.ratelimit import SendRateLimiter, SlowMode
 from chatpop_messaging.reader import MessageReader
+from chatpop_messaging.reads import ReadPositions
+from chatpop_messaging.room_signals import RoomSignals
 from chatpop_messaging.servicer import MessagingServicer
 from chatpop_messaging.settings import MessagingSettings
+from chatpop_messaging.signals import SignalPublisher
 from chatpop_messaging.store import MessageStore
 
 SERVICE_NAME = messaging_pb2.DESCRIPTOR.services_by_name["MessagingService"].full_name
@@ -55,6 +60,7 @@ async def build(settings: MessagingSettings, *, key_fetcher: KeyFetcher | None =
         redis, guard, per_minute=settings.send_rate_limit, burst=settings.send_rate_burst
     )
     participants = ParticipantDirectory(rooms_channel, ttl=settings.participant_cache_ttl)
+    policies = RoomPolicies(rooms_channel, ttl=settings.room_policy_cache_ttl)
     fanout = Fanout(
         pubsub_redis,
         store,
@@ -68,8 +74,12 @@ async def build(settings: MessagingSettings, *, key_fetcher: KeyFetcher | None =
         reader=reader,
         cache=cache,
         limiter=limiter,
+        slow_mode=SlowMode(redis, guard),
         participants=participants,
+        policies=policies,
+        reads=ReadPositions(pool),
         fanout=fanout,
+        signals=RoomSignals(SignalPublisher(redis, guard), PresenceBook(redis, guard), rooms_channel),
     )
     fanout.start()
 

@@ -7,6 +7,10 @@ what it already delivered and fills holes from the hot cache or Postgres before 
 Redis pub/sub may lose messages (a dropped connection, Redis down), so it is only the fast path:
 after a reconnect, and every `poll_interval` for rooms that were idle, the hubs compare their
 position with `room_counters.last_seq` and fill what pub/sub missed.
+
+Hubs also listen on the room's signal channel (`signals.py`) and hand each signal straight to their
+subscribers: signals are not sequenced, and a subscriber with too many waiting drops them rather
+than falling behind on messages.
 """
 
 from __future__ import annotations
@@ -21,13 +25,18 @@ from google.protobuf.message import DecodeError
 
 from chatpop.messaging.v1 import messaging_pb2
 from chatpop_messaging.hotcache import live_channel, room_from_channel
-from chatpop_messaging.metrics import GAP_FILLS, REDIS_FAILURES, SUBSCRIBERS
+from chatpop_messaging.metrics import GAP_FILLS, REDIS_FAILURES, SIGNALS_DROPPED, SUBSCRIBERS
 from chatpop_messaging.reader import MessageReader
+from chatpop_messaging.signals import room_from_signal_channel, signal_channel
 from chatpop_messaging.store import MessageStore
 
 log = logging.getLogger(__name__)
 
 Delivery = tuple[int, messaging_pb2.SubscribeResponse]
+# The seq a signal carries in a subscriber's queue: signals have none, and never count as a gap.
+SIGNAL_SEQ = -1
+# Signals waiting per subscriber beyond which new ones are dropped.
+_SIGNAL_BACKLOG = 256
 
 _HUB_INBOX_SIZE = 10_000
 _POLL_BATCH = 5_000
@@ -41,27 +50,43 @@ _QUIET_CHANNEL = "msg:{fanout}:quiet"
 
 
 class Subscription:
-    """One Subscribe stream's place in a hub: a bounded queue of deliveries."""
+    """One Subscribe stream's place in a hub: a queue of deliveries, bounded for messages and, apart
+    from them, for signals."""
 
     def __init__(self, hub: RoomHub, queue_size: int) -> None:
         self.hub = hub
-        self._queue: asyncio.Queue[Delivery] = asyncio.Queue(maxsize=queue_size)
+        self._queue: asyncio.Queue[Delivery] = asyncio.Queue()
+        self._queue_size = queue_size
+        self._messages = 0
+        self._signals = 0
         self.overflowed = False
         self.left = False
 
     def push(self, delivery: Delivery) -> bool:
-        try:
-            self._queue.put_nowait(delivery)
-        except asyncio.QueueFull:
+        if self._messages >= self._queue_size:
             self.overflowed = True
             return False
+        self._messages += 1
+        self._queue.put_nowait(delivery)
         return True
 
+    def push_signal(self, response: messaging_pb2.SubscribeResponse) -> None:
+        if self._signals >= _SIGNAL_BACKLOG:
+            SIGNALS_DROPPED.inc()
+            return
+        self._signals += 1
+        self._queue.put_nowait((SIGNAL_SEQ, response))
+
     async def next(self) -> Delivery | None:
-        """The next live message, or None once the subscriber fell too far behind."""
+        """The next live message or signal (seq SIGNAL_SEQ), or None once it fell too far behind."""
         if self.overflowed:
             return None
-        return await self._queue.get()
+        delivery = await self._queue.get()
+        if delivery[0] == SIGNAL_SEQ:
+            self._signals -= 1
+        else:
+            self._messages -= 1
+        return delivery
 
 
 class _Check:
@@ -143,6 +168,12 @@ class RoomHub:
                 self._dispatch(message)
             # Seqs missing from Postgres were removed (retention): there is nothing to deliver for them.
             self.last = max(self.last or 0, end)
+
+    def signal(self, signal: messaging_pb2.Signal) -> None:
+        """Hand a signal to every subscriber at once: it has no place in the message order."""
+        response = messaging_pb2.SubscribeResponse(signal=signal)
+        for subscription in tuple(self.subscribers):
+            subscription.push_signal(response)
 
     def _dispatch(self, message: messaging_pb2.Message) -> None:
         if self.last is not None and message.seq <= self.last:
@@ -228,12 +259,12 @@ class Fanout:
             pubsub = self._pubsub
             if pubsub is None:
                 return
-            channel = live_channel(room_id)
+            channels = (live_channel(room_id), signal_channel(room_id))
             try:
                 if room_id in self._hubs:
-                    await pubsub.subscribe(channel)
+                    await pubsub.subscribe(*channels)
                 else:
-                    await pubsub.unsubscribe(channel)
+                    await pubsub.unsubscribe(*channels)
             except Exception as exc:
                 # The listener sees the broken connection too and resubscribes every room.
                 REDIS_FAILURES.labels("subscribe").inc()
@@ -249,9 +280,25 @@ class Fanout:
         self._force_poll = self._force_poll or force
         self._poll_now.set()
 
+    def _on_signal(self, room_id: str, data: Any) -> None:
+        hub = self._hubs.get(room_id)
+        if hub is None or not isinstance(data, bytes):
+            return
+        try:
+            signal = messaging_pb2.Signal.FromString(data)
+        except DecodeError:
+            log.warning("ignoring an undecodable signal for room %s", room_id)
+            return
+        hub.signal(signal)
+
     def _on_live(self, channel: bytes | str, data: Any) -> None:
         room_id = room_from_channel(channel)
-        hub = self._hubs.get(room_id) if room_id is not None else None
+        if room_id is None:
+            signal_room = room_from_signal_channel(channel)
+            if signal_room is not None:
+                self._on_signal(signal_room, data)
+            return
+        hub = self._hubs.get(room_id)
         if hub is None or not isinstance(data, bytes):
             return
         try:
@@ -272,7 +319,11 @@ class Fanout:
                 await pubsub.subscribe(_QUIET_CHANNEL)
                 async with self._subscription_lock:
                     self._pubsub = pubsub
-                    channels = [live_channel(room_id) for room_id in self._hubs]
+                    channels = [
+                        channel
+                        for room_id in self._hubs
+                        for channel in (live_channel(room_id), signal_channel(room_id))
+                    ]
                     if channels:
                         await pubsub.subscribe(*channels)
                 if connected_before:

@@ -20,6 +20,9 @@ HOT_CACHE_REQUESTS = Counter(
 )
 SUBSCRIBERS = Gauge("chatpop_subscribers", "Live Subscribe streams in this process.")
 RATE_LIMITED = Counter("chatpop_rate_limited", "Sends refused by the per-participant rate limit.")
+SLOW_MODE_WAITS = Counter(
+    "chatpop_slow_mode_waits", "Sends refused because the room's slow mode asked the sender to wait."
+)
 HOT_CACHE_REBUILDS = Counter(
     "chatpop_hot_cache_rebuilds", "Room streams rebuilt from Postgres after a gap or a cache miss."
 )
@@ -42,4 +45,25 @@ for _source in ("hot_cache", "postgres", "reload", "nothing_missed"):
 for _reason in ("subscriber", "live", "reconnect", "poll"):
     GAP_FILLS.labels(_reason)
 for _op in ("append", "read", "rebuild", "rate_limit", "subscribe"):
+    REDIS_FAILURES.labels(_op)
+
+SIGNALS_PUBLISHED = Counter(
+    "chatpop_signals_published", "Ephemeral room signals published on Redis, by kind.", ["kind"]
+)
+SIGNALS_DROPPED = Counter(
+    "chatpop_signals_dropped",
+    "Signals not handed to a Subscribe stream because it had too many waiting (messages are unaffected).",
+)
+PRESENCE_CHANGES = Counter(
+    "chatpop_presence_changes", "Participants who came online or went offline in a room.", ["change"]
+)
+PRESENCE_EXPIRED = Counter(
+    "chatpop_presence_expired",
+    "Edge processes' presence records dropped from a room because they were not refreshed in time.",
+)
+for _kind in ("typing", "presence", "room_updated"):
+    SIGNALS_PUBLISHED.labels(_kind)
+for _change in ("online", "offline"):
+    PRESENCE_CHANGES.labels(_change)
+for _op in ("signal", "presence"):
     REDIS_FAILURES.labels(_op)

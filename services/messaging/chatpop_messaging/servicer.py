@@ -11,14 +11,17 @@ import grpc
 from chatpop.messaging.v1 import messaging_pb2, messaging_pb2_grpc
 from chatpop_common.auth import bearer_from_metadata, require_principal
 from chatpop_common.clients import bearer
-from chatpop_common.errors import InvalidArgument, ServiceError
+from chatpop_common.errors import FailedPrecondition, InvalidArgument, ServiceError
 from chatpop_messaging import validation
-from chatpop_messaging.fanout import Fanout
+from chatpop_messaging.fanout import SIGNAL_SEQ, Fanout
 from chatpop_messaging.hotcache import AppendResult, HotCache
 from chatpop_messaging.metrics import GAP_FILLS, MESSAGES_ACCEPTED, RESUME_READS
 from chatpop_messaging.participants import ParticipantDirectory
-from chatpop_messaging.ratelimit import SendRateLimiter
+from chatpop_messaging.policies import RoomPolicies
+from chatpop_messaging.ratelimit import SendRateLimiter, SlowMode
 from chatpop_messaging.reader import MessageReader
+from chatpop_messaging.reads import MAX_ACTIVITY_ROOMS, ReadPositions
+from chatpop_messaging.room_signals import RoomSignals
 from chatpop_messaging.settings import MessagingSettings
 from chatpop_messaging.store import DuplicateClientMsgId, MessageStore, NewMessage
 
@@ -41,16 +44,24 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
         reader: MessageReader,
         cache: HotCache,
         limiter: SendRateLimiter,
+        slow_mode: SlowMode,
         participants: ParticipantDirectory,
+        policies: RoomPolicies,
+        reads: ReadPositions,
         fanout: Fanout,
+        signals: RoomSignals,
     ) -> None:
         self._settings = settings
         self._store = store
         self._reader = reader
         self._cache = cache
         self._limiter = limiter
+        self._slow_mode = slow_mode
         self._participants = participants
+        self._policies = policies
+        self._reads = reads
         self._fanout = fanout
+        self._signals = signals
         self._publishing: set[asyncio.Task[None]] = set()
 
     async def SendMessage(
@@ -61,6 +72,7 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
         participant = await self._participants.authorize_writer(principal, bearer(token) if token else ())
         room_id, sender_id = principal.room_id, principal.participant_id
         client_msg_id = validation.client_msg_id(request.client_msg_id)
+        policy = await self._policies.get(room_id)
 
         reply_to_seq = request.reply_to_seq
         try:
@@ -69,7 +81,11 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
                 reply_to_seq < 0 or not await self._store.seq_exists(room_id, reply_to_seq)
             ):
                 raise InvalidArgument("The message replied to does not exist.", code="reply_target_not_found")
+            if policy.closed:
+                raise FailedPrecondition("This room is closed.", code="room_closed")
             await self._limiter.check(room_id, sender_id)
+            if not participant.is_host:
+                await self._slow_mode.check(room_id, sender_id, client_msg_id, policy.slow_mode_seconds)
         except ServiceError:
             # A retry is answered with the original even when its text differs or the sender is
             # rate limited by now. Looked up only here: on the common path the unique key on
@@ -196,6 +212,9 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
                     yield _reload(max(sent, subscription.hub.last or 0))
                     return
                 seq, response = delivery
+                if seq == SIGNAL_SEQ:
+                    yield response
+                    continue
                 if seq <= sent:
                     continue
                 if seq > sent + 1:
@@ -207,6 +226,43 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
         finally:
             self._fanout.leave(subscription)
 
+    async def MarkRead(
+        self, request: messaging_pb2.MarkReadRequest, context: grpc.aio.ServicerContext
+    ) -> messaging_pb2.MarkReadResponse:
+        principal = require_principal().require_room(request.room_id)
+        if request.seq < 0:
+            raise InvalidArgument("seq must not be negative.", code="invalid_seq")
+        read_seq = await self._reads.mark(principal.room_id, principal.participant_id, request.seq)
+        return messaging_pb2.MarkReadResponse(read_seq=read_seq)
+
+    async def GetRoomActivity(
+        self, request: messaging_pb2.GetRoomActivityRequest, context: grpc.aio.ServicerContext
+    ) -> messaging_pb2.GetRoomActivityResponse:
+        if len(request.participants) > MAX_ACTIVITY_ROOMS:
+            raise InvalidArgument(
+                f"Ask about at most {MAX_ACTIVITY_ROOMS} rooms at a time.", code="too_many_rooms"
+            )
+        refs = [
+            # A host who never joined has no participant: everything in the room is unread to them.
+            (
+                validation.room_id(ref.room_id),
+                validation.participant_id(ref.participant_id) if ref.participant_id else "",
+            )
+            for ref in request.participants
+        ]
+        response = messaging_pb2.GetRoomActivityResponse()
+        for found in await self._reads.activity(refs):
+            activity = response.activities.add(
+                room_id=found.room_id,
+                participant_id=found.participant_id,
+                last_seq=found.last_seq,
+                read_seq=found.read_seq,
+                unread=found.unread,
+            )
+            if found.last_message_at is not None:
+                activity.last_message_at.FromDatetime(found.last_message_at)
+        return response
+
     async def _catch_up(self, room_id: str, low: int, high: int) -> AsyncIterator[messaging_pb2.Message]:
         for start in range(low, high + 1, _CATCH_UP_CHUNK):
             end = min(high, start + _CATCH_UP_CHUNK - 1)
@@ -217,3 +273,30 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
         """Let committed messages finish publishing."""
         if self._publishing:
             await asyncio.gather(*self._publishing, return_exceptions=True)
+
+    # --- ephemeral signals (room_signals.py) -------------------------------------------------------
+
+    async def SendTyping(
+        self, request: messaging_pb2.SendTypingRequest, context: grpc.aio.ServicerContext
+    ) -> messaging_pb2.SendTypingResponse:
+        principal = require_principal().require_room(request.room_id)
+        token = bearer_from_metadata(context.invocation_metadata())
+        participant = await self._participants.authorize_writer(principal, bearer(token) if token else ())
+        await self._signals.typing(principal.room_id, principal.participant_id, participant.username)
+        return messaging_pb2.SendTypingResponse()
+
+    async def ReportPresence(
+        self, request: messaging_pb2.ReportPresenceRequest, context: grpc.aio.ServicerContext
+    ) -> messaging_pb2.ReportPresenceResponse:
+        return await self._signals.report_presence(request)
+
+    async def GetPresence(
+        self, request: messaging_pb2.GetPresenceRequest, context: grpc.aio.ServicerContext
+    ) -> messaging_pb2.GetPresenceResponse:
+        room_id = require_principal().require_room(request.room_id).room_id
+        return await self._signals.presence(room_id)
+
+    async def AnnounceRoomUpdate(
+        self, request: messaging_pb2.AnnounceRoomUpdateRequest, context: grpc.aio.ServicerContext
+    ) -> messaging_pb2.AnnounceRoomUpdateResponse:
+        return await self._signals.announce_room_update(require_principal(), request.room_id)

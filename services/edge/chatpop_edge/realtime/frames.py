@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from chatpop.messaging.v1 import messaging_pb2
+from chatpop.rooms.v1 import rooms_pb2
 from chatpop_edge import models
 
 
@@ -108,8 +109,29 @@ def reload_frame(last_seq: int) -> str:
     return dumps({"type": "reload", "last_seq": last_seq})
 
 
-def typing_frame(participant_id: str) -> str:
-    return dumps({"type": "typing", "participant_id": participant_id})
+def typing_frame(participant_id: str, username: str) -> str:
+    return dumps({"type": "typing", "participant_id": participant_id, "username": username})
+
+
+def presence_frame(change: messaging_pb2.PresenceChange) -> str:
+    return dumps(
+        {
+            "type": "presence",
+            "online": list(change.online),
+            "offline": list(change.offline),
+            "version": change.version,
+        }
+    )
+
+
+class RoomUpdatedFrame(BaseModel):
+    type: Literal["room_updated"] = "room_updated"
+    room: models.Room
+
+
+def room_updated_frame(room: rooms_pb2.Room, public_url: str) -> str:
+    """The room's public fields, exactly as `GET /api/v1/rooms/{code}` shows them."""
+    return RoomUpdatedFrame(room=models.Room.from_proto(room, public_url)).model_dump_json()
 
 
 PONG = dumps({"type": "pong"})

@@ -4,6 +4,9 @@ A RoomChannel encodes each message frame once and offers it to every local socke
 anything per recipient; each socket's own writer task does the network writes. The channel keeps the
 room's `last_seq` and, when the stream breaks (messaging restarted), resubscribes after it with
 backoff, so nothing is missed or delivered twice.
+
+The same stream brings the room's ephemeral signals (typing, presence, room_updated) from every
+edge process; each is encoded once too and pushed to the local sockets outside the message order.
 """
 
 from __future__ import annotations
@@ -17,10 +20,11 @@ import grpc
 
 from chatpop.messaging.v1 import messaging_pb2
 from chatpop_edge.backends import Backends, auth_metadata
-from chatpop_edge.metrics import RESUBSCRIBES, ROOM_SUBSCRIPTIONS
-from chatpop_edge.realtime.frames import message_frame
+from chatpop_edge.metrics import RESUBSCRIBES, ROOM_SUBSCRIPTIONS, SIGNALS_RECEIVED
+from chatpop_edge.realtime.frames import message_frame, presence_frame, room_updated_frame, typing_frame
 
 if TYPE_CHECKING:
+    from chatpop_edge.realtime.presence import PresenceReporter
     from chatpop_edge.realtime.session import SocketSession
 
 log = logging.getLogger(__name__)
@@ -52,9 +56,10 @@ def created_at_seconds(message: messaging_pb2.Message) -> float:
 class RoomChannel:
     """The room's live stream in this process, shared by all of its local sockets."""
 
-    def __init__(self, room_id: str, backends: Backends) -> None:
+    def __init__(self, room_id: str, backends: Backends, public_url: str) -> None:
         self.room_id = room_id
         self._backends = backends
+        self._public_url = public_url
         # Highest seq this process has fanned out; valid once `ready`.
         self.last_seq = 0
         self.ready = False
@@ -91,10 +96,23 @@ class RoomChannel:
         self._members.pop(session, None)
         self._waiting.pop(session, None)
 
-    def broadcast(self, frame: str, exclude: SocketSession | None = None) -> None:
-        """An ephemeral frame (typing) for the room's other local sockets."""
+    def _signal(self, signal: messaging_pb2.Signal) -> None:
+        """An ephemeral frame for the room's live sockets; typing skips the typist's own sockets."""
+        kind = signal.WhichOneof("kind")
+        skip = ""
+        if kind == "typing":
+            frame = typing_frame(signal.typing.participant_id, signal.typing.username)
+            skip = signal.typing.participant_id
+        elif kind == "presence":
+            frame = presence_frame(signal.presence)
+        elif kind == "room_updated":
+            frame = room_updated_frame(signal.room_updated.room, self._public_url)
+        else:
+            # A kind this edge does not know yet (a newer messaging): nothing to show.
+            return
+        SIGNALS_RECEIVED.labels(kind).inc()
         for session in tuple(self._members):
-            if session is not exclude:
+            if session.principal.participant_id != skip:
                 session.push(frame)
 
     def _token_holder(self) -> SocketSession | None:
@@ -164,6 +182,8 @@ class RoomChannel:
                         self._dispatch(event.message)
                     elif kind == "reload":
                         self._reload(event.reload.last_seq)
+                    elif kind == "signal":
+                        self._signal(event.signal)
                 log.info("room stream ended, resubscribing", extra={"room_id": self.room_id})
             except asyncio.CancelledError:
                 raise
@@ -186,10 +206,15 @@ class RoomChannel:
 
 
 class RoomHub:
-    """The room channels of this process, ref-counted by their sockets."""
+    """The room channels of this process, ref-counted by their sockets, which it also counts for
+    presence."""
 
-    def __init__(self, backends: Backends) -> None:
+    def __init__(
+        self, backends: Backends, *, public_url: str, presence: PresenceReporter | None = None
+    ) -> None:
         self._backends = backends
+        self._public_url = public_url
+        self._presence = presence
         self._channels: dict[str, RoomChannel] = {}
         self._stopping: set[asyncio.Task[None]] = set()
 
@@ -197,12 +222,14 @@ class RoomHub:
         return self._channels.get(room_id)
 
     def attach(self, session: SocketSession) -> RoomChannel:
+        if self._presence is not None:
+            self._presence.opened(session.room_id, session.principal.participant_id)
         channel = self._channels.get(session.room_id)
         if channel is None or not channel.alive:
             if channel is None:
                 ROOM_SUBSCRIPTIONS.inc()
             # A channel whose stream gave up (room gone) is replaced, never joined.
-            channel = RoomChannel(session.room_id, self._backends)
+            channel = RoomChannel(session.room_id, self._backends, self._public_url)
             self._channels[session.room_id] = channel
             channel.add(session)
             channel.start()
@@ -211,6 +238,8 @@ class RoomHub:
         return channel
 
     def detach(self, session: SocketSession) -> None:
+        if self._presence is not None:
+            self._presence.closed(session.room_id, session.principal.participant_id)
         channel = self._channels.get(session.room_id)
         if channel is None:
             return

@@ -6,6 +6,9 @@ Delivery bookkeeping per socket:
   live from the room's position at connect time (the `ready` frame says which);
 - while a resume or gap fill runs, live frames are held and delivered after the fetched ones,
   skipping anything the client already has: no duplicates, no gaps.
+
+A socket that sends nothing at all (not even a ping) for `ws_idle_timeout` seconds is closed with
+4408, so connections whose client vanished without a close do not pile up (or keep it online).
 """
 
 from __future__ import annotations
@@ -31,13 +34,14 @@ from chatpop_edge.metrics import (
     SEND_TO_DELIVER,
     SLOW_SOCKET_CLOSES,
     WS_FRAMES_SENT,
+    WS_IDLE_CLOSES,
 )
 from chatpop_edge.realtime import frames
 from chatpop_edge.realtime.hub import Backoff, created_at_seconds
 from chatpop_edge.settings import EdgeSettings
 
 if TYPE_CHECKING:
-    from chatpop_edge.realtime.hub import RoomChannel, RoomHub
+    from chatpop_edge.realtime.hub import RoomHub
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +50,7 @@ CLOSE_INVALID_TOKEN = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
 CLOSE_BAD_REQUEST = 4400
+CLOSE_IDLE = 4408
 CLOSE_TRY_AGAIN = 1013
 
 _MAX_PENDING_SENDS = 32
@@ -96,6 +101,7 @@ class SocketSession:
         self._queue_limit = settings.ws_queue_limit
         self._resume_limit = settings.resume_limit
         self._typing_interval = settings.typing_interval
+        self._idle_timeout = settings.ws_idle_timeout
         self._live_timeout = settings.rpc_timeout
 
         self._outbox: deque[tuple[str, float]] = deque()
@@ -114,7 +120,7 @@ class SocketSession:
 
         self._sends: asyncio.Queue[frames.SendFrame] = asyncio.Queue(maxsize=_MAX_PENDING_SENDS)
         self._last_typing = float("-inf")
-        self._channel: RoomChannel | None = None
+        self._typing_call: asyncio.Task[None] | None = None
 
     # --- called by the room channel (synchronous: never awaits per recipient) ----------------------
 
@@ -221,15 +227,24 @@ class SocketSession:
     # --- inbound -----------------------------------------------------------------------------------
 
     async def _read_loop(self) -> None:
-        while True:
-            message = await self._ws.receive()
-            if message["type"] == "websocket.disconnect":
-                return
-            text = message.get("text")
-            if text is None:
-                self.push(frames.error_frame("invalid_frame", "Frames are JSON text, not binary."))
-                continue
-            self._handle(text)
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self._idle_timeout) as idle:
+                while True:
+                    message = await self._ws.receive()
+                    idle.reschedule(loop.time() + self._idle_timeout)
+                    if message["type"] == "websocket.disconnect":
+                        return
+                    text = message.get("text")
+                    if text is None:
+                        self.push(frames.error_frame("invalid_frame", "Frames are JSON text, not binary."))
+                        continue
+                    self._handle(text)
+        except TimeoutError:
+            WS_IDLE_CLOSES.inc()
+            self.request_close(CLOSE_IDLE, "idle")
+            # The writer sends the close frame; the socket ends when it is done.
+            await self._finished.wait()
 
     def _handle(self, text: str) -> None:
         try:
@@ -258,10 +273,24 @@ class SocketSession:
 
     def _typing(self) -> None:
         now = time.monotonic()
-        if now - self._last_typing < self._typing_interval or self._channel is None:
+        if now - self._last_typing < self._typing_interval:
+            return
+        if self._typing_call is not None and not self._typing_call.done():
             return
         self._last_typing = now
-        self._channel.broadcast(frames.typing_frame(self.principal.participant_id), exclude=self)
+        # Through messaging, so every edge process's sockets of the room hear it.
+        self._typing_call = asyncio.get_running_loop().create_task(self._send_typing())
+
+    async def _send_typing(self) -> None:
+        try:
+            await self._backends.messaging.SendTyping(
+                messaging_pb2.SendTypingRequest(room_id=self.room_id),
+                metadata=auth_metadata(self.token),
+                timeout=self._backends.timeout,
+            )
+        except grpc.aio.AioRpcError as exc:
+            # Typing is a courtesy: a lost one is not worth an error frame (sends report real trouble).
+            log.debug("typing not relayed", extra={"room_id": self.room_id, "grpc_code": exc.code().name})
 
     async def _send_loop(self) -> None:
         """Sends go to messaging one at a time, so a client's messages keep their order."""
@@ -414,7 +443,7 @@ class SocketSession:
         finished = loop.create_task(self._finished.wait())
         tasks: list[asyncio.Task[None] | asyncio.Task[bool]] = [writer, finished]
         try:
-            self._channel = hub.attach(self)
+            hub.attach(self)
             live = loop.create_task(self.live.wait())
             tasks.append(live)
             done, _ = await asyncio.wait(
@@ -440,6 +469,8 @@ class SocketSession:
             hub.detach(self)
             if self._catch_up_task is not None:
                 tasks.append(self._catch_up_task)
+            if self._typing_call is not None:
+                tasks.append(self._typing_call)
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)

@@ -22,48 +22,75 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from chatpop.rooms.v1 import rooms_pb2 as chatpop_dot_rooms_dot_v1_dot_rooms__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$chatpop/messaging/v1/messaging.proto\x12\x14\x63hatpop.messaging.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x87\x02\n\x07Message\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07room_id\x18\x02 \x01(\t\x12\x0b\n\x03seq\x18\x03 \x01(\x03\x12\x1d\n\x15sender_participant_id\x18\x04 \x01(\t\x12\x17\n\x0fsender_username\x18\x05 \x01(\t\x12\x16\n\x0esender_is_host\x18\x06 \x01(\x08\x12\x15\n\rclient_msg_id\x18\x07 \x01(\t\x12\x0c\n\x04text\x18\x08 \x01(\t\x12\x14\n\x0creply_to_seq\x18\t \x01(\x03\x12.\n\ncreated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fsender_verified\x18\x0b \x01(\x08\"`\n\x12SendMessageRequest\x12\x0f\n\x07room_id\x18\x01 \x01(\t\x12\x15\n\rclient_msg_id\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x14\n\x0creply_to_seq\x18\x04 \x01(\x03\"V\n\x13SendMessageResponse\x12.\n\x07message\x18\x01 \x01(\x0b\x32\x1d.chatpop.messaging.v1.Message\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"I\n\x13ListMessagesRequest\x12\x0f\n\x07room_id\x18\x01 \x01(\t\x12\x12\n\nbefore_seq\x18\x02 \x01(\x03\x12\r\n\x05limit\x18\x03 \x01(\x05\"k\n\x14ListMessagesResponse\x12/\n\x08messages\x18\x01 \x03(\x0b\x32\x1d.chatpop.messaging.v1.Message\x12\x10\n\x08has_more\x18\x02 \x01(\x08\x12\x10\n\x08last_seq\x18\x03 \x01(\x03\"M\n\x18ListMessagesAfterRequest\x12\x0f\n\x07room_id\x18\x01 \x01(\t\x12\x11\n\tafter_seq\x18\x02 \x01(\x03\x12\r\n\x05limit\x18\x03 \x01(\x05\"n\n\x19ListMessagesAfterResponse\x12/\n\x08messages\x18\x01 \x03(\x0b\x32\x1d.chatpop.messaging.v1.Message\x12\x0e\n\x06reload\x18\x02 \x01(\x08\x12\x10\n\x08last_seq\x18\x03 \x01(\x03\"6\n\x10SubscribeRequest\x12\x0f\n\x07room_id\x18\x01 \x01(\t\x12\x11\n\tafter_seq\x18\x02 \x01(\x03\"\x1a\n\x06Reload\x12\x10\n\x08last_seq\x18\x01 \x01(\x03\"~\n\x11SubscribeResponse\x12\x30\n\x07message\x18\x01 \x01(\x0b\x32\x1d.chatpop.messaging.v1.MessageH\x00\x12.\n\x06reload\x18\x02 \x01(\x0b\x32\x1c.chatpop.messaging.v1.ReloadH\x00\x42\x07\n\x05\x65vent\"/\n\x0fMarkReadRequest\x12\x0f\n\x07room_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x03\"$\n\x10MarkReadResponse\x12\x10\n\x08read_seq\x18\x01 \x01(\x03\"=\n\x12RoomParticipantRef\x12\x0f\n\x07room_id\x18\x01 \x01(\t\x12\x16\n\x0eparticipant_id\x18\x02 \x01(\t\"X\n\x16GetRoomActivityRequest\x12>\n\x0cparticipants\x18\x01 \x03(\x0b\x32(.chatpop.messaging.v1.RoomParticipantRef\"\xa0\x01\n\x0cRoomActivity\x12\x0f\n\x07room_id\x18\x01 \x01(\t\x12\x16\n\x0eparticipant_id\x18\x02 \x01(\t\x12\x10\n\x08last_seq\x18\x03 \x01(\x03\x12\x33\n\x0flast_message_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08read_seq\x18\x05 \x01(\x03\x12\x0e\n\x06unread\x18\x06 \x01(\x05\"Q\n\x17GetRoomActivityResponse\x12\x36\n\nactivities\x18\x01 \x03(\x0b\x32\".chatpop.messaging.v1.RoomActivity2\xfe\x04\n\x10MessagingService\x12\x62\n\x0bSendMessage\x12(.chatpop.messaging.v1.SendMessageRequest\x1a).chatpop.messaging.v1.SendMessageResponse\x12\x65\n\x0cListMessages\x12).chatpop.messaging.v1.ListMessagesRequest\x1a*.chatpop.messaging.v1.ListMessagesResponse\x12t\n\x11ListMessagesAfter\x12..chatpop.messaging.v1.ListMessagesAfterRequest\x1a/.chatpop.messaging.v1.ListMessagesAfterResponse\x12^\n\tSubscribe\x12&.chatpop.messaging.v1.SubscribeRequest\x1a\'.chatpop.messaging.v1.SubscribeResponse0\x01\x12Y\n\x08MarkRead\x12%.chatpop.messaging.v1.MarkReadRequest\x1a&.chatpop.messaging.v1.MarkReadResponse\x12n\n\x0fGetRoomActivity\x12,.chatpop.messaging.v1.GetRoomActivityRequest\x1a-.chatpop.messaging.v1.GetRoomActivityResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$chatpop/messaging/v1/messaging.proto\x12\x14\x63hatpop.messaging.v1\x1a\x1c\x63hatpop/rooms/v1/rooms.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x87\x02\n\x07Message\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07room_id\x18\x02 \x01(\t\x12\x0b\n\x03seq\x18\x03 \x01(\x03\x12\x1d\n\x15sender_participant_id\x18\x04 \x01(\t\x12\x17\n\x0fsender_username\x18\x05 \x01(\t\x12\x16\n\x0esender_is_host\x18\x06 \x01(\x08\x12\x15\n\rclient_msg_id\x18\x07 \x01(\t\x12\x0c\n\x04text\x18\x08 \x01(\t\x12\x14\n\x0creply_to_seq\x18\t \x01(\x03\x12.\n\ncreated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fsender_verified\x18\x0b \x01(\x08\"`\n\x12SendMessageRequest\x12\x0f\n\x07room_id\x18\x01 \x01(\t\x12\x15\n\rclient_msg_id\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x14\n\x0creply_to_seq\x18\x04 \x01(\x03\"V\n\x13SendMessageResponse\x12.\n\x07message\x18\x01 \x01(\x0b\x32\x1d.chatpop.messaging.v1.Message\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"I\n\x13ListMessagesRequest\x12\x0f\n\x07room_id\x18\x01 \x01(\t\x12\x12\n\nbefore_seq\x18\x02 \x01(\x03\x12\r\n\x05limit\x18\x03 \x01(\x05\"k\n\x14ListMessagesResponse\x12/\n\x08messages\x18\x01 \x03(\x0b\x32\x1d.chatpop.messaging.v1.Message\x12\x10\n\x08has_more\x18\x02 \x01(\x08\x12\x10\n\x08last_seq\x18\x03 \x01(\x03\"M\n\x18ListMessagesAfterRequest\x12\x0f\n\x07room_id\x18\x01 \x01(\t\x12\x11\n\tafter_seq\x18\x02 \x01(\x03\x12\r\n\x05limit\x18\x03 \x01(\x05\"n\n\x19ListMessagesAfterResponse\x12/\n\x08messages\x18\x01 \x03(\x0b\x32\x1d.chatpop.messaging.v1.Message\x12\x0e\n\x06reload\x18\x02 \x01(\x08\x12\x10\n\x08last_seq\x18\x03 \x01(\x03\"6\n\x10SubscribeRequest\x12\x0f\n\x07room_id\x18\x01 \x01(\t\x12\x11\n\tafter_seq\x18\x02 \x01(\x03\"\x1a\n\x06Reload\x12\x10\n\x08last_seq\x18\x01 \x01(\x03\"\xc6\x01\n\x06Signal\x12\x0f\n\x07room_id\x18\x01 \x01(\t\x12.\n\x06typing\x18\x02 \x01(\x0b\x32\x1c.chatpop.messaging.v1.TypingH\x00\x12\x38\n\x08presence\x18\x03 \x01(\x0b\x32$.chatpop.messaging.v1.PresenceChangeH\x00\x12\x39\n\x0croom_updated\x18\x04 \x01(\x0b\x32!.chatpop.messaging.v1.RoomUpdatedH\x00\x42\x06\n\x04kind\"2\n\x06Typing\x12\x16\n\x0eparticipant_id\x18\x01 \x01(\t\x12\x10\n\x08username\x18\x02 \x01(\t\"B\n\x0ePresenceChange\x12\x0e\n\x06online\x18\x01 \x03(\t\x12\x0f\n\x07offline\x18\x02 \x03(\t\x12\x0f\n\x07version\x18\x03 \x01(\x03\"3\n\x0bRoomUpdated\x12$\n\x04room\x18\x01 \x01(\x0b\x32\x16.chatpop.rooms.v1.Room\"\xae\x01\n\x11SubscribeResponse\x12\x30\n\x07message\x18\x01 \x01(\x0b\x32\x1d.chatpop.messaging.v1.MessageH\x00\x12.\n\x06reload\x18\x02 \x01(\x0b\x32\x1c.chatpop.messaging.v1.ReloadH\x00\x12.\n\x06signal\x18\x03 \x01(\x0b\x32\x1c.chatpop.messaging.v1.SignalH\x00\x42\x07\n\x05\x65vent\"/\n\x0fMarkReadRequest\x12\x0f\n\x07room_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x03\"$\n\x10MarkReadResponse\x12\x10\n\x08read_seq\x18\x01 \x01(\x03\"=\n\x12RoomParticipantRef\x12\x0f\n\x07room_id\x18\x01 \x01(\t\x12\x16\n\x0eparticipant_id\x18\x02 \x01(\t\"X\n\x16GetRoomActivityRequest\x12>\n\x0cparticipants\x18\x01 \x03(\x0b\x32(.chatpop.messaging.v1.RoomParticipantRef\"\xa0\x01\n\x0cRoomActivity\x12\x0f\n\x07room_id\x18\x01 \x01(\t\x12\x16\n\x0eparticipant_id\x18\x02 \x01(\t\x12\x10\n\x08last_seq\x18\x03 \x01(\x03\x12\x33\n\x0flast_message_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08read_seq\x18\x05 \x01(\x03\x12\x0e\n\x06unread\x18\x06 \x01(\x05\"Q\n\x17GetRoomActivityResponse\x12\x36\n\nactivities\x18\x01 \x03(\x0b\x32\".chatpop.messaging.v1.RoomActivity\"$\n\x11SendTypingRequest\x12\x0f\n\x07room_id\x18\x01 \x01(\t\"\x14\n\x12SendTypingResponse\"v\n\x15ReportPresenceRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x13\n\x0bttl_seconds\x18\x02 \x01(\x05\x12\x33\n\x05rooms\x18\x03 \x03(\x0b\x32$.chatpop.messaging.v1.PresenceReport\"`\n\x0ePresenceReport\x12\x0f\n\x07room_id\x18\x01 \x01(\t\x12\x0e\n\x06joined\x18\x02 \x03(\t\x12\x0c\n\x04left\x18\x03 \x03(\t\x12\x10\n\x08\x63omplete\x18\x04 \x01(\x08\x12\r\n\x05\x63ount\x18\x05 \x01(\x05\"1\n\x16ReportPresenceResponse\x12\x17\n\x0fresync_room_ids\x18\x01 \x03(\t\"%\n\x12GetPresenceRequest\x12\x0f\n\x07room_id\x18\x01 \x01(\t\"6\n\x13GetPresenceResponse\x12\x0e\n\x06online\x18\x01 \x03(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\",\n\x19\x41nnounceRoomUpdateRequest\x12\x0f\n\x07room_id\x18\x01 \x01(\t\"B\n\x1a\x41nnounceRoomUpdateResponse\x12$\n\x04room\x18\x01 \x01(\x0b\x32\x16.chatpop.rooms.v1.Room2\xa9\x08\n\x10MessagingService\x12\x62\n\x0bSendMessage\x12(.chatpop.messaging.v1.SendMessageRequest\x1a).chatpop.messaging.v1.SendMessageResponse\x12\x65\n\x0cListMessages\x12).chatpop.messaging.v1.ListMessagesRequest\x1a*.chatpop.messaging.v1.ListMessagesResponse\x12t\n\x11ListMessagesAfter\x12..chatpop.messaging.v1.ListMessagesAfterRequest\x1a/.chatpop.messaging.v1.ListMessagesAfterResponse\x12^\n\tSubscribe\x12&.chatpop.messaging.v1.SubscribeRequest\x1a\'.chatpop.messaging.v1.SubscribeResponse0\x01\x12Y\n\x08MarkRead\x12%.chatpop.messaging.v1.MarkReadRequest\x1a&.chatpop.messaging.v1.MarkReadResponse\x12n\n\x0fGetRoomActivity\x12,.chatpop.messaging.v1.GetRoomActivityRequest\x1a-.chatpop.messaging.v1.GetRoomActivityResponse\x12_\n\nSendTyping\x12\'.chatpop.messaging.v1.SendTypingRequest\x1a(.chatpop.messaging.v1.SendTypingResponse\x12k\n\x0eReportPresence\x12+.chatpop.messaging.v1.ReportPresenceRequest\x1a,.chatpop.messaging.v1.ReportPresenceResponse\x12\x62\n\x0bGetPresence\x12(.chatpop.messaging.v1.GetPresenceRequest\x1a).chatpop.messaging.v1.GetPresenceResponse\x12w\n\x12\x41nnounceRoomUpdate\x12/.chatpop.messaging.v1.AnnounceRoomUpdateRequest\x1a\x30.chatpop.messaging.v1.AnnounceRoomUpdateResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'chatpop.messaging.v1.messaging_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_MESSAGE']._serialized_start=96
-  _globals['_MESSAGE']._serialized_end=359
-  _globals['_SENDMESSAGEREQUEST']._serialized_start=361
-  _globals['_SENDMESSAGEREQUEST']._serialized_end=457
-  _globals['_SENDMESSAGERESPONSE']._serialized_start=459
-  _globals['_SENDMESSAGERESPONSE']._serialized_end=545
-  _globals['_LISTMESSAGESREQUEST']._serialized_start=547
-  _globals['_LISTMESSAGESREQUEST']._serialized_end=620
-  _globals['_LISTMESSAGESRESPONSE']._serialized_start=622
-  _globals['_LISTMESSAGESRESPONSE']._serialized_end=729
-  _globals['_LISTMESSAGESAFTERREQUEST']._serialized_start=731
-  _globals['_LISTMESSAGESAFTERREQUEST']._serialized_end=808
-  _globals['_LISTMESSAGESAFTERRESPONSE']._serialized_start=810
-  _globals['_LISTMESSAGESAFTERRESPONSE']._serialized_end=920
-  _globals['_SUBSCRIBEREQUEST']._serialized_start=922
-  _globals['_SUBSCRIBEREQUEST']._serialized_end=976
-  _globals['_RELOAD']._serialized_start=978
-  _globals['_RELOAD']._serialized_end=1004
-  _globals['_SUBSCRIBERESPONSE']._serialized_start=1006
-  _globals['_SUBSCRIBERESPONSE']._serialized_end=1132
-  _globals['_MARKREADREQUEST']._serialized_start=1134
-  _globals['_MARKREADREQUEST']._serialized_end=1181
-  _globals['_MARKREADRESPONSE']._serialized_start=1183
-  _globals['_MARKREADRESPONSE']._serialized_end=1219
-  _globals['_ROOMPARTICIPANTREF']._serialized_start=1221
-  _globals['_ROOMPARTICIPANTREF']._serialized_end=1282
-  _globals['_GETROOMACTIVITYREQUEST']._serialized_start=1284
-  _globals['_GETROOMACTIVITYREQUEST']._serialized_end=1372
-  _globals['_ROOMACTIVITY']._serialized_start=1375
-  _globals['_ROOMACTIVITY']._serialized_end=1535
-  _globals['_GETROOMACTIVITYRESPONSE']._serialized_start=1537
-  _globals['_GETROOMACTIVITYRESPONSE']._serialized_end=1618
-  _globals['_MESSAGINGSERVICE']._serialized_start=1621
-  _globals['_MESSAGINGSERVICE']._serialized_end=2259
+  _globals['_MESSAGE']._serialized_start=126
+  _globals['_MESSAGE']._serialized_end=389
+  _globals['_SENDMESSAGEREQUEST']._serialized_start=391
+  _globals['_SENDMESSAGEREQUEST']._serialized_end=487
+  _globals['_SENDMESSAGERESPONSE']._serialized_start=489
+  _globals['_SENDMESSAGERESPONSE']._serialized_end=575
+  _globals['_LISTMESSAGESREQUEST']._serialized_start=577
+  _globals['_LISTMESSAGESREQUEST']._serialized_end=650
+  _globals['_LISTMESSAGESRESPONSE']._serialized_start=652
+  _globals['_LISTMESSAGESRESPONSE']._serialized_end=759
+  _globals['_LISTMESSAGESAFTERREQUEST']._serialized_start=761
+  _globals['_LISTMESSAGESAFTERREQUEST']._serialized_end=838
+  _globals['_LISTMESSAGESAFTERRESPONSE']._serialized_start=840
+  _globals['_LISTMESSAGESAFTERRESPONSE']._serialized_end=950
+  _globals['_SUBSCRIBEREQUEST']._serialized_start=952
+  _globals['_SUBSCRIBEREQUEST']._serialized_end=1006
+  _globals['_RELOAD']._serialized_start=1008
+  _globals['_RELOAD']._serialized_end=1034
+  _globals['_SIGNAL']._serialized_start=1037
+  _globals['_SIGNAL']._serialized_end=1235
+  _globals['_TYPING']._serialized_start=1237
+  _globals['_TYPING']._serialized_end=1287
+  _globals['_PRESENCECHANGE']._serialized_start=1289
+  _globals['_PRESENCECHANGE']._serialized_end=1355
+  _globals['_ROOMUPDATED']._serialized_start=1357
+  _globals['_ROOMUPDATED']._serialized_end=1408
+  _globals['_SUBSCRIBERESPONSE']._serialized_start=1411
+  _globals['_SUBSCRIBERESPONSE']._serialized_end=1585
+  _globals['_MARKREADREQUEST']._serialized_start=1587
+  _globals['_MARKREADREQUEST']._serialized_end=1634
+  _globals['_MARKREADRESPONSE']._serialized_start=1636
+  _globals['_MARKREADRESPONSE']._serialized_end=1672
+  _globals['_ROOMPARTICIPANTREF']._serialized_start=1674
+  _globals['_ROOMPARTICIPANTREF']._serialized_end=1735
+  _globals['_GETROOMACTIVITYREQUEST']._serialized_start=1737
+  _globals['_GETROOMACTIVITYREQUEST']._serialized_end=1825
+  _globals['_ROOMACTIVITY']._serialized_start=1828
+  _globals['_ROOMACTIVITY']._serialized_end=1988
+  _globals['_GETROOMACTIVITYRESPONSE']._serialized_start=1990
+  _globals['_GETROOMACTIVITYRESPONSE']._serialized_end=2071
+  _globals['_SENDTYPINGREQUEST']._serialized_start=2073
+  _globals['_SENDTYPINGREQUEST']._serialized_end=2109
+  _globals['_SENDTYPINGRESPONSE']._serialized_start=2111
+  _globals['_SENDTYPINGRESPONSE']._serialized_end=2131
+  _globals['_REPORTPRESENCEREQUEST']._serialized_start=2133
+  _globals['_REPORTPRESENCEREQUEST']._serialized_end=2251
+  _globals['_PRESENCEREPORT']._serialized_start=2253
+  _globals['_PRESENCEREPORT']._serialized_end=2349
+  _globals['_REPORTPRESENCERESPONSE']._serialized_start=2351
+  _globals['_REPORTPRESENCERESPONSE']._serialized_end=2400
+  _globals['_GETPRESENCEREQUEST']._serialized_start=2402
+  _globals['_GETPRESENCEREQUEST']._serialized_end=2439
+  _globals['_GETPRESENCERESPONSE']._serialized_start=2441
+  _globals['_GETPRESENCERESPONSE']._serialized_end=2495
+  _globals['_ANNOUNCEROOMUPDATEREQUEST']._serialized_start=2497
+  _globals['_ANNOUNCEROOMUPDATEREQUEST']._serialized_end=2541
+  _globals['_ANNOUNCEROOMUPDATERESPONSE']._serialized_start=2543
+  _globals['_ANNOUNCEROOMUPDATERESPONSE']._serialized_end=2609
+  _globals['_MESSAGINGSERVICE']._serialized_start=2612
+  _globals['_MESSAGINGSERVICE']._serialized_end=3677
 # @@protoc_insertion_point(module_scope)

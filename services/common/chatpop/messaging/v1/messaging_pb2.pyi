@@ -1,5 +1,6 @@
 import datetime
 
+from chatpop.rooms.v1 import rooms_pb2 as _rooms_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
@@ -109,13 +110,51 @@ class Reload(_message.Message):
     last_seq: int
     def __init__(self, last_seq: _Optional[int] = ...) -> None: ...
 
+class Signal(_message.Message):
+    __slots__ = ("room_id", "typing", "presence", "room_updated")
+    ROOM_ID_FIELD_NUMBER: _ClassVar[int]
+    TYPING_FIELD_NUMBER: _ClassVar[int]
+    PRESENCE_FIELD_NUMBER: _ClassVar[int]
+    ROOM_UPDATED_FIELD_NUMBER: _ClassVar[int]
+    room_id: str
+    typing: Typing
+    presence: PresenceChange
+    room_updated: RoomUpdated
+    def __init__(self, room_id: _Optional[str] = ..., typing: _Optional[_Union[Typing, _Mapping]] = ..., presence: _Optional[_Union[PresenceChange, _Mapping]] = ..., room_updated: _Optional[_Union[RoomUpdated, _Mapping]] = ...) -> None: ...
+
+class Typing(_message.Message):
+    __slots__ = ("participant_id", "username")
+    PARTICIPANT_ID_FIELD_NUMBER: _ClassVar[int]
+    USERNAME_FIELD_NUMBER: _ClassVar[int]
+    participant_id: str
+    username: str
+    def __init__(self, participant_id: _Optional[str] = ..., username: _Optional[str] = ...) -> None: ...
+
+class PresenceChange(_message.Message):
+    __slots__ = ("online", "offline", "version")
+    ONLINE_FIELD_NUMBER: _ClassVar[int]
+    OFFLINE_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    online: _containers.RepeatedScalarFieldContainer[str]
+    offline: _containers.RepeatedScalarFieldContainer[str]
+    version: int
+    def __init__(self, online: _Optional[_Iterable[str]] = ..., offline: _Optional[_Iterable[str]] = ..., version: _Optional[int] = ...) -> None: ...
+
+class RoomUpdated(_message.Message):
+    __slots__ = ("room",)
+    ROOM_FIELD_NUMBER: _ClassVar[int]
+    room: _rooms_pb2.Room
+    def __init__(self, room: _Optional[_Union[_rooms_pb2.Room, _Mapping]] = ...) -> None: ...
+
 class SubscribeResponse(_message.Message):
-    __slots__ = ("message", "reload")
+    __slots__ = ("message", "reload", "signal")
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     RELOAD_FIELD_NUMBER: _ClassVar[int]
+    SIGNAL_FIELD_NUMBER: _ClassVar[int]
     message: Message
     reload: Reload
-    def __init__(self, message: _Optional[_Union[Message, _Mapping]] = ..., reload: _Optional[_Union[Reload, _Mapping]] = ...) -> None: ...
+    signal: Signal
+    def __init__(self, message: _Optional[_Union[Message, _Mapping]] = ..., reload: _Optional[_Union[Reload, _Mapping]] = ..., signal: _Optional[_Union[Signal, _Mapping]] = ...) -> None: ...
 
 class MarkReadRequest(_message.Message):
     __slots__ = ("room_id", "seq")
@@ -166,3 +205,69 @@ class GetRoomActivityResponse(_message.Message):
     ACTIVITIES_FIELD_NUMBER: _ClassVar[int]
     activities: _containers.RepeatedCompositeFieldContainer[RoomActivity]
     def __init__(self, activities: _Optional[_Iterable[_Union[RoomActivity, _Mapping]]] = ...) -> None: ...
+
+class SendTypingRequest(_message.Message):
+    __slots__ = ("room_id",)
+    ROOM_ID_FIELD_NUMBER: _ClassVar[int]
+    room_id: str
+    def __init__(self, room_id: _Optional[str] = ...) -> None: ...
+
+class SendTypingResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ReportPresenceRequest(_message.Message):
+    __slots__ = ("instance_id", "ttl_seconds", "rooms")
+    INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
+    TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    ROOMS_FIELD_NUMBER: _ClassVar[int]
+    instance_id: str
+    ttl_seconds: int
+    rooms: _containers.RepeatedCompositeFieldContainer[PresenceReport]
+    def __init__(self, instance_id: _Optional[str] = ..., ttl_seconds: _Optional[int] = ..., rooms: _Optional[_Iterable[_Union[PresenceReport, _Mapping]]] = ...) -> None: ...
+
+class PresenceReport(_message.Message):
+    __slots__ = ("room_id", "joined", "left", "complete", "count")
+    ROOM_ID_FIELD_NUMBER: _ClassVar[int]
+    JOINED_FIELD_NUMBER: _ClassVar[int]
+    LEFT_FIELD_NUMBER: _ClassVar[int]
+    COMPLETE_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    room_id: str
+    joined: _containers.RepeatedScalarFieldContainer[str]
+    left: _containers.RepeatedScalarFieldContainer[str]
+    complete: bool
+    count: int
+    def __init__(self, room_id: _Optional[str] = ..., joined: _Optional[_Iterable[str]] = ..., left: _Optional[_Iterable[str]] = ..., complete: _Optional[bool] = ..., count: _Optional[int] = ...) -> None: ...
+
+class ReportPresenceResponse(_message.Message):
+    __slots__ = ("resync_room_ids",)
+    RESYNC_ROOM_IDS_FIELD_NUMBER: _ClassVar[int]
+    resync_room_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, resync_room_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class GetPresenceRequest(_message.Message):
+    __slots__ = ("room_id",)
+    ROOM_ID_FIELD_NUMBER: _ClassVar[int]
+    room_id: str
+    def __init__(self, room_id: _Optional[str] = ...) -> None: ...
+
+class GetPresenceResponse(_message.Message):
+    __slots__ = ("online", "version")
+    ONLINE_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    online: _containers.RepeatedScalarFieldContainer[str]
+    version: int
+    def __init__(self, online: _Optional[_Iterable[str]] = ..., version: _Optional[int] = ...) -> None: ...
+
+class AnnounceRoomUpdateRequest(_message.Message):
+    __slots__ = ("room_id",)
+    ROOM_ID_FIELD_NUMBER: _ClassVar[int]
+    room_id: str
+    def __init__(self, room_id: _Optional[str] = ...) -> None: ...
+
+class AnnounceRoomUpdateResponse(_message.Message):
+    __slots__ = ("room",)
+    ROOM_FIELD_NUMBER: _ClassVar[int]
+    room: _rooms_pb2.Room
+    def __init__(self, room: _Optional[_Union[_rooms_pb2.Room, _Mapping]] = ...) -> None: ...

@@ -65,6 +65,26 @@ class MessagingServiceStub:
                 request_serializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.GetRoomActivityRequest.SerializeToString,
                 response_deserializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.GetRoomActivityResponse.FromString,
                 _registered_method=True)
+        self.SendTyping = channel.unary_unary(
+                '/chatpop.messaging.v1.MessagingService/SendTyping',
+                request_serializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.SendTypingRequest.SerializeToString,
+                response_deserializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.SendTypingResponse.FromString,
+                _registered_method=True)
+        self.ReportPresence = channel.unary_unary(
+                '/chatpop.messaging.v1.MessagingService/ReportPresence',
+                request_serializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.ReportPresenceRequest.SerializeToString,
+                response_deserializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.ReportPresenceResponse.FromString,
+                _registered_method=True)
+        self.GetPresence = channel.unary_unary(
+                '/chatpop.messaging.v1.MessagingService/GetPresence',
+                request_serializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.GetPresenceRequest.SerializeToString,
+                response_deserializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.GetPresenceResponse.FromString,
+                _registered_method=True)
+        self.AnnounceRoomUpdate = channel.unary_unary(
+                '/chatpop.messaging.v1.MessagingService/AnnounceRoomUpdate',
+                request_serializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.AnnounceRoomUpdateRequest.SerializeToString,
+                response_deserializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.AnnounceRoomUpdateResponse.FromString,
+                _registered_method=True)
 
 
 class MessagingServiceServicer:
@@ -116,6 +136,39 @@ class MessagingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SendTyping(self, request, context):
+        """SendTyping tells the caller's room (room token) that the caller is typing: a Signal, never
+        stored, sequenced or replayed, delivered to the room's Subscribe streams on every process.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReportPresence(self, request, context):
+        """ReportPresence records which participants have an open socket on one edge process, room by room,
+        and signals who came online or went offline. Internal: edge processes call it on the first and
+        the last socket of a participant in a room, and refresh what they reported before it expires.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetPresence(self, request, context):
+        """GetPresence lists who is online in the caller's room (room token) with the room's presence version.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AnnounceRoomUpdate(self, request, context):
+        """AnnounceRoomUpdate tells every live client of a room that its settings changed (or that it was
+        closed). Only its host may call it: an access token of the host, or the host's room token. The
+        room sent to clients is read from rooms, never taken from the caller.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MessagingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -148,6 +201,26 @@ def add_MessagingServiceServicer_to_server(servicer, server):
                     servicer.GetRoomActivity,
                     request_deserializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.GetRoomActivityRequest.FromString,
                     response_serializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.GetRoomActivityResponse.SerializeToString,
+            ),
+            'SendTyping': grpc.unary_unary_rpc_method_handler(
+                    servicer.SendTyping,
+                    request_deserializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.SendTypingRequest.FromString,
+                    response_serializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.SendTypingResponse.SerializeToString,
+            ),
+            'ReportPresence': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportPresence,
+                    request_deserializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.ReportPresenceRequest.FromString,
+                    response_serializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.ReportPresenceResponse.SerializeToString,
+            ),
+            'GetPresence': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPresence,
+                    request_deserializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.GetPresenceRequest.FromString,
+                    response_serializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.GetPresenceResponse.SerializeToString,
+            ),
+            'AnnounceRoomUpdate': grpc.unary_unary_rpc_method_handler(
+                    servicer.AnnounceRoomUpdate,
+                    request_deserializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.AnnounceRoomUpdateRequest.FromString,
+                    response_serializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.AnnounceRoomUpdateResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -313,6 +386,114 @@ class MessagingService:
             '/chatpop.messaging.v1.MessagingService/GetRoomActivity',
             chatpop_dot_messaging_dot_v1_dot_messaging__pb2.GetRoomActivityRequest.SerializeToString,
             chatpop_dot_messaging_dot_v1_dot_messaging__pb2.GetRoomActivityResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SendTyping(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatpop.messaging.v1.MessagingService/SendTyping',
+            chatpop_dot_messaging_dot_v1_dot_messaging__pb2.SendTypingRequest.SerializeToString,
+            chatpop_dot_messaging_dot_v1_dot_messaging__pb2.SendTypingResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportPresence(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatpop.messaging.v1.MessagingService/ReportPresence',
+            chatpop_dot_messaging_dot_v1_dot_messaging__pb2.ReportPresenceRequest.SerializeToString,
+            chatpop_dot_messaging_dot_v1_dot_messaging__pb2.ReportPresenceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPresence(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatpop.messaging.v1.MessagingService/GetPresence',
+            chatpop_dot_messaging_dot_v1_dot_messaging__pb2.GetPresenceRequest.SerializeToString,
+            chatpop_dot_messaging_dot_v1_dot_messaging__pb2.GetPresenceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AnnounceRoomUpdate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatpop.messaging.v1.MessagingService/AnnounceRoomUpdate',
+            chatpop_dot_messaging_dot_v1_dot_messaging__pb2.AnnounceRoomUpdateRequest.SerializeToString,
+            chatpop_dot_messaging_dot_v1_dot_messaging__pb2.AnnounceRoomUpdateResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -50,6 +50,22 @@ class MessagingServiceStub:
     messages others sent after that participant's read position. Internal: the edge calls it for the
     participants that rooms listed for the caller ("my rooms").
     """
+    SendTyping: _grpc.UnaryUnaryMultiCallable[_messaging_pb2.SendTypingRequest, _messaging_pb2.SendTypingResponse]
+    """SendTyping tells the caller's room (room token) that the caller is typing: a Signal, never
+    stored, sequenced or replayed, delivered to the room's Subscribe streams on every process.
+    """
+    ReportPresence: _grpc.UnaryUnaryMultiCallable[_messaging_pb2.ReportPresenceRequest, _messaging_pb2.ReportPresenceResponse]
+    """ReportPresence records which participants have an open socket on one edge process, room by room,
+    and signals who came online or went offline. Internal: edge processes call it on the first and
+    the last socket of a participant in a room, and refresh what they reported before it expires.
+    """
+    GetPresence: _grpc.UnaryUnaryMultiCallable[_messaging_pb2.GetPresenceRequest, _messaging_pb2.GetPresenceResponse]
+    """GetPresence lists who is online in the caller's room (room token) with the room's presence version."""
+    AnnounceRoomUpdate: _grpc.UnaryUnaryMultiCallable[_messaging_pb2.AnnounceRoomUpdateRequest, _messaging_pb2.AnnounceRoomUpdateResponse]
+    """AnnounceRoomUpdate tells every live client of a room that its settings changed (or that it was
+    closed). Only its host may call it: an access token of the host, or the host's room token. The
+    room sent to clients is read from rooms, never taken from the caller.
+    """
 
 @_typing.type_check_only
 class MessagingServiceAsyncStub(MessagingServiceStub):
@@ -72,6 +88,22 @@ class MessagingServiceAsyncStub(MessagingServiceStub):
     """GetRoomActivity tells, for each participant named, its room's newest message and how many
     messages others sent after that participant's read position. Internal: the edge calls it for the
     participants that rooms listed for the caller ("my rooms").
+    """
+    SendTyping: _aio.UnaryUnaryMultiCallable[_messaging_pb2.SendTypingRequest, _messaging_pb2.SendTypingResponse]  # type: ignore[assignment]
+    """SendTyping tells the caller's room (room token) that the caller is typing: a Signal, never
+    stored, sequenced or replayed, delivered to the room's Subscribe streams on every process.
+    """
+    ReportPresence: _aio.UnaryUnaryMultiCallable[_messaging_pb2.ReportPresenceRequest, _messaging_pb2.ReportPresenceResponse]  # type: ignore[assignment]
+    """ReportPresence records which participants have an open socket on one edge process, room by room,
+    and signals who came online or went offline. Internal: edge processes call it on the first and
+    the last socket of a participant in a room, and refresh what they reported before it expires.
+    """
+    GetPresence: _aio.UnaryUnaryMultiCallable[_messaging_pb2.GetPresenceRequest, _messaging_pb2.GetPresenceResponse]  # type: ignore[assignment]
+    """GetPresence lists who is online in the caller's room (room token) with the room's presence version."""
+    AnnounceRoomUpdate: _aio.UnaryUnaryMultiCallable[_messaging_pb2.AnnounceRoomUpdateRequest, _messaging_pb2.AnnounceRoomUpdateResponse]  # type: ignore[assignment]
+    """AnnounceRoomUpdate tells every live client of a room that its settings changed (or that it was
+    closed). Only its host may call it: an access token of the host, or the host's room token. The
+    room sent to clients is read from rooms, never taken from the caller.
     """
 
 class MessagingServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -128,6 +160,46 @@ class MessagingServiceServicer(metaclass=_abc_1.ABCMeta):
         """GetRoomActivity tells, for each participant named, its room's newest message and how many
         messages others sent after that participant's read position. Internal: the edge calls it for the
         participants that rooms listed for the caller ("my rooms").
+        """
+
+    @_abc_1.abstractmethod
+    def SendTyping(
+        self,
+        request: _messaging_pb2.SendTypingRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_messaging_pb2.SendTypingResponse, _abc.Awaitable[_messaging_pb2.SendTypingResponse]]:
+        """SendTyping tells the caller's room (room token) that the caller is typing: a Signal, never
+        stored, sequenced or replayed, delivered to the room's Subscribe streams on every process.
+        """
+
+    @_abc_1.abstractmethod
+    def ReportPresence(
+        self,
+        request: _messaging_pb2.ReportPresenceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_messaging_pb2.ReportPresenceResponse, _abc.Awaitable[_messaging_pb2.ReportPresenceResponse]]:
+        """ReportPresence records which participants have an open socket on one edge process, room by room,
+        and signals who came online or went offline. Internal: edge processes call it on the first and
+        the last socket of a participant in a room, and refresh what they reported before it expires.
+        """
+
+    @_abc_1.abstractmethod
+    def GetPresence(
+        self,
+        request: _messaging_pb2.GetPresenceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_messaging_pb2.GetPresenceResponse, _abc.Awaitable[_messaging_pb2.GetPresenceResponse]]:
+        """GetPresence lists who is online in the caller's room (room token) with the room's presence version."""
+
+    @_abc_1.abstractmethod
+    def AnnounceRoomUpdate(
+        self,
+        request: _messaging_pb2.AnnounceRoomUpdateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_messaging_pb2.AnnounceRoomUpdateResponse, _abc.Awaitable[_messaging_pb2.AnnounceRoomUpdateResponse]]:
+        """AnnounceRoomUpdate tells every live client of a room that its settings changed (or that it was
+        closed). Only its host may call it: an access token of the host, or the host's room token. The
+        room sent to clients is read from rooms, never taken from the caller.
         """
 
 def add_MessagingServiceServicer_to_server(servicer: MessagingServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,148 @@
+"""The RPCs behind ephemeral room signals: typing, presence reports and snapshots, room updates.
+
+Each checks its caller and its input, then changes presence (`presence.py`) or simply publishes a
+signal (`signals.py`). None of them touches the message log, a seq or a resume position.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Sequence
+
+import grpc
+
+from chatpop.messaging.v1 import messaging_pb2
+from chatpop.rooms.v1 import rooms_pb2, rooms_pb2_grpc
+from chatpop_common.auth import Principal
+from chatpop_common.errors import InvalidArgument, NotFound, PermissionDenied, Unavailable
+from chatpop_messaging import validation
+from chatpop_messaging.presence import PresenceBook, PresenceStep, RoomReport
+from chatpop_messaging.signals import SignalPublisher
+
+_INSTANCE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_PARTICIPANT_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+DEFAULT_PRESENCE_TTL = 30
+MAX_PRESENCE_TTL = 3600
+MAX_PRESENCE_ROOMS = 500
+MAX_PRESENCE_IDS = 10_000
+_LOOKUP_TIMEOUT = 5.0
+
+
+def _participant_ids(values: Sequence[str]) -> list[str]:
+    if len(values) > MAX_PRESENCE_IDS:
+        raise InvalidArgument(
+            f"A report names at most {MAX_PRESENCE_IDS} participants per room.", code="too_many_participants"
+        )
+    for value in values:
+        if not _PARTICIPANT_ID.fullmatch(value):
+            raise InvalidArgument("A participant id is missing or malformed.", code="invalid_participant_id")
+    return list(values)
+
+
+def presence_reports(request: messaging_pb2.ReportPresenceRequest) -> tuple[str, int, list[RoomReport]]:
+    """The instance, its ttl in milliseconds and its reports, checked; InvalidArgument otherwise."""
+    if not _INSTANCE_ID.fullmatch(request.instance_id):
+        raise InvalidArgument(
+            "instance_id is required: 1-64 letters, digits, '_' or '-'.", code="invalid_instance_id"
+        )
+    ttl = request.ttl_seconds or DEFAULT_PRESENCE_TTL
+    if not 1 <= ttl <= MAX_PRESENCE_TTL:
+        raise InvalidArgument(
+            f"ttl_seconds must be between 1 and {MAX_PRESENCE_TTL}.", code="invalid_ttl_seconds"
+        )
+    if len(request.rooms) > MAX_PRESENCE_ROOMS:
+        raise InvalidArgument(f"Report at most {MAX_PRESENCE_ROOMS} rooms at a time.", code="too_many_rooms")
+    reports: list[RoomReport] = []
+    seen: set[str] = set()
+    for room in request.rooms:
+        room_id = validation.room_id(room.room_id)
+        if room_id in seen:
+            raise InvalidArgument("Each room may appear once in a report.", code="duplicate_room")
+        seen.add(room_id)
+        if room.count < 0:
+            raise InvalidArgument("count must not be negative.", code="invalid_count")
+        reports.append(
+            RoomReport(
+                room_id=room_id,
+                joined=_participant_ids(room.joined),
+                left=[] if room.complete else _participant_ids(room.left),
+                complete=room.complete,
+                count=room.count,
+            )
+        )
+    return request.instance_id, ttl * 1000, reports
+
+
+class RoomSignals:
+    def __init__(
+        self, publisher: SignalPublisher, presence: PresenceBook, rooms_channel: grpc.aio.Channel
+    ) -> None:
+        self._publisher = publisher
+        self._presence = presence
+        self._rooms = rooms_pb2_grpc.RoomsServiceStub(rooms_channel)
+
+    async def typing(self, room_id: str, participant_id: str, username: str) -> None:
+        await self._publisher.publish(
+            messaging_pb2.Signal(
+                room_id=room_id,
+                typing=messaging_pb2.Typing(participant_id=participant_id, username=username),
+            )
+        )
+
+    async def _announce_presence(self, steps: Sequence[PresenceStep]) -> None:
+        changed = [step for step in steps if step.changed]
+        await asyncio.gather(
+            *(
+                self._publisher.publish(
+                    messaging_pb2.Signal(
+                        room_id=step.room_id,
+                        presence=messaging_pb2.PresenceChange(
+                            online=step.online, offline=step.offline, version=step.version
+                        ),
+                    )
+                )
+                for step in changed
+            )
+        )
+
+    async def report_presence(
+        self, request: messaging_pb2.ReportPresenceRequest
+    ) -> messaging_pb2.ReportPresenceResponse:
+        instance, ttl_ms, reports = presence_reports(request)
+        steps = await self._presence.report(instance, ttl_ms, reports)
+        await self._announce_presence(steps)
+        return messaging_pb2.ReportPresenceResponse(
+            resync_room_ids=[step.room_id for step in steps if step.resync]
+        )
+
+    async def presence(self, room_id: str) -> messaging_pb2.GetPresenceResponse:
+        step = await self._presence.read(room_id)
+        # Reading dropped a dead edge's people: tell the room, as a report would have.
+        await self._announce_presence([step])
+        return messaging_pb2.GetPresenceResponse(online=step.everyone or [], version=step.version)
+
+    async def announce_room_update(
+        self, principal: Principal, room_id: str
+    ) -> messaging_pb2.AnnounceRoomUpdateResponse:
+        room_id = validation.room_id(room_id)
+        if principal.token_type == "room":
+            principal.require_room(room_id)
+        try:
+            response = await self._rooms.GetRoom(
+                rooms_pb2.GetRoomRequest(room_id=room_id), timeout=_LOOKUP_TIMEOUT
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
+                raise NotFound("There is no such room.", code="room_not_found") from exc
+            raise Unavailable("Rooms could not be reached; try again.", code="rooms_unavailable") from exc
+        room: rooms_pb2.Room = response.room
+        is_host = principal.subject == room.host_id or (principal.token_type == "room" and principal.is_host)
+        if not is_host:
+            raise PermissionDenied("Only the host can announce changes to this room.", code="not_host")
+        published = await self._publisher.publish(
+            messaging_pb2.Signal(room_id=room_id, room_updated=messaging_pb2.RoomUpdated(room=room))
+        )
+        if not published:
+            raise Unavailable("The change could not be announced; try again.", code="signals_unavailable")
+        return messaging_pb2.AnnounceRoomUpdateResponse(room=room)
