@@ -143,9 +143,7 @@ async def test_the_host_sees_the_access_code_again_and_nobody_else_does(platform
 async def test_the_database_alone_reveals_no_access_code(platform: Platform) -> None:
     host = await platform.anonymous()
     room = await _private_room(platform, host)
-    other = await _create(
-        platform, host, visibility=rooms_pb2.VISIBILITY_PRIVATE, access_code="other-secret"
-    )
+    other = await _create(platform, host, visibility=rooms_pb2.VISIBILITY_PRIVATE, access_code="other-secret")
     db = await asyncpg.connect(platform.database_url)
     try:
         row = await db.fetchrow(

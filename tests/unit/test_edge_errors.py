@@ -67,7 +67,11 @@ def test_unavailable_is_503_without_transport_details(status: grpc.StatusCode) -
 )
 def test_unexpected_statuses_are_500_internal_without_details(status: grpc.StatusCode) -> None:
     mapped = map_rpc_error(rpc_error(status, "Traceback: KeyError in store.py", (ERROR_CODE_KEY, "internal")))
-    assert (mapped.status, mapped.code, mapped.message) == (500, "internal", "Something went wrong on our side.")
+    assert (mapped.status, mapped.code, mapped.message) == (
+        500,
+        "internal",
+        "Something went wrong on our side.",
+    )
 
 
 def test_local_token_errors_map_like_service_errors() -> None:

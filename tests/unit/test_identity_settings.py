@@ -87,7 +87,11 @@ def test_settings_defaults(tmp_path: Path) -> None:
     )
     assert settings.extra_public_key_paths == []
     assert settings.argon2_time_cost is None
-    assert (settings.anonymous_session_limit, settings.anonymous_session_window) == (5, 3600)
+    assert (
+        settings.anonymous_session_limit,
+        settings.anonymous_session_window,
+        settings.anonymous_session_burst,
+    ) == (60, 3600, 40)
     assert (settings.username_words_dir / "adjectives.txt").is_file()
 
 

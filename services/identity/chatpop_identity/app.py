@@ -15,6 +15,7 @@ from chatpop_common.auth import KeyCache, TokenVerifier
 from chatpop_common.datastores import create_pg_pool, create_redis
 from chatpop_common.fixed_window import FixedWindowLimiter
 from chatpop_common.server import GrpcApp, Registration
+from chatpop_common.token_bucket import TokenBucketLimiter
 from chatpop_identity.credentials import Passwords
 from chatpop_identity.generator import UsernameGenerator
 from chatpop_identity.keys import KeyRing
@@ -109,8 +110,11 @@ async def build(settings: Settings) -> GrpcApp:
             interval=timedelta(seconds=settings.reserved_username_change_interval),
             quarantine_days=settings.reserved_username_quarantine_days,
         ),
-        session_limiter=FixedWindowLimiter(
-            redis, limit=settings.anonymous_session_limit, window_seconds=settings.anonymous_session_window
+        session_limiter=TokenBucketLimiter(
+            redis,
+            limit=settings.anonymous_session_limit,
+            window_seconds=settings.anonymous_session_window,
+            burst=settings.anonymous_session_burst,
         ),
     )
 

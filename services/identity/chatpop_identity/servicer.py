@@ -21,7 +21,7 @@ from chatpop_common.errors import (
     ResourceExhausted,
     Unauthenticated,
 )
-from chatpop_common.fixed_window import FixedWindowLimiter
+from chatpop_common.token_bucket import TokenBucketLimiter
 from chatpop_common.usernames import USERNAME_MAX_LENGTH, normalize_username, username_key
 from chatpop_common.wording import wait_words
 from chatpop_identity.credentials import (
@@ -108,7 +108,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         generator: UsernameGenerator,
         password_changes: PasswordChanges,
         username_changes: UsernameChanges,
-        session_limiter: FixedWindowLimiter | None = None,
+        session_limiter: TokenBucketLimiter | None = None,
         now: Now = _utcnow,
     ) -> None:
         self._store = store

@@ -40,9 +40,12 @@ class Settings(ServiceSettings):
     argon2_memory_cost: int | None = Field(None, ge=8)  # KiB
     argon2_parallelism: int | None = Field(None, ge=1)
 
-    # New anonymous sessions one client IP (keyed hash) may start per window.
-    anonymous_session_limit: int = Field(5, ge=1)
+    # New anonymous sessions one client IP (keyed hash) may start: `limit` per window on average, up to
+    # `burst` at once. A class or a pub quiz behind one address arrives all at once, so the burst is
+    # large; one device flooding sessions is still held to a trickle.
+    anonymous_session_limit: int = Field(60, ge=1)
     anonymous_session_window: int = Field(3600, ge=1)
+    anonymous_session_burst: int = Field(40, ge=1)
 
     # Directory holding adjectives.txt and nouns.txt for generated usernames.
     username_words_dir: Path = WORDLIST_DIR
