@@ -54,14 +54,19 @@ class People:
     opened: list[Person] = field(default_factory=list)
 
     async def new(
-        self, device: dict[str, Any] = DESKTOP, *, address: str | None = None, **options: Any
+        self,
+        device: dict[str, Any] = DESKTOP,
+        *,
+        address: str | None = None,
+        base_url: str | None = None,
+        **options: Any,
     ) -> Person:
         """A person at a new device; each has an address of their own unless `address` puts several
-        on one network (one Wi-Fi, carrier NAT)."""
+        on one network (one Wi-Fi, carrier NAT). `base_url` sends them to another edge process."""
         number = next(addresses)
         address = address or f"10.{(os.getpid() >> 8) % 250}.{number // 250}.{number % 250 + 1}"
         context = await self.browser.new_context(
-            base_url=self.base_url,
+            base_url=base_url or self.base_url,
             extra_http_headers={"X-Forwarded-For": address},
             locale="en-US",
             timezone_id="UTC",

@@ -126,7 +126,7 @@ async def test_a_killed_edge_takes_its_people_offline_after_its_ttl(
             lambda f: f["type"] == "presence" and dora["participant"]["id"] in f["offline"],
             timeout=PRESENCE_TTL + 30,
         )
-        assert time.monotonic() - killed_at >= PRESENCE_TTL - 1
+        assert time.monotonic() - killed_at >= PRESENCE_TTL - 2
         body = await snapshot(stack.base_url, room.code, alice["room_token"])
         assert online(body) == {"AliceStays"}
         assert body["presence_version"] >= went["version"]

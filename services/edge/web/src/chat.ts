@@ -433,7 +433,9 @@ export class ChatSession {
   private onTyping(frame: Frame): void {
     const who = typeof frame.participant_id === "string" ? frame.participant_id : null;
     if (!who || who === this.me.id) return;
-    this.typing.set(who, { username: this.names.get(who) ?? "Someone", until: Date.now() + TYPING_SHOWN_MS });
+    // The frame names the typist; older edges did not, so a name seen on a message stands in.
+    const named = typeof frame.username === "string" && frame.username ? frame.username : null;
+    this.typing.set(who, { username: named ?? this.names.get(who) ?? "Someone", until: Date.now() + TYPING_SHOWN_MS });
     window.clearTimeout(this.typingTimer);
     this.typingTimer = window.setTimeout(() => this.changed(), TYPING_SHOWN_MS + 50);
     this.changed();

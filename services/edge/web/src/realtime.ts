@@ -1,5 +1,10 @@
 /** A room WebSocket that keeps itself connected: backoff with jitter, a heartbeat, and a say in how
- * each close is handled (renew the token, give up, or try again). */
+ * each close is handled (renew the token, give up, or try again).
+ *
+ * The heartbeat is what makes "Live" true: a network that drops packets without closing anything
+ * (a train in a tunnel, a sleeping Wi-Fi) sends no close event for minutes. The client pings when it
+ * has sent nothing for a few seconds, the edge answers every ping, so a healthy connection is never
+ * silent for long; after SILENCE_LIMIT_MS without a single frame the connection counts as lost. */
 
 export type ConnectionState =
   | { kind: "connecting"; attempt: number }
@@ -28,9 +33,11 @@ export class StopError extends Error {}
 const BASE_DELAY_MS = 500;
 const MAX_DELAY_MS = 10_000;
 const OPEN_TIMEOUT_MS = 10_000;
-const PING_EVERY_MS = 20_000;
+// Ping when nothing was sent, or nothing heard, for this long (the edge closes sockets silent for 30 s).
+const PING_EVERY_MS = 4_000;
 // No frame at all (not even a pong) for this long: the connection is dead even if no close came.
-const SILENCE_LIMIT_MS = 50_000;
+const SILENCE_LIMIT_MS = 10_000;
+const HEARTBEAT_TICK_MS = 1_000;
 
 /** Exponential backoff with "equal jitter": never zero, never in lockstep with other clients. */
 export function backoffDelay(attempt: number, random: () => number = Math.random): number {
@@ -47,6 +54,8 @@ export class ReconnectingSocket {
   private pingTimer: number | undefined;
   private openTimer: number | undefined;
   private lastHeard = 0;
+  private lastSent = 0;
+  private lastPing = 0;
   private state: ConnectionState = { kind: "connecting", attempt: 0 };
 
   constructor(private readonly hooks: SocketHooks) {
@@ -71,6 +80,7 @@ export class ReconnectingSocket {
   send(frame: Frame): boolean {
     if (!this.live || !this.ws) return false;
     this.ws.send(JSON.stringify(frame));
+    this.lastSent = Date.now();
     return true;
   }
 
@@ -145,8 +155,8 @@ export class ReconnectingSocket {
     }, OPEN_TIMEOUT_MS);
     ws.onopen = () => {
       window.clearTimeout(this.openTimer);
-      this.lastHeard = Date.now();
-      this.pingTimer = window.setInterval(() => this.heartbeat(ws), PING_EVERY_MS);
+      this.lastHeard = this.lastSent = this.lastPing = Date.now();
+      this.pingTimer = window.setInterval(() => this.heartbeat(ws), HEARTBEAT_TICK_MS);
     };
     ws.onmessage = (event: MessageEvent) => {
       this.lastHeard = Date.now();
@@ -170,11 +180,19 @@ export class ReconnectingSocket {
 
   private heartbeat(ws: WebSocket): void {
     if (this.ws !== ws || ws.readyState !== WebSocket.OPEN) return;
-    if (Date.now() - this.lastHeard > SILENCE_LIMIT_MS) {
+    const now = Date.now();
+    if (now - this.lastHeard > SILENCE_LIMIT_MS) {
       this.lost(ws, 4000, "silent");
       return;
     }
-    ws.send(JSON.stringify({ type: "ping" }));
+    // Sending typing frames keeps the edge's idle timer happy but gets no answer, so a quiet room
+    // is pinged too: every frame the edge writes back proves the way back works.
+    const quietOut = now - this.lastSent >= PING_EVERY_MS;
+    const quietIn = now - this.lastHeard >= PING_EVERY_MS && now - this.lastPing >= PING_EVERY_MS;
+    if (quietOut || quietIn) {
+      ws.send(JSON.stringify({ type: "ping" }));
+      this.lastSent = this.lastPing = now;
+    }
   }
 
   private lost(ws: WebSocket, code: number, reason: string): void {
@@ -228,6 +246,9 @@ export class ReconnectingSocket {
     if (this.state.kind === "waiting") {
       window.clearTimeout(this.retryTimer);
       this.setState({ kind: "offline" });
+    } else if ((this.state.kind === "live" || this.state.kind === "connecting") && this.ws) {
+      // The browser knows the network is gone: no need to wait for the silence to prove it.
+      this.lost(this.ws, 4000, "offline");
     }
   };
 

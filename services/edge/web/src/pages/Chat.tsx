@@ -4,8 +4,11 @@ import { ChatSession, MAX_MESSAGE_CHARS, type PendingSend } from "../chat";
 import type { ConnectionState } from "../realtime";
 import type { RoomSession } from "../rooms";
 import { isMuted, setMuted } from "../sound";
+import { followRoom } from "../liveRoom";
+import { typingText } from "../typing";
 import { BellIcon, CheckIcon, GearIcon, LinkIcon, NotifyIcon, SendIcon } from "../components/Icons";
 import { MessageText } from "../components/MessageText";
+import { PeopleButton } from "../components/People";
 import { RoomHeader } from "../components/RoomHeader";
 import { RoomSettings } from "../components/RoomSettings";
 import { notificationState, notifyMessage, setNotifications, type NotificationState } from "../notifications";
@@ -58,10 +61,10 @@ export function ConnectionStatus({ state, onRetry }: { state: ConnectionState; o
       label = "Live";
       break;
     case "connecting":
-      label = state.attempt === 0 ? "Connecting…" : "Reconnecting…";
+      label = state.attempt === 0 ? "Connecting…" : "Connection lost — reconnecting…";
       break;
     case "waiting":
-      label = "Reconnecting…";
+      label = "Connection lost — reconnecting…";
       detail = `in ${Math.max(1, Math.ceil((state.retryAt - now) / 1000))} s`;
       break;
     case "offline":
@@ -442,6 +445,7 @@ export function ChatView({ room: initialRoom, joined }: { room: Room; joined: Ro
     void session.start();
     return () => session.stop();
   }, [session]);
+  useEffect(() => followRoom(session), [session]);
 
   useEffect(() => {
     if (!toast) return;
@@ -577,7 +581,12 @@ export function ChatView({ room: initialRoom, joined }: { room: Room; joined: Ro
     <div class="chat-screen">
       <RoomHeader
         title={room.name}
-        status={<ConnectionStatus state={session.state} onRetry={() => session.reconnectNow()} />}
+        status={
+          <div class="room-status">
+            <ConnectionStatus state={session.state} onRetry={() => session.reconnectNow()} />
+            <PeopleButton chat={session} />
+          </div>
+        }
         actions={
           <>
             <ShareButton room={room} onCopied={setToast} />
@@ -643,7 +652,7 @@ export function ChatView({ room: initialRoom, joined }: { room: Room; joined: Ro
         )}
       </div>
       <div class="typing" aria-live="polite">
-        {typing.length > 0 && `${typing.slice(0, 3).join(", ")} ${typing.length > 1 ? "are" : "is"} typing…`}
+        {typingText(typing)}
       </div>
       {(session.notice || toast || ended) && (
         <div class="notices">
