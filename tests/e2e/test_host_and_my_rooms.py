@@ -4,7 +4,6 @@ counts. Every JSON answer is checked against the OpenAPI document the edge serve
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import httpx
@@ -60,13 +59,9 @@ async def test_slow_mode_and_closing_apply_to_senders_at_once(
     read_back = await client.get(f"/api/v1/rooms/{code}")
     assert documented(openapi, "GET", "/api/v1/rooms/{code}", read_back)["slow_mode_seconds"] == 30
 
-    # The room's state is cached briefly by messaging: the change applies within seconds.
+    # The change is announced: messaging applies it from the next message on.
     assert (await send(client, code, guest["room_token"], "first")).status_code == 201
-    for _ in range(50):
-        waited = await send(client, code, guest["room_token"], "second")
-        if waited.status_code == 429:
-            break
-        await asyncio.sleep(0.1)
+    waited = await send(client, code, guest["room_token"], "second")
     assert waited.status_code == 429, waited.text
     error = documented(openapi, "POST", "/api/v1/rooms/{code}/messages", waited)["error"]
     assert error["code"] == "slow_mode"
@@ -90,11 +85,8 @@ async def test_slow_mode_and_closing_apply_to_senders_at_once(
     closed = await client.post(f"/api/v1/rooms/{code}/close", headers=bearer(host))
     assert closed.status_code == 200, closed.text
     assert documented(openapi, "POST", "/api/v1/rooms/{code}/close", closed)["closed"] is True
-    for _ in range(50):
-        after = await send(client, code, host_seat["room_token"], "anyone there?")
-        if after.status_code == 409:
-            break
-        await asyncio.sleep(0.1)
+    # The close is announced, so messaging refuses the very next message.
+    after = await send(client, code, host_seat["room_token"], "anyone there?")
     assert after.status_code == 409, after.text
     error = documented(openapi, "POST", "/api/v1/rooms/{code}/messages", after)["error"]
     assert error == {"code": "room_closed", "message": "This room is closed."}
@@ -107,9 +99,7 @@ async def test_slow_mode_and_closing_apply_to_senders_at_once(
     texts = [
         m["text"] for m in documented(openapi, "GET", "/api/v1/rooms/{code}/messages", history)["messages"]
     ]
-    # Anything sent in the moment before the close reached messaging was accepted, and nothing after.
-    assert set(texts[: texts.index("host 2")]) <= {"anyone there?"}
-    assert texts[texts.index("host 2") :] == ["host 2", "host 1", "host 0", "first"]
+    assert texts == ["host 2", "host 1", "host 0", "first"]
 
 
 async def test_the_host_sees_the_access_code_and_nobody_else(

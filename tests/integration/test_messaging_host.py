@@ -13,6 +13,7 @@ import grpc
 import pytest
 from test_messaging_service import (
     GENEROUS_RATE_LIMIT,
+    Events,
     FakeRooms,
     failure,
     join,
@@ -175,3 +176,55 @@ async def test_a_lively_chat_is_not_held_back_but_a_flood_is(
         outcomes = await asyncio.gather(*(attempt(n) for n in range(40)))
         assert 20 <= outcomes.count("sent") <= 22
         assert outcomes.count("rate_limited") == 40 - outcomes.count("sent")
+
+
+async def _signal(events: Events) -> messaging_pb2.Signal:
+    """The next signal on a stream, past the messages before it."""
+    while (event := await events.next()).WhichOneof("event") != "signal":
+        pass
+    return event.signal
+
+
+async def test_an_announced_change_applies_to_sends_at_once_in_every_process(
+    database_url: str, redis_url: str, rooms: tuple[FakeRooms, str]
+) -> None:
+    """Closing or slowing a room is announced; every messaging process that hears it enforces it on
+    the next send, without waiting for its cached view of the room to expire."""
+    fake, rooms_addr = rooms
+    room = new_room()
+    host, member = join(fake, room, "RoomHost", is_host=True), join(fake, room, "Member")
+    fake.rooms[room] = rooms_pb2.Room(id=room, host_id=host.participant.subject)
+    slow_cache = {"room_policy_cache_ttl": 600, **GENEROUS_RATE_LIMIT}
+    async with (
+        messaging_server(database_url, redis_url, rooms_addr, **slow_cache) as announcer,
+        messaging_server(database_url, redis_url, rooms_addr, **slow_cache) as listener,
+    ):
+        # The listener has a live stream for the room, so it hears the room's signals.
+        events = listener.subscribe(room, -1)
+        try:
+            for server in (announcer, listener):
+                assert (await server.send(member, "while it is open")).created
+            fake.rooms[room] = rooms_pb2.Room(id=room, host_id=host.participant.subject, slow_mode_seconds=60)
+            await announcer.stub.AnnounceRoomUpdate(
+                messaging_pb2.AnnounceRoomUpdateRequest(room_id=room), metadata=host.metadata, timeout=10
+            )
+            await _signal(events)
+            # The first message after slow mode came on goes through; the next one waits, whichever
+            # process it reaches.
+            assert (await listener.send(member, "first since slowing")).created
+            for server in (listener, announcer):
+                with pytest.raises(grpc.aio.AioRpcError) as slowed:
+                    await server.send(member, "too soon")
+                assert failure(slowed.value)[1] == "slow_mode"
+
+            fake.rooms[room] = rooms_pb2.Room(id=room, host_id=host.participant.subject, closed=True)
+            await announcer.stub.AnnounceRoomUpdate(
+                messaging_pb2.AnnounceRoomUpdateRequest(room_id=room), metadata=host.metadata, timeout=10
+            )
+            await _signal(events)
+            for server in (announcer, listener):
+                with pytest.raises(grpc.aio.AioRpcError) as closed:
+                    await server.send(host, "anyone?")
+                assert failure(closed.value)[:2] == (grpc.StatusCode.FAILED_PRECONDITION, "room_closed")
+        finally:
+            await events.close()

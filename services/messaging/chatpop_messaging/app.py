@@ -67,6 +67,7 @@ async def build(settings: MessagingSettings, *, key_fetcher: KeyFetcher | None =
         reader,
         poll_interval=settings.hub_poll_interval,
         queue_size=settings.subscriber_queue_size,
+        on_room_updated=policies.learn,
     )
     servicer = MessagingServicer(
         settings,

@@ -18,12 +18,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import redis.asyncio as aioredis
 from google.protobuf.message import DecodeError
 
 from chatpop.messaging.v1 import messaging_pb2
+from chatpop.rooms.v1 import rooms_pb2
 from chatpop_messaging.hotcache import live_channel, room_from_channel
 from chatpop_messaging.metrics import GAP_FILLS, REDIS_FAILURES, SIGNALS_DROPPED, SUBSCRIBERS
 from chatpop_messaging.reader import MessageReader
@@ -194,9 +196,12 @@ class Fanout:
         *,
         poll_interval: float,
         queue_size: int,
+        on_room_updated: Callable[[rooms_pb2.Room], None] | None = None,
     ) -> None:
         self.store = store
         self.reader = reader
+        # Told of every room update this process hears of, so what it enforces changes at once.
+        self._on_room_updated = on_room_updated
         self._redis = redis
         self._poll_interval = poll_interval
         self._queue_size = queue_size
@@ -289,6 +294,8 @@ class Fanout:
         except DecodeError:
             log.warning("ignoring an undecodable signal for room %s", room_id)
             return
+        if self._on_room_updated is not None and signal.WhichOneof("kind") == "room_updated":
+            self._on_room_updated(signal.room_updated.room)
         hub.signal(signal)
 
     def _on_live(self, channel: bytes | str, data: Any) -> None:

@@ -1,7 +1,9 @@
 """What a room allows right now (open or closed, slow mode), looked up at rooms and cached briefly.
 
-Hosts change these while people are typing, so the cache is short (`ROOM_POLICY_CACHE_TTL`); a
-lookup that fails falls back to the last answer rather than refusing every send while rooms restarts.
+Hosts change these while people are typing, so the cache is short (`ROOM_POLICY_CACHE_TTL`), and an
+announced room update (AnnounceRoomUpdate, or its signal heard from another process) replaces the
+cached state at once. A lookup that fails falls back to the last answer rather than refusing every
+send while rooms restarts.
 """
 
 from __future__ import annotations
@@ -47,12 +49,15 @@ class RoomPolicies:
                 return cached[1]
             raise Unavailable("Rooms could not be reached; try again.", code="rooms_unavailable") from exc
         policy = RoomPolicy(closed=response.room.closed, slow_mode_seconds=response.room.slow_mode_seconds)
+        self._remember(room_id, policy)
+        return policy
+
+    def learn(self, room: rooms_pb2.Room) -> None:
+        """The room as rooms just described it (an announced update): enforced from the next send."""
+        self._remember(room.id, RoomPolicy(closed=room.closed, slow_mode_seconds=room.slow_mode_seconds))
+
+    def _remember(self, room_id: str, policy: RoomPolicy) -> None:
         self._cache[room_id] = (time.monotonic() + self._ttl, policy)
         self._cache.move_to_end(room_id)
         while len(self._cache) > self._max_entries:
             self._cache.popitem(last=False)
-        return policy
-
-    def forget(self, room_id: str) -> None:
-        """The room changed: the next send looks it up again."""
-        self._cache.pop(room_id, None)

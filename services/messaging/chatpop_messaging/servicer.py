@@ -299,4 +299,6 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
     async def AnnounceRoomUpdate(
         self, request: messaging_pb2.AnnounceRoomUpdateRequest, context: grpc.aio.ServicerContext
     ) -> messaging_pb2.AnnounceRoomUpdateResponse:
-        return await self._signals.announce_room_update(require_principal(), request.room_id)
+        announced = await self._signals.announce_room_update(require_principal(), request.room_id)
+        self._policies.learn(announced.room)
+        return announced
