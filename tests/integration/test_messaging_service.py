@@ -45,16 +45,34 @@ async def _public_keys() -> dict[str, Ed25519PublicKey]:
 # --- a fake rooms service -------------------------------------------------------------------------
 
 
+# A room id the fake rooms service does not know.
+MISSING_ROOM = "no-such-room"
+
+
 class FakeRooms(rooms_pb2_grpc.RoomsServiceServicer):
     def __init__(self) -> None:
         self.participants: dict[tuple[str, str], rooms_pb2.Participant] = {}
-        # Rooms a test set up; any other room id reads as an open room with default settings.
+        # Rooms a test set up; any other room id reads as an open room with default settings, and
+        # MISSING_ROOM as not found.
         self.rooms: dict[str, rooms_pb2.Room] = {}
+
+    def open(self, host_id: str, name: str = "Test room") -> rooms_pb2.Room:
+        room = rooms_pb2.Room(
+            id=str(uuid.uuid4()),
+            code=uuid.uuid4().hex[:8].upper(),
+            name=name,
+            host_id=host_id,
+            theme=rooms_pb2.THEME_PURPLE_DREAM,
+        )
+        self.rooms[room.id] = room
+        return room
 
     async def GetRoom(
         self, request: rooms_pb2.GetRoomRequest, context: grpc.aio.ServicerContext
     ) -> rooms_pb2.GetRoomResponse:
-        room = self.rooms.get(request.room_id) or rooms_pb2.Room(id=request.room_id)
+        if request.room_id == MISSING_ROOM:
+            await context.abort(grpc.StatusCode.NOT_FOUND, "no such room")
+        room = self.rooms.get(request.room_id) or rooms_pb2.Room(id=request.room_id, name="Any room")
         return rooms_pb2.GetRoomResponse(room=room)
 
     async def GetParticipant(

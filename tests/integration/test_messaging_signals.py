@@ -1,8 +1,8 @@
 """Ephemeral room signals through messaging: typing, presence and room updates, across two messaging
 servers that share the session's Redis, seen on their Subscribe streams as an edge would see them.
 
-The servers, tokens and the fake RoomsService come from test_messaging_service; rooms here also
-answer GetRoom, which announcing a room update reads.
+The servers, tokens and the fake RoomsService (which answers GetRoom, read when a room update is
+announced) come from test_messaging_service.
 """
 
 from __future__ import annotations
@@ -19,51 +19,26 @@ import pytest
 import pytest_asyncio
 
 from chatpop.messaging.v1 import messaging_pb2, messaging_pb2_grpc
-from chatpop.rooms.v1 import rooms_pb2, rooms_pb2_grpc
+from chatpop.rooms.v1 import rooms_pb2
 from tests.integration.test_messaging_service import (
     EVENT_TIMEOUT,
     GENEROUS_RATE_LIMIT,
     KID,
+    MISSING_ROOM,
     SIGNING_KEY,
     Events,
     FakeRooms,
     Member,
     Messaging,
     failure,
+    fake_rooms,
     join,
     messaging_server,
     new_room,
+    rooms,
 )
 
-MISSING_ROOM = "no-such-room"
-
-
-class RoomsWithRooms(FakeRooms):
-    """The fake rooms service, also answering GetRoom: rooms opened here as they are, any other id as
-    a plain open room (sending reads it), and MISSING_ROOM as not found."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.rooms: dict[str, rooms_pb2.Room] = {}
-
-    def open(self, host_id: str, name: str = "Signals room") -> rooms_pb2.Room:
-        room = rooms_pb2.Room(
-            id=str(uuid.uuid4()),
-            code=uuid.uuid4().hex[:8].upper(),
-            name=name,
-            host_id=host_id,
-            theme=rooms_pb2.THEME_PURPLE_DREAM,
-        )
-        self.rooms[room.id] = room
-        return room
-
-    async def GetRoom(
-        self, request: rooms_pb2.GetRoomRequest, context: grpc.aio.ServicerContext
-    ) -> rooms_pb2.GetRoomResponse:
-        if request.room_id == MISSING_ROOM:
-            await context.abort(grpc.StatusCode.NOT_FOUND, "no such room")
-        room = self.rooms.get(request.room_id) or rooms_pb2.Room(id=request.room_id, name="Any room")
-        return rooms_pb2.GetRoomResponse(room=room)
+__all__ = ["fake_rooms", "rooms"]  # fixtures shared with test_messaging_service.py
 
 
 def access_token(subject: str) -> str:
@@ -86,26 +61,8 @@ def bearer(token: str) -> tuple[tuple[str, str], ...]:
 
 
 @pytest_asyncio.fixture(scope="module")
-async def rooms() -> AsyncIterator[tuple[RoomsWithRooms, str]]:
-    fake = RoomsWithRooms()
-    server = grpc.aio.server()
-    rooms_pb2_grpc.add_RoomsServiceServicer_to_server(fake, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    try:
-        yield fake, f"127.0.0.1:{port}"
-    finally:
-        await server.stop(0)
-
-
-@pytest.fixture
-def fake_rooms(rooms: tuple[RoomsWithRooms, str]) -> RoomsWithRooms:
-    return rooms[0]
-
-
-@pytest_asyncio.fixture(scope="module")
 async def server_a(
-    database_url: str, redis_url: str, rooms: tuple[RoomsWithRooms, str]
+    database_url: str, redis_url: str, rooms: tuple[FakeRooms, str]
 ) -> AsyncIterator[Messaging]:
     async with messaging_server(database_url, redis_url, rooms[1], **GENEROUS_RATE_LIMIT) as server:
         yield server
@@ -113,7 +70,7 @@ async def server_a(
 
 @pytest_asyncio.fixture(scope="module")
 async def server_b(
-    database_url: str, redis_url: str, rooms: tuple[RoomsWithRooms, str]
+    database_url: str, redis_url: str, rooms: tuple[FakeRooms, str]
 ) -> AsyncIterator[Messaging]:
     """A second messaging process on the same Postgres and Redis."""
     async with messaging_server(database_url, redis_url, rooms[1], **GENEROUS_RATE_LIMIT) as server:
@@ -225,7 +182,7 @@ async def streams(server_a: Messaging, server_b: Messaging) -> AsyncIterator[Cal
 
 
 async def test_typing_reaches_the_streams_of_both_processes_and_never_touches_messages(
-    server_a: Messaging, server_b: Messaging, fake_rooms: RoomsWithRooms, streams: Any
+    server_a: Messaging, server_b: Messaging, fake_rooms: FakeRooms, streams: Any
 ) -> None:
     room = new_room()
     alice = join(fake_rooms, room, "AliceTypes")
@@ -247,9 +204,7 @@ async def test_typing_reaches_the_streams_of_both_processes_and_never_touches_me
     assert [m.seq for m in (await server_a.history(alice)).messages] == [1]
 
 
-async def test_typing_needs_a_participant_who_may_write(
-    server_a: Messaging, fake_rooms: RoomsWithRooms
-) -> None:
+async def test_typing_needs_a_participant_who_may_write(server_a: Messaging, fake_rooms: FakeRooms) -> None:
     room = new_room()
     banned = join(fake_rooms, room, "Banned", banned=True)
     with pytest.raises(grpc.aio.AioRpcError) as raised:
@@ -264,7 +219,7 @@ async def test_typing_needs_a_participant_who_may_write(
 
 
 async def test_a_flood_of_signals_never_makes_a_slow_stream_reload(
-    database_url: str, redis_url: str, rooms: tuple[RoomsWithRooms, str]
+    database_url: str, redis_url: str, rooms: tuple[FakeRooms, str]
 ) -> None:
     fake, rooms_addr = rooms
     room = new_room()
@@ -307,7 +262,7 @@ async def test_a_flood_of_signals_never_makes_a_slow_stream_reload(
 
 
 async def test_presence_is_the_union_of_edges_and_two_tabs_keep_a_person_online(
-    server_a: Messaging, server_b: Messaging, fake_rooms: RoomsWithRooms, streams: Any
+    server_a: Messaging, server_b: Messaging, fake_rooms: FakeRooms, streams: Any
 ) -> None:
     room = new_room()
     alice = join(fake_rooms, room, "AliceTwoTabs")
@@ -355,7 +310,7 @@ async def test_presence_is_the_union_of_edges_and_two_tabs_keep_a_person_online(
 
 
 async def test_a_dead_edges_people_go_offline_when_its_record_expires(
-    server_a: Messaging, server_b: Messaging, fake_rooms: RoomsWithRooms, streams: Any
+    server_a: Messaging, server_b: Messaging, fake_rooms: FakeRooms, streams: Any
 ) -> None:
     room = new_room()
     carol = join(fake_rooms, room, "CarolOnDying")
@@ -394,7 +349,7 @@ async def test_a_dead_edges_people_go_offline_when_its_record_expires(
     )
 
 
-async def test_a_snapshot_alone_drops_a_dead_edge(server_a: Messaging, fake_rooms: RoomsWithRooms) -> None:
+async def test_a_snapshot_alone_drops_a_dead_edge(server_a: Messaging, fake_rooms: FakeRooms) -> None:
     room = new_room()
     frank = join(fake_rooms, room, "FrankAlone")
     await report(server_a, instance(), room, joined=[frank.participant.id], count=1, ttl=1)
@@ -407,7 +362,7 @@ async def test_a_snapshot_alone_drops_a_dead_edge(server_a: Messaging, fake_room
 
 
 async def test_a_record_that_disagrees_asks_for_a_complete_report(
-    server_a: Messaging, fake_rooms: RoomsWithRooms
+    server_a: Messaging, fake_rooms: FakeRooms
 ) -> None:
     room = new_room()
     gina, hank, ivy = (join(fake_rooms, room, name) for name in ("GinaFull", "HankFull", "IvyFull"))
@@ -431,7 +386,7 @@ async def test_a_record_that_disagrees_asks_for_a_complete_report(
 
 
 async def test_presence_reports_and_snapshots_check_their_input(
-    server_a: Messaging, fake_rooms: RoomsWithRooms
+    server_a: Messaging, fake_rooms: FakeRooms
 ) -> None:
     room = new_room()
     member = join(fake_rooms, room)
@@ -470,7 +425,7 @@ async def test_presence_reports_and_snapshots_check_their_input(
 
 
 async def test_only_the_host_announces_a_room_update_and_the_room_comes_from_rooms(
-    server_a: Messaging, server_b: Messaging, fake_rooms: RoomsWithRooms, streams: Any
+    server_a: Messaging, server_b: Messaging, fake_rooms: FakeRooms, streams: Any
 ) -> None:
     host_subject = str(uuid.uuid4())
     room = fake_rooms.open(host_subject, "Before the change")
