@@ -7,6 +7,7 @@ import { useAccount } from "../components/useAccount";
 import { useUsernameAvailability } from "../components/useUsernameAvailability";
 import { navigate } from "../router";
 import { passwordError, usernameError } from "../validation";
+import { TextField, withoutError } from "../components/TextField";
 import "./account.css";
 
 function messageFor(error: unknown): string {
@@ -15,11 +16,6 @@ function messageFor(error: unknown): string {
 }
 
 type Errors = Partial<Record<"username" | "current" | "password" | "confirm" | "form", string>>;
-
-function without(errors: Errors, field: keyof Errors): Errors {
-  const { [field]: _field, form: _form, ...rest } = errors;
-  return rest;
-}
 
 function ReservedUsername({ current }: { current: string | null }) {
   const [name, setName] = useState("");
@@ -93,7 +89,7 @@ function ReservedUsername({ current }: { current: string | null }) {
             onInput={(e) => {
               setName(e.currentTarget.value);
               setDone(null);
-              setErrors((now) => without(now, "username"));
+              setErrors((now) => withoutError(now, "username"));
             }}
           />
           <p id="account-username-hint" class="hint">
@@ -167,27 +163,19 @@ function PasswordChange() {
     set: (value: string) => void,
     autocomplete: string,
   ) => (
-    <div class="field">
-      <label for={id}>{label}</label>
-      <input
-        id={id}
-        type="password"
-        autocomplete={autocomplete}
-        value={value}
-        aria-invalid={errors[key] ? true : undefined}
-        aria-describedby={errors[key] ? `${id}-error` : undefined}
-        onInput={(e) => {
-          set(e.currentTarget.value);
-          setDone(false);
-          setErrors((now) => without(now, key));
-        }}
-      />
-      {errors[key] && (
-        <p id={`${id}-error`} class="field-error" role="alert">
-          {errors[key]}
-        </p>
-      )}
-    </div>
+    <TextField
+      id={id}
+      label={label}
+      type="password"
+      autocomplete={autocomplete}
+      value={value}
+      error={errors[key]}
+      onValue={(next) => {
+        set(next);
+        setDone(false);
+        setErrors((now) => withoutError(now, key));
+      }}
+    />
   );
 
   return (

@@ -3,6 +3,7 @@ import { ApiError, waitWords } from "../api";
 import { login, register } from "../auth";
 import { FormPage } from "../components/FormPage";
 import { Link } from "../components/Link";
+import { TextField, withoutError } from "../components/TextField";
 import { useAccount } from "../components/useAccount";
 import { useUsernameAvailability } from "../components/useUsernameAvailability";
 import { navigate } from "../router";
@@ -17,12 +18,6 @@ function messageFor(error: unknown): string {
 }
 
 type Errors = Partial<Record<"email" | "password" | "username" | "form", string>>;
-
-/** Drop one field's error (and the form's) as soon as that field is edited: it may be fixed now. */
-function without(errors: Errors, field: keyof Errors): Errors {
-  const { [field]: _field, form: _form, ...rest } = errors;
-  return rest;
-}
 
 /** Someone already signed in has no business on these forms: on to where they were going. */
 function useLeaveWhenSignedIn(next: string, busy: boolean): void {
@@ -71,49 +66,34 @@ export function Login({ next }: { next: string }) {
         </p>
       }
     >
-      <div class="field">
-        <label for="login-email">Email</label>
-        <input
-          id="login-email"
-          type="email"
-          autocomplete="email"
-          value={email}
-          aria-invalid={errors.email ? true : undefined}
-          aria-describedby={errors.email ? "login-email-error" : undefined}
-          onInput={(e) => {
-            setEmail(e.currentTarget.value);
-            setErrors((now) => without(now, "email"));
-          }}
-        />
-        {errors.email && (
-          <p id="login-email-error" class="field-error" role="alert">
-            {errors.email}
-          </p>
-        )}
-      </div>
-      <div class="field">
-        <label for="login-password">Password</label>
-        <input
-          id="login-password"
-          type="password"
-          autocomplete="current-password"
-          value={password}
-          aria-invalid={errors.password ? true : undefined}
-          aria-describedby={errors.password ? "login-password-error" : undefined}
-          onInput={(e) => {
-            setPassword(e.currentTarget.value);
-            setErrors((now) => without(now, "password"));
-          }}
-        />
-        {errors.password && (
-          <p id="login-password-error" class="field-error" role="alert">
-            {errors.password}
-          </p>
-        )}
+      <TextField
+        id="login-email"
+        label="Email"
+        type="email"
+        autocomplete="email"
+        value={email}
+        error={errors.email}
+        onValue={(value) => {
+          setEmail(value);
+          setErrors((now) => withoutError(now, "email"));
+        }}
+      />
+      <TextField
+        id="login-password"
+        label="Password"
+        type="password"
+        autocomplete="current-password"
+        value={password}
+        error={errors.password}
+        onValue={(value) => {
+          setPassword(value);
+          setErrors((now) => withoutError(now, "password"));
+        }}
+      >
         <p class="hint">
           <Link href={`/forgot-password?next=${encodeURIComponent(next)}`}>Forgot your password?</Link>
         </p>
-      </div>
+      </TextField>
     </FormPage>
   );
 }
@@ -175,48 +155,31 @@ export function Signup({ next }: { next: string }) {
         </p>
       }
     >
-      <div class="field">
-        <label for="signup-email">Email</label>
-        <input
-          id="signup-email"
-          type="email"
-          autocomplete="email"
-          value={email}
-          aria-invalid={errors.email ? true : undefined}
-          aria-describedby={errors.email ? "signup-email-error" : undefined}
-          onInput={(e) => {
-            setEmail(e.currentTarget.value);
-            setErrors((now) => without(now, "email"));
-          }}
-        />
-        {errors.email && (
-          <p id="signup-email-error" class="field-error" role="alert">
-            {errors.email}
-          </p>
-        )}
-      </div>
-      <div class="field">
-        <label for="signup-password">Password</label>
-        <input
-          id="signup-password"
-          type="password"
-          autocomplete="new-password"
-          value={password}
-          aria-invalid={errors.password ? true : undefined}
-          aria-describedby="signup-password-hint"
-          onInput={(e) => {
-            setPassword(e.currentTarget.value);
-            setErrors((now) => without(now, "password"));
-          }}
-        />
-        <p
-          id="signup-password-hint"
-          class={errors.password ? "field-error" : "hint"}
-          role={errors.password ? "alert" : undefined}
-        >
-          {errors.password ?? "At least 8 characters."}
-        </p>
-      </div>
+      <TextField
+        id="signup-email"
+        label="Email"
+        type="email"
+        autocomplete="email"
+        value={email}
+        error={errors.email}
+        onValue={(value) => {
+          setEmail(value);
+          setErrors((now) => withoutError(now, "email"));
+        }}
+      />
+      <TextField
+        id="signup-password"
+        label="Password"
+        type="password"
+        autocomplete="new-password"
+        value={password}
+        error={errors.password}
+        hint="At least 8 characters."
+        onValue={(value) => {
+          setPassword(value);
+          setErrors((now) => withoutError(now, "password"));
+        }}
+      />
       <div class="field">
         <label for="signup-username">
           Reserved username <span class="optional">(optional)</span>
@@ -232,7 +195,7 @@ export function Signup({ next }: { next: string }) {
           aria-describedby="signup-username-hint signup-username-note"
           onInput={(e) => {
             setUsername(e.currentTarget.value);
-            setErrors((now) => without(now, "username"));
+            setErrors((now) => withoutError(now, "username"));
           }}
         />
         <p id="signup-username-hint" class="hint">

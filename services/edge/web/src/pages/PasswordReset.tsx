@@ -4,6 +4,7 @@ import { requestPasswordReset, resetPassword } from "../auth";
 import { AppHeader } from "../components/AppHeader";
 import { FormPage } from "../components/FormPage";
 import { Link } from "../components/Link";
+import { TextField, withoutError } from "../components/TextField";
 import { navigate } from "../router";
 import { emailError, passwordError } from "../validation";
 import "./account.css";
@@ -14,12 +15,6 @@ function messageFor(error: unknown): string {
 }
 
 type Errors = Partial<Record<"email" | "password" | "confirm" | "form", string>>;
-
-/** Drop one field's error (and the form's) as soon as that field is edited. */
-function without(errors: Errors, field: keyof Errors): Errors {
-  const { [field]: _field, form: _form, ...rest } = errors;
-  return rest;
-}
 
 /** A page with a heading that takes focus, for outcomes that are not forms. */
 function Notice({ title, children }: { title: string; children: preact.ComponentChildren }) {
@@ -99,26 +94,18 @@ export function ForgotPassword({ next }: { next: string }) {
       <p class="hint form-intro">
         Enter the email address you signed up with. We will mail you a link to choose a new password.
       </p>
-      <div class="field">
-        <label for="forgot-email">Email</label>
-        <input
-          id="forgot-email"
-          type="email"
-          autocomplete="email"
-          value={email}
-          aria-invalid={errors.email ? true : undefined}
-          aria-describedby={errors.email ? "forgot-email-error" : undefined}
-          onInput={(e) => {
-            setEmail(e.currentTarget.value);
-            setErrors((current) => without(current, "email"));
-          }}
-        />
-        {errors.email && (
-          <p id="forgot-email-error" class="field-error" role="alert">
-            {errors.email}
-          </p>
-        )}
-      </div>
+      <TextField
+        id="forgot-email"
+        label="Email"
+        type="email"
+        autocomplete="email"
+        value={email}
+        error={errors.email}
+        onValue={(value) => {
+          setEmail(value);
+          setErrors((current) => withoutError(current, "email"));
+        }}
+      />
     </FormPage>
   );
 }
@@ -187,44 +174,31 @@ export function ResetPassword({ token }: { token: string }) {
         )
       }
     >
-      <div class="field">
-        <label for="reset-password">New password</label>
-        <input
-          id="reset-password"
-          type="password"
-          autocomplete="new-password"
-          value={password}
-          aria-invalid={errors.password ? true : undefined}
-          aria-describedby="reset-password-hint"
-          onInput={(e) => {
-            setPassword(e.currentTarget.value);
-            setErrors((current) => without(current, "password"));
-          }}
-        />
-        <p id="reset-password-hint" class={errors.password ? "field-error" : "hint"} role={errors.password ? "alert" : undefined}>
-          {errors.password ?? "At least 8 characters."}
-        </p>
-      </div>
-      <div class="field">
-        <label for="reset-confirm">New password again</label>
-        <input
-          id="reset-confirm"
-          type="password"
-          autocomplete="new-password"
-          value={confirm}
-          aria-invalid={errors.confirm ? true : undefined}
-          aria-describedby={errors.confirm ? "reset-confirm-error" : undefined}
-          onInput={(e) => {
-            setConfirm(e.currentTarget.value);
-            setErrors((current) => without(current, "confirm"));
-          }}
-        />
-        {errors.confirm && (
-          <p id="reset-confirm-error" class="field-error" role="alert">
-            {errors.confirm}
-          </p>
-        )}
-      </div>
+      <TextField
+        id="reset-password"
+        label="New password"
+        type="password"
+        autocomplete="new-password"
+        value={password}
+        error={errors.password}
+        hint="At least 8 characters."
+        onValue={(value) => {
+          setPassword(value);
+          setErrors((current) => withoutError(current, "password"));
+        }}
+      />
+      <TextField
+        id="reset-confirm"
+        label="New password again"
+        type="password"
+        autocomplete="new-password"
+        value={confirm}
+        error={errors.confirm}
+        onValue={(value) => {
+          setConfirm(value);
+          setErrors((current) => withoutError(current, "confirm"));
+        }}
+      />
     </FormPage>
   );
 }
