@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import asyncpg
 import redis.asyncio as aioredis
 from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
 from opentelemetry.instrumentation.redis import RedisInstrumentor
 
+from chatpop_common.readiness import Datastore
+from chatpop_common.settings import ServiceSettings
 from chatpop_common.telemetry import tracing_enabled
 
 _instrumented = False
@@ -37,13 +41,20 @@ async def _keep_session(connection: asyncpg.Connection) -> None:
     """
 
 
-async def create_pg_pool(url: str, *, schema: str, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
-    """A pool whose connections see the service's own schema first."""
+async def create_pg_pool(
+    url: str, *, schema: str, min_size: int = 1, max_size: int = 10, connect_timeout: float = 3.0
+) -> asyncpg.Pool:
+    """A pool whose connections see the service's own schema first.
+
+    A new connection gives up after `connect_timeout` seconds (asyncpg's default is a minute), so a
+    call made while Postgres is away fails fast enough to be retried within its deadline.
+    """
     _instrument()
     pool = await asyncpg.create_pool(
         asyncpg_dsn(url),
         min_size=min_size,
         max_size=max_size,
+        timeout=connect_timeout,
         server_settings={"search_path": f"{schema},public", "application_name": f"chatpop-{schema}"},
         reset=_keep_session,
     )
@@ -61,3 +72,68 @@ def create_redis(url: str) -> aioredis.Redis:  # type: ignore[type-arg]
         health_check_interval=15,
         retry_on_timeout=False,
     )
+
+
+class PostgresProbe:
+    """Can this process reach Postgres? Asked on a connection of its own, so that a busy pool (every
+    connection lent out under load) is not mistaken for an unreachable server."""
+
+    def __init__(self, url: str, *, timeout: float = 2.0) -> None:
+        self._dsn = asyncpg_dsn(url)
+        self._timeout = timeout
+        self._connection: asyncpg.Connection | None = None
+
+    async def __call__(self) -> None:
+        try:
+            if self._connection is None or self._connection.is_closed():
+                self._connection = await asyncpg.connect(self._dsn, timeout=self._timeout)
+            await self._connection.fetchval("SELECT 1", timeout=self._timeout)
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            connection.terminate()
+
+
+class RedisProbe:
+    """Can this process reach Redis? A PING on the service's own client."""
+
+    def __init__(self, client: aioredis.Redis, *, timeout: float = 2.0) -> None:  # type: ignore[type-arg]
+        self._client = client
+        self._timeout = timeout
+
+    async def __call__(self) -> None:
+        async with asyncio.timeout(self._timeout):
+            await self._client.ping()
+
+    async def close(self) -> None:
+        """The client belongs to the service, which closes it."""
+
+
+async def service_pool(settings: ServiceSettings, schema: str) -> asyncpg.Pool:
+    """The service's Postgres pool, sized and timed by its settings."""
+    return await create_pg_pool(
+        settings.database_url,
+        schema=schema,
+        min_size=settings.db_pool_min,
+        max_size=settings.db_pool_max,
+        connect_timeout=settings.db_connect_timeout,
+    )
+
+
+def service_datastores(
+    settings: ServiceSettings,
+    redis: aioredis.Redis | None = None,  # type: ignore[type-arg]
+) -> list[Datastore]:
+    """What a service's readiness watches: Postgres, without which it cannot serve, and Redis (when
+    it uses one), which every service can do without for a while and which is only reported."""
+    postgres = PostgresProbe(settings.database_url, timeout=settings.readiness_probe_timeout)
+    stores = [Datastore("postgres", postgres, required=True, close=postgres.close)]
+    if redis is not None:
+        stores.append(
+            Datastore("redis", RedisProbe(redis, timeout=settings.readiness_probe_timeout), required=False)
+        )
+    return stores

@@ -3,13 +3,15 @@
 Each interceptor rewraps the handler's behaviour function, whatever its arity:
 - metrics: Prometheus RED with the conventional go-grpc-prometheus names;
 - principal: verifies the bearer token in metadata and exposes it through a context variable;
-- errors: turns ServiceError into a status with a machine code; anything else becomes INTERNAL
-  without internals leaking to the caller.
+- errors: turns ServiceError into a status with a machine code; retries a call that met a passing
+  datastore failure and answers UNAVAILABLE if it persists; anything else becomes INTERNAL without
+  internals leaking to the caller.
 Tracing comes from OpenTelemetry's own aio server interceptor, installed before these.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -19,7 +21,9 @@ import grpc
 from prometheus_client import Counter, Histogram
 
 from chatpop_common.auth import TokenVerifier, bearer_from_metadata, reset_principal, set_principal
-from chatpop_common.errors import ServiceError
+from chatpop_common.backoff import Backoff
+from chatpop_common.errors import ServiceError, Unavailable
+from chatpop_common.transient import is_transient
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +53,16 @@ MSG_SENT = Counter(
     "Total number of gRPC stream messages sent by the server.",
     ["grpc_type", "grpc_service", "grpc_method"],
 )
+
+TRANSIENT_RETRIES = Counter(
+    "chatpop_transient_retries_total",
+    "Calls run again because a datastore was briefly unavailable (restart, failover, serialization).",
+    ["grpc_service", "grpc_method"],
+)
+
+UNAVAILABLE_MESSAGE = "ChatPop is briefly unavailable. Please try again in a moment."
+# Seconds kept from the caller's deadline so that UNAVAILABLE reaches it before the deadline does.
+_ANSWER_MARGIN = 0.25
 
 Behaviour = Callable[..., Any]
 Wrapper = Callable[[Behaviour, bool, bool, str], Behaviour]
@@ -211,16 +225,40 @@ class MetricsInterceptor(_WrappingInterceptor):
 
 
 class ErrorInterceptor(_WrappingInterceptor):
-    """ServiceError → status + machine code; unexpected errors → INTERNAL with a logged traceback."""
+    """ServiceError → status + machine code; transient datastore failures → retried, then UNAVAILABLE;
+    anything else → INTERNAL with a logged traceback.
+
+    A unary call that fails because Postgres or Redis is briefly away (a restart, a failover, a
+    serialization failure) runs again after a short backoff while its deadline and `retry_budget`
+    allow: the handlers are written to be retried (sends carry an idempotency key). A call that still
+    fails is answered UNAVAILABLE with Retry-After, which every client treats as "try again".
+    """
+
+    def __init__(self, retry_budget: float = 3.0) -> None:
+        super().__init__()
+        self._retry_budget = retry_budget
 
     @staticmethod
     async def _abort(context: grpc.aio.ServicerContext, exc: BaseException, method: str) -> None:
         if isinstance(exc, ServiceError):
             context.set_trailing_metadata(exc.trailing_metadata())
             await context.abort(exc.status, exc.message)
+        if is_transient(exc):
+            log.warning("datastore unavailable in %s: %s: %s", method, type(exc).__name__, exc)
+            unavailable = Unavailable(UNAVAILABLE_MESSAGE, code="service_unavailable", retry_after=1)
+            context.set_trailing_metadata(unavailable.trailing_metadata())
+            await context.abort(unavailable.status, unavailable.message)
         log.exception("unhandled error in %s", method, exc_info=exc)
         context.set_trailing_metadata((("chatpop-error-code", "internal"),))
         await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+
+    def _retry_deadline(self, context: grpc.aio.ServicerContext) -> float:
+        """When the last retry must have started: within the budget, and early enough to answer."""
+        budget = self._retry_budget
+        remaining = context.time_remaining()
+        if remaining is not None:
+            budget = min(budget, remaining - _ANSWER_MARGIN)
+        return asyncio.get_running_loop().time() + budget
 
     def wrap(self, behaviour: Behaviour, req_stream: bool, resp_stream: bool, method: str) -> Behaviour:
         abort = self._abort
@@ -237,13 +275,30 @@ class ErrorInterceptor(_WrappingInterceptor):
 
             return stream_behaviour
 
+        service, name = _split_method(method)
+        retries = TRANSIENT_RETRIES.labels(service, name)
+        # A client stream cannot be read twice: such calls are answered at once.
+        retryable = not req_stream
+
         async def unary_behaviour(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            try:
-                return await behaviour(request, context)
-            except grpc.aio.AbortError:
-                raise
-            except Exception as exc:
-                await abort(context, exc, method)
+            deadline: float | None = None
+            backoff = Backoff(first=0.05, limit=0.8)
+            while True:
+                try:
+                    return await behaviour(request, context)
+                except grpc.aio.AbortError:
+                    raise
+                except Exception as exc:
+                    if retryable and not isinstance(exc, ServiceError) and is_transient(exc):
+                        loop = asyncio.get_running_loop()
+                        if deadline is None:
+                            deadline = self._retry_deadline(context)
+                        delay = backoff.next()
+                        if loop.time() + delay < deadline:
+                            retries.inc()
+                            await asyncio.sleep(delay)
+                            continue
+                    await abort(context, exc, method)
 
         return unary_behaviour
 

@@ -23,6 +23,7 @@ from opentelemetry.instrumentation.grpc import aio_server_interceptor
 from chatpop_common.auth import TokenVerifier
 from chatpop_common.interceptors import ErrorInterceptor, MetricsInterceptor, PrincipalInterceptor
 from chatpop_common.logs import configure_logging
+from chatpop_common.readiness import Datastore, ReadinessWatch
 from chatpop_common.settings import ServiceSettings
 from chatpop_common.telemetry import configure_tracing, start_metrics_server, tracing_enabled, tune_gc
 
@@ -42,12 +43,14 @@ class Registration:
 
 @dataclass
 class GrpcApp:
-    """What a service's `build()` returns: servicers, the token verifier, and cleanups (run in order)."""
+    """What a service's `build()` returns: servicers, the token verifier, cleanups (run in order), and
+    the datastores whose reachability its readiness reports."""
 
     registrations: list[Registration]
     verifier: TokenVerifier
     cleanups: list[Cleanup] = field(default_factory=list)
     background: list[asyncio.Task[Any]] = field(default_factory=list)
+    datastores: list[Datastore] = field(default_factory=list)
 
 
 async def serve(
@@ -65,7 +68,7 @@ async def serve(
         interceptors=[
             *([aio_server_interceptor()] if tracing_enabled() else []),
             MetricsInterceptor(),
-            ErrorInterceptor(),
+            ErrorInterceptor(retry_budget=settings.transient_retry_seconds),
             PrincipalInterceptor(app.verifier),
         ],
         options=[
@@ -84,6 +87,15 @@ async def serve(
     await server.start()
     for full_name in ["", *names]:
         await health_servicer.set(full_name, health_pb2.HealthCheckResponse.SERVING)
+    watch = ReadinessWatch(
+        health_servicer,
+        names,
+        app.datastores,
+        interval=settings.readiness_interval,
+        failures=settings.readiness_failures,
+        probe_timeout=settings.readiness_probe_timeout,
+    )
+    watching = asyncio.create_task(watch.run(), name=f"{name} readiness")
     log.info(
         "%s serving",
         name,
@@ -99,6 +111,8 @@ async def serve(
     await asyncio.wait({server_done, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
 
     log.info("%s shutting down", name)
+    watching.cancel()
+    await asyncio.gather(watching, return_exceptions=True)
     await health_servicer.enter_graceful_shutdown()
     await asyncio.sleep(drain_delay)
     await server.stop(settings.shutdown_grace)

@@ -22,6 +22,16 @@ class ServiceSettings(BaseSettings):
     shutdown_grace: float = Field(10.0, ge=0)
     db_pool_min: int = Field(1, ge=0)
     db_pool_max: int = Field(10, ge=1)
+    # Seconds a new Postgres connection may take before the attempt counts as failed.
+    db_connect_timeout: float = Field(3.0, gt=0)
+    # Seconds a call that met a passing datastore failure keeps being retried (within its deadline)
+    # before it is answered UNAVAILABLE; 0 answers at once.
+    transient_retry_seconds: float = Field(3.0, ge=0)
+    # Readiness: datastores are probed every interval; this many failures in a row of a required one
+    # turn the service NOT_SERVING, the first success turns it back.
+    readiness_interval: float = Field(1.0, gt=0)
+    readiness_failures: int = Field(3, ge=1)
+    readiness_probe_timeout: float = Field(2.0, gt=0)
 
 
 class ServiceAddresses(BaseSettings):

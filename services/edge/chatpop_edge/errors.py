@@ -26,7 +26,7 @@ class ErrorDetail(BaseModel):
     code: str = Field(description="Stable machine-readable code, e.g. `not_found`, `rate_limited`.")
     message: str = Field(description="What went wrong, for people.")
     retry_after: int | None = Field(
-        default=None, description="Seconds to wait before retrying (rate limits only)."
+        default=None, description="Seconds to wait before retrying (rate limits and `service_unavailable`)."
     )
 
 
@@ -90,8 +90,14 @@ def map_rpc_error(error: grpc.aio.AioRpcError) -> MappedError:
     """The HTTP status, code and message a failed service call becomes."""
     status = error.code()
     if status in _UNAVAILABLE:
+        # A restarting service, a datastore failover, a deadline hit while one was away: all retryable.
+        _code, retry_after = error_details(error)
         return MappedError(
-            503, "service_unavailable", "ChatPop is briefly unavailable. Please try again.", None, True
+            503,
+            "service_unavailable",
+            "ChatPop is briefly unavailable. Please try again.",
+            retry_after if retry_after is not None else 1,
+            True,
         )
     mapped = _GRPC_TO_HTTP.get(status)
     if mapped is None:
@@ -223,7 +229,8 @@ _DESCRIPTIONS = {
     422: "Invalid request (`invalid_request` names the field) or rejected by the service",
     429: "Rate limited; see the Retry-After header",
     500: "Unexpected error",
-    503: "A backing service is unavailable (`service_unavailable`)",
+    503: "A backing service or its datastore is briefly unavailable (`service_unavailable`); retry after "
+    "the Retry-After header's seconds",
 }
 
 COMMON_ERRORS = (400, 413, 422, 500, 503)

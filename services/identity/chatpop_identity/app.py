@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from chatpop.identity.v1 import identity_pb2, identity_pb2_grpc
 from chatpop_common.auth import KeyCache, TokenVerifier
-from chatpop_common.datastores import create_pg_pool, create_redis
+from chatpop_common.datastores import create_redis, service_datastores, service_pool
 from chatpop_common.fixed_window import FixedWindowLimiter
 from chatpop_common.server import GrpcApp, Registration
 from chatpop_common.token_bucket import TokenBucketLimiter
@@ -91,9 +91,7 @@ async def build(settings: Settings) -> GrpcApp:
         parallelism=settings.argon2_parallelism,
     )
     await passwords.prepare()
-    pool = await create_pg_pool(
-        settings.database_url, schema="identity", min_size=settings.db_pool_min, max_size=settings.db_pool_max
-    )
+    pool = await service_pool(settings, "identity")
     redis = create_redis(settings.redis_url)
     store = IdentityStore(pool)
     passwords_flow = password_changes(settings, pool, redis, store, passwords, keys)
@@ -143,4 +141,5 @@ async def build(settings: Settings) -> GrpcApp:
         verifier=local_verifier(keys),
         cleanups=[finish_mails, close_redis, pool.close],
         background=[purge, account_purge],
+        datastores=service_datastores(settings, redis),
     )

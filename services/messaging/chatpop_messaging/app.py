@@ -8,7 +8,7 @@ from redis.backoff import NoBackoff
 from chatpop.messaging.v1 import messaging_pb2, messaging_pb2_grpc
 from chatpop_common.auth import KeyCache, KeyFetcher, TokenVerifier
 from chatpop_common.clients import identity_key_fetcher, insecure_channel
-from chatpop_common.datastores import create_pg_pool, create_redis
+from chatpop_common.datastores import create_redis, service_datastores, service_pool
 from chatpop_common.server import Cleanup, GrpcApp, Registration
 from chatpop_messaging.fanout import Fanout
 from chatpop_messaging.hotcache import HotCache, RedisGuard
@@ -36,12 +36,7 @@ async def build(settings: MessagingSettings, *, key_fetcher: KeyFetcher | None =
         cleanups.append(identity_channel.close)
     verifier = TokenVerifier(KeyCache(key_fetcher))
 
-    pool = await create_pg_pool(
-        settings.database_url,
-        schema="messaging",
-        min_size=settings.db_pool_min,
-        max_size=settings.db_pool_max,
-    )
+    pool = await service_pool(settings, "messaging")
     # One quick retry covers a pooled connection that died with a Redis restart; more would only
     # delay the Postgres fallback.
     redis = create_redis(settings.redis_url)
@@ -110,4 +105,5 @@ async def build(settings: MessagingSettings, *, key_fetcher: KeyFetcher | None =
             *cleanups,
             pool.close,
         ],
+        datastores=service_datastores(settings, redis),
     )

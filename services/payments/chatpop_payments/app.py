@@ -8,7 +8,7 @@ import logging
 from chatpop.payments.v1 import payments_pb2, payments_pb2_grpc
 from chatpop_common.auth import TokenVerifier
 from chatpop_common.clients import identity_key_cache, insecure_channel
-from chatpop_common.datastores import create_pg_pool
+from chatpop_common.datastores import service_datastores, service_pool
 from chatpop_common.server import GrpcApp, Registration
 from chatpop_payments.metrics import run_ledger_metrics
 from chatpop_payments.servicer import PaymentsServicer
@@ -24,9 +24,7 @@ class NotMigrated(RuntimeError):
 
 
 async def build(settings: Settings) -> GrpcApp:
-    pool = await create_pg_pool(
-        settings.database_url, schema=SCHEMA, min_size=settings.db_pool_min, max_size=settings.db_pool_max
-    )
+    pool = await service_pool(settings, SCHEMA)
     try:
         ledger = await pool.fetchval("SELECT to_regclass('payments.payments')")
         if ledger is None:
@@ -54,4 +52,5 @@ async def build(settings: Settings) -> GrpcApp:
         verifier=TokenVerifier(identity_key_cache(identity)),
         cleanups=[identity.close, pool.close],
         background=[ledger_metrics],
+        datastores=service_datastores(settings),
     )

@@ -8,7 +8,7 @@ from chatpop.identity.v1 import identity_pb2_grpc
 from chatpop.rooms.v1 import rooms_pb2, rooms_pb2_grpc
 from chatpop_common.auth import TokenVerifier
 from chatpop_common.clients import identity_key_cache, insecure_channel
-from chatpop_common.datastores import create_pg_pool, create_redis
+from chatpop_common.datastores import create_redis, service_datastores, service_pool
 from chatpop_common.fixed_window import FixedWindowLimiter
 from chatpop_common.server import GrpcApp, Registration
 from chatpop_rooms.access_codes import AccessCodeHasher, AccessCodeSealer
@@ -25,9 +25,7 @@ SERVICE_NAME = rooms_pb2.DESCRIPTOR.services_by_name["RoomsService"].full_name
 
 async def build(settings: Settings, *, room_codes: Callable[[], str] = new_room_code) -> GrpcApp:
     """Everything the rooms server needs; `room_codes` lets a caller choose how codes are drawn."""
-    pool = await create_pg_pool(
-        settings.database_url, schema="rooms", min_size=settings.db_pool_min, max_size=settings.db_pool_max
-    )
+    pool = await service_pool(settings, "rooms")
     redis = create_redis(settings.redis_url)
     identity_channel = insecure_channel(settings.identity_addr)
     servicer = RoomsServicer(
@@ -80,4 +78,5 @@ async def build(settings: Settings, *, room_codes: Callable[[], str] = new_room_
         ],
         verifier=TokenVerifier(identity_key_cache(identity_channel)),
         cleanups=[close_identity, close_redis, close_pool],
+        datastores=service_datastores(settings, redis),
     )

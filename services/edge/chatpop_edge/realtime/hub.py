@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 from typing import TYPE_CHECKING
 
 import grpc
 
 from chatpop.messaging.v1 import messaging_pb2
+from chatpop_common.backoff import Backoff
 from chatpop_edge.backends import Backends, auth_metadata
 from chatpop_edge.metrics import RESUBSCRIBES, ROOM_SUBSCRIPTIONS, SIGNALS_RECEIVED
 from chatpop_edge.realtime.frames import message_frame, presence_frame, room_updated_frame, typing_frame
@@ -28,25 +28,6 @@ if TYPE_CHECKING:
     from chatpop_edge.realtime.session import SocketSession
 
 log = logging.getLogger(__name__)
-
-_random = secrets.SystemRandom()
-
-
-class Backoff:
-    """Exponential backoff with jitter, so restarted services are not hit by every edge at once."""
-
-    def __init__(self, first: float = 0.1, limit: float = 5.0) -> None:
-        self._first = first
-        self._limit = limit
-        self._next = first
-
-    def reset(self) -> None:
-        self._next = self._first
-
-    def next(self) -> float:
-        delay = self._next
-        self._next = min(self._next * 2, self._limit)
-        return delay * _random.uniform(0.5, 1.0)
 
 
 def created_at_seconds(message: messaging_pb2.Message) -> float:

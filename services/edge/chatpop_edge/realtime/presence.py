@@ -19,8 +19,8 @@ import secrets
 import grpc
 
 from chatpop.messaging.v1 import messaging_pb2, messaging_pb2_grpc
+from chatpop_common.backoff import Backoff
 from chatpop_edge.metrics import PRESENCE_REPORTS
-from chatpop_edge.realtime.hub import Backoff
 
 log = logging.getLogger(__name__)
 

@@ -26,6 +26,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from chatpop.messaging.v1 import messaging_pb2
 from chatpop_common.auth import Principal
+from chatpop_common.backoff import Backoff
 from chatpop_edge.backends import Backends, auth_metadata
 from chatpop_edge.errors import map_rpc_error
 from chatpop_edge.metrics import (
@@ -37,7 +38,7 @@ from chatpop_edge.metrics import (
     WS_IDLE_CLOSES,
 )
 from chatpop_edge.realtime import frames
-from chatpop_edge.realtime.hub import Backoff, created_at_seconds
+from chatpop_edge.realtime.hub import created_at_seconds
 from chatpop_edge.settings import EdgeSettings
 
 if TYPE_CHECKING:
