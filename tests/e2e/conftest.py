@@ -8,7 +8,8 @@ service's last output lines instead of hanging.
 
 Tests use `stack.base_url` / `stack.ws_url` (or the `client` fixture), `stack.address(name)` for
 direct gRPC calls, `stack.kill(name)` (kill -9) / `stack.restart(name)`, and `stack.stop_redis()` /
-`stack.start_redis()` / `stack.restart_redis()`. Each of those has an async twin (`akill`,
+`stack.start_redis()` / `stack.restart_redis()`, and `stack.stop_postgres()` / `stack.start_postgres()`.
+Each of those has an async twin (`akill`,
 `arestart`, …) that runs it in a worker thread, so the event loop keeps serving open sockets.
 `stack.second_edge()` (async: `asecond_edge()`) starts, on first use, a second edge process (named
 `edge-2`, its own port) beside the first, as replicas run in a cluster, and returns its base URL. It
@@ -72,6 +73,8 @@ class Stack:
     log_dir: Path
     # The second edge process, started by second_edge() only when a test needs one.
     second_edge_spec: ServiceSpec
+    # The session's Postgres server, for tests that stop it (None when the stack was given only URLs).
+    postgres: Postgres | None = None
 
     @property
     def base_url(self) -> str:
@@ -161,6 +164,26 @@ class Stack:
     async def arestart_redis(self) -> None:
         await asyncio.to_thread(self.restart_redis)
 
+    # -- Postgres -------------------------------------------------------------------------------
+
+    def _pg(self) -> Postgres:
+        assert self.postgres is not None, "this stack was not given its Postgres server"
+        return self.postgres
+
+    def stop_postgres(self, mode: str = "fast") -> None:
+        """Stop Postgres: `fast` ends every session as a restart would, `immediate` as a crash."""
+        self._pg().stop(mode)
+
+    def start_postgres(self) -> None:
+        pg = self._pg()
+        pg.start(pg.datadir.parent / "pg.log")
+
+    async def astop_postgres(self, mode: str = "fast") -> None:
+        await asyncio.to_thread(self.stop_postgres, mode)
+
+    async def astart_postgres(self) -> None:
+        await asyncio.to_thread(self.start_postgres)
+
 
 @contextlib.contextmanager
 def running_stack(
@@ -171,6 +194,7 @@ def running_stack(
     extra_env: Mapping[str, str] | None = None,
     log_dir: Path = LOG_DIR,
     anonymous_limits: bool = False,
+    postgres: Postgres | None = None,
 ) -> Iterator[Stack]:
     """All five services on free ports; `extra_env` is added to every service's environment.
 
@@ -227,18 +251,22 @@ def running_stack(
                 redis=redis,
                 log_dir=log_dir,
                 second_edge_spec=second_edge,
+                postgres=postgres,
             )
         finally:
             supervisor.stop_all()
             # A test that stopped Redis must not leave it down for whoever runs next.
             if redis.process is None:
                 redis.start(redis.datadir.parent / "redis.log", persist=False)
+            # Nor Postgres.
+            if postgres is not None and not (postgres.datadir / "postmaster.pid").exists():
+                postgres.start(postgres.datadir.parent / "pg.log")
 
 
 @pytest.fixture(scope="session")
 def stack(database_url: str, redis_url: str, datastores: tuple[Postgres, Redis]) -> Iterator[Stack]:
-    _, redis = datastores
-    with running_stack(database_url, redis_url, redis) as running:
+    postgres, redis = datastores
+    with running_stack(database_url, redis_url, redis, postgres=postgres) as running:
         yield running
 
 
