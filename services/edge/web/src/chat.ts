@@ -28,7 +28,7 @@ const NOTICE_MIN_MS = 4_000;
 // Read positions go to the server at most this often (the newest one wins).
 const READ_EVERY_MS = 1_500;
 // Retryable refusals that deserve a word to the person, beyond the "waiting to send" mark.
-const WAIT_NOTICES = new Set(["rate_limited", "slow_mode"]);
+const WAIT_NOTICES = new Set(["rate_limited", "slow_mode", "service_unavailable"]);
 
 export type SendStatus = "queued" | "sending" | "waiting" | "sent" | "failed";
 
@@ -601,6 +601,8 @@ export class ChatSession {
         this.setNotice("error", `You're sending messages too fast. Sending again ${waitWords(seconds)}.`, code);
       } else if (code === "slow_mode") {
         this.setNotice("info", `Slow mode is on. Your message goes out ${waitWords(seconds)}.`, code);
+      } else if (code === "service_unavailable") {
+        this.setNotice("info", `ChatPop is briefly unavailable. Sending again ${waitWords(seconds)}.`, code);
       }
     } else {
       item.status = "failed";
