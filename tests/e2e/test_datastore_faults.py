@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import json
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import httpx
@@ -118,7 +118,13 @@ async def _until(condition: Callable[[], bool], writers: list[asyncio.Task[None]
 
 
 async def _run_through(
-    stack: Stack, client: httpx.AsyncClient, label: str, *, down_for: float, mode: str
+    stack: Stack,
+    client: httpx.AsyncClient,
+    label: str,
+    *,
+    down_for: float,
+    mode: str,
+    while_down: Callable[[httpx.AsyncClient, ChatSocket, ChatSocket], Awaitable[None]] | None = None,
 ) -> tuple[Tally, Counter[int], list[int]]:
     room = await open_room(client)
     people = [await join(client, room.code, f"Writer_{n}x") for n in range(WRITERS)]
@@ -142,7 +148,10 @@ async def _run_through(
         try:
             await _until(lambda: tally.acked >= 40, tasks, 30)
             await stack.astop_postgres(mode)
-            await asyncio.sleep(down_for)
+            down_since = asyncio.get_running_loop().time()
+            if while_down is not None:
+                await while_down(rest, sockets[0], reader)
+            await asyncio.sleep(max(0.0, down_for - (asyncio.get_running_loop().time() - down_since)))
             await stack.astart_postgres()
             # Traffic goes on for a while after Postgres is back.
             back_at = tally.acked
@@ -186,9 +195,22 @@ async def test_postgres_restart_under_traffic_answers_every_send_and_loses_nothi
 async def test_postgres_down_for_five_seconds_under_traffic_answers_every_send_and_loses_nothing(
     stack: Stack, client: httpx.AsyncClient
 ) -> None:
+    served_while_down: list[str] = []
+
+    async def what_still_works(rest: httpx.AsyncClient, writer: ChatSocket, reader: ChatSocket) -> None:
+        """Without Postgres, what needs no Postgres goes on: open sockets, typing, keys, liveness."""
+        await writer.send_json({"type": "typing"})
+        await reader.wait_for(lambda f: f["type"] == "typing", timeout=3)
+        served_while_down.append("typing")
+        if (await rest.get("/.well-known/jwks.json")).status_code == 200:
+            served_while_down.append("jwks")
+        if (await rest.get("/healthz")).status_code == 200:
+            served_while_down.append("healthz")
+
     tally, statuses, ready = await _run_through(
-        stack, client, "postgres down 5 s", down_for=5.0, mode="immediate"
+        stack, client, "postgres down 5 s", down_for=5.0, mode="immediate", while_down=what_still_works
     )
+    assert served_while_down == ["typing", "jwks", "healthz"]
     assert tally.refused_otherwise == 0
     # Sends met the outage: they were held and retried, then refused as retryable, never for good.
     assert tally.refused_retryable + tally.unanswered > 0
