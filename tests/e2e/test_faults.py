@@ -1,6 +1,8 @@
-"""Postgres restarted, or away for 5 s, under traffic: every send is acknowledged or answered
-retryable, every acknowledged message is stored once with its seq, REST never answers 500, and
-readiness says when the platform cannot serve.
+"""Faults under traffic, with real processes.
+
+Postgres restarted, or away for 5 s: every send is acknowledged or answered retryable, every
+acknowledged message is stored once with its seq, REST never answers 500, readiness says when the
+platform cannot serve. An edge process killed: its clients resume exactly on another edge.
 
 Writers follow the client contract: a send answered `retryable: true` (or not answered in time) is
 sent again with the same client_msg_id until it is acknowledged. Each test prints the counts it saw:
@@ -19,7 +21,7 @@ from dataclasses import dataclass, field
 import httpx
 
 from tests.e2e.chat import ChatSocket, bearer, history, join, new_id, open_room
-from tests.e2e.conftest import Stack
+from tests.e2e.conftest import SECOND_EDGE, Stack
 
 WRITERS = 4
 ACK_TIMEOUT = 6.0
@@ -222,3 +224,62 @@ async def test_postgres_down_for_five_seconds_under_traffic_answers_every_send_a
     async with asyncio.timeout(10):
         while (await client.get("/readyz")).status_code != 200:
             await asyncio.sleep(0.2)
+
+
+async def test_an_edge_killed_mid_traffic_its_clients_resume_exactly_elsewhere(
+    stack: Stack, client: httpx.AsyncClient
+) -> None:
+    """kill -9 of one edge process: its readers resume on the other edge with exactly what they
+    missed, and a send that was in flight when it died, sent again with its id, is stored once."""
+    doomed = (await stack.asecond_edge()).replace("http://", "ws://")
+    room = await open_room(client)
+    writer_person = await join(client, room.code, "SteadyWriter")
+    reader_person = await join(client, room.code, "DoomedReader")
+    sender_person = await join(client, room.code, "DoomedSender")
+    writer = await ChatSocket.open(stack.ws_url, room.code, writer_person["room_token"])
+    reader = await ChatSocket.open(doomed, room.code, reader_person["room_token"])
+    sender = await ChatSocket.open(doomed, room.code, sender_person["room_token"])
+    moved: list[ChatSocket] = []
+    acked: dict[str, int] = {}
+    tally = Tally()
+    stop = asyncio.Event()
+    traffic = asyncio.create_task(_write(writer, stop, acked, tally, "steady"))
+    try:
+        await _until(lambda: tally.acked >= 30, [traffic], 30)
+        in_flight = await sender.send("sent as the edge died")
+        await stack.akill(SECOND_EDGE)
+        seen_before = reader.seqs()
+        assert seen_before == list(range(1, len(seen_before) + 1))
+
+        back_at = tally.acked
+        await _until(lambda: tally.acked >= back_at + 20, [traffic], 30)
+        # The reader comes back on the surviving edge and resumes from the last seq it saw.
+        resumed = await ChatSocket.open(stack.ws_url, room.code, reader_person["room_token"])
+        moved.append(resumed)
+        await resumed.send_json({"type": "resume", "after_seq": seen_before[-1] if seen_before else 0})
+        # The sender sends its unacknowledged message again, with the same id.
+        retried = await ChatSocket.open(stack.ws_url, room.code, sender_person["room_token"])
+        moved.append(retried)
+        await retried.send("sent as the edge died", client_msg_id=in_flight)
+        ack = await retried.ack_or_error(in_flight)
+        assert ack["type"] == "ack", ack
+
+        back_at = tally.acked
+        await _until(lambda: tally.acked >= back_at + 10, [traffic], 30)
+        stop.set()
+        await asyncio.wait_for(traffic, 30)
+
+        stored = await history(client, room.code, reader_person["room_token"])
+        assert [m["seq"] for m in stored] == list(range(1, len(stored) + 1))
+        assert [m["client_msg_id"] for m in stored].count(in_flight) == 1
+        assert all(next(m["seq"] for m in stored if m["client_msg_id"] == i) == s for i, s in acked.items())
+        await resumed.wait_for_seq(len(stored), timeout=30)
+        # Before the kill on one edge, after it on the other: every seq exactly once, in order.
+        assert seen_before + resumed.seqs() == list(range(1, len(stored) + 1))
+    finally:
+        stop.set()
+        traffic.cancel()
+        await asyncio.gather(traffic, return_exceptions=True)
+        for s in [writer, reader, sender, *moved]:
+            await s.close()
+        await stack.astart(SECOND_EDGE)
