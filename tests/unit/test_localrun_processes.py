@@ -3,16 +3,27 @@
 from __future__ import annotations
 
 import io
+import itertools
+import os
+import re
 import signal
 import sys
 import textwrap
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from chatpop_common.devstack import free_port
-from chatpop_common.processes import GrpcHealth, HttpReady, ServiceSpec, StartupError, Supervisor
+from chatpop_common.processes import (
+    Backoff,
+    GrpcHealth,
+    HttpReady,
+    ServiceSpec,
+    StartupError,
+    Supervisor,
+)
 
 # Says hello, then waits; on SIGTERM says bye (so the stop order shows in the output) and exits 0.
 POLITE = textwrap.dedent(
@@ -69,6 +80,33 @@ GRPC_SERVING = textwrap.dedent(
     server.wait_for_termination()
     """
 )
+
+
+# Counts its runs in the file argv[1]; exits with argv[2] on each of the first argv[3] runs, then
+# serves HTTP 200 (its readiness) on port argv[4] until stopped.
+FLAKY = textwrap.dedent(
+    """
+    import sys, time
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+    path, code, failing, port = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+    with open(path, "a+") as counter:
+        counter.write("x")
+    with open(path) as counter:
+        run = len(counter.read())
+    print(f"run {run} at {time.monotonic():.3f}", flush=True)
+    if run <= failing:
+        print(f"giving up on run {run}", flush=True)
+        sys.exit(code)
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.end_headers()
+        def log_message(self, *args):
+            pass
+    HTTPServer(("127.0.0.1", port), Handler).serve_forever()
+    """
+)
+QUICK = Backoff(initial=0.2, factor=2.0, maximum=0.8, reset_after=1.0)
 
 
 def spec(name: str, script: str, *args: str, ready: GrpcHealth | HttpReady | None = None) -> ServiceSpec:
@@ -191,3 +229,176 @@ def test_a_running_child_cannot_be_started_twice(supervisor: Supervisor) -> None
     supervisor.start(spec("edge", POLITE, "edge"))
     with pytest.raises(RuntimeError, match="already running"):
         supervisor.start(spec("edge", POLITE, "edge"))
+
+
+# -- restarts under a Backoff (what `make run` does) --------------------------------------------
+
+
+def flaky(name: str, counter: Path, *, code: int, failing: int) -> ServiceSpec:
+    port = free_port()
+    return spec(
+        name,
+        FLAKY,
+        str(counter),
+        str(code),
+        str(failing),
+        str(port),
+        ready=HttpReady(f"http://127.0.0.1:{port}/"),
+    )
+
+
+def tend_until(supervisor: Supervisor, done: str, output: io.StringIO, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while done not in output.getvalue():
+        assert time.monotonic() < deadline, f"never saw {done!r} in:\n{output.getvalue()}"
+        supervisor.tend()
+        time.sleep(0.02)
+
+
+def run_starts(supervisor: Supervisor, name: str) -> list[float]:
+    """When each run of a FLAKY child began (the children's monotonic clock is the system's)."""
+    return [float(line.split(" at ")[1]) for line in supervisor.tail(name) if line.startswith("run ")]
+
+
+def waits(output: io.StringIO) -> list[str]:
+    return re.findall(r"starting it again in ([0-9.]+ s)", output.getvalue())
+
+
+@pytest.fixture
+def keeper(output: io.StringIO) -> Iterator[Supervisor]:
+    with Supervisor(stream=output, colour=False, stop_timeout=5, restart=QUICK, who="make run") as running:
+        yield running
+
+
+def test_the_backoff_doubles_up_to_its_cap() -> None:
+    backoff = Backoff()
+    assert [backoff.delay(n) for n in range(1, 9)] == [1, 2, 4, 8, 16, 30, 30, 30]
+
+
+def test_a_child_that_keeps_failing_is_started_again_ever_later(
+    keeper: Supervisor, output: io.StringIO, tmp_path: Path
+) -> None:
+    keeper.start(flaky("messaging", tmp_path / "runs", code=1, failing=4))
+    tend_until(keeper, "messaging is ready again (restart 4)", output)
+
+    assert waits(output) == ["0.2 s", "0.4 s", "0.8 s", "0.8 s"]
+    starts = run_starts(keeper, "messaging")
+    gaps = [later - earlier for earlier, later in itertools.pairwise(starts)]
+    for gap, wait in zip(gaps, (0.2, 0.4, 0.8, 0.8), strict=True):
+        assert wait <= gap < wait + 1.0, (gaps, output.getvalue())
+    report = output.getvalue()
+    assert "make run: messaging could not start: it exited (exit code 1)" in report
+    assert ", 4 times in a row; starting it again in 0.8 s. Its last lines:\n    run 4 at" in report
+    assert "    giving up on run 4\n" in report
+    assert keeper.running("messaging")
+    assert keeper.restarts("messaging") == 4
+
+
+def test_a_child_that_ran_long_enough_starts_over_at_the_first_delay(
+    keeper: Supervisor, output: io.StringIO, tmp_path: Path
+) -> None:
+    keeper.start(flaky("rooms", tmp_path / "runs", code=1, failing=2))
+    tend_until(keeper, "rooms is ready again (restart 2)", output)
+    assert waits(output) == ["0.2 s", "0.4 s"]
+
+    pid = keeper.pid("rooms")
+    assert pid is not None
+    time.sleep(QUICK.reset_after)
+    os.kill(pid, signal.SIGKILL)
+    tend_until(keeper, "rooms is ready again (restart 3)", output)
+    assert waits(output) == ["0.2 s", "0.4 s", "0.2 s"]
+    assert "make run: rooms stopped unexpectedly (signal SIGKILL) after running" in output.getvalue()
+
+
+def test_a_killed_grpc_child_comes_back_with_a_report(keeper: Supervisor, output: io.StringIO) -> None:
+    port = free_port()
+    keeper.start_all([spec("rooms", GRPC_SERVING, str(port), ready=GrpcHealth(f"127.0.0.1:{port}"))], 60)
+    first = keeper.pid("rooms")
+    assert first is not None
+
+    os.kill(first, signal.SIGKILL)
+    tend_until(keeper, "rooms is ready again", output)
+
+    report = output.getvalue()
+    assert re.search(
+        r"make run: rooms stopped unexpectedly \(signal SIGKILL\) after running [0-9.]+ s; "
+        r"starting it again in 0.2 s\. Its last lines:\n    grpc serving\n",
+        report,
+    ), report
+    assert "make run: restarting rooms (restart 1)" in report
+    second = keeper.pid("rooms")
+    assert second is not None and second != first
+    assert keeper.tail("rooms").count("grpc serving") == 2
+
+
+def test_children_stopped_on_request_stay_down(keeper: Supervisor, output: io.StringIO) -> None:
+    keeper.start(spec("identity", POLITE, "identity"))
+    keeper.start(spec("edge", POLITE, "edge"))
+    wait_for_line(keeper, "edge", "hello")
+    keeper.kill("identity")
+    keeper.stop("edge")
+    for _ in range(20):
+        keeper.tend()
+        time.sleep(0.02)
+    assert not keeper.running("identity")
+    assert not keeper.running("edge")
+    assert "starting it again" not in output.getvalue()
+
+
+def test_nothing_comes_back_once_everything_is_stopping(
+    keeper: Supervisor, output: io.StringIO, tmp_path: Path
+) -> None:
+    keeper.start(flaky("payments", tmp_path / "runs", code=1, failing=1))
+    tend_until(keeper, "starting it again in 0.2 s", output)
+    keeper.stop_all()
+    time.sleep(0.3)
+    keeper.tend()
+    assert not keeper.running("payments")
+    assert "restarting payments" not in output.getvalue()
+
+
+def test_start_up_stops_at_once_on_invalid_settings(
+    keeper: Supervisor, output: io.StringIO, tmp_path: Path
+) -> None:
+    started = time.monotonic()
+    with pytest.raises(StartupError) as failure:
+        keeper.start_all(
+            [
+                spec("identity", POLITE, "identity"),
+                flaky("messaging", tmp_path / "runs", code=2, failing=1),
+            ],
+            60,
+            fail_fast=(2,),
+        )
+    assert time.monotonic() - started < 10
+    assert (failure.value.name, failure.value.exit_code) == ("messaging", 2)
+    assert "exited with exit code 2 while starting" in str(failure.value)
+    assert "giving up on run 1" in str(failure.value)
+    assert "starting it again" not in output.getvalue()
+
+
+def test_start_up_rides_out_other_failures(keeper: Supervisor, output: io.StringIO, tmp_path: Path) -> None:
+    keeper.start_all([flaky("edge", tmp_path / "runs", code=1, failing=2)], 60, fail_fast=(2,))
+    assert keeper.running("edge")
+    assert keeper.restarts("edge") == 2
+    assert waits(output) == ["0.2 s", "0.4 s"]
+
+
+def test_start_up_still_has_a_deadline(keeper: Supervisor, tmp_path: Path) -> None:
+    with pytest.raises(StartupError) as failure:
+        keeper.start_all([flaky("edge", tmp_path / "runs", code=1, failing=100)], 1.0, fail_fast=(2,))
+    assert "edge was not ready after 1s (it was started again" in str(failure.value)
+    assert "giving up on run" in str(failure.value)
+
+
+def test_a_settings_error_after_start_up_is_retried_and_named(
+    keeper: Supervisor, output: io.StringIO, tmp_path: Path
+) -> None:
+    keeper.start(flaky("payments", tmp_path / "runs", code=2, failing=1))
+    tend_until(keeper, "payments is ready again (restart 1)", output)
+    assert "payments could not start: it exited (exit code 2: its settings are invalid)" in output.getvalue()
+
+
+def test_tend_needs_a_backoff(supervisor: Supervisor) -> None:
+    with pytest.raises(RuntimeError, match="Backoff"):
+        supervisor.tend()

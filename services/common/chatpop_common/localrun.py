@@ -4,7 +4,10 @@ Unless DATABASE_URL / REDIS_URL are set, a private Postgres (port 55432) and Red
 run under `.data/` in the repository and keep their data between runs. Secrets for local use (the
 identity signing key and the IP hash key) are generated once under `.data/secrets`. Every migration
 is applied, then identity, rooms, messaging, payments and edge start as child processes with
-readable logs. Ctrl-C or SIGTERM stops the services in reverse order, then Redis, then Postgres.
+readable logs. A service that stops on its own is started again after a delay that doubles with each
+failure in a row (CRASH_BACKOFF), while the others, Postgres and Redis keep running. Only at start-up
+does a service stop everything: when its settings are invalid (trying again cannot mend them) or it
+is not ready in time. Ctrl-C or SIGTERM stops the services in reverse order, then Redis, then Postgres.
 
 Ports can be moved with EDGE_PORT, IDENTITY_PORT, ROOMS_PORT, MESSAGING_PORT, PAYMENTS_PORT,
 <SERVICE>_METRICS_PORT, POSTGRES_PORT and REDIS_PORT; the data folder with CHATPOP_DATA_DIR.
@@ -39,12 +42,13 @@ from chatpop_common.devstack import Postgres, Redis, free_ports
 from chatpop_common.migrate import SERVICES as MIGRATED
 from chatpop_common.migrate import migrate
 from chatpop_common.processes import (
+    INVALID_SETTINGS_EXIT,
+    Backoff,
     GrpcHealth,
     HttpReady,
     ServiceSpec,
     StartupError,
     Supervisor,
-    describe_exit,
     python_module,
 )
 
@@ -70,6 +74,10 @@ DEFAULT_METRICS_PORTS: dict[str, int] = {
 DEFAULT_POSTGRES_PORT = 55432
 DEFAULT_REDIS_PORT = 56379
 STARTUP_TIMEOUT = 90.0
+# A crashed service comes back after 1 s, then 2, 4, 8, 16 and 30 s at most while it keeps failing;
+# one that ran a minute before it stopped starts over at 1 s.
+CRASH_BACKOFF = Backoff(initial=1.0, factor=2.0, maximum=30.0, reset_after=60.0)
+TEND_INTERVAL = 0.2
 SIGNING_KEY_FILE = "identity-signing-key.pem"
 IP_HASH_KEY_FILE = "ip-hash-key"
 ACCESS_CODE_KEY_FILE = "access-code-key"
@@ -480,12 +488,12 @@ def _display(path: Path, repo: Path) -> str:
 
 
 def run(env: Mapping[str, str], *, repo: Path = REPO_ROOT, out: TextIO = sys.stdout) -> int:
-    """Start everything, wait for Ctrl-C/SIGTERM (or a crash), stop everything; the exit status."""
+    """Start everything, keep the services up until Ctrl-C/SIGTERM, stop everything; the exit status."""
     data_dir = Path(env.get("CHATPOP_DATA_DIR") or repo / ".data").resolve()
     database_url = env.get("DATABASE_URL", "")
     redis_url = env.get("REDIS_URL", "")
     http_host = env.get("HTTP_HOST", "127.0.0.1")
-    supervisor = Supervisor(stream=out)
+    supervisor = Supervisor(stream=out, restart=CRASH_BACKOFF, who="make run")
     pg: Postgres | None = None
     redis: Redis | None = None
     previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
@@ -531,7 +539,7 @@ def run(env: Mapping[str, str], *, repo: Path = REPO_ROOT, out: TextIO = sys.std
 
         specs = service_specs(env, ports, database_url, redis_url, secrets, repo=repo)
         supervisor.note("starting " + ", ".join(SERVICES))
-        supervisor.start_all(specs, timeout=STARTUP_TIMEOUT)
+        supervisor.start_all(specs, timeout=STARTUP_TIMEOUT, fail_fast=(INVALID_SETTINGS_EXIT,))
         supervisor.note(
             banner(
                 ports,
@@ -544,17 +552,14 @@ def run(env: Mapping[str, str], *, repo: Path = REPO_ROOT, out: TextIO = sys.std
             )
         )
         while True:
-            crashed = supervisor.unexpected_exits()
-            if crashed:
-                for name, code in crashed:
-                    supervisor.note(f"make run: {name} exited ({describe_exit(code)}); stopping everything")
-                return 1
-            time.sleep(0.5)
+            supervisor.tend()
+            time.sleep(TEND_INTERVAL)
     except KeyboardInterrupt:
         supervisor.note("\nstopping…")
         return 0
     except StartupError as exc:
-        supervisor.note(f"make run: {exc.name} {exc.reason} (its output is above); stopping everything")
+        why = ": its settings are invalid" if exc.exit_code == INVALID_SETTINGS_EXIT else ""
+        supervisor.note(f"make run: {exc.name} {exc.reason}{why} (its output is above); stopping everything")
         return 1
     except (LocalRunError, FileNotFoundError, TimeoutError) as exc:
         supervisor.note(f"make run: {exc}")

@@ -5,6 +5,10 @@ coloured column (`identity  | …`), waits until each is ready (gRPC health SERV
 a readiness URL), and stops them in reverse start order: SIGTERM, then SIGKILL after a timeout.
 A caller may also kill -9, stop, start or restart one child by name.
 
+Given a `Backoff` (`make run` gives one; the e2e harness does not, its tests restart children
+themselves), `tend()` starts again every child that exited without being asked to, after a delay
+that doubles with each exit in a row, as Kubernetes' CrashLoopBackOff does, and says why each time.
+
 Children run in their own process group, so a Ctrl-C in the terminal reaches only the supervisor,
 which then stops them in order instead of all at once.
 """
@@ -21,7 +25,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -33,6 +37,26 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 _COLOURS = ("36", "33", "32", "35", "34", "91", "96", "93")
 _POLL_SECONDS = 0.1
 DEFAULT_TAIL_LINES = 40
+# How many of a child's last lines an exit report repeats (its whole output is streamed already).
+REPORT_LINES = 12
+# What our services' `python -m chatpop_<name>` exit with when their settings are invalid.
+INVALID_SETTINGS_EXIT = 2
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """When to start again a child that exited unasked: `initial` seconds after its first exit,
+    `factor` times longer after each further exit in a row, never more than `maximum`. A child that
+    had run for `reset_after` seconds when it exited starts over at `initial`."""
+
+    initial: float = 1.0
+    factor: float = 2.0
+    maximum: float = 30.0
+    reset_after: float = 60.0
+
+    def delay(self, exits_in_a_row: int) -> float:
+        """The wait before the next start, after `exits_in_a_row` (≥ 1) exits in a row."""
+        return float(min(self.maximum, self.initial * self.factor ** max(0, exits_in_a_row - 1)))
 
 
 @dataclass(frozen=True)
@@ -72,10 +96,13 @@ def python_module(module: str, *args: str) -> tuple[str, ...]:
 class StartupError(RuntimeError):
     """A child exited or did not become ready in time; the message carries its last output lines."""
 
-    def __init__(self, name: str, reason: str, last_lines: Sequence[str]) -> None:
+    def __init__(
+        self, name: str, reason: str, last_lines: Sequence[str], exit_code: int | None = None
+    ) -> None:
         self.name = name
         self.reason = reason
         self.last_lines = list(last_lines)
+        self.exit_code = exit_code
         shown = "\n".join(f"    {line}" for line in self.last_lines) or "    (no output)"
         super().__init__(f"{name} {reason}; its last output lines:\n{shown}")
 
@@ -86,8 +113,22 @@ class _Child:
     process: subprocess.Popen[bytes]
     reader: threading.Thread
     tail: deque[str]
+    # This process's own last lines (`tail` runs on across restarts under the same name).
+    own_tail: deque[str] = field(default_factory=lambda: deque(maxlen=REPORT_LINES))
     expected_exit: bool = False
     reported_exit: bool = False
+    started_at: float = field(default_factory=time.monotonic)
+    ready: bool = False
+
+
+@dataclass
+class _Restarts:
+    """One name's history under a Backoff; it outlives each process started under that name."""
+
+    exits_in_a_row: int = 0
+    restarts: int = 0
+    # When the next start is due (time.monotonic()), while the child waits out its backoff.
+    due: float | None = None
 
 
 @dataclass
@@ -162,6 +203,8 @@ class Supervisor:
         name_width: int = 9,
         tail_lines: int = DEFAULT_TAIL_LINES,
         stop_timeout: float = 15.0,
+        restart: Backoff | None = None,
+        who: str = "supervisor",
     ) -> None:
         if log_dir is not None:
             log_dir.mkdir(parents=True, exist_ok=True)
@@ -173,8 +216,11 @@ class Supervisor:
         )
         self._tail_lines = tail_lines
         self._stop_timeout = stop_timeout
+        self._backoff = restart
+        self._who = who
         self._specs: dict[str, ServiceSpec] = {}
         self._children: dict[str, _Child] = {}
+        self._restarts: dict[str, _Restarts] = {}
         self._order: list[str] = []
 
     # -- output -----------------------------------------------------------------------------
@@ -188,14 +234,15 @@ class Supervisor:
         child = self._children.get(name)
         return list(child.tail) if child is not None else []
 
-    def _pump(self, name: str, stream: IO[bytes], tail: deque[str]) -> None:
+    def _pump(self, name: str, stream: IO[bytes], tails: Sequence[deque[str]]) -> None:
         log: IO[str] | None = None
         if self._out.log_dir is not None:
             log = (self._out.log_dir / f"{name}.log").open("a", encoding="utf-8")
         try:
             for raw in iter(stream.readline, b""):
                 text = raw.decode("utf-8", "replace").rstrip("\r\n")
-                tail.append(text)
+                for tail in tails:
+                    tail.append(text)
                 self._out.line(name, text, log)
         finally:
             stream.close()
@@ -224,12 +271,19 @@ class Supervisor:
             start_new_session=True,
         )
         assert process.stdout is not None
+        own_tail: deque[str] = deque(maxlen=REPORT_LINES)
         reader = threading.Thread(
-            target=self._pump, args=(spec.name, process.stdout, tail), name=f"output-{spec.name}", daemon=True
+            target=self._pump,
+            args=(spec.name, process.stdout, (tail, own_tail)),
+            name=f"output-{spec.name}",
+            daemon=True,
+        )
+        self._specs[spec.name] = spec
+        self._children[spec.name] = _Child(
+            spec=spec, process=process, reader=reader, tail=tail, own_tail=own_tail
         )
         reader.start()
-        self._specs[spec.name] = spec
-        self._children[spec.name] = _Child(spec=spec, process=process, reader=reader, tail=tail)
+        self._restarts.setdefault(spec.name, _Restarts()).due = None
         if spec.name not in self._order:
             self._order.append(spec.name)
 
@@ -244,19 +298,101 @@ class Supervisor:
                 child.reported_exit = True
                 raise StartupError(name, f"exited with {describe_exit(code)} while starting", child.tail)
             if _check_ready(child.spec.ready):
+                child.ready = True
                 return
             if time.monotonic() >= deadline:
                 raise StartupError(name, f"was not ready after {timeout:.0f}s", child.tail)
             time.sleep(_POLL_SECONDS)
 
-    def start_all(self, specs: Iterable[ServiceSpec], timeout: float) -> None:
-        """Start every child at once, then wait for each to be ready within one shared deadline."""
+    def start_all(
+        self, specs: Iterable[ServiceSpec], timeout: float, *, fail_fast: Collection[int] = ()
+    ) -> None:
+        """Start every child at once, then wait for each to be ready within one shared deadline.
+
+        Without a Backoff, any exit is a StartupError. With one, a child that exits is started again
+        as `tend()` does, except that an exit status in `fail_fast` (a configuration error, which
+        trying again cannot mend) is a StartupError at once; so is a deadline passed.
+        """
         started = list(specs)
         for spec in started:
             self.start(spec)
         deadline = time.monotonic() + timeout
-        for spec in started:
-            self.wait_ready(spec.name, max(0.0, deadline - time.monotonic()))
+        if self._backoff is None:
+            for spec in started:
+                self.wait_ready(spec.name, max(0.0, deadline - time.monotonic()))
+            return
+        while True:
+            self._tend(fail_fast)
+            waiting = [spec.name for spec in started if not self._children[spec.name].ready]
+            if not waiting:
+                return
+            if time.monotonic() >= deadline:
+                name = waiting[0]
+                history = self._restarts[name]
+                reason = f"was not ready after {timeout:.0f}s"
+                if history.restarts:
+                    reason += f" (it was started again {history.restarts} times)"
+                raise StartupError(name, reason, self._children[name].tail)
+            time.sleep(_POLL_SECONDS)
+
+    def tend(self) -> None:
+        """One round of keeping children up (needs a Backoff; call it every fraction of a second).
+
+        A child that exited without being asked to is reported (how it ended, how long it ran, its
+        last lines) and started again once its backoff delay has passed; a restarted child is
+        reported once it is ready again. kill(), stop() and stop_all() are asked-for exits.
+        """
+        self._tend(())
+
+    def _tend(self, fail_fast: Collection[int]) -> None:
+        backoff = self._backoff
+        if backoff is None:
+            raise RuntimeError("tend() needs a Supervisor created with restart=Backoff(...)")
+        for name in list(self._order):
+            child = self._children[name]
+            history = self._restarts[name]
+            code = child.process.poll()
+            if code is None:
+                if not child.ready and _check_ready(child.spec.ready):
+                    child.ready = True
+                    if history.restarts:
+                        self.note(f"{self._who}: {name} is ready again (restart {history.restarts})")
+                continue
+            if child.expected_exit:
+                continue
+            now = time.monotonic()
+            if not child.reported_exit:
+                child.reported_exit = True
+                child.reader.join(timeout=2)
+                if code in fail_fast:
+                    raise StartupError(
+                        name, f"exited with {describe_exit(code)} while starting", child.tail, code
+                    )
+                ran = now - child.started_at
+                if ran >= backoff.reset_after:
+                    history.exits_in_a_row = 0
+                history.exits_in_a_row += 1
+                delay = backoff.delay(history.exits_in_a_row)
+                history.due = now + delay
+                self.note(self._exit_report(child, code, ran, delay, history.exits_in_a_row))
+            elif history.due is not None and now >= history.due:
+                history.restarts += 1
+                self.note(f"{self._who}: restarting {name} (restart {history.restarts})")
+                self.start(child.spec)
+
+    def _exit_report(self, child: _Child, code: int, ran: float, delay: float, in_a_row: int) -> str:
+        name = child.spec.name
+        how = describe_exit(code)
+        if code == INVALID_SETTINGS_EXIT:
+            how += ": its settings are invalid"
+        if child.ready:
+            what = f"{name} stopped unexpectedly ({how}) after running {_duration(ran)}"
+        else:
+            what = f"{name} could not start: it exited ({how}) {_duration(ran)} after it was started"
+        if in_a_row > 1:
+            what += f", {in_a_row} times in a row"
+        shown = "\n".join(f"    {line}" for line in child.own_tail) or "    (no output)"
+        return f"{self._who}: {what}; starting it again in {_duration(delay)}. Its last lines:\n{shown}"
 
     def pid(self, name: str) -> int | None:
         child = self._children.get(name)
@@ -311,6 +447,11 @@ class Supervisor:
                 child.expected_exit = True
                 child.reader.join(timeout=5)
 
+    def restarts(self, name: str) -> int:
+        """How many times tend() has started the child again."""
+        history = self._restarts.get(name)
+        return history.restarts if history is not None else 0
+
     def unexpected_exits(self) -> list[tuple[str, int]]:
         """Children that exited without being asked to, each reported once."""
         found: list[tuple[str, int]] = []
@@ -346,6 +487,18 @@ def _signal_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None
     if process.poll() is None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(process.pid, sig)
+
+
+def _duration(seconds: float) -> str:
+    """`0.4 s`, `12 s`, `3 min 05 s` or `2 h 10 min`: how long a child ran or will wait."""
+    if seconds < 10:
+        return f"{seconds:.1f} s".replace(".0 s", " s")
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole} s"
+    if whole < 3600:
+        return f"{whole // 60} min {whole % 60:02d} s"
+    return f"{whole // 3600} h {whole % 3600 // 60:02d} min"
 
 
 def describe_exit(code: int) -> str:
