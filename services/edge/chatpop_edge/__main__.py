@@ -1,10 +1,11 @@
-"""`python -m chatpop_edge`: the edge under uvicorn (uvloop, httptools, websockets)."""
+"""`python -m chatpop_edge`: the edge under uvicorn (uvloop, httptools, websockets-sansio)."""
 
 from __future__ import annotations
 
 import logging
 import math
 import re
+import resource
 import sys
 
 import uvicorn
@@ -13,6 +14,7 @@ from pydantic import ValidationError
 from chatpop_common.logs import configure_logging
 from chatpop_common.telemetry import configure_tracing, start_metrics_server, tune_gc
 from chatpop_edge.app import create_app
+from chatpop_edge.connections import EdgeServerConfig
 from chatpop_edge.settings import EdgeSettings
 
 _TOKEN_IN_QUERY = re.compile(r"(token=)[^&\s\"]+")
@@ -28,6 +30,17 @@ class _RedactTokens(logging.Filter):
                 for arg in record.args
             )
         return True
+
+
+def _raise_open_files_limit() -> None:
+    """Every socket is a file descriptor: take the hard limit, not the often tiny soft default."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft == resource.RLIM_INFINITY or soft >= hard:
+        return
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError) as exc:
+        logging.getLogger(__name__).warning("open files limit stays at %d: %s", soft, exc)
 
 
 def main() -> int:
@@ -46,16 +59,14 @@ def main() -> int:
         logging.getLogger(name).addFilter(_RedactTokens())
     configure_tracing("edge")
     start_metrics_server(settings.http_host, settings.metrics_port)
-    config = uvicorn.Config(
+    _raise_open_files_limit()
+    # httptools and websockets-sansio, with the edge's connection limits and timeouts (connections.py).
+    config = EdgeServerConfig(
         create_app(settings),
+        settings,
         host=settings.http_host,
         port=settings.http_port,
         loop="uvloop",
-        http="httptools",
-        ws="websockets-sansio",
-        # Frames are encoded once per message; per-socket compression would redo work per recipient.
-        ws_per_message_deflate=False,
-        ws_max_size=settings.max_body_bytes,
         # Forwarded headers are interpreted by the app against TRUSTED_PROXIES, not by uvicorn.
         proxy_headers=False,
         server_header=False,

@@ -31,7 +31,21 @@ RESUBSCRIBES = Counter(
     "chatpop_room_resubscribes_total", "Room subscriptions re-established after the stream broke."
 )
 SLOW_SOCKET_CLOSES = Counter(
-    "chatpop_ws_slow_closes_total", "Sockets closed (1013) because their outbound queue filled up."
+    "chatpop_ws_slow_closes_total",
+    "Sockets closed (1013) as too slow: more than WS_QUEUE_LIMIT frames or WS_SEND_BUDGET bytes waiting.",
+)
+WS_ABORTS = Counter(
+    "chatpop_ws_aborts_total",
+    "WebSocket connections aborted (TCP reset) because a close could not complete within WS_CLOSE_TIMEOUT.",
+)
+CONNECTIONS_PENDING = Gauge(
+    "chatpop_connections_pending",
+    "Connections without a complete request head yet, or whose WebSocket handshake is unanswered.",
+)
+CONNECTIONS_CUT = Counter(
+    "chatpop_connections_cut_total",
+    "Connections closed before their request was complete, by reason.",
+    ["reason"],
 )
 WS_IDLE_CLOSES = Counter(
     "chatpop_ws_idle_closes_total",
@@ -51,3 +65,13 @@ for _kind in ("typing", "presence", "room_updated"):
     SIGNALS_RECEIVED.labels(_kind)
 for _outcome in ("ok", "failed"):
     PRESENCE_REPORTS.labels(_outcome)
+for _reason in (
+    "peer_limit",
+    "total_limit",
+    "idle",
+    "header_timeout",
+    "headers_too_large",
+    "handshake_timeout",
+    "bad_handshake",
+):
+    CONNECTIONS_CUT.labels(_reason)

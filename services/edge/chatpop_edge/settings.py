@@ -50,6 +50,38 @@ class EdgeSettings(ServiceAddresses):
     presence_ttl: int = Field(default=30, ge=2, le=3600)
     # Seconds open connections get to finish on SIGTERM.
     shutdown_grace: float = Field(default=10.0, ge=0)
+    # --- what a connection may cost before it is authenticated (chatpop_edge.connections) -----------
+    # A request line and its headers must arrive within this many seconds of connect, or of the first
+    # byte after a keep-alive pause; 408 (or, if nothing came at all, a plain close) otherwise.
+    http_header_timeout: float = Field(default=10.0, gt=0, le=300)
+    # Seconds an idle keep-alive connection is kept. Behind a proxy that reuses connections to the
+    # edge, set it above the proxy's own idle timeout.
+    http_keep_alive_timeout: int = Field(default=5, ge=1, le=3600)
+    # Most bytes of a request line plus headers; larger heads get 431 and the connection is closed.
+    http_max_header_bytes: int = Field(default=16 * 1024, ge=1024, le=1024 * 1024)
+    # Connections that have not yet sent a complete request head (or whose WebSocket handshake the app
+    # has not answered yet), per TCP peer and in all: past either limit new connections are answered
+    # 503 and closed at once. The per-peer limit does not apply to TRUSTED_PROXIES (their connections
+    # carry many clients, and a proxy reads a request's head itself before it forwards it), only the
+    # total does; IPv6 peers count per /64.
+    pending_connections_per_ip: int = Field(default=64, ge=1)
+    pending_connections_total: int = Field(default=2048, ge=1)
+    # Seconds from a WebSocket upgrade request to the app accepting or refusing it (503 after).
+    ws_handshake_timeout: float = Field(default=10.0, gt=0, le=300)
+    # WebSocket protocol pings: one every WS_PING_INTERVAL seconds, closed (1011) when its pong has not
+    # come WS_PING_TIMEOUT seconds later.
+    ws_ping_interval: float = Field(default=20.0, gt=0)
+    ws_ping_timeout: float = Field(default=20.0, gt=0)
+    # Outgoing bytes one WebSocket may have waiting (queued frames plus the transport's write buffer)
+    # before it is closed with 1013 as too slow. A resume's backfill (at most RESUME_LIMIT messages)
+    # may exceed it: the client asked for it.
+    ws_send_budget: int = Field(default=256 * 1024, ge=16 * 1024, le=64 * 1024 * 1024)
+    # SO_SNDBUF of WebSocket connections, so a client that stops reading is noticed after this much
+    # rather than after the megabytes the kernel would buffer by itself; 0 keeps the kernel's sizing.
+    ws_send_buffer: int = Field(default=64 * 1024, ge=0, le=16 * 1024 * 1024)
+    # Seconds a closing WebSocket gets to deliver its close frame and hear the answer before the
+    # connection is aborted (a peer that stopped reading never takes the close frame).
+    ws_close_timeout: float = Field(default=5.0, gt=0, le=300)
     # The built web client (index.html + assets/); unset: services/edge/web/dist from `make web`.
     web_root: Path | None = None
 

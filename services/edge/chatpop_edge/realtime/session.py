@@ -28,6 +28,7 @@ from chatpop.messaging.v1 import messaging_pb2
 from chatpop_common.auth import Principal
 from chatpop_common.backoff import Backoff
 from chatpop_edge.backends import Backends, auth_metadata
+from chatpop_edge.connections import outbound_of
 from chatpop_edge.errors import map_rpc_error
 from chatpop_edge.metrics import (
     MESSAGES_DELIVERED,
@@ -53,8 +54,11 @@ CLOSE_NOT_FOUND = 4404
 CLOSE_BAD_REQUEST = 4400
 CLOSE_IDLE = 4408
 CLOSE_TRY_AGAIN = 1013
+TOO_SLOW = "too slow: reconnect and resume"
 
 _MAX_PENDING_SENDS = 32
+# The error frame's code and message for a failure nobody expected (REST answers it with a 500).
+_INTERNAL = ("internal", "Something went wrong on our side.")
 # Seconds a close may take before the connection is dropped (a peer that stopped reading).
 _CLOSE_TIMEOUT = 2.0
 _FILL_ATTEMPTS = 5
@@ -104,6 +108,15 @@ class SocketSession:
         self._typing_interval = settings.typing_interval
         self._idle_timeout = settings.ws_idle_timeout
         self._live_timeout = settings.rpc_timeout
+        # Outgoing bytes waiting: queued here, plus (under the edge's own protocol) the transport's.
+        self._connection = outbound_of(websocket.scope)
+        self._send_budget = settings.ws_send_budget
+        # Below this much queued here the budget cannot be passed, whatever the transport holds.
+        self._send_room = settings.ws_send_budget - (
+            self._connection.write_high_water if self._connection is not None else 0
+        )
+        self._queued_bytes = 0
+        self._backfill_bytes = 0
 
         self._outbox: deque[tuple[str, float]] = deque()
         self._wake = asyncio.Event()
@@ -188,16 +201,41 @@ class SocketSession:
         if len(self._outbox) >= self._queue_limit:
             self._too_slow()
             return
+        size = len(frame)
+        if self._catching_up:
+            # A backfill the client asked for (at most RESUME_LIMIT messages) goes out whole.
+            self._backfill_bytes += size
+        elif self._queued_bytes - self._backfill_bytes + size > self._send_room and self._over_budget(size):
+            self._too_slow()
+            return
+        self._queued_bytes += size
         self._outbox.append((frame, created_at))
         self._wake.set()
+
+    def _over_budget(self, size: int) -> bool:
+        # Characters of the queued frames stand for their bytes (exact for ASCII text).
+        waiting = self._queued_bytes - self._backfill_bytes + size
+        if self._connection is not None:
+            waiting += self._connection.write_buffer_size()
+        return waiting > self._send_budget
 
     def _too_slow(self) -> None:
         SLOW_SOCKET_CLOSES.inc()
         # What is still queued is dropped: the client resumes from its last seq after reconnecting.
         self._overflowed = True
         self._outbox.clear()
+        self._queued_bytes = self._backfill_bytes = 0
         self._held.clear()
-        self.request_close(CLOSE_TRY_AGAIN, "too slow: reconnect and resume")
+        if self._connection is None:
+            self.request_close(CLOSE_TRY_AGAIN, TOO_SLOW)
+            return
+        # The writer waits on a peer that does not read: the close frame goes out now, ahead of all
+        # that was dropped and right behind what the transport and the kernel hold already; the
+        # connection is aborted if the close cannot complete within WS_CLOSE_TIMEOUT.
+        if self._close_request is None:
+            self._close_request = (CLOSE_TRY_AGAIN, TOO_SLOW)
+        self._connection.close_now(CLOSE_TRY_AGAIN, TOO_SLOW)
+        self._finished.set()
 
     async def _write_loop(self) -> None:
         ws = self._ws
@@ -211,6 +249,10 @@ class SocketSession:
                         if self._overflowed:
                             break
                         await ws.send_text(frame)
+                        size = len(frame)
+                        self._queued_bytes -= size
+                        if self._backfill_bytes:
+                            self._backfill_bytes = max(0, self._backfill_bytes - size)
                         WS_FRAMES_SENT.inc()
                         if created_at:
                             MESSAGES_DELIVERED.inc()
@@ -240,7 +282,12 @@ class SocketSession:
                     if text is None:
                         self.push(frames.error_frame("invalid_frame", "Frames are JSON text, not binary."))
                         continue
-                    self._handle(text)
+                    try:
+                        self._handle(text)
+                    except Exception:
+                        # No frame may end this socket's reading: it is answered, and the next one read.
+                        log.exception("client frame failed", extra={"room_id": self.room_id})
+                        self.push(frames.error_frame(*_INTERNAL))
         except TimeoutError:
             WS_IDLE_CLOSES.inc()
             self.request_close(CLOSE_IDLE, "idle")
@@ -322,6 +369,13 @@ class SocketSession:
                 )
                 if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
                     self.request_close(CLOSE_INVALID_TOKEN, mapped.code)
+                continue
+            except Exception:
+                # One send must never end this loop, or every later send would go unanswered.
+                log.exception(
+                    "send failed", extra={"room_id": self.room_id, "client_msg_id": frame.client_msg_id}
+                )
+                self.push(frames.error_frame(*_INTERNAL, client_msg_id=frame.client_msg_id))
                 continue
             # The ack is a promise: messaging has committed the message.
             self.push(frames.ack_frame(frame.client_msg_id, sent.message.seq, sent.message.id))
