@@ -89,10 +89,14 @@ class FakeTransport:
         self.written += data
 
     def close(self) -> None:
-        self.closed = True
+        # As a real transport: whichever protocol it has by then hears connection_lost, once.
+        if not self.closed:
+            self.closed = True
+            asyncio.get_running_loop().call_soon(lambda: self.protocol.connection_lost(None))
 
     def abort(self) -> None:
-        self.closed = self.aborted = True
+        self.aborted = True
+        self.close()
 
     def is_closing(self) -> bool:
         return self.closed
@@ -179,7 +183,6 @@ async def test_a_head_over_the_limit_gets_431_without_reaching_the_app() -> None
     protocol.data_received(b"a" * 600)
     assert transport.status == 431 and transport.closed
     await settle()
-    protocol.connection_lost(None)
     assert edge.config.pending.total == 0
 
     # Many small headers add up the same way.
@@ -216,13 +219,11 @@ async def test_keep_alive_requests_each_get_a_fresh_head_budget() -> None:
 async def test_a_head_that_does_not_finish_in_time_gets_408_and_silence_a_plain_close() -> None:
     edge = Edge(http_header_timeout=0.05)
     slow, slow_transport = edge.connect()
-    idle, idle_transport = edge.connect()
+    _idle, idle_transport = edge.connect()
     slow.data_received(b"GET /thing HTTP/1.1\r\nHost: ed")
     await settle(0.1)
     assert slow_transport.status == 408 and slow_transport.closed
     assert idle_transport.closed and idle_transport.written == b""
-    for protocol in (slow, idle):
-        protocol.connection_lost(None)
     assert edge.config.pending.total == 0
 
 
@@ -244,13 +245,13 @@ async def test_keep_alive_pause_is_not_a_slow_head_but_the_next_head_is_timed() 
 async def test_past_the_limits_new_connections_are_answered_503_at_once() -> None:
     edge = Edge(pending_connections_per_ip=2, pending_connections_total=3)
     held = [edge.connect("198.51.100.1") for _ in range(2)]
-    refused, refused_transport = edge.connect("198.51.100.1")
+    _, refused_transport = edge.connect("198.51.100.1")
     assert refused_transport.status == 503 and refused_transport.closed
     assert b"retry-after: 1" in refused_transport.written
     held.append(edge.connect("198.51.100.2"))
     _, total_transport = edge.connect("198.51.100.3")
     assert total_transport.status == 503
-    refused.connection_lost(None)
+    await settle()
     assert edge.config.pending.total == 3
 
     # A finished head frees its place at once.
@@ -286,7 +287,8 @@ async def test_an_unanswered_handshake_gets_503_and_frees_its_place(
     await settle(0.1)
     assert transport.status == 503 and transport.closed
     assert edge.config.pending.total == 0
-    websocket.connection_lost(None)
+    await settle()
+    assert not edge.state.connections
     for task in list(edge.state.tasks):
         task.cancel()
 
@@ -306,7 +308,7 @@ async def test_an_accepted_handshake_is_no_longer_pending() -> None:
     await asyncio.wait_for(accepted.wait(), 1)
     assert transport.status == 101
     assert edge.config.pending.total == 0
-    transport.protocol.connection_lost(None)
+    transport.close()
     for task in list(edge.state.tasks):
         task.cancel()
 
@@ -319,5 +321,42 @@ async def test_an_upgrade_websockets_cannot_read_is_answered_at_once(
     protocol, transport = edge.connect()
     protocol.data_received(UPGRADE.replace(b"GET /ws ", b"GET /ws?" + b"t" * 9000 + b" "))
     assert transport.status == 414 and transport.closed
-    transport.protocol.connection_lost(None)
     assert edge.config.pending.total == 0
+    await settle()
+    assert not edge.state.connections
+    for task in list(edge.state.tasks):
+        task.cancel()
+
+
+async def test_a_pipelined_head_is_counted_and_timed_while_the_previous_request_is_answered() -> None:
+    release = asyncio.Event()
+
+    async def slow_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()
+        await release.wait()
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    edge = Edge(app=slow_app, http_header_timeout=0.05, http_max_header_bytes=1024)
+    # Two whole requests in one chunk: both heads fit, the second waits its turn.
+    protocol, transport = edge.connect()
+    protocol.data_received(GET + GET)
+    release.set()
+    await settle()
+    assert transport.written.count(b"HTTP/1.1 204 ") == 2 and not transport.closed
+
+    # A second head that never ends, sent while the first request is being answered: cut at its
+    # deadline without a word written into the first response.
+    release.clear()
+    protocol, transport = edge.connect()
+    protocol.data_received(GET + b"GET /next HTTP/1.1\r\nX-Endless: ")
+    await settle(0.1)
+    assert transport.closed and transport.written == b""
+
+    # The same head growing past the cap is cut as well.
+    protocol, transport = edge.connect()
+    protocol.data_received(GET + b"GET /next HTTP/1.1\r\n")
+    protocol.data_received(b"X-Filler: " + b"f" * 2000)
+    assert transport.closed and transport.written == b""
+    release.set()
+    await settle()

@@ -179,6 +179,7 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         # during the response). Checked on every data_received, so it is the only hot-path cost.
         self._head_room: int | None = None
         self._head_timer: TimerHandle | None = None
+        self._heads_completed = 0
 
     # --- connection ---------------------------------------------------------------------------------
 
@@ -212,9 +213,13 @@ class EdgeHttpProtocol(HttpToolsProtocol):
 
     def _reply_and_close(self, status: int, text: str) -> None:
         self._end_head()
-        if not self.transport.is_closing():
+        if self.transport.is_closing():
+            return
+        if self.cycle is None or self.cycle.response_complete:
             self.transport.write(_response(self.server_state, status, text))
-            self.transport.close()
+        # else: a pipelined head failed while the previous response is being written; an answer now
+        # would land inside it.
+        self.transport.close()
 
     # --- request heads ------------------------------------------------------------------------------
 
@@ -232,10 +237,11 @@ class EdgeHttpProtocol(HttpToolsProtocol):
             return
         # Over the cap unless the head ends within what is left of it (the rest being body, or the
         # next request): feed what fits, and the remainder only if the head completed.
+        completed = self._heads_completed
         self._head_room = 0
         if room:
             super().data_received(data[:room])
-        if self._head_room is not None:
+        if self._heads_completed == completed:
             CONNECTIONS_CUT.labels("headers_too_large").inc()
             self._reply_and_close(431, "Request line and headers are too large.")
         elif not self.transport.is_closing() and self.transport.get_protocol() is self:
@@ -254,8 +260,17 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         CONNECTIONS_CUT.labels("header_timeout").inc()
         self._reply_and_close(408, "The request did not arrive in time.")
 
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self._head_room is None:
+            # A pipelined request began while the previous one was being answered: its head is
+            # counted from the next chunk on, and timed from now.
+            self._head_room = self._head_limit
+            self._head_timer = self.loop.call_later(self._head_timeout, self._head_timed_out)
+
     def on_headers_complete(self) -> None:
         self._end_head()
+        self._heads_completed += 1
         super().on_headers_complete()
         # An upgrade keeps its place until the app answers the handshake (handed over below).
         if not (self.parser.should_upgrade() and self._should_upgrade()):
@@ -272,9 +287,9 @@ class EdgeHttpProtocol(HttpToolsProtocol):
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        if self.timeout_keep_alive_task is not None:
+        if self.timeout_keep_alive_task is not None and self._head_room is None:
             # Idle between requests (uvicorn's keep-alive timer runs); the next head is counted and
-            # timed from its first byte.
+            # timed from its first byte. (A head begun early keeps its count and deadline.)
             self._head_room = self._head_limit
 
 
