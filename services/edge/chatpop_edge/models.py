@@ -28,10 +28,19 @@ _THEME_OUT: dict[rooms_pb2.Theme, Theme] = {
 _THEME_IN: dict[str, rooms_pb2.Theme] = {name: value for value, name in _THEME_OUT.items()}
 
 
-class RequestBody(BaseModel):
-    """Request bodies reject unknown fields so a typo is an error, not a silent no-op."""
+# What a room code may look like in a request (codes are issued shorter, from a smaller alphabet).
+ROOM_CODE_PATTERN = r"^[A-Za-z0-9_-]+$"
+ROOM_CODE_MAX_LENGTH = 32
+# The largest seq a client may send: the largest integer JavaScript holds exactly, far beyond any
+# room's messages and within the services' int64.
+MAX_SEQ = 2**53 - 1
 
-    model_config = ConfigDict(extra="forbid")
+
+class RequestBody(BaseModel):
+    """Request bodies reject unknown fields, so a typo is an error rather than a silent no-op, and take
+    JSON types as documented: `"5"` or `true` is not an integer, `1` is not a boolean."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 def timestamp(ts: Timestamp) -> datetime | None:
@@ -184,7 +193,7 @@ class Jwks(BaseModel):
 
 
 class Media(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     photo: bool = False
     voice: bool = False
@@ -427,7 +436,9 @@ class SendMessageRequest(RequestBody):
         min_length=1, max_length=64, description="Client-chosen id; a retry with it never duplicates."
     )
     text: str = Field(min_length=1, max_length=20_000)
-    reply_to_seq: int | None = Field(default=None, ge=1)
+    reply_to_seq: int | None = Field(
+        default=None, ge=1, le=MAX_SEQ, description="Seq of the message this one replies to."
+    )
 
 
 class SendMessageResponse(BaseModel):
@@ -459,7 +470,7 @@ class MyRooms(BaseModel):
 
 
 class ReadRequest(RequestBody):
-    seq: int = Field(ge=0, le=2**53, description="Seq of the newest message you have seen.")
+    seq: int = Field(ge=0, le=MAX_SEQ, description="Seq of the newest message you have seen.")
 
 
 class ReadPosition(BaseModel):

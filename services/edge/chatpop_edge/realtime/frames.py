@@ -13,19 +13,20 @@ from chatpop_edge import models
 
 
 class _ClientFrame(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    # JSON types as documented, as for REST bodies: `1.0`, `"1"` and `true` are not integers.
+    model_config = ConfigDict(extra="ignore", strict=True)
 
 
 class SendFrame(_ClientFrame):
     type: Literal["send"]
     client_msg_id: str = Field(min_length=1, max_length=64)
     text: str = Field(min_length=1, max_length=20_000)
-    reply_to_seq: int | None = Field(default=None, ge=1)
+    reply_to_seq: int | None = Field(default=None, ge=1, le=models.MAX_SEQ)
 
 
 class ResumeFrame(_ClientFrame):
     type: Literal["resume"]
-    after_seq: int = Field(ge=0)
+    after_seq: int = Field(ge=0, le=models.MAX_SEQ)
 
 
 class TypingFrame(_ClientFrame):
@@ -40,11 +41,19 @@ ClientFrame = Annotated[SendFrame | ResumeFrame | TypingFrame | PingFrame, Field
 _client_frames: TypeAdapter[SendFrame | ResumeFrame | TypingFrame | PingFrame] = TypeAdapter(ClientFrame)
 
 
+class _SendId(_ClientFrame):
+    """Just the id of a send frame, to name it in the error about the rest of it."""
+
+    type: Literal["send"]
+    client_msg_id: str = Field(min_length=1, max_length=64)
+
+
 class FrameError(Exception):
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, client_msg_id: str | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.client_msg_id = client_msg_id
 
 
 def parse_client_frame(text: str) -> SendFrame | ResumeFrame | TypingFrame | PingFrame:
@@ -62,7 +71,26 @@ def parse_client_frame(text: str) -> SendFrame | ResumeFrame | TypingFrame | Pin
             ) from None
         first = errors[0]
         field = ".".join(str(part) for part in first["loc"][1:]) or "frame"
-        raise FrameError("invalid_frame", f"{field}: {first['msg']}.") from None
+        raise FrameError("invalid_frame", f"{field}: {first['msg']}.", _send_id(text)) from None
+
+
+def _send_id(text: str) -> str | None:
+    """The client_msg_id of a send frame that is otherwise invalid, so the client knows which failed."""
+    try:
+        return _SendId.model_validate_json(text).client_msg_id
+    except ValidationError:
+        return None
+
+
+_SEQ_DIGITS = len(str(models.MAX_SEQ))
+
+
+def parse_after_seq(raw: str) -> int:
+    """The `after_seq` query parameter of a connecting socket: ASCII digits, 0 to MAX_SEQ."""
+    # isdigit() alone lets "²" through, which int() refuses; the length check keeps int() cheap.
+    if raw.isascii() and raw.isdigit() and len(raw) <= _SEQ_DIGITS and int(raw) <= models.MAX_SEQ:
+        return int(raw)
+    raise FrameError("invalid_after_seq", f"after_seq must be a whole number from 0 to {models.MAX_SEQ}.")
 
 
 def dumps(frame: dict[str, Any]) -> str:

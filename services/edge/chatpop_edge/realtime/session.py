@@ -298,7 +298,7 @@ class SocketSession:
         try:
             frame = frames.parse_client_frame(text)
         except frames.FrameError as exc:
-            self.push(frames.error_frame(exc.code, exc.message))
+            self.push(frames.error_frame(exc.code, exc.message, client_msg_id=exc.client_msg_id))
             return
         if isinstance(frame, frames.PingFrame):
             self.push(frames.PONG)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Response, status
+from starlette.convertors import Convertor, register_url_convertor
 
 from chatpop.identity.v1 import identity_pb2
 from chatpop_edge import models
@@ -14,6 +15,21 @@ from chatpop_edge.deps import BackendsDep, ClientIpHash, OptionalToken, Required
 from chatpop_edge.errors import error_responses
 
 router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
+
+
+class _AnyTextConvertor(Convertor[str]):
+    """The rest of the path, line breaks included (`:path` stops at one, and the route would not match)."""
+
+    regex = "(?s:.*)"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("anytext", _AnyTextConvertor())
 
 FORGOT_PASSWORD_ANSWER = (
     "If an account uses this address, we sent it a link to reset the password. Check your inbox."
@@ -206,8 +222,9 @@ async def change_password(
 
 
 @router.get(
-    # `:path` so that a name with a slash still gets an answer (it is invalid) rather than a 404.
-    "/usernames/{name:path}",
+    # Any text, so that a name with a slash or a line break still gets an answer (it is invalid) rather
+    # than a 404.
+    "/usernames/{name:anytext}",
     response_model=models.UsernameAvailability,
     responses=error_responses(401),
     summary="Whether a username can be reserved, and why not",

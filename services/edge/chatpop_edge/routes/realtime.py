@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import logging
+import re
 
 import grpc
 from fastapi import APIRouter, WebSocket
 
 from chatpop_common.errors import ServiceError
+from chatpop_edge import models
 from chatpop_edge.backends import Backends
 from chatpop_edge.metrics import WS_CONNECTIONS
+from chatpop_edge.realtime.frames import FrameError, parse_after_seq
 from chatpop_edge.realtime.hub import RoomHub
 from chatpop_edge.realtime.session import (
     CLOSE_BAD_REQUEST,
@@ -23,6 +26,10 @@ from chatpop_edge.settings import EdgeSettings
 
 router = APIRouter()
 log = logging.getLogger(__name__)
+
+_ROOM_CODE = re.compile(models.ROOM_CODE_PATTERN)
+# Room tokens are a few hundred characters; anything much longer is not one.
+_MAX_TOKEN_LENGTH = 4096
 
 
 def _socket_token(websocket: WebSocket) -> str | None:
@@ -47,13 +54,21 @@ async def room_socket(websocket: WebSocket, code: str) -> None:
     if token is None:
         await websocket.close(CLOSE_INVALID_TOKEN, "unauthenticated")
         return
+    if len(token) > _MAX_TOKEN_LENGTH:
+        await websocket.close(CLOSE_INVALID_TOKEN, "invalid_token")
+        return
+    if len(code) > models.ROOM_CODE_MAX_LENGTH or not _ROOM_CODE.fullmatch(code):
+        # No room has such a code.
+        await websocket.close(CLOSE_NOT_FOUND, "room_not_found")
+        return
     resume_after: int | None = None
     raw_after = websocket.query_params.get("after_seq")
     if raw_after is not None:
-        if not raw_after.isdigit():
-            await websocket.close(CLOSE_BAD_REQUEST, "invalid_after_seq")
+        try:
+            resume_after = parse_after_seq(raw_after)
+        except FrameError as exc:
+            await websocket.close(CLOSE_BAD_REQUEST, exc.code)
             return
-        resume_after = int(raw_after)
     try:
         principal = await backends.verifier.verify(token)
     except ServiceError as exc:

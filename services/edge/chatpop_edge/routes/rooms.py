@@ -19,7 +19,13 @@ from chatpop_edge.room_events import announce_room_update
 router = APIRouter(prefix="/api/v1/rooms", tags=["rooms"])
 
 RoomCode = Annotated[
-    str, Path(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_-]+$", description="The room's code.")
+    str,
+    Path(
+        min_length=1,
+        max_length=models.ROOM_CODE_MAX_LENGTH,
+        pattern=models.ROOM_CODE_PATTERN,
+        description="The room's code.",
+    ),
 ]
 
 
@@ -254,7 +260,8 @@ async def list_messages(
     backends: BackendsDep,
     token: RequiredToken,
     before_seq: Annotated[
-        int | None, Query(ge=1, description="Only messages older than this seq; omit for the newest.")
+        int | None,
+        Query(ge=1, le=models.MAX_SEQ, description="Only messages older than this seq; omit for the newest."),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
 ) -> models.MessagePage:
