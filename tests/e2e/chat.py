@@ -86,8 +86,10 @@ class ChatSocket:
     closed: bool = False
 
     @classmethod
-    async def open(cls, ws_url: str, code: str, room_token: str) -> ChatSocket:
-        ws = await connect(f"{ws_url}/ws/v1/rooms/{code}?token={room_token}", open_timeout=10)
+    async def open(cls, ws_url: str, code: str, room_token: str, after_seq: int | None = None) -> ChatSocket:
+        """Connect; with `after_seq` the socket resumes from there, as a reconnecting client does."""
+        resume = "" if after_seq is None else f"&after_seq={after_seq}"
+        ws = await connect(f"{ws_url}/ws/v1/rooms/{code}?token={room_token}{resume}", open_timeout=10)
         socket = cls(ws)
         socket.reader = asyncio.create_task(socket._read())
         await socket.wait_for(lambda f: f["type"] == "ready")

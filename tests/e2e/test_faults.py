@@ -254,9 +254,13 @@ async def test_an_edge_killed_mid_traffic_its_clients_resume_exactly_elsewhere(
         back_at = tally.acked
         await _until(lambda: tally.acked >= back_at + 20, [traffic], 30)
         # The reader comes back on the surviving edge and resumes from the last seq it saw.
-        resumed = await ChatSocket.open(stack.ws_url, room.code, reader_person["room_token"])
+        resumed = await ChatSocket.open(
+            stack.ws_url,
+            room.code,
+            reader_person["room_token"],
+            after_seq=seen_before[-1] if seen_before else 0,
+        )
         moved.append(resumed)
-        await resumed.send_json({"type": "resume", "after_seq": seen_before[-1] if seen_before else 0})
         # The sender sends its unacknowledged message again, with the same id.
         retried = await ChatSocket.open(stack.ws_url, room.code, sender_person["room_token"])
         moved.append(retried)

@@ -498,6 +498,9 @@ class SocketSession:
         finished = loop.create_task(self._finished.wait())
         tasks: list[asyncio.Task[None] | asyncio.Task[bool]] = [writer, finished]
         try:
+            if resume_after is not None:
+                # Live frames wait behind the missed ones this socket asked for: seq order holds.
+                self._catching_up = True
             hub.attach(self)
             live = loop.create_task(self.live.wait())
             tasks.append(live)
@@ -515,7 +518,11 @@ class SocketSession:
                     await asyncio.wait({writer, finished}, return_when=asyncio.FIRST_COMPLETED)
                 return
             if resume_after is not None:
+                held, self._held = self._held, []
+                self._catching_up = False
                 self.resume(resume_after)
+                for seq, frame, created_at in held:
+                    self.offer(seq, frame, created_at)
             reader = loop.create_task(self._read_loop())
             sender = loop.create_task(self._send_loop())
             tasks += [reader, sender]
