@@ -231,7 +231,7 @@ def test_a_killed_service_comes_back_by_itself_and_the_platform_answers_again() 
 def test_invalid_settings_at_start_up_stop_make_run_at_once() -> None:
     with make_run({"HOT_CACHE_SIZE": "0"}) as run:
         assert run.process.wait(timeout=STARTUP_TIMEOUT) == 1, run.output
-        run.wait_for(r"messaging cannot start, its settings are invalid", timeout=5)
+        run.wait_for(r"messaging: invalid settings: HOT_CACHE_SIZE", timeout=5)
         run.wait_for(
             r"make run: messaging exited with exit code 2 while starting: its settings are invalid "
             r"\(its output is above\); stopping everything",

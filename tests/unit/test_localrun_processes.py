@@ -17,9 +17,9 @@ import pytest
 
 from chatpop_common.devstack import free_port
 from chatpop_common.processes import (
-    Backoff,
     GrpcHealth,
     HttpReady,
+    RestartBackoff,
     ServiceSpec,
     StartupError,
     Supervisor,
@@ -106,7 +106,7 @@ FLAKY = textwrap.dedent(
     HTTPServer(("127.0.0.1", port), Handler).serve_forever()
     """
 )
-QUICK = Backoff(initial=0.2, factor=2.0, maximum=0.8, reset_after=1.0)
+QUICK = RestartBackoff(initial=0.2, factor=2.0, maximum=0.8, reset_after=1.0)
 
 
 def spec(name: str, script: str, *args: str, ready: GrpcHealth | HttpReady | None = None) -> ServiceSpec:
@@ -231,7 +231,7 @@ def test_a_running_child_cannot_be_started_twice(supervisor: Supervisor) -> None
         supervisor.start(spec("edge", POLITE, "edge"))
 
 
-# -- restarts under a Backoff (what `make run` does) --------------------------------------------
+# -- restarts under a RestartBackoff (what `make run` does) --------------------------------------------
 
 
 def flaky(name: str, counter: Path, *, code: int, failing: int) -> ServiceSpec:
@@ -271,7 +271,7 @@ def keeper(output: io.StringIO) -> Iterator[Supervisor]:
 
 
 def test_the_backoff_doubles_up_to_its_cap() -> None:
-    backoff = Backoff()
+    backoff = RestartBackoff()
     assert [backoff.delay(n) for n in range(1, 9)] == [1, 2, 4, 8, 16, 30, 30, 30]
 
 
@@ -400,5 +400,5 @@ def test_a_settings_error_after_start_up_is_retried_and_named(
 
 
 def test_tend_needs_a_backoff(supervisor: Supervisor) -> None:
-    with pytest.raises(RuntimeError, match="Backoff"):
+    with pytest.raises(RuntimeError, match="RestartBackoff"):
         supervisor.tend()

@@ -99,4 +99,4 @@ def test_the_service_refuses_to_start_without_redis() -> None:
         timeout=60,
     )
     assert result.returncode == 2
-    assert "redis_url" in result.stderr
+    assert "REDIS_URL" in result.stderr

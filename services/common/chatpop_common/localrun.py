@@ -42,15 +42,15 @@ from chatpop_common.devstack import Postgres, Redis, free_ports
 from chatpop_common.migrate import SERVICES as MIGRATED
 from chatpop_common.migrate import migrate
 from chatpop_common.processes import (
-    INVALID_SETTINGS_EXIT,
-    Backoff,
     GrpcHealth,
     HttpReady,
+    RestartBackoff,
     ServiceSpec,
     StartupError,
     Supervisor,
     python_module,
 )
+from chatpop_common.settings import INVALID_SETTINGS_EXIT
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 SERVICE_DIRS = ("common", "identity", "rooms", "messaging", "payments", "edge")
@@ -76,7 +76,7 @@ DEFAULT_REDIS_PORT = 56379
 STARTUP_TIMEOUT = 90.0
 # A crashed service comes back after 1 s, then 2, 4, 8, 16 and 30 s at most while it keeps failing;
 # one that ran a minute before it stopped starts over at 1 s.
-CRASH_BACKOFF = Backoff(initial=1.0, factor=2.0, maximum=30.0, reset_after=60.0)
+CRASH_BACKOFF = RestartBackoff(initial=1.0, factor=2.0, maximum=30.0, reset_after=60.0)
 TEND_INTERVAL = 0.2
 SIGNING_KEY_FILE = "identity-signing-key.pem"
 IP_HASH_KEY_FILE = "ip-hash-key"

@@ -5,7 +5,7 @@ coloured column (`identity  | …`), waits until each is ready (gRPC health SERV
 a readiness URL), and stops them in reverse start order: SIGTERM, then SIGKILL after a timeout.
 A caller may also kill -9, stop, start or restart one child by name.
 
-Given a `Backoff` (`make run` gives one; the e2e harness does not, its tests restart children
+Given a `RestartBackoff` (`make run` gives one; the e2e harness does not, its tests restart children
 themselves), `tend()` starts again every child that exited without being asked to, after a delay
 that doubles with each exit in a row, as Kubernetes' CrashLoopBackOff does, and says why each time.
 
@@ -34,17 +34,17 @@ from typing import IO, TextIO
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from chatpop_common.settings import INVALID_SETTINGS_EXIT
+
 _COLOURS = ("36", "33", "32", "35", "34", "91", "96", "93")
 _POLL_SECONDS = 0.1
 DEFAULT_TAIL_LINES = 40
 # How many of a child's last lines an exit report repeats (its whole output is streamed already).
 REPORT_LINES = 12
-# What our services' `python -m chatpop_<name>` exit with when their settings are invalid.
-INVALID_SETTINGS_EXIT = 2
 
 
 @dataclass(frozen=True)
-class Backoff:
+class RestartBackoff:
     """When to start again a child that exited unasked: `initial` seconds after its first exit,
     `factor` times longer after each further exit in a row, never more than `maximum`. A child that
     had run for `reset_after` seconds when it exited starts over at `initial`."""
@@ -123,7 +123,7 @@ class _Child:
 
 @dataclass
 class _Restarts:
-    """One name's history under a Backoff; it outlives each process started under that name."""
+    """One name's history under a RestartBackoff; it outlives each process started under that name."""
 
     exits_in_a_row: int = 0
     restarts: int = 0
@@ -203,7 +203,7 @@ class Supervisor:
         name_width: int = 9,
         tail_lines: int = DEFAULT_TAIL_LINES,
         stop_timeout: float = 15.0,
-        restart: Backoff | None = None,
+        restart: RestartBackoff | None = None,
         who: str = "supervisor",
     ) -> None:
         if log_dir is not None:
@@ -309,7 +309,7 @@ class Supervisor:
     ) -> None:
         """Start every child at once, then wait for each to be ready within one shared deadline.
 
-        Without a Backoff, any exit is a StartupError. With one, a child that exits is started again
+        Without a RestartBackoff, any exit is a StartupError. With one, a child that exits is started again
         as `tend()` does, except that an exit status in `fail_fast` (a configuration error, which
         trying again cannot mend) is a StartupError at once; so is a deadline passed.
         """
@@ -336,7 +336,7 @@ class Supervisor:
             time.sleep(_POLL_SECONDS)
 
     def tend(self) -> None:
-        """One round of keeping children up (needs a Backoff; call it every fraction of a second).
+        """One round of keeping children up (needs a RestartBackoff; call it every fraction of a second).
 
         A child that exited without being asked to is reported (how it ended, how long it ran, its
         last lines) and started again once its backoff delay has passed; a restarted child is
@@ -347,7 +347,7 @@ class Supervisor:
     def _tend(self, fail_fast: Collection[int]) -> None:
         backoff = self._backoff
         if backoff is None:
-            raise RuntimeError("tend() needs a Supervisor created with restart=Backoff(...)")
+            raise RuntimeError("tend() needs a Supervisor created with restart=RestartBackoff(...)")
         for name in list(self._order):
             child = self._children[name]
             history = self._restarts[name]

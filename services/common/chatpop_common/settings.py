@@ -2,8 +2,33 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+import sys
+from collections.abc import Callable
+from typing import TypeVar
+
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SettingsT = TypeVar("SettingsT", bound=BaseSettings)
+
+# The exit status of a process whose settings are invalid: `make run` stops at once on it instead
+# of starting the process again.
+INVALID_SETTINGS_EXIT = 2
+
+
+def load_settings(name: str, factory: Callable[[], SettingsT]) -> SettingsT:
+    """The process's settings from the environment; invalid ones end it with a message naming each
+    variable (never its value, which may be a secret) and exit status 2."""
+    try:
+        return factory()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in error['loc']).upper() or 'SETTINGS'}: "
+            f"{error['msg'].removeprefix('Value error, ')}"
+            for error in exc.errors()
+        )
+        print(f"{name}: invalid settings: {problems}", file=sys.stderr)
+        raise SystemExit(INVALID_SETTINGS_EXIT) from None
 
 
 class ServiceSettings(BaseSettings):

@@ -6,12 +6,11 @@ import logging
 import math
 import re
 import resource
-import sys
 
 import uvicorn
-from pydantic import ValidationError
 
 from chatpop_common.logs import configure_logging
+from chatpop_common.settings import load_settings
 from chatpop_common.telemetry import configure_tracing, start_metrics_server, tune_gc
 from chatpop_edge.app import create_app
 from chatpop_edge.connections import EdgeServerConfig
@@ -44,16 +43,8 @@ def _raise_open_files_limit() -> None:
 
 
 def main() -> int:
-    try:
-        # Every field comes from the environment; IP_HASH_KEY has no default on purpose.
-        settings = EdgeSettings()  # type: ignore[call-arg]
-    except ValidationError as exc:
-        # Fail fast and say which variable is wrong, without echoing secret values.
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in error['loc']).upper()}: {error['msg']}" for error in exc.errors()
-        )
-        print(f"chatpop-edge: invalid settings: {problems}", file=sys.stderr)
-        return 2
+    # Every field comes from the environment; IP_HASH_KEY has no default on purpose.
+    settings = load_settings("edge", lambda: EdgeSettings())  # type: ignore[call-arg]
     configure_logging("edge", settings.log_level, settings.log_format)
     for name in ("uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).addFilter(_RedactTokens())

@@ -2,27 +2,16 @@
 
 from __future__ import annotations
 
-import functools
-import sys
-
-from pydantic import ValidationError
-
 from chatpop_common.server import run
+from chatpop_common.settings import load_settings
 from chatpop_identity.app import build
 from chatpop_identity.settings import Settings
 
 
 def main() -> int:
-    try:
-        settings = Settings()  # type: ignore[call-arg]
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in error['loc']).upper() or 'settings'}: {error['msg']}"
-            for error in exc.errors()
-        )
-        print(f"identity: cannot start: {problems}", file=sys.stderr)
-        return 2
-    run("identity", settings, functools.partial(build, settings))
+    # Every field comes from the environment, which mypy cannot see.
+    settings = load_settings("identity", lambda: Settings())  # type: ignore[call-arg]
+    run("identity", settings, lambda: build(settings))
     return 0
 
 
