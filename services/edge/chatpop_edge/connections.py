@@ -183,6 +183,9 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         self._head_room: int | None = None
         self._head_timer: TimerHandle | None = None
         self._heads_completed = 0
+        # Between a request's first byte and the end of its body. A response may complete before
+        # the body has arrived (413 answered early): what still comes is body, not the next head.
+        self._in_message = False
 
     # --- connection ---------------------------------------------------------------------------------
 
@@ -265,6 +268,7 @@ class EdgeHttpProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self._in_message = True
         if self._head_room is None:
             # A pipelined request began while the previous one was being answered: its head is
             # counted from the next chunk on, and timed from now.
@@ -288,8 +292,19 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         elif pending is not None:
             pending.release()
 
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._in_message = False
+        if self.cycle is not None and self.cycle.response_complete:
+            # The response went out before the body was all in: the connection is idle from now.
+            self._await_next_head()
+
     def on_response_complete(self) -> None:
         super().on_response_complete()
+        if not self._in_message:
+            self._await_next_head()
+
+    def _await_next_head(self) -> None:
         if self.timeout_keep_alive_task is not None and self._head_room is None:
             # Idle between requests (uvicorn's keep-alive timer runs); the next head is counted and
             # timed from its first byte. (A head begun early keeps its count and deadline.)
