@@ -36,6 +36,7 @@ from chatpop_common.devstack import free_port
 from chatpop_common.server import GrpcApp, Registration, serve
 from chatpop_common.settings import ServiceSettings
 from chatpop_edge.app import create_app
+from chatpop_edge.connections import EdgeServerConfig
 from chatpop_edge.settings import EdgeSettings
 
 IP_HASH_KEY = "edge-test-ip-hash-key-0123456789"
@@ -634,15 +635,13 @@ def edge_settings(fakes: FakeServices, **overrides: Any) -> EdgeSettings:
 
 @contextlib.asynccontextmanager
 async def running_edge(settings: EdgeSettings) -> AsyncIterator[str]:
-    """The edge under a real uvicorn on settings.http_port; yields its base URL."""
-    config = uvicorn.Config(
+    """The edge under a real uvicorn with its production protocols and limits, on
+    settings.http_port; yields its base URL."""
+    config = EdgeServerConfig(
         create_app(settings),
+        settings,
         host="127.0.0.1",
         port=settings.http_port,
-        http="httptools",
-        ws="websockets-sansio",
-        ws_per_message_deflate=False,
-        ws_max_size=settings.max_body_bytes,
         proxy_headers=False,
         lifespan="on",
         log_level="warning",
