@@ -16,15 +16,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import uvicorn
 from prometheus_client import REGISTRY
-from test_edge_support import FakeServices, edge_settings, fake_services, unique
+from test_edge_support import FakeServices, edge_settings, fake_services, running_edge, unique
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from chatpop.rooms.v1 import rooms_pb2
-from chatpop_edge.app import create_app
-from chatpop_edge.connections import EdgeServerConfig
 
 BUDGET = 64 * 1024
 SEND_BUFFER = 64 * 1024
@@ -43,27 +40,8 @@ async def fakes() -> AsyncIterator[FakeServices]:
 async def edge(fakes: FakeServices, **overrides: Any) -> AsyncIterator[str]:
     """The edge under uvicorn with the edge's protocols, as `python -m chatpop_edge` runs it."""
     settings = edge_settings(fakes, ws_send_budget=BUDGET, ws_send_buffer=SEND_BUFFER, **overrides)
-    config = EdgeServerConfig(
-        create_app(settings),
-        settings,
-        host="127.0.0.1",
-        port=settings.http_port,
-        lifespan="on",
-        log_level="warning",
-        timeout_graceful_shutdown=2,
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-            raise RuntimeError("the edge did not start")
-        await asyncio.sleep(0.01)
-    try:
-        yield f"ws://127.0.0.1:{settings.http_port}"
-    finally:
-        server.should_exit = True
-        await task
+    async with running_edge(settings) as base_url:
+        yield base_url.replace("http://", "ws://")
 
 
 def room_url(base: str, room: rooms_pb2.Room, token: str, query: str = "") -> str:
