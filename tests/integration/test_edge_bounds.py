@@ -20,6 +20,7 @@ from test_edge_support import (
     fake_services,
     json_or_none,
     running_edge,
+    unique,
 )
 
 from chatpop_edge.models import MAX_SEQ
@@ -98,16 +99,17 @@ async def test_history_before_the_largest_seq_is_the_newest_page(edge: Edge) -> 
 
 @pytest.mark.parametrize("reply_to_seq", [BIG, MAX_SEQ + 1, 2**64, 0, "5", True, 1.5, 1.0, [1], {"seq": 1}])
 async def test_a_reply_to_a_seq_out_of_range_is_422(edge: Edge, reply_to_seq: Any) -> None:
+    client_msg_id = unique("bounded-")
     body = await edge.call(
         "POST",
         f"/api/v1/rooms/{edge.code}/messages",
         "/api/v1/rooms/{code}/messages",
         token=edge.room_token,
-        json={"client_msg_id": "bounded", "text": "hi", "reply_to_seq": reply_to_seq},
+        json={"client_msg_id": client_msg_id, "text": "hi", "reply_to_seq": reply_to_seq},
         expect=422,
     )
     assert invalid_field(body) == "reply_to_seq"
-    assert "bounded" not in {m.client_msg_id for log in edge.fakes.messaging.log.values() for m in log}
+    assert client_msg_id not in {m.client_msg_id for log in edge.fakes.messaging.log.values() for m in log}
 
 
 async def test_a_reply_to_the_largest_seq_reaches_messaging(edge: Edge) -> None:

@@ -21,7 +21,13 @@ DOCS_URL = "/api/v1/docs"
 _SWAGGER_CDN = "https://cdn.jsdelivr.net"
 
 
-@router.get("/healthz", response_model=models.Status, tags=["health"], summary="The process is alive")
+@router.get(
+    "/healthz",
+    response_model=models.Status,
+    responses=error_responses(),
+    tags=["health"],
+    summary="The process is alive",
+)
 async def healthz() -> models.Status:
     return models.Status(status="ok")
 

@@ -63,8 +63,8 @@ async def create_room(
 @router.get(
     "/{code}",
     response_model=models.Room,
-    responses=error_responses(404),
-    summary="Room info (never the access code)",
+    responses=error_responses(401, 404),
+    summary="Room info (never the access code); a token is optional, but one that is sent must be valid",
 )
 async def get_room(
     code: RoomCode, backends: BackendsDep, settings: SettingsDep, token: OptionalToken
