@@ -8,7 +8,7 @@ SERVICE_PATHS := services/common:services/identity:services/rooms:services/messa
 export PYTHONPATH := $(SERVICE_PATHS)$(if $(PYTHONPATH),:$(PYTHONPATH))
 STAMP := $(VENV)/.installed
 
-.PHONY: system-deps help install proto proto-check lint typecheck buf-lint web test test-unit test-integration test-deploy test-e2e test-browser run clean
+.PHONY: system-deps help install proto proto-check lint typecheck buf-lint web test test-unit test-integration test-deploy test-e2e test-fuzz test-browser run clean
 
 help:
 	@echo "make run    start the whole platform on localhost (private Postgres/Redis unless URLs are set)"
@@ -96,11 +96,15 @@ test-deploy: $(STAMP)
 test-e2e: $(STAMP)
 	@$(call run_tier,tests/e2e)
 
+# Requests generated from the OpenAPI document (schemathesis) against all five services as processes.
+test-fuzz: $(STAMP)
+	@$(call run_tier,tests/fuzz)
+
 # The browser tier joins once tests/browser exists.
 test-browser: $(STAMP) web
 	@if [ -d tests/browser ]; then $(call run_tier,tests/browser); else echo "no tests/browser yet"; fi
 
-test: system-deps $(STAMP) web buf-lint proto-check lint typecheck test-unit test-deploy test-integration test-e2e test-browser
+test: system-deps $(STAMP) web buf-lint proto-check lint typecheck test-unit test-deploy test-integration test-e2e test-fuzz test-browser
 
 run: system-deps $(STAMP) web
 	$(PY) -m chatpop_common.localrun
