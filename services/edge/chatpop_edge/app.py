@@ -50,6 +50,13 @@ replayed on resume and may be lost with a connection:
 - `room_updated {room}`: the host changed the room's settings or closed it; `room` has the fields of
   `GET /api/v1/rooms/{code}`. Read the room again after reconnecting, in case one was missed.
 
+Client frames take the types and bounds of the REST bodies: `client_msg_id` 1-64 characters, `text`
+1-20000, `reply_to_seq` (from 1) and `after_seq` (from 0; also in the URL) whole numbers up to
+9007199254740991 (2^53-1; `1.0`, `"1"` and `true` are not whole numbers). A frame that breaks them is
+answered with `error` (code `invalid_json`, `unknown_type` or `invalid_frame`, naming the field and,
+for a send, its `client_msg_id`) and the socket goes on; an `after_seq` in the URL that breaks them
+closes the socket with 4400.
+
 Clients send `ping` every few seconds when they sent nothing else, and count a connection silent for
 about ten seconds as lost. Close codes: 4401 invalid or expired token, 4403 token for another room,
 4404 unknown room, 4408 nothing received from the client for `WS_IDLE_TIMEOUT` seconds (reconnect),
