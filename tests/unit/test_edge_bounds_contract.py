@@ -101,7 +101,7 @@ def test_seqs_are_bounded_alike_everywhere(document: dict[str, Any]) -> None:
     assert before_seq["maximum"] == reply_to_seq["maximum"] == read_seq["maximum"] == models.MAX_SEQ
     assert models.MAX_SEQ == 2**53 - 1
     # The WebSocket frames, described in the document's text, say the same.
-    assert f"up to {models.MAX_SEQ} (2^53-1)" in " ".join(document["info"]["description"].split())
+    assert f"up to {models.MAX_SEQ} (2^53-1;" in " ".join(document["info"]["description"].split())
 
 
 # --- bodies ---------------------------------------------------------------------------------------
