@@ -166,3 +166,18 @@ async def test_a_room_code_no_room_can_have_is_422(edge: Edge, code: str) -> Non
         "GET", f"/api/v1/rooms/{code}", "/api/v1/rooms/{code}", token=edge.access_token, expect=422
     )
     assert invalid_field(body) == "path.code"
+
+
+async def test_a_bearer_token_longer_than_any_of_ours_is_401_at_the_edge(edge: Edge) -> None:
+    """Refused by the edge itself, before any service is asked to parse it."""
+    forged = "x" * 5000
+    body = await edge.call("GET", "/api/v1/auth/me", "/api/v1/auth/me", token=forged, expect=401)
+    assert body["error"] == {"code": "invalid_token", "message": "The token is not valid."}
+    body = await edge.call(
+        "GET",
+        f"/api/v1/rooms/{edge.code}/messages",
+        "/api/v1/rooms/{code}/messages",
+        token=forged,
+        expect=401,
+    )
+    assert body["error"] == {"code": "invalid_token", "message": "The token is not valid."}

@@ -10,6 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from chatpop_edge.backends import Backends
 from chatpop_edge.client_ip import ClientAddressResolver, hash_ip
 from chatpop_edge.errors import ApiError
+from chatpop_edge.models import MAX_TOKEN_LENGTH
 from chatpop_edge.settings import EdgeSettings
 
 _bearer_scheme = HTTPBearer(
@@ -38,7 +39,11 @@ def optional_token(
 ) -> str | None:
     if credentials is None or not credentials.credentials.strip():
         return None
-    return credentials.credentials.strip()
+    token = credentials.credentials.strip()
+    if len(token) > MAX_TOKEN_LENGTH:
+        # No token of ours is this long: refused here rather than parsed by a service.
+        raise ApiError(401, "invalid_token", "The token is not valid.")
+    return token
 
 
 def required_token(token: Annotated[str | None, Depends(optional_token)]) -> str:

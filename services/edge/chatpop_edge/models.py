@@ -34,6 +34,8 @@ ROOM_CODE_MAX_LENGTH = 32
 # The largest seq a client may send: the largest integer JavaScript holds exactly, far beyond any
 # room's messages and within the services' int64.
 MAX_SEQ = 2**53 - 1
+# Access, refresh and room tokens are a few hundred characters; anything much longer is not one.
+MAX_TOKEN_LENGTH = 4096
 
 
 class RequestBody(BaseModel):
@@ -101,7 +103,7 @@ class LoginRequest(RequestBody):
 
 
 class RefreshRequest(RequestBody):
-    refresh_token: str = Field(min_length=1, max_length=4096)
+    refresh_token: str = Field(min_length=1, max_length=MAX_TOKEN_LENGTH)
 
 
 class MeResponse(BaseModel):

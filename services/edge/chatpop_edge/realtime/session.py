@@ -408,6 +408,15 @@ class SocketSession:
             # Nothing may be skipped silently: the client reconnects and resumes again.
             self.request_close(close_code_for(exc), mapped.code)
             return
+        except Exception:
+            # Live frames are held while this runs: a fill that breaks must not hold them for good.
+            log.exception("gap fill failed", extra={"room_id": self.room_id, "after_seq": after_seq})
+            self._catching_up = False
+            self._held.clear()
+            self._catch_up_task = None
+            self.push(frames.error_frame("internal", "Something went wrong on our side.", retryable=True))
+            self.request_close(CLOSE_TRY_AGAIN, "internal")
+            return
         if client_resume:
             RESUMES.labels(outcome).inc()
         self._catching_up = False

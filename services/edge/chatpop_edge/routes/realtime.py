@@ -28,8 +28,6 @@ router = APIRouter()
 log = logging.getLogger(__name__)
 
 _ROOM_CODE = re.compile(models.ROOM_CODE_PATTERN)
-# Room tokens are a few hundred characters; anything much longer is not one.
-_MAX_TOKEN_LENGTH = 4096
 
 
 def _socket_token(websocket: WebSocket) -> str | None:
@@ -54,7 +52,7 @@ async def room_socket(websocket: WebSocket, code: str) -> None:
     if token is None:
         await websocket.close(CLOSE_INVALID_TOKEN, "unauthenticated")
         return
-    if len(token) > _MAX_TOKEN_LENGTH:
+    if len(token) > models.MAX_TOKEN_LENGTH:
         await websocket.close(CLOSE_INVALID_TOKEN, "invalid_token")
         return
     if len(code) > models.ROOM_CODE_MAX_LENGTH or not _ROOM_CODE.fullmatch(code):
