@@ -10,10 +10,24 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import jsonschema
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 Frame = dict[str, Any]
+
+
+def documented(document: dict[str, Any], method: str, template: str, response: httpx.Response) -> Any:
+    """The response's JSON, after checking it is what the OpenAPI document says this answer is."""
+    responses = document["paths"][template][method.lower()]["responses"]
+    assert str(response.status_code) in responses, (
+        f"{method} {template} {response.status_code} is undocumented"
+    )
+    body = response.json()
+    schema = dict(responses[str(response.status_code)]["content"]["application/json"]["schema"])
+    schema["components"] = document["components"]
+    jsonschema.Draft202012Validator(schema).validate(body)
+    return body
 
 
 async def anonymous(http: httpx.AsyncClient) -> str:

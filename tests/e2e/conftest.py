@@ -29,6 +29,7 @@ import tempfile
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -308,3 +309,9 @@ async def client(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
     """HTTP client for the edge (REST)."""
     async with httpx.AsyncClient(base_url=stack.base_url, timeout=10) as http:
         yield http
+
+
+@pytest.fixture
+async def openapi(client: httpx.AsyncClient) -> dict[str, Any]:
+    """The OpenAPI document the running edge serves."""
+    return dict((await client.get("/api/v1/openapi.json")).json())

@@ -11,31 +11,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import httpx
-import jsonschema
 import pytest
 
 from chatpop_edge.models import MAX_SEQ
-from tests.e2e.chat import ChatSocket, anonymous, bearer, create_room, join, new_id
+from tests.e2e.chat import ChatSocket, anonymous, bearer, create_room, documented, join, new_id
 
 if TYPE_CHECKING:
     from tests.e2e.conftest import Stack
-
-
-@pytest.fixture
-async def openapi(client: httpx.AsyncClient) -> dict[str, Any]:
-    return dict((await client.get("/api/v1/openapi.json")).json())
-
-
-def documented(document: dict[str, Any], method: str, template: str, response: httpx.Response) -> Any:
-    responses = document["paths"][template][method.lower()]["responses"]
-    assert str(response.status_code) in responses, (
-        f"{method} {template} {response.status_code} is undocumented"
-    )
-    body = response.json()
-    schema = dict(responses[str(response.status_code)]["content"]["application/json"]["schema"])
-    schema["components"] = document["components"]
-    jsonschema.Draft202012Validator(schema).validate(body)
-    return body
 
 
 async def test_seqs_at_the_bound_reach_messaging_and_past_it_stop_at_the_edge(

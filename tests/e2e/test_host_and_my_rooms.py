@@ -8,28 +8,8 @@ import asyncio
 from typing import Any
 
 import httpx
-import jsonschema
-import pytest
 
-from tests.e2e.chat import anonymous, bearer, create_room, join, new_id
-
-
-@pytest.fixture
-async def openapi(client: httpx.AsyncClient) -> dict[str, Any]:
-    return dict((await client.get("/api/v1/openapi.json")).json())
-
-
-def documented(document: dict[str, Any], method: str, template: str, response: httpx.Response) -> Any:
-    """The response's JSON, after checking it is what the OpenAPI document says this answer is."""
-    responses = document["paths"][template][method.lower()]["responses"]
-    assert str(response.status_code) in responses, (
-        f"{method} {template} {response.status_code} is undocumented"
-    )
-    body = response.json()
-    schema = dict(responses[str(response.status_code)]["content"]["application/json"]["schema"])
-    schema["components"] = document["components"]
-    jsonschema.Draft202012Validator(schema).validate(body)
-    return body
+from tests.e2e.chat import anonymous, bearer, create_room, documented, join, new_id
 
 
 async def send(
