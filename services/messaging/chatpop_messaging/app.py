@@ -10,12 +10,14 @@ from chatpop_common.auth import KeyCache, KeyFetcher, TokenVerifier
 from chatpop_common.clients import identity_key_fetcher, insecure_channel
 from chatpop_common.datastores import create_redis, service_datastores, service_pool
 from chatpop_common.server import Cleanup, GrpcApp, Registration
+from chatpop_messaging.deletions import Deletions, Redactions
 from chatpop_messaging.fanout import Fanout
 from chatpop_messaging.hotcache import HotCache, RedisGuard
 from chatpop_messaging.participants import ParticipantDirectory
 from chatpop_messaging.policies import RoomPolicies
 from chatpop_messaging.presence import PresenceBook
 from chatpop_messaging.ratelimit import SendRateLimiter, SlowMode
+from chatpop_messaging.reactions import Reactions
 from chatpop_messaging.reader import MessageReader
 from chatpop_messaging.reads import ReadPositions
 from chatpop_messaging.room_signals import RoomSignals
@@ -64,6 +66,7 @@ async def build(settings: MessagingSettings, *, key_fetcher: KeyFetcher | None =
         queue_size=settings.subscriber_queue_size,
         on_room_updated=policies.learn,
     )
+    redactions = Redactions(cache, give_up_after=settings.hot_cache_ttl)
     servicer = MessagingServicer(
         settings,
         store=store,
@@ -76,6 +79,9 @@ async def build(settings: MessagingSettings, *, key_fetcher: KeyFetcher | None =
         reads=ReadPositions(pool),
         fanout=fanout,
         signals=RoomSignals(SignalPublisher(redis, guard), PresenceBook(redis, guard), rooms_channel),
+        reactions=Reactions(pool),
+        deletions=Deletions(pool),
+        redactions=redactions,
     )
     fanout.start()
 
@@ -98,6 +104,7 @@ async def build(settings: MessagingSettings, *, key_fetcher: KeyFetcher | None =
         # Publishing finishes first; the pools close last.
         cleanups=[
             servicer.close,
+            redactions.close,
             fanout.close,
             reader.close,
             close_redis,

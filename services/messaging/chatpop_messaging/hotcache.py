@@ -49,10 +49,12 @@ redis.call('PUBLISH', ARGV[5], ARGV[2])
 return status
 """
 
-# KEYS[1] stream; ARGV: maxlen, ttl seconds, then seq/payload pairs, ascending and contiguous.
-# When the stream already reaches back to the first given entry, only the newer entries are appended.
-# Otherwise the stream is replaced by the given entries, keeping any newer ones appended meanwhile
-# as long as they continue the sequence. Returns the seq of the stream's last entry.
+# KEYS[1] stream, KEYS[2] tombstones; ARGV: maxlen, ttl seconds, then seq/payload pairs, ascending
+# and contiguous. When the stream already reaches back to the first given entry, only the newer
+# entries are appended. Otherwise the stream is replaced by the given entries, keeping any newer ones
+# appended meanwhile as long as they continue the sequence. An entry with a tombstone is written as
+# the tombstone: a rebuild that read Postgres before a deletion committed cannot bring its text back.
+# Returns the seq of the stream's last entry.
 _MERGE = """
 local n = (#ARGV - 2) / 2
 local first = tonumber(ARGV[3])
@@ -71,7 +73,8 @@ if tail ~= nil then
   for i = 1, n do
     local seq = tonumber(ARGV[1 + 2 * i])
     if seq > tail then
-      redis.call('XADD', KEYS[1], ARGV[1 + 2 * i] .. '-0', 'm', ARGV[2 + 2 * i])
+      local payload = redis.call('HGET', KEYS[2], ARGV[1 + 2 * i]) or ARGV[2 + 2 * i]
+      redis.call('XADD', KEYS[1], ARGV[1 + 2 * i] .. '-0', 'm', payload)
       tail = seq
     end
   end
@@ -79,7 +82,8 @@ else
   local newer = redis.call('XRANGE', KEYS[1], (last + 1) .. '-0', '+')
   redis.call('DEL', KEYS[1])
   for i = 1, n do
-    redis.call('XADD', KEYS[1], ARGV[1 + 2 * i] .. '-0', 'm', ARGV[2 + 2 * i])
+    local payload = redis.call('HGET', KEYS[2], ARGV[1 + 2 * i]) or ARGV[2 + 2 * i]
+    redis.call('XADD', KEYS[1], ARGV[1 + 2 * i] .. '-0', 'm', payload)
   end
   tail = last
   for _, entry in ipairs(newer) do
@@ -97,8 +101,41 @@ return tail
 """
 
 
+# KEYS[1] stream, KEYS[2] tombstones; ARGV: seq, tombstone payload, ttl seconds.
+# Remembers the tombstone, and when the stream holds the entry, rewrites the stream with the tombstone
+# in its place (a stream entry cannot be replaced, and ids cannot go back once added: the whole
+# stream is written again, at most the cache size plus trimming slack, and only on a deletion).
+_REDACT = """
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+local id = ARGV[1] .. '-0'
+if #redis.call('XRANGE', KEYS[1], id, id) == 0 then
+  return 0
+end
+local entries = redis.call('XRANGE', KEYS[1], '-', '+')
+local ttl = redis.call('TTL', KEYS[1])
+redis.call('DEL', KEYS[1])
+for _, entry in ipairs(entries) do
+  if entry[1] == id then
+    redis.call('XADD', KEYS[1], entry[1], 'm', ARGV[2])
+  else
+    redis.call('XADD', KEYS[1], entry[1], 'm', entry[2][2])
+  end
+end
+if ttl > 0 then
+  redis.call('EXPIRE', KEYS[1], ttl)
+end
+return 1
+"""
+
+
 def stream_key(room_id: str) -> str:
     return f"msg:{{{room_id}}}:stream"
+
+
+def tombstones_key(room_id: str) -> str:
+    """Payloads of deleted messages, by seq: what the stream must hold for them from now on."""
+    return f"msg:{{{room_id}}}:tombstones"
 
 
 def live_channel(room_id: str) -> str:
@@ -184,6 +221,7 @@ class HotCache:
         self._ttl = ttl
         self._append = redis.register_script(_APPEND)
         self._merge = redis.register_script(_MERGE)
+        self._redact = redis.register_script(_REDACT)
 
     @property
     def size(self) -> int:
@@ -256,7 +294,20 @@ class HotCache:
             args.extend((message.seq, message.SerializeToString()))
 
         async def run() -> Any:
-            return await self._merge(keys=[stream_key(room_id)], args=args)
+            return await self._merge(keys=[stream_key(room_id), tombstones_key(room_id)], args=args)
 
         ok, _ = await self._guard.call("rebuild", run)
+        return ok
+
+    async def redact(self, tombstone: messaging_pb2.Message) -> bool:
+        """Put a deleted message's tombstone in place of its entry; False if Redis failed."""
+        room_id = tombstone.room_id
+
+        async def run() -> Any:
+            return await self._redact(
+                keys=[stream_key(room_id), tombstones_key(room_id)],
+                args=[tombstone.seq, tombstone.SerializeToString(), self._ttl],
+            )
+
+        ok, _ = await self._guard.call("redact", run)
         return ok

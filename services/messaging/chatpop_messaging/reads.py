@@ -38,6 +38,7 @@ SELECT r.room_id,
        (SELECT count(*) FROM (
             SELECT 1 FROM messages m
             WHERE m.room_id = r.room_id AND m.seq > coalesce(p.read_seq, 0)
+              AND m.kind = 1 AND m.deleted_at IS NULL
               AND m.sender_participant_id <> r.participant_id
             LIMIT {UNREAD_CAP}
         ) AS unread_rows) AS unread

@@ -13,22 +13,28 @@ from chatpop_common.auth import bearer_from_metadata, require_principal
 from chatpop_common.clients import bearer
 from chatpop_common.errors import FailedPrecondition, InvalidArgument, ServiceError
 from chatpop_messaging import validation
+from chatpop_messaging.deletions import Deletions, Redactions
 from chatpop_messaging.fanout import SIGNAL_SEQ, Fanout
 from chatpop_messaging.hotcache import AppendResult, HotCache
 from chatpop_messaging.metrics import GAP_FILLS, MESSAGES_ACCEPTED, RESUME_READS
 from chatpop_messaging.participants import ParticipantDirectory
 from chatpop_messaging.policies import RoomPolicies
 from chatpop_messaging.ratelimit import SendRateLimiter, SlowMode
+from chatpop_messaging.reactions import Reactions, valid_emoji
 from chatpop_messaging.reader import MessageReader
 from chatpop_messaging.reads import MAX_ACTIVITY_ROOMS, ReadPositions
 from chatpop_messaging.room_signals import RoomSignals
 from chatpop_messaging.settings import MessagingSettings
-from chatpop_messaging.store import DuplicateClientMsgId, MessageStore, NewMessage
+from chatpop_messaging.store import Actor, DuplicateClientMsgId, MessageStore, NewMessage, is_message
 
 log = logging.getLogger(__name__)
 
 # Messages read per round trip while a stream catches up.
 _CATCH_UP_CHUNK = 200
+# A history page reads back at least this many entries a round trip, and at most the budget in all
+# (a run of changes with no message between them ends a page early rather than scanning forever).
+_PAGE_WINDOW_MIN = 50
+_PAGE_SCAN_BUDGET = 2000
 
 
 def _reload(last_seq: int) -> messaging_pb2.SubscribeResponse:
@@ -50,6 +56,9 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
         reads: ReadPositions,
         fanout: Fanout,
         signals: RoomSignals,
+        reactions: Reactions,
+        deletions: Deletions,
+        redactions: Redactions,
     ) -> None:
         self._settings = settings
         self._store = store
@@ -62,6 +71,9 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
         self._reads = reads
         self._fanout = fanout
         self._signals = signals
+        self._reactions = reactions
+        self._deletions = deletions
+        self._redactions = redactions
         self._publishing: set[asyncio.Task[None]] = set()
 
     async def SendMessage(
@@ -116,11 +128,7 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
             return messaging_pb2.SendMessageResponse(message=original, created=False)
         MESSAGES_ACCEPTED.inc()
 
-        # The message is committed: publishing must finish even if the caller goes away now.
-        task = asyncio.create_task(self._publish(message))
-        self._publishing.add(task)
-        task.add_done_callback(self._publishing.discard)
-        await asyncio.shield(task)
+        await asyncio.shield(self._publish_committed(message))
         return messaging_pb2.SendMessageResponse(message=message, created=True)
 
     async def _publish(self, message: messaging_pb2.Message) -> None:
@@ -137,18 +145,56 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
     async def ListMessages(
         self, request: messaging_pb2.ListMessagesRequest, context: grpc.aio.ServicerContext
     ) -> messaging_pb2.ListMessagesResponse:
-        room_id = require_principal().require_room(request.room_id).room_id
+        principal = require_principal().require_room(request.room_id)
+        room_id = principal.room_id
         limit = validation.page_limit(request.limit)
         if request.before_seq < 0:
             raise InvalidArgument("before_seq must not be negative.", code="invalid_before_seq")
         last_seq = await self._store.last_seq(room_id)
         high = last_seq if request.before_seq == 0 else min(request.before_seq - 1, last_seq)
-        low = max(1, high - limit + 1)
-        messages = await self._reader.read_range(room_id, low, high, newest=last_seq)
-        has_more = low > 1 and bool(messages) and messages[0].seq == low
+        # Changes sit between messages in the log: read further back until the page has `limit`
+        # messages, the log's start, or the scan budget; the page says how far back it accounted for.
+        found: list[messaging_pb2.Message] = []
+        low = high + 1
+        scanned = 0
+        while len(found) < limit and low > 1 and scanned < _PAGE_SCAN_BUDGET:
+            window_high = low - 1
+            # The first read asks for exactly what the page needs; a page that changes thinned out
+            # reads further back in larger steps.
+            step = limit - len(found) if scanned == 0 else max(limit - len(found), _PAGE_WINDOW_MIN)
+            window_low = max(1, window_high - step + 1)
+            entries = await self._reader.read_range(room_id, window_low, window_high, newest=last_seq)
+            scanned += window_high - window_low + 1
+            newer_first = [entry for entry in reversed(entries) if is_message(entry)]
+            room_left = limit - len(found)
+            if len(newer_first) > room_left:
+                # The page fills inside this window: it accounts down to the oldest message taken.
+                found += newer_first[:room_left]
+                low = found[-1].seq
+                break
+            found += newer_first
+            if not entries or entries[0].seq != window_low:
+                # Retention removed what is older: the log starts at its oldest entry now.
+                low = 1
+                break
+            low = window_low
+        await self._fold_state(room_id, found, principal.participant_id)
         return messaging_pb2.ListMessagesResponse(
-            messages=list(reversed(messages)), has_more=has_more, last_seq=last_seq
+            messages=found, has_more=low > 1, last_seq=last_seq, low_seq=low
         )
+
+    async def _fold_state(self, room_id: str, messages: list[messaging_pb2.Message], viewer: str) -> None:
+        """Give each message its state now (deleted, reaction counts) and the viewer's own emojis."""
+        states = await self._store.current_states(room_id, [m.seq for m in messages], viewer)
+        for message in messages:
+            found = states.get(message.seq)
+            if found is None:
+                continue
+            state, mine = found
+            message.state.CopyFrom(state)
+            message.my_reactions[:] = mine
+            if state.deleted:
+                message.text = ""
 
     async def ListMessagesAfter(
         self, request: messaging_pb2.ListMessagesAfterRequest, context: grpc.aio.ServicerContext
@@ -268,6 +314,59 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
             end = min(high, start + _CATCH_UP_CHUNK - 1)
             for message in await self._reader.read_range(room_id, start, end, newest=high):
                 yield message
+
+    # --- changes to what the room shows (reactions.py, deletions.py) --------------------------------
+
+    async def _actor(self, room_id: str, context: grpc.aio.ServicerContext) -> Actor:
+        principal = require_principal().require_room(room_id)
+        token = bearer_from_metadata(context.invocation_metadata())
+        participant = await self._participants.authorize_writer(principal, bearer(token) if token else ())
+        return Actor(
+            participant_id=principal.participant_id,
+            username=participant.username,
+            is_host=participant.is_host,
+            verified=participant.verified,
+        )
+
+    def _publish_committed(self, entry: messaging_pb2.Message) -> asyncio.Task[None]:
+        # The change is committed: publishing must finish even if the caller goes away now.
+        task = asyncio.create_task(self._publish(entry))
+        self._publishing.add(task)
+        task.add_done_callback(self._publishing.discard)
+        return task
+
+    async def SetReaction(
+        self, request: messaging_pb2.SetReactionRequest, context: grpc.aio.ServicerContext
+    ) -> messaging_pb2.SetReactionResponse:
+        actor = await self._actor(request.room_id, context)
+        room_id = request.room_id
+        emoji = valid_emoji(request.emoji)
+        target_seq = validation.target_seq(request.target_seq)
+        policy = await self._policies.get(room_id)
+        if policy.closed:
+            raise FailedPrecondition("This room is closed.", code="room_closed")
+        await self._limiter.check(room_id, actor.participant_id)
+        result = await self._reactions.set(room_id, target_seq, actor, emoji, request.on)
+        if result.entry is not None:
+            await asyncio.shield(self._publish_committed(result.entry))
+        return messaging_pb2.SetReactionResponse(
+            entry=result.entry,
+            changed=result.entry is not None,
+            state=result.state,
+            my_reactions=result.mine,
+        )
+
+    async def DeleteMessage(
+        self, request: messaging_pb2.DeleteMessageRequest, context: grpc.aio.ServicerContext
+    ) -> messaging_pb2.DeleteMessageResponse:
+        actor = await self._actor(request.room_id, context)
+        target_seq = validation.target_seq(request.target_seq)
+        result = await self._deletions.delete(request.room_id, target_seq, actor)
+        if result.entry is None or result.tombstone is None:
+            return messaging_pb2.DeleteMessageResponse(changed=False)
+        self._redactions.redact(result.tombstone)
+        await asyncio.shield(self._publish_committed(result.entry))
+        return messaging_pb2.DeleteMessageResponse(entry=result.entry, changed=True)
 
     async def close(self) -> None:
         """Let committed messages finish publishing."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,17 +27,97 @@ INSERT INTO messages (id, room_id, seq, sender_participant_id, sender_username, 
                       sender_verified, client_msg_id, text, reply_to_seq)
 SELECT $1, $2, counter.last_seq, $3, $4, $5, $6, $7, $8, $9 FROM counter
 RETURNING id, room_id, seq, sender_participant_id, sender_username, sender_is_host,
-          sender_verified, client_msg_id, text, reply_to_seq, created_at
+          sender_verified, client_msg_id, text, reply_to_seq, created_at, kind, target_seq, emoji, added,
+          reaction_counts, deleted_at, deleted_by_host, state_seq
 """
 
 
-_SELECT = (
-    "SELECT id, room_id, seq, sender_participant_id, sender_username, sender_is_host, sender_verified, "
-    "client_msg_id, text, reply_to_seq, created_at FROM messages "
+# Every column a log entry is read back with (to_message).
+ENTRY_COLUMNS = (
+    "id, room_id, seq, sender_participant_id, sender_username, sender_is_host, sender_verified, "
+    "client_msg_id, text, reply_to_seq, created_at, kind, target_seq, emoji, added, reaction_counts, "
+    "deleted_at, deleted_by_host, state_seq"
 )
+_SELECT = f"SELECT {ENTRY_COLUMNS} FROM messages "  # noqa: S608 - constant column list
 _BY_CLIENT_MSG_ID = _SELECT + "WHERE room_id = $1 AND sender_participant_id = $2 AND client_msg_id = $3"
 _RANGE = _SELECT + "WHERE room_id = $1 AND seq BETWEEN $2 AND $3 ORDER BY seq"
 _NEWEST = _SELECT + "WHERE room_id = $1 ORDER BY seq DESC LIMIT $2"
+
+
+# The room's next seq, for a change entry appended inside a caller's transaction. Taken last, after
+# the target row's lock, so that changes and messages always lock in the same order.
+_NEXT_SEQ = """
+INSERT INTO room_counters AS c (room_id, last_seq) VALUES ($1, 1)
+ON CONFLICT (room_id) DO UPDATE SET last_seq = c.last_seq + 1
+RETURNING last_seq
+"""
+_INSERT_CHANGE = f"""
+INSERT INTO messages (id, room_id, seq, sender_participant_id, sender_username, sender_is_host,
+                      sender_verified, client_msg_id, text, kind, target_seq, emoji, added,
+                      reaction_counts, deleted_by_host)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, '', $9, $10, $11, $12, $13::jsonb, $14)
+RETURNING {ENTRY_COLUMNS}
+"""  # noqa: S608 - constant column list
+_LOCK_TARGET = f"SELECT {ENTRY_COLUMNS} FROM messages WHERE room_id = $1 AND seq = $2 FOR UPDATE"  # noqa: S608
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who makes a change: the participant as the log names them."""
+
+    participant_id: str
+    username: str
+    is_host: bool
+    verified: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A change entry to append: what it is and what it carries."""
+
+    kind: int
+    target_seq: int
+    emoji: str | None = None
+    added: bool | None = None
+    reaction_counts: dict[str, int] | None = None
+    deleted_by_host: bool = False
+
+
+async def lock_target(connection: asyncpg.Connection, room_id: str, seq: int) -> Any:
+    """The message `seq` of the room, locked until the transaction ends; None if no message has it."""
+    row = await connection.fetchrow(_LOCK_TARGET, room_id, seq)
+    if row is None or row["kind"] != KIND_MESSAGE:
+        return None
+    return row
+
+
+async def append_change(
+    connection: asyncpg.Connection, room_id: str, actor: Actor, change: Change
+) -> messaging_pb2.Message:
+    """Append a change entry with the room's next seq, inside the caller's transaction, and record it
+    as the target's newest state."""
+    seq = await connection.fetchval(_NEXT_SEQ, room_id)
+    row = await connection.fetchrow(
+        _INSERT_CHANGE,
+        uuid.uuid4(),
+        room_id,
+        seq,
+        actor.participant_id,
+        actor.username,
+        actor.is_host,
+        actor.verified,
+        f"change:{uuid.uuid4().hex}",
+        change.kind,
+        change.target_seq,
+        change.emoji,
+        change.added,
+        None if change.reaction_counts is None else json.dumps(change.reaction_counts),
+        change.deleted_by_host,
+    )
+    await connection.execute(
+        "UPDATE messages SET state_seq = $3 WHERE room_id = $1 AND seq = $2", room_id, change.target_seq, seq
+    )
+    return to_message(row)
 
 
 class DuplicateClientMsgId(Exception):
@@ -55,7 +136,31 @@ class NewMessage:
     reply_to_seq: int
 
 
+# The six reactions, in the order clients show them.
+REACTIONS = ("\U0001f44d", "\u2764\ufe0f", "\U0001f602", "\U0001f62e", "\U0001f622", "\U0001f621")
+KIND_MESSAGE = messaging_pb2.ENTRY_KIND_MESSAGE
+KIND_REACTION = messaging_pb2.ENTRY_KIND_REACTION
+KIND_DELETION = messaging_pb2.ENTRY_KIND_DELETION
+
+
+def reaction_counts(counts: dict[str, int]) -> list[messaging_pb2.ReactionCount]:
+    """Counts in the clients' order, emojis with nobody on them left out."""
+    return [
+        messaging_pb2.ReactionCount(emoji=emoji, count=counts[emoji])
+        for emoji in REACTIONS
+        if counts.get(emoji, 0) > 0
+    ]
+
+
+def _counts(value: Any) -> dict[str, int]:
+    if value is None:
+        return {}
+    loaded = json.loads(value) if isinstance(value, str) else value
+    return {str(k): int(v) for k, v in dict(loaded).items()}
+
+
 def to_message(row: Any) -> messaging_pb2.Message:
+    kind = row["kind"]
     message = messaging_pb2.Message(
         id=str(row["id"]),
         room_id=row["room_id"],
@@ -67,14 +172,38 @@ def to_message(row: Any) -> messaging_pb2.Message:
         client_msg_id=row["client_msg_id"],
         text=row["text"],
         reply_to_seq=row["reply_to_seq"] or 0,
+        kind=kind,
+        target_seq=row["target_seq"] or 0,
     )
     message.created_at.FromDatetime(row["created_at"])
+    if kind == KIND_MESSAGE:
+        message.state.deleted = row["deleted_at"] is not None
+        message.state.deleted_by_host = row["deleted_by_host"]
+        message.state.state_seq = row["state_seq"]
+    elif kind == KIND_REACTION:
+        message.emoji = row["emoji"] or ""
+        message.added = bool(row["added"])
+        message.state.reactions.extend(reaction_counts(_counts(row["reaction_counts"])))
+        message.state.state_seq = row["seq"]
+    elif kind == KIND_DELETION:
+        message.state.deleted = True
+        message.state.deleted_by_host = row["deleted_by_host"]
+        message.state.state_seq = row["seq"]
     return message
+
+
+def is_message(entry: messaging_pb2.Message) -> bool:
+    """A chat message (entries stored before kinds existed are messages too), not a change."""
+    return entry.kind in (messaging_pb2.ENTRY_KIND_UNSPECIFIED, KIND_MESSAGE)
 
 
 class MessageStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        return self._pool
 
     async def insert(self, new: NewMessage) -> messaging_pb2.Message:
         """Assign the room's next seq and store the message, atomically."""
@@ -110,7 +239,9 @@ class MessageStore:
 
     async def seq_exists(self, room_id: str, seq: int) -> bool:
         found = await self._pool.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM messages WHERE room_id = $1 AND seq = $2)", room_id, seq
+            "SELECT EXISTS (SELECT 1 FROM messages WHERE room_id = $1 AND seq = $2 AND kind = 1)",
+            room_id,
+            seq,
         )
         return bool(found)
 
@@ -144,3 +275,36 @@ class MessageStore:
             count,
         )
         return [to_message(row) for row in reversed(rows)]
+
+    async def current_states(
+        self, room_id: str, seqs: Sequence[int], viewer: str
+    ) -> dict[int, tuple[messaging_pb2.MessageState, list[str]]]:
+        """For the messages among `seqs` that changes touched: their state now and the viewer's emojis."""
+        if not seqs:
+            return {}
+        rows = await self._pool.fetch(_CURRENT_STATES, room_id, list(seqs), viewer)
+        states: dict[int, tuple[messaging_pb2.MessageState, list[str]]] = {}
+        for row in rows:
+            state = messaging_pb2.MessageState(
+                deleted=row["deleted"],
+                deleted_by_host=row["deleted_by_host"],
+                reactions=reaction_counts(_counts(row["counts"])),
+                state_seq=row["state_seq"],
+            )
+            mine = set(row["mine"] or ())
+            states[row["seq"]] = (state, [emoji for emoji in REACTIONS if emoji in mine])
+        return states
+
+
+# Only messages some change touched (state_seq > 0); the rest are as they were sent.
+_CURRENT_STATES = """
+SELECT m.seq, m.deleted_at IS NOT NULL AS deleted, m.deleted_by_host, m.state_seq,
+       (SELECT jsonb_object_agg(x.emoji, x.n) FROM (
+            SELECT r.emoji, count(*) AS n FROM reactions r
+            WHERE r.room_id = m.room_id AND r.message_seq = m.seq GROUP BY r.emoji
+        ) AS x) AS counts,
+       (SELECT array_agg(r.emoji) FROM reactions r
+        WHERE r.room_id = m.room_id AND r.message_seq = m.seq AND r.participant_id = $3) AS mine
+FROM messages m
+WHERE m.room_id = $1 AND m.seq = ANY($2::bigint[]) AND m.kind = 1 AND m.state_seq > 0
+"""

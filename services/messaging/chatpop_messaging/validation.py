@@ -57,3 +57,9 @@ def page_limit(value: int) -> int:
     if not 1 <= value <= MAX_PAGE:
         raise InvalidArgument(f"Limit must be between 1 and {MAX_PAGE}.", code="invalid_limit")
     return value
+
+
+def target_seq(value: int) -> int:
+    if value < 1:
+        raise InvalidArgument("target_seq must name a message (1 or more).", code="invalid_target_seq")
+    return value

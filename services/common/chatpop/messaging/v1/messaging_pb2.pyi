@@ -3,6 +3,7 @@ import datetime
 from chatpop.rooms.v1 import rooms_pb2 as _rooms_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
@@ -10,8 +11,39 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class EntryKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ENTRY_KIND_UNSPECIFIED: _ClassVar[EntryKind]
+    ENTRY_KIND_MESSAGE: _ClassVar[EntryKind]
+    ENTRY_KIND_REACTION: _ClassVar[EntryKind]
+    ENTRY_KIND_DELETION: _ClassVar[EntryKind]
+ENTRY_KIND_UNSPECIFIED: EntryKind
+ENTRY_KIND_MESSAGE: EntryKind
+ENTRY_KIND_REACTION: EntryKind
+ENTRY_KIND_DELETION: EntryKind
+
+class ReactionCount(_message.Message):
+    __slots__ = ("emoji", "count")
+    EMOJI_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    emoji: str
+    count: int
+    def __init__(self, emoji: _Optional[str] = ..., count: _Optional[int] = ...) -> None: ...
+
+class MessageState(_message.Message):
+    __slots__ = ("deleted", "deleted_by_host", "reactions", "state_seq")
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    DELETED_BY_HOST_FIELD_NUMBER: _ClassVar[int]
+    REACTIONS_FIELD_NUMBER: _ClassVar[int]
+    STATE_SEQ_FIELD_NUMBER: _ClassVar[int]
+    deleted: bool
+    deleted_by_host: bool
+    reactions: _containers.RepeatedCompositeFieldContainer[ReactionCount]
+    state_seq: int
+    def __init__(self, deleted: _Optional[bool] = ..., deleted_by_host: _Optional[bool] = ..., reactions: _Optional[_Iterable[_Union[ReactionCount, _Mapping]]] = ..., state_seq: _Optional[int] = ...) -> None: ...
+
 class Message(_message.Message):
-    __slots__ = ("id", "room_id", "seq", "sender_participant_id", "sender_username", "sender_is_host", "client_msg_id", "text", "reply_to_seq", "created_at", "sender_verified")
+    __slots__ = ("id", "room_id", "seq", "sender_participant_id", "sender_username", "sender_is_host", "client_msg_id", "text", "reply_to_seq", "created_at", "sender_verified", "kind", "target_seq", "state", "emoji", "added", "my_reactions")
     ID_FIELD_NUMBER: _ClassVar[int]
     ROOM_ID_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
@@ -23,6 +55,12 @@ class Message(_message.Message):
     REPLY_TO_SEQ_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     SENDER_VERIFIED_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    TARGET_SEQ_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    EMOJI_FIELD_NUMBER: _ClassVar[int]
+    ADDED_FIELD_NUMBER: _ClassVar[int]
+    MY_REACTIONS_FIELD_NUMBER: _ClassVar[int]
     id: str
     room_id: str
     seq: int
@@ -34,7 +72,13 @@ class Message(_message.Message):
     reply_to_seq: int
     created_at: _timestamp_pb2.Timestamp
     sender_verified: bool
-    def __init__(self, id: _Optional[str] = ..., room_id: _Optional[str] = ..., seq: _Optional[int] = ..., sender_participant_id: _Optional[str] = ..., sender_username: _Optional[str] = ..., sender_is_host: _Optional[bool] = ..., client_msg_id: _Optional[str] = ..., text: _Optional[str] = ..., reply_to_seq: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., sender_verified: _Optional[bool] = ...) -> None: ...
+    kind: EntryKind
+    target_seq: int
+    state: MessageState
+    emoji: str
+    added: bool
+    my_reactions: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, id: _Optional[str] = ..., room_id: _Optional[str] = ..., seq: _Optional[int] = ..., sender_participant_id: _Optional[str] = ..., sender_username: _Optional[str] = ..., sender_is_host: _Optional[bool] = ..., client_msg_id: _Optional[str] = ..., text: _Optional[str] = ..., reply_to_seq: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., sender_verified: _Optional[bool] = ..., kind: _Optional[_Union[EntryKind, str]] = ..., target_seq: _Optional[int] = ..., state: _Optional[_Union[MessageState, _Mapping]] = ..., emoji: _Optional[str] = ..., added: _Optional[bool] = ..., my_reactions: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SendMessageRequest(_message.Message):
     __slots__ = ("room_id", "client_msg_id", "text", "reply_to_seq")
@@ -67,14 +111,16 @@ class ListMessagesRequest(_message.Message):
     def __init__(self, room_id: _Optional[str] = ..., before_seq: _Optional[int] = ..., limit: _Optional[int] = ...) -> None: ...
 
 class ListMessagesResponse(_message.Message):
-    __slots__ = ("messages", "has_more", "last_seq")
+    __slots__ = ("messages", "has_more", "last_seq", "low_seq")
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
     HAS_MORE_FIELD_NUMBER: _ClassVar[int]
     LAST_SEQ_FIELD_NUMBER: _ClassVar[int]
+    LOW_SEQ_FIELD_NUMBER: _ClassVar[int]
     messages: _containers.RepeatedCompositeFieldContainer[Message]
     has_more: bool
     last_seq: int
-    def __init__(self, messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., has_more: _Optional[bool] = ..., last_seq: _Optional[int] = ...) -> None: ...
+    low_seq: int
+    def __init__(self, messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., has_more: _Optional[bool] = ..., last_seq: _Optional[int] = ..., low_seq: _Optional[int] = ...) -> None: ...
 
 class ListMessagesAfterRequest(_message.Message):
     __slots__ = ("room_id", "after_seq", "limit")
@@ -271,3 +317,43 @@ class AnnounceRoomUpdateResponse(_message.Message):
     ROOM_FIELD_NUMBER: _ClassVar[int]
     room: _rooms_pb2.Room
     def __init__(self, room: _Optional[_Union[_rooms_pb2.Room, _Mapping]] = ...) -> None: ...
+
+class SetReactionRequest(_message.Message):
+    __slots__ = ("room_id", "target_seq", "emoji", "on")
+    ROOM_ID_FIELD_NUMBER: _ClassVar[int]
+    TARGET_SEQ_FIELD_NUMBER: _ClassVar[int]
+    EMOJI_FIELD_NUMBER: _ClassVar[int]
+    ON_FIELD_NUMBER: _ClassVar[int]
+    room_id: str
+    target_seq: int
+    emoji: str
+    on: bool
+    def __init__(self, room_id: _Optional[str] = ..., target_seq: _Optional[int] = ..., emoji: _Optional[str] = ..., on: _Optional[bool] = ...) -> None: ...
+
+class SetReactionResponse(_message.Message):
+    __slots__ = ("entry", "changed", "state", "my_reactions")
+    ENTRY_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    MY_REACTIONS_FIELD_NUMBER: _ClassVar[int]
+    entry: Message
+    changed: bool
+    state: MessageState
+    my_reactions: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, entry: _Optional[_Union[Message, _Mapping]] = ..., changed: _Optional[bool] = ..., state: _Optional[_Union[MessageState, _Mapping]] = ..., my_reactions: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class DeleteMessageRequest(_message.Message):
+    __slots__ = ("room_id", "target_seq")
+    ROOM_ID_FIELD_NUMBER: _ClassVar[int]
+    TARGET_SEQ_FIELD_NUMBER: _ClassVar[int]
+    room_id: str
+    target_seq: int
+    def __init__(self, room_id: _Optional[str] = ..., target_seq: _Optional[int] = ...) -> None: ...
+
+class DeleteMessageResponse(_message.Message):
+    __slots__ = ("entry", "changed")
+    ENTRY_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_FIELD_NUMBER: _ClassVar[int]
+    entry: Message
+    changed: bool
+    def __init__(self, entry: _Optional[_Union[Message, _Mapping]] = ..., changed: _Optional[bool] = ...) -> None: ...

@@ -85,6 +85,16 @@ class MessagingServiceStub:
                 request_serializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.AnnounceRoomUpdateRequest.SerializeToString,
                 response_deserializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.AnnounceRoomUpdateResponse.FromString,
                 _registered_method=True)
+        self.SetReaction = channel.unary_unary(
+                '/chatpop.messaging.v1.MessagingService/SetReaction',
+                request_serializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.SetReactionRequest.SerializeToString,
+                response_deserializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.SetReactionResponse.FromString,
+                _registered_method=True)
+        self.DeleteMessage = channel.unary_unary(
+                '/chatpop.messaging.v1.MessagingService/DeleteMessage',
+                request_serializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.DeleteMessageRequest.SerializeToString,
+                response_deserializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.DeleteMessageResponse.FromString,
+                _registered_method=True)
 
 
 class MessagingServiceServicer:
@@ -169,6 +179,22 @@ class MessagingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetReaction(self, request, context):
+        """SetReaction puts the caller's (room token) emoji on a message, or takes it off; idempotent: setting
+        what is already set changes nothing and appends nothing. A change is an entry of the room's log.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteMessage(self, request, context):
+        """DeleteMessage removes a message's text for good (Postgres and the hot cache; its seq stays as a
+        tombstone). Its author may delete it, and the room's host any message. Idempotent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MessagingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -221,6 +247,16 @@ def add_MessagingServiceServicer_to_server(servicer, server):
                     servicer.AnnounceRoomUpdate,
                     request_deserializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.AnnounceRoomUpdateRequest.FromString,
                     response_serializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.AnnounceRoomUpdateResponse.SerializeToString,
+            ),
+            'SetReaction': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetReaction,
+                    request_deserializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.SetReactionRequest.FromString,
+                    response_serializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.SetReactionResponse.SerializeToString,
+            ),
+            'DeleteMessage': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteMessage,
+                    request_deserializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.DeleteMessageRequest.FromString,
+                    response_serializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.DeleteMessageResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -494,6 +530,60 @@ class MessagingService:
             '/chatpop.messaging.v1.MessagingService/AnnounceRoomUpdate',
             chatpop_dot_messaging_dot_v1_dot_messaging__pb2.AnnounceRoomUpdateRequest.SerializeToString,
             chatpop_dot_messaging_dot_v1_dot_messaging__pb2.AnnounceRoomUpdateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetReaction(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatpop.messaging.v1.MessagingService/SetReaction',
+            chatpop_dot_messaging_dot_v1_dot_messaging__pb2.SetReactionRequest.SerializeToString,
+            chatpop_dot_messaging_dot_v1_dot_messaging__pb2.SetReactionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteMessage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatpop.messaging.v1.MessagingService/DeleteMessage',
+            chatpop_dot_messaging_dot_v1_dot_messaging__pb2.DeleteMessageRequest.SerializeToString,
+            chatpop_dot_messaging_dot_v1_dot_messaging__pb2.DeleteMessageResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -66,6 +66,14 @@ class MessagingServiceStub:
     closed). Only its host may call it: an access token of the host, or the host's room token. The
     room sent to clients is read from rooms, never taken from the caller.
     """
+    SetReaction: _grpc.UnaryUnaryMultiCallable[_messaging_pb2.SetReactionRequest, _messaging_pb2.SetReactionResponse]
+    """SetReaction puts the caller's (room token) emoji on a message, or takes it off; idempotent: setting
+    what is already set changes nothing and appends nothing. A change is an entry of the room's log.
+    """
+    DeleteMessage: _grpc.UnaryUnaryMultiCallable[_messaging_pb2.DeleteMessageRequest, _messaging_pb2.DeleteMessageResponse]
+    """DeleteMessage removes a message's text for good (Postgres and the hot cache; its seq stays as a
+    tombstone). Its author may delete it, and the room's host any message. Idempotent.
+    """
 
 @_typing.type_check_only
 class MessagingServiceAsyncStub(MessagingServiceStub):
@@ -104,6 +112,14 @@ class MessagingServiceAsyncStub(MessagingServiceStub):
     """AnnounceRoomUpdate tells every live client of a room that its settings changed (or that it was
     closed). Only its host may call it: an access token of the host, or the host's room token. The
     room sent to clients is read from rooms, never taken from the caller.
+    """
+    SetReaction: _aio.UnaryUnaryMultiCallable[_messaging_pb2.SetReactionRequest, _messaging_pb2.SetReactionResponse]  # type: ignore[assignment]
+    """SetReaction puts the caller's (room token) emoji on a message, or takes it off; idempotent: setting
+    what is already set changes nothing and appends nothing. A change is an entry of the room's log.
+    """
+    DeleteMessage: _aio.UnaryUnaryMultiCallable[_messaging_pb2.DeleteMessageRequest, _messaging_pb2.DeleteMessageResponse]  # type: ignore[assignment]
+    """DeleteMessage removes a message's text for good (Postgres and the hot cache; its seq stays as a
+    tombstone). Its author may delete it, and the room's host any message. Idempotent.
     """
 
 class MessagingServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -200,6 +216,26 @@ class MessagingServiceServicer(metaclass=_abc_1.ABCMeta):
         """AnnounceRoomUpdate tells every live client of a room that its settings changed (or that it was
         closed). Only its host may call it: an access token of the host, or the host's room token. The
         room sent to clients is read from rooms, never taken from the caller.
+        """
+
+    @_abc_1.abstractmethod
+    def SetReaction(
+        self,
+        request: _messaging_pb2.SetReactionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_messaging_pb2.SetReactionResponse, _abc.Awaitable[_messaging_pb2.SetReactionResponse]]:
+        """SetReaction puts the caller's (room token) emoji on a message, or takes it off; idempotent: setting
+        what is already set changes nothing and appends nothing. A change is an entry of the room's log.
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteMessage(
+        self,
+        request: _messaging_pb2.DeleteMessageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_messaging_pb2.DeleteMessageResponse, _abc.Awaitable[_messaging_pb2.DeleteMessageResponse]]:
+        """DeleteMessage removes a message's text for good (Postgres and the hot cache; its seq stays as a
+        tombstone). Its author may delete it, and the room's host any message. Idempotent.
         """
 
 def add_MessagingServiceServicer_to_server(servicer: MessagingServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

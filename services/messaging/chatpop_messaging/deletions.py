@@ -1,0 +1,105 @@
+"""Deleting a message: its text is gone from Postgres for good, the seq stays as a tombstone, and a
+deletion entry in the log tells every client. Its author may delete it, and the room's host any."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+import asyncpg
+
+from chatpop.messaging.v1 import messaging_pb2
+from chatpop_common.backoff import Backoff
+from chatpop_common.errors import NotFound, PermissionDenied
+from chatpop_messaging.hotcache import HotCache
+from chatpop_messaging.store import (
+    ENTRY_COLUMNS,
+    KIND_DELETION,
+    Actor,
+    Change,
+    append_change,
+    lock_target,
+    to_message,
+)
+
+log = logging.getLogger(__name__)
+
+_TOMBSTONE = f"""
+UPDATE messages SET text = '', deleted_at = now(), deleted_by_host = $3, state_seq = $4
+WHERE room_id = $1 AND seq = $2
+RETURNING {ENTRY_COLUMNS}
+"""  # noqa: S608 - constant column list
+
+
+@dataclass(frozen=True, slots=True)
+class DeletionResult:
+    """The deletion entry and the message as it now stands (None when it was deleted already)."""
+
+    entry: messaging_pb2.Message | None
+    tombstone: messaging_pb2.Message | None
+
+
+class Deletions:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def delete(self, room_id: str, target_seq: int, actor: Actor) -> DeletionResult:
+        async with self._pool.acquire() as connection, connection.transaction():
+            target = await lock_target(connection, room_id, target_seq)
+            if target is None:
+                raise NotFound("There is no such message in this room.", code="message_not_found")
+            own = target["sender_participant_id"] == actor.participant_id
+            if not own and not actor.is_host:
+                raise PermissionDenied(
+                    "Only its author or the room's host can delete this message.", code="forbidden"
+                )
+            if target["deleted_at"] is not None:
+                return DeletionResult(None, None)
+            entry = await append_change(
+                connection,
+                room_id,
+                actor,
+                Change(kind=KIND_DELETION, target_seq=target_seq, deleted_by_host=not own),
+            )
+            row = await connection.fetchrow(_TOMBSTONE, room_id, target_seq, not own, entry.seq)
+            await connection.execute(
+                "DELETE FROM reactions WHERE room_id = $1 AND message_seq = $2", room_id, target_seq
+            )
+        return DeletionResult(entry, to_message(row))
+
+
+class Redactions:
+    """Takes deleted messages' text out of the hot cache, retrying in the background while Redis is
+    away (the tombstone is in Postgres already; until the cache has it too, the text must not stay)."""
+
+    def __init__(self, cache: HotCache, *, give_up_after: float) -> None:
+        self._cache = cache
+        self._give_up_after = give_up_after
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def redact(self, tombstone: messaging_pb2.Message) -> None:
+        task = asyncio.create_task(
+            self._redact(tombstone), name=f"redact {tombstone.room_id}/{tombstone.seq}"
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _redact(self, tombstone: messaging_pb2.Message) -> None:
+        loop = asyncio.get_running_loop()
+        until = loop.time() + self._give_up_after
+        backoff = Backoff(first=0.2, limit=10.0)
+        while not await self._cache.redact(tombstone):
+            if loop.time() >= until:
+                # By now the stream has expired (its ttl is shorter), text included.
+                log.error("could not redact message %s of room %s", tombstone.seq, tombstone.room_id)
+                return
+            await asyncio.sleep(backoff.next())
+
+    async def close(self) -> None:
+        """Finish what can be finished quickly; the rest expires with the stream."""
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=2)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
