@@ -20,7 +20,7 @@ from chatpop_edge.middleware import (
 )
 from chatpop_edge.realtime.hub import RoomHub
 from chatpop_edge.realtime.presence import PresenceReporter
-from chatpop_edge.routes import auth, me, meta, realtime, rooms
+from chatpop_edge.routes import auth, me, meta, realtime, room_changes, rooms
 from chatpop_edge.settings import EdgeSettings
 from chatpop_edge.web import install_web_client
 
@@ -37,9 +37,23 @@ before it may precede them: clients order messages by `seq`.
 WebSocket frames are JSON objects with a `type`. Client → server: `send {client_msg_id, text,
 reply_to_seq?}`, `resume {after_seq}`, `typing`, `ping`. Server → client: `ready {room_id,
 participant_id, last_seq}`, `message {seq, id, room_id, sender, text, reply_to_seq, client_msg_id,
-created_at}`, `ack {client_msg_id, seq, id}`, `error {code, message, retryable, client_msg_id?}`,
-`reload {last_seq}`, `pong` (the answer to every `ping`), and these ephemeral frames, which are never
-replayed on resume and may be lost with a connection:
+created_at, deleted, deleted_by_host, reactions, my_reactions, state_seq}`, `ack {client_msg_id, seq,
+id}`, `error {code, message, retryable, client_msg_id?}`, `reload {last_seq}`, `pong` (the answer to
+every `ping`).
+
+**Room events.** Everything that changes what the room shows is an entry of the room's log with its
+own `seq`, in the same gap-free sequence as the messages: live frames carry it, a resume after a seq
+replays it, and a history page folds it into its messages' state (`low_seq` says which seqs a page
+accounts for). Clients count every seq they receive, whatever its frame type, toward the position
+they resume from. Changes carry the target's absolute state with `state_seq`; apply one only when
+its `state_seq` is above the message's:
+- `reaction {seq, target_seq, participant_id, username, emoji, added, reactions, state_seq}`: someone
+  put an emoji on the message `target_seq` or took it off; `reactions` are its counts after that;
+- `deleted {seq, target_seq, participant_id, by_host, state_seq}`: the message's text is gone (its
+  author, or the host when `by_host`); show it as deleted, and replies to it as replying to a
+  deleted message.
+
+Ephemeral frames are never replayed on resume and may be lost with a connection:
 - `typing {participant_id, username}`: someone else in the room is typing (at most one every few
   seconds per socket; show it for a few seconds);
 - `presence {online: [participant ids], offline: [participant ids], version}`: who came online (a
@@ -104,6 +118,7 @@ def create_app(settings: EdgeSettings) -> FastAPI:
     install_error_handlers(app)
     app.include_router(auth.router)
     app.include_router(rooms.router)
+    app.include_router(room_changes.router)
     app.include_router(me.router)
     app.include_router(meta.router)
     app.include_router(realtime.router)

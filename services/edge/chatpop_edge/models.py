@@ -398,19 +398,45 @@ class Sender(BaseModel):
     verified: bool
 
 
+REACTION_EMOJIS = ("\U0001f44d", "\u2764\ufe0f", "\U0001f602", "\U0001f62e", "\U0001f622", "\U0001f621")
+Reaction = Literal["\U0001f44d", "\u2764\ufe0f", "\U0001f602", "\U0001f62e", "\U0001f622", "\U0001f621"]
+
+
+def reaction_counts(state: messaging_pb2.MessageState) -> dict[str, int]:
+    return {count.emoji: int(count.count) for count in state.reactions}
+
+
 class Message(BaseModel):
-    seq: int = Field(description="Gap-free per room, starting at 1.")
+    seq: int = Field(description="Its place in the room's log, gap-free from 1 (changes have seqs too).")
     id: str
     room_id: str
     sender: Sender
-    text: str
+    text: str = Field(description="Empty once the message is deleted.")
     reply_to_seq: int | None = None
     client_msg_id: str
     created_at: datetime | None = None
+    deleted: bool = False
+    deleted_by_host: bool = Field(default=False, description="The room's host deleted it (not its author).")
+    reactions: dict[str, int] = Field(
+        default_factory=dict, description="Emojis with the number of people on each; none listed with 0."
+    )
+    my_reactions: list[str] = Field(
+        default_factory=list, description="The caller's emojis on it (history pages; empty in live frames)."
+    )
+    state_seq: int = Field(
+        default=0,
+        description="Seq of the last change to this message (0: none). Apply a change (a `reaction` or "
+        "`deleted` frame) only when its `state_seq` is above the one held.",
+    )
 
     @classmethod
     def from_proto(cls, message: messaging_pb2.Message) -> Message:
         return cls(
+            deleted=message.state.deleted,
+            deleted_by_host=message.state.deleted_by_host,
+            reactions=reaction_counts(message.state),
+            my_reactions=list(message.my_reactions),
+            state_seq=message.state.state_seq,
             seq=message.seq,
             id=message.id,
             room_id=message.room_id,
@@ -428,9 +454,33 @@ class Message(BaseModel):
 
 
 class MessagePage(BaseModel):
-    messages: list[Message] = Field(description="Newest first.")
-    has_more: bool
-    last_seq: int = Field(description="Seq of the newest message in the room.")
+    messages: list[Message] = Field(description="Newest first, each with its current state.")
+    has_more: bool = Field(description="The log has entries below `low_seq`.")
+    last_seq: int = Field(description="Seq of the room's newest entry.")
+    low_seq: int = Field(
+        description="The page accounts for every seq from here up to `before_seq` - 1 (`last_seq` for the "
+        "newest page): changes among them are folded into the messages' state. Page on with "
+        "`before_seq=low_seq`."
+    )
+
+
+class SetReactionRequest(RequestBody):
+    emoji: Reaction = Field(description="One of the six reactions.")
+    on: bool = Field(description="True puts it on, false takes it off; setting what is set changes nothing.")
+
+
+class ReactionState(BaseModel):
+    target_seq: int
+    reactions: dict[str, int]
+    my_reactions: list[str]
+    state_seq: int
+    changed: bool = Field(description="False when the reaction was already as asked.")
+
+
+class DeletedMessage(BaseModel):
+    target_seq: int
+    deleted: bool = True
+    changed: bool = Field(description="False when it was deleted already.")
 
 
 class SendMessageRequest(RequestBody):

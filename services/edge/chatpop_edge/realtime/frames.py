@@ -102,7 +102,33 @@ class MessageFrame(models.Message):
 
 
 def message_frame(message: messaging_pb2.Message) -> str:
-    """The `message` frame, encoded once and shared by every recipient."""
+    """The frame of an entry of the room's log, encoded once and shared by every recipient: `message`
+    for a message, or the frame of the change it is."""
+    if message.kind == messaging_pb2.ENTRY_KIND_REACTION:
+        return dumps(
+            {
+                "type": "reaction",
+                "seq": message.seq,
+                "target_seq": message.target_seq,
+                "participant_id": message.sender_participant_id,
+                "username": message.sender_username,
+                "emoji": message.emoji,
+                "added": message.added,
+                "reactions": models.reaction_counts(message.state),
+                "state_seq": message.state.state_seq,
+            }
+        )
+    if message.kind == messaging_pb2.ENTRY_KIND_DELETION:
+        return dumps(
+            {
+                "type": "deleted",
+                "seq": message.seq,
+                "target_seq": message.target_seq,
+                "participant_id": message.sender_participant_id,
+                "by_host": message.state.deleted_by_host,
+                "state_seq": message.state.state_seq,
+            }
+        )
     base = models.Message.from_proto(message)
     return MessageFrame(**base.__dict__).model_dump_json()
 

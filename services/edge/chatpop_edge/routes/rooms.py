@@ -275,6 +275,7 @@ async def list_messages(
         messages=[models.Message.from_proto(m) for m in page.messages],
         has_more=page.has_more,
         last_seq=page.last_seq,
+        low_seq=page.low_seq,
     )
 
 
