@@ -217,6 +217,9 @@ export interface Sender {
   verified: boolean;
 }
 
+/** Emoji → how many people put it on a message (only counts above zero). */
+export type Reactions = Record<string, number>;
+
 export interface Message {
   seq: number;
   id: string;
@@ -226,12 +229,38 @@ export interface Message {
   reply_to_seq: number | null;
   client_msg_id: string;
   created_at: string | null;
+  /** Deleted by its author or the host: the text is gone, the message keeps its place. */
+  deleted: boolean;
+  deleted_by_host: boolean;
+  reactions: Reactions;
+  /** The emojis this person has on the message. */
+  my_reactions: string[];
+  /** Seq of the last entry that changed this message (0: none); a change applies only above it. */
+  state_seq: number;
 }
 
+/** A history page as the edge sends it; messages are read through `messageFrom` (messageState.ts). */
 export interface MessagePage {
-  messages: Message[];
+  messages: unknown[];
   has_more: boolean;
+  /** The room's newest entry. */
   last_seq: number;
+  /** The page accounts for every seq from here up to before_seq - 1 (last_seq on the newest page):
+   * changes in that range are folded into its messages. Absent from edges older than room events. */
+  low_seq?: number;
+}
+
+/** The answer to putting an emoji on a message or taking it off. */
+export interface ReactionResult {
+  target_seq: number;
+  reactions: Reactions;
+  my_reactions: string[];
+  state_seq: number;
+}
+
+export interface DeleteResult {
+  target_seq: number;
+  deleted: boolean;
 }
 
 export interface CreateRoomBody {

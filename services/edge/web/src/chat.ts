@@ -1,16 +1,23 @@
 /** One room's conversation on this device: history, live frames, the outbox, and the connection.
  *
- * Messages are keyed by seq, so whatever path delivers one (history page, resume, live frame) it is
- * shown once and in order. `top` is the highest seq up to which nothing is missing; reconnecting asks
- * the edge for exactly what follows it (`after_seq`). Sends carry a client message id; an unacked
+ * A room's log is one gap-free sequence of entries: messages, and changes to what the room shows
+ * (reactions, deletions, and kinds added later). Messages are keyed by seq, so whatever path delivers
+ * one (history page, resume, live frame) it is shown once and in order; a change applies to its
+ * message when it is newer than the state the message holds (messageState.ts). Which seqs are
+ * accounted for is kept apart from the messages (seqs.ts): `top` is the highest seq up to which
+ * nothing is missing, messages or not, and reconnecting asks the edge for exactly what follows it
+ * (`after_seq`). A frame of a kind this client does not know still counts, by its seq, so an older
+ * client never sees a gap that is not there. Sends carry a client message id; an unacked
  * send is retried with the same id (the server never stores it twice) and shown as pending until the
  * message itself arrives. One send is in flight at a time, so a person's messages keep their order.
  */
 import { ApiError, waitWords, type Message, type MessagePage, type Participant, type Room } from "./api";
 import { newClientMsgId } from "./ids";
+import { mergeMessage, messageFrom, seqOf } from "./messageState";
 import { ReconnectingSocket, StopError, type CloseDecision, type ConnectionState, type Frame } from "./realtime";
 import { canonicalCode, fetchMessages, markRead, markReadOnLeave, roomToken } from "./rooms";
 import { playNewMessage } from "./sound";
+import { SeqLedger } from "./seqs";
 import { readJson, remove, writeJson } from "./storage";
 import { applyTheme, rememberRoomTheme } from "./themes";
 
@@ -29,6 +36,11 @@ const NOTICE_MIN_MS = 4_000;
 const READ_EVERY_MS = 1_500;
 // Retryable refusals that deserve a word to the person, beyond the "waiting to send" mark.
 const WAIT_NOTICES = new Set(["rate_limited", "slow_mode", "service_unavailable"]);
+// Frames whose `seq` names something other than an entry of the log (an ack names the message it
+// acknowledges, which still comes as its own frame). Every other frame with a seq is an entry.
+const NOT_ENTRIES = new Set(["ack"]);
+// Changes to messages not loaded (yet) are held for when they are; at most this many messages' worth.
+const HELD_CHANGES = 500;
 
 export type SendStatus = "queued" | "sending" | "waiting" | "sent" | "failed";
 
@@ -52,9 +64,15 @@ export interface Notice {
   shown_at: number;
 }
 
-/** Frames added by later features (pins, tips, reactions…) register a handler here. */
+/** Frames added by later features (pins, tips, reactions…) register a handler here. A frame with a
+ * `seq` is an entry of the room's log and is accounted for by the session whatever its handler does;
+ * a change to a message goes through `ChatSession.changeMessage`. */
 export type FrameHandler = (chat: ChatSession, frame: Frame) => void;
 export const frameHandlers = new Map<string, FrameHandler>();
+
+/** A change to one message: returns the message as changed, or the same object when the change is
+ * not newer than what the message holds. */
+export type MessageChange = (message: Message) => Message;
 
 export function messageError(text: string): string | null {
   const trimmed = text.trim();
@@ -63,14 +81,6 @@ export function messageError(text: string): string | null {
     return `A message can have at most ${MAX_MESSAGE_CHARS.toLocaleString()} characters.`;
   }
   return null;
-}
-
-function seqOf(value: unknown): number | null {
-  return typeof value === "number" && Number.isInteger(value) && value > 0 ? value : null;
-}
-
-function isMessage(frame: Frame): boolean {
-  return seqOf(frame.seq) !== null && typeof frame.text === "string" && typeof frame.sender === "object";
 }
 
 export class ChatSession {
@@ -92,8 +102,12 @@ export class ChatSession {
   /** Bumped on every change; the view re-renders when it moves. */
   version = 0;
 
-  private top = 0;
+  /** The seqs accounted for: `top` is where a reconnect resumes. */
+  private readonly ledger = new SeqLedger();
+  /** The lowest seq a history page or message covered: older pages are read from below it. */
   private oldest: number | null = null;
+  /** target seq → changes that arrived before their message was loaded, in arrival order. */
+  private readonly heldChanges = new Map<number, MessageChange[]>();
   private sortedCache: Message[] | null = null;
   private readonly names = new Map<string, string>();
   private readonly listeners = new Set<() => void>();
@@ -133,7 +147,8 @@ export class ChatSession {
     return () => this.listeners.delete(listener);
   }
 
-  private changed(): void {
+  /** Tell the view something changed (room-event modules call it for their own state too). */
+  changed(): void {
     this.version += 1;
     for (const listener of this.listeners) listener();
   }
@@ -269,7 +284,7 @@ export class ChatSession {
       throw error;
     }
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-    const query = new URLSearchParams({ token, after_seq: String(this.top) });
+    const query = new URLSearchParams({ token, after_seq: String(this.ledger.top) });
     return `${scheme}//${location.host}/ws/v1/rooms/${encodeURIComponent(this.code)}?${query}`;
   }
 
@@ -292,19 +307,35 @@ export class ChatSession {
 
   // --- history --------------------------------------------------------------------------------
 
-  private addPage(page: MessagePage): void {
-    for (const message of page.messages) this.add(message, false);
+  /** Adds a page's messages and marks the seqs it accounts for: from its `low_seq` up to `before - 1`
+   * (the room's newest entry for the newest page), changes in that range being folded into the
+   * messages. An edge older than room events sends no `low_seq`; its pages hold messages only, so
+   * the lowest message stands in. */
+  private addPage(page: MessagePage, before: number | null): void {
+    let lowest: number | null = null;
+    for (const raw of page.messages) {
+      const message = messageFrom(raw);
+      if (!message) continue;
+      this.add(message, false);
+      lowest = lowest === null ? message.seq : Math.min(lowest, message.seq);
+    }
+    const low = seqOf(page.low_seq) ?? lowest;
+    if (before === null) {
+      this.ledger.raiseTo(typeof page.last_seq === "number" ? page.last_seq : 0);
+    } else if (low !== null) {
+      this.ledger.add(low, before - 1);
+    }
+    if (low !== null && (this.oldest === null || low < this.oldest)) this.oldest = low;
   }
 
   private async loadLatest(): Promise<void> {
     const page = await fetchMessages(this.code, null, PAGE_SIZE);
-    const newest = page.messages.reduce((max, m) => Math.max(max, m.seq), 0);
-    this.addPage(page);
+    this.addPage(page, null);
     this.hasOlder = page.has_more;
-    this.top = Math.max(this.top, newest || page.last_seq);
-    this.advanceTop();
     this.loaded = true;
     this.changed();
+    // Live frames beyond the page while it was read (a reload on a live socket) may leave a hole.
+    if (this.ledger.firstAboveHole() !== null && this.socket) void this.fillGap();
   }
 
   /** The edge could not fill a gap (or we lost track): start again from the newest page. */
@@ -313,9 +344,10 @@ export class ChatSession {
     this.reloading = true;
     try {
       this.messages.clear();
+      this.heldChanges.clear();
       this.sortedCache = null;
       this.oldest = null;
-      this.top = 0;
+      this.ledger.reset();
       await this.loadLatest();
     } catch (error) {
       this.setNotice("error", error instanceof ApiError ? error.message : "Could not reload the messages.");
@@ -325,13 +357,15 @@ export class ChatSession {
   }
 
   async loadOlder(): Promise<void> {
-    if (this.loadingOlder || !this.hasOlder || this.oldest === null) return;
+    const before = this.oldest;
+    if (this.loadingOlder || !this.hasOlder || before === null) return;
     this.loadingOlder = true;
     this.changed();
     try {
-      const page = await fetchMessages(this.code, this.oldest, PAGE_SIZE);
-      this.addPage(page);
-      this.hasOlder = page.has_more && page.messages.length > 0;
+      const page = await fetchMessages(this.code, before, PAGE_SIZE);
+      this.addPage(page, before);
+      // A page that reached no lower ends the history, whatever it says: no endless asking.
+      this.hasOlder = page.has_more && this.oldest !== null && this.oldest < before;
     } catch (error) {
       this.setNotice("error", error instanceof ApiError ? error.message : "Could not load older messages.");
     } finally {
@@ -351,24 +385,69 @@ export class ChatSession {
 
   // --- incoming -------------------------------------------------------------------------------
 
+  /** A message from a page or a frame. One already here keeps its place and takes the newer state. */
   private add(message: Message, live: boolean): boolean {
-    if (this.messages.has(message.seq)) return false;
-    this.messages.set(message.seq, message);
-    this.sortedCache = null;
+    const current = this.messages.get(message.seq);
+    if (current) {
+      const merged = mergeMessage(current, message);
+      if (merged !== current) this.store(merged);
+      return false;
+    }
+    const held = this.heldChanges.get(message.seq);
+    this.heldChanges.delete(message.seq);
+    this.store(held ? held.reduce((m, change) => change(m), message) : message);
     this.names.set(message.sender.participant_id, message.sender.username);
     if (this.oldest === null || message.seq < this.oldest) this.oldest = message.seq;
     const mine = message.sender.participant_id === this.me.id;
-    if (mine && this.outbox.delete(message.client_msg_id)) this.saveOutbox();
+    if (mine && this.dropSent(message)) this.saveOutbox();
     this.typing.delete(message.sender.participant_id);
-    if (live && !mine) {
+    if (live && !mine && !message.deleted) {
       playNewMessage();
       for (const listener of this.incoming) listener(message);
     }
     return true;
   }
 
-  private advanceTop(): void {
-    while (this.messages.has(this.top + 1)) this.top += 1;
+  private store(message: Message): void {
+    this.messages.set(message.seq, message);
+    this.sortedCache = null;
+  }
+
+  /** This person's send is here as a message: it leaves the outbox (found by its id, or by the seq
+   * its ack named when the message comes without its id, deleted in the meantime). */
+  private dropSent(message: Message): boolean {
+    if (this.outbox.delete(message.client_msg_id)) return true;
+    for (const [id, item] of this.outbox) {
+      if (item.status === "sent" && item.seq === message.seq) return this.outbox.delete(id);
+    }
+    return false;
+  }
+
+  /** Apply a change to message `target`; a change to a message not loaded is held until it is (a
+   * history page read before the change may bring it after the change arrived). */
+  changeMessage(target: number, change: MessageChange): void {
+    const current = this.messages.get(target);
+    if (!current) {
+      const held = this.heldChanges.get(target);
+      if (held) held.push(change);
+      else {
+        if (this.heldChanges.size >= HELD_CHANGES) {
+          const first = this.heldChanges.keys().next();
+          if (!first.done) this.heldChanges.delete(first.value);
+        }
+        this.heldChanges.set(target, [change]);
+      }
+      return;
+    }
+    const next = change(current);
+    if (next === current) return;
+    this.store(next);
+    this.changed();
+  }
+
+  /** The message with this seq as it stands now. */
+  message(seq: number): Message | undefined {
+    return this.messages.get(seq);
   }
 
   private onReady(): void {
@@ -379,9 +458,11 @@ export class ChatSession {
 
   private onFrame(frame: Frame): void {
     switch (frame.type) {
-      case "message":
-        if (isMessage(frame)) this.onMessage(frame as unknown as Message);
-        return;
+      case "message": {
+        const message = messageFrom(frame);
+        if (message) this.add(message, true);
+        break;
+      }
       case "ack":
         this.onAck(frame);
         return;
@@ -399,30 +480,31 @@ export class ChatSession {
       default:
         frameHandlers.get(frame.type)?.(this, frame);
     }
+    if (!NOT_ENTRIES.has(frame.type)) this.account(seqOf(frame.seq));
   }
 
-  private onMessage(message: Message): void {
-    if (!this.add(message, true)) return;
-    const before = this.top;
-    this.advanceTop();
-    if (message.seq > this.top && this.top === before && !this.reloading) void this.fillGap();
+  /** A live entry (of any kind, known or not) is accounted for; one beyond a hole fills the hole. */
+  private account(seq: number | null): void {
+    if (seq === null) return;
+    this.ledger.add(seq);
+    if (this.ledger.firstAboveHole() !== null && !this.reloading) void this.fillGap();
     this.changed();
   }
 
-  /** A message arrived beyond a hole: fetch the hole over REST (the edge should never leave one). */
+  /** An entry arrived beyond a hole: fetch the hole over REST (the edge should never leave one). A
+   * page accounts for the changes in its range too, so a hole of reactions fills like one of messages. */
   private async fillGap(): Promise<void> {
     if (this.filling) return;
     this.filling = true;
     try {
       for (let round = 0; round < GAP_FILL_ROUNDS; round++) {
-        const above = [...this.messages.keys()].filter((seq) => seq > this.top + 1).sort((a, b) => a - b)[0];
-        if (above === undefined) return;
-        const page = await fetchMessages(this.code, above, Math.min(100, above - this.top - 1));
-        this.addPage(page);
-        this.advanceTop();
+        const above = this.ledger.firstAboveHole();
+        if (above === null) return;
+        const page = await fetchMessages(this.code, above, Math.min(100, above - this.ledger.top - 1));
+        this.addPage(page, above);
         this.changed();
       }
-      if ([...this.messages.keys()].some((seq) => seq > this.top + 1)) await this.reload();
+      if (this.ledger.firstAboveHole() !== null) await this.reload();
     } catch {
       // The next reconnect resumes from `top` and fills it.
     } finally {

@@ -3,10 +3,12 @@ import {
   ApiError,
   request,
   type CreateRoomBody,
+  type DeleteResult,
   type JoinResponse,
   type MessagePage,
   type MyRoom,
   type Participant,
+  type ReactionResult,
   type Room,
   type RoomChanges,
   type Suggestion,
@@ -105,8 +107,23 @@ export async function roomToken(code: string, force = false): Promise<string> {
   return saveRoomSession(code, joined, saved.username).room_token;
 }
 
+/** A call made with this device's room token, renewed once (joining again) if the server refuses it. */
+async function withRoomToken<T>(code: string, call: (token: string) => Promise<T>): Promise<T> {
+  const token = await roomToken(code);
+  try {
+    return await call(token);
+  } catch (error) {
+    if (error instanceof ApiError && error.status === 401) return call(await roomToken(code, true));
+    throw error;
+  }
+}
+
+function messagesPath(code: string): string {
+  return `/api/v1/rooms/${encodeURIComponent(canonicalCode(code))}/messages`;
+}
+
 /** A page of history, newest first (room token, renewed once if refused). */
-export async function fetchMessages(
+export function fetchMessages(
   code: string,
   beforeSeq: number | null,
   limit = 50,
@@ -114,16 +131,20 @@ export async function fetchMessages(
 ): Promise<MessagePage> {
   const params = new URLSearchParams({ limit: String(limit) });
   if (beforeSeq !== null) params.set("before_seq", String(beforeSeq));
-  const path = `/api/v1/rooms/${encodeURIComponent(canonicalCode(code))}/messages?${params}`;
-  const token = await roomToken(code);
-  try {
-    return await request<MessagePage>("GET", path, { token, retries: 5, signal });
-  } catch (error) {
-    if (error instanceof ApiError && error.status === 401) {
-      return request<MessagePage>("GET", path, { token: await roomToken(code, true), retries: 5, signal });
-    }
-    throw error;
-  }
+  const path = `${messagesPath(code)}?${params}`;
+  return withRoomToken(code, (token) => request<MessagePage>("GET", path, { token, retries: 5, signal }));
+}
+
+/** Put this person's `emoji` on message `seq` (`on`) or take it off. Idempotent, so retried. */
+export function setReaction(code: string, seq: number, emoji: string, on: boolean): Promise<ReactionResult> {
+  const path = `${messagesPath(code)}/${seq}/reactions`;
+  return withRoomToken(code, (token) => request<ReactionResult>("POST", path, { body: { emoji, on }, token, retries: 2 }));
+}
+
+/** Delete message `seq` (one's own, or any as the host). Idempotent, so retried. */
+export function deleteMessage(code: string, seq: number): Promise<DeleteResult> {
+  const path = `${messagesPath(code)}/${seq}`;
+  return withRoomToken(code, (token) => request<DeleteResult>("DELETE", path, { token, retries: 2 }));
 }
 
 export class SuggestError extends ApiError {}

@@ -86,3 +86,15 @@ export function NotifyIcon({ on }: { on: boolean }) {
     </Svg>
   );
 }
+
+/** A face with a plus beside it: add a reaction. */
+export function AddReactionIcon() {
+  return (
+    <Svg size={18}>
+      <path d="M20.5 11.5a8.5 8.5 0 1 1-7-8.4" />
+      <path d="M8.5 14.5a4.5 4.5 0 0 0 7 0" />
+      <path d="M9 9.5h.01M15 9.5h.01" />
+      <path d="M19 2v6M16 5h6" />
+    </Svg>
+  );
+}

@@ -6,13 +6,16 @@ import type { RoomSession } from "../rooms";
 import { isMuted, setMuted } from "../sound";
 import { followRoom } from "../liveRoom";
 import { typingText } from "../typing";
-import { BellIcon, CheckIcon, GearIcon, LinkIcon, NotifyIcon, SendIcon } from "../components/Icons";
+import { AddReactionIcon, BellIcon, CheckIcon, GearIcon, LinkIcon, NotifyIcon, SendIcon } from "../components/Icons";
+import { DeleteMessageDialog } from "../components/DeleteMessage";
 import { MessageText } from "../components/MessageText";
+import { ReactionBar, ReactionPicker, useLongPress } from "../components/Reactions";
 import { PeopleButton } from "../components/People";
 import { RoomHeader } from "../components/RoomHeader";
 import { RoomSettings } from "../components/RoomSettings";
 import { notificationState, notifyMessage, setNotifications, type NotificationState } from "../notifications";
 import { slowModeWords } from "../roomChoices";
+import { pendingReactions, removeMessage, toggleReaction } from "../roomEvents";
 
 // Within this many pixels of the bottom counts as "reading the newest": new messages scroll in.
 const STICKY_PX = 80;
@@ -193,11 +196,11 @@ function SenderLine({ message, mine }: { message: Message; mine: boolean }) {
 
 function Quote({ seq, target, onJump }: { seq: number; target: Message | undefined; onJump: (seq: number) => void }) {
   const who = target?.sender.username ?? "an earlier message";
-  const text = target ? snippet(target.text, 90) : `Message #${seq}`;
+  const text = !target ? `Message #${seq}` : target.deleted ? "deleted" : snippet(target.text, 90);
   return (
-    <button type="button" class="quote" onClick={() => onJump(seq)} aria-label={`Reply to ${who}: ${text}. Show that message`}>
+    <button type="button" class="quote" onClick={() => onJump(seq)} aria-label={`Reply to ${who}: ${target?.deleted ? "deleted message" : text}. Show that message`}>
       <span class="quote-sender">{target ? target.sender.username : "Earlier message"}</span>
-      <span class="quote-text">{text}</span>
+      <span class={`quote-text ${target?.deleted ? "quote-deleted" : ""}`}>{text}</span>
     </button>
   );
 }
@@ -205,27 +208,102 @@ function Quote({ seq, target, onJump }: { seq: number; target: Message | undefin
 function MessageItem({
   message,
   mine,
+  canDelete,
+  canReact,
   target,
+  pending,
   onReply,
   onJump,
+  onReact,
+  onDelete,
 }: {
   message: Message;
   mine: boolean;
+  /** Its author, or the room's host. */
+  canDelete: boolean;
+  /** False when the room is closed or the connection has ended for good. */
+  canReact: boolean;
   target: Message | undefined;
+  /** This person's reaction taps on it that the server has not answered yet. */
+  pending: ReadonlyMap<string, boolean> | undefined;
   onReply: (message: Message) => void;
   onJump: (seq: number) => void;
+  onReact: (seq: number, emoji: string, on: boolean) => void;
+  onDelete: (message: Message) => void;
 }) {
+  const [picking, setPicking] = useState(false);
+  const reactButton = useRef<HTMLButtonElement>(null);
+  const longPress = useLongPress(() => {
+    if (canReact && !message.deleted) setPicking(true);
+  });
+  if (message.deleted) {
+    return (
+      <article
+        class={`msg deleted ${mine ? "own" : ""}`}
+        id={`msg-${message.seq}`}
+        data-seq={message.seq}
+        data-deleted="true"
+        tabIndex={-1}
+        aria-label={`${message.sender.username}, deleted message`}
+      >
+        <SenderLine message={message} mine={mine} />
+        <p class="msg-text msg-deleted-text">{message.deleted_by_host ? "Deleted by the host" : "Message deleted"}</p>
+      </article>
+    );
+  }
   const classes = ["msg", mine ? "own" : "", message.sender.is_host ? "host" : ""].filter(Boolean).join(" ");
+  const mineNow = [...message.my_reactions.filter((emoji) => pending?.get(emoji) !== false)];
+  for (const [emoji, on] of pending ?? []) if (on && !mineNow.includes(emoji)) mineNow.push(emoji);
   return (
-    <article class={classes} id={`msg-${message.seq}`} data-seq={message.seq} tabIndex={-1} aria-label={`${message.sender.username}`}>
+    <article
+      class={classes}
+      id={`msg-${message.seq}`}
+      data-seq={message.seq}
+      tabIndex={-1}
+      aria-label={`${message.sender.username}`}
+      {...longPress}
+    >
       <SenderLine message={message} mine={mine} />
       {message.reply_to_seq !== null && <Quote seq={message.reply_to_seq} target={target} onJump={onJump} />}
       <MessageText text={message.text} />
+      <ReactionBar message={message} pending={pending} disabled={!canReact} onToggle={(emoji, on) => onReact(message.seq, emoji, on)} />
       <div class="msg-actions">
+        {canReact && (
+          <button
+            type="button"
+            ref={reactButton}
+            class="msg-action react"
+            aria-label={`Add a reaction to ${message.sender.username}'s message`}
+            title="Add a reaction"
+            aria-haspopup="true"
+            aria-expanded={picking}
+            onClick={() => setPicking(!picking)}
+          >
+            <AddReactionIcon />
+          </button>
+        )}
         <button type="button" class="msg-action" onClick={() => onReply(message)} aria-label={`Reply to ${message.sender.username}`}>
           Reply
         </button>
+        {canDelete && (
+          <button
+            type="button"
+            class="msg-action"
+            onClick={() => onDelete(message)}
+            aria-label={mine ? "Delete your message" : `Delete ${message.sender.username}'s message`}
+          >
+            Delete
+          </button>
+        )}
       </div>
+      {picking && (
+        <ReactionPicker
+          mine={mineNow}
+          opener={reactButton}
+          onPick={(emoji) => onReact(message.seq, emoji, !mineNow.includes(emoji))}
+          onClose={() => setPicking(false)}
+        />
+      )}
     </article>
   );
 }
@@ -341,7 +419,7 @@ function Composer({
 
   useEffect(() => {
     if (replyTo) input.current?.focus();
-  }, [replyTo]);
+  }, [replyTo?.seq]);
 
   const submit = (): void => {
     if (disabled || !text.trim() || remaining < 0) return;
@@ -362,7 +440,12 @@ function Composer({
       {replyTo && (
         <div class="replying">
           <span>
-            Replying to <strong>{replyTo.sender.username}</strong>: <span class="replying-text">{snippet(replyTo.text, 60)}</span>
+            Replying to <strong>{replyTo.sender.username}</strong>:{" "}
+            {replyTo.deleted ? (
+              <span class="replying-text quote-deleted">deleted</span>
+            ) : (
+              <span class="replying-text">{snippet(replyTo.text, 60)}</span>
+            )}
           </span>
           <button type="button" class="icon-button" aria-label="Cancel reply" onClick={onCancelReply}>
             ×
@@ -431,7 +514,8 @@ export function ChatView({ room: initialRoom, joined }: { room: Room; joined: Ro
   const [settingsOpen, setSettingsOpen] = useState(false);
   // Messages from others that arrived while the tab was hidden or scrolled away from the newest.
   const [titleUnread, setTitleUnread] = useState(0);
-  const [replyTo, setReplyTo] = useState<Message | null>(null);
+  const [replyToSeq, setReplyToSeq] = useState<number | null>(null);
+  const [deleting, setDeleting] = useState<Message | null>(null);
   const [unseen, setUnseen] = useState(0);
   const [toast, setToast] = useState<string | null>(null);
   const scroller = useRef<HTMLDivElement>(null);
@@ -454,6 +538,9 @@ export function ChatView({ room: initialRoom, joined }: { room: Room; joined: Ro
   }, [toast]);
 
   const messages = session.sorted();
+  // The message being replied to as it stands now (its reactions or deletion may change meanwhile).
+  const replyTo = replyToSeq === null ? null : (session.message(replyToSeq) ?? null);
+  const setReplyTo = (message: Message | null): void => setReplyToSeq(message?.seq ?? null);
   const pending = session.pending();
   const ended = session.state.kind === "ended";
   const newestSeq = messages[messages.length - 1]?.seq ?? 0;
@@ -570,7 +657,7 @@ export function ChatView({ room: initialRoom, joined }: { room: Room; joined: Ro
   };
 
   const bySeq = session.messages;
-  const hostMessages = messages.filter((m) => m.sender.is_host);
+  const hostMessages = messages.filter((m) => m.sender.is_host && !m.deleted);
   const latestHost = hostMessages[hostMessages.length - 1];
   const pinned: PinnedItem[] = latestHost
     ? [{ key: `host-${latestHost.seq}`, label: "Host", seq: latestHost.seq, text: latestHost.text, by: latestHost.sender.username }]
@@ -622,16 +709,24 @@ export function ChatView({ room: initialRoom, joined }: { room: Room; joined: Ro
               </div>
             )
           )}
-          {messages.map((message) => (
-            <MessageItem
-              key={message.seq}
-              message={message}
-              mine={message.sender.participant_id === joined.participant.id}
-              target={message.reply_to_seq !== null ? bySeq.get(message.reply_to_seq) : undefined}
-              onReply={setReplyTo}
-              onJump={(seq) => void jumpTo(seq)}
-            />
-          ))}
+          {messages.map((message) => {
+            const mine = message.sender.participant_id === joined.participant.id;
+            return (
+              <MessageItem
+                key={message.seq}
+                message={message}
+                mine={mine}
+                canDelete={mine || isHost}
+                canReact={!ended && !room.closed}
+                target={message.reply_to_seq !== null ? bySeq.get(message.reply_to_seq) : undefined}
+                pending={pendingReactions(session, message.seq)}
+                onReply={setReplyTo}
+                onJump={(seq) => void jumpTo(seq)}
+                onReact={(seq, emoji, on) => void toggleReaction(session, seq, emoji, on)}
+                onDelete={setDeleting}
+              />
+            );
+          })}
           {pending.map((item) => (
             <PendingItem
               key={item.client_msg_id}
@@ -680,6 +775,14 @@ export function ChatView({ room: initialRoom, joined }: { room: Room; joined: Ro
         <p class="room-closed-banner" role="status">
           The host closed this room. You can still read it, but nobody can send messages any more.
         </p>
+      )}
+      {deleting && (
+        <DeleteMessageDialog
+          message={deleting}
+          mine={deleting.sender.participant_id === joined.participant.id}
+          onConfirm={() => removeMessage(session, deleting.seq)}
+          onDismiss={() => setDeleting(null)}
+        />
       )}
       {settingsOpen && (
         <RoomSettings

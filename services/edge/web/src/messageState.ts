@@ -1,0 +1,155 @@
+/** What later entries of a room's log changed about a message (reactions, deletion), and how such
+ * changes apply.
+ *
+ * State is absolute and versioned: every message carries the seq of the last entry that changed it
+ * (`state_seq`, 0 for none), and a change applies only when it is newer than what the message holds.
+ * A history page (state as of its read) and a live change can therefore arrive in any order and the
+ * screen ends up the same. A deletion is final: once a message is known to be deleted, nothing
+ * brings its text or reactions back. */
+import type { Message, Reactions, Sender } from "./api";
+
+/** The reactions a person can put on a message, in the order they are offered and shown. */
+export const EMOJIS = ["👍", "❤️", "😂", "😮", "😢", "😡"] as const;
+
+export const EMOJI_NAMES: Record<string, string> = {
+  "👍": "thumbs up",
+  "❤️": "heart",
+  "😂": "laughing",
+  "😮": "surprised",
+  "😢": "sad",
+  "😡": "angry",
+};
+
+/** A seq (or count) as the edge sends it: a positive whole number, else null. */
+export function seqOf(value: unknown): number | null {
+  return typeof value === "number" && Number.isInteger(value) && value > 0 ? value : null;
+}
+
+/** Counts above zero only; anything else the server might send is ignored. */
+export function reactionsFrom(value: unknown): Reactions {
+  const counts: Reactions = {};
+  if (typeof value !== "object" || value === null || Array.isArray(value)) return counts;
+  for (const [emoji, count] of Object.entries(value as Record<string, unknown>)) {
+    const n = seqOf(count);
+    if (n !== null) counts[emoji] = n;
+  }
+  return counts;
+}
+
+export function emojisFrom(value: unknown): string[] {
+  return Array.isArray(value) ? [...new Set(value.filter((e): e is string => typeof e === "string"))] : [];
+}
+
+function isSender(value: unknown): value is Sender {
+  if (typeof value !== "object" || value === null) return false;
+  const sender = value as Partial<Sender>;
+  return typeof sender.participant_id === "string" && typeof sender.username === "string";
+}
+
+/** A message as the client keeps it, from a `message` frame or a history page; null when it is not
+ * one. Servers that predate reactions and deletion send no state: it reads as "unchanged". */
+export function messageFrom(raw: unknown): Message | null {
+  if (typeof raw !== "object" || raw === null) return null;
+  const wire = raw as Record<string, unknown>;
+  const seq = seqOf(wire.seq);
+  if (seq === null || !isSender(wire.sender)) return null;
+  const deleted = wire.deleted === true;
+  return {
+    seq,
+    id: typeof wire.id === "string" ? wire.id : "",
+    room_id: typeof wire.room_id === "string" ? wire.room_id : "",
+    sender: {
+      participant_id: wire.sender.participant_id,
+      username: wire.sender.username,
+      is_host: wire.sender.is_host === true,
+      verified: wire.sender.verified === true,
+    },
+    text: deleted || typeof wire.text !== "string" ? "" : wire.text,
+    reply_to_seq: seqOf(wire.reply_to_seq),
+    client_msg_id: typeof wire.client_msg_id === "string" ? wire.client_msg_id : "",
+    created_at: typeof wire.created_at === "string" ? wire.created_at : null,
+    deleted,
+    deleted_by_host: deleted && wire.deleted_by_host === true,
+    reactions: deleted ? {} : reactionsFrom(wire.reactions),
+    my_reactions: deleted ? [] : emojisFrom(wire.my_reactions),
+    state_seq: seqOf(wire.state_seq) ?? 0,
+  };
+}
+
+/** Marks a message deleted for good: its text and reactions go, its place stays. */
+export function asDeleted(message: Message, byHost: boolean, stateSeq: number): Message {
+  if (message.deleted && message.state_seq >= stateSeq) return message;
+  return {
+    ...message,
+    text: "",
+    deleted: true,
+    deleted_by_host: message.deleted ? message.deleted_by_host : byHost,
+    reactions: {},
+    my_reactions: [],
+    state_seq: Math.max(message.state_seq, stateSeq),
+  };
+}
+
+/** The same message seen again (a page after a live frame, a resume after a page): the newer state
+ * wins, and a deletion seen either way stays. */
+export function mergeMessage(current: Message, incoming: Message): Message {
+  if (incoming.deleted && !current.deleted) {
+    return asDeleted(current, incoming.deleted_by_host, incoming.state_seq);
+  }
+  if (incoming.state_seq <= current.state_seq) return current;
+  if (current.deleted) return { ...current, state_seq: incoming.state_seq };
+  return {
+    ...current,
+    reactions: incoming.reactions,
+    my_reactions: incoming.my_reactions,
+    state_seq: incoming.state_seq,
+  };
+}
+
+/** A reaction entry: the target's counts after it, and (when it was this person's) their own set. */
+export function withReaction(
+  message: Message,
+  change: { stateSeq: number; reactions: Reactions; emoji: string; added: boolean; mine: boolean },
+): Message {
+  if (message.deleted || change.stateSeq <= message.state_seq) return message;
+  let mineNow = message.my_reactions;
+  if (change.mine) {
+    mineNow = change.added
+      ? [...new Set([...mineNow, change.emoji])]
+      : mineNow.filter((emoji) => emoji !== change.emoji);
+  }
+  return { ...message, reactions: change.reactions, my_reactions: mineNow, state_seq: change.stateSeq };
+}
+
+/** The answer to this person's own reaction request: absolute, so the same state (equal seq) applies
+ * as well as a newer one. */
+export function withOwnReactions(message: Message, stateSeq: number, reactions: Reactions, mine: string[]): Message {
+  if (message.deleted || stateSeq < message.state_seq) return message;
+  return { ...message, reactions, my_reactions: mine, state_seq: stateSeq };
+}
+
+export interface ShownReaction {
+  emoji: string;
+  count: number;
+  mine: boolean;
+  /** Waiting for the server to confirm this person's tap. */
+  busy: boolean;
+}
+
+/** The reactions to show under a message: known emojis in their order, then any others the server
+ * sends, each with this person's own taps (not yet confirmed) already counted in. */
+export function shownReactions(message: Message, pending: ReadonlyMap<string, boolean> | undefined): ShownReaction[] {
+  if (message.deleted) return [];
+  const order = [...EMOJIS, ...Object.keys(message.reactions).filter((e) => !(EMOJIS as readonly string[]).includes(e))];
+  const shown: ShownReaction[] = [];
+  for (const emoji of order) {
+    const held = message.my_reactions.includes(emoji);
+    const wanted = pending?.get(emoji);
+    const mine = wanted ?? held;
+    let count = message.reactions[emoji] ?? 0;
+    if (mine && !held) count += 1;
+    else if (!mine && held) count = Math.max(0, count - 1);
+    if (count > 0 || mine) shown.push({ emoji, count: Math.max(count, mine ? 1 : 0), mine, busy: wanted !== undefined });
+  }
+  return shown;
+}
