@@ -17,10 +17,22 @@ class EntryKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ENTRY_KIND_MESSAGE: _ClassVar[EntryKind]
     ENTRY_KIND_REACTION: _ClassVar[EntryKind]
     ENTRY_KIND_DELETION: _ClassVar[EntryKind]
+    ENTRY_KIND_PIN: _ClassVar[EntryKind]
+    ENTRY_KIND_UNPIN: _ClassVar[EntryKind]
+    ENTRY_KIND_STICKY: _ClassVar[EntryKind]
+    ENTRY_KIND_HIDE: _ClassVar[EntryKind]
+    ENTRY_KIND_RESTORE: _ClassVar[EntryKind]
+    ENTRY_KIND_BAN: _ClassVar[EntryKind]
 ENTRY_KIND_UNSPECIFIED: EntryKind
 ENTRY_KIND_MESSAGE: EntryKind
 ENTRY_KIND_REACTION: EntryKind
 ENTRY_KIND_DELETION: EntryKind
+ENTRY_KIND_PIN: EntryKind
+ENTRY_KIND_UNPIN: EntryKind
+ENTRY_KIND_STICKY: EntryKind
+ENTRY_KIND_HIDE: EntryKind
+ENTRY_KIND_RESTORE: EntryKind
+ENTRY_KIND_BAN: EntryKind
 
 class ReactionCount(_message.Message):
     __slots__ = ("emoji", "count")
