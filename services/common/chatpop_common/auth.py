@@ -1,7 +1,8 @@
 """Token verification shared by every service.
 
 identity signs two kinds of EdDSA (Ed25519) JWTs, each with a `kid` header:
-- access tokens (`typ: access`, audience `chatpop`) name an identity (`sub`) and its kind;
+- access tokens (`typ: access`, audience `chatpop`) name an identity (`sub`) and its kind, and
+  carry `adm: true` when the account was an admin at the time the token was issued;
 - room tokens (`typ: room`, audience `chatpop:room:<room_id>`) bind a participant to one room.
 
 Every service verifies locally with public keys fetched from identity and cached by kid.
@@ -44,6 +45,8 @@ class Principal:
     version: int = 0
     is_host: bool = False
     token_id: str = ""
+    # Access tokens of admin accounts only (claim `adm`), as of the token's issue.
+    is_admin: bool = False
 
     def require_room(self, room_id: str) -> Principal:
         if self.token_type != "room" or self.room_id != room_id:
@@ -169,6 +172,7 @@ class TokenVerifier:
                 kind=str(claims.get("knd", "anonymous")),
                 token_type="access",
                 token_id=str(claims.get("jti", "")),
+                is_admin=claims.get("adm") is True,
             )
         if typ == "room":
             room_id = str(unverified.get("rid", ""))

@@ -16,9 +16,11 @@ from chatpop_common.datastores import create_redis, service_datastores, service_
 from chatpop_common.fixed_window import FixedWindowLimiter
 from chatpop_common.server import GrpcApp, Registration
 from chatpop_common.token_bucket import TokenBucketLimiter
+from chatpop_identity.audit import AuditLog
 from chatpop_identity.credentials import Passwords
 from chatpop_identity.generator import UsernameGenerator
 from chatpop_identity.keys import KeyRing
+from chatpop_identity.login_failures import LoginFailures, run_login_failure_flush
 from chatpop_identity.mail import SmtpMailer, parse_sender
 from chatpop_identity.password_changes import PasswordChanges, PasswordStore, ResetLimits, ResetMailSettings
 from chatpop_identity.purge import run_account_record_purge, run_refresh_token_purge
@@ -95,6 +97,11 @@ async def build(settings: Settings) -> GrpcApp:
     redis = create_redis(settings.redis_url)
     store = IdentityStore(pool)
     passwords_flow = password_changes(settings, pool, redis, store, passwords, keys)
+    login_failures = LoginFailures(
+        pool,
+        email_key=keys.derive_secret("audit-login-emails"),
+        window_seconds=settings.audit_login_failure_window,
+    )
     servicer = IdentityServicer(
         store=store,
         keys=keys,
@@ -108,6 +115,8 @@ async def build(settings: Settings) -> GrpcApp:
             interval=timedelta(seconds=settings.reserved_username_change_interval),
             quarantine_days=settings.reserved_username_quarantine_days,
         ),
+        audit_log=AuditLog(pool),
+        login_failures=login_failures,
         session_limiter=TokenBucketLimiter(
             redis,
             limit=settings.anonymous_session_limit,
@@ -130,6 +139,9 @@ async def build(settings: Settings) -> GrpcApp:
     account_purge = asyncio.create_task(
         run_account_record_purge(pool, settings.refresh_token_purge_interval), name="account record purge"
     )
+    failure_flush = asyncio.create_task(
+        run_login_failure_flush(login_failures), name="login failures to the audit log"
+    )
     return GrpcApp(
         registrations=[
             Registration(
@@ -140,6 +152,6 @@ async def build(settings: Settings) -> GrpcApp:
         ],
         verifier=local_verifier(keys),
         cleanups=[finish_mails, close_redis, pool.close],
-        background=[purge, account_purge],
+        background=[purge, account_purge, failure_flush],
         datastores=service_datastores(settings, redis),
     )

@@ -38,6 +38,7 @@ from chatpop_common.errors import (
 )
 from chatpop_common.fixed_window import FixedWindowLimiter
 from chatpop_common.wording import wait_words
+from chatpop_identity import audit
 from chatpop_identity.credentials import PASSWORD_MAX_LENGTH, Passwords, check_password, normalize_email
 from chatpop_identity.mail import SmtpMailer
 from chatpop_identity.store import (
@@ -93,13 +94,15 @@ async def _replace_password(
     refresh: NewRefreshToken,
     now: datetime,
     *,
+    event_kind: str,
     expected_hash: str | None = None,
 ) -> IdentityRecord | None:
-    """Store the new hash, sign every device out and sign this one in; None when nothing matched."""
+    """Store the new hash, sign every device out and sign this one in, and record `event_kind` in the
+    audit log; None when nothing matched."""
     row = await conn.fetchrow(_REPLACE_PASSWORD, identity_id, new_hash, USER, expected_hash)
     if row is None:
         return None
-    await conn.execute(
+    revoked = await conn.execute(
         "UPDATE refresh_tokens SET revoked_at = $2 WHERE identity_id = $1 AND revoked_at IS NULL",
         identity_id,
         now,
@@ -110,6 +113,16 @@ async def _replace_password(
         now,
     )
     await insert_refresh_token(conn, identity_id, uuid.uuid4(), refresh)
+    account = str(identity_id)
+    await audit.record(
+        conn,
+        audit.NewEvent(
+            kind=event_kind,
+            actor=account,
+            target=account,
+            details={"refresh_tokens_revoked": int(revoked.split()[-1])},
+        ),
+    )
     return identity_record(row)
 
 
@@ -120,16 +133,29 @@ class PasswordStore:
         self._pool = pool
 
     async def add_reset(
-        self, identity_id: uuid.UUID, token_hash: bytes, created_at: datetime, expires_at: datetime
+        self,
+        identity_id: uuid.UUID,
+        token_hash: bytes,
+        created_at: datetime,
+        expires_at: datetime,
+        client_ip_hash: str = "",
     ) -> None:
-        await self._pool.execute(
-            "INSERT INTO password_resets (token_hash, identity_id, created_at, expires_at)"
-            " VALUES ($1, $2, $3, $4)",
-            token_hash,
-            identity_id,
-            created_at,
-            expires_at,
-        )
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "INSERT INTO password_resets (token_hash, identity_id, created_at, expires_at)"
+                " VALUES ($1, $2, $3, $4)",
+                token_hash,
+                identity_id,
+                created_at,
+                expires_at,
+            )
+            # Whoever asked is unknown (anyone may type an address): the account is the target.
+            await audit.record(
+                conn,
+                audit.NewEvent(
+                    kind=audit.PASSWORD_RESET_REQUESTED, target=str(identity_id), ip_hash=client_ip_hash
+                ),
+            )
 
     async def reset(
         self, token_hash: bytes, new_hash: str, refresh: NewRefreshToken, now: datetime
@@ -154,7 +180,9 @@ class PasswordStore:
             )
             if row["expires_at"] <= now:
                 return ResetOutcome(ResetStatus.EXPIRED)
-            identity = await _replace_password(conn, row["identity_id"], new_hash, refresh, now)
+            identity = await _replace_password(
+                conn, row["identity_id"], new_hash, refresh, now, event_kind=audit.PASSWORD_RESET_COMPLETED
+            )
         if identity is None:
             return ResetOutcome(ResetStatus.UNKNOWN)
         return ResetOutcome(ResetStatus.RESET, identity)
@@ -169,7 +197,15 @@ class PasswordStore:
     ) -> IdentityRecord | None:
         """Replace the password if it is still `old_hash` (None when it changed meanwhile)."""
         async with self._pool.acquire() as conn, conn.transaction():
-            return await _replace_password(conn, identity_id, new_hash, refresh, now, expected_hash=old_hash)
+            return await _replace_password(
+                conn,
+                identity_id,
+                new_hash,
+                refresh,
+                now,
+                event_kind=audit.PASSWORD_CHANGED,
+                expected_hash=old_hash,
+            )
 
     async def purge(self, now: datetime) -> int:
         """Delete reset rows that expired more than RESET_ROW_RETENTION ago; returns how many."""
@@ -275,11 +311,11 @@ class PasswordChanges:
             ) from exc
         if not decision.allowed:
             raise _too_many_requests(decision.retry_after)
-        task = asyncio.create_task(self._mail_reset(email), name="password reset mail")
+        task = asyncio.create_task(self._mail_reset(email, client_ip_hash), name="password reset mail")
         self._sending.add(task)
         task.add_done_callback(self._sending.discard)
 
-    async def _mail_reset(self, email: str) -> None:
+    async def _mail_reset(self, email: str, client_ip_hash: str) -> None:
         try:
             identity = await self._identities.find_user_by_email(email)
             if identity is None or identity.password_hash is None:
@@ -287,7 +323,7 @@ class PasswordChanges:
             token = secrets.token_urlsafe(RESET_TOKEN_BYTES)
             now = self._now()
             expires_at = now + timedelta(seconds=self._mail.ttl_seconds)
-            await self._store.add_reset(identity.id, hash_reset_token(token), now, expires_at)
+            await self._store.add_reset(identity.id, hash_reset_token(token), now, expires_at, client_ip_hash)
             link = f"{self._mail.public_url}/reset-password?token={token}"
             if self._mailer is None:
                 log.warning(

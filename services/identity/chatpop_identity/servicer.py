@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import secrets
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import grpc
 import redis
@@ -24,7 +26,9 @@ from chatpop_common.errors import (
 from chatpop_common.token_bucket import TokenBucketLimiter
 from chatpop_common.usernames import USERNAME_MAX_LENGTH, normalize_username, username_key
 from chatpop_common.wording import wait_words
+from chatpop_identity import audit
 from chatpop_identity.credentials import (
+    EMAIL_MAX_LENGTH,
     PASSWORD_MAX_LENGTH,
     Passwords,
     check_password,
@@ -32,6 +36,7 @@ from chatpop_identity.credentials import (
 )
 from chatpop_identity.generator import DEFAULT_DIGITS, UsernameGenerator
 from chatpop_identity.keys import KeyRing
+from chatpop_identity.login_failures import LoginFailures
 from chatpop_identity.password_changes import PasswordChanges
 from chatpop_identity.quarantine import quarantined
 from chatpop_identity.store import (
@@ -96,6 +101,36 @@ def identity_message(identity: IdentityRecord) -> identity_pb2.Identity:
     return message
 
 
+def audit_event_message(event: audit.Event) -> identity_pb2.AuditEvent:
+    message = identity_pb2.AuditEvent(
+        id=event.id,
+        kind=event.kind,
+        actor=event.actor or "",
+        target=event.target or "",
+        room_id=str(event.room_id) if event.room_id else "",
+        ip_hash=event.ip_hash or "",
+        details_json=json.dumps(event.details, separators=(",", ":")),
+    )
+    message.at.FromDatetime(event.at)
+    return message
+
+
+def _client_ip_hash(value: str) -> str:
+    if len(value) > CLIENT_IP_HASH_MAX:
+        raise InvalidArgument("client_ip_hash is too long to be a hash.", code="invalid_client_ip_hash")
+    return value
+
+
+def _time_bound(request: Any, name: str) -> datetime | None:
+    if not request.HasField(name):
+        return None
+    try:
+        bound: datetime = getattr(request, name).ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError):
+        raise InvalidArgument(f"{name} is not a usable time.", code="invalid_argument") from None
+    return bound
+
+
 class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
     def __init__(
         self,
@@ -108,10 +143,14 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         generator: UsernameGenerator,
         password_changes: PasswordChanges,
         username_changes: UsernameChanges,
+        audit_log: audit.AuditLog,
+        login_failures: LoginFailures,
         session_limiter: TokenBucketLimiter | None = None,
         now: Now = _utcnow,
     ) -> None:
         self._store = store
+        self._audit = audit_log
+        self._login_failures = login_failures
         self._generator = generator
         self._password_changes = password_changes
         self._username_changes = username_changes
@@ -128,7 +167,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         return token, NewRefreshToken(token_hash=hash_refresh_token(token), expires_at=expires_at)
 
     def _pair(self, identity: IdentityRecord, refresh_token: str) -> identity_pb2.TokenPair:
-        access = self._tokens.access_token(str(identity.id), identity.kind)
+        access = self._tokens.access_token(str(identity.id), identity.kind, admin=identity.is_admin)
         return identity_pb2.TokenPair(
             access_token=access.token,
             refresh_token=refresh_token,
@@ -139,9 +178,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
     async def CreateAnonymousSession(
         self, request: identity_pb2.CreateAnonymousSessionRequest, context: grpc.aio.ServicerContext
     ) -> identity_pb2.CreateAnonymousSessionResponse:
-        if len(request.client_ip_hash) > CLIENT_IP_HASH_MAX:
-            raise InvalidArgument("client_ip_hash is too long to be a hash.", code="invalid_client_ip_hash")
-        if request.client_ip_hash:
+        if _client_ip_hash(request.client_ip_hash):
             await self._limit_sessions(request.client_ip_hash)
         refresh_token, refresh = self._new_refresh()
         identity = await self._store.create_anonymous(refresh)
@@ -189,7 +226,9 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
     async def Login(
         self, request: identity_pb2.LoginRequest, context: grpc.aio.ServicerContext
     ) -> identity_pb2.LoginResponse:
-        # Every failure path spends one hash verification, so timing says nothing about accounts.
+        # Every failure path spends one hash verification and one count in the audit log's tallies,
+        # so timing says nothing about accounts.
+        ip_hash = _client_ip_hash(request.client_ip_hash)
         password = request.password[: PASSWORD_MAX_LENGTH + 1]
         try:
             email = normalize_email(request.email)
@@ -198,16 +237,24 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         identity = await self._store.find_user_by_email(email) if email else None
         if identity is None or identity.password_hash is None:
             await self._passwords.verify_dummy(password)
+            typed = email or request.email.strip().lower()[:EMAIL_MAX_LENGTH]
+            await self._login_failures.count(typed, ip_hash, None)
             raise Unauthenticated(_BAD_CREDENTIALS, code="invalid_credentials")
         verification = await self._passwords.verify(identity.password_hash, password)
         if not verification.ok:
+            await self._login_failures.count(email, ip_hash, identity.id)
             raise Unauthenticated(_BAD_CREDENTIALS, code="invalid_credentials")
         if verification.new_hash is not None:
             await self._store.replace_password_hash(
                 identity.id, identity.password_hash, verification.new_hash
             )
         refresh_token, refresh = self._new_refresh()
-        await self._store.start_family(identity.id, refresh)
+        account = str(identity.id)
+        await self._store.start_family(
+            identity.id,
+            refresh,
+            audit.NewEvent(kind=audit.LOGIN_SUCCEEDED, actor=account, target=account, ip_hash=ip_hash),
+        )
         return identity_pb2.LoginResponse(
             identity=identity_message(identity), tokens=self._pair(identity, refresh_token)
         )
@@ -215,11 +262,12 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
     async def RefreshTokens(
         self, request: identity_pb2.RefreshTokensRequest, context: grpc.aio.ServicerContext
     ) -> identity_pb2.RefreshTokensResponse:
+        ip_hash = _client_ip_hash(request.client_ip_hash)
         if not request.refresh_token:
             raise Unauthenticated("A refresh token is required.", code="invalid_refresh_token")
         refresh_token, replacement = self._new_refresh()
         rotation = await self._store.rotate(
-            hash_refresh_token(request.refresh_token), replacement, self._now()
+            hash_refresh_token(request.refresh_token), replacement, self._now(), ip_hash
         )
         if rotation.status is RotationStatus.REUSED:
             raise Unauthenticated(
@@ -378,9 +426,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
     async def RequestPasswordReset(
         self, request: identity_pb2.RequestPasswordResetRequest, context: grpc.aio.ServicerContext
     ) -> identity_pb2.RequestPasswordResetResponse:
-        if len(request.client_ip_hash) > CLIENT_IP_HASH_MAX:
-            raise InvalidArgument("client_ip_hash is too long to be a hash.", code="invalid_client_ip_hash")
-        await self._password_changes.request_reset(request.email, request.client_ip_hash)
+        await self._password_changes.request_reset(request.email, _client_ip_hash(request.client_ip_hash))
         return identity_pb2.RequestPasswordResetResponse()
 
     async def ResetPassword(
@@ -406,6 +452,62 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         return identity_pb2.ChangePasswordResponse(
             identity=identity_message(identity), tokens=self._pair(identity, refresh_token)
         )
+
+    # --- audit log (admins) -----------------------------------------------------------------------
+
+    async def _require_admin(self) -> None:
+        """An admin's access token, of an account that is still an admin: a revoked admin's token
+        keeps its claim until it expires, but identity asks its own table."""
+        principal = require_principal()
+        if principal.token_type != "access" or not principal.is_admin:
+            raise PermissionDenied("Only admins may do this.", code="forbidden")
+        if not await self._store.is_admin(_uuid(principal.subject, "the token subject")):
+            raise PermissionDenied("This account is no longer an admin.", code="forbidden")
+
+    async def ListAuditEvents(
+        self, request: identity_pb2.ListAuditEventsRequest, context: grpc.aio.ServicerContext
+    ) -> identity_pb2.ListAuditEventsResponse:
+        await self._require_admin()
+        if request.before_id < 0:
+            raise InvalidArgument("before_id cannot be negative.", code="invalid_argument")
+        filters = audit.Filters(
+            kind=audit.check_kind(request.kind),
+            actor=audit.check_text(request.actor, "actor"),
+            target=audit.check_text(request.target, "target"),
+            room_id=audit.check_room_id(request.room_id),
+            since=_time_bound(request, "since"),
+            until=_time_bound(request, "until"),
+        )
+        page = await self._audit.page(
+            filters, before=request.before_id or None, limit=audit.check_page_size(request.page_size)
+        )
+        return identity_pb2.ListAuditEventsResponse(
+            events=[audit_event_message(event) for event in page.events],
+            next_before_id=page.next_before or 0,
+        )
+
+    async def RecordAuditEvents(
+        self, request: identity_pb2.RecordAuditEventsRequest, context: grpc.aio.ServicerContext
+    ) -> identity_pb2.RecordAuditEventsResponse:
+        # Service credentials (ARCHITECTURE.md) will let rooms and payments call this; until then,
+        # only admins may.
+        await self._require_admin()
+        if not 1 <= len(request.events) <= audit.BATCH_MAX:
+            raise InvalidArgument(f"Send 1 to {audit.BATCH_MAX} events.", code="invalid_argument")
+        events = [
+            audit.check_new_event(
+                kind=event.kind,
+                actor=event.actor,
+                target=event.target,
+                room_id=event.room_id,
+                ip_hash=event.ip_hash,
+                details_json=event.details_json,
+                idempotency_key=event.idempotency_key,
+            )
+            for event in request.events
+        ]
+        recorded = await self._audit.record_batch(events)
+        return identity_pb2.RecordAuditEventsResponse(recorded=recorded)
 
 
 def _is_caller(owner: uuid.UUID | None) -> bool:

@@ -71,6 +71,9 @@ class Settings(ServiceSettings):
     # given-up name is held back from other accounts (0: free at once).
     reserved_username_change_interval: int = Field(DAY, ge=0)
     reserved_username_quarantine_days: int = Field(30, ge=0, le=3650)
+    # Failed logins are counted per email and network over windows this long, each window becoming
+    # one audit event once it has closed (within about two windows).
+    audit_login_failure_window: int = Field(60, ge=1, le=3600)
 
     @field_validator("smtp_url")
     @classmethod

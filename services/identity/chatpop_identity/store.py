@@ -10,6 +10,7 @@ from datetime import datetime
 import asyncpg
 
 from chatpop_common.errors import AlreadyExists, FailedPrecondition, NotFound
+from chatpop_identity import audit
 from chatpop_identity.quarantine import (
     Quarantine,
     lock_reservations,
@@ -20,13 +21,21 @@ from chatpop_identity.quarantine import (
 
 ANONYMOUS = "anonymous"
 USER = "user"
-IDENTITY_COLUMNS = "id, kind, email, password_hash, reserved_username, created_at"
+IDENTITY_COLUMNS = "id, kind, email, password_hash, reserved_username, created_at, is_admin"
 # The column list is a fixed constant; every value travels as a bind parameter.
 _RESERVE_USERNAME = f"""
     UPDATE identities SET reserved_username = $2, reserved_username_lower = lower($2)
     WHERE id = $1 AND kind = $3 AND reserved_username IS NULL
     RETURNING {IDENTITY_COLUMNS}
 """  # noqa: S608
+_CREATE_ANONYMOUS = f"INSERT INTO identities (id, kind) VALUES ($1, $2) RETURNING {IDENTITY_COLUMNS}"  # noqa: S608
+_CREATE_USER = f"""
+    INSERT INTO identities (id, kind, email, password_hash, reserved_username, reserved_username_lower)
+    VALUES ($1, $2, $3, $4, $5, lower($5))
+    RETURNING {IDENTITY_COLUMNS}
+"""  # noqa: S608
+_BY_ID = f"SELECT {IDENTITY_COLUMNS} FROM identities WHERE id = $1"  # noqa: S608
+_USER_BY_EMAIL = f"SELECT {IDENTITY_COLUMNS} FROM identities WHERE email = $1 AND kind = $2"  # noqa: S608
 
 
 # Families (at most $2) with no token that is still valid at $1; every row of them goes.
@@ -52,6 +61,8 @@ class IdentityRecord:
     password_hash: str | None
     reserved_username: str | None
     created_at: datetime
+    # Granted by `python -m chatpop_identity.admin`; access tokens carry it from the next sign-in.
+    is_admin: bool = False
 
 
 @dataclass(frozen=True)
@@ -84,6 +95,7 @@ def identity_record(row: asyncpg.Record) -> IdentityRecord:
         password_hash=row["password_hash"],
         reserved_username=row["reserved_username"],
         created_at=row["created_at"],
+        is_admin=row["is_admin"],
     )
 
 
@@ -108,8 +120,7 @@ class IdentityStore:
     async def create_anonymous(self, refresh: NewRefreshToken) -> IdentityRecord:
         async with self._pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(
-                "INSERT INTO identities (id, kind) VALUES ($1, $2)"
-                " RETURNING id, kind, email, password_hash, reserved_username, created_at",
+                _CREATE_ANONYMOUS,
                 uuid.uuid4(),
                 ANONYMOUS,
             )
@@ -133,10 +144,7 @@ class IdentityStore:
                     now = await lock_reservations(conn)
                     await refuse_if_held_for_another(conn, reserved_username.lower(), None, now)
                 row = await conn.fetchrow(
-                    "INSERT INTO identities"
-                    " (id, kind, email, password_hash, reserved_username, reserved_username_lower)"
-                    " VALUES ($1, $2, $3, $4, $5, lower($5))"
-                    " RETURNING id, kind, email, password_hash, reserved_username, created_at",
+                    _CREATE_USER,
                     uuid.uuid4(),
                     USER,
                     email,
@@ -157,16 +165,14 @@ class IdentityStore:
 
     async def get(self, identity_id: uuid.UUID) -> IdentityRecord | None:
         row = await self._pool.fetchrow(
-            "SELECT id, kind, email, password_hash, reserved_username, created_at"
-            " FROM identities WHERE id = $1",
+            _BY_ID,
             identity_id,
         )
         return identity_record(row) if row is not None else None
 
     async def find_user_by_email(self, email: str) -> IdentityRecord | None:
         row = await self._pool.fetchrow(
-            "SELECT id, kind, email, password_hash, reserved_username, created_at"
-            " FROM identities WHERE email = $1 AND kind = $2",
+            _USER_BY_EMAIL,
             email,
             USER,
         )
@@ -181,15 +187,27 @@ class IdentityStore:
             new_hash,
         )
 
-    async def start_family(self, identity_id: uuid.UUID, refresh: NewRefreshToken) -> None:
-        async with self._pool.acquire() as conn:
+    async def start_family(
+        self, identity_id: uuid.UUID, refresh: NewRefreshToken, event: audit.NewEvent | None = None
+    ) -> None:
+        """A new refresh-token family (a sign-in), recorded in the audit log as `event` if given."""
+        async with self._pool.acquire() as conn, conn.transaction():
             await insert_refresh_token(conn, identity_id, uuid.uuid4(), refresh)
+            if event is not None:
+                await audit.record(conn, event)
 
-    async def rotate(self, token_hash: bytes, replacement: NewRefreshToken, now: datetime) -> Rotation:
+    async def is_admin(self, identity_id: uuid.UUID) -> bool:
+        """Whether the account is an admin now (a token's claim may be older)."""
+        return bool(await self._pool.fetchval("SELECT is_admin FROM identities WHERE id = $1", identity_id))
+
+    async def rotate(
+        self, token_hash: bytes, replacement: NewRefreshToken, now: datetime, client_ip_hash: str = ""
+    ) -> Rotation:
         """Swap a live refresh token for `replacement` in the same family, atomically.
 
         The row lock makes concurrent presentations of one token queue up: the first rotates it,
-        every later one finds it used and counts as reuse.
+        every later one finds it used and counts as reuse. Reuse that revokes a family is recorded
+        in the audit log in the same transaction (replays of an already revoked family are not).
         """
         async with self._pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(
@@ -202,17 +220,28 @@ class IdentityStore:
             # A rotated token presented again is reuse even once its family is revoked, so every
             # replay is reported as such; a revoked token that was never rotated is just invalid.
             if row["used_at"] is not None:
-                await conn.execute(
+                status = await conn.execute(
                     "UPDATE refresh_tokens SET revoked_at = $2 WHERE family_id = $1 AND revoked_at IS NULL",
                     row["family_id"],
                     now,
                 )
+                revoked = int(status.split()[-1])
+                if revoked:
+                    owner = str(row["identity_id"])
+                    await audit.record(
+                        conn,
+                        audit.NewEvent(
+                            kind=audit.REFRESH_TOKEN_REUSED,
+                            target=owner,
+                            ip_hash=client_ip_hash,
+                            details={"family_id": str(row["family_id"]), "revoked_tokens": revoked},
+                        ),
+                    )
                 return Rotation(RotationStatus.REUSED)
             if row["revoked_at"] is not None or row["expires_at"] <= now:
                 return Rotation(RotationStatus.INVALID)
             identity_row = await conn.fetchrow(
-                "SELECT id, kind, email, password_hash, reserved_username, created_at"
-                " FROM identities WHERE id = $1",
+                _BY_ID,
                 row["identity_id"],
             )
             if identity_row is None:

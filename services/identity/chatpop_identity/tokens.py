@@ -62,8 +62,11 @@ class TokenIssuer:
         )
         return SignedToken(token=token, expires_in=ttl, token_id=token_id)
 
-    def access_token(self, subject: str, kind: str) -> SignedToken:
-        claims = {"aud": ACCESS_AUDIENCE, "sub": subject, "typ": "access", "knd": kind}
+    def access_token(self, subject: str, kind: str, *, admin: bool = False) -> SignedToken:
+        claims: dict[str, Any] = {"aud": ACCESS_AUDIENCE, "sub": subject, "typ": "access", "knd": kind}
+        if admin:
+            # Only admins' tokens carry the claim; everyone else's token looks as it always did.
+            claims["adm"] = True
         return self._sign(claims, self._access_ttl)
 
     def room_token(self, grant: RoomGrant) -> SignedToken:

@@ -110,6 +110,16 @@ class IdentityServiceStub:
                 request_serializer=chatpop_dot_identity_dot_v1_dot_identity__pb2.ChangeReservedUsernameRequest.SerializeToString,
                 response_deserializer=chatpop_dot_identity_dot_v1_dot_identity__pb2.ChangeReservedUsernameResponse.FromString,
                 _registered_method=True)
+        self.ListAuditEvents = channel.unary_unary(
+                '/chatpop.identity.v1.IdentityService/ListAuditEvents',
+                request_serializer=chatpop_dot_identity_dot_v1_dot_identity__pb2.ListAuditEventsRequest.SerializeToString,
+                response_deserializer=chatpop_dot_identity_dot_v1_dot_identity__pb2.ListAuditEventsResponse.FromString,
+                _registered_method=True)
+        self.RecordAuditEvents = channel.unary_unary(
+                '/chatpop.identity.v1.IdentityService/RecordAuditEvents',
+                request_serializer=chatpop_dot_identity_dot_v1_dot_identity__pb2.RecordAuditEventsRequest.SerializeToString,
+                response_deserializer=chatpop_dot_identity_dot_v1_dot_identity__pb2.RecordAuditEventsResponse.FromString,
+                _registered_method=True)
 
 
 class IdentityServiceServicer:
@@ -232,6 +242,24 @@ class IdentityServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListAuditEvents(self, request, context):
+        """ListAuditEvents pages through the audit log of security events, newest first, with optional
+        filters. Admins only: the caller's access token must carry the admin claim and the account must
+        still be an admin (PERMISSION_DENIED `forbidden` otherwise).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecordAuditEvents(self, request, context):
+        """RecordAuditEvents appends a batch of events from another service (bans, takedowns, report
+        resolutions), all or none. Kinds under `identity.` are identity's own and refused. For now
+        only admins may call it (as ListAuditEvents); service credentials for it come later.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IdentityServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -309,6 +337,16 @@ def add_IdentityServiceServicer_to_server(servicer, server):
                     servicer.ChangeReservedUsername,
                     request_deserializer=chatpop_dot_identity_dot_v1_dot_identity__pb2.ChangeReservedUsernameRequest.FromString,
                     response_serializer=chatpop_dot_identity_dot_v1_dot_identity__pb2.ChangeReservedUsernameResponse.SerializeToString,
+            ),
+            'ListAuditEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAuditEvents,
+                    request_deserializer=chatpop_dot_identity_dot_v1_dot_identity__pb2.ListAuditEventsRequest.FromString,
+                    response_serializer=chatpop_dot_identity_dot_v1_dot_identity__pb2.ListAuditEventsResponse.SerializeToString,
+            ),
+            'RecordAuditEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordAuditEvents,
+                    request_deserializer=chatpop_dot_identity_dot_v1_dot_identity__pb2.RecordAuditEventsRequest.FromString,
+                    response_serializer=chatpop_dot_identity_dot_v1_dot_identity__pb2.RecordAuditEventsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -717,6 +755,60 @@ class IdentityService:
             '/chatpop.identity.v1.IdentityService/ChangeReservedUsername',
             chatpop_dot_identity_dot_v1_dot_identity__pb2.ChangeReservedUsernameRequest.SerializeToString,
             chatpop_dot_identity_dot_v1_dot_identity__pb2.ChangeReservedUsernameResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAuditEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatpop.identity.v1.IdentityService/ListAuditEvents',
+            chatpop_dot_identity_dot_v1_dot_identity__pb2.ListAuditEventsRequest.SerializeToString,
+            chatpop_dot_identity_dot_v1_dot_identity__pb2.ListAuditEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordAuditEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatpop.identity.v1.IdentityService/RecordAuditEvents',
+            chatpop_dot_identity_dot_v1_dot_identity__pb2.RecordAuditEventsRequest.SerializeToString,
+            chatpop_dot_identity_dot_v1_dot_identity__pb2.RecordAuditEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -81,6 +81,16 @@ class IdentityServiceStub:
     the one it holds. A replaced name is held back from other accounts for a quarantine, and an
     account may change its name only once per interval.
     """
+    ListAuditEvents: _grpc.UnaryUnaryMultiCallable[_identity_pb2.ListAuditEventsRequest, _identity_pb2.ListAuditEventsResponse]
+    """ListAuditEvents pages through the audit log of security events, newest first, with optional
+    filters. Admins only: the caller's access token must carry the admin claim and the account must
+    still be an admin (PERMISSION_DENIED `forbidden` otherwise).
+    """
+    RecordAuditEvents: _grpc.UnaryUnaryMultiCallable[_identity_pb2.RecordAuditEventsRequest, _identity_pb2.RecordAuditEventsResponse]
+    """RecordAuditEvents appends a batch of events from another service (bans, takedowns, report
+    resolutions), all or none. Kinds under `identity.` are identity's own and refused. For now
+    only admins may call it (as ListAuditEvents); service credentials for it come later.
+    """
 
 @_typing.type_check_only
 class IdentityServiceAsyncStub(IdentityServiceStub):
@@ -134,6 +144,16 @@ class IdentityServiceAsyncStub(IdentityServiceStub):
     """ChangeReservedUsername reserves a username for the calling account (access token) or replaces
     the one it holds. A replaced name is held back from other accounts for a quarantine, and an
     account may change its name only once per interval.
+    """
+    ListAuditEvents: _aio.UnaryUnaryMultiCallable[_identity_pb2.ListAuditEventsRequest, _identity_pb2.ListAuditEventsResponse]  # type: ignore[assignment]
+    """ListAuditEvents pages through the audit log of security events, newest first, with optional
+    filters. Admins only: the caller's access token must carry the admin claim and the account must
+    still be an admin (PERMISSION_DENIED `forbidden` otherwise).
+    """
+    RecordAuditEvents: _aio.UnaryUnaryMultiCallable[_identity_pb2.RecordAuditEventsRequest, _identity_pb2.RecordAuditEventsResponse]  # type: ignore[assignment]
+    """RecordAuditEvents appends a batch of events from another service (bans, takedowns, report
+    resolutions), all or none. Kinds under `identity.` are identity's own and refused. For now
+    only admins may call it (as ListAuditEvents); service credentials for it come later.
     """
 
 class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -275,6 +295,28 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
         """ChangeReservedUsername reserves a username for the calling account (access token) or replaces
         the one it holds. A replaced name is held back from other accounts for a quarantine, and an
         account may change its name only once per interval.
+        """
+
+    @_abc_1.abstractmethod
+    def ListAuditEvents(
+        self,
+        request: _identity_pb2.ListAuditEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_identity_pb2.ListAuditEventsResponse, _abc.Awaitable[_identity_pb2.ListAuditEventsResponse]]:
+        """ListAuditEvents pages through the audit log of security events, newest first, with optional
+        filters. Admins only: the caller's access token must carry the admin claim and the account must
+        still be an admin (PERMISSION_DENIED `forbidden` otherwise).
+        """
+
+    @_abc_1.abstractmethod
+    def RecordAuditEvents(
+        self,
+        request: _identity_pb2.RecordAuditEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_identity_pb2.RecordAuditEventsResponse, _abc.Awaitable[_identity_pb2.RecordAuditEventsResponse]]:
+        """RecordAuditEvents appends a batch of events from another service (bans, takedowns, report
+        resolutions), all or none. Kinds under `identity.` are identity's own and refused. For now
+        only admins may call it (as ListAuditEvents); service credentials for it come later.
         """
 
 def add_IdentityServiceServicer_to_server(servicer: IdentityServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
