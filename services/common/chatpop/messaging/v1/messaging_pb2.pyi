@@ -23,6 +23,29 @@ class EntryKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ENTRY_KIND_HIDE: _ClassVar[EntryKind]
     ENTRY_KIND_RESTORE: _ClassVar[EntryKind]
     ENTRY_KIND_BAN: _ClassVar[EntryKind]
+
+class PinSource(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PIN_SOURCE_UNSPECIFIED: _ClassVar[PinSource]
+    PIN_SOURCE_HOST: _ClassVar[PinSource]
+    PIN_SOURCE_PAID: _ClassVar[PinSource]
+
+class ReportReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    REPORT_REASON_UNSPECIFIED: _ClassVar[ReportReason]
+    REPORT_REASON_SPAM: _ClassVar[ReportReason]
+    REPORT_REASON_HARASSMENT: _ClassVar[ReportReason]
+    REPORT_REASON_HATE: _ClassVar[ReportReason]
+    REPORT_REASON_SEXUAL: _ClassVar[ReportReason]
+    REPORT_REASON_VIOLENCE: _ClassVar[ReportReason]
+    REPORT_REASON_OTHER: _ClassVar[ReportReason]
+
+class ReportResolution(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    REPORT_RESOLUTION_UNSPECIFIED: _ClassVar[ReportResolution]
+    REPORT_RESOLUTION_RESTORE: _ClassVar[ReportResolution]
+    REPORT_RESOLUTION_DELETE: _ClassVar[ReportResolution]
+    REPORT_RESOLUTION_DISMISS: _ClassVar[ReportResolution]
 ENTRY_KIND_UNSPECIFIED: EntryKind
 ENTRY_KIND_MESSAGE: EntryKind
 ENTRY_KIND_REACTION: EntryKind
@@ -33,6 +56,20 @@ ENTRY_KIND_STICKY: EntryKind
 ENTRY_KIND_HIDE: EntryKind
 ENTRY_KIND_RESTORE: EntryKind
 ENTRY_KIND_BAN: EntryKind
+PIN_SOURCE_UNSPECIFIED: PinSource
+PIN_SOURCE_HOST: PinSource
+PIN_SOURCE_PAID: PinSource
+REPORT_REASON_UNSPECIFIED: ReportReason
+REPORT_REASON_SPAM: ReportReason
+REPORT_REASON_HARASSMENT: ReportReason
+REPORT_REASON_HATE: ReportReason
+REPORT_REASON_SEXUAL: ReportReason
+REPORT_REASON_VIOLENCE: ReportReason
+REPORT_REASON_OTHER: ReportReason
+REPORT_RESOLUTION_UNSPECIFIED: ReportResolution
+REPORT_RESOLUTION_RESTORE: ReportResolution
+REPORT_RESOLUTION_DELETE: ReportResolution
+REPORT_RESOLUTION_DISMISS: ReportResolution
 
 class ReactionCount(_message.Message):
     __slots__ = ("emoji", "count")
@@ -43,19 +80,21 @@ class ReactionCount(_message.Message):
     def __init__(self, emoji: _Optional[str] = ..., count: _Optional[int] = ...) -> None: ...
 
 class MessageState(_message.Message):
-    __slots__ = ("deleted", "deleted_by_host", "reactions", "state_seq")
+    __slots__ = ("deleted", "deleted_by_host", "reactions", "state_seq", "hidden")
     DELETED_FIELD_NUMBER: _ClassVar[int]
     DELETED_BY_HOST_FIELD_NUMBER: _ClassVar[int]
     REACTIONS_FIELD_NUMBER: _ClassVar[int]
     STATE_SEQ_FIELD_NUMBER: _ClassVar[int]
+    HIDDEN_FIELD_NUMBER: _ClassVar[int]
     deleted: bool
     deleted_by_host: bool
     reactions: _containers.RepeatedCompositeFieldContainer[ReactionCount]
     state_seq: int
-    def __init__(self, deleted: _Optional[bool] = ..., deleted_by_host: _Optional[bool] = ..., reactions: _Optional[_Iterable[_Union[ReactionCount, _Mapping]]] = ..., state_seq: _Optional[int] = ...) -> None: ...
+    hidden: bool
+    def __init__(self, deleted: _Optional[bool] = ..., deleted_by_host: _Optional[bool] = ..., reactions: _Optional[_Iterable[_Union[ReactionCount, _Mapping]]] = ..., state_seq: _Optional[int] = ..., hidden: _Optional[bool] = ...) -> None: ...
 
 class Message(_message.Message):
-    __slots__ = ("id", "room_id", "seq", "sender_participant_id", "sender_username", "sender_is_host", "client_msg_id", "text", "reply_to_seq", "created_at", "sender_verified", "kind", "target_seq", "state", "emoji", "added", "my_reactions")
+    __slots__ = ("id", "room_id", "seq", "sender_participant_id", "sender_username", "sender_is_host", "client_msg_id", "text", "reply_to_seq", "created_at", "sender_verified", "kind", "target_seq", "state", "emoji", "added", "my_reactions", "pinned_message", "pinned_seqs")
     ID_FIELD_NUMBER: _ClassVar[int]
     ROOM_ID_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
@@ -73,6 +112,8 @@ class Message(_message.Message):
     EMOJI_FIELD_NUMBER: _ClassVar[int]
     ADDED_FIELD_NUMBER: _ClassVar[int]
     MY_REACTIONS_FIELD_NUMBER: _ClassVar[int]
+    PINNED_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    PINNED_SEQS_FIELD_NUMBER: _ClassVar[int]
     id: str
     room_id: str
     seq: int
@@ -90,7 +131,31 @@ class Message(_message.Message):
     emoji: str
     added: bool
     my_reactions: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, id: _Optional[str] = ..., room_id: _Optional[str] = ..., seq: _Optional[int] = ..., sender_participant_id: _Optional[str] = ..., sender_username: _Optional[str] = ..., sender_is_host: _Optional[bool] = ..., client_msg_id: _Optional[str] = ..., text: _Optional[str] = ..., reply_to_seq: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., sender_verified: _Optional[bool] = ..., kind: _Optional[_Union[EntryKind, str]] = ..., target_seq: _Optional[int] = ..., state: _Optional[_Union[MessageState, _Mapping]] = ..., emoji: _Optional[str] = ..., added: _Optional[bool] = ..., my_reactions: _Optional[_Iterable[str]] = ...) -> None: ...
+    pinned_message: Message
+    pinned_seqs: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, id: _Optional[str] = ..., room_id: _Optional[str] = ..., seq: _Optional[int] = ..., sender_participant_id: _Optional[str] = ..., sender_username: _Optional[str] = ..., sender_is_host: _Optional[bool] = ..., client_msg_id: _Optional[str] = ..., text: _Optional[str] = ..., reply_to_seq: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., sender_verified: _Optional[bool] = ..., kind: _Optional[_Union[EntryKind, str]] = ..., target_seq: _Optional[int] = ..., state: _Optional[_Union[MessageState, _Mapping]] = ..., emoji: _Optional[str] = ..., added: _Optional[bool] = ..., my_reactions: _Optional[_Iterable[str]] = ..., pinned_message: _Optional[_Union[Message, _Mapping]] = ..., pinned_seqs: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class Pin(_message.Message):
+    __slots__ = ("message", "source", "pinned_seq")
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    PINNED_SEQ_FIELD_NUMBER: _ClassVar[int]
+    message: Message
+    source: PinSource
+    pinned_seq: int
+    def __init__(self, message: _Optional[_Union[Message, _Mapping]] = ..., source: _Optional[_Union[PinSource, str]] = ..., pinned_seq: _Optional[int] = ...) -> None: ...
+
+class RoomBoard(_message.Message):
+    __slots__ = ("pins", "pins_state_seq", "sticky_text", "sticky_seq")
+    PINS_FIELD_NUMBER: _ClassVar[int]
+    PINS_STATE_SEQ_FIELD_NUMBER: _ClassVar[int]
+    STICKY_TEXT_FIELD_NUMBER: _ClassVar[int]
+    STICKY_SEQ_FIELD_NUMBER: _ClassVar[int]
+    pins: _containers.RepeatedCompositeFieldContainer[Pin]
+    pins_state_seq: int
+    sticky_text: str
+    sticky_seq: int
+    def __init__(self, pins: _Optional[_Iterable[_Union[Pin, _Mapping]]] = ..., pins_state_seq: _Optional[int] = ..., sticky_text: _Optional[str] = ..., sticky_seq: _Optional[int] = ...) -> None: ...
 
 class SendMessageRequest(_message.Message):
     __slots__ = ("room_id", "client_msg_id", "text", "reply_to_seq")
@@ -123,16 +188,18 @@ class ListMessagesRequest(_message.Message):
     def __init__(self, room_id: _Optional[str] = ..., before_seq: _Optional[int] = ..., limit: _Optional[int] = ...) -> None: ...
 
 class ListMessagesResponse(_message.Message):
-    __slots__ = ("messages", "has_more", "last_seq", "low_seq")
+    __slots__ = ("messages", "has_more", "last_seq", "low_seq", "board")
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
     HAS_MORE_FIELD_NUMBER: _ClassVar[int]
     LAST_SEQ_FIELD_NUMBER: _ClassVar[int]
     LOW_SEQ_FIELD_NUMBER: _ClassVar[int]
+    BOARD_FIELD_NUMBER: _ClassVar[int]
     messages: _containers.RepeatedCompositeFieldContainer[Message]
     has_more: bool
     last_seq: int
     low_seq: int
-    def __init__(self, messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., has_more: _Optional[bool] = ..., last_seq: _Optional[int] = ..., low_seq: _Optional[int] = ...) -> None: ...
+    board: RoomBoard
+    def __init__(self, messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., has_more: _Optional[bool] = ..., last_seq: _Optional[int] = ..., low_seq: _Optional[int] = ..., board: _Optional[_Union[RoomBoard, _Mapping]] = ...) -> None: ...
 
 class ListMessagesAfterRequest(_message.Message):
     __slots__ = ("room_id", "after_seq", "limit")
@@ -369,3 +436,143 @@ class DeleteMessageResponse(_message.Message):
     entry: Message
     changed: bool
     def __init__(self, entry: _Optional[_Union[Message, _Mapping]] = ..., changed: _Optional[bool] = ...) -> None: ...
+
+class SetPinRequest(_message.Message):
+    __slots__ = ("room_id", "target_seq", "pinned")
+    ROOM_ID_FIELD_NUMBER: _ClassVar[int]
+    TARGET_SEQ_FIELD_NUMBER: _ClassVar[int]
+    PINNED_FIELD_NUMBER: _ClassVar[int]
+    room_id: str
+    target_seq: int
+    pinned: bool
+    def __init__(self, room_id: _Optional[str] = ..., target_seq: _Optional[int] = ..., pinned: _Optional[bool] = ...) -> None: ...
+
+class SetPinResponse(_message.Message):
+    __slots__ = ("entry", "changed", "pinned_seqs", "pins_state_seq")
+    ENTRY_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_FIELD_NUMBER: _ClassVar[int]
+    PINNED_SEQS_FIELD_NUMBER: _ClassVar[int]
+    PINS_STATE_SEQ_FIELD_NUMBER: _ClassVar[int]
+    entry: Message
+    changed: bool
+    pinned_seqs: _containers.RepeatedScalarFieldContainer[int]
+    pins_state_seq: int
+    def __init__(self, entry: _Optional[_Union[Message, _Mapping]] = ..., changed: _Optional[bool] = ..., pinned_seqs: _Optional[_Iterable[int]] = ..., pins_state_seq: _Optional[int] = ...) -> None: ...
+
+class SetStickyRequest(_message.Message):
+    __slots__ = ("room_id", "text")
+    ROOM_ID_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    room_id: str
+    text: str
+    def __init__(self, room_id: _Optional[str] = ..., text: _Optional[str] = ...) -> None: ...
+
+class SetStickyResponse(_message.Message):
+    __slots__ = ("entry", "changed", "text", "sticky_seq")
+    ENTRY_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    STICKY_SEQ_FIELD_NUMBER: _ClassVar[int]
+    entry: Message
+    changed: bool
+    text: str
+    sticky_seq: int
+    def __init__(self, entry: _Optional[_Union[Message, _Mapping]] = ..., changed: _Optional[bool] = ..., text: _Optional[str] = ..., sticky_seq: _Optional[int] = ...) -> None: ...
+
+class ReportMessageRequest(_message.Message):
+    __slots__ = ("room_id", "target_seq", "reason", "text")
+    ROOM_ID_FIELD_NUMBER: _ClassVar[int]
+    TARGET_SEQ_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    room_id: str
+    target_seq: int
+    reason: ReportReason
+    text: str
+    def __init__(self, room_id: _Optional[str] = ..., target_seq: _Optional[int] = ..., reason: _Optional[_Union[ReportReason, str]] = ..., text: _Optional[str] = ...) -> None: ...
+
+class ReportMessageResponse(_message.Message):
+    __slots__ = ("created", "entry", "hidden")
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    ENTRY_FIELD_NUMBER: _ClassVar[int]
+    HIDDEN_FIELD_NUMBER: _ClassVar[int]
+    created: bool
+    entry: Message
+    hidden: bool
+    def __init__(self, created: _Optional[bool] = ..., entry: _Optional[_Union[Message, _Mapping]] = ..., hidden: _Optional[bool] = ...) -> None: ...
+
+class Report(_message.Message):
+    __slots__ = ("reporter_participant_id", "reporter_username", "reason", "text", "created_at")
+    REPORTER_PARTICIPANT_ID_FIELD_NUMBER: _ClassVar[int]
+    REPORTER_USERNAME_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    reporter_participant_id: str
+    reporter_username: str
+    reason: ReportReason
+    text: str
+    created_at: _timestamp_pb2.Timestamp
+    def __init__(self, reporter_participant_id: _Optional[str] = ..., reporter_username: _Optional[str] = ..., reason: _Optional[_Union[ReportReason, str]] = ..., text: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ReportedMessage(_message.Message):
+    __slots__ = ("message", "reports")
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    REPORTS_FIELD_NUMBER: _ClassVar[int]
+    message: Message
+    reports: _containers.RepeatedCompositeFieldContainer[Report]
+    def __init__(self, message: _Optional[_Union[Message, _Mapping]] = ..., reports: _Optional[_Iterable[_Union[Report, _Mapping]]] = ...) -> None: ...
+
+class ListReportsRequest(_message.Message):
+    __slots__ = ("room_id", "before_seq", "limit")
+    ROOM_ID_FIELD_NUMBER: _ClassVar[int]
+    BEFORE_SEQ_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    room_id: str
+    before_seq: int
+    limit: int
+    def __init__(self, room_id: _Optional[str] = ..., before_seq: _Optional[int] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class ListReportsResponse(_message.Message):
+    __slots__ = ("items", "has_more")
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    HAS_MORE_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[ReportedMessage]
+    has_more: bool
+    def __init__(self, items: _Optional[_Iterable[_Union[ReportedMessage, _Mapping]]] = ..., has_more: _Optional[bool] = ...) -> None: ...
+
+class ResolveReportsRequest(_message.Message):
+    __slots__ = ("room_id", "target_seq", "resolution")
+    ROOM_ID_FIELD_NUMBER: _ClassVar[int]
+    TARGET_SEQ_FIELD_NUMBER: _ClassVar[int]
+    RESOLUTION_FIELD_NUMBER: _ClassVar[int]
+    room_id: str
+    target_seq: int
+    resolution: ReportResolution
+    def __init__(self, room_id: _Optional[str] = ..., target_seq: _Optional[int] = ..., resolution: _Optional[_Union[ReportResolution, str]] = ...) -> None: ...
+
+class ResolveReportsResponse(_message.Message):
+    __slots__ = ("entries", "closed")
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    CLOSED_FIELD_NUMBER: _ClassVar[int]
+    entries: _containers.RepeatedCompositeFieldContainer[Message]
+    closed: int
+    def __init__(self, entries: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., closed: _Optional[int] = ...) -> None: ...
+
+class AppendBanRequest(_message.Message):
+    __slots__ = ("room_id", "participant_id", "ban_id")
+    ROOM_ID_FIELD_NUMBER: _ClassVar[int]
+    PARTICIPANT_ID_FIELD_NUMBER: _ClassVar[int]
+    BAN_ID_FIELD_NUMBER: _ClassVar[int]
+    room_id: str
+    participant_id: str
+    ban_id: str
+    def __init__(self, room_id: _Optional[str] = ..., participant_id: _Optional[str] = ..., ban_id: _Optional[str] = ...) -> None: ...
+
+class AppendBanResponse(_message.Message):
+    __slots__ = ("entry", "created")
+    ENTRY_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    entry: Message
+    created: bool
+    def __init__(self, entry: _Optional[_Union[Message, _Mapping]] = ..., created: _Optional[bool] = ...) -> None: ...

@@ -95,6 +95,36 @@ class MessagingServiceStub:
                 request_serializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.DeleteMessageRequest.SerializeToString,
                 response_deserializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.DeleteMessageResponse.FromString,
                 _registered_method=True)
+        self.AppendBan = channel.unary_unary(
+                '/chatpop.messaging.v1.MessagingService/AppendBan',
+                request_serializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.AppendBanRequest.SerializeToString,
+                response_deserializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.AppendBanResponse.FromString,
+                _registered_method=True)
+        self.SetPin = channel.unary_unary(
+                '/chatpop.messaging.v1.MessagingService/SetPin',
+                request_serializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.SetPinRequest.SerializeToString,
+                response_deserializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.SetPinResponse.FromString,
+                _registered_method=True)
+        self.SetSticky = channel.unary_unary(
+                '/chatpop.messaging.v1.MessagingService/SetSticky',
+                request_serializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.SetStickyRequest.SerializeToString,
+                response_deserializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.SetStickyResponse.FromString,
+                _registered_method=True)
+        self.ReportMessage = channel.unary_unary(
+                '/chatpop.messaging.v1.MessagingService/ReportMessage',
+                request_serializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.ReportMessageRequest.SerializeToString,
+                response_deserializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.ReportMessageResponse.FromString,
+                _registered_method=True)
+        self.ListReports = channel.unary_unary(
+                '/chatpop.messaging.v1.MessagingService/ListReports',
+                request_serializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.ListReportsRequest.SerializeToString,
+                response_deserializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.ListReportsResponse.FromString,
+                _registered_method=True)
+        self.ResolveReports = channel.unary_unary(
+                '/chatpop.messaging.v1.MessagingService/ResolveReports',
+                request_serializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.ResolveReportsRequest.SerializeToString,
+                response_deserializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.ResolveReportsResponse.FromString,
+                _registered_method=True)
 
 
 class MessagingServiceServicer:
@@ -195,6 +225,57 @@ class MessagingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AppendBan(self, request, context):
+        """AppendBan tells the room that a participant was banned: a ban entry in the room's log (its
+        sender_* name the banned participant), so every live socket learns it and closes the banned
+        participant's own, and a client that resumes replays it. Only the room's host may call it (the
+        host's access token or room token), after rooms banned the participant. Idempotent per ban_id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetPin(self, request, context):
+        """SetPin pins a message above everything, or unpins it; only the room's host (room token). Pinning
+        what is pinned, or unpinning what is not, changes nothing. PIN and UNPIN entries carry the room's
+        host pins after them, so clients apply them as an absolute state.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetSticky(self, request, context):
+        """SetSticky sets the room's one sticky broadcast text, or clears it (empty text); only the host.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReportMessage(self, request, context):
+        """ReportMessage reports a message (room token); one report per reporter and message, a second is
+        answered as the first. At REPORTS_TO_HIDE distinct open reports the message is hidden (a HIDE
+        entry) pending the host's review.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListReports(self, request, context):
+        """ListReports pages the room's reported messages with open reports, newest message first; only the
+        host, who alone sees who reported.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResolveReports(self, request, context):
+        """ResolveReports closes a message's open reports: restore it (a RESTORE entry when it was hidden),
+        delete it (as DeleteMessage), or dismiss them (the message stays as it is). Only the host.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MessagingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -257,6 +338,36 @@ def add_MessagingServiceServicer_to_server(servicer, server):
                     servicer.DeleteMessage,
                     request_deserializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.DeleteMessageRequest.FromString,
                     response_serializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.DeleteMessageResponse.SerializeToString,
+            ),
+            'AppendBan': grpc.unary_unary_rpc_method_handler(
+                    servicer.AppendBan,
+                    request_deserializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.AppendBanRequest.FromString,
+                    response_serializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.AppendBanResponse.SerializeToString,
+            ),
+            'SetPin': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetPin,
+                    request_deserializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.SetPinRequest.FromString,
+                    response_serializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.SetPinResponse.SerializeToString,
+            ),
+            'SetSticky': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetSticky,
+                    request_deserializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.SetStickyRequest.FromString,
+                    response_serializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.SetStickyResponse.SerializeToString,
+            ),
+            'ReportMessage': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportMessage,
+                    request_deserializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.ReportMessageRequest.FromString,
+                    response_serializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.ReportMessageResponse.SerializeToString,
+            ),
+            'ListReports': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListReports,
+                    request_deserializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.ListReportsRequest.FromString,
+                    response_serializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.ListReportsResponse.SerializeToString,
+            ),
+            'ResolveReports': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResolveReports,
+                    request_deserializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.ResolveReportsRequest.FromString,
+                    response_serializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.ResolveReportsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -584,6 +695,168 @@ class MessagingService:
             '/chatpop.messaging.v1.MessagingService/DeleteMessage',
             chatpop_dot_messaging_dot_v1_dot_messaging__pb2.DeleteMessageRequest.SerializeToString,
             chatpop_dot_messaging_dot_v1_dot_messaging__pb2.DeleteMessageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AppendBan(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatpop.messaging.v1.MessagingService/AppendBan',
+            chatpop_dot_messaging_dot_v1_dot_messaging__pb2.AppendBanRequest.SerializeToString,
+            chatpop_dot_messaging_dot_v1_dot_messaging__pb2.AppendBanResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetPin(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatpop.messaging.v1.MessagingService/SetPin',
+            chatpop_dot_messaging_dot_v1_dot_messaging__pb2.SetPinRequest.SerializeToString,
+            chatpop_dot_messaging_dot_v1_dot_messaging__pb2.SetPinResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetSticky(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatpop.messaging.v1.MessagingService/SetSticky',
+            chatpop_dot_messaging_dot_v1_dot_messaging__pb2.SetStickyRequest.SerializeToString,
+            chatpop_dot_messaging_dot_v1_dot_messaging__pb2.SetStickyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportMessage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatpop.messaging.v1.MessagingService/ReportMessage',
+            chatpop_dot_messaging_dot_v1_dot_messaging__pb2.ReportMessageRequest.SerializeToString,
+            chatpop_dot_messaging_dot_v1_dot_messaging__pb2.ReportMessageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListReports(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatpop.messaging.v1.MessagingService/ListReports',
+            chatpop_dot_messaging_dot_v1_dot_messaging__pb2.ListReportsRequest.SerializeToString,
+            chatpop_dot_messaging_dot_v1_dot_messaging__pb2.ListReportsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResolveReports(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatpop.messaging.v1.MessagingService/ResolveReports',
+            chatpop_dot_messaging_dot_v1_dot_messaging__pb2.ResolveReportsRequest.SerializeToString,
+            chatpop_dot_messaging_dot_v1_dot_messaging__pb2.ResolveReportsResponse.FromString,
             options,
             channel_credentials,
             insecure,

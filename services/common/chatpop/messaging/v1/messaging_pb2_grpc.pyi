@@ -74,6 +74,32 @@ class MessagingServiceStub:
     """DeleteMessage removes a message's text for good (Postgres and the hot cache; its seq stays as a
     tombstone). Its author may delete it, and the room's host any message. Idempotent.
     """
+    AppendBan: _grpc.UnaryUnaryMultiCallable[_messaging_pb2.AppendBanRequest, _messaging_pb2.AppendBanResponse]
+    """AppendBan tells the room that a participant was banned: a ban entry in the room's log (its
+    sender_* name the banned participant), so every live socket learns it and closes the banned
+    participant's own, and a client that resumes replays it. Only the room's host may call it (the
+    host's access token or room token), after rooms banned the participant. Idempotent per ban_id.
+    """
+    SetPin: _grpc.UnaryUnaryMultiCallable[_messaging_pb2.SetPinRequest, _messaging_pb2.SetPinResponse]
+    """SetPin pins a message above everything, or unpins it; only the room's host (room token). Pinning
+    what is pinned, or unpinning what is not, changes nothing. PIN and UNPIN entries carry the room's
+    host pins after them, so clients apply them as an absolute state.
+    """
+    SetSticky: _grpc.UnaryUnaryMultiCallable[_messaging_pb2.SetStickyRequest, _messaging_pb2.SetStickyResponse]
+    """SetSticky sets the room's one sticky broadcast text, or clears it (empty text); only the host."""
+    ReportMessage: _grpc.UnaryUnaryMultiCallable[_messaging_pb2.ReportMessageRequest, _messaging_pb2.ReportMessageResponse]
+    """ReportMessage reports a message (room token); one report per reporter and message, a second is
+    answered as the first. At REPORTS_TO_HIDE distinct open reports the message is hidden (a HIDE
+    entry) pending the host's review.
+    """
+    ListReports: _grpc.UnaryUnaryMultiCallable[_messaging_pb2.ListReportsRequest, _messaging_pb2.ListReportsResponse]
+    """ListReports pages the room's reported messages with open reports, newest message first; only the
+    host, who alone sees who reported.
+    """
+    ResolveReports: _grpc.UnaryUnaryMultiCallable[_messaging_pb2.ResolveReportsRequest, _messaging_pb2.ResolveReportsResponse]
+    """ResolveReports closes a message's open reports: restore it (a RESTORE entry when it was hidden),
+    delete it (as DeleteMessage), or dismiss them (the message stays as it is). Only the host.
+    """
 
 @_typing.type_check_only
 class MessagingServiceAsyncStub(MessagingServiceStub):
@@ -120,6 +146,32 @@ class MessagingServiceAsyncStub(MessagingServiceStub):
     DeleteMessage: _aio.UnaryUnaryMultiCallable[_messaging_pb2.DeleteMessageRequest, _messaging_pb2.DeleteMessageResponse]  # type: ignore[assignment]
     """DeleteMessage removes a message's text for good (Postgres and the hot cache; its seq stays as a
     tombstone). Its author may delete it, and the room's host any message. Idempotent.
+    """
+    AppendBan: _aio.UnaryUnaryMultiCallable[_messaging_pb2.AppendBanRequest, _messaging_pb2.AppendBanResponse]  # type: ignore[assignment]
+    """AppendBan tells the room that a participant was banned: a ban entry in the room's log (its
+    sender_* name the banned participant), so every live socket learns it and closes the banned
+    participant's own, and a client that resumes replays it. Only the room's host may call it (the
+    host's access token or room token), after rooms banned the participant. Idempotent per ban_id.
+    """
+    SetPin: _aio.UnaryUnaryMultiCallable[_messaging_pb2.SetPinRequest, _messaging_pb2.SetPinResponse]  # type: ignore[assignment]
+    """SetPin pins a message above everything, or unpins it; only the room's host (room token). Pinning
+    what is pinned, or unpinning what is not, changes nothing. PIN and UNPIN entries carry the room's
+    host pins after them, so clients apply them as an absolute state.
+    """
+    SetSticky: _aio.UnaryUnaryMultiCallable[_messaging_pb2.SetStickyRequest, _messaging_pb2.SetStickyResponse]  # type: ignore[assignment]
+    """SetSticky sets the room's one sticky broadcast text, or clears it (empty text); only the host."""
+    ReportMessage: _aio.UnaryUnaryMultiCallable[_messaging_pb2.ReportMessageRequest, _messaging_pb2.ReportMessageResponse]  # type: ignore[assignment]
+    """ReportMessage reports a message (room token); one report per reporter and message, a second is
+    answered as the first. At REPORTS_TO_HIDE distinct open reports the message is hidden (a HIDE
+    entry) pending the host's review.
+    """
+    ListReports: _aio.UnaryUnaryMultiCallable[_messaging_pb2.ListReportsRequest, _messaging_pb2.ListReportsResponse]  # type: ignore[assignment]
+    """ListReports pages the room's reported messages with open reports, newest message first; only the
+    host, who alone sees who reported.
+    """
+    ResolveReports: _aio.UnaryUnaryMultiCallable[_messaging_pb2.ResolveReportsRequest, _messaging_pb2.ResolveReportsResponse]  # type: ignore[assignment]
+    """ResolveReports closes a message's open reports: restore it (a RESTORE entry when it was hidden),
+    delete it (as DeleteMessage), or dismiss them (the message stays as it is). Only the host.
     """
 
 class MessagingServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -236,6 +288,68 @@ class MessagingServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_messaging_pb2.DeleteMessageResponse, _abc.Awaitable[_messaging_pb2.DeleteMessageResponse]]:
         """DeleteMessage removes a message's text for good (Postgres and the hot cache; its seq stays as a
         tombstone). Its author may delete it, and the room's host any message. Idempotent.
+        """
+
+    @_abc_1.abstractmethod
+    def AppendBan(
+        self,
+        request: _messaging_pb2.AppendBanRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_messaging_pb2.AppendBanResponse, _abc.Awaitable[_messaging_pb2.AppendBanResponse]]:
+        """AppendBan tells the room that a participant was banned: a ban entry in the room's log (its
+        sender_* name the banned participant), so every live socket learns it and closes the banned
+        participant's own, and a client that resumes replays it. Only the room's host may call it (the
+        host's access token or room token), after rooms banned the participant. Idempotent per ban_id.
+        """
+
+    @_abc_1.abstractmethod
+    def SetPin(
+        self,
+        request: _messaging_pb2.SetPinRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_messaging_pb2.SetPinResponse, _abc.Awaitable[_messaging_pb2.SetPinResponse]]:
+        """SetPin pins a message above everything, or unpins it; only the room's host (room token). Pinning
+        what is pinned, or unpinning what is not, changes nothing. PIN and UNPIN entries carry the room's
+        host pins after them, so clients apply them as an absolute state.
+        """
+
+    @_abc_1.abstractmethod
+    def SetSticky(
+        self,
+        request: _messaging_pb2.SetStickyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_messaging_pb2.SetStickyResponse, _abc.Awaitable[_messaging_pb2.SetStickyResponse]]:
+        """SetSticky sets the room's one sticky broadcast text, or clears it (empty text); only the host."""
+
+    @_abc_1.abstractmethod
+    def ReportMessage(
+        self,
+        request: _messaging_pb2.ReportMessageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_messaging_pb2.ReportMessageResponse, _abc.Awaitable[_messaging_pb2.ReportMessageResponse]]:
+        """ReportMessage reports a message (room token); one report per reporter and message, a second is
+        answered as the first. At REPORTS_TO_HIDE distinct open reports the message is hidden (a HIDE
+        entry) pending the host's review.
+        """
+
+    @_abc_1.abstractmethod
+    def ListReports(
+        self,
+        request: _messaging_pb2.ListReportsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_messaging_pb2.ListReportsResponse, _abc.Awaitable[_messaging_pb2.ListReportsResponse]]:
+        """ListReports pages the room's reported messages with open reports, newest message first; only the
+        host, who alone sees who reported.
+        """
+
+    @_abc_1.abstractmethod
+    def ResolveReports(
+        self,
+        request: _messaging_pb2.ResolveReportsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_messaging_pb2.ResolveReportsResponse, _abc.Awaitable[_messaging_pb2.ResolveReportsResponse]]:
+        """ResolveReports closes a message's open reports: restore it (a RESTORE entry when it was hidden),
+        delete it (as DeleteMessage), or dismiss them (the message stays as it is). Only the host.
         """
 
 def add_MessagingServiceServicer_to_server(servicer: MessagingServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -22,6 +22,13 @@ class Theme(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     THEME_PURPLE_DREAM: _ClassVar[Theme]
     THEME_OCEAN_BLUE: _ClassVar[Theme]
     THEME_DARK_MODE: _ClassVar[Theme]
+
+class BanTier(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    BAN_TIER_UNSPECIFIED: _ClassVar[BanTier]
+    BAN_TIER_SESSION: _ClassVar[BanTier]
+    BAN_TIER_DEVICE: _ClassVar[BanTier]
+    BAN_TIER_IP: _ClassVar[BanTier]
 VISIBILITY_UNSPECIFIED: Visibility
 VISIBILITY_PUBLIC: Visibility
 VISIBILITY_PRIVATE: Visibility
@@ -29,6 +36,10 @@ THEME_UNSPECIFIED: Theme
 THEME_PURPLE_DREAM: Theme
 THEME_OCEAN_BLUE: Theme
 THEME_DARK_MODE: Theme
+BAN_TIER_UNSPECIFIED: BanTier
+BAN_TIER_SESSION: BanTier
+BAN_TIER_DEVICE: BanTier
+BAN_TIER_IP: BanTier
 
 class MediaSettings(_message.Message):
     __slots__ = ("photo", "voice", "video")
@@ -307,3 +318,75 @@ class ClearVerifiedUsernameResponse(_message.Message):
     PARTICIPANTS_FIELD_NUMBER: _ClassVar[int]
     participants: _containers.RepeatedCompositeFieldContainer[Participant]
     def __init__(self, participants: _Optional[_Iterable[_Union[Participant, _Mapping]]] = ...) -> None: ...
+
+class Ban(_message.Message):
+    __slots__ = ("id", "room_id", "participant_id", "username", "tier", "reason", "banned_by", "created_at")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    ROOM_ID_FIELD_NUMBER: _ClassVar[int]
+    PARTICIPANT_ID_FIELD_NUMBER: _ClassVar[int]
+    USERNAME_FIELD_NUMBER: _ClassVar[int]
+    TIER_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    BANNED_BY_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    room_id: str
+    participant_id: str
+    username: str
+    tier: BanTier
+    reason: str
+    banned_by: str
+    created_at: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[str] = ..., room_id: _Optional[str] = ..., participant_id: _Optional[str] = ..., username: _Optional[str] = ..., tier: _Optional[_Union[BanTier, str]] = ..., reason: _Optional[str] = ..., banned_by: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class BanParticipantRequest(_message.Message):
+    __slots__ = ("room_id", "participant_id", "tier", "reason")
+    ROOM_ID_FIELD_NUMBER: _ClassVar[int]
+    PARTICIPANT_ID_FIELD_NUMBER: _ClassVar[int]
+    TIER_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    room_id: str
+    participant_id: str
+    tier: BanTier
+    reason: str
+    def __init__(self, room_id: _Optional[str] = ..., participant_id: _Optional[str] = ..., tier: _Optional[_Union[BanTier, str]] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class BanParticipantResponse(_message.Message):
+    __slots__ = ("ban", "participant", "created")
+    BAN_FIELD_NUMBER: _ClassVar[int]
+    PARTICIPANT_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    ban: Ban
+    participant: Participant
+    created: bool
+    def __init__(self, ban: _Optional[_Union[Ban, _Mapping]] = ..., participant: _Optional[_Union[Participant, _Mapping]] = ..., created: _Optional[bool] = ...) -> None: ...
+
+class UnbanParticipantRequest(_message.Message):
+    __slots__ = ("room_id", "ban_id")
+    ROOM_ID_FIELD_NUMBER: _ClassVar[int]
+    BAN_ID_FIELD_NUMBER: _ClassVar[int]
+    room_id: str
+    ban_id: str
+    def __init__(self, room_id: _Optional[str] = ..., ban_id: _Optional[str] = ...) -> None: ...
+
+class UnbanParticipantResponse(_message.Message):
+    __slots__ = ("ban", "changed")
+    BAN_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_FIELD_NUMBER: _ClassVar[int]
+    ban: Ban
+    changed: bool
+    def __init__(self, ban: _Optional[_Union[Ban, _Mapping]] = ..., changed: _Optional[bool] = ...) -> None: ...
+
+class ListBansRequest(_message.Message):
+    __slots__ = ("room_id", "limit")
+    ROOM_ID_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    room_id: str
+    limit: int
+    def __init__(self, room_id: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class ListBansResponse(_message.Message):
+    __slots__ = ("bans",)
+    BANS_FIELD_NUMBER: _ClassVar[int]
+    bans: _containers.RepeatedCompositeFieldContainer[Ban]
+    def __init__(self, bans: _Optional[_Iterable[_Union[Ban, _Mapping]]] = ...) -> None: ...

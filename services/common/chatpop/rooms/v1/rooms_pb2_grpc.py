@@ -95,6 +95,21 @@ class RoomsServiceStub:
                 request_serializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.ClearVerifiedUsernameRequest.SerializeToString,
                 response_deserializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.ClearVerifiedUsernameResponse.FromString,
                 _registered_method=True)
+        self.BanParticipant = channel.unary_unary(
+                '/chatpop.rooms.v1.RoomsService/BanParticipant',
+                request_serializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.BanParticipantRequest.SerializeToString,
+                response_deserializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.BanParticipantResponse.FromString,
+                _registered_method=True)
+        self.UnbanParticipant = channel.unary_unary(
+                '/chatpop.rooms.v1.RoomsService/UnbanParticipant',
+                request_serializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.UnbanParticipantRequest.SerializeToString,
+                response_deserializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.UnbanParticipantResponse.FromString,
+                _registered_method=True)
+        self.ListBans = channel.unary_unary(
+                '/chatpop.rooms.v1.RoomsService/ListBans',
+                request_serializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.ListBansRequest.SerializeToString,
+                response_deserializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.ListBansResponse.FromString,
+                _registered_method=True)
 
 
 class RoomsServiceServicer:
@@ -190,6 +205,31 @@ class RoomsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def BanParticipant(self, request, context):
+        """BanParticipant bans a participant from the room; host only (access token of the host, or the
+        host's room token). At once: the participant is marked banned and its token version goes up, so
+        its room tokens stop working, and JoinRoom refuses it (and, per tier, its device or network).
+        The host cannot be banned. Idempotent: banning a participant already banned returns that ban.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UnbanParticipant(self, request, context):
+        """UnbanParticipant lifts a ban for future joins; host only. Tokens revoked by the ban stay revoked:
+        the participant joins again for a new one. Idempotent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListBans(self, request, context):
+        """ListBans lists the room's bans in force, newest first; host only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RoomsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -252,6 +292,21 @@ def add_RoomsServiceServicer_to_server(servicer, server):
                     servicer.ClearVerifiedUsername,
                     request_deserializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.ClearVerifiedUsernameRequest.FromString,
                     response_serializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.ClearVerifiedUsernameResponse.SerializeToString,
+            ),
+            'BanParticipant': grpc.unary_unary_rpc_method_handler(
+                    servicer.BanParticipant,
+                    request_deserializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.BanParticipantRequest.FromString,
+                    response_serializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.BanParticipantResponse.SerializeToString,
+            ),
+            'UnbanParticipant': grpc.unary_unary_rpc_method_handler(
+                    servicer.UnbanParticipant,
+                    request_deserializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.UnbanParticipantRequest.FromString,
+                    response_serializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.UnbanParticipantResponse.SerializeToString,
+            ),
+            'ListBans': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListBans,
+                    request_deserializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.ListBansRequest.FromString,
+                    response_serializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.ListBansResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -579,6 +634,87 @@ class RoomsService:
             '/chatpop.rooms.v1.RoomsService/ClearVerifiedUsername',
             chatpop_dot_rooms_dot_v1_dot_rooms__pb2.ClearVerifiedUsernameRequest.SerializeToString,
             chatpop_dot_rooms_dot_v1_dot_rooms__pb2.ClearVerifiedUsernameResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BanParticipant(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatpop.rooms.v1.RoomsService/BanParticipant',
+            chatpop_dot_rooms_dot_v1_dot_rooms__pb2.BanParticipantRequest.SerializeToString,
+            chatpop_dot_rooms_dot_v1_dot_rooms__pb2.BanParticipantResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UnbanParticipant(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatpop.rooms.v1.RoomsService/UnbanParticipant',
+            chatpop_dot_rooms_dot_v1_dot_rooms__pb2.UnbanParticipantRequest.SerializeToString,
+            chatpop_dot_rooms_dot_v1_dot_rooms__pb2.UnbanParticipantResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListBans(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatpop.rooms.v1.RoomsService/ListBans',
+            chatpop_dot_rooms_dot_v1_dot_rooms__pb2.ListBansRequest.SerializeToString,
+            chatpop_dot_rooms_dot_v1_dot_rooms__pb2.ListBansResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -64,6 +64,18 @@ class RoomsServiceStub:
     participant of a room uses the same name, the caller's participant is renamed to a free variant
     (a suffix like `_2`), since a room never shows one name twice without the badge.
     """
+    BanParticipant: _grpc.UnaryUnaryMultiCallable[_rooms_pb2.BanParticipantRequest, _rooms_pb2.BanParticipantResponse]
+    """BanParticipant bans a participant from the room; host only (access token of the host, or the
+    host's room token). At once: the participant is marked banned and its token version goes up, so
+    its room tokens stop working, and JoinRoom refuses it (and, per tier, its device or network).
+    The host cannot be banned. Idempotent: banning a participant already banned returns that ban.
+    """
+    UnbanParticipant: _grpc.UnaryUnaryMultiCallable[_rooms_pb2.UnbanParticipantRequest, _rooms_pb2.UnbanParticipantResponse]
+    """UnbanParticipant lifts a ban for future joins; host only. Tokens revoked by the ban stay revoked:
+    the participant joins again for a new one. Idempotent.
+    """
+    ListBans: _grpc.UnaryUnaryMultiCallable[_rooms_pb2.ListBansRequest, _rooms_pb2.ListBansResponse]
+    """ListBans lists the room's bans in force, newest first; host only."""
 
 @_typing.type_check_only
 class RoomsServiceAsyncStub(RoomsServiceStub):
@@ -101,6 +113,18 @@ class RoomsServiceAsyncStub(RoomsServiceStub):
     participant of a room uses the same name, the caller's participant is renamed to a free variant
     (a suffix like `_2`), since a room never shows one name twice without the badge.
     """
+    BanParticipant: _aio.UnaryUnaryMultiCallable[_rooms_pb2.BanParticipantRequest, _rooms_pb2.BanParticipantResponse]  # type: ignore[assignment]
+    """BanParticipant bans a participant from the room; host only (access token of the host, or the
+    host's room token). At once: the participant is marked banned and its token version goes up, so
+    its room tokens stop working, and JoinRoom refuses it (and, per tier, its device or network).
+    The host cannot be banned. Idempotent: banning a participant already banned returns that ban.
+    """
+    UnbanParticipant: _aio.UnaryUnaryMultiCallable[_rooms_pb2.UnbanParticipantRequest, _rooms_pb2.UnbanParticipantResponse]  # type: ignore[assignment]
+    """UnbanParticipant lifts a ban for future joins; host only. Tokens revoked by the ban stay revoked:
+    the participant joins again for a new one. Idempotent.
+    """
+    ListBans: _aio.UnaryUnaryMultiCallable[_rooms_pb2.ListBansRequest, _rooms_pb2.ListBansResponse]  # type: ignore[assignment]
+    """ListBans lists the room's bans in force, newest first; host only."""
 
 class RoomsServiceServicer(metaclass=_abc_1.ABCMeta):
     """RoomsService owns rooms and their participants."""
@@ -207,5 +231,35 @@ class RoomsServiceServicer(metaclass=_abc_1.ABCMeta):
         participant of a room uses the same name, the caller's participant is renamed to a free variant
         (a suffix like `_2`), since a room never shows one name twice without the badge.
         """
+
+    @_abc_1.abstractmethod
+    def BanParticipant(
+        self,
+        request: _rooms_pb2.BanParticipantRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_rooms_pb2.BanParticipantResponse, _abc.Awaitable[_rooms_pb2.BanParticipantResponse]]:
+        """BanParticipant bans a participant from the room; host only (access token of the host, or the
+        host's room token). At once: the participant is marked banned and its token version goes up, so
+        its room tokens stop working, and JoinRoom refuses it (and, per tier, its device or network).
+        The host cannot be banned. Idempotent: banning a participant already banned returns that ban.
+        """
+
+    @_abc_1.abstractmethod
+    def UnbanParticipant(
+        self,
+        request: _rooms_pb2.UnbanParticipantRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_rooms_pb2.UnbanParticipantResponse, _abc.Awaitable[_rooms_pb2.UnbanParticipantResponse]]:
+        """UnbanParticipant lifts a ban for future joins; host only. Tokens revoked by the ban stay revoked:
+        the participant joins again for a new one. Idempotent.
+        """
+
+    @_abc_1.abstractmethod
+    def ListBans(
+        self,
+        request: _rooms_pb2.ListBansRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_rooms_pb2.ListBansResponse, _abc.Awaitable[_rooms_pb2.ListBansResponse]]:
+        """ListBans lists the room's bans in force, newest first; host only."""
 
 def add_RoomsServiceServicer_to_server(servicer: RoomsServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
