@@ -20,7 +20,7 @@ from chatpop_edge.middleware import (
 )
 from chatpop_edge.realtime.hub import RoomHub
 from chatpop_edge.realtime.presence import PresenceReporter
-from chatpop_edge.routes import auth, me, meta, realtime, room_changes, rooms
+from chatpop_edge.routes import admin, auth, me, meta, realtime, room_changes, rooms
 from chatpop_edge.settings import EdgeSettings
 from chatpop_edge.web import install_web_client
 
@@ -120,6 +120,7 @@ def create_app(settings: EdgeSettings) -> FastAPI:
     app.include_router(rooms.router)
     app.include_router(room_changes.router)
     app.include_router(me.router)
+    app.include_router(admin.router)
     app.include_router(meta.router)
     app.include_router(realtime.router)
     install_web_client(app, settings.web_root)

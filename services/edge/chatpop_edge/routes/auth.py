@@ -73,9 +73,12 @@ async def register(body: models.RegisterRequest, backends: BackendsDep) -> model
     responses=error_responses(401, 429),
     summary="Sign in with email and password",
 )
-async def login(body: models.LoginRequest, backends: BackendsDep) -> models.TokenResponse:
+async def login(
+    body: models.LoginRequest, backends: BackendsDep, ip_hash: ClientIpHash
+) -> models.TokenResponse:
     response = await backends.identity.Login(
-        identity_pb2.LoginRequest(email=body.email, password=body.password), timeout=backends.timeout
+        identity_pb2.LoginRequest(email=body.email, password=body.password, client_ip_hash=ip_hash),
+        timeout=backends.timeout,
     )
     return models.TokenResponse.from_proto(response.identity, response.tokens)
 
@@ -86,9 +89,12 @@ async def login(body: models.LoginRequest, backends: BackendsDep) -> models.Toke
     responses=error_responses(401, 429),
     summary="Rotate a refresh token for a new token pair",
 )
-async def refresh(body: models.RefreshRequest, backends: BackendsDep) -> models.TokenResponse:
+async def refresh(
+    body: models.RefreshRequest, backends: BackendsDep, ip_hash: ClientIpHash
+) -> models.TokenResponse:
     response = await backends.identity.RefreshTokens(
-        identity_pb2.RefreshTokensRequest(refresh_token=body.refresh_token), timeout=backends.timeout
+        identity_pb2.RefreshTokensRequest(refresh_token=body.refresh_token, client_ip_hash=ip_hash),
+        timeout=backends.timeout,
     )
     return models.TokenResponse.from_proto(response.identity, response.tokens)
 

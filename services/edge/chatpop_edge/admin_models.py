@@ -1,0 +1,59 @@
+"""Bodies of the admin REST resources (`/api/v1/admin/*`) and their proto conversions."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from chatpop.identity.v1 import identity_pb2
+from chatpop_edge.models import MAX_SEQ, timestamp
+
+# As identity checks them (chatpop_identity.audit): the contract states the same bounds.
+AUDIT_KIND_PATTERN = r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$"
+AUDIT_KIND_MAX_LENGTH = 64
+AUDIT_TEXT_MAX_LENGTH = 128
+AUDIT_PAGE_MAX = 200
+AUDIT_PAGE_DEFAULT = 50
+UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+# Audit event ids, like seqs, stay within what JavaScript holds exactly.
+AUDIT_ID_MAX = MAX_SEQ
+
+
+class AuditEvent(BaseModel):
+    id: int = Field(description="Grows with every event recorded; `before` takes it.")
+    at: datetime | None = Field(description="When the event was recorded.")
+    kind: str = Field(
+        description="What happened, namespaced by the service that saw it, e.g. `identity.login_succeeded`."
+    )
+    actor: str | None = Field(
+        description="Who did it: an identity or participant id, `cli` for the admin command line; "
+        "null when unknown (a failed login)."
+    )
+    target: str | None = Field(description="Whom or what it was done to, e.g. an identity id.")
+    room_id: str | None = Field(description="The room it happened in, if any.")
+    ip_hash: str | None = Field(description="Keyed hash of the client's IP, if known; never the IP.")
+    details: dict[str, Any] = Field(description="The kind's details, e.g. `failures` for failed logins.")
+
+    @classmethod
+    def from_proto(cls, event: identity_pb2.AuditEvent) -> AuditEvent:
+        details = json.loads(event.details_json) if event.details_json else {}
+        return cls(
+            id=event.id,
+            at=timestamp(event.at),
+            kind=event.kind,
+            actor=event.actor or None,
+            target=event.target or None,
+            room_id=event.room_id or None,
+            ip_hash=event.ip_hash or None,
+            details=details if isinstance(details, dict) else {},
+        )
+
+
+class AuditPage(BaseModel):
+    events: list[AuditEvent] = Field(description="Newest first.")
+    next_before: int | None = Field(
+        description="Pass as `before` for the next (older) page; null when this page is the last."
+    )
