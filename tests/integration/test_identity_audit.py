@@ -231,6 +231,22 @@ async def test_failed_logins_for_unknown_addresses_are_counted_too(stub: Stub, a
     assert all(nobody not in event.details_json for event in events)
 
 
+@pytest.mark.parametrize("ip", ["a" * 129, "nul\x00led"])
+async def test_sign_ins_refuse_an_ip_hash_that_is_not_one(stub: Stub, ip: str) -> None:
+    email = _email()
+    registered = await _register(stub, email)
+    await _fails(_login(stub, email, ip=ip), grpc.StatusCode.INVALID_ARGUMENT, "invalid_client_ip_hash")
+    await _fails(
+        stub.RefreshTokens(
+            identity_pb2.RefreshTokensRequest(
+                refresh_token=registered.tokens.refresh_token, client_ip_hash=ip
+            )
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "invalid_client_ip_hash",
+    )
+
+
 async def test_refresh_token_reuse_is_recorded_once_when_it_revokes_the_family(
     stub: Stub, admin_token: str
 ) -> None:

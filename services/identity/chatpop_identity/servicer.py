@@ -116,8 +116,9 @@ def audit_event_message(event: audit.Event) -> identity_pb2.AuditEvent:
 
 
 def _client_ip_hash(value: str) -> str:
-    if len(value) > CLIENT_IP_HASH_MAX:
-        raise InvalidArgument("client_ip_hash is too long to be a hash.", code="invalid_client_ip_hash")
+    """A keyed hash as callers send it; it goes into Postgres (the audit log), which holds no NUL."""
+    if len(value) > CLIENT_IP_HASH_MAX or "\x00" in value:
+        raise InvalidArgument("client_ip_hash is not a hash.", code="invalid_client_ip_hash")
     return value
 
 
