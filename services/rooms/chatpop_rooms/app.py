@@ -13,6 +13,7 @@ from chatpop_common.fixed_window import FixedWindowLimiter
 from chatpop_common.server import GrpcApp, Registration
 from chatpop_rooms.access_codes import AccessCodeHasher, AccessCodeSealer
 from chatpop_rooms.badges import VerifiedBadges
+from chatpop_rooms.bans import BanStore
 from chatpop_rooms.codes import new_room_code
 from chatpop_rooms.limits import JoinAttemptLimiter
 from chatpop_rooms.rolls import UsernameRolls
@@ -53,6 +54,7 @@ async def build(settings: Settings, *, room_codes: Callable[[], str] = new_room_
             redis, limit=settings.anonymous_room_limit, window_seconds=settings.anonymous_room_window
         ),
         badges=VerifiedBadges(pool),
+        bans=BanStore(pool),
         anonymous_usernames_per_ip=settings.anonymous_usernames_per_ip,
         anonymous_usernames_window=settings.anonymous_usernames_window,
         room_codes=room_codes,

@@ -27,6 +27,7 @@ from chatpop_common.usernames import USERNAME_MAX_LENGTH, normalize_username
 from chatpop_common.wording import wait_words
 from chatpop_rooms.access_codes import AccessCodeHasher, AccessCodeSealer
 from chatpop_rooms.badges import VerifiedBadges
+from chatpop_rooms.bans import BanStore, ban_message, validate_limit, validate_reason, validate_tier
 from chatpop_rooms.codes import new_room_code, normalize_room_code
 from chatpop_rooms.convert import participant_message, room_message
 from chatpop_rooms.limits import JoinAttemptLimiter
@@ -98,6 +99,12 @@ def _require_host(principal: Principal, room: RoomRow) -> None:
         raise PermissionDenied("Only the host can do this.", code="not_host")
 
 
+def _banned() -> PermissionDenied:
+    return PermissionDenied(
+        "You were banned from this room by its host, so you cannot join it again.", code="banned"
+    )
+
+
 def _require_open(room: RoomRow) -> None:
     if room.closed_at is not None:
         raise FailedPrecondition("This room is closed.", code="room_closed")
@@ -128,6 +135,7 @@ class RoomsServicer(rooms_pb2_grpc.RoomsServiceServicer):
         rolls: UsernameRolls,
         room_limiter: FixedWindowLimiter,
         badges: VerifiedBadges,
+        bans: BanStore,
         anonymous_usernames_per_ip: int,
         anonymous_usernames_window: int = 3600,
         room_codes: Callable[[], str] = new_room_code,
@@ -140,6 +148,7 @@ class RoomsServicer(rooms_pb2_grpc.RoomsServiceServicer):
         self._rolls = rolls
         self._room_limiter = room_limiter
         self._badges = badges
+        self._bans = bans
         self._anonymous_usernames_per_ip = anonymous_usernames_per_ip
         self._anonymous_usernames_window = anonymous_usernames_window
         self._room_codes = room_codes
@@ -280,10 +289,22 @@ class RoomsServicer(rooms_pb2_grpc.RoomsServiceServicer):
         caller_token = bearer_from_metadata(context.invocation_metadata()) or ""
 
         participant = await self._store.participant_by_subject(room.id, principal.subject)
+        if participant is not None and participant.banned:
+            raise _banned()
+        if principal.subject != room.host_id:
+            # Before any name checks: a banned identity is told so, whatever name it tries.
+            refused = await self._bans.refusing_tier(
+                room.id,
+                subject=principal.subject,
+                client_ip_hash=request.client_ip_hash,
+                anonymous=principal.kind == ANONYMOUS,
+            )
+            if refused is not None:
+                raise _banned()
         if participant is None:
             participant = await self._admit(room, request, principal, caller_token)
         if participant.banned:
-            raise PermissionDenied("You were banned from this room.", code="banned")
+            raise _banned()
 
         try:
             issued = await self._identity.IssueRoomToken(
@@ -440,6 +461,57 @@ class RoomsServicer(rooms_pb2_grpc.RoomsServiceServicer):
         return rooms_pb2.ClearVerifiedUsernameResponse(
             participants=[participant_message(p) for p in participants if p is not None]
         )
+
+    # --- bans (bans.py) ------------------------------------------------------------------------------
+
+    async def BanParticipant(
+        self, request: rooms_pb2.BanParticipantRequest, context: grpc.aio.ServicerContext
+    ) -> rooms_pb2.BanParticipantResponse:
+        principal = require_principal()
+        room = await self._room_by_id(request.room_id)
+        _require_host(principal, room)
+        tier = validate_tier(request.tier)
+        reason = validate_reason(request.reason)
+        outcome = await self._bans.ban(
+            room_id=room.id,
+            host_id=room.host_id,
+            participant_id=request.participant_id,
+            tier=tier,
+            reason=reason,
+            banned_by=principal.subject,
+        )
+        if outcome.created:
+            log.info(
+                "participant banned",
+                extra={"room_id": room.id, "participant_id": outcome.participant.id, "tier": tier},
+            )
+        # Pins: the banned participant's pins are removed by messaging when it appends the ban entry
+        # (AppendBan), in the same transaction as the entry, so every client learns both together.
+        return rooms_pb2.BanParticipantResponse(
+            ban=ban_message(outcome.ban),
+            participant=participant_message(outcome.participant),
+            created=outcome.created,
+        )
+
+    async def UnbanParticipant(
+        self, request: rooms_pb2.UnbanParticipantRequest, context: grpc.aio.ServicerContext
+    ) -> rooms_pb2.UnbanParticipantResponse:
+        principal = require_principal()
+        room = await self._room_by_id(request.room_id)
+        _require_host(principal, room)
+        ban, changed = await self._bans.lift(
+            room_id=room.id, ban_id=request.ban_id, lifted_by=principal.subject
+        )
+        return rooms_pb2.UnbanParticipantResponse(ban=ban_message(ban), changed=changed)
+
+    async def ListBans(
+        self, request: rooms_pb2.ListBansRequest, context: grpc.aio.ServicerContext
+    ) -> rooms_pb2.ListBansResponse:
+        principal = require_principal()
+        room = await self._room_by_id(request.room_id)
+        _require_host(principal, room)
+        bans = await self._bans.in_force(room.id, validate_limit(request.limit))
+        return rooms_pb2.ListBansResponse(bans=[ban_message(ban) for ban in bans])
 
     def _names_per_network(self, room: RoomRow) -> int:
         return room.anonymous_names_per_network or self._anonymous_usernames_per_ip
