@@ -10,6 +10,7 @@ from chatpop_common.auth import KeyCache, KeyFetcher, TokenVerifier
 from chatpop_common.clients import identity_key_fetcher, insecure_channel
 from chatpop_common.datastores import create_redis, service_datastores, service_pool
 from chatpop_common.server import Cleanup, GrpcApp, Registration
+from chatpop_messaging.bans import BanEntries
 from chatpop_messaging.deletions import Deletions, Redactions
 from chatpop_messaging.fanout import Fanout
 from chatpop_messaging.hotcache import HotCache, RedisGuard
@@ -80,6 +81,7 @@ async def build(settings: MessagingSettings, *, key_fetcher: KeyFetcher | None =
         fanout=fanout,
         signals=RoomSignals(SignalPublisher(redis, guard), PresenceBook(redis, guard), rooms_channel),
         reactions=Reactions(pool),
+        bans=BanEntries(pool, rooms_channel),
         deletions=Deletions(pool),
         redactions=redactions,
     )

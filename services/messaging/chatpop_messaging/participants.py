@@ -53,6 +53,10 @@ class ParticipantDirectory:
                 self._cache.popitem(last=False)
         return participant
 
+    def forget(self, room_id: str, participant_id: str) -> None:
+        """Drop what is cached about a participant (it was just banned): the next check asks rooms."""
+        self._cache.pop((room_id, participant_id), None)
+
     async def authorize_writer(
         self, principal: Principal, metadata: Sequence[tuple[str, str]]
     ) -> rooms_pb2.Participant:

@@ -13,6 +13,7 @@ from chatpop_common.auth import bearer_from_metadata, require_principal
 from chatpop_common.clients import bearer
 from chatpop_common.errors import FailedPrecondition, InvalidArgument, ServiceError
 from chatpop_messaging import validation
+from chatpop_messaging.bans import BanEntries, ban_id
 from chatpop_messaging.deletions import Deletions, Redactions
 from chatpop_messaging.fanout import SIGNAL_SEQ, Fanout
 from chatpop_messaging.hotcache import AppendResult, HotCache
@@ -57,6 +58,7 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
         fanout: Fanout,
         signals: RoomSignals,
         reactions: Reactions,
+        bans: BanEntries,
         deletions: Deletions,
         redactions: Redactions,
     ) -> None:
@@ -72,6 +74,7 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
         self._fanout = fanout
         self._signals = signals
         self._reactions = reactions
+        self._bans = bans
         self._deletions = deletions
         self._redactions = redactions
         self._publishing: set[asyncio.Task[None]] = set()
@@ -367,6 +370,18 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
         self._redactions.redact(result.tombstone)
         await asyncio.shield(self._publish_committed(result.entry))
         return messaging_pb2.DeleteMessageResponse(entry=result.entry, changed=True)
+
+    async def AppendBan(
+        self, request: messaging_pb2.AppendBanRequest, context: grpc.aio.ServicerContext
+    ) -> messaging_pb2.AppendBanResponse:
+        room_id = validation.room_id(request.room_id)
+        participant_id = validation.participant_id(request.participant_id)
+        result = await self._bans.append(require_principal(), room_id, participant_id, ban_id(request.ban_id))
+        # What this process cached about the participant may say "not banned": ask rooms next time.
+        self._participants.forget(room_id, participant_id)
+        if result.created:
+            await asyncio.shield(self._publish_committed(result.entry))
+        return messaging_pb2.AppendBanResponse(entry=result.entry, created=result.created)
 
     async def close(self) -> None:
         """Let committed messages finish publishing."""

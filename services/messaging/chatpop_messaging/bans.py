@@ -1,0 +1,133 @@
+"""Ban entries: rooms bans a participant, and the room's log says so.
+
+The ban itself (who, tier, reason, the revoked token version) belongs to rooms. Messaging appends a
+ban entry with the room's next seq, its sender_* naming the banned participant, so every live socket
+of the room learns it (the edge closes the banned participant's own sockets on it) and a client that
+resumes replays it. Only the room's host may ask, and only for a participant rooms says is banned;
+one entry per ban (keyed by the ban's id), so a retried request appends nothing more.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+import asyncpg
+import grpc
+
+from chatpop.messaging.v1 import messaging_pb2
+from chatpop.rooms.v1 import rooms_pb2, rooms_pb2_grpc
+from chatpop_common.auth import Principal
+from chatpop_common.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, Unavailable
+from chatpop_messaging.store import CLIENT_MSG_ID_CONSTRAINT, ENTRY_COLUMNS, to_message
+
+KIND_BAN = messaging_pb2.ENTRY_KIND_BAN
+_LOOKUP_TIMEOUT = 5.0
+
+_NEXT_SEQ = """
+INSERT INTO room_counters AS c (room_id, last_seq) VALUES ($1, 1)
+ON CONFLICT (room_id) DO UPDATE SET last_seq = c.last_seq + 1
+RETURNING last_seq
+"""
+_INSERT_BAN = f"""
+INSERT INTO messages (id, room_id, seq, sender_participant_id, sender_username, sender_is_host,
+                      sender_verified, client_msg_id, text, kind, target_seq)
+VALUES ($1, $2, $3, $4, $5, false, $6, $7, '', $8, 0)
+RETURNING {ENTRY_COLUMNS}
+"""  # noqa: S608 - constant column list
+_BY_KEY = f"SELECT {ENTRY_COLUMNS} FROM messages WHERE room_id = $1 AND sender_participant_id = $2 AND client_msg_id = $3"  # noqa: S608, E501
+
+# A ban entry targets no message (target_seq 0): it names the banned participant in sender_*.
+# What else goes when a participant is banned, inside the ban entry's transaction: (connection,
+# room_id, participant_id). Pins hook in here: a banned participant's pins are removed with the entry.
+BanHook = Callable[[asyncpg.Connection, str, str], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class BanEntry:
+    entry: messaging_pb2.Message
+    created: bool
+
+
+def ban_id(value: str) -> str:
+    try:
+        return str(uuid.UUID(value))
+    except (ValueError, AttributeError):
+        raise InvalidArgument("ban_id is missing or malformed.", code="invalid_ban_id") from None
+
+
+class BanEntries:
+    def __init__(
+        self, pool: asyncpg.Pool, channel: grpc.aio.Channel, *, on_ban: Sequence[BanHook] = ()
+    ) -> None:
+        self._pool = pool
+        self._rooms = rooms_pb2_grpc.RoomsServiceStub(channel)
+        self._on_ban = tuple(on_ban)
+
+    async def _room(self, room_id: str) -> rooms_pb2.Room:
+        try:
+            response = await self._rooms.GetRoom(
+                rooms_pb2.GetRoomRequest(room_id=room_id), timeout=_LOOKUP_TIMEOUT
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
+                raise NotFound("There is no such room.", code="room_not_found") from exc
+            raise Unavailable("Rooms could not be reached; try again.", code="rooms_unavailable") from exc
+        room: rooms_pb2.Room = response.room
+        return room
+
+    async def _banned_participant(self, room_id: str, participant_id: str) -> rooms_pb2.Participant:
+        """The participant as rooms has it now (never cached: the ban was just made)."""
+        try:
+            response = await self._rooms.GetParticipant(
+                rooms_pb2.GetParticipantRequest(room_id=room_id, participant_id=participant_id),
+                timeout=_LOOKUP_TIMEOUT,
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
+                raise NotFound(
+                    "There is no such participant in this room.", code="participant_not_found"
+                ) from exc
+            raise Unavailable("Rooms could not be reached; try again.", code="rooms_unavailable") from exc
+        participant: rooms_pb2.Participant = response.participant
+        if not participant.banned:
+            raise FailedPrecondition("This participant is not banned; ban them first.", code="not_banned")
+        return participant
+
+    async def append(self, principal: Principal, room_id: str, participant_id: str, key: str) -> BanEntry:
+        if principal.token_type == "room":
+            principal.require_room(room_id)
+        room = await self._room(room_id)
+        if principal.subject != room.host_id:
+            raise PermissionDenied("Only the host can ban participants.", code="not_host")
+        target = await self._banned_participant(room_id, participant_id)
+        client_msg_id = f"ban:{key}"
+        existing = await self._pool.fetchrow(_BY_KEY, room_id, target.id, client_msg_id)
+        if existing is not None:
+            return BanEntry(to_message(existing), created=False)
+        try:
+            async with self._pool.acquire() as connection, connection.transaction():
+                seq = await connection.fetchval(_NEXT_SEQ, room_id)
+                row = await connection.fetchrow(
+                    _INSERT_BAN,
+                    uuid.uuid4(),
+                    room_id,
+                    seq,
+                    target.id,
+                    target.username,
+                    target.verified,
+                    client_msg_id,
+                    KIND_BAN,
+                )
+                for hook in self._on_ban:
+                    await hook(connection, room_id, target.id)
+        except asyncpg.UniqueViolationError as exc:
+            # A concurrent retry appended it first; the whole transaction (seq included) rolled back.
+            if exc.constraint_name != CLIENT_MSG_ID_CONSTRAINT:
+                raise
+            existing = await self._pool.fetchrow(_BY_KEY, room_id, target.id, client_msg_id)
+            if existing is None:
+                raise
+            return BanEntry(to_message(existing), created=False)
+        return BanEntry(to_message(row), created=True)
