@@ -20,7 +20,7 @@ from chatpop_edge.middleware import (
 )
 from chatpop_edge.realtime.hub import RoomHub
 from chatpop_edge.realtime.presence import PresenceReporter
-from chatpop_edge.routes import admin, auth, me, meta, realtime, room_changes, rooms
+from chatpop_edge.routes import admin, auth, bans, me, meta, realtime, room_changes, rooms
 from chatpop_edge.settings import EdgeSettings
 from chatpop_edge.web import install_web_client
 
@@ -53,6 +53,11 @@ its `state_seq` is above the message's:
   author, or the host when `by_host`); show it as deleted, and replies to it as replying to a
   deleted message.
 
+**Bans.** `banned {seq, participant_id, username}` is an entry of the log too: the host banned that
+participant (`POST /api/v1/rooms/{code}/bans`). Their own sockets get the frame, then close with 4403
+`banned`; from then on their room tokens are refused (REST 403 `banned`, a socket closes with 4403
+`banned`) and joining again is refused with 403 `banned`.
+
 Ephemeral frames are never replayed on resume and may be lost with a connection:
 - `typing {participant_id, username}`: someone else in the room is typing (at most one every few
   seconds per socket; show it for a few seconds);
@@ -72,7 +77,8 @@ for a send, its `client_msg_id`) and the socket goes on; an `after_seq` in the U
 closes the socket with 4400.
 
 Clients send `ping` every few seconds when they sent nothing else, and count a connection silent for
-about ten seconds as lost. Close codes: 4401 invalid or expired token, 4403 token for another room,
+about ten seconds as lost. Close codes: 4401 invalid, expired or revoked token, 4403 token for another
+room (`wrong_room`) or banned from the room (`banned`),
 4404 unknown room, 4408 nothing received from the client for `WS_IDLE_TIMEOUT` seconds (reconnect),
 1013 too slow or service unavailable (reconnect and resume).
 """
@@ -119,6 +125,7 @@ def create_app(settings: EdgeSettings) -> FastAPI:
     app.include_router(auth.router)
     app.include_router(rooms.router)
     app.include_router(room_changes.router)
+    app.include_router(bans.router)
     app.include_router(me.router)
     app.include_router(admin.router)
     app.include_router(meta.router)

@@ -16,6 +16,7 @@ from chatpop.rooms.v1 import rooms_pb2, rooms_pb2_grpc
 from chatpop_common.auth import TokenVerifier
 from chatpop_common.clients import bearer, identity_key_cache, insecure_channel
 from chatpop_edge.settings import EdgeSettings
+from chatpop_edge.standing import ParticipantStanding
 
 Metadata = tuple[tuple[str, str], ...]
 
@@ -50,6 +51,8 @@ class Backends:
         self.messaging = messaging_pb2_grpc.MessagingServiceStub(self._channels["messaging"])
         self.payments = payments_pb2_grpc.PaymentsServiceStub(self._channels["payments"])
         self.verifier = TokenVerifier(identity_key_cache(self._channels["identity"]))
+        # Room tokens revoked by a ban (their participant's version went up) are refused at once.
+        self.standing = ParticipantStanding(self.rooms, timeout=self.timeout)
         self._jwks_ttl = settings.jwks_cache_seconds
         self._jwks: tuple[float, identity_pb2.GetPublicKeysResponse] | None = None
         self._jwks_lock = asyncio.Lock()

@@ -129,8 +129,22 @@ def message_frame(message: messaging_pb2.Message) -> str:
                 "state_seq": message.state.state_seq,
             }
         )
+    if message.kind == messaging_pb2.ENTRY_KIND_BAN:
+        return banned_frame(message)
     base = models.Message.from_proto(message)
     return MessageFrame(**base.__dict__).model_dump_json()
+
+
+def banned_frame(message: messaging_pb2.Message) -> str:
+    """A ban entry: the participant it names was removed from the room by its host."""
+    return dumps(
+        {
+            "type": "banned",
+            "seq": message.seq,
+            "participant_id": message.sender_participant_id,
+            "username": message.sender_username,
+        }
+    )
 
 
 def ready_frame(room_id: str, participant_id: str, last_seq: int) -> str:

@@ -29,6 +29,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# The close code of a banned participant's sockets (as for any token refused in this room).
+CLOSE_BANNED = 4403
+
 
 def created_at_seconds(message: messaging_pb2.Message) -> float:
     return message.created_at.seconds + message.created_at.nanos / 1e9
@@ -121,6 +124,16 @@ class RoomChannel:
         created = created_at_seconds(message)
         for session in tuple(self._members):
             session.offer(message.seq, frame, created)
+        if message.kind == messaging_pb2.ENTRY_KIND_BAN:
+            self._kick(message.sender_participant_id)
+
+    def _kick(self, participant_id: str) -> None:
+        """A ban entry: the banned participant's sockets here close right after its frame (4403
+        `banned`), and their standing is asked of rooms again before anything else of theirs goes on."""
+        self._backends.standing.forget(self.room_id, participant_id)
+        for session in [*self._members, *self._waiting]:
+            if session.principal.participant_id == participant_id:
+                session.request_close(CLOSE_BANNED, "banned")
 
     def _reload(self, last_seq: int) -> None:
         log.warning("room stream skipped ahead", extra={"room_id": self.room_id, "last_seq": last_seq})

@@ -89,6 +89,15 @@ async def room_socket(websocket: WebSocket, code: str) -> None:
     if principal.room_id != room_id:
         await websocket.close(CLOSE_FORBIDDEN, "wrong_room")
         return
+    try:
+        await backends.standing.check(principal)
+    except ServiceError as exc:
+        # `banned` (4403), or a token from before a lifted ban (4401: join again for a new one).
+        await websocket.close(CLOSE_FORBIDDEN if exc.code == "banned" else CLOSE_INVALID_TOKEN, exc.code)
+        return
+    except grpc.aio.AioRpcError:
+        await websocket.close(CLOSE_TRY_AGAIN, "service_unavailable")
+        return
 
     session = SocketSession(
         websocket, room_id=room_id, principal=principal, token=token, backends=backends, settings=settings

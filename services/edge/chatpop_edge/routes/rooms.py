@@ -35,7 +35,10 @@ async def room_principal(backends: Backends, code: str, token: str) -> tuple[str
     if principal.token_type != "room":
         raise ApiError(401, "invalid_token", "A room token is required (join the room first).")
     room_id = await backends.room_id(code, token)
-    return room_id, principal.require_room(room_id)
+    principal.require_room(room_id)
+    # A token from before a ban works nowhere, even though its signature is still good.
+    await backends.standing.check(principal)
+    return room_id, principal
 
 
 @router.post(
