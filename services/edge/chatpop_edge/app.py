@@ -20,7 +20,7 @@ from chatpop_edge.middleware import (
 )
 from chatpop_edge.realtime.hub import RoomHub
 from chatpop_edge.realtime.presence import PresenceReporter
-from chatpop_edge.routes import admin, auth, bans, me, meta, realtime, room_changes, rooms
+from chatpop_edge.routes import admin, auth, bans, me, meta, moderation, realtime, room_changes, rooms
 from chatpop_edge.settings import EdgeSettings
 from chatpop_edge.web import install_web_client
 
@@ -51,7 +51,19 @@ its `state_seq` is above the message's:
   put an emoji on the message `target_seq` or took it off; `reactions` are its counts after that;
 - `deleted {seq, target_seq, participant_id, by_host, state_seq}`: the message's text is gone (its
   author, or the host when `by_host`); show it as deleted, and replies to it as replying to a
-  deleted message.
+  deleted message; a pinned message is unpinned by an `unpinned` frame right after;
+- `pinned {seq, target_seq, message, pinned_seqs, pins_state_seq}` and `unpinned {seq, target_seq,
+  pinned_seqs, pins_state_seq}`: the host pinned or unpinned a message; `pinned_seqs` are the host
+  pins now, newest first (replace the list; apply only when `pins_state_seq` is above the one held);
+  `message` is the pinned message as it stood, for a client that never loaded it (later changes to it
+  come as frames of their own). Host pins sit above everything;
+- `sticky {seq, text, sticky_seq}`: the host set the room's sticky broadcast message (empty: cleared);
+- `hidden {seq, target_seq, state_seq}`: reports hid the message pending review; show it as hidden
+  (its text only to the host); `restored {seq, target_seq, text, state_seq}`: the host restored it.
+
+The newest history page (no `before_seq`) carries `board`: the host pins (each message as it now is)
+with `pins_state_seq`, and the sticky text with `sticky_seq`, as of the page's `last_seq`. History
+gives a hidden message's text to the host alone.
 
 **Bans.** `banned {seq, participant_id, username}` is an entry of the log too: the host banned that
 participant (`POST /api/v1/rooms/{code}/bans`). Their own sockets get the frame, then close with 4403
@@ -126,6 +138,7 @@ def create_app(settings: EdgeSettings) -> FastAPI:
     app.include_router(rooms.router)
     app.include_router(room_changes.router)
     app.include_router(bans.router)
+    app.include_router(moderation.router)
     app.include_router(me.router)
     app.include_router(admin.router)
     app.include_router(meta.router)

@@ -417,6 +417,11 @@ class Message(BaseModel):
     created_at: datetime | None = None
     deleted: bool = False
     deleted_by_host: bool = Field(default=False, description="The room's host deleted it (not its author).")
+    hidden: bool = Field(
+        default=False,
+        description="Hidden pending review after reports: show it as such. History gives its text to the "
+        "room's host alone (empty for everyone else).",
+    )
     reactions: dict[str, int] = Field(
         default_factory=dict, description="Emojis with the number of people on each; none listed with 0."
     )
@@ -434,6 +439,7 @@ class Message(BaseModel):
         return cls(
             deleted=message.state.deleted,
             deleted_by_host=message.state.deleted_by_host,
+            hidden=message.state.hidden,
             reactions=reaction_counts(message.state),
             my_reactions=list(message.my_reactions),
             state_seq=message.state.state_seq,
@@ -453,8 +459,161 @@ class Message(BaseModel):
         )
 
 
+PinSource = Literal["host", "paid"]
+_PIN_SOURCE_OUT: dict[int, PinSource] = {
+    messaging_pb2.PIN_SOURCE_HOST: "host",
+    messaging_pb2.PIN_SOURCE_PAID: "paid",
+}
+
+
+class Pin(BaseModel):
+    message: Message = Field(description="The pinned message as it now is.")
+    source: PinSource = Field(description="Who pinned it: host pins sit above paid pins.")
+    pinned_seq: int = Field(description="Seq of the `pinned` entry.")
+
+
+class RoomBoard(BaseModel):
+    """What the room shows above its messages."""
+
+    pins: list[Pin] = Field(description="Host pins first, newest first.")
+    pins_state_seq: int = Field(
+        description="Seq of the last `pinned` or `unpinned` entry (0: none); apply such a frame only when "
+        "its `pins_state_seq` is above this."
+    )
+    sticky_text: str = Field(description="The host's sticky broadcast message; empty when none.")
+    sticky_seq: int = Field(description="Seq of the last `sticky` entry (0: none).")
+
+    @classmethod
+    def from_proto(cls, board: messaging_pb2.RoomBoard) -> RoomBoard:
+        return cls(
+            pins=[
+                Pin(
+                    message=Message.from_proto(pin.message),
+                    source=_PIN_SOURCE_OUT.get(pin.source, "host"),
+                    pinned_seq=pin.pinned_seq,
+                )
+                for pin in board.pins
+            ],
+            pins_state_seq=board.pins_state_seq,
+            sticky_text=board.sticky_text,
+            sticky_seq=board.sticky_seq,
+        )
+
+
+class PinsState(BaseModel):
+    target_seq: int
+    pinned_seqs: list[int] = Field(description="The room's host pins now, newest first.")
+    pins_state_seq: int
+    changed: bool = Field(description="False when the message was already pinned (or not pinned) as asked.")
+
+
+class SetStickyRequest(RequestBody):
+    text: str = Field(
+        max_length=20_000, description="The sticky message, checked as a message's text; empty clears it."
+    )
+
+
+class StickyState(BaseModel):
+    text: str = Field(description="The sticky message now; empty when none.")
+    sticky_seq: int
+    changed: bool = Field(description="False when it already read so.")
+
+
+ReportReason = Literal["spam", "harassment", "hate", "sexual", "violence", "other"]
+REPORT_REASONS: dict[str, messaging_pb2.ReportReason] = {
+    "spam": messaging_pb2.REPORT_REASON_SPAM,
+    "harassment": messaging_pb2.REPORT_REASON_HARASSMENT,
+    "hate": messaging_pb2.REPORT_REASON_HATE,
+    "sexual": messaging_pb2.REPORT_REASON_SEXUAL,
+    "violence": messaging_pb2.REPORT_REASON_VIOLENCE,
+    "other": messaging_pb2.REPORT_REASON_OTHER,
+}
+_REASON_OUT: dict[int, ReportReason] = {
+    messaging_pb2.REPORT_REASON_SPAM: "spam",
+    messaging_pb2.REPORT_REASON_HARASSMENT: "harassment",
+    messaging_pb2.REPORT_REASON_HATE: "hate",
+    messaging_pb2.REPORT_REASON_SEXUAL: "sexual",
+    messaging_pb2.REPORT_REASON_VIOLENCE: "violence",
+    messaging_pb2.REPORT_REASON_OTHER: "other",
+}
+
+
+class ReportRequest(RequestBody):
+    reason: ReportReason
+    text: str = Field(default="", max_length=500, description="Optional details, at most 500 characters.")
+
+
+class ReportReceipt(BaseModel):
+    target_seq: int
+    created: bool = Field(description="False when you had reported this message already.")
+    hidden: bool = Field(description="The message is hidden pending the host's review.")
+
+
+class Report(BaseModel):
+    reporter: Sender = Field(description="Who reported it (shown to the room's host alone).")
+    reason: ReportReason
+    text: str
+    created_at: datetime | None = None
+
+
+class ReportedMessage(BaseModel):
+    message: Message = Field(description="As it now is, text included even when hidden.")
+    reports: list[Report] = Field(description="Open reports, oldest first.")
+
+    @classmethod
+    def from_proto(cls, item: messaging_pb2.ReportedMessage) -> ReportedMessage:
+        return cls(
+            message=Message.from_proto(item.message),
+            reports=[
+                Report(
+                    reporter=Sender(
+                        participant_id=r.reporter_participant_id,
+                        username=r.reporter_username,
+                        is_host=False,
+                        verified=False,
+                    ),
+                    reason=_REASON_OUT.get(r.reason, "other"),
+                    text=r.text,
+                    created_at=timestamp(r.created_at),
+                )
+                for r in item.reports
+            ],
+        )
+
+
+class ReportQueue(BaseModel):
+    items: list[ReportedMessage] = Field(description="Messages with open reports, newest message first.")
+    has_more: bool = Field(description="More lie below: page on with `before_seq` = the last item's seq.")
+
+
+ReportAction = Literal["restore", "delete", "dismiss"]
+REPORT_ACTIONS: dict[str, messaging_pb2.ReportResolution] = {
+    "restore": messaging_pb2.REPORT_RESOLUTION_RESTORE,
+    "delete": messaging_pb2.REPORT_RESOLUTION_DELETE,
+    "dismiss": messaging_pb2.REPORT_RESOLUTION_DISMISS,
+}
+
+
+class ResolveReportsRequest(RequestBody):
+    action: ReportAction = Field(
+        description="`restore`: show it again; `delete`: delete it; `dismiss`: leave it as it is. "
+        "Each closes its open reports."
+    )
+
+
+class ReportsResolved(BaseModel):
+    target_seq: int
+    action: ReportAction
+    closed: int = Field(description="Open reports closed.")
+    changed: bool = Field(description="The room's log got an entry (restored, or deleted).")
+
+
 class MessagePage(BaseModel):
     messages: list[Message] = Field(description="Newest first, each with its current state.")
+    board: RoomBoard | None = Field(
+        default=None,
+        description="The newest page only (no `before_seq`): pins and the sticky message as of `last_seq`.",
+    )
     has_more: bool = Field(description="The log has entries below `low_seq`.")
     last_seq: int = Field(description="Seq of the room's newest entry.")
     low_seq: int = Field(

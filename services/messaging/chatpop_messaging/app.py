@@ -15,12 +15,14 @@ from chatpop_messaging.deletions import Deletions, Redactions
 from chatpop_messaging.fanout import Fanout
 from chatpop_messaging.hotcache import HotCache, RedisGuard
 from chatpop_messaging.participants import ParticipantDirectory
+from chatpop_messaging.pins import Pins
 from chatpop_messaging.policies import RoomPolicies
 from chatpop_messaging.presence import PresenceBook
 from chatpop_messaging.ratelimit import SendRateLimiter, SlowMode
 from chatpop_messaging.reactions import Reactions
 from chatpop_messaging.reader import MessageReader
 from chatpop_messaging.reads import ReadPositions
+from chatpop_messaging.reports import Reports
 from chatpop_messaging.room_signals import RoomSignals
 from chatpop_messaging.servicer import MessagingServicer
 from chatpop_messaging.settings import MessagingSettings
@@ -83,6 +85,8 @@ async def build(settings: MessagingSettings, *, key_fetcher: KeyFetcher | None =
         reactions=Reactions(pool),
         bans=BanEntries(pool, rooms_channel),
         deletions=Deletions(pool),
+        pins=Pins(pool),
+        reports=Reports(pool, hide_at=settings.reports_to_hide),
         redactions=redactions,
     )
     fanout.start()

@@ -1,5 +1,8 @@
 """Deleting a message: its text is gone from Postgres for good, the seq stays as a tombstone, and a
-deletion entry in the log tells every client. Its author may delete it, and the room's host any."""
+deletion entry in the log tells every client. Its author may delete it, and the room's host any.
+
+A pinned message is unpinned by an UNPIN entry right after the deletion, in the same transaction, and
+entries that carried its text (a PIN's copy of it, a RESTORE's text) lose it too."""
 
 from __future__ import annotations
 
@@ -13,9 +16,12 @@ from chatpop.messaging.v1 import messaging_pb2
 from chatpop_common.backoff import Backoff
 from chatpop_common.errors import NotFound, PermissionDenied
 from chatpop_messaging.hotcache import HotCache
+from chatpop_messaging.pins import lock_if_pinned, unpin
 from chatpop_messaging.store import (
     ENTRY_COLUMNS,
     KIND_DELETION,
+    KIND_PIN,
+    KIND_RESTORE,
     Actor,
     Change,
     append_change,
@@ -30,6 +36,11 @@ UPDATE messages SET text = '', deleted_at = now(), deleted_by_host = $3, state_s
 WHERE room_id = $1 AND seq = $2
 RETURNING {ENTRY_COLUMNS}
 """  # noqa: S608 - constant column list
+_REDACT_COPIES = f"""
+UPDATE messages SET text = '', pinned_message = CASE WHEN kind = {KIND_PIN} THEN $3::bytea END
+WHERE room_id = $1 AND target_seq = $2 AND kind IN ({KIND_PIN}, {KIND_RESTORE})
+RETURNING {ENTRY_COLUMNS}
+"""  # noqa: S608 - constant kinds and column list
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +49,10 @@ class DeletionResult:
 
     entry: messaging_pb2.Message | None
     tombstone: messaging_pb2.Message | None
+    # The UNPIN entry when the message was pinned.
+    unpinned: messaging_pb2.Message | None = None
+    # Earlier entries that carried the text, as they now are: the hot cache must lose it too.
+    redacted: tuple[messaging_pb2.Message, ...] = ()
 
 
 class Deletions:
@@ -56,6 +71,7 @@ class Deletions:
                 )
             if target["deleted_at"] is not None:
                 return DeletionResult(None, None)
+            pinned = await lock_if_pinned(connection, room_id, target_seq)
             entry = await append_change(
                 connection,
                 room_id,
@@ -66,7 +82,12 @@ class Deletions:
             await connection.execute(
                 "DELETE FROM reactions WHERE room_id = $1 AND message_seq = $2", room_id, target_seq
             )
-        return DeletionResult(entry, to_message(row))
+            tombstone = to_message(row)
+            copies = await connection.fetch(
+                _REDACT_COPIES, room_id, target_seq, tombstone.SerializeToString()
+            )
+            unpinned = await unpin(connection, room_id, target_seq, actor) if pinned else None
+        return DeletionResult(entry, tombstone, unpinned, tuple(to_message(copy) for copy in copies))
 
 
 class Redactions:

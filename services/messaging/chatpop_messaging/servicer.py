@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator
 import grpc
 
 from chatpop.messaging.v1 import messaging_pb2, messaging_pb2_grpc
-from chatpop_common.auth import bearer_from_metadata, require_principal
+from chatpop_common.auth import Principal, bearer_from_metadata, require_principal
 from chatpop_common.clients import bearer
-from chatpop_common.errors import FailedPrecondition, InvalidArgument, ServiceError
+from chatpop_common.errors import FailedPrecondition, InvalidArgument, PermissionDenied, ServiceError
 from chatpop_messaging import validation
 from chatpop_messaging.bans import BanEntries, ban_id
 from chatpop_messaging.deletions import Deletions, Redactions
@@ -19,11 +19,13 @@ from chatpop_messaging.fanout import SIGNAL_SEQ, Fanout
 from chatpop_messaging.hotcache import AppendResult, HotCache
 from chatpop_messaging.metrics import GAP_FILLS, MESSAGES_ACCEPTED, RESUME_READS
 from chatpop_messaging.participants import ParticipantDirectory
+from chatpop_messaging.pins import Pins
 from chatpop_messaging.policies import RoomPolicies
 from chatpop_messaging.ratelimit import SendRateLimiter, SlowMode
 from chatpop_messaging.reactions import Reactions, valid_emoji
 from chatpop_messaging.reader import MessageReader
 from chatpop_messaging.reads import MAX_ACTIVITY_ROOMS, ReadPositions
+from chatpop_messaging.reports import Reports, valid_report
 from chatpop_messaging.room_signals import RoomSignals
 from chatpop_messaging.settings import MessagingSettings
 from chatpop_messaging.store import Actor, DuplicateClientMsgId, MessageStore, NewMessage, is_message
@@ -61,6 +63,8 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
         bans: BanEntries,
         deletions: Deletions,
         redactions: Redactions,
+        pins: Pins,
+        reports: Reports,
     ) -> None:
         self._settings = settings
         self._store = store
@@ -77,6 +81,8 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
         self._bans = bans
         self._deletions = deletions
         self._redactions = redactions
+        self._pins = pins
+        self._reports = reports
         self._publishing: set[asyncio.Task[None]] = set()
 
     async def SendMessage(
@@ -181,10 +187,30 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
                 low = 1
                 break
             low = window_low
-        await self._fold_state(room_id, found, principal.participant_id)
+        board = await self._pins.board(room_id) if request.before_seq == 0 else None
+        pinned = [pin.message for pin in board.pins] if board is not None else []
+        await self._fold_state(room_id, found + pinned, principal.participant_id)
+        await self._withhold_hidden(found + pinned, principal, context)
         return messaging_pb2.ListMessagesResponse(
-            messages=found, has_more=low > 1, last_seq=last_seq, low_seq=low
+            messages=found, has_more=low > 1, last_seq=last_seq, low_seq=low, board=board
         )
+
+    async def _withhold_hidden(
+        self, messages: list[messaging_pb2.Message], principal: Principal, context: grpc.aio.ServicerContext
+    ) -> None:
+        """Hidden messages show their text to the room's host alone."""
+        hidden = [message for message in messages if message.state.hidden]
+        if not hidden:
+            return
+        try:
+            token = bearer_from_metadata(context.invocation_metadata())
+            viewer = await self._participants.authorize_writer(principal, bearer(token) if token else ())
+            if viewer.is_host:
+                return
+        except PermissionDenied:
+            pass
+        for message in hidden:
+            message.text = ""
 
     async def _fold_state(self, room_id: str, messages: list[messaging_pb2.Message], viewer: str) -> None:
         """Give each message its state now (deleted, reaction counts) and the viewer's own emojis."""
@@ -331,9 +357,14 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
             verified=participant.verified,
         )
 
-    def _publish_committed(self, entry: messaging_pb2.Message) -> asyncio.Task[None]:
-        # The change is committed: publishing must finish even if the caller goes away now.
-        task = asyncio.create_task(self._publish(entry))
+    def _publish_committed(self, *entries: messaging_pb2.Message) -> asyncio.Task[None]:
+        # The change is committed: publishing must finish even if the caller goes away now. Entries
+        # of one transaction are published in seq order, one after the other.
+        async def publish() -> None:
+            for entry in entries:
+                await self._publish(entry)
+
+        task = asyncio.create_task(publish())
         self._publishing.add(task)
         task.add_done_callback(self._publishing.discard)
         return task
@@ -367,9 +398,110 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
         result = await self._deletions.delete(request.room_id, target_seq, actor)
         if result.entry is None or result.tombstone is None:
             return messaging_pb2.DeleteMessageResponse(changed=False)
-        self._redactions.redact(result.tombstone)
-        await asyncio.shield(self._publish_committed(result.entry))
+        for redacted in (result.tombstone, *result.redacted):
+            self._redactions.redact(redacted)
+        entries = [result.entry] if result.unpinned is None else [result.entry, result.unpinned]
+        await asyncio.shield(self._publish_committed(*entries))
         return messaging_pb2.DeleteMessageResponse(entry=result.entry, changed=True)
+
+    # --- what the room shows above its messages (pins.py) ------------------------------------------
+
+    async def _host(self, room_id: str, context: grpc.aio.ServicerContext) -> Actor:
+        actor = await self._actor(room_id, context)
+        if not actor.is_host:
+            raise PermissionDenied("Only the room's host can do this.", code="forbidden")
+        policy = await self._policies.get(room_id)
+        if policy.closed:
+            raise FailedPrecondition("This room is closed.", code="room_closed")
+        return actor
+
+    async def SetPin(
+        self, request: messaging_pb2.SetPinRequest, context: grpc.aio.ServicerContext
+    ) -> messaging_pb2.SetPinResponse:
+        actor = await self._host(request.room_id, context)
+        target_seq = validation.target_seq(request.target_seq)
+        result = await self._pins.set(request.room_id, target_seq, actor, request.pinned)
+        if result.entry is not None:
+            await asyncio.shield(self._publish_committed(result.entry))
+        return messaging_pb2.SetPinResponse(
+            entry=result.entry,
+            changed=result.entry is not None,
+            pinned_seqs=result.pinned_seqs,
+            pins_state_seq=result.pins_state_seq,
+        )
+
+    async def SetSticky(
+        self, request: messaging_pb2.SetStickyRequest, context: grpc.aio.ServicerContext
+    ) -> messaging_pb2.SetStickyResponse:
+        actor = await self._host(request.room_id, context)
+        text = request.text.strip()
+        if text:
+            text = validation.message_text(text, self._settings.message_max_chars)
+        result = await self._pins.set_sticky(request.room_id, actor, text)
+        if result.entry is not None:
+            await asyncio.shield(self._publish_committed(result.entry))
+        return messaging_pb2.SetStickyResponse(
+            entry=result.entry,
+            changed=result.entry is not None,
+            text=result.text,
+            sticky_seq=result.sticky_seq,
+        )
+
+    # --- reports and hidden messages (reports.py) ---------------------------------------------------
+
+    async def ReportMessage(
+        self, request: messaging_pb2.ReportMessageRequest, context: grpc.aio.ServicerContext
+    ) -> messaging_pb2.ReportMessageResponse:
+        actor = await self._actor(request.room_id, context)
+        target_seq = validation.target_seq(request.target_seq)
+        text = valid_report(request.reason, request.text)
+        await self._limiter.check(request.room_id, actor.participant_id)
+        result = await self._reports.report(request.room_id, target_seq, actor, request.reason, text)
+        if result.entry is not None:
+            await asyncio.shield(self._publish_committed(result.entry))
+        return messaging_pb2.ReportMessageResponse(
+            created=result.created, entry=result.entry, hidden=result.hidden
+        )
+
+    async def ListReports(
+        self, request: messaging_pb2.ListReportsRequest, context: grpc.aio.ServicerContext
+    ) -> messaging_pb2.ListReportsResponse:
+        actor = await self._actor(request.room_id, context)
+        if not actor.is_host:
+            raise PermissionDenied("Only the room's host can do this.", code="forbidden")
+        if request.before_seq < 0:
+            raise InvalidArgument("before_seq must not be negative.", code="invalid_before_seq")
+        queue = await self._reports.queue(
+            request.room_id, request.before_seq, validation.page_limit(request.limit)
+        )
+        await self._fold_state(request.room_id, [item.message for item in queue.items], actor.participant_id)
+        return queue
+
+    async def ResolveReports(
+        self, request: messaging_pb2.ResolveReportsRequest, context: grpc.aio.ServicerContext
+    ) -> messaging_pb2.ResolveReportsResponse:
+        actor = await self._host(request.room_id, context)
+        room_id, target_seq = request.room_id, validation.target_seq(request.target_seq)
+        entries: list[messaging_pb2.Message] = []
+        if request.resolution == messaging_pb2.REPORT_RESOLUTION_RESTORE:
+            restored, closed = await self._reports.restore(room_id, target_seq, actor)
+            entries += [restored] if restored is not None else []
+        elif request.resolution == messaging_pb2.REPORT_RESOLUTION_DELETE:
+            deleted = await self._deletions.delete(room_id, target_seq, actor)
+            if deleted.tombstone is not None:
+                for redacted in (deleted.tombstone, *deleted.redacted):
+                    self._redactions.redact(redacted)
+            entries += [e for e in (deleted.entry, deleted.unpinned) if e is not None]
+            closed = await self._reports.close(room_id, target_seq)
+        elif request.resolution == messaging_pb2.REPORT_RESOLUTION_DISMISS:
+            closed = await self._reports.close(room_id, target_seq)
+        else:
+            raise InvalidArgument(
+                "The resolution must be restore, delete or dismiss.", code="invalid_resolution"
+            )
+        if entries:
+            await asyncio.shield(self._publish_committed(*entries))
+        return messaging_pb2.ResolveReportsResponse(entries=entries, closed=closed)
 
     async def AppendBan(
         self, request: messaging_pb2.AppendBanRequest, context: grpc.aio.ServicerContext

@@ -38,3 +38,5 @@ class MessagingSettings(ServiceSettings):
     subscriber_queue_size: int = Field(1000, ge=1)
     # Seconds Redis is left alone after a failure, so a dead Redis does not slow every send.
     redis_retry_after: float = Field(1.0, ge=0)
+    # Distinct participants whose open reports hide a message pending the host's review.
+    reports_to_hide: int = Field(3, ge=1)

@@ -28,7 +28,7 @@ INSERT INTO messages (id, room_id, seq, sender_participant_id, sender_username, 
 SELECT $1, $2, counter.last_seq, $3, $4, $5, $6, $7, $8, $9 FROM counter
 RETURNING id, room_id, seq, sender_participant_id, sender_username, sender_is_host,
           sender_verified, client_msg_id, text, reply_to_seq, created_at, kind, target_seq, emoji, added,
-          reaction_counts, deleted_at, deleted_by_host, state_seq
+          reaction_counts, deleted_at, deleted_by_host, state_seq, hidden_at, pinned_seqs, pinned_message
 """
 
 
@@ -36,7 +36,7 @@ RETURNING id, room_id, seq, sender_participant_id, sender_username, sender_is_ho
 ENTRY_COLUMNS = (
     "id, room_id, seq, sender_participant_id, sender_username, sender_is_host, sender_verified, "
     "client_msg_id, text, reply_to_seq, created_at, kind, target_seq, emoji, added, reaction_counts, "
-    "deleted_at, deleted_by_host, state_seq"
+    "deleted_at, deleted_by_host, state_seq, hidden_at, pinned_seqs, pinned_message"
 )
 _SELECT = f"SELECT {ENTRY_COLUMNS} FROM messages "  # noqa: S608 - constant column list
 _BY_CLIENT_MSG_ID = _SELECT + "WHERE room_id = $1 AND sender_participant_id = $2 AND client_msg_id = $3"
@@ -54,8 +54,8 @@ RETURNING last_seq
 _INSERT_CHANGE = f"""
 INSERT INTO messages (id, room_id, seq, sender_participant_id, sender_username, sender_is_host,
                       sender_verified, client_msg_id, text, kind, target_seq, emoji, added,
-                      reaction_counts, deleted_by_host)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, '', $9, $10, $11, $12, $13::jsonb, $14)
+                      reaction_counts, deleted_by_host, pinned_seqs, pinned_message)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $15, $9, $10, $11, $12, $13::jsonb, $14, $16, $17)
 RETURNING {ENTRY_COLUMNS}
 """  # noqa: S608 - constant column list
 _LOCK_TARGET = f"SELECT {ENTRY_COLUMNS} FROM messages WHERE room_id = $1 AND seq = $2 FOR UPDATE"  # noqa: S608
@@ -81,6 +81,12 @@ class Change:
     added: bool | None = None
     reaction_counts: dict[str, int] | None = None
     deleted_by_host: bool = False
+    # A STICKY entry's text; PIN/UNPIN entries' pins after them and the pinned message as it stood.
+    text: str = ""
+    pinned_seqs: list[int] | None = None
+    pinned_message: bytes | None = None
+    # Whether the entry changes its target message's state (pins and the sticky text are the room's).
+    touches_target: bool = True
 
 
 async def lock_target(connection: asyncpg.Connection, room_id: str, seq: int) -> Any:
@@ -113,10 +119,17 @@ async def append_change(
         change.added,
         None if change.reaction_counts is None else json.dumps(change.reaction_counts),
         change.deleted_by_host,
+        change.text,
+        change.pinned_seqs,
+        change.pinned_message,
     )
-    await connection.execute(
-        "UPDATE messages SET state_seq = $3 WHERE room_id = $1 AND seq = $2", room_id, change.target_seq, seq
-    )
+    if change.touches_target:
+        await connection.execute(
+            "UPDATE messages SET state_seq = $3 WHERE room_id = $1 AND seq = $2",
+            room_id,
+            change.target_seq,
+            seq,
+        )
     return to_message(row)
 
 
@@ -141,6 +154,11 @@ REACTIONS = ("\U0001f44d", "\u2764\ufe0f", "\U0001f602", "\U0001f62e", "\U0001f6
 KIND_MESSAGE = messaging_pb2.ENTRY_KIND_MESSAGE
 KIND_REACTION = messaging_pb2.ENTRY_KIND_REACTION
 KIND_DELETION = messaging_pb2.ENTRY_KIND_DELETION
+KIND_PIN = messaging_pb2.ENTRY_KIND_PIN
+KIND_UNPIN = messaging_pb2.ENTRY_KIND_UNPIN
+KIND_STICKY = messaging_pb2.ENTRY_KIND_STICKY
+KIND_HIDE = messaging_pb2.ENTRY_KIND_HIDE
+KIND_RESTORE = messaging_pb2.ENTRY_KIND_RESTORE
 
 
 def reaction_counts(counts: dict[str, int]) -> list[messaging_pb2.ReactionCount]:
@@ -179,6 +197,7 @@ def to_message(row: Any) -> messaging_pb2.Message:
     if kind == KIND_MESSAGE:
         message.state.deleted = row["deleted_at"] is not None
         message.state.deleted_by_host = row["deleted_by_host"]
+        message.state.hidden = row["hidden_at"] is not None
         message.state.state_seq = row["state_seq"]
     elif kind == KIND_REACTION:
         message.emoji = row["emoji"] or ""
@@ -188,6 +207,13 @@ def to_message(row: Any) -> messaging_pb2.Message:
     elif kind == KIND_DELETION:
         message.state.deleted = True
         message.state.deleted_by_host = row["deleted_by_host"]
+        message.state.state_seq = row["seq"]
+    elif kind in (KIND_PIN, KIND_UNPIN):
+        message.pinned_seqs[:] = list(row["pinned_seqs"] or ())
+        if row["pinned_message"] is not None:
+            message.pinned_message.ParseFromString(bytes(row["pinned_message"]))
+    elif kind in (KIND_HIDE, KIND_RESTORE):
+        message.state.hidden = kind == KIND_HIDE
         message.state.state_seq = row["seq"]
     return message
 
@@ -288,6 +314,7 @@ class MessageStore:
             state = messaging_pb2.MessageState(
                 deleted=row["deleted"],
                 deleted_by_host=row["deleted_by_host"],
+                hidden=row["hidden"],
                 reactions=reaction_counts(_counts(row["counts"])),
                 state_seq=row["state_seq"],
             )
@@ -298,7 +325,8 @@ class MessageStore:
 
 # Only messages some change touched (state_seq > 0); the rest are as they were sent.
 _CURRENT_STATES = """
-SELECT m.seq, m.deleted_at IS NOT NULL AS deleted, m.deleted_by_host, m.state_seq,
+SELECT m.seq, m.deleted_at IS NOT NULL AS deleted, m.deleted_by_host, m.hidden_at IS NOT NULL AS hidden,
+       m.state_seq,
        (SELECT jsonb_object_agg(x.emoji, x.n) FROM (
             SELECT r.emoji, count(*) AS n FROM reactions r
             WHERE r.room_id = m.room_id AND r.message_seq = m.seq GROUP BY r.emoji

@@ -129,6 +129,29 @@ def message_frame(message: messaging_pb2.Message) -> str:
                 "state_seq": message.state.state_seq,
             }
         )
+    if message.kind in (messaging_pb2.ENTRY_KIND_PIN, messaging_pb2.ENTRY_KIND_UNPIN):
+        frame: dict[str, Any] = {
+            "type": "pinned" if message.kind == messaging_pb2.ENTRY_KIND_PIN else "unpinned",
+            "seq": message.seq,
+            "target_seq": message.target_seq,
+            "pinned_seqs": list(message.pinned_seqs),
+            "pins_state_seq": message.seq,
+        }
+        if message.HasField("pinned_message"):
+            frame["message"] = models.Message.from_proto(message.pinned_message).model_dump(mode="json")
+        return dumps(frame)
+    if message.kind == messaging_pb2.ENTRY_KIND_STICKY:
+        return dumps({"type": "sticky", "seq": message.seq, "text": message.text, "sticky_seq": message.seq})
+    if message.kind in (messaging_pb2.ENTRY_KIND_HIDE, messaging_pb2.ENTRY_KIND_RESTORE):
+        frame = {
+            "type": "hidden" if message.kind == messaging_pb2.ENTRY_KIND_HIDE else "restored",
+            "seq": message.seq,
+            "target_seq": message.target_seq,
+            "state_seq": message.state.state_seq,
+        }
+        if message.kind == messaging_pb2.ENTRY_KIND_RESTORE:
+            frame["text"] = message.text
+        return dumps(frame)
     if message.kind == messaging_pb2.ENTRY_KIND_BAN:
         return banned_frame(message)
     base = models.Message.from_proto(message)

@@ -279,6 +279,7 @@ async def list_messages(
         has_more=page.has_more,
         last_seq=page.last_seq,
         low_seq=page.low_seq,
+        board=models.RoomBoard.from_proto(page.board) if page.HasField("board") else None,
     )
 
 
