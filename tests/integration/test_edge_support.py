@@ -324,7 +324,11 @@ class FakeRooms(rooms_pb2_grpc.RoomsServiceServicer):
         )
 
     async def GetParticipant(self, request: Any, context: Any) -> Any:
-        raise errors.NotFound("not in this fake", code="not_found")
+        state = self.rooms.get(request.room_id)
+        for participant in state.participants.values() if state is not None else ():
+            if participant.id == request.participant_id:
+                return rooms_pb2.GetParticipantResponse(participant=participant)
+        raise errors.NotFound("There is no such participant in this room.", code="participant_not_found")
 
     async def ListParticipants(self, request: Any, context: Any) -> Any:
         state = self.rooms.get(request.room_id)
