@@ -270,6 +270,10 @@ async def test_pins_sticky_and_hidden_messages_reach_live_resumed_and_fresh_clie
         assert shown["messages"][worse]["deleted"] is True and shown["messages"][worse]["text"] == ""
         assert shown["messages"][stays] == {"text": "", "deleted": False, "hidden": True}
         assert fresh_host.shown()["messages"][stays]["text"] == "still under review"
+        # What the resume brought carries no text the room has hidden or deleted since.
+        replayed = {f["seq"]: f for f in resumed_socket.frames if f["type"] == "message"}
+        assert replayed[stays]["text"] == "" and replayed[stays]["hidden"] is True
+        assert replayed[worse]["text"] == ""
     finally:
         for socket in sockets:
             await socket.close()

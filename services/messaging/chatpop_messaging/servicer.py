@@ -228,7 +228,8 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
     async def ListMessagesAfter(
         self, request: messaging_pb2.ListMessagesAfterRequest, context: grpc.aio.ServicerContext
     ) -> messaging_pb2.ListMessagesAfterResponse:
-        room_id = require_principal().require_room(request.room_id).room_id
+        principal = require_principal().require_room(request.room_id)
+        room_id = principal.room_id
         if request.after_seq < 0:
             raise InvalidArgument("after_seq must not be negative.", code="invalid_after_seq")
         if request.limit < 0:
@@ -247,6 +248,13 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
         messages = await self._reader.read_range(
             room_id, request.after_seq + 1, last_seq, newest=last_seq, resume=True
         )
+        # Messages (and pinned copies) come with their state now: a message hidden or deleted since it
+        # was sent reaches a resuming client without its text. The changes that follow carry lower
+        # state_seqs than that state, so clients keep it.
+        shown = [m for m in messages if is_message(m)]
+        shown += [m.pinned_message for m in messages if m.HasField("pinned_message")]
+        await self._fold_state(room_id, shown, principal.participant_id)
+        await self._withhold_hidden(shown, principal, context)
         return messaging_pb2.ListMessagesAfterResponse(messages=messages, last_seq=last_seq)
 
     async def Subscribe(
