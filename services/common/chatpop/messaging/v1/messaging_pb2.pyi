@@ -576,3 +576,57 @@ class AppendBanResponse(_message.Message):
     entry: Message
     created: bool
     def __init__(self, entry: _Optional[_Union[Message, _Mapping]] = ..., created: _Optional[bool] = ...) -> None: ...
+
+class Mute(_message.Message):
+    __slots__ = ("participant_id", "username", "created_at")
+    PARTICIPANT_ID_FIELD_NUMBER: _ClassVar[int]
+    USERNAME_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    participant_id: str
+    username: str
+    created_at: _timestamp_pb2.Timestamp
+    def __init__(self, participant_id: _Optional[str] = ..., username: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class MuteParticipantRequest(_message.Message):
+    __slots__ = ("room_id", "participant_id")
+    ROOM_ID_FIELD_NUMBER: _ClassVar[int]
+    PARTICIPANT_ID_FIELD_NUMBER: _ClassVar[int]
+    room_id: str
+    participant_id: str
+    def __init__(self, room_id: _Optional[str] = ..., participant_id: _Optional[str] = ...) -> None: ...
+
+class MuteParticipantResponse(_message.Message):
+    __slots__ = ("changed", "mutes")
+    CHANGED_FIELD_NUMBER: _ClassVar[int]
+    MUTES_FIELD_NUMBER: _ClassVar[int]
+    changed: bool
+    mutes: _containers.RepeatedCompositeFieldContainer[Mute]
+    def __init__(self, changed: _Optional[bool] = ..., mutes: _Optional[_Iterable[_Union[Mute, _Mapping]]] = ...) -> None: ...
+
+class UnmuteParticipantRequest(_message.Message):
+    __slots__ = ("room_id", "participant_id")
+    ROOM_ID_FIELD_NUMBER: _ClassVar[int]
+    PARTICIPANT_ID_FIELD_NUMBER: _ClassVar[int]
+    room_id: str
+    participant_id: str
+    def __init__(self, room_id: _Optional[str] = ..., participant_id: _Optional[str] = ...) -> None: ...
+
+class UnmuteParticipantResponse(_message.Message):
+    __slots__ = ("changed", "mutes")
+    CHANGED_FIELD_NUMBER: _ClassVar[int]
+    MUTES_FIELD_NUMBER: _ClassVar[int]
+    changed: bool
+    mutes: _containers.RepeatedCompositeFieldContainer[Mute]
+    def __init__(self, changed: _Optional[bool] = ..., mutes: _Optional[_Iterable[_Union[Mute, _Mapping]]] = ...) -> None: ...
+
+class ListMutesRequest(_message.Message):
+    __slots__ = ("room_id",)
+    ROOM_ID_FIELD_NUMBER: _ClassVar[int]
+    room_id: str
+    def __init__(self, room_id: _Optional[str] = ...) -> None: ...
+
+class ListMutesResponse(_message.Message):
+    __slots__ = ("mutes",)
+    MUTES_FIELD_NUMBER: _ClassVar[int]
+    mutes: _containers.RepeatedCompositeFieldContainer[Mute]
+    def __init__(self, mutes: _Optional[_Iterable[_Union[Mute, _Mapping]]] = ...) -> None: ...

@@ -125,6 +125,21 @@ class MessagingServiceStub:
                 request_serializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.ResolveReportsRequest.SerializeToString,
                 response_deserializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.ResolveReportsResponse.FromString,
                 _registered_method=True)
+        self.MuteParticipant = channel.unary_unary(
+                '/chatpop.messaging.v1.MessagingService/MuteParticipant',
+                request_serializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.MuteParticipantRequest.SerializeToString,
+                response_deserializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.MuteParticipantResponse.FromString,
+                _registered_method=True)
+        self.UnmuteParticipant = channel.unary_unary(
+                '/chatpop.messaging.v1.MessagingService/UnmuteParticipant',
+                request_serializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.UnmuteParticipantRequest.SerializeToString,
+                response_deserializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.UnmuteParticipantResponse.FromString,
+                _registered_method=True)
+        self.ListMutes = channel.unary_unary(
+                '/chatpop.messaging.v1.MessagingService/ListMutes',
+                request_serializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.ListMutesRequest.SerializeToString,
+                response_deserializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.ListMutesResponse.FromString,
+                _registered_method=True)
 
 
 class MessagingServiceServicer:
@@ -276,6 +291,31 @@ class MessagingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def MuteParticipant(self, request, context):
+        """MuteParticipant hides another participant's messages from the caller's history (room token of
+        the muter). Private: nobody else learns of it and nothing changes for anyone else. Muting oneself
+        is refused, a participant not in the room is NOT_FOUND, and a participant mutes at most 1,000
+        others per room. Muting who is muted already changes nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UnmuteParticipant(self, request, context):
+        """UnmuteParticipant brings a muted participant's messages back (room token of the muter);
+        unmuting who is not muted changes nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListMutes(self, request, context):
+        """ListMutes is the caller's mutes in the room (room token), newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MessagingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -368,6 +408,21 @@ def add_MessagingServiceServicer_to_server(servicer, server):
                     servicer.ResolveReports,
                     request_deserializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.ResolveReportsRequest.FromString,
                     response_serializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.ResolveReportsResponse.SerializeToString,
+            ),
+            'MuteParticipant': grpc.unary_unary_rpc_method_handler(
+                    servicer.MuteParticipant,
+                    request_deserializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.MuteParticipantRequest.FromString,
+                    response_serializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.MuteParticipantResponse.SerializeToString,
+            ),
+            'UnmuteParticipant': grpc.unary_unary_rpc_method_handler(
+                    servicer.UnmuteParticipant,
+                    request_deserializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.UnmuteParticipantRequest.FromString,
+                    response_serializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.UnmuteParticipantResponse.SerializeToString,
+            ),
+            'ListMutes': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListMutes,
+                    request_deserializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.ListMutesRequest.FromString,
+                    response_serializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.ListMutesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -857,6 +912,87 @@ class MessagingService:
             '/chatpop.messaging.v1.MessagingService/ResolveReports',
             chatpop_dot_messaging_dot_v1_dot_messaging__pb2.ResolveReportsRequest.SerializeToString,
             chatpop_dot_messaging_dot_v1_dot_messaging__pb2.ResolveReportsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MuteParticipant(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatpop.messaging.v1.MessagingService/MuteParticipant',
+            chatpop_dot_messaging_dot_v1_dot_messaging__pb2.MuteParticipantRequest.SerializeToString,
+            chatpop_dot_messaging_dot_v1_dot_messaging__pb2.MuteParticipantResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UnmuteParticipant(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatpop.messaging.v1.MessagingService/UnmuteParticipant',
+            chatpop_dot_messaging_dot_v1_dot_messaging__pb2.UnmuteParticipantRequest.SerializeToString,
+            chatpop_dot_messaging_dot_v1_dot_messaging__pb2.UnmuteParticipantResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListMutes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatpop.messaging.v1.MessagingService/ListMutes',
+            chatpop_dot_messaging_dot_v1_dot_messaging__pb2.ListMutesRequest.SerializeToString,
+            chatpop_dot_messaging_dot_v1_dot_messaging__pb2.ListMutesResponse.FromString,
             options,
             channel_credentials,
             insecure,

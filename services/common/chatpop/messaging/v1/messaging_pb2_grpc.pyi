@@ -100,6 +100,18 @@ class MessagingServiceStub:
     """ResolveReports closes a message's open reports: restore it (a RESTORE entry when it was hidden),
     delete it (as DeleteMessage), or dismiss them (the message stays as it is). Only the host.
     """
+    MuteParticipant: _grpc.UnaryUnaryMultiCallable[_messaging_pb2.MuteParticipantRequest, _messaging_pb2.MuteParticipantResponse]
+    """MuteParticipant hides another participant's messages from the caller's history (room token of
+    the muter). Private: nobody else learns of it and nothing changes for anyone else. Muting oneself
+    is refused, a participant not in the room is NOT_FOUND, and a participant mutes at most 1,000
+    others per room. Muting who is muted already changes nothing.
+    """
+    UnmuteParticipant: _grpc.UnaryUnaryMultiCallable[_messaging_pb2.UnmuteParticipantRequest, _messaging_pb2.UnmuteParticipantResponse]
+    """UnmuteParticipant brings a muted participant's messages back (room token of the muter);
+    unmuting who is not muted changes nothing.
+    """
+    ListMutes: _grpc.UnaryUnaryMultiCallable[_messaging_pb2.ListMutesRequest, _messaging_pb2.ListMutesResponse]
+    """ListMutes is the caller's mutes in the room (room token), newest first."""
 
 @_typing.type_check_only
 class MessagingServiceAsyncStub(MessagingServiceStub):
@@ -173,6 +185,18 @@ class MessagingServiceAsyncStub(MessagingServiceStub):
     """ResolveReports closes a message's open reports: restore it (a RESTORE entry when it was hidden),
     delete it (as DeleteMessage), or dismiss them (the message stays as it is). Only the host.
     """
+    MuteParticipant: _aio.UnaryUnaryMultiCallable[_messaging_pb2.MuteParticipantRequest, _messaging_pb2.MuteParticipantResponse]  # type: ignore[assignment]
+    """MuteParticipant hides another participant's messages from the caller's history (room token of
+    the muter). Private: nobody else learns of it and nothing changes for anyone else. Muting oneself
+    is refused, a participant not in the room is NOT_FOUND, and a participant mutes at most 1,000
+    others per room. Muting who is muted already changes nothing.
+    """
+    UnmuteParticipant: _aio.UnaryUnaryMultiCallable[_messaging_pb2.UnmuteParticipantRequest, _messaging_pb2.UnmuteParticipantResponse]  # type: ignore[assignment]
+    """UnmuteParticipant brings a muted participant's messages back (room token of the muter);
+    unmuting who is not muted changes nothing.
+    """
+    ListMutes: _aio.UnaryUnaryMultiCallable[_messaging_pb2.ListMutesRequest, _messaging_pb2.ListMutesResponse]  # type: ignore[assignment]
+    """ListMutes is the caller's mutes in the room (room token), newest first."""
 
 class MessagingServiceServicer(metaclass=_abc_1.ABCMeta):
     """MessagingService owns the message log (Postgres), the hot cache (Redis) and live fan-out."""
@@ -351,5 +375,35 @@ class MessagingServiceServicer(metaclass=_abc_1.ABCMeta):
         """ResolveReports closes a message's open reports: restore it (a RESTORE entry when it was hidden),
         delete it (as DeleteMessage), or dismiss them (the message stays as it is). Only the host.
         """
+
+    @_abc_1.abstractmethod
+    def MuteParticipant(
+        self,
+        request: _messaging_pb2.MuteParticipantRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_messaging_pb2.MuteParticipantResponse, _abc.Awaitable[_messaging_pb2.MuteParticipantResponse]]:
+        """MuteParticipant hides another participant's messages from the caller's history (room token of
+        the muter). Private: nobody else learns of it and nothing changes for anyone else. Muting oneself
+        is refused, a participant not in the room is NOT_FOUND, and a participant mutes at most 1,000
+        others per room. Muting who is muted already changes nothing.
+        """
+
+    @_abc_1.abstractmethod
+    def UnmuteParticipant(
+        self,
+        request: _messaging_pb2.UnmuteParticipantRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_messaging_pb2.UnmuteParticipantResponse, _abc.Awaitable[_messaging_pb2.UnmuteParticipantResponse]]:
+        """UnmuteParticipant brings a muted participant's messages back (room token of the muter);
+        unmuting who is not muted changes nothing.
+        """
+
+    @_abc_1.abstractmethod
+    def ListMutes(
+        self,
+        request: _messaging_pb2.ListMutesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_messaging_pb2.ListMutesResponse, _abc.Awaitable[_messaging_pb2.ListMutesResponse]]:
+        """ListMutes is the caller's mutes in the room (room token), newest first."""
 
 def add_MessagingServiceServicer_to_server(servicer: MessagingServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
