@@ -14,6 +14,7 @@ from chatpop_messaging.bans import BanEntries
 from chatpop_messaging.deletions import Deletions, Redactions
 from chatpop_messaging.fanout import Fanout
 from chatpop_messaging.hotcache import HotCache, RedisGuard
+from chatpop_messaging.mutes import Mutes
 from chatpop_messaging.participants import ParticipantDirectory
 from chatpop_messaging.pins import Pins
 from chatpop_messaging.policies import RoomPolicies
@@ -88,6 +89,7 @@ async def build(settings: MessagingSettings, *, key_fetcher: KeyFetcher | None =
         pins=Pins(pool),
         reports=Reports(pool, hide_at=settings.reports_to_hide),
         redactions=redactions,
+        mutes=Mutes(pool, participants),
     )
     fanout.start()
 

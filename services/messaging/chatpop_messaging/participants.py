@@ -10,7 +10,7 @@ import grpc
 
 from chatpop.rooms.v1 import rooms_pb2, rooms_pb2_grpc
 from chatpop_common.auth import Principal
-from chatpop_common.errors import PermissionDenied, Unavailable
+from chatpop_common.errors import NotFound, PermissionDenied, Unavailable
 
 _LOOKUP_TIMEOUT = 5.0
 
@@ -56,6 +56,24 @@ class ParticipantDirectory:
     def forget(self, room_id: str, participant_id: str) -> None:
         """Drop what is cached about a participant (it was just banned): the next check asks rooms."""
         self._cache.pop((room_id, participant_id), None)
+
+    async def in_room(
+        self, room_id: str, participant_id: str, metadata: Sequence[tuple[str, str]]
+    ) -> rooms_pb2.Participant:
+        """Another participant of the room (banned or not), to act on them; NotFound otherwise."""
+        cached = self._cache.get((room_id, participant_id))
+        if cached is not None and cached[0] > time.monotonic():
+            participant = cached[1]
+        else:
+            try:
+                participant = await self._lookup(room_id, participant_id, metadata)
+            except PermissionDenied as exc:
+                raise NotFound(
+                    "There is no such participant in this room.", code="participant_not_found"
+                ) from exc
+        if participant.room_id and participant.room_id != room_id:
+            raise NotFound("There is no such participant in this room.", code="participant_not_found")
+        return participant
 
     async def authorize_writer(
         self, principal: Principal, metadata: Sequence[tuple[str, str]]

@@ -18,6 +18,7 @@ from chatpop_messaging.deletions import Deletions, Redactions
 from chatpop_messaging.fanout import SIGNAL_SEQ, Fanout
 from chatpop_messaging.hotcache import AppendResult, HotCache
 from chatpop_messaging.metrics import GAP_FILLS, MESSAGES_ACCEPTED, RESUME_READS
+from chatpop_messaging.mutes import Mutes, muted_target
 from chatpop_messaging.participants import ParticipantDirectory
 from chatpop_messaging.pins import Pins
 from chatpop_messaging.policies import RoomPolicies
@@ -65,6 +66,7 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
         redactions: Redactions,
         pins: Pins,
         reports: Reports,
+        mutes: Mutes,
     ) -> None:
         self._settings = settings
         self._store = store
@@ -83,6 +85,7 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
         self._redactions = redactions
         self._pins = pins
         self._reports = reports
+        self._mutes = mutes
         self._publishing: set[asyncio.Task[None]] = set()
 
     async def SendMessage(
@@ -156,11 +159,14 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
     ) -> messaging_pb2.ListMessagesResponse:
         principal = require_principal().require_room(request.room_id)
         room_id = principal.room_id
+        await self._policies.refuse_taken_down(room_id)
         limit = validation.page_limit(request.limit)
         if request.before_seq < 0:
             raise InvalidArgument("before_seq must not be negative.", code="invalid_before_seq")
         last_seq = await self._store.last_seq(room_id)
         high = last_seq if request.before_seq == 0 else min(request.before_seq - 1, last_seq)
+        # The caller's muted participants' messages are left out, their seqs still accounted for.
+        muted = await self._mutes.muted_ids(room_id, principal.participant_id)
         # Changes sit between messages in the log: read further back until the page has `limit`
         # messages, the log's start, or the scan budget; the page says how far back it accounted for.
         found: list[messaging_pb2.Message] = []
@@ -174,7 +180,11 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
             window_low = max(1, window_high - step + 1)
             entries = await self._reader.read_range(room_id, window_low, window_high, newest=last_seq)
             scanned += window_high - window_low + 1
-            newer_first = [entry for entry in reversed(entries) if is_message(entry)]
+            newer_first = [
+                entry
+                for entry in reversed(entries)
+                if is_message(entry) and entry.sender_participant_id not in muted
+            ]
             room_left = limit - len(found)
             if len(newer_first) > room_left:
                 # The page fills inside this window: it accounts down to the oldest message taken.
@@ -230,6 +240,7 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
     ) -> messaging_pb2.ListMessagesAfterResponse:
         principal = require_principal().require_room(request.room_id)
         room_id = principal.room_id
+        await self._policies.refuse_taken_down(room_id)
         if request.after_seq < 0:
             raise InvalidArgument("after_seq must not be negative.", code="invalid_after_seq")
         if request.limit < 0:
@@ -522,6 +533,37 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
         if result.created:
             await asyncio.shield(self._publish_committed(result.entry))
         return messaging_pb2.AppendBanResponse(entry=result.entry, created=result.created)
+
+    # --- personal mutes (mutes.py) -----------------------------------------------------------------
+
+    async def MuteParticipant(
+        self, request: messaging_pb2.MuteParticipantRequest, context: grpc.aio.ServicerContext
+    ) -> messaging_pb2.MuteParticipantResponse:
+        actor = await self._actor(request.room_id, context)
+        target = muted_target(require_principal(), request.participant_id)
+        token = bearer_from_metadata(context.invocation_metadata())
+        changed, mutes = await self._mutes.mute(
+            request.room_id, actor.participant_id, target, bearer(token) if token else ()
+        )
+        return messaging_pb2.MuteParticipantResponse(changed=changed, mutes=mutes)
+
+    async def UnmuteParticipant(
+        self, request: messaging_pb2.UnmuteParticipantRequest, context: grpc.aio.ServicerContext
+    ) -> messaging_pb2.UnmuteParticipantResponse:
+        actor = await self._actor(request.room_id, context)
+        target = muted_target(require_principal(), request.participant_id)
+        changed, mutes = await self._mutes.unmute(request.room_id, actor.participant_id, target)
+        return messaging_pb2.UnmuteParticipantResponse(changed=changed, mutes=mutes)
+
+    async def ListMutes(
+        self, request: messaging_pb2.ListMutesRequest, context: grpc.aio.ServicerContext
+    ) -> messaging_pb2.ListMutesResponse:
+        principal = require_principal().require_room(request.room_id)
+        if not principal.participant_id:
+            raise PermissionDenied("The token names no participant.", code="not_a_participant")
+        return messaging_pb2.ListMutesResponse(
+            mutes=await self._mutes.mutes_of(principal.room_id, principal.participant_id)
+        )
 
     async def close(self) -> None:
         """Let committed messages finish publishing."""
