@@ -27,6 +27,8 @@ const ACK_TIMEOUT_MS = 15_000;
 const TYPING_SHOWN_MS = 4_000;
 const TYPING_SEND_EVERY_MS = 2_500;
 const GAP_FILL_ROUNDS = 5;
+// After a hole with changes in it, the state of at most this many pages of older messages is read again.
+const REFRESH_ROUNDS = 20;
 // Errors that mean "your room token is no longer good", not "this message is wrong".
 const AUTH_CODES = new Set(["unauthenticated", "invalid_token", "token_expired", "token_revoked"]);
 const MAX_RENEWALS = 3;
@@ -311,12 +313,14 @@ export class ChatSession {
    * (the room's newest entry for the newest page), changes in that range being folded into the
    * messages. An edge older than room events sends no `low_seq`; its pages hold messages only, so
    * the lowest message stands in. */
-  private addPage(page: MessagePage, before: number | null): void {
+  private addPage(page: MessagePage, before: number | null): { low: number | null; seqs: Set<number> } {
     let lowest: number | null = null;
+    const seqs = new Set<number>();
     for (const raw of page.messages) {
       const message = messageFrom(raw);
       if (!message) continue;
       this.add(message, false);
+      seqs.add(message.seq);
       lowest = lowest === null ? message.seq : Math.min(lowest, message.seq);
     }
     const low = seqOf(page.low_seq) ?? lowest;
@@ -326,6 +330,7 @@ export class ChatSession {
       this.ledger.add(low, before - 1);
     }
     if (low !== null && (this.oldest === null || low < this.oldest)) this.oldest = low;
+    return { low, seqs };
   }
 
   private async loadLatest(): Promise<void> {
@@ -492,23 +497,51 @@ export class ChatSession {
   }
 
   /** An entry arrived beyond a hole: fetch the hole over REST (the edge should never leave one). A
-   * page accounts for the changes in its range too, so a hole of reactions fills like one of messages. */
+   * page accounts for the changes in its range too, folded into the state of the messages it holds;
+   * a change in the hole may have been to an older message, though, so when the hole held anything
+   * but messages, the state of the older messages held here is read again. */
   private async fillGap(): Promise<void> {
     if (this.filling) return;
     this.filling = true;
     try {
+      let changedBelow: number | null = null;
       for (let round = 0; round < GAP_FILL_ROUNDS; round++) {
         const above = this.ledger.firstAboveHole();
-        if (above === null) return;
-        const page = await fetchMessages(this.code, above, Math.min(100, above - this.ledger.top - 1));
-        this.addPage(page, above);
+        if (above === null) break;
+        const top = this.ledger.top;
+        const page = await fetchMessages(this.code, above, Math.min(100, above - top - 1));
+        const { low, seqs } = this.addPage(page, above);
+        if (low !== null) {
+          for (let seq = Math.max(low, top + 1); seq < above; seq++) {
+            if (!seqs.has(seq)) {
+              changedBelow = Math.min(changedBelow ?? low, low);
+              break;
+            }
+          }
+        }
         this.changed();
       }
-      if (this.ledger.firstAboveHole() !== null) await this.reload();
+      if (this.ledger.firstAboveHole() !== null) {
+        await this.reload();
+        return;
+      }
+      if (changedBelow !== null) await this.refreshBelow(changedBelow);
     } catch {
       // The next reconnect resumes from `top` and fills it.
     } finally {
       this.filling = false;
+    }
+  }
+
+  /** Read the current state of the messages held below `seq` again, newest first. */
+  private async refreshBelow(seq: number): Promise<void> {
+    let before = seq;
+    for (let round = 0; round < REFRESH_ROUNDS; round++) {
+      if (this.oldest === null || before <= this.oldest) return;
+      const { low } = this.addPage(await fetchMessages(this.code, before, PAGE_SIZE), before);
+      this.changed();
+      if (low === null || low >= before) return;
+      before = low;
     }
   }
 

@@ -71,6 +71,8 @@ export async function toggleReaction(chat: ChatSession, seq: number, emoji: stri
     const reactions = reactionsFrom(result.reactions);
     const mine = emojisFrom(result.my_reactions);
     chat.changeMessage(seq, (message) => withOwnReactions(message, stateSeq, reactions, mine));
+    // Reacting works again: a notice about an earlier refusal has done its job.
+    if (chat.notice?.topic === "reaction") chat.dismissNotice();
   } catch (error) {
     chat.setNotice("error", reactionError(error), "reaction");
   } finally {
