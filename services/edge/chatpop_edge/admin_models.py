@@ -9,7 +9,8 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from chatpop.identity.v1 import identity_pb2
-from chatpop_edge.models import MAX_SEQ, timestamp
+from chatpop.rooms.v1 import rooms_pb2
+from chatpop_edge.models import MAX_SEQ, RequestBody, Room, timestamp
 
 # As identity checks them (chatpop_identity.audit): the contract states the same bounds.
 AUDIT_KIND_PATTERN = r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$"
@@ -57,3 +58,44 @@ class AuditPage(BaseModel):
     next_before: int | None = Field(
         description="Pass as `before` for the next (older) page; null when this page is the last."
     )
+
+
+# --- takedowns --------------------------------------------------------------------------------------
+
+TAKEDOWN_REASON_MAX_LENGTH = 500
+TAKEDOWN_LIST_MAX = 200
+TAKEDOWN_LIST_DEFAULT = 50
+
+
+class TakedownRequest(RequestBody):
+    reason: str = Field(
+        min_length=1,
+        max_length=TAKEDOWN_REASON_MAX_LENGTH,
+        description="Why, for the record (the audit log and the list of rooms taken down).",
+    )
+
+
+class TakenDownRoom(BaseModel):
+    room: Room = Field(description="The room as it is now: `closed` and `taken_down`.")
+    reason: str
+    taken_down_by: str = Field(description="Identity id of the admin who took it down.")
+    taken_down_at: datetime | None
+    changed: bool = Field(
+        default=True, description="False when the room was already taken down (nothing changed)."
+    )
+
+    @classmethod
+    def from_proto(
+        cls, taken: rooms_pb2.TakenDownRoom, public_url: str, *, changed: bool = True
+    ) -> TakenDownRoom:
+        return cls(
+            room=Room.from_proto(taken.room, public_url),
+            reason=taken.reason,
+            taken_down_by=taken.taken_down_by,
+            taken_down_at=timestamp(taken.taken_down_at),
+            changed=changed,
+        )
+
+
+class TakenDownRooms(BaseModel):
+    rooms: list[TakenDownRoom] = Field(description="Most recently taken down first.")

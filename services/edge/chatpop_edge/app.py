@@ -81,6 +81,11 @@ Ephemeral frames are never replayed on resume and may be lost with a connection:
 - `room_updated {room}`: the host changed the room's settings or closed it; `room` has the fields of
   `GET /api/v1/rooms/{code}`. Read the room again after reconnecting, in case one was missed.
 
+**Takedowns.** When ChatPop's moderators take a room down, every socket of it, on every edge, gets
+`room_updated` with the room `closed` and `taken_down`, then closes with 4410 `room_taken_down`. From
+then on the room is gone for everyone but admins: `GET /api/v1/rooms/{code}`, joining, history and
+every room token of it answer 404 `room_taken_down`, and a socket opened on it closes with 4410.
+
 Client frames take the types and bounds of the REST bodies: `client_msg_id` 1-64 characters, `text`
 1-20000, `reply_to_seq` (from 1) and `after_seq` (from 0; also in the URL) whole numbers up to
 9007199254740991 (2^53-1; `1.0`, `"1"` and `true` are not whole numbers). A frame that breaks them is
@@ -91,7 +96,8 @@ closes the socket with 4400.
 Clients send `ping` every few seconds when they sent nothing else, and count a connection silent for
 about ten seconds as lost. Close codes: 4401 invalid, expired or revoked token, 4403 token for another
 room (`wrong_room`) or banned from the room (`banned`),
-4404 unknown room, 4408 nothing received from the client for `WS_IDLE_TIMEOUT` seconds (reconnect),
+4404 unknown room, 4410 room taken down by ChatPop's moderators (`room_taken_down`; do not reconnect),
+4408 nothing received from the client for `WS_IDLE_TIMEOUT` seconds (reconnect),
 1013 too slow or service unavailable (reconnect and resume).
 """
 

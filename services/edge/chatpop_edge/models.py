@@ -224,6 +224,11 @@ class Room(BaseModel):
         "network (client IP): the host's choice or the platform's default. Signing in lifts it.",
     )
     closed: bool
+    taken_down: bool = Field(
+        default=False,
+        description="ChatPop's moderators took the room down: it is closed, and its content is gone "
+        "for everyone (only admins still see the room itself).",
+    )
     created_at: datetime | None = None
     updated_at: datetime | None = None
 
@@ -242,6 +247,7 @@ class Room(BaseModel):
             slow_mode_seconds=room.slow_mode_seconds,
             anonymous_names_per_network=room.anonymous_names_per_network,
             closed=room.closed,
+            taken_down=room.taken_down,
             created_at=timestamp(room.created_at),
             updated_at=timestamp(room.updated_at),
         )

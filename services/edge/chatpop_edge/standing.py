@@ -17,10 +17,14 @@ import grpc
 
 from chatpop.rooms.v1 import rooms_pb2, rooms_pb2_grpc
 from chatpop_common.auth import Principal
-from chatpop_common.errors import PermissionDenied, Unauthenticated
+from chatpop_common.errors import NotFound, PermissionDenied, Unauthenticated, error_details
 
 STANDING_TTL = 2.0
 _MAX_ENTRIES = 50_000
+
+
+def room_taken_down() -> NotFound:
+    return NotFound("This room was taken down by ChatPop's moderators.", code="room_taken_down")
 
 
 def banned_error() -> PermissionDenied:
@@ -40,6 +44,11 @@ class ParticipantStanding:
     def forget(self, room_id: str, participant_id: str) -> None:
         self._cache.pop((room_id, participant_id), None)
 
+    def forget_room(self, room_id: str) -> None:
+        """Everything cached about a room's participants (the room was taken down)."""
+        for key in [key for key in self._cache if key[0] == room_id]:
+            del self._cache[key]
+
     async def _lookup(self, room_id: str, participant_id: str) -> tuple[int, bool]:
         key = (room_id, participant_id)
         cached = self._cache.get(key)
@@ -52,6 +61,8 @@ class ParticipantStanding:
                 timeout=self._timeout,
             )
         except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND and error_details(exc)[0] == "room_taken_down":
+                raise room_taken_down() from exc
             if exc.code() == grpc.StatusCode.NOT_FOUND:
                 raise PermissionDenied(
                     "You are not a participant of this room.", code="not_a_participant"
@@ -65,8 +76,8 @@ class ParticipantStanding:
         return standing[1], standing[2]
 
     async def check(self, principal: Principal) -> None:
-        """Raise when the room token was revoked: `banned` (403), or `token_revoked` (401) for a token
-        from before a lifted ban (joining again gives a new one)."""
+        """Raise when the room token was revoked: `banned` (403), `token_revoked` (401) for a token
+        from before a lifted ban (joining again gives a new one), or `room_taken_down` (404)."""
         if not principal.participant_id:
             raise Unauthenticated("The token names no participant.", code="invalid_token")
         version, banned = await self._lookup(principal.room_id, principal.participant_id)

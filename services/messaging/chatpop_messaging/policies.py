@@ -1,4 +1,5 @@
-"""What a room allows right now (open or closed, slow mode), looked up at rooms and cached briefly.
+"""What a room allows right now (open or closed, taken down, slow mode), looked up at rooms and
+cached briefly.
 
 Hosts change these while people are typing, so the cache is short (`ROOM_POLICY_CACHE_TTL`), and an
 announced room update (AnnounceRoomUpdate, or its signal heard from another process) replaces the
@@ -24,6 +25,8 @@ _LOOKUP_TIMEOUT = 5.0
 class RoomPolicy:
     closed: bool
     slow_mode_seconds: int
+    # An admin took the room down: none of its content is shown any more.
+    taken_down: bool = False
 
 
 class RoomPolicies:
@@ -48,16 +51,27 @@ class RoomPolicies:
             if cached is not None:
                 return cached[1]
             raise Unavailable("Rooms could not be reached; try again.", code="rooms_unavailable") from exc
-        policy = RoomPolicy(closed=response.room.closed, slow_mode_seconds=response.room.slow_mode_seconds)
+        policy = _policy(response.room)
         self._remember(room_id, policy)
         return policy
 
+    async def refuse_taken_down(self, room_id: str) -> None:
+        """History and resume show nothing of a room an admin took down."""
+        if (await self.get(room_id)).taken_down:
+            raise NotFound("This room was taken down by ChatPop's moderators.", code="room_taken_down")
+
     def learn(self, room: rooms_pb2.Room) -> None:
         """The room as rooms just described it (an announced update): enforced from the next send."""
-        self._remember(room.id, RoomPolicy(closed=room.closed, slow_mode_seconds=room.slow_mode_seconds))
+        self._remember(room.id, _policy(room))
 
     def _remember(self, room_id: str, policy: RoomPolicy) -> None:
         self._cache[room_id] = (time.monotonic() + self._ttl, policy)
         self._cache.move_to_end(room_id)
         while len(self._cache) > self._max_entries:
             self._cache.popitem(last=False)
+
+
+def _policy(room: rooms_pb2.Room) -> RoomPolicy:
+    return RoomPolicy(
+        closed=room.closed, slow_mode_seconds=room.slow_mode_seconds, taken_down=room.taken_down
+    )

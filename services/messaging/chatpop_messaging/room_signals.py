@@ -138,7 +138,9 @@ class RoomSignals:
             raise Unavailable("Rooms could not be reached; try again.", code="rooms_unavailable") from exc
         room: rooms_pb2.Room = response.room
         is_host = principal.subject == room.host_id or (principal.token_type == "room" and principal.is_host)
-        if not is_host:
+        # Admins announce what they did to a room (a takedown, a restore).
+        is_admin = principal.token_type == "access" and principal.is_admin
+        if not is_host and not is_admin:
             raise PermissionDenied("Only the host can announce changes to this room.", code="not_host")
         published = await self._publisher.publish(
             messaging_pb2.Signal(room_id=room_id, room_updated=messaging_pb2.RoomUpdated(room=room))

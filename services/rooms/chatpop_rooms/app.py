@@ -20,6 +20,7 @@ from chatpop_rooms.rolls import UsernameRolls
 from chatpop_rooms.servicer import RoomsServicer
 from chatpop_rooms.settings import Settings
 from chatpop_rooms.store import RoomStore
+from chatpop_rooms.takedowns import Takedowns
 
 SERVICE_NAME = rooms_pb2.DESCRIPTOR.services_by_name["RoomsService"].full_name
 
@@ -55,6 +56,7 @@ async def build(settings: Settings, *, room_codes: Callable[[], str] = new_room_
         ),
         badges=VerifiedBadges(pool),
         bans=BanStore(pool),
+        takedowns=Takedowns(pool),
         anonymous_usernames_per_ip=settings.anonymous_usernames_per_ip,
         anonymous_usernames_window=settings.anonymous_usernames_window,
         room_codes=room_codes,

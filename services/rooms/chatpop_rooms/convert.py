@@ -34,6 +34,7 @@ def room_message(row: RoomRow, *, names_per_network_default: int) -> rooms_pb2.R
         anonymous_names_per_network=row.anonymous_names_per_network or names_per_network_default,
         host_id=row.host_id,
         closed=row.closed_at is not None,
+        taken_down=row.taken_down_at is not None,
         created_at=_timestamp(row.created_at),
         updated_at=_timestamp(row.updated_at),
     )

@@ -42,6 +42,14 @@ from chatpop_rooms.store import (
     RoomStore,
     UsernameTaken,
 )
+from chatpop_rooms.takedowns import (
+    Takedown,
+    Takedowns,
+    require_admin,
+    room_taken_down,
+    validate_list_limit,
+    validate_takedown_reason,
+)
 from chatpop_rooms.validation import (
     ACCESS_CODE_MAX,
     PRIVATE,
@@ -136,6 +144,7 @@ class RoomsServicer(rooms_pb2_grpc.RoomsServiceServicer):
         room_limiter: FixedWindowLimiter,
         badges: VerifiedBadges,
         bans: BanStore,
+        takedowns: Takedowns,
         anonymous_usernames_per_ip: int,
         anonymous_usernames_window: int = 3600,
         room_codes: Callable[[], str] = new_room_code,
@@ -149,6 +158,7 @@ class RoomsServicer(rooms_pb2_grpc.RoomsServiceServicer):
         self._room_limiter = room_limiter
         self._badges = badges
         self._bans = bans
+        self._takedowns = takedowns
         self._anonymous_usernames_per_ip = anonymous_usernames_per_ip
         self._anonymous_usernames_window = anonymous_usernames_window
         self._room_codes = room_codes
@@ -285,6 +295,8 @@ class RoomsServicer(rooms_pb2_grpc.RoomsServiceServicer):
         if len(request.client_ip_hash) > CLIENT_IP_HASH_MAX:
             raise InvalidArgument("client_ip_hash is too long to be a hash.", code="invalid_client_ip_hash")
         room = await self._room_by_code(request.code)
+        if room.taken_down_at is not None:
+            raise room_taken_down()
         _require_open(room)
         caller_token = bearer_from_metadata(context.invocation_metadata()) or ""
 
@@ -338,6 +350,10 @@ class RoomsServicer(rooms_pb2_grpc.RoomsServiceServicer):
         participant = await self._store.participant(request.room_id, request.participant_id)
         if participant is None:
             raise NotFound("There is no such participant in this room.", code="participant_not_found")
+        # No room token of a room taken down works any more, wherever it is checked.
+        room = await self._store.room_by_id(participant.room_id)
+        if room is not None and room.taken_down_at is not None:
+            raise room_taken_down()
         return rooms_pb2.GetParticipantResponse(participant=participant_message(participant))
 
     async def ListParticipants(
@@ -512,6 +528,51 @@ class RoomsServicer(rooms_pb2_grpc.RoomsServiceServicer):
         _require_host(principal, room)
         bans = await self._bans.in_force(room.id, validate_limit(request.limit))
         return rooms_pb2.ListBansResponse(bans=[ban_message(ban) for ban in bans])
+
+    # --- takedowns (admins) ------------------------------------------------------------------------
+
+    async def _room_by_key(
+        self, request: rooms_pb2.TakeDownRoomRequest | rooms_pb2.RestoreRoomRequest
+    ) -> RoomRow:
+        key = request.WhichOneof("key")
+        if key == "code":
+            return await self._room_by_code(request.code)
+        if key == "room_id":
+            return await self._room_by_id(request.room_id)
+        raise InvalidArgument("Name the room by its code or its id.", code="room_key_required")
+
+    def _takedown_message(self, takedown: Takedown) -> rooms_pb2.TakenDownRoom:
+        message = rooms_pb2.TakenDownRoom(
+            room=self._room_message(takedown.room),
+            reason=takedown.reason,
+            taken_down_by=takedown.taken_down_by,
+        )
+        message.taken_down_at.FromDatetime(takedown.taken_down_at)
+        return message
+
+    async def TakeDownRoom(
+        self, request: rooms_pb2.TakeDownRoomRequest, context: grpc.aio.ServicerContext
+    ) -> rooms_pb2.TakeDownRoomResponse:
+        admin = require_admin()
+        reason = validate_takedown_reason(request.reason)
+        room = await self._room_by_key(request)
+        takedown, changed = await self._takedowns.take_down(room.id, reason, admin.subject)
+        return rooms_pb2.TakeDownRoomResponse(taken_down=self._takedown_message(takedown), changed=changed)
+
+    async def RestoreRoom(
+        self, request: rooms_pb2.RestoreRoomRequest, context: grpc.aio.ServicerContext
+    ) -> rooms_pb2.RestoreRoomResponse:
+        require_admin()
+        room = await self._room_by_key(request)
+        restored, changed = await self._takedowns.restore(room.id)
+        return rooms_pb2.RestoreRoomResponse(room=self._room_message(restored or room), changed=changed)
+
+    async def ListTakenDownRooms(
+        self, request: rooms_pb2.ListTakenDownRoomsRequest, context: grpc.aio.ServicerContext
+    ) -> rooms_pb2.ListTakenDownRoomsResponse:
+        require_admin()
+        takedowns = await self._takedowns.listed(validate_list_limit(request.limit))
+        return rooms_pb2.ListTakenDownRoomsResponse(rooms=[self._takedown_message(t) for t in takedowns])
 
     def _names_per_network(self, room: RoomRow) -> int:
         return room.anonymous_names_per_network or self._anonymous_usernames_per_ip

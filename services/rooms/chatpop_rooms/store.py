@@ -28,6 +28,7 @@ _ROOM_COLUMN_NAMES = (
     "closed_at",
     "created_at",
     "updated_at",
+    "taken_down_at",
 )
 _PARTICIPANT_COLUMN_NAMES = (
     "id",
@@ -142,6 +143,8 @@ class RoomRow:
     closed_at: datetime | None
     created_at: datetime
     updated_at: datetime
+    # Set while an admin's takedown stands (chatpop_rooms.takedowns).
+    taken_down_at: datetime | None = None
 
     @classmethod
     def from_record(cls, record: asyncpg.Record | dict[str, Any]) -> RoomRow:

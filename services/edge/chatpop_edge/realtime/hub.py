@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 
 # The close code of a banned participant's sockets (as for any token refused in this room).
 CLOSE_BANNED = 4403
+# The close code of every socket of a room an admin took down (and of any socket opened on it later).
+CLOSE_TAKEN_DOWN = 4410
+TAKEN_DOWN = "room_taken_down"
 
 
 def created_at_seconds(message: messaging_pb2.Message) -> float:
@@ -91,6 +94,10 @@ class RoomChannel:
             frame = presence_frame(signal.presence)
         elif kind == "room_updated":
             frame = room_updated_frame(signal.room_updated.room, self._public_url)
+            if signal.room_updated.room.taken_down:
+                SIGNALS_RECEIVED.labels(kind).inc()
+                self._take_down(frame)
+                return
         else:
             # A kind this edge does not know yet (a newer messaging): nothing to show.
             return
@@ -134,6 +141,14 @@ class RoomChannel:
         for session in [*self._members, *self._waiting]:
             if session.principal.participant_id == participant_id:
                 session.request_close(CLOSE_BANNED, "banned")
+
+    def _take_down(self, frame: str) -> None:
+        """The room was taken down: every socket of it here gets the room as it is now, then closes
+        (4410 `room_taken_down`); no token of the room is trusted from the cache any more."""
+        self._backends.standing.forget_room(self.room_id)
+        for session in [*self._members, *self._waiting]:
+            session.push(frame)
+            session.request_close(CLOSE_TAKEN_DOWN, TAKEN_DOWN)
 
     def _reload(self, last_seq: int) -> None:
         log.warning("room stream skipped ahead", extra={"room_id": self.room_id, "last_seq": last_seq})

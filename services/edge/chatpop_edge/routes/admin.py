@@ -1,16 +1,23 @@
-"""Admin resources: the audit log. identity decides who is an admin; the edge passes the token on."""
+"""Admin resources: the audit log, room takedowns. The admin claim of the caller's access token says
+who is an admin; the services check it again, and every admin action goes into the audit log
+(RecordAuditEvents, with the admin's own token)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+import json
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
 from chatpop.identity.v1 import identity_pb2
-from chatpop_edge import admin_models
-from chatpop_edge.backends import auth_metadata
-from chatpop_edge.deps import BackendsDep, RequiredToken
-from chatpop_edge.errors import error_responses
+from chatpop.rooms.v1 import rooms_pb2
+from chatpop_common.auth import Principal
+from chatpop_edge import admin_models, models
+from chatpop_edge.backends import Backends, auth_metadata
+from chatpop_edge.deps import BackendsDep, RequiredToken, SettingsDep
+from chatpop_edge.errors import ApiError, error_responses
+from chatpop_edge.room_events import announce_room_update
+from chatpop_edge.routes.rooms import RoomCode
 
 router = APIRouter(prefix="/api/v1/admin", tags=["admin"])
 
@@ -78,4 +85,162 @@ async def audit_events(
     return admin_models.AuditPage(
         events=[admin_models.AuditEvent.from_proto(event) for event in response.events],
         next_before=response.next_before_id or None,
+    )
+
+
+# --- every admin action ---------------------------------------------------------------------------
+
+
+async def require_admin(backends: Backends, token: str) -> Principal:
+    """The caller's access token must carry the admin claim (403 `forbidden` otherwise)."""
+    principal = await backends.verifier.verify(token)
+    if principal.token_type != "access" or not principal.is_admin:
+        raise ApiError(403, "forbidden", "Only admins may do this.")
+    return principal
+
+
+async def record_action(
+    backends: Backends,
+    token: str,
+    admin: Principal,
+    *,
+    kind: str,
+    key: str,
+    target: str = "",
+    room_id: str = "",
+    details: dict[str, Any] | None = None,
+) -> None:
+    """One admin action into the audit log. The action is done already; a failure here fails the
+    request so the admin retries it, and the retry (every admin action is idempotent) is recorded
+    once, by its idempotency key."""
+    await backends.identity.RecordAuditEvents(
+        identity_pb2.RecordAuditEventsRequest(
+            events=[
+                identity_pb2.NewAuditEvent(
+                    kind=kind,
+                    actor=admin.subject,
+                    target=target,
+                    room_id=room_id,
+                    details_json=json.dumps(details or {}, separators=(",", ":")),
+                    idempotency_key=key,
+                )
+            ]
+        ),
+        metadata=auth_metadata(token),
+        timeout=backends.timeout,
+    )
+
+
+async def _announce(backends: Backends, room_id: str, token: str) -> None:
+    if not await announce_room_update(backends, room_id, token):
+        raise ApiError(
+            503,
+            "service_unavailable",
+            "The change is saved, but the room's live clients could not be told yet; try again.",
+            retry_after=1,
+        )
+
+
+# --- room takedowns ---------------------------------------------------------------------------------
+
+_TAKEDOWN = """An admin takes a room down: it is closed like the host's close and marked taken down
+with the reason, and everyone is disconnected at once: every socket of the room, on every edge, gets
+`room_updated` with the room `closed` and `taken_down`, then closes with 4410 `room_taken_down`. From
+then on joining, history, the room's info and every room token of it answer 404 `room_taken_down`,
+and a socket opened on it closes with 4410. Recorded in the audit log as `admin.room_taken_down`
+(target and `room_id`: the room; `details.reason`). Idempotent: a room already taken down is returned
+as it is (`changed` false). Admins only (403 `forbidden`)."""
+
+
+@router.post(
+    "/rooms/{code}/takedown",
+    response_model=admin_models.TakenDownRoom,
+    responses=error_responses(401, 403, 404, 422),
+    summary="Take a room down (admins)",
+    description=_TAKEDOWN,
+)
+async def take_down_room(
+    code: RoomCode,
+    body: admin_models.TakedownRequest,
+    backends: BackendsDep,
+    settings: SettingsDep,
+    token: RequiredToken,
+) -> admin_models.TakenDownRoom:
+    admin = await require_admin(backends, token)
+    response = await backends.rooms.TakeDownRoom(
+        rooms_pb2.TakeDownRoomRequest(code=code, reason=body.reason),
+        metadata=auth_metadata(token),
+        timeout=backends.timeout,
+    )
+    taken = response.taken_down
+    room_id = taken.room.id
+    backends.standing.forget_room(room_id)
+    await _announce(backends, room_id, token)
+    await record_action(
+        backends,
+        token,
+        admin,
+        kind="admin.room_taken_down",
+        key=f"admin:takedown:{room_id}:{taken.taken_down_at.ToNanoseconds()}",
+        target=room_id,
+        room_id=room_id,
+        details={"code": taken.room.code, "reason": taken.reason},
+    )
+    return admin_models.TakenDownRoom.from_proto(taken, settings.public_url, changed=response.changed)
+
+
+@router.post(
+    "/rooms/{code}/restore",
+    response_model=models.Room,
+    responses=error_responses(401, 403, 404),
+    summary="Lift a room's takedown (admins)",
+    description="""The room's content shows again and it can be joined again; it is reopened unless its
+host had closed it before the takedown. Recorded as `admin.room_restored`. Idempotent (a room not
+taken down is returned as it is). Admins only (403 `forbidden`).""",
+)
+async def restore_room(
+    code: RoomCode, backends: BackendsDep, settings: SettingsDep, token: RequiredToken
+) -> models.Room:
+    admin = await require_admin(backends, token)
+    response = await backends.rooms.RestoreRoom(
+        rooms_pb2.RestoreRoomRequest(code=code), metadata=auth_metadata(token), timeout=backends.timeout
+    )
+    room = response.room
+    backends.standing.forget_room(room.id)
+    await _announce(backends, room.id, token)
+    await record_action(
+        backends,
+        token,
+        admin,
+        kind="admin.room_restored",
+        key=f"admin:restore:{room.id}:{room.updated_at.ToNanoseconds()}",
+        target=room.id,
+        room_id=room.id,
+        details={"code": room.code},
+    )
+    return models.Room.from_proto(room, settings.public_url)
+
+
+@router.get(
+    "/rooms/taken-down",
+    response_model=admin_models.TakenDownRooms,
+    responses=error_responses(401, 403),
+    summary="Rooms taken down, most recently first (admins)",
+)
+async def taken_down_rooms(
+    backends: BackendsDep,
+    settings: SettingsDep,
+    token: RequiredToken,
+    limit: Annotated[
+        int, Query(ge=1, le=admin_models.TAKEDOWN_LIST_MAX, description="Rooms per answer.")
+    ] = admin_models.TAKEDOWN_LIST_DEFAULT,
+) -> admin_models.TakenDownRooms:
+    await require_admin(backends, token)
+    response = await backends.rooms.ListTakenDownRooms(
+        rooms_pb2.ListTakenDownRoomsRequest(limit=limit),
+        metadata=auth_metadata(token),
+        timeout=backends.timeout,
+    )
+    return admin_models.TakenDownRooms(
+        rooms=[admin_models.TakenDownRoom.from_proto(taken, settings.public_url) for taken in response.rooms]
     )

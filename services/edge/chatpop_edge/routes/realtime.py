@@ -13,7 +13,7 @@ from chatpop_edge import models
 from chatpop_edge.backends import Backends
 from chatpop_edge.metrics import WS_CONNECTIONS
 from chatpop_edge.realtime.frames import FrameError, parse_after_seq
-from chatpop_edge.realtime.hub import RoomHub
+from chatpop_edge.realtime.hub import CLOSE_TAKEN_DOWN, TAKEN_DOWN, RoomHub
 from chatpop_edge.realtime.session import (
     CLOSE_BAD_REQUEST,
     CLOSE_FORBIDDEN,
@@ -92,8 +92,12 @@ async def room_socket(websocket: WebSocket, code: str) -> None:
     try:
         await backends.standing.check(principal)
     except ServiceError as exc:
-        # `banned` (4403), or a token from before a lifted ban (4401: join again for a new one).
-        await websocket.close(CLOSE_FORBIDDEN if exc.code == "banned" else CLOSE_INVALID_TOKEN, exc.code)
+        # `banned` (4403), a room taken down (4410), or a token from before a lifted ban (4401: join
+        # again for a new one).
+        close_code = {"banned": CLOSE_FORBIDDEN, TAKEN_DOWN: CLOSE_TAKEN_DOWN}.get(
+            exc.code, CLOSE_INVALID_TOKEN
+        )
+        await websocket.close(close_code, exc.code)
         return
     except grpc.aio.AioRpcError:
         await websocket.close(CLOSE_TRY_AGAIN, "service_unavailable")

@@ -68,12 +68,23 @@ async def create_room(
     response_model=models.Room,
     responses=error_responses(401, 404),
     summary="Room info (never the access code); a token is optional, but one that is sent must be valid",
+    description="A room taken down by ChatPop's moderators answers 404 `room_taken_down` (admins still"
+    " see it, with `taken_down`).",
 )
 async def get_room(
     code: RoomCode, backends: BackendsDep, settings: SettingsDep, token: OptionalToken
 ) -> models.Room:
     room = await backends.get_room(code, token)
+    if room.taken_down and not await _is_admin(backends, token):
+        raise ApiError(404, "room_taken_down", "This room was taken down by ChatPop's moderators.")
     return models.Room.from_proto(room, settings.public_url)
+
+
+async def _is_admin(backends: Backends, token: str | None) -> bool:
+    if token is None:
+        return False
+    principal = await backends.verifier.verify(token)
+    return principal.token_type == "access" and principal.is_admin
 
 
 @router.patch(

@@ -52,7 +52,7 @@ class MediaSettings(_message.Message):
     def __init__(self, photo: _Optional[bool] = ..., voice: _Optional[bool] = ..., video: _Optional[bool] = ...) -> None: ...
 
 class Room(_message.Message):
-    __slots__ = ("id", "code", "name", "description", "visibility", "media", "theme", "retention_days", "host_id", "closed", "created_at", "updated_at", "slow_mode_seconds", "anonymous_names_per_network")
+    __slots__ = ("id", "code", "name", "description", "visibility", "media", "theme", "retention_days", "host_id", "closed", "created_at", "updated_at", "slow_mode_seconds", "anonymous_names_per_network", "taken_down")
     ID_FIELD_NUMBER: _ClassVar[int]
     CODE_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -67,6 +67,7 @@ class Room(_message.Message):
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
     SLOW_MODE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     ANONYMOUS_NAMES_PER_NETWORK_FIELD_NUMBER: _ClassVar[int]
+    TAKEN_DOWN_FIELD_NUMBER: _ClassVar[int]
     id: str
     code: str
     name: str
@@ -81,7 +82,8 @@ class Room(_message.Message):
     updated_at: _timestamp_pb2.Timestamp
     slow_mode_seconds: int
     anonymous_names_per_network: int
-    def __init__(self, id: _Optional[str] = ..., code: _Optional[str] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., visibility: _Optional[_Union[Visibility, str]] = ..., media: _Optional[_Union[MediaSettings, _Mapping]] = ..., theme: _Optional[_Union[Theme, str]] = ..., retention_days: _Optional[int] = ..., host_id: _Optional[str] = ..., closed: _Optional[bool] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., slow_mode_seconds: _Optional[int] = ..., anonymous_names_per_network: _Optional[int] = ...) -> None: ...
+    taken_down: bool
+    def __init__(self, id: _Optional[str] = ..., code: _Optional[str] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., visibility: _Optional[_Union[Visibility, str]] = ..., media: _Optional[_Union[MediaSettings, _Mapping]] = ..., theme: _Optional[_Union[Theme, str]] = ..., retention_days: _Optional[int] = ..., host_id: _Optional[str] = ..., closed: _Optional[bool] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., slow_mode_seconds: _Optional[int] = ..., anonymous_names_per_network: _Optional[int] = ..., taken_down: _Optional[bool] = ...) -> None: ...
 
 class Participant(_message.Message):
     __slots__ = ("id", "room_id", "subject", "username", "is_host", "version", "banned", "verified", "joined_at")
@@ -390,3 +392,61 @@ class ListBansResponse(_message.Message):
     BANS_FIELD_NUMBER: _ClassVar[int]
     bans: _containers.RepeatedCompositeFieldContainer[Ban]
     def __init__(self, bans: _Optional[_Iterable[_Union[Ban, _Mapping]]] = ...) -> None: ...
+
+class TakeDownRoomRequest(_message.Message):
+    __slots__ = ("code", "room_id", "reason")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    ROOM_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    code: str
+    room_id: str
+    reason: str
+    def __init__(self, code: _Optional[str] = ..., room_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class TakeDownRoomResponse(_message.Message):
+    __slots__ = ("taken_down", "changed")
+    TAKEN_DOWN_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_FIELD_NUMBER: _ClassVar[int]
+    taken_down: TakenDownRoom
+    changed: bool
+    def __init__(self, taken_down: _Optional[_Union[TakenDownRoom, _Mapping]] = ..., changed: _Optional[bool] = ...) -> None: ...
+
+class RestoreRoomRequest(_message.Message):
+    __slots__ = ("code", "room_id")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    ROOM_ID_FIELD_NUMBER: _ClassVar[int]
+    code: str
+    room_id: str
+    def __init__(self, code: _Optional[str] = ..., room_id: _Optional[str] = ...) -> None: ...
+
+class RestoreRoomResponse(_message.Message):
+    __slots__ = ("room", "changed")
+    ROOM_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_FIELD_NUMBER: _ClassVar[int]
+    room: Room
+    changed: bool
+    def __init__(self, room: _Optional[_Union[Room, _Mapping]] = ..., changed: _Optional[bool] = ...) -> None: ...
+
+class TakenDownRoom(_message.Message):
+    __slots__ = ("room", "reason", "taken_down_by", "taken_down_at")
+    ROOM_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    TAKEN_DOWN_BY_FIELD_NUMBER: _ClassVar[int]
+    TAKEN_DOWN_AT_FIELD_NUMBER: _ClassVar[int]
+    room: Room
+    reason: str
+    taken_down_by: str
+    taken_down_at: _timestamp_pb2.Timestamp
+    def __init__(self, room: _Optional[_Union[Room, _Mapping]] = ..., reason: _Optional[str] = ..., taken_down_by: _Optional[str] = ..., taken_down_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ListTakenDownRoomsRequest(_message.Message):
+    __slots__ = ("limit",)
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    limit: int
+    def __init__(self, limit: _Optional[int] = ...) -> None: ...
+
+class ListTakenDownRoomsResponse(_message.Message):
+    __slots__ = ("rooms",)
+    ROOMS_FIELD_NUMBER: _ClassVar[int]
+    rooms: _containers.RepeatedCompositeFieldContainer[TakenDownRoom]
+    def __init__(self, rooms: _Optional[_Iterable[_Union[TakenDownRoom, _Mapping]]] = ...) -> None: ...

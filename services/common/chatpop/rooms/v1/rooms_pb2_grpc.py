@@ -110,6 +110,21 @@ class RoomsServiceStub:
                 request_serializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.ListBansRequest.SerializeToString,
                 response_deserializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.ListBansResponse.FromString,
                 _registered_method=True)
+        self.TakeDownRoom = channel.unary_unary(
+                '/chatpop.rooms.v1.RoomsService/TakeDownRoom',
+                request_serializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.TakeDownRoomRequest.SerializeToString,
+                response_deserializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.TakeDownRoomResponse.FromString,
+                _registered_method=True)
+        self.RestoreRoom = channel.unary_unary(
+                '/chatpop.rooms.v1.RoomsService/RestoreRoom',
+                request_serializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.RestoreRoomRequest.SerializeToString,
+                response_deserializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.RestoreRoomResponse.FromString,
+                _registered_method=True)
+        self.ListTakenDownRooms = channel.unary_unary(
+                '/chatpop.rooms.v1.RoomsService/ListTakenDownRooms',
+                request_serializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.ListTakenDownRoomsRequest.SerializeToString,
+                response_deserializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.ListTakenDownRoomsResponse.FromString,
+                _registered_method=True)
 
 
 class RoomsServiceServicer:
@@ -230,6 +245,32 @@ class RoomsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def TakeDownRoom(self, request, context):
+        """TakeDownRoom takes a room down (admins only: an access token with the admin claim; anyone else
+        gets PERMISSION_DENIED `forbidden`): it is closed like CloseRoom and marked taken down with a
+        reason. From then on JoinRoom and GetParticipant answer NOT_FOUND `room_taken_down`, so no room
+        token of it works any more, and messaging shows none of its history. Idempotent: taking down a
+        room already taken down returns it as it is (`changed` false).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RestoreRoom(self, request, context):
+        """RestoreRoom lifts a takedown (admins only): the room is reopened if the takedown closed it.
+        Idempotent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTakenDownRooms(self, request, context):
+        """ListTakenDownRooms lists the rooms taken down, most recently first (admins only).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RoomsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -307,6 +348,21 @@ def add_RoomsServiceServicer_to_server(servicer, server):
                     servicer.ListBans,
                     request_deserializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.ListBansRequest.FromString,
                     response_serializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.ListBansResponse.SerializeToString,
+            ),
+            'TakeDownRoom': grpc.unary_unary_rpc_method_handler(
+                    servicer.TakeDownRoom,
+                    request_deserializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.TakeDownRoomRequest.FromString,
+                    response_serializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.TakeDownRoomResponse.SerializeToString,
+            ),
+            'RestoreRoom': grpc.unary_unary_rpc_method_handler(
+                    servicer.RestoreRoom,
+                    request_deserializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.RestoreRoomRequest.FromString,
+                    response_serializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.RestoreRoomResponse.SerializeToString,
+            ),
+            'ListTakenDownRooms': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTakenDownRooms,
+                    request_deserializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.ListTakenDownRoomsRequest.FromString,
+                    response_serializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.ListTakenDownRoomsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -715,6 +771,87 @@ class RoomsService:
             '/chatpop.rooms.v1.RoomsService/ListBans',
             chatpop_dot_rooms_dot_v1_dot_rooms__pb2.ListBansRequest.SerializeToString,
             chatpop_dot_rooms_dot_v1_dot_rooms__pb2.ListBansResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TakeDownRoom(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatpop.rooms.v1.RoomsService/TakeDownRoom',
+            chatpop_dot_rooms_dot_v1_dot_rooms__pb2.TakeDownRoomRequest.SerializeToString,
+            chatpop_dot_rooms_dot_v1_dot_rooms__pb2.TakeDownRoomResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RestoreRoom(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatpop.rooms.v1.RoomsService/RestoreRoom',
+            chatpop_dot_rooms_dot_v1_dot_rooms__pb2.RestoreRoomRequest.SerializeToString,
+            chatpop_dot_rooms_dot_v1_dot_rooms__pb2.RestoreRoomResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTakenDownRooms(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatpop.rooms.v1.RoomsService/ListTakenDownRooms',
+            chatpop_dot_rooms_dot_v1_dot_rooms__pb2.ListTakenDownRoomsRequest.SerializeToString,
+            chatpop_dot_rooms_dot_v1_dot_rooms__pb2.ListTakenDownRoomsResponse.FromString,
             options,
             channel_credentials,
             insecure,

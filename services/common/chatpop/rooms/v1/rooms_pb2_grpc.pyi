@@ -76,6 +76,19 @@ class RoomsServiceStub:
     """
     ListBans: _grpc.UnaryUnaryMultiCallable[_rooms_pb2.ListBansRequest, _rooms_pb2.ListBansResponse]
     """ListBans lists the room's bans in force, newest first; host only."""
+    TakeDownRoom: _grpc.UnaryUnaryMultiCallable[_rooms_pb2.TakeDownRoomRequest, _rooms_pb2.TakeDownRoomResponse]
+    """TakeDownRoom takes a room down (admins only: an access token with the admin claim; anyone else
+    gets PERMISSION_DENIED `forbidden`): it is closed like CloseRoom and marked taken down with a
+    reason. From then on JoinRoom and GetParticipant answer NOT_FOUND `room_taken_down`, so no room
+    token of it works any more, and messaging shows none of its history. Idempotent: taking down a
+    room already taken down returns it as it is (`changed` false).
+    """
+    RestoreRoom: _grpc.UnaryUnaryMultiCallable[_rooms_pb2.RestoreRoomRequest, _rooms_pb2.RestoreRoomResponse]
+    """RestoreRoom lifts a takedown (admins only): the room is reopened if the takedown closed it.
+    Idempotent.
+    """
+    ListTakenDownRooms: _grpc.UnaryUnaryMultiCallable[_rooms_pb2.ListTakenDownRoomsRequest, _rooms_pb2.ListTakenDownRoomsResponse]
+    """ListTakenDownRooms lists the rooms taken down, most recently first (admins only)."""
 
 @_typing.type_check_only
 class RoomsServiceAsyncStub(RoomsServiceStub):
@@ -125,6 +138,19 @@ class RoomsServiceAsyncStub(RoomsServiceStub):
     """
     ListBans: _aio.UnaryUnaryMultiCallable[_rooms_pb2.ListBansRequest, _rooms_pb2.ListBansResponse]  # type: ignore[assignment]
     """ListBans lists the room's bans in force, newest first; host only."""
+    TakeDownRoom: _aio.UnaryUnaryMultiCallable[_rooms_pb2.TakeDownRoomRequest, _rooms_pb2.TakeDownRoomResponse]  # type: ignore[assignment]
+    """TakeDownRoom takes a room down (admins only: an access token with the admin claim; anyone else
+    gets PERMISSION_DENIED `forbidden`): it is closed like CloseRoom and marked taken down with a
+    reason. From then on JoinRoom and GetParticipant answer NOT_FOUND `room_taken_down`, so no room
+    token of it works any more, and messaging shows none of its history. Idempotent: taking down a
+    room already taken down returns it as it is (`changed` false).
+    """
+    RestoreRoom: _aio.UnaryUnaryMultiCallable[_rooms_pb2.RestoreRoomRequest, _rooms_pb2.RestoreRoomResponse]  # type: ignore[assignment]
+    """RestoreRoom lifts a takedown (admins only): the room is reopened if the takedown closed it.
+    Idempotent.
+    """
+    ListTakenDownRooms: _aio.UnaryUnaryMultiCallable[_rooms_pb2.ListTakenDownRoomsRequest, _rooms_pb2.ListTakenDownRoomsResponse]  # type: ignore[assignment]
+    """ListTakenDownRooms lists the rooms taken down, most recently first (admins only)."""
 
 class RoomsServiceServicer(metaclass=_abc_1.ABCMeta):
     """RoomsService owns rooms and their participants."""
@@ -261,5 +287,36 @@ class RoomsServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_rooms_pb2.ListBansResponse, _abc.Awaitable[_rooms_pb2.ListBansResponse]]:
         """ListBans lists the room's bans in force, newest first; host only."""
+
+    @_abc_1.abstractmethod
+    def TakeDownRoom(
+        self,
+        request: _rooms_pb2.TakeDownRoomRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_rooms_pb2.TakeDownRoomResponse, _abc.Awaitable[_rooms_pb2.TakeDownRoomResponse]]:
+        """TakeDownRoom takes a room down (admins only: an access token with the admin claim; anyone else
+        gets PERMISSION_DENIED `forbidden`): it is closed like CloseRoom and marked taken down with a
+        reason. From then on JoinRoom and GetParticipant answer NOT_FOUND `room_taken_down`, so no room
+        token of it works any more, and messaging shows none of its history. Idempotent: taking down a
+        room already taken down returns it as it is (`changed` false).
+        """
+
+    @_abc_1.abstractmethod
+    def RestoreRoom(
+        self,
+        request: _rooms_pb2.RestoreRoomRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_rooms_pb2.RestoreRoomResponse, _abc.Awaitable[_rooms_pb2.RestoreRoomResponse]]:
+        """RestoreRoom lifts a takedown (admins only): the room is reopened if the takedown closed it.
+        Idempotent.
+        """
+
+    @_abc_1.abstractmethod
+    def ListTakenDownRooms(
+        self,
+        request: _rooms_pb2.ListTakenDownRoomsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_rooms_pb2.ListTakenDownRoomsResponse, _abc.Awaitable[_rooms_pb2.ListTakenDownRoomsResponse]]:
+        """ListTakenDownRooms lists the rooms taken down, most recently first (admins only)."""
 
 def add_RoomsServiceServicer_to_server(servicer: RoomsServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
