@@ -20,7 +20,7 @@ from chatpop_edge.middleware import (
 )
 from chatpop_edge.realtime.hub import RoomHub
 from chatpop_edge.realtime.presence import PresenceReporter
-from chatpop_edge.routes import admin, auth, bans, me, meta, moderation, realtime, room_changes, rooms
+from chatpop_edge.routes import admin, auth, bans, me, meta, moderation, mutes, realtime, room_changes, rooms
 from chatpop_edge.settings import EdgeSettings
 from chatpop_edge.web import install_web_client
 
@@ -69,6 +69,17 @@ gives a hidden message's text to the host alone.
 participant (`POST /api/v1/rooms/{code}/bans`). Their own sockets get the frame, then close with 4403
 `banned`; from then on their room tokens are refused (REST 403 `banned`, a socket closes with 4403
 `banned`) and joining again is refused with 403 `banned`.
+
+**Personal mutes.** `PUT /api/v1/rooms/{code}/mutes/{participant_id}` hides that participant's messages
+from the caller alone, on every device of the caller's identity (`DELETE` brings them back, `GET
+/api/v1/rooms/{code}/mutes` lists them); nobody else learns of it. History leaves their messages out
+(its pages still account for their seqs through `low_seq`), but live frames and resumes carry every
+entry of the log: right after `ready` a socket gets `mutes {participant_ids}`, the whole list, and
+again after every change its participant makes through this edge process (sockets on other edge
+processes get the list when they reconnect). Clients hide `message` frames whose `sender.participant_id`
+is in the list, keep counting their seqs toward the resume position, replace the list with every `mutes`
+frame, and read history again after a change to show or hide what is already on screen. The host's
+pins stay on the board whoever sent them.
 
 Ephemeral frames are never replayed on resume and may be lost with a connection:
 - `typing {participant_id, username}`: someone else in the room is typing (at most one every few
@@ -145,6 +156,7 @@ def create_app(settings: EdgeSettings) -> FastAPI:
     app.include_router(room_changes.router)
     app.include_router(bans.router)
     app.include_router(moderation.router)
+    app.include_router(mutes.router)
     app.include_router(me.router)
     app.include_router(admin.router)
     app.include_router(meta.router)

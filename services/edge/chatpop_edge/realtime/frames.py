@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
@@ -174,6 +175,11 @@ def ready_frame(room_id: str, participant_id: str, last_seq: int) -> str:
     return dumps(
         {"type": "ready", "room_id": room_id, "participant_id": participant_id, "last_seq": last_seq}
     )
+
+
+def mutes_frame(participant_ids: Sequence[str]) -> str:
+    """The participants whose messages this socket's participant muted (the whole list, newest first)."""
+    return dumps({"type": "mutes", "participant_ids": list(participant_ids)})
 
 
 def ack_frame(client_msg_id: str, seq: int, message_id: str) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import grpc
@@ -150,6 +151,12 @@ class RoomChannel:
             session.push(frame)
             session.request_close(CLOSE_TAKEN_DOWN, TAKEN_DOWN)
 
+    def set_mutes(self, participant_id: str, muted: Sequence[str]) -> None:
+        """A participant's mutes changed: tell their sockets here, and nobody else's."""
+        for session in [*self._members, *self._waiting]:
+            if session.principal.participant_id == participant_id:
+                session.set_mutes(muted)
+
     def _reload(self, last_seq: int) -> None:
         log.warning("room stream skipped ahead", extra={"room_id": self.room_id, "last_seq": last_seq})
         self.last_seq = max(self.last_seq, last_seq)
@@ -229,6 +236,12 @@ class RoomHub:
 
     def channel(self, room_id: str) -> RoomChannel | None:
         return self._channels.get(room_id)
+
+    def set_mutes(self, room_id: str, participant_id: str, muted: Sequence[str]) -> None:
+        """Tell a participant's sockets in this process that their mutes changed."""
+        channel = self._channels.get(room_id)
+        if channel is not None:
+            channel.set_mutes(participant_id, muted)
 
     def attach(self, session: SocketSession) -> RoomChannel:
         if self._presence is not None:

@@ -18,6 +18,7 @@ import contextlib
 import logging
 import time
 from collections import deque
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import grpc
@@ -132,6 +133,9 @@ class SocketSession:
         self._catch_up_task: asyncio.Task[None] | None = None
         self._pending_resume: int | None = None
 
+        # The participant's mutes, sent right after `ready` (set_mutes before the socket is live).
+        self._mutes_frame: str | None = None
+
         self._sends: asyncio.Queue[frames.SendFrame] = asyncio.Queue(maxsize=_MAX_PENDING_SENDS)
         self._last_typing = float("-inf")
         self._typing_call: asyncio.Task[None] | None = None
@@ -142,7 +146,18 @@ class SocketSession:
         self.last_seq = last_seq
         self.live_from = last_seq
         self._enqueue(frames.ready_frame(self.room_id, self.principal.participant_id, last_seq))
+        if self._mutes_frame is not None:
+            self._enqueue(self._mutes_frame)
+            self._mutes_frame = None
         self.live.set()
+
+    def set_mutes(self, participant_ids: Sequence[str]) -> None:
+        """The participant's mutes now: a `mutes` frame right after `ready`, or at once when live."""
+        frame = frames.mutes_frame(participant_ids)
+        if self.live.is_set():
+            self._enqueue(frame)
+        else:
+            self._mutes_frame = frame
 
     def offer(self, seq: int, frame: str, created_at: float) -> None:
         """A live message frame of the room."""

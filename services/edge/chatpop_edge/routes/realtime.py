@@ -11,6 +11,7 @@ from fastapi import APIRouter, WebSocket
 from chatpop_common.errors import ServiceError
 from chatpop_edge import models
 from chatpop_edge.backends import Backends
+from chatpop_edge.errors import map_rpc_error
 from chatpop_edge.metrics import WS_CONNECTIONS
 from chatpop_edge.realtime.frames import FrameError, parse_after_seq
 from chatpop_edge.realtime.hub import CLOSE_TAKEN_DOWN, TAKEN_DOWN, RoomHub
@@ -21,7 +22,9 @@ from chatpop_edge.realtime.session import (
     CLOSE_NOT_FOUND,
     CLOSE_TRY_AGAIN,
     SocketSession,
+    close_code_for,
 )
+from chatpop_edge.routes.mutes import load_mutes
 from chatpop_edge.settings import EdgeSettings
 
 router = APIRouter()
@@ -103,9 +106,16 @@ async def room_socket(websocket: WebSocket, code: str) -> None:
         await websocket.close(CLOSE_TRY_AGAIN, "service_unavailable")
         return
 
+    try:
+        muted = await load_mutes(backends, room_id, token)
+    except grpc.aio.AioRpcError as exc:
+        await websocket.close(close_code_for(exc), map_rpc_error(exc).code)
+        return
+
     session = SocketSession(
         websocket, room_id=room_id, principal=principal, token=token, backends=backends, settings=settings
     )
+    session.set_mutes(muted)
     WS_CONNECTIONS.inc()
     try:
         await session.run(hub, resume_after)
