@@ -162,6 +162,9 @@ async def test_a_takedown_disconnects_everyone_hides_the_room_and_is_audited(
         ("POST", "/api/v1/admin/rooms/abcdef/takedown", {"reason": "x"}),
         ("POST", "/api/v1/admin/rooms/abcdef/restore", None),
         ("GET", "/api/v1/admin/rooms/taken-down", None),
+        ("POST", "/api/v1/admin/site-bans", {"ip": "192.0.2.9", "reason": "x"}),
+        ("DELETE", "/api/v1/admin/site-bans/00000000-0000-4000-8000-000000000000", None),
+        ("GET", "/api/v1/admin/site-bans", None),
     ],
 )
 async def test_everyone_but_admins_is_refused(
@@ -171,3 +174,84 @@ async def test_everyone_but_admins_is_refused(
     response = await client.request(method, path, json=body, headers=bearer(token))
     assert response.status_code == 403, response.text
     assert response.json()["error"]["code"] == "forbidden"
+
+
+async def test_a_site_wide_network_ban_refuses_new_sessions_and_joins_from_that_network_only(
+    stack: Stack, client: httpx.AsyncClient, openapi: dict[str, Any]
+) -> None:
+    admin = await _admin(stack, client)
+    banned_ip, other_ip = "192.0.2.201", "192.0.2.202"
+    room = await open_room(client)
+    # Someone with a session started before the ban cannot join from that network either.
+    earlier = await anonymous(client)
+
+    response = await client.post(
+        "/api/v1/admin/site-bans", json={"ip": banned_ip, "reason": "bot network"}, headers=bearer(admin)
+    )
+    assert response.status_code == 200, response.text
+    ban = documented(openapi, "POST", "/api/v1/admin/site-bans", response)
+    assert ban["ip_hash"] and ban["identity_id"] is None and banned_ip not in response.text
+
+    refused = await client.post("/api/v1/auth/anonymous", headers=_from(banned_ip))
+    assert refused.status_code == 403, refused.text
+    assert documented(openapi, "POST", "/api/v1/auth/anonymous", refused)["error"]["code"] == "site_banned"
+    assert (await client.post("/api/v1/auth/anonymous", headers=_from(other_ip))).status_code == 201
+    join = await client.post(
+        f"/api/v1/rooms/{room.code}/join", json={"username": "FromBanned"}, headers=_from(banned_ip, earlier)
+    )
+    assert join.status_code == 403 and join.json()["error"]["code"] == "site_banned"
+    await _joined(client, room.code, "FromElsewhere", other_ip)
+
+    events = await _audit(client, admin, kind="admin.site_ban_created")
+    assert ban["id"] in [event["details"]["ban_id"] for event in events]
+    listed = await client.get("/api/v1/admin/site-bans", headers=bearer(admin))
+    assert ban["id"] in [entry["id"] for entry in listed.json()["bans"]]
+
+    lifted = await client.delete(f"/api/v1/admin/site-bans/{ban['id']}", headers=bearer(admin))
+    assert lifted.status_code == 200 and lifted.json()["lifted_at"] is not None
+    assert (await client.post("/api/v1/auth/anonymous", headers=_from(banned_ip))).status_code == 201
+
+
+async def test_a_site_wide_identity_ban_signs_it_out_and_keeps_it_out_of_every_room(
+    stack: Stack, client: httpx.AsyncClient
+) -> None:
+    admin = await _admin(stack, client)
+    room = await open_room(client)
+    other_room = await open_room(client)
+    session = await client.post("/api/v1/auth/anonymous", headers=_from("198.51.100.71"))
+    assert session.status_code == 201, session.text
+    tokens = session.json()
+    joined = await client.post(
+        f"/api/v1/rooms/{room.code}/join",
+        json={"username": "Troll"},
+        headers=_from("198.51.100.71", tokens["access_token"]),
+    )
+    assert joined.status_code == 200, joined.text
+
+    # Banned by the participant it is in that room: the edge learns the identity from rooms.
+    response = await client.post(
+        "/api/v1/admin/site-bans",
+        json={
+            "room_code": room.code,
+            "participant_id": joined.json()["participant"]["id"],
+            "reason": "abuse",
+        },
+        headers=bearer(admin),
+    )
+    assert response.status_code == 200, response.text
+    identity_id = response.json()["identity_id"]
+    assert identity_id
+
+    refresh = await client.post("/api/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]})
+    assert refresh.status_code == 403 and refresh.json()["error"]["code"] == "site_banned"
+    for code in (room.code, other_room.code):
+        join = await client.post(
+            f"/api/v1/rooms/{code}/join",
+            json={"username": "TrollAgain"},
+            headers=_from("198.51.100.72", tokens["access_token"]),
+        )
+        assert join.status_code == 403 and join.json()["error"]["code"] == "site_banned"
+    # Others still get in.
+    await _joined(client, other_room.code, "Bystander", "198.51.100.73")
+    events = await _audit(client, admin, kind="admin.site_ban_created", target=identity_id)
+    assert len(events) == 1

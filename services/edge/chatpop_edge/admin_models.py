@@ -10,7 +10,14 @@ from pydantic import BaseModel, Field
 
 from chatpop.identity.v1 import identity_pb2
 from chatpop.rooms.v1 import rooms_pb2
-from chatpop_edge.models import MAX_SEQ, RequestBody, Room, timestamp
+from chatpop_edge.models import (
+    MAX_SEQ,
+    ROOM_CODE_MAX_LENGTH,
+    ROOM_CODE_PATTERN,
+    RequestBody,
+    Room,
+    timestamp,
+)
 
 # As identity checks them (chatpop_identity.audit): the contract states the same bounds.
 AUDIT_KIND_PATTERN = r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$"
@@ -99,3 +106,71 @@ class TakenDownRoom(BaseModel):
 
 class TakenDownRooms(BaseModel):
     rooms: list[TakenDownRoom] = Field(description="Most recently taken down first.")
+
+
+# --- site-wide bans ---------------------------------------------------------------------------------
+
+SITE_BAN_REASON_MAX_LENGTH = 500
+SITE_BAN_LIST_MAX = 200
+SITE_BAN_LIST_DEFAULT = 100
+IP_HASH_PATTERN = r"^[0-9a-f]{64}$"
+# Long enough for any IPv6 text form.
+IP_MAX_LENGTH = 45
+
+
+class SiteBanRequest(RequestBody):
+    """Exactly one of: `identity_id`; `room_code` with `participant_id` (the identity behind that
+    participant); `ip` (hashed by the edge at once, never stored); `ip_hash`."""
+
+    identity_id: str | None = Field(
+        default=None, max_length=36, pattern=UUID_PATTERN, description="An anonymous session or account."
+    )
+    room_code: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=ROOM_CODE_MAX_LENGTH,
+        pattern=ROOM_CODE_PATTERN,
+        description="With `participant_id`: ban whoever that participant of this room is.",
+    )
+    participant_id: str | None = Field(default=None, max_length=36, pattern=UUID_PATTERN)
+    ip: str | None = Field(
+        default=None, min_length=2, max_length=IP_MAX_LENGTH, description="A client IP address (v4 or v6)."
+    )
+    ip_hash: str | None = Field(
+        default=None,
+        min_length=64,
+        max_length=64,
+        pattern=IP_HASH_PATTERN,
+        description="A network's keyed hash, as the audit log shows it.",
+    )
+    reason: str = Field(
+        min_length=1, max_length=SITE_BAN_REASON_MAX_LENGTH, description="Why, for the record."
+    )
+
+
+class SiteBan(BaseModel):
+    id: str
+    identity_id: str | None = Field(description="The banned identity, for an identity ban.")
+    ip_hash: str | None = Field(description="The banned network's keyed hash, for a network ban.")
+    reason: str
+    banned_by: str = Field(description="Identity id of the admin who banned.")
+    created_at: datetime | None
+    lifted_at: datetime | None = Field(description="Set once lifted.")
+    changed: bool = Field(default=True, description="False when nothing changed (already banned or lifted).")
+
+    @classmethod
+    def from_proto(cls, ban: identity_pb2.SiteBan, *, changed: bool = True) -> SiteBan:
+        return cls(
+            id=ban.id,
+            identity_id=ban.identity_id or None,
+            ip_hash=ban.client_ip_hash or None,
+            reason=ban.reason,
+            banned_by=ban.banned_by,
+            created_at=timestamp(ban.created_at),
+            lifted_at=timestamp(ban.lifted_at) if ban.HasField("lifted_at") else None,
+            changed=changed,
+        )
+
+
+class SiteBans(BaseModel):
+    bans: list[SiteBan] = Field(description="Bans in force, newest first.")

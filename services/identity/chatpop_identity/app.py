@@ -26,6 +26,7 @@ from chatpop_identity.password_changes import PasswordChanges, PasswordStore, Re
 from chatpop_identity.purge import run_account_record_purge, run_refresh_token_purge
 from chatpop_identity.servicer import IdentityServicer
 from chatpop_identity.settings import Settings
+from chatpop_identity.site_bans import SiteBans
 from chatpop_identity.store import IdentityStore
 from chatpop_identity.tokens import TokenIssuer
 from chatpop_identity.username_changes import UsernameChanges
@@ -116,6 +117,7 @@ async def build(settings: Settings) -> GrpcApp:
             quarantine_days=settings.reserved_username_quarantine_days,
         ),
         audit_log=AuditLog(pool),
+        site_bans=SiteBans(pool),
         login_failures=login_failures,
         session_limiter=TokenBucketLimiter(
             redis,

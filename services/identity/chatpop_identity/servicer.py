@@ -39,6 +39,14 @@ from chatpop_identity.keys import KeyRing
 from chatpop_identity.login_failures import LoginFailures
 from chatpop_identity.password_changes import PasswordChanges
 from chatpop_identity.quarantine import quarantined
+from chatpop_identity.site_bans import (
+    SiteBans,
+    check_identity_id,
+    check_ip_hash,
+    check_limit,
+    check_reason,
+    site_banned,
+)
 from chatpop_identity.store import (
     ANONYMOUS,
     USER,
@@ -146,12 +154,14 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         username_changes: UsernameChanges,
         audit_log: audit.AuditLog,
         login_failures: LoginFailures,
+        site_bans: SiteBans,
         session_limiter: TokenBucketLimiter | None = None,
         now: Now = _utcnow,
     ) -> None:
         self._store = store
         self._audit = audit_log
         self._login_failures = login_failures
+        self._site_bans = site_bans
         self._generator = generator
         self._password_changes = password_changes
         self._username_changes = username_changes
@@ -180,6 +190,8 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         self, request: identity_pb2.CreateAnonymousSessionRequest, context: grpc.aio.ServicerContext
     ) -> identity_pb2.CreateAnonymousSessionResponse:
         if _client_ip_hash(request.client_ip_hash):
+            if await self._site_bans.banned(client_ip_hash=request.client_ip_hash):
+                raise site_banned()
             await self._limit_sessions(request.client_ip_hash)
         refresh_token, refresh = self._new_refresh()
         identity = await self._store.create_anonymous(refresh)
@@ -245,6 +257,8 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         if not verification.ok:
             await self._login_failures.count(email, ip_hash, identity.id)
             raise Unauthenticated(_BAD_CREDENTIALS, code="invalid_credentials")
+        if await self._site_bans.banned(identity_id=identity.id):
+            raise site_banned()
         if verification.new_hash is not None:
             await self._store.replace_password_hash(
                 identity.id, identity.password_hash, verification.new_hash
@@ -266,6 +280,8 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         ip_hash = _client_ip_hash(request.client_ip_hash)
         if not request.refresh_token:
             raise Unauthenticated("A refresh token is required.", code="invalid_refresh_token")
+        if await self._site_bans.token_owner_banned(hash_refresh_token(request.refresh_token)):
+            raise site_banned()
         refresh_token, replacement = self._new_refresh()
         rotation = await self._store.rotate(
             hash_refresh_token(request.refresh_token), replacement, self._now(), ip_hash
@@ -509,6 +525,45 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         ]
         recorded = await self._audit.record_batch(events)
         return identity_pb2.RecordAuditEventsResponse(recorded=recorded)
+
+    # --- site-wide bans (admins) -----------------------------------------------------------------
+
+    async def BanSite(
+        self, request: identity_pb2.BanSiteRequest, context: grpc.aio.ServicerContext
+    ) -> identity_pb2.BanSiteResponse:
+        await self._require_admin()
+        reason = check_reason(request.reason)
+        ban, changed = await self._site_bans.ban(
+            identity_id=check_identity_id(request.identity_id),
+            client_ip_hash=check_ip_hash(request.client_ip_hash),
+            reason=reason,
+            banned_by=require_principal().subject,
+            now=self._now(),
+        )
+        return identity_pb2.BanSiteResponse(ban=ban.message(), changed=changed)
+
+    async def LiftSiteBan(
+        self, request: identity_pb2.LiftSiteBanRequest, context: grpc.aio.ServicerContext
+    ) -> identity_pb2.LiftSiteBanResponse:
+        await self._require_admin()
+        ban, changed = await self._site_bans.lift(request.ban_id, require_principal().subject)
+        return identity_pb2.LiftSiteBanResponse(ban=ban.message(), changed=changed)
+
+    async def ListSiteBans(
+        self, request: identity_pb2.ListSiteBansRequest, context: grpc.aio.ServicerContext
+    ) -> identity_pb2.ListSiteBansResponse:
+        await self._require_admin()
+        bans = await self._site_bans.in_force(check_limit(request.limit))
+        return identity_pb2.ListSiteBansResponse(bans=[ban.message() for ban in bans])
+
+    async def CheckSiteBan(
+        self, request: identity_pb2.CheckSiteBanRequest, context: grpc.aio.ServicerContext
+    ) -> identity_pb2.CheckSiteBanResponse:
+        banned = await self._site_bans.banned(
+            identity_id=check_identity_id(request.identity_id),
+            client_ip_hash=check_ip_hash(request.client_ip_hash),
+        )
+        return identity_pb2.CheckSiteBanResponse(banned=banned)
 
 
 def _is_caller(owner: uuid.UUID | None) -> bool:

@@ -32,6 +32,7 @@ from chatpop_rooms.codes import new_room_code, normalize_room_code
 from chatpop_rooms.convert import participant_message, room_message
 from chatpop_rooms.limits import JoinAttemptLimiter
 from chatpop_rooms.rolls import UsernameRolls
+from chatpop_rooms.site_bans import SiteBanCheck
 from chatpop_rooms.store import (
     AlreadyJoined,
     AnonymousLimitReached,
@@ -159,6 +160,7 @@ class RoomsServicer(rooms_pb2_grpc.RoomsServiceServicer):
         self._badges = badges
         self._bans = bans
         self._takedowns = takedowns
+        self._site_bans = SiteBanCheck(identity)
         self._anonymous_usernames_per_ip = anonymous_usernames_per_ip
         self._anonymous_usernames_window = anonymous_usernames_window
         self._room_codes = room_codes
@@ -297,6 +299,7 @@ class RoomsServicer(rooms_pb2_grpc.RoomsServiceServicer):
         room = await self._room_by_code(request.code)
         if room.taken_down_at is not None:
             raise room_taken_down()
+        await self._site_bans.refuse_banned(principal.subject, request.client_ip_hash)
         _require_open(room)
         caller_token = bearer_from_metadata(context.invocation_metadata()) or ""
 

@@ -7,13 +7,14 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 
 from chatpop.identity.v1 import identity_pb2
 from chatpop.rooms.v1 import rooms_pb2
 from chatpop_common.auth import Principal
 from chatpop_edge import admin_models, models
 from chatpop_edge.backends import Backends, auth_metadata
+from chatpop_edge.client_ip import hash_ip, parse_ip
 from chatpop_edge.deps import BackendsDep, RequiredToken, SettingsDep
 from chatpop_edge.errors import ApiError, error_responses
 from chatpop_edge.room_events import announce_room_update
@@ -108,6 +109,7 @@ async def record_action(
     key: str,
     target: str = "",
     room_id: str = "",
+    ip_hash: str = "",
     details: dict[str, Any] | None = None,
 ) -> None:
     """One admin action into the audit log. The action is done already; a failure here fails the
@@ -121,6 +123,7 @@ async def record_action(
                     actor=admin.subject,
                     target=target,
                     room_id=room_id,
+                    ip_hash=ip_hash,
                     details_json=json.dumps(details or {}, separators=(",", ":")),
                     idempotency_key=key,
                 )
@@ -244,3 +247,128 @@ async def taken_down_rooms(
     return admin_models.TakenDownRooms(
         rooms=[admin_models.TakenDownRoom.from_proto(taken, settings.public_url) for taken in response.rooms]
     )
+
+
+# --- site-wide bans ---------------------------------------------------------------------------------
+
+
+async def _ban_target(
+    body: admin_models.SiteBanRequest, backends: Backends, token: str, ip_key: bytes
+) -> tuple[str, str]:
+    """(identity id, network hash): exactly one is set."""
+    by_participant = body.room_code is not None or body.participant_id is not None
+    chosen = [body.identity_id is not None, by_participant, body.ip is not None, body.ip_hash is not None]
+    if sum(chosen) != 1 or (by_participant and (body.room_code is None or body.participant_id is None)):
+        raise ApiError(
+            422,
+            "invalid_argument",
+            "Name exactly one of: identity_id, room_code with participant_id, ip, ip_hash.",
+        )
+    if body.identity_id is not None:
+        return body.identity_id, ""
+    if body.room_code is not None and body.participant_id is not None:
+        room_id = await backends.room_id(body.room_code, token)
+        found = await backends.rooms.GetParticipant(
+            rooms_pb2.GetParticipantRequest(room_id=room_id, participant_id=body.participant_id),
+            metadata=auth_metadata(token),
+            timeout=backends.timeout,
+        )
+        return found.participant.subject, ""
+    if body.ip is not None:
+        address = parse_ip(body.ip)
+        if address is None:
+            raise ApiError(422, "invalid_argument", "ip is not an IP address.")
+        return "", hash_ip(ip_key, str(address))
+    return "", body.ip_hash or ""
+
+
+@router.post(
+    "/site-bans",
+    response_model=admin_models.SiteBan,
+    responses=error_responses(401, 403, 404, 422),
+    summary="Ban an identity or a network from the whole site (admins)",
+    description="""Name exactly one target: `identity_id`, a participant (`room_code` and `participant_id`:
+the identity behind them), a client `ip` (hashed at once with the same key as every client IP, never
+stored) or its `ip_hash`. A banned identity is signed out everywhere at once (its refresh tokens are
+revoked): signing in, refreshing and joining any room answer 403 `site_banned`, and its access token
+runs out within minutes. From a banned network, new anonymous sessions and joins answer 403
+`site_banned`. Joins see a new ban within a few seconds. Recorded in the audit log as
+`admin.site_ban_created`. Idempotent: banning what is banned returns that ban (`changed` false).
+Admins only (403 `forbidden`).""",
+)
+async def ban_site(
+    body: admin_models.SiteBanRequest, backends: BackendsDep, settings: SettingsDep, token: RequiredToken
+) -> admin_models.SiteBan:
+    admin = await require_admin(backends, token)
+    identity_id, ip_hash = await _ban_target(body, backends, token, settings.ip_hash_secret)
+    response = await backends.identity.BanSite(
+        identity_pb2.BanSiteRequest(identity_id=identity_id, client_ip_hash=ip_hash, reason=body.reason),
+        metadata=auth_metadata(token),
+        timeout=backends.timeout,
+    )
+    ban = response.ban
+    await record_action(
+        backends,
+        token,
+        admin,
+        kind="admin.site_ban_created",
+        key=f"admin:site-ban:{ban.id}",
+        target=ban.identity_id,
+        ip_hash=ban.client_ip_hash,
+        details={"ban_id": ban.id, "reason": ban.reason},
+    )
+    return admin_models.SiteBan.from_proto(ban, changed=response.changed)
+
+
+@router.delete(
+    "/site-bans/{ban_id}",
+    response_model=admin_models.SiteBan,
+    responses=error_responses(401, 403, 404),
+    summary="Lift a site-wide ban (admins)",
+    description="Recorded as `admin.site_ban_lifted`. Idempotent. Admins only (403 `forbidden`).",
+)
+async def lift_site_ban(
+    ban_id: Annotated[
+        str, Path(max_length=36, pattern=admin_models.UUID_PATTERN, description="The ban's id.")
+    ],
+    backends: BackendsDep,
+    token: RequiredToken,
+) -> admin_models.SiteBan:
+    admin = await require_admin(backends, token)
+    response = await backends.identity.LiftSiteBan(
+        identity_pb2.LiftSiteBanRequest(ban_id=ban_id),
+        metadata=auth_metadata(token),
+        timeout=backends.timeout,
+    )
+    ban = response.ban
+    await record_action(
+        backends,
+        token,
+        admin,
+        kind="admin.site_ban_lifted",
+        key=f"admin:site-unban:{ban.id}",
+        target=ban.identity_id,
+        ip_hash=ban.client_ip_hash,
+        details={"ban_id": ban.id},
+    )
+    return admin_models.SiteBan.from_proto(ban, changed=response.changed)
+
+
+@router.get(
+    "/site-bans",
+    response_model=admin_models.SiteBans,
+    responses=error_responses(401, 403),
+    summary="Site-wide bans in force, newest first (admins)",
+)
+async def site_bans(
+    backends: BackendsDep,
+    token: RequiredToken,
+    limit: Annotated[
+        int, Query(ge=1, le=admin_models.SITE_BAN_LIST_MAX, description="Bans per answer.")
+    ] = admin_models.SITE_BAN_LIST_DEFAULT,
+) -> admin_models.SiteBans:
+    await require_admin(backends, token)
+    response = await backends.identity.ListSiteBans(
+        identity_pb2.ListSiteBansRequest(limit=limit), metadata=auth_metadata(token), timeout=backends.timeout
+    )
+    return admin_models.SiteBans(bans=[admin_models.SiteBan.from_proto(ban) for ban in response.bans])

@@ -40,7 +40,7 @@ FORGOT_PASSWORD_ANSWER = (
     "/anonymous",
     status_code=status.HTTP_201_CREATED,
     response_model=models.TokenResponse,
-    responses=error_responses(429),
+    responses=error_responses(403, 429),
     summary="Start an anonymous session",
 )
 async def create_anonymous_session(backends: BackendsDep, ip_hash: ClientIpHash) -> models.TokenResponse:
@@ -70,7 +70,7 @@ async def register(body: models.RegisterRequest, backends: BackendsDep) -> model
 @router.post(
     "/login",
     response_model=models.TokenResponse,
-    responses=error_responses(401, 429),
+    responses=error_responses(401, 403, 429),
     summary="Sign in with email and password",
 )
 async def login(
@@ -86,7 +86,7 @@ async def login(
 @router.post(
     "/refresh",
     response_model=models.TokenResponse,
-    responses=error_responses(401, 429),
+    responses=error_responses(401, 403, 429),
     summary="Rotate a refresh token for a new token pair",
 )
 async def refresh(

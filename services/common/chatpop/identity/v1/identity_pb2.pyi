@@ -379,3 +379,79 @@ class RecordAuditEventsResponse(_message.Message):
     RECORDED_FIELD_NUMBER: _ClassVar[int]
     recorded: int
     def __init__(self, recorded: _Optional[int] = ...) -> None: ...
+
+class SiteBan(_message.Message):
+    __slots__ = ("id", "identity_id", "client_ip_hash", "reason", "banned_by", "created_at", "lifted_at")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    IDENTITY_ID_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_IP_HASH_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    BANNED_BY_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    LIFTED_AT_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    identity_id: str
+    client_ip_hash: str
+    reason: str
+    banned_by: str
+    created_at: _timestamp_pb2.Timestamp
+    lifted_at: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[str] = ..., identity_id: _Optional[str] = ..., client_ip_hash: _Optional[str] = ..., reason: _Optional[str] = ..., banned_by: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., lifted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class BanSiteRequest(_message.Message):
+    __slots__ = ("identity_id", "client_ip_hash", "reason")
+    IDENTITY_ID_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_IP_HASH_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    identity_id: str
+    client_ip_hash: str
+    reason: str
+    def __init__(self, identity_id: _Optional[str] = ..., client_ip_hash: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class BanSiteResponse(_message.Message):
+    __slots__ = ("ban", "changed")
+    BAN_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_FIELD_NUMBER: _ClassVar[int]
+    ban: SiteBan
+    changed: bool
+    def __init__(self, ban: _Optional[_Union[SiteBan, _Mapping]] = ..., changed: _Optional[bool] = ...) -> None: ...
+
+class LiftSiteBanRequest(_message.Message):
+    __slots__ = ("ban_id",)
+    BAN_ID_FIELD_NUMBER: _ClassVar[int]
+    ban_id: str
+    def __init__(self, ban_id: _Optional[str] = ...) -> None: ...
+
+class LiftSiteBanResponse(_message.Message):
+    __slots__ = ("ban", "changed")
+    BAN_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_FIELD_NUMBER: _ClassVar[int]
+    ban: SiteBan
+    changed: bool
+    def __init__(self, ban: _Optional[_Union[SiteBan, _Mapping]] = ..., changed: _Optional[bool] = ...) -> None: ...
+
+class ListSiteBansRequest(_message.Message):
+    __slots__ = ("limit",)
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    limit: int
+    def __init__(self, limit: _Optional[int] = ...) -> None: ...
+
+class ListSiteBansResponse(_message.Message):
+    __slots__ = ("bans",)
+    BANS_FIELD_NUMBER: _ClassVar[int]
+    bans: _containers.RepeatedCompositeFieldContainer[SiteBan]
+    def __init__(self, bans: _Optional[_Iterable[_Union[SiteBan, _Mapping]]] = ...) -> None: ...
+
+class CheckSiteBanRequest(_message.Message):
+    __slots__ = ("identity_id", "client_ip_hash")
+    IDENTITY_ID_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_IP_HASH_FIELD_NUMBER: _ClassVar[int]
+    identity_id: str
+    client_ip_hash: str
+    def __init__(self, identity_id: _Optional[str] = ..., client_ip_hash: _Optional[str] = ...) -> None: ...
+
+class CheckSiteBanResponse(_message.Message):
+    __slots__ = ("banned",)
+    BANNED_FIELD_NUMBER: _ClassVar[int]
+    banned: bool
+    def __init__(self, banned: _Optional[bool] = ...) -> None: ...

@@ -120,6 +120,26 @@ class IdentityServiceStub:
                 request_serializer=chatpop_dot_identity_dot_v1_dot_identity__pb2.RecordAuditEventsRequest.SerializeToString,
                 response_deserializer=chatpop_dot_identity_dot_v1_dot_identity__pb2.RecordAuditEventsResponse.FromString,
                 _registered_method=True)
+        self.BanSite = channel.unary_unary(
+                '/chatpop.identity.v1.IdentityService/BanSite',
+                request_serializer=chatpop_dot_identity_dot_v1_dot_identity__pb2.BanSiteRequest.SerializeToString,
+                response_deserializer=chatpop_dot_identity_dot_v1_dot_identity__pb2.BanSiteResponse.FromString,
+                _registered_method=True)
+        self.LiftSiteBan = channel.unary_unary(
+                '/chatpop.identity.v1.IdentityService/LiftSiteBan',
+                request_serializer=chatpop_dot_identity_dot_v1_dot_identity__pb2.LiftSiteBanRequest.SerializeToString,
+                response_deserializer=chatpop_dot_identity_dot_v1_dot_identity__pb2.LiftSiteBanResponse.FromString,
+                _registered_method=True)
+        self.ListSiteBans = channel.unary_unary(
+                '/chatpop.identity.v1.IdentityService/ListSiteBans',
+                request_serializer=chatpop_dot_identity_dot_v1_dot_identity__pb2.ListSiteBansRequest.SerializeToString,
+                response_deserializer=chatpop_dot_identity_dot_v1_dot_identity__pb2.ListSiteBansResponse.FromString,
+                _registered_method=True)
+        self.CheckSiteBan = channel.unary_unary(
+                '/chatpop.identity.v1.IdentityService/CheckSiteBan',
+                request_serializer=chatpop_dot_identity_dot_v1_dot_identity__pb2.CheckSiteBanRequest.SerializeToString,
+                response_deserializer=chatpop_dot_identity_dot_v1_dot_identity__pb2.CheckSiteBanResponse.FromString,
+                _registered_method=True)
 
 
 class IdentityServiceServicer:
@@ -260,6 +280,39 @@ class IdentityServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def BanSite(self, request, context):
+        """BanSite bans an identity (anonymous session or account) or a network (keyed hash of a client
+        IP) from the whole site, with a reason (admins only, as ListAuditEvents). A banned identity's
+        refresh tokens are revoked at once; from then on it cannot sign in or refresh (PERMISSION_DENIED
+        `site_banned`), and rooms refuses it in every room. A banned network cannot start anonymous
+        sessions, and rooms refuses joins from it. Idempotent: banning what is banned returns that ban.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def LiftSiteBan(self, request, context):
+        """LiftSiteBan lifts a site-wide ban (admins only). Idempotent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSiteBans(self, request, context):
+        """ListSiteBans lists the site-wide bans in force, newest first (admins only).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CheckSiteBan(self, request, context):
+        """CheckSiteBan tells whether an identity or a network is banned site-wide; rooms asks it on every
+        join. Any caller may ask; the answer says only banned or not.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IdentityServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -347,6 +400,26 @@ def add_IdentityServiceServicer_to_server(servicer, server):
                     servicer.RecordAuditEvents,
                     request_deserializer=chatpop_dot_identity_dot_v1_dot_identity__pb2.RecordAuditEventsRequest.FromString,
                     response_serializer=chatpop_dot_identity_dot_v1_dot_identity__pb2.RecordAuditEventsResponse.SerializeToString,
+            ),
+            'BanSite': grpc.unary_unary_rpc_method_handler(
+                    servicer.BanSite,
+                    request_deserializer=chatpop_dot_identity_dot_v1_dot_identity__pb2.BanSiteRequest.FromString,
+                    response_serializer=chatpop_dot_identity_dot_v1_dot_identity__pb2.BanSiteResponse.SerializeToString,
+            ),
+            'LiftSiteBan': grpc.unary_unary_rpc_method_handler(
+                    servicer.LiftSiteBan,
+                    request_deserializer=chatpop_dot_identity_dot_v1_dot_identity__pb2.LiftSiteBanRequest.FromString,
+                    response_serializer=chatpop_dot_identity_dot_v1_dot_identity__pb2.LiftSiteBanResponse.SerializeToString,
+            ),
+            'ListSiteBans': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSiteBans,
+                    request_deserializer=chatpop_dot_identity_dot_v1_dot_identity__pb2.ListSiteBansRequest.FromString,
+                    response_serializer=chatpop_dot_identity_dot_v1_dot_identity__pb2.ListSiteBansResponse.SerializeToString,
+            ),
+            'CheckSiteBan': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckSiteBan,
+                    request_deserializer=chatpop_dot_identity_dot_v1_dot_identity__pb2.CheckSiteBanRequest.FromString,
+                    response_serializer=chatpop_dot_identity_dot_v1_dot_identity__pb2.CheckSiteBanResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -809,6 +882,114 @@ class IdentityService:
             '/chatpop.identity.v1.IdentityService/RecordAuditEvents',
             chatpop_dot_identity_dot_v1_dot_identity__pb2.RecordAuditEventsRequest.SerializeToString,
             chatpop_dot_identity_dot_v1_dot_identity__pb2.RecordAuditEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BanSite(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatpop.identity.v1.IdentityService/BanSite',
+            chatpop_dot_identity_dot_v1_dot_identity__pb2.BanSiteRequest.SerializeToString,
+            chatpop_dot_identity_dot_v1_dot_identity__pb2.BanSiteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LiftSiteBan(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatpop.identity.v1.IdentityService/LiftSiteBan',
+            chatpop_dot_identity_dot_v1_dot_identity__pb2.LiftSiteBanRequest.SerializeToString,
+            chatpop_dot_identity_dot_v1_dot_identity__pb2.LiftSiteBanResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSiteBans(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatpop.identity.v1.IdentityService/ListSiteBans',
+            chatpop_dot_identity_dot_v1_dot_identity__pb2.ListSiteBansRequest.SerializeToString,
+            chatpop_dot_identity_dot_v1_dot_identity__pb2.ListSiteBansResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckSiteBan(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatpop.identity.v1.IdentityService/CheckSiteBan',
+            chatpop_dot_identity_dot_v1_dot_identity__pb2.CheckSiteBanRequest.SerializeToString,
+            chatpop_dot_identity_dot_v1_dot_identity__pb2.CheckSiteBanResponse.FromString,
             options,
             channel_credentials,
             insecure,

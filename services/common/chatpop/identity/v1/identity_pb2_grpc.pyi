@@ -91,6 +91,21 @@ class IdentityServiceStub:
     resolutions), all or none. Kinds under `identity.` are identity's own and refused. For now
     only admins may call it (as ListAuditEvents); service credentials for it come later.
     """
+    BanSite: _grpc.UnaryUnaryMultiCallable[_identity_pb2.BanSiteRequest, _identity_pb2.BanSiteResponse]
+    """BanSite bans an identity (anonymous session or account) or a network (keyed hash of a client
+    IP) from the whole site, with a reason (admins only, as ListAuditEvents). A banned identity's
+    refresh tokens are revoked at once; from then on it cannot sign in or refresh (PERMISSION_DENIED
+    `site_banned`), and rooms refuses it in every room. A banned network cannot start anonymous
+    sessions, and rooms refuses joins from it. Idempotent: banning what is banned returns that ban.
+    """
+    LiftSiteBan: _grpc.UnaryUnaryMultiCallable[_identity_pb2.LiftSiteBanRequest, _identity_pb2.LiftSiteBanResponse]
+    """LiftSiteBan lifts a site-wide ban (admins only). Idempotent."""
+    ListSiteBans: _grpc.UnaryUnaryMultiCallable[_identity_pb2.ListSiteBansRequest, _identity_pb2.ListSiteBansResponse]
+    """ListSiteBans lists the site-wide bans in force, newest first (admins only)."""
+    CheckSiteBan: _grpc.UnaryUnaryMultiCallable[_identity_pb2.CheckSiteBanRequest, _identity_pb2.CheckSiteBanResponse]
+    """CheckSiteBan tells whether an identity or a network is banned site-wide; rooms asks it on every
+    join. Any caller may ask; the answer says only banned or not.
+    """
 
 @_typing.type_check_only
 class IdentityServiceAsyncStub(IdentityServiceStub):
@@ -154,6 +169,21 @@ class IdentityServiceAsyncStub(IdentityServiceStub):
     """RecordAuditEvents appends a batch of events from another service (bans, takedowns, report
     resolutions), all or none. Kinds under `identity.` are identity's own and refused. For now
     only admins may call it (as ListAuditEvents); service credentials for it come later.
+    """
+    BanSite: _aio.UnaryUnaryMultiCallable[_identity_pb2.BanSiteRequest, _identity_pb2.BanSiteResponse]  # type: ignore[assignment]
+    """BanSite bans an identity (anonymous session or account) or a network (keyed hash of a client
+    IP) from the whole site, with a reason (admins only, as ListAuditEvents). A banned identity's
+    refresh tokens are revoked at once; from then on it cannot sign in or refresh (PERMISSION_DENIED
+    `site_banned`), and rooms refuses it in every room. A banned network cannot start anonymous
+    sessions, and rooms refuses joins from it. Idempotent: banning what is banned returns that ban.
+    """
+    LiftSiteBan: _aio.UnaryUnaryMultiCallable[_identity_pb2.LiftSiteBanRequest, _identity_pb2.LiftSiteBanResponse]  # type: ignore[assignment]
+    """LiftSiteBan lifts a site-wide ban (admins only). Idempotent."""
+    ListSiteBans: _aio.UnaryUnaryMultiCallable[_identity_pb2.ListSiteBansRequest, _identity_pb2.ListSiteBansResponse]  # type: ignore[assignment]
+    """ListSiteBans lists the site-wide bans in force, newest first (admins only)."""
+    CheckSiteBan: _aio.UnaryUnaryMultiCallable[_identity_pb2.CheckSiteBanRequest, _identity_pb2.CheckSiteBanResponse]  # type: ignore[assignment]
+    """CheckSiteBan tells whether an identity or a network is banned site-wide; rooms asks it on every
+    join. Any caller may ask; the answer says only banned or not.
     """
 
 class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -317,6 +347,45 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
         """RecordAuditEvents appends a batch of events from another service (bans, takedowns, report
         resolutions), all or none. Kinds under `identity.` are identity's own and refused. For now
         only admins may call it (as ListAuditEvents); service credentials for it come later.
+        """
+
+    @_abc_1.abstractmethod
+    def BanSite(
+        self,
+        request: _identity_pb2.BanSiteRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_identity_pb2.BanSiteResponse, _abc.Awaitable[_identity_pb2.BanSiteResponse]]:
+        """BanSite bans an identity (anonymous session or account) or a network (keyed hash of a client
+        IP) from the whole site, with a reason (admins only, as ListAuditEvents). A banned identity's
+        refresh tokens are revoked at once; from then on it cannot sign in or refresh (PERMISSION_DENIED
+        `site_banned`), and rooms refuses it in every room. A banned network cannot start anonymous
+        sessions, and rooms refuses joins from it. Idempotent: banning what is banned returns that ban.
+        """
+
+    @_abc_1.abstractmethod
+    def LiftSiteBan(
+        self,
+        request: _identity_pb2.LiftSiteBanRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_identity_pb2.LiftSiteBanResponse, _abc.Awaitable[_identity_pb2.LiftSiteBanResponse]]:
+        """LiftSiteBan lifts a site-wide ban (admins only). Idempotent."""
+
+    @_abc_1.abstractmethod
+    def ListSiteBans(
+        self,
+        request: _identity_pb2.ListSiteBansRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_identity_pb2.ListSiteBansResponse, _abc.Awaitable[_identity_pb2.ListSiteBansResponse]]:
+        """ListSiteBans lists the site-wide bans in force, newest first (admins only)."""
+
+    @_abc_1.abstractmethod
+    def CheckSiteBan(
+        self,
+        request: _identity_pb2.CheckSiteBanRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_identity_pb2.CheckSiteBanResponse, _abc.Awaitable[_identity_pb2.CheckSiteBanResponse]]:
+        """CheckSiteBan tells whether an identity or a network is banned site-wide; rooms asks it on every
+        join. Any caller may ask; the answer says only banned or not.
         """
 
 def add_IdentityServiceServicer_to_server(servicer: IdentityServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
