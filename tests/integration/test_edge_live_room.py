@@ -52,10 +52,13 @@ async def edge(fakes: FakeServices) -> AsyncIterator[Edge]:
 
 
 async def recv(ws: ClientConnection) -> dict[str, Any]:
-    raw = await asyncio.wait_for(ws.recv(), RECV_TIMEOUT)
-    assert isinstance(raw, str)
-    frame: dict[str, Any] = json.loads(raw)
-    return frame
+    """The next frame but the participant's `mutes` list, which follows every `ready` (test_mutes)."""
+    while True:
+        raw = await asyncio.wait_for(ws.recv(), RECV_TIMEOUT)
+        assert isinstance(raw, str)
+        frame: dict[str, Any] = json.loads(raw)
+        if frame.get("type") != "mutes":
+            return frame
 
 
 async def next_of(ws: ClientConnection, kind: str) -> dict[str, Any]:

@@ -53,9 +53,12 @@ def counter(name: str) -> float:
 
 
 async def recv(ws: ClientConnection) -> dict[str, Any]:
-    raw = await asyncio.wait_for(ws.recv(), RECV_TIMEOUT)
-    frame: dict[str, Any] = json.loads(raw)
-    return frame
+    """The next frame but the participant's `mutes` list, which follows every `ready` (test_mutes)."""
+    while True:
+        raw = await asyncio.wait_for(ws.recv(), RECV_TIMEOUT)
+        frame: dict[str, Any] = json.loads(raw)
+        if frame.get("type") != "mutes":
+            return frame
 
 
 async def collect_messages(ws: ClientConnection, until_seq: int) -> list[int]:

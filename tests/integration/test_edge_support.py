@@ -495,6 +495,11 @@ class FakeMessaging(messaging_pb2_grpc.MessagingServiceServicer):
         )
         return messaging_pb2.SendTypingResponse()
 
+    async def ListMutes(self, request: Any, context: Any) -> Any:
+        # Every socket asks for its participant's mutes before it goes live; nobody mutes here.
+        self._room_principal(request.room_id)
+        return messaging_pb2.ListMutesResponse()
+
     async def ReportPresence(self, request: Any, context: Any) -> Any:
         for report in request.rooms:
             before = self.online(report.room_id)

@@ -43,16 +43,21 @@ async def edge() -> AsyncIterator[Edge]:
 
 
 async def recv(ws: ClientConnection) -> dict[str, Any]:
-    raw = await asyncio.wait_for(ws.recv(), RECV_TIMEOUT)
-    assert isinstance(raw, str)
-    frame: dict[str, Any] = json.loads(raw)
-    return frame
+    """The next frame but the participant's `mutes` list, which follows every `ready` (test_mutes)."""
+    while True:
+        raw = await asyncio.wait_for(ws.recv(), RECV_TIMEOUT)
+        assert isinstance(raw, str)
+        frame: dict[str, Any] = json.loads(raw)
+        if frame.get("type") != "mutes":
+            return frame
 
 
 async def recv_raw(ws: ClientConnection) -> str:
-    raw = await asyncio.wait_for(ws.recv(), RECV_TIMEOUT)
-    assert isinstance(raw, str)
-    return raw
+    while True:
+        raw = await asyncio.wait_for(ws.recv(), RECV_TIMEOUT)
+        assert isinstance(raw, str)
+        if json.loads(raw).get("type") != "mutes":
+            return raw
 
 
 async def collect_messages(ws: ClientConnection, until_seq: int) -> list[int]:
