@@ -165,6 +165,7 @@ async def test_a_takedown_disconnects_everyone_hides_the_room_and_is_audited(
         ("POST", "/api/v1/admin/site-bans", {"ip": "192.0.2.9", "reason": "x"}),
         ("DELETE", "/api/v1/admin/site-bans/00000000-0000-4000-8000-000000000000", None),
         ("GET", "/api/v1/admin/site-bans", None),
+        ("GET", "/api/v1/admin/stats", None),
     ],
 )
 async def test_everyone_but_admins_is_refused(
@@ -255,3 +256,28 @@ async def test_a_site_wide_identity_ban_signs_it_out_and_keeps_it_out_of_every_r
     await _joined(client, other_room.code, "Bystander", "198.51.100.73")
     events = await _audit(client, admin, kind="admin.site_ban_created", target=identity_id)
     assert len(events) == 1
+
+
+async def test_stats_answer_with_plausible_numbers(
+    stack: Stack, client: httpx.AsyncClient, openapi: dict[str, Any]
+) -> None:
+    admin = await _admin(stack, client)
+    room = await open_room(client)
+    _token, ana = await _joined(client, room.code, "AnaCounts", "203.0.113.91")
+    socket = await ChatSocket.open(stack.ws_url, room.code, ana["room_token"])
+    client_msg_id = await socket.send("counted")
+    assert (await socket.ack_or_error(client_msg_id))["type"] == "ack"
+
+    response = await client.get("/api/v1/admin/stats", headers=bearer(admin))
+    assert response.status_code == 200, response.text
+    stats = documented(openapi, "GET", "/api/v1/admin/stats", response)
+    assert stats["rooms"]["total"] >= stats["rooms"]["open"] >= 1
+    assert stats["rooms"]["created_today"] >= 1
+    assert stats["open_sockets"] >= 1
+    days = stats["messages_per_day"]
+    assert len(days) == 7 and days == sorted(days, key=lambda day: day["day"])
+    assert days[-1]["messages"] >= 1
+    assert stats["open_reports"] >= 0
+    # At least the admin's own sign-in today.
+    assert stats["audit_events_today"] >= 1
+    await socket.close()

@@ -174,3 +174,27 @@ class SiteBan(BaseModel):
 
 class SiteBans(BaseModel):
     bans: list[SiteBan] = Field(description="Bans in force, newest first.")
+
+
+# --- stats --------------------------------------------------------------------------------------------
+
+
+class RoomCounts(BaseModel):
+    total: int
+    open: int = Field(description="Not closed (rooms taken down are closed).")
+    created_today: int = Field(description="Created since midnight UTC.")
+
+
+class DayCount(BaseModel):
+    day: str = Field(description="A UTC day, YYYY-MM-DD.")
+    messages: int
+
+
+class Stats(BaseModel):
+    rooms: RoomCounts
+    open_sockets: int = Field(
+        description="WebSockets open on the edge process that answered (each edge counts its own)."
+    )
+    messages_per_day: list[DayCount] = Field(description="The last 7 UTC days, oldest first, today last.")
+    open_reports: int = Field(description="Reports of messages not resolved yet.")
+    audit_events_today: int = Field(description="Audit events recorded since midnight UTC.")

@@ -171,6 +171,14 @@ class AuditLog:
         more = len(rows) > limit
         return Page(events=events, next_before=events[-1].id if more and events else None)
 
+    async def count_today(self) -> int:
+        """Events recorded since midnight UTC."""
+        found = await self._pool.fetchval(
+            "SELECT count(*) FROM audit_events WHERE at >= date_trunc('day', now() AT TIME ZONE 'UTC')"
+            " AT TIME ZONE 'UTC'"
+        )
+        return int(found or 0)
+
 
 # --- what callers may ask for and append -------------------------------------------------------
 

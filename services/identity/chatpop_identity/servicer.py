@@ -565,6 +565,12 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         )
         return identity_pb2.CheckSiteBanResponse(banned=banned)
 
+    async def GetAuditStats(
+        self, request: identity_pb2.GetAuditStatsRequest, context: grpc.aio.ServicerContext
+    ) -> identity_pb2.GetAuditStatsResponse:
+        await self._require_admin()
+        return identity_pb2.GetAuditStatsResponse(events_today=await self._audit.count_today())
+
 
 def _is_caller(owner: uuid.UUID | None) -> bool:
     caller = current_principal()

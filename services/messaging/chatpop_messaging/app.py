@@ -28,6 +28,7 @@ from chatpop_messaging.room_signals import RoomSignals
 from chatpop_messaging.servicer import MessagingServicer
 from chatpop_messaging.settings import MessagingSettings
 from chatpop_messaging.signals import SignalPublisher
+from chatpop_messaging.stats import MessagingStats
 from chatpop_messaging.store import MessageStore
 
 SERVICE_NAME = messaging_pb2.DESCRIPTOR.services_by_name["MessagingService"].full_name
@@ -90,6 +91,7 @@ async def build(settings: MessagingSettings, *, key_fetcher: KeyFetcher | None =
         reports=Reports(pool, hide_at=settings.reports_to_hide),
         redactions=redactions,
         mutes=Mutes(pool, participants),
+        stats=MessagingStats(pool),
     )
     fanout.start()
 

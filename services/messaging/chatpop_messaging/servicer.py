@@ -29,6 +29,7 @@ from chatpop_messaging.reads import MAX_ACTIVITY_ROOMS, ReadPositions
 from chatpop_messaging.reports import Reports, valid_report
 from chatpop_messaging.room_signals import RoomSignals
 from chatpop_messaging.settings import MessagingSettings
+from chatpop_messaging.stats import MessagingStats
 from chatpop_messaging.store import Actor, DuplicateClientMsgId, MessageStore, NewMessage, is_message
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
         pins: Pins,
         reports: Reports,
         mutes: Mutes,
+        stats: MessagingStats,
     ) -> None:
         self._settings = settings
         self._store = store
@@ -86,6 +88,7 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
         self._pins = pins
         self._reports = reports
         self._mutes = mutes
+        self._stats = stats
         self._publishing: set[asyncio.Task[None]] = set()
 
     async def SendMessage(
@@ -591,6 +594,11 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
     ) -> messaging_pb2.GetPresenceResponse:
         room_id = require_principal().require_room(request.room_id).room_id
         return await self._signals.presence(room_id)
+
+    async def GetMessagingStats(
+        self, request: messaging_pb2.GetMessagingStatsRequest, context: grpc.aio.ServicerContext
+    ) -> messaging_pb2.GetMessagingStatsResponse:
+        return await self._stats.answer()
 
     async def AnnounceRoomUpdate(
         self, request: messaging_pb2.AnnounceRoomUpdateRequest, context: grpc.aio.ServicerContext

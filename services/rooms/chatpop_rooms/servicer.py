@@ -577,6 +577,13 @@ class RoomsServicer(rooms_pb2_grpc.RoomsServiceServicer):
         takedowns = await self._takedowns.listed(validate_list_limit(request.limit))
         return rooms_pb2.ListTakenDownRoomsResponse(rooms=[self._takedown_message(t) for t in takedowns])
 
+    async def GetRoomStats(
+        self, request: rooms_pb2.GetRoomStatsRequest, context: grpc.aio.ServicerContext
+    ) -> rooms_pb2.GetRoomStatsResponse:
+        require_admin()
+        total, open_rooms, today = await self._takedowns.counts()
+        return rooms_pb2.GetRoomStatsResponse(total=total, open=open_rooms, created_today=today)
+
     def _names_per_network(self, room: RoomRow) -> int:
         return room.anonymous_names_per_network or self._anonymous_usernames_per_ip
 

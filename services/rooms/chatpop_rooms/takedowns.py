@@ -105,6 +105,15 @@ class Takedowns:
             return RoomRow.from_record(record), True
         return None, False
 
+    async def counts(self) -> tuple[int, int, int]:
+        """Rooms in all, open ones, and those created since midnight UTC (for admins' stats)."""
+        record = await self._pool.fetchrow(
+            "SELECT count(*) AS total, count(*) FILTER (WHERE closed_at IS NULL) AS open,"
+            " count(*) FILTER (WHERE created_at >= date_trunc('day', now() AT TIME ZONE 'UTC')"
+            " AT TIME ZONE 'UTC') AS today FROM rooms"
+        )
+        return int(record["total"]), int(record["open"]), int(record["today"])
+
     async def listed(self, limit: int) -> list[Takedown]:
         records = await self._pool.fetch(
             _SELECT + " WHERE taken_down_at IS NOT NULL ORDER BY taken_down_at DESC, id LIMIT $1", limit

@@ -4,12 +4,14 @@ who is an admin; the services check it again, and every admin action goes into t
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
 
 from chatpop.identity.v1 import identity_pb2
+from chatpop.messaging.v1 import messaging_pb2
 from chatpop.rooms.v1 import rooms_pb2
 from chatpop_common.auth import Principal
 from chatpop_edge import admin_models, models
@@ -17,6 +19,7 @@ from chatpop_edge.backends import Backends, auth_metadata
 from chatpop_edge.client_ip import hash_ip, parse_ip
 from chatpop_edge.deps import BackendsDep, RequiredToken, SettingsDep
 from chatpop_edge.errors import ApiError, error_responses
+from chatpop_edge.metrics import WS_CONNECTIONS
 from chatpop_edge.room_events import announce_room_update
 from chatpop_edge.routes.rooms import RoomCode
 
@@ -372,3 +375,46 @@ async def site_bans(
         identity_pb2.ListSiteBansRequest(limit=limit), metadata=auth_metadata(token), timeout=backends.timeout
     )
     return admin_models.SiteBans(bans=[admin_models.SiteBan.from_proto(ban) for ban in response.bans])
+
+
+# --- stats ----------------------------------------------------------------------------------------------
+
+
+def _open_sockets() -> int:
+    return int(sum(sample.value for metric in WS_CONNECTIONS.collect() for sample in metric.samples))
+
+
+@router.get(
+    "/stats",
+    response_model=admin_models.Stats,
+    responses=error_responses(401, 403),
+    summary="Platform counts (admins)",
+    description="""Rooms (total, open, created today), WebSockets open on the edge process that answered
+(each edge knows its own; add them up across edges from the `chatpop_ws_connections` metric), messages
+sent on each of the last 7 UTC days, open reports and audit events recorded today. Each count also
+has a gRPC call for internal teams (RoomsService.GetRoomStats, MessagingService.GetMessagingStats,
+IdentityService.GetAuditStats; admin token required). Admins only (403 `forbidden`).""",
+)
+async def stats(backends: BackendsDep, token: RequiredToken) -> admin_models.Stats:
+    await require_admin(backends, token)
+    metadata = auth_metadata(token)
+    rooms, messaging, audit = await asyncio.gather(
+        backends.rooms.GetRoomStats(
+            rooms_pb2.GetRoomStatsRequest(), metadata=metadata, timeout=backends.timeout
+        ),
+        backends.messaging.GetMessagingStats(
+            messaging_pb2.GetMessagingStatsRequest(), metadata=metadata, timeout=backends.timeout
+        ),
+        backends.identity.GetAuditStats(
+            identity_pb2.GetAuditStatsRequest(), metadata=metadata, timeout=backends.timeout
+        ),
+    )
+    return admin_models.Stats(
+        rooms=admin_models.RoomCounts(total=rooms.total, open=rooms.open, created_today=rooms.created_today),
+        open_sockets=_open_sockets(),
+        messages_per_day=[
+            admin_models.DayCount(day=day.day, messages=day.count) for day in messaging.messages_per_day
+        ],
+        open_reports=messaging.open_reports,
+        audit_events_today=audit.events_today,
+    )

@@ -455,3 +455,13 @@ class CheckSiteBanResponse(_message.Message):
     BANNED_FIELD_NUMBER: _ClassVar[int]
     banned: bool
     def __init__(self, banned: _Optional[bool] = ...) -> None: ...
+
+class GetAuditStatsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetAuditStatsResponse(_message.Message):
+    __slots__ = ("events_today",)
+    EVENTS_TODAY_FIELD_NUMBER: _ClassVar[int]
+    events_today: int
+    def __init__(self, events_today: _Optional[int] = ...) -> None: ...

@@ -140,6 +140,11 @@ class IdentityServiceStub:
                 request_serializer=chatpop_dot_identity_dot_v1_dot_identity__pb2.CheckSiteBanRequest.SerializeToString,
                 response_deserializer=chatpop_dot_identity_dot_v1_dot_identity__pb2.CheckSiteBanResponse.FromString,
                 _registered_method=True)
+        self.GetAuditStats = channel.unary_unary(
+                '/chatpop.identity.v1.IdentityService/GetAuditStats',
+                request_serializer=chatpop_dot_identity_dot_v1_dot_identity__pb2.GetAuditStatsRequest.SerializeToString,
+                response_deserializer=chatpop_dot_identity_dot_v1_dot_identity__pb2.GetAuditStatsResponse.FromString,
+                _registered_method=True)
 
 
 class IdentityServiceServicer:
@@ -313,6 +318,13 @@ class IdentityServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetAuditStats(self, request, context):
+        """GetAuditStats counts the audit log's events (admins only, as ListAuditEvents).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IdentityServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -420,6 +432,11 @@ def add_IdentityServiceServicer_to_server(servicer, server):
                     servicer.CheckSiteBan,
                     request_deserializer=chatpop_dot_identity_dot_v1_dot_identity__pb2.CheckSiteBanRequest.FromString,
                     response_serializer=chatpop_dot_identity_dot_v1_dot_identity__pb2.CheckSiteBanResponse.SerializeToString,
+            ),
+            'GetAuditStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAuditStats,
+                    request_deserializer=chatpop_dot_identity_dot_v1_dot_identity__pb2.GetAuditStatsRequest.FromString,
+                    response_serializer=chatpop_dot_identity_dot_v1_dot_identity__pb2.GetAuditStatsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -990,6 +1007,33 @@ class IdentityService:
             '/chatpop.identity.v1.IdentityService/CheckSiteBan',
             chatpop_dot_identity_dot_v1_dot_identity__pb2.CheckSiteBanRequest.SerializeToString,
             chatpop_dot_identity_dot_v1_dot_identity__pb2.CheckSiteBanResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAuditStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatpop.identity.v1.IdentityService/GetAuditStats',
+            chatpop_dot_identity_dot_v1_dot_identity__pb2.GetAuditStatsRequest.SerializeToString,
+            chatpop_dot_identity_dot_v1_dot_identity__pb2.GetAuditStatsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -106,6 +106,8 @@ class IdentityServiceStub:
     """CheckSiteBan tells whether an identity or a network is banned site-wide; rooms asks it on every
     join. Any caller may ask; the answer says only banned or not.
     """
+    GetAuditStats: _grpc.UnaryUnaryMultiCallable[_identity_pb2.GetAuditStatsRequest, _identity_pb2.GetAuditStatsResponse]
+    """GetAuditStats counts the audit log's events (admins only, as ListAuditEvents)."""
 
 @_typing.type_check_only
 class IdentityServiceAsyncStub(IdentityServiceStub):
@@ -185,6 +187,8 @@ class IdentityServiceAsyncStub(IdentityServiceStub):
     """CheckSiteBan tells whether an identity or a network is banned site-wide; rooms asks it on every
     join. Any caller may ask; the answer says only banned or not.
     """
+    GetAuditStats: _aio.UnaryUnaryMultiCallable[_identity_pb2.GetAuditStatsRequest, _identity_pb2.GetAuditStatsResponse]  # type: ignore[assignment]
+    """GetAuditStats counts the audit log's events (admins only, as ListAuditEvents)."""
 
 class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
     """IdentityService owns accounts, anonymous sessions and the keys that sign every token."""
@@ -387,5 +391,13 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
         """CheckSiteBan tells whether an identity or a network is banned site-wide; rooms asks it on every
         join. Any caller may ask; the answer says only banned or not.
         """
+
+    @_abc_1.abstractmethod
+    def GetAuditStats(
+        self,
+        request: _identity_pb2.GetAuditStatsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_identity_pb2.GetAuditStatsResponse, _abc.Awaitable[_identity_pb2.GetAuditStatsResponse]]:
+        """GetAuditStats counts the audit log's events (admins only, as ListAuditEvents)."""
 
 def add_IdentityServiceServicer_to_server(servicer: IdentityServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -630,3 +630,23 @@ class ListMutesResponse(_message.Message):
     MUTES_FIELD_NUMBER: _ClassVar[int]
     mutes: _containers.RepeatedCompositeFieldContainer[Mute]
     def __init__(self, mutes: _Optional[_Iterable[_Union[Mute, _Mapping]]] = ...) -> None: ...
+
+class GetMessagingStatsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class DailyCount(_message.Message):
+    __slots__ = ("day", "count")
+    DAY_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    day: str
+    count: int
+    def __init__(self, day: _Optional[str] = ..., count: _Optional[int] = ...) -> None: ...
+
+class GetMessagingStatsResponse(_message.Message):
+    __slots__ = ("messages_per_day", "open_reports")
+    MESSAGES_PER_DAY_FIELD_NUMBER: _ClassVar[int]
+    OPEN_REPORTS_FIELD_NUMBER: _ClassVar[int]
+    messages_per_day: _containers.RepeatedCompositeFieldContainer[DailyCount]
+    open_reports: int
+    def __init__(self, messages_per_day: _Optional[_Iterable[_Union[DailyCount, _Mapping]]] = ..., open_reports: _Optional[int] = ...) -> None: ...

@@ -140,6 +140,11 @@ class MessagingServiceStub:
                 request_serializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.ListMutesRequest.SerializeToString,
                 response_deserializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.ListMutesResponse.FromString,
                 _registered_method=True)
+        self.GetMessagingStats = channel.unary_unary(
+                '/chatpop.messaging.v1.MessagingService/GetMessagingStats',
+                request_serializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.GetMessagingStatsRequest.SerializeToString,
+                response_deserializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.GetMessagingStatsResponse.FromString,
+                _registered_method=True)
 
 
 class MessagingServiceServicer:
@@ -316,6 +321,14 @@ class MessagingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetMessagingStats(self, request, context):
+        """GetMessagingStats counts messages per day and open reports (admins only: an access token with
+        the admin claim).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MessagingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -423,6 +436,11 @@ def add_MessagingServiceServicer_to_server(servicer, server):
                     servicer.ListMutes,
                     request_deserializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.ListMutesRequest.FromString,
                     response_serializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.ListMutesResponse.SerializeToString,
+            ),
+            'GetMessagingStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetMessagingStats,
+                    request_deserializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.GetMessagingStatsRequest.FromString,
+                    response_serializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.GetMessagingStatsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -993,6 +1011,33 @@ class MessagingService:
             '/chatpop.messaging.v1.MessagingService/ListMutes',
             chatpop_dot_messaging_dot_v1_dot_messaging__pb2.ListMutesRequest.SerializeToString,
             chatpop_dot_messaging_dot_v1_dot_messaging__pb2.ListMutesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetMessagingStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatpop.messaging.v1.MessagingService/GetMessagingStats',
+            chatpop_dot_messaging_dot_v1_dot_messaging__pb2.GetMessagingStatsRequest.SerializeToString,
+            chatpop_dot_messaging_dot_v1_dot_messaging__pb2.GetMessagingStatsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -112,6 +112,10 @@ class MessagingServiceStub:
     """
     ListMutes: _grpc.UnaryUnaryMultiCallable[_messaging_pb2.ListMutesRequest, _messaging_pb2.ListMutesResponse]
     """ListMutes is the caller's mutes in the room (room token), newest first."""
+    GetMessagingStats: _grpc.UnaryUnaryMultiCallable[_messaging_pb2.GetMessagingStatsRequest, _messaging_pb2.GetMessagingStatsResponse]
+    """GetMessagingStats counts messages per day and open reports (admins only: an access token with
+    the admin claim).
+    """
 
 @_typing.type_check_only
 class MessagingServiceAsyncStub(MessagingServiceStub):
@@ -197,6 +201,10 @@ class MessagingServiceAsyncStub(MessagingServiceStub):
     """
     ListMutes: _aio.UnaryUnaryMultiCallable[_messaging_pb2.ListMutesRequest, _messaging_pb2.ListMutesResponse]  # type: ignore[assignment]
     """ListMutes is the caller's mutes in the room (room token), newest first."""
+    GetMessagingStats: _aio.UnaryUnaryMultiCallable[_messaging_pb2.GetMessagingStatsRequest, _messaging_pb2.GetMessagingStatsResponse]  # type: ignore[assignment]
+    """GetMessagingStats counts messages per day and open reports (admins only: an access token with
+    the admin claim).
+    """
 
 class MessagingServiceServicer(metaclass=_abc_1.ABCMeta):
     """MessagingService owns the message log (Postgres), the hot cache (Redis) and live fan-out."""
@@ -405,5 +413,15 @@ class MessagingServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_messaging_pb2.ListMutesResponse, _abc.Awaitable[_messaging_pb2.ListMutesResponse]]:
         """ListMutes is the caller's mutes in the room (room token), newest first."""
+
+    @_abc_1.abstractmethod
+    def GetMessagingStats(
+        self,
+        request: _messaging_pb2.GetMessagingStatsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_messaging_pb2.GetMessagingStatsResponse, _abc.Awaitable[_messaging_pb2.GetMessagingStatsResponse]]:
+        """GetMessagingStats counts messages per day and open reports (admins only: an access token with
+        the admin claim).
+        """
 
 def add_MessagingServiceServicer_to_server(servicer: MessagingServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

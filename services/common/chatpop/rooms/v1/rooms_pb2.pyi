@@ -450,3 +450,17 @@ class ListTakenDownRoomsResponse(_message.Message):
     ROOMS_FIELD_NUMBER: _ClassVar[int]
     rooms: _containers.RepeatedCompositeFieldContainer[TakenDownRoom]
     def __init__(self, rooms: _Optional[_Iterable[_Union[TakenDownRoom, _Mapping]]] = ...) -> None: ...
+
+class GetRoomStatsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetRoomStatsResponse(_message.Message):
+    __slots__ = ("total", "open", "created_today")
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    OPEN_FIELD_NUMBER: _ClassVar[int]
+    CREATED_TODAY_FIELD_NUMBER: _ClassVar[int]
+    total: int
+    open: int
+    created_today: int
+    def __init__(self, total: _Optional[int] = ..., open: _Optional[int] = ..., created_today: _Optional[int] = ...) -> None: ...

@@ -125,6 +125,11 @@ class RoomsServiceStub:
                 request_serializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.ListTakenDownRoomsRequest.SerializeToString,
                 response_deserializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.ListTakenDownRoomsResponse.FromString,
                 _registered_method=True)
+        self.GetRoomStats = channel.unary_unary(
+                '/chatpop.rooms.v1.RoomsService/GetRoomStats',
+                request_serializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.GetRoomStatsRequest.SerializeToString,
+                response_deserializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.GetRoomStatsResponse.FromString,
+                _registered_method=True)
 
 
 class RoomsServiceServicer:
@@ -271,6 +276,13 @@ class RoomsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetRoomStats(self, request, context):
+        """GetRoomStats counts rooms (admins only).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RoomsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -363,6 +375,11 @@ def add_RoomsServiceServicer_to_server(servicer, server):
                     servicer.ListTakenDownRooms,
                     request_deserializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.ListTakenDownRoomsRequest.FromString,
                     response_serializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.ListTakenDownRoomsResponse.SerializeToString,
+            ),
+            'GetRoomStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRoomStats,
+                    request_deserializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.GetRoomStatsRequest.FromString,
+                    response_serializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.GetRoomStatsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -852,6 +869,33 @@ class RoomsService:
             '/chatpop.rooms.v1.RoomsService/ListTakenDownRooms',
             chatpop_dot_rooms_dot_v1_dot_rooms__pb2.ListTakenDownRoomsRequest.SerializeToString,
             chatpop_dot_rooms_dot_v1_dot_rooms__pb2.ListTakenDownRoomsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRoomStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatpop.rooms.v1.RoomsService/GetRoomStats',
+            chatpop_dot_rooms_dot_v1_dot_rooms__pb2.GetRoomStatsRequest.SerializeToString,
+            chatpop_dot_rooms_dot_v1_dot_rooms__pb2.GetRoomStatsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -89,6 +89,8 @@ class RoomsServiceStub:
     """
     ListTakenDownRooms: _grpc.UnaryUnaryMultiCallable[_rooms_pb2.ListTakenDownRoomsRequest, _rooms_pb2.ListTakenDownRoomsResponse]
     """ListTakenDownRooms lists the rooms taken down, most recently first (admins only)."""
+    GetRoomStats: _grpc.UnaryUnaryMultiCallable[_rooms_pb2.GetRoomStatsRequest, _rooms_pb2.GetRoomStatsResponse]
+    """GetRoomStats counts rooms (admins only)."""
 
 @_typing.type_check_only
 class RoomsServiceAsyncStub(RoomsServiceStub):
@@ -151,6 +153,8 @@ class RoomsServiceAsyncStub(RoomsServiceStub):
     """
     ListTakenDownRooms: _aio.UnaryUnaryMultiCallable[_rooms_pb2.ListTakenDownRoomsRequest, _rooms_pb2.ListTakenDownRoomsResponse]  # type: ignore[assignment]
     """ListTakenDownRooms lists the rooms taken down, most recently first (admins only)."""
+    GetRoomStats: _aio.UnaryUnaryMultiCallable[_rooms_pb2.GetRoomStatsRequest, _rooms_pb2.GetRoomStatsResponse]  # type: ignore[assignment]
+    """GetRoomStats counts rooms (admins only)."""
 
 class RoomsServiceServicer(metaclass=_abc_1.ABCMeta):
     """RoomsService owns rooms and their participants."""
@@ -318,5 +322,13 @@ class RoomsServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_rooms_pb2.ListTakenDownRoomsResponse, _abc.Awaitable[_rooms_pb2.ListTakenDownRoomsResponse]]:
         """ListTakenDownRooms lists the rooms taken down, most recently first (admins only)."""
+
+    @_abc_1.abstractmethod
+    def GetRoomStats(
+        self,
+        request: _rooms_pb2.GetRoomStatsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_rooms_pb2.GetRoomStatsResponse, _abc.Awaitable[_rooms_pb2.GetRoomStatsResponse]]:
+        """GetRoomStats counts rooms (admins only)."""
 
 def add_RoomsServiceServicer_to_server(servicer: RoomsServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
