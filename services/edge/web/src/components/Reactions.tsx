@@ -62,11 +62,13 @@ export function ReactionBar({
 }
 
 export function ReactionPicker({
+  id,
   mine,
   opener,
   onPick,
   onClose,
 }: {
+  id: string;
   /** Emojis this person has on the message (shown as chosen; picking one again takes it off). */
   mine: readonly string[];
   /** The button that opened the picker: clicks on it are its own, and focus goes back to it. */
@@ -128,6 +130,7 @@ export function ReactionPicker({
   return (
     <div
       ref={ref}
+      id={id}
       class={`reaction-picker ${below ? "below" : ""}`}
       role="toolbar"
       aria-label="Choose a reaction"

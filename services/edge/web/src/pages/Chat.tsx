@@ -252,7 +252,8 @@ function MessageItem({
     );
   }
   const classes = ["msg", mine ? "own" : "", message.sender.is_host ? "host" : ""].filter(Boolean).join(" ");
-  const mineNow = [...message.my_reactions.filter((emoji) => pending?.get(emoji) !== false)];
+  // This person's emojis as the picker shows them: taps on their way count already.
+  const mineNow = message.my_reactions.filter((emoji) => pending?.get(emoji) !== false);
   for (const [emoji, on] of pending ?? []) if (on && !mineNow.includes(emoji)) mineNow.push(emoji);
   return (
     <article
@@ -275,8 +276,8 @@ function MessageItem({
             class="msg-action react"
             aria-label={`Add a reaction to ${message.sender.username}'s message`}
             title="Add a reaction"
-            aria-haspopup="true"
             aria-expanded={picking}
+            aria-controls={picking ? `picker-${message.seq}` : undefined}
             onClick={() => setPicking(!picking)}
           >
             <AddReactionIcon />
@@ -298,6 +299,7 @@ function MessageItem({
       </div>
       {picking && (
         <ReactionPicker
+          id={`picker-${message.seq}`}
           mine={mineNow}
           opener={reactButton}
           onPick={(emoji) => onReact(message.seq, emoji, !mineNow.includes(emoji))}
