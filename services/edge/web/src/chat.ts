@@ -503,6 +503,7 @@ export class ChatSession {
   private async fillGap(): Promise<void> {
     if (this.filling) return;
     this.filling = true;
+    let again = false;
     try {
       let changedBelow: number | null = null;
       for (let round = 0; round < GAP_FILL_ROUNDS; round++) {
@@ -526,11 +527,14 @@ export class ChatSession {
         return;
       }
       if (changedBelow !== null) await this.refreshBelow(changedBelow);
+      // A hole that opened meanwhile found this fill busy: it is filled next.
+      again = this.ledger.firstAboveHole() !== null;
     } catch {
       // The next reconnect resumes from `top` and fills it.
     } finally {
       this.filling = false;
     }
+    if (again && !this.reloading) void this.fillGap();
   }
 
   /** Read the current state of the messages held below `seq` again, newest first. */
