@@ -267,3 +267,35 @@ async def test_a_deleted_message_leaves_no_text_in_postgres_or_the_hot_cache(
         assert replayed["text"] == "" and replayed["deleted"] is True
     finally:
         await again.close()
+
+
+async def test_a_page_brings_the_state_of_older_messages_its_changes_touched(
+    stack: Stack, client: httpx.AsyncClient, openapi: dict[str, Any]
+) -> None:
+    """A client filling a hole with a history page learns about changes in that hole even when they
+    target messages older than the page."""
+    room = await open_room(client)
+    person = await join(client, room.code, "HoleFiller")
+    socket = await ChatSocket.open(stack.ws_url, room.code, person["room_token"])
+    token = person["room_token"]
+    try:
+        oldest = await send_and_ack(socket, "one")
+        doomed = await send_and_ack(socket, "two")
+        newest = await send_and_ack(socket, "three")
+        assert (await react(client, room.code, token, oldest, THUMBS)).status_code == 200
+        assert (
+            await client.delete(f"/api/v1/rooms/{room.code}/messages/{doomed}", headers=bearer(token))
+        ).status_code == 200
+    finally:
+        await socket.close()
+    # The hole is seqs 4..5 (a reaction and a deletion); the page fills it and reaches message 3.
+    answer = await client.get(
+        f"/api/v1/rooms/{room.code}/messages", params={"before_seq": 6, "limit": 1}, headers=bearer(token)
+    )
+    page = documented(openapi, "GET", "/api/v1/rooms/{code}/messages", answer)
+    assert [m["seq"] for m in page["messages"]] == [newest]
+    assert page["low_seq"] == newest
+    touched = {m["seq"]: m for m in page["touched"]}
+    assert set(touched) == {oldest, doomed}
+    assert touched[oldest]["reactions"] == {THUMBS: 1} and touched[oldest]["my_reactions"] == [THUMBS]
+    assert touched[doomed]["deleted"] is True and touched[doomed]["text"] == ""

@@ -627,6 +627,11 @@ class MessagePage(BaseModel):
         "newest page): changes among them are folded into the messages' state. Page on with "
         "`before_seq=low_seq`."
     )
+    touched: list[Message] = Field(
+        default_factory=list,
+        description="Messages older than the page that changes within its range changed, with their state "
+        "now: a client that fills a hole with this page applies them like the changes themselves.",
+    )
 
 
 class SetReactionRequest(RequestBody):

@@ -40,6 +40,8 @@ _CATCH_UP_CHUNK = 200
 # (a run of changes with no message between them ends a page early rather than scanning forever).
 _PAGE_WINDOW_MIN = 50
 _PAGE_SCAN_BUDGET = 2000
+# Most older messages a page brings the state of (a page stops early rather than bring more).
+_TOUCHED_MAX = 500
 
 
 def _reload(last_seq: int) -> messaging_pb2.SubscribeResponse:
@@ -173,9 +175,10 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
         # Changes sit between messages in the log: read further back until the page has `limit`
         # messages, the log's start, or the scan budget; the page says how far back it accounted for.
         found: list[messaging_pb2.Message] = []
+        targets: set[int] = set()
         low = high + 1
         scanned = 0
-        while len(found) < limit and low > 1 and scanned < _PAGE_SCAN_BUDGET:
+        while len(found) < limit and low > 1 and scanned < _PAGE_SCAN_BUDGET and len(targets) < _TOUCHED_MAX:
             window_high = low - 1
             # The first read asks for exactly what the page needs; a page that changes thinned out
             # reads further back in larger steps.
@@ -183,6 +186,9 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
             window_low = max(1, window_high - step + 1)
             entries = await self._reader.read_range(room_id, window_low, window_high, newest=last_seq)
             scanned += window_high - window_low + 1
+            targets.update(
+                entry.target_seq for entry in entries if not is_message(entry) and entry.target_seq
+            )
             newer_first = [
                 entry
                 for entry in reversed(entries)
@@ -202,10 +208,15 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
             low = window_low
         board = await self._pins.board(room_id) if request.before_seq == 0 else None
         pinned = [pin.message for pin in board.pins] if board is not None else []
-        await self._fold_state(room_id, found + pinned, principal.participant_id)
-        await self._withhold_hidden(found + pinned, principal, context)
+        # Changes in the page's range to messages older than the page: their state comes along.
+        older = sorted(seq for seq in targets if seq < low)[:_TOUCHED_MAX]
+        touched = [
+            m for m in await self._store.messages_at(room_id, older) if m.sender_participant_id not in muted
+        ]
+        await self._fold_state(room_id, found + pinned + touched, principal.participant_id)
+        await self._withhold_hidden(found + pinned + touched, principal, context)
         return messaging_pb2.ListMessagesResponse(
-            messages=found, has_more=low > 1, last_seq=last_seq, low_seq=low, board=board
+            messages=found, has_more=low > 1, last_seq=last_seq, low_seq=low, board=board, touched=touched
         )
 
     async def _withhold_hidden(

@@ -41,6 +41,7 @@ ENTRY_COLUMNS = (
 _SELECT = f"SELECT {ENTRY_COLUMNS} FROM messages "  # noqa: S608 - constant column list
 _BY_CLIENT_MSG_ID = _SELECT + "WHERE room_id = $1 AND sender_participant_id = $2 AND client_msg_id = $3"
 _RANGE = _SELECT + "WHERE room_id = $1 AND seq BETWEEN $2 AND $3 ORDER BY seq"
+_AT = _SELECT + "WHERE room_id = $1 AND seq = ANY($2::bigint[]) AND kind = 1 ORDER BY seq"
 _NEWEST = _SELECT + "WHERE room_id = $1 ORDER BY seq DESC LIMIT $2"
 
 
@@ -301,6 +302,13 @@ class MessageStore:
             count,
         )
         return [to_message(row) for row in reversed(rows)]
+
+    async def messages_at(self, room_id: str, seqs: Sequence[int]) -> list[messaging_pb2.Message]:
+        """The messages (not changes) among `seqs`, ascending."""
+        if not seqs:
+            return []
+        rows = await self._pool.fetch(_AT, room_id, list(seqs))
+        return [to_message(row) for row in rows]
 
     async def current_states(
         self, room_id: str, seqs: Sequence[int], viewer: str

@@ -291,6 +291,7 @@ async def list_messages(
         last_seq=page.last_seq,
         low_seq=page.low_seq,
         board=models.RoomBoard.from_proto(page.board) if page.HasField("board") else None,
+        touched=[models.Message.from_proto(m) for m in page.touched],
     )
 
 

@@ -188,18 +188,20 @@ class ListMessagesRequest(_message.Message):
     def __init__(self, room_id: _Optional[str] = ..., before_seq: _Optional[int] = ..., limit: _Optional[int] = ...) -> None: ...
 
 class ListMessagesResponse(_message.Message):
-    __slots__ = ("messages", "has_more", "last_seq", "low_seq", "board")
+    __slots__ = ("messages", "has_more", "last_seq", "low_seq", "board", "touched")
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
     HAS_MORE_FIELD_NUMBER: _ClassVar[int]
     LAST_SEQ_FIELD_NUMBER: _ClassVar[int]
     LOW_SEQ_FIELD_NUMBER: _ClassVar[int]
     BOARD_FIELD_NUMBER: _ClassVar[int]
+    TOUCHED_FIELD_NUMBER: _ClassVar[int]
     messages: _containers.RepeatedCompositeFieldContainer[Message]
     has_more: bool
     last_seq: int
     low_seq: int
     board: RoomBoard
-    def __init__(self, messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., has_more: _Optional[bool] = ..., last_seq: _Optional[int] = ..., low_seq: _Optional[int] = ..., board: _Optional[_Union[RoomBoard, _Mapping]] = ...) -> None: ...
+    touched: _containers.RepeatedCompositeFieldContainer[Message]
+    def __init__(self, messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., has_more: _Optional[bool] = ..., last_seq: _Optional[int] = ..., low_seq: _Optional[int] = ..., board: _Optional[_Union[RoomBoard, _Mapping]] = ..., touched: _Optional[_Iterable[_Union[Message, _Mapping]]] = ...) -> None: ...
 
 class ListMessagesAfterRequest(_message.Message):
     __slots__ = ("room_id", "after_seq", "limit")
