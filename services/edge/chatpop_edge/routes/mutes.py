@@ -110,7 +110,7 @@ async def mute_participant(
 @router.delete(
     "/{code}/mutes/{participant_id}",
     response_model=MuteChange,
-    responses=error_responses(401, 403, 422),
+    responses=error_responses(401, 403, 404, 422),
     summary="Unmute a participant: their messages come back (room token); unmuting who is not muted"
     " changes nothing",
 )
