@@ -44,9 +44,10 @@ every `ping`).
 **Room events.** Everything that changes what the room shows is an entry of the room's log with its
 own `seq`, in the same gap-free sequence as the messages: live frames carry it, a resume after a seq
 replays it, and a history page folds it into its messages' state (`low_seq` says which seqs a page
-accounts for; `touched` brings the state of older messages that changes in that range changed). Clients count every seq they receive, whatever its frame type, toward the position
-they resume from. Changes carry the target's absolute state with `state_seq`; apply one only when
-its `state_seq` is above the message's:
+accounts for; `touched` brings the state of older messages that changes in that range changed).
+Clients count every seq they receive, whatever its frame type, toward the position they resume from.
+Changes carry the target's absolute state with `state_seq`; apply one only when its `state_seq` is
+above the message's:
 - `reaction {seq, target_seq, participant_id, username, emoji, added, reactions, state_seq}`: someone
   put an emoji on the message `target_seq` or took it off; `reactions` are its counts after that;
 - `deleted {seq, target_seq, participant_id, by_host, state_seq}`: the message's text is gone (its

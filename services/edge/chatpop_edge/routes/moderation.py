@@ -7,9 +7,7 @@ room's board (pins and the sticky message) as of its `last_seq`.
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Query
+from fastapi import APIRouter
 
 from chatpop.messaging.v1 import messaging_pb2
 from chatpop_edge import models
@@ -17,7 +15,7 @@ from chatpop_edge.backends import auth_metadata
 from chatpop_edge.deps import BackendsDep, RequiredToken
 from chatpop_edge.errors import error_responses
 from chatpop_edge.routes.room_changes import MessageSeq
-from chatpop_edge.routes.rooms import RoomCode, room_principal
+from chatpop_edge.routes.rooms import BeforeSeq, PageLimit, RoomCode, room_principal
 
 router = APIRouter(prefix="/api/v1/rooms", tags=["moderation"])
 
@@ -123,11 +121,8 @@ async def list_reports(
     code: RoomCode,
     backends: BackendsDep,
     token: RequiredToken,
-    before_seq: Annotated[
-        int | None,
-        Query(ge=1, le=models.MAX_SEQ, description="Only messages older than this seq; omit for the newest."),
-    ] = None,
-    limit: Annotated[int, Query(ge=1, le=100)] = 50,
+    before_seq: BeforeSeq = None,
+    limit: PageLimit = 50,
 ) -> models.ReportQueue:
     room_id, _principal = await room_principal(backends, code, token)
     queue = await backends.messaging.ListReports(

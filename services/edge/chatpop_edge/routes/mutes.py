@@ -83,6 +83,22 @@ def _tell_sockets(
     hub.set_mutes(room_id, participant_id, [mute.participant_id for mute in mutes])
 
 
+def _changed(
+    request: Request,
+    room_id: str,
+    muter: str,
+    participant_id: str,
+    result: messaging_pb2.MuteParticipantResponse | messaging_pb2.UnmuteParticipantResponse,
+) -> MuteChange:
+    """The answer to a mute or unmute, after telling the muter's sockets here the list now."""
+    _tell_sockets(request, room_id, muter, result.mutes)
+    return MuteChange(
+        participant_id=participant_id,
+        changed=result.changed,
+        mutes=[Mute.from_proto(mute) for mute in result.mutes],
+    )
+
+
 @router.put(
     "/{code}/mutes/{participant_id}",
     response_model=MuteChange,
@@ -99,12 +115,7 @@ async def mute_participant(
         metadata=auth_metadata(token),
         timeout=backends.timeout,
     )
-    _tell_sockets(request, room_id, principal.participant_id, result.mutes)
-    return MuteChange(
-        participant_id=participant_id,
-        changed=result.changed,
-        mutes=[Mute.from_proto(mute) for mute in result.mutes],
-    )
+    return _changed(request, room_id, principal.participant_id, participant_id, result)
 
 
 @router.delete(
@@ -123,12 +134,7 @@ async def unmute_participant(
         metadata=auth_metadata(token),
         timeout=backends.timeout,
     )
-    _tell_sockets(request, room_id, principal.participant_id, result.mutes)
-    return MuteChange(
-        participant_id=participant_id,
-        changed=result.changed,
-        mutes=[Mute.from_proto(mute) for mute in result.mutes],
-    )
+    return _changed(request, room_id, principal.participant_id, participant_id, result)
 
 
 @router.get(

@@ -29,6 +29,14 @@ RoomCode = Annotated[
 ]
 
 
+# History-style paging: newest first, backwards from before_seq.
+BeforeSeq = Annotated[
+    int | None,
+    Query(ge=1, le=models.MAX_SEQ, description="Only messages older than this seq; omit for the newest."),
+]
+PageLimit = Annotated[int, Query(ge=1, le=100)]
+
+
 async def room_principal(backends: Backends, code: str, token: str) -> tuple[str, Principal]:
     """The room's id and the verified room token, which must be for that very room."""
     principal = await backends.verifier.verify(token)
@@ -273,11 +281,8 @@ async def list_messages(
     code: RoomCode,
     backends: BackendsDep,
     token: RequiredToken,
-    before_seq: Annotated[
-        int | None,
-        Query(ge=1, le=models.MAX_SEQ, description="Only messages older than this seq; omit for the newest."),
-    ] = None,
-    limit: Annotated[int, Query(ge=1, le=100)] = 50,
+    before_seq: BeforeSeq = None,
+    limit: PageLimit = 50,
 ) -> models.MessagePage:
     room_id, _principal = await room_principal(backends, code, token)
     page = await backends.messaging.ListMessages(
