@@ -232,6 +232,8 @@ export interface Message {
   /** Deleted by its author or the host: the text is gone, the message keeps its place. */
   deleted: boolean;
   deleted_by_host: boolean;
+  /** Hidden pending the host's review after reports: others see a placeholder, the host the text. */
+  hidden: boolean;
   reactions: Reactions;
   /** The emojis this person has on the message. */
   my_reactions: string[];
@@ -248,6 +250,8 @@ export interface MessagePage {
   /** The page accounts for every seq from here up to before_seq - 1 (last_seq on the newest page):
    * changes in that range are folded into its messages. Absent from edges older than room events. */
   low_seq?: number;
+  /** The newest page only: the host's pins and the sticky message as of `last_seq`. */
+  board?: unknown;
 }
 
 /** The answer to putting an emoji on a message or taking it off. */
@@ -283,4 +287,95 @@ export interface UsernameAvailability {
   available?: boolean;
   reason?: string | null;
   message?: string | null;
+}
+
+// --- moderation ------------------------------------------------------------------------------
+
+export type BanTier = "session" | "device" | "ip";
+
+export interface Ban {
+  id: string;
+  participant_id: string;
+  username: string;
+  tier: BanTier;
+  reason: string;
+  banned_by: string;
+  created_at: string | null;
+}
+
+export type ReportReason = "spam" | "harassment" | "hate" | "sexual" | "violence" | "other";
+
+export interface Report {
+  reporter: Sender;
+  reason: ReportReason;
+  text: string;
+  created_at: string | null;
+}
+
+export interface ReportedMessage {
+  /** Raw, read through `messageFrom`. */
+  message: unknown;
+  reports: Report[];
+}
+
+export interface PinsState {
+  target_seq: number;
+  pinned_seqs: number[];
+  pins_state_seq: number;
+  changed: boolean;
+}
+
+export interface StickyState {
+  text: string;
+  sticky_seq: number;
+  changed: boolean;
+}
+
+export interface Mute {
+  participant_id: string;
+  username: string;
+  muted_at: string | null;
+}
+
+// --- admin -----------------------------------------------------------------------------------
+
+export interface AuditEvent {
+  id: number;
+  at: string | null;
+  kind: string;
+  actor: string | null;
+  target: string | null;
+  room_id: string | null;
+  ip_hash: string | null;
+  details: Record<string, unknown>;
+}
+
+export interface AuditPage {
+  events: AuditEvent[];
+  next_before: number | null;
+}
+
+export interface TakenDownRoom {
+  room: Room;
+  reason: string;
+  taken_down_by: string;
+  taken_down_at: string | null;
+}
+
+export interface SiteBan {
+  id: string;
+  identity_id: string | null;
+  ip_hash: string | null;
+  reason: string;
+  banned_by: string;
+  created_at: string | null;
+  lifted_at: string | null;
+}
+
+export interface Stats {
+  rooms: { total: number; open: number; created_today: number };
+  open_sockets: number;
+  messages_per_day: Array<{ day: string; messages: number }>;
+  open_reports: number;
+  audit_events_today: number;
 }

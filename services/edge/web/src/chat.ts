@@ -72,6 +72,19 @@ export interface Notice {
 export type FrameHandler = (chat: ChatSession, frame: Frame) => void;
 export const frameHandlers = new Map<string, FrameHandler>();
 
+/** Called with every newest history page (first load and reloads): it carries the room's `board`. */
+export const newestPageHandlers = new Set<(chat: ChatSession, page: MessagePage) => void>();
+
+/** Why this room ended for this person for good: banned by the host, or taken down by ChatPop. */
+export type Ending = "banned" | "taken_down";
+
+function endingOf(error: unknown): Ending | null {
+  if (!(error instanceof ApiError)) return null;
+  if (error.code === "banned") return "banned";
+  if (error.code === "room_taken_down") return "taken_down";
+  return null;
+}
+
 /** A change to one message: returns the message as changed, or the same object when the change is
  * not newer than what the message holds. */
 export type MessageChange = (message: Message) => Message;
@@ -103,6 +116,10 @@ export class ChatSession {
   loaded = false;
   /** Bumped on every change; the view re-renders when it moves. */
   version = 0;
+  /** Set once this person was banned from the room or the room was taken down: nothing reconnects. */
+  ending: Ending | null = null;
+  /** Participants this person muted: their messages and typing are not shown (their seqs still count). */
+  readonly muted = new Set<string>();
 
   /** The seqs accounted for: `top` is where a reconnect resumes. */
   private readonly ledger = new SeqLedger();
@@ -157,7 +174,9 @@ export class ChatSession {
 
   sorted(): Message[] {
     if (this.sortedCache === null) {
-      this.sortedCache = [...this.messages.values()].sort((a, b) => a.seq - b.seq);
+      this.sortedCache = [...this.messages.values()]
+        .filter((m) => !this.muted.has(m.sender.participant_id))
+        .sort((a, b) => a.seq - b.seq);
     }
     return this.sortedCache;
   }
@@ -173,7 +192,9 @@ export class ChatSession {
 
   typingNames(): string[] {
     const now = Date.now();
-    return [...this.typing.values()].filter((t) => t.until > now).map((t) => t.username);
+    return [...this.typing.entries()]
+      .filter(([who, t]) => t.until > now && !this.muted.has(who))
+      .map(([, t]) => t.username);
   }
 
   /** The room's settings changed: show them (theme included) from now on. */
@@ -226,6 +247,32 @@ export class ChatSession {
     this.changed();
   }
 
+  /** Replace the muted set (a `mutes` frame, or this person's own mute or unmute). */
+  setMuted(ids: Iterable<string>): void {
+    this.muted.clear();
+    for (const id of ids) this.muted.add(id);
+    this.sortedCache = null;
+    this.changed();
+  }
+
+  /** Read history again from the newest page (after an unmute: pages left those messages out). */
+  reloadHistory(): Promise<void> {
+    return this.reload();
+  }
+
+  /** The room is over for this person (banned, or taken down): stop at once and never reconnect. */
+  end(ending: Ending): void {
+    if (this.ending) return;
+    this.ending = ending;
+    this.socket?.stop();
+    this.stopInFlight();
+    this.state = {
+      kind: "ended",
+      reason: ending === "banned" ? "You were removed from this room." : "This room was taken down.",
+    };
+    this.changed();
+  }
+
   // --- lifecycle ------------------------------------------------------------------------------
 
   async start(): Promise<void> {
@@ -233,6 +280,11 @@ export class ChatSession {
       await this.loadLatest();
     } catch (error) {
       if (this.stopped) return;
+      const ending = endingOf(error);
+      if (ending) {
+        this.end(ending);
+        return;
+      }
       if (error instanceof ApiError && (error.status === 403 || error.status === 404)) {
         this.state = { kind: "ended", reason: error.message };
         this.changed();
@@ -246,7 +298,7 @@ export class ChatSession {
       url: (renew) => this.socketUrl(renew),
       onReady: () => this.onReady(),
       onFrame: (frame) => this.onFrame(frame),
-      onClose: (code) => this.onClose(code),
+      onClose: (code, reason) => this.onClose(code, reason),
       onState: (state) => {
         this.state = state;
         if (state.kind !== "live") this.stopInFlight();
@@ -280,6 +332,11 @@ export class ChatSession {
     try {
       token = await roomToken(this.code, renew);
     } catch (error) {
+      const ending = endingOf(error);
+      if (ending) {
+        this.end(ending);
+        throw new StopError(ending === "banned" ? "You were removed from this room." : "This room was taken down.");
+      }
       if (error instanceof ApiError && (error.status === 403 || error.status === 404)) {
         throw new StopError(error.message);
       }
@@ -290,7 +347,15 @@ export class ChatSession {
     return `${scheme}//${location.host}/ws/v1/rooms/${encodeURIComponent(this.code)}?${query}`;
   }
 
-  private onClose(code: number): CloseDecision {
+  private onClose(code: number, reason: string): CloseDecision {
+    if (code === 4403 && reason === "banned") {
+      this.end("banned");
+      return { action: "stop", reason: "You were removed from this room." };
+    }
+    if (code === 4410) {
+      this.end("taken_down");
+      return { action: "stop", reason: "This room was taken down." };
+    }
     switch (code) {
       case 4401:
       case 4403:
@@ -336,6 +401,7 @@ export class ChatSession {
   private async loadLatest(): Promise<void> {
     const page = await fetchMessages(this.code, null, PAGE_SIZE);
     this.addPage(page, null);
+    for (const handler of newestPageHandlers) handler(this, page);
     this.hasOlder = page.has_more;
     this.loaded = true;
     this.changed();
@@ -406,7 +472,7 @@ export class ChatSession {
     const mine = message.sender.participant_id === this.me.id;
     if (mine && this.dropSent(message)) this.saveOutbox();
     this.typing.delete(message.sender.participant_id);
-    if (live && !mine && !message.deleted) {
+    if (live && !mine && !message.deleted && !this.muted.has(message.sender.participant_id)) {
       playNewMessage();
       for (const listener of this.incoming) listener(message);
     }

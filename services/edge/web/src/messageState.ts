@@ -70,6 +70,7 @@ export function messageFrom(raw: unknown): Message | null {
     created_at: typeof wire.created_at === "string" ? wire.created_at : null,
     deleted,
     deleted_by_host: deleted && wire.deleted_by_host === true,
+    hidden: !deleted && wire.hidden === true,
     reactions: deleted ? {} : reactionsFrom(wire.reactions),
     my_reactions: deleted ? [] : emojisFrom(wire.my_reactions),
     state_seq: seqOf(wire.state_seq) ?? 0,
@@ -84,6 +85,7 @@ export function asDeleted(message: Message, byHost: boolean, stateSeq: number): 
     text: "",
     deleted: true,
     deleted_by_host: message.deleted ? message.deleted_by_host : byHost,
+    hidden: false,
     reactions: {},
     my_reactions: [],
     state_seq: Math.max(message.state_seq, stateSeq),
@@ -100,6 +102,9 @@ export function mergeMessage(current: Message, incoming: Message): Message {
   if (current.deleted) return { ...current, state_seq: incoming.state_seq };
   return {
     ...current,
+    hidden: incoming.hidden,
+    // A page gives a hidden message's text to the host alone: what is held stays for everyone else.
+    text: incoming.text || current.text,
     reactions: incoming.reactions,
     my_reactions: incoming.my_reactions,
     state_seq: incoming.state_seq,
@@ -152,4 +157,10 @@ export function shownReactions(message: Message, pending: ReadonlyMap<string, bo
     if (count > 0 || mine) shown.push({ emoji, count: Math.max(count, mine ? 1 : 0), mine, busy: wanted !== undefined });
   }
   return shown;
+}
+
+/** Reports hid the message pending review (`hidden`), or the host restored it with its `text`. */
+export function withHidden(message: Message, hidden: boolean, stateSeq: number, text?: string): Message {
+  if (message.deleted || stateSeq <= message.state_seq) return message;
+  return { ...message, hidden, text: text !== undefined && text !== "" ? text : message.text, state_seq: stateSeq };
 }

@@ -13,6 +13,13 @@ import {
   type RoomChanges,
   type Suggestion,
   type UsernameAvailability,
+  type Ban,
+  type BanTier,
+  type Mute,
+  type PinsState,
+  type ReportedMessage,
+  type ReportReason,
+  type StickyState,
 } from "./api";
 import { account, accessSession, activeIdentity, existingDeviceSession, type StoredSession, withAccess } from "./auth";
 import { readJson, writeJson } from "./storage";
@@ -258,4 +265,59 @@ export async function fetchMyRooms(): Promise<MyRoomLists> {
     device ? listMyRooms(device) : Promise.resolve([]),
   ]);
   return { account: accountRooms, device: deviceRooms };
+}
+
+// --- moderation (room token; the host's for everything but reports and mutes) -------------------
+
+export function banParticipant(code: string, participantId: string, tier: BanTier, reason: string): Promise<{ ban: Ban }> {
+  const body = { participant_id: participantId, tier, reason };
+  return withRoomToken(code, (token) => request<{ ban: Ban }>("POST", roomPath(code, "/bans"), { body, token, retries: 2 }));
+}
+
+export function unbanParticipant(code: string, banId: string): Promise<{ ban: Ban }> {
+  const path = roomPath(code, `/bans/${encodeURIComponent(banId)}`);
+  return withRoomToken(code, (token) => request<{ ban: Ban }>("DELETE", path, { token, retries: 2 }));
+}
+
+export async function listBans(code: string): Promise<Ban[]> {
+  const list = await withRoomToken(code, (token) => request<{ bans: Ban[] }>("GET", roomPath(code, "/bans"), { token, retries: 2 }));
+  return list.bans;
+}
+
+export function reportMessage(code: string, seq: number, reason: ReportReason, text: string): Promise<{ created: boolean; hidden: boolean }> {
+  const path = `${messagesPath(code)}/${seq}/reports`;
+  return withRoomToken(code, (token) => request("POST", path, { body: { reason, text }, token, retries: 2 }));
+}
+
+export function listReports(code: string, beforeSeq: number | null = null): Promise<{ items: ReportedMessage[]; has_more: boolean }> {
+  const params = new URLSearchParams({ limit: "50" });
+  if (beforeSeq !== null) params.set("before_seq", String(beforeSeq));
+  return withRoomToken(code, (token) => request("GET", roomPath(code, `/reports?${params}`), { token, retries: 2 }));
+}
+
+export function resolveReports(code: string, seq: number, action: "restore" | "delete" | "dismiss"): Promise<unknown> {
+  return withRoomToken(code, (token) =>
+    request("POST", roomPath(code, `/reports/${seq}/resolution`), { body: { action }, token, retries: 2 }),
+  );
+}
+
+export function setPin(code: string, seq: number, pinned: boolean): Promise<PinsState> {
+  return withRoomToken(code, (token) => request<PinsState>(pinned ? "PUT" : "DELETE", roomPath(code, `/pins/${seq}`), { token, retries: 2 }));
+}
+
+export function setSticky(code: string, text: string): Promise<StickyState> {
+  return withRoomToken(code, (token) =>
+    text ? request<StickyState>("PUT", roomPath(code, "/sticky"), { body: { text }, token, retries: 2 })
+      : request<StickyState>("DELETE", roomPath(code, "/sticky"), { token, retries: 2 }),
+  );
+}
+
+export function setMute(code: string, participantId: string, muted: boolean): Promise<{ mutes: Mute[] }> {
+  const path = roomPath(code, `/mutes/${encodeURIComponent(participantId)}`);
+  return withRoomToken(code, (token) => request<{ mutes: Mute[] }>(muted ? "PUT" : "DELETE", path, { token, retries: 2 }));
+}
+
+export async function listMutes(code: string): Promise<Mute[]> {
+  const list = await withRoomToken(code, (token) => request<{ mutes: Mute[] }>("GET", roomPath(code, "/mutes"), { token, retries: 2 }));
+  return list.mutes;
 }

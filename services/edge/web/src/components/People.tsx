@@ -6,6 +6,7 @@ import { useEffect, useMemo, useRef, useState } from "preact/hooks";
 import type { ChatSession } from "../chat";
 import { peopleOf, type Person, type RoomPeople } from "../presence";
 import { CheckIcon } from "./Icons";
+import { MoreMenu, type MenuAction } from "./Moderation";
 import "./people.css";
 
 const SIDE_PANEL_QUERY = "(min-width: 900px)";
@@ -47,7 +48,10 @@ function onlineWords(count: number): string {
   return `${count.toLocaleString()} online`;
 }
 
-function PersonRow({ person, me }: { person: Person; me: boolean }) {
+/** What this person may do to someone in the list (mute, ban as the host); none for themselves. */
+export type PersonActions = (person: Person) => MenuAction[];
+
+function PersonRow({ person, me, actions }: { person: Person; me: boolean; actions?: PersonActions }) {
   return (
     <li class="person" data-online={person.online ? "true" : "false"} data-participant-id={person.id}>
       <span class="presence-dot" aria-hidden="true" />
@@ -61,11 +65,16 @@ function PersonRow({ person, me }: { person: Person; me: boolean }) {
       {person.is_host && <span class="badge host">Host</span>}
       {me && <span class="person-you">(you)</span>}
       <span class="sr-only">{person.online ? ", online" : ", offline"}</span>
+      {actions && (
+        <span class="person-actions">
+          <MoreMenu id={`person-more-${person.id}`} label={`Actions for ${person.username}`} actions={actions(person)} />
+        </span>
+      )}
     </li>
   );
 }
 
-function PeopleList({ people, me }: { people: RoomPeople; me: string }) {
+function PeopleList({ people, me, actions }: { people: RoomPeople; me: string; actions?: PersonActions }) {
   if (!people.loaded) {
     return people.error ? (
       <div class="people-state" role="alert">
@@ -92,7 +101,7 @@ function PeopleList({ people, me }: { people: RoomPeople; me: string }) {
         {online.length ? (
           <ul class="people-list">
             {online.map((person) => (
-              <PersonRow key={person.id} person={person} me={person.id === me} />
+              <PersonRow key={person.id} person={person} me={person.id === me} actions={actions} />
             ))}
           </ul>
         ) : (
@@ -106,7 +115,7 @@ function PeopleList({ people, me }: { people: RoomPeople; me: string }) {
           </h3>
           <ul class="people-list">
             {away.map((person) => (
-              <PersonRow key={person.id} person={person} me={person.id === me} />
+              <PersonRow key={person.id} person={person} me={person.id === me} actions={actions} />
             ))}
           </ul>
         </section>
@@ -115,7 +124,19 @@ function PeopleList({ people, me }: { people: RoomPeople; me: string }) {
   );
 }
 
-function PeoplePanel({ people, me, wide, onClose }: { people: RoomPeople; me: string; wide: boolean; onClose: () => void }) {
+function PeoplePanel({
+  people,
+  me,
+  wide,
+  actions,
+  onClose,
+}: {
+  people: RoomPeople;
+  me: string;
+  wide: boolean;
+  actions?: PersonActions;
+  onClose: () => void;
+}) {
   const ref = useRef<HTMLDialogElement>(null);
   const heading = useRef<HTMLHeadingElement>(null);
 
@@ -155,13 +176,13 @@ function PeoplePanel({ people, me, wide, onClose }: { people: RoomPeople; me: st
           ×
         </button>
       </div>
-      <PeopleList people={people} me={me} />
+      <PeopleList people={people} me={me} actions={actions} />
     </dialog>
   );
 }
 
 /** The "N online" button for the room header's status line, with the panel it opens. */
-export function PeopleButton({ chat }: { chat: ChatSession }) {
+export function PeopleButton({ chat, personActions }: { chat: ChatSession; personActions?: PersonActions }) {
   const people = usePeople(chat);
   const wide = useWide();
   const [open, setOpen] = useState(false);
@@ -198,7 +219,7 @@ export function PeopleButton({ chat }: { chat: ChatSession }) {
           <span class="people-count-word"> online</span>
         </span>
       </button>
-      {open && <PeoplePanel people={people} me={chat.me.id} wide={wide} onClose={close} />}
+      {open && <PeoplePanel people={people} me={chat.me.id} wide={wide} actions={personActions} onClose={close} />}
     </>
   );
 }

@@ -6,7 +6,7 @@ import type { RoomSession } from "../rooms";
 import { isMuted, setMuted } from "../sound";
 import { followRoom } from "../liveRoom";
 import { typingText } from "../typing";
-import { AddReactionIcon, BellIcon, CheckIcon, GearIcon, LinkIcon, NotifyIcon, SendIcon } from "../components/Icons";
+import { AddReactionIcon, BellIcon, CheckIcon, GearIcon, LinkIcon, NotifyIcon, SendIcon, ShieldIcon } from "../components/Icons";
 import { DeleteMessageDialog } from "../components/DeleteMessage";
 import { MessageText } from "../components/MessageText";
 import { ReactionBar, ReactionPicker, useLongPress } from "../components/Reactions";
@@ -16,6 +16,9 @@ import { RoomSettings } from "../components/RoomSettings";
 import { notificationState, notifyMessage, setNotifications, type NotificationState } from "../notifications";
 import { slowModeWords } from "../roomChoices";
 import { pendingReactions, removeMessage, toggleReaction } from "../roomEvents";
+import { ban, boardOf, mute, pin, pinnedMessages, report } from "../moderation";
+import { BanDialog, ModerationPanel, MoreMenu, ReportDialog, RoomEnded, type MenuAction } from "../components/Moderation";
+import "../components/moderation.css";
 
 // Within this many pixels of the bottom counts as "reading the newest": new messages scroll in.
 const STICKY_PX = 80;
@@ -216,9 +219,15 @@ function MessageItem({
   onJump,
   onReact,
   onDelete,
+  viewerIsHost,
+  more,
 }: {
   message: Message;
   mine: boolean;
+  /** The person looking hosts the room: hidden messages show their text to them, marked. */
+  viewerIsHost: boolean;
+  /** Report, mute, pin, ban: what this person may do to the message beyond replying and reacting. */
+  more: MenuAction[];
   /** Its author, or the room's host. */
   canDelete: boolean;
   /** False when the room is closed or the connection has ended for good. */
@@ -251,7 +260,24 @@ function MessageItem({
       </article>
     );
   }
-  const classes = ["msg", mine ? "own" : "", message.sender.is_host ? "host" : ""].filter(Boolean).join(" ");
+  if (message.hidden && !viewerIsHost) {
+    return (
+      <article
+        class={`msg deleted hidden-msg ${mine ? "own" : ""}`}
+        id={`msg-${message.seq}`}
+        data-seq={message.seq}
+        data-hidden="true"
+        tabIndex={-1}
+        aria-label={`${message.sender.username}, message hidden pending review`}
+      >
+        <SenderLine message={message} mine={mine} />
+        <p class="msg-text msg-deleted-text">Hidden pending review</p>
+      </article>
+    );
+  }
+  const classes = ["msg", mine ? "own" : "", message.sender.is_host ? "host" : "", message.hidden ? "hidden-msg" : ""]
+    .filter(Boolean)
+    .join(" ");
   // This person's emojis as the picker shows them: taps on their way count already.
   const mineNow = message.my_reactions.filter((emoji) => pending?.get(emoji) !== false);
   for (const [emoji, on] of pending ?? []) if (on && !mineNow.includes(emoji)) mineNow.push(emoji);
@@ -260,6 +286,7 @@ function MessageItem({
       class={classes}
       id={`msg-${message.seq}`}
       data-seq={message.seq}
+      data-hidden={message.hidden ? "true" : undefined}
       tabIndex={-1}
       aria-label={`${message.sender.username}`}
       {...longPress}
@@ -267,6 +294,7 @@ function MessageItem({
       <SenderLine message={message} mine={mine} />
       {message.reply_to_seq !== null && <Quote seq={message.reply_to_seq} target={target} onJump={onJump} />}
       <MessageText text={message.text} />
+      {message.hidden && <p class="msg-hidden-note">Hidden pending review: only you, the host, see it.</p>}
       <ReactionBar message={message} pending={pending} disabled={!canReact} onToggle={(emoji, on) => onReact(message.seq, emoji, on)} />
       <div class="msg-actions">
         {canReact && (
@@ -296,6 +324,7 @@ function MessageItem({
             Delete
           </button>
         )}
+        <MoreMenu id={`more-${message.seq}`} label={`More actions on ${message.sender.username}'s message`} actions={more} />
       </div>
       {picking && (
         <ReactionPicker
@@ -365,12 +394,22 @@ export interface PinnedItem {
   by: string;
 }
 
+function StickyBanner({ text }: { text: string }) {
+  if (!text) return null;
+  return (
+    <p class="sticky-banner" role="note" aria-label="Message from the host">
+      <strong>📌 Host</strong>
+      <span class="sticky-text">{text}</span>
+    </p>
+  );
+}
+
 function PinnedBar({ items, onJump }: { items: PinnedItem[]; onJump: (seq: number) => void }) {
   if (!items.length) return null;
   return (
     <section class="pinned" aria-label="Pinned messages">
       {items.map((item) => (
-        <button type="button" key={item.key} class="pinned-item" onClick={() => onJump(item.seq)}>
+        <button type="button" key={item.key} class="pinned-item" data-seq={item.seq} data-kind={item.key.split("-")[0]} onClick={() => onJump(item.seq)}>
           <span class="badge host">{item.label}</span>
           <span class="pinned-by">{item.by}</span>
           <span class="pinned-text">{snippet(item.text, 120)}</span>
@@ -518,6 +557,9 @@ export function ChatView({ room: initialRoom, joined }: { room: Room; joined: Ro
   const [titleUnread, setTitleUnread] = useState(0);
   const [replyToSeq, setReplyToSeq] = useState<number | null>(null);
   const [deleting, setDeleting] = useState<Message | null>(null);
+  const [reporting, setReporting] = useState<Message | null>(null);
+  const [banning, setBanning] = useState<{ id: string; username: string } | null>(null);
+  const [moderating, setModerating] = useState(false);
   const [unseen, setUnseen] = useState(0);
   const [toast, setToast] = useState<string | null>(null);
   const scroller = useRef<HTMLDivElement>(null);
@@ -659,12 +701,53 @@ export function ChatView({ room: initialRoom, joined }: { room: Room; joined: Ro
   };
 
   const bySeq = session.messages;
-  const hostMessages = messages.filter((m) => m.sender.is_host && !m.deleted);
+  const board = boardOf(session);
+  const hostMessages = messages.filter((m) => m.sender.is_host && !m.deleted && !m.hidden);
   const latestHost = hostMessages[hostMessages.length - 1];
-  const pinned: PinnedItem[] = latestHost
-    ? [{ key: `host-${latestHost.seq}`, label: "Host", seq: latestHost.seq, text: latestHost.text, by: latestHost.sender.username }]
-    : [];
+  // The host's pins sit above everything, then the host's latest message.
+  const pinned: PinnedItem[] = pinnedMessages(session).map((m) => ({
+    key: `pin-${m.seq}`,
+    label: "Pinned",
+    seq: m.seq,
+    text: m.hidden && !isHost ? "Hidden pending review" : m.text,
+    by: m.sender.username,
+  }));
+  if (latestHost && !board.pinnedSeqs.includes(latestHost.seq)) {
+    pinned.push({ key: `host-${latestHost.seq}`, label: "Host", seq: latestHost.seq, text: latestHost.text, by: latestHost.sender.username });
+  }
   const typing = session.typingNames();
+
+  if (session.ending) return <RoomEnded kind={session.ending} roomName={room.name} />;
+
+  const canAct = !ended && !room.closed;
+  const personActions = (person: { id: string; username: string; is_host: boolean }): MenuAction[] => {
+    if (person.id === joined.participant.id) return [];
+    const actions: MenuAction[] = [];
+    const muted = session.muted.has(person.id);
+    actions.push({
+      label: muted ? `Unmute ${person.username}` : `Mute ${person.username}`,
+      run: () => void mute(session, person.id, !muted).then(() => setToast(muted ? `${person.username} is unmuted.` : `${person.username} is muted: you won't see their messages.`)),
+    });
+    if (isHost && !person.is_host && canAct) {
+      actions.push({ label: `Ban ${person.username}…`, danger: true, run: () => setBanning({ id: person.id, username: person.username }) });
+    }
+    return actions;
+  };
+  const messageActions = (message: Message, mine: boolean): MenuAction[] => {
+    if (message.deleted) return [];
+    const actions: MenuAction[] = [];
+    if (isHost && canAct) {
+      const isPinned = board.pinnedSeqs.includes(message.seq);
+      actions.push({ label: isPinned ? "Unpin" : "Pin", aria: `${isPinned ? "Unpin" : "Pin"} ${message.sender.username}'s message`, run: () => void pin(session, message.seq, !isPinned) });
+    }
+    if (!mine && canAct && !board.reported.has(message.seq) && !(message.hidden && !isHost)) {
+      actions.push({ label: "Report…", aria: `Report ${message.sender.username}'s message`, run: () => setReporting(message) });
+    }
+    const sender = { id: message.sender.participant_id, username: message.sender.username, is_host: message.sender.is_host };
+    return [...actions, ...personActions(sender)];
+  };
+  // "X was removed from the room" notes sit among the messages by the seq of their entry.
+  const notes = [...board.removals.entries()];
 
   return (
     <div class="chat-screen">
@@ -673,7 +756,7 @@ export function ChatView({ room: initialRoom, joined }: { room: Room; joined: Ro
         status={
           <div class="room-status">
             <ConnectionStatus state={session.state} onRetry={() => session.reconnectNow()} />
-            <PeopleButton chat={session} />
+            <PeopleButton chat={session} personActions={personActions} />
           </div>
         }
         actions={
@@ -681,6 +764,15 @@ export function ChatView({ room: initialRoom, joined }: { room: Room; joined: Ro
             <ShareButton room={room} onCopied={setToast} />
             <SoundToggle />
             <NotifyToggle onSaid={setToast} />
+            <button
+              type="button"
+              class="icon-button"
+              aria-label={isHost ? "Moderation" : "Muted people"}
+              title={isHost ? "Moderation" : "Muted people"}
+              onClick={() => setModerating(true)}
+            >
+              <ShieldIcon />
+            </button>
             {isHost && !room.closed && (
               <button type="button" class="icon-button" aria-label="Room settings" title="Room settings" onClick={() => setSettingsOpen(true)}>
                 <GearIcon />
@@ -689,6 +781,7 @@ export function ChatView({ room: initialRoom, joined }: { room: Room; joined: Ro
           </>
         }
       />
+      <StickyBanner text={board.sticky} />
       <PinnedBar items={pinned} onJump={(seq) => void jumpTo(seq)} />
       <div class="messages-wrap">
         <div class="messages-bg" aria-hidden="true" />
@@ -711,9 +804,17 @@ export function ChatView({ room: initialRoom, joined }: { room: Room; joined: Ro
               </div>
             )
           )}
-          {messages.map((message) => {
+          {messages.map((message, index) => {
             const mine = message.sender.participant_id === joined.participant.id;
-            return (
+            const before = messages[index - 1]?.seq ?? 0;
+            const last = index === messages.length - 1;
+            const here = notes.filter(([seq]) => seq > before && (seq < message.seq || (last && seq > message.seq)));
+            const noteItems = here.map(([seq, name]) => (
+              <p key={`note-${seq}`} class="room-note" data-seq={seq} role="note">
+                {name} was removed from the room
+              </p>
+            ));
+            const item = (
               <MessageItem
                 key={message.seq}
                 message={message}
@@ -726,9 +827,21 @@ export function ChatView({ room: initialRoom, joined }: { room: Room; joined: Ro
                 onJump={(seq) => void jumpTo(seq)}
                 onReact={(seq, emoji, on) => void toggleReaction(session, seq, emoji, on)}
                 onDelete={setDeleting}
+                viewerIsHost={isHost}
+                more={messageActions(message, mine)}
               />
             );
+            if (!noteItems.length) return item;
+            const earlier = noteItems.filter((_, i) => here[i]![0] < message.seq);
+            const later = noteItems.filter((_, i) => here[i]![0] > message.seq);
+            return [...earlier, item, ...later];
           })}
+          {!messages.length &&
+            notes.map(([seq, name]) => (
+              <p key={`note-${seq}`} class="room-note" data-seq={seq} role="note">
+                {name} was removed from the room
+              </p>
+            ))}
           {pending.map((item) => (
             <PendingItem
               key={item.client_msg_id}
@@ -786,6 +899,27 @@ export function ChatView({ room: initialRoom, joined }: { room: Room; joined: Ro
           onDismiss={() => setDeleting(null)}
         />
       )}
+      {reporting && (
+        <ReportDialog
+          message={reporting}
+          onConfirm={async (reason, text) => {
+            await report(session, reporting.seq, reason, text);
+            setToast("Thanks. The host will review your report.");
+          }}
+          onDismiss={() => setReporting(null)}
+        />
+      )}
+      {banning && (
+        <BanDialog
+          username={banning.username}
+          onConfirm={async (tier, reason) => {
+            await ban(session, banning.id, tier, reason);
+            setToast(`${banning.username} was removed from the room.`);
+          }}
+          onDismiss={() => setBanning(null)}
+        />
+      )}
+      {moderating && <ModerationPanel chat={session} isHost={isHost} onSaid={setToast} onDismiss={() => setModerating(false)} />}
       {settingsOpen && (
         <RoomSettings
           room={room}

@@ -30,7 +30,9 @@ export function RoomPage({ code }: { code: string }) {
       },
       (error: unknown) => {
         if (controller.signal.aborted) return;
-        if (error instanceof ApiError && (error.status === 404 || error.status === 422)) {
+        if (error instanceof ApiError && error.code === "room_taken_down") {
+          setLoad({ kind: "failed", title: "This room was taken down", text: "ChatPop's moderators took this room down. Nobody can read or join it any more." });
+        } else if (error instanceof ApiError && (error.status === 404 || error.status === 422)) {
           setLoad({ kind: "failed", title: "No such ChatPop", text: "Check the link: this room does not exist." });
         } else {
           setLoad({
@@ -56,7 +58,7 @@ export function RoomPage({ code }: { code: string }) {
     return (
       <div>
         <Missing title={load.title} text={load.text} />
-        {load.title !== "No such ChatPop" && (
+        {load.title !== "No such ChatPop" && load.title !== "This room was taken down" && (
           <p class="narrow">
             <button type="button" class="button" onClick={() => setAttempt((n) => n + 1)}>
               Try again
