@@ -7,9 +7,13 @@ from __future__ import annotations
 
 import re
 import time
+import uuid
 from typing import TYPE_CHECKING
 
+import httpx
 from playwright.async_api import Locator, Page, expect
+
+from tests.admin_cli import admin_cli
 
 from tests.browser import ui
 from tests.browser.harness import ARTIFACTS, DESKTOP, MOBILE, People
@@ -19,6 +23,8 @@ from tests.browser.test_reactions_and_deletion import ROOM_SOCKET, Switch, say
 
 if TYPE_CHECKING:
     from tests.e2e.conftest import Stack
+
+ADMIN_PASSWORD = "a browser admin passphrase"
 
 
 def message(page: Page, seq: int) -> Locator:
@@ -253,3 +259,44 @@ async def test_mute_hides_a_persons_messages_and_unmute_brings_them_back(
     await expect(message(me.page, 1).locator(".msg-text")).to_have_text("FIRST!!!")
     await expect(message(me.page, 3).locator(".msg-text")).to_have_text("SECOND!!!")
     assert [seq for seq, _who, _text in await ui.shown(me.page)] == [1, 2, 3, 4]
+
+
+async def test_the_admin_page_takes_a_room_down_and_others_see_admins_only(people: People, stack: Stack) -> None:
+    email = f"admin-{uuid.uuid4().hex[:12]}@example.com"
+    async with httpx.AsyncClient(base_url=stack.base_url, timeout=10) as http:
+        registered = await http.post("/api/v1/auth/register", json={"email": email, "password": ADMIN_PASSWORD})
+        assert registered.status_code == 201, registered.text
+    granted = await admin_cli(stack.database_url, "grant", email)
+    assert granted.status == 0, granted.err
+
+    # Someone without the role gets a polite "admins only".
+    stranger = await people.new(MOBILE)
+    await stranger.page.goto("/admin")
+    await expect(stranger.page.get_by_role("heading", name="For admins only")).to_be_visible()
+
+    host = await people.new(MOBILE)
+    code = await ui.create_room(host.page, "Shady deals")
+    await ui.join(host.page, "HostShady")
+
+    admin = await people.new(DESKTOP)
+    await admin.page.goto("/login?next=%2Fadmin")
+    await admin.page.get_by_label("Email").fill(email)
+    await admin.page.get_by_label("Password").fill(ADMIN_PASSWORD)
+    await admin.page.get_by_role("button", name="Log in").click()
+    await expect(admin.page.get_by_role("heading", name="Admin", exact=True)).to_be_visible()
+    await expect(admin.page.get_by_role("table", name="Audit log")).to_contain_text("identity.admin_granted")
+    await assert_labelled(admin.page)
+
+    section = admin.page.get_by_role("region", name="Rooms taken down")
+    await section.get_by_label("Room code").fill(code)
+    await section.get_by_label("Reason").fill("scam")
+    await section.get_by_role("button", name="Take down").click()
+    await expect(section.locator(".mod-item")).to_contain_text("Shady deals")
+    await screenshot(admin.page, "moderation-admin-1280.png")
+
+    # The host's room ends with the taken-down screen, at once and for good.
+    await expect(host.page.get_by_role("heading", name="This room was taken down")).to_be_visible(timeout=5_000)
+    await screenshot(host.page, "moderation-taken-down-390.png")
+
+    await section.get_by_role("button", name="Restore Shady deals").click()
+    await expect(section.get_by_text("No rooms are taken down.")).to_be_visible()

@@ -1,6 +1,7 @@
 import { useEffect } from "preact/hooks";
 import { Create } from "./pages/Create";
 import { Account } from "./pages/Account";
+import { Admin } from "./pages/Admin";
 import { Login, Signup } from "./pages/Auth";
 import { ForgotPassword, ResetPassword } from "./pages/PasswordReset";
 import { Home } from "./pages/Home";
@@ -38,6 +39,8 @@ export function App() {
       return <ResetPassword token={route.token} />;
     case "account":
       return <Account />;
+    case "admin":
+      return <Admin />;
     case "room":
       return <RoomPage key={route.code} code={route.code} />;
     case "missing":

@@ -11,6 +11,7 @@ export type Route =
   | { name: "forgot"; next: string }
   | { name: "reset"; token: string }
   | { name: "account" }
+  | { name: "admin" }
   | { name: "room"; code: string }
   | { name: "missing" };
 
@@ -29,6 +30,7 @@ export function parse(location: Location | URL): Route {
   if (path === "/forgot-password") return { name: "forgot", next };
   if (path === "/reset-password") return { name: "reset", token: new URLSearchParams(location.search).get("token") ?? "" };
   if (path === "/account") return { name: "account" };
+  if (path === "/admin") return { name: "admin" };
   const room = /^\/c\/([A-Za-z0-9_-]{1,32})$/.exec(path);
   if (room) return { name: "room", code: room[1]!.toUpperCase() };
   return { name: "missing" };
