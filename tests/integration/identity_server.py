@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 
 LIGHT_ARGON2 = {"argon2_time_cost": 1, "argon2_memory_cost": 1024, "argon2_parallelism": 1}
 PASSWORD = "correct horse battery"
+# The secret services share to prove themselves to identity (chatpop_common.service_auth).
+SERVICE_TOKEN_SECRET = "integration-tests-service-token-secret-0123"
 
 
 @contextlib.asynccontextmanager
@@ -36,7 +38,7 @@ async def running_identity(
         redis_url=redis_url,
         identity_signing_key_file=key_file,
         shutdown_grace=1,
-        **{**LIGHT_ARGON2, **overrides},
+        **{"service_token_secret": SERVICE_TOKEN_SECRET, **LIGHT_ARGON2, **overrides},
     )
     stop = asyncio.Event()
     server = asyncio.create_task(

@@ -73,6 +73,7 @@ def _settings(tmp_path: Path, **values: Any) -> Settings:
             "database_url": "postgresql://x",
             "redis_url": "redis://x",
             "identity_signing_key_file": key,
+            "service_token_secret": "unit-test-service-token-secret-0123456789",
             **values,
         }
     )

@@ -71,6 +71,7 @@ def _settings(**overrides: object) -> Settings:
     defaults = {
         "database_url": "postgresql://db.invalid/chatpop",
         "redis_url": "redis://redis.invalid:6379/0",
+        "service_token_secret": "unit-test-service-token-secret-0123456789",
     }
     return Settings(**{**defaults, **overrides})  # type: ignore[arg-type]
 

@@ -163,7 +163,10 @@ def test_secrets_are_private_and_kept_between_runs(tmp_path: Path) -> None:
         "access-code-key",
         "identity-signing-key.pem",
         "ip-hash-key",
+        "service-token-secret",
     ]
+    assert stat.S_IMODE((directory / "service-token-secret").stat().st_mode) == 0o600
+    assert len(first.service_token_secret) >= 32
 
 
 def test_a_damaged_signing_key_is_reported_not_replaced(tmp_path: Path) -> None:
@@ -206,6 +209,8 @@ def test_services_are_wired_to_each_other(tmp_path: Path) -> None:
     assert by_name["identity"].env["IDENTITY_SIGNING_KEY_FILE"] == str(secrets.signing_key_file)
     assert by_name["rooms"].env["ACCESS_CODE_KEY"] == secrets.access_code_key
     assert "ACCESS_CODE_KEY" not in by_name["edge"].env
+    for name in ("identity", "rooms", "messaging"):
+        assert by_name[name].env["SERVICE_TOKEN_SECRET"] == secrets.service_token_secret
     edge = by_name["edge"].env
     assert (edge["HTTP_PORT"], edge["METRICS_PORT"], edge["HTTP_HOST"]) == ("18080", "9100", "127.0.0.1")
     assert edge["PUBLIC_URL"] == "http://localhost:18080"

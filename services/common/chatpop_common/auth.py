@@ -3,7 +3,9 @@
 identity signs two kinds of EdDSA (Ed25519) JWTs, each with a `kid` header:
 - access tokens (`typ: access`, audience `chatpop`) name an identity (`sub`) and its kind, and
   carry `adm: true` when the account was an admin at the time the token was issued;
-- room tokens (`typ: room`, audience `chatpop:room:<room_id>`) bind a participant to one room.
+- room tokens (`typ: room`, audience `chatpop:room:<room_id>`) bind a participant to one room;
+- service tokens (`typ: service`, audience `chatpop:service`) name a ChatPop service (`sub`), for
+  the calls no end user may make (chatpop_common.service_auth).
 
 Every service verifies locally with public keys fetched from identity and cached by kid.
 """
@@ -25,6 +27,8 @@ from chatpop_common.errors import PermissionDenied, Unauthenticated
 
 ISSUER = "chatpop"
 ACCESS_AUDIENCE = "chatpop"
+SERVICE_AUDIENCE = "chatpop:service"
+SERVICE_TOKEN_TYPE = "service"
 ALGORITHM = "EdDSA"
 LEEWAY_SECONDS = 5
 
@@ -38,8 +42,8 @@ class Principal:
     """The verified caller. `room_id`/`participant_id` are set for room tokens only."""
 
     subject: str
-    kind: str  # "anonymous" | "user"
-    token_type: str  # "access" | "room"
+    kind: str  # "anonymous" | "user" | "service"
+    token_type: str  # "access" | "room" | "service"
     room_id: str = ""
     participant_id: str = ""
     version: int = 0
@@ -185,6 +189,14 @@ class TokenVerifier:
                 participant_id=str(claims.get("pid", "")),
                 version=int(claims.get("ver", 0)),
                 is_host=bool(claims.get("host", False)),
+                token_id=str(claims.get("jti", "")),
+            )
+        if typ == SERVICE_TOKEN_TYPE:
+            claims = await self._decode(token, audience=SERVICE_AUDIENCE)
+            return float(claims["exp"]), Principal(
+                subject=str(claims["sub"]),
+                kind=SERVICE_TOKEN_TYPE,
+                token_type=SERVICE_TOKEN_TYPE,
                 token_id=str(claims.get("jti", "")),
             )
         raise Unauthenticated("The token has an unknown type.", code="invalid_token")

@@ -2,7 +2,8 @@
 
 Unless DATABASE_URL / REDIS_URL are set, a private Postgres (port 55432) and Redis (port 56379)
 run under `.data/` in the repository and keep their data between runs. Secrets for local use (the
-identity signing key and the IP hash key) are generated once under `.data/secrets`. Every migration
+identity signing key, the IP hash key, the access-code key and the service token secret) are
+generated once under `.data/secrets`. Every migration
 is applied, then identity, rooms, messaging, payments and edge start as child processes with
 readable logs. A service that stops on its own is started again after a delay that doubles with each
 failure in a row (CRASH_BACKOFF), while the others, Postgres and Redis keep running. Only at start-up
@@ -81,6 +82,9 @@ TEND_INTERVAL = 0.2
 SIGNING_KEY_FILE = "identity-signing-key.pem"
 IP_HASH_KEY_FILE = "ip-hash-key"
 ACCESS_CODE_KEY_FILE = "access-code-key"
+SERVICE_TOKEN_SECRET_FILE = "service-token-secret"
+# The processes that ask identity for service tokens (and identity, which checks their proofs).
+SERVICE_TOKEN_HOLDERS = ("identity", "rooms", "messaging", "edge")
 
 
 class LocalRunError(RuntimeError):
@@ -262,6 +266,7 @@ class Secrets:
     signing_key_file: Path
     ip_hash_key: str
     access_code_key: str
+    service_token_secret: str = ""
 
 
 def service_pythonpath(repo: Path = REPO_ROOT, inherited: str = "") -> str:
@@ -316,8 +321,8 @@ def _generate_signing_key(path: Path) -> None:
 
 
 def ensure_secrets(directory: Path) -> Secrets:
-    """The signing key, IP hash key and access-code key under `directory` (0700), created on first
-    use and then kept."""
+    """The signing key, IP hash key, access-code key and service token secret under `directory`
+    (0700), created on first use and then kept."""
     directory.mkdir(parents=True, exist_ok=True)
     directory.chmod(0o700)
     key_file = directory / SIGNING_KEY_FILE
@@ -341,8 +346,15 @@ def ensure_secrets(directory: Path) -> Secrets:
     if not code_key_file.exists():
         _write_private(code_key_file, secrets.token_hex(32).encode())
     code_key_file.chmod(0o600)
+    service_secret_file = directory / SERVICE_TOKEN_SECRET_FILE
+    if not service_secret_file.exists():
+        _write_private(service_secret_file, secrets.token_hex(32).encode())
+    service_secret_file.chmod(0o600)
     return Secrets(
-        signing_key_file=key_file, ip_hash_key=ip_hash_key, access_code_key=_read_secret(code_key_file)
+        signing_key_file=key_file,
+        ip_hash_key=ip_hash_key,
+        access_code_key=_read_secret(code_key_file),
+        service_token_secret=_read_secret(service_secret_file),
     )
 
 
@@ -399,6 +411,8 @@ def service_specs(
             env["PUBLIC_URL"] = public_url
         if name == "rooms":
             env["ACCESS_CODE_KEY"] = secrets.access_code_key
+        if name in SERVICE_TOKEN_HOLDERS:
+            env["SERVICE_TOKEN_SECRET"] = secrets.service_token_secret
         specs.append(
             ServiceSpec(name=name, argv=python_module(f"chatpop_{name}"), env=env, ready=ready, cwd=repo)
         )

@@ -106,7 +106,13 @@ async def build(settings: Settings) -> GrpcApp:
     servicer = IdentityServicer(
         store=store,
         keys=keys,
-        tokens=TokenIssuer(keys, access_ttl=settings.access_token_ttl, room_ttl=settings.room_token_ttl),
+        tokens=TokenIssuer(
+            keys,
+            access_ttl=settings.access_token_ttl,
+            room_ttl=settings.room_token_ttl,
+            service_ttl=settings.service_token_ttl,
+        ),
+        service_token_secret=settings.service_token_secret.get_secret_value(),
         passwords=passwords,
         refresh_ttl=settings.refresh_token_ttl,
         generator=UsernameGenerator.from_directory(settings.username_words_dir),

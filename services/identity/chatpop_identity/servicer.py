@@ -23,6 +23,7 @@ from chatpop_common.errors import (
     ResourceExhausted,
     Unauthenticated,
 )
+from chatpop_common.service_auth import SERVICE_NAMES, proof_is_valid, require_service
 from chatpop_common.token_bucket import TokenBucketLimiter
 from chatpop_common.usernames import USERNAME_MAX_LENGTH, normalize_username, username_key
 from chatpop_common.wording import wait_words
@@ -64,6 +65,8 @@ _KINDS = {
 }
 log = logging.getLogger(__name__)
 
+# The services whose credential may append to the audit log.
+AUDIT_WRITERS = ("rooms", "messaging", "payments")
 # A keyed hash is short; anything longer is not one.
 CLIENT_IP_HASH_MAX = 128
 SUGGEST_MAX = 50
@@ -155,9 +158,11 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         audit_log: audit.AuditLog,
         login_failures: LoginFailures,
         site_bans: SiteBans,
+        service_token_secret: str,
         session_limiter: TokenBucketLimiter | None = None,
         now: Now = _utcnow,
     ) -> None:
+        self._service_token_secret = service_token_secret
         self._store = store
         self._audit = audit_log
         self._login_failures = login_failures
@@ -506,9 +511,10 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
     async def RecordAuditEvents(
         self, request: identity_pb2.RecordAuditEventsRequest, context: grpc.aio.ServicerContext
     ) -> identity_pb2.RecordAuditEventsResponse:
-        # Service credentials (ARCHITECTURE.md) will let rooms and payments call this; until then,
-        # only admins may.
-        await self._require_admin()
+        # Other services' own events come with their service credential; admins may append too.
+        caller = require_service(*AUDIT_WRITERS, admins=True)
+        if caller.token_type != "service":
+            await self._require_admin()
         if not 1 <= len(request.events) <= audit.BATCH_MAX:
             raise InvalidArgument(f"Send 1 to {audit.BATCH_MAX} events.", code="invalid_argument")
         events = [
@@ -564,6 +570,21 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             client_ip_hash=check_ip_hash(request.client_ip_hash),
         )
         return identity_pb2.CheckSiteBanResponse(banned=banned)
+
+    async def IssueServiceToken(
+        self, request: identity_pb2.IssueServiceTokenRequest, context: grpc.aio.ServicerContext
+    ) -> identity_pb2.IssueServiceTokenResponse:
+        service = request.service.strip()
+        now = self._now().timestamp()
+        if service not in SERVICE_NAMES or not proof_is_valid(
+            self._service_token_secret, service, request.issued_at, request.proof, now
+        ):
+            log.warning("service token refused", extra={"service": service[:32]})
+            raise Unauthenticated("The service proof is wrong or too old.", code="invalid_service_proof")
+        signed = self._tokens.service_token(service)
+        return identity_pb2.IssueServiceTokenResponse(
+            service_token=signed.token, expires_in=signed.expires_in
+        )
 
     async def GetAuditStats(
         self, request: identity_pb2.GetAuditStatsRequest, context: grpc.aio.ServicerContext

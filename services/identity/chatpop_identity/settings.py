@@ -9,6 +9,7 @@ from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator
 
+from chatpop_common.service_auth import check_secret
 from chatpop_common.settings import ServiceSettings
 from chatpop_identity.generator import WORDLIST_DIR, UsernameGenerator
 from chatpop_identity.keys import load_private_key, load_public_key
@@ -28,6 +29,12 @@ class Settings(ServiceSettings):
     identity_signing_key_file: Path
     # Comma-separated PEM public keys that still verify during a key rotation.
     identity_extra_public_key_files: str = ""
+
+    # Shared secret with which the other services prove who they are when they ask for a service
+    # token (chatpop_common.service_auth); at least 32 characters.
+    service_token_secret: SecretStr
+    # Seconds a service token lives; services fetch the next one halfway through.
+    service_token_ttl: int = Field(300, ge=10, le=3600)
 
     access_token_ttl: int = Field(900, ge=1)
     refresh_token_ttl: int = Field(30 * DAY, ge=1)
@@ -74,6 +81,12 @@ class Settings(ServiceSettings):
     # Failed logins are counted per email and network over windows this long, each window becoming
     # one audit event once it has closed (within about two windows).
     audit_login_failure_window: int = Field(60, ge=1, le=3600)
+
+    @field_validator("service_token_secret")
+    @classmethod
+    def _service_token_secret(cls, value: SecretStr) -> SecretStr:
+        check_secret(value.get_secret_value())
+        return value
 
     @field_validator("smtp_url")
     @classmethod

@@ -1,4 +1,4 @@
-"""Signing access and room tokens (EdDSA JWTs) in the shape chatpop_common.auth.TokenVerifier checks."""
+"""Signing access, room and service tokens (EdDSA JWTs) as chatpop_common.auth.TokenVerifier checks them."""
 
 from __future__ import annotations
 
@@ -10,7 +10,14 @@ from typing import Any
 
 import jwt
 
-from chatpop_common.auth import ACCESS_AUDIENCE, ALGORITHM, ISSUER, room_audience
+from chatpop_common.auth import (
+    ACCESS_AUDIENCE,
+    ALGORITHM,
+    ISSUER,
+    SERVICE_AUDIENCE,
+    SERVICE_TOKEN_TYPE,
+    room_audience,
+)
 from chatpop_identity.keys import KeyRing
 
 Clock = Callable[[], float]
@@ -37,10 +44,19 @@ class RoomGrant:
 
 
 class TokenIssuer:
-    def __init__(self, keys: KeyRing, *, access_ttl: int, room_ttl: int, clock: Clock = time.time) -> None:
+    def __init__(
+        self,
+        keys: KeyRing,
+        *,
+        access_ttl: int,
+        room_ttl: int,
+        service_ttl: int = 300,
+        clock: Clock = time.time,
+    ) -> None:
         self._keys = keys
         self._access_ttl = access_ttl
         self._room_ttl = room_ttl
+        self._service_ttl = service_ttl
         self._clock = clock
 
     def _sign(self, claims: dict[str, Any], ttl: int) -> SignedToken:
@@ -82,3 +98,7 @@ class TokenIssuer:
             "knd": grant.kind,
         }
         return self._sign(claims, self._room_ttl)
+
+    def service_token(self, service: str) -> SignedToken:
+        claims = {"aud": SERVICE_AUDIENCE, "sub": service, "typ": SERVICE_TOKEN_TYPE}
+        return self._sign(claims, self._service_ttl)

@@ -456,6 +456,24 @@ class CheckSiteBanResponse(_message.Message):
     banned: bool
     def __init__(self, banned: _Optional[bool] = ...) -> None: ...
 
+class IssueServiceTokenRequest(_message.Message):
+    __slots__ = ("service", "issued_at", "proof")
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    ISSUED_AT_FIELD_NUMBER: _ClassVar[int]
+    PROOF_FIELD_NUMBER: _ClassVar[int]
+    service: str
+    issued_at: int
+    proof: str
+    def __init__(self, service: _Optional[str] = ..., issued_at: _Optional[int] = ..., proof: _Optional[str] = ...) -> None: ...
+
+class IssueServiceTokenResponse(_message.Message):
+    __slots__ = ("service_token", "expires_in")
+    SERVICE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_IN_FIELD_NUMBER: _ClassVar[int]
+    service_token: str
+    expires_in: int
+    def __init__(self, service_token: _Optional[str] = ..., expires_in: _Optional[int] = ...) -> None: ...
+
 class GetAuditStatsRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

@@ -145,6 +145,11 @@ class IdentityServiceStub:
                 request_serializer=chatpop_dot_identity_dot_v1_dot_identity__pb2.GetAuditStatsRequest.SerializeToString,
                 response_deserializer=chatpop_dot_identity_dot_v1_dot_identity__pb2.GetAuditStatsResponse.FromString,
                 _registered_method=True)
+        self.IssueServiceToken = channel.unary_unary(
+                '/chatpop.identity.v1.IdentityService/IssueServiceToken',
+                request_serializer=chatpop_dot_identity_dot_v1_dot_identity__pb2.IssueServiceTokenRequest.SerializeToString,
+                response_deserializer=chatpop_dot_identity_dot_v1_dot_identity__pb2.IssueServiceTokenResponse.FromString,
+                _registered_method=True)
 
 
 class IdentityServiceServicer:
@@ -278,8 +283,9 @@ class IdentityServiceServicer:
 
     def RecordAuditEvents(self, request, context):
         """RecordAuditEvents appends a batch of events from another service (bans, takedowns, report
-        resolutions), all or none. Kinds under `identity.` are identity's own and refused. For now
-        only admins may call it (as ListAuditEvents); service credentials for it come later.
+        resolutions, lockouts, rate-limit trips), all or none. Kinds under `identity.` are identity's own
+        and refused. Callers: the service token of rooms, messaging or payments (IssueServiceToken), or
+        an admin (as ListAuditEvents); anyone else is refused (PERMISSION_DENIED `forbidden`).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -320,6 +326,17 @@ class IdentityServiceServicer:
 
     def GetAuditStats(self, request, context):
         """GetAuditStats counts the audit log's events (admins only, as ListAuditEvents).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def IssueServiceToken(self, request, context):
+        """IssueServiceToken signs a short-lived service token (`typ: service`, `sub: <service>`) for one
+        of ChatPop's own services. The service proves itself with `proof`: the hex HMAC-SHA256, keyed
+        with the shared SERVICE_TOKEN_SECRET, of `chatpop-service-token:<service>:<issued_at>`;
+        `issued_at` (Unix seconds) must be within a minute of identity's clock. The secret itself never
+        travels. A wrong or stale proof is refused (UNAUTHENTICATED `invalid_service_proof`).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -437,6 +454,11 @@ def add_IdentityServiceServicer_to_server(servicer, server):
                     servicer.GetAuditStats,
                     request_deserializer=chatpop_dot_identity_dot_v1_dot_identity__pb2.GetAuditStatsRequest.FromString,
                     response_serializer=chatpop_dot_identity_dot_v1_dot_identity__pb2.GetAuditStatsResponse.SerializeToString,
+            ),
+            'IssueServiceToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.IssueServiceToken,
+                    request_deserializer=chatpop_dot_identity_dot_v1_dot_identity__pb2.IssueServiceTokenRequest.FromString,
+                    response_serializer=chatpop_dot_identity_dot_v1_dot_identity__pb2.IssueServiceTokenResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1034,6 +1056,33 @@ class IdentityService:
             '/chatpop.identity.v1.IdentityService/GetAuditStats',
             chatpop_dot_identity_dot_v1_dot_identity__pb2.GetAuditStatsRequest.SerializeToString,
             chatpop_dot_identity_dot_v1_dot_identity__pb2.GetAuditStatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def IssueServiceToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatpop.identity.v1.IdentityService/IssueServiceToken',
+            chatpop_dot_identity_dot_v1_dot_identity__pb2.IssueServiceTokenRequest.SerializeToString,
+            chatpop_dot_identity_dot_v1_dot_identity__pb2.IssueServiceTokenResponse.FromString,
             options,
             channel_credentials,
             insecure,

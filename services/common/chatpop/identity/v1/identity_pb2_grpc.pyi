@@ -88,8 +88,9 @@ class IdentityServiceStub:
     """
     RecordAuditEvents: _grpc.UnaryUnaryMultiCallable[_identity_pb2.RecordAuditEventsRequest, _identity_pb2.RecordAuditEventsResponse]
     """RecordAuditEvents appends a batch of events from another service (bans, takedowns, report
-    resolutions), all or none. Kinds under `identity.` are identity's own and refused. For now
-    only admins may call it (as ListAuditEvents); service credentials for it come later.
+    resolutions, lockouts, rate-limit trips), all or none. Kinds under `identity.` are identity's own
+    and refused. Callers: the service token of rooms, messaging or payments (IssueServiceToken), or
+    an admin (as ListAuditEvents); anyone else is refused (PERMISSION_DENIED `forbidden`).
     """
     BanSite: _grpc.UnaryUnaryMultiCallable[_identity_pb2.BanSiteRequest, _identity_pb2.BanSiteResponse]
     """BanSite bans an identity (anonymous session or account) or a network (keyed hash of a client
@@ -108,6 +109,13 @@ class IdentityServiceStub:
     """
     GetAuditStats: _grpc.UnaryUnaryMultiCallable[_identity_pb2.GetAuditStatsRequest, _identity_pb2.GetAuditStatsResponse]
     """GetAuditStats counts the audit log's events (admins only, as ListAuditEvents)."""
+    IssueServiceToken: _grpc.UnaryUnaryMultiCallable[_identity_pb2.IssueServiceTokenRequest, _identity_pb2.IssueServiceTokenResponse]
+    """IssueServiceToken signs a short-lived service token (`typ: service`, `sub: <service>`) for one
+    of ChatPop's own services. The service proves itself with `proof`: the hex HMAC-SHA256, keyed
+    with the shared SERVICE_TOKEN_SECRET, of `chatpop-service-token:<service>:<issued_at>`;
+    `issued_at` (Unix seconds) must be within a minute of identity's clock. The secret itself never
+    travels. A wrong or stale proof is refused (UNAUTHENTICATED `invalid_service_proof`).
+    """
 
 @_typing.type_check_only
 class IdentityServiceAsyncStub(IdentityServiceStub):
@@ -169,8 +177,9 @@ class IdentityServiceAsyncStub(IdentityServiceStub):
     """
     RecordAuditEvents: _aio.UnaryUnaryMultiCallable[_identity_pb2.RecordAuditEventsRequest, _identity_pb2.RecordAuditEventsResponse]  # type: ignore[assignment]
     """RecordAuditEvents appends a batch of events from another service (bans, takedowns, report
-    resolutions), all or none. Kinds under `identity.` are identity's own and refused. For now
-    only admins may call it (as ListAuditEvents); service credentials for it come later.
+    resolutions, lockouts, rate-limit trips), all or none. Kinds under `identity.` are identity's own
+    and refused. Callers: the service token of rooms, messaging or payments (IssueServiceToken), or
+    an admin (as ListAuditEvents); anyone else is refused (PERMISSION_DENIED `forbidden`).
     """
     BanSite: _aio.UnaryUnaryMultiCallable[_identity_pb2.BanSiteRequest, _identity_pb2.BanSiteResponse]  # type: ignore[assignment]
     """BanSite bans an identity (anonymous session or account) or a network (keyed hash of a client
@@ -189,6 +198,13 @@ class IdentityServiceAsyncStub(IdentityServiceStub):
     """
     GetAuditStats: _aio.UnaryUnaryMultiCallable[_identity_pb2.GetAuditStatsRequest, _identity_pb2.GetAuditStatsResponse]  # type: ignore[assignment]
     """GetAuditStats counts the audit log's events (admins only, as ListAuditEvents)."""
+    IssueServiceToken: _aio.UnaryUnaryMultiCallable[_identity_pb2.IssueServiceTokenRequest, _identity_pb2.IssueServiceTokenResponse]  # type: ignore[assignment]
+    """IssueServiceToken signs a short-lived service token (`typ: service`, `sub: <service>`) for one
+    of ChatPop's own services. The service proves itself with `proof`: the hex HMAC-SHA256, keyed
+    with the shared SERVICE_TOKEN_SECRET, of `chatpop-service-token:<service>:<issued_at>`;
+    `issued_at` (Unix seconds) must be within a minute of identity's clock. The secret itself never
+    travels. A wrong or stale proof is refused (UNAUTHENTICATED `invalid_service_proof`).
+    """
 
 class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
     """IdentityService owns accounts, anonymous sessions and the keys that sign every token."""
@@ -349,8 +365,9 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_identity_pb2.RecordAuditEventsResponse, _abc.Awaitable[_identity_pb2.RecordAuditEventsResponse]]:
         """RecordAuditEvents appends a batch of events from another service (bans, takedowns, report
-        resolutions), all or none. Kinds under `identity.` are identity's own and refused. For now
-        only admins may call it (as ListAuditEvents); service credentials for it come later.
+        resolutions, lockouts, rate-limit trips), all or none. Kinds under `identity.` are identity's own
+        and refused. Callers: the service token of rooms, messaging or payments (IssueServiceToken), or
+        an admin (as ListAuditEvents); anyone else is refused (PERMISSION_DENIED `forbidden`).
         """
 
     @_abc_1.abstractmethod
@@ -399,5 +416,18 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_identity_pb2.GetAuditStatsResponse, _abc.Awaitable[_identity_pb2.GetAuditStatsResponse]]:
         """GetAuditStats counts the audit log's events (admins only, as ListAuditEvents)."""
+
+    @_abc_1.abstractmethod
+    def IssueServiceToken(
+        self,
+        request: _identity_pb2.IssueServiceTokenRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_identity_pb2.IssueServiceTokenResponse, _abc.Awaitable[_identity_pb2.IssueServiceTokenResponse]]:
+        """IssueServiceToken signs a short-lived service token (`typ: service`, `sub: <service>`) for one
+        of ChatPop's own services. The service proves itself with `proof`: the hex HMAC-SHA256, keyed
+        with the shared SERVICE_TOKEN_SECRET, of `chatpop-service-token:<service>:<issued_at>`;
+        `issued_at` (Unix seconds) must be within a minute of identity's clock. The secret itself never
+        travels. A wrong or stale proof is refused (UNAUTHENTICATED `invalid_service_proof`).
+        """
 
 def add_IdentityServiceServicer_to_server(servicer: IdentityServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
