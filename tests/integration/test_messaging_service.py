@@ -31,6 +31,7 @@ from chatpop_common.errors import error_details
 from chatpop_common.server import serve
 from chatpop_messaging.app import build
 from chatpop_messaging.settings import MessagingSettings
+from tests.integration.identity_server import SERVICE_TOKEN_SECRET
 from tests.integration.inprocess import wait_serving
 
 SIGNING_KEY = Ed25519PrivateKey.generate()
@@ -206,6 +207,7 @@ async def messaging_server(
         "shutdown_grace": 1.0,
         "hub_poll_interval": 0.5,
         "log_format": "text",
+        "service_token_secret": SERVICE_TOKEN_SECRET,
     }
     values.update(overrides)
     settings = MessagingSettings(**values)

@@ -31,6 +31,7 @@ from chatpop_identity.settings import Settings as IdentitySettings
 from chatpop_rooms.app import build as build_rooms
 from chatpop_rooms.codes import ALPHABET, new_room_code
 from chatpop_rooms.settings import Settings as RoomsSettings
+from tests.integration.identity_server import SERVICE_TOKEN_SECRET
 from tests.integration.inprocess import wait_serving
 
 # Cheap hashes keep the suite fast; production uses argon2-cffi's defaults.
@@ -94,6 +95,7 @@ async def rooms_serving(
             "identity_addr": identity_addr,
             "shutdown_grace": 1,
             "access_code_key": ACCESS_CODE_KEY,
+            "service_token_secret": SERVICE_TOKEN_SECRET,
             **LIGHT_ARGON2,
             **GENEROUS_LIMITS,
             **overrides,
@@ -156,6 +158,7 @@ async def identity_server(
             "argon2_memory_cost": 64,
             "argon2_parallelism": 1,
             "shutdown_grace": 1,
+            "service_token_secret": SERVICE_TOKEN_SECRET,
             **overrides,
         }
     )

@@ -147,3 +147,17 @@ async def test_expired_and_forged_service_tokens_are_refused(stub: Stub, key_fil
     valid = _sign(key, _service_claims("rooms"))
     recorded = await _record(stub, valid)
     assert recorded.recorded == 1
+
+
+async def test_site_ban_checks_need_a_service_credential(stub: Stub) -> None:
+    request = identity_pb2.CheckSiteBanRequest(identity_id=str(uuid.uuid4()))
+    await _fails(stub.CheckSiteBan(request), grpc.StatusCode.UNAUTHENTICATED, "unauthenticated")
+    anonymous = await stub.CreateAnonymousSession(identity_pb2.CreateAnonymousSessionRequest())
+    await _fails(
+        stub.CheckSiteBan(request, metadata=bearer(anonymous.tokens.access_token)),
+        grpc.StatusCode.PERMISSION_DENIED,
+        "forbidden",
+    )
+    rooms = ServiceCredentials(stub, "rooms", SERVICE_TOKEN_SECRET)  # type: ignore[arg-type]
+    answer = await stub.CheckSiteBan(request, metadata=await rooms.metadata())
+    assert answer.banned is False

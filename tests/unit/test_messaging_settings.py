@@ -31,6 +31,7 @@ VARIABLES = (
 def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in VARIABLES:
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SERVICE_TOKEN_SECRET", "unit-test-service-token-secret-0123456789")
 
 
 def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:

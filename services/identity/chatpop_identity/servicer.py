@@ -565,6 +565,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
     async def CheckSiteBan(
         self, request: identity_pb2.CheckSiteBanRequest, context: grpc.aio.ServicerContext
     ) -> identity_pb2.CheckSiteBanResponse:
+        require_service("rooms", "edge", admins=True)
         banned = await self._site_bans.banned(
             identity_id=check_identity_id(request.identity_id),
             client_ip_hash=check_ip_hash(request.client_ip_hash),

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from chatpop.identity.v1 import identity_pb2_grpc
 from chatpop.messaging.v1 import messaging_pb2, messaging_pb2_grpc
+from chatpop_common.audit_events import AuditSender
 from chatpop_common.auth import KeyCache, KeyFetcher, TokenVerifier
 from chatpop_common.clients import identity_key_fetcher, insecure_channel
 from chatpop_common.datastores import create_redis, service_datastores, service_pool
 from chatpop_common.server import Cleanup, GrpcApp, Registration
+from chatpop_common.service_auth import ServiceCredentials
+from chatpop_messaging.audit import RateLimitTrips
 from chatpop_messaging.bans import BanEntries
 from chatpop_messaging.deletions import Deletions, Redactions
 from chatpop_messaging.fanout import Fanout
@@ -37,10 +43,14 @@ SERVICE_NAME = messaging_pb2.DESCRIPTOR.services_by_name["MessagingService"].ful
 async def build(settings: MessagingSettings, *, key_fetcher: KeyFetcher | None = None) -> GrpcApp:
     """Build the messaging service; `key_fetcher` replaces identity as the source of token keys."""
     cleanups: list[Cleanup] = []
+    identity_channel = insecure_channel(settings.identity_addr)
+    cleanups.append(identity_channel.close)
     if key_fetcher is None:
-        identity_channel = insecure_channel(settings.identity_addr)
         key_fetcher = identity_key_fetcher(identity_channel)
-        cleanups.append(identity_channel.close)
+    identity = identity_pb2_grpc.IdentityServiceStub(identity_channel)
+    credentials = ServiceCredentials(identity, "messaging", settings.service_token_secret.get_secret_value())
+    audit_log = AuditSender(identity, credentials)
+    trips = RateLimitTrips(audit_log)
     verifier = TokenVerifier(KeyCache(key_fetcher))
 
     pool = await service_pool(settings, "messaging")
@@ -59,7 +69,11 @@ async def build(settings: MessagingSettings, *, key_fetcher: KeyFetcher | None =
     cache = HotCache(redis, guard, size=settings.hot_cache_size, ttl=settings.hot_cache_ttl)
     reader = MessageReader(store, cache)
     limiter = SendRateLimiter(
-        redis, guard, per_minute=settings.send_rate_limit, burst=settings.send_rate_burst
+        redis,
+        guard,
+        per_minute=settings.send_rate_limit,
+        burst=settings.send_rate_burst,
+        on_refused=trips.trip,
     )
     participants = ParticipantDirectory(rooms_channel, ttl=settings.participant_cache_ttl)
     policies = RoomPolicies(rooms_channel, ttl=settings.room_policy_cache_ttl)
@@ -92,8 +106,18 @@ async def build(settings: MessagingSettings, *, key_fetcher: KeyFetcher | None =
         redactions=redactions,
         mutes=Mutes(pool, participants),
         stats=MessagingStats(pool),
+        audit_log=audit_log,
     )
     fanout.start()
+    delivering = asyncio.create_task(audit_log.run(), name="audit events to identity")
+    counting = asyncio.create_task(trips.run(), name="rate-limit trips to the audit log")
+
+    async def flush_audit() -> None:
+        for task in (counting, delivering):
+            task.cancel()
+        await asyncio.gather(counting, delivering, return_exceptions=True)
+        trips.flush(everything=True)
+        await audit_log.flush(settings.shutdown_grace)
 
     async def close_redis() -> None:
         await redis.aclose()  # type: ignore[attr-defined]
@@ -114,6 +138,7 @@ async def build(settings: MessagingSettings, *, key_fetcher: KeyFetcher | None =
         # Publishing finishes first; the pools close last.
         cleanups=[
             servicer.close,
+            flush_audit,
             redactions.close,
             fanout.close,
             reader.close,

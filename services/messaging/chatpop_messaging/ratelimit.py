@@ -7,6 +7,7 @@ It fails open: when Redis cannot be reached, sending keeps working without a lim
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import redis.asyncio as aioredis
 
@@ -30,8 +31,11 @@ class SendRateLimiter:
         *,
         per_minute: float,
         burst: int,
+        on_refused: Callable[[str, str], None] | None = None,
     ) -> None:
         self._guard = guard
+        # Told of each refusal (room, participant): the audit log counts them per minute.
+        self._on_refused = on_refused
         self._bucket = (
             TokenBucketLimiter(redis, limit=per_minute, window_seconds=60, burst=burst)
             if per_minute > 0
@@ -51,6 +55,8 @@ class SendRateLimiter:
         if not ok or decision is None or decision.allowed:
             return
         RATE_LIMITED.inc()
+        if self._on_refused is not None:
+            self._on_refused(room_id, participant_id)
         raise ResourceExhausted(
             f"You are sending messages too fast. Try again {wait_words(decision.retry_after)}.",
             code="rate_limited",

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import AsyncIterator
 
 import grpc
 
 from chatpop.messaging.v1 import messaging_pb2, messaging_pb2_grpc
+from chatpop_common.audit_events import AuditSender
 from chatpop_common.auth import Principal, bearer_from_metadata, require_principal
 from chatpop_common.clients import bearer
 from chatpop_common.errors import FailedPrecondition, InvalidArgument, PermissionDenied, ServiceError
-from chatpop_messaging import validation
+from chatpop_messaging import audit, validation
 from chatpop_messaging.bans import BanEntries, ban_id
 from chatpop_messaging.deletions import Deletions, Redactions
 from chatpop_messaging.fanout import SIGNAL_SEQ, Fanout
@@ -44,6 +46,13 @@ _PAGE_SCAN_BUDGET = 2000
 _TOUCHED_MAX = 500
 
 
+_RESOLUTIONS = {
+    messaging_pb2.REPORT_RESOLUTION_RESTORE: "restore",
+    messaging_pb2.REPORT_RESOLUTION_DELETE: "delete",
+    messaging_pb2.REPORT_RESOLUTION_DISMISS: "dismiss",
+}
+
+
 def _reload(last_seq: int) -> messaging_pb2.SubscribeResponse:
     return messaging_pb2.SubscribeResponse(reload=messaging_pb2.Reload(last_seq=last_seq))
 
@@ -71,8 +80,10 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
         reports: Reports,
         mutes: Mutes,
         stats: MessagingStats,
+        audit_log: AuditSender,
     ) -> None:
         self._settings = settings
+        self._audit = audit_log
         self._store = store
         self._reader = reader
         self._cache = cache
@@ -534,6 +545,18 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
             )
         if entries:
             await asyncio.shield(self._publish_committed(*entries))
+        if closed or entries:
+            self._audit.emit(
+                audit.report_resolved(
+                    room_id,
+                    target_seq,
+                    _RESOLUTIONS[request.resolution],
+                    host=require_principal().subject,
+                    host_participant=actor.participant_id,
+                    closed=closed,
+                    key=uuid.uuid4().hex,
+                )
+            )
         return messaging_pb2.ResolveReportsResponse(entries=entries, closed=closed)
 
     async def AppendBan(

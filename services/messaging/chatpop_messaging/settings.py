@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, SecretStr, field_validator
 
+from chatpop_common.service_auth import check_secret
 from chatpop_common.settings import ServiceSettings
 
 
@@ -40,3 +41,13 @@ class MessagingSettings(ServiceSettings):
     redis_retry_after: float = Field(1.0, ge=0)
     # Distinct participants whose open reports hide a message pending the host's review.
     reports_to_hide: int = Field(3, ge=1)
+
+    # Shared secret with which messaging proves itself to identity for its service token (audit
+    # events); at least 32 characters, the same in every service.
+    service_token_secret: SecretStr
+
+    @field_validator("service_token_secret")
+    @classmethod
+    def _service_token_secret(cls, value: SecretStr) -> SecretStr:
+        check_secret(value.get_secret_value())
+        return value

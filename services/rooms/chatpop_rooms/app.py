@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 from chatpop.identity.v1 import identity_pb2_grpc
 from chatpop.rooms.v1 import rooms_pb2, rooms_pb2_grpc
+from chatpop_common.audit_events import AuditSender
 from chatpop_common.auth import TokenVerifier
 from chatpop_common.clients import identity_key_cache, insecure_channel
 from chatpop_common.datastores import create_redis, service_datastores, service_pool
 from chatpop_common.fixed_window import FixedWindowLimiter
 from chatpop_common.server import GrpcApp, Registration
+from chatpop_common.service_auth import ServiceCredentials
 from chatpop_rooms.access_codes import AccessCodeHasher, AccessCodeSealer
 from chatpop_rooms.badges import VerifiedBadges
 from chatpop_rooms.bans import BanStore
@@ -19,6 +22,7 @@ from chatpop_rooms.limits import JoinAttemptLimiter
 from chatpop_rooms.rolls import UsernameRolls
 from chatpop_rooms.servicer import RoomsServicer
 from chatpop_rooms.settings import Settings
+from chatpop_rooms.site_bans import SiteBanCheck
 from chatpop_rooms.store import RoomStore
 from chatpop_rooms.takedowns import Takedowns
 
@@ -30,6 +34,9 @@ async def build(settings: Settings, *, room_codes: Callable[[], str] = new_room_
     pool = await service_pool(settings, "rooms")
     redis = create_redis(settings.redis_url)
     identity_channel = insecure_channel(settings.identity_addr)
+    identity = identity_pb2_grpc.IdentityServiceStub(identity_channel)
+    credentials = ServiceCredentials(identity, "rooms", settings.service_token_secret.get_secret_value())
+    audit_log = AuditSender(identity, credentials)
     servicer = RoomsServicer(
         store=RoomStore(pool),
         hasher=AccessCodeHasher(
@@ -44,7 +51,9 @@ async def build(settings: Settings, *, room_codes: Callable[[], str] = new_room_
             room_limit=settings.join_room_attempt_limit,
             window_seconds=settings.join_attempt_window,
         ),
-        identity=identity_pb2_grpc.IdentityServiceStub(identity_channel),
+        identity=identity,
+        site_bans=SiteBanCheck(identity, credentials),
+        audit_log=audit_log,
         rolls=UsernameRolls(
             redis,
             limit=settings.username_roll_limit,
@@ -59,8 +68,15 @@ async def build(settings: Settings, *, room_codes: Callable[[], str] = new_room_
         takedowns=Takedowns(pool),
         anonymous_usernames_per_ip=settings.anonymous_usernames_per_ip,
         anonymous_usernames_window=settings.anonymous_usernames_window,
+        join_attempt_window=settings.join_attempt_window,
         room_codes=room_codes,
     )
+    delivering = asyncio.create_task(audit_log.run(), name="audit events to identity")
+
+    async def flush_audit() -> None:
+        delivering.cancel()
+        await asyncio.gather(delivering, return_exceptions=True)
+        await audit_log.flush(settings.shutdown_grace)
 
     async def close_identity() -> None:
         await identity_channel.close()
@@ -81,6 +97,6 @@ async def build(settings: Settings, *, room_codes: Callable[[], str] = new_room_
             )
         ],
         verifier=TokenVerifier(identity_key_cache(identity_channel)),
-        cleanups=[close_identity, close_redis, close_pool],
+        cleanups=[flush_audit, close_identity, close_redis, close_pool],
         datastores=service_datastores(settings, redis),
     )

@@ -89,6 +89,8 @@ class BanOutcome:
     ban: BanRow
     participant: ParticipantRow
     created: bool
+    # The keyed hash of the banned participant's network, when known.
+    client_ip_hash: str = ""
 
 
 def validate_tier(value: int) -> str:
@@ -187,7 +189,12 @@ class BanStore:
                 participant_key,
             )
         assert existing is not None and participant is not None
-        return BanOutcome(BanRow.from_record(existing), ParticipantRow.from_record(participant), created)
+        return BanOutcome(
+            BanRow.from_record(existing),
+            ParticipantRow.from_record(participant),
+            created,
+            client_ip_hash=target["client_ip_hash"] or "",
+        )
 
     async def lift(self, *, room_id: str, ban_id: str, lifted_by: str) -> tuple[BanRow, bool]:
         """Lift a ban for future joins; (the ban, whether this call lifted it)."""

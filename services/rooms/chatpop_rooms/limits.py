@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 
 # KEYS: counters; ARGV: one limit per key, then the window in seconds.
-# Returns 0 when an attempt was reserved, else the milliseconds until the longest lock ends.
+# Returns the milliseconds until the longest lock ends when refused; otherwise 0, or minus the sum of
+# 2^i over the keys (i from 0) that this very attempt brought to their limit.
 _RESERVE = """
 local window = tonumber(ARGV[#KEYS + 1])
 local wait = 0
@@ -31,12 +32,15 @@ for i, key in ipairs(KEYS) do
   end
 end
 if wait > 0 then return wait end
-for _, key in ipairs(KEYS) do
-  if redis.call('INCR', key) == 1 or redis.call('PTTL', key) < 0 then
+local reached = 0
+for i, key in ipairs(KEYS) do
+  local count = redis.call('INCR', key)
+  if count == 1 or redis.call('PTTL', key) < 0 then
     redis.call('EXPIRE', key, window)
   end
+  if count >= tonumber(ARGV[i]) then reached = reached + 2 ^ (i - 1) end
 end
-return 0
+return -reached
 """
 
 # Gives a reservation back without ever creating a key or going below zero; TTLs stay as they are.
@@ -56,6 +60,10 @@ class Reservation:
 
     keys: tuple[str, ...]
     retry_after: int = 0
+    # Whether this attempt used the last one the client / the whole room had: if it fails, the
+    # client (or room) is locked out until the window ends.
+    last_for_client: bool = False
+    last_for_room: bool = False
 
     @property
     def granted(self) -> bool:
@@ -91,7 +99,8 @@ class JoinAttemptLimiter:
         )
         if wait_ms > 0:
             return Reservation(keys=keys, retry_after=max(1, math.ceil(wait_ms / 1000)))
-        return Reservation(keys=keys)
+        reached = -wait_ms
+        return Reservation(keys=keys, last_for_client=bool(reached & 1), last_for_room=bool(reached & 2))
 
     async def release(self, reservation: Reservation) -> None:
         await self._release(keys=list(reservation.keys), args=[])

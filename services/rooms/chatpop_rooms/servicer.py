@@ -11,6 +11,7 @@ import redis
 
 from chatpop.identity.v1 import identity_pb2, identity_pb2_grpc
 from chatpop.rooms.v1 import rooms_pb2, rooms_pb2_grpc
+from chatpop_common.audit_events import AuditSender
 from chatpop_common.auth import Principal, bearer_from_metadata, require_principal
 from chatpop_common.clients import bearer
 from chatpop_common.errors import (
@@ -25,6 +26,7 @@ from chatpop_common.errors import (
 from chatpop_common.fixed_window import FixedWindowLimiter
 from chatpop_common.usernames import USERNAME_MAX_LENGTH, normalize_username
 from chatpop_common.wording import wait_words
+from chatpop_rooms import audit
 from chatpop_rooms.access_codes import AccessCodeHasher, AccessCodeSealer
 from chatpop_rooms.badges import VerifiedBadges
 from chatpop_rooms.bans import BanStore, ban_message, validate_limit, validate_reason, validate_tier
@@ -146,10 +148,15 @@ class RoomsServicer(rooms_pb2_grpc.RoomsServiceServicer):
         badges: VerifiedBadges,
         bans: BanStore,
         takedowns: Takedowns,
+        site_bans: SiteBanCheck,
+        audit_log: AuditSender,
         anonymous_usernames_per_ip: int,
         anonymous_usernames_window: int = 3600,
+        join_attempt_window: int = 900,
         room_codes: Callable[[], str] = new_room_code,
     ) -> None:
+        self._audit = audit_log
+        self._join_attempt_window = join_attempt_window
         self._store = store
         self._hasher = hasher
         self._sealer = sealer
@@ -160,7 +167,7 @@ class RoomsServicer(rooms_pb2_grpc.RoomsServiceServicer):
         self._badges = badges
         self._bans = bans
         self._takedowns = takedowns
-        self._site_bans = SiteBanCheck(identity)
+        self._site_bans = site_bans
         self._anonymous_usernames_per_ip = anonymous_usernames_per_ip
         self._anonymous_usernames_window = anonymous_usernames_window
         self._room_codes = room_codes
@@ -504,6 +511,7 @@ class RoomsServicer(rooms_pb2_grpc.RoomsServiceServicer):
                 "participant banned",
                 extra={"room_id": room.id, "participant_id": outcome.participant.id, "tier": tier},
             )
+            self._audit.emit(audit.ban_created(outcome, principal.subject, principal.participant_id))
         # Pins: the banned participant's pins are removed by messaging when it appends the ban entry
         # (AppendBan), in the same transaction as the entry, so every client learns both together.
         return rooms_pb2.BanParticipantResponse(
@@ -521,6 +529,8 @@ class RoomsServicer(rooms_pb2_grpc.RoomsServiceServicer):
         ban, changed = await self._bans.lift(
             room_id=room.id, ban_id=request.ban_id, lifted_by=principal.subject
         )
+        if changed:
+            self._audit.emit(audit.ban_lifted(ban, principal.subject, principal.participant_id))
         return rooms_pb2.UnbanParticipantResponse(ban=ban_message(ban), changed=changed)
 
     async def ListBans(
@@ -632,7 +642,9 @@ class RoomsServicer(rooms_pb2_grpc.RoomsServiceServicer):
         is_host = principal.subject == room.host_id
         if room.visibility == PRIVATE and not is_host:
             client = f"ip:{request.client_ip_hash}" if request.client_ip_hash else f"sub:{principal.subject}"
-            await self._check_access_code(room, client, request.access_code)
+            await self._check_access_code(
+                room, client, request.access_code, subject=principal.subject, ip_hash=request.client_ip_hash
+            )
         try:
             participant = await self._store.insert_participant(
                 room_id=room.id,
@@ -707,7 +719,9 @@ class RoomsServicer(rooms_pb2_grpc.RoomsServiceServicer):
                 retry_after=decision.retry_after,
             )
 
-    async def _check_access_code(self, room: RoomRow, client: str, raw_code: str) -> None:
+    async def _check_access_code(
+        self, room: RoomRow, client: str, raw_code: str, *, subject: str, ip_hash: str
+    ) -> None:
         """Reserve an attempt first, so a locked-out client never reaches the hash check."""
         try:
             reservation = await self._limiter.reserve(room.id, client)
@@ -724,12 +738,24 @@ class RoomsServicer(rooms_pb2_grpc.RoomsServiceServicer):
                 retry_after=reservation.retry_after,
             )
         code = normalize_access_code(raw_code)
-        if not code:
-            raise PermissionDenied(
-                "This room is private: enter its access code.", code="access_code_required"
-            )
         stored_hash = room.access_code_hash or ""
-        if len(code) > ACCESS_CODE_MAX or not await self._hasher.verify(stored_hash, code):
+        if not code or len(code) > ACCESS_CODE_MAX or not await self._hasher.verify(stored_hash, code):
+            if reservation.last_for_client or reservation.last_for_room:
+                # This attempt used up the last one: the one moment a lockout begins.
+                self._audit.emit(
+                    audit.access_code_lockout(
+                        room.id,
+                        subject,
+                        ip_hash,
+                        whole_room=reservation.last_for_room and not reservation.last_for_client,
+                        window_seconds=self._join_attempt_window,
+                        key=uuid.uuid4().hex,
+                    )
+                )
+            if not code:
+                raise PermissionDenied(
+                    "This room is private: enter its access code.", code="access_code_required"
+                )
             raise PermissionDenied("That access code is not right.", code="invalid_access_code")
         try:
             await self._limiter.release(reservation)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field, SecretStr, field_validator
 
+from chatpop_common.service_auth import check_secret
 from chatpop_common.settings import ServiceAddresses, ServiceSettings
 
 
@@ -50,6 +51,16 @@ class Settings(ServiceSettings):
     # Secret from which the key that seals access codes for their hosts is derived (never stored in
     # the database). Changing it makes earlier codes unreadable to hosts, not unusable.
     access_code_key: SecretStr
+
+    # Shared secret with which rooms proves itself to identity for its service token (audit events,
+    # site-ban checks); at least 32 characters, the same in every service.
+    service_token_secret: SecretStr
+
+    @field_validator("service_token_secret")
+    @classmethod
+    def _service_token_secret(cls, value: SecretStr) -> SecretStr:
+        check_secret(value.get_secret_value())
+        return value
 
     @field_validator("access_code_key")
     @classmethod

@@ -13,6 +13,7 @@ import grpc
 
 from chatpop.identity.v1 import identity_pb2, identity_pb2_grpc
 from chatpop_common.errors import PermissionDenied, Unavailable
+from chatpop_common.service_auth import ServiceCredentials
 
 CHECK_TTL = 5.0
 CHECK_TIMEOUT = 5.0
@@ -24,8 +25,15 @@ def site_banned() -> PermissionDenied:
 
 
 class SiteBanCheck:
-    def __init__(self, identity: identity_pb2_grpc.IdentityServiceStub, *, ttl: float = CHECK_TTL) -> None:
+    def __init__(
+        self,
+        identity: identity_pb2_grpc.IdentityServiceStub,
+        credentials: ServiceCredentials,
+        *,
+        ttl: float = CHECK_TTL,
+    ) -> None:
         self._identity = identity
+        self._credentials = credentials
         self._ttl = ttl
         self._cache: OrderedDict[tuple[str, str], tuple[float, bool]] = OrderedDict()
 
@@ -40,6 +48,7 @@ class SiteBanCheck:
             try:
                 response = await self._identity.CheckSiteBan(
                     identity_pb2.CheckSiteBanRequest(identity_id=subject, client_ip_hash=client_ip_hash),
+                    metadata=await self._credentials.metadata(),
                     timeout=CHECK_TIMEOUT,
                 )
             except grpc.aio.AioRpcError as exc:

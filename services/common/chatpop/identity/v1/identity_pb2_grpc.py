@@ -318,7 +318,8 @@ class IdentityServiceServicer:
 
     def CheckSiteBan(self, request, context):
         """CheckSiteBan tells whether an identity or a network is banned site-wide; rooms asks it on every
-        join. Any caller may ask; the answer says only banned or not.
+        join. Only ChatPop's services (service token of rooms or edge) and admins may ask; the answer
+        says only banned or not.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -105,7 +105,8 @@ class IdentityServiceStub:
     """ListSiteBans lists the site-wide bans in force, newest first (admins only)."""
     CheckSiteBan: _grpc.UnaryUnaryMultiCallable[_identity_pb2.CheckSiteBanRequest, _identity_pb2.CheckSiteBanResponse]
     """CheckSiteBan tells whether an identity or a network is banned site-wide; rooms asks it on every
-    join. Any caller may ask; the answer says only banned or not.
+    join. Only ChatPop's services (service token of rooms or edge) and admins may ask; the answer
+    says only banned or not.
     """
     GetAuditStats: _grpc.UnaryUnaryMultiCallable[_identity_pb2.GetAuditStatsRequest, _identity_pb2.GetAuditStatsResponse]
     """GetAuditStats counts the audit log's events (admins only, as ListAuditEvents)."""
@@ -194,7 +195,8 @@ class IdentityServiceAsyncStub(IdentityServiceStub):
     """ListSiteBans lists the site-wide bans in force, newest first (admins only)."""
     CheckSiteBan: _aio.UnaryUnaryMultiCallable[_identity_pb2.CheckSiteBanRequest, _identity_pb2.CheckSiteBanResponse]  # type: ignore[assignment]
     """CheckSiteBan tells whether an identity or a network is banned site-wide; rooms asks it on every
-    join. Any caller may ask; the answer says only banned or not.
+    join. Only ChatPop's services (service token of rooms or edge) and admins may ask; the answer
+    says only banned or not.
     """
     GetAuditStats: _aio.UnaryUnaryMultiCallable[_identity_pb2.GetAuditStatsRequest, _identity_pb2.GetAuditStatsResponse]  # type: ignore[assignment]
     """GetAuditStats counts the audit log's events (admins only, as ListAuditEvents)."""
@@ -406,7 +408,8 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_identity_pb2.CheckSiteBanResponse, _abc.Awaitable[_identity_pb2.CheckSiteBanResponse]]:
         """CheckSiteBan tells whether an identity or a network is banned site-wide; rooms asks it on every
-        join. Any caller may ask; the answer says only banned or not.
+        join. Only ChatPop's services (service token of rooms or edge) and admins may ask; the answer
+        says only banned or not.
         """
 
     @_abc_1.abstractmethod
