@@ -398,7 +398,7 @@ function StickyBanner({ text }: { text: string }) {
   if (!text) return null;
   return (
     <p class="sticky-banner" role="note" aria-label="Message from the host">
-      <strong>📌 Host</strong>
+      <strong>From the host</strong>
       <span class="sticky-text">{text}</span>
     </p>
   );
