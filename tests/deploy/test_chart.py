@@ -393,6 +393,26 @@ def test_only_rooms_gets_the_access_code_key_from_its_secret(
         assert "ACCESS_CODE_KEY" not in _env(_containers(rendered.get("Deployment", component(name)))[0])
 
 
+@pytest.mark.parametrize(
+    ("scenario", "secret", "key"),
+    [
+        ("default", "chatpop-secrets", "service-token-secret"),
+        ("external-datastores", "chatpop-services", "service-token-secret"),
+        ("dev", "chatpop-dev", "service-token-secret"),
+    ],
+)
+def test_the_services_that_hold_service_credentials_get_the_shared_secret(
+    renderings: dict[str, Rendered], scenario: str, secret: str, key: str
+) -> None:
+    rendered = renderings[scenario]
+    for name in ("identity", "rooms", "messaging"):
+        env = _env(_containers(rendered.get("Deployment", component(name)))[0])
+        ref = env["SERVICE_TOKEN_SECRET"]["valueFrom"]["secretKeyRef"]
+        assert (ref["name"], ref["key"]) == (secret, key)
+    for name in ("payments", "edge"):
+        assert "SERVICE_TOKEN_SECRET" not in _env(_containers(rendered.get("Deployment", component(name)))[0])
+
+
 def test_dev_values_bring_fixed_secrets_and_datastores(renderings: dict[str, Rendered]) -> None:
     rendered = renderings["dev"]
     (secret,) = rendered.of_kind("Secret")
