@@ -56,6 +56,7 @@ async def web(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Served]
         "/forgot-password",
         "/reset-password?token=abc",
         "/account",
+        "/admin",
         "/c/K7M2QX9P",
         "/c/k7m2qx9p",
     ],

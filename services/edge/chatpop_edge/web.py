@@ -32,6 +32,7 @@ APP_PATHS = (
     "/forgot-password",
     "/reset-password",
     "/account",
+    "/admin",
     "/c/{code}",
 )
 ASSETS_PATH = "/assets"
