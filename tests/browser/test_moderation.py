@@ -14,7 +14,6 @@ import httpx
 from playwright.async_api import Locator, Page, expect
 
 from tests.admin_cli import admin_cli
-
 from tests.browser import ui
 from tests.browser.harness import ARTIFACTS, DESKTOP, MOBILE, People
 from tests.browser.test_chat import assert_labelled
@@ -261,10 +260,14 @@ async def test_mute_hides_a_persons_messages_and_unmute_brings_them_back(
     assert [seq for seq, _who, _text in await ui.shown(me.page)] == [1, 2, 3, 4]
 
 
-async def test_the_admin_page_takes_a_room_down_and_others_see_admins_only(people: People, stack: Stack) -> None:
+async def test_the_admin_page_takes_a_room_down_and_others_see_admins_only(
+    people: People, stack: Stack
+) -> None:
     email = f"admin-{uuid.uuid4().hex[:12]}@example.com"
     async with httpx.AsyncClient(base_url=stack.base_url, timeout=10) as http:
-        registered = await http.post("/api/v1/auth/register", json={"email": email, "password": ADMIN_PASSWORD})
+        registered = await http.post(
+            "/api/v1/auth/register", json={"email": email, "password": ADMIN_PASSWORD}
+        )
         assert registered.status_code == 201, registered.text
     granted = await admin_cli(stack.database_url, "grant", email)
     assert granted.status == 0, granted.err
@@ -295,7 +298,9 @@ async def test_the_admin_page_takes_a_room_down_and_others_see_admins_only(peopl
     await screenshot(admin.page, "moderation-admin-1280.png")
 
     # The host's room ends with the taken-down screen, at once and for good.
-    await expect(host.page.get_by_role("heading", name="This room was taken down")).to_be_visible(timeout=5_000)
+    await expect(host.page.get_by_role("heading", name="This room was taken down")).to_be_visible(
+        timeout=5_000
+    )
     await screenshot(host.page, "moderation-taken-down-390.png")
 
     await section.get_by_role("button", name="Restore Shady deals").click()
