@@ -10,8 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import grpc
 import httpx
 
+from chatpop.messaging.v1 import messaging_pb2, messaging_pb2_grpc
 from tests.e2e.chat import ChatSocket, Frame, bearer, documented, join, open_room
 from tests.e2e.conftest import Stack
 from tests.e2e.test_room_events import send_and_ack
@@ -277,3 +279,38 @@ async def test_pins_sticky_and_hidden_messages_reach_live_resumed_and_fresh_clie
     finally:
         for socket in sockets:
             await socket.close()
+
+
+async def test_a_room_stream_catching_up_brings_no_hidden_text(
+    stack: Stack, client: httpx.AsyncClient
+) -> None:
+    """messaging's Subscribe serves a whole room (host included): a message hidden since it was sent
+    comes without its text when a stream catches up from before it."""
+    room = await open_room(client)
+    writer = await join(client, room.code, "WriterHidden")
+    reporters = [await join(client, room.code, f"Flagger_{n}") for n in range(3)]
+    socket = await ChatSocket.open(stack.ws_url, room.code, writer["room_token"])
+    try:
+        seq = await send_and_ack(socket, "something under review")
+    finally:
+        await socket.close()
+    for person in reporters:
+        answer = await client.post(
+            f"/api/v1/rooms/{room.code}/messages/{seq}/reports",
+            json={"reason": "spam"},
+            headers=bearer(person["room_token"]),
+        )
+        assert answer.status_code == 200, answer.text
+    assert answer.json()["hidden"] is True
+
+    async with grpc.aio.insecure_channel(stack.address("messaging")) as channel:
+        stream = messaging_pb2_grpc.MessagingServiceStub(channel).Subscribe(
+            messaging_pb2.SubscribeRequest(room_id=room.id, after_seq=0),
+            metadata=(("authorization", f"Bearer {writer['room_token']}"),),
+            timeout=10,
+        )
+        async for item in stream:
+            if item.HasField("message") and item.message.seq == seq:
+                assert item.message.text == "" and item.message.state.hidden
+                break
+        stream.cancel()

@@ -385,7 +385,16 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
     async def _catch_up(self, room_id: str, low: int, high: int) -> AsyncIterator[messaging_pb2.Message]:
         for start in range(low, high + 1, _CATCH_UP_CHUNK):
             end = min(high, start + _CATCH_UP_CHUNK - 1)
-            for message in await self._reader.read_range(room_id, start, end, newest=high):
+            entries = await self._reader.read_range(room_id, start, end, newest=high)
+            # A stream serves a whole room, host included: messages come in their state now, and a
+            # hidden one without its text (the host reads it in history and the reports queue).
+            shown = [m for m in entries if is_message(m)]
+            shown += [m.pinned_message for m in entries if m.HasField("pinned_message")]
+            await self._fold_state(room_id, shown, viewer="")
+            for message in shown:
+                if message.state.hidden:
+                    message.text = ""
+            for message in entries:
                 yield message
 
     # --- changes to what the room shows (reactions.py, deletions.py) --------------------------------
