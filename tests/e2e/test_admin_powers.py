@@ -9,20 +9,17 @@ person comes from.
 from __future__ import annotations
 
 import asyncio
-import uuid
 from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
 from websockets.asyncio.client import connect
 
-from tests.admin_cli import admin_cli
+from tests.admin_cli import new_admin
 from tests.e2e.chat import ChatSocket, anonymous, bearer, documented, open_room
 
 if TYPE_CHECKING:
     from tests.e2e.conftest import Stack
-
-PASSWORD = "an e2e admin passphrase"
 
 
 def _from(ip: str, token: str | None = None) -> dict[str, str]:
@@ -30,15 +27,7 @@ def _from(ip: str, token: str | None = None) -> dict[str, str]:
 
 
 async def _admin(stack: Stack, client: httpx.AsyncClient) -> str:
-    """A new account made admin on the command line, signed in again for a token with the claim."""
-    email = f"powers-{uuid.uuid4().hex[:12]}@example.com"
-    registered = await client.post("/api/v1/auth/register", json={"email": email, "password": PASSWORD})
-    assert registered.status_code == 201, registered.text
-    granted = await admin_cli(stack.database_url, "grant", email)
-    assert granted.status == 0, granted.err
-    login = await client.post("/api/v1/auth/login", json={"email": email, "password": PASSWORD})
-    assert login.status_code == 200, login.text
-    return str(login.json()["access_token"])
+    return await new_admin(client, stack.database_url, "powers")
 
 
 async def _joined(client: httpx.AsyncClient, code: str, username: str, ip: str) -> tuple[str, dict[str, Any]]:

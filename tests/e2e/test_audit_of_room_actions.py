@@ -5,29 +5,15 @@ them; chat messages never do."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from tests.admin_cli import admin_cli
+from tests.admin_cli import new_admin
 from tests.e2e.chat import ChatSocket, bearer, join, open_room
 
 if TYPE_CHECKING:
     from tests.e2e.conftest import Stack
-
-PASSWORD = "an e2e auditor passphrase"
-
-
-async def _admin_token(client: httpx.AsyncClient, stack: Stack) -> str:
-    email = f"auditor-{uuid.uuid4().hex[:12]}@example.com"
-    registered = await client.post("/api/v1/auth/register", json={"email": email, "password": PASSWORD})
-    assert registered.status_code == 201, registered.text
-    granted = await admin_cli(stack.database_url, "grant", email)
-    assert granted.status == 0, granted.err
-    login = await client.post("/api/v1/auth/login", json={"email": email, "password": PASSWORD})
-    assert login.status_code == 200, login.text
-    return str(login.json()["access_token"])
 
 
 async def _events(
@@ -50,7 +36,7 @@ async def _events(
 async def test_bans_report_resolutions_and_lockouts_reach_the_audit_log(
     stack: Stack, client: httpx.AsyncClient
 ) -> None:
-    admin = await _admin_token(client, stack)
+    admin = await new_admin(client, stack.database_url, "auditor")
     room = await open_room(client)
     host = await join(client, room.code, "HostAudits", token=room.host_token)
     guest = await join(client, room.code, "GuestBanned")

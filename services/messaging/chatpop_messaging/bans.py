@@ -20,10 +20,10 @@ from chatpop.messaging.v1 import messaging_pb2
 from chatpop.rooms.v1 import rooms_pb2, rooms_pb2_grpc
 from chatpop_common.auth import Principal
 from chatpop_common.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, Unavailable
+from chatpop_messaging.rooms_lookup import LOOKUP_TIMEOUT, get_room
 from chatpop_messaging.store import CLIENT_MSG_ID_CONSTRAINT, ENTRY_COLUMNS, to_message
 
 KIND_BAN = messaging_pb2.ENTRY_KIND_BAN
-_LOOKUP_TIMEOUT = 5.0
 
 _NEXT_SEQ = """
 INSERT INTO room_counters AS c (room_id, last_seq) VALUES ($1, 1)
@@ -66,15 +66,7 @@ class BanEntries:
         self._on_ban = tuple(on_ban)
 
     async def _room(self, room_id: str) -> rooms_pb2.Room:
-        try:
-            response = await self._rooms.GetRoom(
-                rooms_pb2.GetRoomRequest(room_id=room_id), timeout=_LOOKUP_TIMEOUT
-            )
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
-                raise NotFound("There is no such room.", code="room_not_found") from exc
-            raise Unavailable("Rooms could not be reached; try again.", code="rooms_unavailable") from exc
-        room: rooms_pb2.Room = response.room
+        room = await get_room(self._rooms, room_id)
         return room
 
     async def _banned_participant(self, room_id: str, participant_id: str) -> rooms_pb2.Participant:
@@ -82,7 +74,7 @@ class BanEntries:
         try:
             response = await self._rooms.GetParticipant(
                 rooms_pb2.GetParticipantRequest(room_id=room_id, participant_id=participant_id),
-                timeout=_LOOKUP_TIMEOUT,
+                timeout=LOOKUP_TIMEOUT,
             )
         except grpc.aio.AioRpcError as exc:
             if exc.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):

@@ -11,8 +11,7 @@ import grpc
 from chatpop.rooms.v1 import rooms_pb2, rooms_pb2_grpc
 from chatpop_common.auth import Principal
 from chatpop_common.errors import NotFound, PermissionDenied, Unavailable
-
-_LOOKUP_TIMEOUT = 5.0
+from chatpop_messaging.rooms_lookup import LOOKUP_TIMEOUT
 
 
 class ParticipantDirectory:
@@ -36,7 +35,7 @@ class ParticipantDirectory:
             response = await self._stub.GetParticipant(
                 rooms_pb2.GetParticipantRequest(room_id=room_id, participant_id=participant_id),
                 metadata=metadata,
-                timeout=_LOOKUP_TIMEOUT,
+                timeout=LOOKUP_TIMEOUT,
             )
         except grpc.aio.AioRpcError as exc:
             self._cache.pop(key, None)

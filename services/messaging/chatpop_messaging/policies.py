@@ -17,8 +17,7 @@ import grpc
 
 from chatpop.rooms.v1 import rooms_pb2, rooms_pb2_grpc
 from chatpop_common.errors import NotFound, Unavailable
-
-_LOOKUP_TIMEOUT = 5.0
+from chatpop_messaging.rooms_lookup import LOOKUP_TIMEOUT
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +41,7 @@ class RoomPolicies:
             return cached[1]
         try:
             response = await self._stub.GetRoom(
-                rooms_pb2.GetRoomRequest(room_id=room_id), timeout=_LOOKUP_TIMEOUT
+                rooms_pb2.GetRoomRequest(room_id=room_id), timeout=LOOKUP_TIMEOUT
             )
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.NOT_FOUND:

@@ -13,11 +13,12 @@ from collections.abc import Sequence
 import grpc
 
 from chatpop.messaging.v1 import messaging_pb2
-from chatpop.rooms.v1 import rooms_pb2, rooms_pb2_grpc
+from chatpop.rooms.v1 import rooms_pb2_grpc
 from chatpop_common.auth import Principal
-from chatpop_common.errors import InvalidArgument, NotFound, PermissionDenied, Unavailable
+from chatpop_common.errors import InvalidArgument, PermissionDenied, Unavailable
 from chatpop_messaging import validation
 from chatpop_messaging.presence import PresenceBook, PresenceStep, RoomReport
+from chatpop_messaging.rooms_lookup import get_room
 from chatpop_messaging.signals import SignalPublisher
 
 _INSTANCE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -26,7 +27,6 @@ DEFAULT_PRESENCE_TTL = 30
 MAX_PRESENCE_TTL = 3600
 MAX_PRESENCE_ROOMS = 500
 MAX_PRESENCE_IDS = 10_000
-_LOOKUP_TIMEOUT = 5.0
 
 
 def _participant_ids(values: Sequence[str]) -> list[str]:
@@ -128,15 +128,7 @@ class RoomSignals:
         room_id = validation.room_id(room_id)
         if principal.token_type == "room":
             principal.require_room(room_id)
-        try:
-            response = await self._rooms.GetRoom(
-                rooms_pb2.GetRoomRequest(room_id=room_id), timeout=_LOOKUP_TIMEOUT
-            )
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
-                raise NotFound("There is no such room.", code="room_not_found") from exc
-            raise Unavailable("Rooms could not be reached; try again.", code="rooms_unavailable") from exc
-        room: rooms_pb2.Room = response.room
+        room = await get_room(self._rooms, room_id)
         is_host = principal.subject == room.host_id or (principal.token_type == "room" and principal.is_host)
         # Admins announce what they did to a room (a takedown, a restore).
         is_admin = principal.token_type == "access" and principal.is_admin
