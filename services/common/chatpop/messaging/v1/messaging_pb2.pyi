@@ -238,16 +238,18 @@ class Reload(_message.Message):
     def __init__(self, last_seq: _Optional[int] = ...) -> None: ...
 
 class Signal(_message.Message):
-    __slots__ = ("room_id", "typing", "presence", "room_updated")
+    __slots__ = ("room_id", "typing", "presence", "room_updated", "mutes_changed")
     ROOM_ID_FIELD_NUMBER: _ClassVar[int]
     TYPING_FIELD_NUMBER: _ClassVar[int]
     PRESENCE_FIELD_NUMBER: _ClassVar[int]
     ROOM_UPDATED_FIELD_NUMBER: _ClassVar[int]
+    MUTES_CHANGED_FIELD_NUMBER: _ClassVar[int]
     room_id: str
     typing: Typing
     presence: PresenceChange
     room_updated: RoomUpdated
-    def __init__(self, room_id: _Optional[str] = ..., typing: _Optional[_Union[Typing, _Mapping]] = ..., presence: _Optional[_Union[PresenceChange, _Mapping]] = ..., room_updated: _Optional[_Union[RoomUpdated, _Mapping]] = ...) -> None: ...
+    mutes_changed: MutesChanged
+    def __init__(self, room_id: _Optional[str] = ..., typing: _Optional[_Union[Typing, _Mapping]] = ..., presence: _Optional[_Union[PresenceChange, _Mapping]] = ..., room_updated: _Optional[_Union[RoomUpdated, _Mapping]] = ..., mutes_changed: _Optional[_Union[MutesChanged, _Mapping]] = ...) -> None: ...
 
 class Typing(_message.Message):
     __slots__ = ("participant_id", "username")
@@ -266,6 +268,14 @@ class PresenceChange(_message.Message):
     offline: _containers.RepeatedScalarFieldContainer[str]
     version: int
     def __init__(self, online: _Optional[_Iterable[str]] = ..., offline: _Optional[_Iterable[str]] = ..., version: _Optional[int] = ...) -> None: ...
+
+class MutesChanged(_message.Message):
+    __slots__ = ("participant_id", "muted_participant_ids")
+    PARTICIPANT_ID_FIELD_NUMBER: _ClassVar[int]
+    MUTED_PARTICIPANT_IDS_FIELD_NUMBER: _ClassVar[int]
+    participant_id: str
+    muted_participant_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, participant_id: _Optional[str] = ..., muted_participant_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RoomUpdated(_message.Message):
     __slots__ = ("room",)
