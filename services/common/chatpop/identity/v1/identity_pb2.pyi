@@ -75,14 +75,16 @@ class CreateAnonymousSessionResponse(_message.Message):
     def __init__(self, identity: _Optional[_Union[Identity, _Mapping]] = ..., tokens: _Optional[_Union[TokenPair, _Mapping]] = ...) -> None: ...
 
 class RegisterRequest(_message.Message):
-    __slots__ = ("email", "password", "reserved_username")
+    __slots__ = ("email", "password", "reserved_username", "client_ip_hash")
     EMAIL_FIELD_NUMBER: _ClassVar[int]
     PASSWORD_FIELD_NUMBER: _ClassVar[int]
     RESERVED_USERNAME_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_IP_HASH_FIELD_NUMBER: _ClassVar[int]
     email: str
     password: str
     reserved_username: str
-    def __init__(self, email: _Optional[str] = ..., password: _Optional[str] = ..., reserved_username: _Optional[str] = ...) -> None: ...
+    client_ip_hash: str
+    def __init__(self, email: _Optional[str] = ..., password: _Optional[str] = ..., reserved_username: _Optional[str] = ..., client_ip_hash: _Optional[str] = ...) -> None: ...
 
 class RegisterResponse(_message.Message):
     __slots__ = ("identity", "tokens")

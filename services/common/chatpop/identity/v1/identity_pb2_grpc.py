@@ -296,7 +296,9 @@ class IdentityServiceServicer:
         IP) from the whole site, with a reason (admins only, as ListAuditEvents). A banned identity's
         refresh tokens are revoked at once; from then on it cannot sign in or refresh (PERMISSION_DENIED
         `site_banned`), and rooms refuses it in every room. A banned network cannot start anonymous
-        sessions, and rooms refuses joins from it. Idempotent: banning what is banned returns that ban.
+        sessions, register or sign in with a password, and rooms refuses joins from it. Room tokens are
+        revoked by rooms (RevokeSiteBanned) and live sockets closed by messaging (KickParticipants); the
+        edge calls both after this. Idempotent: banning what is banned returns that ban.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

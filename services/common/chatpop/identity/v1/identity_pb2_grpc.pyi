@@ -97,7 +97,9 @@ class IdentityServiceStub:
     IP) from the whole site, with a reason (admins only, as ListAuditEvents). A banned identity's
     refresh tokens are revoked at once; from then on it cannot sign in or refresh (PERMISSION_DENIED
     `site_banned`), and rooms refuses it in every room. A banned network cannot start anonymous
-    sessions, and rooms refuses joins from it. Idempotent: banning what is banned returns that ban.
+    sessions, register or sign in with a password, and rooms refuses joins from it. Room tokens are
+    revoked by rooms (RevokeSiteBanned) and live sockets closed by messaging (KickParticipants); the
+    edge calls both after this. Idempotent: banning what is banned returns that ban.
     """
     LiftSiteBan: _grpc.UnaryUnaryMultiCallable[_identity_pb2.LiftSiteBanRequest, _identity_pb2.LiftSiteBanResponse]
     """LiftSiteBan lifts a site-wide ban (admins only). Idempotent."""
@@ -187,7 +189,9 @@ class IdentityServiceAsyncStub(IdentityServiceStub):
     IP) from the whole site, with a reason (admins only, as ListAuditEvents). A banned identity's
     refresh tokens are revoked at once; from then on it cannot sign in or refresh (PERMISSION_DENIED
     `site_banned`), and rooms refuses it in every room. A banned network cannot start anonymous
-    sessions, and rooms refuses joins from it. Idempotent: banning what is banned returns that ban.
+    sessions, register or sign in with a password, and rooms refuses joins from it. Room tokens are
+    revoked by rooms (RevokeSiteBanned) and live sockets closed by messaging (KickParticipants); the
+    edge calls both after this. Idempotent: banning what is banned returns that ban.
     """
     LiftSiteBan: _aio.UnaryUnaryMultiCallable[_identity_pb2.LiftSiteBanRequest, _identity_pb2.LiftSiteBanResponse]  # type: ignore[assignment]
     """LiftSiteBan lifts a site-wide ban (admins only). Idempotent."""
@@ -382,7 +386,9 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
         IP) from the whole site, with a reason (admins only, as ListAuditEvents). A banned identity's
         refresh tokens are revoked at once; from then on it cannot sign in or refresh (PERMISSION_DENIED
         `site_banned`), and rooms refuses it in every room. A banned network cannot start anonymous
-        sessions, and rooms refuses joins from it. Idempotent: banning what is banned returns that ban.
+        sessions, register or sign in with a password, and rooms refuses joins from it. Room tokens are
+        revoked by rooms (RevokeSiteBanned) and live sockets closed by messaging (KickParticipants); the
+        edge calls both after this. Idempotent: banning what is banned returns that ban.
         """
 
     @_abc_1.abstractmethod

@@ -464,3 +464,27 @@ class GetRoomStatsResponse(_message.Message):
     open: int
     created_today: int
     def __init__(self, total: _Optional[int] = ..., open: _Optional[int] = ..., created_today: _Optional[int] = ...) -> None: ...
+
+class RevokeSiteBannedRequest(_message.Message):
+    __slots__ = ("identity_id", "client_ip_hash")
+    IDENTITY_ID_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_IP_HASH_FIELD_NUMBER: _ClassVar[int]
+    identity_id: str
+    client_ip_hash: str
+    def __init__(self, identity_id: _Optional[str] = ..., client_ip_hash: _Optional[str] = ...) -> None: ...
+
+class RevokedParticipant(_message.Message):
+    __slots__ = ("room_id", "participant_id")
+    ROOM_ID_FIELD_NUMBER: _ClassVar[int]
+    PARTICIPANT_ID_FIELD_NUMBER: _ClassVar[int]
+    room_id: str
+    participant_id: str
+    def __init__(self, room_id: _Optional[str] = ..., participant_id: _Optional[str] = ...) -> None: ...
+
+class RevokeSiteBannedResponse(_message.Message):
+    __slots__ = ("participants", "total")
+    PARTICIPANTS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    participants: _containers.RepeatedCompositeFieldContainer[RevokedParticipant]
+    total: int
+    def __init__(self, participants: _Optional[_Iterable[_Union[RevokedParticipant, _Mapping]]] = ..., total: _Optional[int] = ...) -> None: ...

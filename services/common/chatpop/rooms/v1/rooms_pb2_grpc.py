@@ -130,6 +130,11 @@ class RoomsServiceStub:
                 request_serializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.GetRoomStatsRequest.SerializeToString,
                 response_deserializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.GetRoomStatsResponse.FromString,
                 _registered_method=True)
+        self.RevokeSiteBanned = channel.unary_unary(
+                '/chatpop.rooms.v1.RoomsService/RevokeSiteBanned',
+                request_serializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.RevokeSiteBannedRequest.SerializeToString,
+                response_deserializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.RevokeSiteBannedResponse.FromString,
+                _registered_method=True)
 
 
 class RoomsServiceServicer:
@@ -283,6 +288,19 @@ class RoomsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RevokeSiteBanned(self, request, context):
+        """RevokeSiteBanned revokes, in every room at once, the room tokens of an identity or a network
+        that an admin banned from the whole site (admins only, as TakeDownRoom): the token version of
+        every participant of the identity (or of every participant who joined from the network) goes up
+        in one statement, so their room tokens stop working wherever they are checked. It changes
+        nothing else: JoinRoom refuses them through CheckSiteBan while the site ban stands. Idempotent
+        in effect (a repeat bumps the versions again). The answer names the participants revoked, most
+        recently joined first, at most REVOKED_LIST_MAX (10,000) of them; `total` counts them all.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RoomsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -380,6 +398,11 @@ def add_RoomsServiceServicer_to_server(servicer, server):
                     servicer.GetRoomStats,
                     request_deserializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.GetRoomStatsRequest.FromString,
                     response_serializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.GetRoomStatsResponse.SerializeToString,
+            ),
+            'RevokeSiteBanned': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeSiteBanned,
+                    request_deserializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.RevokeSiteBannedRequest.FromString,
+                    response_serializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.RevokeSiteBannedResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -896,6 +919,33 @@ class RoomsService:
             '/chatpop.rooms.v1.RoomsService/GetRoomStats',
             chatpop_dot_rooms_dot_v1_dot_rooms__pb2.GetRoomStatsRequest.SerializeToString,
             chatpop_dot_rooms_dot_v1_dot_rooms__pb2.GetRoomStatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeSiteBanned(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatpop.rooms.v1.RoomsService/RevokeSiteBanned',
+            chatpop_dot_rooms_dot_v1_dot_rooms__pb2.RevokeSiteBannedRequest.SerializeToString,
+            chatpop_dot_rooms_dot_v1_dot_rooms__pb2.RevokeSiteBannedResponse.FromString,
             options,
             channel_credentials,
             insecure,

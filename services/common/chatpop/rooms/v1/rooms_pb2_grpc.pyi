@@ -91,6 +91,15 @@ class RoomsServiceStub:
     """ListTakenDownRooms lists the rooms taken down, most recently first (admins only)."""
     GetRoomStats: _grpc.UnaryUnaryMultiCallable[_rooms_pb2.GetRoomStatsRequest, _rooms_pb2.GetRoomStatsResponse]
     """GetRoomStats counts rooms (admins only)."""
+    RevokeSiteBanned: _grpc.UnaryUnaryMultiCallable[_rooms_pb2.RevokeSiteBannedRequest, _rooms_pb2.RevokeSiteBannedResponse]
+    """RevokeSiteBanned revokes, in every room at once, the room tokens of an identity or a network
+    that an admin banned from the whole site (admins only, as TakeDownRoom): the token version of
+    every participant of the identity (or of every participant who joined from the network) goes up
+    in one statement, so their room tokens stop working wherever they are checked. It changes
+    nothing else: JoinRoom refuses them through CheckSiteBan while the site ban stands. Idempotent
+    in effect (a repeat bumps the versions again). The answer names the participants revoked, most
+    recently joined first, at most REVOKED_LIST_MAX (10,000) of them; `total` counts them all.
+    """
 
 @_typing.type_check_only
 class RoomsServiceAsyncStub(RoomsServiceStub):
@@ -155,6 +164,15 @@ class RoomsServiceAsyncStub(RoomsServiceStub):
     """ListTakenDownRooms lists the rooms taken down, most recently first (admins only)."""
     GetRoomStats: _aio.UnaryUnaryMultiCallable[_rooms_pb2.GetRoomStatsRequest, _rooms_pb2.GetRoomStatsResponse]  # type: ignore[assignment]
     """GetRoomStats counts rooms (admins only)."""
+    RevokeSiteBanned: _aio.UnaryUnaryMultiCallable[_rooms_pb2.RevokeSiteBannedRequest, _rooms_pb2.RevokeSiteBannedResponse]  # type: ignore[assignment]
+    """RevokeSiteBanned revokes, in every room at once, the room tokens of an identity or a network
+    that an admin banned from the whole site (admins only, as TakeDownRoom): the token version of
+    every participant of the identity (or of every participant who joined from the network) goes up
+    in one statement, so their room tokens stop working wherever they are checked. It changes
+    nothing else: JoinRoom refuses them through CheckSiteBan while the site ban stands. Idempotent
+    in effect (a repeat bumps the versions again). The answer names the participants revoked, most
+    recently joined first, at most REVOKED_LIST_MAX (10,000) of them; `total` counts them all.
+    """
 
 class RoomsServiceServicer(metaclass=_abc_1.ABCMeta):
     """RoomsService owns rooms and their participants."""
@@ -330,5 +348,20 @@ class RoomsServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_rooms_pb2.GetRoomStatsResponse, _abc.Awaitable[_rooms_pb2.GetRoomStatsResponse]]:
         """GetRoomStats counts rooms (admins only)."""
+
+    @_abc_1.abstractmethod
+    def RevokeSiteBanned(
+        self,
+        request: _rooms_pb2.RevokeSiteBannedRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_rooms_pb2.RevokeSiteBannedResponse, _abc.Awaitable[_rooms_pb2.RevokeSiteBannedResponse]]:
+        """RevokeSiteBanned revokes, in every room at once, the room tokens of an identity or a network
+        that an admin banned from the whole site (admins only, as TakeDownRoom): the token version of
+        every participant of the identity (or of every participant who joined from the network) goes up
+        in one statement, so their room tokens stop working wherever they are checked. It changes
+        nothing else: JoinRoom refuses them through CheckSiteBan while the site ban stands. Idempotent
+        in effect (a repeat bumps the versions again). The answer names the participants revoked, most
+        recently joined first, at most REVOKED_LIST_MAX (10,000) of them; `total` counts them all.
+        """
 
 def add_RoomsServiceServicer_to_server(servicer: RoomsServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
