@@ -23,6 +23,9 @@ class EntryKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ENTRY_KIND_HIDE: _ClassVar[EntryKind]
     ENTRY_KIND_RESTORE: _ClassVar[EntryKind]
     ENTRY_KIND_BAN: _ClassVar[EntryKind]
+    ENTRY_KIND_PAID_PIN: _ClassVar[EntryKind]
+    ENTRY_KIND_PAID_PIN_REMOVED: _ClassVar[EntryKind]
+    ENTRY_KIND_TIP: _ClassVar[EntryKind]
 
 class PinSource(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -46,6 +49,15 @@ class ReportResolution(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     REPORT_RESOLUTION_RESTORE: _ClassVar[ReportResolution]
     REPORT_RESOLUTION_DELETE: _ClassVar[ReportResolution]
     REPORT_RESOLUTION_DISMISS: _ClassVar[ReportResolution]
+
+class PaidPinOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PAID_PIN_OUTCOME_UNSPECIFIED: _ClassVar[PaidPinOutcome]
+    PAID_PIN_OUTCOME_GRANTED: _ClassVar[PaidPinOutcome]
+    PAID_PIN_OUTCOME_OUTBID: _ClassVar[PaidPinOutcome]
+    PAID_PIN_OUTCOME_NOT_TOP: _ClassVar[PaidPinOutcome]
+    PAID_PIN_OUTCOME_MESSAGE_GONE: _ClassVar[PaidPinOutcome]
+    PAID_PIN_OUTCOME_BANNED: _ClassVar[PaidPinOutcome]
 ENTRY_KIND_UNSPECIFIED: EntryKind
 ENTRY_KIND_MESSAGE: EntryKind
 ENTRY_KIND_REACTION: EntryKind
@@ -56,6 +68,9 @@ ENTRY_KIND_STICKY: EntryKind
 ENTRY_KIND_HIDE: EntryKind
 ENTRY_KIND_RESTORE: EntryKind
 ENTRY_KIND_BAN: EntryKind
+ENTRY_KIND_PAID_PIN: EntryKind
+ENTRY_KIND_PAID_PIN_REMOVED: EntryKind
+ENTRY_KIND_TIP: EntryKind
 PIN_SOURCE_UNSPECIFIED: PinSource
 PIN_SOURCE_HOST: PinSource
 PIN_SOURCE_PAID: PinSource
@@ -70,6 +85,12 @@ REPORT_RESOLUTION_UNSPECIFIED: ReportResolution
 REPORT_RESOLUTION_RESTORE: ReportResolution
 REPORT_RESOLUTION_DELETE: ReportResolution
 REPORT_RESOLUTION_DISMISS: ReportResolution
+PAID_PIN_OUTCOME_UNSPECIFIED: PaidPinOutcome
+PAID_PIN_OUTCOME_GRANTED: PaidPinOutcome
+PAID_PIN_OUTCOME_OUTBID: PaidPinOutcome
+PAID_PIN_OUTCOME_NOT_TOP: PaidPinOutcome
+PAID_PIN_OUTCOME_MESSAGE_GONE: PaidPinOutcome
+PAID_PIN_OUTCOME_BANNED: PaidPinOutcome
 
 class ReactionCount(_message.Message):
     __slots__ = ("emoji", "count")
@@ -94,7 +115,7 @@ class MessageState(_message.Message):
     def __init__(self, deleted: _Optional[bool] = ..., deleted_by_host: _Optional[bool] = ..., reactions: _Optional[_Iterable[_Union[ReactionCount, _Mapping]]] = ..., state_seq: _Optional[int] = ..., hidden: _Optional[bool] = ...) -> None: ...
 
 class Message(_message.Message):
-    __slots__ = ("id", "room_id", "seq", "sender_participant_id", "sender_username", "sender_is_host", "client_msg_id", "text", "reply_to_seq", "created_at", "sender_verified", "kind", "target_seq", "state", "emoji", "added", "my_reactions", "pinned_message", "pinned_seqs")
+    __slots__ = ("id", "room_id", "seq", "sender_participant_id", "sender_username", "sender_is_host", "client_msg_id", "text", "reply_to_seq", "created_at", "sender_verified", "kind", "target_seq", "state", "emoji", "added", "my_reactions", "pinned_message", "pinned_seqs", "paid_pin", "paid_pins", "tip")
     ID_FIELD_NUMBER: _ClassVar[int]
     ROOM_ID_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
@@ -114,6 +135,9 @@ class Message(_message.Message):
     MY_REACTIONS_FIELD_NUMBER: _ClassVar[int]
     PINNED_MESSAGE_FIELD_NUMBER: _ClassVar[int]
     PINNED_SEQS_FIELD_NUMBER: _ClassVar[int]
+    PAID_PIN_FIELD_NUMBER: _ClassVar[int]
+    PAID_PINS_FIELD_NUMBER: _ClassVar[int]
+    TIP_FIELD_NUMBER: _ClassVar[int]
     id: str
     room_id: str
     seq: int
@@ -133,7 +157,46 @@ class Message(_message.Message):
     my_reactions: _containers.RepeatedScalarFieldContainer[str]
     pinned_message: Message
     pinned_seqs: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, id: _Optional[str] = ..., room_id: _Optional[str] = ..., seq: _Optional[int] = ..., sender_participant_id: _Optional[str] = ..., sender_username: _Optional[str] = ..., sender_is_host: _Optional[bool] = ..., client_msg_id: _Optional[str] = ..., text: _Optional[str] = ..., reply_to_seq: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., sender_verified: _Optional[bool] = ..., kind: _Optional[_Union[EntryKind, str]] = ..., target_seq: _Optional[int] = ..., state: _Optional[_Union[MessageState, _Mapping]] = ..., emoji: _Optional[str] = ..., added: _Optional[bool] = ..., my_reactions: _Optional[_Iterable[str]] = ..., pinned_message: _Optional[_Union[Message, _Mapping]] = ..., pinned_seqs: _Optional[_Iterable[int]] = ...) -> None: ...
+    paid_pin: PaidPin
+    paid_pins: _containers.RepeatedCompositeFieldContainer[PaidPin]
+    tip: Tip
+    def __init__(self, id: _Optional[str] = ..., room_id: _Optional[str] = ..., seq: _Optional[int] = ..., sender_participant_id: _Optional[str] = ..., sender_username: _Optional[str] = ..., sender_is_host: _Optional[bool] = ..., client_msg_id: _Optional[str] = ..., text: _Optional[str] = ..., reply_to_seq: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., sender_verified: _Optional[bool] = ..., kind: _Optional[_Union[EntryKind, str]] = ..., target_seq: _Optional[int] = ..., state: _Optional[_Union[MessageState, _Mapping]] = ..., emoji: _Optional[str] = ..., added: _Optional[bool] = ..., my_reactions: _Optional[_Iterable[str]] = ..., pinned_message: _Optional[_Union[Message, _Mapping]] = ..., pinned_seqs: _Optional[_Iterable[int]] = ..., paid_pin: _Optional[_Union[PaidPin, _Mapping]] = ..., paid_pins: _Optional[_Iterable[_Union[PaidPin, _Mapping]]] = ..., tip: _Optional[_Union[Tip, _Mapping]] = ...) -> None: ...
+
+class PaidPin(_message.Message):
+    __slots__ = ("id", "target_seq", "message", "participant_id", "username", "amount_cents", "currency", "started_at", "expires_at", "removed_reason")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TARGET_SEQ_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    PARTICIPANT_ID_FIELD_NUMBER: _ClassVar[int]
+    USERNAME_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_CENTS_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_REASON_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    target_seq: int
+    message: Message
+    participant_id: str
+    username: str
+    amount_cents: int
+    currency: str
+    started_at: _timestamp_pb2.Timestamp
+    expires_at: _timestamp_pb2.Timestamp
+    removed_reason: str
+    def __init__(self, id: _Optional[str] = ..., target_seq: _Optional[int] = ..., message: _Optional[_Union[Message, _Mapping]] = ..., participant_id: _Optional[str] = ..., username: _Optional[str] = ..., amount_cents: _Optional[int] = ..., currency: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., removed_reason: _Optional[str] = ...) -> None: ...
+
+class Tip(_message.Message):
+    __slots__ = ("order_id", "amount_cents", "currency", "note")
+    ORDER_ID_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_CENTS_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    order_id: str
+    amount_cents: int
+    currency: str
+    note: str
+    def __init__(self, order_id: _Optional[str] = ..., amount_cents: _Optional[int] = ..., currency: _Optional[str] = ..., note: _Optional[str] = ...) -> None: ...
 
 class Pin(_message.Message):
     __slots__ = ("message", "source", "pinned_seq")
@@ -146,16 +209,20 @@ class Pin(_message.Message):
     def __init__(self, message: _Optional[_Union[Message, _Mapping]] = ..., source: _Optional[_Union[PinSource, str]] = ..., pinned_seq: _Optional[int] = ...) -> None: ...
 
 class RoomBoard(_message.Message):
-    __slots__ = ("pins", "pins_state_seq", "sticky_text", "sticky_seq")
+    __slots__ = ("pins", "pins_state_seq", "sticky_text", "sticky_seq", "paid_pins", "paid_pins_state_seq")
     PINS_FIELD_NUMBER: _ClassVar[int]
     PINS_STATE_SEQ_FIELD_NUMBER: _ClassVar[int]
     STICKY_TEXT_FIELD_NUMBER: _ClassVar[int]
     STICKY_SEQ_FIELD_NUMBER: _ClassVar[int]
+    PAID_PINS_FIELD_NUMBER: _ClassVar[int]
+    PAID_PINS_STATE_SEQ_FIELD_NUMBER: _ClassVar[int]
     pins: _containers.RepeatedCompositeFieldContainer[Pin]
     pins_state_seq: int
     sticky_text: str
     sticky_seq: int
-    def __init__(self, pins: _Optional[_Iterable[_Union[Pin, _Mapping]]] = ..., pins_state_seq: _Optional[int] = ..., sticky_text: _Optional[str] = ..., sticky_seq: _Optional[int] = ...) -> None: ...
+    paid_pins: _containers.RepeatedCompositeFieldContainer[PaidPin]
+    paid_pins_state_seq: int
+    def __init__(self, pins: _Optional[_Iterable[_Union[Pin, _Mapping]]] = ..., pins_state_seq: _Optional[int] = ..., sticky_text: _Optional[str] = ..., sticky_seq: _Optional[int] = ..., paid_pins: _Optional[_Iterable[_Union[PaidPin, _Mapping]]] = ..., paid_pins_state_seq: _Optional[int] = ...) -> None: ...
 
 class SendMessageRequest(_message.Message):
     __slots__ = ("room_id", "client_msg_id", "text", "reply_to_seq")
@@ -238,18 +305,28 @@ class Reload(_message.Message):
     def __init__(self, last_seq: _Optional[int] = ...) -> None: ...
 
 class Signal(_message.Message):
-    __slots__ = ("room_id", "typing", "presence", "room_updated", "mutes_changed")
+    __slots__ = ("room_id", "typing", "presence", "room_updated", "kick", "mutes_changed")
     ROOM_ID_FIELD_NUMBER: _ClassVar[int]
     TYPING_FIELD_NUMBER: _ClassVar[int]
     PRESENCE_FIELD_NUMBER: _ClassVar[int]
     ROOM_UPDATED_FIELD_NUMBER: _ClassVar[int]
+    KICK_FIELD_NUMBER: _ClassVar[int]
     MUTES_CHANGED_FIELD_NUMBER: _ClassVar[int]
     room_id: str
     typing: Typing
     presence: PresenceChange
     room_updated: RoomUpdated
+    kick: Kick
     mutes_changed: MutesChanged
-    def __init__(self, room_id: _Optional[str] = ..., typing: _Optional[_Union[Typing, _Mapping]] = ..., presence: _Optional[_Union[PresenceChange, _Mapping]] = ..., room_updated: _Optional[_Union[RoomUpdated, _Mapping]] = ..., mutes_changed: _Optional[_Union[MutesChanged, _Mapping]] = ...) -> None: ...
+    def __init__(self, room_id: _Optional[str] = ..., typing: _Optional[_Union[Typing, _Mapping]] = ..., presence: _Optional[_Union[PresenceChange, _Mapping]] = ..., room_updated: _Optional[_Union[RoomUpdated, _Mapping]] = ..., kick: _Optional[_Union[Kick, _Mapping]] = ..., mutes_changed: _Optional[_Union[MutesChanged, _Mapping]] = ...) -> None: ...
+
+class Kick(_message.Message):
+    __slots__ = ("participant_id", "code")
+    PARTICIPANT_ID_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    participant_id: str
+    code: str
+    def __init__(self, participant_id: _Optional[str] = ..., code: _Optional[str] = ...) -> None: ...
 
 class Typing(_message.Message):
     __slots__ = ("participant_id", "username")
@@ -662,3 +739,111 @@ class GetMessagingStatsResponse(_message.Message):
     messages_per_day: _containers.RepeatedCompositeFieldContainer[DailyCount]
     open_reports: int
     def __init__(self, messages_per_day: _Optional[_Iterable[_Union[DailyCount, _Mapping]]] = ..., open_reports: _Optional[int] = ...) -> None: ...
+
+class KickTarget(_message.Message):
+    __slots__ = ("room_id", "participant_id")
+    ROOM_ID_FIELD_NUMBER: _ClassVar[int]
+    PARTICIPANT_ID_FIELD_NUMBER: _ClassVar[int]
+    room_id: str
+    participant_id: str
+    def __init__(self, room_id: _Optional[str] = ..., participant_id: _Optional[str] = ...) -> None: ...
+
+class KickParticipantsRequest(_message.Message):
+    __slots__ = ("targets", "code")
+    TARGETS_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    targets: _containers.RepeatedCompositeFieldContainer[KickTarget]
+    code: str
+    def __init__(self, targets: _Optional[_Iterable[_Union[KickTarget, _Mapping]]] = ..., code: _Optional[str] = ...) -> None: ...
+
+class KickParticipantsResponse(_message.Message):
+    __slots__ = ("published",)
+    PUBLISHED_FIELD_NUMBER: _ClassVar[int]
+    published: int
+    def __init__(self, published: _Optional[int] = ...) -> None: ...
+
+class GetPaidPinQuoteRequest(_message.Message):
+    __slots__ = ("room_id",)
+    ROOM_ID_FIELD_NUMBER: _ClassVar[int]
+    room_id: str
+    def __init__(self, room_id: _Optional[str] = ...) -> None: ...
+
+class GetPaidPinQuoteResponse(_message.Message):
+    __slots__ = ("paid_pins", "min_cents", "my_top_pin_id")
+    PAID_PINS_FIELD_NUMBER: _ClassVar[int]
+    MIN_CENTS_FIELD_NUMBER: _ClassVar[int]
+    MY_TOP_PIN_ID_FIELD_NUMBER: _ClassVar[int]
+    paid_pins: _containers.RepeatedCompositeFieldContainer[PaidPin]
+    min_cents: int
+    my_top_pin_id: str
+    def __init__(self, paid_pins: _Optional[_Iterable[_Union[PaidPin, _Mapping]]] = ..., min_cents: _Optional[int] = ..., my_top_pin_id: _Optional[str] = ...) -> None: ...
+
+class ApplyPaidPinRequest(_message.Message):
+    __slots__ = ("order_id", "room_id", "participant_id", "amount_cents", "currency", "target_seq", "extend_pin_id")
+    ORDER_ID_FIELD_NUMBER: _ClassVar[int]
+    ROOM_ID_FIELD_NUMBER: _ClassVar[int]
+    PARTICIPANT_ID_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_CENTS_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    TARGET_SEQ_FIELD_NUMBER: _ClassVar[int]
+    EXTEND_PIN_ID_FIELD_NUMBER: _ClassVar[int]
+    order_id: str
+    room_id: str
+    participant_id: str
+    amount_cents: int
+    currency: str
+    target_seq: int
+    extend_pin_id: str
+    def __init__(self, order_id: _Optional[str] = ..., room_id: _Optional[str] = ..., participant_id: _Optional[str] = ..., amount_cents: _Optional[int] = ..., currency: _Optional[str] = ..., target_seq: _Optional[int] = ..., extend_pin_id: _Optional[str] = ...) -> None: ...
+
+class ApplyPaidPinResponse(_message.Message):
+    __slots__ = ("outcome", "entry", "pin", "created")
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    ENTRY_FIELD_NUMBER: _ClassVar[int]
+    PIN_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    outcome: PaidPinOutcome
+    entry: Message
+    pin: PaidPin
+    created: bool
+    def __init__(self, outcome: _Optional[_Union[PaidPinOutcome, str]] = ..., entry: _Optional[_Union[Message, _Mapping]] = ..., pin: _Optional[_Union[PaidPin, _Mapping]] = ..., created: _Optional[bool] = ...) -> None: ...
+
+class ApplyTipRequest(_message.Message):
+    __slots__ = ("order_id", "room_id", "participant_id", "amount_cents", "currency", "note")
+    ORDER_ID_FIELD_NUMBER: _ClassVar[int]
+    ROOM_ID_FIELD_NUMBER: _ClassVar[int]
+    PARTICIPANT_ID_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_CENTS_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    order_id: str
+    room_id: str
+    participant_id: str
+    amount_cents: int
+    currency: str
+    note: str
+    def __init__(self, order_id: _Optional[str] = ..., room_id: _Optional[str] = ..., participant_id: _Optional[str] = ..., amount_cents: _Optional[int] = ..., currency: _Optional[str] = ..., note: _Optional[str] = ...) -> None: ...
+
+class ApplyTipResponse(_message.Message):
+    __slots__ = ("entry", "created")
+    ENTRY_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    entry: Message
+    created: bool
+    def __init__(self, entry: _Optional[_Union[Message, _Mapping]] = ..., created: _Optional[bool] = ...) -> None: ...
+
+class RemovePaidPinRequest(_message.Message):
+    __slots__ = ("room_id", "pin_id")
+    ROOM_ID_FIELD_NUMBER: _ClassVar[int]
+    PIN_ID_FIELD_NUMBER: _ClassVar[int]
+    room_id: str
+    pin_id: str
+    def __init__(self, room_id: _Optional[str] = ..., pin_id: _Optional[str] = ...) -> None: ...
+
+class RemovePaidPinResponse(_message.Message):
+    __slots__ = ("entry", "changed")
+    ENTRY_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_FIELD_NUMBER: _ClassVar[int]
+    entry: Message
+    changed: bool
+    def __init__(self, entry: _Optional[_Union[Message, _Mapping]] = ..., changed: _Optional[bool] = ...) -> None: ...

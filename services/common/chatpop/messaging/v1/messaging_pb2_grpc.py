@@ -145,6 +145,31 @@ class MessagingServiceStub:
                 request_serializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.GetMessagingStatsRequest.SerializeToString,
                 response_deserializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.GetMessagingStatsResponse.FromString,
                 _registered_method=True)
+        self.GetPaidPinQuote = channel.unary_unary(
+                '/chatpop.messaging.v1.MessagingService/GetPaidPinQuote',
+                request_serializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.GetPaidPinQuoteRequest.SerializeToString,
+                response_deserializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.GetPaidPinQuoteResponse.FromString,
+                _registered_method=True)
+        self.ApplyPaidPin = channel.unary_unary(
+                '/chatpop.messaging.v1.MessagingService/ApplyPaidPin',
+                request_serializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.ApplyPaidPinRequest.SerializeToString,
+                response_deserializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.ApplyPaidPinResponse.FromString,
+                _registered_method=True)
+        self.ApplyTip = channel.unary_unary(
+                '/chatpop.messaging.v1.MessagingService/ApplyTip',
+                request_serializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.ApplyTipRequest.SerializeToString,
+                response_deserializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.ApplyTipResponse.FromString,
+                _registered_method=True)
+        self.RemovePaidPin = channel.unary_unary(
+                '/chatpop.messaging.v1.MessagingService/RemovePaidPin',
+                request_serializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.RemovePaidPinRequest.SerializeToString,
+                response_deserializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.RemovePaidPinResponse.FromString,
+                _registered_method=True)
+        self.KickParticipants = channel.unary_unary(
+                '/chatpop.messaging.v1.MessagingService/KickParticipants',
+                request_serializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.KickParticipantsRequest.SerializeToString,
+                response_deserializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.KickParticipantsResponse.FromString,
+                _registered_method=True)
 
 
 class MessagingServiceServicer:
@@ -329,6 +354,52 @@ class MessagingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetPaidPinQuote(self, request, context):
+        """GetPaidPinQuote is what a paid pin takes in the room now: its live paid pins and the lowest
+        tier that outbids the top (room token, or the payments service).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ApplyPaidPin(self, request, context):
+        """ApplyPaidPin grants a paid order's pin or extension (the payments service only), serialized
+        per room: it is decided against the room's pins at this moment, so of two concurrent outbids
+        exactly one wins and the other is refused (then refunded by payments). Idempotent by order id:
+        asking again answers the first outcome.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ApplyTip(self, request, context):
+        """ApplyTip posts a paid tip to the room as a TIP entry (the payments service only); idempotent by
+        order id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemovePaidPin(self, request, context):
+        """RemovePaidPin takes a paid pin down before its time (the room's host, or an admin).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def KickParticipants(self, request, context):
+        """KickParticipants closes participants' live sockets in their rooms now: for each (room,
+        participant) a Kick signal goes out on that room's signal channel, and every edge process closes
+        that participant's sockets in that room (with the kick's code) and asks rooms about them again
+        before trusting any token of theirs. Admins only (an access token with the admin claim); used
+        after a site-wide ban revoked the participants' room tokens at rooms (RevokeSiteBanned). At most
+        10,000 targets per call. UNAVAILABLE `signals_unavailable` when Redis could not take every
+        signal: calling again is harmless.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MessagingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -441,6 +512,31 @@ def add_MessagingServiceServicer_to_server(servicer, server):
                     servicer.GetMessagingStats,
                     request_deserializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.GetMessagingStatsRequest.FromString,
                     response_serializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.GetMessagingStatsResponse.SerializeToString,
+            ),
+            'GetPaidPinQuote': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPaidPinQuote,
+                    request_deserializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.GetPaidPinQuoteRequest.FromString,
+                    response_serializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.GetPaidPinQuoteResponse.SerializeToString,
+            ),
+            'ApplyPaidPin': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApplyPaidPin,
+                    request_deserializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.ApplyPaidPinRequest.FromString,
+                    response_serializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.ApplyPaidPinResponse.SerializeToString,
+            ),
+            'ApplyTip': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApplyTip,
+                    request_deserializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.ApplyTipRequest.FromString,
+                    response_serializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.ApplyTipResponse.SerializeToString,
+            ),
+            'RemovePaidPin': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemovePaidPin,
+                    request_deserializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.RemovePaidPinRequest.FromString,
+                    response_serializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.RemovePaidPinResponse.SerializeToString,
+            ),
+            'KickParticipants': grpc.unary_unary_rpc_method_handler(
+                    servicer.KickParticipants,
+                    request_deserializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.KickParticipantsRequest.FromString,
+                    response_serializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.KickParticipantsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1038,6 +1134,141 @@ class MessagingService:
             '/chatpop.messaging.v1.MessagingService/GetMessagingStats',
             chatpop_dot_messaging_dot_v1_dot_messaging__pb2.GetMessagingStatsRequest.SerializeToString,
             chatpop_dot_messaging_dot_v1_dot_messaging__pb2.GetMessagingStatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPaidPinQuote(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatpop.messaging.v1.MessagingService/GetPaidPinQuote',
+            chatpop_dot_messaging_dot_v1_dot_messaging__pb2.GetPaidPinQuoteRequest.SerializeToString,
+            chatpop_dot_messaging_dot_v1_dot_messaging__pb2.GetPaidPinQuoteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApplyPaidPin(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatpop.messaging.v1.MessagingService/ApplyPaidPin',
+            chatpop_dot_messaging_dot_v1_dot_messaging__pb2.ApplyPaidPinRequest.SerializeToString,
+            chatpop_dot_messaging_dot_v1_dot_messaging__pb2.ApplyPaidPinResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApplyTip(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatpop.messaging.v1.MessagingService/ApplyTip',
+            chatpop_dot_messaging_dot_v1_dot_messaging__pb2.ApplyTipRequest.SerializeToString,
+            chatpop_dot_messaging_dot_v1_dot_messaging__pb2.ApplyTipResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemovePaidPin(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatpop.messaging.v1.MessagingService/RemovePaidPin',
+            chatpop_dot_messaging_dot_v1_dot_messaging__pb2.RemovePaidPinRequest.SerializeToString,
+            chatpop_dot_messaging_dot_v1_dot_messaging__pb2.RemovePaidPinResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def KickParticipants(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatpop.messaging.v1.MessagingService/KickParticipants',
+            chatpop_dot_messaging_dot_v1_dot_messaging__pb2.KickParticipantsRequest.SerializeToString,
+            chatpop_dot_messaging_dot_v1_dot_messaging__pb2.KickParticipantsResponse.FromString,
             options,
             channel_credentials,
             insecure,

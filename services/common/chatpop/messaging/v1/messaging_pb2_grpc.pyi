@@ -116,6 +116,31 @@ class MessagingServiceStub:
     """GetMessagingStats counts messages per day and open reports (admins only: an access token with
     the admin claim).
     """
+    GetPaidPinQuote: _grpc.UnaryUnaryMultiCallable[_messaging_pb2.GetPaidPinQuoteRequest, _messaging_pb2.GetPaidPinQuoteResponse]
+    """GetPaidPinQuote is what a paid pin takes in the room now: its live paid pins and the lowest
+    tier that outbids the top (room token, or the payments service).
+    """
+    ApplyPaidPin: _grpc.UnaryUnaryMultiCallable[_messaging_pb2.ApplyPaidPinRequest, _messaging_pb2.ApplyPaidPinResponse]
+    """ApplyPaidPin grants a paid order's pin or extension (the payments service only), serialized
+    per room: it is decided against the room's pins at this moment, so of two concurrent outbids
+    exactly one wins and the other is refused (then refunded by payments). Idempotent by order id:
+    asking again answers the first outcome.
+    """
+    ApplyTip: _grpc.UnaryUnaryMultiCallable[_messaging_pb2.ApplyTipRequest, _messaging_pb2.ApplyTipResponse]
+    """ApplyTip posts a paid tip to the room as a TIP entry (the payments service only); idempotent by
+    order id.
+    """
+    RemovePaidPin: _grpc.UnaryUnaryMultiCallable[_messaging_pb2.RemovePaidPinRequest, _messaging_pb2.RemovePaidPinResponse]
+    """RemovePaidPin takes a paid pin down before its time (the room's host, or an admin)."""
+    KickParticipants: _grpc.UnaryUnaryMultiCallable[_messaging_pb2.KickParticipantsRequest, _messaging_pb2.KickParticipantsResponse]
+    """KickParticipants closes participants' live sockets in their rooms now: for each (room,
+    participant) a Kick signal goes out on that room's signal channel, and every edge process closes
+    that participant's sockets in that room (with the kick's code) and asks rooms about them again
+    before trusting any token of theirs. Admins only (an access token with the admin claim); used
+    after a site-wide ban revoked the participants' room tokens at rooms (RevokeSiteBanned). At most
+    10,000 targets per call. UNAVAILABLE `signals_unavailable` when Redis could not take every
+    signal: calling again is harmless.
+    """
 
 @_typing.type_check_only
 class MessagingServiceAsyncStub(MessagingServiceStub):
@@ -204,6 +229,31 @@ class MessagingServiceAsyncStub(MessagingServiceStub):
     GetMessagingStats: _aio.UnaryUnaryMultiCallable[_messaging_pb2.GetMessagingStatsRequest, _messaging_pb2.GetMessagingStatsResponse]  # type: ignore[assignment]
     """GetMessagingStats counts messages per day and open reports (admins only: an access token with
     the admin claim).
+    """
+    GetPaidPinQuote: _aio.UnaryUnaryMultiCallable[_messaging_pb2.GetPaidPinQuoteRequest, _messaging_pb2.GetPaidPinQuoteResponse]  # type: ignore[assignment]
+    """GetPaidPinQuote is what a paid pin takes in the room now: its live paid pins and the lowest
+    tier that outbids the top (room token, or the payments service).
+    """
+    ApplyPaidPin: _aio.UnaryUnaryMultiCallable[_messaging_pb2.ApplyPaidPinRequest, _messaging_pb2.ApplyPaidPinResponse]  # type: ignore[assignment]
+    """ApplyPaidPin grants a paid order's pin or extension (the payments service only), serialized
+    per room: it is decided against the room's pins at this moment, so of two concurrent outbids
+    exactly one wins and the other is refused (then refunded by payments). Idempotent by order id:
+    asking again answers the first outcome.
+    """
+    ApplyTip: _aio.UnaryUnaryMultiCallable[_messaging_pb2.ApplyTipRequest, _messaging_pb2.ApplyTipResponse]  # type: ignore[assignment]
+    """ApplyTip posts a paid tip to the room as a TIP entry (the payments service only); idempotent by
+    order id.
+    """
+    RemovePaidPin: _aio.UnaryUnaryMultiCallable[_messaging_pb2.RemovePaidPinRequest, _messaging_pb2.RemovePaidPinResponse]  # type: ignore[assignment]
+    """RemovePaidPin takes a paid pin down before its time (the room's host, or an admin)."""
+    KickParticipants: _aio.UnaryUnaryMultiCallable[_messaging_pb2.KickParticipantsRequest, _messaging_pb2.KickParticipantsResponse]  # type: ignore[assignment]
+    """KickParticipants closes participants' live sockets in their rooms now: for each (room,
+    participant) a Kick signal goes out on that room's signal channel, and every edge process closes
+    that participant's sockets in that room (with the kick's code) and asks rooms about them again
+    before trusting any token of theirs. Admins only (an access token with the admin claim); used
+    after a site-wide ban revoked the participants' room tokens at rooms (RevokeSiteBanned). At most
+    10,000 targets per call. UNAVAILABLE `signals_unavailable` when Redis could not take every
+    signal: calling again is harmless.
     """
 
 class MessagingServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -422,6 +472,61 @@ class MessagingServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_messaging_pb2.GetMessagingStatsResponse, _abc.Awaitable[_messaging_pb2.GetMessagingStatsResponse]]:
         """GetMessagingStats counts messages per day and open reports (admins only: an access token with
         the admin claim).
+        """
+
+    @_abc_1.abstractmethod
+    def GetPaidPinQuote(
+        self,
+        request: _messaging_pb2.GetPaidPinQuoteRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_messaging_pb2.GetPaidPinQuoteResponse, _abc.Awaitable[_messaging_pb2.GetPaidPinQuoteResponse]]:
+        """GetPaidPinQuote is what a paid pin takes in the room now: its live paid pins and the lowest
+        tier that outbids the top (room token, or the payments service).
+        """
+
+    @_abc_1.abstractmethod
+    def ApplyPaidPin(
+        self,
+        request: _messaging_pb2.ApplyPaidPinRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_messaging_pb2.ApplyPaidPinResponse, _abc.Awaitable[_messaging_pb2.ApplyPaidPinResponse]]:
+        """ApplyPaidPin grants a paid order's pin or extension (the payments service only), serialized
+        per room: it is decided against the room's pins at this moment, so of two concurrent outbids
+        exactly one wins and the other is refused (then refunded by payments). Idempotent by order id:
+        asking again answers the first outcome.
+        """
+
+    @_abc_1.abstractmethod
+    def ApplyTip(
+        self,
+        request: _messaging_pb2.ApplyTipRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_messaging_pb2.ApplyTipResponse, _abc.Awaitable[_messaging_pb2.ApplyTipResponse]]:
+        """ApplyTip posts a paid tip to the room as a TIP entry (the payments service only); idempotent by
+        order id.
+        """
+
+    @_abc_1.abstractmethod
+    def RemovePaidPin(
+        self,
+        request: _messaging_pb2.RemovePaidPinRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_messaging_pb2.RemovePaidPinResponse, _abc.Awaitable[_messaging_pb2.RemovePaidPinResponse]]:
+        """RemovePaidPin takes a paid pin down before its time (the room's host, or an admin)."""
+
+    @_abc_1.abstractmethod
+    def KickParticipants(
+        self,
+        request: _messaging_pb2.KickParticipantsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_messaging_pb2.KickParticipantsResponse, _abc.Awaitable[_messaging_pb2.KickParticipantsResponse]]:
+        """KickParticipants closes participants' live sockets in their rooms now: for each (room,
+        participant) a Kick signal goes out on that room's signal channel, and every edge process closes
+        that participant's sockets in that room (with the kick's code) and asks rooms about them again
+        before trusting any token of theirs. Admins only (an access token with the admin claim); used
+        after a site-wide ban revoked the participants' room tokens at rooms (RevokeSiteBanned). At most
+        10,000 targets per call. UNAVAILABLE `signals_unavailable` when Redis could not take every
+        signal: calling again is harmless.
         """
 
 def add_MessagingServiceServicer_to_server(servicer: MessagingServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -22,21 +22,88 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"chatpop/payments/v1/payments.proto\x12\x13\x63hatpop.payments.v1\"\x12\n\x10GetConfigRequest\"g\n\x11GetConfigResponse\x12\'\n\x04mode\x18\x01 \x01(\x0e\x32\x19.chatpop.payments.v1.Mode\x12\x10\n\x08\x63urrency\x18\x02 \x01(\t\x12\x17\n\x0fpublishable_key\x18\x03 \x01(\t*<\n\x04Mode\x12\x14\n\x10MODE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bMODE_STRIPE\x10\x01\x12\r\n\tMODE_TEST\x10\x02\x32m\n\x0fPaymentsService\x12Z\n\tGetConfig\x12%.chatpop.payments.v1.GetConfigRequest\x1a&.chatpop.payments.v1.GetConfigResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"chatpop/payments/v1/payments.proto\x12\x13\x63hatpop.payments.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x12\n\x10GetConfigRequest\"\x85\x01\n\x11GetConfigResponse\x12\'\n\x04mode\x18\x01 \x01(\x0e\x32\x19.chatpop.payments.v1.Mode\x12\x10\n\x08\x63urrency\x18\x02 \x01(\t\x12\x17\n\x0fpublishable_key\x18\x03 \x01(\t\x12\x1c\n\x14platform_fee_percent\x18\x04 \x01(\x05\"\xcf\x01\n\rPayoutAccount\x12\x19\n\x11stripe_account_id\x18\x01 \x01(\t\x12\x19\n\x11\x64\x65tails_submitted\x18\x02 \x01(\x08\x12\x17\n\x0f\x63harges_enabled\x18\x03 \x01(\x08\x12\x17\n\x0fpayouts_enabled\x18\x04 \x01(\x08\x12\x13\n\x0b\x63\x61n_receive\x18\x05 \x01(\x08\x12.\n\nupdated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\ttest_mode\x18\x07 \x01(\x08\"*\n\x17GetPayoutAccountRequest\x12\x0f\n\x07refresh\x18\x01 \x01(\x08\"O\n\x18GetPayoutAccountResponse\x12\x33\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\".chatpop.payments.v1.PayoutAccount\"G\n\x1cStartPayoutOnboardingRequest\x12\x12\n\nreturn_url\x18\x01 \x01(\t\x12\x13\n\x0brefresh_url\x18\x02 \x01(\t\"l\n\x1dStartPayoutOnboardingResponse\x12\x33\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\".chatpop.payments.v1.PayoutAccount\x12\x16\n\x0eonboarding_url\x18\x02 \x01(\t\"\x1f\n\x1d\x43ompleteTestOnboardingRequest\"U\n\x1e\x43ompleteTestOnboardingResponse\x12\x33\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\".chatpop.payments.v1.PayoutAccount\"0\n\x07PinTier\x12\x14\n\x0c\x61mount_cents\x18\x01 \x01(\x03\x12\x0f\n\x07minutes\x18\x02 \x01(\x05\"&\n\x13GetRoomSalesRequest\x12\x0f\n\x07room_id\x18\x01 \x01(\t\"\xf5\x01\n\x14GetRoomSalesResponse\x12\x0f\n\x07\x65nabled\x18\x01 \x01(\x08\x12\x17\n\x0f\x64isabled_reason\x18\x02 \x01(\t\x12\x10\n\x08\x63urrency\x18\x03 \x01(\t\x12/\n\tpin_tiers\x18\x04 \x03(\x0b\x32\x1c.chatpop.payments.v1.PinTier\x12\x19\n\x11tip_presets_cents\x18\x05 \x03(\x03\x12\x15\n\rtip_min_cents\x18\x06 \x01(\x03\x12\x15\n\rtip_max_cents\x18\x07 \x01(\x03\x12\'\n\x04mode\x18\x08 \x01(\x0e\x32\x19.chatpop.payments.v1.Mode\"\xb4\x04\n\x05Order\x12\n\n\x02id\x18\x01 \x01(\t\x12,\n\x04kind\x18\x02 \x01(\x0e\x32\x1e.chatpop.payments.v1.OrderKind\x12.\n\x05state\x18\x03 \x01(\x0e\x32\x1f.chatpop.payments.v1.OrderState\x12\x0f\n\x07room_id\x18\x04 \x01(\t\x12\x1c\n\x14\x62uyer_participant_id\x18\x05 \x01(\t\x12\x19\n\x11\x62uyer_identity_id\x18\x06 \x01(\t\x12\x18\n\x10host_identity_id\x18\x07 \x01(\t\x12\x14\n\x0c\x61mount_cents\x18\x08 \x01(\x03\x12\x11\n\tfee_cents\x18\t \x01(\x03\x12\x10\n\x08\x63urrency\x18\n \x01(\t\x12\x12\n\ntarget_seq\x18\x0b \x01(\x03\x12\x0e\n\x06pin_id\x18\x0c \x01(\t\x12\x0c\n\x04note\x18\r \x01(\t\x12\x15\n\rpayment_error\x18\x0e \x01(\t\x12\x15\n\rrefund_reason\x18\x0f \x01(\t\x12\x16\n\x0erefund_message\x18\x10 \x01(\t\x12 \n\x18stripe_payment_intent_id\x18\x11 \x01(\t\x12\x11\n\ttest_mode\x18\x12 \x01(\x08\x12.\n\ncreated_at\x18\x13 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x14 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rfulfilled_seq\x18\x15 \x01(\x03\"5\n\x0bPinPurchase\x12\x12\n\ntarget_seq\x18\x01 \x01(\x03\x12\x12\n\ntier_cents\x18\x02 \x01(\x03\"2\n\x0cPinExtension\x12\x0e\n\x06pin_id\x18\x01 \x01(\t\x12\x12\n\ntier_cents\x18\x02 \x01(\x03\"1\n\x0bTipPurchase\x12\x14\n\x0c\x61mount_cents\x18\x01 \x01(\x03\x12\x0c\n\x04note\x18\x02 \x01(\t\"\xe0\x01\n\x12\x43reateOrderRequest\x12\x0f\n\x07room_id\x18\x01 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\x12/\n\x03pin\x18\x03 \x01(\x0b\x32 .chatpop.payments.v1.PinPurchaseH\x00\x12\x36\n\textension\x18\x04 \x01(\x0b\x32!.chatpop.payments.v1.PinExtensionH\x00\x12/\n\x03tip\x18\x05 \x01(\x0b\x32 .chatpop.payments.v1.TipPurchaseH\x00\x42\x06\n\x04item\"h\n\x13\x43reateOrderResponse\x12)\n\x05order\x18\x01 \x01(\x0b\x32\x1a.chatpop.payments.v1.Order\x12\x15\n\rclient_secret\x18\x02 \x01(\t\x12\x0f\n\x07\x63reated\x18\x03 \x01(\x08\"#\n\x0fGetOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\"=\n\x10GetOrderResponse\x12)\n\x05order\x18\x01 \x01(\x0b\x32\x1a.chatpop.payments.v1.Order\"=\n\x13ListMyOrdersRequest\x12\x17\n\x0f\x62\x65\x66ore_order_id\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\x05\"T\n\x14ListMyOrdersResponse\x12*\n\x06orders\x18\x01 \x03(\x0b\x32\x1a.chatpop.payments.v1.Order\x12\x10\n\x08has_more\x18\x02 \x01(\x08\"`\n\x19\x43onfirmTestPaymentRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x31\n\x07outcome\x18\x02 \x01(\x0e\x32 .chatpop.payments.v1.TestOutcome\"G\n\x1a\x43onfirmTestPaymentResponse\x12)\n\x05order\x18\x01 \x01(\x0b\x32\x1a.chatpop.payments.v1.Order\"@\n\x1aHandleStripeWebhookRequest\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\t\"V\n\x1bHandleStripeWebhookResponse\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x12\n\nevent_type\x18\x02 \x01(\t\x12\x11\n\tduplicate\x18\x03 \x01(\x08\"k\n\x07\x41mounts\x12\x13\n\x0bgross_cents\x18\x01 \x01(\x03\x12\x11\n\tfee_cents\x18\x02 \x01(\x03\x12\x11\n\tnet_cents\x18\x03 \x01(\x03\x12\x16\n\x0erefunded_cents\x18\x04 \x01(\x03\x12\r\n\x05\x63ount\x18\x05 \x01(\x03\"\xa4\x01\n\x0cRoomEarnings\x12\x0f\n\x07room_id\x18\x01 \x01(\t\x12*\n\x04pins\x18\x02 \x01(\x0b\x32\x1c.chatpop.payments.v1.Amounts\x12*\n\x04tips\x18\x03 \x01(\x0b\x32\x1c.chatpop.payments.v1.Amounts\x12+\n\x05total\x18\x04 \x01(\x0b\x32\x1c.chatpop.payments.v1.Amounts\"\x14\n\x12GetEarningsRequest\"\xde\x01\n\x13GetEarningsResponse\x12\x10\n\x08\x63urrency\x18\x01 \x01(\t\x12*\n\x04pins\x18\x02 \x01(\x0b\x32\x1c.chatpop.payments.v1.Amounts\x12*\n\x04tips\x18\x03 \x01(\x0b\x32\x1c.chatpop.payments.v1.Amounts\x12+\n\x05total\x18\x04 \x01(\x0b\x32\x1c.chatpop.payments.v1.Amounts\x12\x30\n\x05rooms\x18\x05 \x03(\x0b\x32!.chatpop.payments.v1.RoomEarnings\"6\n\x12RefundOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"Q\n\x13RefundOrderResponse\x12)\n\x05order\x18\x01 \x01(\x0b\x32\x1a.chatpop.payments.v1.Order\x12\x0f\n\x07\x63hanged\x18\x02 \x01(\x08*<\n\x04Mode\x12\x14\n\x10MODE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bMODE_STRIPE\x10\x01\x12\r\n\tMODE_TEST\x10\x02*m\n\tOrderKind\x12\x1a\n\x16ORDER_KIND_UNSPECIFIED\x10\x00\x12\x12\n\x0eORDER_KIND_PIN\x10\x01\x12\x1c\n\x18ORDER_KIND_PIN_EXTENSION\x10\x02\x12\x12\n\x0eORDER_KIND_TIP\x10\x03*\xfd\x01\n\nOrderState\x12\x1b\n\x17ORDER_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13ORDER_STATE_CREATED\x10\x01\x12 \n\x1cORDER_STATE_AWAITING_PAYMENT\x10\x02\x12\x14\n\x10ORDER_STATE_PAID\x10\x03\x12\x19\n\x15ORDER_STATE_FULFILLED\x10\x04\x12\x19\n\x15ORDER_STATE_REFUNDING\x10\x05\x12\x18\n\x14ORDER_STATE_REFUNDED\x10\x06\x12\x16\n\x12ORDER_STATE_FAILED\x10\x07\x12\x19\n\x15ORDER_STATE_CANCELLED\x10\x08*_\n\x0bTestOutcome\x12\x1c\n\x18TEST_OUTCOME_UNSPECIFIED\x10\x00\x12\x18\n\x14TEST_OUTCOME_SUCCEED\x10\x01\x12\x18\n\x14TEST_OUTCOME_DECLINE\x10\x02\x32\x9c\n\n\x0fPaymentsService\x12Z\n\tGetConfig\x12%.chatpop.payments.v1.GetConfigRequest\x1a&.chatpop.payments.v1.GetConfigResponse\x12o\n\x10GetPayoutAccount\x12,.chatpop.payments.v1.GetPayoutAccountRequest\x1a-.chatpop.payments.v1.GetPayoutAccountResponse\x12~\n\x15StartPayoutOnboarding\x12\x31.chatpop.payments.v1.StartPayoutOnboardingRequest\x1a\x32.chatpop.payments.v1.StartPayoutOnboardingResponse\x12\x81\x01\n\x16\x43ompleteTestOnboarding\x12\x32.chatpop.payments.v1.CompleteTestOnboardingRequest\x1a\x33.chatpop.payments.v1.CompleteTestOnboardingResponse\x12\x63\n\x0cGetRoomSales\x12(.chatpop.payments.v1.GetRoomSalesRequest\x1a).chatpop.payments.v1.GetRoomSalesResponse\x12`\n\x0b\x43reateOrder\x12\'.chatpop.payments.v1.CreateOrderRequest\x1a(.chatpop.payments.v1.CreateOrderResponse\x12W\n\x08GetOrder\x12$.chatpop.payments.v1.GetOrderRequest\x1a%.chatpop.payments.v1.GetOrderResponse\x12\x63\n\x0cListMyOrders\x12(.chatpop.payments.v1.ListMyOrdersRequest\x1a).chatpop.payments.v1.ListMyOrdersResponse\x12u\n\x12\x43onfirmTestPayment\x12..chatpop.payments.v1.ConfirmTestPaymentRequest\x1a/.chatpop.payments.v1.ConfirmTestPaymentResponse\x12x\n\x13HandleStripeWebhook\x12/.chatpop.payments.v1.HandleStripeWebhookRequest\x1a\x30.chatpop.payments.v1.HandleStripeWebhookResponse\x12`\n\x0bGetEarnings\x12\'.chatpop.payments.v1.GetEarningsRequest\x1a(.chatpop.payments.v1.GetEarningsResponse\x12`\n\x0bRefundOrder\x12\'.chatpop.payments.v1.RefundOrderRequest\x1a(.chatpop.payments.v1.RefundOrderResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'chatpop.payments.v1.payments_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_MODE']._serialized_start=184
-  _globals['_MODE']._serialized_end=244
-  _globals['_GETCONFIGREQUEST']._serialized_start=59
-  _globals['_GETCONFIGREQUEST']._serialized_end=77
-  _globals['_GETCONFIGRESPONSE']._serialized_start=79
-  _globals['_GETCONFIGRESPONSE']._serialized_end=182
-  _globals['_PAYMENTSSERVICE']._serialized_start=246
-  _globals['_PAYMENTSSERVICE']._serialized_end=355
+  _globals['_MODE']._serialized_start=3518
+  _globals['_MODE']._serialized_end=3578
+  _globals['_ORDERKIND']._serialized_start=3580
+  _globals['_ORDERKIND']._serialized_end=3689
+  _globals['_ORDERSTATE']._serialized_start=3692
+  _globals['_ORDERSTATE']._serialized_end=3945
+  _globals['_TESTOUTCOME']._serialized_start=3947
+  _globals['_TESTOUTCOME']._serialized_end=4042
+  _globals['_GETCONFIGREQUEST']._serialized_start=92
+  _globals['_GETCONFIGREQUEST']._serialized_end=110
+  _globals['_GETCONFIGRESPONSE']._serialized_start=113
+  _globals['_GETCONFIGRESPONSE']._serialized_end=246
+  _globals['_PAYOUTACCOUNT']._serialized_start=249
+  _globals['_PAYOUTACCOUNT']._serialized_end=456
+  _globals['_GETPAYOUTACCOUNTREQUEST']._serialized_start=458
+  _globals['_GETPAYOUTACCOUNTREQUEST']._serialized_end=500
+  _globals['_GETPAYOUTACCOUNTRESPONSE']._serialized_start=502
+  _globals['_GETPAYOUTACCOUNTRESPONSE']._serialized_end=581
+  _globals['_STARTPAYOUTONBOARDINGREQUEST']._serialized_start=583
+  _globals['_STARTPAYOUTONBOARDINGREQUEST']._serialized_end=654
+  _globals['_STARTPAYOUTONBOARDINGRESPONSE']._serialized_start=656
+  _globals['_STARTPAYOUTONBOARDINGRESPONSE']._serialized_end=764
+  _globals['_COMPLETETESTONBOARDINGREQUEST']._serialized_start=766
+  _globals['_COMPLETETESTONBOARDINGREQUEST']._serialized_end=797
+  _globals['_COMPLETETESTONBOARDINGRESPONSE']._serialized_start=799
+  _globals['_COMPLETETESTONBOARDINGRESPONSE']._serialized_end=884
+  _globals['_PINTIER']._serialized_start=886
+  _globals['_PINTIER']._serialized_end=934
+  _globals['_GETROOMSALESREQUEST']._serialized_start=936
+  _globals['_GETROOMSALESREQUEST']._serialized_end=974
+  _globals['_GETROOMSALESRESPONSE']._serialized_start=977
+  _globals['_GETROOMSALESRESPONSE']._serialized_end=1222
+  _globals['_ORDER']._serialized_start=1225
+  _globals['_ORDER']._serialized_end=1789
+  _globals['_PINPURCHASE']._serialized_start=1791
+  _globals['_PINPURCHASE']._serialized_end=1844
+  _globals['_PINEXTENSION']._serialized_start=1846
+  _globals['_PINEXTENSION']._serialized_end=1896
+  _globals['_TIPPURCHASE']._serialized_start=1898
+  _globals['_TIPPURCHASE']._serialized_end=1947
+  _globals['_CREATEORDERREQUEST']._serialized_start=1950
+  _globals['_CREATEORDERREQUEST']._serialized_end=2174
+  _globals['_CREATEORDERRESPONSE']._serialized_start=2176
+  _globals['_CREATEORDERRESPONSE']._serialized_end=2280
+  _globals['_GETORDERREQUEST']._serialized_start=2282
+  _globals['_GETORDERREQUEST']._serialized_end=2317
+  _globals['_GETORDERRESPONSE']._serialized_start=2319
+  _globals['_GETORDERRESPONSE']._serialized_end=2380
+  _globals['_LISTMYORDERSREQUEST']._serialized_start=2382
+  _globals['_LISTMYORDERSREQUEST']._serialized_end=2443
+  _globals['_LISTMYORDERSRESPONSE']._serialized_start=2445
+  _globals['_LISTMYORDERSRESPONSE']._serialized_end=2529
+  _globals['_CONFIRMTESTPAYMENTREQUEST']._serialized_start=2531
+  _globals['_CONFIRMTESTPAYMENTREQUEST']._serialized_end=2627
+  _globals['_CONFIRMTESTPAYMENTRESPONSE']._serialized_start=2629
+  _globals['_CONFIRMTESTPAYMENTRESPONSE']._serialized_end=2700
+  _globals['_HANDLESTRIPEWEBHOOKREQUEST']._serialized_start=2702
+  _globals['_HANDLESTRIPEWEBHOOKREQUEST']._serialized_end=2766
+  _globals['_HANDLESTRIPEWEBHOOKRESPONSE']._serialized_start=2768
+  _globals['_HANDLESTRIPEWEBHOOKRESPONSE']._serialized_end=2854
+  _globals['_AMOUNTS']._serialized_start=2856
+  _globals['_AMOUNTS']._serialized_end=2963
+  _globals['_ROOMEARNINGS']._serialized_start=2966
+  _globals['_ROOMEARNINGS']._serialized_end=3130
+  _globals['_GETEARNINGSREQUEST']._serialized_start=3132
+  _globals['_GETEARNINGSREQUEST']._serialized_end=3152
+  _globals['_GETEARNINGSRESPONSE']._serialized_start=3155
+  _globals['_GETEARNINGSRESPONSE']._serialized_end=3377
+  _globals['_REFUNDORDERREQUEST']._serialized_start=3379
+  _globals['_REFUNDORDERREQUEST']._serialized_end=3433
+  _globals['_REFUNDORDERRESPONSE']._serialized_start=3435
+  _globals['_REFUNDORDERRESPONSE']._serialized_end=3516
+  _globals['_PAYMENTSSERVICE']._serialized_start=4045
+  _globals['_PAYMENTSSERVICE']._serialized_end=5353
 # @@protoc_insertion_point(module_scope)

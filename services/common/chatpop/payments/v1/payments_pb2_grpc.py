@@ -27,7 +27,12 @@ if _version_not_supported:
 
 class PaymentsServiceStub:
     """PaymentsService owns Stripe payments, the ledger and fulfilment.
-    Its purchasing RPCs arrive with the paid features; for now it reports its configuration.
+
+    An order is priced here, never by the client; it is paid through one Stripe PaymentIntent (or, in
+    the local test mode, confirmed by ConfirmTestPayment) and moved forward only by payment events:
+    created -> awaiting payment -> paid -> fulfilled | refunding -> refunded, or failed / cancelled.
+    Paid orders are fulfilled through an outbox (messaging applies the pin or posts the tip); an order
+    that can no longer be fulfilled (outbid, message gone) is refunded in full automatically.
     """
 
     def __init__(self, channel):
@@ -41,15 +46,165 @@ class PaymentsServiceStub:
                 request_serializer=chatpop_dot_payments_dot_v1_dot_payments__pb2.GetConfigRequest.SerializeToString,
                 response_deserializer=chatpop_dot_payments_dot_v1_dot_payments__pb2.GetConfigResponse.FromString,
                 _registered_method=True)
+        self.GetPayoutAccount = channel.unary_unary(
+                '/chatpop.payments.v1.PaymentsService/GetPayoutAccount',
+                request_serializer=chatpop_dot_payments_dot_v1_dot_payments__pb2.GetPayoutAccountRequest.SerializeToString,
+                response_deserializer=chatpop_dot_payments_dot_v1_dot_payments__pb2.GetPayoutAccountResponse.FromString,
+                _registered_method=True)
+        self.StartPayoutOnboarding = channel.unary_unary(
+                '/chatpop.payments.v1.PaymentsService/StartPayoutOnboarding',
+                request_serializer=chatpop_dot_payments_dot_v1_dot_payments__pb2.StartPayoutOnboardingRequest.SerializeToString,
+                response_deserializer=chatpop_dot_payments_dot_v1_dot_payments__pb2.StartPayoutOnboardingResponse.FromString,
+                _registered_method=True)
+        self.CompleteTestOnboarding = channel.unary_unary(
+                '/chatpop.payments.v1.PaymentsService/CompleteTestOnboarding',
+                request_serializer=chatpop_dot_payments_dot_v1_dot_payments__pb2.CompleteTestOnboardingRequest.SerializeToString,
+                response_deserializer=chatpop_dot_payments_dot_v1_dot_payments__pb2.CompleteTestOnboardingResponse.FromString,
+                _registered_method=True)
+        self.GetRoomSales = channel.unary_unary(
+                '/chatpop.payments.v1.PaymentsService/GetRoomSales',
+                request_serializer=chatpop_dot_payments_dot_v1_dot_payments__pb2.GetRoomSalesRequest.SerializeToString,
+                response_deserializer=chatpop_dot_payments_dot_v1_dot_payments__pb2.GetRoomSalesResponse.FromString,
+                _registered_method=True)
+        self.CreateOrder = channel.unary_unary(
+                '/chatpop.payments.v1.PaymentsService/CreateOrder',
+                request_serializer=chatpop_dot_payments_dot_v1_dot_payments__pb2.CreateOrderRequest.SerializeToString,
+                response_deserializer=chatpop_dot_payments_dot_v1_dot_payments__pb2.CreateOrderResponse.FromString,
+                _registered_method=True)
+        self.GetOrder = channel.unary_unary(
+                '/chatpop.payments.v1.PaymentsService/GetOrder',
+                request_serializer=chatpop_dot_payments_dot_v1_dot_payments__pb2.GetOrderRequest.SerializeToString,
+                response_deserializer=chatpop_dot_payments_dot_v1_dot_payments__pb2.GetOrderResponse.FromString,
+                _registered_method=True)
+        self.ListMyOrders = channel.unary_unary(
+                '/chatpop.payments.v1.PaymentsService/ListMyOrders',
+                request_serializer=chatpop_dot_payments_dot_v1_dot_payments__pb2.ListMyOrdersRequest.SerializeToString,
+                response_deserializer=chatpop_dot_payments_dot_v1_dot_payments__pb2.ListMyOrdersResponse.FromString,
+                _registered_method=True)
+        self.ConfirmTestPayment = channel.unary_unary(
+                '/chatpop.payments.v1.PaymentsService/ConfirmTestPayment',
+                request_serializer=chatpop_dot_payments_dot_v1_dot_payments__pb2.ConfirmTestPaymentRequest.SerializeToString,
+                response_deserializer=chatpop_dot_payments_dot_v1_dot_payments__pb2.ConfirmTestPaymentResponse.FromString,
+                _registered_method=True)
+        self.HandleStripeWebhook = channel.unary_unary(
+                '/chatpop.payments.v1.PaymentsService/HandleStripeWebhook',
+                request_serializer=chatpop_dot_payments_dot_v1_dot_payments__pb2.HandleStripeWebhookRequest.SerializeToString,
+                response_deserializer=chatpop_dot_payments_dot_v1_dot_payments__pb2.HandleStripeWebhookResponse.FromString,
+                _registered_method=True)
+        self.GetEarnings = channel.unary_unary(
+                '/chatpop.payments.v1.PaymentsService/GetEarnings',
+                request_serializer=chatpop_dot_payments_dot_v1_dot_payments__pb2.GetEarningsRequest.SerializeToString,
+                response_deserializer=chatpop_dot_payments_dot_v1_dot_payments__pb2.GetEarningsResponse.FromString,
+                _registered_method=True)
+        self.RefundOrder = channel.unary_unary(
+                '/chatpop.payments.v1.PaymentsService/RefundOrder',
+                request_serializer=chatpop_dot_payments_dot_v1_dot_payments__pb2.RefundOrderRequest.SerializeToString,
+                response_deserializer=chatpop_dot_payments_dot_v1_dot_payments__pb2.RefundOrderResponse.FromString,
+                _registered_method=True)
 
 
 class PaymentsServiceServicer:
     """PaymentsService owns Stripe payments, the ledger and fulfilment.
-    Its purchasing RPCs arrive with the paid features; for now it reports its configuration.
+
+    An order is priced here, never by the client; it is paid through one Stripe PaymentIntent (or, in
+    the local test mode, confirmed by ConfirmTestPayment) and moved forward only by payment events:
+    created -> awaiting payment -> paid -> fulfilled | refunding -> refunded, or failed / cancelled.
+    Paid orders are fulfilled through an outbox (messaging applies the pin or posts the tip); an order
+    that can no longer be fulfilled (outbid, message gone) is refunded in full automatically.
     """
 
     def GetConfig(self, request, context):
         """GetConfig tells clients whether payments run against Stripe or in local test mode.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetPayoutAccount(self, request, context):
+        """GetPayoutAccount is the caller's payout account (access token of a registered account),
+        refreshed from Stripe when `refresh` is set.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StartPayoutOnboarding(self, request, context):
+        """StartPayoutOnboarding creates the caller's Stripe Connect Express account when it has none
+        and returns a fresh onboarding link (access token of a registered account; anonymous
+        sessions are refused with `account_required`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CompleteTestOnboarding(self, request, context):
+        """CompleteTestOnboarding finishes onboarding in test mode (FAILED_PRECONDITION `not_test_mode`
+        with Stripe keys set): the account's state moves as Stripe's account.updated would move it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetRoomSales(self, request, context):
+        """GetRoomSales tells what a room sells: whether its host can receive money, the pin tiers and
+        tip bounds (any caller).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateOrder(self, request, context):
+        """CreateOrder prices an order on the server and opens its payment (room token of the buyer).
+        Refused with FAILED_PRECONDITION `payments_not_enabled` when the room's host cannot receive
+        money, `outbid_required` when a pin does not outbid the current top, `not_top_pin` when
+        extending a pin that is not the top one; INVALID_ARGUMENT for an unknown tier or a tip out of
+        bounds. The same idempotency key returns the same order.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetOrder(self, request, context):
+        """GetOrder is one order (its buyer, or an admin).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListMyOrders(self, request, context):
+        """ListMyOrders is the caller's orders, newest first (access or room token of the buyer's identity).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ConfirmTestPayment(self, request, context):
+        """ConfirmTestPayment is the test mode's stand-in for the buyer paying at Stripe (the order's
+        buyer; FAILED_PRECONDITION `not_test_mode` with Stripe keys set). The outcome goes through the
+        same event handling as a Stripe webhook.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def HandleStripeWebhook(self, request, context):
+        """HandleStripeWebhook takes a webhook request exactly as Stripe sent it (the edge passes the raw
+        body and the Stripe-Signature header). UNAUTHENTICATED `invalid_signature` when the signature
+        does not verify, is stale or lies in the future; each event is handled once by its id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetEarnings(self, request, context):
+        """GetEarnings is what the caller earned as a host, per room and overall (access token).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RefundOrder(self, request, context):
+        """RefundOrder refunds a paid or fulfilled order in full (admins only); idempotent.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -63,6 +218,61 @@ def add_PaymentsServiceServicer_to_server(servicer, server):
                     request_deserializer=chatpop_dot_payments_dot_v1_dot_payments__pb2.GetConfigRequest.FromString,
                     response_serializer=chatpop_dot_payments_dot_v1_dot_payments__pb2.GetConfigResponse.SerializeToString,
             ),
+            'GetPayoutAccount': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPayoutAccount,
+                    request_deserializer=chatpop_dot_payments_dot_v1_dot_payments__pb2.GetPayoutAccountRequest.FromString,
+                    response_serializer=chatpop_dot_payments_dot_v1_dot_payments__pb2.GetPayoutAccountResponse.SerializeToString,
+            ),
+            'StartPayoutOnboarding': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartPayoutOnboarding,
+                    request_deserializer=chatpop_dot_payments_dot_v1_dot_payments__pb2.StartPayoutOnboardingRequest.FromString,
+                    response_serializer=chatpop_dot_payments_dot_v1_dot_payments__pb2.StartPayoutOnboardingResponse.SerializeToString,
+            ),
+            'CompleteTestOnboarding': grpc.unary_unary_rpc_method_handler(
+                    servicer.CompleteTestOnboarding,
+                    request_deserializer=chatpop_dot_payments_dot_v1_dot_payments__pb2.CompleteTestOnboardingRequest.FromString,
+                    response_serializer=chatpop_dot_payments_dot_v1_dot_payments__pb2.CompleteTestOnboardingResponse.SerializeToString,
+            ),
+            'GetRoomSales': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRoomSales,
+                    request_deserializer=chatpop_dot_payments_dot_v1_dot_payments__pb2.GetRoomSalesRequest.FromString,
+                    response_serializer=chatpop_dot_payments_dot_v1_dot_payments__pb2.GetRoomSalesResponse.SerializeToString,
+            ),
+            'CreateOrder': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateOrder,
+                    request_deserializer=chatpop_dot_payments_dot_v1_dot_payments__pb2.CreateOrderRequest.FromString,
+                    response_serializer=chatpop_dot_payments_dot_v1_dot_payments__pb2.CreateOrderResponse.SerializeToString,
+            ),
+            'GetOrder': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetOrder,
+                    request_deserializer=chatpop_dot_payments_dot_v1_dot_payments__pb2.GetOrderRequest.FromString,
+                    response_serializer=chatpop_dot_payments_dot_v1_dot_payments__pb2.GetOrderResponse.SerializeToString,
+            ),
+            'ListMyOrders': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListMyOrders,
+                    request_deserializer=chatpop_dot_payments_dot_v1_dot_payments__pb2.ListMyOrdersRequest.FromString,
+                    response_serializer=chatpop_dot_payments_dot_v1_dot_payments__pb2.ListMyOrdersResponse.SerializeToString,
+            ),
+            'ConfirmTestPayment': grpc.unary_unary_rpc_method_handler(
+                    servicer.ConfirmTestPayment,
+                    request_deserializer=chatpop_dot_payments_dot_v1_dot_payments__pb2.ConfirmTestPaymentRequest.FromString,
+                    response_serializer=chatpop_dot_payments_dot_v1_dot_payments__pb2.ConfirmTestPaymentResponse.SerializeToString,
+            ),
+            'HandleStripeWebhook': grpc.unary_unary_rpc_method_handler(
+                    servicer.HandleStripeWebhook,
+                    request_deserializer=chatpop_dot_payments_dot_v1_dot_payments__pb2.HandleStripeWebhookRequest.FromString,
+                    response_serializer=chatpop_dot_payments_dot_v1_dot_payments__pb2.HandleStripeWebhookResponse.SerializeToString,
+            ),
+            'GetEarnings': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetEarnings,
+                    request_deserializer=chatpop_dot_payments_dot_v1_dot_payments__pb2.GetEarningsRequest.FromString,
+                    response_serializer=chatpop_dot_payments_dot_v1_dot_payments__pb2.GetEarningsResponse.SerializeToString,
+            ),
+            'RefundOrder': grpc.unary_unary_rpc_method_handler(
+                    servicer.RefundOrder,
+                    request_deserializer=chatpop_dot_payments_dot_v1_dot_payments__pb2.RefundOrderRequest.FromString,
+                    response_serializer=chatpop_dot_payments_dot_v1_dot_payments__pb2.RefundOrderResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'chatpop.payments.v1.PaymentsService', rpc_method_handlers)
@@ -73,7 +283,12 @@ def add_PaymentsServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class PaymentsService:
     """PaymentsService owns Stripe payments, the ledger and fulfilment.
-    Its purchasing RPCs arrive with the paid features; for now it reports its configuration.
+
+    An order is priced here, never by the client; it is paid through one Stripe PaymentIntent (or, in
+    the local test mode, confirmed by ConfirmTestPayment) and moved forward only by payment events:
+    created -> awaiting payment -> paid -> fulfilled | refunding -> refunded, or failed / cancelled.
+    Paid orders are fulfilled through an outbox (messaging applies the pin or posts the tip); an order
+    that can no longer be fulfilled (outbid, message gone) is refunded in full automatically.
     """
 
     @staticmethod
@@ -93,6 +308,303 @@ class PaymentsService:
             '/chatpop.payments.v1.PaymentsService/GetConfig',
             chatpop_dot_payments_dot_v1_dot_payments__pb2.GetConfigRequest.SerializeToString,
             chatpop_dot_payments_dot_v1_dot_payments__pb2.GetConfigResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPayoutAccount(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatpop.payments.v1.PaymentsService/GetPayoutAccount',
+            chatpop_dot_payments_dot_v1_dot_payments__pb2.GetPayoutAccountRequest.SerializeToString,
+            chatpop_dot_payments_dot_v1_dot_payments__pb2.GetPayoutAccountResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartPayoutOnboarding(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatpop.payments.v1.PaymentsService/StartPayoutOnboarding',
+            chatpop_dot_payments_dot_v1_dot_payments__pb2.StartPayoutOnboardingRequest.SerializeToString,
+            chatpop_dot_payments_dot_v1_dot_payments__pb2.StartPayoutOnboardingResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CompleteTestOnboarding(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatpop.payments.v1.PaymentsService/CompleteTestOnboarding',
+            chatpop_dot_payments_dot_v1_dot_payments__pb2.CompleteTestOnboardingRequest.SerializeToString,
+            chatpop_dot_payments_dot_v1_dot_payments__pb2.CompleteTestOnboardingResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRoomSales(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatpop.payments.v1.PaymentsService/GetRoomSales',
+            chatpop_dot_payments_dot_v1_dot_payments__pb2.GetRoomSalesRequest.SerializeToString,
+            chatpop_dot_payments_dot_v1_dot_payments__pb2.GetRoomSalesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateOrder(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatpop.payments.v1.PaymentsService/CreateOrder',
+            chatpop_dot_payments_dot_v1_dot_payments__pb2.CreateOrderRequest.SerializeToString,
+            chatpop_dot_payments_dot_v1_dot_payments__pb2.CreateOrderResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetOrder(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatpop.payments.v1.PaymentsService/GetOrder',
+            chatpop_dot_payments_dot_v1_dot_payments__pb2.GetOrderRequest.SerializeToString,
+            chatpop_dot_payments_dot_v1_dot_payments__pb2.GetOrderResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListMyOrders(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatpop.payments.v1.PaymentsService/ListMyOrders',
+            chatpop_dot_payments_dot_v1_dot_payments__pb2.ListMyOrdersRequest.SerializeToString,
+            chatpop_dot_payments_dot_v1_dot_payments__pb2.ListMyOrdersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ConfirmTestPayment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatpop.payments.v1.PaymentsService/ConfirmTestPayment',
+            chatpop_dot_payments_dot_v1_dot_payments__pb2.ConfirmTestPaymentRequest.SerializeToString,
+            chatpop_dot_payments_dot_v1_dot_payments__pb2.ConfirmTestPaymentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def HandleStripeWebhook(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatpop.payments.v1.PaymentsService/HandleStripeWebhook',
+            chatpop_dot_payments_dot_v1_dot_payments__pb2.HandleStripeWebhookRequest.SerializeToString,
+            chatpop_dot_payments_dot_v1_dot_payments__pb2.HandleStripeWebhookResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetEarnings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatpop.payments.v1.PaymentsService/GetEarnings',
+            chatpop_dot_payments_dot_v1_dot_payments__pb2.GetEarningsRequest.SerializeToString,
+            chatpop_dot_payments_dot_v1_dot_payments__pb2.GetEarningsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RefundOrder(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatpop.payments.v1.PaymentsService/RefundOrder',
+            chatpop_dot_payments_dot_v1_dot_payments__pb2.RefundOrderRequest.SerializeToString,
+            chatpop_dot_payments_dot_v1_dot_payments__pb2.RefundOrderResponse.FromString,
             options,
             channel_credentials,
             insecure,

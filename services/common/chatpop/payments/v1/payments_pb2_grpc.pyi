@@ -28,7 +28,12 @@ GRPC_VERSION: str
 
 class PaymentsServiceStub:
     """PaymentsService owns Stripe payments, the ledger and fulfilment.
-    Its purchasing RPCs arrive with the paid features; for now it reports its configuration.
+
+    An order is priced here, never by the client; it is paid through one Stripe PaymentIntent (or, in
+    the local test mode, confirmed by ConfirmTestPayment) and moved forward only by payment events:
+    created -> awaiting payment -> paid -> fulfilled | refunding -> refunded, or failed / cancelled.
+    Paid orders are fulfilled through an outbox (messaging applies the pin or posts the tip); an order
+    that can no longer be fulfilled (outbid, message gone) is refunded in full automatically.
     """
 
     @_typing.overload
@@ -37,20 +42,114 @@ class PaymentsServiceStub:
     def __new__(cls, channel: _aio.Channel) -> PaymentsServiceAsyncStub: ...
     GetConfig: _grpc.UnaryUnaryMultiCallable[_payments_pb2.GetConfigRequest, _payments_pb2.GetConfigResponse]
     """GetConfig tells clients whether payments run against Stripe or in local test mode."""
+    GetPayoutAccount: _grpc.UnaryUnaryMultiCallable[_payments_pb2.GetPayoutAccountRequest, _payments_pb2.GetPayoutAccountResponse]
+    """GetPayoutAccount is the caller's payout account (access token of a registered account),
+    refreshed from Stripe when `refresh` is set.
+    """
+    StartPayoutOnboarding: _grpc.UnaryUnaryMultiCallable[_payments_pb2.StartPayoutOnboardingRequest, _payments_pb2.StartPayoutOnboardingResponse]
+    """StartPayoutOnboarding creates the caller's Stripe Connect Express account when it has none
+    and returns a fresh onboarding link (access token of a registered account; anonymous
+    sessions are refused with `account_required`).
+    """
+    CompleteTestOnboarding: _grpc.UnaryUnaryMultiCallable[_payments_pb2.CompleteTestOnboardingRequest, _payments_pb2.CompleteTestOnboardingResponse]
+    """CompleteTestOnboarding finishes onboarding in test mode (FAILED_PRECONDITION `not_test_mode`
+    with Stripe keys set): the account's state moves as Stripe's account.updated would move it.
+    """
+    GetRoomSales: _grpc.UnaryUnaryMultiCallable[_payments_pb2.GetRoomSalesRequest, _payments_pb2.GetRoomSalesResponse]
+    """GetRoomSales tells what a room sells: whether its host can receive money, the pin tiers and
+    tip bounds (any caller).
+    """
+    CreateOrder: _grpc.UnaryUnaryMultiCallable[_payments_pb2.CreateOrderRequest, _payments_pb2.CreateOrderResponse]
+    """CreateOrder prices an order on the server and opens its payment (room token of the buyer).
+    Refused with FAILED_PRECONDITION `payments_not_enabled` when the room's host cannot receive
+    money, `outbid_required` when a pin does not outbid the current top, `not_top_pin` when
+    extending a pin that is not the top one; INVALID_ARGUMENT for an unknown tier or a tip out of
+    bounds. The same idempotency key returns the same order.
+    """
+    GetOrder: _grpc.UnaryUnaryMultiCallable[_payments_pb2.GetOrderRequest, _payments_pb2.GetOrderResponse]
+    """GetOrder is one order (its buyer, or an admin)."""
+    ListMyOrders: _grpc.UnaryUnaryMultiCallable[_payments_pb2.ListMyOrdersRequest, _payments_pb2.ListMyOrdersResponse]
+    """ListMyOrders is the caller's orders, newest first (access or room token of the buyer's identity)."""
+    ConfirmTestPayment: _grpc.UnaryUnaryMultiCallable[_payments_pb2.ConfirmTestPaymentRequest, _payments_pb2.ConfirmTestPaymentResponse]
+    """ConfirmTestPayment is the test mode's stand-in for the buyer paying at Stripe (the order's
+    buyer; FAILED_PRECONDITION `not_test_mode` with Stripe keys set). The outcome goes through the
+    same event handling as a Stripe webhook.
+    """
+    HandleStripeWebhook: _grpc.UnaryUnaryMultiCallable[_payments_pb2.HandleStripeWebhookRequest, _payments_pb2.HandleStripeWebhookResponse]
+    """HandleStripeWebhook takes a webhook request exactly as Stripe sent it (the edge passes the raw
+    body and the Stripe-Signature header). UNAUTHENTICATED `invalid_signature` when the signature
+    does not verify, is stale or lies in the future; each event is handled once by its id.
+    """
+    GetEarnings: _grpc.UnaryUnaryMultiCallable[_payments_pb2.GetEarningsRequest, _payments_pb2.GetEarningsResponse]
+    """GetEarnings is what the caller earned as a host, per room and overall (access token)."""
+    RefundOrder: _grpc.UnaryUnaryMultiCallable[_payments_pb2.RefundOrderRequest, _payments_pb2.RefundOrderResponse]
+    """RefundOrder refunds a paid or fulfilled order in full (admins only); idempotent."""
 
 @_typing.type_check_only
 class PaymentsServiceAsyncStub(PaymentsServiceStub):
     """PaymentsService owns Stripe payments, the ledger and fulfilment.
-    Its purchasing RPCs arrive with the paid features; for now it reports its configuration.
+
+    An order is priced here, never by the client; it is paid through one Stripe PaymentIntent (or, in
+    the local test mode, confirmed by ConfirmTestPayment) and moved forward only by payment events:
+    created -> awaiting payment -> paid -> fulfilled | refunding -> refunded, or failed / cancelled.
+    Paid orders are fulfilled through an outbox (messaging applies the pin or posts the tip); an order
+    that can no longer be fulfilled (outbid, message gone) is refunded in full automatically.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     GetConfig: _aio.UnaryUnaryMultiCallable[_payments_pb2.GetConfigRequest, _payments_pb2.GetConfigResponse]  # type: ignore[assignment]
     """GetConfig tells clients whether payments run against Stripe or in local test mode."""
+    GetPayoutAccount: _aio.UnaryUnaryMultiCallable[_payments_pb2.GetPayoutAccountRequest, _payments_pb2.GetPayoutAccountResponse]  # type: ignore[assignment]
+    """GetPayoutAccount is the caller's payout account (access token of a registered account),
+    refreshed from Stripe when `refresh` is set.
+    """
+    StartPayoutOnboarding: _aio.UnaryUnaryMultiCallable[_payments_pb2.StartPayoutOnboardingRequest, _payments_pb2.StartPayoutOnboardingResponse]  # type: ignore[assignment]
+    """StartPayoutOnboarding creates the caller's Stripe Connect Express account when it has none
+    and returns a fresh onboarding link (access token of a registered account; anonymous
+    sessions are refused with `account_required`).
+    """
+    CompleteTestOnboarding: _aio.UnaryUnaryMultiCallable[_payments_pb2.CompleteTestOnboardingRequest, _payments_pb2.CompleteTestOnboardingResponse]  # type: ignore[assignment]
+    """CompleteTestOnboarding finishes onboarding in test mode (FAILED_PRECONDITION `not_test_mode`
+    with Stripe keys set): the account's state moves as Stripe's account.updated would move it.
+    """
+    GetRoomSales: _aio.UnaryUnaryMultiCallable[_payments_pb2.GetRoomSalesRequest, _payments_pb2.GetRoomSalesResponse]  # type: ignore[assignment]
+    """GetRoomSales tells what a room sells: whether its host can receive money, the pin tiers and
+    tip bounds (any caller).
+    """
+    CreateOrder: _aio.UnaryUnaryMultiCallable[_payments_pb2.CreateOrderRequest, _payments_pb2.CreateOrderResponse]  # type: ignore[assignment]
+    """CreateOrder prices an order on the server and opens its payment (room token of the buyer).
+    Refused with FAILED_PRECONDITION `payments_not_enabled` when the room's host cannot receive
+    money, `outbid_required` when a pin does not outbid the current top, `not_top_pin` when
+    extending a pin that is not the top one; INVALID_ARGUMENT for an unknown tier or a tip out of
+    bounds. The same idempotency key returns the same order.
+    """
+    GetOrder: _aio.UnaryUnaryMultiCallable[_payments_pb2.GetOrderRequest, _payments_pb2.GetOrderResponse]  # type: ignore[assignment]
+    """GetOrder is one order (its buyer, or an admin)."""
+    ListMyOrders: _aio.UnaryUnaryMultiCallable[_payments_pb2.ListMyOrdersRequest, _payments_pb2.ListMyOrdersResponse]  # type: ignore[assignment]
+    """ListMyOrders is the caller's orders, newest first (access or room token of the buyer's identity)."""
+    ConfirmTestPayment: _aio.UnaryUnaryMultiCallable[_payments_pb2.ConfirmTestPaymentRequest, _payments_pb2.ConfirmTestPaymentResponse]  # type: ignore[assignment]
+    """ConfirmTestPayment is the test mode's stand-in for the buyer paying at Stripe (the order's
+    buyer; FAILED_PRECONDITION `not_test_mode` with Stripe keys set). The outcome goes through the
+    same event handling as a Stripe webhook.
+    """
+    HandleStripeWebhook: _aio.UnaryUnaryMultiCallable[_payments_pb2.HandleStripeWebhookRequest, _payments_pb2.HandleStripeWebhookResponse]  # type: ignore[assignment]
+    """HandleStripeWebhook takes a webhook request exactly as Stripe sent it (the edge passes the raw
+    body and the Stripe-Signature header). UNAUTHENTICATED `invalid_signature` when the signature
+    does not verify, is stale or lies in the future; each event is handled once by its id.
+    """
+    GetEarnings: _aio.UnaryUnaryMultiCallable[_payments_pb2.GetEarningsRequest, _payments_pb2.GetEarningsResponse]  # type: ignore[assignment]
+    """GetEarnings is what the caller earned as a host, per room and overall (access token)."""
+    RefundOrder: _aio.UnaryUnaryMultiCallable[_payments_pb2.RefundOrderRequest, _payments_pb2.RefundOrderResponse]  # type: ignore[assignment]
+    """RefundOrder refunds a paid or fulfilled order in full (admins only); idempotent."""
 
 class PaymentsServiceServicer(metaclass=_abc_1.ABCMeta):
     """PaymentsService owns Stripe payments, the ledger and fulfilment.
-    Its purchasing RPCs arrive with the paid features; for now it reports its configuration.
+
+    An order is priced here, never by the client; it is paid through one Stripe PaymentIntent (or, in
+    the local test mode, confirmed by ConfirmTestPayment) and moved forward only by payment events:
+    created -> awaiting payment -> paid -> fulfilled | refunding -> refunded, or failed / cancelled.
+    Paid orders are fulfilled through an outbox (messaging applies the pin or posts the tip); an order
+    that can no longer be fulfilled (outbid, message gone) is refunded in full automatically.
     """
 
     @_abc_1.abstractmethod
@@ -60,5 +159,113 @@ class PaymentsServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_payments_pb2.GetConfigResponse, _abc.Awaitable[_payments_pb2.GetConfigResponse]]:
         """GetConfig tells clients whether payments run against Stripe or in local test mode."""
+
+    @_abc_1.abstractmethod
+    def GetPayoutAccount(
+        self,
+        request: _payments_pb2.GetPayoutAccountRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payments_pb2.GetPayoutAccountResponse, _abc.Awaitable[_payments_pb2.GetPayoutAccountResponse]]:
+        """GetPayoutAccount is the caller's payout account (access token of a registered account),
+        refreshed from Stripe when `refresh` is set.
+        """
+
+    @_abc_1.abstractmethod
+    def StartPayoutOnboarding(
+        self,
+        request: _payments_pb2.StartPayoutOnboardingRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payments_pb2.StartPayoutOnboardingResponse, _abc.Awaitable[_payments_pb2.StartPayoutOnboardingResponse]]:
+        """StartPayoutOnboarding creates the caller's Stripe Connect Express account when it has none
+        and returns a fresh onboarding link (access token of a registered account; anonymous
+        sessions are refused with `account_required`).
+        """
+
+    @_abc_1.abstractmethod
+    def CompleteTestOnboarding(
+        self,
+        request: _payments_pb2.CompleteTestOnboardingRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payments_pb2.CompleteTestOnboardingResponse, _abc.Awaitable[_payments_pb2.CompleteTestOnboardingResponse]]:
+        """CompleteTestOnboarding finishes onboarding in test mode (FAILED_PRECONDITION `not_test_mode`
+        with Stripe keys set): the account's state moves as Stripe's account.updated would move it.
+        """
+
+    @_abc_1.abstractmethod
+    def GetRoomSales(
+        self,
+        request: _payments_pb2.GetRoomSalesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payments_pb2.GetRoomSalesResponse, _abc.Awaitable[_payments_pb2.GetRoomSalesResponse]]:
+        """GetRoomSales tells what a room sells: whether its host can receive money, the pin tiers and
+        tip bounds (any caller).
+        """
+
+    @_abc_1.abstractmethod
+    def CreateOrder(
+        self,
+        request: _payments_pb2.CreateOrderRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payments_pb2.CreateOrderResponse, _abc.Awaitable[_payments_pb2.CreateOrderResponse]]:
+        """CreateOrder prices an order on the server and opens its payment (room token of the buyer).
+        Refused with FAILED_PRECONDITION `payments_not_enabled` when the room's host cannot receive
+        money, `outbid_required` when a pin does not outbid the current top, `not_top_pin` when
+        extending a pin that is not the top one; INVALID_ARGUMENT for an unknown tier or a tip out of
+        bounds. The same idempotency key returns the same order.
+        """
+
+    @_abc_1.abstractmethod
+    def GetOrder(
+        self,
+        request: _payments_pb2.GetOrderRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payments_pb2.GetOrderResponse, _abc.Awaitable[_payments_pb2.GetOrderResponse]]:
+        """GetOrder is one order (its buyer, or an admin)."""
+
+    @_abc_1.abstractmethod
+    def ListMyOrders(
+        self,
+        request: _payments_pb2.ListMyOrdersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payments_pb2.ListMyOrdersResponse, _abc.Awaitable[_payments_pb2.ListMyOrdersResponse]]:
+        """ListMyOrders is the caller's orders, newest first (access or room token of the buyer's identity)."""
+
+    @_abc_1.abstractmethod
+    def ConfirmTestPayment(
+        self,
+        request: _payments_pb2.ConfirmTestPaymentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payments_pb2.ConfirmTestPaymentResponse, _abc.Awaitable[_payments_pb2.ConfirmTestPaymentResponse]]:
+        """ConfirmTestPayment is the test mode's stand-in for the buyer paying at Stripe (the order's
+        buyer; FAILED_PRECONDITION `not_test_mode` with Stripe keys set). The outcome goes through the
+        same event handling as a Stripe webhook.
+        """
+
+    @_abc_1.abstractmethod
+    def HandleStripeWebhook(
+        self,
+        request: _payments_pb2.HandleStripeWebhookRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payments_pb2.HandleStripeWebhookResponse, _abc.Awaitable[_payments_pb2.HandleStripeWebhookResponse]]:
+        """HandleStripeWebhook takes a webhook request exactly as Stripe sent it (the edge passes the raw
+        body and the Stripe-Signature header). UNAUTHENTICATED `invalid_signature` when the signature
+        does not verify, is stale or lies in the future; each event is handled once by its id.
+        """
+
+    @_abc_1.abstractmethod
+    def GetEarnings(
+        self,
+        request: _payments_pb2.GetEarningsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payments_pb2.GetEarningsResponse, _abc.Awaitable[_payments_pb2.GetEarningsResponse]]:
+        """GetEarnings is what the caller earned as a host, per room and overall (access token)."""
+
+    @_abc_1.abstractmethod
+    def RefundOrder(
+        self,
+        request: _payments_pb2.RefundOrderRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payments_pb2.RefundOrderResponse, _abc.Awaitable[_payments_pb2.RefundOrderResponse]]:
+        """RefundOrder refunds a paid or fulfilled order in full (admins only); idempotent."""
 
 def add_PaymentsServiceServicer_to_server(servicer: PaymentsServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
