@@ -1,5 +1,6 @@
-"""Ephemeral room signals through messaging: typing, presence and room updates, across two messaging
-servers that share the session's Redis, seen on their Subscribe streams as an edge would see them.
+"""Ephemeral room signals through messaging: typing, presence, room updates and changed mutes,
+across two messaging servers that share the session's Redis, seen on their Subscribe streams as an
+edge would see them.
 
 The servers, tokens and the fake RoomsService (which answers GetRoom, read when a room update is
 announced) come from test_messaging_service.
@@ -216,6 +217,93 @@ async def test_typing_needs_a_participant_who_may_write(server_a: Messaging, fak
             messaging_pb2.SendTypingRequest(room_id=room), metadata=other.metadata, timeout=10
         )
     assert failure(raised.value)[:2] == (grpc.StatusCode.PERMISSION_DENIED, "wrong_room")
+
+
+# --- changed mutes ----------------------------------------------------------------------------------
+
+
+async def set_mute(server: Messaging, member: Member, participant_id: str, on: bool) -> bool:
+    if on:
+        muted = await server.stub.MuteParticipant(
+            messaging_pb2.MuteParticipantRequest(room_id=member.room_id, participant_id=participant_id),
+            metadata=member.metadata,
+            timeout=10,
+        )
+        return muted.changed
+    unmuted = await server.stub.UnmuteParticipant(
+        messaging_pb2.UnmuteParticipantRequest(room_id=member.room_id, participant_id=participant_id),
+        metadata=member.metadata,
+        timeout=10,
+    )
+    return unmuted.changed
+
+
+def mutes_of(sig: messaging_pb2.Signal) -> tuple[str, list[str]]:
+    return sig.mutes_changed.participant_id, list(sig.mutes_changed.muted_participant_ids)
+
+
+async def test_a_changed_mute_is_signalled_to_both_processes_with_the_whole_list(
+    server_a: Messaging, server_b: Messaging, fake_rooms: FakeRooms, streams: Any
+) -> None:
+    room = new_room()
+    alice = join(fake_rooms, room, "AliceMutes")
+    bob, cara = join(fake_rooms, room, "BobbyLoud"), join(fake_rooms, room, "CaraLoud")
+    dora = join(fake_rooms, room, "DoraQuiet")
+    on_a, on_b = streams(room, server_a), streams(room, server_b)
+    await listening([on_a, on_b], lambda: typing(server_b, bob))
+
+    assert await set_mute(server_a, alice, bob.participant.id, True)
+    assert await set_mute(server_b, alice, cara.participant.id, True)
+    for events in (on_a, on_b):
+        assert mutes_of(await signal(events)) == (alice.participant.id, [bob.participant.id])
+        # The whole list, newest first, whichever process made the change.
+        assert mutes_of(await signal(events)) == (
+            alice.participant.id,
+            [cara.participant.id, bob.participant.id],
+        )
+
+    # A call that changes nothing signals nothing: the next signal is the typing sent after it.
+    assert not await set_mute(server_a, alice, bob.participant.id, True)
+    assert not await set_mute(server_b, alice, dora.participant.id, False)
+    await typing(server_a, cara)
+    for events in (on_a, on_b):
+        assert (await signal(events)).WhichOneof("kind") == "typing"
+
+    assert await set_mute(server_b, alice, bob.participant.id, False)
+    for events in (on_a, on_b):
+        sig = await signal(events)
+        assert sig.room_id == room
+        assert mutes_of(sig) == (alice.participant.id, [cara.participant.id])
+    # Mutes are no entries of the log: the first message still gets seq 1.
+    assert (await server_a.send(bob, "still here")).message.seq == 1
+
+
+async def test_the_last_mutes_signalled_are_the_ones_committed_under_concurrent_changes(
+    server_a: Messaging, server_b: Messaging, fake_rooms: FakeRooms, streams: Any
+) -> None:
+    room = new_room()
+    alice = join(fake_rooms, room, "AliceBusy")
+    others = [join(fake_rooms, room, f"Other{n}") for n in range(6)]
+    on_a = streams(room, server_a)
+    await listening([on_a], lambda: typing(server_a, others[0]))
+
+    for round_ in range(3):
+        # Both processes change Alice's mutes at once, muting and unmuting the same people.
+        changes = [
+            set_mute(server, alice, other.participant.id, (n + round_) % 3 != 0)
+            for n, other in enumerate(others)
+            for server in (server_a, server_b)
+        ]
+        changed = sum(await asyncio.gather(*changes))
+        response = await server_a.stub.ListMutes(
+            messaging_pb2.ListMutesRequest(room_id=room), metadata=alice.metadata, timeout=10
+        )
+        committed = [mute.participant_id for mute in response.mutes]
+        signalled: list[str] | None = None
+        for _ in range(changed):
+            signalled = mutes_of(await signal(on_a, "mutes_changed"))[1]
+        if changed:
+            assert signalled == committed, round_
 
 
 async def test_a_flood_of_signals_never_makes_a_slow_stream_reload(

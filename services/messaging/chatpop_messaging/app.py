@@ -86,6 +86,7 @@ async def build(settings: MessagingSettings, *, key_fetcher: KeyFetcher | None =
         on_room_updated=policies.learn,
     )
     redactions = Redactions(cache, give_up_after=settings.hot_cache_ttl)
+    publisher = SignalPublisher(redis, guard)
     servicer = MessagingServicer(
         settings,
         store=store,
@@ -97,14 +98,14 @@ async def build(settings: MessagingSettings, *, key_fetcher: KeyFetcher | None =
         policies=policies,
         reads=ReadPositions(pool),
         fanout=fanout,
-        signals=RoomSignals(SignalPublisher(redis, guard), PresenceBook(redis, guard), rooms_channel),
+        signals=RoomSignals(publisher, PresenceBook(redis, guard), rooms_channel),
         reactions=Reactions(pool),
         bans=BanEntries(pool, rooms_channel),
         deletions=Deletions(pool),
         pins=Pins(pool),
         reports=Reports(pool, hide_at=settings.reports_to_hide),
         redactions=redactions,
-        mutes=Mutes(pool, participants),
+        mutes=Mutes(pool, participants, publisher),
         stats=MessagingStats(pool),
         audit_log=audit_log,
     )

@@ -1,4 +1,5 @@
-"""Ephemeral room signals (typing, presence changes, room updates) published on Redis pub/sub.
+"""Ephemeral room signals (typing, presence changes, room updates, a participant's changed mutes)
+published on Redis pub/sub.
 
 A signal is never stored, sequenced or replayed: it goes out on the room's signal channel
 (`msg:{<room_id>}:signals`, hash-tagged like the room's other keys) and every messaging process
