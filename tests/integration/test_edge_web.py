@@ -14,6 +14,7 @@ import pytest_asyncio
 from test_edge_support import edge_settings, fake_services, running_edge
 
 from chatpop_edge.middleware import CONTENT_SECURITY_POLICY
+from chatpop_edge.settings import EdgeSettings
 
 INDEX = b'<!doctype html><title>ChatPop</title><script type="module" src="/assets/app-1a2b3c.js"></script>'
 SCRIPT = b"console.log('chatpop');\n" * 40
@@ -57,6 +58,10 @@ async def web(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Served]
         "/reset-password?token=abc",
         "/account",
         "/admin",
+        "/earnings",
+        "/payouts",
+        "/payouts/test-onboarding",
+        "/payments",
         "/c/K7M2QX9P",
         "/c/k7m2qx9p",
     ],
@@ -164,6 +169,37 @@ async def test_unknown_api_addresses_stay_json_even_for_browsers(web: Served, pa
     response = await web.http.get(path, headers={"Accept": "text/html"})
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "not_found"
+
+
+async def test_pages_let_stripe_js_load_only_when_payments_go_through_stripe(web: Served) -> None:
+    """Test mode (no publishable key): the strict policy, nothing from another origin."""
+    strict = (await web.http.get("/c/K7M2QX9P")).headers["content-security-policy"]
+    assert "stripe" not in strict
+    async with fake_services() as fakes:
+        settings = edge_settings(fakes, web_root=str(web.root), stripe_publishable_key="pk_test_123")
+        async with running_edge(settings) as base_url, httpx.AsyncClient(base_url=base_url) as http:
+            page = await http.get("/c/K7M2QX9P")
+            missing = await http.get("/no-such-page", headers={"Accept": "text/html"})
+            api = await http.get("/healthz")
+    policy = {
+        name: sources
+        for name, *sources in (part.split() for part in page.headers["content-security-policy"].split(";"))
+    }
+    assert policy["script-src"] == ["'self'", "https://js.stripe.com"]
+    assert policy["frame-src"] == ["'self'", "https://js.stripe.com", "https://hooks.stripe.com"]
+    assert policy["connect-src"] == ["'self'", "https://api.stripe.com"]
+    # Everything else stays as strict as ever.
+    assert policy["style-src"] == ["'self'"]
+    assert policy["object-src"] == ["'none'"]
+    assert policy["frame-ancestors"] == ["'none'"]
+    assert missing.headers["content-security-policy"] == page.headers["content-security-policy"]
+    # Only the pages load Stripe: API answers keep the strict policy.
+    assert api.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
+
+
+def test_a_secret_key_is_never_taken_for_the_publishable_one() -> None:
+    with pytest.raises(ValueError, match="publishable"):
+        EdgeSettings(ip_hash_key="k" * 32, stripe_publishable_key="sk_live_123")
 
 
 async def test_without_a_build_pages_say_how_to_build_and_the_api_still_answers(

@@ -162,7 +162,7 @@ def create_app(settings: EdgeSettings) -> FastAPI:
     app.include_router(admin.router)
     app.include_router(meta.router)
     app.include_router(realtime.router)
-    install_web_client(app, settings.web_root)
+    install_web_client(app, settings.web_root, stripe=bool(settings.stripe_publishable_key))
 
     # add_middleware wraps: the last one added runs first.
     app.add_middleware(UnexpectedErrorMiddleware)

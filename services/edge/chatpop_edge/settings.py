@@ -84,6 +84,10 @@ class EdgeSettings(ServiceAddresses):
     ws_close_timeout: float = Field(default=5.0, gt=0, le=300)
     # The built web client (index.html + assets/); unset: services/edge/web/dist from `make web`.
     web_root: Path | None = None
+    # Stripe's publishable key, the same one payments hands to clients. Set only when payments go
+    # through Stripe: the pages' Content-Security-Policy then lets Stripe.js load (web.py); unset (test
+    # mode), nothing may load from another origin.
+    stripe_publishable_key: str = ""
 
     @model_validator(mode="after")
     def _presence_ttl_outlives_refreshes(self) -> EdgeSettings:
@@ -99,6 +103,16 @@ class EdgeSettings(ServiceAddresses):
         value = value.strip().rstrip("/")
         if not value.startswith(("http://", "https://")):
             raise ValueError("PUBLIC_URL must start with http:// or https://")
+        return value
+
+    @field_validator("stripe_publishable_key")
+    @classmethod
+    def _stripe_publishable_key(cls, value: str) -> str:
+        value = value.strip()
+        if value and not value.startswith("pk_"):
+            raise ValueError(
+                "STRIPE_PUBLISHABLE_KEY must be Stripe's publishable key (pk_…), never a secret key"
+            )
         return value
 
     @field_validator("ip_hash_key")

@@ -1,12 +1,17 @@
 """The web client's files, built by `make web` into services/edge/web/dist.
 
 - The app's pages (`/`, `/create`, `/login`, `/signup`, `/forgot-password`, `/reset-password`,
-  `/account`, `/c/{code}`) all answer with index.html, which is revalidated on every load
-  (`no-cache` plus an ETag), so a new build reaches people at once.
+  `/account`, `/admin`, `/earnings`, `/payouts`, `/payouts/test-onboarding`, `/payments`,
+  `/c/{code}`) all answer with index.html, which is revalidated on every load (`no-cache` plus an
+  ETag), so a new build reaches people at once.
 - `/assets/*` are content-hashed by the build: a name never changes content, so they are cached for a
   year as `immutable`, and sent precompressed (`.br`, `.gz` made at build time) when the browser
   accepts it.
 - Nothing is inline, so the pages run under the edge's strict Content-Security-Policy unchanged.
+  Only when ChatPop takes real payments (STRIPE_PUBLISHABLE_KEY is set) do the pages widen it, for
+  Stripe alone: Stripe.js from https://js.stripe.com, its frames from js.stripe.com and
+  hooks.stripe.com, its calls to https://api.stripe.com. In test mode nothing may load from
+  another origin.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import FileResponse, HTMLResponse
 
 from chatpop_edge.errors import ApiError
+from chatpop_edge.middleware import CONTENT_SECURITY_POLICY
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +39,10 @@ APP_PATHS = (
     "/reset-password",
     "/account",
     "/admin",
+    "/earnings",
+    "/payouts",
+    "/payouts/test-onboarding",
+    "/payments",
     "/c/{code}",
 )
 ASSETS_PATH = "/assets"
@@ -58,6 +68,30 @@ _CONTENT_TYPES = {
 }
 # Best first; each is a file the build wrote beside the original.
 _ENCODINGS = (("br", ".br"), ("gzip", ".gz"))
+
+# What Stripe.js needs (https://docs.stripe.com/security/guide#content-security-policy), added to the
+# pages' policy only when payments go through Stripe.
+_STRIPE_SOURCES = {
+    "script-src": ("https://js.stripe.com",),
+    "frame-src": ("https://js.stripe.com", "https://hooks.stripe.com"),
+    "connect-src": ("https://api.stripe.com",),
+}
+
+
+def page_security_policy(stripe: bool) -> str:
+    """The pages' Content-Security-Policy: the edge's strict one, widened for Stripe when `stripe`."""
+    if not stripe:
+        return CONTENT_SECURITY_POLICY
+    directives: dict[str, list[str]] = {}
+    for directive in CONTENT_SECURITY_POLICY.split(";"):
+        name, *sources = directive.split()
+        directives[name] = sources
+    for name, extra in _STRIPE_SOURCES.items():
+        # A directive the policy lacks falls back to default-src ('self'), which it keeps.
+        sources = directives.setdefault(name, list(directives.get("default-src", ["'self'"])))
+        sources.extend(source for source in extra if source not in sources)
+    return "; ".join(" ".join([name, *sources]) for name, sources in directives.items())
+
 
 _NOT_BUILT = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>ChatPop</title></head>
@@ -95,8 +129,9 @@ def _accepted(header: str) -> set[str]:
 class WebClient:
     """Serves one build folder; reads index.html again when the build changes it."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, stripe: bool = False) -> None:
         self.root = root.resolve()
+        self.security_policy = page_security_policy(stripe)
         self.assets = (self.root / ASSETS_PATH.strip("/")).resolve()
         self._page: _Page | None = None
         if not (self.root / "index.html").is_file():
@@ -119,7 +154,11 @@ class WebClient:
         page = self._index()
         if page is None:
             return HTMLResponse(_NOT_BUILT, status_code=503, headers={"Cache-Control": REVALIDATE})
-        headers = {"Cache-Control": REVALIDATE, "ETag": page.etag}
+        headers = {
+            "Cache-Control": REVALIDATE,
+            "ETag": page.etag,
+            "Content-Security-Policy": self.security_policy,
+        }
         if page.etag in {tag.strip() for tag in request.headers.get("if-none-match", "").split(",")}:
             return Response(status_code=304, headers=headers)
         return HTMLResponse(page.body, headers=headers)
@@ -134,7 +173,11 @@ class WebClient:
         page = self._index()
         if page is None:
             return None
-        return HTMLResponse(page.body, status_code=404, headers={"Cache-Control": REVALIDATE})
+        return HTMLResponse(
+            page.body,
+            status_code=404,
+            headers={"Cache-Control": REVALIDATE, "Content-Security-Policy": self.security_policy},
+        )
 
     async def asset(self, path: str, request: Request) -> Response:
         if not path or any(part.startswith(".") for part in path.split("/")):
@@ -155,9 +198,10 @@ class WebClient:
         return FileResponse(target, media_type=content_type, headers=headers)
 
 
-def install_web_client(app: FastAPI, root: Path | None) -> WebClient:
-    """Add the web client's routes (left out of the OpenAPI document: they are not the API)."""
-    client = WebClient(root or DEFAULT_WEB_ROOT)
+def install_web_client(app: FastAPI, root: Path | None, *, stripe: bool = False) -> WebClient:
+    """Add the web client's routes (left out of the OpenAPI document: they are not the API). `stripe`:
+    payments go through Stripe, so the pages may load Stripe.js."""
+    client = WebClient(root or DEFAULT_WEB_ROOT, stripe=stripe)
     router = APIRouter(include_in_schema=False)
 
     async def page(request: Request) -> Response:
