@@ -6,6 +6,9 @@ import { Login, Signup } from "./pages/Auth";
 import { ForgotPassword, ResetPassword } from "./pages/PasswordReset";
 import { Home } from "./pages/Home";
 import { Missing } from "./pages/Missing";
+import { Earnings } from "./pages/Earnings";
+import { Payments } from "./pages/Payments";
+import { Payouts, TestOnboarding } from "./pages/Payouts";
 import { RoomPage } from "./pages/Room";
 import { useRoute } from "./router";
 import { applyTheme, DEFAULT_THEME } from "./themes";
@@ -41,6 +44,14 @@ export function App() {
       return <Account />;
     case "admin":
       return <Admin />;
+    case "earnings":
+      return <Earnings />;
+    case "payouts":
+      return <Payouts />;
+    case "test-onboarding":
+      return <TestOnboarding />;
+    case "payments":
+      return <Payments />;
     case "room":
       return <RoomPage key={route.code} code={route.code} />;
     case "missing":

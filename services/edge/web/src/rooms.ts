@@ -115,7 +115,7 @@ export async function roomToken(code: string, force = false): Promise<string> {
 }
 
 /** A call made with this device's room token, renewed once (joining again) if the server refuses it. */
-async function withRoomToken<T>(code: string, call: (token: string) => Promise<T>): Promise<T> {
+export async function withRoomToken<T>(code: string, call: (token: string) => Promise<T>): Promise<T> {
   const token = await roomToken(code);
   try {
     return await call(token);

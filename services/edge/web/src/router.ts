@@ -1,6 +1,7 @@
 /** A tiny History API router: "/", "/create", "/login", "/signup", "/forgot-password",
- * "/reset-password", "/account", "/c/{code}". The edge serves index.html for each of these paths, so
- * links can be shared and reloaded. */
+ * "/reset-password", "/account", "/admin", "/earnings", "/payouts", "/payouts/test-onboarding",
+ * "/payments", "/c/{code}". The edge serves index.html for each of these paths, so links can be
+ * shared and reloaded. */
 import { useEffect, useState } from "preact/hooks";
 
 export type Route =
@@ -12,6 +13,10 @@ export type Route =
   | { name: "reset"; token: string }
   | { name: "account" }
   | { name: "admin" }
+  | { name: "earnings" }
+  | { name: "payouts" }
+  | { name: "test-onboarding" }
+  | { name: "payments" }
   | { name: "room"; code: string }
   | { name: "missing" };
 
@@ -31,6 +36,10 @@ export function parse(location: Location | URL): Route {
   if (path === "/reset-password") return { name: "reset", token: new URLSearchParams(location.search).get("token") ?? "" };
   if (path === "/account") return { name: "account" };
   if (path === "/admin") return { name: "admin" };
+  if (path === "/earnings") return { name: "earnings" };
+  if (path === "/payouts") return { name: "payouts" };
+  if (path === "/payouts/test-onboarding") return { name: "test-onboarding" };
+  if (path === "/payments") return { name: "payments" };
   const room = /^\/c\/([A-Za-z0-9_-]{1,32})$/.exec(path);
   if (room) return { name: "room", code: room[1]!.toUpperCase() };
   return { name: "missing" };
