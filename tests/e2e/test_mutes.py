@@ -3,18 +3,21 @@
 The muted participant's messages leave the muter's history on every device of the muter's identity
 (joining again with the same access token gives the same participant), pages still account for
 their seqs, and the host's pins stay. The muter's sockets get the list as a `mutes` frame right
-after `ready` and after every change; nobody else learns of it or sees anything change. Unmuting
+after `ready` and after every change, on whichever edge process they are; nobody else learns of it
+or sees anything change, and a muted participant's typing no longer reaches the muter. Unmuting
 brings the messages back.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
 
 from tests.e2e.chat import ChatSocket, Frame, anonymous, bearer, documented, join, open_room
 from tests.e2e.conftest import Stack
+from tests.e2e.test_live_room import warm, ws
 from tests.e2e.test_room_events import send_and_ack
 
 MUTE = "/api/v1/rooms/{code}/mutes/{participant_id}"
@@ -50,6 +53,30 @@ def mutes_frames(socket: ChatSocket) -> list[list[str]]:
 async def latest_mutes(socket: ChatSocket, expected: list[str]) -> None:
     """Wait until the socket's latest `mutes` frame names `expected`."""
     await socket.wait_for(lambda _frame: mutes_frames(socket)[-1:] == [expected])
+
+
+def shown(socket: ChatSocket) -> list[str]:
+    """The texts a client of this socket shows: it hides messages whose sender is in the latest
+    `mutes` list it got (the web client's rule), whenever they came."""
+    muted = set(mutes_frames(socket)[-1])
+    return [f["text"] for f in socket.messages() if f["sender"]["participant_id"] not in muted]
+
+
+def typists(socket: ChatSocket) -> list[str]:
+    return [f["username"] for f in socket.frames if f["type"] == "typing"]
+
+
+async def typing_heard(typist: ChatSocket, listener: ChatSocket, username: str) -> None:
+    """`typist` types (again every half second: the edge relays one per socket every few seconds)
+    until `listener` hears `username` typing once more."""
+    heard = typists(listener).count(username)
+    async with asyncio.timeout(15):
+        while typists(listener).count(username) == heard:
+            await typist.send_json({"type": "typing"})
+            try:
+                await listener.wait_for(lambda _f: typists(listener).count(username) > heard, timeout=0.5)
+            except TimeoutError:
+                continue
 
 
 def right_after_ready(socket: ChatSocket) -> Frame:
@@ -127,8 +154,9 @@ async def test_a_mute_hides_messages_for_the_muter_alone_on_every_device(
         assert others.status_code == 200 and others.json()["mutes"] == []
     for name in ("bob", "cara"):
         assert mutes_frames(sockets[name]) == [[]]
-    # Alice's first socket heard of both calls (the second changed nothing), the second of none.
-    assert mutes_frames(alice_socket) == [[], [bob_id], [bob_id]]
+    # Alice's first socket heard of the change once (the second call changed nothing, so it tells
+    # nobody); her second socket started with the list.
+    assert mutes_frames(alice_socket) == [[], [bob_id]]
     assert mutes_frames(second_socket) == [[bob_id]]
 
     # Live frames carry the sender, so Alice's client can hide Bob's new messages by the list.
@@ -185,3 +213,68 @@ async def test_muting_oneself_or_a_stranger_is_refused(
     assert anonymous_call.status_code == 401
     listed = await client.get(MUTES.format(code=room.code), headers=headers)
     assert listed.json()["mutes"] == []
+
+
+async def test_a_mute_made_through_one_edge_reaches_the_muters_sockets_on_another(
+    stack: Stack, client: httpx.AsyncClient
+) -> None:
+    """Alice mutes Bob through edge 1, where she has no socket open: her socket on edge 2 learns the
+    list at once, hides Bob's new messages and no longer gets his typing, while Cara, beside her on
+    edge 2, sees and hears Bob as before. Unmuting through edge 1 brings Bob back on edge 2."""
+    edge_2 = await stack.asecond_edge()
+    room = await open_room(client)
+    alice = await join(client, room.code, "AliceOnTwo")
+    bob = await join(client, room.code, "BobOnOne")
+    cara = await join(client, room.code, "CaraOnTwo")
+    bob_id = bob["participant"]["id"]
+    bob_socket = await ChatSocket.open(stack.ws_url, room.code, bob["room_token"])
+    alice_socket = await ChatSocket.open(ws(edge_2), room.code, alice["room_token"])
+    cara_socket = await ChatSocket.open(ws(edge_2), room.code, cara["room_token"])
+    sockets = (bob_socket, alice_socket, cara_socket)
+    try:
+        await warm(list(sockets), client, room.code, cara["room_token"])
+        await send_and_ack(bob_socket, "bob before the mute")
+        await typing_heard(bob_socket, alice_socket, "BobOnOne")
+        assert "bob before the mute" in shown(alice_socket)
+
+        muted = await client.put(
+            MUTE.format(code=room.code, participant_id=bob_id), headers=bearer(alice["room_token"])
+        )
+        assert muted.status_code == 200 and muted.json()["changed"] is True, muted.text
+        await latest_mutes(alice_socket, [bob_id])
+        assert mutes_frames(alice_socket) == [[], [bob_id]]
+
+        # Bob's new message reaches edge 2 (Cara sees it) but Alice's client hides it, like the old one.
+        seq = await send_and_ack(bob_socket, "bob while muted")
+        for socket in (alice_socket, cara_socket):
+            await socket.wait_for_seq(seq)
+        assert "bob while muted" in shown(cara_socket)
+        assert not [text for text in shown(alice_socket) if text.startswith("bob")]
+        # Bob types: Cara hears it on edge 2, Alice does not. Signals keep their order, so Cara's
+        # typing, heard by Alice, comes after Bob's would have.
+        alice_heard = typists(alice_socket).count("BobOnOne")
+        await typing_heard(bob_socket, cara_socket, "BobOnOne")
+        await typing_heard(cara_socket, alice_socket, "CaraOnTwo")
+        assert typists(alice_socket).count("BobOnOne") == alice_heard
+
+        unmuted = await client.delete(
+            MUTE.format(code=room.code, participant_id=bob_id), headers=bearer(alice["room_token"])
+        )
+        assert unmuted.status_code == 200 and unmuted.json()["changed"] is True, unmuted.text
+        await latest_mutes(alice_socket, [])
+        assert mutes_frames(alice_socket) == [[], [bob_id], []]
+        seq = await send_and_ack(bob_socket, "bob after the unmute")
+        await alice_socket.wait_for_seq(seq)
+        assert [text for text in shown(alice_socket) if text.startswith("bob")] == [
+            "bob before the mute",
+            "bob while muted",
+            "bob after the unmute",
+        ]
+        await typing_heard(bob_socket, alice_socket, "BobOnOne")
+
+        # The mute was Alice's alone: nobody else's socket ever got a list but their own empty one.
+        for socket in (bob_socket, cara_socket):
+            assert mutes_frames(socket) == [[]]
+    finally:
+        for socket in sockets:
+            await socket.close()

@@ -76,15 +76,16 @@ from the caller alone, on every device of the caller's identity (`DELETE` brings
 /api/v1/rooms/{code}/mutes` lists them); nobody else learns of it. History leaves their messages out
 (its pages still account for their seqs through `low_seq`), but live frames and resumes carry every
 entry of the log: right after `ready` a socket gets `mutes {participant_ids}`, the whole list, and
-again after every change its participant makes through this edge process (sockets on other edge
-processes get the list when they reconnect). Clients hide `message` frames whose `sender.participant_id`
-is in the list, keep counting their seqs toward the resume position, replace the list with every `mutes`
-frame, and read history again after a change to show or hide what is already on screen. The host's
-pins stay on the board whoever sent them.
+again whenever its participant's list changes, from any device through any edge process (like any
+ephemeral frame it may be lost with a connection; the next socket starts with the list). Clients hide
+`message` frames whose `sender.participant_id` is in the list, keep counting their seqs toward the
+resume position, replace the list with every `mutes` frame, and read history again when someone left
+the list, to show what pages left out. The muted participants' `typing` never reaches the socket. The
+host's pins stay on the board whoever sent them.
 
 Ephemeral frames are never replayed on resume and may be lost with a connection:
 - `typing {participant_id, username}`: someone else in the room is typing (at most one every few
-  seconds per socket; show it for a few seconds);
+  seconds per socket; show it for a few seconds); never someone the socket's participant muted;
 - `presence {online: [participant ids], offline: [participant ids], version}`: who came online (a
   first open socket on any edge) and who went offline (the last one closed, or its edge stopped
   reporting). `GET /api/v1/rooms/{code}/participants` is the snapshot, with `presence_version`: apply

@@ -133,7 +133,10 @@ class SocketSession:
         self._catch_up_task: asyncio.Task[None] | None = None
         self._pending_resume: int | None = None
 
-        # The participant's mutes, sent right after `ready` (set_mutes before the socket is live).
+        # The participant's mutes: whose typing this socket does not get. The list goes to the client
+        # as a `mutes` frame right after `ready` (set_mutes before the socket is live), then on change.
+        self._mutes: tuple[str, ...] | None = None
+        self._muted: frozenset[str] = frozenset()
         self._mutes_frame: str | None = None
 
         self._sends: asyncio.Queue[frames.SendFrame] = asyncio.Queue(maxsize=_MAX_PENDING_SENDS)
@@ -152,12 +155,20 @@ class SocketSession:
         self.live.set()
 
     def set_mutes(self, participant_ids: Sequence[str]) -> None:
-        """The participant's mutes now: a `mutes` frame right after `ready`, or at once when live."""
-        frame = frames.mutes_frame(participant_ids)
+        """The participant's mutes now: a `mutes` frame right after `ready`, or at once when live
+        (none when the list is the one the socket has already)."""
+        mutes = tuple(participant_ids)
+        if mutes == self._mutes:
+            return
+        self._mutes, self._muted = mutes, frozenset(mutes)
+        frame = frames.mutes_frame(mutes)
         if self.live.is_set():
             self._enqueue(frame)
         else:
             self._mutes_frame = frame
+
+    def has_muted(self, participant_id: str) -> bool:
+        return participant_id in self._muted
 
     def offer(self, seq: int, frame: str, created_at: float) -> None:
         """A live message frame of the room."""

@@ -4,18 +4,18 @@ Mutes belong to messaging and are private: nobody else learns of them, and nothi
 else. They are keyed by the muter's participant id, the same on every device of their identity.
 History leaves a muted participant's messages out for the muter (its pages still account for their
 seqs through `low_seq`). Live frames are encoded once per room, so clients hide them: a room socket
-gets `mutes {participant_ids}` right after `ready`, and again after every change the participant
-makes here. That one goes to the participant's sockets on this edge process at once; sockets on
-other edge processes learn the list when they reconnect, or from `GET .../mutes`.
+gets `mutes {participant_ids}` right after `ready`, and again whenever the list changes. A change
+reaches the participant's sockets on every edge process the same way: messaging signals the new
+list on the room's stream, and each edge's room channel hands it to that participant's sockets only
+(`realtime/hub.py`). The answer to the call carries the list too, for the device that made it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Path
 from pydantic import BaseModel, Field
 
 from chatpop.messaging.v1 import messaging_pb2
@@ -23,7 +23,6 @@ from chatpop_edge import models
 from chatpop_edge.backends import Backends, auth_metadata
 from chatpop_edge.deps import BackendsDep, RequiredToken
 from chatpop_edge.errors import error_responses
-from chatpop_edge.realtime.hub import RoomHub
 from chatpop_edge.routes.bans import UUID_PATTERN
 from chatpop_edge.routes.rooms import RoomCode, room_principal
 
@@ -76,22 +75,10 @@ async def load_mutes(backends: Backends, room_id: str, token: str) -> list[str]:
     return [mute.participant_id for mute in response.mutes]
 
 
-def _tell_sockets(
-    request: Request, room_id: str, participant_id: str, mutes: Sequence[messaging_pb2.Mute]
-) -> None:
-    hub: RoomHub = request.app.state.hub
-    hub.set_mutes(room_id, participant_id, [mute.participant_id for mute in mutes])
-
-
 def _changed(
-    request: Request,
-    room_id: str,
-    muter: str,
     participant_id: str,
     result: messaging_pb2.MuteParticipantResponse | messaging_pb2.UnmuteParticipantResponse,
 ) -> MuteChange:
-    """The answer to a mute or unmute, after telling the muter's sockets here the list now."""
-    _tell_sockets(request, room_id, muter, result.mutes)
     return MuteChange(
         participant_id=participant_id,
         changed=result.changed,
@@ -107,15 +94,15 @@ def _changed(
     " private and idempotent; at most 1000 per room",
 )
 async def mute_participant(
-    code: RoomCode, participant_id: MutedId, request: Request, backends: BackendsDep, token: RequiredToken
+    code: RoomCode, participant_id: MutedId, backends: BackendsDep, token: RequiredToken
 ) -> MuteChange:
-    room_id, principal = await room_principal(backends, code, token)
+    room_id, _principal = await room_principal(backends, code, token)
     result = await backends.messaging.MuteParticipant(
         messaging_pb2.MuteParticipantRequest(room_id=room_id, participant_id=participant_id),
         metadata=auth_metadata(token),
         timeout=backends.timeout,
     )
-    return _changed(request, room_id, principal.participant_id, participant_id, result)
+    return _changed(participant_id, result)
 
 
 @router.delete(
@@ -126,15 +113,15 @@ async def mute_participant(
     " changes nothing",
 )
 async def unmute_participant(
-    code: RoomCode, participant_id: MutedId, request: Request, backends: BackendsDep, token: RequiredToken
+    code: RoomCode, participant_id: MutedId, backends: BackendsDep, token: RequiredToken
 ) -> MuteChange:
-    room_id, principal = await room_principal(backends, code, token)
+    room_id, _principal = await room_principal(backends, code, token)
     result = await backends.messaging.UnmuteParticipant(
         messaging_pb2.UnmuteParticipantRequest(room_id=room_id, participant_id=participant_id),
         metadata=auth_metadata(token),
         timeout=backends.timeout,
     )
-    return _changed(request, room_id, principal.participant_id, participant_id, result)
+    return _changed(participant_id, result)
 
 
 @router.get(
