@@ -243,6 +243,21 @@ export function Account() {
         </section>
         <ReservedUsername key={identity.id} current={identity.reserved_username ?? null} />
         <PasswordChange key={identity.id} />
+        <section class="card account-section" aria-labelledby="account-money-title">
+          <h2 id="account-money-title">Tips and paid pins</h2>
+          <p class="hint">What your rooms earned, where the money goes, and what you paid for in other rooms.</p>
+          <p class="notice-actions">
+            <Link href="/earnings" class="button small">
+              Earnings
+            </Link>
+            <Link href="/payouts" class="button small">
+              Payouts
+            </Link>
+            <Link href="/payments" class="button small">
+              Your payments
+            </Link>
+          </p>
+        </section>
         <section class="card account-section" aria-labelledby="account-logout-title">
           <h2 id="account-logout-title">Log out</h2>
           <p class="hint">This device goes back to its anonymous session; your account stays as it is.</p>
