@@ -5,6 +5,15 @@ from __future__ import annotations
 import secrets
 
 _random = secrets.SystemRandom()
+# Doubling stops long before a float would overflow; `limit` caps the delay far earlier anyway.
+_MAX_DOUBLINGS = 64
+
+
+def jittered(attempt: int, *, first: float, limit: float) -> float:
+    """The delay before retry number `attempt` (0 for the first retry): `first` seconds doubling per
+    attempt up to `limit`, drawn from the upper half of that at random."""
+    delay = min(first * 2.0 ** min(max(attempt, 0), _MAX_DOUBLINGS), limit)
+    return delay * _random.uniform(0.5, 1.0)
 
 
 class Backoff:
@@ -13,12 +22,12 @@ class Backoff:
     def __init__(self, first: float = 0.1, limit: float = 5.0) -> None:
         self._first = first
         self._limit = limit
-        self._next = first
+        self._attempt = 0
 
     def reset(self) -> None:
-        self._next = self._first
+        self._attempt = 0
 
     def next(self) -> float:
-        delay = self._next
-        self._next = min(self._next * 2, self._limit)
-        return delay * _random.uniform(0.5, 1.0)
+        delay = jittered(self._attempt, first=self._first, limit=self._limit)
+        self._attempt += 1
+        return delay
