@@ -11,6 +11,8 @@ import pytest
 from chatpop_common.devstack import Postgres, Redis, throwaway_datastores
 from tests.mailbox import Mailbox, running_mailbox
 
+pytest_plugins = ["tests.fakestripe.fixtures"]
+
 
 @pytest.fixture(scope="session")
 def datastores() -> Iterator[tuple[Postgres, Redis]]:
