@@ -1,7 +1,8 @@
 """The host's and everyone's safety tools in the web client, as people see them: a ban ends the banned
 person's room at once (and only theirs), reports hide a message until the host restores it, the host's
-pins and sticky message reach newcomers and reconnecting guests, and a personal mute hides a person's
-messages until it is lifted."""
+pins and sticky message reach newcomers and reconnecting guests, a personal mute hides a person's
+messages until it is lifted, the host's reports queue pages past its newest 50 (and reads well in the
+dark theme), and admins find their page from the header."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from tests.browser.harness import ARTIFACTS, DESKTOP, MOBILE, People
 from tests.browser.test_chat import assert_labelled
 from tests.browser.test_everyday import visit
 from tests.browser.test_reactions_and_deletion import ROOM_SOCKET, Switch, say
+from tests.e2e.chat import bearer
 
 if TYPE_CHECKING:
     from tests.e2e.conftest import Stack
@@ -41,6 +43,37 @@ async def message_action(page: Page, seq: int, action: str) -> None:
 async def screenshot(page: Page, name: str) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     await page.screenshot(path=str(ARTIFACTS / name))
+
+
+# The WCAG contrast ratio of an element's text against the background it is drawn on (the first
+# ancestor with an opaque background), as the browser computed them.
+CONTRAST = """el => {
+  const rgb = (value) => value.match(/[\\d.]+/g).map(Number);
+  const opaque = (node) => {
+    for (; node; node = node.parentElement) {
+      const [r, g, b, a = 1] = rgb(getComputedStyle(node).backgroundColor);
+      if (a >= 0.99) return [r, g, b];
+    }
+    return [255, 255, 255];
+  };
+  const luminance = ([r, g, b]) => {
+    const [R, G, B] = [r, g, b].map((c) => {
+      c /= 255;
+      return c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4;
+    });
+    return 0.2126 * R + 0.7152 * G + 0.0722 * B;
+  };
+  const text = luminance(rgb(getComputedStyle(el).color));
+  const back = luminance(opaque(el));
+  return (Math.max(text, back) + 0.05) / (Math.min(text, back) + 0.05);
+}"""
+
+
+async def assert_readable(locator: Locator, what: str) -> None:
+    """Every element matched reads at WCAG AA (4.5:1) against what it is drawn on."""
+    ratios = await locator.evaluate_all(f"els => els.map({CONTRAST})")
+    assert ratios, f"no {what} on screen"
+    assert min(ratios) >= 4.5, f"{what}: contrast {min(ratios):.2f} < 4.5"
 
 
 async def test_a_banned_guest_sees_the_banned_screen_at_once_while_the_host_stays_live(
@@ -272,10 +305,25 @@ async def test_the_admin_page_takes_a_room_down_and_others_see_admins_only(
     granted = await admin_cli(stack.database_url, "grant", email)
     assert granted.status == 0, granted.err
 
-    # Someone without the role gets a polite "admins only".
+    # Someone without the role gets a polite "admins only", and no link to the page: signed out, or
+    # signed in with an account that is no admin.
     stranger = await people.new(MOBILE)
     await stranger.page.goto("/admin")
     await expect(stranger.page.get_by_role("heading", name="For admins only")).to_be_visible()
+    member_email = f"member-{uuid.uuid4().hex[:12]}@example.com"
+    async with httpx.AsyncClient(base_url=stack.base_url, timeout=10) as http:
+        member = await http.post(
+            "/api/v1/auth/register", json={"email": member_email, "password": ADMIN_PASSWORD}
+        )
+        assert member.status_code == 201, member.text
+    await stranger.page.goto("/login")
+    await stranger.page.get_by_label("Email").fill(member_email)
+    await stranger.page.get_by_label("Password").fill(ADMIN_PASSWORD)
+    async with stranger.page.expect_response("**/api/v1/auth/me") as asked:
+        await stranger.page.get_by_role("button", name="Log in").click()
+    assert (await (await asked.value).json())["is_admin"] is False
+    await expect(stranger.page.get_by_role("button", name=re.compile("^Log out"))).to_be_visible()
+    await expect(stranger.page.get_by_role("link", name="Admin", exact=True)).to_have_count(0)
 
     host = await people.new(MOBILE)
     code = await ui.create_room(host.page, "Shady deals")
@@ -289,6 +337,15 @@ async def test_the_admin_page_takes_a_room_down_and_others_see_admins_only(
     await expect(admin.page.get_by_role("heading", name="Admin", exact=True)).to_be_visible()
     await expect(admin.page.get_by_role("table", name="Audit log")).to_contain_text("identity.admin_granted")
     await assert_labelled(admin.page)
+
+    # From any page, the header leads an admin back to it.
+    await admin.page.goto("/")
+    header_link = admin.page.locator(".app-header").get_by_role("link", name="Admin", exact=True)
+    await expect(header_link).to_be_visible()
+    await screenshot(admin.page, "moderation-admin-link-1280.png")
+    await header_link.click()
+    await expect(admin.page).to_have_url(re.compile(r"/admin$"))
+    await expect(admin.page.get_by_role("heading", name="Admin", exact=True)).to_be_visible()
 
     section = admin.page.get_by_role("region", name="Rooms taken down")
     await section.get_by_label("Room code").fill(code)
@@ -305,3 +362,120 @@ async def test_the_admin_page_takes_a_room_down_and_others_see_admins_only(
 
     await section.get_by_role("button", name="Restore Shady deals").click()
     await expect(section.get_by_text("No rooms are taken down.")).to_be_visible()
+
+
+async def test_the_hosts_reports_queue_pages_past_fifty_in_the_dark_theme(
+    people: People, stack: Stack
+) -> None:
+    host = await people.new(DESKTOP)
+    code = await ui.create_room(host.page, "Night owls", theme="dark-mode")
+    await ui.join(host.page, "HostOwl")
+    await expect(host.page.locator("html")).to_have_attribute("data-scheme", "dark")
+
+    # 55 messages from five people, each reported once by one of five others (reports count toward a
+    # person's send limit, so nobody goes past it).
+    network = {"X-Forwarded-For": f"10.251.{uuid.uuid4().int % 250}.{uuid.uuid4().int % 250 + 1}"}
+    async with httpx.AsyncClient(base_url=stack.base_url, timeout=10, headers=network) as http:
+
+        async def member(name: str) -> str:
+            session = await http.post("/api/v1/auth/anonymous")
+            assert session.status_code == 201, session.text
+            joined = await http.post(
+                f"/api/v1/rooms/{code}/join",
+                json={"username": name},
+                headers=bearer(session.json()["access_token"]),
+            )
+            assert joined.status_code == 200, joined.text
+            return str(joined.json()["room_token"])
+
+        senders = [await member(f"NightOwl{n}") for n in range(5)]
+        reporters = [await member(f"WatchOwl{n}") for n in range(5)]
+        seqs: list[int] = []
+        for round_ in range(11):
+            for n, token in enumerate(senders):
+                sent = await http.post(
+                    f"/api/v1/rooms/{code}/messages",
+                    json={"client_msg_id": uuid.uuid4().hex, "text": f"hoot {round_ * 5 + n + 1}"},
+                    headers=bearer(token),
+                )
+                assert sent.status_code == 201, sent.text
+                seqs.append(sent.json()["message"]["seq"])
+        for index, seq in enumerate(seqs):
+            reported = await http.post(
+                f"/api/v1/rooms/{code}/messages/{seq}/reports",
+                json={"reason": "spam", "text": f"about {seq}"},
+                headers=bearer(reporters[index % 5]),
+            )
+            assert reported.status_code == 200 and reported.json()["created"], reported.text
+
+    await host.page.get_by_role("button", name="Moderation").click()
+    panel = host.page.get_by_role("dialog", name="Moderation")
+    items = panel.locator(".mod-item[data-seq]")
+    # The newest 50 reported messages, newest first; the older ones are a click away.
+    await expect(items).to_have_count(50)
+    assert await items.first.get_attribute("data-seq") == str(seqs[-1])
+    assert await items.last.get_attribute("data-seq") == str(seqs[5])
+    older = panel.get_by_role("button", name="Load older reports")
+    await expect(older).to_be_visible()
+    await screenshot(host.page, "moderation-reports-dark-1280.png")
+
+    await older.click()
+    await expect(items).to_have_count(55)
+    await expect(older).to_have_count(0)
+    assert [int(seq or 0) for seq in await items.evaluate_all("els => els.map(el => el.dataset.seq)")] == (
+        sorted(seqs, reverse=True)
+    )
+    oldest = panel.locator(f".mod-item[data-seq='{seqs[0]}']")
+    await oldest.scroll_into_view_if_needed()
+    await expect(oldest).to_contain_text("hoot 1")
+    await expect(oldest.locator(".mod-reasons")).to_contain_text("Spam · WatchOwl0: about")
+    await screenshot(host.page, "moderation-reports-older-dark-1280.png")
+
+    # Dark panel, light text: what the host reads there stands out from what it is drawn on.
+    assert await panel.evaluate("el => getComputedStyle(el).backgroundColor") == "rgb(24, 24, 27)"
+    await assert_readable(oldest.locator("strong, blockquote, .mod-reasons li"), "reported messages")
+    await assert_readable(panel.locator(".mod-report-text, .mod-when, .mod-none"), "muted notes")
+    await assert_readable(panel.locator(".mod-actions button"), "the queue's buttons")
+    # Delete says what it does in the dark type's danger colour; Dismiss does not (the pointer kept
+    # off both, where "Load older reports" was clicked).
+    await host.page.mouse.move(1, 1)
+    colours = {
+        name: await oldest.get_by_role("button", name=name).evaluate("el => getComputedStyle(el).color")
+        for name in ("Delete", "Dismiss")
+    }
+    assert colours == {"Delete": "rgb(252, 165, 165)", "Dismiss": "rgb(250, 250, 250)"}, colours
+    await assert_readable(panel.locator("h3, label"), "the panel's headings")
+
+    # Dismissing an older one takes it off the list; the rest of what was loaded stays.
+    await oldest.get_by_role("button", name="Dismiss").click()
+    await expect(items).to_have_count(54)
+    await expect(panel.locator(f".mod-item[data-seq='{seqs[0]}']")).to_have_count(0)
+    await panel.get_by_role("button", name="Close").click()
+
+    # The "more" list and the report dialog read as well in the dark.
+    guest = await people.new(MOBILE)
+    await visit(guest, code, "NightGuest")
+    await message(guest.page, seqs[-1]).scroll_into_view_if_needed()
+    await message(guest.page, seqs[-1]).hover()
+    await message(guest.page, seqs[-1]).get_by_role("button", name=re.compile(r"^More actions on")).click()
+    menu = message(guest.page, seqs[-1]).locator(".more-list")
+    await expect(menu).to_be_visible()
+    # On the last message of a phone's screen the list still shows whole: every action can be seen
+    # and tapped where it is drawn (nothing cut off by the screen's edge or the message list).
+    reachable = await menu.locator(".more-item").evaluate_all(
+        """els => els.map(el => {
+            const r = el.getBoundingClientRect();
+            return el.contains(document.elementFromPoint(r.left + r.width / 2, r.top + r.height / 2))
+                && el.contains(document.elementFromPoint(r.left + 2, r.bottom - 2))
+                && el.contains(document.elementFromPoint(r.right - 2, r.top + 2));
+        })"""
+    )
+    assert reachable and all(reachable), reachable
+    await assert_readable(menu.locator(".more-item"), "the message's actions")
+    await screenshot(guest.page, "moderation-more-dark-390.png")
+    await menu.get_by_role("button", name=re.compile("^Report")).click()
+    dialog = guest.page.get_by_role("dialog", name=re.compile("^Report .*'s message"))
+    await expect(dialog).to_be_visible()
+    await assert_readable(dialog.locator("label, p, legend, button"), "the report dialog")
+    await expect(dialog.locator("fieldset")).to_have_css("border-top-color", "rgb(82, 82, 91)")
+    await screenshot(guest.page, "moderation-report-dark-390.png")

@@ -47,6 +47,13 @@ async def _audit(
     return documented(openapi, "GET", AUDIT, response)
 
 
+async def _is_admin(client: httpx.AsyncClient, openapi: dict[str, Any], token: str) -> bool:
+    """What `GET /auth/me` tells the web client, which shows its link to /admin by it."""
+    response = await client.get("/api/v1/auth/me", headers=bearer(token))
+    assert response.status_code == 200, response.text
+    return bool(documented(openapi, "GET", "/api/v1/auth/me", response)["is_admin"])
+
+
 async def test_an_admin_granted_on_the_command_line_reads_the_login_events(
     stack: Stack, client: httpx.AsyncClient, openapi: dict[str, Any]
 ) -> None:
@@ -55,14 +62,17 @@ async def test_an_admin_granted_on_the_command_line_reads_the_login_events(
     before = await _login(client, email, "198.51.100.40")
     refused = await _audit(client, openapi, before["access_token"], 403)
     assert refused["error"]["code"] == "forbidden"
+    assert await _is_admin(client, openapi, before["access_token"]) is False
 
     granted = await admin_cli(stack.database_url, "grant", email)
     assert granted.status == 0, granted.err
 
     # The token issued before the grant still says "not an admin"; signing in again brings the role.
     assert (await _audit(client, openapi, before["access_token"], 403))["error"]["code"] == "forbidden"
+    assert await _is_admin(client, openapi, before["access_token"]) is False
     admin = await _login(client, email, "198.51.100.41")
     token = admin["access_token"]
+    assert await _is_admin(client, openapi, token) is True
 
     page = await _audit(client, openapi, token, 200, kind="identity.login_succeeded", actor=account)
     logins = page["events"]

@@ -108,6 +108,10 @@ class RefreshRequest(RequestBody):
 
 class MeResponse(BaseModel):
     identity: Identity
+    is_admin: bool = Field(
+        description="The access token carries the admin role, so `/admin` and `/api/v1/admin/…` accept it. "
+        "Granting or revoking the role shows from the account's next sign-in or token refresh."
+    )
 
 
 UsernameProblem = Literal[

@@ -123,7 +123,11 @@ async def me(backends: BackendsDep, token: RequiredToken) -> models.MeResponse:
     response = await backends.identity.GetIdentity(
         identity_pb2.GetIdentityRequest(), metadata=auth_metadata(token), timeout=backends.timeout
     )
-    return models.MeResponse(identity=models.Identity.from_proto(response.identity))
+    principal = await backends.verifier.verify(token)
+    return models.MeResponse(
+        identity=models.Identity.from_proto(response.identity),
+        is_admin=principal.token_type == "access" and principal.is_admin,
+    )
 
 
 @router.put(
@@ -155,7 +159,11 @@ async def reserve_username(
     )
     if response.previous_username:
         await clear_released_badges(backends, token, response.previous_username)
-    return models.MeResponse(identity=models.Identity.from_proto(response.identity))
+    principal = await backends.verifier.verify(token)
+    return models.MeResponse(
+        identity=models.Identity.from_proto(response.identity),
+        is_admin=principal.token_type == "access" and principal.is_admin,
+    )
 
 
 @router.post(

@@ -140,6 +140,12 @@ export interface Identity {
   reserved_username?: string | null;
 }
 
+/** `GET /api/v1/auth/me`: the identity, and whether its access token carries the admin role. */
+export interface MeResponse {
+  identity: Identity;
+  is_admin: boolean;
+}
+
 export interface TokenResponse {
   identity: Identity;
   access_token: string;

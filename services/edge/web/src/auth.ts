@@ -4,7 +4,7 @@
  * within the page and, with the Web Locks API, across tabs; each refresh re-reads storage first in
  * case another tab already rotated the pair.
  */
-import { ApiError, request, type Identity, type TokenResponse } from "./api";
+import { ApiError, request, type Identity, type MeResponse, type TokenResponse } from "./api";
 import { readJson, remove, writeJson } from "./storage";
 
 export interface StoredSession {
@@ -145,6 +145,13 @@ export async function withAccess<T>(call: (token: string) => Promise<T>): Promis
     }
     throw error;
   }
+}
+
+/** Whether the signed-in account's access token carries the admin role (what `/admin` checks). */
+export async function accountIsAdmin(): Promise<boolean> {
+  if (!account()) return false;
+  const me = await withAccess((token) => request<MeResponse>("GET", "/api/v1/auth/me", { token, retries: 2 }));
+  return me.is_admin;
 }
 
 export async function login(email: string, password: string): Promise<StoredSession> {

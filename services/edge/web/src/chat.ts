@@ -247,12 +247,16 @@ export class ChatSession {
     this.changed();
   }
 
-  /** Replace the muted set (a `mutes` frame, or this person's own mute or unmute). */
-  setMuted(ids: Iterable<string>): void {
+  /** Replace the muted set (a `mutes` frame, or this person's own mute or unmute); true when someone
+   * left it, whose messages history pages left out until now. */
+  setMuted(ids: Iterable<string>): boolean {
+    const next = new Set(ids);
+    const unmuted = [...this.muted].some((id) => !next.has(id));
     this.muted.clear();
-    for (const id of ids) this.muted.add(id);
+    for (const id of next) this.muted.add(id);
     this.sortedCache = null;
     this.changed();
+    return unmuted;
   }
 
   /** Read history again from the newest page (after an unmute: pages left those messages out). */

@@ -129,9 +129,10 @@ frameHandlers.set("sticky", (chat, frame) => {
   applySticky(chat, typeof frame.text === "string" ? frame.text : "", stickySeq, false);
 });
 
+// The list changes from any of this person's devices: an unmute made elsewhere reads history again too.
 frameHandlers.set("mutes", (chat, frame) => {
   const ids = Array.isArray(frame.participant_ids) ? frame.participant_ids.filter((id): id is string => typeof id === "string") : [];
-  chat.setMuted(ids);
+  if (chat.setMuted(ids)) void chat.reloadHistory();
 });
 
 /** The host's pins as they stand now: the loaded message when there is one, else the pinned copy. */
@@ -191,8 +192,8 @@ export async function sticky(chat: ChatSession, text: string): Promise<void> {
 export async function mute(chat: ChatSession, participantId: string, on: boolean): Promise<void> {
   try {
     const result = await setMute(chat.code, participantId, on);
-    chat.setMuted(result.mutes.map((m) => m.participant_id));
-    if (!on) await chat.reloadHistory();
+    // The socket's `mutes` frame may have brought the same list first (and read history then).
+    if (chat.setMuted(result.mutes.map((m) => m.participant_id))) await chat.reloadHistory();
   } catch (error) {
     chat.setNotice("error", actionError(error, on ? "mute" : "unmute"), "mute");
   }

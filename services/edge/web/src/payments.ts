@@ -291,10 +291,10 @@ export async function fetchPayoutAccount(refresh = false): Promise<PayoutAccount
   return answer.account ?? null;
 }
 
-export function startOnboarding(returnUrl: string): Promise<Onboarding> {
-  return withAccess((token) =>
-    request<Onboarding>("POST", "/api/v1/payments/payout-account/onboarding", { body: { return_url: returnUrl }, token, retries: 2 }),
-  );
+/** A fresh onboarding link; Stripe sends the host back to `/payouts?returned=1` (the server's default:
+ * it names this site by its public address, which the page's own address may not be). */
+export function startOnboarding(): Promise<Onboarding> {
+  return withAccess((token) => request<Onboarding>("POST", "/api/v1/payments/payout-account/onboarding", { body: {}, token, retries: 2 }));
 }
 
 export async function completeTestOnboarding(): Promise<PayoutAccount | null> {

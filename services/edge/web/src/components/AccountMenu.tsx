@@ -1,7 +1,7 @@
 import { logout } from "../auth";
 import { safeNext } from "../router";
 import { Link } from "./Link";
-import { useAccount } from "./useAccount";
+import { useAccount, useIsAdmin } from "./useAccount";
 import "./account-menu.css";
 
 // Pages that exist to sign someone in: after signing in from them, go where they were headed.
@@ -14,14 +14,21 @@ function returnPath(): string {
   return path;
 }
 
-/** Sign up / Log in links, or who is signed in (a link to the account page) and Log out. */
+/** Sign up / Log in links, or who is signed in (a link to the account page), the admin page for
+ * admins, and Log out. */
 export function AccountMenu({ compact = false }: { compact?: boolean }) {
   const signedIn = useAccount();
+  const isAdmin = useIsAdmin(signedIn);
   const here = encodeURIComponent(returnPath());
   if (signedIn) {
     const who = signedIn.identity.reserved_username ?? signedIn.identity.email ?? "your account";
     return (
       <div class="account">
+        {isAdmin && (
+          <Link href="/admin" class="link-button admin-link">
+            Admin
+          </Link>
+        )}
         {!compact && (
           <Link href="/account" class="account-name" aria-label={`Signed in as ${who}: your account`}>
             Signed in as {who}

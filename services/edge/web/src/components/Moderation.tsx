@@ -1,6 +1,6 @@
 /** The host's and everyone's safety tools: banning someone, reporting a message, the host's panel
  * (sticky message, reports queue, bans) and the list of people this person muted. */
-import { useEffect, useRef, useState } from "preact/hooks";
+import { useEffect, useLayoutEffect, useRef, useState } from "preact/hooks";
 import { agoWords, type Ban, type BanTier, type Message, type Mute, type ReportedMessage, type ReportReason } from "../api";
 import type { ChatSession } from "../chat";
 import { messageFrom } from "../messageState";
@@ -237,28 +237,82 @@ function StickyForm({ chat, onSaid }: { chat: ChatSession; onSaid: (text: string
   );
 }
 
+interface QueueItem {
+  message: Message;
+  reports: ReportedMessage["reports"];
+}
+
+/** Reported messages loaded so far, and where the next older page starts (null: none left). */
+interface ReportPages {
+  items: QueueItem[];
+  before: number | null;
+}
+
+function pagesAfter(held: ReportPages, page: { items: ReportedMessage[]; has_more: boolean }): ReportPages {
+  const seen = new Set(held.items.map((item) => item.message.seq));
+  const fresh = page.items
+    .map((item) => ({ message: messageFrom(item.message), reports: item.reports }))
+    .filter((item): item is QueueItem => item.message !== null);
+  const last = fresh[fresh.length - 1];
+  return {
+    items: [...held.items, ...fresh.filter((item) => !seen.has(item.message.seq))],
+    // A page that reaches no lower ends the queue, whatever it says: no endless asking.
+    before: page.has_more && last && (held.before === null || last.message.seq < held.before) ? last.message.seq : null,
+  };
+}
+
+/** The reports queue, newest reported message first: the newest 50, then older pages on request
+ * (`before_seq` = the last seq of the page before). A resolved message leaves the list at once and
+ * the older pages loaded stay. */
 function ReportsQueue({ chat, onSaid }: { chat: ChatSession; onSaid: (text: string) => void }) {
-  const { value, error, reload } = useLoaded(() => listReports(chat.code));
+  const [queue, setQueue] = useState<ReportPages | null>(null);
+  const [error, setError] = useState<string | null>(null);
+  const [olderError, setOlderError] = useState<string | null>(null);
+  const [loadingOlder, setLoadingOlder] = useState(false);
+  const [round, setRound] = useState(0);
+  useEffect(() => {
+    let live = true;
+    setError(null);
+    listReports(chat.code).then(
+      (page) => live && setQueue(pagesAfter({ items: [], before: null }, page)),
+      (e: unknown) => live && setError(actionError(e, "load this list")),
+    );
+    return () => {
+      live = false;
+    };
+  }, [round]);
+  const loadOlder = async (): Promise<void> => {
+    if (queue?.before == null) return;
+    setLoadingOlder(true);
+    setOlderError(null);
+    try {
+      const page = await listReports(chat.code, queue.before);
+      setQueue((held) => held && pagesAfter(held, page));
+    } catch (failure) {
+      setOlderError(actionError(failure, "load older reports"));
+    } finally {
+      setLoadingOlder(false);
+    }
+  };
   const [busy, setBusy] = useState<number | null>(null);
   const act = async (seq: number, action: "restore" | "delete" | "dismiss"): Promise<void> => {
     setBusy(seq);
     try {
       await resolve(chat, seq, action);
       onSaid(action === "restore" ? "Message restored." : action === "delete" ? "Message deleted." : "Reports dismissed.");
-      reload();
+      // Its reports are closed: it leaves the queue (reading the first page again would drop older ones).
+      setQueue((held) => held && { ...held, items: held.items.filter((item) => item.message.seq !== seq) });
     } catch (failure) {
       onSaid(actionError(failure, "resolve those reports"));
     } finally {
       setBusy(null);
     }
   };
-  const items = (value?.items ?? [])
-    .map((item: ReportedMessage) => ({ message: messageFrom(item.message), reports: item.reports }))
-    .filter((item): item is { message: Message; reports: ReportedMessage["reports"] } => item.message !== null);
+  const items = queue?.items ?? [];
   return (
     <>
-      <ListState error={error} loading={value === null} onRetry={reload} />
-      {value && !items.length && <p class="mod-none">No reports waiting.</p>}
+      <ListState error={error} loading={queue === null} onRetry={() => setRound((n) => n + 1)} />
+      {queue && !items.length && queue.before === null && <p class="mod-none">No reports waiting.</p>}
       <ul class="mod-list">
         {items.map(({ message, reports }) => (
           <li key={message.seq} class="mod-item" data-seq={message.seq}>
@@ -294,6 +348,16 @@ function ReportsQueue({ chat, onSaid }: { chat: ChatSession; onSaid: (text: stri
           </li>
         ))}
       </ul>
+      {olderError && (
+        <p class="field-error" role="alert">
+          {olderError}
+        </p>
+      )}
+      {queue?.before != null && (
+        <button type="button" class="button small mod-more" disabled={loadingOlder} onClick={() => void loadOlder()}>
+          {loadingOlder ? "Loading older reports…" : "Load older reports"}
+        </button>
+      )}
     </>
   );
 }
@@ -399,12 +463,43 @@ export interface MenuAction {
   run: () => void;
 }
 
-/** "More" on a message or a person: a button that shows a short list of actions below it. Escape
+/** The part of the screen an element can show in: the viewport, cut by every scrolling ancestor. */
+function visibleArea(element: HTMLElement): { top: number; bottom: number; left: number; right: number } {
+  const area = { top: 0, bottom: window.innerHeight, left: 0, right: window.innerWidth };
+  for (let node = element.parentElement; node; node = node.parentElement) {
+    const style = getComputedStyle(node);
+    if (!/(auto|scroll|hidden|clip)/.test(style.overflowX + style.overflowY)) continue;
+    const rect = node.getBoundingClientRect();
+    area.top = Math.max(area.top, rect.top);
+    area.bottom = Math.min(area.bottom, rect.bottom);
+    area.left = Math.max(area.left, rect.left);
+    area.right = Math.min(area.right, rect.right);
+  }
+  return area;
+}
+
+/** "More" on a message or a person: a button that shows a short list of actions below it (above
+ * it when there is no room below, and from its left edge when there is no room to its left). Escape
  * or choosing closes it and focus goes back to the button. */
 export function MoreMenu({ id, label, actions }: { id: string; label: string; actions: MenuAction[] }) {
   const [open, setOpen] = useState(false);
+  const [placement, setPlacement] = useState("");
   const button = useRef<HTMLButtonElement>(null);
   const list = useRef<HTMLDivElement>(null);
+  useLayoutEffect(() => {
+    const menu = list.current;
+    const anchor = button.current;
+    if (!open || !menu || !anchor) {
+      setPlacement("");
+      return;
+    }
+    const area = visibleArea(menu);
+    const box = menu.getBoundingClientRect();
+    const at = anchor.getBoundingClientRect();
+    const up = box.bottom > area.bottom && at.top - area.top > area.bottom - at.bottom;
+    const start = box.left < area.left;
+    setPlacement(`${up ? " up" : ""}${start ? " start" : ""}`);
+  }, [open]);
   useEffect(() => {
     if (!open) return;
     list.current?.querySelector("button")?.focus();
@@ -438,7 +533,7 @@ export function MoreMenu({ id, label, actions }: { id: string; label: string; ac
         <div
           ref={list}
           id={id}
-          class="more-list"
+          class={`more-list${placement}`}
           role="group"
           aria-label={label}
           onKeyDown={(event) => {

@@ -89,11 +89,12 @@ export function Payouts() {
     setBusy(true);
     setError(null);
     try {
-      const started = await startOnboarding(`${window.location.origin}/payouts?returned=1`);
+      const started = await startOnboarding();
       if (started.account) setAccount(started.account);
       const target = new URL(started.onboarding_url, window.location.origin);
-      // Test mode's onboarding is a page of this app; Stripe's is Stripe's.
-      if (target.origin === window.location.origin) navigate(target.pathname + target.search);
+      // Test mode's onboarding is a page of this app (named by the site's public address, which may
+      // differ from this page's); Stripe's is Stripe's.
+      if (target.origin === window.location.origin || target.pathname === TEST_ONBOARDING_PATH) navigate(target.pathname + target.search);
       else window.location.assign(target.href);
     } catch (failure) {
       setError(moneyError(failure, "start setting up payouts"));
