@@ -87,7 +87,8 @@ class Item:
     kind: str  # "event", "duplicate" or "replay"
     attempt: int = 1
     not_before: float = 0.0
-    signature: str | None = None
+    # Decided when the delivery is queued, so a later change of chaos does not reach it.
+    signature: str = "valid"
 
 
 @dataclass
@@ -254,10 +255,11 @@ class Deliverer:
         return len(held)
 
     def _enqueue(self, endpoint: Endpoint, event: dict[str, Any]) -> None:
-        not_before = time.time() + endpoint.chaos.delay
-        endpoint.queue.append(Item(event, "event", not_before=not_before))
-        for _ in range(endpoint.chaos.duplicates):
-            endpoint.queue.append(Item(event, "duplicate", not_before=not_before))
+        chaos = endpoint.chaos
+        not_before = time.time() + chaos.delay
+        endpoint.queue.append(Item(event, "event", not_before=not_before, signature=chaos.signature))
+        for _ in range(chaos.duplicates):
+            endpoint.queue.append(Item(event, "duplicate", not_before=not_before, signature=chaos.signature))
         self._wake(endpoint)
 
     def replay(
@@ -271,7 +273,7 @@ class Deliverer:
             else [ep for ep in self.endpoints(platform) if ep.wants(event)]
         )
         for endpoint in targets:
-            endpoint.queue.append(Item(event, "replay", signature=signature))
+            endpoint.queue.append(Item(event, "replay", signature=signature or endpoint.chaos.signature))
             self._wake(endpoint)
         return len(targets)
 
@@ -307,7 +309,7 @@ class Deliverer:
 
     async def _attempt(self, endpoint: Endpoint, item: Item) -> None:
         assert self._client is not None
-        mode = item.signature or endpoint.chaos.signature
+        mode = item.signature
         now = int(time.time())
         skew = endpoint.chaos.signature_skew
         timestamp = {"stale": now - skew, "future": now + skew}.get(mode, now)
