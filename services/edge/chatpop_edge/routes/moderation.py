@@ -116,6 +116,9 @@ async def report_message(
     response_model=models.ReportQueue,
     responses=error_responses(401, 403, 404),
     summary="Reported messages awaiting review, with who reported them (the host's room token)",
+    description="""Newest reported message first, at most `limit` (1-100, 50 by default) a page. When
+`has_more` is true, older ones wait: ask again with `before_seq` set to the last item's seq (1 to
+2^53-1), and so on until `has_more` is false.""",
 )
 async def list_reports(
     code: RoomCode,

@@ -34,7 +34,7 @@ BeforeSeq = Annotated[
     int | None,
     Query(ge=1, le=models.MAX_SEQ, description="Only messages older than this seq; omit for the newest."),
 ]
-PageLimit = Annotated[int, Query(ge=1, le=100)]
+PageLimit = Annotated[int, Query(ge=1, le=100, description="Most items in the page.")]
 
 
 async def room_principal(backends: Backends, code: str, token: str) -> tuple[str, Principal]:
