@@ -278,3 +278,27 @@ def test_a_lost_answer_is_replayed_by_the_librarys_retry(fake_stripe: FakeStripe
     fake_stripe.control.fail_next(3, status=503, should_retry=False)
     with pytest.raises(stripe.APIError):
         client.v1.payment_intents.retrieve(intent.id)
+
+
+def test_raw_form_bodies_in_bracket_notation(fake_stripe: FakeStripe) -> None:
+    host = fake_stripe.onboarded_account()
+    body = (
+        "amount=1000&currency=usd&metadata[order_id]=ord_7&metadata[kind]=tip"
+        f"&transfer_data[destination]={host}&application_fee_amount=100"
+        "&payment_method_types[]=card&payment_method=pm_card_visa&confirm=true"
+        "&expand[]=latest_charge"
+    )
+    response = httpx.post(
+        f"{fake_stripe.url}/v1/payment_intents",
+        content=body,
+        headers={
+            "Authorization": f"Bearer {fake_stripe.secret_key}",
+            "Content-Type": "application/x-www-form-urlencoded",
+        },
+    )
+    assert response.status_code == 200 and response.headers["Request-Id"].startswith("req_")
+    intent = response.json()
+    assert intent["metadata"] == {"order_id": "ord_7", "kind": "tip"}
+    assert intent["payment_method_types"] == ["card"] and intent["automatic_payment_methods"] is None
+    assert intent["latest_charge"]["object"] == "charge"
+    assert intent["latest_charge"]["transfer_data"]["destination"] == host
