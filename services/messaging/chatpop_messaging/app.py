@@ -21,6 +21,7 @@ from chatpop_messaging.deletions import Deletions, Redactions
 from chatpop_messaging.fanout import Fanout
 from chatpop_messaging.hotcache import HotCache, RedisGuard
 from chatpop_messaging.mutes import Mutes
+from chatpop_messaging.paid_pins import PaidPins, PaidPinsOnBan
 from chatpop_messaging.participants import ParticipantDirectory
 from chatpop_messaging.pins import Pins
 from chatpop_messaging.policies import RoomPolicies
@@ -100,9 +101,10 @@ async def build(settings: MessagingSettings, *, key_fetcher: KeyFetcher | None =
         fanout=fanout,
         signals=RoomSignals(publisher, PresenceBook(redis, guard), rooms_channel),
         reactions=Reactions(pool),
-        bans=BanEntries(pool, rooms_channel),
+        bans=BanEntries(pool, rooms_channel, on_ban=[PaidPinsOnBan()]),
         deletions=Deletions(pool),
         pins=Pins(pool),
+        paid_pins=PaidPins(pool),
         reports=Reports(pool, hide_at=settings.reports_to_hide),
         redactions=redactions,
         mutes=Mutes(pool, participants, publisher),

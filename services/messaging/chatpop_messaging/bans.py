@@ -10,8 +10,9 @@ one entry per ban (keyed by the ban's id), so a retried request appends nothing 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import asyncpg
 import grpc
@@ -37,17 +38,28 @@ VALUES ($1, $2, $3, $4, $5, false, $6, $7, '', $8, 0)
 RETURNING {ENTRY_COLUMNS}
 """  # noqa: S608 - constant column list
 _BY_KEY = f"SELECT {ENTRY_COLUMNS} FROM messages WHERE room_id = $1 AND sender_participant_id = $2 AND client_msg_id = $3"  # noqa: S608, E501
-
 # A ban entry targets no message (target_seq 0): it names the banned participant in sender_*.
-# What else goes when a participant is banned, inside the ban entry's transaction: (connection,
-# room_id, participant_id). Pins hook in here: a banned participant's pins are removed with the entry.
-BanHook = Callable[[asyncpg.Connection, str, str], Awaitable[None]]
+
+
+class BanHook(Protocol):
+    """What else goes when a participant is banned, inside the ban entry's transaction. Paid pins
+    hook in here: a banned participant's pins come down with the ban."""
+
+    async def lock(self, connection: asyncpg.Connection, room_id: str, participant_id: str) -> None:
+        """Take the locks the hook needs; called before the ban entry takes the room's seq counter."""
+
+    async def banned(
+        self, connection: asyncpg.Connection, room_id: str, participant_id: str
+    ) -> list[messaging_pb2.Message]:
+        """Make the changes, after the ban entry; the entries they appended, in seq order."""
 
 
 @dataclass(frozen=True, slots=True)
 class BanEntry:
     entry: messaging_pb2.Message
     created: bool
+    # Entries the ban brought after its own (a created ban only), in seq order.
+    followups: tuple[messaging_pb2.Message, ...] = ()
 
 
 def ban_id(value: str) -> str:
@@ -100,6 +112,8 @@ class BanEntries:
             return BanEntry(to_message(existing), created=False)
         try:
             async with self._pool.acquire() as connection, connection.transaction():
+                for hook in self._on_ban:
+                    await hook.lock(connection, room_id, target.id)
                 seq = await connection.fetchval(_NEXT_SEQ, room_id)
                 row = await connection.fetchrow(
                     _INSERT_BAN,
@@ -112,8 +126,9 @@ class BanEntries:
                     client_msg_id,
                     KIND_BAN,
                 )
+                followups: list[messaging_pb2.Message] = []
                 for hook in self._on_ban:
-                    await hook(connection, room_id, target.id)
+                    followups += await hook.banned(connection, room_id, target.id)
         except asyncpg.UniqueViolationError as exc:
             # A concurrent retry appended it first; the whole transaction (seq included) rolled back.
             if exc.constraint_name != CLIENT_MSG_ID_CONSTRAINT:
@@ -122,4 +137,4 @@ class BanEntries:
             if existing is None:
                 raise
             return BanEntry(to_message(existing), created=False)
-        return BanEntry(to_message(row), created=True)
+        return BanEntry(to_message(row), created=True, followups=tuple(followups))

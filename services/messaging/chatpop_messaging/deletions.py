@@ -1,8 +1,9 @@
 """Deleting a message: its text is gone from Postgres for good, the seq stays as a tombstone, and a
 deletion entry in the log tells every client. Its author may delete it, and the room's host any.
 
-A pinned message is unpinned by an UNPIN entry right after the deletion, in the same transaction, and
-entries that carried its text (a PIN's copy of it, a RESTORE's text) lose it too."""
+A pinned message is unpinned by an UNPIN entry right after the deletion, in the same transaction, its
+live paid pins come down with PAID_PIN_REMOVED entries after that, and entries that carried its text
+(a PIN's or a paid pin entry's copy of it, a RESTORE's text) lose it too."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from chatpop.messaging.v1 import messaging_pb2
 from chatpop_common.backoff import Backoff
 from chatpop_common.errors import NotFound, PermissionDenied
 from chatpop_messaging.hotcache import HotCache
+from chatpop_messaging.paid_pins import lock_if_paid_pinned, on_deleted
 from chatpop_messaging.pins import lock_if_pinned, unpin
 from chatpop_messaging.store import (
     ENTRY_COLUMNS,
@@ -53,6 +55,15 @@ class DeletionResult:
     unpinned: messaging_pb2.Message | None = None
     # Earlier entries that carried the text, as they now are: the hot cache must lose it too.
     redacted: tuple[messaging_pb2.Message, ...] = ()
+    # PAID_PIN_REMOVED entries of the message's live paid pins.
+    paid_pins_removed: tuple[messaging_pb2.Message, ...] = ()
+
+    @property
+    def entries(self) -> list[messaging_pb2.Message]:
+        """Every entry the deletion appended, in seq order."""
+        first = [] if self.entry is None else [self.entry]
+        unpinned = [] if self.unpinned is None else [self.unpinned]
+        return [*first, *unpinned, *self.paid_pins_removed]
 
 
 class Deletions:
@@ -72,6 +83,7 @@ class Deletions:
             if target["deleted_at"] is not None:
                 return DeletionResult(None, None)
             pinned = await lock_if_pinned(connection, room_id, target_seq)
+            await lock_if_paid_pinned(connection, room_id, target_seq)
             entry = await append_change(
                 connection,
                 room_id,
@@ -87,7 +99,14 @@ class Deletions:
                 _REDACT_COPIES, room_id, target_seq, tombstone.SerializeToString()
             )
             unpinned = await unpin(connection, room_id, target_seq, actor) if pinned else None
-        return DeletionResult(entry, tombstone, unpinned, tuple(to_message(copy) for copy in copies))
+            paid = await on_deleted(connection, room_id, tombstone)
+        return DeletionResult(
+            entry,
+            tombstone,
+            unpinned,
+            (*(to_message(copy) for copy in copies), *paid.redacted),
+            paid.entries,
+        )
 
 
 class Redactions:

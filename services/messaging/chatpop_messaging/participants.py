@@ -74,6 +74,18 @@ class ParticipantDirectory:
             raise NotFound("There is no such participant in this room.", code="participant_not_found")
         return participant
 
+    async def current(self, room_id: str, participant_id: str) -> rooms_pb2.Participant:
+        """A participant of the room as rooms has it now, never from the cache (money is decided on
+        it: a pin of a participant banned a moment ago must not stand); NotFound otherwise."""
+        missing = NotFound("There is no such participant in this room.", code="participant_not_found")
+        try:
+            participant = await self._lookup(room_id, participant_id, ())
+        except PermissionDenied as exc:
+            raise missing from exc
+        if participant.room_id and participant.room_id != room_id:
+            raise missing
+        return participant
+
     async def authorize_writer(
         self, principal: Principal, metadata: Sequence[tuple[str, str]]
     ) -> rooms_pb2.Participant:

@@ -7,7 +7,8 @@ the whole sticky text (empty: cleared). The room's row in `room_boards` is locke
 seq counter by every change of pins or sticky text, after the target message's row when there is one,
 so these changes and deletions lock in one order.
 
-Pins have a `source`: host pins now; paid pins later, always below the host's.
+Pins have a `source`: host pins here; paid pins (paid_pins.py) have their own table and entries, lock
+the same board row in the same order, and always sit below the host's.
 """
 
 from __future__ import annotations
@@ -61,7 +62,8 @@ class StickyResult:
     sticky_seq: int
 
 
-async def _lock_board(connection: asyncpg.Connection, room_id: str) -> asyncpg.Record:
+async def lock_board(connection: asyncpg.Connection, room_id: str) -> asyncpg.Record:
+    """The room's board row, locked until the transaction ends (taken before the seq counter)."""
     await connection.execute(_LOCK_BOARD, room_id)
     row: asyncpg.Record = await connection.fetchrow(_BOARD + " FOR UPDATE", room_id)
     return row
@@ -85,7 +87,7 @@ async def lock_if_pinned(connection: asyncpg.Connection, room_id: str, seq: int)
         "SELECT EXISTS (SELECT 1 FROM pins WHERE room_id = $1 AND message_seq = $2)", room_id, seq
     )
     if pinned:
-        await _lock_board(connection, room_id)
+        await lock_board(connection, room_id)
     return bool(pinned)
 
 
@@ -126,7 +128,7 @@ class Pins:
             target = await lock_target(connection, room_id, target_seq)
             if target is None:
                 raise NotFound("There is no such message in this room.", code="message_not_found")
-            board = await _lock_board(connection, room_id)
+            board = await lock_board(connection, room_id)
             if not pinned:
                 entry = await unpin(connection, room_id, target_seq, actor)
                 seqs = await _host_pins(connection, room_id)
@@ -167,7 +169,7 @@ class Pins:
     async def set_sticky(self, room_id: str, actor: Actor, text: str) -> StickyResult:
         """Set the sticky text (validated by the caller; empty clears it) as the room's host."""
         async with self._pool.acquire() as connection, connection.transaction():
-            board = await _lock_board(connection, room_id)
+            board = await lock_board(connection, room_id)
             if board["sticky_text"] == text:
                 return StickyResult(None, text, int(board["sticky_seq"]))
             entry = await append_change(

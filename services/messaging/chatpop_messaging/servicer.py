@@ -14,6 +14,7 @@ from chatpop_common.audit_events import AuditSender
 from chatpop_common.auth import Principal, bearer_from_metadata, require_principal
 from chatpop_common.clients import bearer
 from chatpop_common.errors import FailedPrecondition, InvalidArgument, PermissionDenied, ServiceError
+from chatpop_common.service_auth import require_service
 from chatpop_messaging import audit, validation
 from chatpop_messaging.bans import BanEntries, ban_id
 from chatpop_messaging.deletions import Deletions, Redactions
@@ -21,6 +22,7 @@ from chatpop_messaging.fanout import SIGNAL_SEQ, Fanout
 from chatpop_messaging.hotcache import AppendResult, HotCache
 from chatpop_messaging.metrics import GAP_FILLS, MESSAGES_ACCEPTED, RESUME_READS
 from chatpop_messaging.mutes import Mutes, muted_target
+from chatpop_messaging.paid_pins import PaidPins, TipOrder, pin_order
 from chatpop_messaging.participants import ParticipantDirectory
 from chatpop_messaging.pins import Pins
 from chatpop_messaging.policies import RoomPolicies
@@ -32,7 +34,15 @@ from chatpop_messaging.reports import Reports, valid_report
 from chatpop_messaging.room_signals import RoomSignals
 from chatpop_messaging.settings import MessagingSettings
 from chatpop_messaging.stats import MessagingStats
-from chatpop_messaging.store import Actor, DuplicateClientMsgId, MessageStore, NewMessage, is_message
+from chatpop_messaging.store import (
+    Actor,
+    DuplicateClientMsgId,
+    MessageStore,
+    NewMessage,
+    carried_messages,
+    is_message,
+    is_shown,
+)
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +87,7 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
         deletions: Deletions,
         redactions: Redactions,
         pins: Pins,
+        paid_pins: PaidPins,
         reports: Reports,
         mutes: Mutes,
         stats: MessagingStats,
@@ -99,6 +110,7 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
         self._deletions = deletions
         self._redactions = redactions
         self._pins = pins
+        self._paid_pins = paid_pins
         self._reports = reports
         self._mutes = mutes
         self._stats = stats
@@ -203,7 +215,7 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
             newer_first = [
                 entry
                 for entry in reversed(entries)
-                if is_message(entry) and entry.sender_participant_id not in muted
+                if is_shown(entry) and entry.sender_participant_id not in muted
             ]
             room_left = limit - len(found)
             if len(newer_first) > room_left:
@@ -217,8 +229,9 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
                 low = 1
                 break
             low = window_low
-        board = await self._pins.board(room_id) if request.before_seq == 0 else None
+        board = await self._board(room_id) if request.before_seq == 0 else None
         pinned = [pin.message for pin in board.pins] if board is not None else []
+        pinned += [pin.message for pin in board.paid_pins] if board is not None else []
         # Changes in the page's range to messages older than the page: their state comes along.
         older = sorted(seq for seq in targets if seq < low)[:_TOUCHED_MAX]
         touched = [
@@ -229,6 +242,14 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
         return messaging_pb2.ListMessagesResponse(
             messages=found, has_more=low > 1, last_seq=last_seq, low_seq=low, board=board, touched=touched
         )
+
+    async def _board(self, room_id: str) -> messaging_pb2.RoomBoard:
+        """Host pins and the sticky text, then the live paid pins below them."""
+        board = await self._pins.board(room_id)
+        paid, paid_state_seq = await self._paid_pins.live(room_id)
+        board.paid_pins.extend(paid)
+        board.paid_pins_state_seq = paid_state_seq
+        return board
 
     async def _withhold_hidden(
         self, messages: list[messaging_pb2.Message], principal: Principal, context: grpc.aio.ServicerContext
@@ -288,7 +309,7 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
         # was sent reaches a resuming client without its text. The changes that follow carry lower
         # state_seqs than that state, so clients keep it.
         shown = [m for m in messages if is_message(m)]
-        shown += [m.pinned_message for m in messages if m.HasField("pinned_message")]
+        shown += [copy for m in messages for copy in carried_messages(m)]
         await self._fold_state(room_id, shown, principal.participant_id)
         await self._withhold_hidden(shown, principal, context)
         return messaging_pb2.ListMessagesAfterResponse(messages=messages, last_seq=last_seq)
@@ -389,7 +410,7 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
             # A stream serves a whole room, host included: messages come in their state now, and a
             # hidden one without its text (the host reads it in history and the reports queue).
             shown = [m for m in entries if is_message(m)]
-            shown += [m.pinned_message for m in entries if m.HasField("pinned_message")]
+            shown += [copy for m in entries for copy in carried_messages(m)]
             await self._fold_state(room_id, shown, viewer="")
             for message in shown:
                 if message.state.hidden:
@@ -453,8 +474,7 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
             return messaging_pb2.DeleteMessageResponse(changed=False)
         for redacted in (result.tombstone, *result.redacted):
             self._redactions.redact(redacted)
-        entries = [result.entry] if result.unpinned is None else [result.entry, result.unpinned]
-        await asyncio.shield(self._publish_committed(*entries))
+        await asyncio.shield(self._publish_committed(*result.entries))
         return messaging_pb2.DeleteMessageResponse(entry=result.entry, changed=True)
 
     # --- what the room shows above its messages (pins.py) ------------------------------------------
@@ -544,7 +564,7 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
             if deleted.tombstone is not None:
                 for redacted in (deleted.tombstone, *deleted.redacted):
                     self._redactions.redact(redacted)
-            entries += [e for e in (deleted.entry, deleted.unpinned) if e is not None]
+            entries += deleted.entries
             closed = await self._reports.close(room_id, target_seq)
         elif request.resolution == messaging_pb2.REPORT_RESOLUTION_DISMISS:
             closed = await self._reports.close(room_id, target_seq)
@@ -577,8 +597,103 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
         # What this process cached about the participant may say "not banned": ask rooms next time.
         self._participants.forget(room_id, participant_id)
         if result.created:
-            await asyncio.shield(self._publish_committed(result.entry))
+            await asyncio.shield(self._publish_committed(result.entry, *result.followups))
         return messaging_pb2.AppendBanResponse(entry=result.entry, created=result.created)
+
+    # --- paid pins and tips (paid_pins.py) ----------------------------------------------------------
+
+    async def GetPaidPinQuote(
+        self, request: messaging_pb2.GetPaidPinQuoteRequest, context: grpc.aio.ServicerContext
+    ) -> messaging_pb2.GetPaidPinQuoteResponse:
+        room_id = validation.room_id(request.room_id)
+        principal = require_principal()
+        if principal.token_type == "room":
+            participant_id = principal.require_room(room_id).participant_id
+            await self._policies.refuse_taken_down(room_id)
+        else:
+            require_service("payments")
+            participant_id = ""
+        quote = await self._paid_pins.quote(room_id, participant_id)
+        copies = [pin.message for pin in quote.paid_pins]
+        await self._fold_state(room_id, copies, participant_id)
+        for message in copies:
+            if message.state.hidden:
+                message.text = ""
+        return quote
+
+    async def _buyer(self, room_id: str, participant_id: str) -> tuple[Actor, bool]:
+        """Who pays, as rooms has them now, and whether they are banned from the room."""
+        participant = await self._participants.current(room_id, participant_id)
+        actor = Actor(
+            participant_id=participant.id or participant_id,
+            username=participant.username,
+            is_host=participant.is_host,
+            verified=participant.verified,
+        )
+        return actor, participant.banned
+
+    async def ApplyPaidPin(
+        self, request: messaging_pb2.ApplyPaidPinRequest, context: grpc.aio.ServicerContext
+    ) -> messaging_pb2.ApplyPaidPinResponse:
+        require_service("payments")
+        order_id = validation.order_id(request.order_id)
+        room_id = validation.room_id(request.room_id)
+        order = pin_order(
+            request,
+            order_id,
+            room_id,
+            validation.participant_id(request.participant_id),
+            validation.currency(request.currency),
+        )
+        first = await self._paid_pins.recorded(room_id, order_id)
+        if first is None:
+            # Read before rooms is asked: a ban appended after this seq counts even if rooms said no.
+            seen_seq = await self._store.last_seq(room_id)
+            buyer, banned = await self._buyer(room_id, order.participant_id)
+            first = await self._paid_pins.apply(order, buyer, banned=banned, seen_seq=seen_seq)
+            if first.created and first.entry is not None:
+                await asyncio.shield(self._publish_committed(first.entry))
+        return messaging_pb2.ApplyPaidPinResponse(
+            outcome=first.outcome, entry=first.entry, pin=first.pin, created=first.created
+        )
+
+    async def ApplyTip(
+        self, request: messaging_pb2.ApplyTipRequest, context: grpc.aio.ServicerContext
+    ) -> messaging_pb2.ApplyTipResponse:
+        require_service("payments")
+        if request.amount_cents <= 0:
+            raise InvalidArgument("amount_cents must be positive.", code="invalid_amount")
+        order = TipOrder(
+            order_id=validation.order_id(request.order_id),
+            room_id=validation.room_id(request.room_id),
+            participant_id=validation.participant_id(request.participant_id),
+            amount_cents=request.amount_cents,
+            currency=validation.currency(request.currency),
+            note=validation.tip_note(request.note),
+        )
+        posted = await self._paid_pins.recorded_tip(order.room_id, order.order_id)
+        if posted is not None:
+            return messaging_pb2.ApplyTipResponse(entry=posted, created=False)
+        tipper, _banned = await self._buyer(order.room_id, order.participant_id)
+        entry, created = await self._paid_pins.tip(order, tipper)
+        if created:
+            await asyncio.shield(self._publish_committed(entry))
+        return messaging_pb2.ApplyTipResponse(entry=entry, created=created)
+
+    async def RemovePaidPin(
+        self, request: messaging_pb2.RemovePaidPinRequest, context: grpc.aio.ServicerContext
+    ) -> messaging_pb2.RemovePaidPinResponse:
+        room_id = validation.room_id(request.room_id)
+        principal = require_principal()
+        if not (principal.token_type == "access" and principal.is_admin):
+            actor = await self._actor(room_id, context)
+            if not actor.is_host:
+                raise PermissionDenied("Only the room's host can take a paid pin down.", code="forbidden")
+        pin_id = validation.order_id(request.pin_id, field="pin_id")
+        entry = await self._paid_pins.remove(room_id, pin_id)
+        if entry is not None:
+            await asyncio.shield(self._publish_committed(entry))
+        return messaging_pb2.RemovePaidPinResponse(entry=entry, changed=entry is not None)
 
     # --- personal mutes (mutes.py) -----------------------------------------------------------------
 

@@ -28,7 +28,8 @@ INSERT INTO messages (id, room_id, seq, sender_participant_id, sender_username, 
 SELECT $1, $2, counter.last_seq, $3, $4, $5, $6, $7, $8, $9 FROM counter
 RETURNING id, room_id, seq, sender_participant_id, sender_username, sender_is_host,
           sender_verified, client_msg_id, text, reply_to_seq, created_at, kind, target_seq, emoji, added,
-          reaction_counts, deleted_at, deleted_by_host, state_seq, hidden_at, pinned_seqs, pinned_message
+          reaction_counts, deleted_at, deleted_by_host, state_seq, hidden_at, pinned_seqs, pinned_message,
+          payload
 """
 
 
@@ -36,7 +37,7 @@ RETURNING id, room_id, seq, sender_participant_id, sender_username, sender_is_ho
 ENTRY_COLUMNS = (
     "id, room_id, seq, sender_participant_id, sender_username, sender_is_host, sender_verified, "
     "client_msg_id, text, reply_to_seq, created_at, kind, target_seq, emoji, added, reaction_counts, "
-    "deleted_at, deleted_by_host, state_seq, hidden_at, pinned_seqs, pinned_message"
+    "deleted_at, deleted_by_host, state_seq, hidden_at, pinned_seqs, pinned_message, payload"
 )
 _SELECT = f"SELECT {ENTRY_COLUMNS} FROM messages "  # noqa: S608 - constant column list
 _BY_CLIENT_MSG_ID = _SELECT + "WHERE room_id = $1 AND sender_participant_id = $2 AND client_msg_id = $3"
@@ -55,8 +56,8 @@ RETURNING last_seq
 _INSERT_CHANGE = f"""
 INSERT INTO messages (id, room_id, seq, sender_participant_id, sender_username, sender_is_host,
                       sender_verified, client_msg_id, text, kind, target_seq, emoji, added,
-                      reaction_counts, deleted_by_host, pinned_seqs, pinned_message)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $15, $9, $10, $11, $12, $13::jsonb, $14, $16, $17)
+                      reaction_counts, deleted_by_host, pinned_seqs, pinned_message, payload)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $15, $9, $10, $11, $12, $13::jsonb, $14, $16, $17, $18)
 RETURNING {ENTRY_COLUMNS}
 """  # noqa: S608 - constant column list
 _LOCK_TARGET = f"SELECT {ENTRY_COLUMNS} FROM messages WHERE room_id = $1 AND seq = $2 FOR UPDATE"  # noqa: S608
@@ -86,6 +87,11 @@ class Change:
     text: str = ""
     pinned_seqs: list[int] | None = None
     pinned_message: bytes | None = None
+    # What a PAID_PIN, PAID_PIN_REMOVED or TIP entry carries: a Message holding only `paid_pin`,
+    # `paid_pins` and `tip`, merged into the entry when it is read.
+    payload: messaging_pb2.Message | None = None
+    # The entry's client_msg_id when it must be unique for its sender (a tip: `tip:<order id>`).
+    key: str | None = None
     # Whether the entry changes its target message's state (pins and the sticky text are the room's).
     touches_target: bool = True
 
@@ -113,7 +119,7 @@ async def append_change(
         actor.username,
         actor.is_host,
         actor.verified,
-        f"change:{uuid.uuid4().hex}",
+        change.key or f"change:{uuid.uuid4().hex}",
         change.kind,
         change.target_seq,
         change.emoji,
@@ -123,6 +129,7 @@ async def append_change(
         change.text,
         change.pinned_seqs,
         change.pinned_message,
+        None if change.payload is None else change.payload.SerializeToString(),
     )
     if change.touches_target:
         await connection.execute(
@@ -160,6 +167,11 @@ KIND_UNPIN = messaging_pb2.ENTRY_KIND_UNPIN
 KIND_STICKY = messaging_pb2.ENTRY_KIND_STICKY
 KIND_HIDE = messaging_pb2.ENTRY_KIND_HIDE
 KIND_RESTORE = messaging_pb2.ENTRY_KIND_RESTORE
+KIND_PAID_PIN = messaging_pb2.ENTRY_KIND_PAID_PIN
+KIND_PAID_PIN_REMOVED = messaging_pb2.ENTRY_KIND_PAID_PIN_REMOVED
+KIND_TIP = messaging_pb2.ENTRY_KIND_TIP
+# Entries that carry a payload (Change.payload).
+PAYLOAD_KINDS = (KIND_PAID_PIN, KIND_PAID_PIN_REMOVED, KIND_TIP)
 
 
 def reaction_counts(counts: dict[str, int]) -> list[messaging_pb2.ReactionCount]:
@@ -216,12 +228,28 @@ def to_message(row: Any) -> messaging_pb2.Message:
     elif kind in (KIND_HIDE, KIND_RESTORE):
         message.state.hidden = kind == KIND_HIDE
         message.state.state_seq = row["seq"]
+    elif kind in PAYLOAD_KINDS and row["payload"] is not None:
+        message.MergeFromString(bytes(row["payload"]))
     return message
 
 
 def is_message(entry: messaging_pb2.Message) -> bool:
     """A chat message (entries stored before kinds existed are messages too), not a change."""
     return entry.kind in (messaging_pb2.ENTRY_KIND_UNSPECIFIED, KIND_MESSAGE)
+
+
+def is_shown(entry: messaging_pb2.Message) -> bool:
+    """An entry history pages list as an item of the room's conversation: a message or a tip."""
+    return is_message(entry) or entry.kind == KIND_TIP
+
+
+def carried_messages(entry: messaging_pb2.Message) -> list[messaging_pb2.Message]:
+    """The copies of messages an entry carries (a host pin's, paid pins'), to bring to their state now."""
+    copies = [entry.pinned_message] if entry.HasField("pinned_message") else []
+    if entry.HasField("paid_pin") and entry.paid_pin.HasField("message"):
+        copies.append(entry.paid_pin.message)
+    copies += [pin.message for pin in entry.paid_pins if pin.HasField("message")]
+    return copies
 
 
 class MessageStore:

@@ -10,6 +10,8 @@ from chatpop_common.errors import InvalidArgument
 _CLIENT_MSG_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _ROOM_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 _ALLOWED_CONTROLS = frozenset("\n\t")
+_ORDER_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+_CURRENCY = re.compile(r"[a-z]{3}")
 
 DEFAULT_PAGE = 50
 MAX_PAGE = 100
@@ -25,16 +27,20 @@ def client_msg_id(value: str) -> str:
 
 def message_text(value: str, max_chars: int) -> str:
     """The text as stored: trimmed, non-empty, not too long, no control characters but \\n and \\t."""
+    return _text(value, max_chars, "message")
+
+
+def _text(value: str, max_chars: int, what: str) -> str:
     text = value.strip()
     if not text:
-        raise InvalidArgument("The message is empty.", code="message_empty")
+        raise InvalidArgument(f"The {what} is empty.", code=f"{what}_empty")
     if len(text) > max_chars:
-        raise InvalidArgument(f"The message is longer than {max_chars} characters.", code="message_too_long")
+        raise InvalidArgument(f"The {what} is longer than {max_chars} characters.", code=f"{what}_too_long")
     for char in text:
         category = unicodedata.category(char)
         if (category == "Cc" and char not in _ALLOWED_CONTROLS) or category == "Cs":
             raise InvalidArgument(
-                "The message contains control characters.", code="message_invalid_characters"
+                f"The {what} contains control characters.", code=f"{what}_invalid_characters"
             )
     return text
 
@@ -63,3 +69,27 @@ def target_seq(value: int) -> int:
     if value < 1:
         raise InvalidArgument("target_seq must name a message (1 or more).", code="invalid_target_seq")
     return value
+
+
+# A tip's note: checked like a message's text, and short.
+TIP_NOTE_MAX_CHARS = 200
+
+
+def order_id(value: str, *, field: str = "order_id") -> str:
+    """A payments order's id (a paid pin's id is its first order's)."""
+    if not _ORDER_ID.fullmatch(value):
+        raise InvalidArgument(f"{field} is missing or malformed.", code=f"invalid_{field}")
+    return value
+
+
+def currency(value: str) -> str:
+    """An ISO 4217 code, as Stripe writes it (lower case)."""
+    code = value.lower()
+    if not _CURRENCY.fullmatch(code):
+        raise InvalidArgument("currency must be a three-letter ISO 4217 code.", code="invalid_currency")
+    return code
+
+
+def tip_note(value: str) -> str:
+    """A tip's note as stored: empty, or checked as a message's text of at most 200 characters."""
+    return _text(value, TIP_NOTE_MAX_CHARS, "note") if value.strip() else ""
