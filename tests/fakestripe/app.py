@@ -13,6 +13,7 @@ import asyncio
 import base64
 import html
 import json
+import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -31,6 +32,7 @@ from tests.fakestripe.forms import decode, decode_text
 from tests.fakestripe.store import API_VERSION, Fault, IdempotentResult, Platform, Store, new_id, snapshot
 from tests.fakestripe.webhooks import Deliverer
 
+log = logging.getLogger(__name__)
 PUBLISHABLE_REFUSED = (
     "This API call cannot be made with a publishable API key. Please use a secret API key. You can find a "
     "list of your API keys at https://dashboard.stripe.com/account/apikeys."
@@ -174,6 +176,11 @@ class FakeStripeApp:
             return 200, answer, True
         except StripeApiError as exc:
             return exc.status, exc.body(request_id), exc.saved
+        except Exception as exc:
+            # A fault of the fake itself: say so in Stripe's shape, so the test shows it plainly.
+            log.exception("fake Stripe API failed on %s %s", request.method, request.url.path)
+            error = StripeApiError(500, f"The fake Stripe API failed: {exc!r}", type="api_error")
+            return 500, error.body(request_id), False
 
     # -- onboarding pages ----------------------------------------------------------------------------
 
