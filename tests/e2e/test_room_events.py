@@ -1,4 +1,4 @@
-"""Room events: reactions and deletions are entries of the room's log.
+"""Room events: reactions, deletions, paid pins and tips are entries of the room's log.
 
 For every change the same room state is reached three ways: by a client that saw it live, by one that
 was away and resumed after the last seq it had, and by a fresh client reading history. The hot cache
@@ -7,14 +7,18 @@ and Postgres keep no text of a deleted message.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
+import grpc
 import httpx
 import redis.asyncio as aioredis
 
-from chatpop.messaging.v1 import messaging_pb2
+from chatpop.identity.v1 import identity_pb2_grpc
+from chatpop.messaging.v1 import messaging_pb2, messaging_pb2_grpc
+from chatpop_common.service_auth import ServiceCredentials
 from tests.e2e.chat import ChatSocket, Frame, bearer, documented, join, open_room
 from tests.e2e.conftest import Stack
 
@@ -299,3 +303,193 @@ async def test_a_page_brings_the_state_of_older_messages_its_changes_touched(
     assert set(touched) == {oldest, doomed}
     assert touched[oldest]["reactions"] == {THUMBS: 1} and touched[oldest]["my_reactions"] == [THUMBS]
     assert touched[doomed]["deleted"] is True and touched[doomed]["text"] == ""
+
+
+# --- paid pins and tips -----------------------------------------------------------------------------
+
+_PAID_ENTRIES = ("message", "paid_pin", "paid_pin_removed", "tip")
+
+
+@dataclass
+class PaidView:
+    """What a client shows of paid pins and tips, from frames (live or resumed) or from history."""
+
+    seqs: set[int] = field(default_factory=set)
+    pins: list[dict[str, Any]] = field(default_factory=list)
+    pins_state_seq: int = 0
+    tips: dict[int, tuple[str, int, str]] = field(default_factory=dict)
+
+    def apply(self, frame: Frame) -> None:
+        kind = frame["type"]
+        if kind in _PAID_ENTRIES:
+            self.seqs.add(frame["seq"])
+        if kind in ("paid_pin", "paid_pin_removed") and frame["paid_pins_state_seq"] > self.pins_state_seq:
+            self.pins, self.pins_state_seq = frame["paid_pins"], frame["paid_pins_state_seq"]
+        elif kind == "tip":
+            self.tip(frame)
+
+    def tip(self, item: dict[str, Any]) -> None:
+        self.tips[item["seq"]] = (
+            item["sender"]["username"],
+            item["tip"]["amount_cents"],
+            item["tip"]["note"],
+        )
+
+    def shown(self) -> tuple[list[tuple[str, int, int, str | None, str]], dict[int, tuple[str, int, str]]]:
+        """Live pins top first (none runs out within a test), and the tips."""
+        pins = [
+            (pin["id"], pin["target_seq"], pin["amount_cents"], pin["expires_at"], pin["message"]["text"])
+            for pin in self.pins
+        ]
+        return pins, dict(sorted(self.tips.items()))
+
+
+async def test_paid_pins_and_tips_reach_live_resumed_and_fresh_clients_alike(
+    stack: Stack, client: httpx.AsyncClient, openapi: dict[str, Any]
+) -> None:
+    """payments fulfils orders over gRPC with its service credential; the host takes a pin down over
+    REST; every socket sees the same pins and tips as a client that resumes or reads history."""
+    room = await open_room(client)
+    host = await join(client, room.code, "HostPaula", token=room.host_token)
+    bob = await join(client, room.code, "BobBuysPins")
+    cara = await join(client, room.code, "CaraComesBack")
+    sockets = [await ChatSocket.open(stack.ws_url, room.code, p["room_token"]) for p in (host, bob, cara)]
+    host_socket, bob_socket, cara_socket = sockets
+    secret = stack.specs["messaging"].env["SERVICE_TOKEN_SECRET"]
+    async with (
+        grpc.aio.insecure_channel(stack.address("identity")) as identity_channel,
+        grpc.aio.insecure_channel(stack.address("messaging")) as messaging_channel,
+    ):
+        payments = ServiceCredentials(
+            identity_pb2_grpc.IdentityServiceStub(identity_channel), "payments", secret
+        )
+        messaging = messaging_pb2_grpc.MessagingServiceStub(messaging_channel)
+
+        async def pin(
+            person: dict[str, Any], amount: int, **target: Any
+        ) -> messaging_pb2.ApplyPaidPinResponse:
+            response: messaging_pb2.ApplyPaidPinResponse = await messaging.ApplyPaidPin(
+                messaging_pb2.ApplyPaidPinRequest(
+                    order_id=str(uuid.uuid4()),
+                    room_id=room.id,
+                    participant_id=person["participant"]["id"],
+                    amount_cents=amount,
+                    currency="usd",
+                    **target,
+                ),
+                metadata=await payments.metadata(),
+                timeout=10,
+            )
+            return response
+
+        try:
+            welcome = await send_and_ack(host_socket, "welcome, all")
+            bobs = await send_and_ack(bob_socket, "pin me, I paid")
+            caras = await send_and_ack(cara_socket, "and me")
+            await cara_socket.wait_for_seq(caras)
+            cara_top = max(cara_socket.seqs())
+            await cara_socket.close()
+            sockets.remove(cara_socket)
+
+            # A host pin sits above every paid pin, in its own list.
+            assert (
+                await client.put(
+                    f"/api/v1/rooms/{room.code}/pins/{welcome}", headers=bearer(host["room_token"])
+                )
+            ).status_code == 200
+            first = await pin(bob, 100, target_seq=bobs)
+            second = await pin(cara, 200, target_seq=caras)
+            assert (first.outcome, second.outcome) == (
+                messaging_pb2.PAID_PIN_OUTCOME_GRANTED,
+                messaging_pb2.PAID_PIN_OUTCOME_GRANTED,
+            )
+            outbid = await pin(bob, 200, target_seq=bobs)
+            assert outbid.outcome == messaging_pb2.PAID_PIN_OUTCOME_OUTBID
+            extended = await pin(cara, 500, extend_pin_id=second.pin.id)
+            assert extended.outcome == messaging_pb2.PAID_PIN_OUTCOME_GRANTED
+            tip = await messaging.ApplyTip(
+                messaging_pb2.ApplyTipRequest(
+                    order_id=str(uuid.uuid4()),
+                    room_id=room.id,
+                    participant_id=bob["participant"]["id"],
+                    amount_cents=500,
+                    currency="usd",
+                    note="lovely room",
+                ),
+                metadata=await payments.metadata(),
+                timeout=10,
+            )
+            assert tip.created
+
+            path = f"/api/v1/rooms/{room.code}/paid-pins/{first.pin.id}"
+            not_host = await client.delete(path, headers=bearer(bob["room_token"]))
+            assert documented(openapi, "DELETE", "/api/v1/rooms/{code}/paid-pins/{pin_id}", not_host)
+            assert (not_host.status_code, not_host.json()["error"]["code"]) == (403, "forbidden")
+            removed = await client.delete(path, headers=bearer(host["room_token"]))
+            body = documented(openapi, "DELETE", "/api/v1/rooms/{code}/paid-pins/{pin_id}", removed)
+            assert body == {"pin_id": first.pin.id, "seq": body["seq"], "changed": True}
+            again = await client.delete(path, headers=bearer(host["room_token"]))
+            assert again.json() == {"pin_id": first.pin.id, "seq": None, "changed": False}
+            unknown = await client.delete(
+                f"/api/v1/rooms/{room.code}/paid-pins/{uuid.uuid4()}", headers=bearer(host["room_token"])
+            )
+            assert (unknown.status_code, unknown.json()["error"]["code"]) == (404, "paid_pin_not_found")
+            malformed = await client.delete(
+                f"/api/v1/rooms/{room.code}/paid-pins/not-a-pin", headers=bearer(host["room_token"])
+            )
+            assert malformed.status_code == 422
+            last = await send_and_ack(bob_socket, "the last word")
+
+            # 3 messages, a host pin, 2 pins, an extension, a tip, a removal, a message.
+            assert last == 10
+            live = PaidView()
+            await bob_socket.wait_for(lambda f: f.get("seq") == last)
+            for frame in bob_socket.frames:
+                live.apply(frame)
+            removal = next(f for f in bob_socket.frames if f["type"] == "paid_pin_removed")
+            assert removal["paid_pin"]["removed_reason"] == "host"
+            assert removal["paid_pin"]["id"] == first.pin.id and removal["seq"] == body["seq"]
+            tip_frame = next(f for f in bob_socket.frames if f["type"] == "tip")
+            assert (tip_frame["kind"], tip_frame["text"], tip_frame["sender"]["username"]) == (
+                "tip",
+                "",
+                "BobBuysPins",
+            )
+
+            resumed_socket = await ChatSocket.open(
+                stack.ws_url, room.code, cara["room_token"], after_seq=cara_top
+            )
+            sockets.append(resumed_socket)
+            await resumed_socket.wait_for(lambda f: f.get("seq") == last)
+            resumed = PaidView()
+            for frame in cara_socket.frames + resumed_socket.frames:
+                resumed.apply(frame)
+
+            fresh = PaidView()
+            before: int | None = None
+            while True:
+                params: dict[str, int] = {"limit": 3} | ({"before_seq": before} if before else {})
+                answer = await client.get(
+                    f"/api/v1/rooms/{room.code}/messages", params=params, headers=bearer(cara["room_token"])
+                )
+                page = documented(openapi, "GET", "/api/v1/rooms/{code}/messages", answer)
+                if before is None:
+                    board = page["board"]
+                    assert [p["message"]["seq"] for p in board["pins"]] == [welcome]
+                    fresh.pins, fresh.pins_state_seq = board["paid_pins"], board["paid_pins_state_seq"]
+                for item in page["messages"]:
+                    if item["kind"] == "tip":
+                        fresh.tip(item)
+                fresh.seqs |= set(range(page["low_seq"], (before or page["last_seq"] + 1)))
+                if not page["has_more"]:
+                    break
+                before = page["low_seq"]
+        finally:
+            for socket in sockets:
+                await socket.close()
+
+    expected_pins = [(second.pin.id, caras, 700, fresh.pins[0]["expires_at"], "and me")]
+    assert fresh.shown() == (expected_pins, {tip.entry.seq: ("BobBuysPins", 500, "lovely room")})
+    assert live.shown() == resumed.shown() == fresh.shown()
+    assert live.pins_state_seq == resumed.pins_state_seq == fresh.pins_state_seq == body["seq"]
+    assert fresh.seqs == set(range(1, last + 1))

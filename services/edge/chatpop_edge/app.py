@@ -60,11 +60,21 @@ above the message's:
   come as frames of their own). Host pins sit above everything;
 - `sticky {seq, text, sticky_seq}`: the host set the room's sticky broadcast message (empty: cleared);
 - `hidden {seq, target_seq, state_seq}`: reports hid the message pending review; show it as hidden
-  (its text only to the host); `restored {seq, target_seq, text, state_seq}`: the host restored it.
+  (its text only to the host); `restored {seq, target_seq, text, state_seq}`: the host restored it;
+- `paid_pin {seq, target_seq, paid_pin, paid_pins, paid_pins_state_seq}`: someone paid to pin the
+  message `target_seq`, or its buyer extended their top pin; `paid_pin_removed` (same fields): a paid pin
+  came down before its time (`paid_pin.removed_reason`: `host`, `banned` when its buyer was banned,
+  `message_deleted`). A paid pin is `{id, target_seq, message, participant_id, username, amount_cents,
+  currency, started_at, expires_at, removed_reason}`; `paid_pins` are the room's live paid pins after the
+  entry, top first (replace the list; apply only when `paid_pins_state_seq` is above the one held).
+  Paid pins sit below the host's. A pin ends at its `expires_at` with no frame: drop it then;
+- `tip {seq, id, room_id, sender, kind: "tip", tip {order_id, amount_cents, currency, note},
+  created_at}`: `sender` tipped the room's host; show it among the messages, in `seq` order.
 
 The newest history page (no `before_seq`) carries `board`: the host pins (each message as it now is)
-with `pins_state_seq`, and the sticky text with `sticky_seq`, as of the page's `last_seq`. History
-gives a hidden message's text to the host alone.
+with `pins_state_seq`, the sticky text with `sticky_seq`, and the live paid pins with
+`paid_pins_state_seq`, as of the page's `last_seq`. History pages list tips (`kind: "tip"`) among the
+messages. History gives a hidden message's text to the host alone.
 
 **Bans.** `banned {seq, participant_id, username}` is an entry of the log too: the host banned that
 participant (`POST /api/v1/rooms/{code}/bans`). Their own sockets get the frame, then close with 4403

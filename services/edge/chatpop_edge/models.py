@@ -416,6 +416,20 @@ def reaction_counts(state: messaging_pb2.MessageState) -> dict[str, int]:
     return {count.emoji: int(count.count) for count in state.reactions}
 
 
+class Tip(BaseModel):
+    order_id: str = Field(description="The order that paid for it.")
+    amount_cents: int
+    currency: str = Field(description="ISO 4217 code in lower case, e.g. `usd`.")
+    note: str = Field(description="The tipper's note (at most 200 characters); may be empty.")
+
+    @classmethod
+    def from_proto(cls, tip: messaging_pb2.Tip) -> Tip:
+        return cls(order_id=tip.order_id, amount_cents=tip.amount_cents, currency=tip.currency, note=tip.note)
+
+
+EntryKind = Literal["message", "tip"]
+
+
 class Message(BaseModel):
     seq: int = Field(description="Its place in the room's log, gap-free from 1 (changes have seqs too).")
     id: str
@@ -443,10 +457,19 @@ class Message(BaseModel):
         description="Seq of the last change to this message (0: none). Apply a change (a `reaction` or "
         "`deleted` frame) only when its `state_seq` is above the one held.",
     )
+    kind: EntryKind = Field(
+        default="message",
+        description="`tip`: not a chat message but a paid tip to the host (`tip`); `sender` tipped, and "
+        "`text` is empty.",
+    )
+    tip: Tip | None = Field(default=None, description="For a tip only.")
 
     @classmethod
     def from_proto(cls, message: messaging_pb2.Message) -> Message:
+        is_tip = message.kind == messaging_pb2.ENTRY_KIND_TIP
         return cls(
+            kind="tip" if is_tip else "message",
+            tip=Tip.from_proto(message.tip) if is_tip else None,
             deleted=message.state.deleted,
             deleted_by_host=message.state.deleted_by_host,
             hidden=message.state.hidden,
@@ -467,6 +490,60 @@ class Message(BaseModel):
             client_msg_id=message.client_msg_id,
             created_at=timestamp(message.created_at),
         )
+
+
+PaidPinRemovedReason = Literal["", "host", "banned", "message_deleted"]
+_REMOVED_REASONS: dict[str, PaidPinRemovedReason] = {
+    "host": "host",
+    "banned": "banned",
+    "message_deleted": "message_deleted",
+}
+
+
+class PaidPin(BaseModel):
+    """A paid pin (Super-Chat style): live until `expires_at`, below the host's pins."""
+
+    id: str = Field(description="The pin's id: the id of the order that bought it.")
+    target_seq: int = Field(description="The pinned message's seq.")
+    message: Message | None = Field(
+        default=None,
+        description="The pinned message as it stood when the entry was written (history: as it now is); "
+        "later changes to it come as frames of their own.",
+    )
+    participant_id: str = Field(description="The buyer.")
+    username: str
+    amount_cents: int = Field(
+        description="Everything paid for it, extensions included: what a rival must outbid."
+    )
+    currency: str = Field(description="ISO 4217 code in lower case, e.g. `usd`.")
+    started_at: datetime | None = None
+    expires_at: datetime | None = Field(default=None, description="Drop the pin at this time.")
+    removed_reason: PaidPinRemovedReason = Field(
+        default="",
+        description="Why a removed pin came down before its time: `host` (the host or ChatPop's "
+        "moderators), `banned` (its buyer was banned), `message_deleted`; empty while it stands.",
+    )
+
+    @classmethod
+    def from_proto(cls, pin: messaging_pb2.PaidPin) -> PaidPin:
+        return cls(
+            id=pin.id,
+            target_seq=pin.target_seq,
+            message=Message.from_proto(pin.message) if pin.HasField("message") else None,
+            participant_id=pin.participant_id,
+            username=pin.username,
+            amount_cents=pin.amount_cents,
+            currency=pin.currency,
+            started_at=timestamp(pin.started_at),
+            expires_at=timestamp(pin.expires_at),
+            removed_reason=_REMOVED_REASONS.get(pin.removed_reason, ""),
+        )
+
+
+class PaidPinRemoval(BaseModel):
+    pin_id: str
+    seq: int | None = Field(description="Seq of the `paid_pin_removed` entry; null when nothing changed.")
+    changed: bool = Field(description="False when the pin had run out or come down already.")
 
 
 PinSource = Literal["host", "paid"]
@@ -492,6 +569,15 @@ class RoomBoard(BaseModel):
     )
     sticky_text: str = Field(description="The host's sticky broadcast message; empty when none.")
     sticky_seq: int = Field(description="Seq of the last `sticky` entry (0: none).")
+    paid_pins: list[PaidPin] = Field(
+        default_factory=list,
+        description="Live paid pins, top first, below the host's pins (drop each at its `expires_at`).",
+    )
+    paid_pins_state_seq: int = Field(
+        default=0,
+        description="Seq of the last `paid_pin` or `paid_pin_removed` entry (0: none); apply such a frame "
+        "only when its `paid_pins_state_seq` is above this.",
+    )
 
     @classmethod
     def from_proto(cls, board: messaging_pb2.RoomBoard) -> RoomBoard:
@@ -507,6 +593,8 @@ class RoomBoard(BaseModel):
             pins_state_seq=board.pins_state_seq,
             sticky_text=board.sticky_text,
             sticky_seq=board.sticky_seq,
+            paid_pins=[PaidPin.from_proto(pin) for pin in board.paid_pins],
+            paid_pins_state_seq=board.paid_pins_state_seq,
         )
 
 
@@ -619,7 +707,9 @@ class ReportsResolved(BaseModel):
 
 
 class MessagePage(BaseModel):
-    messages: list[Message] = Field(description="Newest first, each with its current state.")
+    messages: list[Message] = Field(
+        description="Newest first, each with its current state; tips (`kind: tip`) among them."
+    )
     board: RoomBoard | None = Field(
         default=None,
         description="The newest page only (no `before_seq`): pins and the sticky message as of `last_seq`.",

@@ -155,8 +155,33 @@ def message_frame(message: messaging_pb2.Message) -> str:
         return dumps(frame)
     if message.kind == messaging_pb2.ENTRY_KIND_BAN:
         return banned_frame(message)
+    if message.kind in (messaging_pb2.ENTRY_KIND_PAID_PIN, messaging_pb2.ENTRY_KIND_PAID_PIN_REMOVED):
+        return paid_pin_frame(message)
     base = models.Message.from_proto(message)
+    if message.kind == messaging_pb2.ENTRY_KIND_TIP:
+        return TipFrame(**base.__dict__).model_dump_json()
     return MessageFrame(**base.__dict__).model_dump_json()
+
+
+class TipFrame(models.Message):
+    """A paid tip to the host: an item of the conversation like a message (`kind: tip`)."""
+
+    type: Literal["tip"] = "tip"
+
+
+def paid_pin_frame(message: messaging_pb2.Message) -> str:
+    """A paid pin granted or extended (`paid_pin`), or taken down before its time (`paid_pin_removed`):
+    the pin as it stands after the entry, and the room's live paid pins after it (absolute state)."""
+    removed = message.kind == messaging_pb2.ENTRY_KIND_PAID_PIN_REMOVED
+    frame: dict[str, Any] = {
+        "type": "paid_pin_removed" if removed else "paid_pin",
+        "seq": message.seq,
+        "target_seq": message.target_seq,
+        "paid_pin": models.PaidPin.from_proto(message.paid_pin).model_dump(mode="json"),
+        "paid_pins": [models.PaidPin.from_proto(pin).model_dump(mode="json") for pin in message.paid_pins],
+        "paid_pins_state_seq": message.seq,
+    }
+    return dumps(frame)
 
 
 def banned_frame(message: messaging_pb2.Message) -> str:

@@ -1,23 +1,34 @@
-"""What the room's host shows above its messages (pins, the sticky message) and reports of messages.
+"""What the room's host shows above its messages (pins, the sticky message, taking paid pins down) and
+reports of messages.
 
 Each change is an entry of the room's log (messaging): every live socket gets it as a frame with its
 own seq, a client that resumes after that seq gets it too, and the newest history page carries the
-room's board (pins and the sticky message) as of its `last_seq`.
+room's board (host pins, paid pins and the sticky message) as of its `last_seq`.
 """
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Path
 
 from chatpop.messaging.v1 import messaging_pb2
 from chatpop_edge import models
 from chatpop_edge.backends import auth_metadata
 from chatpop_edge.deps import BackendsDep, RequiredToken
 from chatpop_edge.errors import error_responses
+from chatpop_edge.routes.bans import UUID_PATTERN
 from chatpop_edge.routes.room_changes import MessageSeq
 from chatpop_edge.routes.rooms import BeforeSeq, PageLimit, RoomCode, room_principal
 
 router = APIRouter(prefix="/api/v1/rooms", tags=["moderation"])
+
+PaidPinId = Annotated[
+    str,
+    Path(
+        min_length=36, max_length=36, pattern=UUID_PATTERN, description="The paid pin's id (its order's id)."
+    ),
+]
 
 
 async def _set_pin(code: str, seq: int, pinned: bool, backends: BackendsDep, token: str) -> models.PinsState:
@@ -57,6 +68,29 @@ async def unpin_message(
     code: RoomCode, seq: MessageSeq, backends: BackendsDep, token: RequiredToken
 ) -> models.PinsState:
     return await _set_pin(code, seq, False, backends, token)
+
+
+@router.delete(
+    "/{code}/paid-pins/{pin_id}",
+    response_model=models.PaidPinRemoval,
+    responses=error_responses(401, 403, 404),
+    summary="Take a paid pin down before its time (the host's room token); the payment is not refunded",
+    description="Every socket of the room gets a `paid_pin_removed` frame with the room's live paid pins. "
+    "A pin that ran out or came down already changes nothing (`changed: false`). 403 `forbidden` for "
+    "anyone but the host, 404 `paid_pin_not_found`.",
+)
+async def remove_paid_pin(
+    code: RoomCode, pin_id: PaidPinId, backends: BackendsDep, token: RequiredToken
+) -> models.PaidPinRemoval:
+    room_id, _principal = await room_principal(backends, code, token)
+    result = await backends.messaging.RemovePaidPin(
+        messaging_pb2.RemovePaidPinRequest(room_id=room_id, pin_id=pin_id),
+        metadata=auth_metadata(token),
+        timeout=backends.timeout,
+    )
+    return models.PaidPinRemoval(
+        pin_id=pin_id, seq=result.entry.seq if result.changed else None, changed=result.changed
+    )
 
 
 async def _set_sticky(code: str, text: str, backends: BackendsDep, token: str) -> models.StickyState:

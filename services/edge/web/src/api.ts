@@ -245,6 +245,16 @@ export interface Message {
   my_reactions: string[];
   /** Seq of the last entry that changed this message (0: none); a change applies only above it. */
   state_seq: number;
+  /** Set for a paid tip to the host: an entry shown among the messages (its `text` is empty). */
+  tip?: Tip;
+}
+
+/** A paid tip to the room's host, as a `tip` frame or a history item (`kind: "tip"`) carries it. */
+export interface Tip {
+  order_id: string;
+  amount_cents: number;
+  currency: string;
+  note: string;
 }
 
 /** A history page as the edge sends it; messages are read through `messageFrom` (messageState.ts). */
@@ -256,7 +266,7 @@ export interface MessagePage {
   /** The page accounts for every seq from here up to before_seq - 1 (last_seq on the newest page):
    * changes in that range are folded into its messages. Absent from edges older than room events. */
   low_seq?: number;
-  /** The newest page only: the host's pins and the sticky message as of `last_seq`. */
+  /** The newest page only: the host's pins, the live paid pins and the sticky message as of `last_seq`. */
   board?: unknown;
 }
 

@@ -533,7 +533,9 @@ export class ChatSession {
 
   private onFrame(frame: Frame): void {
     switch (frame.type) {
-      case "message": {
+      // A tip is shown among the messages, in seq order, like one.
+      case "message":
+      case "tip": {
         const message = messageFrom(frame);
         if (message) this.add(message, true);
         break;

@@ -6,7 +6,7 @@
  * A history page (state as of its read) and a live change can therefore arrive in any order and the
  * screen ends up the same. A deletion is final: once a message is known to be deleted, nothing
  * brings its text or reactions back. */
-import type { Message, Reactions, Sender } from "./api";
+import type { Message, Reactions, Sender, Tip } from "./api";
 
 /** The reactions a person can put on a message, in the order they are offered and shown. */
 export const EMOJIS = ["👍", "❤️", "😂", "😮", "😢", "😡"] as const;
@@ -46,15 +46,34 @@ function isSender(value: unknown): value is Sender {
   return typeof sender.participant_id === "string" && typeof sender.username === "string";
 }
 
+/** A tip's details from a `tip` frame or a history item of `kind: "tip"`; null for anything else. */
+export function tipFrom(wire: Record<string, unknown>): Tip | null {
+  if (wire.type !== "tip" && wire.kind !== "tip") return null;
+  const tip = wire.tip;
+  if (typeof tip !== "object" || tip === null) return null;
+  const fields = tip as Record<string, unknown>;
+  const amount = seqOf(fields.amount_cents);
+  if (amount === null) return null;
+  return {
+    order_id: typeof fields.order_id === "string" ? fields.order_id : "",
+    amount_cents: amount,
+    currency: typeof fields.currency === "string" ? fields.currency : "",
+    note: typeof fields.note === "string" ? fields.note : "",
+  };
+}
+
 /** A message as the client keeps it, from a `message` frame or a history page; null when it is not
- * one. Servers that predate reactions and deletion send no state: it reads as "unchanged". */
+ * one. Servers that predate reactions and deletion send no state: it reads as "unchanged". A tip
+ * (a `tip` frame, or a history item of `kind: "tip"`) is kept the same way, with its `tip`. */
 export function messageFrom(raw: unknown): Message | null {
   if (typeof raw !== "object" || raw === null) return null;
   const wire = raw as Record<string, unknown>;
   const seq = seqOf(wire.seq);
   if (seq === null || !isSender(wire.sender)) return null;
   const deleted = wire.deleted === true;
+  const tip = tipFrom(wire);
   return {
+    ...(tip ? { tip } : {}),
     seq,
     id: typeof wire.id === "string" ? wire.id : "",
     room_id: typeof wire.room_id === "string" ? wire.room_id : "",

@@ -18,6 +18,9 @@ import { slowModeWords } from "../roomChoices";
 import { pendingReactions, removeMessage, toggleReaction } from "../roomEvents";
 import { ban, boardOf, mute, pin, pinnedMessages, report } from "../moderation";
 import { BanDialog, ModerationPanel, MoreMenu, ReportDialog, RoomEnded, type MenuAction } from "../components/Moderation";
+import { RemovePaidPinDialog, RoomPaidPins, TipEvent } from "../components/RoomMoney";
+import type { ShownPaidPin } from "../components/PaidPins";
+import { shownPaidPins } from "../paidPins";
 import "../components/moderation.css";
 
 // Within this many pixels of the bottom counts as "reading the newest": new messages scroll in.
@@ -562,6 +565,7 @@ export function ChatView({ room: initialRoom, joined }: { room: Room; joined: Ro
   const [moderating, setModerating] = useState(false);
   const [unseen, setUnseen] = useState(0);
   const [toast, setToast] = useState<string | null>(null);
+  const [removingPin, setRemovingPin] = useState<ShownPaidPin | null>(null);
   const scroller = useRef<HTMLDivElement>(null);
   const atBottom = useRef(true);
   const lastHeight = useRef(0);
@@ -606,7 +610,7 @@ export function ChatView({ room: initialRoom, joined }: { room: Room; joined: Ro
   useEffect(() => {
     const onIncoming = (message: Message): void => {
       if (document.visibilityState !== "visible" || !atBottom.current) setTitleUnread((n) => n + 1);
-      notifyMessage(session.room.name, session.code, message);
+      if (!message.tip) notifyMessage(session.room.name, session.code, message);
     };
     session.incoming.add(onIncoming);
     return () => {
@@ -702,7 +706,7 @@ export function ChatView({ room: initialRoom, joined }: { room: Room; joined: Ro
 
   const bySeq = session.messages;
   const board = boardOf(session);
-  const hostMessages = messages.filter((m) => m.sender.is_host && !m.deleted && !m.hidden);
+  const hostMessages = messages.filter((m) => m.sender.is_host && !m.tip && !m.deleted && !m.hidden);
   const latestHost = hostMessages[hostMessages.length - 1];
   // The host's pins sit above everything, then the host's latest message.
   const pinned: PinnedItem[] = pinnedMessages(session).map((m) => ({
@@ -783,6 +787,17 @@ export function ChatView({ room: initialRoom, joined }: { room: Room; joined: Ro
       />
       <StickyBanner text={board.sticky} />
       <PinnedBar items={pinned} onJump={(seq) => void jumpTo(seq)} />
+      {/* Paid pins sit below the host's; extending one is bought through the pin dialog. */}
+      <RoomPaidPins
+        pins={shownPaidPins(session, isHost)}
+        me={joined.participant.id}
+        isHost={isHost}
+        canExtend={false}
+        canRemove={isHost && canAct}
+        onJump={(seq) => void jumpTo(seq)}
+        onExtend={() => undefined}
+        onRemove={setRemovingPin}
+      />
       <div class="messages-wrap">
         <div class="messages-bg" aria-hidden="true" />
         <div class="messages" ref={scroller} onScroll={onScroll} role="log" aria-label={`Messages in ${room.name}`} tabIndex={0}>
@@ -814,7 +829,18 @@ export function ChatView({ room: initialRoom, joined }: { room: Room; joined: Ro
                 {name} was removed from the room
               </p>
             ));
-            const item = (
+            const item = message.tip ? (
+              <TipEvent
+                key={message.seq}
+                seq={message.seq}
+                username={message.sender.username}
+                amountCents={message.tip.amount_cents}
+                currency={message.tip.currency}
+                note={message.tip.note}
+                createdAt={message.created_at}
+                mine={mine}
+              />
+            ) : (
               <MessageItem
                 key={message.seq}
                 message={message}
@@ -890,6 +916,9 @@ export function ChatView({ room: initialRoom, joined }: { room: Room; joined: Ro
         <p class="room-closed-banner" role="status">
           The host closed this room. You can still read it, but nobody can send messages any more.
         </p>
+      )}
+      {removingPin && (
+        <RemovePaidPinDialog chat={session} pin={removingPin} onDone={setToast} onDismiss={() => setRemovingPin(null)} />
       )}
       {deleting && (
         <DeleteMessageDialog
