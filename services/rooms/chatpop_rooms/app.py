@@ -22,7 +22,7 @@ from chatpop_rooms.limits import JoinAttemptLimiter
 from chatpop_rooms.rolls import UsernameRolls
 from chatpop_rooms.servicer import RoomsServicer
 from chatpop_rooms.settings import Settings
-from chatpop_rooms.site_bans import SiteBanCheck
+from chatpop_rooms.site_bans import SiteBanCheck, SiteBanRevocations
 from chatpop_rooms.store import RoomStore
 from chatpop_rooms.takedowns import Takedowns
 
@@ -53,6 +53,7 @@ async def build(settings: Settings, *, room_codes: Callable[[], str] = new_room_
         ),
         identity=identity,
         site_bans=SiteBanCheck(identity, credentials),
+        revocations=SiteBanRevocations(pool),
         audit_log=audit_log,
         rolls=UsernameRolls(
             redis,

@@ -34,7 +34,7 @@ from chatpop_rooms.codes import new_room_code, normalize_room_code
 from chatpop_rooms.convert import participant_message, room_message
 from chatpop_rooms.limits import JoinAttemptLimiter
 from chatpop_rooms.rolls import UsernameRolls
-from chatpop_rooms.site_bans import SiteBanCheck
+from chatpop_rooms.site_bans import SiteBanCheck, SiteBanRevocations, revocation_target
 from chatpop_rooms.store import (
     AlreadyJoined,
     AnonymousLimitReached,
@@ -149,6 +149,7 @@ class RoomsServicer(rooms_pb2_grpc.RoomsServiceServicer):
         bans: BanStore,
         takedowns: Takedowns,
         site_bans: SiteBanCheck,
+        revocations: SiteBanRevocations,
         audit_log: AuditSender,
         anonymous_usernames_per_ip: int,
         anonymous_usernames_window: int = 3600,
@@ -168,6 +169,7 @@ class RoomsServicer(rooms_pb2_grpc.RoomsServiceServicer):
         self._bans = bans
         self._takedowns = takedowns
         self._site_bans = site_bans
+        self._revocations = revocations
         self._anonymous_usernames_per_ip = anonymous_usernames_per_ip
         self._anonymous_usernames_window = anonymous_usernames_window
         self._room_codes = room_codes
@@ -593,6 +595,20 @@ class RoomsServicer(rooms_pb2_grpc.RoomsServiceServicer):
         require_admin()
         total, open_rooms, today = await self._takedowns.counts()
         return rooms_pb2.GetRoomStatsResponse(total=total, open=open_rooms, created_today=today)
+
+    async def RevokeSiteBanned(
+        self, request: rooms_pb2.RevokeSiteBannedRequest, context: grpc.aio.ServicerContext
+    ) -> rooms_pb2.RevokeSiteBannedResponse:
+        require_admin()
+        identity_id, client_ip_hash = revocation_target(request)
+        revocation = await self._revocations.revoke(identity_id=identity_id, client_ip_hash=client_ip_hash)
+        self._site_bans.forget(subject=identity_id, client_ip_hash=client_ip_hash)
+        if revocation.total:
+            log.info(
+                "site-banned participants revoked",
+                extra={"participants": revocation.total, "network": bool(client_ip_hash)},
+            )
+        return revocation.message()
 
     def _names_per_network(self, room: RoomRow) -> int:
         return room.anonymous_names_per_network or self._anonymous_usernames_per_ip
