@@ -85,6 +85,7 @@ async def build(settings: MessagingSettings, *, key_fetcher: KeyFetcher | None =
         poll_interval=settings.hub_poll_interval,
         queue_size=settings.subscriber_queue_size,
         on_room_updated=policies.learn,
+        on_kick=participants.forget,
     )
     redactions = Redactions(cache, give_up_after=settings.hot_cache_ttl)
     publisher = SignalPublisher(redis, guard)

@@ -197,11 +197,15 @@ class Fanout:
         poll_interval: float,
         queue_size: int,
         on_room_updated: Callable[[rooms_pb2.Room], None] | None = None,
+        on_kick: Callable[[str, str], None] | None = None,
     ) -> None:
         self.store = store
         self.reader = reader
         # Told of every room update this process hears of, so what it enforces changes at once.
         self._on_room_updated = on_room_updated
+        # Told of every kick (room id, participant id) it hears of: that participant's tokens were
+        # revoked, so what this process cached about them is stale.
+        self._on_kick = on_kick
         self._redis = redis
         self._poll_interval = poll_interval
         self._queue_size = queue_size
@@ -296,6 +300,8 @@ class Fanout:
             return
         if self._on_room_updated is not None and signal.WhichOneof("kind") == "room_updated":
             self._on_room_updated(signal.room_updated.room)
+        if self._on_kick is not None and signal.WhichOneof("kind") == "kick":
+            self._on_kick(room_id, signal.kick.participant_id)
         hub.signal(signal)
 
     def _on_live(self, channel: bytes | str, data: Any) -> None:

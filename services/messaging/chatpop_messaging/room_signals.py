@@ -1,4 +1,5 @@
-"""The RPCs behind ephemeral room signals: typing, presence reports and snapshots, room updates.
+"""The RPCs behind ephemeral room signals: typing, presence reports and snapshots, room updates,
+kicks.
 
 Each checks its caller and its input, then changes presence (`presence.py`) or simply publishes a
 signal (`signals.py`). None of them touches the message log, a seq or a resume position.
@@ -27,6 +28,11 @@ DEFAULT_PRESENCE_TTL = 30
 MAX_PRESENCE_TTL = 3600
 MAX_PRESENCE_ROOMS = 500
 MAX_PRESENCE_IDS = 10_000
+# Kicks: why a participant's sockets are closed (the edge's close reason), and how many one call names.
+KICK_CODES = frozenset({"site_banned"})
+MAX_KICK_TARGETS = 10_000
+# Signals in flight at once while a call publishes its kicks.
+_KICK_BATCH = 100
 
 
 def _participant_ids(values: Sequence[str]) -> list[str]:
@@ -38,6 +44,19 @@ def _participant_ids(values: Sequence[str]) -> list[str]:
         if not _PARTICIPANT_ID.fullmatch(value):
             raise InvalidArgument("A participant id is missing or malformed.", code="invalid_participant_id")
     return list(values)
+
+
+def kick_targets(request: messaging_pb2.KickParticipantsRequest) -> tuple[list[tuple[str, str]], str]:
+    """The distinct (room id, participant id) targets of a kick, in order, and its code; checked."""
+    if request.code not in KICK_CODES:
+        raise InvalidArgument(f"code must be one of: {', '.join(sorted(KICK_CODES))}.", code="invalid_code")
+    if not 1 <= len(request.targets) <= MAX_KICK_TARGETS:
+        raise InvalidArgument(f"Name 1 to {MAX_KICK_TARGETS} participants to kick.", code="invalid_targets")
+    targets: dict[tuple[str, str], None] = {}
+    for target in request.targets:
+        key = (validation.room_id(target.room_id), validation.participant_id(target.participant_id))
+        targets[key] = None
+    return list(targets), request.code
 
 
 def presence_reports(request: messaging_pb2.ReportPresenceRequest) -> tuple[str, int, list[RoomReport]]:
@@ -140,3 +159,26 @@ class RoomSignals:
         if not published:
             raise Unavailable("The change could not be announced; try again.", code="signals_unavailable")
         return messaging_pb2.AnnounceRoomUpdateResponse(room=room)
+
+    async def kick(
+        self, principal: Principal, request: messaging_pb2.KickParticipantsRequest
+    ) -> tuple[list[tuple[str, str]], int]:
+        """One Kick signal per target on its room's channel: the targets, and how many of their
+        signals Redis could not take."""
+        if principal.token_type != "access" or not principal.is_admin:
+            raise PermissionDenied("Only admins may do this.", code="forbidden")
+        targets, code = kick_targets(request)
+        failed = 0
+        for start in range(0, len(targets), _KICK_BATCH):
+            published = await asyncio.gather(
+                *(
+                    self._publisher.publish(
+                        messaging_pb2.Signal(
+                            room_id=room_id, kick=messaging_pb2.Kick(participant_id=participant_id, code=code)
+                        )
+                    )
+                    for room_id, participant_id in targets[start : start + _KICK_BATCH]
+                )
+            )
+            failed += published.count(False)
+        return targets, failed

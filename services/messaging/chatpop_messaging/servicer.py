@@ -13,7 +13,13 @@ from chatpop.messaging.v1 import messaging_pb2, messaging_pb2_grpc
 from chatpop_common.audit_events import AuditSender
 from chatpop_common.auth import Principal, bearer_from_metadata, require_principal
 from chatpop_common.clients import bearer
-from chatpop_common.errors import FailedPrecondition, InvalidArgument, PermissionDenied, ServiceError
+from chatpop_common.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    PermissionDenied,
+    ServiceError,
+    Unavailable,
+)
 from chatpop_common.service_auth import require_service
 from chatpop_messaging import audit, validation
 from chatpop_messaging.bans import BanEntries, ban_id
@@ -757,6 +763,20 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
         self, request: messaging_pb2.GetMessagingStatsRequest, context: grpc.aio.ServicerContext
     ) -> messaging_pb2.GetMessagingStatsResponse:
         return await self._stats.answer()
+
+    async def KickParticipants(
+        self, request: messaging_pb2.KickParticipantsRequest, context: grpc.aio.ServicerContext
+    ) -> messaging_pb2.KickParticipantsResponse:
+        targets, failed = await self._signals.kick(require_principal(), request)
+        # Their room tokens were revoked at rooms: what this process cached about them is stale.
+        for room_id, participant_id in targets:
+            self._participants.forget(room_id, participant_id)
+        if failed:
+            raise Unavailable(
+                f"{failed} of {len(targets)} participants could not be disconnected yet; try again.",
+                code="signals_unavailable",
+            )
+        return messaging_pb2.KickParticipantsResponse(published=len(targets))
 
     async def AnnounceRoomUpdate(
         self, request: messaging_pb2.AnnounceRoomUpdateRequest, context: grpc.aio.ServicerContext
