@@ -195,14 +195,19 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         self, request: identity_pb2.CreateAnonymousSessionRequest, context: grpc.aio.ServicerContext
     ) -> identity_pb2.CreateAnonymousSessionResponse:
         if _client_ip_hash(request.client_ip_hash):
-            if await self._site_bans.banned(client_ip_hash=request.client_ip_hash):
-                raise site_banned()
+            await self._refuse_banned_network(request.client_ip_hash)
             await self._limit_sessions(request.client_ip_hash)
         refresh_token, refresh = self._new_refresh()
         identity = await self._store.create_anonymous(refresh)
         return identity_pb2.CreateAnonymousSessionResponse(
             identity=identity_message(identity), tokens=self._pair(identity, refresh_token)
         )
+
+    async def _refuse_banned_network(self, client_ip_hash: str) -> None:
+        """PERMISSION_DENIED `site_banned` when the caller's network is banned site-wide. Asked before
+        anything else, so the answer tells nothing about accounts."""
+        if client_ip_hash and await self._site_bans.banned(client_ip_hash=client_ip_hash):
+            raise site_banned()
 
     async def _limit_sessions(self, client_ip_hash: str) -> None:
         """At most N new anonymous sessions per client IP per window (accounts are not limited here)."""
@@ -227,6 +232,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
     ) -> identity_pb2.RegisterResponse:
         # An anonymous token in the metadata changes nothing: the account is a separate identity
         # and the anonymous session lives on beside it.
+        await self._refuse_banned_network(_client_ip_hash(request.client_ip_hash))
         email = normalize_email(request.email)
         password = check_password(request.password)
         username = (
@@ -247,6 +253,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         # Every failure path spends one hash verification and one count in the audit log's tallies,
         # so timing says nothing about accounts.
         ip_hash = _client_ip_hash(request.client_ip_hash)
+        await self._refuse_banned_network(ip_hash)
         password = request.password[: PASSWORD_MAX_LENGTH + 1]
         try:
             email = normalize_email(request.email)

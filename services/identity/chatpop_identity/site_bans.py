@@ -3,7 +3,9 @@
 A banned identity's refresh tokens are revoked in the same transaction as the ban, and it can neither
 sign in nor refresh from then on; its access tokens run out within their short lifetime, and rooms
 refuses it on every join meanwhile (CheckSiteBan). A banned network (the edge's keyed hash of a
-client IP, never the IP) starts no anonymous sessions and joins no room.
+client IP, never the IP) starts no anonymous sessions, registers no account, signs in to none with a
+password, and joins no room. The room tokens already issued are revoked by rooms and the live sockets
+closed through messaging, which the edge asks right after the ban.
 """
 
 from __future__ import annotations

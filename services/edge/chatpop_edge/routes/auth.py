@@ -54,13 +54,19 @@ async def create_anonymous_session(backends: BackendsDep, ip_hash: ClientIpHash)
     "/register",
     status_code=status.HTTP_201_CREATED,
     response_model=models.TokenResponse,
-    responses=error_responses(409, 429),
+    responses=error_responses(403, 409, 429),
     summary="Create an account and sign in",
+    description="403 `site_banned` from a network banned from ChatPop.",
 )
-async def register(body: models.RegisterRequest, backends: BackendsDep) -> models.TokenResponse:
+async def register(
+    body: models.RegisterRequest, backends: BackendsDep, ip_hash: ClientIpHash
+) -> models.TokenResponse:
     response = await backends.identity.Register(
         identity_pb2.RegisterRequest(
-            email=body.email, password=body.password, reserved_username=body.reserved_username or ""
+            email=body.email,
+            password=body.password,
+            reserved_username=body.reserved_username or "",
+            client_ip_hash=ip_hash,
         ),
         timeout=backends.timeout,
     )
@@ -72,6 +78,8 @@ async def register(body: models.RegisterRequest, backends: BackendsDep) -> model
     response_model=models.TokenResponse,
     responses=error_responses(401, 403, 429),
     summary="Sign in with email and password",
+    description="""401 `invalid_credentials` for a wrong email or password. 403 `site_banned` for an
+account banned from ChatPop, and for anyone signing in from a network banned from it.""",
 )
 async def login(
     body: models.LoginRequest, backends: BackendsDep, ip_hash: ClientIpHash
