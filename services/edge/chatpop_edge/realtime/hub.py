@@ -7,6 +7,7 @@ backoff, so nothing is missed or delivered twice.
 
 The same stream brings the room's ephemeral signals (typing, presence, room_updated) from every
 edge process; each is encoded once too and pushed to the local sockets outside the message order.
+A kick (a site-wide ban revoked a participant's room tokens) closes that participant's sockets.
 A participant's changed mutes come the same way but are private: only that participant's own sockets
 learn the list (a `mutes` frame), and it decides which typing signals reach them.
 """
@@ -23,7 +24,13 @@ from chatpop.messaging.v1 import messaging_pb2
 from chatpop_common.backoff import Backoff
 from chatpop_edge.backends import Backends, auth_metadata
 from chatpop_edge.metrics import RESUBSCRIBES, ROOM_SUBSCRIPTIONS, SIGNALS_RECEIVED
-from chatpop_edge.realtime.frames import message_frame, presence_frame, room_updated_frame, typing_frame
+from chatpop_edge.realtime.frames import (
+    error_frame,
+    message_frame,
+    presence_frame,
+    room_updated_frame,
+    typing_frame,
+)
 
 if TYPE_CHECKING:
     from chatpop_edge.realtime.presence import PresenceReporter
@@ -36,6 +43,9 @@ CLOSE_BANNED = 4403
 # The close code of every socket of a room an admin took down (and of any socket opened on it later).
 CLOSE_TAKEN_DOWN = 4410
 TAKEN_DOWN = "room_taken_down"
+# The reason a site-wide ban's kick closes a participant's sockets with (close code 4403).
+SITE_BANNED = "site_banned"
+SITE_BANNED_MESSAGE = "You were banned from ChatPop by its moderators."
 
 
 def created_at_seconds(message: messaging_pb2.Message) -> float:
@@ -89,6 +99,10 @@ class RoomChannel:
         """An ephemeral frame for the room's live sockets; typing skips the typist's own sockets and
         those of anyone who muted the typist."""
         kind = signal.WhichOneof("kind")
+        if kind == "kick":
+            SIGNALS_RECEIVED.labels(kind).inc()
+            self._kick(signal.kick.participant_id, signal.kick.code or SITE_BANNED)
+            return
         if kind == "typing":
             SIGNALS_RECEIVED.labels(kind).inc()
             typist = signal.typing.participant_id
@@ -144,13 +158,16 @@ class RoomChannel:
         if message.kind == messaging_pb2.ENTRY_KIND_BAN:
             self._kick(message.sender_participant_id)
 
-    def _kick(self, participant_id: str) -> None:
-        """A ban entry: the banned participant's sockets here close right after its frame (4403
-        `banned`), and their standing is asked of rooms again before anything else of theirs goes on."""
+    def _kick(self, participant_id: str, reason: str = "banned") -> None:
+        """A ban entry, or a kick signal (a site-wide ban revoked the participant's room tokens): the
+        participant's sockets here close (4403 with the reason; a ban's right after its frame), and
+        their standing is asked of rooms again before anything else of theirs goes on."""
         self._backends.standing.forget(self.room_id, participant_id)
         for session in [*self._members, *self._waiting]:
             if session.principal.participant_id == participant_id:
-                session.request_close(CLOSE_BANNED, "banned")
+                if reason == SITE_BANNED:
+                    session.push(error_frame(SITE_BANNED, SITE_BANNED_MESSAGE))
+                session.request_close(CLOSE_BANNED, reason)
 
     def _take_down(self, frame: str) -> None:
         """The room was taken down: every socket of it here gets the room as it is now, then closes

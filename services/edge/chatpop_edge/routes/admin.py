@@ -1,6 +1,6 @@
-"""Admin resources: the audit log, room takedowns. The admin claim of the caller's access token says
-who is an admin; the services check it again, and every admin action goes into the audit log
-(RecordAuditEvents, with the admin's own token)."""
+"""Admin resources: the audit log, room takedowns, site-wide bans. The admin claim of the caller's
+access token says who is an admin; the services check it again, and every admin action goes into the
+audit log (RecordAuditEvents, with the admin's own token)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import asyncio
 import json
 from typing import Annotated, Any
 
+import grpc
 from fastapi import APIRouter, Path, Query
 
 from chatpop.identity.v1 import identity_pb2
@@ -20,6 +21,7 @@ from chatpop_edge.client_ip import hash_ip, parse_ip
 from chatpop_edge.deps import BackendsDep, RequiredToken, SettingsDep
 from chatpop_edge.errors import ApiError, error_responses
 from chatpop_edge.metrics import WS_CONNECTIONS
+from chatpop_edge.realtime.hub import SITE_BANNED
 from chatpop_edge.room_events import announce_room_update
 from chatpop_edge.routes.rooms import RoomCode
 
@@ -254,6 +256,10 @@ async def taken_down_rooms(
 
 # --- site-wide bans ---------------------------------------------------------------------------------
 
+# The most revoked participants rooms names per RevokeSiteBanned (its REVOKED_LIST_MAX): the sockets
+# of those are closed; everyone's tokens are revoked.
+REVOKED_LIST_MAX = 10_000
+
 
 async def _ban_target(
     body: admin_models.SiteBanRequest, backends: Backends, token: str, ip_key: bytes
@@ -285,19 +291,68 @@ async def _ban_target(
     return "", body.ip_hash or ""
 
 
+async def _revoke_and_kick(backends: Backends, token: str, ban: identity_pb2.SiteBan) -> None:
+    """The banned identity's (or network's) room tokens stop working in every room, and its live
+    sockets on every edge close. Both steps are idempotent, so re-sending the ban finishes the job."""
+    metadata = auth_metadata(token)
+    revoked = await backends.rooms.RevokeSiteBanned(
+        rooms_pb2.RevokeSiteBannedRequest(identity_id=ban.identity_id)
+        if ban.identity_id
+        else rooms_pb2.RevokeSiteBannedRequest(client_ip_hash=ban.client_ip_hash),
+        metadata=metadata,
+        timeout=backends.timeout,
+    )
+    targets = [
+        messaging_pb2.KickTarget(room_id=revoked_one.room_id, participant_id=revoked_one.participant_id)
+        for revoked_one in revoked.participants
+    ]
+    for target in targets:
+        backends.standing.forget(target.room_id, target.participant_id)
+    if not targets:
+        return
+    try:
+        await backends.messaging.KickParticipants(
+            messaging_pb2.KickParticipantsRequest(targets=targets, code=SITE_BANNED),
+            metadata=metadata,
+            timeout=backends.timeout,
+        )
+    except grpc.aio.AioRpcError as exc:
+        if exc.code() in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED):
+            raise
+        raise ApiError(
+            503,
+            "service_unavailable",
+            "The ban is in force, but the banned person's open chats could not all be closed yet;"
+            " send the ban again.",
+            retry_after=1,
+        ) from exc
+
+
 @router.post(
     "/site-bans",
     response_model=admin_models.SiteBan,
-    responses=error_responses(401, 403, 404, 422),
+    responses=error_responses(401, 403, 404, 422, 503),
     summary="Ban an identity or a network from the whole site (admins)",
-    description="""Name exactly one target: `identity_id`, a participant (`room_code` and `participant_id`:
-the identity behind them), a client `ip` (hashed at once with the same key as every client IP, never
-stored) or its `ip_hash`. A banned identity is signed out everywhere at once (its refresh tokens are
-revoked): signing in, refreshing and joining any room answer 403 `site_banned`, and its access token
-runs out within minutes. From a banned network, new anonymous sessions and joins answer 403
-`site_banned`. Joins see a new ban within a few seconds. Recorded in the audit log as
-`admin.site_ban_created`. Idempotent: banning what is banned returns that ban (`changed` false).
-Admins only (403 `forbidden`).""",
+    description=f"""Name exactly one target: `identity_id`, a participant (`room_code` and
+`participant_id`: the identity behind them), a client `ip` (hashed at once with the same key as every
+client IP, never stored) or its `ip_hash`.
+
+The ban takes effect at once, in every room:
+- A banned identity is signed out everywhere (its refresh tokens are revoked): signing in, refreshing
+  and joining any room answer 403 `site_banned`, and its access token runs out within minutes.
+- From a banned network, new anonymous sessions, registering, signing in with a password and joins
+  answer 403 `site_banned`.
+- The room tokens of the identity's participants (for a network: of everyone who joined a room from
+  it) are revoked in every room: REST calls with them answer 401 `token_revoked`, and joining again
+  answers 403 `site_banned`.
+- Their open WebSockets, on every edge, get an `error` frame `site_banned` and close with 4403
+  `site_banned` within moments. At most {REVOKED_LIST_MAX:,} participants are disconnected per
+  request (those who joined most recently); the tokens of any beyond are revoked all the same.
+
+Recorded in the audit log as `admin.site_ban_created`. Idempotent: banning what is banned returns that
+ban (`changed` false) and revokes and disconnects again. 503 `service_unavailable` when the ban is in
+force but its sockets could not all be closed yet: send the same request again to finish. Admins only
+(403 `forbidden`).""",
 )
 async def ban_site(
     body: admin_models.SiteBanRequest, backends: BackendsDep, settings: SettingsDep, token: RequiredToken
@@ -320,6 +375,7 @@ async def ban_site(
         ip_hash=ban.client_ip_hash,
         details={"ban_id": ban.id, "reason": ban.reason},
     )
+    await _revoke_and_kick(backends, token, ban)
     return admin_models.SiteBan.from_proto(ban, changed=response.changed)
 
 
