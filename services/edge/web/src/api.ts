@@ -386,6 +386,8 @@ export interface SiteBan {
   banned_by: string;
   created_at: string | null;
   lifted_at: string | null;
+  /** False when nothing changed (it was banned, or lifted, already). */
+  changed?: boolean;
 }
 
 export interface Stats {

@@ -75,12 +75,20 @@ export const frameHandlers = new Map<string, FrameHandler>();
 /** Called with every newest history page (first load and reloads): it carries the room's `board`. */
 export const newestPageHandlers = new Set<(chat: ChatSession, page: MessagePage) => void>();
 
-/** Why this room ended for this person for good: banned by the host, or taken down by ChatPop. */
-export type Ending = "banned" | "taken_down";
+/** Why this room ended for this person for good: banned by the host, banned from ChatPop by its
+ * moderators, or the room taken down by ChatPop. */
+export type Ending = "banned" | "site_banned" | "taken_down";
+
+const ENDING_WORDS: Record<Ending, string> = {
+  banned: "You were removed from this room.",
+  site_banned: "You were banned from ChatPop.",
+  taken_down: "This room was taken down.",
+};
 
 function endingOf(error: unknown): Ending | null {
   if (!(error instanceof ApiError)) return null;
   if (error.code === "banned") return "banned";
+  if (error.code === "site_banned") return "site_banned";
   if (error.code === "room_taken_down") return "taken_down";
   return null;
 }
@@ -116,7 +124,8 @@ export class ChatSession {
   loaded = false;
   /** Bumped on every change; the view re-renders when it moves. */
   version = 0;
-  /** Set once this person was banned from the room or the room was taken down: nothing reconnects. */
+  /** Set once this person was banned (from the room or from ChatPop) or the room was taken down:
+   * nothing reconnects. */
   ending: Ending | null = null;
   /** Participants this person muted: their messages and typing are not shown (their seqs still count). */
   readonly muted = new Set<string>();
@@ -270,10 +279,7 @@ export class ChatSession {
     this.ending = ending;
     this.socket?.stop();
     this.stopInFlight();
-    this.state = {
-      kind: "ended",
-      reason: ending === "banned" ? "You were removed from this room." : "This room was taken down.",
-    };
+    this.state = { kind: "ended", reason: ENDING_WORDS[ending] };
     this.changed();
   }
 
@@ -339,7 +345,7 @@ export class ChatSession {
       const ending = endingOf(error);
       if (ending) {
         this.end(ending);
-        throw new StopError(ending === "banned" ? "You were removed from this room." : "This room was taken down.");
+        throw new StopError(ENDING_WORDS[ending]);
       }
       if (error instanceof ApiError && (error.status === 403 || error.status === 404)) {
         throw new StopError(error.message);
@@ -352,9 +358,9 @@ export class ChatSession {
   }
 
   private onClose(code: number, reason: string): CloseDecision {
-    if (code === 4403 && reason === "banned") {
-      this.end("banned");
-      return { action: "stop", reason: "You were removed from this room." };
+    if (code === 4403 && (reason === "banned" || reason === "site_banned")) {
+      this.end(reason);
+      return { action: "stop", reason: ENDING_WORDS[reason] };
     }
     if (code === 4410) {
       this.end("taken_down");

@@ -2,7 +2,7 @@
  * (sticky message, reports queue, bans) and the list of people this person muted. */
 import { useEffect, useLayoutEffect, useRef, useState } from "preact/hooks";
 import { agoWords, type Ban, type BanTier, type Message, type Mute, type ReportedMessage, type ReportReason } from "../api";
-import type { ChatSession } from "../chat";
+import type { ChatSession, Ending } from "../chat";
 import { messageFrom } from "../messageState";
 import { actionError, boardOf, mute, resolve, sticky } from "../moderation";
 import { listBans, listMutes, listReports, unbanParticipant } from "../rooms";
@@ -564,20 +564,32 @@ export function MoreMenu({ id, label, actions }: { id: string; label: string; ac
   );
 }
 
-/** The full-screen end of a room for this person: banned, or the room taken down. */
-export function RoomEnded({ kind, roomName }: { kind: "banned" | "taken_down"; roomName: string }) {
+const ENDINGS: Record<Ending, { title: string; text: (roomName: string) => string }> = {
+  banned: {
+    title: "You were removed from this room",
+    text: (roomName) => `The host of ${roomName} removed you. You can't send or read messages here any more.`,
+  },
+  site_banned: {
+    title: "You were banned from ChatPop",
+    text: () => "ChatPop's moderators banned you from the whole site. You can't join rooms or send or read messages any more.",
+  },
+  taken_down: {
+    title: "This room was taken down",
+    text: (roomName) => `ChatPop's moderators took ${roomName} down. Nobody can read or send messages in it any more.`,
+  },
+};
+
+/** The full-screen end of a room for this person: banned from it or from ChatPop, or the room taken down. */
+export function RoomEnded({ kind, roomName }: { kind: Ending; roomName: string }) {
   const heading = useRef<HTMLHeadingElement>(null);
   useEffect(() => heading.current?.focus(), []);
+  const ending = ENDINGS[kind];
   return (
     <main class="room-ended narrow" data-ending={kind}>
       <h1 ref={heading} tabIndex={-1}>
-        {kind === "banned" ? "You were removed from this room" : "This room was taken down"}
+        {ending.title}
       </h1>
-      <p role="alert">
-        {kind === "banned"
-          ? `The host of ${roomName} removed you. You can't send or read messages here any more.`
-          : `ChatPop's moderators took ${roomName} down. Nobody can read or send messages in it any more.`}
-      </p>
+      <p role="alert">{ending.text(roomName)}</p>
       <p>
         <a href="/" class="button primary">
           Go to ChatPop's home

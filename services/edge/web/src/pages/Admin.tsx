@@ -1,5 +1,6 @@
 /** `/admin`: ChatPop's moderators' page (admin accounts only): counts, the audit log, rooms taken
- * down, taking a room down, and site-wide bans. Anyone else gets a polite "admins only". */
+ * down, taking a room down, and site-wide bans (adding and lifting). Anyone else gets a polite
+ * "admins only". */
 import { useEffect, useState } from "preact/hooks";
 import { agoWords, ApiError, request, type AuditPage, type SiteBan, type Stats, type TakenDownRoom } from "../api";
 import { withAccess } from "../auth";
@@ -233,10 +234,34 @@ function Takedowns() {
   );
 }
 
+type BanBy = "identity" | "ip" | "participant";
+
+const BAN_BY: Array<[BanBy, string]> = [
+  ["identity", "An identity"],
+  ["ip", "A network"],
+  ["participant", "A participant"],
+];
+
+/** The body of a new site-wide ban, or what is missing from the form. */
+function banBody(by: BanBy, fields: Record<string, string>, reason: string): Record<string, string> | string {
+  const value = (name: string): string => (fields[name] ?? "").trim();
+  if (!reason.trim()) return "Give a reason for the ban.";
+  if (by === "identity") {
+    return value("identity_id") ? { identity_id: value("identity_id"), reason: reason.trim() } : "Give the identity id to ban.";
+  }
+  if (by === "ip") return value("ip") ? { ip: value("ip"), reason: reason.trim() } : "Give the IP address to ban.";
+  const room = canonicalCode(value("room_code"));
+  if (!room || !value("participant_id")) return "Give the room's code and the participant's id.";
+  return { room_code: room, participant_id: value("participant_id"), reason: reason.trim() };
+}
+
 function SiteBans() {
   const [bans, setBans] = useState<SiteBan[] | null>(null);
   const [said, setSaid] = useState<string | null>(null);
   const [busy, setBusy] = useState(false);
+  const [by, setBy] = useState<BanBy>("identity");
+  const [fields, setFields] = useState<Record<string, string>>({});
+  const [reason, setReason] = useState("");
   const refresh = (): void => {
     admin<{ bans: SiteBan[] }>("GET", "/site-bans").then(
       (list) => setBans(list.bans),
@@ -256,8 +281,64 @@ function SiteBans() {
       setBusy(false);
     }
   };
+  const ban = async (event: Event): Promise<void> => {
+    event.preventDefault();
+    const body = banBody(by, fields, reason);
+    if (typeof body === "string") {
+      setSaid(body);
+      return;
+    }
+    setBusy(true);
+    try {
+      const made = await admin<SiteBan>("POST", "/site-bans", body);
+      const who = made.identity_id ? `Identity ${made.identity_id}` : "That network";
+      setSaid(made.changed ? `${who} is banned from ChatPop.` : `${who} was banned already.`);
+      setFields({});
+      setReason("");
+      refresh();
+    } catch (failure) {
+      setSaid(errorText(failure));
+    } finally {
+      setBusy(false);
+    }
+  };
+  const field = (name: string, label: string, hint = "") => (
+    <label key={name}>
+      {label}
+      <input
+        type="text"
+        name={name}
+        autocomplete="off"
+        placeholder={hint}
+        value={fields[name] ?? ""}
+        onInput={(e) => setFields({ ...fields, [name]: e.currentTarget.value })}
+      />
+    </label>
+  );
   return (
     <>
+      <form class="admin-filters" aria-label="Ban from ChatPop" onSubmit={(e) => void ban(e)}>
+        <label>
+          Ban by
+          <select name="ban_by" value={by} onChange={(e) => setBy(e.currentTarget.value as BanBy)}>
+            {BAN_BY.map(([value, label]) => (
+              <option key={value} value={value}>
+                {label}
+              </option>
+            ))}
+          </select>
+        </label>
+        {by === "identity" && field("identity_id", "Identity id", "a session or account id")}
+        {by === "ip" && field("ip", "IP address", "e.g. 203.0.113.7")}
+        {by === "participant" && [field("room_code", "Room code"), field("participant_id", "Participant id")]}
+        <label>
+          Reason
+          <input type="text" name="ban_reason" maxLength={500} value={reason} onInput={(e) => setReason(e.currentTarget.value)} />
+        </label>
+        <button type="submit" class="button small danger" disabled={busy}>
+          Ban from ChatPop
+        </button>
+      </form>
       {said && (
         <p role="status" class="mod-state">
           {said}
