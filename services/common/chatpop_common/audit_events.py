@@ -1,41 +1,38 @@
-"""Sending a service's security events to identity's audit log (RecordAuditEvents).
+"""A service's security events for identity's audit log, through its transactional outbox.
 
-Events are handed over after the change they describe has been committed, and delivered in the
-background: a bounded in-memory queue, sent in batches with this service's credential and retried
-with backoff while identity is unreachable. Every event carries an idempotency key, so a batch that
-reached identity but whose answer was lost is not recorded twice. The queue lives in the process:
-events still waiting when it stops, or beyond `capacity` during a long outage, are dropped, and each
-drop is logged and counted (`chatpop_audit_events_dropped_total`).
+An event is written into the service's `outbox` table (topic `audit.record`) in the transaction of
+the change it describes (`add`), or on its own when that change is not in Postgres (`AuditLog`,
+e.g. counters kept in Redis). The service's outbox relay hands the events to identity's
+RecordAuditEvents with the service's credential (`AuditDelivery`); while identity is unreachable
+they wait in the table and are retried with backoff, so an event is recorded exactly when its change
+was committed, even across crashes and restarts. Every event carries an idempotency key, so a batch
+that reached identity but whose answer was lost is not recorded twice. A batch identity refuses as
+malformed goes dead in the outbox (logged, counted, kept); see chatpop_common.outbox.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import logging
-import time
-import uuid
-from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+import asyncpg
 import grpc
-from prometheus_client import Counter
+from google.protobuf.message import DecodeError
 
 from chatpop.identity.v1 import identity_pb2, identity_pb2_grpc
-from chatpop_common.backoff import Backoff
+from chatpop_common import outbox
 from chatpop_common.service_auth import ServiceCredentials
 
-log = logging.getLogger(__name__)
-
+TOPIC = "audit.record"
+# identity's RecordAuditEvents takes at most this many events per call.
 BATCH_MAX = 100
 SEND_TIMEOUT = 5.0
 
-SENT = Counter("chatpop_audit_events_sent_total", "Audit events delivered to identity.")
-DROPPED = Counter(
-    "chatpop_audit_events_dropped_total",
-    "Audit events given up on (queue full, refused by identity, or still queued at shutdown).",
-)
+# Refusals that retrying cannot mend: the event itself is not acceptable. A missing or refused
+# credential (UNAUTHENTICATED, PERMISSION_DENIED) is a deployment to mend, not a reason to give up
+# on events, so those are retried like an unreachable identity.
+_PERMANENT = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION}
 
 
 def audit_event(
@@ -59,103 +56,62 @@ def audit_event(
     )
 
 
-# Refusals that retrying cannot mend: the batch is dropped (and logged) instead of blocking the rest.
-_PERMANENT = {
-    grpc.StatusCode.INVALID_ARGUMENT,
-    grpc.StatusCode.PERMISSION_DENIED,
-    grpc.StatusCode.FAILED_PRECONDITION,
-}
+async def add(conn: asyncpg.Connection, event: identity_pb2.NewAuditEvent) -> bool:
+    """Write `event` into the outbox in the caller's transaction; False when its key is there already."""
+    return await outbox.add(conn, TOPIC, event.SerializeToString(), event.idempotency_key)
 
 
-class AuditSender:
+class IdentityUnavailable(Exception):
+    """identity did not take the events this time; the outbox tries again later."""
+
+
+class AuditLog:
+    """Records events of changes made outside this service's Postgres, each call in a transaction of
+    its own (all of its events or none)."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def record(self, *events: identity_pb2.NewAuditEvent) -> None:
+        async with self._pool.acquire() as conn, conn.transaction():
+            for event in events:
+                await add(conn, event)
+
+
+class AuditDelivery:
+    """The outbox handler of `TOPIC`: the events, in order, to identity's RecordAuditEvents."""
+
     def __init__(
-        self,
-        identity: identity_pb2_grpc.IdentityServiceStub,
-        credentials: ServiceCredentials,
-        *,
-        capacity: int = 10_000,
-        backoff: Backoff | None = None,
+        self, identity: identity_pb2_grpc.IdentityServiceStub, credentials: ServiceCredentials
     ) -> None:
         self._identity = identity
         self._credentials = credentials
-        self._queue: deque[identity_pb2.NewAuditEvent] = deque()
-        self._capacity = capacity
-        self._backoff = backoff or Backoff(first=0.5, limit=30.0)
-        self._wake = asyncio.Event()
 
-    def emit(self, event: identity_pb2.NewAuditEvent) -> None:
-        """Queue one event for delivery; never blocks and never fails the caller."""
-        if len(self._queue) >= self._capacity:
-            dropped = self._queue.popleft()
-            DROPPED.inc()
-            log.error("audit queue full: dropped an event", extra={"kind": dropped.kind})
-        self._queue.append(event)
-        self._wake.set()
-
-    @property
-    def pending(self) -> int:
-        return len(self._queue)
-
-    async def _send_batch(self) -> None:
-        batch = [self._queue[i] for i in range(min(BATCH_MAX, len(self._queue)))]
-        metadata = await self._credentials.metadata()
+    async def __call__(self, messages: Sequence[outbox.Message]) -> None:
         try:
-            await self._identity.RecordAuditEvents(
-                identity_pb2.RecordAuditEventsRequest(events=batch), metadata=metadata, timeout=SEND_TIMEOUT
-            )
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() not in _PERMANENT:
-                raise
-            DROPPED.inc(len(batch))
-            log.error(
-                "identity refused audit events: %s",
-                exc.code().name,
-                extra={"kinds": sorted({event.kind for event in batch})},
-            )
-        else:
-            SENT.inc(len(batch))
-        for _ in batch:
-            self._queue.popleft()
-
-    async def run(self) -> None:
-        """Deliver queued events until cancelled; on failure wait (backoff) and try again."""
-        while True:
-            if not self._queue:
-                self._wake.clear()
-                await self._wake.wait()
-                continue
+            events = [identity_pb2.NewAuditEvent.FromString(message.payload) for message in messages]
+        except DecodeError as exc:
+            raise outbox.PermanentFailure("an audit event in the outbox cannot be read") from exc
+        for start in range(0, len(events), BATCH_MAX):
             try:
-                await self._send_batch()
-                self._backoff.reset()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                delay = self._backoff.next()
-                reason = exc.code().name if isinstance(exc, grpc.aio.AioRpcError) else type(exc).__name__
-                log.warning(
-                    "could not deliver %d audit events, retrying in %.1fs: %s",
-                    len(self._queue),
-                    delay,
-                    reason,
+                metadata = await self._credentials.metadata()
+            except grpc.aio.AioRpcError as exc:
+                raise IdentityUnavailable(f"no service token: {exc.code().name}") from exc
+            try:
+                await self._identity.RecordAuditEvents(
+                    identity_pb2.RecordAuditEventsRequest(events=events[start : start + BATCH_MAX]),
+                    metadata=metadata,
+                    timeout=SEND_TIMEOUT,
                 )
-                await asyncio.sleep(delay)
-
-    async def flush(self, grace: float) -> None:
-        """On shutdown: one last attempt within `grace` seconds; whatever is left is logged as lost."""
-        deadline = time.monotonic() + grace
-        while self._queue and time.monotonic() < deadline:
-            try:
-                await asyncio.wait_for(self._send_batch(), max(0.1, deadline - time.monotonic()))
-            except Exception:
-                break
-        if self._queue:
-            DROPPED.inc(len(self._queue))
-            log.error("%d audit events were not delivered before shutdown", len(self._queue))
-            self._queue.clear()
+            except grpc.aio.AioRpcError as exc:
+                reason = f"RecordAuditEvents: {exc.code().name} {exc.details() or ''}".strip()
+                if exc.code() in _PERMANENT:
+                    raise outbox.PermanentFailure(reason) from exc
+                raise IdentityUnavailable(reason) from exc
 
 
-def new_key(kind: str, *parts: object) -> str:
-    """An idempotency key naming the event (`kind:part:part`), or a random one without parts."""
-    if not parts:
-        return f"{kind}:{uuid.uuid4().hex}"
-    return ":".join([kind, *(str(part) for part in parts)])[:128]
+def deliver_to_identity(
+    relay: outbox.Relay, identity: identity_pb2_grpc.IdentityServiceStub, credentials: ServiceCredentials
+) -> None:
+    """Make `relay` deliver this service's audit events."""
+    relay.register(TOPIC, AuditDelivery(identity, credentials))

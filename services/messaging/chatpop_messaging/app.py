@@ -9,10 +9,12 @@ from redis.backoff import NoBackoff
 
 from chatpop.identity.v1 import identity_pb2_grpc
 from chatpop.messaging.v1 import messaging_pb2, messaging_pb2_grpc
-from chatpop_common.audit_events import AuditSender
+from chatpop_common.audit_events import AuditLog, deliver_to_identity
 from chatpop_common.auth import KeyCache, KeyFetcher, TokenVerifier
 from chatpop_common.clients import identity_key_fetcher, insecure_channel
 from chatpop_common.datastores import create_redis, service_datastores, service_pool
+from chatpop_common.outbox import Relay
+from chatpop_common.periodic import run_every
 from chatpop_common.server import Cleanup, GrpcApp, Registration
 from chatpop_common.service_auth import ServiceCredentials
 from chatpop_messaging.audit import RateLimitTrips
@@ -38,6 +40,9 @@ from chatpop_messaging.signals import SignalPublisher
 from chatpop_messaging.stats import MessagingStats
 from chatpop_messaging.store import MessageStore
 
+# Seconds between writes of finished minutes of rate-limit trips into the outbox.
+TRIPS_FLUSH_INTERVAL = 5.0
+
 SERVICE_NAME = messaging_pb2.DESCRIPTOR.services_by_name["MessagingService"].full_name
 
 
@@ -50,11 +55,13 @@ async def build(settings: MessagingSettings, *, key_fetcher: KeyFetcher | None =
         key_fetcher = identity_key_fetcher(identity_channel)
     identity = identity_pb2_grpc.IdentityServiceStub(identity_channel)
     credentials = ServiceCredentials(identity, "messaging", settings.service_token_secret.get_secret_value())
-    audit_log = AuditSender(identity, credentials)
-    trips = RateLimitTrips(audit_log)
     verifier = TokenVerifier(KeyCache(key_fetcher))
 
     pool = await service_pool(settings, "messaging")
+    trips = RateLimitTrips(AuditLog(pool))
+    # Audit events wait in the outbox until identity has them (every replica runs a relay).
+    relay = Relay(pool, name="messaging", listen_dsn=settings.database_url)
+    deliver_to_identity(relay, identity, credentials)
     # One quick retry covers a pooled connection that died with a Redis restart; more would only
     # delay the Postgres fallback.
     redis = create_redis(settings.redis_url)
@@ -110,18 +117,21 @@ async def build(settings: MessagingSettings, *, key_fetcher: KeyFetcher | None =
         redactions=redactions,
         mutes=Mutes(pool, participants, publisher),
         stats=MessagingStats(pool),
-        audit_log=audit_log,
     )
     fanout.start()
-    delivering = asyncio.create_task(audit_log.run(), name="audit events to identity")
-    counting = asyncio.create_task(trips.run(), name="rate-limit trips to the audit log")
+    relay.start()
+    counting = asyncio.create_task(
+        run_every(TRIPS_FLUSH_INTERVAL, trips.flush, what="record rate-limit trips"),
+        name="rate-limit trips to the audit log",
+    )
 
-    async def flush_audit() -> None:
-        for task in (counting, delivering):
-            task.cancel()
-        await asyncio.gather(counting, delivering, return_exceptions=True)
-        trips.flush(everything=True)
-        await audit_log.flush(settings.shutdown_grace)
+    async def stop_audit() -> None:
+        counting.cancel()
+        await asyncio.gather(counting, return_exceptions=True)
+        try:
+            await trips.flush(everything=True)
+        finally:
+            await relay.stop(settings.shutdown_grace)
 
     async def close_redis() -> None:
         await redis.aclose()  # type: ignore[attr-defined]
@@ -142,7 +152,7 @@ async def build(settings: MessagingSettings, *, key_fetcher: KeyFetcher | None =
         # Publishing finishes first; the pools close last.
         cleanups=[
             servicer.close,
-            flush_audit,
+            stop_audit,
             redactions.close,
             fanout.close,
             reader.close,

@@ -1,21 +1,26 @@
 """The security events messaging records in identity's audit log (chatpop_common.audit_events).
 
-- `room.report_resolved`: the host restored, deleted or dismissed a reported message.
+- `room.report_resolved`: the host restored, deleted or dismissed a reported message. Written into
+  the outbox in the transaction that closes the reports (`on_resolved`).
 - `room.rate_limited`: a participant's sends were refused by the rate limit; counted per participant,
-  room and minute, and recorded once that minute is over, with the count (never one per refusal).
-  Each process counts what it refused, so a participant whose sends reach two processes in one
-  minute may appear once per process.
+  room and minute, and written into the outbox once that minute is over, with the count (never one
+  per refusal). Each process counts what it refused, so a participant whose sends reach two
+  processes in one minute may appear once per process. Counts not yet written when a process dies
+  are lost with it; a minute whose write fails is written with the next flush.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from collections.abc import Callable
 
+import asyncpg
+
 from chatpop.identity.v1 import identity_pb2
-from chatpop_common.audit_events import AuditSender, audit_event
+from chatpop_common import audit_events
+from chatpop_common.audit_events import AuditLog, audit_event
+from chatpop_messaging.reports import OnResolved
 
 REPORT_RESOLVED = "room.report_resolved"
 RATE_LIMITED = "room.rate_limited"
@@ -50,11 +55,32 @@ def report_resolved(
     )
 
 
+def on_resolved(
+    room_id: str, target_seq: int, resolution: str, *, host: str, host_participant: str
+) -> OnResolved:
+    """Records `room.report_resolved` in the transaction that closes the message's reports."""
+    key = uuid.uuid4().hex
+
+    async def record(conn: asyncpg.Connection, closed: int) -> None:
+        event = report_resolved(
+            room_id,
+            target_seq,
+            resolution,
+            host=host,
+            host_participant=host_participant,
+            closed=closed,
+            key=key,
+        )
+        await audit_events.add(conn, event)
+
+    return record
+
+
 class RateLimitTrips:
     """Counts refused sends per (room, participant, minute) and records each finished minute once."""
 
-    def __init__(self, sender: AuditSender, *, clock: Callable[[], float] = time.time) -> None:
-        self._sender = sender
+    def __init__(self, audit_log: AuditLog, *, clock: Callable[[], float] = time.time) -> None:
+        self._audit_log = audit_log
         self._clock = clock
         self._counts: dict[tuple[str, str, int], int] = {}
         # Keeps keys of different processes apart: each records its own counts.
@@ -66,23 +92,23 @@ class RateLimitTrips:
             return
         self._counts[key] = self._counts.get(key, 0) + 1
 
-    def flush(self, *, everything: bool = False) -> None:
-        """Record every minute that is over (or, at shutdown, every minute counted)."""
+    async def flush(self, *, everything: bool = False) -> None:
+        """Record every minute that is over (or, at shutdown, every minute counted) in one transaction;
+        when that fails the counts stay for the next flush."""
         current = int(self._clock()) // MINUTE
-        for key in [k for k in self._counts if everything or k[2] < current]:
-            room_id, participant_id, minute = key
-            count = self._counts.pop(key)
-            self._sender.emit(
-                audit_event(
-                    RATE_LIMITED,
-                    idempotency_key=f"{RATE_LIMITED}:{room_id}:{participant_id}:{minute}:{self._process}",
-                    actor=participant_id,
-                    room_id=room_id,
-                    details={"refused": count, "minute_start": minute * MINUTE},
-                )
-            )
+        keys = [key for key in self._counts if everything or key[2] < current]
+        if not keys:
+            return
+        await self._audit_log.record(*(self._event(key, self._counts[key]) for key in keys))
+        for key in keys:
+            self._counts.pop(key, None)
 
-    async def run(self, interval: float = 5.0) -> None:
-        while True:
-            await asyncio.sleep(interval)
-            self.flush()
+    def _event(self, key: tuple[str, str, int], count: int) -> identity_pb2.NewAuditEvent:
+        room_id, participant_id, minute = key
+        return audit_event(
+            RATE_LIMITED,
+            idempotency_key=f"{RATE_LIMITED}:{room_id}:{participant_id}:{minute}:{self._process}",
+            actor=participant_id,
+            room_id=room_id,
+            details={"refused": count, "minute_start": minute * MINUTE},
+        )

@@ -10,6 +10,7 @@ them; each closes the open reports.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import asyncpg
@@ -57,6 +58,11 @@ SELECT message_seq, reporter_participant_id, reporter_username, reason, text, cr
 WHERE room_id = $1 AND message_seq = ANY($2::bigint[]) AND closed_at IS NULL
 ORDER BY created_at, reporter_participant_id
 """
+
+
+# Called inside the transaction that resolves a message's reports, with its connection and how many
+# reports it closed: what must be recorded with the resolution (its audit event) commits with it.
+OnResolved = Callable[[asyncpg.Connection, int], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,38 +161,48 @@ class Reports:
         return response
 
     async def restore(
-        self, room_id: str, target_seq: int, actor: Actor
+        self, room_id: str, target_seq: int, actor: Actor, *, on_resolved: OnResolved | None = None
     ) -> tuple[messaging_pb2.Message | None, int]:
         """Close the message's open reports and show it again when it was hidden: the RESTORE entry (or
-        None) and how many reports were closed."""
+        None) and how many reports were closed. `on_resolved` runs when either happened."""
         async with self._pool.acquire() as connection, connection.transaction():
             target = await lock_target(connection, room_id, target_seq)
             if target is None:
                 raise NotFound("There is no such message in this room.", code="message_not_found")
             closed = _count(await connection.execute(_CLOSE, room_id, target_seq))
-            if target["hidden_at"] is None:
-                return None, closed
-            entry = await append_change(
-                connection,
-                room_id,
-                actor,
-                Change(kind=KIND_RESTORE, target_seq=target_seq, text=target["text"]),
-            )
-            await connection.execute(
-                "UPDATE messages SET hidden_at = NULL WHERE room_id = $1 AND seq = $2", room_id, target_seq
-            )
+            entry = None
+            if target["hidden_at"] is not None:
+                entry = await append_change(
+                    connection,
+                    room_id,
+                    actor,
+                    Change(kind=KIND_RESTORE, target_seq=target_seq, text=target["text"]),
+                )
+                await connection.execute(
+                    "UPDATE messages SET hidden_at = NULL WHERE room_id = $1 AND seq = $2",
+                    room_id,
+                    target_seq,
+                )
+            if on_resolved is not None and (closed or entry is not None):
+                await on_resolved(connection, closed)
         return entry, closed
 
-    async def close(self, room_id: str, target_seq: int) -> int:
-        """Close the message's open reports and leave it as it is (dismissed, or deleted already)."""
-        async with self._pool.acquire() as connection:
+    async def close(
+        self, room_id: str, target_seq: int, *, changed: bool = False, on_resolved: OnResolved | None = None
+    ) -> int:
+        """Close the message's open reports and leave it as it is (dismissed, or deleted already).
+        `on_resolved` runs when reports were closed or the caller `changed` the message already."""
+        async with self._pool.acquire() as connection, connection.transaction():
             if not await connection.fetchval(
                 "SELECT EXISTS (SELECT 1 FROM messages WHERE room_id = $1 AND seq = $2 AND kind = 1)",
                 room_id,
                 target_seq,
             ):
                 raise NotFound("There is no such message in this room.", code="message_not_found")
-            return _count(await connection.execute(_CLOSE, room_id, target_seq))
+            closed = _count(await connection.execute(_CLOSE, room_id, target_seq))
+            if on_resolved is not None and (closed or changed):
+                await on_resolved(connection, closed)
+        return closed
 
 
 def _count(status: str) -> int:

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 from collections.abc import AsyncIterator
 
 import grpc
 
 from chatpop.messaging.v1 import messaging_pb2, messaging_pb2_grpc
-from chatpop_common.audit_events import AuditSender
 from chatpop_common.auth import Principal, bearer_from_metadata, require_principal
 from chatpop_common.clients import bearer
 from chatpop_common.errors import (
@@ -97,10 +95,8 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
         reports: Reports,
         mutes: Mutes,
         stats: MessagingStats,
-        audit_log: AuditSender,
     ) -> None:
         self._settings = settings
-        self._audit = audit_log
         self._store = store
         self._reader = reader
         self._cache = cache
@@ -561,9 +557,24 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
     ) -> messaging_pb2.ResolveReportsResponse:
         actor = await self._host(request.room_id, context)
         room_id, target_seq = request.room_id, validation.target_seq(request.target_seq)
+        resolution = _RESOLUTIONS.get(request.resolution)
+        if resolution is None:
+            raise InvalidArgument(
+                "The resolution must be restore, delete or dismiss.", code="invalid_resolution"
+            )
+        # The audit event is written with the reports' closing, in its transaction.
+        on_resolved = audit.on_resolved(
+            room_id,
+            target_seq,
+            resolution,
+            host=require_principal().subject,
+            host_participant=actor.participant_id,
+        )
         entries: list[messaging_pb2.Message] = []
         if request.resolution == messaging_pb2.REPORT_RESOLUTION_RESTORE:
-            restored, closed = await self._reports.restore(room_id, target_seq, actor)
+            restored, closed = await self._reports.restore(
+                room_id, target_seq, actor, on_resolved=on_resolved
+            )
             entries += [restored] if restored is not None else []
         elif request.resolution == messaging_pb2.REPORT_RESOLUTION_DELETE:
             deleted = await self._deletions.delete(room_id, target_seq, actor)
@@ -571,27 +582,13 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
                 for redacted in (deleted.tombstone, *deleted.redacted):
                     self._redactions.redact(redacted)
             entries += deleted.entries
-            closed = await self._reports.close(room_id, target_seq)
-        elif request.resolution == messaging_pb2.REPORT_RESOLUTION_DISMISS:
-            closed = await self._reports.close(room_id, target_seq)
-        else:
-            raise InvalidArgument(
-                "The resolution must be restore, delete or dismiss.", code="invalid_resolution"
+            closed = await self._reports.close(
+                room_id, target_seq, changed=deleted.entry is not None, on_resolved=on_resolved
             )
+        else:
+            closed = await self._reports.close(room_id, target_seq, on_resolved=on_resolved)
         if entries:
             await asyncio.shield(self._publish_committed(*entries))
-        if closed or entries:
-            self._audit.emit(
-                audit.report_resolved(
-                    room_id,
-                    target_seq,
-                    _RESOLUTIONS[request.resolution],
-                    host=require_principal().subject,
-                    host_participant=actor.participant_id,
-                    closed=closed,
-                    key=uuid.uuid4().hex,
-                )
-            )
         return messaging_pb2.ResolveReportsResponse(entries=entries, closed=closed)
 
     async def AppendBan(

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 
 from chatpop.identity.v1 import identity_pb2_grpc
 from chatpop.rooms.v1 import rooms_pb2, rooms_pb2_grpc
-from chatpop_common.audit_events import AuditSender
+from chatpop_common.audit_events import AuditLog, deliver_to_identity
 from chatpop_common.auth import TokenVerifier
 from chatpop_common.clients import identity_key_cache, insecure_channel
 from chatpop_common.datastores import create_redis, service_datastores, service_pool
 from chatpop_common.fixed_window import FixedWindowLimiter
+from chatpop_common.outbox import Relay
 from chatpop_common.server import GrpcApp, Registration
 from chatpop_common.service_auth import ServiceCredentials
 from chatpop_rooms.access_codes import AccessCodeHasher, AccessCodeSealer
@@ -36,7 +36,10 @@ async def build(settings: Settings, *, room_codes: Callable[[], str] = new_room_
     identity_channel = insecure_channel(settings.identity_addr)
     identity = identity_pb2_grpc.IdentityServiceStub(identity_channel)
     credentials = ServiceCredentials(identity, "rooms", settings.service_token_secret.get_secret_value())
-    audit_log = AuditSender(identity, credentials)
+    audit_log = AuditLog(pool)
+    # Audit events wait in the outbox until identity has them (every replica runs a relay).
+    relay = Relay(pool, name="rooms", listen_dsn=settings.database_url)
+    deliver_to_identity(relay, identity, credentials)
     servicer = RoomsServicer(
         store=RoomStore(pool),
         hasher=AccessCodeHasher(
@@ -72,12 +75,10 @@ async def build(settings: Settings, *, room_codes: Callable[[], str] = new_room_
         join_attempt_window=settings.join_attempt_window,
         room_codes=room_codes,
     )
-    delivering = asyncio.create_task(audit_log.run(), name="audit events to identity")
+    relay.start()
 
-    async def flush_audit() -> None:
-        delivering.cancel()
-        await asyncio.gather(delivering, return_exceptions=True)
-        await audit_log.flush(settings.shutdown_grace)
+    async def stop_relay() -> None:
+        await relay.stop(settings.shutdown_grace)
 
     async def close_identity() -> None:
         await identity_channel.close()
@@ -98,6 +99,6 @@ async def build(settings: Settings, *, room_codes: Callable[[], str] = new_room_
             )
         ],
         verifier=TokenVerifier(identity_key_cache(identity_channel)),
-        cleanups=[flush_audit, close_identity, close_redis, close_pool],
+        cleanups=[stop_relay, close_identity, close_redis, close_pool],
         datastores=service_datastores(settings, redis),
     )

@@ -14,6 +14,7 @@ refused by a ban in their own room.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -130,6 +131,12 @@ def ban_message(row: BanRow) -> rooms_pb2.Ban:
     )
 
 
+# Called inside the transaction of a ban that was created or lifted, with its connection: what must be
+# recorded with the change (its audit event) commits with it or not at all.
+OnBanned = Callable[[asyncpg.Connection, "BanOutcome"], Awaitable[None]]
+OnLifted = Callable[[asyncpg.Connection, BanRow], Awaitable[None]]
+
+
 def _no_participant() -> NotFound:
     return NotFound("There is no such participant in this room.", code="participant_not_found")
 
@@ -141,7 +148,15 @@ class BanStore:
         self._pool = pool
 
     async def ban(
-        self, *, room_id: str, host_id: str, participant_id: str, tier: str, reason: str, banned_by: str
+        self,
+        *,
+        room_id: str,
+        host_id: str,
+        participant_id: str,
+        tier: str,
+        reason: str,
+        banned_by: str,
+        on_banned: OnBanned | None = None,
     ) -> BanOutcome:
         room_key, participant_key = parse_uuid(room_id), parse_uuid(participant_id)
         if room_key is None or participant_key is None:
@@ -188,15 +203,20 @@ class BanStore:
                 room_key,
                 participant_key,
             )
-        assert existing is not None and participant is not None
-        return BanOutcome(
-            BanRow.from_record(existing),
-            ParticipantRow.from_record(participant),
-            created,
-            client_ip_hash=target["client_ip_hash"] or "",
-        )
+            assert existing is not None and participant is not None
+            outcome = BanOutcome(
+                BanRow.from_record(existing),
+                ParticipantRow.from_record(participant),
+                created,
+                client_ip_hash=target["client_ip_hash"] or "",
+            )
+            if created and on_banned is not None:
+                await on_banned(conn, outcome)
+        return outcome
 
-    async def lift(self, *, room_id: str, ban_id: str, lifted_by: str) -> tuple[BanRow, bool]:
+    async def lift(
+        self, *, room_id: str, ban_id: str, lifted_by: str, on_lifted: OnLifted | None = None
+    ) -> tuple[BanRow, bool]:
         """Lift a ban for future joins; (the ban, whether this call lifted it)."""
         room_key, ban_key = parse_uuid(room_id), parse_uuid(ban_id)
         if room_key is None or ban_key is None:
@@ -219,9 +239,12 @@ class BanStore:
             record = await conn.fetchrow(
                 _SELECT_BAN + " WHERE b.room_id = $1 AND b.id = $2", room_key, ban_key
             )
-        if record is None:
-            raise NotFound("There is no such ban in this room.", code="ban_not_found")
-        return BanRow.from_record(record), lifted is not None
+            if record is None:
+                raise NotFound("There is no such ban in this room.", code="ban_not_found")
+            ban = BanRow.from_record(record)
+            if lifted is not None and on_lifted is not None:
+                await on_lifted(conn, ban)
+        return ban, lifted is not None
 
     async def in_force(self, room_id: str, limit: int) -> list[BanRow]:
         room_key = parse_uuid(room_id)

@@ -11,7 +11,7 @@ import redis
 
 from chatpop.identity.v1 import identity_pb2, identity_pb2_grpc
 from chatpop.rooms.v1 import rooms_pb2, rooms_pb2_grpc
-from chatpop_common.audit_events import AuditSender
+from chatpop_common.audit_events import AuditLog
 from chatpop_common.auth import Principal, bearer_from_metadata, require_principal
 from chatpop_common.clients import bearer
 from chatpop_common.errors import (
@@ -150,7 +150,7 @@ class RoomsServicer(rooms_pb2_grpc.RoomsServiceServicer):
         takedowns: Takedowns,
         site_bans: SiteBanCheck,
         revocations: SiteBanRevocations,
-        audit_log: AuditSender,
+        audit_log: AuditLog,
         anonymous_usernames_per_ip: int,
         anonymous_usernames_window: int = 3600,
         join_attempt_window: int = 900,
@@ -507,13 +507,13 @@ class RoomsServicer(rooms_pb2_grpc.RoomsServiceServicer):
             tier=tier,
             reason=reason,
             banned_by=principal.subject,
+            on_banned=audit.on_banned(principal.subject, principal.participant_id),
         )
         if outcome.created:
             log.info(
                 "participant banned",
                 extra={"room_id": room.id, "participant_id": outcome.participant.id, "tier": tier},
             )
-            self._audit.emit(audit.ban_created(outcome, principal.subject, principal.participant_id))
         # Pins: the banned participant's pins are removed by messaging when it appends the ban entry
         # (AppendBan), in the same transaction as the entry, so every client learns both together.
         return rooms_pb2.BanParticipantResponse(
@@ -529,10 +529,11 @@ class RoomsServicer(rooms_pb2_grpc.RoomsServiceServicer):
         room = await self._room_by_id(request.room_id)
         _require_host(principal, room)
         ban, changed = await self._bans.lift(
-            room_id=room.id, ban_id=request.ban_id, lifted_by=principal.subject
+            room_id=room.id,
+            ban_id=request.ban_id,
+            lifted_by=principal.subject,
+            on_lifted=audit.on_lifted(principal.subject, principal.participant_id),
         )
-        if changed:
-            self._audit.emit(audit.ban_lifted(ban, principal.subject, principal.participant_id))
         return rooms_pb2.UnbanParticipantResponse(ban=ban_message(ban), changed=changed)
 
     async def ListBans(
@@ -758,7 +759,7 @@ class RoomsServicer(rooms_pb2_grpc.RoomsServiceServicer):
         if not code or len(code) > ACCESS_CODE_MAX or not await self._hasher.verify(stored_hash, code):
             if reservation.last_for_client or reservation.last_for_room:
                 # This attempt used up the last one: the one moment a lockout begins.
-                self._audit.emit(
+                await self._record_lockout(
                     audit.access_code_lockout(
                         room.id,
                         subject,
@@ -778,6 +779,14 @@ class RoomsServicer(rooms_pb2_grpc.RoomsServiceServicer):
         except redis.RedisError as exc:
             # The right code still gets in; the cost is one attempt counted that should not have been.
             log.warning("could not give a join attempt back: %s", exc)
+
+    async def _record_lockout(self, event: identity_pb2.NewAuditEvent) -> None:
+        try:
+            await self._audit.record(event)
+        except Exception:
+            # The lockout is counted in Redis and holds either way; the caller still learns that the
+            # code was wrong. Only a Postgres outage at this very moment leaves it unrecorded.
+            log.exception("could not record an access-code lockout")
 
     async def _reserved_username(self, principal: Principal, caller_token: str) -> str:
         """An account's reserved username: the name it joins with when it names none."""
