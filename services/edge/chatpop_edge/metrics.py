@@ -53,8 +53,8 @@ WS_IDLE_CLOSES = Counter(
 )
 SIGNALS_RECEIVED = Counter(
     "chatpop_signals_received_total",
-    "Ephemeral room signals (typing, presence, room_updated, mutes_changed) handled for this process's"
-    " sockets, by kind.",
+    "Ephemeral room signals (typing, presence, room_updated, mutes_changed, kick) handled for this"
+    " process's sockets, by kind.",
     ["kind"],
 )
 PRESENCE_REPORTS = Counter(
@@ -62,7 +62,7 @@ PRESENCE_REPORTS = Counter(
     "Presence reports sent to messaging (changes and refreshes), by outcome.",
     ["outcome"],
 )
-for _kind in ("typing", "presence", "room_updated", "mutes_changed"):
+for _kind in ("typing", "presence", "room_updated", "mutes_changed", "kick"):
     SIGNALS_RECEIVED.labels(_kind)
 for _outcome in ("ok", "failed"):
     PRESENCE_REPORTS.labels(_outcome)

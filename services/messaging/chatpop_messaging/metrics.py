@@ -61,7 +61,7 @@ PRESENCE_EXPIRED = Counter(
     "chatpop_presence_expired",
     "Edge processes' presence records dropped from a room because they were not refreshed in time.",
 )
-for _kind in ("typing", "presence", "room_updated", "mutes_changed"):
+for _kind in ("typing", "presence", "room_updated", "mutes_changed", "kick"):
     SIGNALS_PUBLISHED.labels(_kind)
 for _change in ("online", "offline"):
     PRESENCE_CHANGES.labels(_change)
