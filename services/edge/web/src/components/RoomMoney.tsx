@@ -9,6 +9,8 @@ import type { Shop } from "./Checkout";
 import { Link } from "./Link";
 import { Modal } from "./Modal";
 import { livePins, PaidPins, type ShownPaidPin } from "./PaidPins";
+import { PinDialog, type PinTarget } from "./PinDialog";
+import { TipDialog } from "./TipDialog";
 import "./money.css";
 import "./room-settings.css";
 import "./reactions.css";
@@ -109,6 +111,68 @@ export function RoomPaidPins({
       onJump={onJump}
       onExtend={onExtend}
       onRemove={onRemove}
+    />
+  );
+}
+
+/** The pin dialog over the room's live pins: it keeps its own ticker for the countdown and reads
+ * what the room sells again on opening, so what it takes to outbid is current. */
+export function RoomPinDialog({
+  chat,
+  shop,
+  sales,
+  pins,
+  target,
+  onDismiss,
+}: {
+  chat: ChatSession;
+  shop: Shop;
+  sales: RoomSales;
+  pins: ShownPaidPin[];
+  target: PinTarget;
+  onDismiss: () => void;
+}) {
+  const now = useTick(true);
+  const [fresh, setFresh] = useState<RoomSales | null>(null);
+  useEffect(() => {
+    let current = true;
+    fetchSales(chat.code).then(
+      (found) => current && setFresh(found),
+      () => undefined,
+    );
+    return () => {
+      current = false;
+    };
+  }, []);
+  const live = livePins(pins, now);
+  // The pin being extended as it stands now (another extension may have landed meanwhile).
+  const shown: PinTarget = target.kind === "extension" ? { kind: "extension", pin: live.find((p) => p.id === target.pin.id) ?? target.pin } : target;
+  const current = fresh ?? sales;
+  return (
+    <PinDialog
+      shop={shop}
+      currency={current.currency}
+      tiers={current.pin_tiers}
+      top={live[0] ?? null}
+      serverMinimum={fresh ? fresh.min_pin_cents : null}
+      target={shown}
+      now={now}
+      onDismiss={onDismiss}
+    />
+  );
+}
+
+/** The tip dialog with the room's bounds and presets. */
+export function RoomTipDialog({ shop, sales, hostName, onDismiss }: { shop: Shop; sales: RoomSales; hostName: string | null; onDismiss: () => void }) {
+  return (
+    <TipDialog
+      shop={shop}
+      hostName={hostName}
+      currency={sales.currency}
+      presets={sales.tip_presets_cents}
+      minCents={sales.tip_min_cents}
+      maxCents={sales.tip_max_cents}
+      onDismiss={onDismiss}
     />
   );
 }

@@ -18,8 +18,9 @@ import { slowModeWords } from "../roomChoices";
 import { pendingReactions, removeMessage, toggleReaction } from "../roomEvents";
 import { ban, boardOf, mute, pin, pinnedMessages, report } from "../moderation";
 import { BanDialog, ModerationPanel, MoreMenu, ReportDialog, RoomEnded, type MenuAction } from "../components/Moderation";
-import { RemovePaidPinDialog, RoomPaidPins, TipEvent } from "../components/RoomMoney";
+import { RemovePaidPinDialog, RoomPaidPins, RoomPinDialog, RoomTipDialog, SalesHint, TipButton, TipEvent, useRoomSales } from "../components/RoomMoney";
 import type { ShownPaidPin } from "../components/PaidPins";
+import type { PinTarget } from "../components/PinDialog";
 import { shownPaidPins } from "../paidPins";
 import "../components/moderation.css";
 
@@ -566,6 +567,10 @@ export function ChatView({ room: initialRoom, joined }: { room: Room; joined: Ro
   const [unseen, setUnseen] = useState(0);
   const [toast, setToast] = useState<string | null>(null);
   const [removingPin, setRemovingPin] = useState<ShownPaidPin | null>(null);
+  // Paid pins and tips: what the room sells (nothing when its host cannot receive money).
+  const { sales, shop } = useRoomSales(session);
+  const [pinning, setPinning] = useState<PinTarget | null>(null);
+  const [tipping, setTipping] = useState(false);
   const scroller = useRef<HTMLDivElement>(null);
   const atBottom = useRef(true);
   const lastHeight = useRef(0);
@@ -724,6 +729,9 @@ export function ChatView({ room: initialRoom, joined }: { room: Room; joined: Ro
   if (session.ending) return <RoomEnded kind={session.ending} roomName={room.name} />;
 
   const canAct = !ended && !room.closed;
+  // The host neither tips nor pays to pin in their own room.
+  const buying = canAct && !isHost && shop !== null && sales !== null;
+  const paidPins = shownPaidPins(session, isHost);
   const personActions = (person: { id: string; username: string; is_host: boolean }): MenuAction[] => {
     if (person.id === joined.participant.id) return [];
     const actions: MenuAction[] = [];
@@ -743,6 +751,9 @@ export function ChatView({ room: initialRoom, joined }: { room: Room; joined: Ro
     if (isHost && canAct) {
       const isPinned = board.pinnedSeqs.includes(message.seq);
       actions.push({ label: isPinned ? "Unpin" : "Pin", aria: `${isPinned ? "Unpin" : "Pin"} ${message.sender.username}'s message`, run: () => void pin(session, message.seq, !isPinned) });
+    }
+    if (buying && !message.hidden) {
+      actions.push({ label: "Pay to pin…", aria: `Pay to pin ${message.sender.username}'s message`, run: () => setPinning({ kind: "pin", message }) });
     }
     if (!mine && canAct && !board.reported.has(message.seq) && !(message.hidden && !isHost)) {
       actions.push({ label: "Report…", aria: `Report ${message.sender.username}'s message`, run: () => setReporting(message) });
@@ -765,6 +776,7 @@ export function ChatView({ room: initialRoom, joined }: { room: Room; joined: Ro
         }
         actions={
           <>
+            {buying && <TipButton onTip={() => setTipping(true)} />}
             <ShareButton room={room} onCopied={setToast} />
             <SoundToggle />
             <NotifyToggle onSaid={setToast} />
@@ -789,15 +801,16 @@ export function ChatView({ room: initialRoom, joined }: { room: Room; joined: Ro
       <PinnedBar items={pinned} onJump={(seq) => void jumpTo(seq)} />
       {/* Paid pins sit below the host's; extending one is bought through the pin dialog. */}
       <RoomPaidPins
-        pins={shownPaidPins(session, isHost)}
+        pins={paidPins}
         me={joined.participant.id}
         isHost={isHost}
-        canExtend={false}
+        canExtend={buying}
         canRemove={isHost && canAct}
         onJump={(seq) => void jumpTo(seq)}
-        onExtend={() => undefined}
+        onExtend={(paid) => setPinning({ kind: "extension", pin: paid })}
         onRemove={setRemovingPin}
       />
+      {isHost && canAct && <SalesHint sales={sales} code={session.code} />}
       <div class="messages-wrap">
         <div class="messages-bg" aria-hidden="true" />
         <div class="messages" ref={scroller} onScroll={onScroll} role="log" aria-label={`Messages in ${room.name}`} tabIndex={0}>
@@ -916,6 +929,12 @@ export function ChatView({ room: initialRoom, joined }: { room: Room; joined: Ro
         <p class="room-closed-banner" role="status">
           The host closed this room. You can still read it, but nobody can send messages any more.
         </p>
+      )}
+      {pinning && shop && sales && (
+        <RoomPinDialog chat={session} shop={shop} sales={sales} pins={paidPins} target={pinning} onDismiss={() => setPinning(null)} />
+      )}
+      {tipping && shop && sales && (
+        <RoomTipDialog shop={shop} sales={sales} hostName={latestHost?.sender.username ?? null} onDismiss={() => setTipping(false)} />
       )}
       {removingPin && (
         <RemovePaidPinDialog chat={session} pin={removingPin} onDone={setToast} onDismiss={() => setRemovingPin(null)} />
