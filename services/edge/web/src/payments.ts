@@ -209,6 +209,12 @@ export const STATE_WORDS: Record<OrderState, string> = {
   cancelled: "Cancelled",
 };
 
+/** Where an order stands, in words for its buyer ("Pinned", "Tip sent", "Refunded"…). */
+export function stateWords(order: Order): string {
+  if (order.state !== "fulfilled") return STATE_WORDS[order.state] ?? order.state;
+  return order.kind === "tip" ? "Tip sent" : order.kind === "pin_extension" ? "Extended" : "Pinned";
+}
+
 export const KIND_WORDS: Record<OrderKind, string> = {
   pin: "Paid pin",
   pin_extension: "Pin extension",

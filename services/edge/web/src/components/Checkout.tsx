@@ -256,6 +256,7 @@ export function CheckoutSteps({
     const busy = phase.kind === "confirming";
     body = (
       <>
+        <TestModeLabel mode={shop.mode} />
         <p class="checkout-total">
           To pay: <strong>{amount}</strong>
         </p>

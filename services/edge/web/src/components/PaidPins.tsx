@@ -42,7 +42,7 @@ function Remaining({ pin, now }: { pin: ShownPaidPin; now: number }) {
     <span class="paid-pin-time">
       <time aria-hidden="true" dateTime={new Date(pin.expiresAt).toISOString()} title={`Until ${new Date(pin.expiresAt).toLocaleTimeString()}`}>
         {countdown(pin.expiresAt, now)}
-      </time>
+      </time>{" "}
       <span class="sr-only">{countdownWords(pin.expiresAt, now)}</span>
     </span>
   );
@@ -87,14 +87,14 @@ export function PaidPins({
           aria-label={`${isTop ? "Top paid pin" : "Paid pin"}: ${amount} from ${pin.username}${mine ? " (you)" : ""}. ${pin.by}: ${snippet(pin.text, 80)}. Show the message`}
         >
           <span class="paid-pin-head">
-            <span class="badge paid">{isTop ? "Top pin" : "Pinned"}</span>
-            <span class="paid-pin-amount">{amount}</span>
+            <span class="badge paid">{isTop ? "Top pin" : "Pinned"}</span>{" "}
+            <span class="paid-pin-amount">{amount}</span>{" "}
             <span class="paid-pin-buyer">
               from {pin.username}
               {mine && " (you)"}
-            </span>
+            </span>{" "}
             <Remaining pin={pin} now={now} />
-          </span>
+          </span>{" "}
           <span class="paid-pin-text">
             <strong>{pin.by}:</strong> {snippet(pin.text, isTop ? 160 : 90)}
           </span>

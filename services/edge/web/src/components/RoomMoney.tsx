@@ -70,10 +70,17 @@ export function TipIcon() {
   );
 }
 
-/** The header's "Tip the host" button (not for the host themself). */
+/** "Tip the host", beside the message box (not for the host themself): the header has no room left
+ * on a phone. */
 export function TipButton({ onTip }: { onTip: () => void }) {
   return (
-    <button type="button" class="icon-button tip-button" aria-label="Tip the host" title="Tip the host" onClick={onTip}>
+    <button
+      type="button"
+      class="icon-button tip-button"
+      aria-label="Tip the host"
+      title="Tip the host"
+      onClick={onTip}
+    >
       <TipIcon />
     </button>
   );

@@ -1,3 +1,4 @@
+import type { ComponentChildren } from "preact";
 import { useEffect, useLayoutEffect, useMemo, useRef, useState } from "preact/hooks";
 import type { Message, Room } from "../api";
 import { ChatSession, MAX_MESSAGE_CHARS, type PendingSend } from "../chat";
@@ -439,7 +440,10 @@ function Composer({
   onCancelReply,
   onSend,
   onTyping,
+  tools,
 }: {
+  /** Buttons before the text box (tipping the host). */
+  tools?: ComponentChildren;
   disabled: boolean;
   disabledText: string;
   /** Seconds between messages for this person; 0 when slow mode is off or they host the room. */
@@ -498,6 +502,7 @@ function Composer({
         </div>
       )}
       <div class="composer-row">
+        {tools}
         <label for="composer-input" class="sr-only">
           Message
         </label>
@@ -776,7 +781,6 @@ export function ChatView({ room: initialRoom, joined }: { room: Room; joined: Ro
         }
         actions={
           <>
-            {buying && <TipButton onTip={() => setTipping(true)} />}
             <ShareButton room={room} onCopied={setToast} />
             <SoundToggle />
             <NotifyToggle onSaid={setToast} />
@@ -987,6 +991,7 @@ export function ChatView({ room: initialRoom, joined }: { room: Room; joined: Ro
         onCancelReply={() => setReplyTo(null)}
         onSend={send}
         onTyping={() => session.sendTyping()}
+        tools={buying && <TipButton onTip={() => setTipping(true)} />}
       />
     </div>
   );

@@ -134,7 +134,7 @@ export function Earnings() {
               <h2 id="earnings-total">Overall</h2>
               <Figures amounts={data.total ?? NONE} currency={currency} label="Overall" />
               <p class="hint earnings-split">
-                Pins: {money((data.pins ?? NONE).net_cents, currency)} net from {countWords((data.pins ?? NONE).count, "pin", "pins")} · Tips:{" "}
+                Pins: {money((data.pins ?? NONE).net_cents, currency)} net from {countWords((data.pins ?? NONE).count, "payment", "payments")} · Tips:{" "}
                 {money((data.tips ?? NONE).net_cents, currency)} net from {countWords((data.tips ?? NONE).count, "tip", "tips")}
               </p>
             </section>

@@ -6,15 +6,14 @@ import { account, existingDeviceSession } from "../auth";
 import { AppHeader } from "../components/AppHeader";
 import { Link } from "../components/Link";
 import { useAccount } from "../components/useAccount";
-import { KIND_WORDS, listOrders, money, moneyError, STATE_WORDS, type Order } from "../payments";
+import { KIND_WORDS, listOrders, money, moneyError, stateWords, type Order } from "../payments";
 import { fetchMyRooms } from "../rooms";
 import "../components/money.css";
 import "./account.css";
 
-function detail(order: Order, rooms: Map<string, { name: string; code: string }>): string {
+/** What else there is to say about an order: the tip's note, why it was refunded, the card's error. */
+function detail(order: Order): string {
   const parts: string[] = [];
-  const room = rooms.get(order.room_id);
-  if (room) parts.push(room.name);
   if (order.kind === "tip" && order.note) parts.push(`“${order.note}”`);
   if (order.state === "refunded" || order.state === "refunding") parts.push(order.refund_message || "Refunded in full.");
   else if (order.payment_error && order.state !== "fulfilled") parts.push(order.payment_error);
@@ -98,10 +97,12 @@ export function Payments() {
                   </span>
                   <span class="order-amount">{money(order.amount_cents, order.currency)}</span>
                   <span class="order-detail">
-                    {room ? <Link href={`/c/${room.code}`}>{detail(order, rooms)}</Link> : detail(order, rooms)}
+                    {room && <Link href={`/c/${room.code}`}>{room.name}</Link>}
+                    {room && detail(order) ? " · " : ""}
+                    {detail(order)}
                   </span>
                   <span class="order-badge" data-state={order.state}>
-                    {STATE_WORDS[order.state] ?? order.state}
+                    {stateWords(order)}
                   </span>
                 </li>
               );
