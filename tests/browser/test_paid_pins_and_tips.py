@@ -1,8 +1,9 @@
 """Paid pins and tips in the web client, in test mode (no Stripe keys: no money moves, a test card
 pays), as people see them: a host with an account sets up payouts, a participant pins a message and
 everyone sees it with a countdown, a second participant outbids and the first pin moves below, the top
-holder extends, a tip shows in the room, the host's earnings add up, and a pin drops when its time
-runs out with no reload."""
+holder extends, a tip shows in the room, the host's earnings add up; of two outbids at the same moment
+the second to pay is refunded and told why, the host removes a pin at once, and a pin drops when its
+time runs out with no reload."""
 
 from __future__ import annotations
 
@@ -200,7 +201,7 @@ async def test_a_host_onboards_people_pin_outbid_extend_and_tip_and_the_host_ear
     await host.page.screenshot(path=str(ARTIFACTS / "money-earnings-1280.png"), full_page=True)
 
 
-async def test_a_pin_drops_when_its_time_runs_out_and_the_host_removes_one_at_once(
+async def test_a_simultaneous_outbid_is_refunded_the_host_removes_a_pin_and_pins_run_out(
     people: People, stack: Stack
 ) -> None:
     host = await people.new(DESKTOP)
@@ -216,19 +217,39 @@ async def test_a_pin_drops_when_its_time_runs_out_and_the_host_removes_one_at_on
     fan = await people.new(MOBILE)
     await visit(fan, code, "NightOwl")
     watcher = await people.new(DESKTOP)
-    await visit(watcher, code, "Watcher")
+    watcher_name = await visit(watcher, code, "Watcher")
     await say(fan.page, "First light", 1)
     await say(fan.page, "Second light", 2)
+    await say(watcher.page, "Third light", 3)
 
-    for seq, tier in ((1, "$1.00"), (2, "$2.00")):
-        await message_action(fan.page, seq, "Pay to pin")
-        dialog = fan.page.get_by_role("dialog", name="Pin this message")
-        await dialog.get_by_role("radio", name=re.compile(f"^{re.escape(tier)}")).check()
-        await dialog.get_by_role("button", name=f"Pin for {tier}").click()
-        await pay_with_test_card(dialog, "The message is pinned for everyone.")
-        await dialog.get_by_role("button", name="Done").click()
+    await message_action(fan.page, 1, "Pay to pin")
+    dialog = fan.page.get_by_role("dialog", name="Pin this message")
+    await dialog.get_by_role("button", name="Pin for $1.00").click()
+    await pay_with_test_card(dialog, "The message is pinned for everyone.")
+    await dialog.get_by_role("button", name="Done").click()
+
+    # Two people outbid the $1.00 pin with $2.00 at the same moment: both orders open, the first to
+    # pay wins, and the other is refunded in full and told why.
+    await message_action(fan.page, 2, "Pay to pin")
+    late = fan.page.get_by_role("dialog", name="Pin this message")
+    await late.get_by_role("button", name="Pin for $2.00").click()
+    await expect(late.get_by_role("button", name="Pay (test card)")).to_be_visible()
+    await message_action(watcher.page, 3, "Pay to pin")
+    first = watcher.page.get_by_role("dialog", name="Pin this message")
+    await first.get_by_role("button", name="Pin for $2.00").click()
+    await pay_with_test_card(first, "The message is pinned for everyone.")
+    await first.get_by_role("button", name="Done").click()
+    await expect(top_pin(fan.page)).to_contain_text(f"$2.00 from {watcher_name}")
+    await late.get_by_role("button", name="Pay (test card)").click()
+    await expect(late.locator(".checkout")).to_have_attribute("data-order-state", "refunded")
+    await expect(late.locator(".order-state")).to_contain_text("refunded in full")
+    await screenshot(fan.page, "money-pin-refunded-390.png")
+    await late.locator(".modal-actions").get_by_role("button", name="Close").click()
     for person in (host, fan, watcher):
         await expect(paid_pins(person.page)).to_have_count(2)
+        await expect(top_pin(person.page)).to_contain_text("Third light")
+    await screenshot(watcher.page, "money-paid-pins-light-1280.png")
+    await assert_readable(watcher.page.locator(".paid-pin-main"), "paid pins")
 
     # The host removes the top pin: it goes for everyone at once (it was paid for: no refund).
     await top_pin(host.page).get_by_role("button", name=re.compile(r"^Remove .*paid pin")).click()

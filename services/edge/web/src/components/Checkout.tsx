@@ -222,7 +222,9 @@ export interface OrderWords {
 }
 
 function refundWords(order: Order): string {
+  // The server's sentence says why, and usually that the money is coming back.
   const why = order.refund_message || "It could not be applied.";
+  if (/refund/i.test(why)) return why;
   return order.state === "refunding" ? `${why} Your refund is on its way.` : `${why} You were refunded in full.`;
 }
 
@@ -319,7 +321,7 @@ export function CheckoutSteps({
               Try again
             </button>
           )}
-          <button type="button" class={`button ${ok ? "primary" : ""}`} onClick={onClose}>
+          <button type="button" class={ok ? "button primary" : "button"} onClick={onClose}>
             {ok ? "Done" : "Close"}
           </button>
         </div>
