@@ -2,8 +2,8 @@
 and every metric the shipped dashboards and alerts query.
 
 One module fixture drives a little chat through the observed stack (sockets, sends, a reconnect with
-resume, a burst that hits the send rate limit, a history read, a payment in the ledger) between
-two scrapes of every service's /metrics; the tests compare the scrapes as Prometheus would.
+resume, a burst that hits the send rate limit, a history read, a tip paid in payments' test mode)
+between two scrapes of every service's /metrics; the tests compare the scrapes as Prometheus would.
 """
 
 from __future__ import annotations
@@ -14,13 +14,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import asyncpg
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.deploy.promql import EXTERNAL_METRICS, alert_queries, dashboard_queries, metric_names
-from tests.e2e.chat import ChatSocket, bearer, join, new_id, open_room
+from tests.e2e.chat import ChatSocket, bearer, create_room, join, new_id, open_room
 
 if TYPE_CHECKING:
     from tests.e2e.conftest import Stack
@@ -71,17 +70,55 @@ class Traffic:
     before: Scrape
     during: Scrape
     after: Scrape
-    payment_kind: str
     rate_limited_frames: int
 
 
-async def _wait_for_payment(stack: Stack, kind: str) -> Scrape:
+def _fulfilled_tips(scrape: Scrape) -> float:
+    return scrape.total("chatpop_payments", "payments", kind="tip", state="fulfilled")
+
+
+async def _tip(http: httpx.AsyncClient) -> None:
+    """A registered host's room takes a tip, paid with the test mode's card and fulfilled."""
+    email = f"observed-{new_id()[:12]}@example.com"
+    registered = await http.post(
+        "/api/v1/auth/register", json={"email": email, "password": "observed passphrase"}
+    )
+    assert registered.status_code == 201, registered.text
+    host = registered.json()["access_token"]
+    for path in (
+        "/api/v1/payments/payout-account/onboarding",
+        "/api/v1/payments/payout-account/test-complete",
+    ):
+        onboarded = await http.post(
+            path, json={} if path.endswith("onboarding") else None, headers=bearer(host)
+        )
+        assert onboarded.status_code == 200, onboarded.text
+    room = await create_room(http, host, name="tipped room")
+    buyer = await join(http, room["code"], f"mt{new_id()[:8]}")
+    ordered = await http.post(
+        f"/api/v1/rooms/{room['code']}/orders",
+        json={"idempotency_key": new_id(), "tip": {"amount_cents": 500}},
+        headers=bearer(buyer["room_token"]),
+    )
+    assert ordered.status_code == 201, ordered.text
+    order_url = f"/api/v1/payments/orders/{ordered.json()['order']['id']}"
+    paid = await http.post(
+        f"{order_url}/test-confirm", json={"outcome": "succeed"}, headers=bearer(buyer["room_token"])
+    )
+    assert paid.status_code == 200, paid.text
+    deadline = time.monotonic() + 15
+    while (await http.get(order_url, headers=bearer(buyer["room_token"]))).json()["order"][
+        "state"
+    ] != "fulfilled":
+        assert time.monotonic() < deadline, "the tip was never fulfilled"
+        await asyncio.sleep(0.1)
+
+
+async def _wait_for_payment(stack: Stack, fulfilled_before: float) -> Scrape:
     deadline = time.monotonic() + 15
     while True:
         current = await scrape(stack)
-        if current.total("chatpop_payments", "payments", kind=kind, state="succeeded") == 1:
-            return current
-        if time.monotonic() > deadline:
+        if _fulfilled_tips(current) >= fulfilled_before + 1 or time.monotonic() > deadline:
             return current
         await asyncio.sleep(0.2)
 
@@ -89,7 +126,6 @@ async def _wait_for_payment(stack: Stack, kind: str) -> Scrape:
 @pytest.fixture(scope="module")
 async def traffic(observed_stack: Stack) -> AsyncIterator[Traffic]:
     stack = observed_stack
-    kind = f"e2e-observability-{new_id()[:12]}"
     async with httpx.AsyncClient(base_url=stack.base_url, timeout=10) as http:
         before = await scrape(stack)
         room = await open_room(http, name="observed room")
@@ -123,20 +159,9 @@ async def traffic(observed_stack: Stack) -> AsyncIterator[Traffic]:
         page = await http.get(f"/api/v1/rooms/{room.code}/messages", headers=bearer(alice["room_token"]))
         assert page.status_code == 200, page.text
 
-        connection = await asyncpg.connect(stack.database_url)
-        try:
-            await connection.execute(
-                "INSERT INTO payments.payments (id, kind, state, amount_cents, currency)"
-                " VALUES (gen_random_uuid(), $1, 'succeeded', 500, 'usd')",
-                kind,
-            )
-            after = await _wait_for_payment(stack, kind)
-        finally:
-            await connection.execute("DELETE FROM payments.payments WHERE kind = $1", kind)
-            await connection.close()
-        yield Traffic(
-            before=before, during=during, after=after, payment_kind=kind, rate_limited_frames=limited
-        )
+        await _tip(http)
+        after = await _wait_for_payment(stack, _fulfilled_tips(before))
+        yield Traffic(before=before, during=during, after=after, rate_limited_frames=limited)
 
 
 async def test_grpc_red_metrics_count_unary_and_streaming_calls(traffic: Traffic) -> None:
@@ -183,7 +208,13 @@ async def test_chat_kpis_exist_and_move(traffic: Traffic) -> None:
         assert after.has("chatpop_resume_reads_total", source=source)
     assert moved("chatpop_hot_cache_requests_total", "messaging", result="hit") >= 1
     assert after.has("chatpop_hot_cache_requests_total", result="miss")
-    assert after.total("chatpop_payments", "payments", kind=traffic.payment_kind, state="succeeded") == 1
+    # Orders by state, counted from payments' table (other tests' orders stay in it).
+    assert _fulfilled_tips(after) == _fulfilled_tips(before) + 1
+    assert (
+        moved("chatpop_payments_events_total", "payments", type="payment_intent.succeeded", outcome="paid")
+        == 1
+    )
+    assert moved("chatpop_payments_fulfilment_seconds_count", "payments", kind="tip") == 1
 
 
 async def test_every_dashboard_and_alert_query_reads_metrics_the_services_export(traffic: Traffic) -> None:

@@ -20,6 +20,7 @@ from chatpop_common.devstack import free_port
 from chatpop_common.server import serve
 from chatpop_payments.app import NotMigrated, build
 from chatpop_payments.settings import Settings
+from tests.integration.identity_server import SERVICE_TOKEN_SECRET
 
 SERVICE = "chatpop.payments.v1.PaymentsService"
 
@@ -40,6 +41,7 @@ async def payments_server(database_url: str, **overrides: Any) -> AsyncIterator[
         database_url=database_url,
         # Nothing listens here: GetConfig needs no identity, and keys are fetched lazily.
         identity_addr=f"127.0.0.1:{free_port()}",
+        service_token_secret=SERVICE_TOKEN_SECRET,
         **overrides,
     )
     stop = asyncio.Event()
@@ -87,12 +89,17 @@ async def test_get_config_with_stripe_keys_is_stripe_mode(database_url: str) -> 
         database_url,
         stripe_secret_key="sk_test_abc123",
         stripe_publishable_key="pk_test_abc123",
+        stripe_webhook_secret="whsec_abc123",
+        # Nothing listens here either: reconciliation's failed rounds are only logged.
+        stripe_api_base=f"http://127.0.0.1:{free_port()}",
         currency="EUR",
+        platform_fee_percent=12,
     ) as server:
         config = await server.payments.GetConfig(payments_pb2.GetConfigRequest(), timeout=5)
     assert config.mode == payments_pb2.MODE_STRIPE
     assert config.currency == "eur"
     assert config.publishable_key == "pk_test_abc123"
+    assert config.platform_fee_percent == 12
 
 
 async def test_reflection_lists_payments_and_health(database_url: str) -> None:
@@ -125,12 +132,17 @@ async def test_metrics_count_handled_calls(database_url: str) -> None:
 
 def test_settings_refuse_a_secret_key_without_publishable_key(database_url: str) -> None:
     with pytest.raises(ValueError, match="STRIPE_PUBLISHABLE_KEY"):
-        Settings(database_url=database_url, stripe_secret_key="sk_test_abc123")
+        Settings(
+            database_url=database_url,
+            stripe_secret_key="sk_test_abc123",
+            stripe_webhook_secret="whsec_abc123",
+            service_token_secret=SERVICE_TOKEN_SECRET,
+        )
 
 
 def test_settings_refuse_a_bad_currency(database_url: str) -> None:
     with pytest.raises(ValueError, match="ISO 4217"):
-        Settings(database_url=database_url, currency="dollars")
+        Settings(database_url=database_url, currency="dollars", service_token_secret=SERVICE_TOKEN_SECRET)
 
 
 async def test_build_refuses_an_unmigrated_database(database_url: str) -> None:
@@ -140,27 +152,32 @@ async def test_build_refuses_an_unmigrated_database(database_url: str) -> None:
         await admin.execute(f'CREATE DATABASE "{name}"')
         empty_url = database_url.rsplit("/", 1)[0] + f"/{name}"
         with pytest.raises(NotMigrated, match=r"chatpop_common\.migrate payments"):
-            await build(Settings(database_url=empty_url))
+            await build(Settings(database_url=empty_url, service_token_secret=SERVICE_TOKEN_SECRET))
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
         await admin.close()
 
 
-async def test_ledger_keeps_one_row_per_payment_intent(database_url: str) -> None:
+async def test_orders_keep_one_row_per_payment_intent_and_a_price(database_url: str) -> None:
     intent = f"pi_{uuid.uuid4().hex}"
     insert = (
-        "INSERT INTO payments.payments (id, kind, state, amount_cents, currency, stripe_payment_intent_id)"
-        " VALUES ($1, 'tip', 'pending', $2, 'usd', $3)"
+        "INSERT INTO payments.orders (id, kind, state, room_id, buyer_participant_id, buyer_identity_id,"
+        " host_identity_id, idempotency_key, amount_cents, fee_cents, currency, test_mode,"
+        " stripe_payment_intent_id) VALUES ($1, 'tip', 'awaiting_payment', $2, $2, $3, $2, $4, $5, 0, 'usd',"
+        " false, $6)"
     )
     conn = await asyncpg.connect(database_url)
     try:
-        await conn.execute(insert, uuid.uuid4(), 500, intent)
+        someone = uuid.uuid4()
+        await conn.execute(insert, uuid.uuid4(), someone, uuid.uuid4(), "key-00001", 500, intent)
         with pytest.raises(asyncpg.UniqueViolationError):
-            await conn.execute(insert, uuid.uuid4(), 500, intent)
+            await conn.execute(insert, uuid.uuid4(), someone, uuid.uuid4(), "key-00002", 500, intent)
         with pytest.raises(asyncpg.CheckViolationError):
-            await conn.execute(insert, uuid.uuid4(), 0, f"pi_{uuid.uuid4().hex}")
+            await conn.execute(
+                insert, uuid.uuid4(), someone, uuid.uuid4(), "key-00003", 0, f"pi_{uuid.uuid4().hex}"
+            )
         rows = await conn.fetchval(
-            "SELECT count(*) FROM payments.payments WHERE stripe_payment_intent_id = $1", intent
+            "SELECT count(*) FROM payments.orders WHERE stripe_payment_intent_id = $1", intent
         )
     finally:
         await conn.close()

@@ -209,8 +209,9 @@ def test_services_are_wired_to_each_other(tmp_path: Path) -> None:
     assert by_name["identity"].env["IDENTITY_SIGNING_KEY_FILE"] == str(secrets.signing_key_file)
     assert by_name["rooms"].env["ACCESS_CODE_KEY"] == secrets.access_code_key
     assert "ACCESS_CODE_KEY" not in by_name["edge"].env
-    for name in ("identity", "rooms", "messaging"):
+    for name in ("identity", "rooms", "messaging", "payments"):
         assert by_name[name].env["SERVICE_TOKEN_SECRET"] == secrets.service_token_secret
+    assert "SERVICE_TOKEN_SECRET" not in by_name["edge"].env
     edge = by_name["edge"].env
     assert (edge["HTTP_PORT"], edge["METRICS_PORT"], edge["HTTP_HOST"]) == ("18080", "9100", "127.0.0.1")
     assert edge["PUBLIC_URL"] == "http://localhost:18080"

@@ -84,7 +84,7 @@ IP_HASH_KEY_FILE = "ip-hash-key"
 ACCESS_CODE_KEY_FILE = "access-code-key"
 SERVICE_TOKEN_SECRET_FILE = "service-token-secret"
 # The processes that ask identity for service tokens (and identity, which checks their proofs).
-SERVICE_TOKEN_HOLDERS = ("identity", "rooms", "messaging")
+SERVICE_TOKEN_HOLDERS = ("identity", "rooms", "messaging", "payments")
 
 
 class LocalRunError(RuntimeError):
