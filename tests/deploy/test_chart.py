@@ -81,6 +81,10 @@ def test_every_values_file_matches_the_schema(chart: helm.Chart, path: Any) -> N
         {"mail": {"smtpUrl": "smtp://mail.example.com"}},
         {"mail": {"port": 0}},
         {"mail": {"from": "nobody"}},
+        {"payments": {"platformFeePercent": 101}},
+        {"payments": {"tipMinCents": 10}},
+        {"payments": {"tipPreset": [100]}},
+        {"stripe": {"apiBase": "https://api.stripe.com/v1"}},
     ],
     ids=lambda v: json.dumps(v, sort_keys=True),
 )
@@ -315,8 +319,43 @@ def test_stripe_keys_come_from_their_secret_and_test_mode_is_announced(
     assert "TEST MODE" in default.files["chatpop/templates/NOTES.txt"]
     full = renderings["all-features"]
     env = _env(_containers(full.get("Deployment", component("payments")))[0])
-    assert env["STRIPE_SECRET_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "chatpop-stripe"
+    for variable, key in (
+        ("STRIPE_SECRET_KEY", "stripe-secret-key"),
+        ("STRIPE_PUBLISHABLE_KEY", "stripe-publishable-key"),
+        ("STRIPE_WEBHOOK_SECRET", "stripe-webhook-secret"),
+    ):
+        ref = env[variable]["valueFrom"]["secretKeyRef"]
+        assert (ref["name"], ref["key"]) == ("chatpop-stripe", key)
     assert "TEST MODE" not in full.files["chatpop/templates/NOTES.txt"]
+    # The edge gets the publishable key only (its pages then let Stripe.js load), never the others.
+    edge = _env(_containers(full.get("Deployment", component("edge")))[0])
+    ref = edge["STRIPE_PUBLISHABLE_KEY"]["valueFrom"]["secretKeyRef"]
+    assert (ref["name"], ref["key"]) == ("chatpop-stripe", "stripe-publishable-key")
+    assert not {"STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET"} & set(edge)
+    default_edge = _env(_containers(default.get("Deployment", component("edge")))[0])
+    assert "STRIPE_PUBLISHABLE_KEY" not in default_edge
+
+
+def test_payments_get_the_fee_tip_bounds_and_reconciliation_interval(renderings: dict[str, Rendered]) -> None:
+    env = _env(_containers(renderings["default"].get("Deployment", component("payments")))[0])
+    assert {
+        name: env[name]["value"]
+        for name in (
+            "PLATFORM_FEE_PERCENT",
+            "TIP_MIN_CENTS",
+            "TIP_MAX_CENTS",
+            "TIP_PRESETS_CENTS",
+            "RECONCILE_INTERVAL",
+        )
+    } == {
+        "PLATFORM_FEE_PERCENT": "10",
+        "TIP_MIN_CENTS": "100",
+        "TIP_MAX_CENTS": "50000",
+        "TIP_PRESETS_CENTS": "100,200,500,1000",
+        "RECONCILE_INTERVAL": "60",
+    }
+    # Stripe's own API unless a base is given.
+    assert "STRIPE_API_BASE" not in env
 
 
 def test_identity_mails_through_the_smtp_secret_or_says_that_nothing_is_mailed(
@@ -405,12 +444,11 @@ def test_the_services_that_hold_service_credentials_get_the_shared_secret(
     renderings: dict[str, Rendered], scenario: str, secret: str, key: str
 ) -> None:
     rendered = renderings[scenario]
-    for name in ("identity", "rooms", "messaging"):
+    for name in ("identity", "rooms", "messaging", "payments"):
         env = _env(_containers(rendered.get("Deployment", component(name)))[0])
         ref = env["SERVICE_TOKEN_SECRET"]["valueFrom"]["secretKeyRef"]
         assert (ref["name"], ref["key"]) == (secret, key)
-    for name in ("payments", "edge"):
-        assert "SERVICE_TOKEN_SECRET" not in _env(_containers(rendered.get("Deployment", component(name)))[0])
+    assert "SERVICE_TOKEN_SECRET" not in _env(_containers(rendered.get("Deployment", component("edge")))[0])
 
 
 def test_dev_values_bring_fixed_secrets_and_datastores(renderings: dict[str, Rendered]) -> None:
