@@ -20,7 +20,19 @@ from chatpop_edge.middleware import (
 )
 from chatpop_edge.realtime.hub import RoomHub
 from chatpop_edge.realtime.presence import PresenceReporter
-from chatpop_edge.routes import admin, auth, bans, me, meta, moderation, mutes, realtime, room_changes, rooms
+from chatpop_edge.routes import (
+    admin,
+    auth,
+    bans,
+    me,
+    meta,
+    moderation,
+    mutes,
+    payments,
+    realtime,
+    room_changes,
+    rooms,
+)
 from chatpop_edge.settings import EdgeSettings
 from chatpop_edge.web import install_web_client
 
@@ -169,6 +181,7 @@ def create_app(settings: EdgeSettings) -> FastAPI:
     app.include_router(bans.router)
     app.include_router(moderation.router)
     app.include_router(mutes.router)
+    app.include_router(payments.router)
     app.include_router(me.router)
     app.include_router(admin.router)
     app.include_router(meta.router)
