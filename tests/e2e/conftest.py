@@ -18,6 +18,12 @@ differs in timings only, so tests can watch them pass: SECOND_EDGE_ENV.
 `observed_stack` is a second platform, started only when a test asks for it (the observability
 tests): its services export traces over OTLP to the `otlp_receiver` fixture and run with the
 default send rate limit. Its logs go to test-artifacts/e2e/observed/.
+
+payments run in test mode (no Stripe; STRIPE_* variables of the environment running the tests never
+reach the services). `stripe_stack` is a platform whose payments run against the fake Stripe API
+(tests/fakestripe, one platform of it: `stack.stripe`, with its control client) with real signed
+webhooks to the edge's endpoint; it has a database of its own, so its payments and the test-mode
+ones never share an outbox. Its logs go to test-artifacts/e2e/stripe/.
 """
 
 from __future__ import annotations
@@ -26,12 +32,14 @@ import asyncio
 import contextlib
 import os
 import tempfile
+import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 
 from chatpop_common.devstack import Postgres, Redis, free_ports
@@ -43,8 +51,11 @@ from chatpop_common.localrun import (
     extra_edge_spec,
     service_specs,
 )
+from chatpop_common.migrate import SERVICES as MIGRATED
+from chatpop_common.migrate import migrate
 from chatpop_common.processes import ServiceSpec, StartupError, Supervisor
 from tests.e2e.otlp import OtlpReceiver
+from tests.fakestripe import FakeStripe, FakeStripeServer
 
 STARTUP_TIMEOUT = float(os.environ.get("E2E_STARTUP_TIMEOUT", "60"))
 SECOND_EDGE = "edge-2"
@@ -52,6 +63,7 @@ SECOND_EDGE = "edge-2"
 # 4 s after the process dies.
 SECOND_EDGE_ENV = {"WS_IDLE_TIMEOUT": "6", "PRESENCE_REFRESH": "1", "PRESENCE_TTL": "4"}
 LOG_DIR = REPO_ROOT / "test-artifacts" / "e2e"
+STRIPE_WEBHOOK_PATH = "/api/v1/payments/stripe/webhook"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -76,6 +88,8 @@ class Stack:
     second_edge_spec: ServiceSpec
     # The session's Postgres server, for tests that stop it (None when the stack was given only URLs).
     postgres: Postgres | None = None
+    # The fake Stripe platform payments run against; None: payments run in test mode.
+    stripe: FakeStripe | None = None
 
     @property
     def base_url(self) -> str:
@@ -196,10 +210,13 @@ def running_stack(
     log_dir: Path = LOG_DIR,
     anonymous_limits: bool = False,
     postgres: Postgres | None = None,
+    stripe: FakeStripe | None = None,
 ) -> Iterator[Stack]:
     """All five services on free ports; `extra_env` is added to every service's environment.
 
-    The anonymous abuse limits are lifted unless `anonymous_limits` keeps the platform's defaults."""
+    The anonymous abuse limits are lifted unless `anonymous_limits` keeps the platform's defaults.
+    payments run in test mode unless `stripe` names a platform of the fake Stripe API: then they run
+    against it, and its webhook endpoints (the platform's and Connect's) point at the edge."""
     ports = Ports.free()
     log_dir.mkdir(parents=True, exist_ok=True)
     for old in log_dir.glob("*.log"):
@@ -210,7 +227,8 @@ def running_stack(
         # messaging's integration tests.
         # The test client is the trusted proxy, so X-Forwarded-For can stand for distinct people.
         env = {
-            **os.environ,
+            **{name: value for name, value in os.environ.items() if not name.startswith("STRIPE_")},
+            **(stripe.env() if stripe is not None else {}),
             "SEND_RATE_LIMIT": "100000",
             "SEND_RATE_BURST": "1000",
             "TRUSTED_PROXIES": "127.0.0.1/32",
@@ -242,6 +260,10 @@ def running_stack(
         if failure:
             supervisor.stop_all(timeout=5)
             pytest.fail(failure, pytrace=False)
+        if stripe is not None:
+            webhook = f"http://127.0.0.1:{ports.service['edge']}{STRIPE_WEBHOOK_PATH}"
+            stripe.control.add_webhook_endpoint(webhook)
+            stripe.control.add_webhook_endpoint(webhook, ["account.updated"], connect=True)
         try:
             yield Stack(
                 supervisor=supervisor,
@@ -253,6 +275,7 @@ def running_stack(
                 log_dir=log_dir,
                 second_edge_spec=second_edge,
                 postgres=postgres,
+                stripe=stripe,
             )
         finally:
             supervisor.stop_all()
@@ -269,6 +292,40 @@ def stack(database_url: str, redis_url: str, datastores: tuple[Postgres, Redis])
     postgres, redis = datastores
     with running_stack(database_url, redis_url, redis, postgres=postgres) as running:
         yield running
+
+
+def own_database(database_url: str, prefix: str) -> str:
+    """A new database on the session's Postgres server, with every service's migrations applied."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(database_url, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    url = f"{database_url.rsplit('/', 1)[0]}/{name}"
+    migrate(url, list(MIGRATED))
+    return url
+
+
+@pytest.fixture(scope="session")
+def stripe_stack(
+    database_url: str,
+    redis_url: str,
+    datastores: tuple[Postgres, Redis],
+    fake_stripe_server: FakeStripeServer,
+) -> Iterator[Stack]:
+    """A platform whose payments run against the fake Stripe API, started only for the tests that ask
+    for it; `stack.stripe` is its Stripe platform (keys, control client)."""
+    _, redis = datastores
+    fake = fake_stripe_server.new_platform()
+    try:
+        with running_stack(
+            own_database(database_url, "chatpop_stripe"),
+            redis_url,
+            redis,
+            log_dir=LOG_DIR / "stripe",
+            stripe=fake,
+        ) as running:
+            yield running
+    finally:
+        fake.close()
 
 
 @pytest.fixture(scope="session")
