@@ -3,16 +3,21 @@ pays), as people see them: a host with an account sets up payouts, a participant
 everyone sees it with a countdown, a second participant outbids and the first pin moves below, the top
 holder extends, a tip shows in the room, the host's earnings add up; of two outbids at the same moment
 the second to pay is refunded and told why, the host removes a pin at once, and a pin drops when its
-time runs out with no reload."""
+time runs out with no reload. With Stripe (the fake Stripe API, and a stand-in for Stripe.js at
+Stripe's address): onboarding at Stripe's hosted page, and a pin paid through Stripe.js after a
+declined card."""
 
 from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from playwright.async_api import Locator, Page, expect
+import pytest
+from playwright.async_api import Browser, Locator, Page, Route, expect
 
 from tests.browser import ui
 from tests.browser.harness import ARTIFACTS, DESKTOP, MOBILE, People, Person
@@ -20,9 +25,12 @@ from tests.browser.test_chat import assert_labelled
 from tests.browser.test_everyday import visit
 from tests.browser.test_moderation import assert_readable, message, message_action, screenshot
 from tests.browser.test_reactions_and_deletion import say
+from tests.e2e.conftest import own_database, running_stack
 
 if TYPE_CHECKING:
+    from chatpop_common.devstack import Postgres, Redis
     from tests.e2e.conftest import Stack
+    from tests.fakestripe import FakeStripeServer
 
 COUNTDOWN = re.compile(r"^\d{1,2}:\d\d(:\d\d)?$")
 
@@ -265,3 +273,167 @@ async def test_a_simultaneous_outbid_is_refunded_the_host_removes_a_pin_and_pins
     await watcher.page.clock.set_fixed_time(later)
     await expect(watcher.page.get_by_role("region", name="Paid pins")).to_have_count(0, timeout=5_000)
     await expect(top_pin(fan.page)).to_contain_text("First light")
+
+
+# --- with Stripe ------------------------------------------------------------------------------------
+#
+# Stripe cannot be reached from here, so payments run against the fake Stripe API (tests/fakestripe)
+# and Stripe.js is stood in for by a small script served at Stripe's own address: the pages load it
+# under the Content-Security-Policy the edge sends with a publishable key (a violation fails the test),
+# it mounts a frame from js.stripe.com as the Payment Element does, and confirms the PaymentIntent
+# with its client secret at api.stripe.com (answered by the fake), as Stripe.js would.
+
+STRIPE_JS = """(() => {
+  window.Stripe = (key) => {
+    let secret = "";
+    return {
+      elements(options) {
+        secret = options.clientSecret;
+        return {
+          create() {
+            const handlers = {};
+            let frame = null;
+            return {
+              mount(target) {
+                frame = document.createElement("iframe");
+                frame.src = "https://js.stripe.com/v3/elements-inner-payment.html";
+                frame.title = "Secure payment input frame";
+                frame.addEventListener("load", () => handlers.ready && handlers.ready({}));
+                target.appendChild(frame);
+              },
+              destroy() { if (frame) frame.remove(); },
+              on(event, handler) { handlers[event] = handler; },
+            };
+          },
+          submit: async () => ({}),
+        };
+      },
+      async confirmPayment() {
+        const id = secret.split("_secret_")[0];
+        const body = new URLSearchParams({
+          payment_method: window.stripeTestCard || "pm_card_visa", client_secret: secret,
+        });
+        const response = await fetch(`https://api.stripe.com/v1/payment_intents/${id}/confirm`, {
+          method: "POST",
+          headers: { Authorization: `Bearer ${key}`, "Content-Type": "application/x-www-form-urlencoded" },
+          body,
+        });
+        const answer = await response.json();
+        return response.ok ? { paymentIntent: answer } : { error: answer.error };
+      },
+    };
+  };
+})();
+"""
+CARD_FRAME = "<!doctype html><title>Card</title><p>Card number •••• 4242</p>"
+
+
+async def like_stripe(person: Person, fake_url: str) -> None:
+    """Stripe.js and its frame from js.stripe.com, Stripe's API at api.stripe.com answered by the fake."""
+
+    async def stripe_js(route: Route) -> None:
+        if route.request.url.endswith(".html"):
+            await route.fulfill(status=200, content_type="text/html", body=CARD_FRAME)
+        else:
+            await route.fulfill(status=200, content_type="text/javascript", body=STRIPE_JS)
+
+    async def stripe_api(route: Route) -> None:
+        cors = {
+            "Access-Control-Allow-Origin": "*",
+            "Access-Control-Allow-Headers": "Authorization, Content-Type",
+            "Access-Control-Allow-Methods": "GET, POST",
+        }
+        if route.request.method == "OPTIONS":
+            await route.fulfill(status=204, headers=cors)
+            return
+        answer = await route.fetch(url=fake_url + route.request.url.removeprefix("https://api.stripe.com"))
+        await route.fulfill(response=answer, headers={**answer.headers, **cors})
+
+    await person.context.route("https://js.stripe.com/**", stripe_js)
+    await person.context.route("https://api.stripe.com/**", stripe_api)
+
+
+@pytest.fixture(scope="module")
+def stripe_platform(
+    database_url: str,
+    redis_url: str,
+    datastores: tuple[Postgres, Redis],
+    web_build: Path,
+    fake_stripe_server: FakeStripeServer,
+) -> Iterator[Stack]:
+    fake = fake_stripe_server.new_platform()
+    try:
+        with running_stack(
+            own_database(database_url, "chatpop_web_stripe"),
+            redis_url,
+            datastores[1],
+            log_dir=ARTIFACTS / "logs-stripe",
+            stripe=fake,
+        ) as running:
+            yield running
+    finally:
+        fake.close()
+
+
+async def test_with_stripe_the_host_onboards_at_stripe_and_a_pin_is_paid_through_stripe_js(
+    browser: Browser, stripe_platform: Stack, request: pytest.FixtureRequest
+) -> None:
+    fake = stripe_platform.stripe
+    assert fake is not None
+    # The site's public address (PUBLIC_URL), where Stripe sends hosts back after onboarding.
+    crowd = People(browser=browser, base_url=stripe_platform.base_url.replace("127.0.0.1", "localhost"))
+    try:
+        host = await crowd.new(DESKTOP)
+        await like_stripe(host, fake.url)
+        host_name = await sign_up_host(host)
+        policy = (await host.page.request.get("/payouts")).headers["content-security-policy"]
+        assert "https://js.stripe.com" in policy and "https://api.stripe.com" in policy
+
+        # Onboarding happens at Stripe (the fake's hosted page), which sends the host back.
+        await host.page.goto("/payouts")
+        await expect(host.page.get_by_role("note").filter(has_text="Test mode")).to_have_count(0)
+        await host.page.get_by_role("button", name="Set up payouts").click()
+        await host.page.get_by_role("button", name="Finish onboarding").click()
+        await expect(host.page).to_have_url(re.compile(r"/payouts\?returned=1$"))
+        await expect(host.page.locator(".payout-words")).to_have_attribute("data-can-receive", "true")
+
+        code = await ui.create_room(host.page, "Stripe lounge")
+        join = host.page.get_by_role("dialog")
+        await expect(join).to_contain_text(host_name)
+        await join.get_by_role("button", name="Join chat").click()
+        await expect(ui.connection(host.page)).to_have_attribute("data-state", "live")
+
+        fan = await crowd.new(MOBILE)
+        await like_stripe(fan, fake.url)
+        await visit(fan, code, "RealFan")
+        await say(fan.page, "Worth every cent", 1)
+
+        # A declined card says why and may be tried again with another; nothing is pinned meanwhile.
+        await message_action(fan.page, 1, "Pay to pin")
+        dialog = fan.page.get_by_role("dialog", name="Pin this message")
+        await expect(dialog.get_by_role("note")).to_have_count(0)
+        await dialog.get_by_role("button", name="Pin for $1.00").click()
+        await expect(dialog.frame_locator("iframe").get_by_text("Card number")).to_be_visible()
+        await fan.page.evaluate("window.stripeTestCard = 'pm_card_chargeDeclined'")
+        await dialog.get_by_role("button", name="Pay $1.00").click()
+        await expect(dialog.get_by_role("alert")).to_contain_text("declined")
+        await expect(host.page.get_by_role("region", name="Paid pins")).to_have_count(0)
+        await fan.page.evaluate("window.stripeTestCard = 'pm_card_visa'")
+        await dialog.get_by_role("button", name="Pay $1.00").click()
+        # Stripe's webhook reaches payments, which pins the message.
+        await expect(dialog.locator(".order-state")).to_have_text("The message is pinned for everyone.")
+        await screenshot(fan.page, "money-stripe-paid-390.png")
+        await dialog.get_by_role("button", name="Done").click()
+        for person in (host, fan):
+            await expect(top_pin(person.page)).to_contain_text("Worth every cent")
+    except BaseException:
+        failures = ARTIFACTS / "failures"
+        failures.mkdir(parents=True, exist_ok=True)
+        for index, person in enumerate(crowd.opened):
+            await person.page.screenshot(path=str(failures / f"{request.node.name}-{index}.png"))
+        raise
+    finally:
+        problems = [problem for person in crowd.opened for problem in person.problems]
+        for person in crowd.opened:
+            await person.context.close()
+    assert not problems, "the page reported problems:\n" + "\n".join(problems)

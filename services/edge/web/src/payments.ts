@@ -322,14 +322,15 @@ export function removePaidPin(code: string, pinId: string): Promise<{ seq?: numb
 
 // --- following an order -------------------------------------------------------------------------
 
-/** Read the order again until it settles, or until it waits on the buyer (a declined card leaves it
- * awaiting payment with an error). `onChange` sees every new state. Gives up quietly after `limitMs`
- * (the order goes on at the server; the payments page shows where it ended). */
+/** Read a paid order again until it settles (granted, refunded…). `onChange` sees every new state.
+ * An error of an earlier declined card may still show until Stripe's word of the payment arrives, so
+ * it is no reason to stop. Gives up quietly after `limitMs` (the order goes on at the server; the
+ * payments page shows where it ended). */
 export async function followOrder(
   orderId: string,
   onChange: (order: Order) => void,
   signal: AbortSignal,
-  options: { limitMs?: number; stopOnError?: string } = {},
+  options: { limitMs?: number } = {},
 ): Promise<Order | null> {
   const started = Date.now();
   const limit = options.limitMs ?? 120_000;
@@ -343,8 +344,6 @@ export async function followOrder(
       }
       last = order;
       if (settled(order)) return order;
-      // A decline newer than the one the buyer already saw: their turn.
-      if (order.state === "awaiting_payment" && order.payment_error && order.payment_error !== options.stopOnError) return order;
     } catch (error) {
       if (error instanceof DOMException && error.name === "AbortError") return last;
       if (error instanceof ApiError && !error.transient && error.status !== 429) throw error;

@@ -51,23 +51,16 @@ export interface Purchase {
 export function usePurchase(shop: Shop): Purchase {
   const [phase, setPhase] = useState<Phase>({ kind: "choose" });
   const key = useRef<{ item: string; key: string } | null>(null);
-  // Stripe's secret for the open order's payment, kept for trying again after a decline.
-  const secret = useRef("");
   const aborter = useRef(new AbortController());
   useEffect(() => () => aborter.current.abort(), []);
 
   const follow = async (order: Order): Promise<void> => {
     setPhase({ kind: "processing", order });
     try {
-      const last = await followOrder(order.id, (seen) => setPhase(settled(seen) ? { kind: "done", order: seen } : { kind: "processing", order: seen }), aborter.current.signal, {
-        stopOnError: order.payment_error,
-      });
+      const last = await followOrder(order.id, (seen) => setPhase(settled(seen) ? { kind: "done", order: seen } : { kind: "processing", order: seen }), aborter.current.signal);
       if (aborter.current.signal.aborted) return;
-      if (!last) setPhase({ kind: "processing", order, slow: true });
-      else if (settled(last)) land(last, "");
-      else if (last.state === "awaiting_payment" && last.payment_error && last.payment_error !== order.payment_error) {
-        setPhase({ kind: "pay", order: last, clientSecret: secret.current, error: last.payment_error });
-      } else setPhase({ kind: "processing", order: last, slow: true });
+      if (last && settled(last)) land(last, "");
+      else setPhase({ kind: "processing", order: last ?? order, slow: true });
     } catch {
       if (!aborter.current.signal.aborted) setPhase({ kind: "processing", order, slow: true });
     }
@@ -90,8 +83,7 @@ export function usePurchase(shop: Shop): Purchase {
     setPhase({ kind: "creating" });
     try {
       const created = await createOrder(shop.code, key.current.key, item);
-      secret.current = created.client_secret ?? "";
-      land(created.order, secret.current);
+      land(created.order, created.client_secret ?? "");
     } catch (error) {
       setPhase({ kind: "choose", error: moneyError(error, "start the payment") });
     }
