@@ -90,6 +90,13 @@ async def test_a_host_onboards_people_pin_outbid_extend_and_tip_and_the_host_ear
     await expect(ui.connection(host.page)).to_have_attribute("data-state", "live")
     await say(host.page, "Welcome to the show", 1)
     await expect(host.page.get_by_role("button", name="Tip the host")).to_have_count(0)
+    # The room's settings say it sells, and lead to the host's money pages.
+    await host.page.get_by_role("button", name="Room settings").click()
+    settings = host.page.get_by_role("dialog", name="Room settings")
+    money_settings = settings.get_by_role("region", name="Tips and paid pins")
+    await expect(money_settings).to_contain_text("On: people can tip you and pay to pin messages (test mode")
+    await expect(money_settings.get_by_role("link", name="Earnings")).to_have_attribute("href", "/earnings")
+    await settings.get_by_role("button", name="Cancel").click()
 
     fan = await people.new(MOBILE)
     fan_name = await visit(fan, code, "FanOne")

@@ -246,6 +246,38 @@ export function SalesHint({ sales, code }: { sales: RoomSales | null; code: stri
   );
 }
 
+const DISABLED_WORDS: Record<string, string> = {
+  host_not_onboarded: "Off until you set up payouts.",
+  anonymous_host: "Off: rooms of hosts with an account can take them.",
+  room_closed: "Off: the room is closed.",
+};
+
+/** In the host's room settings: whether the room takes tips and paid pins, and where the money is. */
+export function RoomMoneySettings({ sales }: { sales: RoomSales | null }) {
+  if (!sales) return null;
+  const state = sales.enabled
+    ? `On: people can tip you and pay to pin messages${sales.mode === "test" ? " (test mode — no real money)" : ""}.`
+    : (DISABLED_WORDS[sales.disabled_reason] ?? "Off.");
+  return (
+    <section class="room-money" aria-labelledby="room-money-title">
+      <h3 id="room-money-title">Tips and paid pins</h3>
+      <p class="hint" data-enabled={sales.enabled ? "true" : "false"}>
+        {state}
+      </p>
+      {sales.disabled_reason !== "anonymous_host" && (
+        <p class="money-links">
+          <Link href="/earnings" class="button small">
+            Earnings
+          </Link>
+          <Link href="/payouts" class="button small">
+            Payouts
+          </Link>
+        </p>
+      )}
+    </section>
+  );
+}
+
 /** The host takes a paid pin down: it was paid for, so this asks once more (there is no refund). */
 export function RemovePaidPinDialog({ chat, pin, onDone, onDismiss }: { chat: ChatSession; pin: ShownPaidPin; onDone: (text: string) => void; onDismiss: () => void }) {
   const [busy, setBusy] = useState(false);

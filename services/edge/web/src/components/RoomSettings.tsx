@@ -1,3 +1,4 @@
+import type { ComponentChildren } from "preact";
 import { useState } from "preact/hooks";
 import { ApiError, type Media, type Room, type RoomChanges, type ThemeName } from "../api";
 import { closeRoom, fetchAccessCode, updateRoom } from "../rooms";
@@ -122,7 +123,18 @@ function CloseConfirmation({ room, onClosed, onCancel }: { room: Room; onClosed:
 
 /** The host's settings for a room: everything chosen at creation, plus slow mode and the limit on
  * new names without an account from one network; and closing the room. */
-export function RoomSettings({ room, onSaved, onDismiss }: { room: Room; onSaved: (room: Room) => void; onDismiss: () => void }) {
+export function RoomSettings({
+  room,
+  onSaved,
+  onDismiss,
+  extra,
+}: {
+  room: Room;
+  onSaved: (room: Room) => void;
+  onDismiss: () => void;
+  /** More for the host, above closing the room (tips and paid pins). */
+  extra?: ComponentChildren;
+}) {
   const [name, setName] = useState(room.name);
   const [description, setDescription] = useState(room.description);
   const [theme, setTheme] = useState<ThemeName>(room.theme);
@@ -325,6 +337,7 @@ export function RoomSettings({ room, onSaved, onDismiss }: { room: Room; onSaved
           </button>
         </div>
 
+        {extra}
         <section class="danger-zone" aria-labelledby="danger-title">
           <h3 id="danger-title">Close the room</h3>
           <p class="hint">Stops all joining and sending, for good.</p>

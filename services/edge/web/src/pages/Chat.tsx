@@ -19,7 +19,7 @@ import { slowModeWords } from "../roomChoices";
 import { pendingReactions, removeMessage, toggleReaction } from "../roomEvents";
 import { ban, boardOf, mute, pin, pinnedMessages, report } from "../moderation";
 import { BanDialog, ModerationPanel, MoreMenu, ReportDialog, RoomEnded, type MenuAction } from "../components/Moderation";
-import { RemovePaidPinDialog, RoomPaidPins, RoomPinDialog, RoomTipDialog, SalesHint, TipButton, TipEvent, useRoomSales } from "../components/RoomMoney";
+import { RemovePaidPinDialog, RoomMoneySettings, RoomPaidPins, RoomPinDialog, RoomTipDialog, SalesHint, TipButton, TipEvent, useRoomSales } from "../components/RoomMoney";
 import type { ShownPaidPin } from "../components/PaidPins";
 import type { PinTarget } from "../components/PinDialog";
 import { shownPaidPins } from "../paidPins";
@@ -975,6 +975,7 @@ export function ChatView({ room: initialRoom, joined }: { room: Room; joined: Ro
       {settingsOpen && (
         <RoomSettings
           room={room}
+          extra={<RoomMoneySettings sales={sales} />}
           onSaved={(saved) => {
             session.applyRoom(saved);
             setSettingsOpen(false);
