@@ -23,7 +23,11 @@ payments run in test mode (no Stripe; STRIPE_* variables of the environment runn
 reach the services). `stripe_stack` is a platform whose payments run against the fake Stripe API
 (tests/fakestripe, one platform of it: `stack.stripe`, with its control client) with real signed
 webhooks to the edge's endpoint; it has a database of its own, so its payments and the test-mode
-ones never share an outbox. Its logs go to test-artifacts/e2e/stripe/.
+ones never share an outbox. Its logs go to test-artifacts/e2e/stripe/. Its payments hear Stripe through
+webhooks alone (reconciliation runs at start and then hourly), so a test that holds, reorders or
+spoils deliveries knows what payments was told. `reconciling_stripe_stack` is the same with
+reconciliation every second (Stripe's list of events read again as in production, only more often),
+for what must arrive when a webhook never does; its logs go to test-artifacts/e2e/stripe-reconciling/.
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ from chatpop_common.localrun import (
 from chatpop_common.migrate import SERVICES as MIGRATED
 from chatpop_common.migrate import migrate
 from chatpop_common.processes import ServiceSpec, StartupError, Supervisor
+from tests.e2e.money import calm_after
 from tests.e2e.otlp import OtlpReceiver
 from tests.fakestripe import FakeStripe, FakeStripeServer
 
@@ -304,6 +309,33 @@ def own_database(database_url: str, prefix: str) -> str:
     return url
 
 
+@contextlib.contextmanager
+def stripe_platform_stack(
+    database_url: str,
+    redis_url: str,
+    redis: Redis,
+    fake_stripe_server: FakeStripeServer,
+    *,
+    name: str,
+    reconcile_interval: float,
+) -> Iterator[Stack]:
+    """A platform on a database of its own whose payments run against a new platform of the fake
+    Stripe API, reconciling with Stripe's list of events every `reconcile_interval` seconds."""
+    fake = fake_stripe_server.new_platform()
+    try:
+        with running_stack(
+            own_database(database_url, f"chatpop_{name.replace('-', '_')}"),
+            redis_url,
+            redis,
+            extra_env={"RECONCILE_INTERVAL": str(reconcile_interval)},
+            log_dir=LOG_DIR / name,
+            stripe=fake,
+        ) as running:
+            yield running
+    finally:
+        fake.close()
+
+
 @pytest.fixture(scope="session")
 def stripe_stack(
     database_url: str,
@@ -312,20 +344,28 @@ def stripe_stack(
     fake_stripe_server: FakeStripeServer,
 ) -> Iterator[Stack]:
     """A platform whose payments run against the fake Stripe API, started only for the tests that ask
-    for it; `stack.stripe` is its Stripe platform (keys, control client)."""
+    for it; `stack.stripe` is its Stripe platform (keys, control client). Webhooks alone bring
+    Stripe's news after the first round of reconciliation at start."""
     _, redis = datastores
-    fake = fake_stripe_server.new_platform()
-    try:
-        with running_stack(
-            own_database(database_url, "chatpop_stripe"),
-            redis_url,
-            redis,
-            log_dir=LOG_DIR / "stripe",
-            stripe=fake,
-        ) as running:
-            yield running
-    finally:
-        fake.close()
+    with stripe_platform_stack(
+        database_url, redis_url, redis, fake_stripe_server, name="stripe", reconcile_interval=3600
+    ) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def reconciling_stripe_stack(
+    database_url: str,
+    redis_url: str,
+    datastores: tuple[Postgres, Redis],
+    fake_stripe_server: FakeStripeServer,
+) -> Iterator[Stack]:
+    """Like `stripe_stack`, with payments reconciling with Stripe's list of events every second."""
+    _, redis = datastores
+    with stripe_platform_stack(
+        database_url, redis_url, redis, fake_stripe_server, name="stripe-reconciling", reconcile_interval=1
+    ) as running:
+        yield running
 
 
 @pytest.fixture(scope="session")
@@ -365,6 +405,18 @@ def observed_stack(
 async def client(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
     """HTTP client for the edge (REST)."""
     async with httpx.AsyncClient(base_url=stack.base_url, timeout=10) as http:
+        yield http
+
+
+@pytest.fixture
+async def stripe_client(stripe_stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
+    """HTTP client for the edge of `stripe_stack`; whatever the test did to the fake Stripe's webhook
+    delivery (chaos, holding, pausing) or API (faults) is undone after it."""
+    assert stripe_stack.stripe is not None
+    async with (
+        httpx.AsyncClient(base_url=stripe_stack.base_url, timeout=10) as http,
+        calm_after(stripe_stack.stripe),
+    ):
         yield http
 
 
