@@ -2,8 +2,8 @@
 
 - The app's pages (`/`, `/create`, `/login`, `/signup`, `/forgot-password`, `/reset-password`,
   `/account`, `/admin`, `/earnings`, `/payouts`, `/payouts/test-onboarding`, `/payments`,
-  `/c/{code}`) all answer with index.html, which is revalidated on every load (`no-cache` plus an
-  ETag), so a new build reaches people at once.
+  `/c/{code}`, `/c/{code}/back-room`) all answer with index.html, which is revalidated on every
+  load (`no-cache` plus an ETag), so a new build reaches people at once.
 - `/assets/*` are content-hashed by the build: a name never changes content, so they are cached for a
   year as `immutable`, and sent precompressed (`.br`, `.gz` made at build time) when the browser
   accepts it.
@@ -44,6 +44,7 @@ APP_PATHS = (
     "/payouts/test-onboarding",
     "/payments",
     "/c/{code}",
+    "/c/{code}/back-room",
 )
 ASSETS_PATH = "/assets"
 IMMUTABLE = "public, max-age=31536000, immutable"

@@ -175,6 +175,28 @@ export interface Room {
   /** New usernames people without an account may take per hour from one network. */
   anonymous_names_per_network: number;
   closed: boolean;
+  /** The room's paid Back Room (absent when it never had one; never on a Back Room itself). */
+  back_room?: BackRoomInfo | null;
+}
+
+/** A room's paid Back Room as everyone sees it on the main room. */
+export interface BackRoomInfo {
+  enabled: boolean;
+  /** Price of a seat for the next buyer. */
+  seat_price_cents: number;
+  seat_limit: number;
+  seats_taken: number;
+  seats_left: number;
+  full: boolean;
+  /** Only for its members. */
+  back_room_id?: string;
+}
+
+/** What a host sets on the Back Room; only the fields present change. */
+export interface BackRoomSettings {
+  enabled?: boolean;
+  seat_price_cents?: number;
+  seat_limit?: number;
 }
 
 /** Changes a host makes to a room; only the fields present change. */
@@ -189,6 +211,7 @@ export interface RoomChanges {
   slow_mode_seconds?: number;
   /** 0 goes back to the platform's default. */
   anonymous_names_per_network?: number;
+  back_room?: BackRoomSettings;
 }
 
 export interface MyRoom {
@@ -292,6 +315,7 @@ export interface CreateRoomBody {
   theme: ThemeName;
   retention_days: number;
   slow_mode_seconds?: number;
+  back_room?: BackRoomSettings;
 }
 
 export interface Suggestion {

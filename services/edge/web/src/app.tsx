@@ -10,6 +10,7 @@ import { Earnings } from "./pages/Earnings";
 import { Payments } from "./pages/Payments";
 import { Payouts, TestOnboarding } from "./pages/Payouts";
 import { RoomPage } from "./pages/Room";
+import { BackRoomPage } from "./pages/BackRoom";
 import { useRoute } from "./router";
 import { applyTheme, DEFAULT_THEME } from "./themes";
 
@@ -18,14 +19,15 @@ export function App() {
 
   useEffect(() => {
     // Pages other than a room (and the create form, which previews its choice) use the default theme.
-    if (route.name !== "room" && route.name !== "create") applyTheme(DEFAULT_THEME);
+    const inRoom = route.name === "room" || route.name === "back-room";
+    if (!inRoom && route.name !== "create") applyTheme(DEFAULT_THEME);
     // Move focus to the new page's main content for keyboard and screen reader users.
     const main = document.getElementById("main");
-    if (main && route.name !== "room") {
+    if (main && !inRoom) {
       main.setAttribute("tabindex", "-1");
       main.focus({ preventScroll: true });
     }
-  }, [route.name, route.name === "room" ? route.code : ""]);
+  }, [route.name, route.name === "room" || route.name === "back-room" ? route.code : ""]);
 
   switch (route.name) {
     case "home":
@@ -54,6 +56,8 @@ export function App() {
       return <Payments />;
     case "room":
       return <RoomPage key={route.code} code={route.code} />;
+    case "back-room":
+      return <BackRoomPage key={`back-${route.code}`} code={route.code} />;
     case "missing":
       return <Missing title="Page not found" text="There is nothing at this address." />;
   }

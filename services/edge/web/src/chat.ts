@@ -76,13 +76,14 @@ export const frameHandlers = new Map<string, FrameHandler>();
 export const newestPageHandlers = new Set<(chat: ChatSession, page: MessagePage) => void>();
 
 /** Why this room ended for this person for good: banned by the host, banned from ChatPop by its
- * moderators, or the room taken down by ChatPop. */
-export type Ending = "banned" | "site_banned" | "taken_down";
+ * moderators, the room taken down by ChatPop, or (in a Back Room) the host removed their seat. */
+export type Ending = "banned" | "site_banned" | "taken_down" | "seat_removed";
 
 const ENDING_WORDS: Record<Ending, string> = {
   banned: "You were removed from this room.",
   site_banned: "You were banned from ChatPop.",
   taken_down: "This room was taken down.",
+  seat_removed: "Your seat in the Back Room was removed.",
 };
 
 function endingOf(error: unknown): Ending | null {
@@ -90,6 +91,8 @@ function endingOf(error: unknown): Ending | null {
   if (error.code === "banned") return "banned";
   if (error.code === "site_banned") return "site_banned";
   if (error.code === "room_taken_down") return "taken_down";
+  // Entering a Back Room again without a seat (only a Back Room's token is renewed that way).
+  if (error.code === "seat_removed" || error.code === "no_seat") return "seat_removed";
   return null;
 }
 
@@ -358,7 +361,7 @@ export class ChatSession {
   }
 
   private onClose(code: number, reason: string): CloseDecision {
-    if (code === 4403 && (reason === "banned" || reason === "site_banned")) {
+    if (code === 4403 && (reason === "banned" || reason === "site_banned" || reason === "seat_removed")) {
       this.end(reason);
       return { action: "stop", reason: ENDING_WORDS[reason] };
     }

@@ -65,7 +65,7 @@ export interface RoomSales {
   my_top_pin_id: string;
 }
 
-export type OrderKind = "pin" | "pin_extension" | "tip";
+export type OrderKind = "pin" | "pin_extension" | "tip" | "seat";
 
 export type OrderState =
   | "created"
@@ -144,6 +144,8 @@ export interface RoomEarnings {
   pins: Amounts;
   tips: Amounts;
   total: Amounts;
+  /** Back Room seats (absent from edges that do not sell them). */
+  seats?: Amounts;
 }
 
 export interface Earnings {
@@ -151,14 +153,17 @@ export interface Earnings {
   pins: Amounts;
   tips: Amounts;
   total: Amounts;
+  seats?: Amounts;
   rooms: RoomEarnings[];
 }
 
-/** What an order buys: a new pin, more time on this person's top pin, or a tip. */
+/** What an order buys: a new pin, more time on this person's top pin, a tip, or a Back Room seat
+ * (at the seat price of the moment: there is nothing to choose). */
 export type OrderItem =
   | { pin: { target_seq: number; tier_cents: number } }
   | { extension: { pin_id: string; tier_cents: number } }
-  | { tip: { amount_cents: number; note: string } };
+  | { tip: { amount_cents: number; note: string } }
+  | { seat: Record<string, never> };
 
 // --- words -------------------------------------------------------------------------------------
 
@@ -212,6 +217,7 @@ export const STATE_WORDS: Record<OrderState, string> = {
 /** Where an order stands, in words for its buyer ("Pinned", "Tip sent", "Refunded"…). */
 export function stateWords(order: Order): string {
   if (order.state !== "fulfilled") return STATE_WORDS[order.state] ?? order.state;
+  if (order.kind === "seat") return "Seat taken";
   return order.kind === "tip" ? "Tip sent" : order.kind === "pin_extension" ? "Extended" : "Pinned";
 }
 
@@ -219,6 +225,7 @@ export const KIND_WORDS: Record<OrderKind, string> = {
   pin: "Paid pin",
   pin_extension: "Pin extension",
   tip: "Tip",
+  seat: "Back Room seat",
 };
 
 /** States an order never leaves. */
@@ -241,6 +248,12 @@ export function moneyError(error: unknown, what: string): string {
       return "Log in with an account first: payouts need one.";
     case "not_test_mode":
       return "Test payments are off: this ChatPop takes real payments.";
+    case "seats_full":
+      return "The Back Room is full: no seat is left.";
+    case "already_seated":
+      return "You already have a seat in the Back Room.";
+    case "back_room_unavailable":
+      return "The Back Room isn't open right now.";
     default:
       return error.message;
   }

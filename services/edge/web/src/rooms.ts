@@ -13,6 +13,7 @@ import {
   type RoomChanges,
   type Suggestion,
   type UsernameAvailability,
+  type BackRoomInfo,
   type Ban,
   type BanTier,
   type Mute,
@@ -102,8 +103,12 @@ export async function joinRoom(code: string, username: string, accessCode: strin
  * or `force` says the server refused it. */
 export async function roomToken(code: string, force = false): Promise<string> {
   const saved = savedRoomSession(code);
+  const mainCode = backRoomParent(code);
+  if (!saved && !mainCode) throw new ApiError(401, "not_joined", "Join the room first.");
+  if (saved && !force && saved.expires_at - Date.now() > TOKEN_MARGIN_MS) return saved.room_token;
+  // A Back Room is never joined by its code: its token comes from entering it from the main room.
+  if (mainCode) return (await enterBackRoom(mainCode)).session.room_token;
   if (!saved) throw new ApiError(401, "not_joined", "Join the room first.");
-  if (!force && saved.expires_at - Date.now() > TOKEN_MARGIN_MS) return saved.room_token;
   const joined = await withAccess((token) =>
     request<JoinResponse>("POST", `/api/v1/rooms/${encodeURIComponent(canonicalCode(code))}/join`, {
       body: { username: saved.username },
@@ -320,4 +325,75 @@ export function setMute(code: string, participantId: string, muted: boolean): Pr
 export async function listMutes(code: string): Promise<Mute[]> {
   const list = await withRoomToken(code, (token) => request<{ mutes: Mute[] }>("GET", roomPath(code, "/mutes"), { token, retries: 2 }));
   return list.mutes;
+}
+
+// --- the Back Room (paid seats) -------------------------------------------------------------------
+
+/** A Back Room seat as its host and holders see it. */
+export interface Seat {
+  /** The holder's participant in the main room. */
+  participant_id: string;
+  username: string;
+  granted_at: string | null;
+}
+
+export interface SeatList {
+  seats: Seat[];
+  back_room: BackRoomInfo | null;
+}
+
+interface EnterAnswer {
+  back_room: Room;
+  participant: Participant;
+  room_token: string;
+  room_token_expires_in: number;
+}
+
+export interface BackRoomEntry {
+  /** The Back Room: a room of its own, with its own code, reached only through its main room. */
+  room: Room;
+  session: RoomSession;
+}
+
+// Back Room code → its main room's code, so the Back Room's token is renewed by entering again.
+const BACK_ROOMS_KEY = "chatpop.backRooms";
+
+export function backRoomParent(code: string): string | null {
+  return (readJson<Record<string, string>>(BACK_ROOMS_KEY) ?? {})[canonicalCode(code)] ?? null;
+}
+
+function rememberBackRoom(backCode: string, mainCode: string): void {
+  const known = readJson<Record<string, string>>(BACK_ROOMS_KEY) ?? {};
+  delete known[canonicalCode(backCode)];
+  known[canonicalCode(backCode)] = canonicalCode(mainCode);
+  // The most recent few are plenty: entering again writes it back.
+  writeJson(BACK_ROOMS_KEY, Object.fromEntries(Object.entries(known).slice(-50)));
+}
+
+/** Enter the Back Room of `mainCode` (its host, or a seat holder) with the main room's token: the
+ * answer is the Back Room and a token for it, kept like any room's so the chat works there as in any
+ * room. Others are refused (403 `no_seat`, or `seat_removed` once the host took their seat). */
+export async function enterBackRoom(mainCode: string): Promise<BackRoomEntry> {
+  const answer = await withRoomToken(mainCode, (token) =>
+    request<EnterAnswer>("POST", roomPath(mainCode, "/back-room/enter"), { token, retries: 2 }),
+  );
+  rememberBackRoom(answer.back_room.code, mainCode);
+  const joined: JoinResponse = {
+    participant: answer.participant,
+    room_token: answer.room_token,
+    room_token_expires_in: answer.room_token_expires_in,
+    room: answer.back_room,
+  };
+  return { room: answer.back_room, session: saveRoomSession(answer.back_room.code, joined, answer.participant.username) };
+}
+
+/** The Back Room's seat holders (its host and its holders may ask), with the main room's token. */
+export function listSeats(mainCode: string, signal?: AbortSignal): Promise<SeatList> {
+  return withRoomToken(mainCode, (token) => request<SeatList>("GET", roomPath(mainCode, "/back-room/seats"), { token, retries: 2, signal }));
+}
+
+/** The host takes a holder's seat away, with a refund or (abuse) without one. */
+export function removeSeat(mainCode: string, participantId: string, refund: boolean): Promise<{ changed: boolean; refunded: boolean }> {
+  const path = roomPath(mainCode, `/back-room/seats/${encodeURIComponent(participantId)}?refund=${refund ? "true" : "false"}`);
+  return withRoomToken(mainCode, (token) => request("DELETE", path, { token, retries: 2 }));
 }

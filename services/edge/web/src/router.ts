@@ -1,6 +1,6 @@
 /** A tiny History API router: "/", "/create", "/login", "/signup", "/forgot-password",
  * "/reset-password", "/account", "/admin", "/earnings", "/payouts", "/payouts/test-onboarding",
- * "/payments", "/c/{code}". The edge serves index.html for each of these paths, so links can be
+ * "/payments", "/c/{code}", "/c/{code}/back-room". The edge serves index.html for each of these paths, so links can be
  * shared and reloaded. */
 import { useEffect, useState } from "preact/hooks";
 
@@ -18,6 +18,7 @@ export type Route =
   | { name: "test-onboarding" }
   | { name: "payments" }
   | { name: "room"; code: string }
+  | { name: "back-room"; code: string }
   | { name: "missing" };
 
 export function safeNext(raw: string | null): string {
@@ -42,6 +43,8 @@ export function parse(location: Location | URL): Route {
   if (path === "/payments") return { name: "payments" };
   const room = /^\/c\/([A-Za-z0-9_-]{1,32})$/.exec(path);
   if (room) return { name: "room", code: room[1]!.toUpperCase() };
+  const backRoom = /^\/c\/([A-Za-z0-9_-]{1,32})\/back-room$/.exec(path);
+  if (backRoom) return { name: "back-room", code: backRoom[1]!.toUpperCase() };
   return { name: "missing" };
 }
 

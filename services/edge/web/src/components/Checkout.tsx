@@ -213,9 +213,18 @@ export interface OrderWords {
   done: string;
 }
 
+// Why an order was refunded, when the server sent its reason without a sentence.
+const REFUND_REASONS: Record<string, string> = {
+  seats_full: "Seats ran out before your payment arrived.",
+  already_seated: "You already had a seat in the Back Room.",
+  seat_removed: "The host removed your seat.",
+  room_closed: "The room closed before your payment arrived.",
+  banned: "You can't take part in this room any more.",
+};
+
 function refundWords(order: Order): string {
   // The server's sentence says why, and usually that the money is coming back.
-  const why = order.refund_message || "It could not be applied.";
+  const why = order.refund_message || REFUND_REASONS[order.refund_reason] || "It could not be applied.";
   if (/refund/i.test(why)) return why;
   return order.state === "refunding" ? `${why} Your refund is on its way.` : `${why} You were refunded in full.`;
 }

@@ -577,10 +577,14 @@ const ENDINGS: Record<Ending, { title: string; text: (roomName: string) => strin
     title: "This room was taken down",
     text: (roomName) => `ChatPop's moderators took ${roomName} down. Nobody can read or send messages in it any more.`,
   },
+  seat_removed: {
+    title: "Your seat was removed",
+    text: (roomName) => `The host removed your seat in the Back Room of ${roomName}. You can't read or send messages there any more.`,
+  },
 };
 
 /** The full-screen end of a room for this person: banned from it or from ChatPop, or the room taken down. */
-export function RoomEnded({ kind, roomName }: { kind: Ending; roomName: string }) {
+export function RoomEnded({ kind, roomName, back }: { kind: Ending; roomName: string; back?: { href: string; label: string } }) {
   const heading = useRef<HTMLHeadingElement>(null);
   useEffect(() => heading.current?.focus(), []);
   const ending = ENDINGS[kind];
@@ -590,8 +594,13 @@ export function RoomEnded({ kind, roomName }: { kind: Ending; roomName: string }
         {ending.title}
       </h1>
       <p role="alert">{ending.text(roomName)}</p>
-      <p>
-        <a href="/" class="button primary">
+      <p class="room-ended-actions">
+        {back && (
+          <a href={back.href} class="button primary">
+            {back.label}
+          </a>
+        )}
+        <a href="/" class={back ? "button" : "button primary"}>
           Go to ChatPop's home
         </a>
       </p>

@@ -35,10 +35,10 @@ export interface RoomSalesState {
 
 /** What the room sells, read when the connection is (again) live and when the room opens or closes:
  * the host may have finished setting up payouts meanwhile. */
-export function useRoomSales(chat: ChatSession): RoomSalesState {
+export function useRoomSales(chat: ChatSession, active = true): RoomSalesState {
   const [sales, setSales] = useState<RoomSales | null>(null);
   const [config, setConfig] = useState<PaymentsConfig | null>(null);
-  const live = chat.state.kind === "live";
+  const live = chat.state.kind === "live" && active;
   useEffect(() => {
     if (!live) return;
     let current = true;

@@ -4,6 +4,7 @@ import { ApiError, type Media, type Room, type RoomChanges, type ThemeName } fro
 import { closeRoom, fetchAccessCode, updateRoom } from "../rooms";
 import { SLOW_MODE_CHOICES } from "../roomChoices";
 import { applyTheme } from "../themes";
+import { backRoomChanges, BackRoomFields, draftOf, type BackRoomErrors, type SeatSelling } from "./BackRoomSettings";
 import { Modal } from "./Modal";
 import { MediaField, RetentionSelect, ThemeField, VisibilityField } from "./RoomFields";
 import "./room-settings.css";
@@ -20,11 +21,17 @@ type Field =
   | "retention"
   | "slow_mode"
   | "names_per_network"
+  | "seat_price"
+  | "seat_limit"
+  | "back_room"
   | "form";
 type Errors = Partial<Record<Field, string>>;
 
 function fieldOf(error: ApiError): Field {
   const code = error.code;
+  if (code.includes("seat_price")) return "seat_price";
+  if (code.includes("seat_limit") || code.includes("seats_taken")) return "seat_limit";
+  if (code.includes("back_room") || code === "payments_not_enabled") return "back_room";
   if (code.includes("slow_mode")) return "slow_mode";
   if (code.includes("names_per_network")) return "names_per_network";
   if (code.includes("retention")) return "retention";
@@ -128,8 +135,12 @@ export function RoomSettings({
   onSaved,
   onDismiss,
   extra,
+  selling,
 }: {
   room: Room;
+  /** Whether the host can sell Back Room seats (null while finding out); the Back Room's fields show
+   * only when given. */
+  selling?: SeatSelling | null;
   onSaved: (room: Room) => void;
   onDismiss: () => void;
   /** More for the host, above closing the room (tips and paid pins). */
@@ -144,6 +155,7 @@ export function RoomSettings({
   const [accessCode, setAccessCode] = useState("");
   const [slowMode, setSlowMode] = useState(room.slow_mode_seconds);
   const [namesPerNetwork, setNamesPerNetwork] = useState(String(room.anonymous_names_per_network));
+  const [backRoom, setBackRoom] = useState(() => draftOf(room.back_room));
   const [errors, setErrors] = useState<Errors>({});
   const [busy, setBusy] = useState(false);
   const [closing, setClosing] = useState(false);
@@ -185,6 +197,12 @@ export function RoomSettings({
       found.access_code = "A private room needs an access code.";
     }
     if (visibility === "private" && code) body.access_code = code;
+    if (selling !== undefined) {
+      const back = backRoomChanges(backRoom, room.back_room, selling?.currency ?? "usd");
+      if (back.errors.price) found.seat_price = back.errors.price;
+      if (back.errors.limit) found.seat_limit = back.errors.limit;
+      if (back.changes) body.back_room = back.changes;
+    }
     return { found, body };
   };
 
@@ -322,6 +340,24 @@ export function RoomSettings({
           <RetentionSelect id="settings-retention" value={retention} onChange={edit("retention", setRetention)} />
           <FieldError id="settings-retention-error" text={errors.retention} />
         </div>
+
+        {selling !== undefined && (
+          <BackRoomFields
+            idPrefix="settings"
+            draft={backRoom}
+            onChange={(draft) => {
+              setBackRoom(draft);
+              setErrors((current) =>
+                current.seat_price || current.seat_limit || current.back_room || current.form
+                  ? { ...current, seat_price: undefined, seat_limit: undefined, back_room: undefined, form: undefined }
+                  : current,
+              );
+            }}
+            info={room.back_room}
+            selling={selling}
+            errors={{ price: errors.seat_price, limit: errors.seat_limit, form: errors.back_room } satisfies BackRoomErrors}
+          />
+        )}
 
         {errors.form && (
           <p class="form-error" role="alert">

@@ -21,6 +21,8 @@ import { ban, boardOf, mute, pin, pinnedMessages, report } from "../moderation";
 import { BanDialog, ModerationPanel, MoreMenu, ReportDialog, RoomEnded, type MenuAction } from "../components/Moderation";
 import { RemovePaidPinDialog, RoomMoneySettings, RoomPaidPins, RoomPinDialog, RoomTipDialog, SalesHint, TipButton, TipEvent, useRoomSales } from "../components/RoomMoney";
 import type { ShownPaidPin } from "../components/PaidPins";
+import { BackRoomCard, BackRoomMembers, DoorIcon, SeatDialog, useMySeat } from "../components/BackRoom";
+import { navigate } from "../router";
 import type { PinTarget } from "../components/PinDialog";
 import { shownPaidPins } from "../paidPins";
 import "../components/moderation.css";
@@ -556,7 +558,13 @@ function Composer({
 
 // --- the chat screen -------------------------------------------------------------------------
 
-export function ChatView({ room: initialRoom, joined }: { room: Room; joined: RoomSession }) {
+/** Where a Back Room belongs: the chat view shows it as the Back Room of its main room. */
+export interface BackRoomPlace {
+  mainCode: string;
+  mainName: string;
+}
+
+export function ChatView({ room: initialRoom, joined, backRoom }: { room: Room; joined: RoomSession; backRoom?: BackRoomPlace }) {
   const session = useMemo(() => new ChatSession(initialRoom, joined.participant), [initialRoom.code, joined.participant.id]);
   useSession(session);
   const room = session.room;
@@ -573,7 +581,11 @@ export function ChatView({ room: initialRoom, joined }: { room: Room; joined: Ro
   const [toast, setToast] = useState<string | null>(null);
   const [removingPin, setRemovingPin] = useState<ShownPaidPin | null>(null);
   // Paid pins and tips: what the room sells (nothing when its host cannot receive money).
-  const { sales, shop } = useRoomSales(session);
+  // A Back Room sells nothing of its own: its seats are sold in the main room.
+  const { sales, shop } = useRoomSales(session, !backRoom);
+  const mySeat = useMySeat(session, isHost);
+  const [buyingSeat, setBuyingSeat] = useState(false);
+  const [membersOpen, setMembersOpen] = useState(false);
   const [pinning, setPinning] = useState<PinTarget | null>(null);
   const [tipping, setTipping] = useState(false);
   const scroller = useRef<HTMLDivElement>(null);
@@ -587,7 +599,8 @@ export function ChatView({ room: initialRoom, joined }: { room: Room; joined: Ro
     void session.start();
     return () => session.stop();
   }, [session]);
-  useEffect(() => followRoom(session), [session]);
+  // The Back Room is read only through its main room: its own settings come in its frames.
+  useEffect(() => (backRoom ? undefined : followRoom(session)), [session]);
 
   useEffect(() => {
     if (!toast) return;
@@ -731,7 +744,15 @@ export function ChatView({ room: initialRoom, joined }: { room: Room; joined: Ro
   }
   const typing = session.typingNames();
 
-  if (session.ending) return <RoomEnded kind={session.ending} roomName={room.name} />;
+  if (session.ending) {
+    return (
+      <RoomEnded
+        kind={session.ending}
+        roomName={backRoom ? backRoom.mainName : room.name}
+        back={backRoom && session.ending === "seat_removed" ? { href: `/c/${backRoom.mainCode}`, label: `Back to ${backRoom.mainName}` } : undefined}
+      />
+    );
+  }
 
   const canAct = !ended && !room.closed;
   // The host neither tips nor pays to pin in their own room.
@@ -772,7 +793,7 @@ export function ChatView({ room: initialRoom, joined }: { room: Room; joined: Ro
   return (
     <div class="chat-screen">
       <RoomHeader
-        title={room.name}
+        title={backRoom ? `Back Room · ${backRoom.mainName}` : room.name}
         status={
           <div class="room-status">
             <ConnectionStatus state={session.state} onRetry={() => session.reconnectNow()} />
@@ -781,7 +802,18 @@ export function ChatView({ room: initialRoom, joined }: { room: Room; joined: Ro
         }
         actions={
           <>
-            <ShareButton room={room} onCopied={setToast} />
+            {backRoom ? (
+              <>
+                <button type="button" class="button small" onClick={() => navigate(`/c/${backRoom.mainCode}`)} aria-label={`Leave the Back Room for ${backRoom.mainName}`}>
+                  Leave
+                </button>
+                <button type="button" class="icon-button" aria-label="Back Room members" title="Back Room members" onClick={() => setMembersOpen(true)}>
+                  <DoorIcon />
+                </button>
+              </>
+            ) : (
+              <ShareButton room={room} onCopied={setToast} />
+            )}
             <SoundToggle />
             <NotifyToggle onSaid={setToast} />
             <button
@@ -793,7 +825,7 @@ export function ChatView({ room: initialRoom, joined }: { room: Room; joined: Ro
             >
               <ShieldIcon />
             </button>
-            {isHost && !room.closed && (
+            {isHost && !room.closed && !backRoom && (
               <button type="button" class="icon-button" aria-label="Room settings" title="Room settings" onClick={() => setSettingsOpen(true)}>
                 <GearIcon />
               </button>
@@ -801,6 +833,11 @@ export function ChatView({ room: initialRoom, joined }: { room: Room; joined: Ro
           </>
         }
       />
+      {backRoom && (
+        <p class="back-room-strip" role="note">
+          <strong>Back Room</strong> of {backRoom.mainName}: only the host and seat holders are here.
+        </p>
+      )}
       <StickyBanner text={board.sticky} />
       <PinnedBar items={pinned} onJump={(seq) => void jumpTo(seq)} />
       {/* Paid pins sit below the host's; extending one is bought through the pin dialog. */}
@@ -814,6 +851,17 @@ export function ChatView({ room: initialRoom, joined }: { room: Room; joined: Ro
         onExtend={(paid) => setPinning({ kind: "extension", pin: paid })}
         onRemove={setRemovingPin}
       />
+      {!backRoom && room.back_room?.enabled && (
+        <BackRoomCard
+          info={room.back_room}
+          mainCode={session.code}
+          isHost={isHost}
+          held={mySeat.held}
+          sales={sales}
+          canAct={canAct}
+          onBuy={() => setBuyingSeat(true)}
+        />
+      )}
       {isHost && canAct && <SalesHint sales={sales} code={session.code} />}
       <div class="messages-wrap">
         <div class="messages-bg" aria-hidden="true" />
@@ -940,6 +988,26 @@ export function ChatView({ room: initialRoom, joined }: { room: Room; joined: Ro
       {tipping && shop && sales && (
         <RoomTipDialog shop={shop} sales={sales} hostName={latestHost?.sender.username ?? null} onDismiss={() => setTipping(false)} />
       )}
+      {buyingSeat && shop && sales && room.back_room && (
+        <SeatDialog
+          shop={shop}
+          info={room.back_room}
+          currency={sales.currency}
+          mainCode={session.code}
+          onSeated={mySeat.seated}
+          onDismiss={() => setBuyingSeat(false)}
+        />
+      )}
+      {membersOpen && backRoom && (
+        <BackRoomMembers
+          mainCode={backRoom.mainCode}
+          isHost={isHost}
+          hostName={messages.find((m) => m.sender.is_host)?.sender.username ?? null}
+          me={joined.participant.username}
+          onSaid={setToast}
+          onDismiss={() => setMembersOpen(false)}
+        />
+      )}
       {removingPin && (
         <RemovePaidPinDialog chat={session} pin={removingPin} onDone={setToast} onDismiss={() => setRemovingPin(null)} />
       )}
@@ -976,6 +1044,7 @@ export function ChatView({ room: initialRoom, joined }: { room: Room; joined: Ro
         <RoomSettings
           room={room}
           extra={<RoomMoneySettings sales={sales} />}
+          selling={sales ? { can: sales.enabled, reason: sales.disabled_reason, currency: sales.currency, testMode: sales.mode === "test" } : null}
           onSaved={(saved) => {
             session.applyRoom(saved);
             setSettingsOpen(false);

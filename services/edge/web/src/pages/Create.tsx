@@ -1,18 +1,24 @@
 import { useEffect, useState } from "preact/hooks";
 import { ApiError, waitWords, type ThemeName } from "../api";
+import { account } from "../auth";
+import { backRoomChanges, BackRoomFields, draftOf, type BackRoomErrors, type SeatSelling } from "../components/BackRoomSettings";
 import { FormPage } from "../components/FormPage";
+import { fetchPaymentsConfig, fetchPayoutAccount } from "../payments";
 import { Link } from "../components/Link";
 import { MediaField, RetentionSelect, ThemeField, VisibilityField } from "../components/RoomFields";
 import { createRoom } from "../rooms";
 import { navigate } from "../router";
 import { applyTheme, DEFAULT_THEME, rememberRoomTheme } from "../themes";
 
-type Field = "name" | "description" | "access_code" | "form";
+type Field = "name" | "description" | "access_code" | "seat_price" | "seat_limit" | "back_room" | "form";
 // Limits on people without an account: the form says that signing in lifts them.
 const ACCOUNT_LIFTS = new Set(["too_many_rooms", "too_many_sessions"]);
 
 /** Which field a server error is about, so it is shown next to that field. */
 function fieldOf(error: ApiError): Field {
+  if (error.code.includes("seat_price")) return "seat_price";
+  if (error.code.includes("seat_limit")) return "seat_limit";
+  if (error.code.includes("back_room") || error.code === "payments_not_enabled") return "back_room";
   if (error.code.includes("name")) return "name";
   if (error.code.includes("description")) return "description";
   if (error.code.includes("access_code")) return "access_code";
@@ -30,6 +36,31 @@ export function Create() {
   const [errors, setErrors] = useState<Partial<Record<Field, string>>>({});
   const [busy, setBusy] = useState(false);
   const [signInLifts, setSignInLifts] = useState(false);
+  const [backRoom, setBackRoom] = useState(() => draftOf(null));
+  const [selling, setSelling] = useState<SeatSelling | null>(null);
+
+  // A Back Room sells seats: only a host with an account who can receive money may open one.
+  useEffect(() => {
+    if (!account()) {
+      setSelling({ can: false, reason: "anonymous_host", currency: "usd", testMode: false });
+      return;
+    }
+    let current = true;
+    Promise.all([fetchPayoutAccount(), fetchPaymentsConfig()]).then(
+      ([payout, config]) =>
+        current &&
+        setSelling({
+          can: payout?.can_receive === true,
+          reason: payout?.can_receive ? "" : "host_not_onboarded",
+          currency: config.currency || "usd",
+          testMode: config.mode === "test",
+        }),
+      () => current && setSelling({ can: false, reason: "unavailable", currency: "usd", testMode: false }),
+    );
+    return () => {
+      current = false;
+    };
+  }, []);
 
   /** A field's error goes away as soon as that field changes. */
   const edit =
@@ -47,9 +78,12 @@ export function Create() {
     const found: Partial<Record<Field, string>> = {};
     if (!name.trim()) found.name = "Give your ChatPop a name.";
     if (visibility === "private" && !accessCode.trim()) found.access_code = "A private room needs an access code.";
+    const back = backRoomChanges(backRoom, null, selling?.currency ?? "usd");
+    if (back.errors.price) found.seat_price = back.errors.price;
+    if (back.errors.limit) found.seat_limit = back.errors.limit;
     setErrors(found);
     if (Object.keys(found).length) {
-      document.getElementById(found.name ? "room-name" : "access-code")?.focus();
+      document.getElementById(found.name ? "room-name" : found.access_code ? "access-code" : found.seat_price ? "create-seat-price" : "create-seat-limit")?.focus();
       return;
     }
     setBusy(true);
@@ -62,6 +96,7 @@ export function Create() {
         media,
         theme,
         retention_days: retention,
+        ...(back.changes ? { back_room: back.changes } : {}),
       });
       rememberRoomTheme(room.code, room.theme);
       navigate(`/c/${room.code}`);
@@ -165,6 +200,17 @@ export function Create() {
         <label for="retention">Keep messages for</label>
         <RetentionSelect id="retention" value={retention} onChange={setRetention} />
       </div>
+      <BackRoomFields
+        idPrefix="create"
+        draft={backRoom}
+        onChange={(draft) => {
+          setBackRoom(draft);
+          setErrors((current) => ({ ...current, seat_price: undefined, seat_limit: undefined, back_room: undefined }));
+        }}
+        info={null}
+        selling={selling}
+        errors={{ price: errors.seat_price, limit: errors.seat_limit, form: errors.back_room } satisfies BackRoomErrors}
+      />
     </FormPage>
   );
 }
