@@ -17,6 +17,7 @@ from chatpop.messaging.v1 import messaging_pb2
 from chatpop.rooms.v1 import rooms_pb2_grpc
 from chatpop_common.auth import Principal
 from chatpop_common.errors import InvalidArgument, PermissionDenied, Unavailable
+from chatpop_common.service_auth import is_service
 from chatpop_messaging import validation
 from chatpop_messaging.presence import PresenceBook, PresenceStep, RoomReport
 from chatpop_messaging.rooms_lookup import get_room
@@ -151,7 +152,8 @@ class RoomSignals:
         is_host = principal.subject == room.host_id or (principal.token_type == "room" and principal.is_host)
         # Admins announce what they did to a room (a takedown, a restore).
         is_admin = principal.token_type == "access" and principal.is_admin
-        if not is_host and not is_admin:
+        # payments announces the Back Room seats a paid order took.
+        if not is_host and not is_admin and not is_service(principal, ("payments",)):
             raise PermissionDenied("Only the host can announce changes to this room.", code="not_host")
         published = await self._publisher.publish(
             messaging_pb2.Signal(room_id=room_id, room_updated=messaging_pb2.RoomUpdated(room=room))

@@ -247,8 +247,9 @@ class MessagingServiceServicer:
 
     def AnnounceRoomUpdate(self, request, context):
         """AnnounceRoomUpdate tells every live client of a room that its settings changed (or that it was
-        closed). Only its host may call it: an access token of the host, or the host's room token. The
-        room sent to clients is read from rooms, never taken from the caller.
+        closed). Only its host may call it: an access token of the host, or the host's room token (also
+        admins, and the payments service after it granted a Back Room seat). The room sent to clients
+        is read from rooms, never taken from the caller.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

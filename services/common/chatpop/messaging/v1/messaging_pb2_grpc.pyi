@@ -63,8 +63,9 @@ class MessagingServiceStub:
     """GetPresence lists who is online in the caller's room (room token) with the room's presence version."""
     AnnounceRoomUpdate: _grpc.UnaryUnaryMultiCallable[_messaging_pb2.AnnounceRoomUpdateRequest, _messaging_pb2.AnnounceRoomUpdateResponse]
     """AnnounceRoomUpdate tells every live client of a room that its settings changed (or that it was
-    closed). Only its host may call it: an access token of the host, or the host's room token. The
-    room sent to clients is read from rooms, never taken from the caller.
+    closed). Only its host may call it: an access token of the host, or the host's room token (also
+    admins, and the payments service after it granted a Back Room seat). The room sent to clients
+    is read from rooms, never taken from the caller.
     """
     SetReaction: _grpc.UnaryUnaryMultiCallable[_messaging_pb2.SetReactionRequest, _messaging_pb2.SetReactionResponse]
     """SetReaction puts the caller's (room token) emoji on a message, or takes it off; idempotent: setting
@@ -177,8 +178,9 @@ class MessagingServiceAsyncStub(MessagingServiceStub):
     """GetPresence lists who is online in the caller's room (room token) with the room's presence version."""
     AnnounceRoomUpdate: _aio.UnaryUnaryMultiCallable[_messaging_pb2.AnnounceRoomUpdateRequest, _messaging_pb2.AnnounceRoomUpdateResponse]  # type: ignore[assignment]
     """AnnounceRoomUpdate tells every live client of a room that its settings changed (or that it was
-    closed). Only its host may call it: an access token of the host, or the host's room token. The
-    room sent to clients is read from rooms, never taken from the caller.
+    closed). Only its host may call it: an access token of the host, or the host's room token (also
+    admins, and the payments service after it granted a Back Room seat). The room sent to clients
+    is read from rooms, never taken from the caller.
     """
     SetReaction: _aio.UnaryUnaryMultiCallable[_messaging_pb2.SetReactionRequest, _messaging_pb2.SetReactionResponse]  # type: ignore[assignment]
     """SetReaction puts the caller's (room token) emoji on a message, or takes it off; idempotent: setting
@@ -348,8 +350,9 @@ class MessagingServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_messaging_pb2.AnnounceRoomUpdateResponse, _abc.Awaitable[_messaging_pb2.AnnounceRoomUpdateResponse]]:
         """AnnounceRoomUpdate tells every live client of a room that its settings changed (or that it was
-        closed). Only its host may call it: an access token of the host, or the host's room token. The
-        room sent to clients is read from rooms, never taken from the caller.
+        closed). Only its host may call it: an access token of the host, or the host's room token (also
+        admins, and the payments service after it granted a Back Room seat). The room sent to clients
+        is read from rooms, never taken from the caller.
         """
 
     @_abc_1.abstractmethod
