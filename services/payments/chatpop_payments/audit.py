@@ -3,6 +3,8 @@ written into payments' outbox in the transaction of the change they describe.
 
 - `payment.refunded`: an admin refunded an order; the actor is the admin's identity, the target the
   order, with its amount, the buyer, the host and the admin's reason.
+- `payment.seat_refunded`: a room's host refunded the seat of someone they removed from the Back
+  Room (RefundSeat); the actor is the host, the target the order, with its amount and the buyer.
 - `payment.dispute_created`: the buyer's bank disputed a charge (Stripe's charge.dispute.created);
   the actor is Stripe, the target the order, with the amount and Stripe's reason.
 """
@@ -15,6 +17,7 @@ from chatpop_payments.orders import Order
 
 REFUNDED = "payment.refunded"
 DISPUTE_CREATED = "payment.dispute_created"
+SEAT_REFUNDED = "payment.seat_refunded"
 
 
 def refunded(order: Order, admin: str, reason: str) -> identity_pb2.NewAuditEvent:
@@ -54,5 +57,26 @@ def dispute_created(
             "reason": stripe_reason,
             "buyer_identity_id": str(order.buyer_identity_id),
             "host_identity_id": str(order.host_identity_id),
+        },
+    )
+
+
+def seat_refunded(order: Order, host: str) -> identity_pb2.NewAuditEvent:
+    return audit_event(
+        SEAT_REFUNDED,
+        idempotency_key=f"{SEAT_REFUNDED}:{order.id}",
+        actor=host,
+        target=f"order:{order.id}",
+        room_id=str(order.room_id),
+        details={
+            "order_id": str(order.id),
+            "kind": order.kind.value,
+            "amount_cents": order.amount_cents,
+            "currency": order.currency,
+            "buyer_identity_id": str(order.buyer_identity_id),
+            "buyer_participant_id": str(order.buyer_participant_id),
+            "host_identity_id": str(order.host_identity_id),
+            "reason": "seat_removed",
+            "test_mode": order.test_mode,
         },
     )

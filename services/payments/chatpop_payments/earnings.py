@@ -1,4 +1,5 @@
-"""GetEarnings: what a host earned, per room and overall, read from the ledger.
+"""GetEarnings: what a host earned, per room and overall, read from the ledger: paid pins (with
+their extensions), tips and Back Room seats apart, and their total.
 
 For each group of orders: gross is what buyers paid less what was refunded, the fee is the platform's
 fees less those given back, net is the host's share (gross less fee), refunded is what went back to
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 import asyncpg
 
 from chatpop.payments.v1 import payments_pb2
+from chatpop_payments.states import Kind
 
 _QUERY = """
 SELECT o.room_id, o.kind,
@@ -56,13 +58,21 @@ class Sums:
 class Totals:
     pins: Sums = field(default_factory=Sums)
     tips: Sums = field(default_factory=Sums)
+    seats: Sums = field(default_factory=Sums)
+
+    def of_kind(self, kind: str) -> Sums:
+        if kind == Kind.TIP:
+            return self.tips
+        if kind == Kind.SEAT:
+            return self.seats
+        return self.pins
 
     @property
     def total(self) -> Sums:
-        both = Sums()
-        both.add(self.pins)
-        both.add(self.tips)
-        return both
+        every = Sums()
+        for sums in (self.pins, self.tips, self.seats):
+            every.add(sums)
+        return every
 
 
 async def earnings(
@@ -79,7 +89,7 @@ async def earnings(
         )
         room = rooms.setdefault(row["room_id"], Totals())
         for totals in (room, overall):
-            (totals.tips if row["kind"] == "tip" else totals.pins).add(sums)
+            totals.of_kind(row["kind"]).add(sums)
     ranked = sorted(
         rooms.items(), key=lambda item: (-(item[1].total.gross - item[1].total.fee), str(item[0]))
     )
@@ -87,12 +97,14 @@ async def earnings(
         currency=currency,
         pins=overall.pins.to_proto(),
         tips=overall.tips.to_proto(),
+        seats=overall.seats.to_proto(),
         total=overall.total.to_proto(),
         rooms=[
             payments_pb2.RoomEarnings(
                 room_id=str(room_id),
                 pins=totals.pins.to_proto(),
                 tips=totals.tips.to_proto(),
+                seats=totals.seats.to_proto(),
                 total=totals.total.to_proto(),
             )
             for room_id, totals in ranked

@@ -37,7 +37,7 @@ import asyncpg
 from chatpop_common import audit_events, outbox
 from chatpop_payments import audit, ledger, orders, payouts
 from chatpop_payments.metrics import EVENTS
-from chatpop_payments.orders import REFUND_MESSAGES, Order
+from chatpop_payments.orders import REFUND_MESSAGES, Order, refund_sentence
 from chatpop_payments.states import State
 
 log = logging.getLogger(__name__)
@@ -95,7 +95,7 @@ async def start_refund(
         order.id,
         State.REFUNDING,
         refund_reason=reason,
-        refund_message=message if message is not None else REFUND_MESSAGES[reason],
+        refund_message=message if message is not None else refund_sentence(order.kind, reason),
     )
     if moved is not None:
         payload, key = refund_message(order.id)

@@ -33,7 +33,25 @@ REFUND_MESSAGES = {
     "banned": "You were banned from the room, so this could not go through. You have been refunded in full.",
     "admin": "ChatPop refunded this payment in full.",
     "room_closed": "The room closed before this could go through. You have been refunded in full.",
+    "seats_full": "The last seat in the Back Room was taken before your payment arrived. You have been "
+    "refunded in full.",
+    "already_seated": "You already hold a seat in this Back Room, so this one was not needed. You have been "
+    "refunded in full.",
+    "seat_removed": "The host removed you from the Back Room and refunded your seat in full.",
 }
+# The same reasons told of a Back Room seat, where the general sentence would not fit.
+SEAT_REFUND_MESSAGES = {
+    "banned": "You were banned from the room, so no Back Room seat could be granted. You have been refunded "
+    "in full.",
+    "room_closed": "The Back Room closed before your seat could be granted. You have been refunded in full.",
+}
+
+
+def refund_sentence(kind: Kind, reason: str) -> str:
+    """Why an order of this kind was refunded, for its buyer."""
+    if kind == Kind.SEAT and reason in SEAT_REFUND_MESSAGES:
+        return SEAT_REFUND_MESSAGES[reason]
+    return REFUND_MESSAGES[reason]
 
 
 @dataclass(frozen=True, slots=True)

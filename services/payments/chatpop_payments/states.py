@@ -33,6 +33,7 @@ class Kind(StrEnum):
     PIN = "pin"
     PIN_EXTENSION = "pin_extension"
     TIP = "tip"
+    SEAT = "seat"
 
 
 TRANSITIONS: frozenset[tuple[State, State]] = frozenset(
@@ -80,4 +81,5 @@ KIND_TO_PROTO: dict[Kind, payments_pb2.OrderKind] = {
     Kind.PIN: payments_pb2.ORDER_KIND_PIN,
     Kind.PIN_EXTENSION: payments_pb2.ORDER_KIND_PIN_EXTENSION,
     Kind.TIP: payments_pb2.ORDER_KIND_TIP,
+    Kind.SEAT: payments_pb2.ORDER_KIND_SEAT,
 }

@@ -22,6 +22,7 @@ class OrderKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ORDER_KIND_PIN: _ClassVar[OrderKind]
     ORDER_KIND_PIN_EXTENSION: _ClassVar[OrderKind]
     ORDER_KIND_TIP: _ClassVar[OrderKind]
+    ORDER_KIND_SEAT: _ClassVar[OrderKind]
 
 class OrderState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -47,6 +48,7 @@ ORDER_KIND_UNSPECIFIED: OrderKind
 ORDER_KIND_PIN: OrderKind
 ORDER_KIND_PIN_EXTENSION: OrderKind
 ORDER_KIND_TIP: OrderKind
+ORDER_KIND_SEAT: OrderKind
 ORDER_STATE_UNSPECIFIED: OrderState
 ORDER_STATE_CREATED: OrderState
 ORDER_STATE_AWAITING_PAYMENT: OrderState
@@ -236,19 +238,25 @@ class TipPurchase(_message.Message):
     note: str
     def __init__(self, amount_cents: _Optional[int] = ..., note: _Optional[str] = ...) -> None: ...
 
+class SeatPurchase(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
 class CreateOrderRequest(_message.Message):
-    __slots__ = ("room_id", "idempotency_key", "pin", "extension", "tip")
+    __slots__ = ("room_id", "idempotency_key", "pin", "extension", "tip", "seat")
     ROOM_ID_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
     PIN_FIELD_NUMBER: _ClassVar[int]
     EXTENSION_FIELD_NUMBER: _ClassVar[int]
     TIP_FIELD_NUMBER: _ClassVar[int]
+    SEAT_FIELD_NUMBER: _ClassVar[int]
     room_id: str
     idempotency_key: str
     pin: PinPurchase
     extension: PinExtension
     tip: TipPurchase
-    def __init__(self, room_id: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., pin: _Optional[_Union[PinPurchase, _Mapping]] = ..., extension: _Optional[_Union[PinExtension, _Mapping]] = ..., tip: _Optional[_Union[TipPurchase, _Mapping]] = ...) -> None: ...
+    seat: SeatPurchase
+    def __init__(self, room_id: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., pin: _Optional[_Union[PinPurchase, _Mapping]] = ..., extension: _Optional[_Union[PinExtension, _Mapping]] = ..., tip: _Optional[_Union[TipPurchase, _Mapping]] = ..., seat: _Optional[_Union[SeatPurchase, _Mapping]] = ...) -> None: ...
 
 class CreateOrderResponse(_message.Message):
     __slots__ = ("order", "client_secret", "created")
@@ -335,34 +343,38 @@ class Amounts(_message.Message):
     def __init__(self, gross_cents: _Optional[int] = ..., fee_cents: _Optional[int] = ..., net_cents: _Optional[int] = ..., refunded_cents: _Optional[int] = ..., count: _Optional[int] = ...) -> None: ...
 
 class RoomEarnings(_message.Message):
-    __slots__ = ("room_id", "pins", "tips", "total")
+    __slots__ = ("room_id", "pins", "tips", "total", "seats")
     ROOM_ID_FIELD_NUMBER: _ClassVar[int]
     PINS_FIELD_NUMBER: _ClassVar[int]
     TIPS_FIELD_NUMBER: _ClassVar[int]
     TOTAL_FIELD_NUMBER: _ClassVar[int]
+    SEATS_FIELD_NUMBER: _ClassVar[int]
     room_id: str
     pins: Amounts
     tips: Amounts
     total: Amounts
-    def __init__(self, room_id: _Optional[str] = ..., pins: _Optional[_Union[Amounts, _Mapping]] = ..., tips: _Optional[_Union[Amounts, _Mapping]] = ..., total: _Optional[_Union[Amounts, _Mapping]] = ...) -> None: ...
+    seats: Amounts
+    def __init__(self, room_id: _Optional[str] = ..., pins: _Optional[_Union[Amounts, _Mapping]] = ..., tips: _Optional[_Union[Amounts, _Mapping]] = ..., total: _Optional[_Union[Amounts, _Mapping]] = ..., seats: _Optional[_Union[Amounts, _Mapping]] = ...) -> None: ...
 
 class GetEarningsRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class GetEarningsResponse(_message.Message):
-    __slots__ = ("currency", "pins", "tips", "total", "rooms")
+    __slots__ = ("currency", "pins", "tips", "total", "rooms", "seats")
     CURRENCY_FIELD_NUMBER: _ClassVar[int]
     PINS_FIELD_NUMBER: _ClassVar[int]
     TIPS_FIELD_NUMBER: _ClassVar[int]
     TOTAL_FIELD_NUMBER: _ClassVar[int]
     ROOMS_FIELD_NUMBER: _ClassVar[int]
+    SEATS_FIELD_NUMBER: _ClassVar[int]
     currency: str
     pins: Amounts
     tips: Amounts
     total: Amounts
     rooms: _containers.RepeatedCompositeFieldContainer[RoomEarnings]
-    def __init__(self, currency: _Optional[str] = ..., pins: _Optional[_Union[Amounts, _Mapping]] = ..., tips: _Optional[_Union[Amounts, _Mapping]] = ..., total: _Optional[_Union[Amounts, _Mapping]] = ..., rooms: _Optional[_Iterable[_Union[RoomEarnings, _Mapping]]] = ...) -> None: ...
+    seats: Amounts
+    def __init__(self, currency: _Optional[str] = ..., pins: _Optional[_Union[Amounts, _Mapping]] = ..., tips: _Optional[_Union[Amounts, _Mapping]] = ..., total: _Optional[_Union[Amounts, _Mapping]] = ..., rooms: _Optional[_Iterable[_Union[RoomEarnings, _Mapping]]] = ..., seats: _Optional[_Union[Amounts, _Mapping]] = ...) -> None: ...
 
 class RefundOrderRequest(_message.Message):
     __slots__ = ("order_id", "reason")
@@ -373,6 +385,22 @@ class RefundOrderRequest(_message.Message):
     def __init__(self, order_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class RefundOrderResponse(_message.Message):
+    __slots__ = ("order", "changed")
+    ORDER_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_FIELD_NUMBER: _ClassVar[int]
+    order: Order
+    changed: bool
+    def __init__(self, order: _Optional[_Union[Order, _Mapping]] = ..., changed: _Optional[bool] = ...) -> None: ...
+
+class RefundSeatRequest(_message.Message):
+    __slots__ = ("room_id", "order_id")
+    ROOM_ID_FIELD_NUMBER: _ClassVar[int]
+    ORDER_ID_FIELD_NUMBER: _ClassVar[int]
+    room_id: str
+    order_id: str
+    def __init__(self, room_id: _Optional[str] = ..., order_id: _Optional[str] = ...) -> None: ...
+
+class RefundSeatResponse(_message.Message):
     __slots__ = ("order", "changed")
     ORDER_FIELD_NUMBER: _ClassVar[int]
     CHANGED_FIELD_NUMBER: _ClassVar[int]

@@ -101,6 +101,11 @@ class PaymentsServiceStub:
                 request_serializer=chatpop_dot_payments_dot_v1_dot_payments__pb2.RefundOrderRequest.SerializeToString,
                 response_deserializer=chatpop_dot_payments_dot_v1_dot_payments__pb2.RefundOrderResponse.FromString,
                 _registered_method=True)
+        self.RefundSeat = channel.unary_unary(
+                '/chatpop.payments.v1.PaymentsService/RefundSeat',
+                request_serializer=chatpop_dot_payments_dot_v1_dot_payments__pb2.RefundSeatRequest.SerializeToString,
+                response_deserializer=chatpop_dot_payments_dot_v1_dot_payments__pb2.RefundSeatResponse.FromString,
+                _registered_method=True)
 
 
 class PaymentsServiceServicer:
@@ -210,6 +215,14 @@ class PaymentsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RefundSeat(self, request, context):
+        """RefundSeat refunds the order of a Back Room seat its host removed with a refund (the room's
+        host, after rooms' RemoveSeat said `refund`); reason `seat_removed`; idempotent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PaymentsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -272,6 +285,11 @@ def add_PaymentsServiceServicer_to_server(servicer, server):
                     servicer.RefundOrder,
                     request_deserializer=chatpop_dot_payments_dot_v1_dot_payments__pb2.RefundOrderRequest.FromString,
                     response_serializer=chatpop_dot_payments_dot_v1_dot_payments__pb2.RefundOrderResponse.SerializeToString,
+            ),
+            'RefundSeat': grpc.unary_unary_rpc_method_handler(
+                    servicer.RefundSeat,
+                    request_deserializer=chatpop_dot_payments_dot_v1_dot_payments__pb2.RefundSeatRequest.FromString,
+                    response_serializer=chatpop_dot_payments_dot_v1_dot_payments__pb2.RefundSeatResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -605,6 +623,33 @@ class PaymentsService:
             '/chatpop.payments.v1.PaymentsService/RefundOrder',
             chatpop_dot_payments_dot_v1_dot_payments__pb2.RefundOrderRequest.SerializeToString,
             chatpop_dot_payments_dot_v1_dot_payments__pb2.RefundOrderResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RefundSeat(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatpop.payments.v1.PaymentsService/RefundSeat',
+            chatpop_dot_payments_dot_v1_dot_payments__pb2.RefundSeatRequest.SerializeToString,
+            chatpop_dot_payments_dot_v1_dot_payments__pb2.RefundSeatResponse.FromString,
             options,
             channel_credentials,
             insecure,

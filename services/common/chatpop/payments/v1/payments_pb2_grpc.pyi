@@ -84,6 +84,10 @@ class PaymentsServiceStub:
     """GetEarnings is what the caller earned as a host, per room and overall (access token)."""
     RefundOrder: _grpc.UnaryUnaryMultiCallable[_payments_pb2.RefundOrderRequest, _payments_pb2.RefundOrderResponse]
     """RefundOrder refunds a paid or fulfilled order in full (admins only); idempotent."""
+    RefundSeat: _grpc.UnaryUnaryMultiCallable[_payments_pb2.RefundSeatRequest, _payments_pb2.RefundSeatResponse]
+    """RefundSeat refunds the order of a Back Room seat its host removed with a refund (the room's
+    host, after rooms' RemoveSeat said `refund`); reason `seat_removed`; idempotent.
+    """
 
 @_typing.type_check_only
 class PaymentsServiceAsyncStub(PaymentsServiceStub):
@@ -141,6 +145,10 @@ class PaymentsServiceAsyncStub(PaymentsServiceStub):
     """GetEarnings is what the caller earned as a host, per room and overall (access token)."""
     RefundOrder: _aio.UnaryUnaryMultiCallable[_payments_pb2.RefundOrderRequest, _payments_pb2.RefundOrderResponse]  # type: ignore[assignment]
     """RefundOrder refunds a paid or fulfilled order in full (admins only); idempotent."""
+    RefundSeat: _aio.UnaryUnaryMultiCallable[_payments_pb2.RefundSeatRequest, _payments_pb2.RefundSeatResponse]  # type: ignore[assignment]
+    """RefundSeat refunds the order of a Back Room seat its host removed with a refund (the room's
+    host, after rooms' RemoveSeat said `refund`); reason `seat_removed`; idempotent.
+    """
 
 class PaymentsServiceServicer(metaclass=_abc_1.ABCMeta):
     """PaymentsService owns Stripe payments, the ledger and fulfilment.
@@ -267,5 +275,15 @@ class PaymentsServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_payments_pb2.RefundOrderResponse, _abc.Awaitable[_payments_pb2.RefundOrderResponse]]:
         """RefundOrder refunds a paid or fulfilled order in full (admins only); idempotent."""
+
+    @_abc_1.abstractmethod
+    def RefundSeat(
+        self,
+        request: _payments_pb2.RefundSeatRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payments_pb2.RefundSeatResponse, _abc.Awaitable[_payments_pb2.RefundSeatResponse]]:
+        """RefundSeat refunds the order of a Back Room seat its host removed with a refund (the room's
+        host, after rooms' RemoveSeat said `refund`); reason `seat_removed`; idempotent.
+        """
 
 def add_PaymentsServiceServicer_to_server(servicer: PaymentsServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
