@@ -1,0 +1,154 @@
+"""The Back Room (paid seats) in the web client, in test mode (no Stripe keys: no money moves, a test
+card pays), as people see it: a host with an account sets up payouts and opens a Back Room with one
+seat from the room's settings; a participant on a phone buys the seat and enters; the host and the
+holder chat there, apart from the main room; a second participant sees the Back Room "Full" and has
+no seat to buy; the host removes the holder's seat (with a refund), the holder sees at once that
+their seat was removed, and the seat is on sale again."""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+from playwright.async_api import Locator, Page, expect
+
+from tests.browser import ui
+from tests.browser.harness import DESKTOP, MOBILE, People
+from tests.browser.test_chat import assert_labelled
+from tests.browser.test_everyday import visit
+from tests.browser.test_moderation import assert_readable, screenshot
+from tests.browser.test_paid_pins_and_tips import pay_with_test_card, sign_up_host
+
+if TYPE_CHECKING:
+    from tests.e2e.conftest import Stack
+
+BACK_ROOM_URL = re.compile(r"/c/([A-Z0-9]{8})/back-room$")
+
+
+def card(page: Page) -> Locator:
+    return page.get_by_role("region", name="Back Room", exact=True)
+
+
+async def test_a_host_opens_a_back_room_a_fan_buys_the_only_seat_they_chat_and_the_host_removes_it(
+    people: People, stack: Stack
+) -> None:
+    host = await people.new(DESKTOP)
+    host_name = await sign_up_host(host)
+
+    # Before payouts, the create form says a Back Room needs them.
+    await host.page.goto("/create")
+    fields = host.page.get_by_role("group", name="Back Room (paid seats)")
+    await expect(fields.get_by_role("note")).to_contain_text("set up payouts")
+    await expect(fields.get_by_label("Open a Back Room")).to_be_disabled()
+
+    await host.page.goto("/payouts")
+    await host.page.get_by_role("button", name="Set up payouts").click()
+    await host.page.get_by_role("button", name="Complete test onboarding").click()
+    await expect(host.page.locator(".payout-words")).to_have_attribute("data-can-receive", "true")
+
+    code = await ui.create_room(host.page, "After party", theme="dark-mode")
+    join = host.page.get_by_role("dialog")
+    await expect(join).to_contain_text(host_name)
+    await join.get_by_role("button", name="Join chat").click()
+    await expect(ui.connection(host.page)).to_have_attribute("data-state", "live")
+    await ui.send(host.page, "Welcome to the main room")
+    await expect(card(host.page)).to_have_count(0)
+
+    # The host opens a Back Room with one seat at $5.00 from the room's settings.
+    await host.page.get_by_role("button", name="Room settings").click()
+    settings = host.page.get_by_role("dialog", name="Room settings")
+    back = settings.get_by_role("group", name="Back Room (paid seats)")
+    await expect(back).to_contain_text("Test mode — no real money")
+    await back.get_by_label("Open a Back Room").check()
+    await back.get_by_label(re.compile(r"^Seat price")).fill("5")
+    await back.get_by_label("Seats", exact=True).fill("0")
+    await settings.get_by_role("button", name="Save settings").click()
+    await expect(back.get_by_role("alert")).to_contain_text("Choose a number of seats from 1")
+    await back.get_by_label("Seats", exact=True).fill("1")
+    await assert_labelled(host.page)
+    await screenshot(host.page, "back-room-settings-1280.png")
+    await settings.get_by_role("button", name="Save settings").click()
+    await expect(settings).to_have_count(0)
+    await expect(card(host.page)).to_contain_text("$5.00 a seat")
+    await expect(card(host.page)).to_contain_text("1 of 1 seat left")
+    await expect(card(host.page)).to_contain_text("0 seats taken")
+    await expect(card(host.page).get_by_role("link", name="Enter the Back Room")).to_be_visible()
+
+    # A fan on a phone sees the card and buys the seat through the test checkout.
+    fan = await people.new(MOBILE)
+    fan_name = await visit(fan, code, "SeatFan")
+    await expect(card(fan.page)).to_contain_text("$5.00 a seat")
+    await expect(card(fan.page)).to_contain_text("1 of 1 seat left")
+    await screenshot(fan.page, "back-room-card-390.png")
+    await card(fan.page).get_by_role("button", name="Buy a seat").click()
+    dialog = fan.page.get_by_role("dialog", name="Buy a Back Room seat")
+    await expect(dialog.get_by_role("note")).to_have_text("Test mode — no real money")
+    await assert_labelled(fan.page)
+    await screenshot(fan.page, "back-room-buy-390.png")
+    await dialog.get_by_role("button", name="Buy a seat for $5.00").click()
+    await expect(dialog.get_by_text("To pay: $5.00")).to_be_visible()
+    await pay_with_test_card(dialog, "Your seat is yours: welcome to the Back Room.")
+
+    # The main room's card says Full for everyone at once; the host sees the seat taken.
+    await expect(card(host.page)).to_contain_text("Full")
+    await expect(card(host.page)).to_contain_text("1 seat taken")
+
+    await dialog.get_by_role("link", name="Enter the Back Room").click()
+    await expect(fan.page).to_have_url(BACK_ROOM_URL)
+    await expect(fan.page.get_by_role("heading", level=1)).to_have_text("Back Room · After party")
+    await expect(ui.connection(fan.page)).to_have_attribute("data-state", "live")
+    # The Back Room starts empty: the main room's messages stay there.
+    await expect(ui.messages(fan.page).filter(has_text="Welcome to the main room")).to_have_count(0)
+
+    await card(host.page).get_by_role("link", name="Enter the Back Room").click()
+    await expect(host.page).to_have_url(BACK_ROOM_URL)
+    await expect(ui.connection(host.page)).to_have_attribute("data-state", "live")
+
+    # The host and the holder chat in the Back Room, live both ways.
+    await ui.send(host.page, "Thanks for coming backstage")
+    await expect(ui.messages(fan.page).filter(has_text="Thanks for coming backstage")).to_have_count(1)
+    await ui.send(fan.page, "Happy to be here")
+    await expect(ui.messages(host.page).filter(has_text="Happy to be here")).to_have_count(1)
+    from_host = ui.messages(fan.page).filter(has_text="Thanks for coming backstage")
+    await expect(from_host.locator(".badge.host")).to_be_visible()
+    await screenshot(fan.page, "back-room-chat-390.png")
+    await assert_readable(fan.page.locator(".back-room-strip"), "the Back Room strip")
+
+    # A second participant finds the Back Room full: nothing to buy, no way in.
+    late = await people.new(DESKTOP)
+    await visit(late, code, "LateComer")
+    await expect(card(late.page)).to_contain_text("Full")
+    await expect(card(late.page).get_by_role("button", name="Buy a seat")).to_have_count(0)
+    await expect(card(late.page).get_by_role("link", name="Enter the Back Room")).to_have_count(0)
+    await screenshot(late.page, "back-room-full-1280.png")
+    shown = late.page.locator(".back-room-card h2, .back-room-card-facts")
+    await assert_readable(shown, "the Back Room card")
+
+    # The host's member list: the host and the holder; the host removes the seat with a refund.
+    await host.page.get_by_role("button", name="Back Room members").click()
+    members = host.page.get_by_role("dialog", name="Back Room members")
+    rows = members.get_by_role("list", name="Members").locator("li")
+    await expect(rows).to_have_count(2)
+    await expect(rows.nth(0)).to_contain_text(host_name)
+    await expect(rows.nth(1)).to_contain_text(fan_name)
+    await screenshot(host.page, "back-room-members-1280.png")
+    await rows.nth(1).get_by_role("button", name=f"Remove {fan_name}'s seat").click()
+    await expect(rows.nth(1).get_by_label("Refund their seat in full")).to_be_checked()
+    await rows.nth(1).get_by_role("button", name="Remove and refund").click()
+    await expect(rows).to_have_count(2)
+    await expect(members.get_by_text("Nobody has bought a seat yet.")).to_be_visible()
+
+    # The holder sees at once that their seat was removed, with the way back to the main room.
+    await expect(fan.page.get_by_role("heading", name="Your seat was removed")).to_be_visible()
+    await expect(fan.page.get_by_role("link", name="Back to After party")).to_be_visible()
+    await screenshot(fan.page, "back-room-removed-390.png")
+
+    # The seat is on sale again for everyone in the main room.
+    await expect(card(late.page)).to_contain_text("1 of 1 seat left")
+    await expect(card(late.page).get_by_role("button", name="Buy a seat")).to_be_visible()
+
+    # The host leaves the Back Room for the main room.
+    await members.get_by_role("button", name="Close").click()
+    await host.page.get_by_role("button", name=re.compile(r"^Leave the Back Room")).click()
+    await expect(host.page).to_have_url(re.compile(rf"/c/{code}$"))
+    await expect(card(host.page)).to_contain_text("0 seats taken")
