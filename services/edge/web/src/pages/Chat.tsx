@@ -568,6 +568,8 @@ export function ChatView({ room: initialRoom, joined, backRoom }: { room: Room; 
   const session = useMemo(() => new ChatSession(initialRoom, joined.participant), [initialRoom.code, joined.participant.id]);
   useSession(session);
   const room = session.room;
+  // What the room is called here: a Back Room by its main room's name.
+  const roomTitle = backRoom ? `Back Room · ${backRoom.mainName}` : room.name;
   const isHost = joined.participant.is_host;
   const [settingsOpen, setSettingsOpen] = useState(false);
   // Messages from others that arrived while the tab was hidden or scrolled away from the newest.
@@ -633,7 +635,7 @@ export function ChatView({ room: initialRoom, joined, backRoom }: { room: Room; 
   useEffect(() => {
     const onIncoming = (message: Message): void => {
       if (document.visibilityState !== "visible" || !atBottom.current) setTitleUnread((n) => n + 1);
-      if (!message.tip) notifyMessage(session.room.name, session.code, message);
+      if (!message.tip) notifyMessage(backRoom ? `the Back Room of ${backRoom.mainName}` : session.room.name, session.code, message);
     };
     session.incoming.add(onIncoming);
     return () => {
@@ -642,8 +644,8 @@ export function ChatView({ room: initialRoom, joined, backRoom }: { room: Room; 
   }, [session]);
 
   useEffect(() => {
-    document.title = `${titleUnread ? `(${titleUnread > 99 ? "99+" : titleUnread}) ` : ""}${room.name} · ChatPop`;
-  }, [titleUnread, room.name]);
+    document.title = `${titleUnread ? `(${titleUnread > 99 ? "99+" : titleUnread}) ` : ""}${roomTitle} · ChatPop`;
+  }, [titleUnread, roomTitle]);
 
   // Keep the reading position: stick to the newest, or hold still while older pages load above.
   useLayoutEffect(() => {
@@ -793,7 +795,7 @@ export function ChatView({ room: initialRoom, joined, backRoom }: { room: Room; 
   return (
     <div class="chat-screen">
       <RoomHeader
-        title={backRoom ? `Back Room · ${backRoom.mainName}` : room.name}
+        title={roomTitle}
         status={
           <div class="room-status">
             <ConnectionStatus state={session.state} onRetry={() => session.reconnectNow()} />
@@ -865,7 +867,7 @@ export function ChatView({ room: initialRoom, joined, backRoom }: { room: Room; 
       {isHost && canAct && <SalesHint sales={sales} code={session.code} />}
       <div class="messages-wrap">
         <div class="messages-bg" aria-hidden="true" />
-        <div class="messages" ref={scroller} onScroll={onScroll} role="log" aria-label={`Messages in ${room.name}`} tabIndex={0}>
+        <div class="messages" ref={scroller} onScroll={onScroll} role="log" aria-label={`Messages in ${roomTitle}`} tabIndex={0}>
           {session.hasOlder ? (
             <div class="history-edge">
               {session.loadingOlder ? (
@@ -879,8 +881,8 @@ export function ChatView({ room: initialRoom, joined, backRoom }: { room: Room; 
           ) : (
             session.loaded && (
               <div class="history-edge start">
-                <strong>This is the start of {room.name}.</strong>
-                {room.description && <p>{room.description}</p>}
+                <strong>This is the start of {backRoom ? `the Back Room of ${backRoom.mainName}` : room.name}.</strong>
+                {room.description && !backRoom && <p>{room.description}</p>}
               </div>
             )
           )}

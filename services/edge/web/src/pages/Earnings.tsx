@@ -136,6 +136,12 @@ export function Earnings() {
               <p class="hint earnings-split">
                 Pins: {money((data.pins ?? NONE).net_cents, currency)} net from {countWords((data.pins ?? NONE).count, "payment", "payments")} · Tips:{" "}
                 {money((data.tips ?? NONE).net_cents, currency)} net from {countWords((data.tips ?? NONE).count, "tip", "tips")}
+                {data.seats && (
+                  <>
+                    {" "}
+                    · Back Room seats: {money(data.seats.net_cents, currency)} net from {countWords(data.seats.count, "seat", "seats")}
+                  </>
+                )}
               </p>
             </section>
             <section class="card" aria-labelledby="earnings-pins">
@@ -146,6 +152,12 @@ export function Earnings() {
               <h2 id="earnings-tips">Tips</h2>
               <Figures amounts={data.tips ?? NONE} currency={currency} label="Tips" />
             </section>
+            {data.seats && (
+              <section class="card" aria-labelledby="earnings-seats">
+                <h2 id="earnings-seats">Back Room seats</h2>
+                <Figures amounts={data.seats} currency={currency} label="Back Room seats" />
+              </section>
+            )}
             <section class="card" aria-labelledby="earnings-rooms">
               <h2 id="earnings-rooms">By room</h2>
               {!data.rooms.length ? (
@@ -158,6 +170,7 @@ export function Earnings() {
                         <th scope="col">Room</th>
                         <th scope="col">Pins</th>
                         <th scope="col">Tips</th>
+                        {data.seats && <th scope="col">Seats</th>}
                         <th scope="col">Gross</th>
                         <th scope="col">Fee</th>
                         <th scope="col">Net</th>
@@ -174,6 +187,7 @@ export function Earnings() {
                             <th scope="row">{code ? <Link href={`/c/${code}`}>{name}</Link> : name}</th>
                             <td>{money((room.pins ?? NONE).gross_cents, currency)}</td>
                             <td>{money((room.tips ?? NONE).gross_cents, currency)}</td>
+                            {data.seats && <td>{money((room.seats ?? NONE).gross_cents, currency)}</td>}
                             <td>{money((room.total ?? NONE).gross_cents, currency)}</td>
                             <td>{money((room.total ?? NONE).fee_cents, currency)}</td>
                             <td>{money((room.total ?? NONE).net_cents, currency)}</td>
