@@ -73,7 +73,7 @@ async def build(settings: Settings) -> GrpcApp:
     relay = Relay(pool, name="payments", listen_dsn=settings.database_url, lease=RELAY_LEASE)
     events = EventHandler(pool, on_commit=relay.wake)
     deliver_to_identity(relay, identity, credentials)
-    relay.register(FULFIL_TOPIC, Fulfilment(pool, messaging, credentials, on_commit=relay.wake))
+    relay.register(FULFIL_TOPIC, Fulfilment(pool, messaging, credentials, rooms=rooms, on_commit=relay.wake))
     relay.register(REFUND_TOPIC, Refunds(pool, stripe, events))
     servicer = PaymentsServicer(
         settings,
@@ -101,6 +101,8 @@ async def build(settings: Settings) -> GrpcApp:
             tip_min_cents=settings.tip_min_cents,
             tip_max_cents=settings.tip_max_cents,
         ),
+        rooms=rooms,
+        credentials=credentials,
     )
     relay.start()
     background: list[asyncio.Task[Any]] = [

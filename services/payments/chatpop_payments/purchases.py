@@ -7,6 +7,11 @@ room's top pin now (an extension must be of the caller's own top pin): messaging
 tells. messaging decides again when the payment has arrived (two buyers may race), and a loser is
 refunded in full.
 
+A Back Room seat is priced from the room's seat price as rooms says it now (a price change applies to
+later buyers only), and refused while the Back Room is off (`back_room_unavailable`), full
+(`seats_full`) or the buyer holds a seat already (`already_seated`). rooms' GrantSeat decides for good
+when the payment has arrived: a seat that can no longer be granted is refunded in full.
+
 Then the order is stored (`created`) and ONE Stripe PaymentIntent is created for it with the key
 `order:<id>:payment_intent` (a destination charge: the host's Connect account gets the amount less the
 platform's application fee), and the order awaits payment. A retry with the same idempotency key
@@ -34,6 +39,7 @@ from chatpop_common.errors import FailedPrecondition, InvalidArgument, NotFound,
 from chatpop_common.service_auth import ServiceCredentials
 from chatpop_payments import orders, payouts
 from chatpop_payments.orders import NewOrder, Order, parse_id
+from chatpop_payments.settings import STRIPE_MIN_CHARGE_CENTS
 from chatpop_payments.states import Kind, State
 from chatpop_payments.stripe_api import StripeApi, StripeRefused, StripeUnavailable
 
@@ -47,6 +53,7 @@ _DESCRIPTIONS = {
     Kind.PIN: "ChatPop paid pin",
     Kind.PIN_EXTENSION: "ChatPop paid pin extension",
     Kind.TIP: "ChatPop tip",
+    Kind.SEAT: "ChatPop Back Room seat",
 }
 
 
@@ -115,10 +122,35 @@ def price(
         return Item(
             Kind.TIP, amount, pricing.platform_fee(amount, fee_percent), note=tip_note(request.tip.note)
         )
-    raise InvalidArgument("Name what to buy: a pin, an extension or a tip.", code="item_required")
+    raise InvalidArgument("Name what to buy: a pin, an extension, a tip or a seat.", code="item_required")
 
 
-def same_purchase(order: Order, room_id: uuid.UUID, item: Item) -> bool:
+def is_seat(request: payments_pb2.CreateOrderRequest) -> bool:
+    which: str | None = request.WhichOneof("item")
+    return which == "seat"
+
+
+def seat_price(room: rooms_pb2.Room, *, fee_percent: int) -> Item:
+    """A seat in the room's Back Room at its seat price now; refused when the room sells no seats."""
+    back_room = room.back_room
+    if (
+        room.parent_room_id
+        or not room.HasField("back_room")
+        or not back_room.enabled
+        or back_room.seat_price_cents < STRIPE_MIN_CHARGE_CENTS
+    ):
+        raise FailedPrecondition("This room has no Back Room open now.", code="back_room_unavailable")
+    if back_room.full or back_room.seats_taken >= back_room.seat_limit:
+        raise FailedPrecondition("Every seat in the Back Room is taken.", code="seats_full")
+    amount = back_room.seat_price_cents
+    return Item(Kind.SEAT, amount, pricing.platform_fee(amount, fee_percent))
+
+
+def same_purchase(order: Order, room_id: uuid.UUID, item: Item | None) -> bool:
+    """Whether an order is what the request asks for again (`item` None: a seat, whose price is the
+    room's and may have changed since)."""
+    if item is None:
+        return (order.room_id, order.kind) == (room_id, Kind.SEAT)
     return (order.room_id, order.kind, order.amount_cents, order.target_seq, order.pin_id, order.note) == (
         room_id,
         item.kind,
@@ -145,6 +177,25 @@ async def lookup_room(
         raise Unavailable("Rooms could not be reached; try again.", code="rooms_unavailable") from exc
     room: rooms_pb2.Room = response.room
     return room
+
+
+async def list_seats(
+    rooms: rooms_pb2_grpc.RoomsServiceStub, credentials: ServiceCredentials, room_id: uuid.UUID
+) -> rooms_pb2.ListSeatsResponse:
+    """The Back Room's current seat holders, as rooms has them now."""
+    try:
+        seats: rooms_pb2.ListSeatsResponse = await rooms.ListSeats(
+            rooms_pb2.ListSeatsRequest(room_id=str(room_id)),
+            metadata=await credentials.metadata(),
+            timeout=LOOKUP_TIMEOUT,
+        )
+    except grpc.aio.AioRpcError as exc:
+        if exc.code() == grpc.StatusCode.NOT_FOUND:
+            raise FailedPrecondition(
+                "This room has no Back Room open now.", code="back_room_unavailable"
+            ) from exc
+        raise Unavailable("Rooms could not be reached; try again.", code="rooms_unavailable") from exc
+    return seats
 
 
 def room_is_open(room: rooms_pb2.Room) -> bool:
@@ -192,23 +243,34 @@ class Purchases:
         buyer = parse_id(principal.subject, "subject")
         participant = parse_id(principal.participant_id, "participant_id")
         key = idempotency_key(request.idempotency_key)
-        item = price(
-            request, fee_percent=self._fee_percent, tip_min_cents=self._tip_min, tip_max_cents=self._tip_max
+        # A seat's price is the room's: known once rooms has been asked.
+        asked: Item | None = (
+            None
+            if is_seat(request)
+            else price(
+                request,
+                fee_percent=self._fee_percent,
+                tip_min_cents=self._tip_min,
+                tip_max_cents=self._tip_max,
+            )
         )
         existing = await orders.by_key(self._pool, buyer, key)
         if existing is not None:
-            return await self._again(existing, room_id, item)
+            return await self._again(existing, room_id, asked)
 
         room = await lookup_room(self._rooms, self._credentials, room_id)
         if not room_is_open(room):
             raise FailedPrecondition("This room is closed.", code="room_closed")
+        item = asked or seat_price(room, fee_percent=self._fee_percent)
         host = parse_id(room.host_id, "host_id")
         account = await payouts.receiving(self._pool, host, test_mode=self.test_mode)
         if account is None or account.stripe_account_id is None:
             raise FailedPrecondition(
                 "The host of this room cannot receive payments.", code="payments_not_enabled"
             )
-        if item.kind != Kind.TIP:
+        if item.kind == Kind.SEAT:
+            await self._check_seat(room_id, participant, principal)
+        elif item.kind != Kind.TIP:
             await self._check_pin(room_id, participant, item)
         order, created = await orders.insert(
             self._pool,
@@ -232,11 +294,11 @@ class Purchases:
         )
         if not created:
             # The same key raced in from another request.
-            return await self._again(order, room_id, item)
+            return await self._again(order, room_id, asked)
         opened, secret = await self._open_payment(order)
         return opened, secret, True
 
-    async def _again(self, order: Order, room_id: uuid.UUID, item: Item) -> tuple[Order, str, bool]:
+    async def _again(self, order: Order, room_id: uuid.UUID, item: Item | None) -> tuple[Order, str, bool]:
         if not same_purchase(order, room_id, item):
             raise FailedPrecondition(
                 "This idempotency key was used for another order; use a new key.",
@@ -244,6 +306,15 @@ class Purchases:
             )
         opened, secret = await self._open_payment(order)
         return opened, secret, False
+
+    async def _check_seat(self, room_id: uuid.UUID, participant: uuid.UUID, principal: Principal) -> None:
+        """Refuse a seat to whoever is in the Back Room already: its host, or a current holder (rooms
+        decides again at GrantSeat; this spares the buyer a payment that would be refunded)."""
+        if principal.is_host:
+            raise FailedPrecondition("The host is always in the Back Room.", code="already_seated")
+        seats = await list_seats(self._rooms, self._credentials, room_id)
+        if any(seat.participant_id == str(participant) for seat in seats.seats):
+            raise FailedPrecondition("You already hold a seat in this Back Room.", code="already_seated")
 
     async def _check_pin(self, room_id: uuid.UUID, participant: uuid.UUID, item: Item) -> None:
         try:

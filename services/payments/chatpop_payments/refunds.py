@@ -9,6 +9,11 @@ was done changes nothing.
 
 RefundOrder (admins): a paid or fulfilled order moves to refunding (reason `admin`) with the audit
 event `payment.refunded` in the same transaction; asking again changes nothing.
+
+RefundSeat (the room's host): the order of a Back Room seat that rooms no longer counts as held (the
+host removed it with RemoveSeat, asking for a refund) moves to refunding (reason `seat_removed`) with
+the audit event `payment.seat_refunded`; a seat still held is refused (`seat_held`), and asking again
+changes nothing.
 """
 
 from __future__ import annotations
@@ -20,13 +25,23 @@ from collections.abc import Sequence
 
 import asyncpg
 
+from chatpop.rooms.v1 import rooms_pb2_grpc
 from chatpop_common import audit_events, outbox
-from chatpop_common.errors import FailedPrecondition, InvalidArgument, NotFound
+from chatpop_common.auth import Principal
+from chatpop_common.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Unauthenticated,
+)
+from chatpop_common.service_auth import ServiceCredentials
 from chatpop_payments import audit, orders
 from chatpop_payments.events import EventHandler, start_refund
 from chatpop_payments.fulfilment import order_id_of
 from chatpop_payments.orders import Order
-from chatpop_payments.states import State
+from chatpop_payments.purchases import list_seats
+from chatpop_payments.states import Kind, State
 from chatpop_payments.stripe_api import StripeApi, StripeRefused
 
 log = logging.getLogger(__name__)
@@ -55,6 +70,51 @@ async def admin_refund(
         if moved is None:
             raise FailedPrecondition("Only a paid order can be refunded.", code="not_refundable")
         await audit_events.add(conn, audit.refunded(moved, admin, reason))
+    return moved, True
+
+
+async def seat_refund(
+    pool: asyncpg.Pool,
+    rooms: rooms_pb2_grpc.RoomsServiceStub,
+    credentials: ServiceCredentials,
+    principal: Principal,
+    room_id: uuid.UUID,
+    order_id: uuid.UUID,
+) -> tuple[Order, bool]:
+    """(the order, whether this call started its refund): a seat's order refunded by the room's host
+    once rooms no longer holds the seat for it."""
+    if principal.token_type == "room":
+        principal.require_room(str(room_id))
+        if not principal.is_host:
+            raise PermissionDenied("Only the room's host can refund a seat.", code="not_host")
+    elif principal.token_type != "access":
+        raise Unauthenticated("An access or room token is required.", code="invalid_token")
+    order = await orders.get(pool, order_id)
+    if (
+        order is None
+        or order.kind != Kind.SEAT
+        or order.room_id != room_id
+        or str(order.host_identity_id) != principal.subject
+    ):
+        raise NotFound("There is no such order.", code="order_not_found")
+    if order.state in (State.REFUNDING, State.REFUNDED):
+        return order, False
+    if order.state != State.FULFILLED:
+        raise FailedPrecondition("Only a seat that was granted can be refunded.", code="not_refundable")
+    seats = await list_seats(rooms, credentials, room_id)
+    if any(seat.order_id == str(order.id) for seat in seats.seats):
+        raise FailedPrecondition(
+            "This seat is still held: remove it from the Back Room first.", code="seat_held"
+        )
+    async with pool.acquire() as conn, conn.transaction():
+        locked = await orders.lock(conn, order_id)
+        assert locked is not None
+        if locked.state in (State.REFUNDING, State.REFUNDED):
+            return locked, False
+        moved = await start_refund(conn, locked, "seat_removed")
+        if moved is None:
+            raise FailedPrecondition("Only a seat that was granted can be refunded.", code="not_refundable")
+        await audit_events.add(conn, audit.seat_refunded(moved, principal.subject))
     return moved, True
 
 

@@ -10,6 +10,7 @@ import asyncpg
 import grpc
 
 from chatpop.payments.v1 import payments_pb2, payments_pb2_grpc
+from chatpop.rooms.v1 import rooms_pb2_grpc
 from chatpop_common.auth import Principal, current_principal, require_principal
 from chatpop_common.errors import (
     FailedPrecondition,
@@ -19,6 +20,7 @@ from chatpop_common.errors import (
     Unauthenticated,
     Unavailable,
 )
+from chatpop_common.service_auth import ServiceCredentials
 from chatpop_payments import earnings, orders, refunds
 from chatpop_payments.events import EventHandler, EventNotReady
 from chatpop_payments.metrics import WEBHOOKS_REFUSED
@@ -60,8 +62,12 @@ class PaymentsServicer(payments_pb2_grpc.PaymentsServiceServicer):
         purchases: Purchases,
         payouts: Payouts,
         sales: Sales,
+        rooms: rooms_pb2_grpc.RoomsServiceStub,
+        credentials: ServiceCredentials,
     ) -> None:
         self._settings = settings
+        self._rooms = rooms
+        self._credentials = credentials
         self._pool = pool
         self._events = events
         self._purchases = purchases
@@ -241,3 +247,18 @@ class PaymentsServicer(payments_pb2_grpc.PaymentsServiceServicer):
         if changed:
             self._events.committed()
         return payments_pb2.RefundOrderResponse(order=order.to_proto(), changed=changed)
+
+    async def RefundSeat(
+        self, request: payments_pb2.RefundSeatRequest, context: grpc.aio.ServicerContext
+    ) -> payments_pb2.RefundSeatResponse:
+        order, changed = await refunds.seat_refund(
+            self._pool,
+            self._rooms,
+            self._credentials,
+            require_principal(),
+            parse_id(request.room_id, "room_id"),
+            parse_id(request.order_id),
+        )
+        if changed:
+            self._events.committed()
+        return payments_pb2.RefundSeatResponse(order=order.to_proto(), changed=changed)

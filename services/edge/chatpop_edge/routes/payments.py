@@ -2,11 +2,12 @@
 earnings, and an admin's refund. The payments service owns all of it; prices are always the server's.
 
 An order moves only forward: `created` → `awaiting_payment` → `paid` → `fulfilled`, or `refunding` →
-`refunded`, or `failed` / `cancelled`. Nothing is pinned or tipped until the payment succeeded; an
-order that can no longer be fulfilled (outbid, the message gone, the buyer banned, the room closed)
-is refunded in full automatically, with `refund_reason` and a sentence in `refund_message`. A paid pin
-that was granted is never refunded because it ended early (taken down by the host, a ban, the message
-deleted).
+`refunded`, or `failed` / `cancelled`. Nothing is pinned, tipped or seated until the payment
+succeeded; an order that can no longer be fulfilled (outbid, the message gone, no Back Room seat left,
+a seat held already, the buyer banned, the room or its Back Room closed) is refunded in full
+automatically, with `refund_reason` and a sentence in `refund_message`. A paid pin that was granted is
+never refunded because it ended early (taken down by the host, a ban, the message deleted); a Back
+Room seat is refunded only when its host removes it asking for a refund (`seat_removed`).
 
 Without Stripe keys (`mode: "test"`), payments run in a clearly labelled test mode: no money moves,
 `POST /api/v1/payments/orders/{order_id}/test-confirm` stands in for paying, and payout onboarding
@@ -51,7 +52,7 @@ TIP_MAX_CENTS = 99_999_999
 NAMED_ROOMS_MAX = 50
 
 Mode = Literal["stripe", "test"]
-OrderKind = Literal["pin", "pin_extension", "tip"]
+OrderKind = Literal["pin", "pin_extension", "tip", "seat"]
 OrderState = Literal[
     "created", "awaiting_payment", "paid", "fulfilled", "refunding", "refunded", "failed", "cancelled"
 ]
@@ -60,6 +61,7 @@ _KIND: dict[int, OrderKind] = {
     payments_pb2.ORDER_KIND_PIN: "pin",
     payments_pb2.ORDER_KIND_PIN_EXTENSION: "pin_extension",
     payments_pb2.ORDER_KIND_TIP: "tip",
+    payments_pb2.ORDER_KIND_SEAT: "seat",
 }
 _STATE: dict[int, OrderState] = {
     payments_pb2.ORDER_STATE_CREATED: "created",
@@ -134,8 +136,12 @@ class TipItem(models.RequestBody):
     note: str = Field(default="", max_length=NOTE_MAX_LENGTH, description="Optional, checked like a message.")
 
 
+class SeatItem(models.RequestBody):
+    """A seat in the room's Back Room at its current seat price: nothing to choose."""
+
+
 class CreateOrderRequest(models.RequestBody):
-    """Exactly one of `pin`, `extension`, `tip`. No price: the server prices the order."""
+    """Exactly one of `pin`, `extension`, `tip`, `seat`. No price: the server prices the order."""
 
     idempotency_key: str = Field(
         min_length=8,
@@ -146,11 +152,12 @@ class CreateOrderRequest(models.RequestBody):
     pin: PinItem | None = None
     extension: ExtensionItem | None = None
     tip: TipItem | None = None
+    seat: SeatItem | None = Field(default=None, description="`{}`: a Back Room seat.")
 
     @model_validator(mode="after")
     def _one_item(self) -> CreateOrderRequest:
-        if sum(item is not None for item in (self.pin, self.extension, self.tip)) != 1:
-            raise ValueError("name exactly one of pin, extension or tip")
+        if sum(item is not None for item in (self.pin, self.extension, self.tip, self.seat)) != 1:
+            raise ValueError("name exactly one of pin, extension, tip or seat")
         return self
 
     def to_proto(self, room_id: str) -> payments_pb2.CreateOrderRequest:
@@ -167,6 +174,8 @@ class CreateOrderRequest(models.RequestBody):
             request.tip.CopyFrom(
                 payments_pb2.TipPurchase(amount_cents=self.tip.amount_cents, note=self.tip.note)
             )
+        elif self.seat is not None:
+            request.seat.CopyFrom(payments_pb2.SeatPurchase())
         return request
 
 
@@ -183,8 +192,9 @@ class Order(BaseModel):
     note: str = Field(description="For a tip: the note.")
     payment_error: str = Field(description="The last payment error (a declined card…); empty when none.")
     refund_reason: str = Field(
-        description="`outbid`, `not_top_pin`, `message_gone`, `banned`, `admin`, `room_closed`; empty unless "
-        "refunding or refunded."
+        description="`outbid`, `not_top_pin`, `message_gone`, `banned`, `admin`, `room_closed`, `seats_full` "
+        "(no Back Room seat was left when the payment landed), `already_seated`, `seat_removed` (the host "
+        "removed the seat with a refund); empty unless refunding or refunded."
     )
     refund_message: str = Field(description="Why it was refunded, in a sentence for people.")
     test_mode: bool
@@ -310,6 +320,7 @@ class RoomEarnings(BaseModel):
     room_name: str | None = Field(default=None, description="The room's name, when it could be looked up.")
     pins: Amounts
     tips: Amounts
+    seats: Amounts
     total: Amounts
 
 
@@ -317,6 +328,7 @@ class Earnings(BaseModel):
     currency: str
     pins: Amounts = Field(description="Paid pins and their extensions.")
     tips: Amounts
+    seats: Amounts = Field(description="Back Room seats.")
     total: Amounts
     rooms: list[RoomEarnings] = Field(description="Rooms with any earnings, most earned first.")
 
@@ -409,9 +421,11 @@ async def room_sales(code: RoomCode, backends: BackendsDep, token: OptionalToken
         200: {"model": CreatedOrder, "description": "The idempotency key answered an earlier order"},
         **error_responses(401, 403, 404, 409),
     },
-    summary="Buy a paid pin, an extension of your top pin, or a tip (room token); priced by the server",
+    summary="Buy a paid pin, an extension of your top pin, a tip or a Back Room seat (room token); priced "
+    "by the server",
     description="409 `payments_not_enabled` (the host cannot receive money), `outbid_required` (a pin "
-    "must outbid the top pin by a tier), `not_top_pin`, `room_closed`, `idempotency_key_reused`; 422 "
+    "must outbid the top pin by a tier), `not_top_pin`, `room_closed`, `idempotency_key_reused`, "
+    "`back_room_unavailable` (the room has no Back Room open), `seats_full`, `already_seated`; 422 "
     "`unknown_tier`, `tip_out_of_bounds`, `note_too_long`. Pay with Stripe.js and `client_secret`, or in "
     "test mode with `POST /api/v1/payments/orders/{order_id}/test-confirm`; then read the order until it "
     "settles.",
@@ -595,7 +609,8 @@ async def _room_names(backends: Backends, room_ids: list[str]) -> dict[str, room
     "/api/v1/payments/earnings",
     response_model=Earnings,
     responses=error_responses(401),
-    summary="What you earned as a host, per room and overall, pins and tips apart (access token)",
+    summary="What you earned as a host, per room and overall, pins, tips and Back Room seats apart (access "
+    "token)",
 )
 async def earnings(backends: BackendsDep, token: RequiredToken) -> Earnings:
     answer = await backends.payments.GetEarnings(
@@ -606,6 +621,7 @@ async def earnings(backends: BackendsDep, token: RequiredToken) -> Earnings:
         currency=answer.currency,
         pins=Amounts.from_proto(answer.pins),
         tips=Amounts.from_proto(answer.tips),
+        seats=Amounts.from_proto(answer.seats),
         total=Amounts.from_proto(answer.total),
         rooms=[
             RoomEarnings(
@@ -614,6 +630,7 @@ async def earnings(backends: BackendsDep, token: RequiredToken) -> Earnings:
                 room_name=named[room.room_id].name if room.room_id in named else None,
                 pins=Amounts.from_proto(room.pins),
                 tips=Amounts.from_proto(room.tips),
+                seats=Amounts.from_proto(room.seats),
                 total=Amounts.from_proto(room.total),
             )
             for room in answer.rooms
