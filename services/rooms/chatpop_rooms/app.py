@@ -15,6 +15,7 @@ from chatpop_common.outbox import Relay
 from chatpop_common.server import GrpcApp, Registration
 from chatpop_common.service_auth import ServiceCredentials
 from chatpop_rooms.access_codes import AccessCodeHasher, AccessCodeSealer
+from chatpop_rooms.back_rooms import BackRoomStore
 from chatpop_rooms.badges import VerifiedBadges
 from chatpop_rooms.bans import BanStore
 from chatpop_rooms.codes import new_room_code
@@ -58,6 +59,7 @@ async def build(settings: Settings, *, room_codes: Callable[[], str] = new_room_
         site_bans=SiteBanCheck(identity, credentials),
         revocations=SiteBanRevocations(pool),
         audit_log=audit_log,
+        back_rooms=BackRoomStore(pool),
         rolls=UsernameRolls(
             redis,
             limit=settings.username_roll_limit,

@@ -24,6 +24,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from chatpop.rooms.v1 import rooms_pb2
 from chatpop_common.errors import FailedPrecondition, InvalidArgument, NotFound
+from chatpop_rooms.back_rooms import lift_for_unban, take_seat_for_ban
 from chatpop_rooms.store import ParticipantRow, parse_uuid
 
 REASON_MAX = 500
@@ -92,6 +93,9 @@ class BanOutcome:
     created: bool
     # The keyed hash of the banned participant's network, when known.
     client_ip_hash: str = ""
+    # The ban took their Back Room seat: the Back Room and their participant there, to disconnect.
+    back_room_id: str = ""
+    back_room_participant_id: str = ""
 
 
 def validate_tier(value: int) -> str:
@@ -197,6 +201,10 @@ class BanStore:
                 )
                 await conn.execute(_BAN_PARTICIPANT, room_key, participant_key)
                 existing = await conn.fetchrow(_SELECT_BAN + " WHERE b.id = $1", ban_id)
+            # A holder's seat goes with the ban (no refund), and their Back Room tokens with it.
+            back_room_id, back_participant_id = await take_seat_for_ban(
+                conn, room_key, participant_key, target["subject"]
+            )
             participant = await conn.fetchrow(
                 "SELECT id, room_id, subject, username, is_host, version, banned, verified, joined_at"
                 " FROM participants WHERE room_id = $1 AND id = $2",
@@ -209,6 +217,8 @@ class BanStore:
                 ParticipantRow.from_record(participant),
                 created,
                 client_ip_hash=target["client_ip_hash"] or "",
+                back_room_id=back_room_id,
+                back_room_participant_id=back_participant_id,
             )
             if created and on_banned is not None:
                 await on_banned(conn, outcome)
@@ -236,6 +246,7 @@ class BanStore:
                     room_key,
                     lifted["participant_id"],
                 )
+                await lift_for_unban(conn, room_key, lifted["participant_id"])
             record = await conn.fetchrow(
                 _SELECT_BAN + " WHERE b.room_id = $1 AND b.id = $2", room_key, ban_key
             )

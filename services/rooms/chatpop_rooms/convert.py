@@ -7,6 +7,7 @@ from datetime import datetime
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from chatpop.rooms.v1 import rooms_pb2
+from chatpop_rooms.back_rooms import back_room_message
 from chatpop_rooms.store import ParticipantRow, RoomRow
 from chatpop_rooms.validation import THEMES, VISIBILITIES
 
@@ -20,8 +21,11 @@ def _timestamp(value: datetime) -> Timestamp:
     return stamp
 
 
-def room_message(row: RoomRow, *, names_per_network_default: int) -> rooms_pb2.Room:
-    return rooms_pb2.Room(
+def room_message(
+    row: RoomRow, *, names_per_network_default: int, show_back_room_id: bool = False
+) -> rooms_pb2.Room:
+    """`show_back_room_id` for the Back Room's members only (its host and seat holders)."""
+    message = rooms_pb2.Room(
         id=row.id,
         code=row.code,
         name=row.name,
@@ -37,10 +41,15 @@ def room_message(row: RoomRow, *, names_per_network_default: int) -> rooms_pb2.R
         taken_down=row.taken_down_at is not None,
         created_at=_timestamp(row.created_at),
         updated_at=_timestamp(row.updated_at),
+        parent_room_id=row.parent_room_id or "",
     )
+    back_room = back_room_message(row, show_id=show_back_room_id)
+    if back_room is not None:
+        message.back_room.CopyFrom(back_room)
+    return message
 
 
-def participant_message(row: ParticipantRow) -> rooms_pb2.Participant:
+def participant_message(row: ParticipantRow, *, seat_removed: bool = False) -> rooms_pb2.Participant:
     return rooms_pb2.Participant(
         id=row.id,
         room_id=row.room_id,
@@ -51,4 +60,5 @@ def participant_message(row: ParticipantRow) -> rooms_pb2.Participant:
         banned=row.banned,
         verified=row.verified,
         joined_at=_timestamp(row.joined_at),
+        seat_removed=seat_removed,
     )

@@ -12,7 +12,7 @@ import redis
 from chatpop.identity.v1 import identity_pb2, identity_pb2_grpc
 from chatpop.rooms.v1 import rooms_pb2, rooms_pb2_grpc
 from chatpop_common.audit_events import AuditLog
-from chatpop_common.auth import Principal, bearer_from_metadata, require_principal
+from chatpop_common.auth import Principal, bearer_from_metadata, current_principal, require_principal
 from chatpop_common.clients import bearer
 from chatpop_common.errors import (
     AlreadyExists,
@@ -21,13 +21,25 @@ from chatpop_common.errors import (
     NotFound,
     PermissionDenied,
     ResourceExhausted,
+    Unauthenticated,
     Unavailable,
 )
 from chatpop_common.fixed_window import FixedWindowLimiter
+from chatpop_common.service_auth import require_service
 from chatpop_common.usernames import USERNAME_MAX_LENGTH, normalize_username
 from chatpop_common.wording import wait_words
 from chatpop_rooms import audit
 from chatpop_rooms.access_codes import AccessCodeHasher, AccessCodeSealer
+from chatpop_rooms.back_rooms import (
+    OUTCOMES,
+    BackRoomChanges,
+    BackRoomStore,
+    back_room_message,
+    no_back_room,
+    require_complete,
+    validate_order_id,
+    validate_settings,
+)
 from chatpop_rooms.badges import VerifiedBadges
 from chatpop_rooms.bans import BanStore, ban_message, validate_limit, validate_reason, validate_tier
 from chatpop_rooms.codes import new_room_code, normalize_room_code
@@ -151,6 +163,7 @@ class RoomsServicer(rooms_pb2_grpc.RoomsServiceServicer):
         site_bans: SiteBanCheck,
         revocations: SiteBanRevocations,
         audit_log: AuditLog,
+        back_rooms: BackRoomStore,
         anonymous_usernames_per_ip: int,
         anonymous_usernames_window: int = 3600,
         join_attempt_window: int = 900,
@@ -170,6 +183,7 @@ class RoomsServicer(rooms_pb2_grpc.RoomsServiceServicer):
         self._takedowns = takedowns
         self._site_bans = site_bans
         self._revocations = revocations
+        self._back_rooms = back_rooms
         self._anonymous_usernames_per_ip = anonymous_usernames_per_ip
         self._anonymous_usernames_window = anonymous_usernames_window
         self._room_codes = room_codes
@@ -193,6 +207,11 @@ class RoomsServicer(rooms_pb2_grpc.RoomsServiceServicer):
             if request.HasField("anonymous_names_per_network")
             else None
         )
+        back_room = self._back_room_changes(
+            principal, request.back_room if request.HasField("back_room") else None
+        )
+        if back_room is not None:
+            require_complete(back_room, None)
         if principal.kind == ANONYMOUS:
             await self._limit_room_creation(principal.subject)
         room_id = str(uuid.uuid4())
@@ -217,7 +236,9 @@ class RoomsServicer(rooms_pb2_grpc.RoomsServiceServicer):
                 row = await self._store.insert_room(new_room, self._room_codes())
             except CodeTaken:
                 continue
-            return rooms_pb2.CreateRoomResponse(room=self._room_message(row))
+            if back_room is not None:
+                row = await self._back_rooms.apply_settings(row.id, back_room, self._room_codes)
+            return rooms_pb2.CreateRoomResponse(room=self._room_message(row, show_back_room_id=True))
         log.error("no free room code after %d draws", CODE_DRAWS)
         raise Unavailable("Could not allocate a room code; try again.", code="room_code_unavailable")
 
@@ -225,13 +246,16 @@ class RoomsServicer(rooms_pb2_grpc.RoomsServiceServicer):
         self, request: rooms_pb2.GetRoomRequest, context: grpc.aio.ServicerContext
     ) -> rooms_pb2.GetRoomResponse:
         key = request.WhichOneof("key")
+        principal = current_principal()
         if key == "code":
-            room = await self._room_by_code(request.code)
+            # A Back Room's code reads like no room at all to anyone but its members.
+            room = await self._room_by_code(request.code, principal)
         elif key == "room_id":
             room = await self._room_by_id(request.room_id)
         else:
             raise InvalidArgument("Name the room by its code or its id.", code="room_key_required")
-        return rooms_pb2.GetRoomResponse(room=self._room_message(room))
+        member = await self._back_room_member(principal, room)
+        return rooms_pb2.GetRoomResponse(room=self._room_message(room, show_back_room_id=member))
 
     async def UpdateRoom(
         self, request: rooms_pb2.UpdateRoomRequest, context: grpc.aio.ServicerContext
@@ -281,12 +305,28 @@ class RoomsServicer(rooms_pb2_grpc.RoomsServiceServicer):
             changes["access_code_hash"] = await self._hasher.hash(access_code)
             changes["access_code_sealed"] = self._sealer.seal(room.id, access_code)
 
-        if not changes:
-            return rooms_pb2.UpdateRoomResponse(room=self._room_message(room))
-        updated = await self._store.update_room(room.id, changes)
-        if updated is None:
-            raise _room_not_found()
-        return rooms_pb2.UpdateRoomResponse(room=self._room_message(updated))
+        back_room = self._back_room_changes(
+            principal, request.back_room if request.HasField("back_room") else None
+        )
+        if room.is_back_room and ("visibility" in changes or access_code):
+            raise FailedPrecondition(
+                "A Back Room admits only its host and seat holders: it has no visibility or access code.",
+                code="back_room_setting",
+            )
+        if back_room is not None:
+            # Checked before anything is saved, so a refused Back Room change leaves the room as it was.
+            if room.is_back_room:
+                raise FailedPrecondition("A Back Room has no Back Room of its own.", code="back_room_nested")
+            require_complete(back_room, room)
+        updated: RoomRow | None = room
+        if changes:
+            updated = await self._store.update_room(room.id, changes)
+            if updated is None:
+                raise _room_not_found()
+        if back_room is not None:
+            updated = await self._back_rooms.apply_settings(room.id, back_room, self._room_codes)
+        assert updated is not None
+        return rooms_pb2.UpdateRoomResponse(room=self._room_message(updated, show_back_room_id=True))
 
     async def CloseRoom(
         self, request: rooms_pb2.CloseRoomRequest, context: grpc.aio.ServicerContext
@@ -306,6 +346,9 @@ class RoomsServicer(rooms_pb2_grpc.RoomsServiceServicer):
         if len(request.client_ip_hash) > CLIENT_IP_HASH_MAX:
             raise InvalidArgument("client_ip_hash is too long to be a hash.", code="invalid_client_ip_hash")
         room = await self._room_by_code(request.code)
+        if room.is_back_room:
+            # Entered only through EnterBackRoom; to JoinRoom it is no room at all.
+            raise _room_not_found()
         if room.taken_down_at is not None:
             raise room_taken_down()
         await self._site_bans.refuse_banned(principal.subject, request.client_ip_hash)
@@ -330,25 +373,7 @@ class RoomsServicer(rooms_pb2_grpc.RoomsServiceServicer):
         if participant.banned:
             raise _banned()
 
-        try:
-            issued = await self._identity.IssueRoomToken(
-                identity_pb2.IssueRoomTokenRequest(
-                    room_id=room.id,
-                    participant_id=participant.id,
-                    subject=participant.subject,
-                    version=participant.version,
-                    is_host=participant.is_host,
-                    username=participant.username,
-                ),
-                metadata=bearer(caller_token) if caller_token else None,
-                timeout=IDENTITY_TIMEOUT,
-            )
-        except grpc.aio.AioRpcError as exc:
-            log.warning("identity refused a room token: %s", exc.code().name)
-            # The participant is stored, so retrying the join returns it with a new token.
-            raise Unavailable(
-                "Could not issue a room token; try again.", code="identity_unavailable"
-            ) from exc
+        issued = await self._issue_room_token(participant, caller_token)
         return rooms_pb2.JoinRoomResponse(
             room=self._room_message(room),
             participant=participant_message(participant),
@@ -366,7 +391,12 @@ class RoomsServicer(rooms_pb2_grpc.RoomsServiceServicer):
         room = await self._store.room_by_id(participant.room_id)
         if room is not None and room.taken_down_at is not None:
             raise room_taken_down()
-        return rooms_pb2.GetParticipantResponse(participant=participant_message(participant))
+        seat_removed = False
+        if room is not None and room.parent_room_id is not None and not participant.is_host:
+            seat_removed = not await self._back_rooms.holds_seat(room.parent_room_id, participant.subject)
+        return rooms_pb2.GetParticipantResponse(
+            participant=participant_message(participant, seat_removed=seat_removed)
+        )
 
     async def ListParticipants(
         self, request: rooms_pb2.ListParticipantsRequest, context: grpc.aio.ServicerContext
@@ -382,6 +412,8 @@ class RoomsServicer(rooms_pb2_grpc.RoomsServiceServicer):
         if len(request.client_ip_hash) > CLIENT_IP_HASH_MAX:
             raise InvalidArgument("client_ip_hash is too long to be a hash.", code="invalid_client_ip_hash")
         room = await self._room_by_code(request.code)
+        if room.is_back_room:
+            raise _room_not_found()
         _require_open(room)
         try:
             left = await self._rolls.peek(room.id, principal.subject)
@@ -427,7 +459,7 @@ class RoomsServicer(rooms_pb2_grpc.RoomsServiceServicer):
         self, request: rooms_pb2.GetMyParticipantRequest, context: grpc.aio.ServicerContext
     ) -> rooms_pb2.GetMyParticipantResponse:
         principal = _require_access_token()
-        room = await self._room_by_code(request.code)
+        room = await self._room_by_code(request.code, principal)
         participant = await self._store.participant_by_subject(room.id, principal.subject)
         if participant is None:
             raise NotFound("You have not joined this room yet.", code="not_joined")
@@ -520,6 +552,8 @@ class RoomsServicer(rooms_pb2_grpc.RoomsServiceServicer):
             ban=ban_message(outcome.ban),
             participant=participant_message(outcome.participant),
             created=outcome.created,
+            back_room_id=outcome.back_room_id,
+            back_room_participant_id=outcome.back_room_participant_id,
         )
 
     async def UnbanParticipant(
@@ -544,6 +578,195 @@ class RoomsServicer(rooms_pb2_grpc.RoomsServiceServicer):
         _require_host(principal, room)
         bans = await self._bans.in_force(room.id, validate_limit(request.limit))
         return rooms_pb2.ListBansResponse(bans=[ban_message(ban) for ban in bans])
+
+    async def _issue_room_token(
+        self, participant: ParticipantRow, caller_token: str
+    ) -> identity_pb2.IssueRoomTokenResponse:
+        """A room token for the participant, audience its room, signed by identity."""
+        try:
+            issued: identity_pb2.IssueRoomTokenResponse = await self._identity.IssueRoomToken(
+                identity_pb2.IssueRoomTokenRequest(
+                    room_id=participant.room_id,
+                    participant_id=participant.id,
+                    subject=participant.subject,
+                    version=participant.version,
+                    is_host=participant.is_host,
+                    username=participant.username,
+                ),
+                metadata=bearer(caller_token) if caller_token else None,
+                timeout=IDENTITY_TIMEOUT,
+            )
+        except grpc.aio.AioRpcError as exc:
+            log.warning("identity refused a room token: %s", exc.code().name)
+            # The participant is stored, so asking again returns it with a new token.
+            raise Unavailable(
+                "Could not issue a room token; try again.", code="identity_unavailable"
+            ) from exc
+        return issued
+
+    # --- Back Rooms (back_rooms.py) ----------------------------------------------------------------
+
+    def _back_room_changes(
+        self, principal: Principal, settings: rooms_pb2.BackRoomSettings | None
+    ) -> BackRoomChanges | None:
+        if settings is None:
+            return None
+        changes = validate_settings(settings)
+        if changes.empty:
+            return None
+        if changes.needs_payouts and principal.kind == ANONYMOUS:
+            raise PermissionDenied(
+                "A Back Room sells seats, so its host needs an account: sign in to open one.",
+                code="anonymous_host",
+            )
+        return changes
+
+    async def _back_room_member(self, principal: Principal | None, room: RoomRow) -> bool:
+        """Whether the caller belongs in this Back Room (or the main room's): a ChatPop service, its
+        host, someone holding a seat now, or the holder of a room token for the Back Room itself (whose
+        standing the caller of GetRoom checks, so a removed holder learns `seat_removed`)."""
+        main_room_id = room.parent_room_id if room.is_back_room else room.id
+        back_room_id = room.id if room.is_back_room else room.back_room_id
+        if principal is None or main_room_id is None or back_room_id is None:
+            return False
+        if principal.token_type == "service":
+            return True
+        if principal.token_type == "room" and principal.room_id == back_room_id:
+            return True
+        if principal.subject == room.host_id:
+            return True
+        return await self._back_rooms.holds_seat(main_room_id, principal.subject)
+
+    def _back_room(self, room: RoomRow, *, member: bool) -> rooms_pb2.BackRoom:
+        return back_room_message(room, show_id=member) or rooms_pb2.BackRoom()
+
+    async def GrantSeat(
+        self, request: rooms_pb2.GrantSeatRequest, context: grpc.aio.ServicerContext
+    ) -> rooms_pb2.GrantSeatResponse:
+        require_service("payments")
+        order_id = validate_order_id(request.order_id)
+        if request.price_cents < 0:
+            raise InvalidArgument("A price cannot be negative.", code="invalid_price")
+        grant = await self._back_rooms.grant(
+            order_id=order_id,
+            room_id=request.room_id,
+            participant_id=request.participant_id,
+            price_cents=request.price_cents,
+        )
+        if grant.created:
+            log.info(
+                "seat order decided",
+                extra={"room_id": grant.room.id, "order_id": order_id, "outcome": grant.outcome},
+            )
+        response = rooms_pb2.GrantSeatResponse(
+            outcome=OUTCOMES[grant.outcome],
+            back_room=self._back_room(grant.room, member=True),
+            created=grant.created,
+        )
+        if grant.seat is not None:
+            response.seat.CopyFrom(grant.seat.message())
+        return response
+
+    async def RemoveSeat(
+        self, request: rooms_pb2.RemoveSeatRequest, context: grpc.aio.ServicerContext
+    ) -> rooms_pb2.RemoveSeatResponse:
+        principal = require_principal()
+        room = await self._room_by_id(request.room_id)
+        _require_host(principal, room)
+        if room.is_back_room:
+            raise no_back_room()
+        removal = await self._back_rooms.remove(
+            room_id=room.id, participant_id=request.participant_id, refund=request.refund
+        )
+        if removal.changed:
+            log.info(
+                "seat removed",
+                extra={
+                    "room_id": room.id,
+                    "participant_id": removal.seat.participant_id,
+                    "refund": removal.refund,
+                },
+            )
+        return rooms_pb2.RemoveSeatResponse(
+            seat=removal.seat.message(),
+            changed=removal.changed,
+            back_room=self._back_room(removal.room, member=True),
+            back_room_participant_id=removal.back_room_participant_id,
+            refund=removal.refund,
+        )
+
+    async def ListSeats(
+        self, request: rooms_pb2.ListSeatsRequest, context: grpc.aio.ServicerContext
+    ) -> rooms_pb2.ListSeatsResponse:
+        principal = require_principal()
+        room = await self._room_by_id(request.room_id)
+        if principal.token_type == "room":
+            principal.require_room(room.id)
+        if room.is_back_room or room.back_room_id is None:
+            raise no_back_room()
+        if principal.token_type == "service" or principal.subject == room.host_id:
+            allowed = True
+        else:
+            allowed = await self._back_rooms.holds_seat(room.id, principal.subject)
+        if not allowed:
+            raise PermissionDenied("Only the host and seat holders see who holds a seat.", code="no_seat")
+        seats = await self._back_rooms.seats(room.id)
+        return rooms_pb2.ListSeatsResponse(
+            seats=[seat.message() for seat in seats], back_room=self._back_room(room, member=True)
+        )
+
+    async def EnterBackRoom(
+        self, request: rooms_pb2.EnterBackRoomRequest, context: grpc.aio.ServicerContext
+    ) -> rooms_pb2.EnterBackRoomResponse:
+        principal = require_principal()
+        room = await self._room_by_id(request.room_id)
+        # Only a room token of the main room itself: its standing is checked here, below.
+        principal.require_room(room.id)
+        if room.taken_down_at is not None:
+            raise room_taken_down()
+        if room.is_back_room or room.back_room_id is None:
+            raise no_back_room()
+        _require_open(room)
+        mine = await self._store.participant(room.id, principal.participant_id)
+        if mine is None:
+            raise PermissionDenied("You are not a participant of this room.", code="not_a_participant")
+        if mine.banned:
+            raise _banned()
+        if principal.version < mine.version:
+            raise Unauthenticated("This room token was revoked; join the room again.", code="token_revoked")
+        is_host = principal.subject == room.host_id
+        if not is_host and not await self._back_rooms.holds_seat(room.id, principal.subject):
+            raise PermissionDenied("Only the host and seat holders enter the Back Room.", code="no_seat")
+        back_room = await self._room_by_id(room.back_room_id)
+        if back_room.taken_down_at is not None:
+            raise room_taken_down()
+        participant = await self._store.participant_by_subject(back_room.id, principal.subject)
+        if participant is None:
+            try:
+                participant = await self._store.insert_participant(
+                    room_id=back_room.id,
+                    subject=principal.subject,
+                    username=mine.username,
+                    is_host=is_host,
+                    verified=mine.verified,
+                    identity_kind=ANONYMOUS if principal.kind == ANONYMOUS else "user",
+                )
+            except AlreadyJoined as raced:
+                participant = raced.participant
+            except UsernameTaken:
+                raise AlreadyExists(
+                    "Someone in the Back Room already uses your username.", code="username_taken"
+                ) from None
+        if participant.banned:
+            raise _banned()
+        caller_token = bearer_from_metadata(context.invocation_metadata()) or ""
+        issued = await self._issue_room_token(participant, caller_token)
+        return rooms_pb2.EnterBackRoomResponse(
+            back_room=self._room_message(back_room, show_back_room_id=True),
+            participant=participant_message(participant),
+            room_token=issued.room_token,
+            room_token_expires_in=issued.expires_in,
+        )
 
     # --- takedowns (admins) ------------------------------------------------------------------------
 
@@ -614,13 +837,20 @@ class RoomsServicer(rooms_pb2_grpc.RoomsServiceServicer):
     def _names_per_network(self, room: RoomRow) -> int:
         return room.anonymous_names_per_network or self._anonymous_usernames_per_ip
 
-    def _room_message(self, row: RoomRow) -> rooms_pb2.Room:
-        return room_message(row, names_per_network_default=self._anonymous_usernames_per_ip)
+    def _room_message(self, row: RoomRow, *, show_back_room_id: bool = False) -> rooms_pb2.Room:
+        return room_message(
+            row,
+            names_per_network_default=self._anonymous_usernames_per_ip,
+            show_back_room_id=show_back_room_id,
+        )
 
-    async def _room_by_code(self, raw: str) -> RoomRow:
+    async def _room_by_code(self, raw: str, principal: Principal | None = None) -> RoomRow:
+        """The room with this code. A Back Room is found only for its members (pass the caller)."""
         code = normalize_room_code(raw)
         room = await self._store.room_by_code(code) if code else None
         if room is None:
+            raise _room_not_found()
+        if room.is_back_room and not await self._back_room_member(principal, room):
             raise _room_not_found()
         return room
 

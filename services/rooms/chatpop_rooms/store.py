@@ -29,6 +29,12 @@ _ROOM_COLUMN_NAMES = (
     "created_at",
     "updated_at",
     "taken_down_at",
+    "parent_room_id",
+    "back_room_id",
+    "back_room_enabled",
+    "back_room_seat_price_cents",
+    "back_room_seat_limit",
+    "back_room_seats_taken",
 )
 _PARTICIPANT_COLUMN_NAMES = (
     "id",
@@ -77,7 +83,7 @@ _MY_ROOMS = f"""
     FROM mine
     JOIN rooms r ON r.id = mine.room_id
     LEFT JOIN participants p ON p.room_id = r.id AND p.subject = $1
-    WHERE p.banned IS NOT TRUE
+    WHERE p.banned IS NOT TRUE AND r.parent_room_id IS NULL
     ORDER BY coalesce(p.joined_at, r.created_at) DESC, r.id
     LIMIT $2
 """  # noqa: S608
@@ -145,11 +151,26 @@ class RoomRow:
     updated_at: datetime
     # Set while an admin's takedown stands (chatpop_rooms.takedowns).
     taken_down_at: datetime | None = None
+    # A Back Room names its main room; a main room names its Back Room once it was first enabled
+    # (chatpop_rooms.back_rooms).
+    parent_room_id: str | None = None
+    back_room_id: str | None = None
+    back_room_enabled: bool = False
+    back_room_seat_price_cents: int | None = None
+    back_room_seat_limit: int | None = None
+    back_room_seats_taken: int = 0
+
+    @property
+    def is_back_room(self) -> bool:
+        return self.parent_room_id is not None
 
     @classmethod
     def from_record(cls, record: asyncpg.Record | dict[str, Any]) -> RoomRow:
         values = dict(record)
         values["id"] = str(values["id"])
+        for key in ("parent_room_id", "back_room_id"):
+            if values.get(key) is not None:
+                values[key] = str(values[key])
         return cls(**values)
 
 

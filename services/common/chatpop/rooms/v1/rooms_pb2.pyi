@@ -10,6 +10,15 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class SeatOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SEAT_OUTCOME_UNSPECIFIED: _ClassVar[SeatOutcome]
+    SEAT_OUTCOME_GRANTED: _ClassVar[SeatOutcome]
+    SEAT_OUTCOME_FULL: _ClassVar[SeatOutcome]
+    SEAT_OUTCOME_ALREADY_HOLDER: _ClassVar[SeatOutcome]
+    SEAT_OUTCOME_BANNED: _ClassVar[SeatOutcome]
+    SEAT_OUTCOME_UNAVAILABLE: _ClassVar[SeatOutcome]
+
 class Visibility(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     VISIBILITY_UNSPECIFIED: _ClassVar[Visibility]
@@ -29,6 +38,12 @@ class BanTier(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     BAN_TIER_SESSION: _ClassVar[BanTier]
     BAN_TIER_DEVICE: _ClassVar[BanTier]
     BAN_TIER_IP: _ClassVar[BanTier]
+SEAT_OUTCOME_UNSPECIFIED: SeatOutcome
+SEAT_OUTCOME_GRANTED: SeatOutcome
+SEAT_OUTCOME_FULL: SeatOutcome
+SEAT_OUTCOME_ALREADY_HOLDER: SeatOutcome
+SEAT_OUTCOME_BANNED: SeatOutcome
+SEAT_OUTCOME_UNAVAILABLE: SeatOutcome
 VISIBILITY_UNSPECIFIED: Visibility
 VISIBILITY_PUBLIC: Visibility
 VISIBILITY_PRIVATE: Visibility
@@ -41,6 +56,126 @@ BAN_TIER_SESSION: BanTier
 BAN_TIER_DEVICE: BanTier
 BAN_TIER_IP: BanTier
 
+class BackRoom(_message.Message):
+    __slots__ = ("enabled", "seat_price_cents", "seat_limit", "seats_taken", "full", "back_room_id")
+    ENABLED_FIELD_NUMBER: _ClassVar[int]
+    SEAT_PRICE_CENTS_FIELD_NUMBER: _ClassVar[int]
+    SEAT_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    SEATS_TAKEN_FIELD_NUMBER: _ClassVar[int]
+    FULL_FIELD_NUMBER: _ClassVar[int]
+    BACK_ROOM_ID_FIELD_NUMBER: _ClassVar[int]
+    enabled: bool
+    seat_price_cents: int
+    seat_limit: int
+    seats_taken: int
+    full: bool
+    back_room_id: str
+    def __init__(self, enabled: _Optional[bool] = ..., seat_price_cents: _Optional[int] = ..., seat_limit: _Optional[int] = ..., seats_taken: _Optional[int] = ..., full: _Optional[bool] = ..., back_room_id: _Optional[str] = ...) -> None: ...
+
+class BackRoomSettings(_message.Message):
+    __slots__ = ("enabled", "seat_price_cents", "seat_limit")
+    ENABLED_FIELD_NUMBER: _ClassVar[int]
+    SEAT_PRICE_CENTS_FIELD_NUMBER: _ClassVar[int]
+    SEAT_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    enabled: bool
+    seat_price_cents: int
+    seat_limit: int
+    def __init__(self, enabled: _Optional[bool] = ..., seat_price_cents: _Optional[int] = ..., seat_limit: _Optional[int] = ...) -> None: ...
+
+class Seat(_message.Message):
+    __slots__ = ("participant_id", "username", "order_id", "price_cents", "granted_at")
+    PARTICIPANT_ID_FIELD_NUMBER: _ClassVar[int]
+    USERNAME_FIELD_NUMBER: _ClassVar[int]
+    ORDER_ID_FIELD_NUMBER: _ClassVar[int]
+    PRICE_CENTS_FIELD_NUMBER: _ClassVar[int]
+    GRANTED_AT_FIELD_NUMBER: _ClassVar[int]
+    participant_id: str
+    username: str
+    order_id: str
+    price_cents: int
+    granted_at: _timestamp_pb2.Timestamp
+    def __init__(self, participant_id: _Optional[str] = ..., username: _Optional[str] = ..., order_id: _Optional[str] = ..., price_cents: _Optional[int] = ..., granted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class GrantSeatRequest(_message.Message):
+    __slots__ = ("order_id", "room_id", "participant_id", "price_cents")
+    ORDER_ID_FIELD_NUMBER: _ClassVar[int]
+    ROOM_ID_FIELD_NUMBER: _ClassVar[int]
+    PARTICIPANT_ID_FIELD_NUMBER: _ClassVar[int]
+    PRICE_CENTS_FIELD_NUMBER: _ClassVar[int]
+    order_id: str
+    room_id: str
+    participant_id: str
+    price_cents: int
+    def __init__(self, order_id: _Optional[str] = ..., room_id: _Optional[str] = ..., participant_id: _Optional[str] = ..., price_cents: _Optional[int] = ...) -> None: ...
+
+class GrantSeatResponse(_message.Message):
+    __slots__ = ("outcome", "seat", "back_room", "created")
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    SEAT_FIELD_NUMBER: _ClassVar[int]
+    BACK_ROOM_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    outcome: SeatOutcome
+    seat: Seat
+    back_room: BackRoom
+    created: bool
+    def __init__(self, outcome: _Optional[_Union[SeatOutcome, str]] = ..., seat: _Optional[_Union[Seat, _Mapping]] = ..., back_room: _Optional[_Union[BackRoom, _Mapping]] = ..., created: _Optional[bool] = ...) -> None: ...
+
+class RemoveSeatRequest(_message.Message):
+    __slots__ = ("room_id", "participant_id", "refund")
+    ROOM_ID_FIELD_NUMBER: _ClassVar[int]
+    PARTICIPANT_ID_FIELD_NUMBER: _ClassVar[int]
+    REFUND_FIELD_NUMBER: _ClassVar[int]
+    room_id: str
+    participant_id: str
+    refund: bool
+    def __init__(self, room_id: _Optional[str] = ..., participant_id: _Optional[str] = ..., refund: _Optional[bool] = ...) -> None: ...
+
+class RemoveSeatResponse(_message.Message):
+    __slots__ = ("seat", "changed", "back_room", "back_room_participant_id", "refund")
+    SEAT_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_FIELD_NUMBER: _ClassVar[int]
+    BACK_ROOM_FIELD_NUMBER: _ClassVar[int]
+    BACK_ROOM_PARTICIPANT_ID_FIELD_NUMBER: _ClassVar[int]
+    REFUND_FIELD_NUMBER: _ClassVar[int]
+    seat: Seat
+    changed: bool
+    back_room: BackRoom
+    back_room_participant_id: str
+    refund: bool
+    def __init__(self, seat: _Optional[_Union[Seat, _Mapping]] = ..., changed: _Optional[bool] = ..., back_room: _Optional[_Union[BackRoom, _Mapping]] = ..., back_room_participant_id: _Optional[str] = ..., refund: _Optional[bool] = ...) -> None: ...
+
+class ListSeatsRequest(_message.Message):
+    __slots__ = ("room_id",)
+    ROOM_ID_FIELD_NUMBER: _ClassVar[int]
+    room_id: str
+    def __init__(self, room_id: _Optional[str] = ...) -> None: ...
+
+class ListSeatsResponse(_message.Message):
+    __slots__ = ("seats", "back_room")
+    SEATS_FIELD_NUMBER: _ClassVar[int]
+    BACK_ROOM_FIELD_NUMBER: _ClassVar[int]
+    seats: _containers.RepeatedCompositeFieldContainer[Seat]
+    back_room: BackRoom
+    def __init__(self, seats: _Optional[_Iterable[_Union[Seat, _Mapping]]] = ..., back_room: _Optional[_Union[BackRoom, _Mapping]] = ...) -> None: ...
+
+class EnterBackRoomRequest(_message.Message):
+    __slots__ = ("room_id",)
+    ROOM_ID_FIELD_NUMBER: _ClassVar[int]
+    room_id: str
+    def __init__(self, room_id: _Optional[str] = ...) -> None: ...
+
+class EnterBackRoomResponse(_message.Message):
+    __slots__ = ("back_room", "participant", "room_token", "room_token_expires_in")
+    BACK_ROOM_FIELD_NUMBER: _ClassVar[int]
+    PARTICIPANT_FIELD_NUMBER: _ClassVar[int]
+    ROOM_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    ROOM_TOKEN_EXPIRES_IN_FIELD_NUMBER: _ClassVar[int]
+    back_room: Room
+    participant: Participant
+    room_token: str
+    room_token_expires_in: int
+    def __init__(self, back_room: _Optional[_Union[Room, _Mapping]] = ..., participant: _Optional[_Union[Participant, _Mapping]] = ..., room_token: _Optional[str] = ..., room_token_expires_in: _Optional[int] = ...) -> None: ...
+
 class MediaSettings(_message.Message):
     __slots__ = ("photo", "voice", "video")
     PHOTO_FIELD_NUMBER: _ClassVar[int]
@@ -52,7 +187,7 @@ class MediaSettings(_message.Message):
     def __init__(self, photo: _Optional[bool] = ..., voice: _Optional[bool] = ..., video: _Optional[bool] = ...) -> None: ...
 
 class Room(_message.Message):
-    __slots__ = ("id", "code", "name", "description", "visibility", "media", "theme", "retention_days", "host_id", "closed", "created_at", "updated_at", "slow_mode_seconds", "anonymous_names_per_network", "taken_down")
+    __slots__ = ("id", "code", "name", "description", "visibility", "media", "theme", "retention_days", "host_id", "closed", "created_at", "updated_at", "slow_mode_seconds", "anonymous_names_per_network", "taken_down", "back_room", "parent_room_id")
     ID_FIELD_NUMBER: _ClassVar[int]
     CODE_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -68,6 +203,8 @@ class Room(_message.Message):
     SLOW_MODE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     ANONYMOUS_NAMES_PER_NETWORK_FIELD_NUMBER: _ClassVar[int]
     TAKEN_DOWN_FIELD_NUMBER: _ClassVar[int]
+    BACK_ROOM_FIELD_NUMBER: _ClassVar[int]
+    PARENT_ROOM_ID_FIELD_NUMBER: _ClassVar[int]
     id: str
     code: str
     name: str
@@ -83,10 +220,12 @@ class Room(_message.Message):
     slow_mode_seconds: int
     anonymous_names_per_network: int
     taken_down: bool
-    def __init__(self, id: _Optional[str] = ..., code: _Optional[str] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., visibility: _Optional[_Union[Visibility, str]] = ..., media: _Optional[_Union[MediaSettings, _Mapping]] = ..., theme: _Optional[_Union[Theme, str]] = ..., retention_days: _Optional[int] = ..., host_id: _Optional[str] = ..., closed: _Optional[bool] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., slow_mode_seconds: _Optional[int] = ..., anonymous_names_per_network: _Optional[int] = ..., taken_down: _Optional[bool] = ...) -> None: ...
+    back_room: BackRoom
+    parent_room_id: str
+    def __init__(self, id: _Optional[str] = ..., code: _Optional[str] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., visibility: _Optional[_Union[Visibility, str]] = ..., media: _Optional[_Union[MediaSettings, _Mapping]] = ..., theme: _Optional[_Union[Theme, str]] = ..., retention_days: _Optional[int] = ..., host_id: _Optional[str] = ..., closed: _Optional[bool] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., slow_mode_seconds: _Optional[int] = ..., anonymous_names_per_network: _Optional[int] = ..., taken_down: _Optional[bool] = ..., back_room: _Optional[_Union[BackRoom, _Mapping]] = ..., parent_room_id: _Optional[str] = ...) -> None: ...
 
 class Participant(_message.Message):
-    __slots__ = ("id", "room_id", "subject", "username", "is_host", "version", "banned", "verified", "joined_at")
+    __slots__ = ("id", "room_id", "subject", "username", "is_host", "version", "banned", "verified", "joined_at", "seat_removed")
     ID_FIELD_NUMBER: _ClassVar[int]
     ROOM_ID_FIELD_NUMBER: _ClassVar[int]
     SUBJECT_FIELD_NUMBER: _ClassVar[int]
@@ -96,6 +235,7 @@ class Participant(_message.Message):
     BANNED_FIELD_NUMBER: _ClassVar[int]
     VERIFIED_FIELD_NUMBER: _ClassVar[int]
     JOINED_AT_FIELD_NUMBER: _ClassVar[int]
+    SEAT_REMOVED_FIELD_NUMBER: _ClassVar[int]
     id: str
     room_id: str
     subject: str
@@ -105,10 +245,11 @@ class Participant(_message.Message):
     banned: bool
     verified: bool
     joined_at: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[str] = ..., room_id: _Optional[str] = ..., subject: _Optional[str] = ..., username: _Optional[str] = ..., is_host: _Optional[bool] = ..., version: _Optional[int] = ..., banned: _Optional[bool] = ..., verified: _Optional[bool] = ..., joined_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    seat_removed: bool
+    def __init__(self, id: _Optional[str] = ..., room_id: _Optional[str] = ..., subject: _Optional[str] = ..., username: _Optional[str] = ..., is_host: _Optional[bool] = ..., version: _Optional[int] = ..., banned: _Optional[bool] = ..., verified: _Optional[bool] = ..., joined_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., seat_removed: _Optional[bool] = ...) -> None: ...
 
 class CreateRoomRequest(_message.Message):
-    __slots__ = ("name", "description", "visibility", "access_code", "media", "theme", "retention_days", "slow_mode_seconds", "anonymous_names_per_network")
+    __slots__ = ("name", "description", "visibility", "access_code", "media", "theme", "retention_days", "slow_mode_seconds", "anonymous_names_per_network", "back_room")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     VISIBILITY_FIELD_NUMBER: _ClassVar[int]
@@ -118,6 +259,7 @@ class CreateRoomRequest(_message.Message):
     RETENTION_DAYS_FIELD_NUMBER: _ClassVar[int]
     SLOW_MODE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     ANONYMOUS_NAMES_PER_NETWORK_FIELD_NUMBER: _ClassVar[int]
+    BACK_ROOM_FIELD_NUMBER: _ClassVar[int]
     name: str
     description: str
     visibility: Visibility
@@ -127,7 +269,8 @@ class CreateRoomRequest(_message.Message):
     retention_days: int
     slow_mode_seconds: int
     anonymous_names_per_network: int
-    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., visibility: _Optional[_Union[Visibility, str]] = ..., access_code: _Optional[str] = ..., media: _Optional[_Union[MediaSettings, _Mapping]] = ..., theme: _Optional[_Union[Theme, str]] = ..., retention_days: _Optional[int] = ..., slow_mode_seconds: _Optional[int] = ..., anonymous_names_per_network: _Optional[int] = ...) -> None: ...
+    back_room: BackRoomSettings
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., visibility: _Optional[_Union[Visibility, str]] = ..., access_code: _Optional[str] = ..., media: _Optional[_Union[MediaSettings, _Mapping]] = ..., theme: _Optional[_Union[Theme, str]] = ..., retention_days: _Optional[int] = ..., slow_mode_seconds: _Optional[int] = ..., anonymous_names_per_network: _Optional[int] = ..., back_room: _Optional[_Union[BackRoomSettings, _Mapping]] = ...) -> None: ...
 
 class CreateRoomResponse(_message.Message):
     __slots__ = ("room",)
@@ -150,7 +293,7 @@ class GetRoomResponse(_message.Message):
     def __init__(self, room: _Optional[_Union[Room, _Mapping]] = ...) -> None: ...
 
 class UpdateRoomRequest(_message.Message):
-    __slots__ = ("room_id", "name", "description", "visibility", "access_code", "media", "theme", "retention_days", "slow_mode_seconds", "anonymous_names_per_network")
+    __slots__ = ("room_id", "name", "description", "visibility", "access_code", "media", "theme", "retention_days", "slow_mode_seconds", "anonymous_names_per_network", "back_room")
     ROOM_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
@@ -161,6 +304,7 @@ class UpdateRoomRequest(_message.Message):
     RETENTION_DAYS_FIELD_NUMBER: _ClassVar[int]
     SLOW_MODE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     ANONYMOUS_NAMES_PER_NETWORK_FIELD_NUMBER: _ClassVar[int]
+    BACK_ROOM_FIELD_NUMBER: _ClassVar[int]
     room_id: str
     name: str
     description: str
@@ -171,7 +315,8 @@ class UpdateRoomRequest(_message.Message):
     retention_days: int
     slow_mode_seconds: int
     anonymous_names_per_network: int
-    def __init__(self, room_id: _Optional[str] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., visibility: _Optional[_Union[Visibility, str]] = ..., access_code: _Optional[str] = ..., media: _Optional[_Union[MediaSettings, _Mapping]] = ..., theme: _Optional[_Union[Theme, str]] = ..., retention_days: _Optional[int] = ..., slow_mode_seconds: _Optional[int] = ..., anonymous_names_per_network: _Optional[int] = ...) -> None: ...
+    back_room: BackRoomSettings
+    def __init__(self, room_id: _Optional[str] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., visibility: _Optional[_Union[Visibility, str]] = ..., access_code: _Optional[str] = ..., media: _Optional[_Union[MediaSettings, _Mapping]] = ..., theme: _Optional[_Union[Theme, str]] = ..., retention_days: _Optional[int] = ..., slow_mode_seconds: _Optional[int] = ..., anonymous_names_per_network: _Optional[int] = ..., back_room: _Optional[_Union[BackRoomSettings, _Mapping]] = ...) -> None: ...
 
 class UpdateRoomResponse(_message.Message):
     __slots__ = ("room",)
@@ -354,14 +499,18 @@ class BanParticipantRequest(_message.Message):
     def __init__(self, room_id: _Optional[str] = ..., participant_id: _Optional[str] = ..., tier: _Optional[_Union[BanTier, str]] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class BanParticipantResponse(_message.Message):
-    __slots__ = ("ban", "participant", "created")
+    __slots__ = ("ban", "participant", "created", "back_room_id", "back_room_participant_id")
     BAN_FIELD_NUMBER: _ClassVar[int]
     PARTICIPANT_FIELD_NUMBER: _ClassVar[int]
     CREATED_FIELD_NUMBER: _ClassVar[int]
+    BACK_ROOM_ID_FIELD_NUMBER: _ClassVar[int]
+    BACK_ROOM_PARTICIPANT_ID_FIELD_NUMBER: _ClassVar[int]
     ban: Ban
     participant: Participant
     created: bool
-    def __init__(self, ban: _Optional[_Union[Ban, _Mapping]] = ..., participant: _Optional[_Union[Participant, _Mapping]] = ..., created: _Optional[bool] = ...) -> None: ...
+    back_room_id: str
+    back_room_participant_id: str
+    def __init__(self, ban: _Optional[_Union[Ban, _Mapping]] = ..., participant: _Optional[_Union[Participant, _Mapping]] = ..., created: _Optional[bool] = ..., back_room_id: _Optional[str] = ..., back_room_participant_id: _Optional[str] = ...) -> None: ...
 
 class UnbanParticipantRequest(_message.Message):
     __slots__ = ("room_id", "ban_id")

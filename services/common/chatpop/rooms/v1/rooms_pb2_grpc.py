@@ -135,6 +135,26 @@ class RoomsServiceStub:
                 request_serializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.RevokeSiteBannedRequest.SerializeToString,
                 response_deserializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.RevokeSiteBannedResponse.FromString,
                 _registered_method=True)
+        self.GrantSeat = channel.unary_unary(
+                '/chatpop.rooms.v1.RoomsService/GrantSeat',
+                request_serializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.GrantSeatRequest.SerializeToString,
+                response_deserializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.GrantSeatResponse.FromString,
+                _registered_method=True)
+        self.RemoveSeat = channel.unary_unary(
+                '/chatpop.rooms.v1.RoomsService/RemoveSeat',
+                request_serializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.RemoveSeatRequest.SerializeToString,
+                response_deserializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.RemoveSeatResponse.FromString,
+                _registered_method=True)
+        self.ListSeats = channel.unary_unary(
+                '/chatpop.rooms.v1.RoomsService/ListSeats',
+                request_serializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.ListSeatsRequest.SerializeToString,
+                response_deserializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.ListSeatsResponse.FromString,
+                _registered_method=True)
+        self.EnterBackRoom = channel.unary_unary(
+                '/chatpop.rooms.v1.RoomsService/EnterBackRoom',
+                request_serializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.EnterBackRoomRequest.SerializeToString,
+                response_deserializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.EnterBackRoomResponse.FromString,
+                _registered_method=True)
 
 
 class RoomsServiceServicer:
@@ -301,6 +321,40 @@ class RoomsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GrantSeat(self, request, context):
+        """GrantSeat gives a paid order's buyer a seat in the room's Back Room (the payments service only),
+        decided inside one transaction against the seat limit (a conditional update), so seats are
+        never oversold. Idempotent by order id: asking again answers the first outcome.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveSeat(self, request, context):
+        """RemoveSeat takes a holder's seat away (the room's host); their Back Room tokens stop working and
+        (through messaging's kick) their open Back Room sockets close. `refund` says whether the host
+        wants the seat's order refunded (payments does it); a removal for abuse keeps the money.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSeats(self, request, context):
+        """ListSeats lists the Back Room's current seat holders (the host, and the holders themselves).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EnterBackRoom(self, request, context):
+        """EnterBackRoom admits the caller (room token of the MAIN room) to its Back Room when they are its
+        host or hold a seat, and returns a room token whose audience is the Back Room. Anyone else gets
+        PERMISSION_DENIED `no_seat`; a room without a Back Room NOT_FOUND `no_back_room`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RoomsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -403,6 +457,26 @@ def add_RoomsServiceServicer_to_server(servicer, server):
                     servicer.RevokeSiteBanned,
                     request_deserializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.RevokeSiteBannedRequest.FromString,
                     response_serializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.RevokeSiteBannedResponse.SerializeToString,
+            ),
+            'GrantSeat': grpc.unary_unary_rpc_method_handler(
+                    servicer.GrantSeat,
+                    request_deserializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.GrantSeatRequest.FromString,
+                    response_serializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.GrantSeatResponse.SerializeToString,
+            ),
+            'RemoveSeat': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveSeat,
+                    request_deserializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.RemoveSeatRequest.FromString,
+                    response_serializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.RemoveSeatResponse.SerializeToString,
+            ),
+            'ListSeats': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSeats,
+                    request_deserializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.ListSeatsRequest.FromString,
+                    response_serializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.ListSeatsResponse.SerializeToString,
+            ),
+            'EnterBackRoom': grpc.unary_unary_rpc_method_handler(
+                    servicer.EnterBackRoom,
+                    request_deserializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.EnterBackRoomRequest.FromString,
+                    response_serializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.EnterBackRoomResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -946,6 +1020,114 @@ class RoomsService:
             '/chatpop.rooms.v1.RoomsService/RevokeSiteBanned',
             chatpop_dot_rooms_dot_v1_dot_rooms__pb2.RevokeSiteBannedRequest.SerializeToString,
             chatpop_dot_rooms_dot_v1_dot_rooms__pb2.RevokeSiteBannedResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GrantSeat(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatpop.rooms.v1.RoomsService/GrantSeat',
+            chatpop_dot_rooms_dot_v1_dot_rooms__pb2.GrantSeatRequest.SerializeToString,
+            chatpop_dot_rooms_dot_v1_dot_rooms__pb2.GrantSeatResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveSeat(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatpop.rooms.v1.RoomsService/RemoveSeat',
+            chatpop_dot_rooms_dot_v1_dot_rooms__pb2.RemoveSeatRequest.SerializeToString,
+            chatpop_dot_rooms_dot_v1_dot_rooms__pb2.RemoveSeatResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSeats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatpop.rooms.v1.RoomsService/ListSeats',
+            chatpop_dot_rooms_dot_v1_dot_rooms__pb2.ListSeatsRequest.SerializeToString,
+            chatpop_dot_rooms_dot_v1_dot_rooms__pb2.ListSeatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EnterBackRoom(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatpop.rooms.v1.RoomsService/EnterBackRoom',
+            chatpop_dot_rooms_dot_v1_dot_rooms__pb2.EnterBackRoomRequest.SerializeToString,
+            chatpop_dot_rooms_dot_v1_dot_rooms__pb2.EnterBackRoomResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -100,6 +100,23 @@ class RoomsServiceStub:
     in effect (a repeat bumps the versions again). The answer names the participants revoked, most
     recently joined first, at most REVOKED_LIST_MAX (10,000) of them; `total` counts them all.
     """
+    GrantSeat: _grpc.UnaryUnaryMultiCallable[_rooms_pb2.GrantSeatRequest, _rooms_pb2.GrantSeatResponse]
+    """GrantSeat gives a paid order's buyer a seat in the room's Back Room (the payments service only),
+    decided inside one transaction against the seat limit (a conditional update), so seats are
+    never oversold. Idempotent by order id: asking again answers the first outcome.
+    """
+    RemoveSeat: _grpc.UnaryUnaryMultiCallable[_rooms_pb2.RemoveSeatRequest, _rooms_pb2.RemoveSeatResponse]
+    """RemoveSeat takes a holder's seat away (the room's host); their Back Room tokens stop working and
+    (through messaging's kick) their open Back Room sockets close. `refund` says whether the host
+    wants the seat's order refunded (payments does it); a removal for abuse keeps the money.
+    """
+    ListSeats: _grpc.UnaryUnaryMultiCallable[_rooms_pb2.ListSeatsRequest, _rooms_pb2.ListSeatsResponse]
+    """ListSeats lists the Back Room's current seat holders (the host, and the holders themselves)."""
+    EnterBackRoom: _grpc.UnaryUnaryMultiCallable[_rooms_pb2.EnterBackRoomRequest, _rooms_pb2.EnterBackRoomResponse]
+    """EnterBackRoom admits the caller (room token of the MAIN room) to its Back Room when they are its
+    host or hold a seat, and returns a room token whose audience is the Back Room. Anyone else gets
+    PERMISSION_DENIED `no_seat`; a room without a Back Room NOT_FOUND `no_back_room`.
+    """
 
 @_typing.type_check_only
 class RoomsServiceAsyncStub(RoomsServiceStub):
@@ -172,6 +189,23 @@ class RoomsServiceAsyncStub(RoomsServiceStub):
     nothing else: JoinRoom refuses them through CheckSiteBan while the site ban stands. Idempotent
     in effect (a repeat bumps the versions again). The answer names the participants revoked, most
     recently joined first, at most REVOKED_LIST_MAX (10,000) of them; `total` counts them all.
+    """
+    GrantSeat: _aio.UnaryUnaryMultiCallable[_rooms_pb2.GrantSeatRequest, _rooms_pb2.GrantSeatResponse]  # type: ignore[assignment]
+    """GrantSeat gives a paid order's buyer a seat in the room's Back Room (the payments service only),
+    decided inside one transaction against the seat limit (a conditional update), so seats are
+    never oversold. Idempotent by order id: asking again answers the first outcome.
+    """
+    RemoveSeat: _aio.UnaryUnaryMultiCallable[_rooms_pb2.RemoveSeatRequest, _rooms_pb2.RemoveSeatResponse]  # type: ignore[assignment]
+    """RemoveSeat takes a holder's seat away (the room's host); their Back Room tokens stop working and
+    (through messaging's kick) their open Back Room sockets close. `refund` says whether the host
+    wants the seat's order refunded (payments does it); a removal for abuse keeps the money.
+    """
+    ListSeats: _aio.UnaryUnaryMultiCallable[_rooms_pb2.ListSeatsRequest, _rooms_pb2.ListSeatsResponse]  # type: ignore[assignment]
+    """ListSeats lists the Back Room's current seat holders (the host, and the holders themselves)."""
+    EnterBackRoom: _aio.UnaryUnaryMultiCallable[_rooms_pb2.EnterBackRoomRequest, _rooms_pb2.EnterBackRoomResponse]  # type: ignore[assignment]
+    """EnterBackRoom admits the caller (room token of the MAIN room) to its Back Room when they are its
+    host or hold a seat, and returns a room token whose audience is the Back Room. Anyone else gets
+    PERMISSION_DENIED `no_seat`; a room without a Back Room NOT_FOUND `no_back_room`.
     """
 
 class RoomsServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -362,6 +396,47 @@ class RoomsServiceServicer(metaclass=_abc_1.ABCMeta):
         nothing else: JoinRoom refuses them through CheckSiteBan while the site ban stands. Idempotent
         in effect (a repeat bumps the versions again). The answer names the participants revoked, most
         recently joined first, at most REVOKED_LIST_MAX (10,000) of them; `total` counts them all.
+        """
+
+    @_abc_1.abstractmethod
+    def GrantSeat(
+        self,
+        request: _rooms_pb2.GrantSeatRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_rooms_pb2.GrantSeatResponse, _abc.Awaitable[_rooms_pb2.GrantSeatResponse]]:
+        """GrantSeat gives a paid order's buyer a seat in the room's Back Room (the payments service only),
+        decided inside one transaction against the seat limit (a conditional update), so seats are
+        never oversold. Idempotent by order id: asking again answers the first outcome.
+        """
+
+    @_abc_1.abstractmethod
+    def RemoveSeat(
+        self,
+        request: _rooms_pb2.RemoveSeatRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_rooms_pb2.RemoveSeatResponse, _abc.Awaitable[_rooms_pb2.RemoveSeatResponse]]:
+        """RemoveSeat takes a holder's seat away (the room's host); their Back Room tokens stop working and
+        (through messaging's kick) their open Back Room sockets close. `refund` says whether the host
+        wants the seat's order refunded (payments does it); a removal for abuse keeps the money.
+        """
+
+    @_abc_1.abstractmethod
+    def ListSeats(
+        self,
+        request: _rooms_pb2.ListSeatsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_rooms_pb2.ListSeatsResponse, _abc.Awaitable[_rooms_pb2.ListSeatsResponse]]:
+        """ListSeats lists the Back Room's current seat holders (the host, and the holders themselves)."""
+
+    @_abc_1.abstractmethod
+    def EnterBackRoom(
+        self,
+        request: _rooms_pb2.EnterBackRoomRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_rooms_pb2.EnterBackRoomResponse, _abc.Awaitable[_rooms_pb2.EnterBackRoomResponse]]:
+        """EnterBackRoom admits the caller (room token of the MAIN room) to its Back Room when they are its
+        host or hold a seat, and returns a room token whose audience is the Back Room. Anyone else gets
+        PERMISSION_DENIED `no_seat`; a room without a Back Room NOT_FOUND `no_back_room`.
         """
 
 def add_RoomsServiceServicer_to_server(servicer: RoomsServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
