@@ -10,6 +10,7 @@ test_messaging_signals.
 from __future__ import annotations
 
 import time
+import uuid
 from typing import Any
 
 import grpc
@@ -161,3 +162,63 @@ async def test_only_admins_may_kick_and_only_what_a_kick_may_say(
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await server_a.stub.KickParticipants(request, metadata=admin, timeout=10)
         assert failure(refused.value)[:2] == (grpc.StatusCode.INVALID_ARGUMENT, code)
+
+
+async def test_a_host_disconnects_a_removed_seat_holder_from_their_own_rooms_only(
+    server_a: Messaging, server_b: Messaging, fake_rooms: FakeRooms, streams: Any
+) -> None:
+    opened = fake_rooms.open("", "Back Room")
+    back_room = opened.id
+    host = join(fake_rooms, back_room, "TheHost", is_host=True)
+    host_subject = opened.host_id = host.participant.subject
+    holder = join(fake_rooms, back_room, "HolderGone")
+    events = [streams(back_room, server_b)]
+    await listening(events, lambda: typing(server_a, host))
+
+    # The host's own tokens (access, or a room token) may kick for a removed seat, and only that.
+    for metadata in (bearer(access_token(host_subject)), host.metadata):
+        answer = await server_a.stub.KickParticipants(
+            kick_request(holder, code="seat_removed"), metadata=metadata, timeout=10
+        )
+        assert answer.published == 1
+        sig = await signal(events[0])
+        assert (sig.kick.participant_id, sig.kick.code) == (holder.participant.id, "seat_removed")
+    with pytest.raises(grpc.aio.AioRpcError) as site_ban:
+        await server_a.stub.KickParticipants(kick_request(holder), metadata=host.metadata, timeout=10)
+    assert failure(site_ban.value)[:2] == (grpc.StatusCode.PERMISSION_DENIED, "forbidden")
+
+    # Nobody else may, and no host reaches into a room they do not host.
+    other_room = fake_rooms.open(str(uuid.uuid4()), "Someone else's").id
+    stranger = join(fake_rooms, other_room, "Stranger")
+    for metadata, request in (
+        (holder.metadata, kick_request(holder, code="seat_removed")),
+        (bearer(access_token(holder.participant.subject)), kick_request(holder, code="seat_removed")),
+        (bearer(access_token(host_subject)), kick_request(holder, stranger, code="seat_removed")),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await server_a.stub.KickParticipants(request, metadata=metadata, timeout=10)
+        assert failure(refused.value)[:2] == (grpc.StatusCode.PERMISSION_DENIED, "not_host")
+    # An admin still kicks for either reason.
+    answer = await server_b.stub.KickParticipants(
+        kick_request(stranger, code="seat_removed"), metadata=bearer(admin_token()), timeout=10
+    )
+    assert answer.published == 1
+
+
+async def test_a_back_room_participant_without_a_seat_cannot_write(
+    server_a: Messaging, fake_rooms: FakeRooms
+) -> None:
+    back_room = fake_rooms.open(str(uuid.uuid4()), "Back Room").id
+    holder = join(fake_rooms, back_room, "SeatHolder")
+    await server_a.send(holder, "while seated")
+    key = (back_room, holder.participant.id)
+    removed = rooms_pb2.Participant()
+    removed.CopyFrom(fake_rooms.participants[key])
+    removed.seat_removed = True
+    fake_rooms.participants[key] = removed
+    await server_a.stub.KickParticipants(
+        kick_request(holder, code="seat_removed"), metadata=bearer(admin_token()), timeout=10
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await server_a.send(holder, "after the seat went")
+    assert failure(refused.value)[:2] == (grpc.StatusCode.PERMISSION_DENIED, "seat_removed")

@@ -102,6 +102,8 @@ class ParticipantDirectory:
             raise PermissionDenied("You are not a participant of this room.", code="not_a_participant")
         if participant.banned:
             raise PermissionDenied("You are banned from this room.", code="banned")
+        if participant.seat_removed:
+            raise PermissionDenied("Your seat in this Back Room was removed.", code="seat_removed")
         if principal.version < participant.version:
             raise PermissionDenied("This room token was revoked; join again.", code="token_revoked")
         return participant

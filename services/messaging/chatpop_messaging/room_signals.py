@@ -30,7 +30,10 @@ MAX_PRESENCE_TTL = 3600
 MAX_PRESENCE_ROOMS = 500
 MAX_PRESENCE_IDS = 10_000
 # Kicks: why a participant's sockets are closed (the edge's close reason), and how many one call names.
-KICK_CODES = frozenset({"site_banned"})
+# `site_banned`: an admin's site-wide ban; `seat_removed`: a Back Room holder lost their seat (its host
+# kicks them, naming only rooms they host).
+SITE_BANNED, SEAT_REMOVED = "site_banned", "seat_removed"
+KICK_CODES = frozenset({SITE_BANNED, SEAT_REMOVED})
 MAX_KICK_TARGETS = 10_000
 # Signals in flight at once while a call publishes its kicks.
 _KICK_BATCH = 100
@@ -166,10 +169,19 @@ class RoomSignals:
         self, principal: Principal, request: messaging_pb2.KickParticipantsRequest
     ) -> tuple[list[tuple[str, str]], int]:
         """One Kick signal per target on its room's channel: the targets, and how many of their
-        signals Redis could not take."""
-        if principal.token_type != "access" or not principal.is_admin:
+        signals Redis could not take. Admins kick anyone; a host kicks only from rooms they host, and only
+        for a removed seat."""
+        is_admin = principal.token_type == "access" and principal.is_admin
+        if not is_admin and (request.code != SEAT_REMOVED or principal.token_type not in ("access", "room")):
             raise PermissionDenied("Only admins may do this.", code="forbidden")
         targets, code = kick_targets(request)
+        if not is_admin:
+            for room_id in dict.fromkeys(room_id for room_id, _ in targets):
+                room = await get_room(self._rooms, room_id)
+                if room.host_id != principal.subject:
+                    raise PermissionDenied(
+                        "Only the host can disconnect people from this room.", code="not_host"
+                    )
         failed = 0
         for start in range(0, len(targets), _KICK_BATCH):
             published = await asyncio.gather(

@@ -392,8 +392,10 @@ class MessagingServiceServicer:
         """KickParticipants closes participants' live sockets in their rooms now: for each (room,
         participant) a Kick signal goes out on that room's signal channel, and every edge process closes
         that participant's sockets in that room (with the kick's code) and asks rooms about them again
-        before trusting any token of theirs. Admins only (an access token with the admin claim); used
-        after a site-wide ban revoked the participants' room tokens at rooms (RevokeSiteBanned). At most
+        before trusting any token of theirs. Admins (an access token with the admin claim), after a
+        site-wide ban revoked the participants' room tokens at rooms (RevokeSiteBanned); or, with code
+        `seat_removed` only, the host of every room named (their access or room token), after a Back
+        Room seat was removed (PERMISSION_DENIED `not_host` for a room they do not host). At most
         10,000 targets per call. UNAVAILABLE `signals_unavailable` when Redis could not take every
         signal: calling again is harmless.
         """
