@@ -25,6 +25,8 @@ from test_rooms_service import identity_server, rooms_serving
 
 from chatpop.identity.v1 import identity_pb2, identity_pb2_grpc
 from chatpop.messaging.v1 import messaging_pb2_grpc
+from chatpop.payments.v1 import payments_pb2_grpc
+from chatpop.rooms.v1 import rooms_pb2_grpc
 from chatpop_common.devstack import free_port
 from chatpop_common.server import serve
 from chatpop_edge.settings import EdgeSettings
@@ -70,6 +72,8 @@ class Platform:
     base_url: str
     identity: identity_pb2_grpc.IdentityServiceStub
     messaging: messaging_pb2_grpc.MessagingServiceStub
+    rooms: rooms_pb2_grpc.RoomsServiceStub
+    payments: payments_pb2_grpc.PaymentsServiceStub
     payments_address: str
     payments_metrics: str
     pool: asyncpg.Pool
@@ -350,6 +354,8 @@ async def running_platform(
                     httpx.AsyncClient(base_url=base_url, timeout=30) as http,
                     grpc.aio.insecure_channel(identity_addr) as identity_channel,
                     grpc.aio.insecure_channel(messaging_addr) as messaging_channel,
+                    grpc.aio.insecure_channel(rooms_addr) as rooms_channel,
+                    grpc.aio.insecure_channel(payments_addr) as payments_channel,
                 ):
                     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
                     try:
@@ -361,6 +367,8 @@ async def running_platform(
                             base_url=base_url,
                             identity=identity_pb2_grpc.IdentityServiceStub(identity_channel),
                             messaging=messaging_pb2_grpc.MessagingServiceStub(messaging_channel),
+                            rooms=rooms_pb2_grpc.RoomsServiceStub(rooms_channel),
+                            payments=payments_pb2_grpc.PaymentsServiceStub(payments_channel),
                             payments_address=payments_addr,
                             payments_metrics=f"http://127.0.0.1:{payments_settings.metrics_port}/metrics",
                             pool=pool,
