@@ -23,6 +23,7 @@ from chatpop_edge.realtime.presence import PresenceReporter
 from chatpop_edge.routes import (
     admin,
     auth,
+    back_room,
     bans,
     me,
     meta,
@@ -93,6 +94,14 @@ participant (`POST /api/v1/rooms/{code}/bans`). Their own sockets get the frame,
 `banned`; from then on their room tokens are refused (REST 403 `banned`, a socket closes with 4403
 `banned`) and joining again is refused with 403 `banned`.
 
+**Back Room.** A room's paid Back Room is a room of its own, for its host and seat holders only.
+`POST /api/v1/rooms/{code}/back-room/enter` with a main-room token gives a Back Room token; the
+ordinary room routes and this WebSocket then take the Back Room's code with that token. When the
+host removes a seat (or bans the holder in the main room) the holder's Back Room sockets get `error
+{code: "seat_removed"}` and close with 4403 `seat_removed`, and their Back Room tokens answer 403
+`seat_removed`; do not reconnect. The main room's `room_updated` carries `back_room` with the seats
+left.
+
 **Personal mutes.** `PUT /api/v1/rooms/{code}/mutes/{participant_id}` hides that participant's messages
 from the caller alone, on every device of the caller's identity (`DELETE` brings them back, `GET
 /api/v1/rooms/{code}/mutes` lists them); nobody else learns of it. History leaves their messages out
@@ -130,7 +139,7 @@ closes the socket with 4400.
 
 Clients send `ping` every few seconds when they sent nothing else, and count a connection silent for
 about ten seconds as lost. Close codes: 4401 invalid, expired or revoked token, 4403 token for another
-room (`wrong_room`) or banned from the room (`banned`),
+room (`wrong_room`), banned from the room (`banned`) or a Back Room seat removed (`seat_removed`),
 4404 unknown room, 4410 room taken down by ChatPop's moderators (`room_taken_down`; do not reconnect),
 4408 nothing received from the client for `WS_IDLE_TIMEOUT` seconds (reconnect),
 1013 too slow or service unavailable (reconnect and resume).
@@ -179,6 +188,7 @@ def create_app(settings: EdgeSettings) -> FastAPI:
     app.include_router(rooms.router)
     app.include_router(room_changes.router)
     app.include_router(bans.router)
+    app.include_router(back_room.router)
     app.include_router(moderation.router)
     app.include_router(mutes.router)
     app.include_router(payments.router)

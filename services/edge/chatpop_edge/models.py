@@ -209,6 +209,55 @@ class Media(BaseModel):
         return rooms_pb2.MediaSettings(photo=self.photo, voice=self.voice, video=self.video)
 
 
+class BackRoom(BaseModel):
+    """A room's paid Back Room as everyone sees it on the main room."""
+
+    enabled: bool = Field(description="Seats are on sale (holders keep their seats when it is switched off).")
+    seat_price_cents: int = Field(description="What the next buyer pays for a seat.")
+    seat_limit: int
+    seats_taken: int
+    seats_left: int
+    full: bool = Field(description="No seat is left.")
+    back_room_id: str | None = Field(
+        default=None,
+        description="The Back Room's own room id; only for its members (the host and seat holders).",
+    )
+
+    @classmethod
+    def from_proto(cls, back_room: rooms_pb2.BackRoom) -> BackRoom:
+        return cls(
+            enabled=back_room.enabled,
+            seat_price_cents=back_room.seat_price_cents,
+            seat_limit=back_room.seat_limit,
+            seats_taken=back_room.seats_taken,
+            seats_left=max(0, back_room.seat_limit - back_room.seats_taken),
+            full=back_room.full,
+            back_room_id=back_room.back_room_id or None,
+        )
+
+
+class BackRoomSettings(RequestBody):
+    """A paid Back Room (hosts with an account who can receive money). Fields left out keep their value."""
+
+    enabled: bool | None = None
+    seat_price_cents: int | None = Field(
+        default=None, ge=50, le=100_000, description="50-100000 cents; a new price is for future buyers only."
+    )
+    seat_limit: int | None = Field(
+        default=None, ge=1, le=1000, description="1-1000 seats; never below the seats already taken."
+    )
+
+    def to_proto(self) -> rooms_pb2.BackRoomSettings:
+        settings = rooms_pb2.BackRoomSettings()
+        if self.enabled is not None:
+            settings.enabled = self.enabled
+        if self.seat_price_cents is not None:
+            settings.seat_price_cents = self.seat_price_cents
+        if self.seat_limit is not None:
+            settings.seat_limit = self.seat_limit
+        return settings
+
+
 class Room(BaseModel):
     id: str
     code: str
@@ -235,6 +284,10 @@ class Room(BaseModel):
     )
     created_at: datetime | None = None
     updated_at: datetime | None = None
+    back_room: BackRoom | None = Field(default=None, description="The room's paid Back Room, once enabled.")
+    parent_room_id: str | None = Field(
+        default=None, description="Set on a Back Room only: the id of the main room it belongs to."
+    )
 
     @classmethod
     def from_proto(cls, room: rooms_pb2.Room, public_url: str) -> Room:
@@ -254,6 +307,8 @@ class Room(BaseModel):
             taken_down=room.taken_down,
             created_at=timestamp(room.created_at),
             updated_at=timestamp(room.updated_at),
+            back_room=BackRoom.from_proto(room.back_room) if room.HasField("back_room") else None,
+            parent_room_id=room.parent_room_id or None,
         )
 
 
@@ -269,6 +324,7 @@ class CreateRoomRequest(RequestBody):
     anonymous_names_per_network: int | None = Field(
         default=None, ge=1, le=1000, description="Omit for the platform's default."
     )
+    back_room: BackRoomSettings | None = None
 
     def to_proto(self) -> rooms_pb2.CreateRoomRequest:
         request = rooms_pb2.CreateRoomRequest(
@@ -284,6 +340,8 @@ class CreateRoomRequest(RequestBody):
         request.slow_mode_seconds = self.slow_mode_seconds
         if self.anonymous_names_per_network is not None:
             request.anonymous_names_per_network = self.anonymous_names_per_network
+        if self.back_room is not None:
+            request.back_room.CopyFrom(self.back_room.to_proto())
         return request
 
 
@@ -301,6 +359,7 @@ class UpdateRoomRequest(RequestBody):
     anonymous_names_per_network: int | None = Field(
         default=None, ge=0, le=1000, description="0 goes back to the platform's default."
     )
+    back_room: BackRoomSettings | None = None
 
     def to_proto(self, room_id: str) -> rooms_pb2.UpdateRoomRequest:
         request = rooms_pb2.UpdateRoomRequest(room_id=room_id)
@@ -322,6 +381,8 @@ class UpdateRoomRequest(RequestBody):
             request.slow_mode_seconds = self.slow_mode_seconds
         if self.anonymous_names_per_network is not None:
             request.anonymous_names_per_network = self.anonymous_names_per_network
+        if self.back_room is not None:
+            request.back_room.CopyFrom(self.back_room.to_proto())
         return request
 
 

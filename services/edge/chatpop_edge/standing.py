@@ -31,6 +31,10 @@ def banned_error() -> PermissionDenied:
     return PermissionDenied("You were banned from this room by its host.", code="banned")
 
 
+def seat_removed_error() -> PermissionDenied:
+    return PermissionDenied("Your seat in this Back Room was removed by its host.", code="seat_removed")
+
+
 class ParticipantStanding:
     def __init__(
         self, rooms: rooms_pb2_grpc.RoomsServiceStub, *, timeout: float, ttl: float = STANDING_TTL
@@ -38,8 +42,8 @@ class ParticipantStanding:
         self._rooms = rooms
         self._timeout = timeout
         self._ttl = ttl
-        # (room id, participant id) -> (valid until, version, banned)
-        self._cache: OrderedDict[tuple[str, str], tuple[float, int, bool]] = OrderedDict()
+        # (room id, participant id) -> (valid until, version, banned, seat removed)
+        self._cache: OrderedDict[tuple[str, str], tuple[float, int, bool, bool]] = OrderedDict()
 
     def forget(self, room_id: str, participant_id: str) -> None:
         self._cache.pop((room_id, participant_id), None)
@@ -49,12 +53,12 @@ class ParticipantStanding:
         for key in [key for key in self._cache if key[0] == room_id]:
             del self._cache[key]
 
-    async def _lookup(self, room_id: str, participant_id: str) -> tuple[int, bool]:
+    async def _lookup(self, room_id: str, participant_id: str) -> tuple[int, bool, bool]:
         key = (room_id, participant_id)
         cached = self._cache.get(key)
         now = time.monotonic()
         if cached is not None and cached[0] > now:
-            return cached[1], cached[2]
+            return cached[1], cached[2], cached[3]
         try:
             response = await self._rooms.GetParticipant(
                 rooms_pb2.GetParticipantRequest(room_id=room_id, participant_id=participant_id),
@@ -68,20 +72,28 @@ class ParticipantStanding:
                     "You are not a participant of this room.", code="not_a_participant"
                 ) from exc
             raise
-        standing = (now + self._ttl, int(response.participant.version), bool(response.participant.banned))
+        standing = (
+            now + self._ttl,
+            int(response.participant.version),
+            bool(response.participant.banned),
+            bool(response.participant.seat_removed),
+        )
         self._cache[key] = standing
         self._cache.move_to_end(key)
         while len(self._cache) > _MAX_ENTRIES:
             self._cache.popitem(last=False)
-        return standing[1], standing[2]
+        return standing[1], standing[2], standing[3]
 
     async def check(self, principal: Principal) -> None:
-        """Raise when the room token was revoked: `banned` (403), `token_revoked` (401) for a token
-        from before a lifted ban (joining again gives a new one), or `room_taken_down` (404)."""
+        """Raise when the room token was revoked: `banned` (403), `seat_removed` (403: a Back Room
+        token of a holder who lost their seat), `token_revoked` (401) for a token from before a lifted
+        ban (joining again gives a new one), or `room_taken_down` (404)."""
         if not principal.participant_id:
             raise Unauthenticated("The token names no participant.", code="invalid_token")
-        version, banned = await self._lookup(principal.room_id, principal.participant_id)
+        version, banned, seat_removed = await self._lookup(principal.room_id, principal.participant_id)
         if banned:
             raise banned_error()
+        if seat_removed:
+            raise seat_removed_error()
         if principal.version < version:
             raise Unauthenticated("This room token was revoked; join the room again.", code="token_revoked")

@@ -46,6 +46,11 @@ TAKEN_DOWN = "room_taken_down"
 # The reason a site-wide ban's kick closes a participant's sockets with (close code 4403).
 SITE_BANNED = "site_banned"
 SITE_BANNED_MESSAGE = "You were banned from ChatPop by its moderators."
+# A Back Room holder's seat was removed (by the host, or with a ban in the main room).
+SEAT_REMOVED = "seat_removed"
+SEAT_REMOVED_MESSAGE = "Your seat in this Back Room was removed by its host."
+# Kicks that tell their participant why before the socket closes.
+_KICK_MESSAGES = {SITE_BANNED: SITE_BANNED_MESSAGE, SEAT_REMOVED: SEAT_REMOVED_MESSAGE}
 
 
 def created_at_seconds(message: messaging_pb2.Message) -> float:
@@ -165,8 +170,8 @@ class RoomChannel:
         self._backends.standing.forget(self.room_id, participant_id)
         for session in [*self._members, *self._waiting]:
             if session.principal.participant_id == participant_id:
-                if reason == SITE_BANNED:
-                    session.push(error_frame(SITE_BANNED, SITE_BANNED_MESSAGE))
+                if reason in _KICK_MESSAGES:
+                    session.push(error_frame(reason, _KICK_MESSAGES[reason]))
                 session.request_close(CLOSE_BANNED, reason)
 
     def _take_down(self, frame: str) -> None:

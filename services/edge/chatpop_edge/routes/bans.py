@@ -3,7 +3,8 @@
 A ban is made at rooms (the participant's room tokens stop working and joining again is refused, per
 tier), then told to the room as an entry of its log at messaging, with the host's token both times:
 every live socket gets a `banned` frame and the banned participant's own sockets close with 4403
-`banned`. Both steps are idempotent, so a ban whose announcement failed (503) is simply sent again.
+`banned`. A ban takes a seat holder's Back Room seat (no refund): their Back Room sockets close with
+4403 `seat_removed`. Both steps are idempotent, so a ban whose announcement failed (503) is simply sent again.
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ from pydantic import BaseModel, Field
 from chatpop.messaging.v1 import messaging_pb2
 from chatpop.rooms.v1 import rooms_pb2
 from chatpop_edge import models
+from chatpop_edge.back_rooms import disconnect_from_back_room
 from chatpop_edge.backends import auth_metadata
 from chatpop_edge.deps import BackendsDep, RequiredToken
 from chatpop_edge.errors import error_responses
+from chatpop_edge.room_events import announce_room_update
 from chatpop_edge.routes.rooms import RoomCode
 
 router = APIRouter(prefix="/api/v1/rooms", tags=["bans"])
@@ -111,6 +114,8 @@ async def ban_participant(
         timeout=backends.timeout,
     )
     backends.standing.forget(room_id, body.participant_id)
+    # A seat holder's Back Room closes for them too (the ban took the seat, without a refund).
+    await disconnect_from_back_room(backends, banned.back_room_id, banned.back_room_participant_id, token)
     announced = await backends.messaging.AppendBan(
         messaging_pb2.AppendBanRequest(
             room_id=room_id, participant_id=body.participant_id, ban_id=banned.ban.id
@@ -118,6 +123,9 @@ async def ban_participant(
         metadata=auth_metadata(token),
         timeout=backends.timeout,
     )
+    if banned.created and banned.back_room_id:
+        # The main room shows the seats left; a seat may just have come free.
+        await announce_room_update(backends, room_id, token)
     response.status_code = status.HTTP_201_CREATED if banned.created else status.HTTP_200_OK
     return BanResponse(ban=Ban.from_proto(banned.ban), seq=announced.entry.seq, created=banned.created)
 

@@ -95,11 +95,13 @@ async def room_socket(websocket: WebSocket, code: str) -> None:
     try:
         await backends.standing.check(principal)
     except ServiceError as exc:
-        # `banned` (4403), a room taken down (4410), or a token from before a lifted ban (4401: join
-        # again for a new one).
-        close_code = {"banned": CLOSE_FORBIDDEN, TAKEN_DOWN: CLOSE_TAKEN_DOWN}.get(
-            exc.code, CLOSE_INVALID_TOKEN
-        )
+        # `banned` or `seat_removed` (4403), a room taken down (4410), or a token from before a lifted
+        # ban (4401: join again for a new one).
+        close_code = {
+            "banned": CLOSE_FORBIDDEN,
+            "seat_removed": CLOSE_FORBIDDEN,
+            TAKEN_DOWN: CLOSE_TAKEN_DOWN,
+        }.get(exc.code, CLOSE_INVALID_TOKEN)
         await websocket.close(close_code, exc.code)
         return
     except grpc.aio.AioRpcError:

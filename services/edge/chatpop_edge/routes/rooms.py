@@ -11,6 +11,7 @@ from chatpop.messaging.v1 import messaging_pb2
 from chatpop.rooms.v1 import rooms_pb2
 from chatpop_common.auth import Principal
 from chatpop_edge import models
+from chatpop_edge.back_rooms import require_payouts_for_new_room, require_payouts_for_room
 from chatpop_edge.backends import Backends, auth_metadata
 from chatpop_edge.deps import BackendsDep, ClientIpHash, OptionalToken, RequiredToken, SettingsDep
 from chatpop_edge.errors import ApiError, error_responses
@@ -53,8 +54,10 @@ async def room_principal(backends: Backends, code: str, token: str) -> tuple[str
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=models.Room,
-    responses=error_responses(401, 403, 429),
+    responses=error_responses(401, 403, 409, 429),
     summary="Create a room; the caller becomes its host",
+    description="A `back_room` with `enabled: true` sells seats: only for an account whose payouts can"
+    " receive money (409 `payments_not_enabled`; 403 `anonymous_host` without an account).",
 )
 async def create_room(
     body: models.CreateRoomRequest,
@@ -63,6 +66,7 @@ async def create_room(
     settings: SettingsDep,
     token: RequiredToken,
 ) -> models.Room:
+    await require_payouts_for_new_room(backends, token, body.back_room)
     created = await backends.rooms.CreateRoom(
         body.to_proto(), metadata=auth_metadata(token), timeout=backends.timeout
     )
@@ -77,12 +81,17 @@ async def create_room(
     responses=error_responses(401, 404),
     summary="Room info (never the access code); a token is optional, but one that is sent must be valid",
     description="A room taken down by ChatPop's moderators answers 404 `room_taken_down` (admins still"
-    " see it, with `taken_down`).",
+    " see it, with `taken_down`). A Back Room's code answers 404 `room_not_found` to anyone but its host"
+    " and seat holders, and a Back Room token of a holder whose seat was removed 403 `seat_removed`.",
 )
 async def get_room(
     code: RoomCode, backends: BackendsDep, settings: SettingsDep, token: OptionalToken
 ) -> models.Room:
     room = await backends.get_room(code, token)
+    if room.parent_room_id and token is not None:
+        principal = await backends.verifier.verify(token)
+        if principal.token_type == "room" and principal.room_id == room.id:
+            await backends.standing.check(principal)
     if room.taken_down and not await _is_admin(backends, token):
         raise ApiError(404, "room_taken_down", "This room was taken down by ChatPop's moderators.")
     return models.Room.from_proto(room, settings.public_url)
@@ -100,6 +109,9 @@ async def _is_admin(backends: Backends, token: str | None) -> bool:
     response_model=models.Room,
     responses=error_responses(401, 403, 404, 409),
     summary="Edit a room's settings (host only)",
+    description="Switching the Back Room on needs payouts that can receive money (409"
+    " `payments_not_enabled`); its seat limit never goes below the seats taken (409"
+    " `seat_limit_below_taken`).",
 )
 async def update_room(
     code: RoomCode,
@@ -109,6 +121,7 @@ async def update_room(
     token: RequiredToken,
 ) -> models.Room:
     room_id = await backends.room_id(code, token)
+    await require_payouts_for_room(backends, room_id, body.back_room)
     updated = await backends.rooms.UpdateRoom(
         body.to_proto(room_id), metadata=auth_metadata(token), timeout=backends.timeout
     )
