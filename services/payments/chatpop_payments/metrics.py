@@ -15,7 +15,7 @@ from chatpop_common.periodic import run_every
 
 LEDGER = Gauge(
     "chatpop_payments",
-    "Orders by what is bought (kind: pin, pin_extension, tip) and state.",
+    "Orders by what is bought (kind: pin, pin_extension, tip, seat) and state.",
     ["kind", "state"],
 )
 LEDGER_REFRESH_FAILURES = Counter(
@@ -33,12 +33,13 @@ WEBHOOKS_REFUSED = Counter(
 )
 FULFILMENTS = Counter(
     "chatpop_payments_fulfilments_total",
-    "Paid orders messaging granted or refused (refused ones are refunded), by kind and outcome.",
+    "Paid orders messaging (pins, tips) or rooms (seats) granted or refused (refused ones are refunded),"
+    " by kind and outcome.",
     ["kind", "outcome"],
 )
 FULFILMENT_LATENCY = Histogram(
     "chatpop_payments_fulfilment_seconds",
-    "Seconds from an order being paid to messaging granting or refusing it.",
+    "Seconds from an order being paid to messaging or rooms granting or refusing it.",
     ["kind"],
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900),
 )
