@@ -28,7 +28,8 @@ export function seatsLeftWords(info: BackRoomInfo): string {
  * removed), since only the host and holders may read the seat list. */
 export function useMySeat(chat: ChatSession, isHost: boolean): { held: boolean | null; seated: () => void } {
   const info = chat.room.back_room;
-  const enabled = info?.enabled === true;
+  // Holders keep their seats while seats are off sale.
+  const enabled = info?.enabled === true || (info?.seats_taken ?? 0) > 0;
   const live = chat.state.kind === "live";
   const [held, setHeld] = useState<boolean | null>(isHost ? true : null);
   const [asked, setAsked] = useState(0);
@@ -98,7 +99,7 @@ export function BackRoomCard({
   );
   let action = null;
   if (isHost || held) action = enter;
-  else if (full) action = null;
+  else if (full || !info.enabled) action = null;
   else if (canAct && sales?.enabled) {
     action = (
       <button type="button" class="button small primary" onClick={onBuy}>
@@ -114,14 +115,22 @@ export function BackRoomCard({
       <div class="back-room-card-main">
         <h2 id="back-room-card-title">Back Room</h2>
         <p class="back-room-card-facts">
-          <span class="back-room-price">{money(info.seat_price_cents, currency)} a seat</span>
+          {info.enabled ? (
+            <span class="back-room-price">{money(info.seat_price_cents, currency)} a seat</span>
+          ) : (
+            <span class="back-room-price">No seats on sale</span>
+          )}
           <span aria-hidden="true"> · </span>
-          {full ? (
+          {!info.enabled ? (
+            <span class="back-room-left">
+              {info.seats_taken} {info.seats_taken === 1 ? "holder" : "holders"}
+            </span>
+          ) : full ? (
             <strong class="back-room-full">Full</strong>
           ) : (
             <span class="back-room-left">{left}</span>
           )}
-          {isHost && (
+          {isHost && info.enabled && (
             <>
               <span aria-hidden="true"> · </span>
               <span class="back-room-taken">

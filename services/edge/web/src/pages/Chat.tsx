@@ -853,7 +853,7 @@ export function ChatView({ room: initialRoom, joined, backRoom }: { room: Room; 
         onExtend={(paid) => setPinning({ kind: "extension", pin: paid })}
         onRemove={setRemovingPin}
       />
-      {!backRoom && room.back_room?.enabled && (
+      {!backRoom && room.back_room && (room.back_room.enabled || (room.back_room.seats_taken > 0 && (isHost || mySeat.held === true))) && (
         <BackRoomCard
           info={room.back_room}
           mainCode={session.code}
