@@ -577,3 +577,24 @@ async def test_a_ban_in_the_main_room_takes_the_seat_without_refund(platform: Ba
     )
     lifted = await _participant(platform, entered.back_room.id, entered.participant.id)
     assert not lifted.banned and lifted.seat_removed
+
+
+async def test_closing_the_room_closes_its_back_room(platform: BackRoomPlatform) -> None:
+    host = await platform.account()
+    room = await _back_room_room(platform, host)
+    holder = await _member(platform, room)
+    await _grant(platform, room, holder)
+    await _enter(platform, room, holder.md)
+    closed = await platform.rooms.CloseRoom(
+        rooms_pb2.CloseRoomRequest(room_id=room.id), metadata=host.md, timeout=5
+    )
+    assert closed.room.closed and closed.room.back_room.back_room_id == room.back_room.back_room_id
+    inner = await platform.rooms.GetRoom(
+        rooms_pb2.GetRoomRequest(room_id=room.back_room.back_room_id), timeout=5
+    )
+    assert inner.room.closed
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await _enter(platform, room, holder.md)
+    assert _error(refused)[:2] == (grpc.StatusCode.FAILED_PRECONDITION, "room_closed")
+    # A payment landing after the close buys nothing (payments refunds it).
+    assert (await _grant(platform, room, holder)).outcome == rooms_pb2.SEAT_OUTCOME_UNAVAILABLE

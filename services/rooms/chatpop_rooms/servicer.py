@@ -337,7 +337,7 @@ class RoomsServicer(rooms_pb2_grpc.RoomsServiceServicer):
         closed = await self._store.close_room(room.id)
         if closed is None:
             raise _room_not_found()
-        return rooms_pb2.CloseRoomResponse(room=self._room_message(closed))
+        return rooms_pb2.CloseRoomResponse(room=self._room_message(closed, show_back_room_id=True))
 
     async def JoinRoom(
         self, request: rooms_pb2.JoinRoomRequest, context: grpc.aio.ServicerContext
@@ -392,8 +392,13 @@ class RoomsServicer(rooms_pb2_grpc.RoomsServiceServicer):
         if room is not None and room.taken_down_at is not None:
             raise room_taken_down()
         seat_removed = False
-        if room is not None and room.parent_room_id is not None and not participant.is_host:
-            seat_removed = not await self._back_rooms.holds_seat(room.parent_room_id, participant.subject)
+        if room is not None and room.parent_room_id is not None:
+            # A Back Room goes with its main room's takedown.
+            parent = await self._store.room_by_id(room.parent_room_id)
+            if parent is not None and parent.taken_down_at is not None:
+                raise room_taken_down()
+            if not participant.is_host:
+                seat_removed = not await self._back_rooms.holds_seat(room.parent_room_id, participant.subject)
         return rooms_pb2.GetParticipantResponse(
             participant=participant_message(participant, seat_removed=seat_removed)
         )

@@ -280,14 +280,14 @@ class RoomStore:
         return RoomRow.from_record(record) if record else None
 
     async def close_room(self, room_id: str) -> RoomRow | None:
-        """Close the room; closing it again keeps the first closing time."""
+        """Close the room, and its Back Room with it; closing again keeps the first closing time."""
         key = parse_uuid(room_id)
         if key is None:
             return None
-        record = await self._pool.fetchrow(
-            _CLOSE_ROOM,
-            key,
-        )
+        async with self._pool.acquire() as conn, conn.transaction():
+            record = await conn.fetchrow(_CLOSE_ROOM, key)
+            if record is not None and record["back_room_id"] is not None:
+                await conn.fetchrow(_CLOSE_ROOM, record["back_room_id"])
         return RoomRow.from_record(record) if record else None
 
     async def participant_by_subject(self, room_id: str, subject: str) -> ParticipantRow | None:

@@ -143,8 +143,11 @@ async def close_room(
     closed = await backends.rooms.CloseRoom(
         rooms_pb2.CloseRoomRequest(room_id=room_id), metadata=auth_metadata(token), timeout=backends.timeout
     )
-    # Everyone in the room sees it close at once; it is closed even if telling them fails.
+    # Everyone in the room (and in its Back Room, closed with it) sees it close at once; it is closed
+    # even if telling them fails.
     await announce_room_update(backends, room_id, token)
+    if closed.room.back_room.back_room_id:
+        await announce_room_update(backends, closed.room.back_room.back_room_id, token)
     return models.Room.from_proto(closed.room, settings.public_url)
 
 
