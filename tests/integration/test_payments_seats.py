@@ -9,6 +9,7 @@ rooms' and messaging's gRPC APIs and payments' tables.
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -62,7 +63,12 @@ async def seat_room(
 
 
 async def buyer(platform: Platform, code: str) -> tuple[str, Member]:
-    access = await platform.anonymous()
+    """An anonymous buyer in the room, from a network of their own (many buyers start sessions here)."""
+    network = ".".join(str(b) for b in (10, *os.urandom(3)))
+    body = await platform.call(
+        "POST", "/api/v1/auth/anonymous", expect=201, headers={"X-Forwarded-For": network}
+    )
+    access = str(body["access_token"])
     return access, await platform.join(code, access)
 
 
@@ -333,6 +339,11 @@ async def test_the_host_refunds_a_seat_they_removed_once(platform: Platform) -> 
     host, room = await seat_room(platform)
     access, fan = await buyer(platform, room["code"])
     order = (await platform.order(fan, {"seat": {}}))["order"]
+    # An order not paid yet holds no seat and has nothing to refund.
+    assert await refund_refused(platform, host, room["id"], order["id"]) == (
+        "FAILED_PRECONDITION",
+        "not_refundable",
+    )
     await platform.test_confirm(order["id"], access)
     await platform.settle(order["id"], access, "fulfilled")
 

@@ -34,6 +34,7 @@ from chatpop_common.errors import (
     NotFound,
     PermissionDenied,
     Unauthenticated,
+    Unavailable,
 )
 from chatpop_common.service_auth import ServiceCredentials
 from chatpop_payments import audit, orders
@@ -99,6 +100,9 @@ async def seat_refund(
         raise NotFound("There is no such order.", code="order_not_found")
     if order.state in (State.REFUNDING, State.REFUNDED):
         return order, False
+    if order.state == State.PAID:
+        # rooms may have granted the seat a moment ago, before fulfilment recorded it here.
+        raise Unavailable("This seat's payment is still being settled; try again.", code="order_settling")
     if order.state != State.FULFILLED:
         raise FailedPrecondition("Only a seat that was granted can be refunded.", code="not_refundable")
     seats = await list_seats(rooms, credentials, room_id)
