@@ -1,9 +1,10 @@
 """The Back Room (paid seats) in the web client, in test mode (no Stripe keys: no money moves, a test
 card pays), as people see it: a host with an account sets up payouts and opens a Back Room with one
 seat from the room's settings; a participant on a phone buys the seat and enters; the host and the
-holder chat there, apart from the main room; a second participant sees the Back Room "Full" and has
-no seat to buy; the host removes the holder's seat (with a refund), the holder sees at once that
-their seat was removed, and the seat is on sale again."""
+holder chat there, apart from the main room; a latecomer who paid for the same seat a moment later is
+refunded in full and told that the seats ran out, and then sees the Back Room "Full" with no seat to
+buy; the host removes the holder's seat (with a refund), the holder sees at once that their seat was
+removed and their payments say it was refunded, and the seat is on sale again."""
 
 from __future__ import annotations
 
@@ -74,9 +75,12 @@ async def test_a_host_opens_a_back_room_a_fan_buys_the_only_seat_they_chat_and_t
     await expect(card(host.page)).to_contain_text("0 seats taken")
     await expect(card(host.page).get_by_role("link", name="Enter the Back Room")).to_be_visible()
 
-    # A fan on a phone sees the card and buys the seat through the test checkout.
+    # A fan on a phone and a latecomer on a laptop both see the card and go for the only seat: both
+    # orders open while it is free.
     fan = await people.new(MOBILE)
     fan_name = await visit(fan, code, "SeatFan")
+    late = await people.new(DESKTOP)
+    await visit(late, code, "LateComer")
     await expect(card(fan.page)).to_contain_text("$5.00 a seat")
     await expect(card(fan.page)).to_contain_text("1 of 1 seat left")
     await screenshot(fan.page, "back-room-card-390.png")
@@ -87,7 +91,22 @@ async def test_a_host_opens_a_back_room_a_fan_buys_the_only_seat_they_chat_and_t
     await screenshot(fan.page, "back-room-buy-390.png")
     await dialog.get_by_role("button", name="Buy a seat for $5.00").click()
     await expect(dialog.get_by_text("To pay: $5.00")).to_be_visible()
+    await card(late.page).get_by_role("button", name="Buy a seat").click()
+    second = late.page.get_by_role("dialog", name="Buy a Back Room seat")
+    await second.get_by_role("button", name="Buy a seat for $5.00").click()
+    await expect(second.get_by_text("To pay: $5.00")).to_be_visible()
+
+    # The fan pays first and gets the seat; the latecomer's payment finds no seat left and is
+    # refunded in full, and told why.
     await pay_with_test_card(dialog, "Your seat is yours: welcome to the Back Room.")
+    await second.get_by_role("button", name="Pay (test card)").click()
+    await expect(second.locator(".checkout")).to_have_attribute("data-order-state", "refunded")
+    await expect(second.locator(".order-state")).to_have_text(
+        "The last seat in the Back Room was taken before your payment arrived."
+        " You have been refunded in full."
+    )
+    await screenshot(late.page, "back-room-seats-ran-out-1280.png")
+    await second.locator(".checkout").get_by_role("button", name="Close").click()
 
     # The main room's card says Full for everyone at once; the host sees the seat taken.
     await expect(card(host.page)).to_contain_text("Full")
@@ -114,9 +133,7 @@ async def test_a_host_opens_a_back_room_a_fan_buys_the_only_seat_they_chat_and_t
     await screenshot(fan.page, "back-room-chat-390.png")
     await assert_readable(fan.page.locator(".back-room-strip"), "the Back Room strip")
 
-    # A second participant finds the Back Room full: nothing to buy, no way in.
-    late = await people.new(DESKTOP)
-    await visit(late, code, "LateComer")
+    # The latecomer finds the Back Room full: nothing to buy, no way in.
     await expect(card(late.page)).to_contain_text("Full")
     await expect(card(late.page).get_by_role("button", name="Buy a seat")).to_have_count(0)
     await expect(card(late.page).get_by_role("link", name="Enter the Back Room")).to_have_count(0)
@@ -142,6 +159,13 @@ async def test_a_host_opens_a_back_room_a_fan_buys_the_only_seat_they_chat_and_t
     await expect(fan.page.get_by_role("heading", name="Your seat was removed")).to_be_visible()
     await expect(fan.page.get_by_role("link", name="Back to After party")).to_be_visible()
     await screenshot(fan.page, "back-room-removed-390.png")
+
+    # The fan's payments say the seat was refunded.
+    await fan.page.goto("/payments")
+    row = fan.page.get_by_role("list", name="Payments").locator("li").first
+    await expect(row).to_contain_text("Back Room seat")
+    await expect(row).to_contain_text("$5.00")
+    await expect(row.locator(".order-badge")).to_have_text("Refunded")
 
     # The seat is on sale again for everyone in the main room.
     await expect(card(late.page)).to_contain_text("1 of 1 seat left")
