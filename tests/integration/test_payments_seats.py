@@ -447,3 +447,54 @@ async def test_a_room_of_an_anonymous_host_never_sells_seats(platform: Platform)
         )
     _, someone = await buyer(platform, room["code"])
     assert await refused(platform, someone) in ("payments_not_enabled", "back_room_unavailable")
+
+
+async def test_a_seat_bought_and_refunded_through_the_rest_api(platform: Platform) -> None:
+    host = await platform.account()
+    room = await platform.room(host)
+    room_url = f"/api/v1/rooms/{room['code']}"
+    settings = {"back_room": {"enabled": True, "seat_price_cents": 1500, "seat_limit": 2}}
+    refused_settings = await platform.call(
+        "PATCH", room_url, template="/api/v1/rooms/{code}", expect=409, token=host, json=settings
+    )
+    assert refused_settings["error"]["code"] == "payments_not_enabled"
+    await platform.onboard_test_host(host)
+    opened = await platform.call(
+        "PATCH", room_url, template="/api/v1/rooms/{code}", expect=200, token=host, json=settings
+    )
+    assert (opened["back_room"]["seats_left"], opened["back_room"]["full"]) == (2, False)
+
+    access, fan = await buyer(platform, room["code"])
+    order = (await platform.order(fan, {"seat": {}}))["order"]
+    assert order["amount_cents"] == 1500
+    await platform.test_confirm(order["id"], access)
+    await platform.settle(order["id"], access, "fulfilled")
+    seen = await platform.call("GET", room_url, template="/api/v1/rooms/{code}", expect=200, token=fan.token)
+    assert (seen["back_room"]["seats_taken"], seen["back_room"]["seats_left"]) == (1, 1)
+    entered = await platform.call(
+        "POST",
+        f"{room_url}/back-room/enter",
+        template="/api/v1/rooms/{code}/back-room/enter",
+        expect=200,
+        token=fan.token,
+    )
+    assert entered["room_token"]
+
+    removal_url = f"{room_url}/back-room/seats/{fan.participant_id}?refund=true"
+    template = "/api/v1/rooms/{code}/back-room/seats/{participant_id}"
+    removed = await platform.call("DELETE", removal_url, template=template, expect=200, token=host)
+    assert (removed["changed"], removed["refunded"]) == (True, True)
+    done = await platform.settle(order["id"], access, "refunded")
+    assert done["refund_reason"] == "seat_removed"
+    # Sending it again refunds nothing twice.
+    again = await platform.call("DELETE", removal_url, template=template, expect=200, token=host)
+    assert again["changed"] is False
+    assert [kind for kind, _ in await platform.ledger(order["id"])] == [
+        "charge",
+        "fee",
+        "refund",
+        "fee_refund",
+        "transfer_reversal",
+    ]
+    after = await platform.call("GET", room_url, template="/api/v1/rooms/{code}", expect=200, token=host)
+    assert (after["back_room"]["seats_taken"], after["back_room"]["seats_left"]) == (0, 2)
