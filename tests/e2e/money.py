@@ -36,7 +36,7 @@ ENTRY_FRAMES = ("message", "tip", "paid_pin", "paid_pin_removed")
 T = TypeVar("T")
 
 
-async def until(check: Callable[[], Awaitable[T]], what: str, timeout: float = WAIT) -> T:
+async def until(check: Callable[[], Awaitable[T | None]], what: str, timeout: float = WAIT) -> T:
     """The first truthy answer of `check`, asked again until `timeout` seconds have passed."""
     deadline = time.monotonic() + timeout
     while True:
