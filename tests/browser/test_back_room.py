@@ -131,7 +131,7 @@ async def test_a_host_opens_a_back_room_a_fan_buys_the_only_seat_they_chat_and_t
     from_host = ui.messages(fan.page).filter(has_text="Thanks for coming backstage")
     await expect(from_host.locator(".badge.host")).to_be_visible()
     await screenshot(fan.page, "back-room-chat-390.png")
-    await assert_readable(fan.page.locator(".back-room-strip"), "the Back Room strip")
+    await assert_readable(fan.page.locator(".back-room-strip p"), "the Back Room strip")
 
     # The latecomer finds the Back Room full: nothing to buy, no way in.
     await expect(card(late.page)).to_contain_text("Full")
@@ -176,3 +176,101 @@ async def test_a_host_opens_a_back_room_a_fan_buys_the_only_seat_they_chat_and_t
     await host.page.get_by_role("button", name=re.compile(r"^Leave the Back Room")).click()
     await expect(host.page).to_have_url(re.compile(rf"/c/{code}$"))
     await expect(card(host.page)).to_contain_text("0 seats taken")
+
+
+async def buy_seat(page: Page, price: str) -> None:
+    await card(page).get_by_role("button", name="Buy a seat").click()
+    dialog = page.get_by_role("dialog", name="Buy a Back Room seat")
+    await dialog.get_by_role("button", name=f"Buy a seat for {price}").click()
+    await pay_with_test_card(dialog, "Your seat is yours: welcome to the Back Room.")
+    await dialog.locator(".checkout").get_by_role("button", name="Done").click()
+    await expect(dialog).to_have_count(0)
+
+
+async def test_a_back_room_opened_when_creating_a_room_keeps_its_limit_above_the_seats_taken(
+    people: People, stack: Stack
+) -> None:
+    host = await people.new(MOBILE)
+    await sign_up_host(host)
+    await host.page.goto("/payouts")
+    await host.page.get_by_role("button", name="Set up payouts").click()
+    await host.page.get_by_role("button", name="Complete test onboarding").click()
+    await expect(host.page.locator(".payout-words")).to_have_attribute("data-can-receive", "true")
+
+    # The create form opens the Back Room with the room, in the light theme.
+    await host.page.goto("/create")
+    await host.page.get_by_label("Name", exact=True).fill("Book launch")
+    fields = host.page.get_by_role("group", name="Back Room (paid seats)")
+    await fields.get_by_label("Open a Back Room").check()
+    await fields.get_by_label(re.compile(r"^Seat price")).fill("0.20")
+    await fields.get_by_label("Seats", exact=True).fill("3")
+    await host.page.get_by_role("button", name="Create ChatPop").click()
+    await expect(fields.get_by_role("alert")).to_have_text("A seat costs from $0.50 to $1,000.00.")
+    await fields.get_by_label(re.compile(r"^Seat price")).fill("2.50")
+    await screenshot(host.page, "back-room-create-390.png")
+    await host.page.get_by_role("button", name="Create ChatPop").click()
+    await expect(host.page).to_have_url(ui.ROOM_URL)
+    code = ui.ROOM_URL.search(host.page.url).group(1)  # type: ignore[union-attr]
+    await host.page.get_by_role("dialog").get_by_role("button", name="Join chat").click()
+    await expect(ui.connection(host.page)).to_have_attribute("data-state", "live")
+    await expect(card(host.page)).to_contain_text("$2.50 a seat")
+    await expect(card(host.page)).to_contain_text("3 of 3 seats left")
+
+    # Two fans take a seat each; everyone's card counts them down live.
+    first = await people.new(MOBILE)
+    first_name = await visit(first, code, "FirstFan")
+    second = await people.new(DESKTOP)
+    second_name = await visit(second, code, "SecondFan")
+    await buy_seat(first.page, "$2.50")
+    await expect(card(second.page)).to_contain_text("2 of 3 seats left")
+    await buy_seat(second.page, "$2.50")
+    for person in (host, first, second):
+        await expect(card(person.page)).to_contain_text("1 of 3 seats left")
+    await expect(card(first.page)).to_contain_text("You have a seat")
+    await expect(card(first.page).get_by_role("link", name="Enter the Back Room")).to_be_visible()
+    await expect(card(host.page)).to_contain_text("2 seats taken")
+    await screenshot(first.page, "back-room-card-seated-390.png")
+    facts = first.page.locator(".back-room-card h2, .back-room-card-facts")
+    await assert_readable(facts, "the Back Room card")
+
+    # The seat limit refuses to go below the two seats taken.
+    await host.page.get_by_role("button", name="Room settings").click()
+    settings = host.page.get_by_role("dialog", name="Room settings")
+    back = settings.get_by_role("group", name="Back Room (paid seats)")
+    await expect(back).to_contain_text("2 seats taken now.")
+    await back.get_by_label("Seats", exact=True).fill("1")
+    await settings.get_by_role("button", name="Save settings").click()
+    await expect(back.get_by_role("alert")).to_have_text("2 seats are taken: the limit can't go below that.")
+    await back.get_by_label("Seats", exact=True).fill("2")
+    await settings.get_by_role("button", name="Save settings").click()
+    await expect(settings).to_have_count(0)
+    for person in (host, first, second):
+        await expect(card(person.page)).to_contain_text("Full")
+
+    # In the Back Room the host sees both holders, and removes one for abuse, without a refund.
+    await card(second.page).get_by_role("link", name="Enter the Back Room").click()
+    await expect(ui.connection(second.page)).to_have_attribute("data-state", "live")
+    await card(host.page).get_by_role("link", name="Enter the Back Room").click()
+    await expect(ui.connection(host.page)).to_have_attribute("data-state", "live")
+    await assert_readable(host.page.locator(".back-room-strip p"), "the Back Room strip")
+    await host.page.get_by_role("button", name="Back Room members").click()
+    members = host.page.get_by_role("dialog", name="Back Room members")
+    rows = members.get_by_role("list", name="Members").locator("li")
+    await expect(rows).to_have_count(3)
+    await expect(rows.nth(1)).to_contain_text(first_name)
+    await expect(rows.nth(2)).to_contain_text(second_name)
+    await rows.nth(2).get_by_role("button", name=f"Remove {second_name}'s seat").click()
+    await rows.nth(2).get_by_label("No refund (for abuse)").check()
+    await screenshot(host.page, "back-room-remove-390.png")
+    await rows.nth(2).get_by_role("button", name="Remove without refund").click()
+    await expect(rows).to_have_count(2)
+    await expect(host.page.get_by_role("status").filter(has_text="without a refund")).to_be_visible()
+    await expect(second.page.get_by_role("heading", name="Your seat was removed")).to_be_visible()
+
+    # Their payment stands; coming back to the Back Room's address finds no seat.
+    await second.page.goto("/payments")
+    row = second.page.get_by_role("list", name="Payments").locator("li").first
+    await expect(row.locator(".order-badge")).to_have_text("Seat taken")
+    await second.page.goto(f"/c/{code}/back-room")
+    await expect(second.page.get_by_role("heading", name="You don't have a seat")).to_be_visible()
+    await expect(second.page.get_by_role("link", name="Back to Book launch")).to_be_visible()

@@ -804,18 +804,8 @@ export function ChatView({ room: initialRoom, joined, backRoom }: { room: Room; 
         }
         actions={
           <>
-            {backRoom ? (
-              <>
-                <button type="button" class="button small" onClick={() => navigate(`/c/${backRoom.mainCode}`)} aria-label={`Leave the Back Room for ${backRoom.mainName}`}>
-                  Leave
-                </button>
-                <button type="button" class="icon-button" aria-label="Back Room members" title="Back Room members" onClick={() => setMembersOpen(true)}>
-                  <DoorIcon />
-                </button>
-              </>
-            ) : (
-              <ShareButton room={room} onCopied={setToast} />
-            )}
+            {/* A Back Room is never shared: its way in is a seat. */}
+            {!backRoom && <ShareButton room={room} onCopied={setToast} />}
             <SoundToggle />
             <NotifyToggle onSaid={setToast} />
             <button
@@ -836,9 +826,20 @@ export function ChatView({ room: initialRoom, joined, backRoom }: { room: Room; 
         }
       />
       {backRoom && (
-        <p class="back-room-strip" role="note">
-          <strong>Back Room</strong> of {backRoom.mainName}: only the host and seat holders are here.
-        </p>
+        <div class="back-room-strip">
+          <span class="back-room-icon" aria-hidden="true">
+            <DoorIcon />
+          </span>
+          <p role="note">
+            <strong>Back Room</strong> of {backRoom.mainName}. Host and seat holders only.
+          </p>
+          <button type="button" class="button small" aria-label="Back Room members" onClick={() => setMembersOpen(true)}>
+            Members
+          </button>
+          <button type="button" class="button small" aria-label={`Leave the Back Room for ${backRoom.mainName}`} onClick={() => navigate(`/c/${backRoom.mainCode}`)}>
+            Leave
+          </button>
+        </div>
       )}
       <StickyBanner text={board.sticky} />
       <PinnedBar items={pinned} onJump={(seq) => void jumpTo(seq)} />
