@@ -187,7 +187,28 @@ async def test_twenty_payments_for_five_seats_grant_five_and_refund_fifteen_in_f
     buyers = list(
         await asyncio.gather(*(enter(http, host.code, f"Racer{n:02d}") for n in range(buyers_count)))
     )
-    # Every order is made while seats are left: the race is decided when the payments land.
+    watcher = await enter(http, host.code, "WatchingWes")
+    main_socket = await ChatSocket.open(stripe_stack.ws_url, host.code, watcher.token)
+    try:
+        await _race(http, fake, host, buyers, main_socket, price=price, seats=seats)
+    finally:
+        await main_socket.close()
+
+
+async def _race(
+    http: httpx.AsyncClient,
+    fake: FakeStripe,
+    host: Host,
+    buyers: list[Person],
+    main_socket: ChatSocket,
+    *,
+    price: int,
+    seats: int,
+) -> None:
+    """Every buyer orders a seat while seats are left and pays at once; `main_socket` watches the main
+    room meanwhile."""
+    buyers_count = len(buyers)
+    # The race is decided when the payments land.
     orders = list(await asyncio.gather(*(_seat_order(http, host, buyer) for buyer in buyers)))
     paid = await asyncio.gather(*(pay(fake, intent) for _, intent in orders))
     assert all(result["error"] is None for result in paid), paid
@@ -211,6 +232,11 @@ async def test_twenty_payments_for_five_seats_grant_five_and_refund_fifteen_in_f
     assert sorted(s["participant_id"] for s in listed["seats"]) == holders
     back_room = await _back_room_of(http, host.code)
     assert (back_room["seats_taken"], back_room["seats_left"], back_room["full"]) == (seats, 0, True)
+    # The main room's live clients were told the room filled up, and never of more seats than exist.
+    await main_socket.wait_for(
+        lambda f: f["type"] == "room_updated" and f["room"]["back_room"]["full"] is True, timeout=20
+    )
+    assert max(u["seats_taken"] for u in _seat_updates(main_socket)) == seats
     for buyer, (order_id, _) in zip(buyers, orders, strict=True):
         entered = await _enter_back_room(http, host.code, buyer)
         if order_id in winners:
