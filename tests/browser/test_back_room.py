@@ -267,10 +267,18 @@ async def test_a_back_room_opened_when_creating_a_room_keeps_its_limit_above_the
     await expect(host.page.get_by_role("status").filter(has_text="without a refund")).to_be_visible()
     await expect(second.page.get_by_role("heading", name="Your seat was removed")).to_be_visible()
 
-    # Their payment stands; coming back to the Back Room's address finds no seat.
+    # Their payment stands; coming back to the Back Room's address still says the seat was removed.
     await second.page.goto("/payments")
     row = second.page.get_by_role("list", name="Payments").locator("li").first
     await expect(row.locator(".order-badge")).to_have_text("Seat taken")
     await second.page.goto(f"/c/{code}/back-room")
-    await expect(second.page.get_by_role("heading", name="You don't have a seat")).to_be_visible()
+    await expect(second.page.get_by_role("heading", name="Your seat was removed")).to_be_visible()
     await expect(second.page.get_by_role("link", name="Back to Book launch")).to_be_visible()
+
+    # The seat is free again; someone who never had one is told the Back Room is for seat holders.
+    outsider = await people.new(MOBILE)
+    await visit(outsider, code, "Outsider")
+    await expect(card(outsider.page)).to_contain_text("1 of 2 seats left")
+    await outsider.page.goto(f"/c/{code}/back-room")
+    await expect(outsider.page.get_by_role("heading", name="You don't have a seat")).to_be_visible()
+    await screenshot(outsider.page, "back-room-no-seat-390.png")

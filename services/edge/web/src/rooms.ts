@@ -362,6 +362,13 @@ export function backRoomParent(code: string): string | null {
   return (readJson<Record<string, string>>(BACK_ROOMS_KEY) ?? {})[canonicalCode(code)] ?? null;
 }
 
+/** This device entered the Back Room of `mainCode` before (as the person now signed in). */
+export function enteredBackRoomOf(mainCode: string): boolean {
+  const main = canonicalCode(mainCode);
+  const known = readJson<Record<string, string>>(BACK_ROOMS_KEY) ?? {};
+  return Object.entries(known).some(([backCode, parent]) => parent === main && savedRoomSession(backCode) !== null);
+}
+
 function rememberBackRoom(backCode: string, mainCode: string): void {
   const known = readJson<Record<string, string>>(BACK_ROOMS_KEY) ?? {};
   delete known[canonicalCode(backCode)];

@@ -5,7 +5,7 @@ import { ApiError, type Room } from "../api";
 import { RoomHeader } from "../components/RoomHeader";
 import { RoomEnded } from "../components/Moderation";
 import { useAccount } from "../components/useAccount";
-import { enterBackRoom, fetchRoom, savedRoomSession, type BackRoomEntry } from "../rooms";
+import { enterBackRoom, enteredBackRoomOf, fetchRoom, savedRoomSession, type BackRoomEntry } from "../rooms";
 import { applyTheme, rememberedRoomTheme } from "../themes";
 import { ChatView } from "./Chat";
 import { Missing } from "./Missing";
@@ -44,6 +44,7 @@ export function BackRoomPage({ code }: { code: string }) {
     const controller = new AbortController();
     setLoad({ kind: "loading" });
     let main: Room | null = null;
+    const mainCode = code;
     (async () => {
       main = await fetchRoom(code, controller.signal);
       if (controller.signal.aborted) return;
@@ -59,7 +60,9 @@ export function BackRoomPage({ code }: { code: string }) {
     })().catch((error: unknown) => {
       if (controller.signal.aborted) return;
       const code = error instanceof ApiError ? error.code : "";
-      if (main && (code === "seat_removed")) setLoad({ kind: "removed", main });
+      // Someone who was in the Back Room before and has no seat now had it taken away.
+      const removed = code === "seat_removed" || (code === "no_seat" && enteredBackRoomOf(mainCode));
+      if (main && removed) setLoad({ kind: "removed", main });
       else if (main && (code === "no_seat" || code === "not_a_member")) setLoad({ kind: "no-seat", main });
       else if (code === "banned" || code === "site_banned") setLoad({ kind: "banned", main, ending: code });
       else if (error instanceof ApiError && (code === "no_back_room" || error.status === 404 || error.status === 422)) {
