@@ -61,6 +61,7 @@ async def web(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Served]
         "/earnings",
         "/payouts",
         "/payouts/test-onboarding",
+        "/c/ABCD2345/back-room",
         "/payments",
         "/c/K7M2QX9P",
         "/c/k7m2qx9p",
