@@ -253,6 +253,21 @@ class Platform:
             key_,
         )
 
+    async def delivered(self, key_: str, timeout: float = SETTLE_TIMEOUT) -> asyncpg.Record:
+        """The outbox row `key_` once the relay marked it delivered. The relay does so after its
+        handler returned, and the handler commits its own work (the order's new state) before that
+        and may still call another service after it (a seat's announcement), so the row can still
+        be pending a moment after the order reads fulfilled or refunded."""
+        deadline = time.monotonic() + timeout
+        while True:
+            row = await self.outbox(key_)
+            assert row is not None, f"the outbox holds no {key_}"
+            if row["delivered_at"] is not None:
+                return row
+            assert row["dead_at"] is None, f"{key_} died: {row['last_error']}"
+            assert time.monotonic() < deadline, f"{key_} was never delivered: {dict(row)}"
+            await asyncio.sleep(0.05)
+
     async def events_of(self, order_id: str) -> list[tuple[str, str, str]]:
         """(type, source, outcome) of the events recorded about the order, oldest first."""
         rows = await self.pool.fetch(

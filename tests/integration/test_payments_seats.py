@@ -160,8 +160,8 @@ async def test_a_seat_costs_the_rooms_price_and_is_granted_only_once_paid(platfo
             (fan.participant_id, order["id"], 700)
         ]
         assert await platform.ledger(order["id"]) == [("charge", 700), ("fee", 70)]
-        fulfil = await platform.outbox(f"fulfil:{order['id']}")
-        assert fulfil is not None and fulfil["delivered_at"] is not None
+        fulfil = await platform.delivered(f"fulfil:{order['id']}")
+        assert fulfil["topic"] == "fulfil"
 
         # Everyone in the main room hears that a seat was taken, without asking.
         announced = await room_updates(events, 1)
