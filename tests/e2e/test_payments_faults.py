@@ -118,8 +118,14 @@ async def test_messaging_killed_while_granting_a_paid_pin_grants_it_once_after_i
         assert frame["seq"] == seq + 1
         assert await say(http, host.code, host.me, "still here") == seq + 2
         live, resumed, fresh = await seen.views()
-    fulfil = await _fulfil_row(stripe_stack.database_url, order_id)
-    assert fulfil["delivered_at"] is not None and fulfil["attempts"] >= 1, dict(fulfil)
+
+    # The relay marks the row delivered once the handler returned, a moment after the order's state.
+    async def delivered() -> asyncpg.Record | None:
+        row = await _fulfil_row(stripe_stack.database_url, order_id)
+        return row if row["delivered_at"] is not None else None
+
+    fulfil = await until(delivered, "the fulfil row marked delivered")
+    assert fulfil["attempts"] >= 1, dict(fulfil)
     _, last = await fresh_view(http, host.code, buyer.token)
     assert last == seq + 2
     assert [(p[0], p[2]) for p in fresh.pinned()] == [(order_id, 1000)]
