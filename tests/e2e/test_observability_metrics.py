@@ -114,11 +114,19 @@ async def _tip(http: httpx.AsyncClient) -> None:
         await asyncio.sleep(0.1)
 
 
-async def _wait_for_payment(stack: Stack, fulfilled_before: float) -> Scrape:
+def _timed_tip_fulfilments(scrape: Scrape) -> float:
+    return scrape.total("chatpop_payments_fulfilment_seconds_count", "payments", kind="tip")
+
+
+async def _wait_for_payment(stack: Stack, before: Scrape) -> Scrape:
+    """The scrape once payments counted the tip fulfilled (its periodic count by state) and timed its
+    fulfilment (observed by the outbox handler a moment after the order reads fulfilled)."""
     deadline = time.monotonic() + 15
     while True:
         current = await scrape(stack)
-        if _fulfilled_tips(current) >= fulfilled_before + 1 or time.monotonic() > deadline:
+        counted = _fulfilled_tips(current) >= _fulfilled_tips(before) + 1
+        timed = _timed_tip_fulfilments(current) >= _timed_tip_fulfilments(before) + 1
+        if (counted and timed) or time.monotonic() > deadline:
             return current
         await asyncio.sleep(0.2)
 
@@ -160,7 +168,7 @@ async def traffic(observed_stack: Stack) -> AsyncIterator[Traffic]:
         assert page.status_code == 200, page.text
 
         await _tip(http)
-        after = await _wait_for_payment(stack, _fulfilled_tips(before))
+        after = await _wait_for_payment(stack, before)
         yield Traffic(before=before, during=during, after=after, rate_limited_frames=limited)
 
 
