@@ -385,7 +385,9 @@ def observed_stack(
 ) -> Iterator[Stack]:
     """A second platform, started only for the tests that ask for it: traces exported over OTLP to
     `otlp_receiver` (standard OTEL_* variables only), the default send rate limit, and the payments
-    ledger counted often, so metrics and traces can be watched as an SRE would."""
+    ledger counted often, so metrics and traces can be watched as an SRE would. It has a database of
+    its own: on a shared one the session platform's outbox relays could take its rows (a fulfilment
+    done, and timed, by the other platform's payments)."""
     _, redis = datastores
     extra_env = {
         "OTEL_TRACES_EXPORTER": "otlp",
@@ -396,7 +398,11 @@ def observed_stack(
         "LEDGER_METRICS_INTERVAL": "0.2",
     }
     with running_stack(
-        database_url, redis_url, redis, extra_env=extra_env, log_dir=LOG_DIR / "observed"
+        own_database(database_url, "chatpop_observed"),
+        redis_url,
+        redis,
+        extra_env=extra_env,
+        log_dir=LOG_DIR / "observed",
     ) as running:
         yield running
 
