@@ -62,7 +62,13 @@ _chooser = random.Random(SEED)
 
 
 def edge_document() -> dict[str, Any]:
-    settings = EdgeSettings.model_validate({"ip_hash_key": "fuzz-tier-ip-hash-key-0123456789"})
+    settings = EdgeSettings.model_validate(
+        {
+            "ip_hash_key": "fuzz-tier-ip-hash-key-0123456789",
+            "media_url_key": "m" * 32,
+            "service_token_secret": "s" * 32,
+        }
+    )
     return create_app(settings).openapi()
 
 

@@ -357,6 +357,8 @@ async def running_platform(
                         "messaging_addr": messaging_addr,
                         "payments_addr": payments_addr,
                         "ip_hash_key": IP_HASH_KEY,
+                        "media_url_key": "m" * 32,
+                        "service_token_secret": "s" * 32,
                         "public_url": PUBLIC_URL,
                         "http_port": free_port(),
                         "metrics_port": 0,

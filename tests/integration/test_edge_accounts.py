@@ -101,6 +101,8 @@ def _serve_edge(identity_addr: str, rooms_addr: str, **overrides: Any) -> Any:
         ip_hash_key=IP_HASH_KEY,
         public_url=PUBLIC_URL,
         http_port=free_port(),
+        media_url_key="m" * 32,
+        service_token_secret="s" * 32,
         **{"rpc_timeout": 5.0, **overrides},
     )
     return running_edge(settings)

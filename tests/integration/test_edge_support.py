@@ -634,6 +634,8 @@ def edge_settings(fakes: FakeServices, **overrides: Any) -> EdgeSettings:
         "messaging_addr": fakes.address,
         "payments_addr": fakes.address,
         "ip_hash_key": IP_HASH_KEY,
+        "media_url_key": "m" * 32,
+        "service_token_secret": "s" * 32,
         "public_url": PUBLIC_URL,
         "http_port": free_port(),
         "rpc_timeout": 5.0,

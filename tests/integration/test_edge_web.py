@@ -148,7 +148,10 @@ async def test_only_built_assets_are_served(web: Served, path: str) -> None:
 async def test_pages_stay_out_of_the_api_contract(web: Served) -> None:
     paths = (await web.http.get("/api/v1/openapi.json")).json()["paths"]
     assert not [
-        path for path in paths if not path.startswith(("/api/", "/healthz", "/readyz", "/.well-known"))
+        path
+        for path in paths
+        # Signed media URLs (`/media/…`) are API too: served bytes, never a page.
+        if not path.startswith(("/api/", "/healthz", "/readyz", "/.well-known", "/media/"))
     ]
     unknown = await web.http.get("/no-such-page")
     assert unknown.status_code == 404
@@ -200,7 +203,12 @@ async def test_pages_let_stripe_js_load_only_when_payments_go_through_stripe(web
 
 def test_a_secret_key_is_never_taken_for_the_publishable_one() -> None:
     with pytest.raises(ValueError, match="publishable"):
-        EdgeSettings(ip_hash_key="k" * 32, stripe_publishable_key="sk_live_123")
+        EdgeSettings(
+            ip_hash_key="k" * 32,
+            media_url_key="m" * 32,
+            service_token_secret="s" * 32,
+            stripe_publishable_key="sk_live_123",
+        )
 
 
 async def test_without_a_build_pages_say_how_to_build_and_the_api_still_answers(

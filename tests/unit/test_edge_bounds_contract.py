@@ -24,7 +24,15 @@ INT64_MAX = 2**63 - 1
 
 @pytest.fixture(scope="module")
 def document() -> dict[str, Any]:
-    return create_app(EdgeSettings.model_validate({"ip_hash_key": "unit-test-ip-hash-key"})).openapi()
+    return create_app(
+        EdgeSettings.model_validate(
+            {
+                "ip_hash_key": "unit-test-ip-hash-key",
+                "media_url_key": "m" * 32,
+                "service_token_secret": "s" * 32,
+            }
+        )
+    ).openapi()
 
 
 def unbounded(schema: Any, definitions: dict[str, Any], where: str) -> list[str]:

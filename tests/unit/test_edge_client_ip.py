@@ -61,6 +61,8 @@ def test_ip_hash_is_hmac_sha256_with_the_key() -> None:
 def test_settings_parse_trusted_proxies_and_require_the_hash_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TRUSTED_PROXIES", "10.0.0.0/8, 192.168.1.7 ,fd00::/8")
     monkeypatch.setenv("IP_HASH_KEY", "k" * 32)
+    monkeypatch.setenv("MEDIA_URL_KEY", "m" * 32)
+    monkeypatch.setenv("SERVICE_TOKEN_SECRET", "s" * 32)
     settings = EdgeSettings()  # type: ignore[call-arg]
     assert [str(n) for n in settings.trusted_proxies] == ["10.0.0.0/8", "192.168.1.7/32", "fd00::/8"]
     assert settings.max_body_bytes == 64 * 1024

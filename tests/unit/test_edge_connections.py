@@ -146,7 +146,9 @@ class Edge:
     """A server's worth of shared state: connections are opened against it with `connect`."""
 
     def __init__(self, app: Callable[..., Any] = body_length_app, **overrides: Any) -> None:
-        settings = EdgeSettings(ip_hash_key=IP_HASH_KEY, **overrides)
+        settings = EdgeSettings(
+            ip_hash_key=IP_HASH_KEY, media_url_key="m" * 32, service_token_secret="s" * 32, **overrides
+        )
         self.config = EdgeServerConfig(app, settings, lifespan="off", log_level="warning")
         self.config.load()
         self.state = ServerState()

@@ -17,7 +17,15 @@ METHODS = {"get", "post", "put", "patch", "delete"}
 
 @pytest.fixture(scope="module")
 def app() -> FastAPI:
-    return create_app(EdgeSettings.model_validate({"ip_hash_key": "unit-test-ip-hash-key"}))
+    return create_app(
+        EdgeSettings.model_validate(
+            {
+                "ip_hash_key": "unit-test-ip-hash-key",
+                "media_url_key": "m" * 32,
+                "service_token_secret": "s" * 32,
+            }
+        )
+    )
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +72,15 @@ def test_every_error_response_uses_the_error_schema(document: dict[str, Any]) ->
 
 
 async def test_unexpected_errors_are_500_json_with_security_headers() -> None:
-    app = create_app(EdgeSettings.model_validate({"ip_hash_key": "unit-test-ip-hash-key"}))
+    app = create_app(
+        EdgeSettings.model_validate(
+            {
+                "ip_hash_key": "unit-test-ip-hash-key",
+                "media_url_key": "m" * 32,
+                "service_token_secret": "s" * 32,
+            }
+        )
+    )
 
     @app.get("/explode")
     async def explode() -> None:

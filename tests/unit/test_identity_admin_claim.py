@@ -64,7 +64,15 @@ async def test_a_room_token_never_makes_an_admin(ring: KeyRing) -> None:
 
 
 def test_the_audit_resource_is_documented_with_its_refusals() -> None:
-    document = create_app(EdgeSettings.model_validate({"ip_hash_key": "unit-test-ip-hash-key"})).openapi()
+    document = create_app(
+        EdgeSettings.model_validate(
+            {
+                "ip_hash_key": "unit-test-ip-hash-key",
+                "media_url_key": "m" * 32,
+                "service_token_secret": "s" * 32,
+            }
+        )
+    ).openapi()
     operation = document["paths"]["/api/v1/admin/audit"]["get"]
     assert {"401", "403", "422"} <= set(operation["responses"])
     assert {p["name"] for p in operation["parameters"]} == {

@@ -16,11 +16,13 @@ from chatpop_edge.app import create_app
 from chatpop_edge.connections import EdgeServerConfig
 from chatpop_edge.settings import EdgeSettings
 
-_TOKEN_IN_QUERY = re.compile(r"(token=)[^&\s\"]+")
+# Room tokens (WebSocket URLs) and media URL signatures (`s=`).
+_TOKEN_IN_QUERY = re.compile(r"((?:token|(?<=[?&])s)=)[^&\s\"]+")
 
 
 class _RedactTokens(logging.Filter):
-    """uvicorn logs WebSocket paths with their query string, where the room token travels."""
+    """uvicorn logs WebSocket paths with their query string, where the room token travels (and media
+    paths, with their signature)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple):

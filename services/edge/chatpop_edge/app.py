@@ -8,10 +8,12 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
+from chatpop_common.service_auth import ServiceCredentials
 from chatpop_common.telemetry import tracing_enabled
 from chatpop_edge.backends import Backends
 from chatpop_edge.client_ip import ClientAddressResolver
 from chatpop_edge.errors import install_error_handlers
+from chatpop_edge.media.runtime import MediaRuntime
 from chatpop_edge.middleware import (
     BodyLimitMiddleware,
     HttpMetricsMiddleware,
@@ -26,6 +28,7 @@ from chatpop_edge.routes import (
     back_room,
     bans,
     me,
+    media,
     meta,
     moderation,
     mutes,
@@ -48,10 +51,10 @@ sent later on an open socket also gets exactly the missing messages, but live me
 before it may precede them: clients order messages by `seq`.
 
 WebSocket frames are JSON objects with a `type`. Client → server: `send {client_msg_id, text,
-reply_to_seq?}`, `resume {after_seq}`, `typing`, `ping`. Server → client: `ready {room_id,
+reply_to_seq?, media_id?}`, `resume {after_seq}`, `typing`, `ping`. Server → client: `ready {room_id,
 participant_id, last_seq}`, `message {seq, id, room_id, sender, text, reply_to_seq, client_msg_id,
-created_at, deleted, deleted_by_host, reactions, my_reactions, state_seq}`, `ack {client_msg_id, seq,
-id}`, `error {code, message, retryable, client_msg_id?}`, `reload {last_seq}`, `pong` (the answer to
+created_at, deleted, deleted_by_host, reactions, my_reactions, state_seq, media}`, `ack {client_msg_id,
+seq, id}`, `error {code, message, retryable, client_msg_id?}`, `reload {last_seq}`, `pong` (the answer to
 every `ping`).
 
 **Room events.** Everything that changes what the room shows is an entry of the room's log with its
@@ -114,6 +117,16 @@ resume position, replace the list with every `mutes` frame, and read history aga
 the list, to show what pages left out. The muted participants' `typing` never reaches the socket. The
 host's pins stay on the board whoever sent them.
 
+**Media.** A photo, voice message or video is uploaded first (`POST /api/v1/rooms/{code}/media?kind=`,
+the file as the body), then sent as a message's `media_id` (REST or the `send` frame; `text` may then
+be empty). Only media the platform stored for that room from that sender can be attached: a `send`
+frame or message body with `media_url` or `media` is refused with `media_reference_invalid`. Messages
+(frames and history) carry `media {id, kind, state, content_type, width, height, duration_ms,
+variants}` or null, never URLs: `POST /api/v1/rooms/{code}/media/urls` gives each participant URLs
+signed for them (`/media/{room_id}/{media_id}/{variant}?p=&e=&s=`), valid for a few minutes with the
+`cp_media` cookie that answer sets, and only while the participant stands in the room. Deleting the
+message deletes its media.
+
 Ephemeral frames are never replayed on resume and may be lost with a connection:
 - `typing {participant_id, username}`: someone else in the room is typing (at most one every few
   seconds per socket; show it for a few seconds); never someone the socket's participant muted;
@@ -131,11 +144,11 @@ then on the room is gone for everyone but admins: `GET /api/v1/rooms/{code}`, jo
 every room token of it answer 404 `room_taken_down`, and a socket opened on it closes with 4410.
 
 Client frames take the types and bounds of the REST bodies: `client_msg_id` 1-64 characters, `text`
-1-20000, `reply_to_seq` (from 1) and `after_seq` (from 0; also in the URL) whole numbers up to
-9007199254740991 (2^53-1; `1.0`, `"1"` and `true` are not whole numbers). A frame that breaks them is
-answered with `error` (code `invalid_json`, `unknown_type` or `invalid_frame`, naming the field and,
-for a send, its `client_msg_id`) and the socket goes on; an `after_seq` in the URL that breaks them
-closes the socket with 4400.
+1-20000 (0 with `media_id`), `reply_to_seq` (from 1) and `after_seq` (from 0; also in the URL) whole
+numbers up to 9007199254740991 (2^53-1; `1.0`, `"1"` and `true` are not whole numbers). A frame that
+breaks them is answered with `error` (code `invalid_json`, `unknown_type`, `invalid_frame` or
+`media_reference_invalid`, naming the field and, for a send, its `client_msg_id`) and the socket goes
+on; an `after_seq` in the URL that breaks them closes the socket with 4400.
 
 Clients send `ping` every few seconds when they sent nothing else, and count a connection silent for
 about ten seconds as lost. Close codes: 4401 invalid, expired or revoked token, 4403 token for another
@@ -160,9 +173,15 @@ def create_app(settings: EdgeSettings) -> FastAPI:
             timeout=settings.rpc_timeout,
         )
         hub = RoomHub(backends, public_url=settings.public_url, presence=presence)
+        # The edge's own credential: serving media asks messaging for records as the service `edge`.
+        credentials = ServiceCredentials(
+            backends.identity, "edge", settings.service_token_secret.get_secret_value()
+        )
+        media_runtime = await MediaRuntime.open(settings, credentials)
         app.state.backends = backends
         app.state.hub = hub
         app.state.presence = presence
+        app.state.media = media_runtime
         presence.start()
         try:
             yield
@@ -170,6 +189,7 @@ def create_app(settings: EdgeSettings) -> FastAPI:
             await hub.close()
             # Sockets are gone: nobody is online through this process any more.
             await presence.close()
+            await media_runtime.close()
             await backends.close()
 
     app = FastAPI(
@@ -194,17 +214,20 @@ def create_app(settings: EdgeSettings) -> FastAPI:
     app.include_router(payments.router)
     app.include_router(me.router)
     app.include_router(admin.router)
+    app.include_router(media.router)
     app.include_router(meta.router)
     app.include_router(realtime.router)
     install_web_client(app, settings.web_root, stripe=bool(settings.stripe_publishable_key))
 
     # add_middleware wraps: the last one added runs first.
     app.add_middleware(UnexpectedErrorMiddleware)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    # Media uploads stream their body to disk under their own, per-kind limit (routes/media.py).
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, exempt=media.is_upload)
     app.add_middleware(HttpMetricsMiddleware)
     app.add_middleware(SecurityHeadersMiddleware, resolver=resolver)
     # WebSockets are left out: the ASGI instrumentation opens a span per frame sent, which would
     # put per-recipient work back on the fan-out path. Their gRPC calls are still traced.
     if tracing_enabled():
-        FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz,readyz,ws/v1/")
+        # Served media is left out too: its URLs carry their signature, and a span per chunk is waste.
+        FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz,readyz,ws/v1/,//[^/]+/media/")
     return app

@@ -159,7 +159,13 @@ def validation_message(errors: list[Any]) -> tuple[int, str, str]:
         return 400, "malformed_json", "The request body is not valid JSON."
     if not errors:
         return 422, "invalid_request", "The request is not valid."
+    media = next((error for error in errors if error.get("type") == "media_reference_invalid"), None)
+    if media is not None:
+        # A link or an inline object where a message takes an uploaded media's id.
+        return 422, "media_reference_invalid", str(media.get("msg", ""))
     first = errors[0]
+    if first.get("type") == "text_required":
+        return 422, "invalid_request", str(first.get("msg", ""))
     field = _field_name(tuple(first.get("loc", ())))
     message = str(first.get("msg", "is not valid"))
     return 422, "invalid_request", f"{field}: {message}"

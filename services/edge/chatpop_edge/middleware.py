@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -98,12 +99,14 @@ class BodyLimitMiddleware:
     """Rejects bodies larger than `max_bytes` with 413 before anything parses them.
 
     The body is read here (it is small by definition) and replayed to the app, so a chunked upload
-    that grows past the limit is cut off without being buffered whole.
+    that grows past the limit is cut off without being buffered whole. Requests `exempt` names (media
+    uploads) pass untouched: their route streams the body to disk under a limit of its own.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, exempt: Callable[[Scope], bool] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.exempt = exempt
 
     async def _too_large(self, send: Send) -> None:
         await _send_json(
@@ -113,7 +116,7 @@ class BodyLimitMiddleware:
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or (self.exempt is not None and self.exempt(scope)):
             await self.app(scope, receive, send)
             return
         length = _header(scope, b"content-length")

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
 from google.protobuf.timestamp_pb2 import Timestamp
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
 
 from chatpop.identity.v1 import identity_pb2
 from chatpop.messaging.v1 import messaging_pb2
@@ -489,6 +490,46 @@ class Tip(BaseModel):
 
 
 EntryKind = Literal["message", "tip"]
+MediaKind = Literal["photo", "voice", "video"]
+MediaState = Literal["pending", "ready", "deleted"]
+MEDIA_KINDS: dict[int, MediaKind] = {
+    messaging_pb2.MEDIA_KIND_PHOTO: "photo",
+    messaging_pb2.MEDIA_KIND_VOICE: "voice",
+    messaging_pb2.MEDIA_KIND_VIDEO: "video",
+}
+MEDIA_STATES: dict[int, MediaState] = {
+    messaging_pb2.MEDIA_STATE_PENDING: "pending",
+    messaging_pb2.MEDIA_STATE_READY: "ready",
+    messaging_pb2.MEDIA_STATE_DELETED: "deleted",
+}
+
+
+class MessageMedia(BaseModel):
+    """The media a message carries (no URLs: they are per participant, from `POST …/media/urls`)."""
+
+    id: str
+    kind: MediaKind
+    state: MediaState = Field(description="`deleted` once purged (its variants are then gone).")
+    content_type: str = Field(description="Of the `full` variant.")
+    width: int | None = Field(default=None, description="Photo and video, in pixels.")
+    height: int | None = None
+    duration_ms: int | None = Field(default=None, description="Voice and video.")
+    variants: list[str] = Field(
+        description="Stored variants: `full`, plus `thumb` (photo) or `poster` (video)."
+    )
+
+    @classmethod
+    def from_proto(cls, media: messaging_pb2.Media) -> MessageMedia:
+        return cls(
+            id=media.id,
+            kind=MEDIA_KINDS.get(media.kind, "photo"),
+            state=MEDIA_STATES.get(media.state, "pending"),
+            content_type=media.content_type,
+            width=media.width or None,
+            height=media.height or None,
+            duration_ms=media.duration_ms or None,
+            variants=[variant.name for variant in media.variants],
+        )
 
 
 class Message(BaseModel):
@@ -524,11 +565,15 @@ class Message(BaseModel):
         "`text` is empty.",
     )
     tip: Tip | None = Field(default=None, description="For a tip only.")
+    media: MessageMedia | None = Field(
+        default=None, description="The photo, voice message or video it carries; null when none."
+    )
 
     @classmethod
     def from_proto(cls, message: messaging_pb2.Message) -> Message:
         is_tip = message.kind == messaging_pb2.ENTRY_KIND_TIP
         return cls(
+            media=MessageMedia.from_proto(message.media) if message.HasField("media") else None,
             kind="tip" if is_tip else "message",
             tip=Tip.from_proto(message.tip) if is_tip else None,
             deleted=message.state.deleted,
@@ -808,14 +853,50 @@ class DeletedMessage(BaseModel):
     changed: bool = Field(description="False when it was deleted already.")
 
 
+MEDIA_REFERENCE_INVALID = "media_reference_invalid"
+OUTSIDE_MEDIA_MESSAGE = "Attach media by uploading it to the room; outside links cannot be attached."
+TEXT_REQUIRED_MESSAGE = "text: must not be empty unless media_id is set"
+
+
+def refuse_outside_media(data: Any) -> Any:
+    """A message names media by the id of an upload to its room, never by a link or an inline object:
+    `media_url` or `media` is refused with `media_reference_invalid`."""
+    if isinstance(data, dict) and ("media_url" in data or "media" in data):
+        raise PydanticCustomError(MEDIA_REFERENCE_INVALID, OUTSIDE_MEDIA_MESSAGE)
+    return data
+
+
 class SendMessageRequest(RequestBody):
     client_msg_id: str = Field(
         min_length=1, max_length=64, description="Client-chosen id; a retry with it never duplicates."
     )
-    text: str = Field(min_length=1, max_length=20_000)
+    text: str = Field(
+        default="", max_length=20_000, description="1-20000 characters; may be empty when `media_id` is set."
+    )
     reply_to_seq: int | None = Field(
         default=None, ge=1, le=MAX_SEQ, description="Seq of the message this one replies to."
     )
+    media_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        description="The id of a photo, voice message or video this participant uploaded to this room "
+        "(`POST /api/v1/rooms/{code}/media`) that no message carries yet. Refused with 422 "
+        "`media_reference_invalid` (not an id, or a `media_url`/`media` field instead of it), 404 "
+        "`media_not_found`, 403 `media_not_in_room` / `media_not_yours` / `media_not_allowed`, 409 "
+        "`media_not_ready` / `media_in_use`.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_outside_media(cls, data: Any) -> Any:
+        return refuse_outside_media(data)
+
+    @model_validator(mode="after")
+    def _text_or_media(self) -> SendMessageRequest:
+        if not self.text and self.media_id is None:
+            raise PydanticCustomError("text_required", TEXT_REQUIRED_MESSAGE)
+        return self
 
 
 class SendMessageResponse(BaseModel):

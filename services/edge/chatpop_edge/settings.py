@@ -9,13 +9,19 @@ from typing import Annotated, Any
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
+from chatpop_common.objectstore import S3Settings
+from chatpop_common.service_auth import check_secret
 from chatpop_common.settings import ServiceAddresses
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-class EdgeSettings(ServiceAddresses):
-    """HTTP/WebSocket front settings plus where the four services listen."""
+MIB = 1024 * 1024
+MEDIA_URL_KEY_MIN_LENGTH = 32
+
+
+class EdgeSettings(ServiceAddresses, S3Settings):
+    """HTTP/WebSocket front settings, where the four services listen, and the media store (S3_*)."""
 
     model_config = SettingsConfigDict(env_prefix="", extra="ignore", case_sensitive=False)
 
@@ -88,6 +94,57 @@ class EdgeSettings(ServiceAddresses):
     # through Stripe: the pages' Content-Security-Policy then lets Stripe.js load (web.py); unset (test
     # mode), nothing may load from another origin.
     stripe_publishable_key: str = ""
+    # Shared secret with which the edge proves itself to identity for its service token (`edge`),
+    # which it shows messaging when it serves media; at least 32 characters, the same in every service.
+    service_token_secret: SecretStr
+    # --- media (photo, voice, video; stored in S3_BUCKET, served through signed URLs) ---------------
+    # HMAC key of media URLs and of the cookie that binds them to their participant (≥ 32 characters).
+    media_url_key: SecretStr
+    # Seconds a signed media URL is good for.
+    media_url_ttl: int = Field(default=300, ge=30, le=24 * 3600)
+    # Worker processes checking uploads, and uploads that may wait for one (past it: 503 media_busy).
+    media_check_workers: int = Field(default=1, ge=1, le=64)
+    media_check_queue: int = Field(default=4, ge=0, le=1000)
+    # Seconds one check may take before its worker is killed; address space of a worker (MB).
+    media_check_timeout: float = Field(default=120.0, gt=0, le=3600)
+    media_check_memory_mb: int = Field(default=1536, ge=128, le=65536)
+    # Where uploads are spooled while they are counted and checked; unset: the system's temp dir.
+    media_spool_dir: Path | None = None
+    media_photo_max_bytes: int = Field(default=10 * MIB, ge=1024, le=1024 * MIB)
+    media_voice_max_bytes: int = Field(default=10 * MIB, ge=1024, le=1024 * MIB)
+    media_video_max_bytes: int = Field(default=50 * MIB, ge=1024, le=4096 * MIB)
+    media_video_max_seconds: float = Field(default=30.0, gt=0, le=3600)
+    media_voice_max_seconds: float = Field(default=600.0, gt=0, le=24 * 3600)
+    # Most pixels a picture (or a video frame) may decode to: larger is a decompression bomb.
+    media_max_pixels: int = Field(default=40_000_000, ge=1, le=1_000_000_000)
+
+    def media_max_bytes(self, kind: str) -> int:
+        """The most bytes an upload of `kind` (photo, voice, video) may have."""
+        limits = {
+            "photo": self.media_photo_max_bytes,
+            "voice": self.media_voice_max_bytes,
+            "video": self.media_video_max_bytes,
+        }
+        return limits[kind]
+
+    @property
+    def media_url_secret(self) -> bytes:
+        return self.media_url_key.get_secret_value().encode()
+
+    @field_validator("media_url_key")
+    @classmethod
+    def _media_url_key(cls, value: SecretStr) -> SecretStr:
+        if len(value.get_secret_value()) < MEDIA_URL_KEY_MIN_LENGTH:
+            raise ValueError(
+                f"MEDIA_URL_KEY must be a secret of at least {MEDIA_URL_KEY_MIN_LENGTH} characters"
+            )
+        return value
+
+    @field_validator("service_token_secret")
+    @classmethod
+    def _service_token_secret(cls, value: SecretStr) -> SecretStr:
+        check_secret(value.get_secret_value())
+        return value
 
     @model_validator(mode="after")
     def _presence_ttl_outlives_refreshes(self) -> EdgeSettings:

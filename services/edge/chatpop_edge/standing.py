@@ -84,6 +84,16 @@ class ParticipantStanding:
             self._cache.popitem(last=False)
         return standing[1], standing[2], standing[3]
 
+    async def check_participant(self, room_id: str, participant_id: str) -> None:
+        """Raise unless the participant still stands in the room: `banned` or `seat_removed` (403),
+        `not_a_participant` (403), `room_taken_down` (404). For access that is not a room token
+        (signed media URLs)."""
+        _version, banned, seat_removed = await self._lookup(room_id, participant_id)
+        if banned:
+            raise banned_error()
+        if seat_removed:
+            raise seat_removed_error()
+
     async def check(self, principal: Principal) -> None:
         """Raise when the room token was revoked: `banned` (403), `seat_removed` (403: a Back Room
         token of a holder who lost their seat), `token_revoked` (401) for a token from before a lifted

@@ -6,7 +6,8 @@ import json
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
 
 from chatpop.messaging.v1 import messaging_pb2
 from chatpop.rooms.v1 import rooms_pb2
@@ -21,8 +22,21 @@ class _ClientFrame(BaseModel):
 class SendFrame(_ClientFrame):
     type: Literal["send"]
     client_msg_id: str = Field(min_length=1, max_length=64)
-    text: str = Field(min_length=1, max_length=20_000)
+    # Empty only with media_id (a photo, voice message or video uploaded to the room).
+    text: str = Field(default="", max_length=20_000)
     reply_to_seq: int | None = Field(default=None, ge=1, le=models.MAX_SEQ)
+    media_id: str | None = Field(default=None, min_length=1, max_length=64)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_outside_media(cls, data: Any) -> Any:
+        return models.refuse_outside_media(data)
+
+    @model_validator(mode="after")
+    def _text_or_media(self) -> SendFrame:
+        if not self.text and self.media_id is None:
+            raise PydanticCustomError("text_required", models.TEXT_REQUIRED_MESSAGE)
+        return self
 
 
 class ResumeFrame(_ClientFrame):
@@ -70,7 +84,13 @@ def parse_client_frame(text: str) -> SendFrame | ResumeFrame | TypingFrame | Pin
             raise FrameError(
                 "unknown_type", "The frame needs a `type` of send, resume, typing or ping."
             ) from None
+        if models.MEDIA_REFERENCE_INVALID in kinds:
+            raise FrameError(
+                models.MEDIA_REFERENCE_INVALID, models.OUTSIDE_MEDIA_MESSAGE, _send_id(text)
+            ) from None
         first = errors[0]
+        if first["type"] == "text_required":
+            raise FrameError("invalid_frame", f"{first['msg']}.", _send_id(text)) from None
         field = ".".join(str(part) for part in first["loc"][1:]) or "frame"
         raise FrameError("invalid_frame", f"{field}: {first['msg']}.", _send_id(text)) from None
 

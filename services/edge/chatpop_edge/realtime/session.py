@@ -378,6 +378,7 @@ class SocketSession:
                         client_msg_id=frame.client_msg_id,
                         text=frame.text,
                         reply_to_seq=frame.reply_to_seq or 0,
+                        media_id=frame.media_id or "",
                     ),
                     metadata=auth_metadata(self.token),
                     timeout=self._backends.timeout,

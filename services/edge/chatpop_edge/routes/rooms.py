@@ -339,6 +339,7 @@ async def send_message(
             client_msg_id=body.client_msg_id,
             text=body.text,
             reply_to_seq=body.reply_to_seq or 0,
+            media_id=body.media_id or "",
         ),
         metadata=auth_metadata(token),
         timeout=backends.timeout,
