@@ -9,10 +9,12 @@ from redis.backoff import NoBackoff
 
 from chatpop.identity.v1 import identity_pb2_grpc
 from chatpop.messaging.v1 import messaging_pb2, messaging_pb2_grpc
+from chatpop.rooms.v1 import rooms_pb2_grpc
 from chatpop_common.audit_events import AuditLog, deliver_to_identity
 from chatpop_common.auth import KeyCache, KeyFetcher, TokenVerifier
 from chatpop_common.clients import identity_key_fetcher, insecure_channel
 from chatpop_common.datastores import create_redis, service_datastores, service_pool
+from chatpop_common.objectstore import ObjectStore
 from chatpop_common.outbox import Relay
 from chatpop_common.periodic import run_every
 from chatpop_common.server import Cleanup, GrpcApp, Registration
@@ -22,6 +24,8 @@ from chatpop_messaging.bans import BanEntries
 from chatpop_messaging.deletions import Deletions, Redactions
 from chatpop_messaging.fanout import Fanout
 from chatpop_messaging.hotcache import HotCache, RedisGuard
+from chatpop_messaging.media import PURGE_TOPIC, MediaRecords
+from chatpop_messaging.media_purge import MediaPurger, MediaSweeper, Vacuums
 from chatpop_messaging.mutes import Mutes
 from chatpop_messaging.paid_pins import PaidPins, PaidPinsOnBan
 from chatpop_messaging.participants import ParticipantDirectory
@@ -72,6 +76,23 @@ async def build(settings: MessagingSettings, *, key_fetcher: KeyFetcher | None =
     pubsub_redis.set_retry(Retry(NoBackoff(), 0))  # type: ignore[attr-defined]
     rooms_channel = insecure_channel(settings.rooms_addr)
 
+    # Media purges wait in the outbox until storage is configured (nothing else can delete objects).
+    objects: ObjectStore | None = None
+    vacuums: Vacuums | None = None
+    if settings.media_enabled:
+        objects = await ObjectStore.open(settings)
+        cleanups.append(objects.close)
+        if settings.s3_vacuum_url:
+            vacuums = Vacuums(settings.s3_vacuum_url)
+            cleanups.append(vacuums.close)
+        relay.register(PURGE_TOPIC, MediaPurger(pool, objects, vacuums).handle)
+    sweeper = MediaSweeper(
+        pool,
+        rooms_pb2_grpc.RoomsServiceStub(rooms_channel),
+        pending_ttl=settings.media_pending_ttl,
+        unreferenced_ttl=settings.media_unreferenced_ttl,
+    )
+
     guard = RedisGuard(settings.redis_retry_after)
     store = MessageStore(pool)
     cache = HotCache(redis, guard, size=settings.hot_cache_size, ttl=settings.hot_cache_ttl)
@@ -117,6 +138,9 @@ async def build(settings: MessagingSettings, *, key_fetcher: KeyFetcher | None =
         redactions=redactions,
         mutes=Mutes(pool, participants, publisher),
         stats=MessagingStats(pool),
+        media_records=MediaRecords(pool),
+        media_sweeper=sweeper,
+        media_enabled=settings.media_enabled,
     )
     fanout.start()
     relay.start()
@@ -124,10 +148,15 @@ async def build(settings: MessagingSettings, *, key_fetcher: KeyFetcher | None =
         run_every(TRIPS_FLUSH_INTERVAL, trips.flush, what="record rate-limit trips"),
         name="rate-limit trips to the audit log",
     )
+    sweeping = asyncio.create_task(
+        run_every(settings.media_sweep_interval, sweeper.sweep, what="sweep media to purge"),
+        name="media sweeper",
+    )
 
     async def stop_audit() -> None:
         counting.cancel()
-        await asyncio.gather(counting, return_exceptions=True)
+        sweeping.cancel()
+        await asyncio.gather(counting, sweeping, return_exceptions=True)
         try:
             await trips.flush(everything=True)
         finally:

@@ -3,7 +3,8 @@ deletion entry in the log tells every client. Its author may delete it, and the 
 
 A pinned message is unpinned by an UNPIN entry right after the deletion, in the same transaction, its
 live paid pins come down with PAID_PIN_REMOVED entries after that, and entries that carried its text
-(a PIN's or a paid pin entry's copy of it, a RESTORE's text) lose it too."""
+(a PIN's or a paid pin entry's copy of it, a RESTORE's text) lose it too. Media the message carries is
+purged with it (media_purge.py), decided in the same transaction."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from chatpop.messaging.v1 import messaging_pb2
 from chatpop_common.backoff import Backoff
 from chatpop_common.errors import NotFound, PermissionDenied
 from chatpop_messaging.hotcache import HotCache
+from chatpop_messaging.media import request_purge
 from chatpop_messaging.paid_pins import lock_if_paid_pinned, on_deleted
 from chatpop_messaging.pins import lock_if_pinned, unpin
 from chatpop_messaging.store import (
@@ -82,6 +84,9 @@ class Deletions:
                 )
             if target["deleted_at"] is not None:
                 return DeletionResult(None, None)
+            if target["media_id"] is not None:
+                # The media goes with its message (locked before the room's counter, as sends do).
+                await request_purge(connection, room_id, target["media_id"], "message_deleted")
             pinned = await lock_if_pinned(connection, room_id, target_seq)
             await lock_if_paid_pinned(connection, room_id, target_seq)
             entry = await append_change(

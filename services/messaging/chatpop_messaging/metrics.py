@@ -67,3 +67,35 @@ for _change in ("online", "offline"):
     PRESENCE_CHANGES.labels(_change)
 for _op in ("signal", "presence"):
     REDIS_FAILURES.labels(_op)
+
+MEDIA_CREATED = Counter(
+    "chatpop_media_created", "Media records opened for an upload (CreateMedia), by kind.", ["kind"]
+)
+MEDIA_COMPLETED = Counter(
+    "chatpop_media_completed", "Media records whose objects were stored (CompleteMedia), by kind.", ["kind"]
+)
+MEDIA_PURGED = Counter(
+    "chatpop_media_purged",
+    "Media whose objects were deleted from storage, by why: message_deleted, abandoned, "
+    "pending_expired, unreferenced, room_closed, retention.",
+    ["reason"],
+)
+MEDIA_VACUUMS = Counter(
+    "chatpop_media_vacuums", "Storage vacuums asked for after purges, by result (ok, failed).", ["result"]
+)
+for _kind in ("photo", "voice", "video"):
+    MEDIA_CREATED.labels(_kind)
+    MEDIA_COMPLETED.labels(_kind)
+# Why media is purged (media.delete_reason).
+MEDIA_PURGE_REASONS = (
+    "message_deleted",
+    "abandoned",
+    "pending_expired",
+    "unreferenced",
+    "room_closed",
+    "retention",
+)
+for _reason in MEDIA_PURGE_REASONS:
+    MEDIA_PURGED.labels(_reason)
+for _result in ("ok", "failed"):
+    MEDIA_VACUUMS.labels(_result)

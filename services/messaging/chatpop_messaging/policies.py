@@ -26,6 +26,8 @@ class RoomPolicy:
     slow_mode_seconds: int
     # An admin took the room down: none of its content is shown any more.
     taken_down: bool = False
+    # The kinds of media the host allows (photo, voice, video).
+    media_kinds: frozenset[str] = frozenset()
 
 
 class RoomPolicies:
@@ -71,6 +73,10 @@ class RoomPolicies:
 
 
 def _policy(room: rooms_pb2.Room) -> RoomPolicy:
+    allowed = {"photo": room.media.photo, "voice": room.media.voice, "video": room.media.video}
     return RoomPolicy(
-        closed=room.closed, slow_mode_seconds=room.slow_mode_seconds, taken_down=room.taken_down
+        closed=room.closed,
+        slow_mode_seconds=room.slow_mode_seconds,
+        taken_down=room.taken_down,
+        media_kinds=frozenset(kind for kind, on in allowed.items() if on),
     )

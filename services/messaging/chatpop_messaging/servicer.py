@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import AsyncIterator
 
 import grpc
@@ -14,16 +15,19 @@ from chatpop_common.clients import bearer
 from chatpop_common.errors import (
     FailedPrecondition,
     InvalidArgument,
+    NotFound,
     PermissionDenied,
     ServiceError,
     Unavailable,
 )
 from chatpop_common.service_auth import require_service
-from chatpop_messaging import audit, validation
+from chatpop_messaging import audit, media, validation
 from chatpop_messaging.bans import BanEntries, ban_id
 from chatpop_messaging.deletions import Deletions, Redactions
 from chatpop_messaging.fanout import SIGNAL_SEQ, Fanout
 from chatpop_messaging.hotcache import AppendResult, HotCache
+from chatpop_messaging.media import MediaRecords
+from chatpop_messaging.media_purge import MediaSweeper
 from chatpop_messaging.metrics import GAP_FILLS, MESSAGES_ACCEPTED, RESUME_READS
 from chatpop_messaging.mutes import Mutes, muted_target
 from chatpop_messaging.paid_pins import PaidPins, TipOrder, pin_order
@@ -95,6 +99,9 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
         reports: Reports,
         mutes: Mutes,
         stats: MessagingStats,
+        media_records: MediaRecords,
+        media_sweeper: MediaSweeper,
+        media_enabled: bool,
     ) -> None:
         self._settings = settings
         self._store = store
@@ -116,6 +123,9 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
         self._reports = reports
         self._mutes = mutes
         self._stats = stats
+        self._media = media_records
+        self._media_sweeper = media_sweeper
+        self._media_enabled = media_enabled
         self._publishing: set[asyncio.Task[None]] = set()
 
     async def SendMessage(
@@ -129,8 +139,16 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
         policy = await self._policies.get(room_id)
 
         reply_to_seq = request.reply_to_seq
+        media_ref: uuid.UUID | None = None
         try:
-            text = validation.message_text(request.text, self._settings.message_max_chars)
+            if request.media_id:
+                media_ref = media.media_id(request.media_id, code="media_reference_invalid")
+            # A message that carries media may say nothing.
+            text = (
+                validation.message_text(request.text, self._settings.message_max_chars)
+                if media_ref is None or request.text.strip()
+                else ""
+            )
             if reply_to_seq != 0 and (
                 reply_to_seq < 0 or not await self._store.seq_exists(room_id, reply_to_seq)
             ):
@@ -160,10 +178,13 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
                     client_msg_id=client_msg_id,
                     text=text,
                     reply_to_seq=reply_to_seq,
+                    media_id=media_ref,
+                    media_kinds=policy.media_kinds,
                 )
             )
-        except DuplicateClientMsgId:
-            # A concurrent retry won the race; its message is the one to acknowledge.
+        except (DuplicateClientMsgId, ServiceError):
+            # A concurrent retry won the race, or a retry's media is on its original (media_in_use):
+            # that message is the one to acknowledge.
             original = await self._store.find_by_client_msg_id(room_id, sender_id, client_msg_id)
             if original is None:
                 raise
@@ -269,6 +290,7 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
             pass
         for message in hidden:
             message.text = ""
+            message.ClearField("media")
 
     async def _fold_state(self, room_id: str, messages: list[messaging_pb2.Message], viewer: str) -> None:
         """Give each message its state now (deleted, reaction counts) and the viewer's own emojis."""
@@ -282,6 +304,8 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
             message.my_reactions[:] = mine
             if state.deleted:
                 message.text = ""
+        # The media as it is now: a cached copy may predate its purge.
+        await media.fill(self._store.pool, room_id, messages)
 
     async def ListMessagesAfter(
         self, request: messaging_pb2.ListMessagesAfterRequest, context: grpc.aio.ServicerContext
@@ -417,6 +441,7 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
             for message in shown:
                 if message.state.hidden:
                     message.text = ""
+                    message.ClearField("media")
             for message in entries:
                 yield message
 
@@ -622,6 +647,7 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
         for message in copies:
             if message.state.hidden:
                 message.text = ""
+                message.ClearField("media")
         return quote
 
     async def _buyer(self, room_id: str, participant_id: str) -> tuple[Actor, bool]:
@@ -780,4 +806,68 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
     ) -> messaging_pb2.AnnounceRoomUpdateResponse:
         announced = await self._signals.announce_room_update(require_principal(), request.room_id)
         self._policies.learn(announced.room)
+        if announced.room.closed or announced.room.taken_down:
+            # A closed room keeps no media: it goes now (the sweeper is only the backstop).
+            try:
+                await self._media_sweeper.purge_room(announced.room.id)
+            except Exception:
+                log.exception("purging the media of closed room %s failed", announced.room.id)
         return announced
+
+    # --- media (media.py, media_purge.py) ----------------------------------------------------------
+
+    async def CreateMedia(
+        self, request: messaging_pb2.CreateMediaRequest, context: grpc.aio.ServicerContext
+    ) -> messaging_pb2.CreateMediaResponse:
+        actor = await self._actor(request.room_id, context)
+        kind = media.kind_name(request.kind)
+        policy = await self._policies.get(request.room_id)
+        if policy.taken_down:
+            raise NotFound("This room was taken down by ChatPop's moderators.", code="room_taken_down")
+        if policy.closed:
+            raise FailedPrecondition("This room is closed.", code="room_closed")
+        if kind not in policy.media_kinds:
+            raise PermissionDenied(f"This room does not allow {kind} messages.", code="media_not_allowed")
+        if not self._media_enabled:
+            raise Unavailable("Media uploads are switched off.", code="media_disabled")
+        record = await self._media.create(request.room_id, actor.participant_id, kind)
+        return messaging_pb2.CreateMediaResponse(media=record)
+
+    def _uploader(self, room_id: str) -> str:
+        principal = require_principal().require_room(room_id)
+        if not principal.participant_id:
+            raise PermissionDenied("The token names no participant.", code="not_a_participant")
+        return principal.participant_id
+
+    async def CompleteMedia(
+        self, request: messaging_pb2.CompleteMediaRequest, context: grpc.aio.ServicerContext
+    ) -> messaging_pb2.CompleteMediaResponse:
+        uploader = self._uploader(request.room_id)
+        media_ref = media.media_id(request.media_id, code="invalid_media_id")
+        record = await self._media.complete(request.room_id, uploader, media_ref, media.completion(request))
+        return messaging_pb2.CompleteMediaResponse(media=record)
+
+    async def AbandonMedia(
+        self, request: messaging_pb2.AbandonMediaRequest, context: grpc.aio.ServicerContext
+    ) -> messaging_pb2.AbandonMediaResponse:
+        uploader = self._uploader(request.room_id)
+        media_ref = media.media_id(request.media_id, code="invalid_media_id")
+        await self._media.abandon(request.room_id, uploader, media_ref)
+        return messaging_pb2.AbandonMediaResponse()
+
+    async def GetMedia(
+        self, request: messaging_pb2.GetMediaRequest, context: grpc.aio.ServicerContext
+    ) -> messaging_pb2.GetMediaResponse:
+        room_id = validation.room_id(request.room_id)
+        principal = require_principal()
+        if principal.token_type == "room":
+            principal.require_room(room_id)
+            await self._policies.refuse_taken_down(room_id)
+        else:
+            require_service("edge")
+        if not 1 <= len(request.media_ids) <= media.MAX_GET:
+            raise InvalidArgument(
+                f"Ask about 1 to {media.MAX_GET} media at a time.", code="invalid_media_ids"
+            )
+        ids = [media.media_id(value, code="invalid_media_id") for value in request.media_ids]
+        return messaging_pb2.GetMediaResponse(media=await self._media.get(room_id, ids))

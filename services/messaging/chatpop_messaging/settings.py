@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from pydantic import Field, SecretStr, field_validator
 
+from chatpop_common.objectstore import S3Settings
 from chatpop_common.service_auth import check_secret
 from chatpop_common.settings import ServiceSettings
 
 
-class MessagingSettings(ServiceSettings):
+class MessagingSettings(ServiceSettings, S3Settings):
     grpc_port: int = Field(7103, ge=0, le=65535)
     metrics_port: int = Field(9103, ge=0, le=65535)
     # Both datastores are required: Postgres is the message log, Redis the hot cache and fan-out.
@@ -41,6 +42,14 @@ class MessagingSettings(ServiceSettings):
     redis_retry_after: float = Field(1.0, ge=0)
     # Distinct participants whose open reports hide a message pending the host's review.
     reports_to_hide: int = Field(3, ge=1)
+
+    # Media (the S3_* settings come from S3Settings; an empty S3_BUCKET switches uploads off).
+    # Seconds an upload may stay pending (checked, objects being stored) before it is purged.
+    media_pending_ttl: float = Field(3600, gt=0)
+    # Seconds a stored media may wait for a message to carry it before it is purged.
+    media_unreferenced_ttl: float = Field(86400, gt=0)
+    # Seconds between two sweeps for media to purge (each replica sweeps).
+    media_sweep_interval: float = Field(60, gt=0)
 
     # Shared secret with which messaging proves itself to identity for its service token (audit
     # events); at least 32 characters, the same in every service.

@@ -11,6 +11,7 @@ from typing import Any
 import asyncpg
 
 from chatpop.messaging.v1 import messaging_pb2
+from chatpop_messaging import media
 
 CLIENT_MSG_ID_CONSTRAINT = "messages_room_sender_client_msg_key"
 
@@ -24,12 +25,12 @@ WITH counter AS (
     RETURNING last_seq
 )
 INSERT INTO messages (id, room_id, seq, sender_participant_id, sender_username, sender_is_host,
-                      sender_verified, client_msg_id, text, reply_to_seq)
-SELECT $1, $2, counter.last_seq, $3, $4, $5, $6, $7, $8, $9 FROM counter
+                      sender_verified, client_msg_id, text, reply_to_seq, media_id)
+SELECT $1, $2, counter.last_seq, $3, $4, $5, $6, $7, $8, $9, $10 FROM counter
 RETURNING id, room_id, seq, sender_participant_id, sender_username, sender_is_host,
           sender_verified, client_msg_id, text, reply_to_seq, created_at, kind, target_seq, emoji, added,
           reaction_counts, deleted_at, deleted_by_host, state_seq, hidden_at, pinned_seqs, pinned_message,
-          payload
+          payload, media_id
 """
 
 
@@ -37,7 +38,7 @@ RETURNING id, room_id, seq, sender_participant_id, sender_username, sender_is_ho
 ENTRY_COLUMNS = (
     "id, room_id, seq, sender_participant_id, sender_username, sender_is_host, sender_verified, "
     "client_msg_id, text, reply_to_seq, created_at, kind, target_seq, emoji, added, reaction_counts, "
-    "deleted_at, deleted_by_host, state_seq, hidden_at, pinned_seqs, pinned_message, payload"
+    "deleted_at, deleted_by_host, state_seq, hidden_at, pinned_seqs, pinned_message, payload, media_id"
 )
 _SELECT = f"SELECT {ENTRY_COLUMNS} FROM messages "  # noqa: S608 - constant column list
 _BY_CLIENT_MSG_ID = _SELECT + "WHERE room_id = $1 AND sender_participant_id = $2 AND client_msg_id = $3"
@@ -155,6 +156,10 @@ class NewMessage:
     client_msg_id: str
     text: str
     reply_to_seq: int
+    # Media the message carries (checked and linked in the insert's transaction), and the kinds the
+    # room allows now.
+    media_id: uuid.UUID | None = None
+    media_kinds: frozenset[str] = frozenset()
 
 
 # The six reactions, in the order clients show them.
@@ -207,6 +212,12 @@ def to_message(row: Any) -> messaging_pb2.Message:
         target_seq=row["target_seq"] or 0,
     )
     message.created_at.FromDatetime(row["created_at"])
+    if row["media_id"] is not None:
+        # The record itself is read with the page (media.fill); a deleted message's is gone.
+        message.media.id = str(row["media_id"])
+        message.media.room_id = row["room_id"]
+        if row["deleted_at"] is not None:
+            message.media.state = messaging_pb2.MEDIA_STATE_DELETED
     if kind == KIND_MESSAGE:
         message.state.deleted = row["deleted_at"] is not None
         message.state.deleted_by_host = row["deleted_by_host"]
@@ -261,25 +272,36 @@ class MessageStore:
         return self._pool
 
     async def insert(self, new: NewMessage) -> messaging_pb2.Message:
-        """Assign the room's next seq and store the message, atomically."""
+        """Assign the room's next seq and store the message, atomically; a message with media locks,
+        checks and links the media in the same transaction."""
+        args = (
+            uuid.uuid4(),
+            new.room_id,
+            new.sender_participant_id,
+            new.sender_username,
+            new.sender_is_host,
+            new.sender_verified,
+            new.client_msg_id,
+            new.text,
+            new.reply_to_seq or None,
+            new.media_id,
+        )
         try:
-            row = await self._pool.fetchrow(
-                _INSERT,
-                uuid.uuid4(),
-                new.room_id,
-                new.sender_participant_id,
-                new.sender_username,
-                new.sender_is_host,
-                new.sender_verified,
-                new.client_msg_id,
-                new.text,
-                new.reply_to_seq or None,
-            )
+            if new.media_id is None:
+                return to_message(await self._pool.fetchrow(_INSERT, *args))
+            async with self._pool.acquire() as connection, connection.transaction():
+                # The media row first, then the room's counter: the order every media change takes.
+                await media.lock_for_message(
+                    connection, new.room_id, new.sender_participant_id, new.media_id, new.media_kinds
+                )
+                message = to_message(await connection.fetchrow(_INSERT, *args))
+                await media.link(connection, new.room_id, new.media_id, message.seq)
+                await media.fill(connection, new.room_id, [message])
+                return message
         except asyncpg.UniqueViolationError as exc:
             if exc.constraint_name == CLIENT_MSG_ID_CONSTRAINT:
                 raise DuplicateClientMsgId from exc
             raise
-        return to_message(row)
 
     async def find_by_client_msg_id(
         self, room_id: str, sender_participant_id: str, client_msg_id: str
@@ -290,7 +312,7 @@ class MessageStore:
             sender_participant_id,
             client_msg_id,
         )
-        return None if row is None else to_message(row)
+        return None if row is None else (await self._with_media(room_id, [to_message(row)]))[0]
 
     async def seq_exists(self, room_id: str, seq: int) -> bool:
         found = await self._pool.fetchval(
@@ -320,7 +342,7 @@ class MessageStore:
             low,
             high,
         )
-        return [to_message(row) for row in rows]
+        return await self._with_media(room_id, [to_message(row) for row in rows])
 
     async def newest(self, room_id: str, count: int) -> list[messaging_pb2.Message]:
         """The room's newest `count` messages, ascending."""
@@ -329,14 +351,20 @@ class MessageStore:
             room_id,
             count,
         )
-        return [to_message(row) for row in reversed(rows)]
+        return await self._with_media(room_id, [to_message(row) for row in reversed(rows)])
 
     async def messages_at(self, room_id: str, seqs: Sequence[int]) -> list[messaging_pb2.Message]:
         """The messages (not changes) among `seqs`, ascending."""
         if not seqs:
             return []
         rows = await self._pool.fetch(_AT, room_id, list(seqs))
-        return [to_message(row) for row in rows]
+        return await self._with_media(room_id, [to_message(row) for row in rows])
+
+    async def _with_media(
+        self, room_id: str, messages: list[messaging_pb2.Message]
+    ) -> list[messaging_pb2.Message]:
+        await media.fill(self._pool, room_id, messages)
+        return messages
 
     async def current_states(
         self, room_id: str, seqs: Sequence[int], viewer: str

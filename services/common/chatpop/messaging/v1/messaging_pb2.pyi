@@ -58,6 +58,20 @@ class PaidPinOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PAID_PIN_OUTCOME_NOT_TOP: _ClassVar[PaidPinOutcome]
     PAID_PIN_OUTCOME_MESSAGE_GONE: _ClassVar[PaidPinOutcome]
     PAID_PIN_OUTCOME_BANNED: _ClassVar[PaidPinOutcome]
+
+class MediaKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    MEDIA_KIND_UNSPECIFIED: _ClassVar[MediaKind]
+    MEDIA_KIND_PHOTO: _ClassVar[MediaKind]
+    MEDIA_KIND_VOICE: _ClassVar[MediaKind]
+    MEDIA_KIND_VIDEO: _ClassVar[MediaKind]
+
+class MediaState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    MEDIA_STATE_UNSPECIFIED: _ClassVar[MediaState]
+    MEDIA_STATE_PENDING: _ClassVar[MediaState]
+    MEDIA_STATE_READY: _ClassVar[MediaState]
+    MEDIA_STATE_DELETED: _ClassVar[MediaState]
 ENTRY_KIND_UNSPECIFIED: EntryKind
 ENTRY_KIND_MESSAGE: EntryKind
 ENTRY_KIND_REACTION: EntryKind
@@ -91,6 +105,14 @@ PAID_PIN_OUTCOME_OUTBID: PaidPinOutcome
 PAID_PIN_OUTCOME_NOT_TOP: PaidPinOutcome
 PAID_PIN_OUTCOME_MESSAGE_GONE: PaidPinOutcome
 PAID_PIN_OUTCOME_BANNED: PaidPinOutcome
+MEDIA_KIND_UNSPECIFIED: MediaKind
+MEDIA_KIND_PHOTO: MediaKind
+MEDIA_KIND_VOICE: MediaKind
+MEDIA_KIND_VIDEO: MediaKind
+MEDIA_STATE_UNSPECIFIED: MediaState
+MEDIA_STATE_PENDING: MediaState
+MEDIA_STATE_READY: MediaState
+MEDIA_STATE_DELETED: MediaState
 
 class ReactionCount(_message.Message):
     __slots__ = ("emoji", "count")
@@ -115,7 +137,7 @@ class MessageState(_message.Message):
     def __init__(self, deleted: _Optional[bool] = ..., deleted_by_host: _Optional[bool] = ..., reactions: _Optional[_Iterable[_Union[ReactionCount, _Mapping]]] = ..., state_seq: _Optional[int] = ..., hidden: _Optional[bool] = ...) -> None: ...
 
 class Message(_message.Message):
-    __slots__ = ("id", "room_id", "seq", "sender_participant_id", "sender_username", "sender_is_host", "client_msg_id", "text", "reply_to_seq", "created_at", "sender_verified", "kind", "target_seq", "state", "emoji", "added", "my_reactions", "pinned_message", "pinned_seqs", "paid_pin", "paid_pins", "tip")
+    __slots__ = ("id", "room_id", "seq", "sender_participant_id", "sender_username", "sender_is_host", "client_msg_id", "text", "reply_to_seq", "created_at", "sender_verified", "kind", "target_seq", "state", "emoji", "added", "my_reactions", "pinned_message", "pinned_seqs", "paid_pin", "paid_pins", "tip", "media")
     ID_FIELD_NUMBER: _ClassVar[int]
     ROOM_ID_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
@@ -138,6 +160,7 @@ class Message(_message.Message):
     PAID_PIN_FIELD_NUMBER: _ClassVar[int]
     PAID_PINS_FIELD_NUMBER: _ClassVar[int]
     TIP_FIELD_NUMBER: _ClassVar[int]
+    MEDIA_FIELD_NUMBER: _ClassVar[int]
     id: str
     room_id: str
     seq: int
@@ -160,7 +183,8 @@ class Message(_message.Message):
     paid_pin: PaidPin
     paid_pins: _containers.RepeatedCompositeFieldContainer[PaidPin]
     tip: Tip
-    def __init__(self, id: _Optional[str] = ..., room_id: _Optional[str] = ..., seq: _Optional[int] = ..., sender_participant_id: _Optional[str] = ..., sender_username: _Optional[str] = ..., sender_is_host: _Optional[bool] = ..., client_msg_id: _Optional[str] = ..., text: _Optional[str] = ..., reply_to_seq: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., sender_verified: _Optional[bool] = ..., kind: _Optional[_Union[EntryKind, str]] = ..., target_seq: _Optional[int] = ..., state: _Optional[_Union[MessageState, _Mapping]] = ..., emoji: _Optional[str] = ..., added: _Optional[bool] = ..., my_reactions: _Optional[_Iterable[str]] = ..., pinned_message: _Optional[_Union[Message, _Mapping]] = ..., pinned_seqs: _Optional[_Iterable[int]] = ..., paid_pin: _Optional[_Union[PaidPin, _Mapping]] = ..., paid_pins: _Optional[_Iterable[_Union[PaidPin, _Mapping]]] = ..., tip: _Optional[_Union[Tip, _Mapping]] = ...) -> None: ...
+    media: Media
+    def __init__(self, id: _Optional[str] = ..., room_id: _Optional[str] = ..., seq: _Optional[int] = ..., sender_participant_id: _Optional[str] = ..., sender_username: _Optional[str] = ..., sender_is_host: _Optional[bool] = ..., client_msg_id: _Optional[str] = ..., text: _Optional[str] = ..., reply_to_seq: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., sender_verified: _Optional[bool] = ..., kind: _Optional[_Union[EntryKind, str]] = ..., target_seq: _Optional[int] = ..., state: _Optional[_Union[MessageState, _Mapping]] = ..., emoji: _Optional[str] = ..., added: _Optional[bool] = ..., my_reactions: _Optional[_Iterable[str]] = ..., pinned_message: _Optional[_Union[Message, _Mapping]] = ..., pinned_seqs: _Optional[_Iterable[int]] = ..., paid_pin: _Optional[_Union[PaidPin, _Mapping]] = ..., paid_pins: _Optional[_Iterable[_Union[PaidPin, _Mapping]]] = ..., tip: _Optional[_Union[Tip, _Mapping]] = ..., media: _Optional[_Union[Media, _Mapping]] = ...) -> None: ...
 
 class PaidPin(_message.Message):
     __slots__ = ("id", "target_seq", "message", "participant_id", "username", "amount_cents", "currency", "started_at", "expires_at", "removed_reason")
@@ -225,16 +249,18 @@ class RoomBoard(_message.Message):
     def __init__(self, pins: _Optional[_Iterable[_Union[Pin, _Mapping]]] = ..., pins_state_seq: _Optional[int] = ..., sticky_text: _Optional[str] = ..., sticky_seq: _Optional[int] = ..., paid_pins: _Optional[_Iterable[_Union[PaidPin, _Mapping]]] = ..., paid_pins_state_seq: _Optional[int] = ...) -> None: ...
 
 class SendMessageRequest(_message.Message):
-    __slots__ = ("room_id", "client_msg_id", "text", "reply_to_seq")
+    __slots__ = ("room_id", "client_msg_id", "text", "reply_to_seq", "media_id")
     ROOM_ID_FIELD_NUMBER: _ClassVar[int]
     CLIENT_MSG_ID_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     REPLY_TO_SEQ_FIELD_NUMBER: _ClassVar[int]
+    MEDIA_ID_FIELD_NUMBER: _ClassVar[int]
     room_id: str
     client_msg_id: str
     text: str
     reply_to_seq: int
-    def __init__(self, room_id: _Optional[str] = ..., client_msg_id: _Optional[str] = ..., text: _Optional[str] = ..., reply_to_seq: _Optional[int] = ...) -> None: ...
+    media_id: str
+    def __init__(self, room_id: _Optional[str] = ..., client_msg_id: _Optional[str] = ..., text: _Optional[str] = ..., reply_to_seq: _Optional[int] = ..., media_id: _Optional[str] = ...) -> None: ...
 
 class SendMessageResponse(_message.Message):
     __slots__ = ("message", "created")
@@ -847,3 +873,117 @@ class RemovePaidPinResponse(_message.Message):
     entry: Message
     changed: bool
     def __init__(self, entry: _Optional[_Union[Message, _Mapping]] = ..., changed: _Optional[bool] = ...) -> None: ...
+
+class MediaVariant(_message.Message):
+    __slots__ = ("name", "content_type", "size_bytes", "width", "height", "object_key")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    OBJECT_KEY_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    content_type: str
+    size_bytes: int
+    width: int
+    height: int
+    object_key: str
+    def __init__(self, name: _Optional[str] = ..., content_type: _Optional[str] = ..., size_bytes: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., object_key: _Optional[str] = ...) -> None: ...
+
+class Media(_message.Message):
+    __slots__ = ("id", "room_id", "kind", "state", "uploader_participant_id", "content_type", "size_bytes", "width", "height", "duration_ms", "variants", "message_seq", "created_at", "object_prefix")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    ROOM_ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    UPLOADER_PARTICIPANT_ID_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    DURATION_MS_FIELD_NUMBER: _ClassVar[int]
+    VARIANTS_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_SEQ_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    OBJECT_PREFIX_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    room_id: str
+    kind: MediaKind
+    state: MediaState
+    uploader_participant_id: str
+    content_type: str
+    size_bytes: int
+    width: int
+    height: int
+    duration_ms: int
+    variants: _containers.RepeatedCompositeFieldContainer[MediaVariant]
+    message_seq: int
+    created_at: _timestamp_pb2.Timestamp
+    object_prefix: str
+    def __init__(self, id: _Optional[str] = ..., room_id: _Optional[str] = ..., kind: _Optional[_Union[MediaKind, str]] = ..., state: _Optional[_Union[MediaState, str]] = ..., uploader_participant_id: _Optional[str] = ..., content_type: _Optional[str] = ..., size_bytes: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., duration_ms: _Optional[int] = ..., variants: _Optional[_Iterable[_Union[MediaVariant, _Mapping]]] = ..., message_seq: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., object_prefix: _Optional[str] = ...) -> None: ...
+
+class CreateMediaRequest(_message.Message):
+    __slots__ = ("room_id", "kind")
+    ROOM_ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    room_id: str
+    kind: MediaKind
+    def __init__(self, room_id: _Optional[str] = ..., kind: _Optional[_Union[MediaKind, str]] = ...) -> None: ...
+
+class CreateMediaResponse(_message.Message):
+    __slots__ = ("media",)
+    MEDIA_FIELD_NUMBER: _ClassVar[int]
+    media: Media
+    def __init__(self, media: _Optional[_Union[Media, _Mapping]] = ...) -> None: ...
+
+class CompleteMediaRequest(_message.Message):
+    __slots__ = ("room_id", "media_id", "content_type", "size_bytes", "width", "height", "duration_ms", "variants")
+    ROOM_ID_FIELD_NUMBER: _ClassVar[int]
+    MEDIA_ID_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    DURATION_MS_FIELD_NUMBER: _ClassVar[int]
+    VARIANTS_FIELD_NUMBER: _ClassVar[int]
+    room_id: str
+    media_id: str
+    content_type: str
+    size_bytes: int
+    width: int
+    height: int
+    duration_ms: int
+    variants: _containers.RepeatedCompositeFieldContainer[MediaVariant]
+    def __init__(self, room_id: _Optional[str] = ..., media_id: _Optional[str] = ..., content_type: _Optional[str] = ..., size_bytes: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., duration_ms: _Optional[int] = ..., variants: _Optional[_Iterable[_Union[MediaVariant, _Mapping]]] = ...) -> None: ...
+
+class CompleteMediaResponse(_message.Message):
+    __slots__ = ("media",)
+    MEDIA_FIELD_NUMBER: _ClassVar[int]
+    media: Media
+    def __init__(self, media: _Optional[_Union[Media, _Mapping]] = ...) -> None: ...
+
+class AbandonMediaRequest(_message.Message):
+    __slots__ = ("room_id", "media_id")
+    ROOM_ID_FIELD_NUMBER: _ClassVar[int]
+    MEDIA_ID_FIELD_NUMBER: _ClassVar[int]
+    room_id: str
+    media_id: str
+    def __init__(self, room_id: _Optional[str] = ..., media_id: _Optional[str] = ...) -> None: ...
+
+class AbandonMediaResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetMediaRequest(_message.Message):
+    __slots__ = ("room_id", "media_ids")
+    ROOM_ID_FIELD_NUMBER: _ClassVar[int]
+    MEDIA_IDS_FIELD_NUMBER: _ClassVar[int]
+    room_id: str
+    media_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, room_id: _Optional[str] = ..., media_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class GetMediaResponse(_message.Message):
+    __slots__ = ("media",)
+    MEDIA_FIELD_NUMBER: _ClassVar[int]
+    media: _containers.RepeatedCompositeFieldContainer[Media]
+    def __init__(self, media: _Optional[_Iterable[_Union[Media, _Mapping]]] = ...) -> None: ...

@@ -170,6 +170,26 @@ class MessagingServiceStub:
                 request_serializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.KickParticipantsRequest.SerializeToString,
                 response_deserializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.KickParticipantsResponse.FromString,
                 _registered_method=True)
+        self.CreateMedia = channel.unary_unary(
+                '/chatpop.messaging.v1.MessagingService/CreateMedia',
+                request_serializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.CreateMediaRequest.SerializeToString,
+                response_deserializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.CreateMediaResponse.FromString,
+                _registered_method=True)
+        self.CompleteMedia = channel.unary_unary(
+                '/chatpop.messaging.v1.MessagingService/CompleteMedia',
+                request_serializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.CompleteMediaRequest.SerializeToString,
+                response_deserializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.CompleteMediaResponse.FromString,
+                _registered_method=True)
+        self.AbandonMedia = channel.unary_unary(
+                '/chatpop.messaging.v1.MessagingService/AbandonMedia',
+                request_serializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.AbandonMediaRequest.SerializeToString,
+                response_deserializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.AbandonMediaResponse.FromString,
+                _registered_method=True)
+        self.GetMedia = channel.unary_unary(
+                '/chatpop.messaging.v1.MessagingService/GetMedia',
+                request_serializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.GetMediaRequest.SerializeToString,
+                response_deserializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.GetMediaResponse.FromString,
+                _registered_method=True)
 
 
 class MessagingServiceServicer:
@@ -403,6 +423,52 @@ class MessagingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateMedia(self, request, context):
+        """Media (photo, voice, video). The edge checks uploads by content and stores the bytes it produced
+        in S3-compatible storage; messaging keeps the record (room, uploader, variants, state) and decides
+        what may reference it and when its objects are purged.
+
+        CreateMedia opens a PENDING record for an upload the edge has checked and is about to store; the
+        caller is a current participant of the room (room token) and the room must allow the kind
+        (PERMISSION_DENIED `media_not_allowed`). The answer names the object key prefix to store under.
+        Also INVALID_ARGUMENT `invalid_media_kind`, FAILED_PRECONDITION `room_closed`, NOT_FOUND
+        `room_taken_down`, UNAVAILABLE `media_disabled` (no storage configured).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CompleteMedia(self, request, context):
+        """CompleteMedia: the uploader's objects are stored; the record becomes READY and may be referenced
+        by one message of its uploader in its room. Idempotent. NOT_FOUND `media_not_found` (no such
+        media in this room), PERMISSION_DENIED `media_not_yours`, FAILED_PRECONDITION `media_deleted`
+        (purged meanwhile), INVALID_ARGUMENT `invalid_media_variants` (a photo stores full and thumb, a
+        voice message full, a video full and poster; full always) / `invalid_media_content_type` /
+        `invalid_media_size` / `invalid_media_id`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AbandonMedia(self, request, context):
+        """AbandonMedia: storing failed or was cancelled; the record and any object under its prefix are
+        purged. The uploader only; idempotent. Media on a message is refused (FAILED_PRECONDITION
+        `media_in_use`: it goes with its message).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetMedia(self, request, context):
+        """GetMedia: records of one room by id, for handing out and serving signed URLs. A participant of
+        the room (room token) or the edge (service credential). Unknown ids are left out; purged media
+        comes back DELETED with no variants. INVALID_ARGUMENT `invalid_media_ids` (not 1-100 ids) /
+        `invalid_media_id` (not a UUID).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MessagingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -540,6 +606,26 @@ def add_MessagingServiceServicer_to_server(servicer, server):
                     servicer.KickParticipants,
                     request_deserializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.KickParticipantsRequest.FromString,
                     response_serializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.KickParticipantsResponse.SerializeToString,
+            ),
+            'CreateMedia': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateMedia,
+                    request_deserializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.CreateMediaRequest.FromString,
+                    response_serializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.CreateMediaResponse.SerializeToString,
+            ),
+            'CompleteMedia': grpc.unary_unary_rpc_method_handler(
+                    servicer.CompleteMedia,
+                    request_deserializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.CompleteMediaRequest.FromString,
+                    response_serializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.CompleteMediaResponse.SerializeToString,
+            ),
+            'AbandonMedia': grpc.unary_unary_rpc_method_handler(
+                    servicer.AbandonMedia,
+                    request_deserializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.AbandonMediaRequest.FromString,
+                    response_serializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.AbandonMediaResponse.SerializeToString,
+            ),
+            'GetMedia': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetMedia,
+                    request_deserializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.GetMediaRequest.FromString,
+                    response_serializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.GetMediaResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1272,6 +1358,114 @@ class MessagingService:
             '/chatpop.messaging.v1.MessagingService/KickParticipants',
             chatpop_dot_messaging_dot_v1_dot_messaging__pb2.KickParticipantsRequest.SerializeToString,
             chatpop_dot_messaging_dot_v1_dot_messaging__pb2.KickParticipantsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateMedia(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatpop.messaging.v1.MessagingService/CreateMedia',
+            chatpop_dot_messaging_dot_v1_dot_messaging__pb2.CreateMediaRequest.SerializeToString,
+            chatpop_dot_messaging_dot_v1_dot_messaging__pb2.CreateMediaResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CompleteMedia(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatpop.messaging.v1.MessagingService/CompleteMedia',
+            chatpop_dot_messaging_dot_v1_dot_messaging__pb2.CompleteMediaRequest.SerializeToString,
+            chatpop_dot_messaging_dot_v1_dot_messaging__pb2.CompleteMediaResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AbandonMedia(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatpop.messaging.v1.MessagingService/AbandonMedia',
+            chatpop_dot_messaging_dot_v1_dot_messaging__pb2.AbandonMediaRequest.SerializeToString,
+            chatpop_dot_messaging_dot_v1_dot_messaging__pb2.AbandonMediaResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetMedia(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatpop.messaging.v1.MessagingService/GetMedia',
+            chatpop_dot_messaging_dot_v1_dot_messaging__pb2.GetMediaRequest.SerializeToString,
+            chatpop_dot_messaging_dot_v1_dot_messaging__pb2.GetMediaResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -144,6 +144,36 @@ class MessagingServiceStub:
     10,000 targets per call. UNAVAILABLE `signals_unavailable` when Redis could not take every
     signal: calling again is harmless.
     """
+    CreateMedia: _grpc.UnaryUnaryMultiCallable[_messaging_pb2.CreateMediaRequest, _messaging_pb2.CreateMediaResponse]
+    """Media (photo, voice, video). The edge checks uploads by content and stores the bytes it produced
+    in S3-compatible storage; messaging keeps the record (room, uploader, variants, state) and decides
+    what may reference it and when its objects are purged.
+
+    CreateMedia opens a PENDING record for an upload the edge has checked and is about to store; the
+    caller is a current participant of the room (room token) and the room must allow the kind
+    (PERMISSION_DENIED `media_not_allowed`). The answer names the object key prefix to store under.
+    Also INVALID_ARGUMENT `invalid_media_kind`, FAILED_PRECONDITION `room_closed`, NOT_FOUND
+    `room_taken_down`, UNAVAILABLE `media_disabled` (no storage configured).
+    """
+    CompleteMedia: _grpc.UnaryUnaryMultiCallable[_messaging_pb2.CompleteMediaRequest, _messaging_pb2.CompleteMediaResponse]
+    """CompleteMedia: the uploader's objects are stored; the record becomes READY and may be referenced
+    by one message of its uploader in its room. Idempotent. NOT_FOUND `media_not_found` (no such
+    media in this room), PERMISSION_DENIED `media_not_yours`, FAILED_PRECONDITION `media_deleted`
+    (purged meanwhile), INVALID_ARGUMENT `invalid_media_variants` (a photo stores full and thumb, a
+    voice message full, a video full and poster; full always) / `invalid_media_content_type` /
+    `invalid_media_size` / `invalid_media_id`.
+    """
+    AbandonMedia: _grpc.UnaryUnaryMultiCallable[_messaging_pb2.AbandonMediaRequest, _messaging_pb2.AbandonMediaResponse]
+    """AbandonMedia: storing failed or was cancelled; the record and any object under its prefix are
+    purged. The uploader only; idempotent. Media on a message is refused (FAILED_PRECONDITION
+    `media_in_use`: it goes with its message).
+    """
+    GetMedia: _grpc.UnaryUnaryMultiCallable[_messaging_pb2.GetMediaRequest, _messaging_pb2.GetMediaResponse]
+    """GetMedia: records of one room by id, for handing out and serving signed URLs. A participant of
+    the room (room token) or the edge (service credential). Unknown ids are left out; purged media
+    comes back DELETED with no variants. INVALID_ARGUMENT `invalid_media_ids` (not 1-100 ids) /
+    `invalid_media_id` (not a UUID).
+    """
 
 @_typing.type_check_only
 class MessagingServiceAsyncStub(MessagingServiceStub):
@@ -260,6 +290,36 @@ class MessagingServiceAsyncStub(MessagingServiceStub):
     Room seat was removed (PERMISSION_DENIED `not_host` for a room they do not host). At most
     10,000 targets per call. UNAVAILABLE `signals_unavailable` when Redis could not take every
     signal: calling again is harmless.
+    """
+    CreateMedia: _aio.UnaryUnaryMultiCallable[_messaging_pb2.CreateMediaRequest, _messaging_pb2.CreateMediaResponse]  # type: ignore[assignment]
+    """Media (photo, voice, video). The edge checks uploads by content and stores the bytes it produced
+    in S3-compatible storage; messaging keeps the record (room, uploader, variants, state) and decides
+    what may reference it and when its objects are purged.
+
+    CreateMedia opens a PENDING record for an upload the edge has checked and is about to store; the
+    caller is a current participant of the room (room token) and the room must allow the kind
+    (PERMISSION_DENIED `media_not_allowed`). The answer names the object key prefix to store under.
+    Also INVALID_ARGUMENT `invalid_media_kind`, FAILED_PRECONDITION `room_closed`, NOT_FOUND
+    `room_taken_down`, UNAVAILABLE `media_disabled` (no storage configured).
+    """
+    CompleteMedia: _aio.UnaryUnaryMultiCallable[_messaging_pb2.CompleteMediaRequest, _messaging_pb2.CompleteMediaResponse]  # type: ignore[assignment]
+    """CompleteMedia: the uploader's objects are stored; the record becomes READY and may be referenced
+    by one message of its uploader in its room. Idempotent. NOT_FOUND `media_not_found` (no such
+    media in this room), PERMISSION_DENIED `media_not_yours`, FAILED_PRECONDITION `media_deleted`
+    (purged meanwhile), INVALID_ARGUMENT `invalid_media_variants` (a photo stores full and thumb, a
+    voice message full, a video full and poster; full always) / `invalid_media_content_type` /
+    `invalid_media_size` / `invalid_media_id`.
+    """
+    AbandonMedia: _aio.UnaryUnaryMultiCallable[_messaging_pb2.AbandonMediaRequest, _messaging_pb2.AbandonMediaResponse]  # type: ignore[assignment]
+    """AbandonMedia: storing failed or was cancelled; the record and any object under its prefix are
+    purged. The uploader only; idempotent. Media on a message is refused (FAILED_PRECONDITION
+    `media_in_use`: it goes with its message).
+    """
+    GetMedia: _aio.UnaryUnaryMultiCallable[_messaging_pb2.GetMediaRequest, _messaging_pb2.GetMediaResponse]  # type: ignore[assignment]
+    """GetMedia: records of one room by id, for handing out and serving signed URLs. A participant of
+    the room (room token) or the edge (service credential). Unknown ids are left out; purged media
+    comes back DELETED with no variants. INVALID_ARGUMENT `invalid_media_ids` (not 1-100 ids) /
+    `invalid_media_id` (not a UUID).
     """
 
 class MessagingServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -536,6 +596,60 @@ class MessagingServiceServicer(metaclass=_abc_1.ABCMeta):
         Room seat was removed (PERMISSION_DENIED `not_host` for a room they do not host). At most
         10,000 targets per call. UNAVAILABLE `signals_unavailable` when Redis could not take every
         signal: calling again is harmless.
+        """
+
+    @_abc_1.abstractmethod
+    def CreateMedia(
+        self,
+        request: _messaging_pb2.CreateMediaRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_messaging_pb2.CreateMediaResponse, _abc.Awaitable[_messaging_pb2.CreateMediaResponse]]:
+        """Media (photo, voice, video). The edge checks uploads by content and stores the bytes it produced
+        in S3-compatible storage; messaging keeps the record (room, uploader, variants, state) and decides
+        what may reference it and when its objects are purged.
+
+        CreateMedia opens a PENDING record for an upload the edge has checked and is about to store; the
+        caller is a current participant of the room (room token) and the room must allow the kind
+        (PERMISSION_DENIED `media_not_allowed`). The answer names the object key prefix to store under.
+        Also INVALID_ARGUMENT `invalid_media_kind`, FAILED_PRECONDITION `room_closed`, NOT_FOUND
+        `room_taken_down`, UNAVAILABLE `media_disabled` (no storage configured).
+        """
+
+    @_abc_1.abstractmethod
+    def CompleteMedia(
+        self,
+        request: _messaging_pb2.CompleteMediaRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_messaging_pb2.CompleteMediaResponse, _abc.Awaitable[_messaging_pb2.CompleteMediaResponse]]:
+        """CompleteMedia: the uploader's objects are stored; the record becomes READY and may be referenced
+        by one message of its uploader in its room. Idempotent. NOT_FOUND `media_not_found` (no such
+        media in this room), PERMISSION_DENIED `media_not_yours`, FAILED_PRECONDITION `media_deleted`
+        (purged meanwhile), INVALID_ARGUMENT `invalid_media_variants` (a photo stores full and thumb, a
+        voice message full, a video full and poster; full always) / `invalid_media_content_type` /
+        `invalid_media_size` / `invalid_media_id`.
+        """
+
+    @_abc_1.abstractmethod
+    def AbandonMedia(
+        self,
+        request: _messaging_pb2.AbandonMediaRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_messaging_pb2.AbandonMediaResponse, _abc.Awaitable[_messaging_pb2.AbandonMediaResponse]]:
+        """AbandonMedia: storing failed or was cancelled; the record and any object under its prefix are
+        purged. The uploader only; idempotent. Media on a message is refused (FAILED_PRECONDITION
+        `media_in_use`: it goes with its message).
+        """
+
+    @_abc_1.abstractmethod
+    def GetMedia(
+        self,
+        request: _messaging_pb2.GetMediaRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_messaging_pb2.GetMediaResponse, _abc.Awaitable[_messaging_pb2.GetMediaResponse]]:
+        """GetMedia: records of one room by id, for handing out and serving signed URLs. A participant of
+        the room (room token) or the edge (service credential). Unknown ids are left out; purged media
+        comes back DELETED with no variants. INVALID_ARGUMENT `invalid_media_ids` (not 1-100 ids) /
+        `invalid_media_id` (not a UUID).
         """
 
 def add_MessagingServiceServicer_to_server(servicer: MessagingServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
