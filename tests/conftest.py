@@ -1,14 +1,16 @@
-"""Fixtures shared by every tier: private Postgres and Redis on free ports, migrated once."""
+"""Fixtures shared by every tier: private Postgres and Redis on free ports, migrated once, and a
+private S3 (SeaweedFS)."""
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from chatpop_common.devstack import Postgres, Redis, throwaway_datastores
+from chatpop_common.devstack import Postgres, Redis, SeaweedS3, throwaway_datastores
 from tests.mailbox import Mailbox, running_mailbox
 
 pytest_plugins = ["tests.fakestripe.fixtures"]
@@ -40,6 +42,19 @@ def redis_url(datastores: tuple[Postgres, Redis]) -> str:
 def redis_server(datastores: tuple[Postgres, Redis]) -> Redis:
     """The Redis process itself, for tests that restart it."""
     return datastores[1]
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[SeaweedS3]:
+    """A private S3 (SeaweedFS) on free ports with its own credentials and bucket, for the session."""
+    root = Path(tempfile.mkdtemp(prefix="chatpop-s3-", dir="/tmp"))
+    server = SeaweedS3.on_free_ports(root / "s3")
+    server.start(root / "s3.log")
+    try:
+        yield server
+    finally:
+        server.stop(kill=True)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

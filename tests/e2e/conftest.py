@@ -11,6 +11,8 @@ direct gRPC calls, `stack.kill(name)` (kill -9) / `stack.restart(name)`, and `st
 `stack.start_redis()` / `stack.restart_redis()`, and `stack.stop_postgres()` / `stack.start_postgres()`.
 Each of those has an async twin (`akill`,
 `arestart`, …) that runs it in a worker thread, so the event loop keeps serving open sockets.
+Every platform here keeps media in the session's private S3 (`s3_server` from tests/conftest.py,
+`stack.s3`).
 `stack.second_edge()` (async: `asecond_edge()`) starts, on first use, a second edge process (named
 `edge-2`, its own port) beside the first, as replicas run in a cluster, and returns its base URL. It
 differs in timings only, so tests can watch them pass: SECOND_EDGE_ENV.
@@ -46,7 +48,7 @@ import httpx
 import psycopg
 import pytest
 
-from chatpop_common.devstack import Postgres, Redis, free_ports
+from chatpop_common.devstack import Postgres, Redis, SeaweedS3, free_ports
 from chatpop_common.localrun import (
     GRPC_SERVICES,
     REPO_ROOT,
@@ -95,6 +97,8 @@ class Stack:
     postgres: Postgres | None = None
     # The fake Stripe platform payments run against; None: payments run in test mode.
     stripe: FakeStripe | None = None
+    # The S3 the edge and messaging keep media in (the session's `s3_server`); None: media off.
+    s3: SeaweedS3 | None = None
 
     @property
     def base_url(self) -> str:
@@ -216,8 +220,10 @@ def running_stack(
     anonymous_limits: bool = False,
     postgres: Postgres | None = None,
     stripe: FakeStripe | None = None,
+    s3: SeaweedS3 | None = None,
 ) -> Iterator[Stack]:
     """All five services on free ports; `extra_env` is added to every service's environment.
+    With `s3`, the edge and messaging keep media there (its S3_* settings, as `make run` gives them).
 
     The anonymous abuse limits are lifted unless `anonymous_limits` keeps the platform's defaults.
     payments run in test mode unless `stripe` names a platform of the fake Stripe API: then they run
@@ -251,7 +257,9 @@ def running_stack(
             ),
             **(extra_env or {}),
         }
-        specs = service_specs(env, ports, database_url, redis_url, secrets)
+        specs = service_specs(
+            env, ports, database_url, redis_url, secrets, s3_env=s3.env() if s3 is not None else None
+        )
         second_edge = extra_edge_spec(specs, SECOND_EDGE, *free_ports(2), env=SECOND_EDGE_ENV)
         supervisor = Supervisor(stream=None, log_dir=log_dir)
         failure = ""
@@ -281,6 +289,7 @@ def running_stack(
                 second_edge_spec=second_edge,
                 postgres=postgres,
                 stripe=stripe,
+                s3=s3,
             )
         finally:
             supervisor.stop_all()
@@ -293,9 +302,11 @@ def running_stack(
 
 
 @pytest.fixture(scope="session")
-def stack(database_url: str, redis_url: str, datastores: tuple[Postgres, Redis]) -> Iterator[Stack]:
+def stack(
+    database_url: str, redis_url: str, datastores: tuple[Postgres, Redis], s3_server: SeaweedS3
+) -> Iterator[Stack]:
     postgres, redis = datastores
-    with running_stack(database_url, redis_url, redis, postgres=postgres) as running:
+    with running_stack(database_url, redis_url, redis, postgres=postgres, s3=s3_server) as running:
         yield running
 
 
@@ -318,6 +329,7 @@ def stripe_platform_stack(
     *,
     name: str,
     reconcile_interval: float,
+    s3: SeaweedS3 | None = None,
 ) -> Iterator[Stack]:
     """A platform on a database of its own whose payments run against a new platform of the fake
     Stripe API, reconciling with Stripe's list of events every `reconcile_interval` seconds."""
@@ -330,6 +342,7 @@ def stripe_platform_stack(
             extra_env={"RECONCILE_INTERVAL": str(reconcile_interval)},
             log_dir=LOG_DIR / name,
             stripe=fake,
+            s3=s3,
         ) as running:
             yield running
     finally:
@@ -342,13 +355,20 @@ def stripe_stack(
     redis_url: str,
     datastores: tuple[Postgres, Redis],
     fake_stripe_server: FakeStripeServer,
+    s3_server: SeaweedS3,
 ) -> Iterator[Stack]:
     """A platform whose payments run against the fake Stripe API, started only for the tests that ask
     for it; `stack.stripe` is its Stripe platform (keys, control client). Webhooks alone bring
     Stripe's news after the first round of reconciliation at start."""
     _, redis = datastores
     with stripe_platform_stack(
-        database_url, redis_url, redis, fake_stripe_server, name="stripe", reconcile_interval=3600
+        database_url,
+        redis_url,
+        redis,
+        fake_stripe_server,
+        name="stripe",
+        reconcile_interval=3600,
+        s3=s3_server,
     ) as running:
         yield running
 
@@ -359,11 +379,18 @@ def reconciling_stripe_stack(
     redis_url: str,
     datastores: tuple[Postgres, Redis],
     fake_stripe_server: FakeStripeServer,
+    s3_server: SeaweedS3,
 ) -> Iterator[Stack]:
     """Like `stripe_stack`, with payments reconciling with Stripe's list of events every second."""
     _, redis = datastores
     with stripe_platform_stack(
-        database_url, redis_url, redis, fake_stripe_server, name="stripe-reconciling", reconcile_interval=1
+        database_url,
+        redis_url,
+        redis,
+        fake_stripe_server,
+        name="stripe-reconciling",
+        reconcile_interval=1,
+        s3=s3_server,
     ) as running:
         yield running
 
@@ -381,7 +408,11 @@ def otlp_receiver() -> Iterator[OtlpReceiver]:
 
 @pytest.fixture(scope="session")
 def observed_stack(
-    database_url: str, redis_url: str, datastores: tuple[Postgres, Redis], otlp_receiver: OtlpReceiver
+    database_url: str,
+    redis_url: str,
+    datastores: tuple[Postgres, Redis],
+    otlp_receiver: OtlpReceiver,
+    s3_server: SeaweedS3,
 ) -> Iterator[Stack]:
     """A second platform, started only for the tests that ask for it: traces exported over OTLP to
     `otlp_receiver` (standard OTEL_* variables only), the default send rate limit, and the payments
@@ -403,6 +434,7 @@ def observed_stack(
         redis,
         extra_env=extra_env,
         log_dir=LOG_DIR / "observed",
+        s3=s3_server,
     ) as running:
         yield running
 

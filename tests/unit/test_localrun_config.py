@@ -16,7 +16,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from chatpop_common.devstack import free_port
+from chatpop_common.devstack import SeaweedS3, free_port
 from chatpop_common.localrun import (
     LocalRunError,
     Ports,
@@ -25,6 +25,7 @@ from chatpop_common.localrun import (
     ensure_secrets,
     missing_packages,
     postgres_root,
+    private_s3_wanted,
     redact,
     run,
     service_specs,
@@ -57,6 +58,38 @@ def test_default_ports_follow_the_services_readme() -> None:
         "payments": 9104,
     }
     assert (ports.postgres, ports.redis) == (55432, 56379)
+    assert dict(ports.s3) == {
+        "s3": 58333,
+        "master": 58334,
+        "volume": 58335,
+        "filer": 58336,
+        "s3_grpc": 58337,
+        "master_grpc": 58338,
+        "volume_grpc": 58339,
+        "filer_grpc": 58340,
+    }
+
+
+def test_the_private_s3_ports_follow_s3_port_and_each_moves_alone() -> None:
+    ports = Ports.from_env({"S3_PORT": "18333", "S3_MASTER_GRPC_PORT": "19333"})
+    assert ports.s3["s3"] == 18333
+    assert (ports.s3["master"], ports.s3["filer_grpc"]) == (18334, 18340)
+    assert ports.s3["master_grpc"] == 19333
+    assert ("S3 master gRPC", 19333, "S3_MASTER_GRPC_PORT") in ports.labelled()
+    with pytest.raises(LocalRunError, match="S3_VOLUME_PORT"):
+        Ports.from_env({"S3_VOLUME_PORT": "8080"})
+    with pytest.raises(LocalRunError, match="S3_PORT=65530"):
+        Ports.from_env({"S3_PORT": "65530"})
+    free = Ports.free()
+    assert len({port for _, port, _ in free.labelled()}) == len(free.labelled())
+
+
+def test_make_run_starts_its_own_s3_only_when_no_s3_is_named() -> None:
+    assert private_s3_wanted({})
+    assert not private_s3_wanted({"S3_ENDPOINT_URL": "https://s3.example.com", "S3_BUCKET": "media"})
+    assert not private_s3_wanted({"S3_BUCKET": "media"})
+    # An empty bucket is a choice too: media off.
+    assert not private_s3_wanted({"S3_BUCKET": ""})
 
 
 def test_ports_are_overridable_by_environment() -> None:
@@ -87,6 +120,14 @@ def test_a_busy_port_is_refused_with_the_variable_that_moves_it(listening: int) 
     assert f"{listening} (Postgres): set POSTGRES_PORT to a free port" in message
     assert "DATABASE_URL" in message
     assert "EDGE_PORT" not in message
+
+
+def test_a_busy_s3_port_names_the_way_to_another_s3(listening: int) -> None:
+    with pytest.raises(LocalRunError) as refused:
+        ensure_ports_free([("S3 filer", listening, "S3_FILER_PORT")])
+    message = str(refused.value)
+    assert f"{listening} (S3 filer): set S3_FILER_PORT to a free port" in message
+    assert "S3_ENDPOINT_URL" in message
 
 
 def test_missing_datastore_binaries_name_the_debian_packages(tmp_path: Path) -> None:
@@ -163,10 +204,17 @@ def test_secrets_are_private_and_kept_between_runs(tmp_path: Path) -> None:
         "access-code-key",
         "identity-signing-key.pem",
         "ip-hash-key",
+        "media-url-key",
+        "s3-access-key",
+        "s3-secret-key",
         "service-token-secret",
     ]
-    assert stat.S_IMODE((directory / "service-token-secret").stat().st_mode) == 0o600
+    for name in ("service-token-secret", "media-url-key", "s3-access-key", "s3-secret-key"):
+        assert stat.S_IMODE((directory / name).stat().st_mode) == 0o600
     assert len(first.service_token_secret) >= 32
+    assert len(first.media_url_key) >= 32
+    assert first.media_url_key not in (first.service_token_secret, first.ip_hash_key)
+    assert len(first.s3_access_key) >= 16 and len(first.s3_secret_key) >= 32
 
 
 def test_a_damaged_signing_key_is_reported_not_replaced(tmp_path: Path) -> None:
@@ -209,9 +257,13 @@ def test_services_are_wired_to_each_other(tmp_path: Path) -> None:
     assert by_name["identity"].env["IDENTITY_SIGNING_KEY_FILE"] == str(secrets.signing_key_file)
     assert by_name["rooms"].env["ACCESS_CODE_KEY"] == secrets.access_code_key
     assert "ACCESS_CODE_KEY" not in by_name["edge"].env
-    for name in ("identity", "rooms", "messaging", "payments"):
+    # The edge holds a service credential too (it asks messaging for media records as `edge`).
+    for name in ("identity", "rooms", "messaging", "payments", "edge"):
         assert by_name[name].env["SERVICE_TOKEN_SECRET"] == secrets.service_token_secret
-    assert "SERVICE_TOKEN_SECRET" not in by_name["edge"].env
+    assert by_name["edge"].env["MEDIA_URL_KEY"] == secrets.media_url_key
+    assert "MEDIA_URL_KEY" not in by_name["messaging"].env
+    # No private S3 given: nothing S3 is set (base_env's S3_* would pass through as they are).
+    assert not any(name.startswith("S3_") for spec in specs for name in spec.env)
     edge = by_name["edge"].env
     assert (edge["HTTP_PORT"], edge["METRICS_PORT"], edge["HTTP_HOST"]) == ("18080", "9100", "127.0.0.1")
     assert edge["PUBLIC_URL"] == "http://localhost:18080"
@@ -219,6 +271,37 @@ def test_services_are_wired_to_each_other(tmp_path: Path) -> None:
     assert by_name["identity"].env["PUBLIC_URL"] == "http://localhost:18080"
     assert edge["IP_HASH_KEY"] == secrets.ip_hash_key
     assert by_name["edge"].ready == HttpReady("http://127.0.0.1:18080/readyz")
+
+
+def test_a_private_s3_reaches_messaging_and_the_edge(tmp_path: Path) -> None:
+    secrets = ensure_secrets(tmp_path / "secrets")
+    server = SeaweedS3(
+        datadir=tmp_path / "s3",
+        ports=dict(Ports.from_env({}).s3),
+        access_key=secrets.s3_access_key,
+        secret_key=secrets.s3_secret_key,
+    )
+    specs = {
+        s.name: s.env
+        for s in service_specs(
+            {}, Ports.from_env({}), "postgresql://db", "redis://cache", secrets, s3_env=server.env()
+        )
+    }
+    expected = {
+        "S3_ENDPOINT_URL": "http://127.0.0.1:58333",
+        "S3_REGION": "us-east-1",
+        "S3_BUCKET": "chatpop-media",
+        "S3_ACCESS_KEY_ID": secrets.s3_access_key,
+        "S3_SECRET_ACCESS_KEY": secrets.s3_secret_key,
+        "S3_ADDRESSING_STYLE": "path",
+    }
+    assert {k: v for k, v in specs["edge"].items() if k.startswith("S3_")} == expected
+    assert {k: v for k, v in specs["messaging"].items() if k.startswith("S3_")} == {
+        **expected,
+        "S3_VACUUM_URL": "http://127.0.0.1:58334",
+    }
+    for name in ("identity", "rooms", "payments"):
+        assert not any(k.startswith("S3_") for k in specs[name])
 
 
 def test_mail_settings_reach_identity_and_the_banner_says_where_mail_goes(tmp_path: Path) -> None:

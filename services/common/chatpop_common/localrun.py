@@ -1,17 +1,25 @@
 """`make run`: the whole platform on localhost (`python -m chatpop_common.localrun`).
 
 Unless DATABASE_URL / REDIS_URL are set, a private Postgres (port 55432) and Redis (port 56379)
-run under `.data/` in the repository and keep their data between runs. Secrets for local use (the
-identity signing key, the IP hash key, the access-code key and the service token secret) are
-generated once under `.data/secrets`. Every migration
+run under `.data/` in the repository and keep their data between runs. Media go to a private S3
+(SeaweedFS, `.data/s3`, S3 on port 58333) unless S3_ENDPOINT_URL or S3_BUCKET is set: then the
+S3_* variables reach the edge and messaging as they are (`S3_BUCKET=` with nothing runs without
+media). Secrets for local use (the identity signing key, the IP hash key, the access-code key, the
+service token secret, the media URL key and the private S3's access key and secret) are generated
+once under `.data/secrets`. Every migration
 is applied, then identity, rooms, messaging, payments and edge start as child processes with
 readable logs. A service that stops on its own is started again after a delay that doubles with each
-failure in a row (CRASH_BACKOFF), while the others, Postgres and Redis keep running. Only at start-up
-does a service stop everything: when its settings are invalid (trying again cannot mend them) or it
-is not ready in time. Ctrl-C or SIGTERM stops the services in reverse order, then Redis, then Postgres.
+failure in a row (CRASH_BACKOFF), while the others, Postgres, Redis and S3 keep running. Only at
+start-up does a service stop everything: when its settings are invalid (trying again cannot mend
+them) or it is not ready in time. Ctrl-C or SIGTERM stops the services in reverse order, then S3,
+Redis and Postgres.
 
 Ports can be moved with EDGE_PORT, IDENTITY_PORT, ROOMS_PORT, MESSAGING_PORT, PAYMENTS_PORT,
-<SERVICE>_METRICS_PORT, POSTGRES_PORT and REDIS_PORT; the data folder with CHATPOP_DATA_DIR.
+<SERVICE>_METRICS_PORT, POSTGRES_PORT, REDIS_PORT and S3_PORT; the private S3's inner ports follow
+S3_PORT (S3_PORT+1 … +7: master, volume, filer, then the gRPC ports of S3, master, volume and
+filer), each movable too with S3_MASTER_PORT, S3_VOLUME_PORT, S3_FILER_PORT, S3_GRPC_PORT,
+S3_MASTER_GRPC_PORT, S3_VOLUME_GRPC_PORT and S3_FILER_GRPC_PORT. The data folder moves with
+CHATPOP_DATA_DIR.
 """
 
 from __future__ import annotations
@@ -39,7 +47,7 @@ from urllib.parse import urlsplit, urlunsplit
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from chatpop_common.devstack import Postgres, Redis, free_ports
+from chatpop_common.devstack import SEAWEED_PORTS, Postgres, Redis, SeaweedS3, free_ports
 from chatpop_common.migrate import SERVICES as MIGRATED
 from chatpop_common.migrate import migrate
 from chatpop_common.processes import (
@@ -74,6 +82,19 @@ DEFAULT_METRICS_PORTS: dict[str, int] = {
 }
 DEFAULT_POSTGRES_PORT = 55432
 DEFAULT_REDIS_PORT = 56379
+DEFAULT_S3_PORT = 58333
+# The private S3's ports: (what, variable that moves it), in SEAWEED_PORTS order; by default each
+# is S3_PORT plus its place in this list.
+S3_PORT_VARIABLES: dict[str, tuple[str, str]] = {
+    "s3": ("S3", "S3_PORT"),
+    "master": ("S3 master", "S3_MASTER_PORT"),
+    "volume": ("S3 volume", "S3_VOLUME_PORT"),
+    "filer": ("S3 filer", "S3_FILER_PORT"),
+    "s3_grpc": ("S3 gRPC", "S3_GRPC_PORT"),
+    "master_grpc": ("S3 master gRPC", "S3_MASTER_GRPC_PORT"),
+    "volume_grpc": ("S3 volume gRPC", "S3_VOLUME_GRPC_PORT"),
+    "filer_grpc": ("S3 filer gRPC", "S3_FILER_GRPC_PORT"),
+}
 STARTUP_TIMEOUT = 90.0
 # A crashed service comes back after 1 s, then 2, 4, 8, 16 and 30 s at most while it keeps failing;
 # one that ran a minute before it stopped starts over at 1 s.
@@ -83,8 +104,13 @@ SIGNING_KEY_FILE = "identity-signing-key.pem"
 IP_HASH_KEY_FILE = "ip-hash-key"
 ACCESS_CODE_KEY_FILE = "access-code-key"
 SERVICE_TOKEN_SECRET_FILE = "service-token-secret"
+MEDIA_URL_KEY_FILE = "media-url-key"
+S3_ACCESS_KEY_FILE = "s3-access-key"
+S3_SECRET_KEY_FILE = "s3-secret-key"
 # The processes that ask identity for service tokens (and identity, which checks their proofs).
-SERVICE_TOKEN_HOLDERS = ("identity", "rooms", "messaging", "payments")
+SERVICE_TOKEN_HOLDERS = ("identity", "rooms", "messaging", "payments", "edge")
+# The services that keep media on S3 (S3_*).
+S3_USERS = ("messaging", "edge")
 
 
 class LocalRunError(RuntimeError):
@@ -99,6 +125,7 @@ class Ports:
     metrics: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_METRICS_PORTS))
     postgres: int = DEFAULT_POSTGRES_PORT
     redis: int = DEFAULT_REDIS_PORT
+    s3: Mapping[str, int] = field(default_factory=lambda: _s3_ports({}))
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Ports:
@@ -113,6 +140,7 @@ class Ports:
             metrics=metrics,
             postgres=_port(env, "POSTGRES_PORT", DEFAULT_POSTGRES_PORT),
             redis=_port(env, "REDIS_PORT", DEFAULT_REDIS_PORT),
+            s3=_s3_ports(env),
         )
         ports.check_distinct()
         return ports
@@ -120,12 +148,13 @@ class Ports:
     @classmethod
     def free(cls) -> Ports:
         """Free ports for everything (tests and benchmarks, which run beside a `make run`)."""
-        ports = iter(free_ports(len(DEFAULT_PORTS) + len(DEFAULT_METRICS_PORTS) + 2))
+        ports = iter(free_ports(len(DEFAULT_PORTS) + len(DEFAULT_METRICS_PORTS) + 2 + len(SEAWEED_PORTS)))
         return cls(
             service={name: next(ports) for name in DEFAULT_PORTS},
             metrics={name: next(ports) for name in DEFAULT_METRICS_PORTS},
             postgres=next(ports),
             redis=next(ports),
+            s3={name: next(ports) for name in SEAWEED_PORTS},
         )
 
     @property
@@ -139,6 +168,9 @@ class Ports:
             (f"{name} metrics", port, f"{name.upper()}_METRICS_PORT") for name, port in self.metrics.items()
         ]
         items += [("Postgres", self.postgres, "POSTGRES_PORT"), ("Redis", self.redis, "REDIS_PORT")]
+        items += [
+            (S3_PORT_VARIABLES[name][0], port, S3_PORT_VARIABLES[name][1]) for name, port in self.s3.items()
+        ]
         return items
 
     def check_distinct(self) -> None:
@@ -161,6 +193,21 @@ def _port(env: Mapping[str, str], variable: str, default: int) -> int:
     return int(raw)
 
 
+def _s3_ports(env: Mapping[str, str]) -> dict[str, int]:
+    base = _port(env, "S3_PORT", DEFAULT_S3_PORT)
+    if base + len(SEAWEED_PORTS) - 1 > 65535:
+        raise LocalRunError(f"S3_PORT={base} leaves no room for the seven ports after it; choose a lower one")
+    return {
+        name: _port(env, S3_PORT_VARIABLES[name][1], base + offset)
+        for offset, name in enumerate(SEAWEED_PORTS)
+    }
+
+
+def private_s3_wanted(env: Mapping[str, str]) -> bool:
+    """Whether make run starts its own S3: only when neither S3_ENDPOINT_URL nor S3_BUCKET is set."""
+    return "S3_ENDPOINT_URL" not in env and "S3_BUCKET" not in env
+
+
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         # Like the servers themselves: a socket lingering in TIME_WAIT does not count as busy.
@@ -181,6 +228,10 @@ def ensure_ports_free(wanted: Sequence[tuple[str, int, str]]) -> None:
         lines = [f"  {port} ({what}): set {variable} to a free port" for what, port, variable in busy]
         if any(what in ("Postgres", "Redis") for what, _, _ in busy):
             lines.append("  or point DATABASE_URL / REDIS_URL at servers you already run")
+        if any(what.startswith("S3") for what, _, _ in busy):
+            lines.append(
+                "  or point S3_ENDPOINT_URL / S3_BUCKET (and the other S3_* settings) at an S3 you run"
+            )
         raise LocalRunError(
             "these ports are already in use (is another `make run` still running?):\n" + "\n".join(lines)
         )
@@ -267,6 +318,11 @@ class Secrets:
     ip_hash_key: str
     access_code_key: str
     service_token_secret: str = ""
+    # HMAC key of the edge's signed media URLs.
+    media_url_key: str = ""
+    # The private S3's one identity (make run).
+    s3_access_key: str = ""
+    s3_secret_key: str = ""
 
 
 def service_pythonpath(repo: Path = REPO_ROOT, inherited: str = "") -> str:
@@ -321,8 +377,8 @@ def _generate_signing_key(path: Path) -> None:
 
 
 def ensure_secrets(directory: Path) -> Secrets:
-    """The signing key, IP hash key, access-code key and service token secret under `directory`
-    (0700), created on first use and then kept."""
+    """The signing key, IP hash key, access-code key, service token secret, media URL key and the
+    private S3's access key and secret under `directory` (0700), created on first use and then kept."""
     directory.mkdir(parents=True, exist_ok=True)
     directory.chmod(0o700)
     key_file = directory / SIGNING_KEY_FILE
@@ -346,15 +402,27 @@ def ensure_secrets(directory: Path) -> Secrets:
     if not code_key_file.exists():
         _write_private(code_key_file, secrets.token_hex(32).encode())
     code_key_file.chmod(0o600)
-    service_secret_file = directory / SERVICE_TOKEN_SECRET_FILE
-    if not service_secret_file.exists():
-        _write_private(service_secret_file, secrets.token_hex(32).encode())
-    service_secret_file.chmod(0o600)
+    generated = {
+        SERVICE_TOKEN_SECRET_FILE: lambda: secrets.token_hex(32),
+        MEDIA_URL_KEY_FILE: lambda: secrets.token_hex(32),
+        S3_ACCESS_KEY_FILE: lambda: "chatpop" + secrets.token_hex(8),
+        S3_SECRET_KEY_FILE: lambda: secrets.token_urlsafe(30),
+    }
+    values: dict[str, str] = {}
+    for name, make in generated.items():
+        path = directory / name
+        if not path.exists():
+            _write_private(path, make().encode())
+        path.chmod(0o600)
+        values[name] = _read_secret(path)
     return Secrets(
         signing_key_file=key_file,
         ip_hash_key=ip_hash_key,
         access_code_key=_read_secret(code_key_file),
-        service_token_secret=_read_secret(service_secret_file),
+        service_token_secret=values[SERVICE_TOKEN_SECRET_FILE],
+        media_url_key=values[MEDIA_URL_KEY_FILE],
+        s3_access_key=values[S3_ACCESS_KEY_FILE],
+        s3_secret_key=values[S3_SECRET_KEY_FILE],
     )
 
 
@@ -376,12 +444,15 @@ def service_specs(
     secrets: Secrets,
     *,
     repo: Path = REPO_ROOT,
+    s3_env: Mapping[str, str] | None = None,
 ) -> list[ServiceSpec]:
     """How to run each service as `python -m chatpop_<name>`, wired to the others by address.
 
-    Each child inherits `base_env` (so OTEL_*, STRIPE_*, SMTP_URL, MAIL_FROM, LOG_LEVEL and the like
-    pass through); the ports, addresses and datastore URLs set here win over it. identity gets the
-    edge's PUBLIC_URL too: the links in its mails point there. Logs are text unless LOG_FORMAT says.
+    Each child inherits `base_env` (so OTEL_*, STRIPE_*, SMTP_URL, MAIL_FROM, LOG_LEVEL, S3_* and the
+    like pass through); the ports, addresses and datastore URLs set here win over it. identity gets the
+    edge's PUBLIC_URL too: the links in its mails point there. `s3_env` (a private S3's S3_*
+    settings, SeaweedS3.env()) goes to messaging and the edge, S3_VACUUM_URL to messaging alone.
+    Logs are text unless LOG_FORMAT says.
     """
     edge_port = ports.service["edge"]
     public_url = base_env.get("PUBLIC_URL", f"http://localhost:{edge_port}")
@@ -402,6 +473,8 @@ def service_specs(
             env["HTTP_PORT"] = str(edge_port)
             env["PUBLIC_URL"] = public_url
             env["IP_HASH_KEY"] = secrets.ip_hash_key
+            if secrets.media_url_key:
+                env["MEDIA_URL_KEY"] = secrets.media_url_key
             ready: GrpcHealth | HttpReady = HttpReady(f"http://127.0.0.1:{edge_port}/readyz")
         else:
             env["GRPC_PORT"] = str(ports.service[name])
@@ -413,6 +486,10 @@ def service_specs(
             env["ACCESS_CODE_KEY"] = secrets.access_code_key
         if name in SERVICE_TOKEN_HOLDERS:
             env["SERVICE_TOKEN_SECRET"] = secrets.service_token_secret
+        if name in S3_USERS and s3_env:
+            env.update(s3_env)
+            if name != "messaging":
+                env.pop("S3_VACUUM_URL", None)
         specs.append(
             ServiceSpec(name=name, argv=python_module(f"chatpop_{name}"), env=env, ready=ready, cwd=repo)
         )
@@ -453,6 +530,7 @@ def banner(
     stripe: bool,
     edge_host: str,
     smtp_url: str = "",
+    media_note: str = "",
 ) -> str:
     edge = f"http://localhost:{ports.service['edge']}"
     grpc_line = "  ".join(f"{name} {ports.address(name)}" for name in GRPC_SERVICES)
@@ -477,6 +555,8 @@ def banner(
             else "NOT SENT (no SMTP_URL: password reset links are printed in identity's log)"
         ),
     ]
+    if media_note:
+        lines.append(f"  media       {media_note}")
     if data_note:
         lines.append(f"  data        {data_note}")
     lines += ["Press Ctrl-C to stop everything.", ""]
@@ -510,13 +590,21 @@ def run(env: Mapping[str, str], *, repo: Path = REPO_ROOT, out: TextIO = sys.std
     supervisor = Supervisor(stream=out, restart=CRASH_BACKOFF, who="make run")
     pg: Postgres | None = None
     redis: Redis | None = None
+    s3: SeaweedS3 | None = None
     previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         ports = Ports.from_env(env)
         require_packages(need_postgres=not database_url, need_redis=not redis_url)
         skip = {"Postgres"} if database_url else set()
         skip |= {"Redis"} if redis_url else set()
-        ensure_ports_free([item for item in ports.labelled() if item[0] not in skip])
+        own_s3 = private_s3_wanted(env)
+        ensure_ports_free(
+            [
+                item
+                for item in ports.labelled()
+                if item[0] not in skip and (own_s3 or not item[0].startswith("S3"))
+            ]
+        )
 
         if not data_dir.exists():
             data_dir.mkdir(parents=True)
@@ -547,11 +635,33 @@ def run(env: Mapping[str, str], *, repo: Path = REPO_ROOT, out: TextIO = sys.std
             supervisor.note(f"starting Redis on 127.0.0.1:{ports.redis}")
             redis.start(data_dir / "logs" / "redis.log", persist=True, own_session=True)
             redis_url = redis.url
+        s3_env: dict[str, str] = {}
+        if own_s3:
+            s3 = SeaweedS3(
+                datadir=data_dir / "s3",
+                ports=dict(ports.s3),
+                access_key=secrets.s3_access_key,
+                secret_key=secrets.s3_secret_key,
+            )
+            log_note = _display(data_dir / "logs" / "s3.log", repo)
+            supervisor.note(f"starting S3 (SeaweedFS) on 127.0.0.1:{s3.port} (log: {log_note})")
+            try:
+                s3.start(data_dir / "logs" / "s3.log", own_session=True)
+            except RuntimeError as exc:
+                raise LocalRunError(str(exc)) from exc
+            s3_env = s3.env()
+            media_note = (
+                f"private S3 {s3.url}, bucket {s3.bucket} (SeaweedFS, data in {_display(s3.datadir, repo)}/)"
+            )
+        elif env.get("S3_BUCKET", "").strip():
+            media_note = f"S3 {env.get('S3_ENDPOINT_URL') or 'AWS'}, bucket {env['S3_BUCKET'].strip()}"
+        else:
+            media_note = "OFF (S3_BUCKET is empty: uploads answer media_disabled)"
 
         supervisor.note("applying migrations: " + ", ".join(MIGRATED))
         migrate(database_url, list(MIGRATED))
 
-        specs = service_specs(env, ports, database_url, redis_url, secrets, repo=repo)
+        specs = service_specs(env, ports, database_url, redis_url, secrets, repo=repo, s3_env=s3_env)
         supervisor.note("starting " + ", ".join(SERVICES))
         supervisor.start_all(specs, timeout=STARTUP_TIMEOUT, fail_fast=(INVALID_SETTINGS_EXIT,))
         supervisor.note(
@@ -563,6 +673,7 @@ def run(env: Mapping[str, str], *, repo: Path = REPO_ROOT, out: TextIO = sys.std
                 stripe=bool(env.get("STRIPE_SECRET_KEY", "").strip()),
                 edge_host=http_host,
                 smtp_url=env.get("SMTP_URL", "").strip(),
+                media_note=media_note,
             )
         )
         while True:
@@ -588,11 +699,13 @@ def run(env: Mapping[str, str], *, repo: Path = REPO_ROOT, out: TextIO = sys.std
         signal.signal(signal.SIGTERM, _already_stopping)
         signal.signal(signal.SIGINT, _already_stopping)
         supervisor.stop_all()
+        if s3 is not None:
+            s3.stop()
         if redis is not None:
             redis.stop()
         if pg is not None:
             pg.stop("fast")
-        if supervisor.names or redis is not None or pg is not None:
+        if supervisor.names or s3 is not None or redis is not None or pg is not None:
             supervisor.note("stopped")
         for sig, handler in previous.items():
             signal.signal(sig, handler)
