@@ -85,6 +85,15 @@ def test_every_values_file_matches_the_schema(chart: helm.Chart, path: Any) -> N
         {"payments": {"tipMinCents": 10}},
         {"payments": {"tipPreset": [100]}},
         {"stripe": {"apiBase": "https://api.stripe.com/v1"}},
+        {"media": {"s3": {"bucketName": "media"}}},
+        {"media": {"bucket": "media"}},
+        {"media": {"s3": {"addressingStyle": "sideways"}}},
+        {"media": {"s3": {"bucket": "Media_Bucket"}}},
+        {"media": {"s3": {"endpoint": "s3.example.com"}}},
+        {"media": {"s3": {"port": 0}}},
+        {"mediaUrlKey": {"existingSecretName": "x"}},
+        {"networkPolicy": {"s3to": []}},
+        {"dev": {"secrets": {"mediaUrlKey": "too-short"}}},
     ],
     ids=lambda v: json.dumps(v, sort_keys=True),
 )
@@ -444,11 +453,88 @@ def test_the_services_that_hold_service_credentials_get_the_shared_secret(
     renderings: dict[str, Rendered], scenario: str, secret: str, key: str
 ) -> None:
     rendered = renderings[scenario]
-    for name in ("identity", "rooms", "messaging", "payments"):
+    # The edge too: it asks messaging for media records as the service `edge`.
+    for name in ("identity", "rooms", "messaging", "payments", "edge"):
         env = _env(_containers(rendered.get("Deployment", component(name)))[0])
         ref = env["SERVICE_TOKEN_SECRET"]["valueFrom"]["secretKeyRef"]
         assert (ref["name"], ref["key"]) == (secret, key)
-    assert "SERVICE_TOKEN_SECRET" not in _env(_containers(rendered.get("Deployment", component("edge")))[0])
+
+
+@pytest.mark.parametrize(
+    ("scenario", "secret", "key"),
+    [
+        ("default", "chatpop-secrets", "media-url-key"),
+        ("external-datastores", "chatpop-edge", "media-url-key"),
+        ("dev", "chatpop-dev", "media-url-key"),
+    ],
+)
+def test_only_the_edge_gets_the_media_url_key(
+    renderings: dict[str, Rendered], scenario: str, secret: str, key: str
+) -> None:
+    rendered = renderings[scenario]
+    ref = _env(_containers(rendered.get("Deployment", component("edge")))[0])["MEDIA_URL_KEY"]["valueFrom"]
+    assert (ref["secretKeyRef"]["name"], ref["secretKeyRef"]["key"]) == (secret, key)
+    for name in GRPC_SERVICES:
+        assert "MEDIA_URL_KEY" not in _env(_containers(rendered.get("Deployment", component(name)))[0])
+    if scenario == "dev":
+        (dev_secret,) = rendered.of_kind("Secret")
+        assert len(dev_secret["stringData"]["media-url-key"]) >= 32
+
+
+def _s3_env(rendered: Rendered, name: str) -> dict[str, dict[str, Any]]:
+    env = _env(_containers(rendered.get("Deployment", component(name)))[0])
+    return {key: value for key, value in env.items() if key.startswith("S3_")}
+
+
+@pytest.mark.parametrize("scenario", ["default", "dev", "network-policies"])
+def test_without_a_bucket_media_is_off_and_no_service_gets_s3_settings(
+    renderings: dict[str, Rendered], scenario: str
+) -> None:
+    for name in SERVICES:
+        assert _s3_env(renderings[scenario], name) == {}, name
+
+
+def test_an_external_s3_reaches_the_edge_and_messaging_only(renderings: dict[str, Rendered]) -> None:
+    rendered = renderings["external-datastores"]
+    expected = {
+        "S3_ENDPOINT_URL": {"value": "http://seaweedfs-s3.storage.svc:8333"},
+        "S3_REGION": {"value": "us-east-1"},
+        "S3_BUCKET": {"value": "chatpop-media"},
+        "S3_ADDRESSING_STYLE": {"value": "path"},
+        "S3_ACCESS_KEY_ID": {"valueFrom": {"secretKeyRef": {"name": "chatpop-s3", "key": "access-key"}}},
+        "S3_SECRET_ACCESS_KEY": {"valueFrom": {"secretKeyRef": {"name": "chatpop-s3", "key": "secret-key"}}},
+    }
+    edge = {
+        key: {k: v for k, v in value.items() if k != "name"}
+        for key, value in _s3_env(rendered, "edge").items()
+    }
+    messaging = {
+        key: {k: v for k, v in value.items() if k != "name"}
+        for key, value in _s3_env(rendered, "messaging").items()
+    }
+    assert edge == expected
+    assert messaging == {**expected, "S3_VACUUM_URL": {"value": "http://seaweedfs-master.storage.svc:9333"}}
+    for name in ("identity", "rooms", "payments"):
+        assert _s3_env(rendered, name) == {}, name
+
+
+def test_aws_s3_needs_no_endpoint(renderings: dict[str, Rendered]) -> None:
+    edge = _s3_env(renderings["all-features"], "edge")
+    assert "S3_ENDPOINT_URL" not in edge
+    assert "S3_VACUUM_URL" not in _s3_env(renderings["all-features"], "messaging")
+    assert (edge["S3_REGION"]["value"], edge["S3_BUCKET"]["value"]) == ("eu-west-1", "chatpop-media-prod")
+    assert edge["S3_ADDRESSING_STYLE"]["value"] == "virtual"
+    assert edge["S3_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"] == {
+        "name": "chatpop-s3",
+        "key": "s3-secret-access-key",
+    }
+
+
+def test_without_a_key_secret_the_sdk_finds_its_own_credentials(chart: helm.Chart) -> None:
+    rendered = render(chart, {"media": {"s3": {"bucket": "media"}}})
+    edge = _s3_env(rendered, "edge")
+    assert edge["S3_BUCKET"]["value"] == "media"
+    assert "S3_ACCESS_KEY_ID" not in edge and "S3_SECRET_ACCESS_KEY" not in edge
 
 
 def test_dev_values_bring_fixed_secrets_and_datastores(renderings: dict[str, Rendered]) -> None:
@@ -581,10 +667,20 @@ def test_network_policies_deny_by_default_and_allow_only_the_call_graph(
     redis_port = 6379 if dev else values.get("redis", {}).get("port", 6379)
     postgres_port = 5432 if dev else values.get("postgres", {}).get("port", 5432)
 
+    s3 = values.get("media", {}).get("s3", {})
+    s3_port = s3.get("port", 443) if s3.get("bucket") else None
+
     for name in SERVICES:
         ports = _egress_ports(_policy(rendered, name))
-        # Only payments may leave the cluster (Stripe); only identity, messaging and rooms reach Redis.
-        assert (443 in ports) == (name == "payments"), name
+        # Only payments may leave the cluster (Stripe), and the edge and messaging reach the object
+        # store when media is on; only identity, messaging and rooms reach Redis.
+        assert (443 in ports) == (name == "payments" or (s3_port == 443 and name in ("edge", "messaging"))), (
+            name
+        )
+        if s3_port is not None:
+            assert (s3_port in ports) == (
+                name in ("edge", "messaging") or (s3_port == 443 and name == "payments")
+            )
         assert (redis_port in ports) == (name in ("identity", "messaging", "rooms")), name
         assert (postgres_port in ports) == (name != "edge"), name
 
@@ -621,6 +717,29 @@ def test_external_datastore_destinations_narrow_the_egress(renderings: dict[str,
     by_port = {rule["ports"][0]["port"]: rule for rule in spec["egress"]}
     assert by_port[5433]["to"] == [{"ipBlock": {"cidr": "10.20.0.0/24"}}]
     assert by_port[6380]["to"] == [{"ipBlock": {"cidr": "10.20.1.0/24"}}]
+
+
+def test_the_object_store_destination_narrows_the_egress_of_the_edge_and_messaging(
+    renderings: dict[str, Rendered],
+) -> None:
+    rendered = renderings["external-datastores"]
+    s3_rules = {
+        name: [rule for rule in _policy(rendered, name)["egress"] if rule["ports"][0]["port"] == 8333]
+        for name in SERVICES
+    }
+    assert s3_rules["edge"] == [
+        {"ports": [{"protocol": "TCP", "port": 8333}], "to": [{"ipBlock": {"cidr": "10.20.2.0/24"}}]}
+    ]
+    # messaging also asks the SeaweedFS master to vacuum.
+    assert s3_rules["messaging"] == [
+        {
+            "ports": [{"protocol": "TCP", "port": 8333}, {"protocol": "TCP", "port": 9333}],
+            "to": [{"ipBlock": {"cidr": "10.20.2.0/24"}}],
+        }
+    ]
+    for name in ("identity", "rooms", "payments"):
+        assert s3_rules[name] == [], name
+    assert 9333 not in _egress_ports(_policy(rendered, "edge"))
 
 
 def test_no_policies_unless_enabled(renderings: dict[str, Rendered]) -> None:
