@@ -24,6 +24,8 @@ export interface RequestOptions {
   /** Extra attempts on network errors and 502/503/504 (services restarting); only for idempotent calls. */
   retries?: number;
   signal?: AbortSignal;
+  /** Cookies are left out unless a call needs one stored (signed media URLs' binding cookie). */
+  credentials?: RequestCredentials;
 }
 
 const FALLBACK_MESSAGES: Record<number, string> = {
@@ -43,7 +45,7 @@ function fallback(status: number): string {
   return FALLBACK_MESSAGES[status] ?? FALLBACK_MESSAGES[500]!;
 }
 
-async function toError(response: Response): Promise<ApiError> {
+export async function toError(response: Response): Promise<ApiError> {
   let code = `http_${response.status}`;
   let message = fallback(response.status);
   let retryAfter: number | null = null;
@@ -85,7 +87,7 @@ export async function request<T>(method: string, path: string, options: RequestO
         headers,
         body: options.body === undefined ? undefined : JSON.stringify(options.body),
         signal: options.signal,
-        credentials: "omit",
+        credentials: options.credentials ?? "omit",
       });
     } catch (error) {
       if (error instanceof DOMException && error.name === "AbortError") throw error;
@@ -270,6 +272,41 @@ export interface Message {
   state_seq: number;
   /** Set for a paid tip to the host: an entry shown among the messages (its `text` is empty). */
   tip?: Tip;
+  /** A photo, voice note or video the platform stored for the room (the text may then be empty). */
+  media?: MessageMedia | null;
+}
+
+export type MediaKind = "photo" | "voice" | "video";
+export type MediaState = "PENDING" | "READY" | "DELETING" | "DELETED";
+
+/** Media as a message carries it: the record, no addresses (those are signed per person, media.ts). */
+export interface MessageMedia {
+  id: string;
+  kind: MediaKind;
+  state: MediaState;
+  content_type: string;
+  width: number;
+  height: number;
+  duration_ms: number;
+  /** The stored variants' names: `full`, and `thumb` (photo) or `poster` (video). */
+  variants: string[];
+}
+
+/** Signed addresses of one medium's variants, as `POST …/media/urls` and the upload answer give them. */
+export interface SignedMedia {
+  id: string;
+  state: MediaState;
+  kind: MediaKind;
+  content_type: string;
+  width: number;
+  height: number;
+  duration_ms: number;
+  urls: Partial<Record<"full" | "thumb" | "poster", string>>;
+}
+
+export interface MediaUrlsResponse {
+  expires_at: string;
+  media: SignedMedia[];
 }
 
 /** A paid tip to the room's host, as a `tip` frame or a history item (`kind: "tip"`) carries it. */

@@ -11,7 +11,7 @@
  * send is retried with the same id (the server never stores it twice) and shown as pending until the
  * message itself arrives. One send is in flight at a time, so a person's messages keep their order.
  */
-import { ApiError, waitWords, type Message, type MessagePage, type Participant, type Room } from "./api";
+import { ApiError, waitWords, type MediaKind, type Message, type MessagePage, type Participant, type Room } from "./api";
 import { newClientMsgId } from "./ids";
 import { mergeMessage, messageFrom, seqOf } from "./messageState";
 import { ReconnectingSocket, StopError, type CloseDecision, type ConnectionState, type Frame } from "./realtime";
@@ -46,10 +46,20 @@ const HELD_CHANGES = 500;
 
 export type SendStatus = "queued" | "sending" | "waiting" | "sent" | "failed";
 
+/** Media uploaded for a send (media.ts): the message names it by id. */
+export interface AttachedMedia {
+  id: string;
+  kind: MediaKind;
+  width: number;
+  height: number;
+  duration_ms: number;
+}
+
 export interface PendingSend {
   client_msg_id: string;
   text: string;
   reply_to_seq: number | null;
+  media?: AttachedMedia;
   created_at: number;
   status: SendStatus;
   error?: string;
@@ -100,9 +110,9 @@ function endingOf(error: unknown): Ending | null {
  * not newer than what the message holds. */
 export type MessageChange = (message: Message) => Message;
 
-export function messageError(text: string): string | null {
+export function messageError(text: string, withMedia = false): string | null {
   const trimmed = text.trim();
-  if (!trimmed) return "Write a message first.";
+  if (!trimmed && !withMedia) return "Write a message first.";
   if ([...trimmed].length > MAX_MESSAGE_CHARS) {
     return `A message can have at most ${MAX_MESSAGE_CHARS.toLocaleString()} characters.`;
   }
@@ -643,9 +653,10 @@ export class ChatSession {
 
   // --- outgoing -------------------------------------------------------------------------------
 
-  /** Queue a message; it shows at once as pending and is sent as soon as the connection allows. */
-  send(text: string, replyTo: number | null): string | null {
-    const problem = messageError(text);
+  /** Queue a message; it shows at once as pending and is sent as soon as the connection allows.
+   * With `media` (already uploaded) the text is its caption and may be empty. */
+  send(text: string, replyTo: number | null, media?: AttachedMedia): string | null {
+    const problem = messageError(text, media !== undefined);
     if (problem) {
       this.setNotice("error", problem);
       return null;
@@ -655,6 +666,7 @@ export class ChatSession {
       client_msg_id: id,
       text: text.trim(),
       reply_to_seq: replyTo,
+      ...(media ? { media } : {}),
       created_at: Date.now(),
       status: "queued",
     });
@@ -716,6 +728,7 @@ export class ChatSession {
   private transmit(item: PendingSend): void {
     const frame: Frame = { type: "send", client_msg_id: item.client_msg_id, text: item.text };
     if (item.reply_to_seq !== null) frame.reply_to_seq = item.reply_to_seq;
+    if (item.media) frame.media_id = item.media.id;
     if (!this.socket?.send(frame)) return;
     item.status = "sending";
     this.inFlight = item.client_msg_id;

@@ -6,7 +6,7 @@
  * A history page (state as of its read) and a live change can therefore arrive in any order and the
  * screen ends up the same. A deletion is final: once a message is known to be deleted, nothing
  * brings its text or reactions back. */
-import type { Message, Reactions, Sender, Tip } from "./api";
+import type { MediaKind, MediaState, Message, MessageMedia, Reactions, Sender, Tip } from "./api";
 
 /** The reactions a person can put on a message, in the order they are offered and shown. */
 export const EMOJIS = ["👍", "❤️", "😂", "😮", "😢", "😡"] as const;
@@ -62,6 +62,56 @@ export function tipFrom(wire: Record<string, unknown>): Tip | null {
   };
 }
 
+const MEDIA_KINDS: readonly MediaKind[] = ["photo", "voice", "video"];
+const MEDIA_STATES: readonly MediaState[] = ["PENDING", "READY", "DELETING", "DELETED"];
+
+function wholeOf(value: unknown): number {
+  return typeof value === "number" && Number.isFinite(value) && value > 0 ? Math.round(value) : 0;
+}
+
+/** A media kind or state however the edge spells it ("photo", "MEDIA_KIND_PHOTO", "ready"…). */
+function enumOf<T extends string>(value: unknown, prefix: string, known: readonly T[], upper: boolean): T | null {
+  if (typeof value !== "string") return null;
+  const bare = value.toUpperCase().replace(prefix, "");
+  const named = (upper ? bare : bare.toLowerCase()) as T;
+  return known.includes(named) ? named : null;
+}
+
+export function mediaKindOf(value: unknown): MediaKind | null {
+  return enumOf(value, "MEDIA_KIND_", MEDIA_KINDS, false);
+}
+
+export function mediaStateOf(value: unknown): MediaState | null {
+  return enumOf(value, "MEDIA_STATE_", MEDIA_STATES, true);
+}
+
+/** The media a message carries (null for none, or for anything that is not a media record). */
+export function mediaFrom(value: unknown): MessageMedia | null {
+  if (typeof value !== "object" || value === null) return null;
+  const wire = value as Record<string, unknown>;
+  const kind = mediaKindOf(wire.kind);
+  if (typeof wire.id !== "string" || !wire.id || kind === null) return null;
+  return {
+    id: wire.id,
+    kind,
+    state: mediaStateOf(wire.state) ?? "READY",
+    content_type: typeof wire.content_type === "string" ? wire.content_type : "",
+    width: wholeOf(wire.width),
+    height: wholeOf(wire.height),
+    duration_ms: wholeOf(wire.duration_ms),
+    variants: Array.isArray(wire.variants) ? wire.variants.filter((v): v is string => typeof v === "string") : [],
+  };
+}
+
+/** Media once removed stays removed, whatever older news says; otherwise the newer record wins. */
+function newerMedia(current: MessageMedia | null | undefined, incoming: MessageMedia | null | undefined): MessageMedia | null {
+  if (!current) return incoming ?? null;
+  if (!incoming || incoming.id !== current.id) return current;
+  const gone = (m: MessageMedia): boolean => m.state === "DELETED" || m.state === "DELETING";
+  if (gone(current) && !gone(incoming)) return current;
+  return incoming;
+}
+
 /** A message as the client keeps it, from a `message` frame or a history page; null when it is not
  * one. Servers that predate reactions and deletion send no state: it reads as "unchanged". A tip
  * (a `tip` frame, or a history item of `kind: "tip"`) is kept the same way, with its `tip`. */
@@ -72,8 +122,10 @@ export function messageFrom(raw: unknown): Message | null {
   if (seq === null || !isSender(wire.sender)) return null;
   const deleted = wire.deleted === true;
   const tip = tipFrom(wire);
+  const media = deleted ? null : mediaFrom(wire.media);
   return {
     ...(tip ? { tip } : {}),
+    ...(media ? { media } : {}),
     seq,
     id: typeof wire.id === "string" ? wire.id : "",
     room_id: typeof wire.room_id === "string" ? wire.room_id : "",
@@ -102,6 +154,7 @@ export function asDeleted(message: Message, byHost: boolean, stateSeq: number): 
   return {
     ...message,
     text: "",
+    media: null,
     deleted: true,
     deleted_by_host: message.deleted ? message.deleted_by_host : byHost,
     hidden: false,
@@ -117,13 +170,16 @@ export function mergeMessage(current: Message, incoming: Message): Message {
   if (incoming.deleted && !current.deleted) {
     return asDeleted(current, incoming.deleted_by_host, incoming.state_seq);
   }
-  if (incoming.state_seq <= current.state_seq) return current;
-  if (current.deleted) return { ...current, state_seq: incoming.state_seq };
+  // Media is removed apart from the message's versioned state (a room closed, its retention ran out).
+  const media = current.deleted ? null : newerMedia(current.media, incoming.media);
+  const base = media !== (current.media ?? null) && media?.state !== current.media?.state ? { ...current, media } : current;
+  if (incoming.state_seq <= base.state_seq) return base;
+  if (base.deleted) return { ...base, state_seq: incoming.state_seq };
   return {
-    ...current,
+    ...base,
     hidden: incoming.hidden,
     // A page gives a hidden message's text to the host alone: what is held stays for everyone else.
-    text: incoming.text || current.text,
+    text: incoming.text || base.text,
     reactions: incoming.reactions,
     my_reactions: incoming.my_reactions,
     state_seq: incoming.state_seq,

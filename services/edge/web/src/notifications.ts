@@ -1,6 +1,7 @@
 /** Browser notifications for new messages: asked for only on a tap (browsers require a gesture and
  * people dislike unprompted asks), shown only while the tab is hidden, one per room at a time. */
 import type { Message } from "./api";
+import { mediaWords } from "./media";
 import { readJson, writeJson } from "./storage";
 
 const WANTED_KEY = "chatpop.notifications";
@@ -33,7 +34,7 @@ export async function setNotifications(on: boolean): Promise<NotificationState> 
 /** Tell about a message from someone else, if notifications are on and this tab is out of sight. */
 export function notifyMessage(roomName: string, roomCode: string, message: Message): void {
   if (notificationState() !== "on" || document.visibilityState !== "hidden") return;
-  const text = message.text.replace(/\s+/g, " ").trim();
+  const text = (message.text || mediaWords(message.media)).replace(/\s+/g, " ").trim();
   try {
     const shown = new Notification(`${message.sender.username} in ${roomName}`, {
       body: text.length > BODY_CHARS ? `${text.slice(0, BODY_CHARS - 1)}…` : text,

@@ -1,6 +1,7 @@
 /** Deleting a message is for good and for everyone, so it asks once more, showing which message. */
 import { useState } from "preact/hooks";
 import type { Message } from "../api";
+import { mediaWords } from "../media";
 import { Modal } from "./Modal";
 import "./room-settings.css"; // .modal-actions and .button.danger, shared with closing a room
 import "./reactions.css";
@@ -40,7 +41,7 @@ export function DeleteMessageDialog({
             ? "Everyone in the room will see “Message deleted” in its place. This can't be undone."
             : "Everyone in the room will see “Deleted by the host” in its place. This can't be undone."}
         </p>
-        <blockquote class="delete-preview">{message.text}</blockquote>
+        <blockquote class="delete-preview">{message.text || mediaWords(message.media)}</blockquote>
         <div class="modal-actions">
           <button type="button" class="button" onClick={onDismiss} disabled={busy}>
             Cancel

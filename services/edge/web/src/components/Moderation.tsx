@@ -6,6 +6,7 @@ import type { ChatSession, Ending } from "../chat";
 import { messageFrom } from "../messageState";
 import { actionError, boardOf, mute, resolve, sticky } from "../moderation";
 import { listBans, listMutes, listReports, unbanParticipant } from "../rooms";
+import { mediaWords } from "../media";
 import { Modal } from "./Modal";
 import "./room-settings.css";
 import "./moderation.css";
@@ -123,7 +124,7 @@ export function ReportDialog({
     <Modal title={`Report ${message.sender.username}'s message`} titleId="report-title" describedBy="report-description" onDismiss={busy ? undefined : onDismiss}>
       <form class="form" onSubmit={(e) => void submit(e)}>
         <p id="report-description">The host reviews reports. Enough of them hide the message until then.</p>
-        <blockquote class="delete-preview">{message.text}</blockquote>
+        <blockquote class="delete-preview">{message.text || mediaWords(message.media)}</blockquote>
         <fieldset class="choices" aria-describedby={error ? "report-error" : undefined}>
           <legend>What's wrong with it?</legend>
           {REASONS.map((r) => (
@@ -321,7 +322,7 @@ function ReportsQueue({ chat, onSaid }: { chat: ChatSession; onSaid: (text: stri
               {message.hidden && <span class="badge hidden-badge">Hidden</span>}
               {message.deleted && <span class="badge">Deleted</span>}
             </p>
-            <blockquote class="delete-preview">{message.deleted ? "Message deleted" : message.text}</blockquote>
+            <blockquote class="delete-preview">{message.deleted ? "Message deleted" : message.text || mediaWords(message.media)}</blockquote>
             <ul class="mod-reasons" aria-label="Reports">
               {reports.map((r, i) => (
                 <li key={i}>

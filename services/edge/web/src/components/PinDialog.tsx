@@ -4,6 +4,7 @@ import { useMemo, useState } from "preact/hooks";
 import type { Message } from "../api";
 import { countdown, minutesWords, money, type PinTier } from "../payments";
 import { CheckoutSteps, TestModeLabel, usePurchase, type Shop } from "./Checkout";
+import { mediaWords } from "../media";
 import { Modal } from "./Modal";
 import type { ShownPaidPin } from "./PaidPins";
 import "./room-settings.css";
@@ -79,7 +80,7 @@ export function PinDialog({
       <TestModeLabel mode={shop.mode} />
       {quoted && (
         <blockquote class="delete-preview">
-          <strong>{quoted.sender.username}:</strong> {snippet(quoted.text)}
+          <strong>{quoted.sender.username}:</strong> {snippet(quoted.text || mediaWords(quoted.media))}
         </blockquote>
       )}
       {target.kind === "extension" && target.pin.expiresAt !== null && (

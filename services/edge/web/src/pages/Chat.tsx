@@ -1,7 +1,7 @@
 import type { ComponentChildren } from "preact";
 import { useEffect, useLayoutEffect, useMemo, useRef, useState } from "preact/hooks";
-import type { Message, Room } from "../api";
-import { ChatSession, MAX_MESSAGE_CHARS, type PendingSend } from "../chat";
+import type { Media, Message, Room } from "../api";
+import { ChatSession, MAX_MESSAGE_CHARS, type AttachedMedia, type PendingSend } from "../chat";
 import type { ConnectionState } from "../realtime";
 import type { RoomSession } from "../rooms";
 import { isMuted, setMuted } from "../sound";
@@ -25,6 +25,8 @@ import { BackRoomCard, BackRoomMembers, DoorIcon, SeatDialog, useMySeat } from "
 import { navigate } from "../router";
 import type { PinTarget } from "../components/PinDialog";
 import { shownPaidPins } from "../paidPins";
+import { AttachButton, AttachmentStrip, MessageMediaView, VoiceRecorder, useAttachment } from "../components/Media";
+import { mediaWords, pendingRecord } from "../media";
 import "../components/moderation.css";
 
 // Within this many pixels of the bottom counts as "reading the newest": new messages scroll in.
@@ -206,7 +208,7 @@ function SenderLine({ message, mine }: { message: Message; mine: boolean }) {
 
 function Quote({ seq, target, onJump }: { seq: number; target: Message | undefined; onJump: (seq: number) => void }) {
   const who = target?.sender.username ?? "an earlier message";
-  const text = !target ? `Message #${seq}` : target.deleted ? "deleted" : snippet(target.text, 90);
+  const text = !target ? `Message #${seq}` : target.deleted ? "deleted" : snippet(target.text || mediaWords(target.media), 90);
   return (
     <button type="button" class="quote" onClick={() => onJump(seq)} aria-label={`Reply to ${who}: ${target?.deleted ? "deleted message" : text}. Show that message`}>
       <span class="quote-sender">{target ? target.sender.username : "Earlier message"}</span>
@@ -216,6 +218,7 @@ function Quote({ seq, target, onJump }: { seq: number; target: Message | undefin
 }
 
 function MessageItem({
+  code,
   message,
   mine,
   canDelete,
@@ -229,6 +232,8 @@ function MessageItem({
   viewerIsHost,
   more,
 }: {
+  /** The room's code: media is shown from addresses signed for it. */
+  code: string;
   message: Message;
   mine: boolean;
   /** The person looking hosts the room: hidden messages show their text to them, marked. */
@@ -300,6 +305,7 @@ function MessageItem({
     >
       <SenderLine message={message} mine={mine} />
       {message.reply_to_seq !== null && <Quote seq={message.reply_to_seq} target={target} onJump={onJump} />}
+      {message.media && <MessageMediaView code={code} media={message.media} username={message.sender.username} />}
       <MessageText text={message.text} />
       {message.hidden && <p class="msg-hidden-note">Hidden pending review: only you, the host, see it.</p>}
       <ReactionBar message={message} pending={pending} disabled={!canReact} onToggle={(emoji, on) => onReact(message.seq, emoji, on)} />
@@ -355,6 +361,7 @@ const PENDING_LABELS: Record<PendingSend["status"], string> = {
 };
 
 function PendingItem({
+  code,
   item,
   me,
   target,
@@ -362,6 +369,7 @@ function PendingItem({
   onDiscard,
   onJump,
 }: {
+  code: string;
   item: PendingSend;
   me: string;
   target: Message | undefined;
@@ -376,6 +384,7 @@ function PendingItem({
         <span class="msg-status">{PENDING_LABELS[item.status]}</span>
       </div>
       {item.reply_to_seq !== null && <Quote seq={item.reply_to_seq} target={target} onJump={onJump} />}
+      {item.media && <MessageMediaView code={code} media={pendingRecord(item.media)} username={me} />}
       <p class="msg-text">{item.text}</p>
       {item.status === "failed" && (
         <div class="msg-failure" role="alert">
@@ -435,6 +444,8 @@ export function counterWords(remaining: number): string {
 }
 
 function Composer({
+  code,
+  allowed,
   disabled,
   disabledText,
   slowMode,
@@ -446,16 +457,22 @@ function Composer({
 }: {
   /** Buttons before the text box (tipping the host). */
   tools?: ComponentChildren;
+  code: string;
+  /** The media the room allows now (the host may change it while people chat). */
+  allowed: Media;
   disabled: boolean;
   disabledText: string;
   /** Seconds between messages for this person; 0 when slow mode is off or they host the room. */
   slowMode: number;
   replyTo: Message | null;
   onCancelReply: () => void;
-  onSend: (text: string) => boolean;
+  onSend: (text: string, media?: AttachedMedia) => boolean;
   onTyping: () => void;
 }) {
   const [text, setText] = useState("");
+  const attachment = useAttachment(code, (caption, media) => onSend(caption, media));
+  const staged = attachment.staged;
+  const mediaAllowed = !disabled && (allowed.photo || allowed.video);
   const input = useRef<HTMLTextAreaElement>(null);
   const length = useMemo(() => [...text.trim()].length, [text]);
   const remaining = MAX_MESSAGE_CHARS - length;
@@ -472,8 +489,18 @@ function Composer({
     if (replyTo) input.current?.focus();
   }, [replyTo?.seq]);
 
+  const canSend = !disabled && remaining >= 0 && (staged ? !attachment.busy && allowed[staged.kind] : !!text.trim());
+
   const submit = (): void => {
-    if (disabled || !text.trim() || remaining < 0) return;
+    if (!canSend) return;
+    if (staged) {
+      // The media goes up first; the message (the text as its caption) follows once it is stored.
+      attachment.send(text, () => {
+        setText("");
+        requestAnimationFrame(resize);
+      });
+      return;
+    }
     if (onSend(text)) {
       setText("");
       requestAnimationFrame(resize);
@@ -495,7 +522,7 @@ function Composer({
             {replyTo.deleted ? (
               <span class="replying-text quote-deleted">deleted</span>
             ) : (
-              <span class="replying-text">{snippet(replyTo.text, 60)}</span>
+              <span class="replying-text">{snippet(replyTo.text || mediaWords(replyTo.media), 60)}</span>
             )}
           </span>
           <button type="button" class="icon-button" aria-label="Cancel reply" onClick={onCancelReply}>
@@ -503,8 +530,10 @@ function Composer({
           </button>
         </div>
       )}
+      <AttachmentStrip attachment={attachment} allowed={allowed} />
       <div class="composer-row">
         {tools}
+        {mediaAllowed && <AttachButton allowed={allowed} disabled={attachment.busy} onPick={attachment.pick} />}
         <label for="composer-input" class="sr-only">
           Message
         </label>
@@ -512,9 +541,10 @@ function Composer({
           id="composer-input"
           ref={input}
           rows={1}
-          placeholder={disabled ? disabledText : "Message"}
+          placeholder={disabled ? disabledText : staged ? "Add a caption" : "Message"}
           enterkeyhint="send"
           disabled={disabled}
+          readOnly={attachment.busy}
           value={text}
           aria-describedby={remaining < 200 ? "composer-counter" : undefined}
           onInput={(e) => {
@@ -531,11 +561,14 @@ function Composer({
             }
           }}
         />
+        {!disabled && allowed.voice && (
+          <VoiceRecorder disabled={attachment.busy || staged !== null} onRecorded={attachment.sendRecording} onProblem={attachment.report} />
+        )}
         <button
           type="submit"
           class="send-button"
-          aria-label="Send"
-          disabled={disabled || !text.trim() || remaining < 0}
+          aria-label={staged ? `Send ${staged.kind === "voice" ? "voice note" : staged.kind}` : "Send"}
+          disabled={!canSend}
           // Keep focus (and the phone's keyboard) in the text box when the button is tapped.
           onPointerDown={(e) => e.preventDefault()}
         >
@@ -721,8 +754,8 @@ export function ChatView({ room: initialRoom, joined, backRoom }: { room: Room; 
     });
   };
 
-  const send = (text: string): boolean => {
-    const id = session.send(text, replyTo?.seq ?? null);
+  const send = (text: string, media?: AttachedMedia): boolean => {
+    const id = session.send(text, replyTo?.seq ?? null, media);
     if (id === null) return false;
     setReplyTo(null);
     forceBottom.current = true;
@@ -738,11 +771,11 @@ export function ChatView({ room: initialRoom, joined, backRoom }: { room: Room; 
     key: `pin-${m.seq}`,
     label: "Pinned",
     seq: m.seq,
-    text: m.hidden && !isHost ? "Hidden pending review" : m.text,
+    text: m.hidden && !isHost ? "Hidden pending review" : m.text || mediaWords(m.media),
     by: m.sender.username,
   }));
   if (latestHost && !board.pinnedSeqs.includes(latestHost.seq)) {
-    pinned.push({ key: `host-${latestHost.seq}`, label: "Host", seq: latestHost.seq, text: latestHost.text, by: latestHost.sender.username });
+    pinned.push({ key: `host-${latestHost.seq}`, label: "Host", seq: latestHost.seq, text: latestHost.text || mediaWords(latestHost.media), by: latestHost.sender.username });
   }
   const typing = session.typingNames();
 
@@ -911,6 +944,7 @@ export function ChatView({ room: initialRoom, joined, backRoom }: { room: Room; 
             ) : (
               <MessageItem
                 key={message.seq}
+                code={session.code}
                 message={message}
                 mine={mine}
                 canDelete={mine || isHost}
@@ -939,6 +973,7 @@ export function ChatView({ room: initialRoom, joined, backRoom }: { room: Room; 
           {pending.map((item) => (
             <PendingItem
               key={item.client_msg_id}
+              code={session.code}
               item={item}
               me={joined.participant.username}
               target={item.reply_to_seq !== null ? bySeq.get(item.reply_to_seq) : undefined}
@@ -1063,6 +1098,8 @@ export function ChatView({ room: initialRoom, joined, backRoom }: { room: Room; 
         replyTo={replyTo}
         onCancelReply={() => setReplyTo(null)}
         onSend={send}
+        code={session.code}
+        allowed={room.media}
         onTyping={() => session.sendTyping()}
         tools={buying && <TipButton onTip={() => setTipping(true)} />}
       />
