@@ -475,8 +475,17 @@ async def test_send_refuses_media_it_may_not_carry(
 # --- purging ----------------------------------------------------------------------------------------
 
 
+def volume_files_hold(server: SeaweedS3, marker: bytes) -> bool:
+    """Whether any of SeaweedFS's volume files still holds these bytes (deleted but not vacuumed)."""
+    return any(marker in path.read_bytes() for path in server.datadir.rglob("*.dat"))
+
+
 async def test_deleting_a_message_purges_its_media_from_storage(
-    server: Messaging, fake_rooms: FakeRooms, objects: ObjectStore, db: asyncpg.Connection
+    server: Messaging,
+    fake_rooms: FakeRooms,
+    objects: ObjectStore,
+    db: asyncpg.Connection,
+    s3_server: SeaweedS3,
 ) -> None:
     room = media_room(fake_rooms)
     member = join(fake_rooms, room)
@@ -512,6 +521,15 @@ async def test_deleting_a_message_purges_its_media_from_storage(
         return await server.counter("chatpop_media_vacuums_total", result="ok") > vacuums
 
     await eventually(vacuumed, "storage was vacuumed", deadline=60.0)
+    # ... so the deleted bytes are gone from its volume files, not only marked deleted (the private
+    # server's own vacuum runs only every minute).
+    gone = f"{record.id}/full".encode()
+    await eventually(
+        lambda: asyncio.to_thread(lambda: not volume_files_hold(s3_server, gone)),
+        "the deleted media's bytes left the volume files",
+        deadline=30.0,
+    )
+    assert volume_files_hold(s3_server, f"{kept.id}/full".encode()), "the kept media's bytes stay"
     page = await server.history(member)
     tombstone = next(m for m in page.messages if m.seq == sent.message.seq)
     assert tombstone.state.deleted and tombstone.text == ""

@@ -6,7 +6,7 @@ every object under the media's prefix is deleted, then the record is marked `del
 variants cleared. Storage being away (StorageUnavailable) leaves the row to the relay's backoff;
 deleting objects that are gone already is fine, so a retried batch does no harm. With
 S3_VACUUM_URL set, SeaweedFS is then asked to vacuum, so the deleted bytes are really gone
-(`Vacuums`: coalesced, at most one at a time and one per few seconds).
+(`Vacuums`: coalesced, one at a time, a few seconds after the purge and once more later).
 
 What decides a purge: deleting the message that carries it (deletions.py), its uploader abandoning
 it (AbandonMedia), a room closing (AnnounceRoomUpdate), and the sweeper (`MediaSweeper.sweep`, every
@@ -38,8 +38,9 @@ log = logging.getLogger(__name__)
 
 # Media purged at once by the outbox handler.
 PURGE_CONCURRENCY = 8
-# Seconds between two vacuums at least.
-VACUUM_EVERY = 5.0
+# Seconds a vacuum waits after a purge, and the second vacuum after the first (see Vacuums).
+VACUUM_SETTLE = 3.0
+VACUUM_FOLLOW_UP = 30.0
 # Media purged per transaction, and transactions per kind of sweep per run (the rest waits for the
 # next run).
 SWEEP_BATCH = 200
@@ -75,12 +76,19 @@ GROUP BY room_id ORDER BY room_id LIMIT $2
 
 
 class Vacuums:
-    """Asks SeaweedFS to vacuum after purges: requests coalesce, one vacuum runs at a time, and the
-    next starts `every` seconds after the last one at the soonest."""
+    """Asks SeaweedFS to vacuum after purges: requests coalesce and one vacuum runs at a time.
 
-    def __init__(self, url: str, *, every: float = VACUUM_EVERY) -> None:
+    SeaweedFS's volume servers record a delete a moment after DeleteObjects has answered, so a vacuum
+    at once may find nothing to reclaim yet: each round waits `settle` seconds first, and runs once
+    more `follow_up` seconds later (unless another purge started a new round by then) for deletes
+    recorded after it."""
+
+    def __init__(
+        self, url: str, *, settle: float = VACUUM_SETTLE, follow_up: float = VACUUM_FOLLOW_UP
+    ) -> None:
         self._url = url
-        self._every = every
+        self._settle = settle
+        self._follow_up = follow_up
         self._wanted = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -93,15 +101,22 @@ class Vacuums:
         while True:
             await self._wanted.wait()
             self._wanted.clear()
+            await asyncio.sleep(self._settle)
+            await self._vacuum()
             try:
-                await vacuum(self._url)
-                MEDIA_VACUUMS.labels("ok").inc()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                MEDIA_VACUUMS.labels("failed").inc()
-                log.warning("storage vacuum failed: %s", exc)
-            await asyncio.sleep(self._every)
+                await asyncio.wait_for(self._wanted.wait(), self._follow_up)
+            except TimeoutError:
+                await self._vacuum()
+
+    async def _vacuum(self) -> None:
+        try:
+            await vacuum(self._url)
+            MEDIA_VACUUMS.labels("ok").inc()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            MEDIA_VACUUMS.labels("failed").inc()
+            log.warning("storage vacuum failed: %s", exc)
 
     async def close(self) -> None:
         task, self._task = self._task, None
