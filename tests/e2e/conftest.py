@@ -243,6 +243,8 @@ def running_stack(
             "SEND_RATE_LIMIT": "100000",
             "SEND_RATE_BURST": "1000",
             "TRUSTED_PROXIES": "127.0.0.1/32",
+            # The edge's uploads spool here, where the media tests can see that none is left behind.
+            "MEDIA_SPOOL_DIR": str(Path(tmp) / "media-spool"),
             # Every test comes from 127.0.0.1 and makes many sessions, rooms and names; the anonymous
             # abuse limits themselves are covered by identity's and rooms' integration tests.
             **(

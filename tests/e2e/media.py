@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -91,7 +92,9 @@ async def fetch(
 ) -> httpx.Response:
     """GET (or HEAD) a signed media URL with a `cp_media` cookie (or none), as a browser would."""
     extra = {"Cookie": f"cp_media={cookie}"} if cookie is not None else {}
-    # httpx's own cookie jar is bypassed: each call says exactly which cookie it carries.
+    # Each call says exactly which cookie it carries: what the client's jar kept from earlier answers
+    # is dropped.
+    http.cookies.clear()
     return await http.request(method, url, headers={**extra, **headers}, timeout=30)
 
 
@@ -135,7 +138,7 @@ def media_rows(stack: Stack, room_id: str) -> list[tuple[str, str]]:
     """(id, state) of every media record of the room, read from messaging's schema."""
     with psycopg.connect(stack.database_url, autocommit=True) as connection:
         rows = connection.execute(
-            "SELECT id::text, state FROM media WHERE room_id = %s ORDER BY created_at", (room_id,)
+            "SELECT id::text, state FROM messaging.media WHERE room_id = %s ORDER BY created_at", (room_id,)
         ).fetchall()
     return [(str(row[0]), str(row[1])) for row in rows]
 
@@ -172,6 +175,9 @@ class RawAnswer:
     status: int | None
     head: bytes
     body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
 
 
 def _parse(data: bytes) -> RawAnswer:

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from chatpop_common.devstack import Postgres, Redis
+from chatpop_common.devstack import Postgres, Redis, SeaweedS3
 from chatpop_common.localrun import REPO_ROOT
 from tests.e2e.conftest import Stack, running_stack
 
@@ -52,9 +52,12 @@ def _create_room(base_url: str, access_token: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def fuzz_stack(database_url: str, redis_url: str, datastores: tuple[Postgres, Redis]) -> Iterator[Stack]:
+def fuzz_stack(
+    database_url: str, redis_url: str, datastores: tuple[Postgres, Redis], s3_server: SeaweedS3
+) -> Iterator[Stack]:
     _, redis = datastores
-    with running_stack(database_url, redis_url, redis, log_dir=LOG_DIR) as running:
+    # With media on, so uploads reach the checks rather than stop at `media_disabled`.
+    with running_stack(database_url, redis_url, redis, log_dir=LOG_DIR, s3=s3_server) as running:
         yield running
 
 

@@ -52,6 +52,8 @@ ROOM_TOKEN_PATHS = {
     "/api/v1/rooms/{code}/messages",
     "/api/v1/rooms/{code}/read",
     "/api/v1/rooms/{code}/participants",
+    "/api/v1/rooms/{code}/media",
+    "/api/v1/rooms/{code}/media/urls",
 }
 # Operations that use a room up get a fresh one when they get a real one.
 ROOM_CONSUMING = {("POST", "/api/v1/rooms/{code}/close")}
