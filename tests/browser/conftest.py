@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from playwright.async_api import Browser, async_playwright
 
-from chatpop_common.devstack import Postgres, Redis
+from chatpop_common.devstack import Postgres, Redis, SeaweedS3
 from chatpop_common.localrun import REPO_ROOT
 from tests.browser.harness import ARTIFACTS, CHROMIUM, CHROMIUM_FLAGS, People
 from tests.e2e.conftest import Stack, running_stack
@@ -61,6 +61,7 @@ def stack(
     datastores: tuple[Postgres, Redis],
     web_build: Path,
     mailbox: Mailbox,
+    s3_server: SeaweedS3,
 ) -> Iterator[Stack]:
     # A send limit people can reach in a test (the rate-limit notice), with room for the rest; the
     # anonymous limits are the platform's own, so a group on one network is tried as it will be met.
@@ -74,6 +75,8 @@ def stack(
         extra_env={**limits, **mail},
         log_dir=ARTIFACTS / "logs",
         anonymous_limits=True,
+        # Photos, voice notes and videos go to the session's private S3 (SeaweedFS).
+        s3=s3_server,
     ) as running:
         yield running
 
