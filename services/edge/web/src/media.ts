@@ -32,8 +32,9 @@ export const MEDIA_LIMITS: Record<MediaKind, { bytes: number; seconds: number }>
 
 /** What the file pickers offer. Videos: the formats the platform keeps (QuickTime is how iPhones
  * save MP4 video; the server judges what is inside). */
+// Photos are named by type rather than `image/*`: iOS then hands over a JPEG for a HEIC picture.
 export const ACCEPT: Record<MediaKind, string> = {
-  photo: "image/*",
+  photo: "image/jpeg,image/png,image/webp,image/gif",
   voice: "audio/*",
   video: "video/mp4,video/webm,video/quicktime",
 };
