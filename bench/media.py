@@ -136,7 +136,9 @@ class Member:
         return future
 
     async def send(self, text: str, client_msg_id: str, **extra: Any) -> None:
-        await self.ws.send(json.dumps({"type": "send", "client_msg_id": client_msg_id, "text": text, **extra}))
+        await self.ws.send(
+            json.dumps({"type": "send", "client_msg_id": client_msg_id, "text": text, **extra})
+        )
 
     async def close(self) -> None:
         if self.ws is not None:
@@ -154,7 +156,9 @@ async def _anonymous(http: httpx.AsyncClient) -> str:
 async def new_room(http: httpx.AsyncClient, size: int) -> tuple[str, list[Member]]:
     host = await _anonymous(http)
     created = await http.post(
-        "/api/v1/rooms", json={"name": "bench media", "media": ALL_KINDS}, headers={"Authorization": f"Bearer {host}"}
+        "/api/v1/rooms",
+        json={"name": "bench media", "media": ALL_KINDS},
+        headers={"Authorization": f"Bearer {host}"},
     )
     created.raise_for_status()
     code = str(created.json()["code"])
@@ -172,7 +176,9 @@ async def new_room(http: httpx.AsyncClient, size: int) -> tuple[str, list[Member
     return code, members
 
 
-async def upload(http: httpx.AsyncClient, code: str, member: Member, kind: str, data: bytes) -> dict[str, Any]:
+async def upload(
+    http: httpx.AsyncClient, code: str, member: Member, kind: str, data: bytes
+) -> dict[str, Any]:
     response = await http.post(
         f"/api/v1/rooms/{code}/media",
         params={"kind": kind},
@@ -210,7 +216,10 @@ async def upload_to_visible(
                 headers={"Authorization": f"Bearer {viewer.room_token}"},
             )
             granted.raise_for_status()
-            cookie = granted.cookies.get("cp_media") or granted.headers["set-cookie"].split(";")[0].split("=", 1)[1]
+            cookie = (
+                granted.cookies.get("cp_media")
+                or granted.headers["set-cookie"].split(";")[0].split("=", 1)[1]
+            )
             url = granted.json()["media"][0]["urls"]["full"]
             served = await http.get(url, headers={"Cookie": f"cp_media={cookie}"}, timeout=FRAME_TIMEOUT)
             if served.status_code != 200:
@@ -277,7 +286,7 @@ async def chat_latency(
     started = time.perf_counter()
     count = 0
     while time.perf_counter() - started < duration:
-        code, members = rooms[count % len(rooms)]
+        _code, members = rooms[count % len(rooms)]
         sender = members[count % (len(members) - 1)]
         observer = members[(count + 1) % (len(members) - 1)]
         client_msg_id = uuid.uuid4().hex
@@ -287,15 +296,18 @@ async def chat_latency(
         count += 1
         next_at = started + count * interval
         await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
+    # Arrivals are recorded by each member's reader: a poll with a deadline is enough here.
     deadline = time.perf_counter() + 10
-    while time.perf_counter() < deadline and any(k not in observers[k].arrivals for k in sent_at):
+    while time.perf_counter() < deadline and any(k not in observers[k].arrivals for k in sent_at):  # noqa: ASYNC110
         await asyncio.sleep(0.05)
     stop.set()
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     window = meter.stop()
-    latencies = [(observers[k].arrivals[k] - t) * 1000 for k, t in sent_at.items() if k in observers[k].arrivals]
+    latencies = [
+        (observers[k].arrivals[k] - t) * 1000 for k, t in sent_at.items() if k in observers[k].arrivals
+    ]
     return {
         "uploads": bool(uploads),
         "messages_sent": len(sent_at),
@@ -325,7 +337,14 @@ async def main_async(args: argparse.Namespace, base_url: str, pids: dict[str, in
                 await member.connect(ws_url, _code)
         try:
             quiet = await chat_latency(
-                http, ws_url, rooms=rooms, rate=args.rate, duration=args.duration, uploads=None, uploaders=0, pids=pids
+                http,
+                ws_url,
+                rooms=rooms,
+                rate=args.rate,
+                duration=args.duration,
+                uploads=None,
+                uploaders=0,
+                pids=pids,
             )
             busy = await chat_latency(
                 http,
@@ -360,7 +379,9 @@ async def main_async(args: argparse.Namespace, base_url: str, pids: dict[str, in
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--url", help="a running edge (media switched on); default: a private platform")
     parser.add_argument("--repeat", type=int, default=3, help="uploads per kind for upload-to-visible")
     parser.add_argument("--rate", type=float, default=50.0, help="text messages per second in all")
