@@ -27,6 +27,7 @@ def report_process(kind: str, source: Path, workdir: Path, limits: Limits) -> Ch
     return _answer(
         pid=os.getpid(),
         nice=os.nice(0),
+        policy=os.sched_getscheduler(0),
         rlimit_as=resource.getrlimit(resource.RLIMIT_AS)[0],
         kind=kind,
         source=str(source),
