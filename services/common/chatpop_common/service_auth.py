@@ -29,7 +29,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # The services that may hold a service token.
-SERVICE_NAMES = frozenset({"identity", "rooms", "messaging", "payments", "edge"})
+# `cli` is the operator's admin CLI (python -m chatpop_common.admin).
+SERVICE_NAMES = frozenset({"identity", "rooms", "messaging", "payments", "edge", "cli"})
 SECRET_MIN_LENGTH = 32
 # Seconds a proof is accepted either side of identity's clock.
 PROOF_MAX_AGE = 60

@@ -485,3 +485,67 @@ class GetAuditStatsResponse(_message.Message):
     EVENTS_TODAY_FIELD_NUMBER: _ClassVar[int]
     events_today: int
     def __init__(self, events_today: _Optional[int] = ...) -> None: ...
+
+class DeleteAccountRequest(_message.Message):
+    __slots__ = ("password", "erase_messages")
+    PASSWORD_FIELD_NUMBER: _ClassVar[int]
+    ERASE_MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    password: str
+    erase_messages: bool
+    def __init__(self, password: _Optional[str] = ..., erase_messages: _Optional[bool] = ...) -> None: ...
+
+class DeleteAccountResponse(_message.Message):
+    __slots__ = ("subject",)
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    subject: str
+    def __init__(self, subject: _Optional[str] = ...) -> None: ...
+
+class GrantAdminRequest(_message.Message):
+    __slots__ = ("email",)
+    EMAIL_FIELD_NUMBER: _ClassVar[int]
+    email: str
+    def __init__(self, email: _Optional[str] = ...) -> None: ...
+
+class GrantAdminResponse(_message.Message):
+    __slots__ = ("user_id", "changed")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    changed: bool
+    def __init__(self, user_id: _Optional[str] = ..., changed: _Optional[bool] = ...) -> None: ...
+
+class RevokeAdminRequest(_message.Message):
+    __slots__ = ("email",)
+    EMAIL_FIELD_NUMBER: _ClassVar[int]
+    email: str
+    def __init__(self, email: _Optional[str] = ...) -> None: ...
+
+class RevokeAdminResponse(_message.Message):
+    __slots__ = ("user_id", "changed")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    changed: bool
+    def __init__(self, user_id: _Optional[str] = ..., changed: _Optional[bool] = ...) -> None: ...
+
+class ListAdminsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class AdminAccount(_message.Message):
+    __slots__ = ("user_id", "email", "username", "granted_at")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    EMAIL_FIELD_NUMBER: _ClassVar[int]
+    USERNAME_FIELD_NUMBER: _ClassVar[int]
+    GRANTED_AT_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    email: str
+    username: str
+    granted_at: _timestamp_pb2.Timestamp
+    def __init__(self, user_id: _Optional[str] = ..., email: _Optional[str] = ..., username: _Optional[str] = ..., granted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ListAdminsResponse(_message.Message):
+    __slots__ = ("admins",)
+    ADMINS_FIELD_NUMBER: _ClassVar[int]
+    admins: _containers.RepeatedCompositeFieldContainer[AdminAccount]
+    def __init__(self, admins: _Optional[_Iterable[_Union[AdminAccount, _Mapping]]] = ...) -> None: ...

@@ -150,6 +150,26 @@ class IdentityServiceStub:
                 request_serializer=chatpop_dot_identity_dot_v1_dot_identity__pb2.IssueServiceTokenRequest.SerializeToString,
                 response_deserializer=chatpop_dot_identity_dot_v1_dot_identity__pb2.IssueServiceTokenResponse.FromString,
                 _registered_method=True)
+        self.DeleteAccount = channel.unary_unary(
+                '/chatpop.identity.v1.IdentityService/DeleteAccount',
+                request_serializer=chatpop_dot_identity_dot_v1_dot_identity__pb2.DeleteAccountRequest.SerializeToString,
+                response_deserializer=chatpop_dot_identity_dot_v1_dot_identity__pb2.DeleteAccountResponse.FromString,
+                _registered_method=True)
+        self.GrantAdmin = channel.unary_unary(
+                '/chatpop.identity.v1.IdentityService/GrantAdmin',
+                request_serializer=chatpop_dot_identity_dot_v1_dot_identity__pb2.GrantAdminRequest.SerializeToString,
+                response_deserializer=chatpop_dot_identity_dot_v1_dot_identity__pb2.GrantAdminResponse.FromString,
+                _registered_method=True)
+        self.RevokeAdmin = channel.unary_unary(
+                '/chatpop.identity.v1.IdentityService/RevokeAdmin',
+                request_serializer=chatpop_dot_identity_dot_v1_dot_identity__pb2.RevokeAdminRequest.SerializeToString,
+                response_deserializer=chatpop_dot_identity_dot_v1_dot_identity__pb2.RevokeAdminResponse.FromString,
+                _registered_method=True)
+        self.ListAdmins = channel.unary_unary(
+                '/chatpop.identity.v1.IdentityService/ListAdmins',
+                request_serializer=chatpop_dot_identity_dot_v1_dot_identity__pb2.ListAdminsRequest.SerializeToString,
+                response_deserializer=chatpop_dot_identity_dot_v1_dot_identity__pb2.ListAdminsResponse.FromString,
+                _registered_method=True)
 
 
 class IdentityServiceServicer:
@@ -345,6 +365,37 @@ class IdentityServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeleteAccount(self, request, context):
+        """DeleteAccount deletes the caller's own account (access token of the account; its password
+        again). Its credentials, reserved username, refresh tokens and reset links are gone at once; the
+        account's participants in rooms are then forgotten through rooms (ForgetSubject, from identity's
+        outbox): their messages stay under "Deleted user", or are erased when erase_messages is set, and
+        the rooms the account hosts are closed. PERMISSION_DENIED `wrong_password`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GrantAdmin(self, request, context):
+        """GrantAdmin / RevokeAdmin / ListAdmins: the admin role, for the admin CLI only (service
+        credential `cli`). NOT_FOUND `account_not_found` for an email no account uses.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeAdmin(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAdmins(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IdentityServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -462,6 +513,26 @@ def add_IdentityServiceServicer_to_server(servicer, server):
                     servicer.IssueServiceToken,
                     request_deserializer=chatpop_dot_identity_dot_v1_dot_identity__pb2.IssueServiceTokenRequest.FromString,
                     response_serializer=chatpop_dot_identity_dot_v1_dot_identity__pb2.IssueServiceTokenResponse.SerializeToString,
+            ),
+            'DeleteAccount': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteAccount,
+                    request_deserializer=chatpop_dot_identity_dot_v1_dot_identity__pb2.DeleteAccountRequest.FromString,
+                    response_serializer=chatpop_dot_identity_dot_v1_dot_identity__pb2.DeleteAccountResponse.SerializeToString,
+            ),
+            'GrantAdmin': grpc.unary_unary_rpc_method_handler(
+                    servicer.GrantAdmin,
+                    request_deserializer=chatpop_dot_identity_dot_v1_dot_identity__pb2.GrantAdminRequest.FromString,
+                    response_serializer=chatpop_dot_identity_dot_v1_dot_identity__pb2.GrantAdminResponse.SerializeToString,
+            ),
+            'RevokeAdmin': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeAdmin,
+                    request_deserializer=chatpop_dot_identity_dot_v1_dot_identity__pb2.RevokeAdminRequest.FromString,
+                    response_serializer=chatpop_dot_identity_dot_v1_dot_identity__pb2.RevokeAdminResponse.SerializeToString,
+            ),
+            'ListAdmins': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAdmins,
+                    request_deserializer=chatpop_dot_identity_dot_v1_dot_identity__pb2.ListAdminsRequest.FromString,
+                    response_serializer=chatpop_dot_identity_dot_v1_dot_identity__pb2.ListAdminsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1086,6 +1157,114 @@ class IdentityService:
             '/chatpop.identity.v1.IdentityService/IssueServiceToken',
             chatpop_dot_identity_dot_v1_dot_identity__pb2.IssueServiceTokenRequest.SerializeToString,
             chatpop_dot_identity_dot_v1_dot_identity__pb2.IssueServiceTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteAccount(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatpop.identity.v1.IdentityService/DeleteAccount',
+            chatpop_dot_identity_dot_v1_dot_identity__pb2.DeleteAccountRequest.SerializeToString,
+            chatpop_dot_identity_dot_v1_dot_identity__pb2.DeleteAccountResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GrantAdmin(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatpop.identity.v1.IdentityService/GrantAdmin',
+            chatpop_dot_identity_dot_v1_dot_identity__pb2.GrantAdminRequest.SerializeToString,
+            chatpop_dot_identity_dot_v1_dot_identity__pb2.GrantAdminResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeAdmin(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatpop.identity.v1.IdentityService/RevokeAdmin',
+            chatpop_dot_identity_dot_v1_dot_identity__pb2.RevokeAdminRequest.SerializeToString,
+            chatpop_dot_identity_dot_v1_dot_identity__pb2.RevokeAdminResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAdmins(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatpop.identity.v1.IdentityService/ListAdmins',
+            chatpop_dot_identity_dot_v1_dot_identity__pb2.ListAdminsRequest.SerializeToString,
+            chatpop_dot_identity_dot_v1_dot_identity__pb2.ListAdminsResponse.FromString,
             options,
             channel_credentials,
             insecure,

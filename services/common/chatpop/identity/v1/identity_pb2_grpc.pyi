@@ -119,6 +119,19 @@ class IdentityServiceStub:
     `issued_at` (Unix seconds) must be within a minute of identity's clock. The secret itself never
     travels. A wrong or stale proof is refused (UNAUTHENTICATED `invalid_service_proof`).
     """
+    DeleteAccount: _grpc.UnaryUnaryMultiCallable[_identity_pb2.DeleteAccountRequest, _identity_pb2.DeleteAccountResponse]
+    """DeleteAccount deletes the caller's own account (access token of the account; its password
+    again). Its credentials, reserved username, refresh tokens and reset links are gone at once; the
+    account's participants in rooms are then forgotten through rooms (ForgetSubject, from identity's
+    outbox): their messages stay under "Deleted user", or are erased when erase_messages is set, and
+    the rooms the account hosts are closed. PERMISSION_DENIED `wrong_password`.
+    """
+    GrantAdmin: _grpc.UnaryUnaryMultiCallable[_identity_pb2.GrantAdminRequest, _identity_pb2.GrantAdminResponse]
+    """GrantAdmin / RevokeAdmin / ListAdmins: the admin role, for the admin CLI only (service
+    credential `cli`). NOT_FOUND `account_not_found` for an email no account uses.
+    """
+    RevokeAdmin: _grpc.UnaryUnaryMultiCallable[_identity_pb2.RevokeAdminRequest, _identity_pb2.RevokeAdminResponse]
+    ListAdmins: _grpc.UnaryUnaryMultiCallable[_identity_pb2.ListAdminsRequest, _identity_pb2.ListAdminsResponse]
 
 @_typing.type_check_only
 class IdentityServiceAsyncStub(IdentityServiceStub):
@@ -211,6 +224,19 @@ class IdentityServiceAsyncStub(IdentityServiceStub):
     `issued_at` (Unix seconds) must be within a minute of identity's clock. The secret itself never
     travels. A wrong or stale proof is refused (UNAUTHENTICATED `invalid_service_proof`).
     """
+    DeleteAccount: _aio.UnaryUnaryMultiCallable[_identity_pb2.DeleteAccountRequest, _identity_pb2.DeleteAccountResponse]  # type: ignore[assignment]
+    """DeleteAccount deletes the caller's own account (access token of the account; its password
+    again). Its credentials, reserved username, refresh tokens and reset links are gone at once; the
+    account's participants in rooms are then forgotten through rooms (ForgetSubject, from identity's
+    outbox): their messages stay under "Deleted user", or are erased when erase_messages is set, and
+    the rooms the account hosts are closed. PERMISSION_DENIED `wrong_password`.
+    """
+    GrantAdmin: _aio.UnaryUnaryMultiCallable[_identity_pb2.GrantAdminRequest, _identity_pb2.GrantAdminResponse]  # type: ignore[assignment]
+    """GrantAdmin / RevokeAdmin / ListAdmins: the admin role, for the admin CLI only (service
+    credential `cli`). NOT_FOUND `account_not_found` for an email no account uses.
+    """
+    RevokeAdmin: _aio.UnaryUnaryMultiCallable[_identity_pb2.RevokeAdminRequest, _identity_pb2.RevokeAdminResponse]  # type: ignore[assignment]
+    ListAdmins: _aio.UnaryUnaryMultiCallable[_identity_pb2.ListAdminsRequest, _identity_pb2.ListAdminsResponse]  # type: ignore[assignment]
 
 class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
     """IdentityService owns accounts, anonymous sessions and the keys that sign every token."""
@@ -438,5 +464,42 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
         `issued_at` (Unix seconds) must be within a minute of identity's clock. The secret itself never
         travels. A wrong or stale proof is refused (UNAUTHENTICATED `invalid_service_proof`).
         """
+
+    @_abc_1.abstractmethod
+    def DeleteAccount(
+        self,
+        request: _identity_pb2.DeleteAccountRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_identity_pb2.DeleteAccountResponse, _abc.Awaitable[_identity_pb2.DeleteAccountResponse]]:
+        """DeleteAccount deletes the caller's own account (access token of the account; its password
+        again). Its credentials, reserved username, refresh tokens and reset links are gone at once; the
+        account's participants in rooms are then forgotten through rooms (ForgetSubject, from identity's
+        outbox): their messages stay under "Deleted user", or are erased when erase_messages is set, and
+        the rooms the account hosts are closed. PERMISSION_DENIED `wrong_password`.
+        """
+
+    @_abc_1.abstractmethod
+    def GrantAdmin(
+        self,
+        request: _identity_pb2.GrantAdminRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_identity_pb2.GrantAdminResponse, _abc.Awaitable[_identity_pb2.GrantAdminResponse]]:
+        """GrantAdmin / RevokeAdmin / ListAdmins: the admin role, for the admin CLI only (service
+        credential `cli`). NOT_FOUND `account_not_found` for an email no account uses.
+        """
+
+    @_abc_1.abstractmethod
+    def RevokeAdmin(
+        self,
+        request: _identity_pb2.RevokeAdminRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_identity_pb2.RevokeAdminResponse, _abc.Awaitable[_identity_pb2.RevokeAdminResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListAdmins(
+        self,
+        request: _identity_pb2.ListAdminsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_identity_pb2.ListAdminsResponse, _abc.Awaitable[_identity_pb2.ListAdminsResponse]]: ...
 
 def add_IdentityServiceServicer_to_server(servicer: IdentityServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

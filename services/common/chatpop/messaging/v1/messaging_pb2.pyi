@@ -26,6 +26,7 @@ class EntryKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ENTRY_KIND_PAID_PIN: _ClassVar[EntryKind]
     ENTRY_KIND_PAID_PIN_REMOVED: _ClassVar[EntryKind]
     ENTRY_KIND_TIP: _ClassVar[EntryKind]
+    ENTRY_KIND_PARTICIPANT_FORGOTTEN: _ClassVar[EntryKind]
 
 class PinSource(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -85,6 +86,7 @@ ENTRY_KIND_BAN: EntryKind
 ENTRY_KIND_PAID_PIN: EntryKind
 ENTRY_KIND_PAID_PIN_REMOVED: EntryKind
 ENTRY_KIND_TIP: EntryKind
+ENTRY_KIND_PARTICIPANT_FORGOTTEN: EntryKind
 PIN_SOURCE_UNSPECIFIED: PinSource
 PIN_SOURCE_HOST: PinSource
 PIN_SOURCE_PAID: PinSource
@@ -137,7 +139,7 @@ class MessageState(_message.Message):
     def __init__(self, deleted: _Optional[bool] = ..., deleted_by_host: _Optional[bool] = ..., reactions: _Optional[_Iterable[_Union[ReactionCount, _Mapping]]] = ..., state_seq: _Optional[int] = ..., hidden: _Optional[bool] = ...) -> None: ...
 
 class Message(_message.Message):
-    __slots__ = ("id", "room_id", "seq", "sender_participant_id", "sender_username", "sender_is_host", "client_msg_id", "text", "reply_to_seq", "created_at", "sender_verified", "kind", "target_seq", "state", "emoji", "added", "my_reactions", "pinned_message", "pinned_seqs", "paid_pin", "paid_pins", "tip", "media")
+    __slots__ = ("id", "room_id", "seq", "sender_participant_id", "sender_username", "sender_is_host", "client_msg_id", "text", "reply_to_seq", "created_at", "sender_verified", "kind", "target_seq", "state", "emoji", "added", "my_reactions", "pinned_message", "pinned_seqs", "paid_pin", "paid_pins", "tip", "media", "messages_erased")
     ID_FIELD_NUMBER: _ClassVar[int]
     ROOM_ID_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
@@ -161,6 +163,7 @@ class Message(_message.Message):
     PAID_PINS_FIELD_NUMBER: _ClassVar[int]
     TIP_FIELD_NUMBER: _ClassVar[int]
     MEDIA_FIELD_NUMBER: _ClassVar[int]
+    MESSAGES_ERASED_FIELD_NUMBER: _ClassVar[int]
     id: str
     room_id: str
     seq: int
@@ -184,7 +187,8 @@ class Message(_message.Message):
     paid_pins: _containers.RepeatedCompositeFieldContainer[PaidPin]
     tip: Tip
     media: Media
-    def __init__(self, id: _Optional[str] = ..., room_id: _Optional[str] = ..., seq: _Optional[int] = ..., sender_participant_id: _Optional[str] = ..., sender_username: _Optional[str] = ..., sender_is_host: _Optional[bool] = ..., client_msg_id: _Optional[str] = ..., text: _Optional[str] = ..., reply_to_seq: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., sender_verified: _Optional[bool] = ..., kind: _Optional[_Union[EntryKind, str]] = ..., target_seq: _Optional[int] = ..., state: _Optional[_Union[MessageState, _Mapping]] = ..., emoji: _Optional[str] = ..., added: _Optional[bool] = ..., my_reactions: _Optional[_Iterable[str]] = ..., pinned_message: _Optional[_Union[Message, _Mapping]] = ..., pinned_seqs: _Optional[_Iterable[int]] = ..., paid_pin: _Optional[_Union[PaidPin, _Mapping]] = ..., paid_pins: _Optional[_Iterable[_Union[PaidPin, _Mapping]]] = ..., tip: _Optional[_Union[Tip, _Mapping]] = ..., media: _Optional[_Union[Media, _Mapping]] = ...) -> None: ...
+    messages_erased: bool
+    def __init__(self, id: _Optional[str] = ..., room_id: _Optional[str] = ..., seq: _Optional[int] = ..., sender_participant_id: _Optional[str] = ..., sender_username: _Optional[str] = ..., sender_is_host: _Optional[bool] = ..., client_msg_id: _Optional[str] = ..., text: _Optional[str] = ..., reply_to_seq: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., sender_verified: _Optional[bool] = ..., kind: _Optional[_Union[EntryKind, str]] = ..., target_seq: _Optional[int] = ..., state: _Optional[_Union[MessageState, _Mapping]] = ..., emoji: _Optional[str] = ..., added: _Optional[bool] = ..., my_reactions: _Optional[_Iterable[str]] = ..., pinned_message: _Optional[_Union[Message, _Mapping]] = ..., pinned_seqs: _Optional[_Iterable[int]] = ..., paid_pin: _Optional[_Union[PaidPin, _Mapping]] = ..., paid_pins: _Optional[_Iterable[_Union[PaidPin, _Mapping]]] = ..., tip: _Optional[_Union[Tip, _Mapping]] = ..., media: _Optional[_Union[Media, _Mapping]] = ..., messages_erased: _Optional[bool] = ...) -> None: ...
 
 class PaidPin(_message.Message):
     __slots__ = ("id", "target_seq", "message", "participant_id", "username", "amount_cents", "currency", "started_at", "expires_at", "removed_reason")
@@ -281,20 +285,22 @@ class ListMessagesRequest(_message.Message):
     def __init__(self, room_id: _Optional[str] = ..., before_seq: _Optional[int] = ..., limit: _Optional[int] = ...) -> None: ...
 
 class ListMessagesResponse(_message.Message):
-    __slots__ = ("messages", "has_more", "last_seq", "low_seq", "board", "touched")
+    __slots__ = ("messages", "has_more", "last_seq", "low_seq", "board", "touched", "floor_seq")
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
     HAS_MORE_FIELD_NUMBER: _ClassVar[int]
     LAST_SEQ_FIELD_NUMBER: _ClassVar[int]
     LOW_SEQ_FIELD_NUMBER: _ClassVar[int]
     BOARD_FIELD_NUMBER: _ClassVar[int]
     TOUCHED_FIELD_NUMBER: _ClassVar[int]
+    FLOOR_SEQ_FIELD_NUMBER: _ClassVar[int]
     messages: _containers.RepeatedCompositeFieldContainer[Message]
     has_more: bool
     last_seq: int
     low_seq: int
     board: RoomBoard
     touched: _containers.RepeatedCompositeFieldContainer[Message]
-    def __init__(self, messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., has_more: _Optional[bool] = ..., last_seq: _Optional[int] = ..., low_seq: _Optional[int] = ..., board: _Optional[_Union[RoomBoard, _Mapping]] = ..., touched: _Optional[_Iterable[_Union[Message, _Mapping]]] = ...) -> None: ...
+    floor_seq: int
+    def __init__(self, messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., has_more: _Optional[bool] = ..., last_seq: _Optional[int] = ..., low_seq: _Optional[int] = ..., board: _Optional[_Union[RoomBoard, _Mapping]] = ..., touched: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., floor_seq: _Optional[int] = ...) -> None: ...
 
 class ListMessagesAfterRequest(_message.Message):
     __slots__ = ("room_id", "after_seq", "limit")
@@ -307,14 +313,16 @@ class ListMessagesAfterRequest(_message.Message):
     def __init__(self, room_id: _Optional[str] = ..., after_seq: _Optional[int] = ..., limit: _Optional[int] = ...) -> None: ...
 
 class ListMessagesAfterResponse(_message.Message):
-    __slots__ = ("messages", "reload", "last_seq")
+    __slots__ = ("messages", "reload", "last_seq", "floor_seq")
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
     RELOAD_FIELD_NUMBER: _ClassVar[int]
     LAST_SEQ_FIELD_NUMBER: _ClassVar[int]
+    FLOOR_SEQ_FIELD_NUMBER: _ClassVar[int]
     messages: _containers.RepeatedCompositeFieldContainer[Message]
     reload: bool
     last_seq: int
-    def __init__(self, messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., reload: _Optional[bool] = ..., last_seq: _Optional[int] = ...) -> None: ...
+    floor_seq: int
+    def __init__(self, messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., reload: _Optional[bool] = ..., last_seq: _Optional[int] = ..., floor_seq: _Optional[int] = ...) -> None: ...
 
 class SubscribeRequest(_message.Message):
     __slots__ = ("room_id", "after_seq")
@@ -329,6 +337,12 @@ class Reload(_message.Message):
     LAST_SEQ_FIELD_NUMBER: _ClassVar[int]
     last_seq: int
     def __init__(self, last_seq: _Optional[int] = ...) -> None: ...
+
+class Trimmed(_message.Message):
+    __slots__ = ("floor_seq",)
+    FLOOR_SEQ_FIELD_NUMBER: _ClassVar[int]
+    floor_seq: int
+    def __init__(self, floor_seq: _Optional[int] = ...) -> None: ...
 
 class Signal(_message.Message):
     __slots__ = ("room_id", "typing", "presence", "room_updated", "kick", "mutes_changed")
@@ -387,14 +401,16 @@ class RoomUpdated(_message.Message):
     def __init__(self, room: _Optional[_Union[_rooms_pb2.Room, _Mapping]] = ...) -> None: ...
 
 class SubscribeResponse(_message.Message):
-    __slots__ = ("message", "reload", "signal")
+    __slots__ = ("message", "reload", "signal", "trimmed")
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     RELOAD_FIELD_NUMBER: _ClassVar[int]
     SIGNAL_FIELD_NUMBER: _ClassVar[int]
+    TRIMMED_FIELD_NUMBER: _ClassVar[int]
     message: Message
     reload: Reload
     signal: Signal
-    def __init__(self, message: _Optional[_Union[Message, _Mapping]] = ..., reload: _Optional[_Union[Reload, _Mapping]] = ..., signal: _Optional[_Union[Signal, _Mapping]] = ...) -> None: ...
+    trimmed: Trimmed
+    def __init__(self, message: _Optional[_Union[Message, _Mapping]] = ..., reload: _Optional[_Union[Reload, _Mapping]] = ..., signal: _Optional[_Union[Signal, _Mapping]] = ..., trimmed: _Optional[_Union[Trimmed, _Mapping]] = ...) -> None: ...
 
 class MarkReadRequest(_message.Message):
     __slots__ = ("room_id", "seq")
@@ -987,3 +1003,199 @@ class GetMediaResponse(_message.Message):
     MEDIA_FIELD_NUMBER: _ClassVar[int]
     media: _containers.RepeatedCompositeFieldContainer[Media]
     def __init__(self, media: _Optional[_Iterable[_Union[Media, _Mapping]]] = ...) -> None: ...
+
+class EraseRoomRequest(_message.Message):
+    __slots__ = ("room_id",)
+    ROOM_ID_FIELD_NUMBER: _ClassVar[int]
+    room_id: str
+    def __init__(self, room_id: _Optional[str] = ...) -> None: ...
+
+class EraseRoomResponse(_message.Message):
+    __slots__ = ("erased", "entries_deleted", "media_purged")
+    ERASED_FIELD_NUMBER: _ClassVar[int]
+    ENTRIES_DELETED_FIELD_NUMBER: _ClassVar[int]
+    MEDIA_PURGED_FIELD_NUMBER: _ClassVar[int]
+    erased: bool
+    entries_deleted: int
+    media_purged: int
+    def __init__(self, erased: _Optional[bool] = ..., entries_deleted: _Optional[int] = ..., media_purged: _Optional[int] = ...) -> None: ...
+
+class ForgottenParticipant(_message.Message):
+    __slots__ = ("room_id", "participant_id", "username")
+    ROOM_ID_FIELD_NUMBER: _ClassVar[int]
+    PARTICIPANT_ID_FIELD_NUMBER: _ClassVar[int]
+    USERNAME_FIELD_NUMBER: _ClassVar[int]
+    room_id: str
+    participant_id: str
+    username: str
+    def __init__(self, room_id: _Optional[str] = ..., participant_id: _Optional[str] = ..., username: _Optional[str] = ...) -> None: ...
+
+class ForgetParticipantsRequest(_message.Message):
+    __slots__ = ("participants", "erase_messages")
+    PARTICIPANTS_FIELD_NUMBER: _ClassVar[int]
+    ERASE_MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    participants: _containers.RepeatedCompositeFieldContainer[ForgottenParticipant]
+    erase_messages: bool
+    def __init__(self, participants: _Optional[_Iterable[_Union[ForgottenParticipant, _Mapping]]] = ..., erase_messages: _Optional[bool] = ...) -> None: ...
+
+class ForgetParticipantsResponse(_message.Message):
+    __slots__ = ("entries", "messages_changed")
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    MESSAGES_CHANGED_FIELD_NUMBER: _ClassVar[int]
+    entries: int
+    messages_changed: int
+    def __init__(self, entries: _Optional[int] = ..., messages_changed: _Optional[int] = ...) -> None: ...
+
+class RunRetentionRequest(_message.Message):
+    __slots__ = ("room_id", "dry_run")
+    ROOM_ID_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    room_id: str
+    dry_run: bool
+    def __init__(self, room_id: _Optional[str] = ..., dry_run: _Optional[bool] = ...) -> None: ...
+
+class RoomRetention(_message.Message):
+    __slots__ = ("room_id", "retention_days", "entries", "media", "floor_seq")
+    ROOM_ID_FIELD_NUMBER: _ClassVar[int]
+    RETENTION_DAYS_FIELD_NUMBER: _ClassVar[int]
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    MEDIA_FIELD_NUMBER: _ClassVar[int]
+    FLOOR_SEQ_FIELD_NUMBER: _ClassVar[int]
+    room_id: str
+    retention_days: int
+    entries: int
+    media: int
+    floor_seq: int
+    def __init__(self, room_id: _Optional[str] = ..., retention_days: _Optional[int] = ..., entries: _Optional[int] = ..., media: _Optional[int] = ..., floor_seq: _Optional[int] = ...) -> None: ...
+
+class RunRetentionResponse(_message.Message):
+    __slots__ = ("rooms", "entries", "media", "dry_run")
+    ROOMS_FIELD_NUMBER: _ClassVar[int]
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    MEDIA_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    rooms: _containers.RepeatedCompositeFieldContainer[RoomRetention]
+    entries: int
+    media: int
+    dry_run: bool
+    def __init__(self, rooms: _Optional[_Iterable[_Union[RoomRetention, _Mapping]]] = ..., entries: _Optional[int] = ..., media: _Optional[int] = ..., dry_run: _Optional[bool] = ...) -> None: ...
+
+class InspectRoomRequest(_message.Message):
+    __slots__ = ("room_id",)
+    ROOM_ID_FIELD_NUMBER: _ClassVar[int]
+    room_id: str
+    def __init__(self, room_id: _Optional[str] = ...) -> None: ...
+
+class LogRange(_message.Message):
+    __slots__ = ("count", "min_seq", "max_seq")
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    MIN_SEQ_FIELD_NUMBER: _ClassVar[int]
+    MAX_SEQ_FIELD_NUMBER: _ClassVar[int]
+    count: int
+    min_seq: int
+    max_seq: int
+    def __init__(self, count: _Optional[int] = ..., min_seq: _Optional[int] = ..., max_seq: _Optional[int] = ...) -> None: ...
+
+class InspectRoomResponse(_message.Message):
+    __slots__ = ("postgres", "hot_cache", "hot_cache_available", "floor_seq", "missing_in_cache", "extra_in_cache", "differing", "consistent", "key_versions")
+    POSTGRES_FIELD_NUMBER: _ClassVar[int]
+    HOT_CACHE_FIELD_NUMBER: _ClassVar[int]
+    HOT_CACHE_AVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    FLOOR_SEQ_FIELD_NUMBER: _ClassVar[int]
+    MISSING_IN_CACHE_FIELD_NUMBER: _ClassVar[int]
+    EXTRA_IN_CACHE_FIELD_NUMBER: _ClassVar[int]
+    DIFFERING_FIELD_NUMBER: _ClassVar[int]
+    CONSISTENT_FIELD_NUMBER: _ClassVar[int]
+    KEY_VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    postgres: LogRange
+    hot_cache: LogRange
+    hot_cache_available: bool
+    floor_seq: int
+    missing_in_cache: _containers.RepeatedScalarFieldContainer[int]
+    extra_in_cache: _containers.RepeatedScalarFieldContainer[int]
+    differing: _containers.RepeatedScalarFieldContainer[int]
+    consistent: bool
+    key_versions: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, postgres: _Optional[_Union[LogRange, _Mapping]] = ..., hot_cache: _Optional[_Union[LogRange, _Mapping]] = ..., hot_cache_available: _Optional[bool] = ..., floor_seq: _Optional[int] = ..., missing_in_cache: _Optional[_Iterable[int]] = ..., extra_in_cache: _Optional[_Iterable[int]] = ..., differing: _Optional[_Iterable[int]] = ..., consistent: _Optional[bool] = ..., key_versions: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class RebuildHotCacheRequest(_message.Message):
+    __slots__ = ("room_id",)
+    ROOM_ID_FIELD_NUMBER: _ClassVar[int]
+    room_id: str
+    def __init__(self, room_id: _Optional[str] = ...) -> None: ...
+
+class RebuildHotCacheResponse(_message.Message):
+    __slots__ = ("entries", "hot_cache")
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    HOT_CACHE_FIELD_NUMBER: _ClassVar[int]
+    entries: int
+    hot_cache: LogRange
+    def __init__(self, entries: _Optional[int] = ..., hot_cache: _Optional[_Union[LogRange, _Mapping]] = ...) -> None: ...
+
+class RotateMasterKeyRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class RotateMasterKeyResponse(_message.Message):
+    __slots__ = ("master_version", "rewrapped")
+    MASTER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    REWRAPPED_FIELD_NUMBER: _ClassVar[int]
+    master_version: int
+    rewrapped: int
+    def __init__(self, master_version: _Optional[int] = ..., rewrapped: _Optional[int] = ...) -> None: ...
+
+class RotateRoomKeysRequest(_message.Message):
+    __slots__ = ("room_ids",)
+    ROOM_IDS_FIELD_NUMBER: _ClassVar[int]
+    room_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, room_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class RotateRoomKeysResponse(_message.Message):
+    __slots__ = ("rotated",)
+    ROTATED_FIELD_NUMBER: _ClassVar[int]
+    rotated: int
+    def __init__(self, rotated: _Optional[int] = ...) -> None: ...
+
+class ReencryptRoomsRequest(_message.Message):
+    __slots__ = ("room_ids", "limit")
+    ROOM_IDS_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    room_ids: _containers.RepeatedScalarFieldContainer[str]
+    limit: int
+    def __init__(self, room_ids: _Optional[_Iterable[str]] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class ReencryptRoomsResponse(_message.Message):
+    __slots__ = ("reencrypted", "more")
+    REENCRYPTED_FIELD_NUMBER: _ClassVar[int]
+    MORE_FIELD_NUMBER: _ClassVar[int]
+    reencrypted: int
+    more: bool
+    def __init__(self, reencrypted: _Optional[int] = ..., more: _Optional[bool] = ...) -> None: ...
+
+class GetKeyVersionsRequest(_message.Message):
+    __slots__ = ("room_id",)
+    ROOM_ID_FIELD_NUMBER: _ClassVar[int]
+    room_id: str
+    def __init__(self, room_id: _Optional[str] = ...) -> None: ...
+
+class KeyVersionUse(_message.Message):
+    __slots__ = ("version", "count")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    count: int
+    def __init__(self, version: _Optional[int] = ..., count: _Optional[int] = ...) -> None: ...
+
+class GetKeyVersionsResponse(_message.Message):
+    __slots__ = ("current_master_version", "available_master_versions", "master_versions", "data_key_versions", "current_data_key_version")
+    CURRENT_MASTER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    AVAILABLE_MASTER_VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    MASTER_VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    DATA_KEY_VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    CURRENT_DATA_KEY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    current_master_version: int
+    available_master_versions: _containers.RepeatedScalarFieldContainer[int]
+    master_versions: _containers.RepeatedCompositeFieldContainer[KeyVersionUse]
+    data_key_versions: _containers.RepeatedCompositeFieldContainer[KeyVersionUse]
+    current_data_key_version: int
+    def __init__(self, current_master_version: _Optional[int] = ..., available_master_versions: _Optional[_Iterable[int]] = ..., master_versions: _Optional[_Iterable[_Union[KeyVersionUse, _Mapping]]] = ..., data_key_versions: _Optional[_Iterable[_Union[KeyVersionUse, _Mapping]]] = ..., current_data_key_version: _Optional[int] = ...) -> None: ...

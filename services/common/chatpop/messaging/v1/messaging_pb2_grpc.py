@@ -190,6 +190,51 @@ class MessagingServiceStub:
                 request_serializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.GetMediaRequest.SerializeToString,
                 response_deserializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.GetMediaResponse.FromString,
                 _registered_method=True)
+        self.EraseRoom = channel.unary_unary(
+                '/chatpop.messaging.v1.MessagingService/EraseRoom',
+                request_serializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.EraseRoomRequest.SerializeToString,
+                response_deserializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.EraseRoomResponse.FromString,
+                _registered_method=True)
+        self.ForgetParticipants = channel.unary_unary(
+                '/chatpop.messaging.v1.MessagingService/ForgetParticipants',
+                request_serializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.ForgetParticipantsRequest.SerializeToString,
+                response_deserializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.ForgetParticipantsResponse.FromString,
+                _registered_method=True)
+        self.RunRetention = channel.unary_unary(
+                '/chatpop.messaging.v1.MessagingService/RunRetention',
+                request_serializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.RunRetentionRequest.SerializeToString,
+                response_deserializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.RunRetentionResponse.FromString,
+                _registered_method=True)
+        self.InspectRoom = channel.unary_unary(
+                '/chatpop.messaging.v1.MessagingService/InspectRoom',
+                request_serializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.InspectRoomRequest.SerializeToString,
+                response_deserializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.InspectRoomResponse.FromString,
+                _registered_method=True)
+        self.RebuildHotCache = channel.unary_unary(
+                '/chatpop.messaging.v1.MessagingService/RebuildHotCache',
+                request_serializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.RebuildHotCacheRequest.SerializeToString,
+                response_deserializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.RebuildHotCacheResponse.FromString,
+                _registered_method=True)
+        self.RotateMasterKey = channel.unary_unary(
+                '/chatpop.messaging.v1.MessagingService/RotateMasterKey',
+                request_serializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.RotateMasterKeyRequest.SerializeToString,
+                response_deserializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.RotateMasterKeyResponse.FromString,
+                _registered_method=True)
+        self.RotateRoomKeys = channel.unary_unary(
+                '/chatpop.messaging.v1.MessagingService/RotateRoomKeys',
+                request_serializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.RotateRoomKeysRequest.SerializeToString,
+                response_deserializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.RotateRoomKeysResponse.FromString,
+                _registered_method=True)
+        self.ReencryptRooms = channel.unary_unary(
+                '/chatpop.messaging.v1.MessagingService/ReencryptRooms',
+                request_serializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.ReencryptRoomsRequest.SerializeToString,
+                response_deserializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.ReencryptRoomsResponse.FromString,
+                _registered_method=True)
+        self.GetKeyVersions = channel.unary_unary(
+                '/chatpop.messaging.v1.MessagingService/GetKeyVersions',
+                request_serializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.GetKeyVersionsRequest.SerializeToString,
+                response_deserializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.GetKeyVersionsResponse.FromString,
+                _registered_method=True)
 
 
 class MessagingServiceServicer:
@@ -469,6 +514,86 @@ class MessagingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def EraseRoom(self, request, context):
+        """Privacy and operations. Message content (text, sticky text, tip notes, report texts, the copies
+        kept with pins) is stored encrypted with a data key per room (AES-256-GCM; AAD binds room id,
+        message id and key version), in Postgres and in Redis alike; data keys are stored wrapped by a
+        versioned master key that comes from a secret, never from the database.
+
+        EraseRoom crypto-shreds a closed room: its data keys are destroyed first (in one transaction
+        that also refuses every later write to the room), then its log, reactions, reports, pins, hot
+        cache and media are deleted in bounded batches. rooms (service credential) from its outbox, after
+        CloseRoom with erase; `cli` too. FAILED_PRECONDITION `room_open` unless rooms says it is closed.
+        Idempotent: calling again finishes an interrupted erase.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ForgetParticipants(self, request, context):
+        """ForgetParticipants: accounts were deleted (rooms' service credential). Per room, one
+        PARTICIPANT_FORGOTTEN entry; the participants' messages then read under the new name, or are
+        erased (text gone, deleted) when erase_messages is set. Idempotent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RunRetention(self, request, context):
+        """RunRetention hard-deletes what is older than each room's retention now (the scheduled job does
+        the same every RETENTION_INTERVAL); dry_run counts without deleting. Service credential `cli`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def InspectRoom(self, request, context):
+        """InspectRoom compares a room's Postgres log with its Redis hot cache (service credential `cli`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RebuildHotCache(self, request, context):
+        """RebuildHotCache replaces a room's hot cache with the newest entries from Postgres (`cli`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RotateMasterKey(self, request, context):
+        """RotateMasterKey re-wraps every data key still wrapped by an older master key version with the
+        current one (the newest in MASTER_KEYS), online and in batches (`cli`). Run it on every
+        deployment's messaging after a new master key version is rolled out; then the old version may be
+        removed from the secret.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RotateRoomKeys(self, request, context):
+        """RotateRoomKeys gives rooms a new data key version for new messages (`cli`); older messages stay
+        readable with their version until re-encrypted.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReencryptRooms(self, request, context):
+        """ReencryptRooms moves stored content to each room's newest data key, in bounded batches (`cli`;
+        messaging also does it in the background when REENCRYPT_INTERVAL is set).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetKeyVersions(self, request, context):
+        """GetKeyVersions: which master and data key versions are in use, and by how much content (`cli`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MessagingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -626,6 +751,51 @@ def add_MessagingServiceServicer_to_server(servicer, server):
                     servicer.GetMedia,
                     request_deserializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.GetMediaRequest.FromString,
                     response_serializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.GetMediaResponse.SerializeToString,
+            ),
+            'EraseRoom': grpc.unary_unary_rpc_method_handler(
+                    servicer.EraseRoom,
+                    request_deserializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.EraseRoomRequest.FromString,
+                    response_serializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.EraseRoomResponse.SerializeToString,
+            ),
+            'ForgetParticipants': grpc.unary_unary_rpc_method_handler(
+                    servicer.ForgetParticipants,
+                    request_deserializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.ForgetParticipantsRequest.FromString,
+                    response_serializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.ForgetParticipantsResponse.SerializeToString,
+            ),
+            'RunRetention': grpc.unary_unary_rpc_method_handler(
+                    servicer.RunRetention,
+                    request_deserializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.RunRetentionRequest.FromString,
+                    response_serializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.RunRetentionResponse.SerializeToString,
+            ),
+            'InspectRoom': grpc.unary_unary_rpc_method_handler(
+                    servicer.InspectRoom,
+                    request_deserializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.InspectRoomRequest.FromString,
+                    response_serializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.InspectRoomResponse.SerializeToString,
+            ),
+            'RebuildHotCache': grpc.unary_unary_rpc_method_handler(
+                    servicer.RebuildHotCache,
+                    request_deserializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.RebuildHotCacheRequest.FromString,
+                    response_serializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.RebuildHotCacheResponse.SerializeToString,
+            ),
+            'RotateMasterKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotateMasterKey,
+                    request_deserializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.RotateMasterKeyRequest.FromString,
+                    response_serializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.RotateMasterKeyResponse.SerializeToString,
+            ),
+            'RotateRoomKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotateRoomKeys,
+                    request_deserializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.RotateRoomKeysRequest.FromString,
+                    response_serializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.RotateRoomKeysResponse.SerializeToString,
+            ),
+            'ReencryptRooms': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReencryptRooms,
+                    request_deserializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.ReencryptRoomsRequest.FromString,
+                    response_serializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.ReencryptRoomsResponse.SerializeToString,
+            ),
+            'GetKeyVersions': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetKeyVersions,
+                    request_deserializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.GetKeyVersionsRequest.FromString,
+                    response_serializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.GetKeyVersionsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1466,6 +1636,249 @@ class MessagingService:
             '/chatpop.messaging.v1.MessagingService/GetMedia',
             chatpop_dot_messaging_dot_v1_dot_messaging__pb2.GetMediaRequest.SerializeToString,
             chatpop_dot_messaging_dot_v1_dot_messaging__pb2.GetMediaResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EraseRoom(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatpop.messaging.v1.MessagingService/EraseRoom',
+            chatpop_dot_messaging_dot_v1_dot_messaging__pb2.EraseRoomRequest.SerializeToString,
+            chatpop_dot_messaging_dot_v1_dot_messaging__pb2.EraseRoomResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ForgetParticipants(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatpop.messaging.v1.MessagingService/ForgetParticipants',
+            chatpop_dot_messaging_dot_v1_dot_messaging__pb2.ForgetParticipantsRequest.SerializeToString,
+            chatpop_dot_messaging_dot_v1_dot_messaging__pb2.ForgetParticipantsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RunRetention(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatpop.messaging.v1.MessagingService/RunRetention',
+            chatpop_dot_messaging_dot_v1_dot_messaging__pb2.RunRetentionRequest.SerializeToString,
+            chatpop_dot_messaging_dot_v1_dot_messaging__pb2.RunRetentionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def InspectRoom(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatpop.messaging.v1.MessagingService/InspectRoom',
+            chatpop_dot_messaging_dot_v1_dot_messaging__pb2.InspectRoomRequest.SerializeToString,
+            chatpop_dot_messaging_dot_v1_dot_messaging__pb2.InspectRoomResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RebuildHotCache(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatpop.messaging.v1.MessagingService/RebuildHotCache',
+            chatpop_dot_messaging_dot_v1_dot_messaging__pb2.RebuildHotCacheRequest.SerializeToString,
+            chatpop_dot_messaging_dot_v1_dot_messaging__pb2.RebuildHotCacheResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RotateMasterKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatpop.messaging.v1.MessagingService/RotateMasterKey',
+            chatpop_dot_messaging_dot_v1_dot_messaging__pb2.RotateMasterKeyRequest.SerializeToString,
+            chatpop_dot_messaging_dot_v1_dot_messaging__pb2.RotateMasterKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RotateRoomKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatpop.messaging.v1.MessagingService/RotateRoomKeys',
+            chatpop_dot_messaging_dot_v1_dot_messaging__pb2.RotateRoomKeysRequest.SerializeToString,
+            chatpop_dot_messaging_dot_v1_dot_messaging__pb2.RotateRoomKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReencryptRooms(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatpop.messaging.v1.MessagingService/ReencryptRooms',
+            chatpop_dot_messaging_dot_v1_dot_messaging__pb2.ReencryptRoomsRequest.SerializeToString,
+            chatpop_dot_messaging_dot_v1_dot_messaging__pb2.ReencryptRoomsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetKeyVersions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatpop.messaging.v1.MessagingService/GetKeyVersions',
+            chatpop_dot_messaging_dot_v1_dot_messaging__pb2.GetKeyVersionsRequest.SerializeToString,
+            chatpop_dot_messaging_dot_v1_dot_messaging__pb2.GetKeyVersionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

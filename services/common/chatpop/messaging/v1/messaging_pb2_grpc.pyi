@@ -174,6 +174,47 @@ class MessagingServiceStub:
     comes back DELETED with no variants. INVALID_ARGUMENT `invalid_media_ids` (not 1-100 ids) /
     `invalid_media_id` (not a UUID).
     """
+    EraseRoom: _grpc.UnaryUnaryMultiCallable[_messaging_pb2.EraseRoomRequest, _messaging_pb2.EraseRoomResponse]
+    """Privacy and operations. Message content (text, sticky text, tip notes, report texts, the copies
+    kept with pins) is stored encrypted with a data key per room (AES-256-GCM; AAD binds room id,
+    message id and key version), in Postgres and in Redis alike; data keys are stored wrapped by a
+    versioned master key that comes from a secret, never from the database.
+
+    EraseRoom crypto-shreds a closed room: its data keys are destroyed first (in one transaction
+    that also refuses every later write to the room), then its log, reactions, reports, pins, hot
+    cache and media are deleted in bounded batches. rooms (service credential) from its outbox, after
+    CloseRoom with erase; `cli` too. FAILED_PRECONDITION `room_open` unless rooms says it is closed.
+    Idempotent: calling again finishes an interrupted erase.
+    """
+    ForgetParticipants: _grpc.UnaryUnaryMultiCallable[_messaging_pb2.ForgetParticipantsRequest, _messaging_pb2.ForgetParticipantsResponse]
+    """ForgetParticipants: accounts were deleted (rooms' service credential). Per room, one
+    PARTICIPANT_FORGOTTEN entry; the participants' messages then read under the new name, or are
+    erased (text gone, deleted) when erase_messages is set. Idempotent.
+    """
+    RunRetention: _grpc.UnaryUnaryMultiCallable[_messaging_pb2.RunRetentionRequest, _messaging_pb2.RunRetentionResponse]
+    """RunRetention hard-deletes what is older than each room's retention now (the scheduled job does
+    the same every RETENTION_INTERVAL); dry_run counts without deleting. Service credential `cli`.
+    """
+    InspectRoom: _grpc.UnaryUnaryMultiCallable[_messaging_pb2.InspectRoomRequest, _messaging_pb2.InspectRoomResponse]
+    """InspectRoom compares a room's Postgres log with its Redis hot cache (service credential `cli`)."""
+    RebuildHotCache: _grpc.UnaryUnaryMultiCallable[_messaging_pb2.RebuildHotCacheRequest, _messaging_pb2.RebuildHotCacheResponse]
+    """RebuildHotCache replaces a room's hot cache with the newest entries from Postgres (`cli`)."""
+    RotateMasterKey: _grpc.UnaryUnaryMultiCallable[_messaging_pb2.RotateMasterKeyRequest, _messaging_pb2.RotateMasterKeyResponse]
+    """RotateMasterKey re-wraps every data key still wrapped by an older master key version with the
+    current one (the newest in MASTER_KEYS), online and in batches (`cli`). Run it on every
+    deployment's messaging after a new master key version is rolled out; then the old version may be
+    removed from the secret.
+    """
+    RotateRoomKeys: _grpc.UnaryUnaryMultiCallable[_messaging_pb2.RotateRoomKeysRequest, _messaging_pb2.RotateRoomKeysResponse]
+    """RotateRoomKeys gives rooms a new data key version for new messages (`cli`); older messages stay
+    readable with their version until re-encrypted.
+    """
+    ReencryptRooms: _grpc.UnaryUnaryMultiCallable[_messaging_pb2.ReencryptRoomsRequest, _messaging_pb2.ReencryptRoomsResponse]
+    """ReencryptRooms moves stored content to each room's newest data key, in bounded batches (`cli`;
+    messaging also does it in the background when REENCRYPT_INTERVAL is set).
+    """
+    GetKeyVersions: _grpc.UnaryUnaryMultiCallable[_messaging_pb2.GetKeyVersionsRequest, _messaging_pb2.GetKeyVersionsResponse]
+    """GetKeyVersions: which master and data key versions are in use, and by how much content (`cli`)."""
 
 @_typing.type_check_only
 class MessagingServiceAsyncStub(MessagingServiceStub):
@@ -321,6 +362,47 @@ class MessagingServiceAsyncStub(MessagingServiceStub):
     comes back DELETED with no variants. INVALID_ARGUMENT `invalid_media_ids` (not 1-100 ids) /
     `invalid_media_id` (not a UUID).
     """
+    EraseRoom: _aio.UnaryUnaryMultiCallable[_messaging_pb2.EraseRoomRequest, _messaging_pb2.EraseRoomResponse]  # type: ignore[assignment]
+    """Privacy and operations. Message content (text, sticky text, tip notes, report texts, the copies
+    kept with pins) is stored encrypted with a data key per room (AES-256-GCM; AAD binds room id,
+    message id and key version), in Postgres and in Redis alike; data keys are stored wrapped by a
+    versioned master key that comes from a secret, never from the database.
+
+    EraseRoom crypto-shreds a closed room: its data keys are destroyed first (in one transaction
+    that also refuses every later write to the room), then its log, reactions, reports, pins, hot
+    cache and media are deleted in bounded batches. rooms (service credential) from its outbox, after
+    CloseRoom with erase; `cli` too. FAILED_PRECONDITION `room_open` unless rooms says it is closed.
+    Idempotent: calling again finishes an interrupted erase.
+    """
+    ForgetParticipants: _aio.UnaryUnaryMultiCallable[_messaging_pb2.ForgetParticipantsRequest, _messaging_pb2.ForgetParticipantsResponse]  # type: ignore[assignment]
+    """ForgetParticipants: accounts were deleted (rooms' service credential). Per room, one
+    PARTICIPANT_FORGOTTEN entry; the participants' messages then read under the new name, or are
+    erased (text gone, deleted) when erase_messages is set. Idempotent.
+    """
+    RunRetention: _aio.UnaryUnaryMultiCallable[_messaging_pb2.RunRetentionRequest, _messaging_pb2.RunRetentionResponse]  # type: ignore[assignment]
+    """RunRetention hard-deletes what is older than each room's retention now (the scheduled job does
+    the same every RETENTION_INTERVAL); dry_run counts without deleting. Service credential `cli`.
+    """
+    InspectRoom: _aio.UnaryUnaryMultiCallable[_messaging_pb2.InspectRoomRequest, _messaging_pb2.InspectRoomResponse]  # type: ignore[assignment]
+    """InspectRoom compares a room's Postgres log with its Redis hot cache (service credential `cli`)."""
+    RebuildHotCache: _aio.UnaryUnaryMultiCallable[_messaging_pb2.RebuildHotCacheRequest, _messaging_pb2.RebuildHotCacheResponse]  # type: ignore[assignment]
+    """RebuildHotCache replaces a room's hot cache with the newest entries from Postgres (`cli`)."""
+    RotateMasterKey: _aio.UnaryUnaryMultiCallable[_messaging_pb2.RotateMasterKeyRequest, _messaging_pb2.RotateMasterKeyResponse]  # type: ignore[assignment]
+    """RotateMasterKey re-wraps every data key still wrapped by an older master key version with the
+    current one (the newest in MASTER_KEYS), online and in batches (`cli`). Run it on every
+    deployment's messaging after a new master key version is rolled out; then the old version may be
+    removed from the secret.
+    """
+    RotateRoomKeys: _aio.UnaryUnaryMultiCallable[_messaging_pb2.RotateRoomKeysRequest, _messaging_pb2.RotateRoomKeysResponse]  # type: ignore[assignment]
+    """RotateRoomKeys gives rooms a new data key version for new messages (`cli`); older messages stay
+    readable with their version until re-encrypted.
+    """
+    ReencryptRooms: _aio.UnaryUnaryMultiCallable[_messaging_pb2.ReencryptRoomsRequest, _messaging_pb2.ReencryptRoomsResponse]  # type: ignore[assignment]
+    """ReencryptRooms moves stored content to each room's newest data key, in bounded batches (`cli`;
+    messaging also does it in the background when REENCRYPT_INTERVAL is set).
+    """
+    GetKeyVersions: _aio.UnaryUnaryMultiCallable[_messaging_pb2.GetKeyVersionsRequest, _messaging_pb2.GetKeyVersionsResponse]  # type: ignore[assignment]
+    """GetKeyVersions: which master and data key versions are in use, and by how much content (`cli`)."""
 
 class MessagingServiceServicer(metaclass=_abc_1.ABCMeta):
     """MessagingService owns the message log (Postgres), the hot cache (Redis) and live fan-out."""
@@ -651,5 +733,100 @@ class MessagingServiceServicer(metaclass=_abc_1.ABCMeta):
         comes back DELETED with no variants. INVALID_ARGUMENT `invalid_media_ids` (not 1-100 ids) /
         `invalid_media_id` (not a UUID).
         """
+
+    @_abc_1.abstractmethod
+    def EraseRoom(
+        self,
+        request: _messaging_pb2.EraseRoomRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_messaging_pb2.EraseRoomResponse, _abc.Awaitable[_messaging_pb2.EraseRoomResponse]]:
+        """Privacy and operations. Message content (text, sticky text, tip notes, report texts, the copies
+        kept with pins) is stored encrypted with a data key per room (AES-256-GCM; AAD binds room id,
+        message id and key version), in Postgres and in Redis alike; data keys are stored wrapped by a
+        versioned master key that comes from a secret, never from the database.
+
+        EraseRoom crypto-shreds a closed room: its data keys are destroyed first (in one transaction
+        that also refuses every later write to the room), then its log, reactions, reports, pins, hot
+        cache and media are deleted in bounded batches. rooms (service credential) from its outbox, after
+        CloseRoom with erase; `cli` too. FAILED_PRECONDITION `room_open` unless rooms says it is closed.
+        Idempotent: calling again finishes an interrupted erase.
+        """
+
+    @_abc_1.abstractmethod
+    def ForgetParticipants(
+        self,
+        request: _messaging_pb2.ForgetParticipantsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_messaging_pb2.ForgetParticipantsResponse, _abc.Awaitable[_messaging_pb2.ForgetParticipantsResponse]]:
+        """ForgetParticipants: accounts were deleted (rooms' service credential). Per room, one
+        PARTICIPANT_FORGOTTEN entry; the participants' messages then read under the new name, or are
+        erased (text gone, deleted) when erase_messages is set. Idempotent.
+        """
+
+    @_abc_1.abstractmethod
+    def RunRetention(
+        self,
+        request: _messaging_pb2.RunRetentionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_messaging_pb2.RunRetentionResponse, _abc.Awaitable[_messaging_pb2.RunRetentionResponse]]:
+        """RunRetention hard-deletes what is older than each room's retention now (the scheduled job does
+        the same every RETENTION_INTERVAL); dry_run counts without deleting. Service credential `cli`.
+        """
+
+    @_abc_1.abstractmethod
+    def InspectRoom(
+        self,
+        request: _messaging_pb2.InspectRoomRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_messaging_pb2.InspectRoomResponse, _abc.Awaitable[_messaging_pb2.InspectRoomResponse]]:
+        """InspectRoom compares a room's Postgres log with its Redis hot cache (service credential `cli`)."""
+
+    @_abc_1.abstractmethod
+    def RebuildHotCache(
+        self,
+        request: _messaging_pb2.RebuildHotCacheRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_messaging_pb2.RebuildHotCacheResponse, _abc.Awaitable[_messaging_pb2.RebuildHotCacheResponse]]:
+        """RebuildHotCache replaces a room's hot cache with the newest entries from Postgres (`cli`)."""
+
+    @_abc_1.abstractmethod
+    def RotateMasterKey(
+        self,
+        request: _messaging_pb2.RotateMasterKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_messaging_pb2.RotateMasterKeyResponse, _abc.Awaitable[_messaging_pb2.RotateMasterKeyResponse]]:
+        """RotateMasterKey re-wraps every data key still wrapped by an older master key version with the
+        current one (the newest in MASTER_KEYS), online and in batches (`cli`). Run it on every
+        deployment's messaging after a new master key version is rolled out; then the old version may be
+        removed from the secret.
+        """
+
+    @_abc_1.abstractmethod
+    def RotateRoomKeys(
+        self,
+        request: _messaging_pb2.RotateRoomKeysRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_messaging_pb2.RotateRoomKeysResponse, _abc.Awaitable[_messaging_pb2.RotateRoomKeysResponse]]:
+        """RotateRoomKeys gives rooms a new data key version for new messages (`cli`); older messages stay
+        readable with their version until re-encrypted.
+        """
+
+    @_abc_1.abstractmethod
+    def ReencryptRooms(
+        self,
+        request: _messaging_pb2.ReencryptRoomsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_messaging_pb2.ReencryptRoomsResponse, _abc.Awaitable[_messaging_pb2.ReencryptRoomsResponse]]:
+        """ReencryptRooms moves stored content to each room's newest data key, in bounded batches (`cli`;
+        messaging also does it in the background when REENCRYPT_INTERVAL is set).
+        """
+
+    @_abc_1.abstractmethod
+    def GetKeyVersions(
+        self,
+        request: _messaging_pb2.GetKeyVersionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_messaging_pb2.GetKeyVersionsResponse, _abc.Awaitable[_messaging_pb2.GetKeyVersionsResponse]]:
+        """GetKeyVersions: which master and data key versions are in use, and by how much content (`cli`)."""
 
 def add_MessagingServiceServicer_to_server(servicer: MessagingServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

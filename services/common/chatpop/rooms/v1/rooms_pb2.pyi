@@ -187,7 +187,7 @@ class MediaSettings(_message.Message):
     def __init__(self, photo: _Optional[bool] = ..., voice: _Optional[bool] = ..., video: _Optional[bool] = ...) -> None: ...
 
 class Room(_message.Message):
-    __slots__ = ("id", "code", "name", "description", "visibility", "media", "theme", "retention_days", "host_id", "closed", "created_at", "updated_at", "slow_mode_seconds", "anonymous_names_per_network", "taken_down", "back_room", "parent_room_id")
+    __slots__ = ("id", "code", "name", "description", "visibility", "media", "theme", "retention_days", "host_id", "closed", "created_at", "updated_at", "slow_mode_seconds", "anonymous_names_per_network", "taken_down", "back_room", "parent_room_id", "erased")
     ID_FIELD_NUMBER: _ClassVar[int]
     CODE_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -205,6 +205,7 @@ class Room(_message.Message):
     TAKEN_DOWN_FIELD_NUMBER: _ClassVar[int]
     BACK_ROOM_FIELD_NUMBER: _ClassVar[int]
     PARENT_ROOM_ID_FIELD_NUMBER: _ClassVar[int]
+    ERASED_FIELD_NUMBER: _ClassVar[int]
     id: str
     code: str
     name: str
@@ -222,7 +223,8 @@ class Room(_message.Message):
     taken_down: bool
     back_room: BackRoom
     parent_room_id: str
-    def __init__(self, id: _Optional[str] = ..., code: _Optional[str] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., visibility: _Optional[_Union[Visibility, str]] = ..., media: _Optional[_Union[MediaSettings, _Mapping]] = ..., theme: _Optional[_Union[Theme, str]] = ..., retention_days: _Optional[int] = ..., host_id: _Optional[str] = ..., closed: _Optional[bool] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., slow_mode_seconds: _Optional[int] = ..., anonymous_names_per_network: _Optional[int] = ..., taken_down: _Optional[bool] = ..., back_room: _Optional[_Union[BackRoom, _Mapping]] = ..., parent_room_id: _Optional[str] = ...) -> None: ...
+    erased: bool
+    def __init__(self, id: _Optional[str] = ..., code: _Optional[str] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., visibility: _Optional[_Union[Visibility, str]] = ..., media: _Optional[_Union[MediaSettings, _Mapping]] = ..., theme: _Optional[_Union[Theme, str]] = ..., retention_days: _Optional[int] = ..., host_id: _Optional[str] = ..., closed: _Optional[bool] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., slow_mode_seconds: _Optional[int] = ..., anonymous_names_per_network: _Optional[int] = ..., taken_down: _Optional[bool] = ..., back_room: _Optional[_Union[BackRoom, _Mapping]] = ..., parent_room_id: _Optional[str] = ..., erased: _Optional[bool] = ...) -> None: ...
 
 class Participant(_message.Message):
     __slots__ = ("id", "room_id", "subject", "username", "is_host", "version", "banned", "verified", "joined_at", "seat_removed")
@@ -325,10 +327,12 @@ class UpdateRoomResponse(_message.Message):
     def __init__(self, room: _Optional[_Union[Room, _Mapping]] = ...) -> None: ...
 
 class CloseRoomRequest(_message.Message):
-    __slots__ = ("room_id",)
+    __slots__ = ("room_id", "erase")
     ROOM_ID_FIELD_NUMBER: _ClassVar[int]
+    ERASE_FIELD_NUMBER: _ClassVar[int]
     room_id: str
-    def __init__(self, room_id: _Optional[str] = ...) -> None: ...
+    erase: bool
+    def __init__(self, room_id: _Optional[str] = ..., erase: _Optional[bool] = ...) -> None: ...
 
 class CloseRoomResponse(_message.Message):
     __slots__ = ("room",)
@@ -637,3 +641,43 @@ class RevokeSiteBannedResponse(_message.Message):
     participants: _containers.RepeatedCompositeFieldContainer[RevokedParticipant]
     total: int
     def __init__(self, participants: _Optional[_Iterable[_Union[RevokedParticipant, _Mapping]]] = ..., total: _Optional[int] = ...) -> None: ...
+
+class ForgetSubjectRequest(_message.Message):
+    __slots__ = ("subject", "erase_messages")
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    ERASE_MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    subject: str
+    erase_messages: bool
+    def __init__(self, subject: _Optional[str] = ..., erase_messages: _Optional[bool] = ...) -> None: ...
+
+class ForgetSubjectResponse(_message.Message):
+    __slots__ = ("participants", "rooms_closed")
+    PARTICIPANTS_FIELD_NUMBER: _ClassVar[int]
+    ROOMS_CLOSED_FIELD_NUMBER: _ClassVar[int]
+    participants: int
+    rooms_closed: int
+    def __init__(self, participants: _Optional[int] = ..., rooms_closed: _Optional[int] = ...) -> None: ...
+
+class ListRetentionPoliciesRequest(_message.Message):
+    __slots__ = ("room_ids",)
+    ROOM_IDS_FIELD_NUMBER: _ClassVar[int]
+    room_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, room_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class RetentionPolicy(_message.Message):
+    __slots__ = ("room_id", "retention_days", "closed", "erased")
+    ROOM_ID_FIELD_NUMBER: _ClassVar[int]
+    RETENTION_DAYS_FIELD_NUMBER: _ClassVar[int]
+    CLOSED_FIELD_NUMBER: _ClassVar[int]
+    ERASED_FIELD_NUMBER: _ClassVar[int]
+    room_id: str
+    retention_days: int
+    closed: bool
+    erased: bool
+    def __init__(self, room_id: _Optional[str] = ..., retention_days: _Optional[int] = ..., closed: _Optional[bool] = ..., erased: _Optional[bool] = ...) -> None: ...
+
+class ListRetentionPoliciesResponse(_message.Message):
+    __slots__ = ("policies",)
+    POLICIES_FIELD_NUMBER: _ClassVar[int]
+    policies: _containers.RepeatedCompositeFieldContainer[RetentionPolicy]
+    def __init__(self, policies: _Optional[_Iterable[_Union[RetentionPolicy, _Mapping]]] = ...) -> None: ...

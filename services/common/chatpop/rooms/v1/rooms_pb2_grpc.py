@@ -155,6 +155,16 @@ class RoomsServiceStub:
                 request_serializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.EnterBackRoomRequest.SerializeToString,
                 response_deserializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.EnterBackRoomResponse.FromString,
                 _registered_method=True)
+        self.ForgetSubject = channel.unary_unary(
+                '/chatpop.rooms.v1.RoomsService/ForgetSubject',
+                request_serializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.ForgetSubjectRequest.SerializeToString,
+                response_deserializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.ForgetSubjectResponse.FromString,
+                _registered_method=True)
+        self.ListRetentionPolicies = channel.unary_unary(
+                '/chatpop.rooms.v1.RoomsService/ListRetentionPolicies',
+                request_serializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.ListRetentionPoliciesRequest.SerializeToString,
+                response_deserializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.ListRetentionPoliciesResponse.FromString,
+                _registered_method=True)
 
 
 class RoomsServiceServicer:
@@ -355,6 +365,24 @@ class RoomsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ForgetSubject(self, request, context):
+        """ForgetSubject: an account was deleted (identity's service credential). Every participant of
+        that identity is detached from it, renamed to a neutral name and its tokens revoked; the rooms
+        it hosts are closed. messaging is told (ForgetParticipants) through rooms' outbox, with
+        erase_messages passed on. Idempotent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRetentionPolicies(self, request, context):
+        """ListRetentionPolicies: each named room's retention (messaging's retention job; service
+        credential `messaging` or `cli`). Unknown ids are left out.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RoomsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -477,6 +505,16 @@ def add_RoomsServiceServicer_to_server(servicer, server):
                     servicer.EnterBackRoom,
                     request_deserializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.EnterBackRoomRequest.FromString,
                     response_serializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.EnterBackRoomResponse.SerializeToString,
+            ),
+            'ForgetSubject': grpc.unary_unary_rpc_method_handler(
+                    servicer.ForgetSubject,
+                    request_deserializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.ForgetSubjectRequest.FromString,
+                    response_serializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.ForgetSubjectResponse.SerializeToString,
+            ),
+            'ListRetentionPolicies': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRetentionPolicies,
+                    request_deserializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.ListRetentionPoliciesRequest.FromString,
+                    response_serializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.ListRetentionPoliciesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1128,6 +1166,60 @@ class RoomsService:
             '/chatpop.rooms.v1.RoomsService/EnterBackRoom',
             chatpop_dot_rooms_dot_v1_dot_rooms__pb2.EnterBackRoomRequest.SerializeToString,
             chatpop_dot_rooms_dot_v1_dot_rooms__pb2.EnterBackRoomResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ForgetSubject(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatpop.rooms.v1.RoomsService/ForgetSubject',
+            chatpop_dot_rooms_dot_v1_dot_rooms__pb2.ForgetSubjectRequest.SerializeToString,
+            chatpop_dot_rooms_dot_v1_dot_rooms__pb2.ForgetSubjectResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRetentionPolicies(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatpop.rooms.v1.RoomsService/ListRetentionPolicies',
+            chatpop_dot_rooms_dot_v1_dot_rooms__pb2.ListRetentionPoliciesRequest.SerializeToString,
+            chatpop_dot_rooms_dot_v1_dot_rooms__pb2.ListRetentionPoliciesResponse.FromString,
             options,
             channel_credentials,
             insecure,

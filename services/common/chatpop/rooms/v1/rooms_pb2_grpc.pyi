@@ -117,6 +117,16 @@ class RoomsServiceStub:
     host or hold a seat, and returns a room token whose audience is the Back Room. Anyone else gets
     PERMISSION_DENIED `no_seat`; a room without a Back Room NOT_FOUND `no_back_room`.
     """
+    ForgetSubject: _grpc.UnaryUnaryMultiCallable[_rooms_pb2.ForgetSubjectRequest, _rooms_pb2.ForgetSubjectResponse]
+    """ForgetSubject: an account was deleted (identity's service credential). Every participant of
+    that identity is detached from it, renamed to a neutral name and its tokens revoked; the rooms
+    it hosts are closed. messaging is told (ForgetParticipants) through rooms' outbox, with
+    erase_messages passed on. Idempotent.
+    """
+    ListRetentionPolicies: _grpc.UnaryUnaryMultiCallable[_rooms_pb2.ListRetentionPoliciesRequest, _rooms_pb2.ListRetentionPoliciesResponse]
+    """ListRetentionPolicies: each named room's retention (messaging's retention job; service
+    credential `messaging` or `cli`). Unknown ids are left out.
+    """
 
 @_typing.type_check_only
 class RoomsServiceAsyncStub(RoomsServiceStub):
@@ -206,6 +216,16 @@ class RoomsServiceAsyncStub(RoomsServiceStub):
     """EnterBackRoom admits the caller (room token of the MAIN room) to its Back Room when they are its
     host or hold a seat, and returns a room token whose audience is the Back Room. Anyone else gets
     PERMISSION_DENIED `no_seat`; a room without a Back Room NOT_FOUND `no_back_room`.
+    """
+    ForgetSubject: _aio.UnaryUnaryMultiCallable[_rooms_pb2.ForgetSubjectRequest, _rooms_pb2.ForgetSubjectResponse]  # type: ignore[assignment]
+    """ForgetSubject: an account was deleted (identity's service credential). Every participant of
+    that identity is detached from it, renamed to a neutral name and its tokens revoked; the rooms
+    it hosts are closed. messaging is told (ForgetParticipants) through rooms' outbox, with
+    erase_messages passed on. Idempotent.
+    """
+    ListRetentionPolicies: _aio.UnaryUnaryMultiCallable[_rooms_pb2.ListRetentionPoliciesRequest, _rooms_pb2.ListRetentionPoliciesResponse]  # type: ignore[assignment]
+    """ListRetentionPolicies: each named room's retention (messaging's retention job; service
+    credential `messaging` or `cli`). Unknown ids are left out.
     """
 
 class RoomsServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -437,6 +457,28 @@ class RoomsServiceServicer(metaclass=_abc_1.ABCMeta):
         """EnterBackRoom admits the caller (room token of the MAIN room) to its Back Room when they are its
         host or hold a seat, and returns a room token whose audience is the Back Room. Anyone else gets
         PERMISSION_DENIED `no_seat`; a room without a Back Room NOT_FOUND `no_back_room`.
+        """
+
+    @_abc_1.abstractmethod
+    def ForgetSubject(
+        self,
+        request: _rooms_pb2.ForgetSubjectRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_rooms_pb2.ForgetSubjectResponse, _abc.Awaitable[_rooms_pb2.ForgetSubjectResponse]]:
+        """ForgetSubject: an account was deleted (identity's service credential). Every participant of
+        that identity is detached from it, renamed to a neutral name and its tokens revoked; the rooms
+        it hosts are closed. messaging is told (ForgetParticipants) through rooms' outbox, with
+        erase_messages passed on. Idempotent.
+        """
+
+    @_abc_1.abstractmethod
+    def ListRetentionPolicies(
+        self,
+        request: _rooms_pb2.ListRetentionPoliciesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_rooms_pb2.ListRetentionPoliciesResponse, _abc.Awaitable[_rooms_pb2.ListRetentionPoliciesResponse]]:
+        """ListRetentionPolicies: each named room's retention (messaging's retention job; service
+        credential `messaging` or `cli`). Unknown ids are left out.
         """
 
 def add_RoomsServiceServicer_to_server(servicer: RoomsServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
