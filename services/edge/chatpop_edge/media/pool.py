@@ -4,7 +4,8 @@ Every check runs in a fresh process forked from a multiprocessing forkserver tha
 imported already (fork is cheap; nothing leaks from one upload into the next). A pool executor cannot
 kill the one task that runs away without breaking every other task in flight, so each check owns its
 process: on timeout that process alone is killed, and a dead worker affects only its own upload. The
-worker drops to the idle scheduling class (nice 10 where there is none) and caps its address space (RLIMIT_AS) before touching the file.
+worker drops to the idle scheduling class (nice 10 where there is none) and caps its address space
+(RLIMIT_AS) before touching the file.
 
 At most `workers` checks run at once and at most `queue` more wait; past that `check` raises
 CheckerBusy at once (503 media_busy). The event loop only ever waits on file descriptors.
