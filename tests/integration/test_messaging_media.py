@@ -427,6 +427,31 @@ async def drop_hot_stream(redis_url: str, room_id: str) -> None:
         await client.aclose()
 
 
+async def test_media_of_a_message_hidden_by_reports_is_withheld_from_all_but_the_host(
+    server: Messaging, fake_rooms: FakeRooms
+) -> None:
+    room = media_room(fake_rooms)
+    host = join(fake_rooms, room, "TheHost", is_host=True)
+    member = join(fake_rooms, room)
+    record = await upload(server, member)
+    sent = await send(server, member, record.id, "soon hidden")
+    for reporter in [join(fake_rooms, room, f"Reporter{n}") for n in range(3)]:
+        await server.stub.ReportMessage(
+            messaging_pb2.ReportMessageRequest(
+                room_id=room, target_seq=sent.message.seq, reason=messaging_pb2.REPORT_REASON_SPAM
+            ),
+            metadata=reporter.metadata,
+            timeout=10,
+        )
+
+    assert await get_media(server, room, [record.id], member.metadata) == []
+    (for_host,) = await get_media(server, room, [record.id], host.metadata)
+    assert for_host.id == record.id and for_host.state == messaging_pb2.MEDIA_STATE_READY
+    # The edge serves URLs it signed before (until they expire) and checks the record by itself.
+    (for_edge,) = await get_media(server, room, [record.id], as_service("edge"))
+    assert for_edge.id == record.id
+
+
 async def test_send_refuses_media_it_may_not_carry(
     server: Messaging, fake_rooms: FakeRooms, db: asyncpg.Connection
 ) -> None:

@@ -56,6 +56,15 @@ INSERT INTO media (room_id, id, uploader_participant_id, kind) VALUES ($1, $2, $
 RETURNING {_COLUMNS}
 """  # noqa: S608 - constant column list
 _GET = f"SELECT {_COLUMNS} FROM media WHERE room_id = $1 AND id = ANY($2::uuid[])"  # noqa: S608
+# Leaves out media whose message is hidden pending review: its text is withheld from everyone but the
+# host, and so are its media.
+_GET_SHOWN = f"""
+SELECT {_COLUMNS} FROM media
+WHERE room_id = $1 AND id = ANY($2::uuid[]) AND NOT EXISTS (
+    SELECT 1 FROM messages m
+    WHERE m.room_id = media.room_id AND m.seq = media.message_seq AND m.hidden_at IS NOT NULL
+)
+"""  # noqa: S608
 _LOCK = f"SELECT {_COLUMNS} FROM media WHERE room_id = $1 AND id = $2 FOR UPDATE"  # noqa: S608
 _ROOM_OF = "SELECT room_id FROM media WHERE id = $1 LIMIT 1"
 _COMPLETE = f"""
@@ -310,8 +319,11 @@ class MediaRecords:
                 )
             await request_purge(connection, room_id, media, "abandoned")
 
-    async def get(self, room_id: str, ids: Sequence[uuid.UUID]) -> list[messaging_pb2.Media]:
-        """The records among `ids` in this room, in the order asked (unknown ids left out)."""
-        rows = await self._pool.fetch(_GET, room_id, list(ids))
+    async def get(
+        self, room_id: str, ids: Sequence[uuid.UUID], *, withhold_hidden: bool = False
+    ) -> list[messaging_pb2.Media]:
+        """The records among `ids` in this room, in the order asked (unknown ids left out, and with
+        `withhold_hidden` those on a message hidden pending review)."""
+        rows = await self._pool.fetch(_GET_SHOWN if withhold_hidden else _GET, room_id, list(ids))
         found = {row["id"]: to_media(row) for row in rows}
         return [found[media] for media in dict.fromkeys(ids) if media in found]

@@ -870,4 +870,8 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
                 f"Ask about 1 to {media.MAX_GET} media at a time.", code="invalid_media_ids"
             )
         ids = [media.media_id(value, code="invalid_media_id") for value in request.media_ids]
-        return messaging_pb2.GetMediaResponse(media=await self._media.get(room_id, ids))
+        # Participants other than the host get no media of a message hidden pending review.
+        withhold = principal.token_type == "room" and not principal.is_host
+        return messaging_pb2.GetMediaResponse(
+            media=await self._media.get(room_id, ids, withhold_hidden=withhold)
+        )
