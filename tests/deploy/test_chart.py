@@ -650,7 +650,9 @@ def _ingress_sources(spec: dict[str, Any]) -> set[str]:
     }
 
 
-@pytest.mark.parametrize("scenario", ["all-features", "external-datastores", "network-policies"])
+@pytest.mark.parametrize(
+    "scenario", ["default", "dev", "all-features", "external-datastores", "network-policies"]
+)
 def test_network_policies_deny_by_default_and_allow_only_the_call_graph(
     renderings: dict[str, Rendered], scenario: str
 ) -> None:
@@ -691,9 +693,16 @@ def test_network_policies_deny_by_default_and_allow_only_the_call_graph(
         "payments",
         "health-check",
     }
-    assert _ingress_sources(_policy(rendered, "rooms")) == {"edge", "messaging", "payments", "health-check"}
-    assert _ingress_sources(_policy(rendered, "messaging")) >= {"edge", "payments", "health-check"}
-    assert "rooms" not in _ingress_sources(_policy(rendered, "messaging"))
+    # identity asks rooms to forget a deleted account; rooms asks messaging to erase a room and to
+    # forget participants (both from their outboxes).
+    assert _ingress_sources(_policy(rendered, "rooms")) == {
+        "edge",
+        "identity",
+        "messaging",
+        "payments",
+        "health-check",
+    }
+    assert _ingress_sources(_policy(rendered, "messaging")) == {"edge", "payments", "rooms", "health-check"}
     assert _ingress_sources(_policy(rendered, "payments")) == {"edge", "health-check"}
     assert _egress_ports(_policy(rendered, "migrations")) == {postgres_port}
     stripe = [rule for rule in _policy(rendered, "payments")["egress"] if rule["ports"][0]["port"] == 443]
@@ -742,9 +751,13 @@ def test_the_object_store_destination_narrows_the_egress_of_the_edge_and_messagi
     assert 9333 not in _egress_ports(_policy(rendered, "edge"))
 
 
-def test_no_policies_unless_enabled(renderings: dict[str, Rendered]) -> None:
-    assert renderings["default"].of_kind("NetworkPolicy") == []
-    assert renderings["dev"].of_kind("NetworkPolicy") == []
+def test_policies_are_on_by_default_and_off_only_when_asked(
+    chart: helm.Chart, renderings: dict[str, Rendered]
+) -> None:
+    for scenario in SCENARIOS:
+        assert renderings[scenario].get("NetworkPolicy", component("default-deny")), scenario
+    off = render(chart, {"networkPolicy": {"enabled": False}}, "policies-off")
+    assert off.of_kind("NetworkPolicy") == []
 
 
 def test_another_release_name_keeps_every_reference_consistent(chart: helm.Chart) -> None:
