@@ -11,11 +11,16 @@ import redis.asyncio as aioredis
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from chatpop.identity.v1 import identity_pb2, identity_pb2_grpc
+from chatpop.rooms.v1 import rooms_pb2_grpc
 from chatpop_common.auth import KeyCache, TokenVerifier
+from chatpop_common.clients import insecure_channel
 from chatpop_common.datastores import create_redis, service_datastores, service_pool
 from chatpop_common.fixed_window import FixedWindowLimiter
+from chatpop_common.outbox import Relay
 from chatpop_common.server import GrpcApp, Registration
 from chatpop_common.token_bucket import TokenBucketLimiter
+from chatpop_identity.account_deletion import TOPIC as ACCOUNT_DELETED_TOPIC
+from chatpop_identity.account_deletion import AccountDeletions, ForgetDelivery, OwnServiceToken
 from chatpop_identity.audit import AuditLog
 from chatpop_identity.credentials import Passwords
 from chatpop_identity.generator import UsernameGenerator
@@ -30,6 +35,9 @@ from chatpop_identity.site_bans import SiteBans
 from chatpop_identity.store import IdentityStore
 from chatpop_identity.tokens import TokenIssuer
 from chatpop_identity.username_changes import UsernameChanges
+
+# Seconds an `account.deleted` row is leased for (rooms' ForgetSubject gets half of it).
+ACCOUNT_DELETED_LEASE = 120.0
 
 SERVICE_NAME = identity_pb2.DESCRIPTOR.services_by_name["IdentityService"].full_name
 
@@ -103,15 +111,23 @@ async def build(settings: Settings) -> GrpcApp:
         email_key=keys.derive_secret("audit-login-emails"),
         window_seconds=settings.audit_login_failure_window,
     )
+    tokens = TokenIssuer(
+        keys,
+        access_ttl=settings.access_token_ttl,
+        room_ttl=settings.room_token_ttl,
+        service_ttl=settings.service_token_ttl,
+    )
+    # Deleted accounts are forgotten at rooms from the outbox (every replica runs a relay).
+    rooms_channel = insecure_channel(settings.rooms_addr)
+    relay = Relay(pool, name="identity", listen_dsn=settings.database_url, lease=ACCOUNT_DELETED_LEASE)
+    relay.register(
+        ACCOUNT_DELETED_TOPIC,
+        ForgetDelivery(rooms_pb2_grpc.RoomsServiceStub(rooms_channel), OwnServiceToken(tokens)),
+    )
     servicer = IdentityServicer(
         store=store,
         keys=keys,
-        tokens=TokenIssuer(
-            keys,
-            access_ttl=settings.access_token_ttl,
-            room_ttl=settings.room_token_ttl,
-            service_ttl=settings.service_token_ttl,
-        ),
+        tokens=tokens,
         service_token_secret=settings.service_token_secret.get_secret_value(),
         passwords=passwords,
         refresh_ttl=settings.refresh_token_ttl,
@@ -131,7 +147,19 @@ async def build(settings: Settings) -> GrpcApp:
             window_seconds=settings.anonymous_session_window,
             burst=settings.anonymous_session_burst,
         ),
+        account_deletions=AccountDeletions(
+            pool,
+            passwords,
+            FixedWindowLimiter(
+                redis, limit=settings.password_change_limit, window_seconds=settings.password_change_window
+            ),
+        ),
     )
+    relay.start()
+
+    async def stop_relay() -> None:
+        await relay.stop(settings.shutdown_grace)
+        await rooms_channel.close()
 
     async def close_redis() -> None:
         # redis-py 5+ has aclose(); the published stubs still describe 4.x.
@@ -159,7 +187,7 @@ async def build(settings: Settings) -> GrpcApp:
             )
         ],
         verifier=local_verifier(keys),
-        cleanups=[finish_mails, close_redis, pool.close],
+        cleanups=[finish_mails, stop_relay, close_redis, pool.close],
         background=[purge, account_purge, failure_flush],
         datastores=service_datastores(settings, redis),
     )

@@ -28,6 +28,7 @@ from chatpop_common.token_bucket import TokenBucketLimiter
 from chatpop_common.usernames import USERNAME_MAX_LENGTH, normalize_username, username_key
 from chatpop_common.wording import wait_words
 from chatpop_identity import audit
+from chatpop_identity.account_deletion import DELETED, AccountDeletions
 from chatpop_identity.credentials import (
     EMAIL_MAX_LENGTH,
     PASSWORD_MAX_LENGTH,
@@ -160,8 +161,10 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         site_bans: SiteBans,
         service_token_secret: str,
         session_limiter: TokenBucketLimiter | None = None,
+        account_deletions: AccountDeletions | None = None,
         now: Now = _utcnow,
     ) -> None:
+        self._account_deletions = account_deletions
         self._service_token_secret = service_token_secret
         self._store = store
         self._audit = audit_log
@@ -327,7 +330,21 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         identity = await self._store.get(_uuid(principal.subject, "the token subject"))
         if identity is None:
             raise NotFound("This identity no longer exists.", code="identity_not_found")
+        _refuse_deleted(identity)
         return identity_pb2.GetIdentityResponse(identity=identity_message(identity))
+
+    async def DeleteAccount(
+        self, request: identity_pb2.DeleteAccountRequest, context: grpc.aio.ServicerContext
+    ) -> identity_pb2.DeleteAccountResponse:
+        principal = _require_account("Only registered accounts can be deleted.")
+        if self._account_deletions is None:
+            raise PermissionDenied("Accounts cannot be deleted here.", code="account_deletion_unavailable")
+        deletion = await self._account_deletions.delete(
+            _uuid(principal.subject, "the token subject"),
+            request.password,
+            erase_messages=request.erase_messages,
+        )
+        return identity_pb2.DeleteAccountResponse(subject=deletion.subject)
 
     async def GetPublicKeys(
         self, request: identity_pb2.GetPublicKeysRequest, context: grpc.aio.ServicerContext
@@ -357,6 +374,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         identity = await self._store.get(subject)
         if identity is None:
             raise NotFound("No identity has this subject.", code="identity_not_found")
+        _refuse_deleted(identity)
         signed = self._tokens.room_token(
             RoomGrant(
                 room_id=str(room_id),
@@ -599,6 +617,12 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
     ) -> identity_pb2.GetAuditStatsResponse:
         await self._require_admin()
         return identity_pb2.GetAuditStatsResponse(events_today=await self._audit.count_today())
+
+
+def _refuse_deleted(identity: IdentityRecord) -> None:
+    """A deleted account's tokens outlive it until they expire; identity honours none of them."""
+    if identity.kind == DELETED:
+        raise Unauthenticated("This account was deleted.", code="account_deleted")
 
 
 def _is_caller(owner: uuid.UUID | None) -> bool:

@@ -10,12 +10,16 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator
 
 from chatpop_common.service_auth import check_secret
-from chatpop_common.settings import ServiceSettings
+from chatpop_common.settings import ServiceAddresses, ServiceSettings
 from chatpop_identity.generator import WORDLIST_DIR, UsernameGenerator
 from chatpop_identity.keys import load_private_key, load_public_key
 from chatpop_identity.mail import SmtpConfig, parse_sender
 
 DAY = 86_400
+
+
+def _rooms_addr() -> str:
+    return ServiceAddresses().rooms_addr
 
 
 class Settings(ServiceSettings):
@@ -24,6 +28,8 @@ class Settings(ServiceSettings):
     database_url: str = Field(..., min_length=1)
     # Redis holds the per-IP session creation counters (keys `identity:*`).
     redis_url: str = Field(..., min_length=1)
+    # rooms forgets a deleted account's participants (ForgetSubject) when identity asks.
+    rooms_addr: str = Field(default_factory=_rooms_addr, min_length=1)
 
     # PEM Ed25519 private key that signs every token (see `python -m chatpop_identity.keys`).
     identity_signing_key_file: Path

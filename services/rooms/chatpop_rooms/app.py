@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from chatpop.identity.v1 import identity_pb2_grpc
+from chatpop.messaging.v1 import messaging_pb2_grpc
 from chatpop.rooms.v1 import rooms_pb2, rooms_pb2_grpc
 from chatpop_common.audit_events import AuditLog, deliver_to_identity
 from chatpop_common.auth import TokenVerifier
@@ -19,6 +20,8 @@ from chatpop_rooms.back_rooms import BackRoomStore
 from chatpop_rooms.badges import VerifiedBadges
 from chatpop_rooms.bans import BanStore
 from chatpop_rooms.codes import new_room_code
+from chatpop_rooms.erasure import ERASE_TOPIC, EraseDelivery
+from chatpop_rooms.forgetting import FORGOTTEN_TOPIC, ForgottenDelivery
 from chatpop_rooms.limits import JoinAttemptLimiter
 from chatpop_rooms.rolls import UsernameRolls
 from chatpop_rooms.servicer import RoomsServicer
@@ -26,6 +29,10 @@ from chatpop_rooms.settings import Settings
 from chatpop_rooms.site_bans import SiteBanCheck, SiteBanRevocations
 from chatpop_rooms.store import RoomStore
 from chatpop_rooms.takedowns import Takedowns
+
+# Seconds a `room.erase` or `participants.forgotten` row is leased for: half of it is the handler's
+# budget, above messaging's own per-call budget for an erase.
+PRIVACY_LEASE = 120.0
 
 SERVICE_NAME = rooms_pb2.DESCRIPTOR.services_by_name["RoomsService"].full_name
 
@@ -41,6 +48,13 @@ async def build(settings: Settings, *, room_codes: Callable[[], str] = new_room_
     # Audit events wait in the outbox until identity has them (every replica runs a relay).
     relay = Relay(pool, name="rooms", listen_dsn=settings.database_url)
     deliver_to_identity(relay, identity, credentials)
+    # Erasing a room and forgetting participants may take messaging a while per call: a relay of their
+    # own, with a longer lease, so audit events never wait behind them.
+    messaging_channel = insecure_channel(settings.messaging_addr)
+    messaging = messaging_pb2_grpc.MessagingServiceStub(messaging_channel)
+    privacy_relay = Relay(pool, name="rooms privacy", listen_dsn=settings.database_url, lease=PRIVACY_LEASE)
+    privacy_relay.register(ERASE_TOPIC, EraseDelivery(messaging, credentials))
+    privacy_relay.register(FORGOTTEN_TOPIC, ForgottenDelivery(messaging, credentials))
     servicer = RoomsServicer(
         store=RoomStore(pool),
         hasher=AccessCodeHasher(
@@ -78,9 +92,12 @@ async def build(settings: Settings, *, room_codes: Callable[[], str] = new_room_
         room_codes=room_codes,
     )
     relay.start()
+    privacy_relay.start()
 
     async def stop_relay() -> None:
         await relay.stop(settings.shutdown_grace)
+        await privacy_relay.stop(settings.shutdown_grace)
+        await messaging_channel.close()
 
     async def close_identity() -> None:
         await identity_channel.close()

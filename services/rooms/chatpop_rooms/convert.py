@@ -42,6 +42,7 @@ def room_message(
         created_at=_timestamp(row.created_at),
         updated_at=_timestamp(row.updated_at),
         parent_room_id=row.parent_room_id or "",
+        erased=row.erased_at is not None,
     )
     back_room = back_room_message(row, show_id=show_back_room_id)
     if back_room is not None:

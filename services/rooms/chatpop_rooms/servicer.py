@@ -44,6 +44,8 @@ from chatpop_rooms.badges import VerifiedBadges
 from chatpop_rooms.bans import BanStore, ban_message, validate_limit, validate_reason, validate_tier
 from chatpop_rooms.codes import new_room_code, normalize_room_code
 from chatpop_rooms.convert import participant_message, room_message
+from chatpop_rooms.erasure import close_and_erase
+from chatpop_rooms.forgetting import forget_subject, refuse_forgotten, subject_of
 from chatpop_rooms.limits import JoinAttemptLimiter
 from chatpop_rooms.rolls import UsernameRolls
 from chatpop_rooms.site_bans import SiteBanCheck, SiteBanRevocations, revocation_target
@@ -192,6 +194,7 @@ class RoomsServicer(rooms_pb2_grpc.RoomsServiceServicer):
         self, request: rooms_pb2.CreateRoomRequest, context: grpc.aio.ServicerContext
     ) -> rooms_pb2.CreateRoomResponse:
         principal = _require_access_token()
+        await refuse_forgotten(self._store.pool, principal.subject)
         name = validate_name(request.name)
         description = validate_description(request.description)
         visibility = validate_visibility(request.visibility)
@@ -334,15 +337,30 @@ class RoomsServicer(rooms_pb2_grpc.RoomsServiceServicer):
         principal = require_principal()
         room = await self._room_by_id(request.room_id)
         _require_host(principal, room)
-        closed = await self._store.close_room(room.id)
+        if request.erase:
+            closed = await close_and_erase(self._store.pool, room.id)
+        else:
+            closed = await self._store.close_room(room.id)
         if closed is None:
             raise _room_not_found()
         return rooms_pb2.CloseRoomResponse(room=self._room_message(closed, show_back_room_id=True))
+
+    async def ForgetSubject(
+        self, request: rooms_pb2.ForgetSubjectRequest, context: grpc.aio.ServicerContext
+    ) -> rooms_pb2.ForgetSubjectResponse:
+        require_service("identity")
+        outcome = await forget_subject(
+            self._store.pool, subject_of(request.subject), erase_messages=request.erase_messages
+        )
+        return rooms_pb2.ForgetSubjectResponse(
+            participants=len(outcome.participants), rooms_closed=len(outcome.rooms_closed)
+        )
 
     async def JoinRoom(
         self, request: rooms_pb2.JoinRoomRequest, context: grpc.aio.ServicerContext
     ) -> rooms_pb2.JoinRoomResponse:
         principal = _require_access_token()
+        await refuse_forgotten(self._store.pool, principal.subject)
         if len(request.client_ip_hash) > CLIENT_IP_HASH_MAX:
             raise InvalidArgument("client_ip_hash is too long to be a hash.", code="invalid_client_ip_hash")
         room = await self._room_by_code(request.code)

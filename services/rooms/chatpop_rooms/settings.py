@@ -12,12 +12,18 @@ def _identity_addr() -> str:
     return ServiceAddresses().identity_addr
 
 
+def _messaging_addr() -> str:
+    return ServiceAddresses().messaging_addr
+
+
 class Settings(ServiceSettings):
     grpc_port: int = Field(7102, ge=0, le=65535)
     metrics_port: int = Field(9102, ge=0, le=65535)
     database_url: str = Field(..., min_length=1)
     redis_url: str = Field(..., min_length=1)
     identity_addr: str = Field(default_factory=_identity_addr, min_length=1)
+    # messaging erases closed rooms and forgets deleted accounts' participants when rooms asks.
+    messaging_addr: str = Field(default_factory=_messaging_addr, min_length=1)
 
     # Wrong or missing access codes a client may try per room within the window.
     join_attempt_limit: int = Field(5, ge=1)

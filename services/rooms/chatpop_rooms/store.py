@@ -35,6 +35,7 @@ _ROOM_COLUMN_NAMES = (
     "back_room_seat_price_cents",
     "back_room_seat_limit",
     "back_room_seats_taken",
+    "erased_at",
 )
 _PARTICIPANT_COLUMN_NAMES = (
     "id",
@@ -159,6 +160,8 @@ class RoomRow:
     back_room_seat_price_cents: int | None = None
     back_room_seat_limit: int | None = None
     back_room_seats_taken: int = 0
+    # Closed with "delete everything" (chatpop_rooms.erasure).
+    erased_at: datetime | None = None
 
     @property
     def is_back_room(self) -> bool:
@@ -223,6 +226,10 @@ class NewRoom:
 class RoomStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        return self._pool
 
     async def insert_room(self, room: NewRoom, code: str) -> RoomRow:
         try:
