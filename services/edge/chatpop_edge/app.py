@@ -97,6 +97,18 @@ participant (`POST /api/v1/rooms/{code}/bans`). Their own sockets get the frame,
 `banned`; from then on their room tokens are refused (REST 403 `banned`, a socket closes with 4403
 `banned`) and joining again is refused with 403 `banned`.
 
+**Deleted accounts.** `participant_forgotten {seq, participant_id, username, messages_erased}` is an
+entry of the log too: that participant's account was deleted. Show every message of theirs (and every
+copy of one, like a pinned message) under the neutral `username` from now on, without a verified
+badge; when `messages_erased`, every one of their messages is deleted as well (as by a `deleted`
+frame, with no frame per message). Their own sockets get `error {code: "account_deleted"}` and close
+with 4403 `account_deleted`. History already reads that way afterwards.
+
+**Erased rooms.** A host may close a room with "delete everything" (`POST
+/api/v1/rooms/{code}/close` with `{"erase": true}`): the room is closed and `erased`, its history,
+media and cache are deleted for good (its encryption keys are destroyed first), and history pages
+of it are empty. It cannot be undone.
+
 **Back Room.** A room's paid Back Room is a room of its own, for its host and seat holders only.
 `POST /api/v1/rooms/{code}/back-room/enter` with a main-room token gives a Back Room token; the
 ordinary room routes and this WebSocket then take the Back Room's code with that token. When the

@@ -169,6 +169,23 @@ class ResetPasswordRequest(RequestBody):
     new_password: str = Field(min_length=1, max_length=1024, description="At least 8 characters.")
 
 
+class DeleteAccountRequest(RequestBody):
+    password: str = Field(min_length=1, max_length=1024, description="The account's password, again.")
+    erase_messages: bool = Field(
+        default=False,
+        description="Delete every message the account sent, in every room. Otherwise they stay, under a "
+        "neutral name (`deleted_…`) that no longer points at anyone.",
+    )
+
+
+class CloseRoomRequest(RequestBody):
+    erase: bool = Field(
+        default=False,
+        description="Delete everything: the room's history, media and cache are destroyed for good (its "
+        "encryption keys first). Also for a room closed before. Cannot be undone.",
+    )
+
+
 class ChangePasswordRequest(RequestBody):
     current_password: str = Field(min_length=1, max_length=1024)
     new_password: str = Field(min_length=1, max_length=1024, description="At least 8 characters.")
@@ -283,6 +300,10 @@ class Room(BaseModel):
         description="ChatPop's moderators took the room down: it is closed, and its content is gone "
         "for everyone (only admins still see the room itself).",
     )
+    erased: bool = Field(
+        default=False,
+        description='Closed with "delete everything": its history, media and cache were deleted for good.',
+    )
     created_at: datetime | None = None
     updated_at: datetime | None = None
     back_room: BackRoom | None = Field(default=None, description="The room's paid Back Room, once enabled.")
@@ -306,6 +327,7 @@ class Room(BaseModel):
             anonymous_names_per_network=room.anonymous_names_per_network,
             closed=room.closed,
             taken_down=room.taken_down,
+            erased=room.erased,
             created_at=timestamp(room.created_at),
             updated_at=timestamp(room.updated_at),
             back_room=BackRoom.from_proto(room.back_room) if room.HasField("back_room") else None,

@@ -175,6 +175,8 @@ def message_frame(message: messaging_pb2.Message) -> str:
         return dumps(frame)
     if message.kind == messaging_pb2.ENTRY_KIND_BAN:
         return banned_frame(message)
+    if message.kind == messaging_pb2.ENTRY_KIND_PARTICIPANT_FORGOTTEN:
+        return participant_forgotten_frame(message)
     if message.kind in (messaging_pb2.ENTRY_KIND_PAID_PIN, messaging_pb2.ENTRY_KIND_PAID_PIN_REMOVED):
         return paid_pin_frame(message)
     base = models.Message.from_proto(message)
@@ -212,6 +214,20 @@ def banned_frame(message: messaging_pb2.Message) -> str:
             "seq": message.seq,
             "participant_id": message.sender_participant_id,
             "username": message.sender_username,
+        }
+    )
+
+
+def participant_forgotten_frame(message: messaging_pb2.Message) -> str:
+    """A participant's account was deleted: every message of theirs reads under `username` from now
+    on, and is deleted too when `messages_erased`."""
+    return dumps(
+        {
+            "type": "participant_forgotten",
+            "seq": message.seq,
+            "participant_id": message.sender_participant_id,
+            "username": message.sender_username,
+            "messages_erased": message.messages_erased,
         }
     )
 

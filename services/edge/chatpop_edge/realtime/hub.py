@@ -50,7 +50,12 @@ SITE_BANNED_MESSAGE = "You were banned from ChatPop by its moderators."
 SEAT_REMOVED = "seat_removed"
 SEAT_REMOVED_MESSAGE = "Your seat in this Back Room was removed by its host."
 # Kicks that tell their participant why before the socket closes.
-_KICK_MESSAGES = {SITE_BANNED: SITE_BANNED_MESSAGE, SEAT_REMOVED: SEAT_REMOVED_MESSAGE}
+ACCOUNT_DELETED = "account_deleted"
+_KICK_MESSAGES = {
+    SITE_BANNED: SITE_BANNED_MESSAGE,
+    SEAT_REMOVED: SEAT_REMOVED_MESSAGE,
+    ACCOUNT_DELETED: "This account was deleted.",
+}
 
 
 def created_at_seconds(message: messaging_pb2.Message) -> float:
@@ -162,6 +167,9 @@ class RoomChannel:
             session.offer(message.seq, frame, created)
         if message.kind == messaging_pb2.ENTRY_KIND_BAN:
             self._kick(message.sender_participant_id)
+        elif message.kind == messaging_pb2.ENTRY_KIND_PARTICIPANT_FORGOTTEN:
+            # The deleted account's own sockets (their tokens are revoked already) close too.
+            self._kick(message.sender_participant_id, ACCOUNT_DELETED)
 
     def _kick(self, participant_id: str, reason: str = "banned") -> None:
         """A ban entry, or a kick signal (a site-wide ban revoked the participant's room tokens): the

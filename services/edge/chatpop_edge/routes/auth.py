@@ -218,6 +218,33 @@ async def reset_password(body: models.ResetPasswordRequest, backends: BackendsDe
     return models.TokenResponse.from_proto(response.identity, response.tokens)
 
 
+@router.delete(
+    "/me",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses=error_responses(401, 403, 429),
+    summary="Delete your account for good",
+    description="""Needs the account's access token and its password. At once: its email, password,
+reserved username (free for anyone from now on), refresh tokens and reset links are gone, and every token
+of the account stops working for signing in, refreshing and joining rooms (`401 account_deleted`). Then,
+within moments: in every room the account joined it appears under a neutral name (`deleted_…`), or, with
+`erase_messages`, its messages are deleted too (live clients get `participant_forgotten`); rooms it hosts
+are closed (their history stays, without a host).
+
+Errors: 401 (token); 403 `wrong_password`, `account_required`; 429 `too_many_attempts` with
+Retry-After.""",
+)
+async def delete_account(
+    body: models.DeleteAccountRequest, backends: BackendsDep, token: RequiredToken
+) -> Response:
+    await backends.identity.DeleteAccount(
+        identity_pb2.DeleteAccountRequest(password=body.password, erase_messages=body.erase_messages),
+        metadata=auth_metadata(token),
+        timeout=backends.timeout,
+    )
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
 @router.post(
     "/password",
     response_model=models.TokenResponse,

@@ -134,14 +134,22 @@ async def update_room(
     "/{code}/close",
     response_model=models.Room,
     responses=error_responses(401, 403, 404),
-    summary="Close the room for good (host only): nobody can join or send any more; history stays",
+    summary="Close the room for good (host only): nobody can join or send any more; history stays, "
+    "unless `erase` deletes everything",
 )
 async def close_room(
-    code: RoomCode, backends: BackendsDep, settings: SettingsDep, token: RequiredToken
+    code: RoomCode,
+    backends: BackendsDep,
+    settings: SettingsDep,
+    token: RequiredToken,
+    body: models.CloseRoomRequest | None = None,
 ) -> models.Room:
     room_id = await backends.room_id(code, token)
+    erase = body is not None and body.erase
     closed = await backends.rooms.CloseRoom(
-        rooms_pb2.CloseRoomRequest(room_id=room_id), metadata=auth_metadata(token), timeout=backends.timeout
+        rooms_pb2.CloseRoomRequest(room_id=room_id, erase=erase),
+        metadata=auth_metadata(token),
+        timeout=backends.timeout,
     )
     # Everyone in the room (and in its Back Room, closed with it) sees it close at once; it is closed
     # even if telling them fails.
