@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import httpx
 from playwright.async_api import Locator, Page, expect
 
-from tests.admin_cli import admin_cli
+from tests.admin_cli import grant_admin
 from tests.browser import ui
 from tests.browser.harness import ARTIFACTS, DESKTOP, MOBILE, People
 from tests.browser.test_chat import assert_labelled
@@ -302,8 +302,7 @@ async def test_the_admin_page_takes_a_room_down_and_others_see_admins_only(
             "/api/v1/auth/register", json={"email": email, "password": ADMIN_PASSWORD}
         )
         assert registered.status_code == 201, registered.text
-    granted = await admin_cli(stack.database_url, "grant", email)
-    assert granted.status == 0, granted.err
+    await grant_admin(stack, email)
 
     # Someone without the role gets a polite "admins only", and no link to the page: signed out, or
     # signed in with an account that is no admin.

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import httpx
 from playwright.async_api import Page, expect
 
-from tests.admin_cli import admin_cli
+from tests.admin_cli import grant_admin
 from tests.browser import ui
 from tests.browser.harness import DESKTOP, MOBILE, People
 from tests.browser.test_chat import assert_labelled
@@ -46,8 +46,7 @@ async def test_an_admin_bans_a_network_and_a_participant_from_the_admin_page(
             "/api/v1/auth/register", json={"email": email, "password": ADMIN_PASSWORD}
         )
         assert registered.status_code == 201, registered.text
-    granted = await admin_cli(stack.database_url, "grant", email)
-    assert granted.status == 0, granted.err
+    await grant_admin(stack, email)
 
     host = await people.new(DESKTOP)
     code = await ui.create_room(host.page, "Open mic")

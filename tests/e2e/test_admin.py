@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from tests.admin_cli import admin_cli
+from tests.admin_cli import grant_admin
 from tests.e2e.chat import anonymous, bearer, documented
 
 if TYPE_CHECKING:
@@ -64,8 +64,7 @@ async def test_an_admin_granted_on_the_command_line_reads_the_login_events(
     assert refused["error"]["code"] == "forbidden"
     assert await _is_admin(client, openapi, before["access_token"]) is False
 
-    granted = await admin_cli(stack.database_url, "grant", email)
-    assert granted.status == 0, granted.err
+    await grant_admin(stack, email)
 
     # The token issued before the grant still says "not an admin"; signing in again brings the role.
     assert (await _audit(client, openapi, before["access_token"], 403))["error"]["code"] == "forbidden"

@@ -27,7 +27,7 @@ def _from(ip: str, token: str | None = None) -> dict[str, str]:
 
 
 async def _admin(stack: Stack, client: httpx.AsyncClient) -> str:
-    return await new_admin(client, stack.database_url, "powers")
+    return await new_admin(client, stack, "powers")
 
 
 async def _joined(client: httpx.AsyncClient, code: str, username: str, ip: str) -> tuple[str, dict[str, Any]]:

@@ -36,7 +36,7 @@ async def _events(
 async def test_bans_report_resolutions_and_lockouts_reach_the_audit_log(
     stack: Stack, client: httpx.AsyncClient
 ) -> None:
-    admin = await new_admin(client, stack.database_url, "auditor")
+    admin = await new_admin(client, stack, "auditor")
     room = await open_room(client)
     host = await join(client, room.code, "HostAudits", token=room.host_token)
     guest = await join(client, room.code, "GuestBanned")

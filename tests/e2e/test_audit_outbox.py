@@ -60,7 +60,7 @@ async def _until(check: Any, what: str) -> Any:
 async def test_a_ban_made_while_identity_is_down_reaches_the_audit_log_once(
     stack: Stack, client: httpx.AsyncClient
 ) -> None:
-    admin = await new_admin(client, stack.database_url, "outage-auditor")
+    admin = await new_admin(client, stack, "outage-auditor")
     room = await open_room(client)
     host = await join(client, room.code, "HostOfOutage", token=room.host_token)
     guest = await join(client, room.code, "BannedInOutage")

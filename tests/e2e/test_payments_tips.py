@@ -38,7 +38,7 @@ async def test_a_tip_is_a_room_event_and_an_admins_refund_reverses_it_at_stripe_
     stripe_stack: Stack, stripe_client: httpx.AsyncClient
 ) -> None:
     http, fake = stripe_client, fake_of(stripe_stack)
-    admin = await new_admin(http, stripe_stack.database_url, "tip-refunder")
+    admin = await new_admin(http, stripe_stack, "tip-refunder")
     host = await host_with_room(http, fake)
     async with audience(stripe_stack, http, host.code) as seen:
         tipper = await enter(http, host.code, "TipperTia")

@@ -92,7 +92,7 @@ async def _join_once_lifted(client: httpx.AsyncClient, code: str, username: str,
 async def test_an_identity_ban_closes_its_sockets_in_every_room_at_once_and_only_its_own(
     stack: Stack, client: httpx.AsyncClient, openapi: dict[str, Any]
 ) -> None:
-    admin = await new_admin(client, stack.database_url, "sitebans")
+    admin = await new_admin(client, stack, "sitebans")
     other_edge = (await stack.asecond_edge()).replace("http://", "ws://")
     first, second = await open_room(client), await open_room(client)
     troll_ip, bystander_ip = "198.51.100.141", "198.51.100.142"
@@ -158,7 +158,7 @@ async def test_an_identity_ban_closes_its_sockets_in_every_room_at_once_and_only
 async def test_a_network_ban_closes_the_sockets_of_whoever_joined_from_it_and_refuses_sign_in(
     stack: Stack, client: httpx.AsyncClient, openapi: dict[str, Any]
 ) -> None:
-    admin = await new_admin(client, stack.database_url, "netbans")
+    admin = await new_admin(client, stack, "netbans")
     banned_ip, other_ip = "203.0.113.151", "203.0.113.152"
     room = await open_room(client)
     email, password = f"netban-{uuid.uuid4().hex[:10]}@example.com", "a passphrase for the network test"
@@ -229,7 +229,7 @@ async def test_a_network_ban_closes_the_sockets_of_whoever_joined_from_it_and_re
 async def test_when_sockets_cannot_be_closed_the_ban_answers_503_and_sending_it_again_finishes(
     stack: Stack, client: httpx.AsyncClient
 ) -> None:
-    admin = await new_admin(client, stack.database_url, "retrybans")
+    admin = await new_admin(client, stack, "retrybans")
     room = await open_room(client)
     ip = "192.0.2.161"
     person = await _session(client, ip)

@@ -34,7 +34,8 @@ from chatpop_messaging.app import build as build_messaging
 from chatpop_messaging.settings import MessagingSettings
 from chatpop_payments.app import build as build_payments
 from chatpop_payments.settings import Settings as PaymentsSettings
-from tests.admin_cli import admin_cli
+from tests.admin_cli import cli_env, grant_admin
+from tests.integration.encryption_keys import MASTER_KEYS
 from tests.integration.identity_server import SERVICE_TOKEN_SECRET
 from tests.integration.inprocess import wait_serving
 
@@ -75,6 +76,7 @@ class Platform:
     rooms: rooms_pb2_grpc.RoomsServiceStub
     payments: payments_pb2_grpc.PaymentsServiceStub
     payments_address: str
+    identity_address: str
     payments_metrics: str
     pool: asyncpg.Pool
     _tokens: dict[str, str] = field(default_factory=dict)
@@ -125,8 +127,7 @@ class Platform:
         """An admin's access token (an account made admin on the command line, signed in again)."""
         token = await self.account()
         email = self._tokens[token]
-        granted = await admin_cli(self.database_url, "grant", email)
-        assert granted.status == 0, granted.err
+        await grant_admin(cli_env(self.identity_address, SERVICE_TOKEN_SECRET), email)
         body = await self.call(
             "POST", "/api/v1/auth/login", expect=200, json={"email": email, "password": PASSWORD}
         )
@@ -329,6 +330,7 @@ async def running_platform(
             send_rate_limit=100_000,
             send_rate_burst=1000,
             service_token_secret=SERVICE_TOKEN_SECRET,  # type: ignore[arg-type]
+            master_keys=MASTER_KEYS,  # type: ignore[arg-type]
         )
         async with _serving("messaging", messaging_settings, lambda: build_messaging(messaging_settings)) as (
             messaging_addr
@@ -387,6 +389,7 @@ async def running_platform(
                             rooms=rooms_pb2_grpc.RoomsServiceStub(rooms_channel),
                             payments=payments_pb2_grpc.PaymentsServiceStub(payments_channel),
                             payments_address=payments_addr,
+                            identity_address=identity_addr,
                             payments_metrics=f"http://127.0.0.1:{payments_settings.metrics_port}/metrics",
                             pool=pool,
                         )

@@ -2,8 +2,9 @@
 
 identity runs in-process on a free port against the session's Postgres and Redis, with login failures
 counted over one-second windows so their events appear quickly. The admin role is granted and revoked
-with `python -m chatpop_identity.admin` as a separate process, as an operator would. Every test makes
-its own accounts, networks (IP hashes) and rooms, and looks only at events that name them.
+with GrantAdmin / RevokeAdmin and the `cli` service credential, as the admin CLI does (the CLI itself
+runs against the whole platform in tests/e2e/test_admin_cli.py). Every test makes its own accounts,
+networks (IP hashes) and rooms, and looks only at events that name them.
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ import pytest
 from chatpop.identity.v1 import identity_pb2
 from chatpop_common.clients import bearer
 from chatpop_common.errors import error_details
-from tests.admin_cli import admin_cli
-from tests.integration.identity_server import PASSWORD, running_identity
+from chatpop_common.service_auth import ServiceCredentials
+from tests.integration.identity_server import PASSWORD, SERVICE_TOKEN_SECRET, running_identity
 from tests.mailbox import Mailbox
 
 if TYPE_CHECKING:
@@ -94,18 +95,24 @@ def _claims(access_token: str) -> dict[str, Any]:
     return claims
 
 
-async def _grant(database_url: str, email: str) -> None:
-    result = await admin_cli(database_url, "grant", email)
-    assert result.status == 0, result.err
-    assert "is now an admin" in result.out
+async def _cli(stub: Stub) -> Any:
+    """Call metadata with the admin CLI's service credential."""
+    return await ServiceCredentials(stub, "cli", SERVICE_TOKEN_SECRET).metadata()
+
+
+async def _grant(stub: Stub, email: str) -> identity_pb2.GrantAdminResponse:
+    granted: identity_pb2.GrantAdminResponse = await stub.GrantAdmin(
+        identity_pb2.GrantAdminRequest(email=email), metadata=await _cli(stub)
+    )
+    return granted
 
 
 @pytest.fixture
-async def admin_token(stub: Stub, database_url: str) -> str:
-    """The access token of a new account made an admin with the command line."""
+async def admin_token(stub: Stub) -> str:
+    """The access token of a new account made an admin as the admin CLI does."""
     email = _email()
     await _register(stub, email)
-    await _grant(database_url, email)
+    assert (await _grant(stub, email)).changed
     return (await _login(stub, email)).tokens.access_token
 
 
@@ -306,9 +313,7 @@ async def test_password_resets_and_changes_are_recorded(
 # --- admins ---------------------------------------------------------------------------------------
 
 
-async def test_the_admin_role_comes_from_the_command_line_and_reaches_tokens_at_the_next_sign_in(
-    stub: Stub, database_url: str
-) -> None:
+async def test_the_admin_role_comes_from_the_cli_and_reaches_tokens_at_the_next_sign_in(stub: Stub) -> None:
     email = _email()
     registered = await _register(stub, email)
     account = registered.identity.id
@@ -319,9 +324,8 @@ async def test_the_admin_role_comes_from_the_command_line_and_reaches_tokens_at_
         "forbidden",
     )
 
-    result = await admin_cli(database_url, "grant", f"  {email.upper()} ")
-    assert result.status == 0, result.err
-    assert f"{email} ({account}) is now an admin" in result.out
+    granted = await _grant(stub, f"  {email.upper()} ")
+    assert (granted.user_id, granted.changed) == (account, True)
 
     # A token issued before the grant does not carry it ...
     await _fails(
@@ -333,48 +337,76 @@ async def test_the_admin_role_comes_from_the_command_line_and_reaches_tokens_at_
     )
     token = refreshed.tokens.access_token
     assert _claims(token)["adm"] is True
-    granted = await _events(stub, token, kind="identity.admin_granted", target=account)
-    assert [(event.actor, event.target) for event in granted.events] == [("cli", account)]
-    assert _details(granted.events[0])["operator"]
+    events = await _events(stub, token, kind="identity.admin_granted", target=account)
+    assert [(event.actor, event.target) for event in events.events] == [("cli", account)]
 
-    again = await admin_cli(database_url, "grant", email)
-    assert again.status == 0
-    assert "is already an admin; nothing changed" in again.out
-    listed = await admin_cli(database_url, "list")
-    assert {"id": account, "email": email} in [
-        {key: row[key] for key in ("id", "email")} for row in map(json.loads, listed.out.splitlines())
+    again = await _grant(stub, email)
+    assert (again.user_id, again.changed) == (account, False)
+    listed = await stub.ListAdmins(identity_pb2.ListAdminsRequest(), metadata=await _cli(stub))
+    mine = [admin for admin in listed.admins if admin.user_id == account]
+    assert [(admin.email, admin.granted_at.ToDatetime(tzinfo=UTC)) for admin in mine] == [
+        (email, events.events[0].at.ToDatetime(tzinfo=UTC))
     ]
 
-    revoked = await admin_cli(database_url, "revoke", email)
-    assert revoked.status == 0, revoked.err
+    revoked = await stub.RevokeAdmin(identity_pb2.RevokeAdminRequest(email=email), metadata=await _cli(stub))
+    assert (revoked.user_id, revoked.changed) == (account, True)
     # The token still carries the claim until it expires, but identity checks its own table.
     assert _claims(token)["adm"] is True
     await _fails(_events(stub, token), grpc.StatusCode.PERMISSION_DENIED, "forbidden")
     signed_in = await _login(stub, email)
     assert "adm" not in _claims(signed_in.tokens.access_token)
+    listed = await stub.ListAdmins(identity_pb2.ListAdminsRequest(), metadata=await _cli(stub))
+    assert account not in [admin.user_id for admin in listed.admins]
 
-    cli_events = await admin_cli(database_url, "audit", "--target", account, "--limit", "10")
-    assert cli_events.status == 0, cli_events.err
-    lines = [json.loads(line) for line in cli_events.out.splitlines()]
-    assert [line["kind"] for line in lines] == [
+    # The CLI reads the audit log with its service credential.
+    read = await stub.ListAuditEvents(
+        identity_pb2.ListAuditEventsRequest(target=account, page_size=10), metadata=await _cli(stub)
+    )
+    assert [event.kind for event in read.events] == [
         "identity.login_succeeded",
         "identity.admin_revoked",
         "identity.admin_granted",
     ]
-    assert lines[1]["actor"] == "cli" and lines[1]["target"] == account
+    assert (read.events[1].actor, read.events[1].target) == ("cli", account)
 
 
-async def test_the_command_line_refuses_unknown_accounts_and_bad_input(database_url: str) -> None:
-    unknown = await admin_cli(database_url, "grant", _email())
-    assert unknown.status == 1
-    assert "no account uses" in unknown.err
-    invalid = await admin_cli(database_url, "revoke", "not an email")
-    assert invalid.status == 2
-    bad_limit = await admin_cli(database_url, "audit", "--limit", "0")
-    assert bad_limit.status == 2
-    no_database = await admin_cli("", "list")
-    assert no_database.status == 2
-    assert "DATABASE_URL" in no_database.err
+async def test_the_admin_role_changes_only_with_the_cli_credential(stub: Stub) -> None:
+    await _fails(
+        stub.GrantAdmin(identity_pb2.GrantAdminRequest(email=_email()), metadata=await _cli(stub)),
+        grpc.StatusCode.NOT_FOUND,
+        "account_not_found",
+    )
+    await _fails(
+        stub.RevokeAdmin(identity_pb2.RevokeAdminRequest(email="not an email"), metadata=await _cli(stub)),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "invalid_email",
+    )
+    email = _email()
+    account = await _register(stub, email)
+    rooms = await ServiceCredentials(stub, "rooms", SERVICE_TOKEN_SECRET).metadata()
+    for metadata in (bearer(account.tokens.access_token), rooms):
+        await _fails(
+            stub.GrantAdmin(identity_pb2.GrantAdminRequest(email=email), metadata=metadata),
+            grpc.StatusCode.PERMISSION_DENIED,
+            "forbidden",
+        )
+        await _fails(
+            stub.ListAdmins(identity_pb2.ListAdminsRequest(), metadata=metadata),
+            grpc.StatusCode.PERMISSION_DENIED,
+            "forbidden",
+        )
+    await _fails(
+        stub.RevokeAdmin(identity_pb2.RevokeAdminRequest(email=email)),
+        grpc.StatusCode.UNAUTHENTICATED,
+        "unauthenticated",
+    )
+    # Other services' credentials do not read the audit log either.
+    await _fails(
+        stub.ListAuditEvents(identity_pb2.ListAuditEventsRequest(), metadata=rooms),
+        grpc.StatusCode.PERMISSION_DENIED,
+        "forbidden",
+    )
+    assert "adm" not in _claims((await _login(stub, email)).tokens.access_token)
 
 
 async def test_anonymous_sessions_cannot_be_admins(db: asyncpg.Connection, stub: Stub) -> None:

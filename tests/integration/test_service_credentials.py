@@ -20,7 +20,6 @@ from chatpop_common.clients import bearer
 from chatpop_common.errors import error_details
 from chatpop_common.service_auth import ServiceCredentials, service_proof
 from chatpop_identity.keys import KeyRing, load_private_key
-from tests.admin_cli import admin_cli
 from tests.integration.identity_server import PASSWORD, SERVICE_TOKEN_SECRET
 
 if TYPE_CHECKING:
@@ -95,9 +94,7 @@ async def test_a_service_token_is_issued_only_for_a_valid_proof(stub: Stub) -> N
         )
 
 
-async def test_rooms_credential_records_audit_events_and_user_tokens_cannot(
-    stub: Stub, database_url: str
-) -> None:
+async def test_rooms_credential_records_audit_events_and_user_tokens_cannot(stub: Stub) -> None:
     credentials = ServiceCredentials(stub, "rooms", SERVICE_TOKEN_SECRET)  # type: ignore[arg-type]
     metadata = await credentials.metadata()
     kind = f"room.test_{uuid.uuid4().hex[:8]}"
@@ -124,8 +121,8 @@ async def test_rooms_credential_records_audit_events_and_user_tokens_cannot(
     await _fails(_record(stub, edge), grpc.StatusCode.PERMISSION_DENIED, "forbidden")
 
     # An admin sees what rooms recorded.
-    result = await admin_cli(database_url, "grant", email)
-    assert result.status == 0, result.err
+    cli = await ServiceCredentials(stub, "cli", SERVICE_TOKEN_SECRET).metadata()  # type: ignore[arg-type]
+    await stub.GrantAdmin(identity_pb2.GrantAdminRequest(email=email), metadata=cli)
     admin = await stub.Login(identity_pb2.LoginRequest(email=email, password=PASSWORD))
     listed = await stub.ListAuditEvents(
         identity_pb2.ListAuditEventsRequest(kind=kind), metadata=bearer(admin.tokens.access_token)

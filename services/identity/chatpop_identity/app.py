@@ -21,6 +21,7 @@ from chatpop_common.server import GrpcApp, Registration
 from chatpop_common.token_bucket import TokenBucketLimiter
 from chatpop_identity.account_deletion import TOPIC as ACCOUNT_DELETED_TOPIC
 from chatpop_identity.account_deletion import AccountDeletions, ForgetDelivery, OwnServiceToken
+from chatpop_identity.admins import Admins
 from chatpop_identity.audit import AuditLog
 from chatpop_identity.credentials import Passwords
 from chatpop_identity.generator import UsernameGenerator
@@ -140,6 +141,7 @@ async def build(settings: Settings) -> GrpcApp:
         ),
         audit_log=AuditLog(pool),
         site_bans=SiteBans(pool),
+        admins=Admins(pool),
         login_failures=login_failures,
         session_limiter=TokenBucketLimiter(
             redis,

@@ -29,6 +29,7 @@ from chatpop_common.usernames import USERNAME_MAX_LENGTH, normalize_username, us
 from chatpop_common.wording import wait_words
 from chatpop_identity import audit
 from chatpop_identity.account_deletion import DELETED, AccountDeletions
+from chatpop_identity.admins import Admin, Admins
 from chatpop_identity.credentials import (
     EMAIL_MAX_LENGTH,
     PASSWORD_MAX_LENGTH,
@@ -127,6 +128,15 @@ def audit_event_message(event: audit.Event) -> identity_pb2.AuditEvent:
     return message
 
 
+def admin_message(admin: Admin) -> identity_pb2.AdminAccount:
+    message = identity_pb2.AdminAccount(
+        user_id=str(admin.account), email=admin.email, username=admin.username or ""
+    )
+    if admin.granted_at is not None:
+        message.granted_at.FromDatetime(admin.granted_at)
+    return message
+
+
 def _client_ip_hash(value: str) -> str:
     """A keyed hash as callers send it; it goes into Postgres (the audit log), which holds no NUL."""
     if len(value) > CLIENT_IP_HASH_MAX or "\x00" in value:
@@ -159,6 +169,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         audit_log: audit.AuditLog,
         login_failures: LoginFailures,
         site_bans: SiteBans,
+        admins: Admins,
         service_token_secret: str,
         session_limiter: TokenBucketLimiter | None = None,
         account_deletions: AccountDeletions | None = None,
@@ -170,6 +181,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         self._audit = audit_log
         self._login_failures = login_failures
         self._site_bans = site_bans
+        self._admins = admins
         self._generator = generator
         self._password_changes = password_changes
         self._username_changes = username_changes
@@ -514,7 +526,9 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
     async def ListAuditEvents(
         self, request: identity_pb2.ListAuditEventsRequest, context: grpc.aio.ServicerContext
     ) -> identity_pb2.ListAuditEventsResponse:
-        await self._require_admin()
+        # Admins, and the operator's admin CLI.
+        if require_service("cli", admins=True).token_type != "service":
+            await self._require_admin()
         if request.before_id < 0:
             raise InvalidArgument("before_id cannot be negative.", code="invalid_argument")
         filters = audit.Filters(
@@ -617,6 +631,29 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
     ) -> identity_pb2.GetAuditStatsResponse:
         await self._require_admin()
         return identity_pb2.GetAuditStatsResponse(events_today=await self._audit.count_today())
+
+    # --- the admin role (the admin CLI) ----------------------------------------------------------
+
+    async def GrantAdmin(
+        self, request: identity_pb2.GrantAdminRequest, context: grpc.aio.ServicerContext
+    ) -> identity_pb2.GrantAdminResponse:
+        require_service("cli")
+        change = await self._admins.set(normalize_email(request.email), True)
+        return identity_pb2.GrantAdminResponse(user_id=str(change.account), changed=change.changed)
+
+    async def RevokeAdmin(
+        self, request: identity_pb2.RevokeAdminRequest, context: grpc.aio.ServicerContext
+    ) -> identity_pb2.RevokeAdminResponse:
+        require_service("cli")
+        change = await self._admins.set(normalize_email(request.email), False)
+        return identity_pb2.RevokeAdminResponse(user_id=str(change.account), changed=change.changed)
+
+    async def ListAdmins(
+        self, request: identity_pb2.ListAdminsRequest, context: grpc.aio.ServicerContext
+    ) -> identity_pb2.ListAdminsResponse:
+        require_service("cli")
+        admins = await self._admins.current()
+        return identity_pb2.ListAdminsResponse(admins=[admin_message(admin) for admin in admins])
 
 
 def _refuse_deleted(identity: IdentityRecord) -> None:

@@ -61,7 +61,7 @@ class IdentityRecord:
     password_hash: str | None
     reserved_username: str | None
     created_at: datetime
-    # Granted by `python -m chatpop_identity.admin`; access tokens carry it from the next sign-in.
+    # Granted with the admin CLI (GrantAdmin); access tokens carry it from the next sign-in.
     is_admin: bool = False
 
 

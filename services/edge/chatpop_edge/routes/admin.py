@@ -38,7 +38,7 @@ _Text = Annotated[
     responses=error_responses(401, 403),
     summary="The audit log of security events, newest first (admins)",
     description="""Needs the access token of an admin account. The admin role is granted and revoked only
-with `python -m chatpop_identity.admin grant|revoke <email>` on identity's database; a grant reaches
+with the admin CLI (`python -m chatpop_common.admin admins grant|revoke <email>`); a grant reaches
 the account's access token at its next sign-in or token refresh. Anyone else gets 403 `forbidden`
 (also an admin whose role was revoked, at once, even with a token issued before).
 

@@ -1,0 +1,3 @@
+from chatpop_common.admin.commands import main
+
+raise SystemExit(main())
