@@ -87,7 +87,7 @@ class MessageReader:
             messages = await self._store.range(room_id, tail + 1, last_seq)
         else:
             messages = await self._store.newest(room_id, self._cache.size)
-        if messages and await self._cache.merge(room_id, _contiguous_tail(messages)):
+        if messages and await self._cache.merge(room_id, contiguous_tail(messages)):
             HOT_CACHE_REBUILDS.inc()
 
     async def close(self) -> None:
@@ -97,7 +97,7 @@ class MessageReader:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def _contiguous_tail(messages: list[messaging_pb2.Message]) -> list[messaging_pb2.Message]:
+def contiguous_tail(messages: list[messaging_pb2.Message]) -> list[messaging_pb2.Message]:
     """The newest run of consecutive seqs (retention may have removed older messages)."""
     start = len(messages) - 1
     while start > 0 and messages[start - 1].seq == messages[start].seq - 1:
