@@ -54,8 +54,13 @@ WebSocket frames are JSON objects with a `type`. Client → server: `send {clien
 reply_to_seq?, media_id?}`, `resume {after_seq}`, `typing`, `ping`. Server → client: `ready {room_id,
 participant_id, last_seq}`, `message {seq, id, room_id, sender, text, reply_to_seq, client_msg_id,
 created_at, deleted, deleted_by_host, reactions, my_reactions, state_seq, media}`, `ack {client_msg_id,
-seq, id}`, `error {code, message, retryable, client_msg_id?}`, `reload {last_seq}`, `pong` (the answer to
-every `ping`).
+seq, id}`, `error {code, message, retryable, client_msg_id?}`, `reload {last_seq}`, `trimmed
+{floor_seq}`, `pong` (the answer to every `ping`).
+
+**Retention.** A room keeps its messages for its `retention_days` (0: forever); older entries are
+deleted for good, from the oldest on. `floor_seq` (history pages) is the lowest seq kept. A resume
+from below it is answered with `trimmed {floor_seq}` first, then the entries from `floor_seq` on: the
+seqs between were deleted by the room's retention, not lost — count them as received, reload nothing.
 
 **Room events.** Everything that changes what the room shows is an entry of the room's log with its
 own `seq`, in the same gap-free sequence as the messages: live frames carry it, a resume after a seq

@@ -854,6 +854,11 @@ class MessagePage(BaseModel):
         description="Messages older than the page that changes within its range changed, with their state "
         "now: a client that fills a hole with this page applies them like the changes themselves.",
     )
+    floor_seq: int = Field(
+        default=1,
+        description="The lowest seq the room's retention kept (1 when it deleted nothing): there is no "
+        "history below it, so `has_more` is false once a page reaches it.",
+    )
 
 
 class SetReactionRequest(RequestBody):

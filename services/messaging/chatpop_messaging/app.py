@@ -37,6 +37,7 @@ from chatpop_messaging.reactions import Reactions
 from chatpop_messaging.reader import MessageReader
 from chatpop_messaging.reads import ReadPositions
 from chatpop_messaging.reports import Reports
+from chatpop_messaging.retention import Retention
 from chatpop_messaging.room_signals import RoomSignals
 from chatpop_messaging.servicer import MessagingServicer
 from chatpop_messaging.settings import MessagingSettings
@@ -96,6 +97,14 @@ async def build(settings: MessagingSettings, *, key_fetcher: KeyFetcher | None =
     guard = RedisGuard(settings.redis_retry_after)
     store = MessageStore(pool)
     cache = HotCache(redis, guard, size=settings.hot_cache_size, ttl=settings.hot_cache_ttl)
+    retention = Retention(
+        pool,
+        cache,
+        rooms_pb2_grpc.RoomsServiceStub(rooms_channel),
+        credentials,
+        batch=settings.retention_batch,
+        pause=settings.retention_pause,
+    )
     reader = MessageReader(store, cache)
     limiter = SendRateLimiter(
         redis,
@@ -141,6 +150,7 @@ async def build(settings: MessagingSettings, *, key_fetcher: KeyFetcher | None =
         media_records=MediaRecords(pool),
         media_sweeper=sweeper,
         media_enabled=settings.media_enabled,
+        retention=retention,
     )
     fanout.start()
     relay.start()
@@ -152,11 +162,19 @@ async def build(settings: MessagingSettings, *, key_fetcher: KeyFetcher | None =
         run_every(settings.media_sweep_interval, sweeper.sweep, what="sweep media to purge"),
         name="media sweeper",
     )
+    background = [counting, sweeping]
+    if settings.retention_interval > 0:
+        background.append(
+            asyncio.create_task(
+                retention.periodically(settings.retention_interval),
+                name="retention",
+            )
+        )
 
     async def stop_audit() -> None:
-        counting.cancel()
-        sweeping.cancel()
-        await asyncio.gather(counting, sweeping, return_exceptions=True)
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
         try:
             await trips.flush(everything=True)
         finally:

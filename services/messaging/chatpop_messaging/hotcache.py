@@ -129,6 +129,20 @@ return 1
 """
 
 
+# KEYS[1] stream, KEYS[2] tombstones; ARGV: the room's retention floor. Entries and tombstones below
+# it go (retention deleted them from Postgres). Returns the stream entries removed.
+_TRIM_BELOW = """
+local floor = tonumber(ARGV[1])
+local removed = redis.call('XTRIM', KEYS[1], 'MINID', floor .. '-0')
+for _, seq in ipairs(redis.call('HKEYS', KEYS[2])) do
+  if tonumber(seq) < floor then
+    redis.call('HDEL', KEYS[2], seq)
+  end
+end
+return removed
+"""
+
+
 def stream_key(room_id: str) -> str:
     return f"msg:{{{room_id}}}:stream"
 
@@ -222,6 +236,7 @@ class HotCache:
         self._append = redis.register_script(_APPEND)
         self._merge = redis.register_script(_MERGE)
         self._redact = redis.register_script(_REDACT)
+        self._trim_below = redis.register_script(_TRIM_BELOW)
 
     @property
     def size(self) -> int:
@@ -310,4 +325,16 @@ class HotCache:
             )
 
         ok, _ = await self._guard.call("redact", run)
+        return ok
+
+    async def trim_below(self, room_id: str, floor_seq: int) -> bool:
+        """Drop the room's cached entries and tombstones below its retention floor; False if Redis
+        failed (readers never read below the floor, and the stream's TTL ends what is left)."""
+
+        async def run() -> Any:
+            return await self._trim_below(
+                keys=[stream_key(room_id), tombstones_key(room_id)], args=[floor_seq]
+            )
+
+        ok, _ = await self._guard.call("trim", run)
         return ok

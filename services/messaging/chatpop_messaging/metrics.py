@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter, Gauge, Histogram
 
 MESSAGES_ACCEPTED = Counter("chatpop_messages_accepted", "Messages committed to the message log.")
 MESSAGES_PUBLISHED = Counter(
@@ -99,3 +99,45 @@ for _reason in MEDIA_PURGE_REASONS:
     MEDIA_PURGED.labels(_reason)
 for _result in ("ok", "failed"):
     MEDIA_VACUUMS.labels(_result)
+
+RETENTION_DELETED = Counter(
+    "chatpop_retention_deleted",
+    "Rows retention deleted, by kind: entries (messages and changes), reactions, reports, pins, "
+    "paid_pins, and media (purges asked for).",
+    ["kind"],
+)
+RETENTION_RUNS = Counter(
+    "chatpop_retention_runs",
+    "Retention runs by result: ok, dry_run, failed (the whole run), room_failed (one room, tried again "
+    "next run).",
+    ["result"],
+)
+RETENTION_DURATION = Histogram(
+    "chatpop_retention_duration_seconds",
+    "Seconds a retention run (not a dry run) took.",
+    buckets=(0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600),
+)
+RETENTION_FLOOR_LAG = Gauge(
+    "chatpop_retention_floor_lag_seconds",
+    "After the last full run: how far past its room's cutoff the oldest entry still kept is "
+    "(0 when retention is caught up).",
+)
+for _kind in ("entries", "reactions", "reports", "pins", "paid_pins", "media"):
+    RETENTION_DELETED.labels(_kind)
+for _result in ("ok", "dry_run", "failed", "room_failed"):
+    RETENTION_RUNS.labels(_result)
+REDIS_FAILURES.labels("trim")
+
+# Encryption at rest (keys.py, reencrypt.py).
+CONTENT_UNREADABLE = Counter(
+    "chatpop_content_unreadable",
+    "Stored content that could not be decrypted (its data key is gone, or it was moved from another "
+    "row): read as an unreadable message.",
+)
+REENCRYPTED = Counter(
+    "chatpop_reencrypted",
+    "Content values re-encrypted to their room's newest data key (legacy plaintext included).",
+)
+REENCRYPT_RUNS = Counter("chatpop_reencrypt_runs", "Background re-encryption runs by result.", ["result"])
+for _result in ("ok", "failed"):
+    REENCRYPT_RUNS.labels(_result)

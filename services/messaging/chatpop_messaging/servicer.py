@@ -39,6 +39,7 @@ from chatpop_messaging.reactions import Reactions, valid_emoji
 from chatpop_messaging.reader import MessageReader
 from chatpop_messaging.reads import MAX_ACTIVITY_ROOMS, ReadPositions
 from chatpop_messaging.reports import Reports, valid_report
+from chatpop_messaging.retention import Retention, floor_seq
 from chatpop_messaging.room_signals import RoomSignals
 from chatpop_messaging.settings import MessagingSettings
 from chatpop_messaging.stats import MessagingStats
@@ -102,6 +103,7 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
         media_records: MediaRecords,
         media_sweeper: MediaSweeper,
         media_enabled: bool,
+        retention: Retention,
     ) -> None:
         self._settings = settings
         self._store = store
@@ -126,6 +128,7 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
         self._media = media_records
         self._media_sweeper = media_sweeper
         self._media_enabled = media_enabled
+        self._retention = retention
         self._publishing: set[asyncio.Task[None]] = set()
 
     async def SendMessage(
@@ -215,6 +218,8 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
         if request.before_seq < 0:
             raise InvalidArgument("before_seq must not be negative.", code="invalid_before_seq")
         last_seq = await self._store.last_seq(room_id)
+        # Retention deleted what lies below the floor: the history ends there.
+        floor = await floor_seq(self._store.pool, room_id)
         high = last_seq if request.before_seq == 0 else min(request.before_seq - 1, last_seq)
         # The caller's muted participants' messages are left out, their seqs still accounted for.
         muted = await self._mutes.muted_ids(room_id, principal.participant_id)
@@ -224,12 +229,14 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
         targets: set[int] = set()
         low = high + 1
         scanned = 0
-        while len(found) < limit and low > 1 and scanned < _PAGE_SCAN_BUDGET and len(targets) < _TOUCHED_MAX:
+        while (
+            len(found) < limit and low > floor and scanned < _PAGE_SCAN_BUDGET and len(targets) < _TOUCHED_MAX
+        ):
             window_high = low - 1
             # The first read asks for exactly what the page needs; a page that changes thinned out
             # reads further back in larger steps.
             step = limit - len(found) if scanned == 0 else max(limit - len(found), _PAGE_WINDOW_MIN)
-            window_low = max(1, window_high - step + 1)
+            window_low = max(floor, window_high - step + 1)
             entries = await self._reader.read_range(room_id, window_low, window_high, newest=last_seq)
             scanned += window_high - window_low + 1
             targets.update(
@@ -248,22 +255,28 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
                 break
             found += newer_first
             if not entries or entries[0].seq != window_low:
-                # Retention removed what is older: the log starts at its oldest entry now.
-                low = 1
+                # Entries below this one are gone (retention is deleting them): the history ends.
+                low = floor
                 break
             low = window_low
         board = await self._board(room_id) if request.before_seq == 0 else None
         pinned = [pin.message for pin in board.pins] if board is not None else []
         pinned += [pin.message for pin in board.paid_pins] if board is not None else []
         # Changes in the page's range to messages older than the page: their state comes along.
-        older = sorted(seq for seq in targets if seq < low)[:_TOUCHED_MAX]
+        older = sorted(seq for seq in targets if floor <= seq < low)[:_TOUCHED_MAX]
         touched = [
             m for m in await self._store.messages_at(room_id, older) if m.sender_participant_id not in muted
         ]
         await self._fold_state(room_id, found + pinned + touched, principal.participant_id)
         await self._withhold_hidden(found + pinned + touched, principal, context)
         return messaging_pb2.ListMessagesResponse(
-            messages=found, has_more=low > 1, last_seq=last_seq, low_seq=low, board=board, touched=touched
+            messages=found,
+            has_more=low > floor,
+            last_seq=last_seq,
+            low_seq=low,
+            board=board,
+            touched=touched,
+            floor_seq=floor,
         )
 
     async def _board(self, room_id: str) -> messaging_pb2.RoomBoard:
@@ -321,16 +334,17 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
         if request.limit > 0:
             most = min(most, request.limit)
         last_seq = await self._store.last_seq(room_id)
+        floor = await floor_seq(self._store.pool, room_id)
+        # Below the floor retention deleted the entries (not lost): the resume starts at the floor.
+        start = max(request.after_seq + 1, floor)
         # A position beyond the room's end cannot be resumed from either: the client must reload.
-        if request.after_seq > last_seq or last_seq - request.after_seq > most:
+        if request.after_seq > last_seq or last_seq - start + 1 > most:
             RESUME_READS.labels("reload").inc()
-            return messaging_pb2.ListMessagesAfterResponse(reload=True, last_seq=last_seq)
-        if request.after_seq == last_seq:
+            return messaging_pb2.ListMessagesAfterResponse(reload=True, last_seq=last_seq, floor_seq=floor)
+        if start > last_seq:
             RESUME_READS.labels("nothing_missed").inc()
-            return messaging_pb2.ListMessagesAfterResponse(last_seq=last_seq)
-        messages = await self._reader.read_range(
-            room_id, request.after_seq + 1, last_seq, newest=last_seq, resume=True
-        )
+            return messaging_pb2.ListMessagesAfterResponse(last_seq=last_seq, floor_seq=floor)
+        messages = await self._reader.read_range(room_id, start, last_seq, newest=last_seq, resume=True)
         # Messages (and pinned copies) come with their state now: a message hidden or deleted since it
         # was sent reaches a resuming client without its text. The changes that follow carry lower
         # state_seqs than that state, so clients keep it.
@@ -338,7 +352,7 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
         shown += [copy for m in messages for copy in carried_messages(m)]
         await self._fold_state(room_id, shown, principal.participant_id)
         await self._withhold_hidden(shown, principal, context)
-        return messaging_pb2.ListMessagesAfterResponse(messages=messages, last_seq=last_seq)
+        return messaging_pb2.ListMessagesAfterResponse(messages=messages, last_seq=last_seq, floor_seq=floor)
 
     async def Subscribe(
         self, request: messaging_pb2.SubscribeRequest, context: grpc.aio.ServicerContext
@@ -353,13 +367,18 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
         subscription = self._fanout.join(room_id)
         try:
             last_seq = await self._store.last_seq(room_id)
+            floor = await floor_seq(self._store.pool, room_id) if after_seq >= 0 else 0
             if after_seq == -1:
                 sent = last_seq
-            elif after_seq > last_seq or last_seq - after_seq > self._settings.resume_max:
+            elif after_seq > last_seq or last_seq - max(after_seq, floor - 1) > self._settings.resume_max:
                 yield _reload(last_seq)
                 return
             else:
                 sent = after_seq
+                if sent + 1 < floor:
+                    # Retention deleted the entries before the floor: said first, never a loss.
+                    yield messaging_pb2.SubscribeResponse(trimmed=messaging_pb2.Trimmed(floor_seq=floor))
+                    sent = floor - 1
                 async for message in self._catch_up(room_id, sent + 1, last_seq):
                     yield messaging_pb2.SubscribeResponse(message=message)
                 sent = last_seq
@@ -875,3 +894,12 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
         return messaging_pb2.GetMediaResponse(
             media=await self._media.get(room_id, ids, withhold_hidden=withhold)
         )
+
+    # --- retention (retention.py) ------------------------------------------------------------------
+
+    async def RunRetention(
+        self, request: messaging_pb2.RunRetentionRequest, context: grpc.aio.ServicerContext
+    ) -> messaging_pb2.RunRetentionResponse:
+        require_service("cli")
+        room_id = validation.room_id(request.room_id) if request.room_id else ""
+        return await self._retention.run(room_id, dry_run=request.dry_run)

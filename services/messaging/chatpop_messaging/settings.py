@@ -51,6 +51,12 @@ class MessagingSettings(ServiceSettings, S3Settings):
     # Seconds between two sweeps for media to purge (each replica sweeps).
     media_sweep_interval: float = Field(60, gt=0)
 
+    # Retention (retention.py): seconds between runs in each replica (0 turns the job off; RunRetention
+    # still works), entries deleted per transaction, and seconds between two transactions.
+    retention_interval: float = Field(300, ge=0)
+    retention_batch: int = Field(5000, ge=1, le=100_000)
+    retention_pause: float = Field(0.02, ge=0)
+
     # Shared secret with which messaging proves itself to identity for its service token (audit
     # events); at least 32 characters, the same in every service.
     service_token_secret: SecretStr

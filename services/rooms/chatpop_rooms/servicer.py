@@ -148,6 +148,10 @@ def _too_many_rolls(retry_after: int) -> ResourceExhausted:
     )
 
 
+# Most rooms one ListRetentionPolicies names.
+MAX_RETENTION_ROOMS = 1000
+
+
 class RoomsServicer(rooms_pb2_grpc.RoomsServiceServicer):
     def __init__(
         self,
@@ -1054,3 +1058,26 @@ class RoomsServicer(rooms_pb2_grpc.RoomsServiceServicer):
             log.warning("could not read the caller's identity: %s", exc.code().name)
             return ""
         return str(response.identity.reserved_username)
+
+    # --- retention (messaging's retention job) ------------------------------------------------------
+
+    async def ListRetentionPolicies(
+        self, request: rooms_pb2.ListRetentionPoliciesRequest, context: grpc.aio.ServicerContext
+    ) -> rooms_pb2.ListRetentionPoliciesResponse:
+        require_service("messaging", "cli")
+        if not 1 <= len(request.room_ids) <= MAX_RETENTION_ROOMS:
+            raise InvalidArgument(
+                f"Ask about 1 to {MAX_RETENTION_ROOMS} rooms at a time.", code="invalid_room_ids"
+            )
+        rows = await self._store.retention_policies(list(request.room_ids))
+        return rooms_pb2.ListRetentionPoliciesResponse(
+            policies=[
+                rooms_pb2.RetentionPolicy(
+                    room_id=row["room_id"],
+                    retention_days=row["retention_days"],
+                    closed=row["closed"],
+                    erased=row["erased"],
+                )
+                for row in rows
+            ]
+        )

@@ -269,6 +269,21 @@ class RoomStore:
         record = await self._pool.fetchrow(_SELECT_ROOM + " WHERE code = $1", code)
         return RoomRow.from_record(record) if record else None
 
+    async def retention_policies(self, room_ids: list[str]) -> list[asyncpg.Record]:
+        """Each known room's retention_days, closed and erased (ids that are no room are left out)."""
+        keys = [key for key in (parse_uuid(room_id) for room_id in room_ids) if key is not None]
+        if not keys:
+            return []
+        rows: list[asyncpg.Record] = await self._pool.fetch(
+            """
+            SELECT id::text AS room_id, retention_days, closed_at IS NOT NULL AS closed,
+                   erased_at IS NOT NULL AS erased
+            FROM rooms WHERE id = ANY($1::uuid[])
+            """,
+            keys,
+        )
+        return rows
+
     async def update_room(self, room_id: str, changes: dict[str, Any]) -> RoomRow | None:
         unknown = set(changes) - UPDATABLE_COLUMNS
         if unknown:

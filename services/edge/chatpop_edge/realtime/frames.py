@@ -267,6 +267,11 @@ def reload_frame(last_seq: int) -> str:
     return dumps({"type": "reload", "last_seq": last_seq})
 
 
+def trimmed_frame(floor_seq: int) -> str:
+    """Retention deleted the entries below `floor_seq` that a resume asked for: not a loss."""
+    return dumps({"type": "trimmed", "floor_seq": floor_seq})
+
+
 def typing_frame(participant_id: str, username: str) -> str:
     return dumps({"type": "typing", "participant_id": participant_id, "username": username})
 

@@ -481,6 +481,12 @@ class SocketSession:
             if page.reload or after_seq > page.last_seq:
                 self._finish_with_reload(page.last_seq)
                 return "reload"
+            if cursor + 1 < page.floor_seq:
+                # Retention deleted what lies below the floor: the client is told, then gets the rest.
+                self._enqueue(frames.trimmed_frame(page.floor_seq))
+                cursor = page.floor_seq - 1
+                hole_top = max(hole_top, cursor)
+                floor = max(floor, cursor)
             for message in page.messages:
                 if message.seq <= cursor:
                     continue

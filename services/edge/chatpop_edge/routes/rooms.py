@@ -321,6 +321,7 @@ async def list_messages(
         low_seq=page.low_seq,
         board=models.RoomBoard.from_proto(page.board) if page.HasField("board") else None,
         touched=[models.Message.from_proto(m) for m in page.touched],
+        floor_seq=max(page.floor_seq, 1),
     )
 
 

@@ -328,6 +328,8 @@ export interface MessagePage {
   low_seq?: number;
   /** The newest page only: the host's pins, the live paid pins and the sticky message as of `last_seq`. */
   board?: unknown;
+  /** The lowest seq the room's retention kept (1 when it deleted nothing): no history below it. */
+  floor_seq?: number;
 }
 
 /** The answer to putting an emoji on a message or taking it off. */

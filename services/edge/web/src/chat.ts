@@ -134,6 +134,9 @@ export class ChatSession {
   notice: Notice | null = null;
   hasOlder = false;
   loadingOlder = false;
+  /** Set once the history reached the room's retention floor (older messages were deleted, not
+   * missing): the view says so instead of offering older pages. */
+  trimmedAt: number | null = null;
   loaded = false;
   /** Bumped on every change; the view re-renders when it moves. */
   version = 0;
@@ -412,6 +415,14 @@ export class ChatSession {
       lowest = lowest === null ? message.seq : Math.min(lowest, message.seq);
     }
     const low = seqOf(page.low_seq) ?? lowest;
+    const floor = seqOf(page.floor_seq);
+    if (floor !== null && floor > 1) {
+      // Below the floor the room's retention deleted every entry: accounted for, never a gap.
+      this.ledger.add(1, floor - 1);
+      if (!page.has_more && low !== null && low <= floor) {
+        this.trimmedAt = floor;
+      }
+    }
     if (before === null) {
       this.ledger.raiseTo(typeof page.last_seq === "number" ? page.last_seq : 0);
     } else if (low !== null) {
@@ -441,6 +452,7 @@ export class ChatSession {
       this.heldChanges.clear();
       this.sortedCache = null;
       this.oldest = null;
+      this.trimmedAt = null;
       this.ledger.reset();
       await this.loadLatest();
     } catch (error) {
@@ -568,6 +580,9 @@ export class ChatSession {
       case "reload":
         void this.reload();
         return;
+      case "trimmed":
+        this.onTrimmed(seqOf(frame.floor_seq));
+        return;
       case "typing":
         this.onTyping(frame);
         return;
@@ -577,6 +592,16 @@ export class ChatSession {
         frameHandlers.get(frame.type)?.(this, frame);
     }
     if (!NOT_ENTRIES.has(frame.type)) this.account(seqOf(frame.seq));
+  }
+
+  /** A resume from below the room's retention floor: the seqs below it were deleted, not lost. What is
+   * shown stays; there is nothing older to load. */
+  private onTrimmed(floor: number | null): void {
+    if (floor === null || floor <= 1) return;
+    this.ledger.add(1, floor - 1);
+    this.trimmedAt = floor;
+    if (this.oldest === null || this.oldest <= floor) this.hasOlder = false;
+    this.changed();
   }
 
   /** A live entry (of any kind, known or not) is accounted for; one beyond a hole fills the hole. */

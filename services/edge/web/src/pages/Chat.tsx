@@ -912,6 +912,14 @@ export function ChatView({ room: initialRoom, joined, backRoom }: { room: Room; 
                 </button>
               )}
             </div>
+          ) : session.loaded && session.trimmedAt !== null ? (
+            <div class="history-edge start" role="note">
+              <strong>
+                {room.retention_days > 0
+                  ? `Older messages were deleted after ${room.retention_days} ${room.retention_days === 1 ? "day" : "days"}, as this room's retention says.`
+                  : "Older messages were deleted by this room's retention."}
+              </strong>
+            </div>
           ) : (
             session.loaded && (
               <div class="history-edge start">
