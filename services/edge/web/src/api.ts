@@ -177,6 +177,8 @@ export interface Room {
   /** New usernames people without an account may take per hour from one network. */
   anonymous_names_per_network: number;
   closed: boolean;
+  /** Closed with "delete everything": its history and media are gone for good. */
+  erased?: boolean;
   /** The room's paid Back Room (absent when it never had one; never on a Back Room itself). */
   back_room?: BackRoomInfo | null;
 }

@@ -5,7 +5,7 @@
  * case another tab already rotated the pair.
  */
 import { ApiError, request, type Identity, type MeResponse, type TokenResponse } from "./api";
-import { readJson, remove, writeJson } from "./storage";
+import { readJson, remove, removeWithPrefix, writeJson } from "./storage";
 
 export interface StoredSession {
   identity: Identity;
@@ -16,6 +16,8 @@ export interface StoredSession {
 
 const DEVICE_KEY = "chatpop.device";
 const ACCOUNT_KEY = "chatpop.account";
+// A word for the next page shown, once (the home page after an account was deleted).
+const FLASH_KEY = "chatpop.flash";
 const LOCK = "chatpop-auth";
 // Refresh this long before the access token expires, so a request never races its expiry.
 const REFRESH_MARGIN_MS = 60_000;
@@ -250,4 +252,30 @@ export async function setReservedUsername(username: string): Promise<Identity> {
     notify();
   }
   return answer.identity;
+}
+
+/** Delete the signed-in account for good, its password asked again; with `eraseMessages` every message
+ * it sent goes too (otherwise they stay under a neutral name). This device then forgets the account. */
+export async function deleteAccount(password: string, eraseMessages: boolean): Promise<void> {
+  await withAccount((token) =>
+    request<void>("DELETE", "/api/v1/auth/me", { token, body: { password, erase_messages: eraseMessages } }),
+  );
+  forgetDeletedAccount();
+}
+
+/** The account is gone (deleted here or on another device): this device signs out of it without
+ * asking the server (its tokens are dead), drops its room places, and leaves a word for the home page. */
+export function forgetDeletedAccount(): void {
+  const signedIn = account();
+  remove(ACCOUNT_KEY);
+  if (signedIn) removeWithPrefix(`chatpop.room.${signedIn.identity.id}.`);
+  writeJson(FLASH_KEY, "Your account was deleted.");
+  notify();
+}
+
+/** The word left for the next page, once. */
+export function takeFlash(): string | null {
+  const text = readJson<string>(FLASH_KEY);
+  if (text !== null) remove(FLASH_KEY);
+  return typeof text === "string" ? text : null;
 }

@@ -13,7 +13,7 @@
  */
 import { ApiError, waitWords, type MediaKind, type Message, type MessagePage, type Participant, type Room } from "./api";
 import { newClientMsgId } from "./ids";
-import { mergeMessage, messageFrom, seqOf } from "./messageState";
+import { asForgotten, mergeMessage, messageFrom, seqOf } from "./messageState";
 import { ReconnectingSocket, StopError, type CloseDecision, type ConnectionState, type Frame } from "./realtime";
 import { canonicalCode, fetchMessages, markRead, markReadOnLeave, roomToken } from "./rooms";
 import { playNewMessage } from "./sound";
@@ -86,21 +86,33 @@ export const frameHandlers = new Map<string, FrameHandler>();
 export const newestPageHandlers = new Set<(chat: ChatSession, page: MessagePage) => void>();
 
 /** Why this room ended for this person for good: banned by the host, banned from ChatPop by its
- * moderators, the room taken down by ChatPop, or (in a Back Room) the host removed their seat. */
-export type Ending = "banned" | "site_banned" | "taken_down" | "seat_removed";
+ * moderators, the room taken down by ChatPop, (in a Back Room) the host removed their seat, their
+ * account was deleted, or the host closed the room and deleted everything in it. */
+export type Ending = "banned" | "site_banned" | "taken_down" | "seat_removed" | "account_deleted" | "erased";
 
 const ENDING_WORDS: Record<Ending, string> = {
   banned: "You were removed from this room.",
   site_banned: "You were banned from ChatPop.",
   taken_down: "This room was taken down.",
   seat_removed: "Your seat in the Back Room was removed.",
+  account_deleted: "Your account was deleted.",
+  erased: "This room was closed and its history deleted.",
 };
+
+/** A participant whose account was deleted: the neutral name they read under, whether their messages
+ * were erased, and the seq of the entry that said so. */
+export interface Forgotten {
+  username: string;
+  erased: boolean;
+  seq: number;
+}
 
 function endingOf(error: unknown): Ending | null {
   if (!(error instanceof ApiError)) return null;
   if (error.code === "banned") return "banned";
   if (error.code === "site_banned") return "site_banned";
   if (error.code === "room_taken_down") return "taken_down";
+  if (error.code === "account_deleted") return "account_deleted";
   // Entering a Back Room again without a seat (only a Back Room's token is renewed that way).
   if (error.code === "seat_removed" || error.code === "no_seat") return "seat_removed";
   return null;
@@ -145,6 +157,9 @@ export class ChatSession {
   ending: Ending | null = null;
   /** Participants this person muted: their messages and typing are not shown (their seqs still count). */
   readonly muted = new Set<string>();
+  /** Participants whose accounts were deleted (`participant_forgotten`), by id. For good: whatever
+   * brings one of their messages later (an older page read before the entry) shows it as forgotten. */
+  readonly forgotten = new Map<string, Forgotten>();
 
   /** The seqs accounted for: `top` is where a reconnect resumes. */
   private readonly ledger = new SeqLedger();
@@ -228,7 +243,34 @@ export class ChatSession {
     this.room = room;
     applyTheme(room.theme);
     rememberRoomTheme(room.code, room.theme);
+    // Closed with "delete everything": there is no history left to show anyone.
+    if (room.erased === true) this.end("erased");
     this.changed();
+  }
+
+  /** A participant's account was deleted: every message of theirs held here (and any that arrives
+   * later) reads under `username`, and is deleted too when `erased`: what a fresh load shows. */
+  forgetParticipant(participantId: string, username: string, erased: boolean, seq: number): void {
+    this.forgotten.set(participantId, { username, erased, seq });
+    this.names.set(participantId, username);
+    this.typing.delete(participantId);
+    for (const message of this.messages.values()) {
+      if (message.sender.participant_id !== participantId) continue;
+      const next = asForgotten(message, username, erased, seq);
+      if (next !== message) this.store(next);
+    }
+    this.changed();
+  }
+
+  /** A message (or a copy of one: a pinned message) as it reads now that its sender may be forgotten. */
+  asKnown(message: Message): Message {
+    const gone = this.forgotten.get(message.sender.participant_id);
+    return gone ? asForgotten(message, gone.username, gone.erased, gone.seq) : message;
+  }
+
+  /** The neutral name of a participant whose account was deleted; null for anyone else. */
+  forgottenName(participantId: string): string | null {
+    return this.forgotten.get(participantId)?.username ?? null;
   }
 
   /** The newest seq this person has seen on screen; the server keeps it for unread counts. */
@@ -374,7 +416,10 @@ export class ChatSession {
   }
 
   private onClose(code: number, reason: string): CloseDecision {
-    if (code === 4403 && (reason === "banned" || reason === "site_banned" || reason === "seat_removed")) {
+    if (
+      code === 4403 &&
+      (reason === "banned" || reason === "site_banned" || reason === "seat_removed" || reason === "account_deleted")
+    ) {
       this.end(reason);
       return { action: "stop", reason: ENDING_WORDS[reason] };
     }
@@ -495,14 +540,15 @@ export class ChatSession {
   private add(message: Message, live: boolean): boolean {
     const current = this.messages.get(message.seq);
     if (current) {
-      const merged = mergeMessage(current, message);
+      const merged = this.asKnown(mergeMessage(current, message));
       if (merged !== current) this.store(merged);
       return false;
     }
     const held = this.heldChanges.get(message.seq);
     this.heldChanges.delete(message.seq);
-    this.store(held ? held.reduce((m, change) => change(m), message) : message);
-    this.names.set(message.sender.participant_id, message.sender.username);
+    const known = this.asKnown(held ? held.reduce((m, change) => change(m), message) : message);
+    this.store(known);
+    this.names.set(message.sender.participant_id, known.sender.username);
     if (this.oldest === null || message.seq < this.oldest) this.oldest = message.seq;
     const mine = message.sender.participant_id === this.me.id;
     if (mine && this.dropSent(message)) this.saveOutbox();
@@ -813,6 +859,11 @@ export class ChatSession {
     const message = typeof frame.message === "string" ? frame.message : "Something went wrong.";
     const code = typeof frame.code === "string" ? frame.code : "error";
     const id = typeof frame.client_msg_id === "string" ? frame.client_msg_id : null;
+    if (code === "account_deleted") {
+      // This person's own account was deleted (here or on another device): the socket closes next.
+      this.end("account_deleted");
+      return;
+    }
     const item = id ? this.outbox.get(id) : undefined;
     if (!item) {
       this.setNotice("error", message);

@@ -164,9 +164,25 @@ export function asDeleted(message: Message, byHost: boolean, stateSeq: number): 
   };
 }
 
+/** The sender's account was deleted (a `participant_forgotten` entry): the message reads under the
+ * neutral name from now on, without a badge, and when their messages were erased it is deleted as
+ * well (not a tip: tips stay, renamed). The same object when nothing changes. */
+export function asForgotten(message: Message, username: string, erased: boolean, stateSeq: number): Message {
+  const renamed =
+    message.sender.username === username && !message.sender.verified
+      ? message
+      : { ...message, sender: { ...message.sender, username, verified: false } };
+  return erased && !renamed.tip ? asDeleted(renamed, false, stateSeq) : renamed;
+}
+
 /** The same message seen again (a page after a live frame, a resume after a page): the newer state
  * wins, and a deletion seen either way stays. */
 export function mergeMessage(current: Message, incoming: Message): Message {
+  if (incoming.sender.username !== current.sender.username) {
+    // Names change only when the sender's account is deleted (the session holds on to that, so an
+    // older page cannot bring the old name back): the page names them as they are now.
+    return mergeMessage({ ...current, sender: { ...current.sender, ...incoming.sender } }, incoming);
+  }
   if (incoming.deleted && !current.deleted) {
     return asDeleted(current, incoming.deleted_by_host, incoming.state_seq);
   }

@@ -140,7 +140,9 @@ export function pinnedMessages(chat: ChatSession): Message[] {
   const board = boardOf(chat);
   const shown: Message[] = [];
   for (const seq of board.pinnedSeqs) {
-    const message = chat.message(seq) ?? board.pinned.get(seq);
+    const copy = board.pinned.get(seq);
+    // A copy names its sender as pinned: one whose account was deleted since reads as forgotten.
+    const message = chat.message(seq) ?? (copy && chat.asKnown(copy));
     if (message && !message.deleted) shown.push(message);
   }
   return shown;

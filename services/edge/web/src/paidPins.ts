@@ -85,14 +85,16 @@ frameHandlers.set("paid_pin_removed", onPaidPins);
 export function shownPaidPins(chat: ChatSession, isHost: boolean): ShownPaidPin[] {
   const shown: ShownPaidPin[] = [];
   for (const pin of paidPinsOf(chat).pins) {
-    const message = chat.message(pin.target_seq) ?? messageFrom(pin.message);
+    const copy = messageFrom(pin.message);
+    // A copy names its sender as paid for: one whose account was deleted since reads as forgotten.
+    const message = chat.message(pin.target_seq) ?? (copy && chat.asKnown(copy));
     if (message?.deleted) continue;
     const expires = pin.expires_at === null ? Number.NaN : Date.parse(pin.expires_at);
     shown.push({
       id: pin.id,
       target_seq: pin.target_seq,
       participant_id: pin.participant_id,
-      username: pin.username,
+      username: chat.forgottenName(pin.participant_id) ?? pin.username,
       amount_cents: pin.amount_cents,
       currency: pin.currency,
       expiresAt: Number.isNaN(expires) ? null : expires,

@@ -106,7 +106,12 @@ export class RoomPeople {
 
   /** Online people first, then the host, then by name. */
   sorted(): Person[] {
-    const everyone = [...this.people.values()].map((person) => ({ ...person, online: this.isOnline(person.id) }));
+    const everyone = [...this.people.values()].map((person) => {
+      // Someone whose account was deleted reads under the neutral name, as the next snapshot has it.
+      const forgotten = this.chat.forgottenName(person.id);
+      const named = forgotten === null ? person : { ...person, username: forgotten, verified: false };
+      return { ...named, online: this.isOnline(person.id) };
+    });
     if (!this.people.has(this.chat.me.id) && this.loaded) {
       everyone.push({ ...this.chat.me, online: this.isOnline(this.chat.me.id) });
     }

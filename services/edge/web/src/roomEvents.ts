@@ -1,4 +1,5 @@
-/** Reactions and deletions: their live frames, and this person's own taps.
+/** Reactions and deletions: their live frames, and this person's own taps; and a deleted account's
+ * participant forgotten (`participant_forgotten`: renamed, and with its messages erased, deleted).
  *
  * Both are entries of the room's log (ChatSession accounts for their seqs); here they change the
  * message they target, each only when newer than the state the message holds (messageState.ts).
@@ -36,6 +37,22 @@ frameHandlers.set("deleted", (chat, frame) => {
   const byHost = frame.by_host === true;
   chat.changeMessage(target, (message) => asDeleted(message, byHost, stateSeq));
   reactionTaps.get(chat)?.delete(target);
+});
+
+// Every message of the participant reads under the neutral name from now on; with `messages_erased`
+// each is deleted too, as a `deleted` frame per message would have (none comes).
+frameHandlers.set("participant_forgotten", (chat, frame) => {
+  const who = typeof frame.participant_id === "string" ? frame.participant_id : "";
+  const name = typeof frame.username === "string" ? frame.username : "";
+  const seq = seqOf(frame.seq);
+  if (!who || !name || seq === null) return;
+  const erased = frame.messages_erased === true;
+  chat.forgetParticipant(who, name, erased, seq);
+  if (!erased) return;
+  const taps = reactionTaps.get(chat);
+  for (const target of [...(taps?.keys() ?? [])]) {
+    if (chat.message(target)?.sender.participant_id === who) taps?.delete(target);
+  }
 });
 
 // --- this person's taps ------------------------------------------------------------------------

@@ -213,9 +213,9 @@ export function updateRoom(code: string, changes: RoomChanges): Promise<Room> {
   return withAccess((token) => request<Room>("PATCH", roomPath(code), { body: changes, token }));
 }
 
-/** The host closes the room for good. */
-export function closeRoom(code: string): Promise<Room> {
-  return withAccess((token) => request<Room>("POST", roomPath(code, "/close"), { token, retries: 2 }));
+/** The host closes the room for good; with `erase`, delete everything in it too (history, media: cannot be undone). */
+export function closeRoom(code: string, erase = false): Promise<Room> {
+  return withAccess((token) => request<Room>("POST", roomPath(code, "/close"), { token, body: { erase }, retries: 2 }));
 }
 
 /** A private room's access code, for its host; null when it was set before codes could be shown. */

@@ -42,3 +42,20 @@ export function remove(key: string): void {
     // Nothing more to do.
   }
 }
+
+/** Every key that starts with `prefix` (what this device kept for an account that is gone). */
+export function removeWithPrefix(prefix: string): void {
+  for (const key of [...memory.keys()]) if (key.startsWith(prefix)) memory.delete(key);
+  try {
+    const storage = backend();
+    if (!storage) return;
+    const keys: string[] = [];
+    for (let i = 0; i < storage.length; i++) {
+      const key = storage.key(i);
+      if (key?.startsWith(prefix)) keys.push(key);
+    }
+    for (const key of keys) storage.removeItem(key);
+  } catch {
+    // Nothing more to do.
+  }
+}

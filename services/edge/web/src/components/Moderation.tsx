@@ -2,10 +2,12 @@
  * (sticky message, reports queue, bans) and the list of people this person muted. */
 import { useEffect, useLayoutEffect, useRef, useState } from "preact/hooks";
 import { agoWords, type Ban, type BanTier, type Message, type Mute, type ReportedMessage, type ReportReason } from "../api";
+import { forgetDeletedAccount } from "../auth";
 import type { ChatSession, Ending } from "../chat";
 import { messageFrom } from "../messageState";
 import { actionError, boardOf, mute, resolve, sticky } from "../moderation";
 import { listBans, listMutes, listReports, unbanParticipant } from "../rooms";
+import { navigate } from "../router";
 import { mediaWords } from "../media";
 import { Modal } from "./Modal";
 import "./room-settings.css";
@@ -582,12 +584,27 @@ const ENDINGS: Record<Ending, { title: string; text: (roomName: string) => strin
     title: "Your seat was removed",
     text: (roomName) => `The host removed your seat in the Back Room of ${roomName}. You can't read or send messages there any more.`,
   },
+  account_deleted: {
+    title: "Your account was deleted",
+    text: () => "This device is signed out of it.",
+  },
+  erased: {
+    title: "This room was closed and its history deleted",
+    text: (roomName) => `The host closed ${roomName} and deleted everything in it. Nobody can read or send messages in it any more.`,
+  },
 };
 
 /** The full-screen end of a room for this person: banned from it or from ChatPop, or the room taken down. */
 export function RoomEnded({ kind, roomName, back }: { kind: Ending; roomName: string; back?: { href: string; label: string } }) {
   const heading = useRef<HTMLHeadingElement>(null);
   useEffect(() => heading.current?.focus(), []);
+  useEffect(() => {
+    // This person's account was deleted (here or on another device): sign out of it and go home,
+    // where a notice says so.
+    if (kind !== "account_deleted") return;
+    navigate("/", true);
+    forgetDeletedAccount();
+  }, [kind]);
   const ending = ENDINGS[kind];
   return (
     <main class="room-ended narrow" data-ending={kind}>

@@ -90,14 +90,22 @@ function CurrentCode({ room }: { room: Room }) {
   );
 }
 
-/** Closing is for good, so it asks once more, in plain words. */
+/** Closing is for good, so it asks once more, in plain words; deleting everything as well asks for
+ * the room's name, typed. */
 function CloseConfirmation({ room, onClosed, onCancel }: { room: Room; onClosed: (room: Room) => void; onCancel: () => void }) {
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState<string | null>(null);
+  const [erase, setErase] = useState(false);
+  const [typed, setTyped] = useState("");
+  const [typedError, setTypedError] = useState<string | null>(null);
   const confirm = async (): Promise<void> => {
+    if (erase && typed.trim() !== room.name.trim()) {
+      setTypedError(`Type the room's name, ${room.name.trim()}, exactly as it is written.`);
+      return;
+    }
     setBusy(true);
     try {
-      onClosed(await closeRoom(room.code));
+      onClosed(await closeRoom(room.code, erase));
     } catch (caught) {
       setError(caught instanceof ApiError ? caught.message : "Could not close the room. Please try again.");
       setBusy(false);
@@ -105,11 +113,53 @@ function CloseConfirmation({ room, onClosed, onCancel }: { room: Room; onClosed:
   };
   return (
     <Modal title={`Close ${room.name} for good?`} titleId="close-title" describedBy="close-description" onDismiss={onCancel}>
-      <div class="form">
+      <form
+        class="form"
+        noValidate
+        aria-busy={busy}
+        onSubmit={(e) => {
+          e.preventDefault();
+          void confirm();
+        }}
+      >
         <p id="close-description">
-          Nobody will be able to join or send messages any more, and it cannot be opened again. People who joined can
-          still read what was said until the messages expire.
+          {erase
+            ? "Nobody will be able to join or send messages any more, and it cannot be opened again. Every message, photo, voice note and video in it is deleted for good, for everyone."
+            : "Nobody will be able to join or send messages any more, and it cannot be opened again. People who joined can still read what was said until the messages expire."}
         </p>
+        <label class="choice close-erase">
+          <input
+            type="checkbox"
+            checked={erase}
+            disabled={busy}
+            onChange={(e) => {
+              setErase(e.currentTarget.checked);
+              setTypedError(null);
+              setError(null);
+            }}
+          />
+          Delete everything (cannot be undone)
+        </label>
+        {erase && (
+          <div class="field">
+            <label for="close-erase-name">
+              Type the room's name, <strong>{room.name.trim()}</strong>, to confirm
+            </label>
+            <input
+              id="close-erase-name"
+              autocomplete="off"
+              spellcheck={false}
+              value={typed}
+              aria-invalid={typedError ? true : undefined}
+              aria-describedby={typedError ? "close-erase-name-error" : undefined}
+              onInput={(e) => {
+                setTyped(e.currentTarget.value);
+                setTypedError(null);
+              }}
+            />
+            <FieldError id="close-erase-name-error" text={typedError ?? undefined} />
+          </div>
+        )}
         {error && (
           <p class="form-error" role="alert">
             {error}
@@ -119,11 +169,11 @@ function CloseConfirmation({ room, onClosed, onCancel }: { room: Room; onClosed:
           <button type="button" class="button" onClick={onCancel} disabled={busy}>
             Keep it open
           </button>
-          <button type="button" class="button danger" onClick={() => void confirm()} disabled={busy}>
-            {busy ? "Closing…" : "Close room for good"}
+          <button type="submit" class="button danger" disabled={busy}>
+            {busy ? "Closing…" : erase ? "Close and delete everything" : "Close room for good"}
           </button>
         </div>
-      </div>
+      </form>
     </Modal>
   );
 }
@@ -376,7 +426,7 @@ export function RoomSettings({
         {extra}
         <section class="danger-zone" aria-labelledby="danger-title">
           <h3 id="danger-title">Close the room</h3>
-          <p class="hint">Stops all joining and sending, for good.</p>
+          <p class="hint">Stops all joining and sending, for good. You can delete everything in it too.</p>
           <button type="button" class="button danger" onClick={() => setClosing(true)} disabled={busy}>
             Close room…
           </button>

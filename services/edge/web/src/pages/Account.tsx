@@ -1,8 +1,9 @@
 import { useState } from "preact/hooks";
 import { ApiError } from "../api";
-import { changePassword, logout, setReservedUsername } from "../auth";
+import { changePassword, deleteAccount, logout, setReservedUsername } from "../auth";
 import { AppHeader } from "../components/AppHeader";
 import { Link } from "../components/Link";
+import { Modal } from "../components/Modal";
 import { useAccount } from "../components/useAccount";
 import { useUsernameAvailability } from "../components/useUsernameAvailability";
 import { navigate } from "../router";
@@ -204,7 +205,136 @@ function PasswordChange() {
   );
 }
 
-/** The signed-in account: its email, reserved username, password, and logging out. */
+// What the person types to say they mean it.
+const CONFIRM_WORD = "DELETE";
+
+type DeleteErrors = Partial<Record<"password" | "confirm" | "form", string>>;
+
+/** Deleting the account asks for the password and a typed word, and says first what goes and what stays. */
+function DeleteAccountDialog({ reservedUsername, onDismiss }: { reservedUsername: string | null; onDismiss: () => void }) {
+  const [password, setPassword] = useState("");
+  const [confirm, setConfirm] = useState("");
+  const [erase, setErase] = useState(false);
+  const [errors, setErrors] = useState<DeleteErrors>({});
+  const [busy, setBusy] = useState(false);
+
+  const submit = async (event: Event): Promise<void> => {
+    event.preventDefault();
+    const found: DeleteErrors = {
+      password: password ? undefined : "Enter your password.",
+      confirm: confirm.trim() === CONFIRM_WORD ? undefined : `Type ${CONFIRM_WORD}, in capitals, to confirm.`,
+    };
+    setErrors(found);
+    if (found.password || found.confirm) return;
+    setBusy(true);
+    try {
+      await deleteAccount(password, erase);
+      // Signed out on this device already; the home page says what happened.
+      navigate("/", true);
+    } catch (caught) {
+      const text = messageFor(caught);
+      const code = caught instanceof ApiError ? caught.code : "";
+      setErrors(code === "wrong_password" ? { password: text } : { form: text });
+      setBusy(false);
+    }
+  };
+
+  return (
+    <Modal
+      title="Delete your account?"
+      titleId="delete-account-title"
+      describedBy="delete-account-what"
+      onDismiss={busy ? undefined : onDismiss}
+      class="delete-account-dialog"
+    >
+      <form class="form" onSubmit={(e) => void submit(e)} noValidate aria-busy={busy}>
+        <div id="delete-account-what">
+          <p>This cannot be undone.</p>
+          <ul class="delete-account-list">
+            <li>
+              Your email, password and sign-ins are deleted
+              {reservedUsername ? (
+                <>
+                  , and <strong>{reservedUsername}</strong> is free for anyone to take.
+                </>
+              ) : (
+                "."
+              )}
+            </li>
+            <li>
+              {erase
+                ? "Every message you sent, in every room, is deleted."
+                : "Your messages stay in the rooms under a neutral name (deleted_ and a few letters) that points at nobody."}
+            </li>
+            <li>Rooms you host are closed: nobody can join them or send messages any more.</li>
+          </ul>
+        </div>
+        <label class="choice delete-account-erase">
+          <input type="checkbox" checked={erase} onChange={(e) => setErase(e.currentTarget.checked)} />
+          Also erase my messages
+        </label>
+        <TextField
+          id="delete-account-password"
+          label="Your password"
+          type="password"
+          autocomplete="current-password"
+          value={password}
+          error={errors.password}
+          onValue={(next) => {
+            setPassword(next);
+            setErrors((now) => withoutError(now, "password"));
+          }}
+        />
+        <TextField
+          id="delete-account-confirm"
+          label={
+            <>
+              Type <strong>{CONFIRM_WORD}</strong> to confirm
+            </>
+          }
+          value={confirm}
+          error={errors.confirm}
+          onValue={(next) => {
+            setConfirm(next);
+            setErrors((now) => withoutError(now, "confirm"));
+          }}
+        />
+        {errors.form && (
+          <p class="form-error" role="alert">
+            {errors.form}
+          </p>
+        )}
+        <div class="modal-actions">
+          <button type="button" class="button" onClick={onDismiss} disabled={busy}>
+            Keep my account
+          </button>
+          <button type="submit" class="button danger" disabled={busy}>
+            {busy ? "Deleting…" : "Delete my account"}
+          </button>
+        </div>
+      </form>
+    </Modal>
+  );
+}
+
+function DeleteAccount({ reservedUsername }: { reservedUsername: string | null }) {
+  const [open, setOpen] = useState(false);
+  return (
+    <section class="card account-section" aria-labelledby="account-delete-title">
+      <h2 id="account-delete-title">Delete account</h2>
+      <p class="hint">
+        Deletes your account for good: your sign-in and reserved username go, and the rooms you host close. You choose
+        whether your messages stay under a neutral name or are erased.
+      </p>
+      <button type="button" class="button danger" onClick={() => setOpen(true)}>
+        Delete account…
+      </button>
+      {open && <DeleteAccountDialog reservedUsername={reservedUsername} onDismiss={() => setOpen(false)} />}
+    </section>
+  );
+}
+
+/** The signed-in account: its email, reserved username, password, logging out, and deleting it. */
 export function Account() {
   const signedIn = useAccount();
 
@@ -272,6 +402,7 @@ export function Account() {
             Log out
           </button>
         </section>
+        <DeleteAccount key={identity.id} reservedUsername={identity.reserved_username ?? null} />
       </main>
     </div>
   );

@@ -1,4 +1,5 @@
 import { useState } from "preact/hooks";
+import { takeFlash } from "../auth";
 import { AppHeader } from "../components/AppHeader";
 import { Link } from "../components/Link";
 import { MyRooms } from "../components/MyRooms";
@@ -8,6 +9,8 @@ import { navigate } from "../router";
 export function Home() {
   const [code, setCode] = useState("");
   const [error, setError] = useState<string | null>(null);
+  // A word from the page before (the account was deleted), shown once.
+  const [flash, setFlash] = useState(takeFlash);
 
   const open = (event: Event): void => {
     event.preventDefault();
@@ -24,6 +27,14 @@ export function Home() {
     <div class="page">
       <AppHeader />
       <main class="home" id="main">
+        {flash && (
+          <p class="notice info home-flash" role="status">
+            <span>{flash}</span>
+            <button type="button" class="icon-button" aria-label="Dismiss" onClick={() => setFlash(null)}>
+              ×
+            </button>
+          </p>
+        )}
         <section class="hero">
           <img class="hero-logo" src={iconUrl} alt="" width={72} height={72} />
           <h1>ChatPop</h1>

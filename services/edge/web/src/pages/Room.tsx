@@ -77,6 +77,15 @@ export function RoomPage({ code }: { code: string }) {
     );
   }
   const room = load.room;
+  // Closed with "delete everything": nothing is left to read, for anyone.
+  if (room.erased) {
+    return (
+      <Missing
+        title="This room was closed and its history deleted"
+        text={`The host closed ${room.name} and deleted everything in it. Nobody can read or join it any more.`}
+      />
+    );
+  }
   // People who joined can still read a closed room; nobody new can join it.
   if (room.closed && !joined) {
     return <Missing title={`${room.name} is closed`} text="The host closed this ChatPop: nobody can join it any more." />;
