@@ -424,6 +424,31 @@ def test_identity_reads_its_signing_key_from_a_mounted_secret(renderings: dict[s
 
 @pytest.mark.parametrize(
     ("scenario", "secret", "key"),
+    [("default", "chatpop-secrets", "master-keys.json"), ("dev", "chatpop-dev", "master-keys.json")],
+)
+def test_only_messaging_mounts_the_master_keys_from_an_existing_secret(
+    renderings: dict[str, Rendered], scenario: str, secret: str, key: str
+) -> None:
+    rendered = renderings[scenario]
+    pod = rendered.get("Deployment", component("messaging"))["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert _env(container)["MASTER_KEYS_FILE"]["value"] == "/etc/chatpop/messaging/master-keys.json"
+    assert {"name": "master-keys", "mountPath": "/etc/chatpop/messaging", "readOnly": True} in container[
+        "volumeMounts"
+    ]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "master-keys"]
+    assert volume["secret"]["secretName"] == secret
+    assert volume["secret"]["items"] == [{"key": key, "path": "master-keys.json"}]
+    for name in ("identity", "rooms", "payments", "edge"):
+        assert "MASTER_KEYS_FILE" not in _env(_containers(rendered.get("Deployment", component(name)))[0])
+    # The chart never makes master keys up: the Secret is the operator's (or the dev values' own).
+    if scenario == "dev":
+        (dev_secret,) = rendered.of_kind("Secret")
+        assert json.loads(dev_secret["stringData"][key])["current"] == 1
+
+
+@pytest.mark.parametrize(
+    ("scenario", "secret", "key"),
     [
         ("default", "chatpop-secrets", "access-code-key"),
         ("external-datastores", "chatpop-rooms", "access-code-key"),

@@ -19,6 +19,7 @@ import redis.asyncio as aioredis
 from chatpop.identity.v1 import identity_pb2_grpc
 from chatpop.messaging.v1 import messaging_pb2, messaging_pb2_grpc
 from chatpop_common.service_auth import ServiceCredentials
+from chatpop_messaging.keys import Keyring, MasterKeys
 from tests.e2e.chat import ChatSocket, Frame, bearer, documented, join, open_room
 from tests.e2e.conftest import Stack
 
@@ -247,7 +248,7 @@ async def test_a_deleted_message_leaves_no_text_in_postgres_or_the_hot_cache(
         rows = await connection.fetch("SELECT text FROM messaging.messages WHERE room_id = $1", room.id)
     finally:
         await connection.close()
-    assert all(secret not in row["text"] for row in rows)
+    assert all(secret.encode() not in bytes(row["text"]) for row in rows)
 
     cache = aioredis.Redis.from_url(stack.redis_url)
     try:
@@ -255,7 +256,15 @@ async def test_a_deleted_message_leaves_no_text_in_postgres_or_the_hot_cache(
     finally:
         await cache.aclose()
     assert entries, "the room's hot cache was expected to hold its entries"
-    texts = [messaging_pb2.Message.FromString(fields[b"m"]).text for _id, fields in entries]
+    # The entries are sealed with the room's data key: open them as messaging does.
+    pool = await asyncpg.create_pool(stack.database_url, server_settings={"search_path": "messaging"})
+    try:
+        master = MasterKeys.load(stack.specs["messaging"].env["MASTER_KEYS_FILE"], None)
+        payloads = [fields[b"m"] for _id, fields in entries]
+        opener = await Keyring(pool, master).opener(room.id, payloads)
+    finally:
+        await pool.close()
+    texts = [opener.entry(payload).text for payload in payloads]
     assert secret not in texts
     assert "and this one stays" in texts
 

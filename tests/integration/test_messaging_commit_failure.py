@@ -34,11 +34,15 @@ from test_messaging_service import (
 )
 
 from chatpop.messaging.v1 import messaging_pb2
+from chatpop_messaging import keys
 from chatpop_messaging.hotcache import live_channel, stream_key
+from chatpop_messaging.store import ENTRY_COLUMNS, read_entries
 
 __all__ = ["rooms"]  # the module-scoped fake rooms server, shared with test_messaging_service.py
 
 REFUSED = "this one is refused at commit"
+# The client_msg_ids REFUSED is sent with.
+REFUSED_IDS = "('refused-1', 'retried-1')"
 # Refuse every commit of the marked text, however often it is tried.
 ALWAYS = 1_000_000
 
@@ -47,7 +51,8 @@ ALWAYS = 1_000_000
 async def refused_at_commit(
     database_url: str, room_id: str, *, sqlstate: str, times: int = ALWAYS
 ) -> AsyncIterator[None]:
-    """The first `times` commits of a REFUSED message in `room_id` fail with `sqlstate`."""
+    """The first `times` commits of a REFUSED message in `room_id` fail with `sqlstate` (told by its
+    client_msg_id, REFUSED_IDS: the stored text is sealed)."""
     tag = uuid.uuid4().hex[:12]
     conn = await asyncpg.connect(database_url)
     try:
@@ -64,7 +69,7 @@ async def refused_at_commit(
             END $$;
             CREATE CONSTRAINT TRIGGER refuse_{tag} AFTER INSERT ON messaging.messages
                 DEFERRABLE INITIALLY DEFERRED FOR EACH ROW
-                WHEN (NEW.room_id = '{room_id}' AND NEW.text = '{REFUSED}')
+                WHEN (NEW.room_id = '{room_id}' AND NEW.client_msg_id IN {REFUSED_IDS})
                 EXECUTE FUNCTION messaging.refuse_{tag}();
             """
         )
@@ -98,7 +103,9 @@ class Published:
             assert loop.time() < deadline, f"seq {seq} was never published"
             event = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
             if event is not None:
-                self.messages.append(messaging_pb2.Message.FromString(event["data"]))
+                # Sealed with the room's key: opened with this process's messaging keyring.
+                opener = await keys.keyring().opener(self._room_id, [event["data"]])
+                self.messages.append(opener.entry(event["data"]))
         return self.messages
 
     async def close(self) -> None:
@@ -153,7 +160,8 @@ class Watchers:
     async def stream(self) -> list[messaging_pb2.Message]:
         """The room's Redis stream (the hot cache), oldest first; each entry's id is its seq."""
         entries = await self._client.xrange(stream_key(self._room_id))
-        messages = [messaging_pb2.Message.FromString(fields[b"m"]) for _entry_id, fields in entries]
+        opener = await keys.keyring().opener(self._room_id, [fields[b"m"] for _entry_id, fields in entries])
+        messages = [opener.entry(fields[b"m"]) for _entry_id, fields in entries]
         assert [entry_id for entry_id, _fields in entries] == [f"{m.seq}-0".encode() for m in messages]
         return messages
 
@@ -187,13 +195,15 @@ async def stored(database_url: str, room_id: str) -> list[tuple[int, str]]:
     conn = await asyncpg.connect(database_url)
     try:
         rows = await conn.fetch(
-            "SELECT seq, text FROM messaging.messages WHERE room_id = $1 ORDER BY seq", room_id
+            f"SELECT {ENTRY_COLUMNS} FROM messaging.messages WHERE room_id = $1 ORDER BY seq",
+            room_id,
         )
         last = await conn.fetchval("SELECT last_seq FROM messaging.room_counters WHERE room_id = $1", room_id)
     finally:
         await conn.close()
     assert last == (rows[-1]["seq"] if rows else None), "the room's counter moved past its last message"
-    return [(row["seq"], row["text"]) for row in rows]
+    # The texts are sealed: read as messaging reads them.
+    return [(message.seq, message.text) for message in await read_entries(rows)]
 
 
 @pytest.mark.parametrize(

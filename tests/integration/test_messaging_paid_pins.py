@@ -595,7 +595,7 @@ async def test_deleting_a_pinned_message_takes_its_pins_down_and_its_text_out_of
     finally:
         await connection.close()
     assert not [
-        row for row in rows if b"a secret worth deleting" in (row["payload"] or b"") + row["text"].encode()
+        row for row in rows if b"a secret worth deleting" in (row["payload"] or b"") + bytes(row["text"])
     ]
     assert len(rows) == 6
 

@@ -31,6 +31,7 @@ from chatpop_common.errors import error_details
 from chatpop_common.server import serve
 from chatpop_messaging.app import build
 from chatpop_messaging.settings import MessagingSettings
+from tests.integration.encryption_keys import MASTER_KEYS
 from tests.integration.identity_server import SERVICE_TOKEN_SECRET
 from tests.integration.inprocess import wait_serving
 
@@ -208,6 +209,7 @@ async def messaging_server(
         "hub_poll_interval": 0.5,
         "log_format": "text",
         "service_token_secret": SERVICE_TOKEN_SECRET,
+        "master_keys": MASTER_KEYS,
     }
     values.update(overrides)
     settings = MessagingSettings(**values)

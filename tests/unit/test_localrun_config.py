@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import io
+import json
 import os
 import shutil
 import socket
@@ -204,13 +206,24 @@ def test_secrets_are_private_and_kept_between_runs(tmp_path: Path) -> None:
         "access-code-key",
         "identity-signing-key.pem",
         "ip-hash-key",
+        "master-keys.json",
         "media-url-key",
         "s3-access-key",
         "s3-secret-key",
         "service-token-secret",
     ]
-    for name in ("service-token-secret", "media-url-key", "s3-access-key", "s3-secret-key"):
+    for name in (
+        "service-token-secret",
+        "media-url-key",
+        "s3-access-key",
+        "s3-secret-key",
+        "master-keys.json",
+    ):
         assert stat.S_IMODE((directory / name).stat().st_mode) == 0o600
+    # messaging's master keys: one version, 32 bytes, kept between runs.
+    master = json.loads((directory / "master-keys.json").read_text())
+    assert master["current"] == 1 and len(base64.b64decode(master["keys"]["1"])) == 32
+    assert first.master_keys_file == directory / "master-keys.json"
     assert len(first.service_token_secret) >= 32
     assert len(first.media_url_key) >= 32
     assert first.media_url_key not in (first.service_token_secret, first.ip_hash_key)
@@ -262,6 +275,9 @@ def test_services_are_wired_to_each_other(tmp_path: Path) -> None:
         assert by_name[name].env["SERVICE_TOKEN_SECRET"] == secrets.service_token_secret
     assert by_name["edge"].env["MEDIA_URL_KEY"] == secrets.media_url_key
     assert "MEDIA_URL_KEY" not in by_name["messaging"].env
+    # messaging alone holds the master keys.
+    assert by_name["messaging"].env["MASTER_KEYS_FILE"] == str(secrets.master_keys_file)
+    assert [name for name in by_name if "MASTER_KEYS_FILE" in by_name[name].env] == ["messaging"]
     # No private S3 given: nothing S3 is set (base_env's S3_* would pass through as they are).
     assert not any(name.startswith("S3_") for spec in specs for name in spec.env)
     edge = by_name["edge"].env

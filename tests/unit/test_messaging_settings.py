@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
+from chatpop_messaging.keys import generate_master_keys
 from chatpop_messaging.settings import MessagingSettings
 
 VARIABLES = (
@@ -32,6 +35,8 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in VARIABLES:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("SERVICE_TOKEN_SECRET", "unit-test-service-token-secret-0123456789")
+    monkeypatch.delenv("MASTER_KEYS_FILE", raising=False)
+    monkeypatch.setenv("MASTER_KEYS", generate_master_keys())
 
 
 def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -101,3 +106,22 @@ def test_the_service_refuses_to_start_without_redis() -> None:
     )
     assert result.returncode == 2
     assert "REDIS_URL" in result.stderr
+
+
+def test_master_keys_are_required_and_checked(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://db/chatpop")
+    monkeypatch.setenv("REDIS_URL", "redis://cache:6379/0")
+    monkeypatch.delenv("MASTER_KEYS")
+    with pytest.raises(ValidationError, match="MASTER_KEYS"):
+        MessagingSettings()  # type: ignore[call-arg]
+    monkeypatch.setenv("MASTER_KEYS", json.dumps({"current": 1, "keys": {"1": "c2hvcnQ="}}))
+    with pytest.raises(ValidationError, match="32 bytes"):
+        MessagingSettings()  # type: ignore[call-arg]
+    monkeypatch.delenv("MASTER_KEYS")
+    path = tmp_path / "master-keys.json"
+    path.write_text(generate_master_keys(3))
+    monkeypatch.setenv("MASTER_KEYS_FILE", str(path))
+    assert MessagingSettings().master_key_set().current == 3  # type: ignore[call-arg]
+    monkeypatch.setenv("MASTER_KEYS_FILE", str(tmp_path / "missing.json"))
+    with pytest.raises(ValidationError, match="MASTER_KEYS_FILE"):
+        MessagingSettings()  # type: ignore[call-arg]

@@ -24,11 +24,13 @@ CHATPOP_DATA_DIR.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import dataclasses
 import errno
 import hashlib
 import importlib.util
+import json
 import os
 import secrets
 import shutil
@@ -107,6 +109,8 @@ SERVICE_TOKEN_SECRET_FILE = "service-token-secret"
 MEDIA_URL_KEY_FILE = "media-url-key"
 S3_ACCESS_KEY_FILE = "s3-access-key"
 S3_SECRET_KEY_FILE = "s3-secret-key"
+# messaging's master keys (MASTER_KEYS_FILE): the JSON keyring its data keys are wrapped with.
+MASTER_KEYS_FILE = "master-keys.json"
 # The processes that ask identity for service tokens (and identity, which checks their proofs).
 SERVICE_TOKEN_HOLDERS = ("identity", "rooms", "messaging", "payments", "edge")
 # The services that keep media on S3 (S3_*).
@@ -323,6 +327,8 @@ class Secrets:
     # The private S3's one identity (make run).
     s3_access_key: str = ""
     s3_secret_key: str = ""
+    # messaging's master keys file (MASTER_KEYS_FILE).
+    master_keys_file: Path | None = None
 
 
 def service_pythonpath(repo: Path = REPO_ROOT, inherited: str = "") -> str:
@@ -377,8 +383,9 @@ def _generate_signing_key(path: Path) -> None:
 
 
 def ensure_secrets(directory: Path) -> Secrets:
-    """The signing key, IP hash key, access-code key, service token secret, media URL key and the
-    private S3's access key and secret under `directory` (0700), created on first use and then kept."""
+    """The signing key, IP hash key, access-code key, service token secret, media URL key, the
+    private S3's access key and secret and messaging's master keys under `directory` (0700), created
+    on first use and then kept."""
     directory.mkdir(parents=True, exist_ok=True)
     directory.chmod(0o700)
     key_file = directory / SIGNING_KEY_FILE
@@ -407,6 +414,10 @@ def ensure_secrets(directory: Path) -> Secrets:
         MEDIA_URL_KEY_FILE: lambda: secrets.token_hex(32),
         S3_ACCESS_KEY_FILE: lambda: "chatpop" + secrets.token_hex(8),
         S3_SECRET_KEY_FILE: lambda: secrets.token_urlsafe(30),
+        # Version 1 of messaging's master keys; add versions to this file to rotate (RUNBOOK).
+        MASTER_KEYS_FILE: lambda: json.dumps(
+            {"current": 1, "keys": {"1": base64.b64encode(secrets.token_bytes(32)).decode()}}
+        ),
     }
     values: dict[str, str] = {}
     for name, make in generated.items():
@@ -423,6 +434,7 @@ def ensure_secrets(directory: Path) -> Secrets:
         media_url_key=values[MEDIA_URL_KEY_FILE],
         s3_access_key=values[S3_ACCESS_KEY_FILE],
         s3_secret_key=values[S3_SECRET_KEY_FILE],
+        master_keys_file=directory / MASTER_KEYS_FILE,
     )
 
 
@@ -486,6 +498,8 @@ def service_specs(
             env["ACCESS_CODE_KEY"] = secrets.access_code_key
         if name in SERVICE_TOKEN_HOLDERS:
             env["SERVICE_TOKEN_SECRET"] = secrets.service_token_secret
+        if name == "messaging" and secrets.master_keys_file is not None:
+            env["MASTER_KEYS_FILE"] = str(secrets.master_keys_file)
         if name in S3_USERS and s3_env:
             env.update(s3_env)
             if name != "messaging":

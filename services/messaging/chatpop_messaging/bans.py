@@ -22,7 +22,7 @@ from chatpop.rooms.v1 import rooms_pb2, rooms_pb2_grpc
 from chatpop_common.auth import Principal
 from chatpop_common.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, Unavailable
 from chatpop_messaging.rooms_lookup import LOOKUP_TIMEOUT, get_room
-from chatpop_messaging.store import CLIENT_MSG_ID_CONSTRAINT, ENTRY_COLUMNS, to_message
+from chatpop_messaging.store import CLIENT_MSG_ID_CONSTRAINT, ENTRY_COLUMNS, read_entry
 
 KIND_BAN = messaging_pb2.ENTRY_KIND_BAN
 
@@ -109,7 +109,7 @@ class BanEntries:
         client_msg_id = f"ban:{key}"
         existing = await self._pool.fetchrow(_BY_KEY, room_id, target.id, client_msg_id)
         if existing is not None:
-            return BanEntry(to_message(existing), created=False)
+            return BanEntry(await read_entry(existing), created=False)
         try:
             async with self._pool.acquire() as connection, connection.transaction():
                 for hook in self._on_ban:
@@ -136,5 +136,5 @@ class BanEntries:
             existing = await self._pool.fetchrow(_BY_KEY, room_id, target.id, client_msg_id)
             if existing is None:
                 raise
-            return BanEntry(to_message(existing), created=False)
-        return BanEntry(to_message(row), created=True, followups=tuple(followups))
+            return BanEntry(await read_entry(existing), created=False)
+        return BanEntry(await read_entry(row), created=True, followups=tuple(followups))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from dataclasses import dataclass
 
 import asyncpg
@@ -17,6 +18,7 @@ import asyncpg
 from chatpop.messaging.v1 import messaging_pb2
 from chatpop_common.backoff import Backoff
 from chatpop_common.errors import NotFound, PermissionDenied
+from chatpop_messaging import crypto, keys
 from chatpop_messaging.hotcache import HotCache
 from chatpop_messaging.media import request_purge
 from chatpop_messaging.paid_pins import lock_if_paid_pinned, on_deleted
@@ -30,7 +32,8 @@ from chatpop_messaging.store import (
     Change,
     append_change,
     lock_target,
-    to_message,
+    read_entries,
+    read_entry,
 )
 
 log = logging.getLogger(__name__)
@@ -41,7 +44,7 @@ WHERE room_id = $1 AND seq = $2
 RETURNING {ENTRY_COLUMNS}
 """  # noqa: S608 - constant column list
 _REDACT_COPIES = f"""
-UPDATE messages SET text = '', pinned_message = CASE WHEN kind = {KIND_PIN} THEN $3::bytea END
+UPDATE messages SET text = '', pinned_message = NULL
 WHERE room_id = $1 AND target_seq = $2 AND kind IN ({KIND_PIN}, {KIND_RESTORE})
 RETURNING {ENTRY_COLUMNS}
 """  # noqa: S608 - constant kinds and column list
@@ -66,6 +69,27 @@ class DeletionResult:
         first = [] if self.entry is None else [self.entry]
         unpinned = [] if self.unpinned is None else [self.unpinned]
         return [*first, *unpinned, *self.paid_pins_removed]
+
+
+async def _pin_tombstone(
+    connection: asyncpg.Connection,
+    room_id: str,
+    copies: list[messaging_pb2.Message],
+    tombstone: messaging_pb2.Message,
+) -> None:
+    """PIN entries that carried the deleted message carry its tombstone instead (sealed per entry)."""
+    pins = [copy for copy in copies if copy.kind == KIND_PIN]
+    if not pins:
+        return
+    sealer = await keys.keyring().sealer(room_id)
+    plain = tombstone.SerializeToString()
+    for pin in pins:
+        await connection.execute(
+            "UPDATE messages SET pinned_message = $2 WHERE id = $1",
+            uuid.UUID(pin.id),
+            sealer.data(pin.id, crypto.PINNED_MESSAGE, plain),
+        )
+        pin.pinned_message.CopyFrom(tombstone)
 
 
 class Deletions:
@@ -99,17 +123,18 @@ class Deletions:
             await connection.execute(
                 "DELETE FROM reactions WHERE room_id = $1 AND message_seq = $2", room_id, target_seq
             )
-            tombstone = to_message(row)
-            copies = await connection.fetch(
-                _REDACT_COPIES, room_id, target_seq, tombstone.SerializeToString()
+            tombstone = await read_entry(row, connection=connection)
+            copies = await read_entries(
+                await connection.fetch(_REDACT_COPIES, room_id, target_seq), connection=connection
             )
+            await _pin_tombstone(connection, room_id, copies, tombstone)
             unpinned = await unpin(connection, room_id, target_seq, actor) if pinned else None
             paid = await on_deleted(connection, room_id, tombstone)
         return DeletionResult(
             entry,
             tombstone,
             unpinned,
-            (*(to_message(copy) for copy in copies), *paid.redacted),
+            (*copies, *paid.redacted),
             paid.entries,
         )
 

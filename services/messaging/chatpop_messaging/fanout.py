@@ -26,6 +26,7 @@ from google.protobuf.message import DecodeError
 
 from chatpop.messaging.v1 import messaging_pb2
 from chatpop.rooms.v1 import rooms_pb2
+from chatpop_messaging import crypto, keys
 from chatpop_messaging.hotcache import live_channel, room_from_channel
 from chatpop_messaging.metrics import GAP_FILLS, REDIS_FAILURES, SIGNALS_DROPPED, SUBSCRIBERS
 from chatpop_messaging.reader import MessageReader
@@ -91,6 +92,15 @@ class Subscription:
         return delivery
 
 
+class _Sealed:
+    """A live channel's payload, opened by the room's hub (opening may have to fetch a key)."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+
 class _Check:
     __slots__ = ("force", "observed")
 
@@ -107,14 +117,16 @@ class RoomHub:
         # Highest seq handed to subscribers; everything at or below it was delivered in order.
         self.last: int | None = None
         self._fanout = fanout
-        self._inbox: asyncio.Queue[messaging_pb2.Message | _Check] = asyncio.Queue(maxsize=_HUB_INBOX_SIZE)
+        self._inbox: asyncio.Queue[messaging_pb2.Message | _Check | _Sealed] = asyncio.Queue(
+            maxsize=_HUB_INBOX_SIZE
+        )
         self._live_since_check = False
         self._prev_observed = 0
         self.task: asyncio.Task[None] | None = None
         # Set once `last` is known: subscribers behind it catch up before taking live deliveries.
         self.positioned = asyncio.Event()
 
-    def offer(self, event: messaging_pb2.Message | _Check) -> None:
+    def offer(self, event: messaging_pb2.Message | _Check | _Sealed) -> None:
         # Dropping is safe: a later message or the next poll finds the hole and fills it.
         with contextlib.suppress(asyncio.QueueFull):
             self._inbox.put_nowait(event)
@@ -133,6 +145,10 @@ class RoomHub:
             try:
                 if isinstance(event, _Check):
                     await self._check(event)
+                elif isinstance(event, _Sealed):
+                    message = await self._open(event.data)
+                    if message is not None:
+                        await self._live(message)
                 else:
                     await self._live(event)
             except asyncio.CancelledError:
@@ -140,6 +156,16 @@ class RoomHub:
             except Exception:
                 # Nothing was skipped: the position did not move, the next event or poll retries.
                 log.exception("delivering to room %s failed", self.room_id)
+
+    async def _open(self, data: bytes) -> messaging_pb2.Message | None:
+        """The message a live payload carries; None (the next poll fills the hole) when it does not
+        open with the room's keys."""
+        opener = await keys.keyring().opener(self.room_id, [data])
+        try:
+            return opener.entry(data)
+        except crypto.Unreadable:
+            log.warning("ignoring a live payload of room %s that does not open", self.room_id)
+            return None
 
     async def _live(self, message: messaging_pb2.Message) -> None:
         assert self.last is not None
@@ -314,12 +340,7 @@ class Fanout:
         hub = self._hubs.get(room_id)
         if hub is None or not isinstance(data, bytes):
             return
-        try:
-            message = messaging_pb2.Message.FromString(data)
-        except DecodeError:
-            log.warning("ignoring an undecodable message on %r", channel)
-            return
-        hub.offer(message)
+        hub.offer(_Sealed(data))
 
     async def _listen(self) -> None:
         """Keep one pub/sub connection for every room with a hub; after a drop, resubscribe and poll."""

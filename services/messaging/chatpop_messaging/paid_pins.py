@@ -26,6 +26,7 @@ import asyncpg
 from chatpop.messaging.v1 import messaging_pb2
 from chatpop_common import pricing
 from chatpop_common.errors import FailedPrecondition, InvalidArgument, NotFound
+from chatpop_messaging import crypto, keys
 from chatpop_messaging.pins import lock_board
 from chatpop_messaging.store import (
     CLIENT_MSG_ID_CONSTRAINT,
@@ -38,6 +39,8 @@ from chatpop_messaging.store import (
     append_change,
     lock_target,
     reaction_counts,
+    read_entries,
+    read_entry,
     to_message,
 )
 
@@ -206,7 +209,12 @@ async def _copies(
     if not seqs:
         return {}
     wanted = sorted(set(seqs))
-    copies = {row["seq"]: to_message(row) for row in await connection.fetch(_MESSAGES, room_id, wanted)}
+    copies = {
+        message.seq: message
+        for message in await read_entries(
+            await connection.fetch(_MESSAGES, room_id, wanted), connection=connection
+        )
+    }
     counts: dict[int, dict[str, int]] = {}
     for row in await connection.fetch(_COUNTS, room_id, wanted):
         counts.setdefault(row["message_seq"], {})[row["emoji"]] = int(row["n"])
@@ -288,7 +296,7 @@ async def _answer(connection: asyncpg.Connection, room_id: str, recorded: asyncp
     entry = None
     if recorded["entry_seq"] is not None:
         row = await connection.fetchrow(_ENTRY, room_id, recorded["entry_seq"])
-        entry = to_message(row) if row is not None else None
+        entry = await read_entry(row, connection=connection) if row is not None else None
     pin = entry.paid_pin if entry is not None and entry.HasField("paid_pin") else None
     return PinOutcome(_OUTCOMES[recorded["outcome"]], entry, pin, created=False)
 
@@ -458,7 +466,7 @@ class PaidPins:
         if recorded["kind"] != ORDER_TIP:
             raise FailedPrecondition("This order was a pin, not a tip.", code="order_kind_mismatch")
         row = await connection.fetchrow(_ENTRY, room_id, recorded["entry_seq"])
-        return to_message(row)
+        return await read_entry(row, connection=connection)
 
     async def remove(self, room_id: str, pin_id: str) -> messaging_pb2.Message | None:
         """Take a pin down as the room's host (or an admin): its PAID_PIN_REMOVED entry, or None when
@@ -554,11 +562,19 @@ async def on_deleted(
         room_id,
         first,
     )
+    opener = await keys.keyring().opener(room_id, [row["payload"] for row in rows], connection=connection)
+    sealer = await keys.keyring().sealer(room_id) if rows else None
     for row in rows:
         if below is not None and row["seq"] >= below:
             break
+        entry_id = str(row["id"])
+        try:
+            plain = opener.data(entry_id, crypto.PAYLOAD, row["payload"])
+        except crypto.Unreadable:
+            # Nothing of the text can be read from it either.
+            continue
         payload = messaging_pb2.Message()
-        payload.ParseFromString(bytes(row["payload"] or b""))
+        payload.ParseFromString(plain or b"")
         copies = [payload.paid_pin, *payload.paid_pins]
         touched = [pin for pin in copies if pin.target_seq == seq and not pin.message.state.deleted]
         if not touched:
@@ -569,9 +585,9 @@ async def on_deleted(
             "UPDATE messages SET payload = $3 WHERE room_id = $1 AND seq = $2",
             room_id,
             row["seq"],
-            payload.SerializeToString(),
+            sealer.data(entry_id, crypto.PAYLOAD, payload.SerializeToString()) if sealer else None,
         )
-        entry = to_message(row)
+        entry = to_message(row, opener)
         entry.ClearField("paid_pin")
         entry.ClearField("paid_pins")
         entry.MergeFrom(payload)

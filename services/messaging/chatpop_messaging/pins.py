@@ -19,6 +19,7 @@ import asyncpg
 
 from chatpop.messaging.v1 import messaging_pb2
 from chatpop_common.errors import FailedPrecondition, NotFound
+from chatpop_messaging import crypto, keys
 from chatpop_messaging.store import (
     ENTRY_COLUMNS,
     KIND_PIN,
@@ -29,7 +30,8 @@ from chatpop_messaging.store import (
     append_change,
     lock_target,
     reaction_counts,
-    to_message,
+    read_entries,
+    read_entry,
 )
 
 SOURCE_HOST = messaging_pb2.PIN_SOURCE_HOST
@@ -69,12 +71,28 @@ async def lock_board(connection: asyncpg.Connection, room_id: str) -> asyncpg.Re
     return row
 
 
+async def seal_sticky(room_id: str, sticky_seq: int, text: str) -> bytes:
+    """The stored form of a sticky text set by the entry `sticky_seq`."""
+    sealer = await keys.keyring().sealer(room_id)
+    return sealer.text(crypto.sticky_id(sticky_seq), crypto.STICKY_TEXT, text)
+
+
+async def _sticky_text(connection: asyncpg.Connection, room_id: str, board: asyncpg.Record) -> str:
+    """The board's sticky text; empty when it cannot be decrypted (its key is gone)."""
+    value = board["sticky_text"]
+    opener = await keys.keyring().opener(room_id, [value], connection=connection)
+    try:
+        return opener.text(crypto.sticky_id(board["sticky_seq"]), crypto.STICKY_TEXT, value)
+    except crypto.Unreadable:
+        return ""
+
+
 async def _host_pins(connection: asyncpg.Connection, room_id: str) -> list[int]:
     return [int(row["message_seq"]) for row in await connection.fetch(_HOST_PINS, room_id, SOURCE_HOST)]
 
 
 async def _as_it_stands(connection: asyncpg.Connection, room_id: str, row: asyncpg.Record) -> bytes:
-    message = to_message(row)
+    message = await read_entry(row, connection=connection)
     counts = {r["emoji"]: int(r["n"]) for r in await connection.fetch(_COUNTS, room_id, row["seq"])}
     message.state.reactions.extend(reaction_counts(counts))
     return message.SerializeToString()
@@ -170,7 +188,7 @@ class Pins:
         """Set the sticky text (validated by the caller; empty clears it) as the room's host."""
         async with self._pool.acquire() as connection, connection.transaction():
             board = await lock_board(connection, room_id)
-            if board["sticky_text"] == text:
+            if await _sticky_text(connection, room_id, board) == text:
                 return StickyResult(None, text, int(board["sticky_seq"]))
             entry = await append_change(
                 connection,
@@ -181,7 +199,7 @@ class Pins:
             await connection.execute(
                 "UPDATE room_boards SET sticky_text = $2, sticky_seq = $3 WHERE room_id = $1",
                 room_id,
-                text,
+                await seal_sticky(room_id, entry.seq, text),
                 entry.seq,
             )
         return StickyResult(entry, text, entry.seq)
@@ -191,11 +209,13 @@ class Pins:
         async with self._pool.acquire() as connection:
             board = await connection.fetchrow(_BOARD, room_id)
             rows = await connection.fetch(_PINNED_MESSAGES, room_id)
+            sticky = await _sticky_text(connection, room_id, board) if board is not None else ""
+            messages = await read_entries(rows, connection=connection)
         result = messaging_pb2.RoomBoard()
         if board is not None:
-            result.sticky_text = board["sticky_text"]
+            result.sticky_text = sticky
             result.sticky_seq = board["sticky_seq"]
             result.pins_state_seq = board["pins_state_seq"]
-        for row in rows:
-            result.pins.add(message=to_message(row), source=row["source"], pinned_seq=row["pinned_seq"])
+        for row, message in zip(rows, messages, strict=True):
+            result.pins.add(message=message, source=row["source"], pinned_seq=row["pinned_seq"])
         return result

@@ -17,7 +17,7 @@ import asyncpg
 
 from chatpop.messaging.v1 import messaging_pb2
 from chatpop_common.errors import FailedPrecondition, InvalidArgument, NotFound
-from chatpop_messaging import validation
+from chatpop_messaging import crypto, keys, validation
 from chatpop_messaging.store import (
     ENTRY_COLUMNS,
     KIND_HIDE,
@@ -26,7 +26,8 @@ from chatpop_messaging.store import (
     Change,
     append_change,
     lock_target,
-    to_message,
+    read_entries,
+    read_entry,
 )
 
 REPORT_TEXT_MAX = 500
@@ -89,6 +90,25 @@ def valid_report(reason: int, text: str) -> str:
     return validation.message_text(text, REPORT_TEXT_MAX)
 
 
+async def seal_report(room_id: str, message_seq: int, reporter_participant_id: str, text: str) -> bytes:
+    """The stored form of a report's text."""
+    if not text:
+        return b""
+    sealer = await keys.keyring().sealer(room_id)
+    return sealer.text(crypto.report_id(message_seq, reporter_participant_id), crypto.REPORT_TEXT, text)
+
+
+def _report_text(opener: keys.Opener, room_id: str, row: asyncpg.Record) -> str:
+    try:
+        return opener.text(
+            crypto.report_id(row["message_seq"], row["reporter_participant_id"]),
+            crypto.REPORT_TEXT,
+            row["text"],
+        )
+    except crypto.Unreadable:
+        return ""
+
+
 class Reports:
     def __init__(self, pool: asyncpg.Pool, *, hide_at: int) -> None:
         self._pool = pool
@@ -114,7 +134,7 @@ class Reports:
                 actor.participant_id,
                 actor.username,
                 reason,
-                text,
+                await seal_report(room_id, target_seq, actor.participant_id, text),
             )
             if status != "INSERT 0 1":
                 return ReportResult(False, None, hidden)
@@ -138,10 +158,15 @@ class Reports:
             has_more = len(seqs) > limit
             seqs = seqs[:limit]
             messages = {
-                int(row["seq"]): to_message(row)
-                for row in await connection.fetch(_QUEUED_MESSAGES, room_id, seqs)
+                message.seq: message
+                for message in await read_entries(
+                    await connection.fetch(_QUEUED_MESSAGES, room_id, seqs), connection=connection
+                )
             }
             reports = await connection.fetch(_QUEUED_REPORTS, room_id, seqs)
+            opener = await keys.keyring().opener(
+                room_id, [row["text"] for row in reports], connection=connection
+            )
         response = messaging_pb2.ListReportsResponse(has_more=has_more)
         items: dict[int, messaging_pb2.ReportedMessage] = {}
         for seq in seqs:
@@ -155,7 +180,7 @@ class Reports:
                 reporter_participant_id=row["reporter_participant_id"],
                 reporter_username=row["reporter_username"],
                 reason=row["reason"],
-                text=row["text"],
+                text=_report_text(opener, room_id, row),
             )
             report.created_at.FromDatetime(row["created_at"])
         return response
@@ -176,7 +201,11 @@ class Reports:
                     connection,
                     room_id,
                     actor,
-                    Change(kind=KIND_RESTORE, target_seq=target_seq, text=target["text"]),
+                    Change(
+                        kind=KIND_RESTORE,
+                        target_seq=target_seq,
+                        text=(await read_entry(target, connection=connection)).text,
+                    ),
                 )
                 await connection.execute(
                     "UPDATE messages SET hidden_at = NULL WHERE room_id = $1 AND seq = $2",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -11,7 +12,10 @@ from typing import Any
 import asyncpg
 
 from chatpop.messaging.v1 import messaging_pb2
-from chatpop_messaging import media
+from chatpop_messaging import crypto, keys, media
+from chatpop_messaging.metrics import CONTENT_UNREADABLE
+
+log = logging.getLogger(__name__)
 
 CLIENT_MSG_ID_CONSTRAINT = "messages_room_sender_client_msg_key"
 
@@ -110,10 +114,21 @@ async def append_change(
 ) -> messaging_pb2.Message:
     """Append a change entry with the room's next seq, inside the caller's transaction, and record it
     as the target's newest state."""
+    entry_id = uuid.uuid4()
+    payload = None if change.payload is None else change.payload.SerializeToString()
+    sealed_text, sealed_pinned, sealed_payload = b"", change.pinned_message, payload
+    opener = keys.Opener(room_id, {})
+    if change.text or change.pinned_message or payload:
+        # Sealed with the room's newest key (taken before the seq: the key may have to be created).
+        sealer = await keys.keyring().sealer(room_id)
+        sealed_text = sealer.text(str(entry_id), crypto.TEXT, change.text)
+        sealed_pinned = sealer.data(str(entry_id), crypto.PINNED_MESSAGE, change.pinned_message)
+        sealed_payload = sealer.data(str(entry_id), crypto.PAYLOAD, payload)
+        opener = sealer.opener()
     seq = await connection.fetchval(_NEXT_SEQ, room_id)
     row = await connection.fetchrow(
         _INSERT_CHANGE,
-        uuid.uuid4(),
+        entry_id,
         room_id,
         seq,
         actor.participant_id,
@@ -127,10 +142,10 @@ async def append_change(
         change.added,
         None if change.reaction_counts is None else json.dumps(change.reaction_counts),
         change.deleted_by_host,
-        change.text,
+        sealed_text,
         change.pinned_seqs,
-        change.pinned_message,
-        None if change.payload is None else change.payload.SerializeToString(),
+        sealed_pinned,
+        sealed_payload,
     )
     if change.touches_target:
         await connection.execute(
@@ -139,7 +154,7 @@ async def append_change(
             change.target_seq,
             seq,
         )
-    return to_message(row)
+    return to_message(row, opener, text=change.text)
 
 
 class DuplicateClientMsgId(Exception):
@@ -175,6 +190,8 @@ KIND_RESTORE = messaging_pb2.ENTRY_KIND_RESTORE
 KIND_PAID_PIN = messaging_pb2.ENTRY_KIND_PAID_PIN
 KIND_PAID_PIN_REMOVED = messaging_pb2.ENTRY_KIND_PAID_PIN_REMOVED
 KIND_TIP = messaging_pb2.ENTRY_KIND_TIP
+# A deleted account's participant was renamed (forgetting.py); `added` stores messages_erased.
+KIND_PARTICIPANT_FORGOTTEN = messaging_pb2.ENTRY_KIND_PARTICIPANT_FORGOTTEN
 # Entries that carry a payload (Change.payload).
 PAYLOAD_KINDS = (KIND_PAID_PIN, KIND_PAID_PIN_REMOVED, KIND_TIP)
 
@@ -195,8 +212,44 @@ def _counts(value: Any) -> dict[str, int]:
     return {str(k): int(v) for k, v in dict(loaded).items()}
 
 
-def to_message(row: Any) -> messaging_pb2.Message:
+async def read_entries(rows: Sequence[Any], *, connection: Any = None) -> list[messaging_pb2.Message]:
+    """Log rows as messages, their content opened (`connection` reads keys not cached, inside the
+    caller's transaction)."""
+    openers: dict[str, keys.Opener] = {}
+    for room_id in {row["room_id"] for row in rows}:
+        values = [
+            value
+            for row in rows
+            if row["room_id"] == room_id
+            for value in (row["text"], row["payload"], row["pinned_message"])
+        ]
+        openers[room_id] = await keys.keyring().opener(room_id, values, connection=connection)
+    return [to_message(row, openers[row["room_id"]]) for row in rows]
+
+
+async def read_entry(row: Any, *, connection: Any = None) -> messaging_pb2.Message:
+    return (await read_entries([row], connection=connection))[0]
+
+
+def to_message(row: Any, opener: keys.Opener, *, text: str | None = None) -> messaging_pb2.Message:
+    """A log row as a message, its content opened with `opener` (`text`: the plaintext, when the
+    caller has it). Content that does not open (a key that is gone, a value moved from another row)
+    reads as an unreadable message: no content, shown as deleted; never another row's content."""
     kind = row["kind"]
+    entry_id = str(row["id"])
+    pinned = payload = None
+    try:
+        if text is None:
+            text = opener.text(entry_id, crypto.TEXT, row["text"])
+        if kind in (KIND_PIN, KIND_UNPIN):
+            pinned = opener.data(entry_id, crypto.PINNED_MESSAGE, row["pinned_message"])
+        elif kind in PAYLOAD_KINDS:
+            payload = opener.data(entry_id, crypto.PAYLOAD, row["payload"])
+        unreadable = False
+    except crypto.Unreadable as exc:
+        CONTENT_UNREADABLE.inc()
+        log.error("entry %s of room %s cannot be decrypted: %s", row["seq"], row["room_id"], exc)
+        text, pinned, payload, unreadable = "", None, None, True
     message = messaging_pb2.Message(
         id=str(row["id"]),
         room_id=row["room_id"],
@@ -206,7 +259,7 @@ def to_message(row: Any) -> messaging_pb2.Message:
         sender_is_host=row["sender_is_host"],
         sender_verified=row["sender_verified"],
         client_msg_id=row["client_msg_id"],
-        text=row["text"],
+        text=text,
         reply_to_seq=row["reply_to_seq"] or 0,
         kind=kind,
         target_seq=row["target_seq"] or 0,
@@ -234,13 +287,18 @@ def to_message(row: Any) -> messaging_pb2.Message:
         message.state.state_seq = row["seq"]
     elif kind in (KIND_PIN, KIND_UNPIN):
         message.pinned_seqs[:] = list(row["pinned_seqs"] or ())
-        if row["pinned_message"] is not None:
-            message.pinned_message.ParseFromString(bytes(row["pinned_message"]))
+        if pinned is not None:
+            message.pinned_message.ParseFromString(pinned)
     elif kind in (KIND_HIDE, KIND_RESTORE):
         message.state.hidden = kind == KIND_HIDE
         message.state.state_seq = row["seq"]
-    elif kind in PAYLOAD_KINDS and row["payload"] is not None:
-        message.MergeFromString(bytes(row["payload"]))
+    elif kind == KIND_PARTICIPANT_FORGOTTEN:
+        message.messages_erased = bool(row["added"])
+    elif kind in PAYLOAD_KINDS and payload is not None:
+        message.MergeFromString(payload)
+    if unreadable:
+        message.ClearField("media")
+        message.state.deleted = True
     return message
 
 
@@ -274,27 +332,31 @@ class MessageStore:
     async def insert(self, new: NewMessage) -> messaging_pb2.Message:
         """Assign the room's next seq and store the message, atomically; a message with media locks,
         checks and links the media in the same transaction."""
+        message_id = uuid.uuid4()
+        sealer = await keys.keyring().sealer(new.room_id)
         args = (
-            uuid.uuid4(),
+            message_id,
             new.room_id,
             new.sender_participant_id,
             new.sender_username,
             new.sender_is_host,
             new.sender_verified,
             new.client_msg_id,
-            new.text,
+            sealer.text(str(message_id), crypto.TEXT, new.text),
             new.reply_to_seq or None,
             new.media_id,
         )
         try:
             if new.media_id is None:
-                return to_message(await self._pool.fetchrow(_INSERT, *args))
+                return to_message(await self._pool.fetchrow(_INSERT, *args), sealer.opener(), text=new.text)
             async with self._pool.acquire() as connection, connection.transaction():
                 # The media row first, then the room's counter: the order every media change takes.
                 await media.lock_for_message(
                     connection, new.room_id, new.sender_participant_id, new.media_id, new.media_kinds
                 )
-                message = to_message(await connection.fetchrow(_INSERT, *args))
+                message = to_message(
+                    await connection.fetchrow(_INSERT, *args), sealer.opener(), text=new.text
+                )
                 await media.link(connection, new.room_id, new.media_id, message.seq)
                 await media.fill(connection, new.room_id, [message])
                 return message
@@ -312,7 +374,7 @@ class MessageStore:
             sender_participant_id,
             client_msg_id,
         )
-        return None if row is None else (await self._with_media(room_id, [to_message(row)]))[0]
+        return None if row is None else (await self._with_media(room_id, [await read_entry(row)]))[0]
 
     async def seq_exists(self, room_id: str, seq: int) -> bool:
         found = await self._pool.fetchval(
@@ -342,7 +404,7 @@ class MessageStore:
             low,
             high,
         )
-        return await self._with_media(room_id, [to_message(row) for row in rows])
+        return await self._with_media(room_id, await read_entries(rows))
 
     async def newest(self, room_id: str, count: int) -> list[messaging_pb2.Message]:
         """The room's newest `count` messages, ascending."""
@@ -351,14 +413,14 @@ class MessageStore:
             room_id,
             count,
         )
-        return await self._with_media(room_id, [to_message(row) for row in reversed(rows)])
+        return await self._with_media(room_id, await read_entries(list(reversed(rows))))
 
     async def messages_at(self, room_id: str, seqs: Sequence[int]) -> list[messaging_pb2.Message]:
         """The messages (not changes) among `seqs`, ascending."""
         if not seqs:
             return []
         rows = await self._pool.fetch(_AT, room_id, list(seqs))
-        return await self._with_media(room_id, [to_message(row) for row in rows])
+        return await self._with_media(room_id, await read_entries(rows))
 
     async def _with_media(
         self, room_id: str, messages: list[messaging_pb2.Message]

@@ -61,9 +61,51 @@ def upgrade() -> None:
         # after a scan that started once every process stopped sealing with them.
         sa.Column("started_at", sa.DateTime(timezone=True), nullable=True),
     )
+    for table, column in _TEXT_COLUMNS:
+        op.alter_column(table, column, server_default=None)
+        op.execute(
+            f"ALTER TABLE {table} ALTER COLUMN {column} TYPE bytea USING "
+            f"CASE WHEN {column} = '' THEN ''::bytea ELSE '\\x00'::bytea || convert_to({column}, 'UTF8') END"
+        )
+    op.alter_column("room_boards", "sticky_text", server_default=sa.text("''::bytea"))
+    op.alter_column("reports", "text", server_default=sa.text("''::bytea"))
+    for table, column in _BYTES_COLUMNS:
+        op.execute(
+            f"UPDATE {table} SET {column} = '\\x00'::bytea || {column} "  # noqa: S608 - constant names
+            f"WHERE {column} IS NOT NULL AND length({column}) > 0"
+        )
+    op.execute(
+        "INSERT INTO reencrypt_rooms (room_id) "
+        "SELECT room_id FROM room_counters UNION SELECT room_id FROM room_boards "
+        "UNION SELECT room_id FROM reports ON CONFLICT DO NOTHING"
+    )
 
 
 def downgrade() -> None:
+    # Sealed content cannot be turned back into text here (the keys live outside the database).
+    def sealed_in(table: str, column: str) -> str:
+        return (
+            f"EXISTS (SELECT 1 FROM {table} WHERE length({column}) > 0 "  # noqa: S608 - constant names
+            f"AND substring({column} from 1 for 1) <> '\\x00'::bytea)"
+        )
+
+    query = "SELECT " + " OR ".join(sealed_in(t, c) for t, c in (*_TEXT_COLUMNS, *_BYTES_COLUMNS))
+    sealed = op.get_bind().execute(sa.text(query)).scalar()
+    if sealed:
+        raise RuntimeError("encrypted content exists: downgrading below 0010 would lose it")
+    for table, column in _BYTES_COLUMNS:
+        op.execute(
+            f"UPDATE {table} SET {column} = substring({column} from 2) "  # noqa: S608 - constant names
+            f"WHERE {column} IS NOT NULL AND length({column}) > 0"
+        )
+    for table, column in _TEXT_COLUMNS:
+        op.alter_column(table, column, server_default=None)
+        op.execute(
+            f"ALTER TABLE {table} ALTER COLUMN {column} TYPE text USING "
+            f"CASE WHEN length({column}) = 0 THEN '' ELSE convert_from(substring({column} from 2), 'UTF8') END"
+        )
+    op.alter_column("room_boards", "sticky_text", server_default="")
+    op.alter_column("reports", "text", server_default="")
     op.drop_table("reencrypt_rooms")
     op.drop_table("erased_rooms")
     op.drop_index("room_keys_master_idx", "room_keys")
