@@ -22,10 +22,15 @@ from chatpop_common.service_auth import ServiceCredentials
 from chatpop_messaging.audit import RateLimitTrips
 from chatpop_messaging.bans import BanEntries
 from chatpop_messaging.deletions import Deletions, Redactions
+from chatpop_messaging.erasure import RoomEraser
 from chatpop_messaging.fanout import Fanout
+from chatpop_messaging.forgetting import Forgetting
 from chatpop_messaging.hotcache import HotCache, RedisGuard
+from chatpop_messaging.inspection import RoomInspection
+from chatpop_messaging.keys import Keyring, install, uninstall
 from chatpop_messaging.media import PURGE_TOPIC, MediaRecords
 from chatpop_messaging.media_purge import MediaPurger, MediaSweeper, Vacuums
+from chatpop_messaging.metrics import REENCRYPT_RUNS
 from chatpop_messaging.mutes import Mutes
 from chatpop_messaging.paid_pins import PaidPins, PaidPinsOnBan
 from chatpop_messaging.participants import ParticipantDirectory
@@ -36,6 +41,7 @@ from chatpop_messaging.ratelimit import SendRateLimiter, SlowMode
 from chatpop_messaging.reactions import Reactions
 from chatpop_messaging.reader import MessageReader
 from chatpop_messaging.reads import ReadPositions
+from chatpop_messaging.reencrypt import Reencryption
 from chatpop_messaging.reports import Reports
 from chatpop_messaging.retention import Retention
 from chatpop_messaging.room_signals import RoomSignals
@@ -94,6 +100,13 @@ async def build(settings: MessagingSettings, *, key_fetcher: KeyFetcher | None =
         unreferenced_ttl=settings.media_unreferenced_ttl,
     )
 
+    # Encryption at rest: the process's keyring (keys.py), checked against the data keys stored.
+    keyring = Keyring(
+        pool, settings.master_key_set(), cache_size=settings.key_cache_size, ttl=settings.key_cache_ttl
+    )
+    await keyring.check()
+    install(keyring)
+
     guard = RedisGuard(settings.redis_retry_after)
     store = MessageStore(pool)
     cache = HotCache(redis, guard, size=settings.hot_cache_size, ttl=settings.hot_cache_ttl)
@@ -106,6 +119,8 @@ async def build(settings: MessagingSettings, *, key_fetcher: KeyFetcher | None =
         pause=settings.retention_pause,
     )
     reader = MessageReader(store, cache)
+    # Older versions are retired once no process can still seal with them (keyring TTL, twice).
+    reencryption = Reencryption(pool, cache, retire_after=2 * settings.key_cache_ttl + 5)
     limiter = SendRateLimiter(
         redis,
         guard,
@@ -150,7 +165,17 @@ async def build(settings: MessagingSettings, *, key_fetcher: KeyFetcher | None =
         media_records=MediaRecords(pool),
         media_sweeper=sweeper,
         media_enabled=settings.media_enabled,
+        eraser=RoomEraser(
+            pool,
+            redis,
+            rooms_pb2_grpc.RoomsServiceStub(rooms_channel),
+            batch=settings.erase_batch,
+            budget=settings.erase_budget,
+        ),
+        forgetting=Forgetting(pool, batch=settings.erase_batch),
         retention=retention,
+        inspection=RoomInspection(store, cache),
+        reencryption=reencryption,
     )
     fanout.start()
     relay.start()
@@ -163,6 +188,18 @@ async def build(settings: MessagingSettings, *, key_fetcher: KeyFetcher | None =
         name="media sweeper",
     )
     background = [counting, sweeping]
+    if settings.reencrypt_interval > 0:
+        background.append(
+            asyncio.create_task(
+                run_every(
+                    settings.reencrypt_interval,
+                    lambda: reencryption.background(settings.reencrypt_batch),
+                    what="re-encrypt stored content",
+                    failures=REENCRYPT_RUNS.labels("failed"),
+                ),
+                name="re-encryption",
+            )
+        )
     if settings.retention_interval > 0:
         background.append(
             asyncio.create_task(
@@ -187,6 +224,9 @@ async def build(settings: MessagingSettings, *, key_fetcher: KeyFetcher | None =
     async def close_rooms() -> None:
         await rooms_channel.close()
 
+    async def uninstall_keyring() -> None:
+        uninstall(keyring)
+
     return GrpcApp(
         registrations=[
             Registration(
@@ -206,6 +246,7 @@ async def build(settings: MessagingSettings, *, key_fetcher: KeyFetcher | None =
             close_redis,
             close_rooms,
             *cleanups,
+            uninstall_keyring,
             pool.close,
         ],
         datastores=service_datastores(settings, redis),

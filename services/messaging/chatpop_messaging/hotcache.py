@@ -1,7 +1,8 @@
 """The Redis side of messaging: each room's hot stream of recent messages and its live channel.
 
 Keys carry the room id in a hash tag (`msg:{<room_id>}:…`) so one room's keys share a Redis Cluster slot.
-The stream holds the encoded `Message` bytes under entry ids `<seq>-0` and is kept contiguous: an
+The stream holds each encoded `Message`, sealed with the room's data key (crypto.py's envelope; so are
+tombstones and what the live channel carries), under entry ids `<seq>-0` and is kept contiguous: an
 append that would leave a hole is refused (and the room is rebuilt from Postgres instead), so a read
 that returns the whole range it asked for is exactly what Postgres holds.
 """
@@ -15,9 +16,11 @@ from enum import Enum
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
+from google.protobuf.message import DecodeError
 from redis.exceptions import RedisError
 
 from chatpop.messaging.v1 import messaging_pb2
+from chatpop_messaging import crypto, keys
 from chatpop_messaging.metrics import MESSAGES_PUBLISHED, REDIS_FAILURES
 
 log = logging.getLogger(__name__)
@@ -121,6 +124,39 @@ for _, entry in ipairs(entries) do
   else
     redis.call('XADD', KEYS[1], entry[1], 'm', entry[2][2])
   end
+end
+if ttl > 0 then
+  redis.call('EXPIRE', KEYS[1], ttl)
+end
+return 1
+"""
+
+
+# KEYS[1] stream, KEYS[2] tombstones; ARGV: ttl seconds, then seq/payload pairs. Like _REDACT for many
+# entries at once (a forgotten participant's renamed or erased entries): each new payload is
+# remembered, and the stream is rewritten once if it holds any of them.
+_REDACT_MANY = """
+local replace = {}
+for i = 1, (#ARGV - 1) / 2 do
+  redis.call('HSET', KEYS[2], ARGV[2 * i], ARGV[2 * i + 1])
+  replace[ARGV[2 * i] .. '-0'] = ARGV[2 * i + 1]
+end
+redis.call('EXPIRE', KEYS[2], ARGV[1])
+local entries = redis.call('XRANGE', KEYS[1], '-', '+')
+local hit = false
+for _, entry in ipairs(entries) do
+  if replace[entry[1]] ~= nil then
+    hit = true
+    break
+  end
+end
+if not hit then
+  return 0
+end
+local ttl = redis.call('TTL', KEYS[1])
+redis.call('DEL', KEYS[1])
+for _, entry in ipairs(entries) do
+  redis.call('XADD', KEYS[1], entry[1], 'm', replace[entry[1]] or entry[2][2])
 end
 if ttl > 0 then
   redis.call('EXPIRE', KEYS[1], ttl)
@@ -236,6 +272,7 @@ class HotCache:
         self._append = redis.register_script(_APPEND)
         self._merge = redis.register_script(_MERGE)
         self._redact = redis.register_script(_REDACT)
+        self._redact_many = redis.register_script(_REDACT_MANY)
         self._trim_below = redis.register_script(_TRIM_BELOW)
 
     @property
@@ -245,9 +282,29 @@ class HotCache:
     def available(self) -> bool:
         return self._guard.available()
 
-    async def append(self, message: messaging_pb2.Message, payload: bytes) -> AppendResult | None:
-        """Append to the room's stream and publish; None when Redis could not be reached."""
+    async def _seal(self, room_id: str, messages: Sequence[messaging_pb2.Message]) -> list[bytes]:
+        """The Redis values of entries of a room: each sealed whole with the room's newest key
+        (crypto.py, the envelope format). Nothing is written to Redis in plaintext."""
+        sealer = await keys.keyring().sealer(room_id)
+        return [sealer.entry(message) for message in messages]
+
+    async def _opener(self, room_id: str, payloads: Sequence[bytes | None]) -> keys.Opener:
+        return await keys.keyring().opener(room_id, payloads)
+
+    async def discard(self, room_id: str) -> bool:
+        """Drop the room's stream and tombstones (entries that no longer open: plaintext from before
+        encryption, or sealed with a key that is gone); reads go to Postgres and rebuild it."""
+
+        async def run() -> Any:
+            return await self._redis.delete(stream_key(room_id), tombstones_key(room_id))
+
+        ok, _ = await self._guard.call("discard", run)
+        return ok
+
+    async def append(self, message: messaging_pb2.Message) -> AppendResult | None:
+        """Append to the room's stream and publish (sealed); None when Redis could not be reached."""
         room_id = message.room_id
+        (payload,) = await self._seal(room_id, [message])
 
         async def run() -> Any:
             return await self._append(
@@ -271,16 +328,50 @@ class HotCache:
         ok, entries = await self._guard.call("read", run)
         if not ok or entries is None or len(entries) != wanted:
             return None
+        opener = await self._opener(room_id, [fields.get(_FIELD) for _, fields in entries])
         messages: list[messaging_pb2.Message] = []
         expected = high
         for entry_id, fields in entries:
             payload = fields.get(_FIELD)
             if _entry_seq(entry_id) != expected or payload is None:
                 return None
-            messages.append(messaging_pb2.Message.FromString(payload))
+            message = self._decode(opener, expected, payload)
+            if message is None:
+                # It never will open: a rebuild from Postgres writes it sealed anew.
+                await self.discard(room_id)
+                return None
+            messages.append(message)
             expected -= 1
         messages.reverse()
         return messages
+
+    def _decode(self, opener: keys.Opener, seq: int, payload: bytes) -> messaging_pb2.Message | None:
+        """The message a stream entry holds; None when the payload is not one, or does not open with
+        the room's keys (every read of the stream decodes here)."""
+        try:
+            message = opener.entry(payload)
+        except (crypto.Unreadable, DecodeError):
+            return None
+        return message if message.seq == seq else None
+
+    async def entries(self, room_id: str) -> list[tuple[int, messaging_pb2.Message | None]] | None:
+        """Every entry of the room's stream, ascending, as (seq, message), the message None when its
+        payload cannot be read; None if Redis failed. For inspection: the stream is bounded by the
+        cache size (plus trimming slack)."""
+
+        async def run() -> Any:
+            return await self._redis.xrange(stream_key(room_id), "-", "+")
+
+        ok, entries = await self._guard.call("read", run)
+        if not ok or entries is None:
+            return None
+        opener = await self._opener(room_id, [fields.get(_FIELD) for _, fields in entries])
+        found: list[tuple[int, messaging_pb2.Message | None]] = []
+        for entry_id, fields in entries:
+            seq = _entry_seq(entry_id)
+            payload = fields.get(_FIELD)
+            found.append((seq, None if payload is None else self._decode(opener, seq, payload)))
+        return found
 
     async def bounds(self, room_id: str) -> tuple[int, int] | None:
         """Seqs of the stream's first and last entries ((0, 0) when empty); None if Redis failed."""
@@ -300,16 +391,29 @@ class HotCache:
             return 0, 0
         return _entry_seq(first[0][0]), _entry_seq(last[0][0])
 
-    async def merge(self, room_id: str, messages: Sequence[messaging_pb2.Message]) -> bool:
-        """Bring the stream up to date with `messages` (ascending, contiguous). False if Redis failed."""
+    async def merge(
+        self, room_id: str, messages: Sequence[messaging_pb2.Message], *, replace: bool = False
+    ) -> bool:
+        """Bring the stream up to date with `messages` (ascending, contiguous). False if Redis failed.
+
+        With `replace`, every entry up to the last of `messages` is dropped first (in the same
+        transaction), so the stream holds exactly them and any newer entries that continue them:
+        a repair of entries that are wrong, not only missing."""
         if not messages:
             return True
         args: list[Any] = [self._size, self._ttl]
-        for message in messages:
-            args.extend((message.seq, message.SerializeToString()))
+        for message, payload in zip(messages, await self._seal(room_id, messages), strict=True):
+            args.extend((message.seq, payload))
+
+        names = [stream_key(room_id), tombstones_key(room_id)]
 
         async def run() -> Any:
-            return await self._merge(keys=[stream_key(room_id), tombstones_key(room_id)], args=args)
+            if not replace:
+                return await self._merge(keys=names, args=args)
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.xtrim(names[0], minid=f"{messages[-1].seq + 1}-0", approximate=False)
+            await self._merge(keys=names, args=args, client=pipe)
+            return await pipe.execute()
 
         ok, _ = await self._guard.call("rebuild", run)
         return ok
@@ -317,12 +421,28 @@ class HotCache:
     async def redact(self, tombstone: messaging_pb2.Message) -> bool:
         """Put a deleted message's tombstone in place of its entry; False if Redis failed."""
         room_id = tombstone.room_id
+        (payload,) = await self._seal(room_id, [tombstone])
 
         async def run() -> Any:
             return await self._redact(
                 keys=[stream_key(room_id), tombstones_key(room_id)],
-                args=[tombstone.seq, tombstone.SerializeToString(), self._ttl],
+                args=[tombstone.seq, payload, self._ttl],
             )
+
+        ok, _ = await self._guard.call("redact", run)
+        return ok
+
+    async def redact_many(self, room_id: str, entries: Sequence[messaging_pb2.Message]) -> bool:
+        """Put the new versions of entries (of one room) in place of the cached ones, in one rewrite
+        of the stream; False if Redis failed."""
+        if not entries:
+            return True
+        args: list[Any] = [self._ttl]
+        for entry, payload in zip(entries, await self._seal(room_id, entries), strict=True):
+            args.extend((entry.seq, payload))
+
+        async def run() -> Any:
+            return await self._redact_many(keys=[stream_key(room_id), tombstones_key(room_id)], args=args)
 
         ok, _ = await self._guard.call("redact", run)
         return ok

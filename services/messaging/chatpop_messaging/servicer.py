@@ -21,11 +21,14 @@ from chatpop_common.errors import (
     Unavailable,
 )
 from chatpop_common.service_auth import require_service
-from chatpop_messaging import audit, media, validation
+from chatpop_messaging import audit, keys, media, validation
 from chatpop_messaging.bans import BanEntries, ban_id
 from chatpop_messaging.deletions import Deletions, Redactions
+from chatpop_messaging.erasure import RoomEraser
 from chatpop_messaging.fanout import SIGNAL_SEQ, Fanout
+from chatpop_messaging.forgetting import Forgetting, forgotten_participants
 from chatpop_messaging.hotcache import AppendResult, HotCache
+from chatpop_messaging.inspection import RoomInspection
 from chatpop_messaging.media import MediaRecords
 from chatpop_messaging.media_purge import MediaSweeper
 from chatpop_messaging.metrics import GAP_FILLS, MESSAGES_ACCEPTED, RESUME_READS
@@ -38,6 +41,7 @@ from chatpop_messaging.ratelimit import SendRateLimiter, SlowMode
 from chatpop_messaging.reactions import Reactions, valid_emoji
 from chatpop_messaging.reader import MessageReader
 from chatpop_messaging.reads import MAX_ACTIVITY_ROOMS, ReadPositions
+from chatpop_messaging.reencrypt import Reencryption
 from chatpop_messaging.reports import Reports, valid_report
 from chatpop_messaging.retention import Retention, floor_seq
 from chatpop_messaging.room_signals import RoomSignals
@@ -103,7 +107,11 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
         media_records: MediaRecords,
         media_sweeper: MediaSweeper,
         media_enabled: bool,
+        eraser: RoomEraser,
+        forgetting: Forgetting,
         retention: Retention,
+        inspection: RoomInspection,
+        reencryption: Reencryption,
     ) -> None:
         self._settings = settings
         self._store = store
@@ -128,7 +136,11 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
         self._media = media_records
         self._media_sweeper = media_sweeper
         self._media_enabled = media_enabled
+        self._eraser = eraser
+        self._forgetting = forgetting
         self._retention = retention
+        self._inspection = inspection
+        self._reencryption = reencryption
         self._publishing: set[asyncio.Task[None]] = set()
 
     async def SendMessage(
@@ -200,9 +212,8 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
     async def _publish(self, message: messaging_pb2.Message) -> None:
         """Fan out a committed message. Never fails the send: readers and hubs catch up from Postgres."""
         try:
-            payload = message.SerializeToString()
             self._fanout.deliver_local(message)
-            result = await self._cache.append(message, payload)
+            result = await self._cache.append(message)
             if result is AppendResult.GAP:
                 self._reader.request_rebuild(message.room_id)
         except Exception:
@@ -833,6 +844,38 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
                 log.exception("purging the media of closed room %s failed", announced.room.id)
         return announced
 
+    # --- erasing a closed room, forgetting deleted accounts (erasure.py, forgetting.py) ------------
+
+    async def EraseRoom(
+        self, request: messaging_pb2.EraseRoomRequest, context: grpc.aio.ServicerContext
+    ) -> messaging_pb2.EraseRoomResponse:
+        require_service("rooms", "cli")
+        return await self._eraser.erase(validation.room_id(request.room_id))
+
+    async def ForgetParticipants(
+        self, request: messaging_pb2.ForgetParticipantsRequest, context: grpc.aio.ServicerContext
+    ) -> messaging_pb2.ForgetParticipantsResponse:
+        require_service("rooms")
+        participants = forgotten_participants(request)
+        outcomes = await self._forgetting.forget(participants, erase=request.erase_messages)
+        cached = True
+        response = messaging_pb2.ForgetParticipantsResponse()
+        for outcome in outcomes:
+            ids = [p.participant_id for p in participants if p.room_id == outcome.room_id]
+            for participant_id in ids:
+                self._participants.forget(outcome.room_id, participant_id)
+            # The hot cache loses the old names (and erased texts) before the entry goes out.
+            changed = await self._forgetting.hot_window(outcome.room_id, ids, self._cache.size)
+            cached = await self._cache.redact_many(outcome.room_id, changed) and cached
+            if outcome.entries:
+                await asyncio.shield(self._publish_committed(*outcome.entries))
+            response.entries += len(outcome.entries)
+            response.messages_changed += outcome.messages_changed
+        if not cached:
+            # Committed and published; a call again (rooms' outbox retries) redoes the hot cache.
+            raise Unavailable("The hot cache could not be updated yet; try again.", code="cache_unavailable")
+        return response
+
     # --- media (media.py, media_purge.py) ----------------------------------------------------------
 
     async def CreateMedia(
@@ -895,6 +938,22 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
             media=await self._media.get(room_id, ids, withhold_hidden=withhold)
         )
 
+    # --- operations (the admin CLI) ---------------------------------------------------------------
+
+    async def InspectRoom(
+        self, request: messaging_pb2.InspectRoomRequest, context: grpc.aio.ServicerContext
+    ) -> messaging_pb2.InspectRoomResponse:
+        require_service("cli")
+        report = await self._inspection.inspect(validation.room_id(request.room_id))
+        return report.message()
+
+    async def RebuildHotCache(
+        self, request: messaging_pb2.RebuildHotCacheRequest, context: grpc.aio.ServicerContext
+    ) -> messaging_pb2.RebuildHotCacheResponse:
+        require_service("cli")
+        entries, stream = await self._inspection.rebuild(validation.room_id(request.room_id))
+        return messaging_pb2.RebuildHotCacheResponse(entries=entries, hot_cache=stream.message())
+
     # --- retention (retention.py) ------------------------------------------------------------------
 
     async def RunRetention(
@@ -903,3 +962,37 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
         require_service("cli")
         room_id = validation.room_id(request.room_id) if request.room_id else ""
         return await self._retention.run(room_id, dry_run=request.dry_run)
+
+    # --- encryption at rest (keys.py, reencrypt.py; the admin CLI's `keys` commands) ----------------
+
+    async def RotateMasterKey(
+        self, request: messaging_pb2.RotateMasterKeyRequest, context: grpc.aio.ServicerContext
+    ) -> messaging_pb2.RotateMasterKeyResponse:
+        require_service("cli")
+        ring = keys.keyring()
+        rewrapped = await ring.rotate_master()
+        return messaging_pb2.RotateMasterKeyResponse(master_version=ring.master.current, rewrapped=rewrapped)
+
+    async def RotateRoomKeys(
+        self, request: messaging_pb2.RotateRoomKeysRequest, context: grpc.aio.ServicerContext
+    ) -> messaging_pb2.RotateRoomKeysResponse:
+        require_service("cli")
+        room_ids = [validation.room_id(room_id) for room_id in request.room_ids]
+        return messaging_pb2.RotateRoomKeysResponse(rotated=await self._reencryption.rotate_rooms(room_ids))
+
+    async def ReencryptRooms(
+        self, request: messaging_pb2.ReencryptRoomsRequest, context: grpc.aio.ServicerContext
+    ) -> messaging_pb2.ReencryptRoomsResponse:
+        require_service("cli")
+        if request.limit < 0:
+            raise InvalidArgument("limit must not be negative.", code="invalid_limit")
+        room_ids = [validation.room_id(room_id) for room_id in request.room_ids]
+        done, more = await self._reencryption.run(room_ids, request.limit)
+        return messaging_pb2.ReencryptRoomsResponse(reencrypted=done, more=more)
+
+    async def GetKeyVersions(
+        self, request: messaging_pb2.GetKeyVersionsRequest, context: grpc.aio.ServicerContext
+    ) -> messaging_pb2.GetKeyVersionsResponse:
+        require_service("cli")
+        room_id = validation.room_id(request.room_id) if request.room_id else ""
+        return await self._reencryption.versions(room_id)

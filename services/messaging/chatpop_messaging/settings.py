@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from chatpop_common.objectstore import S3Settings
 from chatpop_common.service_auth import check_secret
 from chatpop_common.settings import ServiceSettings
+from chatpop_messaging.keys import MasterKeyError, MasterKeys
 
 
 class MessagingSettings(ServiceSettings, S3Settings):
@@ -57,9 +58,40 @@ class MessagingSettings(ServiceSettings, S3Settings):
     retention_batch: int = Field(5000, ge=1, le=100_000)
     retention_pause: float = Field(0.02, ge=0)
 
+    # Erasing a closed room and forgetting deleted accounts (erasure.py, forgetting.py): rows changed or
+    # deleted per transaction, and seconds one EraseRoom call works before answering (rooms calls
+    # again until the room is erased).
+    erase_batch: int = Field(5000, ge=1, le=100_000)
+    erase_budget: float = Field(20.0, gt=0, le=300)
+
+    # Encryption at rest (keys.py, reencrypt.py). The master keys: MASTER_KEYS_FILE (a JSON file, the
+    # mounted secret; preferred) or MASTER_KEYS (the same JSON); one is required, checked at start-up.
+    master_keys_file: str = ""
+    master_keys: SecretStr = SecretStr("")
+    # Seconds an unwrapped data key (and which version is a room's newest) is trusted in the process,
+    # and how many are kept (LRU).
+    key_cache_ttl: float = Field(30.0, gt=0, le=3600)
+    key_cache_size: int = Field(10_000, ge=16)
+    # The background re-encryption (plaintext from before encryption, content on older data key
+    # versions): seconds between runs in each replica (0 turns it off; ReencryptRooms still works)
+    # and the most values one run re-encrypts.
+    reencrypt_interval: float = Field(60, ge=0)
+    reencrypt_batch: int = Field(2000, ge=1, le=100_000)
+
     # Shared secret with which messaging proves itself to identity for its service token (audit
     # events); at least 32 characters, the same in every service.
     service_token_secret: SecretStr
+
+    def master_key_set(self) -> MasterKeys:
+        return MasterKeys.load(self.master_keys_file, self.master_keys.get_secret_value())
+
+    @model_validator(mode="after")
+    def _master_keys(self) -> MessagingSettings:
+        try:
+            self.master_key_set()
+        except MasterKeyError as exc:
+            raise ValueError(str(exc)) from None
+        return self
 
     @field_validator("service_token_secret")
     @classmethod
