@@ -297,7 +297,7 @@ async def test_unknown_route_and_method_get_error_json(edge: Edge) -> None:
     response = await edge.http.get("/api/v1/nothing-here")
     assert response.status_code == 404
     assert error_of(response.json())[0] == "not_found"
-    response = await edge.http.delete("/api/v1/auth/me")
+    response = await edge.http.put("/api/v1/auth/me")
     assert response.status_code == 405
     assert error_of(response.json())[0] == "method_not_allowed"
 
