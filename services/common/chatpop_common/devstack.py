@@ -180,6 +180,19 @@ class Postgres:
         )
 
 
+def _end(process: subprocess.Popen[bytes], *, kill: bool, grace: float) -> None:
+    """SIGTERM (SIGKILL with `kill`), and SIGKILL after `grace` seconds if it is still there."""
+    if kill:
+        process.kill()
+    else:
+        process.terminate()
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 @dataclass
 class Redis:
     datadir: Path
@@ -221,17 +234,8 @@ class Redis:
         wait_for_port(self.port)
 
     def stop(self, kill: bool = False) -> None:
-        if self.process is None:
-            return
-        if kill:
-            self.process.kill()
-        else:
-            self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        if self.process is not None:
+            _end(self.process, kill=kill, grace=10)
         self.process = None
 
 
@@ -434,17 +438,9 @@ class SeaweedS3:
         """Stop the server (SIGTERM, then SIGKILL if it lingers; at once with `kill`)."""
         if self.process is None:
             return
-        if kill:
-            self.process.kill()
-        else:
-            self.process.terminate()
-        try:
-            # SeaweedFS waits for its own long-lived gRPC streams on SIGTERM and does not always
-            # finish; its writes are on disk already, so it is killed if it lingers.
-            self.process.wait(timeout=3)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        # SeaweedFS waits for its own long-lived gRPC streams on SIGTERM and does not always finish;
+        # its writes are on disk already, so it is killed if it lingers.
+        _end(self.process, kill=kill, grace=3)
         self.process = None
         self._remove_sockets()
 
