@@ -30,6 +30,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from harness import emit, machine
+
 REPO = Path(__file__).resolve().parent.parent
 SERVICES = ("common", "identity", "rooms", "messaging", "payments", "edge")
 
@@ -167,15 +169,12 @@ def main() -> int:
     args = parser.parse_args()
     document: dict[str, Any] = {
         "benchmark": "encryption",
-        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+        "machine": machine(),
         "micro": micro(args.calls, args.text_chars),
     }
     if not args.micro_only:
         document["platform"] = platform(args.duration, args.baseline)
-    text = json.dumps(document, indent=2)
-    print(text)
-    if args.output:
-        args.output.write_text(text + "\n")
+    emit(document, args.output)
     return 0
 
 

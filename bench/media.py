@@ -21,159 +21,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import json
+import functools
 import os
-import statistics
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
-import websockets
-from ws_load import CpuMeter, percentile
+from harness import CpuMeter, Member, emit, ms_stats, new_room, private_platform, to_ws_url
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 FRAME_TIMEOUT = 120.0
 ALL_KINDS = {"photo": True, "voice": True, "video": True}
-
-
-def ms_stats(values_ms: list[float]) -> dict[str, float | None]:
-    ordered = sorted(values_ms)
-    if not ordered:
-        return {"n": 0, "p50": None, "p95": None, "p99": None, "max": None, "mean": None}
-    return {
-        "n": len(ordered),
-        "p50": round(percentile(ordered, 50), 2),
-        "p95": round(percentile(ordered, 95), 2),
-        "p99": round(percentile(ordered, 99), 2),
-        "max": round(ordered[-1], 2),
-        "mean": round(statistics.fmean(ordered), 2),
-    }
-
-
-@contextlib.contextmanager
-def private_stack() -> Iterator[tuple[str, dict[str, int]]]:
-    """Postgres, Redis, SeaweedFS and the five services on free ports, with media switched on."""
-    from chatpop_common import localrun
-    from chatpop_common.devstack import SeaweedS3, throwaway_datastores
-    from chatpop_common.migrate import migrate
-    from chatpop_common.processes import Supervisor
-
-    root = Path(tempfile.mkdtemp(prefix="chatpop-bench-media-", dir="/tmp"))
-    root.chmod(0o755)  # Postgres runs as its own user and must reach its data folder
-    with throwaway_datastores(root / "data") as (pg, redis):
-        migrate(pg.url, ["identity", "rooms", "messaging", "payments"])
-        s3 = SeaweedS3.on_free_ports(root / "s3")
-        s3.start(root / "s3.log")
-        try:
-            secrets = localrun.ensure_secrets(root / "secrets")
-            (root / "spool").mkdir()
-            env = dict(os.environ)
-            env.update(
-                {
-                    "SEND_RATE_LIMIT": "100000",
-                    "SEND_RATE_BURST": "100000",
-                    "LOG_LEVEL": "WARNING",
-                    "ANONYMOUS_SESSION_LIMIT": "1000000",
-                    "ANONYMOUS_SESSION_BURST": "1000000",
-                    "ANONYMOUS_ROOM_LIMIT": "1000000",
-                    "ANONYMOUS_USERNAMES_PER_IP": "1000",
-                    "MEDIA_SPOOL_DIR": str(root / "spool"),
-                }
-            )
-            ports = localrun.Ports.free()
-            specs = localrun.service_specs(env, ports, pg.url, redis.url, secrets, s3_env=s3.env())
-            with Supervisor(stream=sys.stderr) as supervisor:
-                supervisor.start_all(specs, timeout=60)
-                pids = {name: pid for name in supervisor.names if (pid := supervisor.pid(name)) is not None}
-                assert s3.process is not None
-                pids["seaweedfs"] = s3.process.pid
-                yield f"http://127.0.0.1:{ports.edge}", pids
-        finally:
-            s3.stop(kill=True)
-
-
-# --- clients ----------------------------------------------------------------------------------------
-
-
-@dataclass
-class Member:
-    room_token: str
-    participant_id: str
-    ws: Any = None
-    reader: asyncio.Task[None] | None = None
-    waiters: dict[str, asyncio.Future[dict[str, Any]]] = field(default_factory=dict)
-    # client_msg_id -> perf_counter when it arrived
-    arrivals: dict[str, float] = field(default_factory=dict)
-
-    async def connect(self, ws_url: str, code: str) -> None:
-        self.ws = await websockets.connect(
-            f"{ws_url}/ws/v1/rooms/{code}?token={self.room_token}", max_size=None, open_timeout=30
-        )
-        self.reader = asyncio.create_task(self._read())
-
-    async def _read(self) -> None:
-        with contextlib.suppress(websockets.ConnectionClosed):
-            async for raw in self.ws:
-                frame = json.loads(raw)
-                if frame.get("type") == "message":
-                    key = frame.get("client_msg_id", "")
-                    self.arrivals[key] = time.perf_counter()
-                    waiter = self.waiters.pop(key, None)
-                    if waiter is not None and not waiter.done():
-                        waiter.set_result(frame)
-
-    def expect(self, client_msg_id: str) -> asyncio.Future[dict[str, Any]]:
-        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self.waiters[client_msg_id] = future
-        return future
-
-    async def send(self, text: str, client_msg_id: str, **extra: Any) -> None:
-        await self.ws.send(
-            json.dumps({"type": "send", "client_msg_id": client_msg_id, "text": text, **extra})
-        )
-
-    async def close(self) -> None:
-        if self.ws is not None:
-            await self.ws.close()
-        if self.reader is not None:
-            await asyncio.gather(self.reader, return_exceptions=True)
-
-
-async def _anonymous(http: httpx.AsyncClient) -> str:
-    response = await http.post("/api/v1/auth/anonymous")
-    response.raise_for_status()
-    return str(response.json()["access_token"])
-
-
-async def new_room(http: httpx.AsyncClient, size: int) -> tuple[str, list[Member]]:
-    host = await _anonymous(http)
-    created = await http.post(
-        "/api/v1/rooms",
-        json={"name": "bench media", "media": ALL_KINDS},
-        headers={"Authorization": f"Bearer {host}"},
-    )
-    created.raise_for_status()
-    code = str(created.json()["code"])
-    members = []
-    for index in range(size):
-        token = host if index == 0 else await _anonymous(http)
-        joined = await http.post(
-            f"/api/v1/rooms/{code}/join",
-            json={"username": f"Bench{index}{uuid.uuid4().hex[:6]}"},
-            headers={"Authorization": f"Bearer {token}"},
-        )
-        joined.raise_for_status()
-        body = joined.json()
-        members.append(Member(body["room_token"], body["participant"]["id"]))
-    return code, members
 
 
 async def upload(
@@ -197,7 +60,7 @@ async def upload(
 async def upload_to_visible(
     http: httpx.AsyncClient, ws_url: str, kind: str, data: bytes, repeat: int
 ) -> dict[str, Any]:
-    code, (sender, viewer) = await new_room(http, 2)
+    code, _room_id, (sender, viewer) = await new_room(http, 2, name="bench media", media=ALL_KINDS)
     await sender.connect(ws_url, code)
     await viewer.connect(ws_url, code)
     totals, uploads = [], []
@@ -232,8 +95,8 @@ async def upload_to_visible(
         "kind": kind,
         "bytes": len(data),
         "runs": repeat,
-        "upload_ms": ms_stats(uploads),
-        "upload_to_visible_ms": ms_stats(totals),
+        "upload_ms": ms_stats(uploads, with_n=True),
+        "upload_to_visible_ms": ms_stats(totals, with_n=True),
     }
 
 
@@ -312,7 +175,7 @@ async def chat_latency(
         "uploads": bool(uploads),
         "messages_sent": len(sent_at),
         "messages_lost": len(sent_at) - len(latencies),
-        "send_to_receive_ms": ms_stats(latencies),
+        "send_to_receive_ms": ms_stats(latencies, with_n=True),
         "uploads_completed": uploaded,
         "upload_failures": upload_failures,
         "cpu_share": {name: round(used / window.wall, 3) for name, used in window.used.items()},
@@ -322,40 +185,30 @@ async def chat_latency(
 async def main_async(args: argparse.Namespace, base_url: str, pids: dict[str, int]) -> dict[str, Any]:
     from tests import media_samples
 
-    ws_url = base_url.replace("http", "ws", 1)
+    ws_base = to_ws_url(base_url)
     work = Path(tempfile.mkdtemp(prefix="chatpop-bench-media-files-"))
     photo = media_samples.bench_photo(work / "photo.png").read_bytes()
     video = media_samples.bench_video(work / "video.mp4").read_bytes()
     async with httpx.AsyncClient(base_url=base_url, timeout=FRAME_TIMEOUT) as http:
         visible = [
-            await upload_to_visible(http, ws_url, "photo", photo, args.repeat),
-            await upload_to_visible(http, ws_url, "video", video, args.repeat),
+            await upload_to_visible(http, ws_base, "photo", photo, args.repeat),
+            await upload_to_visible(http, ws_base, "video", video, args.repeat),
         ]
-        rooms = [await new_room(http, args.room_size) for _ in range(args.rooms)]
-        for _code, members in rooms:
+        rooms = []
+        for _ in range(args.rooms):
+            code, _room_id, members = await new_room(
+                http, args.room_size, name="bench media", media=ALL_KINDS
+            )
+            rooms.append((code, members))
+        for code, members in rooms:
             for member in members:
-                await member.connect(ws_url, _code)
+                await member.connect(ws_base, code)
+        chat = functools.partial(
+            chat_latency, http, ws_base, rooms=rooms, rate=args.rate, duration=args.duration, pids=pids
+        )
         try:
-            quiet = await chat_latency(
-                http,
-                ws_url,
-                rooms=rooms,
-                rate=args.rate,
-                duration=args.duration,
-                uploads=None,
-                uploaders=0,
-                pids=pids,
-            )
-            busy = await chat_latency(
-                http,
-                ws_url,
-                rooms=rooms,
-                rate=args.rate,
-                duration=args.duration,
-                uploads=[("photo", photo), ("video", video)],
-                uploaders=args.uploaders,
-                pids=pids,
-            )
+            quiet = await chat(uploads=None, uploaders=0)
+            busy = await chat(uploads=[("photo", photo), ("video", video)], uploaders=args.uploaders)
         finally:
             for _code, members in rooms:
                 for member in members:
@@ -393,9 +246,9 @@ def main() -> int:
     if args.url:
         result = asyncio.run(main_async(args, args.url.rstrip("/"), {}))
     else:
-        with private_stack() as (base_url, pids):
-            result = asyncio.run(main_async(args, base_url, pids))
-    print(json.dumps(result, indent=2))
+        with private_platform(media=True) as platform:
+            result = asyncio.run(main_async(args, platform.base_url, platform.measured("seaweedfs")))
+    emit(result)
     return 0
 
 

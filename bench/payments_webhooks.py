@@ -16,7 +16,7 @@ Two measurements, each run on fresh rooms whose hosts finished Stripe's onboardi
    order was fulfilled exactly once (order states, the rooms' history and the observers' frames).
 
 By default it starts a private platform: Postgres, Redis, the fake Stripe API as a process of its
-own and the five services (bench/ws_load.py's private stack), with payments pointed at the fake and
+own and the five services (bench/harness.py's private platform), with payments pointed at the fake and
 the fake's webhooks at the edge. `--url` with `--stripe-url` and `--stripe-key` drives a running one.
 
     .venv/bin/python bench/payments_webhooks.py
@@ -30,9 +30,7 @@ import asyncio
 import contextlib
 import json
 import math
-import os
 import random
-import statistics
 import subprocess
 import sys
 import time
@@ -44,7 +42,20 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import httpx
-from ws_load import CpuMeter, percentile, private_stack
+from harness import (
+    CpuMeter,
+    bearer,
+    create_room,
+    emit,
+    install_uvloop,
+    join,
+    machine,
+    min_median_max,
+    ms_stats,
+    private_platform,
+    raise_for,
+    to_ws_url,
+)
 
 if TYPE_CHECKING:
     from tests.fakestripe import FakeStripeControl
@@ -62,19 +73,6 @@ PING_INTERVAL = 5.0
 RECONCILE_INTERVAL = "86400"
 
 
-def ms_stats(values_ms: list[float]) -> dict[str, float | None]:
-    ordered = sorted(values_ms)
-    if not ordered:
-        return {"p50": None, "p95": None, "p99": None, "max": None, "mean": None}
-    return {
-        "p50": round(percentile(ordered, 50), 2),
-        "p95": round(percentile(ordered, 95), 2),
-        "p99": round(percentile(ordered, 99), 2),
-        "max": round(ordered[-1], 2),
-        "mean": round(statistics.fmean(ordered), 2),
-    }
-
-
 def cpu_report(used: Mapping[str, float], count: int, unit: str) -> dict[str, Any]:
     """CPU ms per `unit` by process, and the sum of the platform's processes (neither the load
     generator nor the fake Stripe API)."""
@@ -88,7 +86,7 @@ def cpu_report(used: Mapping[str, float], count: int, unit: str) -> dict[str, An
 
 
 class Meter:
-    """CPU of the platform's processes (ws_load's CpuMeter) and of this process alone: the services
+    """CPU of the platform's processes (harness's CpuMeter) and of this process alone: the services
     of a private platform are its children, measured each on their own."""
 
     def __init__(self, pids: Mapping[str, int]) -> None:
@@ -175,21 +173,7 @@ def fake_stripe_process() -> Iterator[tuple[dict[str, str], int]]:
 
 
 @contextlib.contextmanager
-def environment(values: Mapping[str, str]) -> Iterator[None]:
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
-@contextlib.contextmanager
-def private_platform() -> Iterator[tuple[str, dict[str, int], Stripe]]:
+def platform_with_stripe() -> Iterator[tuple[str, dict[str, int], Stripe]]:
     """The fake Stripe API, then Postgres, Redis and the five services with payments pointed at it,
     then the fake's webhook endpoints (the platform's and Connect's) pointed at the edge."""
     _import_fake()
@@ -205,9 +189,8 @@ def private_platform() -> Iterator[tuple[str, dict[str, int], Stripe]]:
             "STRIPE_WEBHOOK_SECRET": platform["webhook_secret"],
             "RECONCILE_INTERVAL": RECONCILE_INTERVAL,
         }
-        # private_stack hands its own environment to the services it starts.
-        with environment(stripe_env):
-            base_url, pids = stack.enter_context(private_stack(send_rate_limit=1_000_000))
+        running = stack.enter_context(private_platform(extra_env=stripe_env))
+        base_url, pids = running.base_url, running.measured("postgres", "redis")
         control = FakeStripeControl(platform["url"], platform["secret_key"])
         stack.callback(control.close)
         webhook = f"{base_url}{WEBHOOK_PATH}"
@@ -310,36 +293,14 @@ async def observe(ws: aiohttp.ClientWebSocketResponse, seen: Seen) -> None:
         pinger.cancel()
 
 
-def raise_for(response: httpx.Response) -> dict[str, Any]:
-    if response.status_code >= 400:
-        raise RuntimeError(f"{response.request.method} {response.request.url.path}: {response.text}")
-    return response.json()  # type: ignore[no-any-return]
-
-
-async def anonymous(http: httpx.AsyncClient) -> str:
-    return str(raise_for(await http.post("/api/v1/auth/anonymous"))["access_token"])
-
-
-async def join(http: httpx.AsyncClient, code: str, username: str) -> str:
-    token = await anonymous(http)
-    joined = raise_for(
-        await http.post(
-            f"/api/v1/rooms/{code}/join",
-            json={"username": username},
-            headers={"Authorization": f"Bearer {token}"},
-        )
-    )
-    return str(joined["room_token"])
-
-
 async def onboarded_room(http: httpx.AsyncClient, stripe: Stripe, index: int) -> str:
     """A host with an account who finished Stripe's onboarding (at the fake), and their room."""
     email = f"bench-host-{uuid.uuid4().hex[:12]}@example.com"
     registered = raise_for(
         await http.post("/api/v1/auth/register", json={"email": email, "password": PASSWORD})
     )
-    headers = {"Authorization": f"Bearer {registered['access_token']}"}
-    room = raise_for(await http.post("/api/v1/rooms", json={"name": f"bench money {index}"}, headers=headers))
+    headers = bearer(registered["access_token"])
+    room = await create_room(http, registered["access_token"], name=f"bench money {index}")
     started = raise_for(
         await http.post("/api/v1/payments/payout-account/onboarding", json={}, headers=headers)
     )
@@ -360,9 +321,9 @@ async def setup_rooms(
 ) -> list[Room]:
     async def one(index: int) -> Room:
         code = await onboarded_room(http, stripe, index)
-        buyers = [await join(http, code, f"buyer{index}_{n}") for n in range(2)]
+        buyers = [(await join(http, code, f"buyer{index}_{n}"))["room_token"] for n in range(2)]
         room = Room(code=code, buyers=buyers)
-        observer_token = await join(http, code, f"watcher{index}")
+        observer_token = (await join(http, code, f"watcher{index}"))["room_token"]
         room.observer = await ws_session.ws_connect(f"{ws_base}/ws/v1/rooms/{code}?token={observer_token}")
         ready = json.loads(await room.observer.receive_str())
         assert ready.get("type") == "ready", ready
@@ -460,13 +421,13 @@ async def pins_run(
             failed_attempts += 1
     to_visible, pay_to_visible, answered = [], [], []
     for timing in timings:
-        record = accepted.get(event_of.get(timing.intent, ""))
+        delivery = accepted.get(event_of.get(timing.intent, ""))
         if timing.visible_at is None:
             continue
         pay_to_visible.append(1000 * (timing.visible_at - timing.paid_at))
-        if record is not None:
-            to_visible.append(1000 * (timing.visible_at - record["started_at"]))
-            answered.append(1000 * (record["finished_at"] - record["started_at"]))
+        if delivery is not None:
+            to_visible.append(1000 * (timing.visible_at - delivery["started_at"]))
+            answered.append(1000 * (delivery["finished_at"] - delivery["started_at"]))
     visible = sum(t.visible_at is not None for t in timings)
     return {
         "pins": len(timings),
@@ -673,7 +634,7 @@ async def one_run(
 ) -> dict[str, Any]:
     from chatpop_common.pricing import PIN_TIERS
 
-    ws_base = base_url.replace("http://", "ws://").replace("https://", "wss://")
+    ws_base = to_ws_url(base_url)
     rooms_needed = max(args.rooms, math.ceil(args.pins / len(PIN_TIERS)))
     seen = Seen()
     limits = httpx.Limits(max_connections=max(20, args.concurrency * 2))
@@ -702,26 +663,24 @@ async def one_run(
 
 
 def spread(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    def stats(values: list[Any]) -> dict[str, Any] | None:
-        present = [v for v in values if v is not None]
-        if not present:
-            return None
-        return {"min": min(present), "median": round(statistics.median(present), 3), "max": max(present)}
-
     result: dict[str, Any] = {"runs": len(runs)}
     pins = [run["pins"] for run in runs if "pins" in run]
     if pins:
         for q in ("p50", "p95", "p99", "max"):
-            result[f"webhook_to_pin_visible_{q}_ms"] = stats(
+            result[f"webhook_to_pin_visible_{q}_ms"] = min_median_max(
                 [p["webhook_to_pin_visible_ms"][q] for p in pins]
             )
-        result["pay_to_pin_visible_p50_ms"] = stats([p["pay_to_pin_visible_ms"]["p50"] for p in pins])
-        result["cpu_ms_per_pin_all_services"] = stats([p.get("cpu_ms_per_pin_all_services") for p in pins])
+        result["pay_to_pin_visible_p50_ms"] = min_median_max(
+            [p["pay_to_pin_visible_ms"]["p50"] for p in pins]
+        )
+        result["cpu_ms_per_pin_all_services"] = min_median_max(
+            [p.get("cpu_ms_per_pin_all_services") for p in pins]
+        )
     events = [run["webhook_events"] for run in runs if "webhook_events" in run]
     if events:
-        result["webhook_events_per_s"] = stats([e["webhook_events_per_s"] for e in events])
-        result["all_fulfilled_s"] = stats([e["all_fulfilled_s"] for e in events])
-        result["cpu_ms_per_webhook_event_all_services"] = stats(
+        result["webhook_events_per_s"] = min_median_max([e["webhook_events_per_s"] for e in events])
+        result["all_fulfilled_s"] = min_median_max([e["all_fulfilled_s"] for e in events])
+        result["cpu_ms_per_webhook_event_all_services"] = min_median_max(
             [e.get("cpu_ms_per_webhook_event_all_services") for e in events]
         )
         result["fulfilled_once"] = all(e["fulfilled_once"] for e in events)
@@ -761,20 +720,17 @@ def main() -> int:
         parser.error("--repeat, --concurrency and --copies take 1 or more; --duplicates a share from 0 to 1")
     if args.url and not (args.stripe_url and args.stripe_key):
         parser.error("--url needs --stripe-url and --stripe-key")
-    with contextlib.suppress(ImportError):
-        import uvloop
-
-        uvloop.install()
+    install_uvloop()
     if args.url:
         base_url = args.url.rstrip("/")
         stripe = attach_stripe(args.stripe_url.rstrip("/"), args.stripe_key, base_url)
         runs = asyncio.run(main_async(args, base_url, {}, stripe))
     else:
-        with private_platform() as (base_url, pids, stripe):
+        with platform_with_stripe() as (base_url, pids, stripe):
             runs = asyncio.run(main_async(args, base_url, pids, stripe))
     document: dict[str, Any] = {
         "benchmark": "payments_webhooks",
-        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+        "machine": machine(),
         "settings": {
             "pins": args.pins,
             "events": args.events,
@@ -786,10 +742,7 @@ def main() -> int:
     }
     if args.repeat > 1:
         document["spread"] = spread(runs)
-    text = json.dumps(document, indent=2)
-    print(text)
-    if args.output:
-        args.output.write_text(text + "\n")
+    emit(document, args.output)
     return 0
 
 

@@ -23,22 +23,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import json
 import os
 import sys
-import tempfile
 import time
-import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import grpc
 import httpx
-from media import Member, chat_latency
+from harness import Platform, emit, new_room, private_platform
+from media import chat_latency
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
@@ -61,89 +56,9 @@ INSERT INTO room_counters (room_id, last_seq) VALUES ($1, $2)
 ON CONFLICT (room_id) DO UPDATE SET last_seq = GREATEST(room_counters.last_seq, EXCLUDED.last_seq)
 """
 LOAD_CHUNK = 100_000
+ROOM_NAME = "bench retention"
 # Seconds a retention run is given to get going before the chat is measured beside it.
 RAMP_S = 0.5
-
-
-@dataclass
-class Platform:
-    base_url: str
-    database_url: str
-    pids: dict[str, int]
-    identity: str
-    messaging: str
-    secret: str
-
-
-@contextlib.contextmanager
-def private_platform() -> Iterator[Platform]:
-    from chatpop_common import localrun
-    from chatpop_common.devstack import throwaway_datastores
-    from chatpop_common.migrate import migrate
-    from chatpop_common.processes import Supervisor
-
-    root = Path(tempfile.mkdtemp(prefix="chatpop-bench-retention-", dir="/tmp"))
-    root.chmod(0o755)  # Postgres runs as its own user and must reach its data folder
-    with throwaway_datastores(root / "data") as (pg, redis):
-        migrate(pg.url, ["identity", "rooms", "messaging", "payments"])
-        secrets = localrun.ensure_secrets(root / "secrets")
-        env = dict(os.environ)
-        env.update(
-            {
-                "SEND_RATE_LIMIT": "100000",
-                "SEND_RATE_BURST": "100000",
-                "LOG_LEVEL": "WARNING",
-                "ANONYMOUS_SESSION_LIMIT": "1000000",
-                "ANONYMOUS_SESSION_BURST": "1000000",
-                "ANONYMOUS_ROOM_LIMIT": "1000000",
-                "ANONYMOUS_USERNAMES_PER_IP": "1000",
-                "RETENTION_INTERVAL": "0",
-            }
-        )
-        ports = localrun.Ports.free()
-        specs = localrun.service_specs(env, ports, pg.url, redis.url, secrets)
-        with Supervisor(stream=sys.stderr) as supervisor:
-            supervisor.start_all(specs, timeout=60)
-            pids = {name: pid for name in supervisor.names if (pid := supervisor.pid(name)) is not None}
-            by_name = {spec.name: spec for spec in specs}
-            yield Platform(
-                base_url=f"http://127.0.0.1:{ports.edge}",
-                database_url=pg.url,
-                pids=pids,
-                identity=f"127.0.0.1:{ports.service['identity']}",
-                messaging=f"127.0.0.1:{ports.service['messaging']}",
-                secret=by_name["messaging"].env["SERVICE_TOKEN_SECRET"],
-            )
-
-
-async def _anonymous(http: httpx.AsyncClient) -> str:
-    response = await http.post("/api/v1/auth/anonymous")
-    response.raise_for_status()
-    return str(response.json()["access_token"])
-
-
-async def new_room(http: httpx.AsyncClient, size: int, retention_days: int) -> tuple[str, str, list[Member]]:
-    """A room (code, id) with `size` members joined."""
-    host = await _anonymous(http)
-    created = await http.post(
-        "/api/v1/rooms",
-        json={"name": "bench retention", "retention_days": retention_days},
-        headers={"Authorization": f"Bearer {host}"},
-    )
-    created.raise_for_status()
-    code, room_id = str(created.json()["code"]), str(created.json()["id"])
-    members = []
-    for index in range(size):
-        token = host if index == 0 else await _anonymous(http)
-        joined = await http.post(
-            f"/api/v1/rooms/{code}/join",
-            json={"username": f"Bench{index}{uuid.uuid4().hex[:6]}"},
-            headers={"Authorization": f"Bearer {token}"},
-        )
-        joined.raise_for_status()
-        body = joined.json()
-        members.append(Member(body["room_token"], body["participant"]["id"]))
-    return code, room_id, members
 
 
 async def bulk_load(database_url: str, room_id: str, count: int) -> float:
@@ -171,11 +86,11 @@ async def remaining(database_url: str, room_id: str) -> int:
 
 async def run_retention(platform: Platform, room_id: str) -> tuple[messaging_pb2.RunRetentionResponse, float]:
     async with (
-        grpc.aio.insecure_channel(platform.identity) as identity_channel,
-        grpc.aio.insecure_channel(platform.messaging) as messaging_channel,
+        grpc.aio.insecure_channel(platform.services["identity"]) as identity_channel,
+        grpc.aio.insecure_channel(platform.services["messaging"]) as messaging_channel,
     ):
         cli = ServiceCredentials(
-            identity_pb2_grpc.IdentityServiceStub(identity_channel), "cli", platform.secret
+            identity_pb2_grpc.IdentityServiceStub(identity_channel), "cli", platform.service_token_secret
         )
         stub = messaging_pb2_grpc.MessagingServiceStub(messaging_channel)
         metadata = await cli.metadata()
@@ -187,10 +102,10 @@ async def run_retention(platform: Platform, room_id: str) -> tuple[messaging_pb2
 
 
 async def main_async(args: argparse.Namespace, platform: Platform) -> dict[str, Any]:
-    ws_url = platform.base_url.replace("http", "ws", 1)
+    ws_url = platform.ws_url
     async with httpx.AsyncClient(base_url=platform.base_url, timeout=60) as http:
         # 1. Delete rate, alone.
-        _code, alone_id, _ = await new_room(http, 1, retention_days=1)
+        _code, alone_id, _ = await new_room(http, 1, name=ROOM_NAME, retention_days=1)
         load_s = await bulk_load(platform.database_url, alone_id, args.messages)
         response, elapsed = await run_retention(platform, alone_id)
         left = await remaining(platform.database_url, alone_id)
@@ -204,46 +119,43 @@ async def main_async(args: argparse.Namespace, platform: Platform) -> dict[str, 
         }
 
         # 2. Chat p99 without and with retention running.
-        _code, busy_id, _ = await new_room(http, 1, retention_days=1)
+        _code, busy_id, _ = await new_room(http, 1, name=ROOM_NAME, retention_days=1)
         await bulk_load(platform.database_url, busy_id, args.messages)
         rooms = []
         for _ in range(args.rooms):
-            code, _room_id, members = await new_room(http, args.room_size, retention_days=30)
+            code, _room_id, members = await new_room(http, args.room_size, name=ROOM_NAME, retention_days=30)
             for member in members:
                 await member.connect(ws_url, code)
             rooms.append((code, members))
         # Both chat windows last about as long as retention takes to empty a room (part 1), so the
         # second one is spent entirely beside it.
         window = min(args.duration, max(3.0, 0.9 * elapsed - RAMP_S))
-        try:
-            # A short warm-up (discarded): first frames pay for connections and caches.
-            await chat_latency(
-                http, ws_url, rooms=rooms, rate=args.rate, duration=2.0, uploads=None, uploaders=0, pids={}
-            )
-            quiet = await chat_latency(
+
+        async def chat(duration: float, pids: dict[str, int]) -> dict[str, Any]:
+            """media.py's chat measurement without uploads, and without its upload figures."""
+            result = await chat_latency(
                 http,
                 ws_url,
                 rooms=rooms,
                 rate=args.rate,
-                duration=window,
+                duration=duration,
                 uploads=None,
                 uploaders=0,
-                pids=platform.pids,
+                pids=pids,
             )
+            for key in ("uploads", "uploads_completed", "upload_failures"):
+                result.pop(key, None)
+            return result
+
+        try:
+            # A short warm-up (discarded): first frames pay for connections and caches.
+            await chat(2.0, {})
+            quiet = await chat(window, platform.pids)
             started = time.perf_counter()
             retention = asyncio.create_task(run_retention(platform, busy_id))
             # Let the run reach its stride before measuring.
             await asyncio.sleep(RAMP_S)
-            busy = await chat_latency(
-                http,
-                ws_url,
-                rooms=rooms,
-                rate=args.rate,
-                duration=window,
-                uploads=None,
-                uploaders=0,
-                pids=platform.pids,
-            )
+            busy = await chat(window, platform.pids)
             measured_until = time.perf_counter()
             busy_response, busy_elapsed = await retention
             overlap = min(measured_until, started + busy_elapsed) - (started + RAMP_S)
@@ -251,10 +163,6 @@ async def main_async(args: argparse.Namespace, platform: Platform) -> dict[str, 
             for _code, members in rooms:
                 for member in members:
                     await member.close()
-    for result in (quiet, busy):
-        result.pop("uploads", None)
-        result.pop("uploads_completed", None)
-        result.pop("upload_failures", None)
     return {
         "benchmark": "retention",
         "delete_rate": delete_rate,
@@ -288,9 +196,10 @@ def main() -> int:
     parser.add_argument("--room-size", type=int, default=5)
     parser.add_argument("--duration", type=float, default=20.0, help="most seconds of each chat measurement")
     args = parser.parse_args()
-    with private_platform() as platform:
+    # The scheduled job off: only the runs asked for delete anything.
+    with private_platform(extra_env={"RETENTION_INTERVAL": "0"}) as platform:
         result = asyncio.run(main_async(args, platform))
-    print(json.dumps(result, indent=2))
+    emit(result)
     return 0
 
 

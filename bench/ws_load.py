@@ -20,19 +20,31 @@ import contextlib
 import json
 import os
 import shutil
-import statistics
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import httpx
+from harness import (
+    CpuMeter,
+    CpuWindow,
+    anonymous,
+    create_room,
+    emit,
+    install_uvloop,
+    join,
+    machine,
+    min_median_max,
+    ms_stats,
+    private_platform,
+    to_ws_url,
+)
 
 SCENARIOS: dict[str, dict[str, Any]] = {
     # Target: >= 2,000 messages/s accepted and committed.
@@ -83,80 +95,21 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
-_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def _process_tree(root: int) -> list[int]:
-    """`root` and all its descendants (Postgres serves each connection from a child process)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(ppid, []).append(int(entry.name))
-    found, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        found.append(pid)
-        todo.extend(children.get(pid, []))
-    return found
-
-
-def cpu_seconds(root: int) -> float:
-    """CPU time (user + system) used so far by a process and its descendants."""
-    total = 0
-    for pid in _process_tree(root):
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])
-    return total / _TICKS
-
-
-def percentile(sorted_values: list[float], q: float) -> float:
-    if not sorted_values:
-        return float("nan")
-    index = min(len(sorted_values) - 1, max(0, round(q / 100 * (len(sorted_values) - 1))))
-    return sorted_values[index]
-
-
 async def setup_clients(http: httpx.AsyncClient, clients: int, rooms: int) -> list[Client]:
-    async def session() -> str:
-        response = await http.post("/api/v1/auth/anonymous")
-        response.raise_for_status()
-        return str(response.json()["access_token"])
-
     codes = []
     for index in range(rooms):
-        token = await session()
-        response = await http.post(
-            "/api/v1/rooms",
-            json={"name": f"bench room {index}"},
-            headers={"Authorization": f"Bearer {token}"},
-        )
-        response.raise_for_status()
-        codes.append(response.json()["code"])
+        room = await create_room(http, await anonymous(http), name=f"bench room {index}")
+        codes.append(room["code"])
 
-    async def join(index: int) -> Client:
-        token = await session()
+    async def client(index: int) -> Client:
         code = codes[index % rooms]
         username = f"bench_{index:05d}"
-        response = await http.post(
-            f"/api/v1/rooms/{code}/join",
-            json={"username": username},
-            headers={"Authorization": f"Bearer {token}"},
-        )
-        response.raise_for_status()
-        return Client(room_code=code, username=username, room_token=response.json()["room_token"])
+        joined = await join(http, code, username)
+        return Client(room_code=code, username=username, room_token=joined["room_token"])
 
     result: list[Client] = []
     for start in range(0, clients, 20):
-        result.extend(await asyncio.gather(*(join(i) for i in range(start, min(clients, start + 20)))))
+        result.extend(await asyncio.gather(*(client(i) for i in range(start, min(clients, start + 20)))))
     return result
 
 
@@ -268,32 +221,6 @@ class Outcome:
     cpu: CpuWindow
     rss_before: int | None
     rss_after: int | None
-
-
-@dataclass
-class CpuWindow:
-    used: dict[str, float]  # CPU seconds (user + system) per process
-    wall: float  # seconds of wall time they were measured over
-
-
-class CpuMeter:
-    """CPU time of the measured processes from the start of measuring until the counters are read."""
-
-    def __init__(self, pids: dict[str, int]) -> None:
-        self._pids = pids
-        self._before: dict[str, float] = {}
-        self._started = 0.0
-
-    def _snapshot(self) -> dict[str, float]:
-        return {name: cpu_seconds(pid) for name, pid in self._pids.items()}
-
-    def start(self) -> None:
-        self._before = self._snapshot()
-        self._started = time.perf_counter()
-
-    def stop(self) -> CpuWindow:
-        used = {name: now - self._before[name] for name, now in self._snapshot().items()}
-        return CpuWindow(used=used, wall=time.perf_counter() - self._started)
 
 
 async def drive_python(
@@ -413,13 +340,12 @@ async def drive_node(
 async def run_scenario(
     base_url: str, pids: dict[str, int], name: str, cfg: dict[str, Any], driver: str
 ) -> dict[str, Any]:
-    ws_base = base_url.replace("http://", "ws://").replace("https://", "wss://")
+    ws_base = to_ws_url(base_url)
     async with httpx.AsyncClient(base_url=base_url, timeout=30) as http:
         clients = await setup_clients(http, cfg["clients"], cfg["rooms"])
     run = drive_node if driver == "node" else drive_python
     outcome = await run(ws_base, clients, pids, cfg)
     elapsed = outcome.elapsed
-    lat_ms = outcome.latencies_ms
     per_room = cfg["clients"] / cfg["rooms"]
     result: dict[str, Any] = {
         "scenario": name,
@@ -438,13 +364,7 @@ async def run_scenario(
         "deliveries_per_s": round(outcome.deliveries / elapsed, 1),
         "delivery_ratio": round(outcome.deliveries / max(1, outcome.sent * per_room), 4),
         "errors": outcome.errors,
-        "send_to_receive_ms": {
-            "p50": round(percentile(lat_ms, 50), 2),
-            "p95": round(percentile(lat_ms, 95), 2),
-            "p99": round(percentile(lat_ms, 99), 2),
-            "max": round(lat_ms[-1], 2) if lat_ms else None,
-            "mean": round(statistics.fmean(lat_ms), 2) if lat_ms else None,
-        },
+        "send_to_receive_ms": ms_stats(outcome.latencies_ms),
     }
     cpu_used = outcome.cpu.used
     if cpu_used and outcome.acked:
@@ -466,55 +386,13 @@ async def run_scenario(
     return result
 
 
-@contextlib.contextmanager
-def private_stack(send_rate_limit: int) -> Iterator[tuple[str, dict[str, int]]]:
-    """Postgres, Redis and the five services on free ports, as `make run` starts them."""
-    from chatpop_common import localrun
-    from chatpop_common.devstack import throwaway_datastores
-    from chatpop_common.migrate import migrate
-    from chatpop_common.processes import Supervisor
-
-    root = Path(tempfile.mkdtemp(prefix="chatpop-bench-", dir="/tmp"))
-    root.chmod(0o755)  # Postgres runs as its own user and must reach its data folder
-    with throwaway_datastores(root / "data") as (pg, redis):
-        migrate(pg.url, ["identity", "rooms", "messaging", "payments"])
-        secrets = localrun.ensure_secrets(root / "secrets")
-        env = dict(os.environ)
-        env.update(
-            {
-                "SEND_RATE_LIMIT": str(send_rate_limit),
-                "SEND_RATE_BURST": str(send_rate_limit),
-                "LOG_LEVEL": "WARNING",
-                # Every simulated client comes from 127.0.0.1: lift the per-address abuse limits.
-                "ANONYMOUS_SESSION_LIMIT": "1000000",
-                "ANONYMOUS_SESSION_BURST": "1000000",
-                "ANONYMOUS_ROOM_LIMIT": "1000000",
-                "ANONYMOUS_USERNAMES_PER_IP": "1000",
-            }
-        )
-        ports = localrun.Ports.free()
-        specs = localrun.service_specs(env, ports, pg.url, redis.url, secrets)
-        with Supervisor(stream=sys.stderr) as supervisor:
-            supervisor.start_all(specs, timeout=60)
-            pids = {name: supervisor.pid(name) for name in supervisor.names}
-            assert redis.process is not None
-            postmaster = int((pg.datadir / "postmaster.pid").read_text().split()[0])
-            all_pids = {name: pid for name, pid in pids.items() if pid is not None}
-            all_pids |= {"postgres": postmaster, "redis": redis.process.pid}
-            yield f"http://127.0.0.1:{ports.edge}", all_pids
-
-
 def spread(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Min, median and max over repeated runs of one scenario, for the figures that vary most."""
-
-    def stats(values: list[float]) -> dict[str, float]:
-        return {"min": min(values), "median": statistics.median(values), "max": max(values)}
-
     return {
         "scenario": runs[0]["scenario"],
         "runs": len(runs),
-        "messages_accepted_per_s": stats([run["messages_accepted_per_s"] for run in runs]),
-        "p99_ms": stats([run["send_to_receive_ms"]["p99"] for run in runs]),
+        "messages_accepted_per_s": min_median_max(run["messages_accepted_per_s"] for run in runs),
+        "p99_ms": min_median_max(run["send_to_receive_ms"]["p99"] for run in runs),
     }
 
 
@@ -568,31 +446,20 @@ def main() -> int:
     args = parser.parse_args()
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
-    try:
-        import uvloop
-
-        uvloop.install()
-    except ImportError:
-        pass
+    install_uvloop()
     if args.client == "node":
         ensure_node_clients()
     if args.url:
         pids = {"edge": args.edge_pid} if args.edge_pid else {}
         results, spreads = asyncio.run(main_async(args, args.url.rstrip("/"), pids))
     else:
-        with private_stack(send_rate_limit=1_000_000) as (url, pids):
-            results, spreads = asyncio.run(main_async(args, url, pids))
-    document = {
-        "benchmark": "ws_load",
-        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
-        "results": results,
-    }
+        with private_platform() as platform:
+            pids = platform.measured("postgres", "redis")
+            results, spreads = asyncio.run(main_async(args, platform.base_url, pids))
+    document = {"benchmark": "ws_load", "machine": machine(), "results": results}
     if spreads:
         document["spread"] = spreads
-    text = json.dumps(document, indent=2)
-    print(text)
-    if args.output:
-        args.output.write_text(text + "\n")
+    emit(document, args.output)
     return 0
 
 

@@ -1,0 +1,340 @@
+"""What the benchmarks share: a private platform to measure, the REST steps that fill it with rooms and
+members, a WebSocket member, CPU meters and latency figures, and how the results are printed.
+
+Not a benchmark itself; the scripts next to it import it (the directory of the script run is on
+sys.path). Named so as not to shadow a module of the standard library (`platform` would).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import websockets
+
+if TYPE_CHECKING:
+    from chatpop_common.devstack import SeaweedS3
+
+# Every simulated client comes from 127.0.0.1 and sends as fast as it is told: the per-participant send
+# limit and the per-address abuse limits are lifted; the services log warnings and worse.
+LIFTED_LIMITS = {
+    "SEND_RATE_LIMIT": "1000000",
+    "SEND_RATE_BURST": "1000000",
+    "LOG_LEVEL": "WARNING",
+    "ANONYMOUS_SESSION_LIMIT": "1000000",
+    "ANONYMOUS_SESSION_BURST": "1000000",
+    "ANONYMOUS_ROOM_LIMIT": "1000000",
+    "ANONYMOUS_USERNAMES_PER_IP": "1000",
+}
+
+
+# -- a private platform -------------------------------------------------------------------------------
+
+
+@dataclass
+class Platform:
+    """A running private platform, as a benchmark sees it."""
+
+    base_url: str  # the edge, http://127.0.0.1:<port>
+    database_url: str
+    pids: dict[str, int]  # the five services, by name
+    store_pids: dict[str, int]  # postgres (the postmaster), redis, and seaweedfs with media
+    services: dict[str, str]  # address (host:port) by service name: gRPC, the edge's HTTP
+    service_token_secret: str
+    s3: SeaweedS3 | None = None  # with media
+
+    @property
+    def ws_url(self) -> str:
+        return to_ws_url(self.base_url)
+
+    def measured(self, *stores: str) -> dict[str, int]:
+        """The services' pids and those of the datastores named, for a CPU meter."""
+        return {**self.pids, **{name: self.store_pids[name] for name in stores}}
+
+
+@contextlib.contextmanager
+def private_platform(
+    *, media: bool = False, extra_env: Mapping[str, str] | None = None
+) -> Iterator[Platform]:
+    """Postgres, Redis (and, with `media`, SeaweedFS as S3 with media switched on) and the five
+    services on free ports, as `make run` starts them, with LIFTED_LIMITS and then `extra_env` in
+    the services' environment. Everything is stopped and removed afterwards."""
+    from chatpop_common import localrun
+    from chatpop_common.devstack import SeaweedS3, throwaway_datastores
+    from chatpop_common.migrate import migrate
+    from chatpop_common.processes import Supervisor
+
+    root = Path(tempfile.mkdtemp(prefix="chatpop-bench-", dir="/tmp"))
+    root.chmod(0o755)  # Postgres runs as its own user and must reach its data folder
+    try:
+        with contextlib.ExitStack() as stack:
+            pg, redis = stack.enter_context(throwaway_datastores(root / "data"))
+            migrate(pg.url, ["identity", "rooms", "messaging", "payments"])
+            assert redis.process is not None
+            store_pids = {
+                "postgres": int((pg.datadir / "postmaster.pid").read_text().split()[0]),
+                "redis": redis.process.pid,
+            }
+            env = {**os.environ, **LIFTED_LIMITS}
+            s3: SeaweedS3 | None = None
+            if media:
+                s3 = SeaweedS3.on_free_ports(root / "s3")
+                s3.start(root / "s3.log")
+                stack.callback(s3.stop, kill=True)
+                assert s3.process is not None
+                store_pids["seaweedfs"] = s3.process.pid
+                (root / "spool").mkdir()
+                env["MEDIA_SPOOL_DIR"] = str(root / "spool")
+            env.update(extra_env or {})
+            secrets = localrun.ensure_secrets(root / "secrets")
+            ports = localrun.Ports.free()
+            specs = localrun.service_specs(
+                env, ports, pg.url, redis.url, secrets, s3_env=s3.env() if s3 is not None else None
+            )
+            supervisor = stack.enter_context(Supervisor(stream=sys.stderr))
+            supervisor.start_all(specs, timeout=60)
+            yield Platform(
+                base_url=f"http://127.0.0.1:{ports.edge}",
+                database_url=pg.url,
+                pids={name: pid for name in supervisor.names if (pid := supervisor.pid(name)) is not None},
+                store_pids=store_pids,
+                services={name: ports.address(name) for name in ports.service},
+                service_token_secret=secrets.service_token_secret,
+                s3=s3,
+            )
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def to_ws_url(base_url: str) -> str:
+    """The WebSocket base of an edge's HTTP base URL."""
+    return base_url.replace("http://", "ws://", 1).replace("https://", "wss://", 1)
+
+
+# -- rooms and members over REST ----------------------------------------------------------------------
+
+
+def raise_for(response: httpx.Response) -> dict[str, Any]:
+    """The JSON body of a successful answer; a RuntimeError naming the request and the body otherwise."""
+    if response.status_code >= 400:
+        raise RuntimeError(f"{response.request.method} {response.request.url.path}: {response.text}")
+    return response.json()  # type: ignore[no-any-return]
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def anonymous(http: httpx.AsyncClient) -> str:
+    """A fresh anonymous session's access token."""
+    return str(raise_for(await http.post("/api/v1/auth/anonymous"))["access_token"])
+
+
+async def create_room(http: httpx.AsyncClient, token: str, **room_fields: Any) -> dict[str, Any]:
+    """A room created by the holder of `token` (POST /rooms with `room_fields`); the room's JSON."""
+    return raise_for(await http.post("/api/v1/rooms", json=room_fields, headers=bearer(token)))
+
+
+async def join(http: httpx.AsyncClient, code: str, username: str, token: str | None = None) -> dict[str, Any]:
+    """`username` joins room `code` with `token` (a fresh anonymous session without); the answer
+    (room_token, participant)."""
+    token = token or await anonymous(http)
+    return raise_for(
+        await http.post(f"/api/v1/rooms/{code}/join", json={"username": username}, headers=bearer(token))
+    )
+
+
+async def new_room(http: httpx.AsyncClient, size: int, **room_fields: Any) -> tuple[str, str, list[Member]]:
+    """A room (code, id) made by an anonymous host, with `size` members joined (the host first), each
+    in a session of their own; the members are not connected yet."""
+    host = await anonymous(http)
+    room = await create_room(http, host, **room_fields)
+    code = str(room["code"])
+    members = []
+    for index in range(size):
+        joined = await join(http, code, f"Bench{index}{uuid.uuid4().hex[:6]}", host if index == 0 else None)
+        members.append(Member(joined["room_token"], joined["participant"]["id"]))
+    return code, str(room["id"]), members
+
+
+# -- a member on the WebSocket ------------------------------------------------------------------------
+
+
+@dataclass
+class Member:
+    """A room member's WebSocket: sends text messages and records when each message arrived."""
+
+    room_token: str
+    participant_id: str
+    ws: Any = None
+    reader: asyncio.Task[None] | None = None
+    waiters: dict[str, asyncio.Future[dict[str, Any]]] = field(default_factory=dict)
+    # client_msg_id -> perf_counter when it arrived
+    arrivals: dict[str, float] = field(default_factory=dict)
+
+    async def connect(self, ws_url: str, code: str) -> None:
+        self.ws = await websockets.connect(
+            f"{ws_url}/ws/v1/rooms/{code}?token={self.room_token}", max_size=None, open_timeout=30
+        )
+        self.reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        with contextlib.suppress(websockets.ConnectionClosed):
+            async for raw in self.ws:
+                frame = json.loads(raw)
+                if frame.get("type") == "message":
+                    key = frame.get("client_msg_id", "")
+                    self.arrivals[key] = time.perf_counter()
+                    waiter = self.waiters.pop(key, None)
+                    if waiter is not None and not waiter.done():
+                        waiter.set_result(frame)
+
+    def expect(self, client_msg_id: str) -> asyncio.Future[dict[str, Any]]:
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self.waiters[client_msg_id] = future
+        return future
+
+    async def send(self, text: str, client_msg_id: str, **extra: Any) -> None:
+        await self.ws.send(
+            json.dumps({"type": "send", "client_msg_id": client_msg_id, "text": text, **extra})
+        )
+
+    async def close(self) -> None:
+        if self.ws is not None:
+            await self.ws.close()
+        if self.reader is not None:
+            await asyncio.gather(self.reader, return_exceptions=True)
+
+
+# -- CPU ----------------------------------------------------------------------------------------------
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _process_tree(root: int) -> list[int]:
+    """`root` and all its descendants (Postgres serves each connection from a child process)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(children.get(pid, []))
+    return found
+
+
+def cpu_seconds(root: int) -> float:
+    """CPU time (user + system) used so far by a process and its descendants."""
+    total = 0
+    for pid in _process_tree(root):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / _TICKS
+
+
+@dataclass
+class CpuWindow:
+    used: dict[str, float]  # CPU seconds (user + system) per process
+    wall: float  # seconds of wall time they were measured over
+
+
+class CpuMeter:
+    """CPU time of the measured processes from the start of measuring until the counters are read."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self._pids = pids
+        self._before: dict[str, float] = {}
+        self._started = 0.0
+
+    def _snapshot(self) -> dict[str, float]:
+        return {name: cpu_seconds(pid) for name, pid in self._pids.items()}
+
+    def start(self) -> None:
+        self._before = self._snapshot()
+        self._started = time.perf_counter()
+
+    def stop(self) -> CpuWindow:
+        used = {name: now - self._before[name] for name, now in self._snapshot().items()}
+        return CpuWindow(used=used, wall=time.perf_counter() - self._started)
+
+
+# -- figures ------------------------------------------------------------------------------------------
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    index = min(len(sorted_values) - 1, max(0, round(q / 100 * (len(sorted_values) - 1))))
+    return sorted_values[index]
+
+
+def ms_stats(values_ms: Iterable[float], *, with_n: bool = False) -> dict[str, float | None]:
+    """p50, p95, p99, max and mean of latencies in milliseconds (None when there are none), rounded to
+    hundredths; `with_n` puts their count first."""
+    ordered = sorted(values_ms)
+    counted: dict[str, float | None] = {"n": len(ordered)} if with_n else {}
+    if not ordered:
+        return {**counted, "p50": None, "p95": None, "p99": None, "max": None, "mean": None}
+    return {
+        **counted,
+        "p50": round(percentile(ordered, 50), 2),
+        "p95": round(percentile(ordered, 95), 2),
+        "p99": round(percentile(ordered, 99), 2),
+        "max": round(ordered[-1], 2),
+        "mean": round(statistics.fmean(ordered), 2),
+    }
+
+
+def min_median_max(values: Iterable[float | None]) -> dict[str, float] | None:
+    """The spread of one figure over repeated runs (runs without it left out; None if none has it)."""
+    present = [value for value in values if value is not None]
+    if not present:
+        return None
+    return {"min": min(present), "median": round(statistics.median(present), 3), "max": max(present)}
+
+
+# -- running and printing -----------------------------------------------------------------------------
+
+
+def install_uvloop() -> None:
+    """uvloop's event loop when it is installed (cheaper per frame), asyncio's otherwise."""
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        uvloop.install()
+
+
+def machine() -> dict[str, Any]:
+    return {"cpus": os.cpu_count(), "python": sys.version.split()[0]}
+
+
+def emit(document: Mapping[str, Any], output: Path | None = None) -> None:
+    """The results as indented JSON on stdout, and in `output` too when given."""
+    text = json.dumps(document, indent=2)
+    print(text)
+    if output is not None:
+        output.write_text(text + "\n")
