@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import grpc
 import jsonschema  # type: ignore[import-untyped]
 import jwt
 import uvicorn
@@ -34,6 +35,7 @@ from chatpop_common import errors
 from chatpop_common.auth import ISSUER, KeyCache, TokenVerifier, require_principal, room_audience
 from chatpop_common.devstack import free_port
 from chatpop_common.server import GrpcApp, Registration, serve
+from chatpop_common.service_auth import require_service
 from chatpop_common.settings import ServiceSettings
 from chatpop_edge.app import create_app
 from chatpop_edge.connections import EdgeServerConfig
@@ -180,6 +182,11 @@ class FakeIdentity(identity_pb2_grpc.IdentityServiceServicer):
             else identity_pb2.IDENTITY_KIND_ANONYMOUS
         )
         return identity_pb2.GetIdentityResponse(identity=self._identity(principal.subject, kind))
+
+    async def IssueServiceToken(self, request: Any, context: Any) -> Any:
+        # The edge's own credential (it sends SendMessages with it); the proof is not checked here.
+        token = self.signer.sign({"sub": request.service, "aud": "chatpop:service", "typ": "service"}, 900)
+        return identity_pb2.IssueServiceTokenResponse(service_token=token, expires_in=900)
 
     async def GetPublicKeys(self, request: Any, context: Any) -> Any:
         return identity_pb2.GetPublicKeysResponse(
@@ -362,6 +369,10 @@ class FakeMessaging(messaging_pb2_grpc.MessagingServiceServicer):
         self.presence: dict[str, dict[str, set[str]]] = defaultdict(dict)
         self.presence_versions: dict[str, int] = defaultdict(int)
         self.typing_calls: list[tuple[str, str]] = []  # (room id, participant id)
+        # Every SendMessages call's sends, in order; while `batch_gate` is set and closed, calls wait
+        # for it before storing anything (tests that need sends to pile up in the edge's batcher).
+        self.batches: list[list[messaging_pb2.BatchedSend]] = []
+        self.batch_gate: asyncio.Event | None = None
         self.announce_fails = False
         # Presence changes become frames only where a test asks for them, so other tests see
         # exactly the frames they expect.
@@ -414,7 +425,32 @@ class FakeMessaging(messaging_pb2_grpc.MessagingServiceServicer):
 
     async def SendMessage(self, request: Any, context: Any) -> Any:
         principal = self._room_principal(request.room_id)
-        key = (request.room_id, principal.participant_id, request.client_msg_id)
+        return self._store(request, principal.participant_id)
+
+    async def SendMessages(self, request: Any, context: Any) -> Any:
+        require_service("edge")
+        self.batches.append(list(request.sends))
+        if self.batch_gate is not None:
+            await self.batch_gate.wait()
+        results = []
+        for batched in request.sends:
+            try:
+                sent = self._store(batched.send, batched.participant_id)
+            except errors.ServiceError as exc:
+                error = messaging_pb2.SendError(
+                    status=exc.status.value[0],
+                    code=exc.code,
+                    message=exc.message,
+                    retryable=exc.status == grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    retry_after_ms=(exc.retry_after or 0) * 1000,
+                )
+                results.append(messaging_pb2.SendResult(error=error))
+            else:
+                results.append(messaging_pb2.SendResult(sent=sent))
+        return messaging_pb2.SendMessagesResponse(results=results)
+
+    def _store(self, request: Any, participant_id: str) -> Any:
+        key = (request.room_id, participant_id, request.client_msg_id)
         existing = self.by_client_id.get(key)
         if existing is not None:
             return messaging_pb2.SendMessageResponse(message=existing, created=False)
@@ -426,7 +462,7 @@ class FakeMessaging(messaging_pb2_grpc.MessagingServiceServicer):
         message = self.append(
             request.room_id,
             text,
-            principal.participant_id,
+            participant_id,
             "sender",
             client_msg_id=request.client_msg_id,
             reply_to_seq=request.reply_to_seq,

@@ -20,6 +20,7 @@ from chatpop_edge.middleware import (
     SecurityHeadersMiddleware,
     UnexpectedErrorMiddleware,
 )
+from chatpop_edge.realtime.batcher import SendBatcher
 from chatpop_edge.realtime.hub import RoomHub
 from chatpop_edge.realtime.presence import PresenceReporter
 from chatpop_edge.routes import (
@@ -195,6 +196,18 @@ def create_app(settings: EdgeSettings) -> FastAPI:
             backends.identity, "edge", settings.service_token_secret.get_secret_value()
         )
         media_runtime = await MediaRuntime.open(settings, credentials)
+        # Every send of this process leaves in one SendMessages call per tick, as the service `edge`.
+        batcher = SendBatcher(
+            backends.messaging,
+            credentials.metadata,
+            delay=settings.send_batch_delay,
+            max_batch=settings.send_batch_max,
+            max_calls=settings.send_batch_calls,
+            queue_limit=settings.send_queue_limit,
+            timeout=settings.rpc_timeout,
+            retry_after_ms=settings.send_retry_after_ms,
+        )
+        backends.sends = batcher
         app.state.backends = backends
         app.state.hub = hub
         app.state.presence = presence
@@ -204,6 +217,7 @@ def create_app(settings: EdgeSettings) -> FastAPI:
             yield
         finally:
             await hub.close()
+            await batcher.close()
             # Sockets are gone: nobody is online through this process any more.
             await presence.close()
             await media_runtime.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -17,6 +18,9 @@ from chatpop_common.auth import TokenVerifier
 from chatpop_common.clients import bearer, identity_key_cache, insecure_channel
 from chatpop_edge.settings import EdgeSettings
 from chatpop_edge.standing import ParticipantStanding
+
+if TYPE_CHECKING:
+    from chatpop_edge.realtime.batcher import SendBatcher
 
 Metadata = tuple[tuple[str, str], ...]
 
@@ -53,6 +57,8 @@ class Backends:
         self.verifier = TokenVerifier(identity_key_cache(self._channels["identity"]))
         # Room tokens revoked by a ban (their participant's version went up) are refused at once.
         self.standing = ParticipantStanding(self.rooms, timeout=self.timeout)
+        # The process's send batcher (set by the app's lifespan): sends go to messaging through it.
+        self.sends: SendBatcher | None = None
         self._jwks_ttl = settings.jwks_cache_seconds
         self._jwks: tuple[float, identity_pb2.GetPublicKeysResponse] | None = None
         self._jwks_lock = asyncio.Lock()

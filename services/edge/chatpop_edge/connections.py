@@ -44,6 +44,7 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from uvicorn.server import ServerState
+from websockets.exceptions import InvalidState
 from websockets.http11 import Request
 
 from chatpop_edge.client_ip import ClientAddressResolver, IPNetwork, parse_ip
@@ -407,6 +408,19 @@ class EdgeWebSocketProtocol(WebSocketsSansIOProtocol):
         self._abort_later()
 
     # --- closing ------------------------------------------------------------------------------------
+
+    def send_texts(self, texts: Sequence[str]) -> None:
+        """Frame several text messages and hand them to the transport in ONE write (the caller waits
+        for `writable` first, as uvicorn's own send does). ConnectionError once the socket is closing."""
+        if self.disconnected or self.close_sent:
+            raise ConnectionError("the WebSocket is closing")
+        conn = self.conn
+        try:
+            for text in texts:
+                conn.send_text(text.encode())
+        except InvalidState as exc:
+            raise ConnectionError("the WebSocket is closing") from exc
+        self.transport.write(b"".join(conn.data_to_send()))
 
     def write_buffer_size(self) -> int:
         """Bytes written to the transport that the kernel has not taken yet."""

@@ -76,3 +76,13 @@ for _reason in (
     "bad_handshake",
 ):
     CONNECTIONS_CUT.labels(_reason)
+SEND_BATCH_SIZE = Histogram(
+    "chatpop_send_batch_size",
+    "Sends per SendMessages call this process made (its sends collected over one tick).",
+    buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000),
+)
+SENDS_REFUSED = Counter(
+    "chatpop_sends_refused_total",
+    "Sends refused by this process before reaching messaging, by code (`overloaded`).",
+    ["code"],
+)

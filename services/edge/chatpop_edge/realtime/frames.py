@@ -254,12 +254,16 @@ def error_frame(
     retryable: bool = False,
     client_msg_id: str | None = None,
     retry_after: int | None = None,
+    retry_after_ms: int | None = None,
 ) -> str:
     frame: dict[str, Any] = {"type": "error", "code": code, "message": message, "retryable": retryable}
     if client_msg_id is not None:
         frame["client_msg_id"] = client_msg_id
     if retry_after is not None:
         frame["retry_after"] = retry_after
+    if retry_after_ms is not None:
+        # The same wait in milliseconds, for waits shorter than a second (`overloaded`).
+        frame["retry_after_ms"] = retry_after_ms
     return dumps(frame)
 
 

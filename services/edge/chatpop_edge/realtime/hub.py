@@ -1,9 +1,10 @@
 """Fan-out: one MessagingService.Subscribe stream per room that has sockets in this process.
 
 A RoomChannel encodes each message frame once and offers it to every local socket without awaiting
-anything per recipient; each socket's own writer task does the network writes. The channel keeps the
-room's `last_seq` and, when the stream breaks (messaging restarted), resubscribes after it with
-backoff, so nothing is missed or delivered twice.
+anything per recipient; each socket's own writer task does the network writes, all the frames that
+are pending for it in one write. A `batch` event (a group commit) is fanned out whole in one pass.
+The channel keeps the room's `last_seq` and, when the stream breaks (messaging restarted),
+resubscribes after it with backoff, so nothing is missed or delivered twice.
 
 The same stream brings the room's ephemeral signals (typing, presence, room_updated) from every
 edge process; each is encoded once too and pushed to the local sockets outside the message order.
@@ -235,6 +236,11 @@ class RoomChannel:
                     kind = event.WhichOneof("event")
                     if kind == "message":
                         self._dispatch(event.message)
+                    elif kind == "batch":
+                        # A group commit's entries: each encoded once and queued on every socket in
+                        # this one pass, so each socket's writer sends all of them in one write.
+                        for message in event.batch.messages:
+                            self._dispatch(message)
                     elif kind == "reload":
                         self._reload(event.reload.last_seq)
                     elif kind == "signal":

@@ -23,13 +23,16 @@ from typing import TYPE_CHECKING
 
 import grpc
 import jwt
+from opentelemetry import trace
+from opentelemetry.context import Context
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from chatpop.messaging.v1 import messaging_pb2
 from chatpop_common.auth import Principal
 from chatpop_common.backoff import Backoff
+from chatpop_common.telemetry import tracing_enabled
 from chatpop_edge.backends import Backends, auth_metadata
-from chatpop_edge.connections import outbound_of
+from chatpop_edge.connections import EdgeWebSocketProtocol, outbound_of
 from chatpop_edge.errors import map_rpc_error
 from chatpop_edge.metrics import (
     MESSAGES_DELIVERED,
@@ -40,6 +43,7 @@ from chatpop_edge.metrics import (
     WS_IDLE_CLOSES,
 )
 from chatpop_edge.realtime import frames
+from chatpop_edge.realtime.batcher import OVERLOADED, Overloaded, SendBatcher, SendFailure, batched_send
 from chatpop_edge.realtime.hub import created_at_seconds
 from chatpop_edge.settings import EdgeSettings
 
@@ -64,6 +68,9 @@ _INTERNAL = ("internal", "Something went wrong on our side.")
 _CLOSE_TIMEOUT = 2.0
 _FILL_ATTEMPTS = 5
 _RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
+_tracer = trace.get_tracer(__name__)
+# The span each send gets here (its own trace, carried to messaging inside the batch).
+_SEND_SPAN = "/chatpop.messaging.v1.MessagingService/SendMessage"
 
 
 def _token_expiry(token: str) -> float:
@@ -139,7 +146,10 @@ class SocketSession:
         self._muted: frozenset[str] = frozenset()
         self._mutes_frame: str | None = None
 
-        self._sends: asyncio.Queue[frames.SendFrame] = asyncio.Queue(maxsize=_MAX_PENDING_SENDS)
+        # Made on the first send: most sockets only read.
+        self._sends: deque[frames.SendFrame] | None = None
+        self._send_wake: asyncio.Event | None = None
+        self._sender: asyncio.Task[None] | None = None
         self._last_typing = float("-inf")
         self._typing_call: asyncio.Task[None] | None = None
 
@@ -265,24 +275,14 @@ class SocketSession:
 
     async def _write_loop(self) -> None:
         ws = self._ws
+        connection = self._connection
         try:
             while True:
-                while self._outbox:
-                    # Everything pending goes out back-to-back: one wake-up per batch, not per frame.
-                    batch = list(self._outbox)
-                    self._outbox.clear()
-                    for frame, created_at in batch:
-                        if self._overflowed:
-                            break
-                        await ws.send_text(frame)
-                        size = len(frame)
-                        self._queued_bytes -= size
-                        if self._backfill_bytes:
-                            self._backfill_bytes = max(0, self._backfill_bytes - size)
-                        WS_FRAMES_SENT.inc()
-                        if created_at:
-                            MESSAGES_DELIVERED.inc()
-                            SEND_TO_DELIVER.observe(max(0.0, time.time() - created_at))
+                while self._outbox and not self._overflowed:
+                    if connection is not None:
+                        await self._write_pending(connection)
+                    else:
+                        await self._write_each(ws)
                 if self._close_request is not None:
                     break
                 self._wake.clear()
@@ -292,6 +292,56 @@ class SocketSession:
         code, reason = self._close_request
         with contextlib.suppress(Exception):
             await asyncio.wait_for(ws.close(code, reason), timeout=_CLOSE_TIMEOUT)
+
+    async def _write_pending(self, connection: EdgeWebSocketProtocol) -> None:
+        """What is pending goes out in ONE transport write: as many frames as fit below the transport's
+        high-water mark (at least one), so it never holds more than that plus one frame, as with a
+        write per frame; the rest waits for the next round (after the transport drained)."""
+        await connection.writable.wait()
+        if self._overflowed or not self._outbox:
+            return
+        room = connection.write_high_water - connection.write_buffer_size()
+        outbox = self._outbox
+        texts: list[str] = []
+        size = 0
+        delivered = 0
+        now = 0.0
+        while outbox:
+            frame, created_at = outbox[0]
+            if texts and size + len(frame) > room:
+                break
+            outbox.popleft()
+            texts.append(frame)
+            size += len(frame)
+            if created_at:
+                if not now:
+                    now = time.time()
+                delivered += 1
+                SEND_TO_DELIVER.observe(max(0.0, now - created_at))
+        connection.send_texts(texts)
+        self._queued_bytes -= size
+        if self._backfill_bytes:
+            self._backfill_bytes = max(0, self._backfill_bytes - size)
+        WS_FRAMES_SENT.inc(len(texts))
+        if delivered:
+            MESSAGES_DELIVERED.inc(delivered)
+
+    async def _write_each(self, ws: WebSocket) -> None:
+        """Under a plain uvicorn (no edge protocol): one send per frame, through the ASGI interface."""
+        batch = list(self._outbox)
+        self._outbox.clear()
+        for frame, created_at in batch:
+            if self._overflowed:
+                break
+            await ws.send_text(frame)
+            size = len(frame)
+            self._queued_bytes -= size
+            if self._backfill_bytes:
+                self._backfill_bytes = max(0, self._backfill_bytes - size)
+            WS_FRAMES_SENT.inc()
+            if created_at:
+                MESSAGES_DELIVERED.inc()
+                SEND_TO_DELIVER.observe(max(0.0, time.time() - created_at))
 
     # --- inbound -----------------------------------------------------------------------------------
 
@@ -329,9 +379,13 @@ class SocketSession:
         if isinstance(frame, frames.PingFrame):
             self.push(frames.PONG)
         elif isinstance(frame, frames.SendFrame):
-            try:
-                self._sends.put_nowait(frame)
-            except asyncio.QueueFull:
+            if self._sends is None or self._send_wake is None:
+                self._sends, self._send_wake = deque(), asyncio.Event()
+                self._sender = asyncio.get_running_loop().create_task(self._send_loop())
+            if len(self._sends) < _MAX_PENDING_SENDS:
+                self._sends.append(frame)
+                self._send_wake.set()
+            else:
                 self.push(
                     frames.error_frame(
                         "too_many_pending",
@@ -367,45 +421,134 @@ class SocketSession:
             log.debug("typing not relayed", extra={"room_id": self.room_id, "grpc_code": exc.code().name})
 
     async def _send_loop(self) -> None:
-        """Sends go to messaging one at a time, so a client's messages keep their order."""
-        messaging = self._backends.messaging
+        """A socket's sends leave in order: what it sent since its last sends were answered goes to
+        the batcher together (consecutive, so messaging commits them in this order), then the next."""
+        sends, wake = self._sends, self._send_wake
+        assert sends is not None and wake is not None
         while True:
-            frame = await self._sends.get()
-            try:
-                sent = await messaging.SendMessage(
-                    messaging_pb2.SendMessageRequest(
-                        room_id=self.room_id,
-                        client_msg_id=frame.client_msg_id,
-                        text=frame.text,
-                        reply_to_seq=frame.reply_to_seq or 0,
-                        media_id=frame.media_id or "",
-                    ),
-                    metadata=auth_metadata(self.token),
-                    timeout=self._backends.timeout,
-                )
-            except grpc.aio.AioRpcError as exc:
-                mapped = map_rpc_error(exc)
-                self.push(
-                    frames.error_frame(
-                        mapped.code,
-                        mapped.message,
-                        retryable=mapped.retryable,
-                        client_msg_id=frame.client_msg_id,
-                        retry_after=mapped.retry_after,
-                    )
-                )
-                if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
-                    self.request_close(CLOSE_INVALID_TOKEN, mapped.code)
+            if not sends:
+                wake.clear()
+                await wake.wait()
                 continue
+            group = list(sends)
+            sends.clear()
+            batcher = self._backends.sends
+            try:
+                if batcher is None:
+                    for frame in group:
+                        await self._send_one(frame)
+                else:
+                    await self._send_batched(batcher, group)
             except Exception:
                 # One send must never end this loop, or every later send would go unanswered.
-                log.exception(
-                    "send failed", extra={"room_id": self.room_id, "client_msg_id": frame.client_msg_id}
+                log.exception("sends failed", extra={"room_id": self.room_id, "sends": len(group)})
+                for frame in group:
+                    self.push(frames.error_frame(*_INTERNAL, client_msg_id=frame.client_msg_id))
+
+    def _request(self, frame: frames.SendFrame) -> messaging_pb2.SendMessageRequest:
+        return messaging_pb2.SendMessageRequest(
+            room_id=self.room_id,
+            client_msg_id=frame.client_msg_id,
+            text=frame.text,
+            reply_to_seq=frame.reply_to_seq or 0,
+            media_id=frame.media_id or "",
+        )
+
+    async def _send_batched(self, batcher: SendBatcher, group: list[frames.SendFrame]) -> None:
+        if self.token_expires_at and time.time() >= self.token_expires_at:
+            # Messaging would have refused the token itself; the batch only carries who verified it.
+            for frame in group:
+                self.push(
+                    frames.error_frame(
+                        "token_expired", "The token has expired.", client_msg_id=frame.client_msg_id
+                    )
                 )
-                self.push(frames.error_frame(*_INTERNAL, client_msg_id=frame.client_msg_id))
+            self.request_close(CLOSE_INVALID_TOKEN, "token_expired")
+            return
+        spans: list[trace.Span] = []
+        if tracing_enabled():
+            spans = [
+                # A root: each send is its own trace, not part of the socket's (ready, typing, ...).
+                _tracer.start_span(
+                    _SEND_SPAN,
+                    context=Context(),
+                    kind=trace.SpanKind.CLIENT,
+                    attributes={"rpc.system": "grpc"},
+                )
+                for _frame in group
+            ]
+            sends = [
+                batched_send(self._request(frame), self.principal, trace.set_span_in_context(span))
+                for frame, span in zip(group, spans, strict=True)
+            ]
+        else:
+            sends = [batched_send(self._request(frame), self.principal) for frame in group]
+        try:
+            futures = batcher.submit(sends)
+        except Overloaded as exc:
+            # Refused at once, before any work: the client retries after retry_after_ms.
+            for frame in group:
+                self._push_failure(frame, exc.failure)
+            for refused in spans:
+                refused.set_status(trace.StatusCode.ERROR, "overloaded")
+                refused.end()
+            return
+        for index, (frame, future) in enumerate(zip(group, futures, strict=True)):
+            span = spans[index] if spans else None
+            try:
+                sent = await future
+            except SendFailure as failure:
+                if span is not None:
+                    span.set_status(trace.StatusCode.ERROR, failure.code)
+                    span.end()
+                self._push_failure(frame, failure)
                 continue
+            except Exception:
+                if span is not None:
+                    span.end()
+                raise
+            if span is not None:
+                span.end()
             # The ack is a promise: messaging has committed the message.
             self.push(frames.ack_frame(frame.client_msg_id, sent.message.seq, sent.message.id))
+
+    def _push_failure(self, frame: frames.SendFrame, failure: SendFailure) -> None:
+        mapped = failure.mapped()
+        self.push(
+            frames.error_frame(
+                mapped.code,
+                mapped.message,
+                retryable=mapped.retryable,
+                client_msg_id=frame.client_msg_id,
+                retry_after=mapped.retry_after,
+                # `overloaded` waits are short: the exact wait too (other codes keep whole seconds).
+                retry_after_ms=failure.retry_after_ms if failure.code == OVERLOADED else None,
+            )
+        )
+        if failure.status == grpc.StatusCode.UNAUTHENTICATED:
+            self.request_close(CLOSE_INVALID_TOKEN, mapped.code)
+
+    async def _send_one(self, frame: frames.SendFrame) -> None:
+        """A send as its own SendMessage call (no batcher: a process without the app's lifespan)."""
+        try:
+            sent = await self._backends.messaging.SendMessage(
+                self._request(frame), metadata=auth_metadata(self.token), timeout=self._backends.timeout
+            )
+        except grpc.aio.AioRpcError as exc:
+            mapped = map_rpc_error(exc)
+            self.push(
+                frames.error_frame(
+                    mapped.code,
+                    mapped.message,
+                    retryable=mapped.retryable,
+                    client_msg_id=frame.client_msg_id,
+                    retry_after=mapped.retry_after,
+                )
+            )
+            if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
+                self.request_close(CLOSE_INVALID_TOKEN, mapped.code)
+            return
+        self.push(frames.ack_frame(frame.client_msg_id, sent.message.seq, sent.message.id))
 
     # --- resume and gap fill -----------------------------------------------------------------------
 
@@ -566,8 +709,7 @@ class SocketSession:
                 for seq, frame, created_at in held:
                     self.offer(seq, frame, created_at)
             reader = loop.create_task(self._read_loop())
-            sender = loop.create_task(self._send_loop())
-            tasks += [reader, sender]
+            tasks.append(reader)
             await asyncio.wait({reader, writer, finished}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             hub.detach(self)
@@ -575,6 +717,8 @@ class SocketSession:
                 tasks.append(self._catch_up_task)
             if self._typing_call is not None:
                 tasks.append(self._typing_call)
+            if self._sender is not None:
+                tasks.append(self._sender)
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)

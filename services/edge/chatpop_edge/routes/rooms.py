@@ -15,6 +15,7 @@ from chatpop_edge.back_rooms import require_payouts_for_new_room, require_payout
 from chatpop_edge.backends import Backends, auth_metadata
 from chatpop_edge.deps import BackendsDep, ClientIpHash, OptionalToken, RequiredToken, SettingsDep
 from chatpop_edge.errors import ApiError, error_responses
+from chatpop_edge.realtime.batcher import SendFailure
 from chatpop_edge.room_events import announce_room_update
 
 router = APIRouter(prefix="/api/v1/rooms", tags=["rooms"])
@@ -341,18 +342,27 @@ async def send_message(
     backends: BackendsDep,
     token: RequiredToken,
 ) -> models.SendMessageResponse:
-    room_id, _principal = await room_principal(backends, code, token)
-    sent = await backends.messaging.SendMessage(
-        messaging_pb2.SendMessageRequest(
-            room_id=room_id,
-            client_msg_id=body.client_msg_id,
-            text=body.text,
-            reply_to_seq=body.reply_to_seq or 0,
-            media_id=body.media_id or "",
-        ),
-        metadata=auth_metadata(token),
-        timeout=backends.timeout,
+    room_id, principal = await room_principal(backends, code, token)
+    request = messaging_pb2.SendMessageRequest(
+        room_id=room_id,
+        client_msg_id=body.client_msg_id,
+        text=body.text,
+        reply_to_seq=body.reply_to_seq or 0,
+        media_id=body.media_id or "",
     )
+    if backends.sends is None:
+        sent = await backends.messaging.SendMessage(
+            request, metadata=auth_metadata(token), timeout=backends.timeout
+        )
+    else:
+        # With the process's other sends, in one SendMessages call (the token was verified above).
+        try:
+            sent = await backends.sends.send(request, principal)
+        except SendFailure as failure:
+            mapped = failure.mapped()
+            raise ApiError(
+                mapped.status, mapped.code, mapped.message, retry_after=mapped.retry_after
+            ) from None
     # 201 for a new message, 200 when a retry returned the one already stored.
     response.status_code = status.HTTP_201_CREATED if sent.created else status.HTTP_200_OK
     return models.SendMessageResponse(message=models.Message.from_proto(sent.message), created=sent.created)
