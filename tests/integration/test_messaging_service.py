@@ -306,12 +306,20 @@ class Events:
 
     def __init__(self, call: Any) -> None:
         self.call = call
+        # The seqs of each `batch` event received (their messages are queued one by one).
+        self.batches: list[list[int]] = []
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
         self._task = asyncio.create_task(self._pump())
 
     async def _pump(self) -> None:
         try:
             async for event in self.call:
+                if event.WhichOneof("event") == "batch":
+                    # A batch is its messages in order: read one at a time, its size kept.
+                    self.batches.append([m.seq for m in event.batch.messages])
+                    for message in event.batch.messages:
+                        self._queue.put_nowait(messaging_pb2.SubscribeResponse(message=message))
+                    continue
                 self._queue.put_nowait(event)
             self._queue.put_nowait(_END)
         except grpc.aio.AioRpcError as exc:

@@ -25,6 +25,7 @@ from chatpop_messaging.deletions import Deletions, Redactions
 from chatpop_messaging.erasure import RoomEraser
 from chatpop_messaging.fanout import Fanout
 from chatpop_messaging.forgetting import Forgetting
+from chatpop_messaging.group_commit import GroupCommitter, PublishQueue
 from chatpop_messaging.hotcache import HotCache, RedisGuard
 from chatpop_messaging.inspection import RoomInspection
 from chatpop_messaging.keys import Keyring, install, uninstall
@@ -37,7 +38,7 @@ from chatpop_messaging.participants import ParticipantDirectory
 from chatpop_messaging.pins import Pins
 from chatpop_messaging.policies import RoomPolicies
 from chatpop_messaging.presence import PresenceBook
-from chatpop_messaging.ratelimit import SendRateLimiter, SlowMode
+from chatpop_messaging.ratelimit import SendChecks, SendRateLimiter, SlowMode
 from chatpop_messaging.reactions import Reactions
 from chatpop_messaging.reader import MessageReader
 from chatpop_messaging.reads import ReadPositions
@@ -140,6 +141,10 @@ async def build(settings: MessagingSettings, *, key_fetcher: KeyFetcher | None =
         on_kick=participants.forget,
     )
     redactions = Redactions(cache, give_up_after=settings.hot_cache_ttl)
+    committed = PublishQueue(cache, fanout, reader.request_rebuild)
+    committer = GroupCommitter(
+        store, committed, max_group=settings.group_commit_max, max_in_flight=settings.sends_in_flight_max
+    )
     publisher = SignalPublisher(redis, guard)
     servicer = MessagingServicer(
         settings,
@@ -148,6 +153,9 @@ async def build(settings: MessagingSettings, *, key_fetcher: KeyFetcher | None =
         cache=cache,
         limiter=limiter,
         slow_mode=SlowMode(redis, guard),
+        checks=SendChecks(redis, guard, limiter),
+        committer=committer,
+        publisher=committed,
         participants=participants,
         policies=policies,
         reads=ReadPositions(pool),

@@ -8,6 +8,9 @@ Redis pub/sub may lose messages (a dropped connection, Redis down), so it is onl
 after a reconnect, and every `poll_interval` for rooms that were idle, the hubs compare their
 position with `room_counters.last_seq` and fill what pub/sub missed.
 
+A hub hands over what it has at once: the messages of a group commit (or of everything that arrived
+while it was busy) reach each subscriber as one `batch` of consecutive entries.
+
 Hubs also listen on the room's signal channel (`signals.py`) and hand each signal straight to their
 subscribers: signals are not sequenced, and a subscriber with too many waiting drops them rather
 than falling behind on messages.
@@ -42,6 +45,8 @@ SIGNAL_SEQ = -1
 _SIGNAL_BACKLOG = 256
 
 _HUB_INBOX_SIZE = 10_000
+# Inbox events a hub takes in one go before handing their messages to its subscribers.
+_HUB_DRAIN = 1_000
 _POLL_BATCH = 5_000
 _FILL_CHUNK = 500
 _RECONNECT_DELAY_MAX = 2.0
@@ -50,6 +55,29 @@ _RETRY_DELAY = 1.0
 # where redis-py sends later (un)subscribes without a health-check round trip of their own: only the
 # listener task ever reads from the connection.
 _QUIET_CHANNEL = "msg:{fanout}:quiet"
+
+
+def responses(messages: list[messaging_pb2.Message]) -> list[messaging_pb2.SubscribeResponse]:
+    """Ascending entries as Subscribe responses: each run of consecutive seqs one `batch` (a lone entry
+    a `message`), so a batch never spans a hole."""
+    found: list[messaging_pb2.SubscribeResponse] = []
+    start = 0
+    for index in range(1, len(messages) + 1):
+        if index == len(messages) or messages[index].seq != messages[index - 1].seq + 1:
+            run = messages[start:index]
+            if len(run) == 1:
+                found.append(messaging_pb2.SubscribeResponse(message=run[0]))
+            elif run:
+                found.append(messaging_pb2.SubscribeResponse(batch=messaging_pb2.MessageBatch(messages=run)))
+            start = index
+    return found
+
+
+def carried(response: messaging_pb2.SubscribeResponse) -> list[messaging_pb2.Message]:
+    """The entries a `message` or `batch` response carries, ascending."""
+    if response.WhichOneof("event") == "batch":
+        return list(response.batch.messages)
+    return [response.message]
 
 
 class Subscription:
@@ -65,11 +93,12 @@ class Subscription:
         self.overflowed = False
         self.left = False
 
-    def push(self, delivery: Delivery) -> bool:
+    def push(self, delivery: Delivery, count: int = 1) -> bool:
+        """Queue a delivery of `count` messages (a batch counts each); False once over the bound."""
         if self._messages >= self._queue_size:
             self.overflowed = True
             return False
-        self._messages += 1
+        self._messages += count
         self._queue.put_nowait(delivery)
         return True
 
@@ -88,7 +117,8 @@ class Subscription:
         if delivery[0] == SIGNAL_SEQ:
             self._signals -= 1
         else:
-            self._messages -= 1
+            response = delivery[1]
+            self._messages -= len(response.batch.messages) if response.WhichOneof("event") == "batch" else 1
         return delivery
 
 
@@ -109,6 +139,9 @@ class _Check:
         self.force = force
 
 
+_Event = messaging_pb2.Message | list[messaging_pb2.Message] | _Check | _Sealed
+
+
 class RoomHub:
     def __init__(self, fanout: Fanout, room_id: str) -> None:
         self.room_id = room_id
@@ -117,16 +150,16 @@ class RoomHub:
         # Highest seq handed to subscribers; everything at or below it was delivered in order.
         self.last: int | None = None
         self._fanout = fanout
-        self._inbox: asyncio.Queue[messaging_pb2.Message | _Check | _Sealed] = asyncio.Queue(
-            maxsize=_HUB_INBOX_SIZE
-        )
+        self._inbox: asyncio.Queue[_Event] = asyncio.Queue(maxsize=_HUB_INBOX_SIZE)
+        # Messages dispatched but not handed to the subscribers yet (see _flush).
+        self._pending: list[messaging_pb2.Message] = []
         self._live_since_check = False
         self._prev_observed = 0
         self.task: asyncio.Task[None] | None = None
         # Set once `last` is known: subscribers behind it catch up before taking live deliveries.
         self.positioned = asyncio.Event()
 
-    def offer(self, event: messaging_pb2.Message | _Check | _Sealed) -> None:
+    def offer(self, event: _Event) -> None:
         # Dropping is safe: a later message or the next poll finds the hole and fills it.
         with contextlib.suppress(asyncio.QueueFull):
             self._inbox.put_nowait(event)
@@ -141,21 +174,33 @@ class RoomHub:
                 await asyncio.sleep(_RETRY_DELAY)
         self.positioned.set()
         while True:
-            event = await self._inbox.get()
+            events = [await self._inbox.get()]
+            # Everything else already waiting goes out with it: one delivery per subscriber.
+            while len(events) < _HUB_DRAIN and not self._inbox.empty():
+                events.append(self._inbox.get_nowait())
             try:
-                if isinstance(event, _Check):
-                    await self._check(event)
-                elif isinstance(event, _Sealed):
-                    message = await self._open(event.data)
-                    if message is not None:
-                        await self._live(message)
-                else:
-                    await self._live(event)
+                for event in events:
+                    await self._handle(event)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 # Nothing was skipped: the position did not move, the next event or poll retries.
                 log.exception("delivering to room %s failed", self.room_id)
+            finally:
+                self._flush()
+
+    async def _handle(self, event: _Event) -> None:
+        if isinstance(event, _Check):
+            await self._check(event)
+        elif isinstance(event, _Sealed):
+            message = await self._open(event.data)
+            if message is not None:
+                await self._live(message)
+        elif isinstance(event, list):
+            for message in event:
+                await self._live(message)
+        else:
+            await self._live(event)
 
     async def _open(self, data: bytes) -> messaging_pb2.Message | None:
         """The message a live payload carries; None (the next poll fills the hole) when it does not
@@ -194,6 +239,7 @@ class RoomHub:
             end = min(high, start + _FILL_CHUNK - 1)
             for message in await self._fanout.reader.read_range(self.room_id, start, end, newest=newest):
                 self._dispatch(message)
+            self._flush()
             # Seqs missing from Postgres were removed (retention): there is nothing to deliver for them.
             self.last = max(self.last or 0, end)
 
@@ -206,11 +252,20 @@ class RoomHub:
     def _dispatch(self, message: messaging_pb2.Message) -> None:
         if self.last is not None and message.seq <= self.last:
             return
-        delivery = (message.seq, messaging_pb2.SubscribeResponse(message=message))
-        for subscription in list(self.subscribers):
-            if not subscription.push(delivery):
-                self.subscribers.discard(subscription)
+        self._pending.append(message)
         self.last = message.seq
+
+    def _flush(self) -> None:
+        """Hand the dispatched messages to every subscriber: consecutive ones as one batch."""
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, []
+        for response in responses(pending):
+            delivery = (carried(response)[0].seq, response)
+            count = len(response.batch.messages) if response.WhichOneof("event") == "batch" else 1
+            for subscription in list(self.subscribers):
+                if not subscription.push(delivery, count):
+                    self.subscribers.discard(subscription)
 
 
 class Fanout:
@@ -279,11 +334,12 @@ class Fanout:
             hub.task.cancel()
         self._spawn(self.sync_subscription(hub.room_id), f"unsubscribe {hub.room_id}")
 
-    def deliver_local(self, message: messaging_pb2.Message) -> None:
-        """Hand a message committed by this process to its local subscribers without a Redis round trip."""
-        hub = self._hubs.get(message.room_id)
+    def deliver_local(self, messages: list[messaging_pb2.Message]) -> None:
+        """Hand entries of one room committed by this process (ascending) to its local subscribers
+        without a Redis round trip."""
+        hub = self._hubs.get(messages[0].room_id) if messages else None
         if hub is not None:
-            hub.offer(message)
+            hub.offer(messages)
 
     async def sync_subscription(self, room_id: str) -> None:
         """Make the Redis subscription of a room match whether it has a hub now.

@@ -17,7 +17,8 @@ from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from google.protobuf.message import DecodeError
-from redis.exceptions import RedisError
+from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError, RedisError
 
 from chatpop.messaging.v1 import messaging_pb2
 from chatpop_messaging import crypto, keys
@@ -49,6 +50,39 @@ if status == 1 then
   redis.call('EXPIRE', KEYS[1], ARGV[4])
 end
 redis.call('PUBLISH', ARGV[5], ARGV[2])
+return status
+"""
+
+# KEYS[1] stream; ARGV: maxlen, ttl seconds, channel, then seq/payload pairs, ascending and contiguous
+# (what one group commit produced). Like _APPEND for each entry in one step: the entries that continue
+# the stream are appended (1); 0 when the stream already holds them all; -1 when one would leave a
+# hole (nothing from there on is appended: the room is rebuilt). Every entry is published, one pub/sub
+# message each, in order.
+_APPEND_MANY = """
+local n = (#ARGV - 3) / 2
+local status = 0
+local tail = nil
+local top = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+if #top > 0 then
+  tail = tonumber(string.match(top[1][1], '^(%d+)-'))
+end
+for i = 1, n do
+  local seq = tonumber(ARGV[2 + 2 * i])
+  if tail == nil or seq == tail + 1 then
+    redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], ARGV[2 + 2 * i] .. '-0', 'm', ARGV[3 + 2 * i])
+    tail = seq
+    status = 1
+  elseif seq > tail + 1 then
+    status = -1
+    break
+  end
+end
+if status == 1 then
+  redis.call('EXPIRE', KEYS[1], ARGV[2])
+end
+for i = 1, n do
+  redis.call('PUBLISH', ARGV[3], ARGV[3 + 2 * i])
+end
 return status
 """
 
@@ -200,6 +234,31 @@ def room_from_channel(channel: bytes | str) -> str | None:
     return None
 
 
+async def run_scripts(
+    redis: aioredis.Redis,  # type: ignore[type-arg]
+    script: AsyncScript,
+    calls: Sequence[tuple[Sequence[str], Sequence[Any]]],
+) -> list[Any]:
+    """Run `script` once per (keys, args) in ONE round trip: a pipeline of EVALSHA (not redis-py's
+    pipeline scripts, which ask SCRIPT EXISTS first: a second round trip on every call). The script
+    is loaded when Redis does not know it (after a restart), then the calls run again: none of them
+    ran, as every one needs the script."""
+    if len(calls) == 1:
+        keys_, args = calls[0]
+        return [await script(keys=list(keys_), args=list(args))]
+    for attempt in range(2):
+        pipe = redis.pipeline(transaction=False)
+        for keys_, args in calls:
+            pipe.evalsha(script.sha, len(keys_), *keys_, *args)  # type: ignore[attr-defined]
+        try:
+            return list(await pipe.execute())
+        except NoScriptError:
+            if attempt:
+                raise
+            script.sha = await redis.script_load(script.script)  # type: ignore[attr-defined]
+    raise AssertionError("unreachable")
+
+
 class AppendResult(Enum):
     APPENDED = 1
     ALREADY_CACHED = 0
@@ -270,6 +329,7 @@ class HotCache:
         self._size = size
         self._ttl = ttl
         self._append = redis.register_script(_APPEND)
+        self._append_many = redis.register_script(_APPEND_MANY)
         self._merge = redis.register_script(_MERGE)
         self._redact = redis.register_script(_REDACT)
         self._redact_many = redis.register_script(_REDACT_MANY)
@@ -317,6 +377,31 @@ class HotCache:
             return None
         MESSAGES_PUBLISHED.inc()
         return AppendResult(int(status))
+
+    async def append_groups(
+        self, groups: Sequence[Sequence[messaging_pb2.Message]]
+    ) -> list[AppendResult | None]:
+        """Append and publish (sealed) several groups of entries, each of one room, ascending and
+        contiguous, in ONE Redis round trip (a pipeline of one script call per group, run in order);
+        per group its result, None for all when Redis could not be reached."""
+        calls: list[tuple[str, list[Any]]] = []
+        for group in groups:
+            room_id = group[0].room_id
+            args: list[Any] = [self._size, self._ttl, live_channel(room_id)]
+            for message, payload in zip(group, await self._seal(room_id, group), strict=True):
+                args.extend((message.seq, payload))
+            calls.append((room_id, args))
+
+        async def run() -> Any:
+            return await run_scripts(
+                self._redis, self._append_many, [([stream_key(room_id)], args) for room_id, args in calls]
+            )
+
+        ok, statuses = await self._guard.call("append", run)
+        if not ok or statuses is None:
+            return [None] * len(groups)
+        MESSAGES_PUBLISHED.inc(sum(len(group) for group in groups))
+        return [AppendResult(int(status)) for status in statuses]
 
     async def read(self, room_id: str, low: int, high: int) -> list[messaging_pb2.Message] | None:
         """Messages low..high ascending, only if the stream holds every one of them; else None."""

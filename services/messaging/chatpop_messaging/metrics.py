@@ -18,6 +18,14 @@ HOT_CACHE_REQUESTS = Counter(
     "Message range reads, by whether the Redis hot cache answered them (hit) or Postgres did (miss).",
     ["result"],
 )
+GROUP_COMMIT_SENDS = Histogram(
+    "chatpop_group_commit_sends",
+    "Sends of one room committed together (one group commit).",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000),
+)
+SENDS_OVERLOADED = Counter(
+    "chatpop_sends_overloaded", "Sends refused at once because too many were in messaging already."
+)
 SUBSCRIBERS = Gauge("chatpop_subscribers", "Live Subscribe streams in this process.")
 RATE_LIMITED = Counter("chatpop_rate_limited", "Sends refused by the per-participant rate limit.")
 SLOW_MODE_WAITS = Counter(

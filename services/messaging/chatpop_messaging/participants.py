@@ -92,12 +92,22 @@ class ParticipantDirectory:
         """The participant behind a room token, if it may still write to its room."""
         if not principal.participant_id:
             raise PermissionDenied("The token names no participant.", code="not_a_participant")
-        key = (principal.room_id, principal.participant_id)
-        cached = self._cache.get(key)
-        if cached is not None and cached[0] > time.monotonic() and cached[1].version >= principal.version:
-            participant = cached[1]
-        else:
+        participant = self.cached(principal)
+        if participant is None:
             participant = await self._lookup(principal.room_id, principal.participant_id, metadata)
+        return self.check_writer(principal, participant)
+
+    def cached(self, principal: Principal) -> rooms_pb2.Participant | None:
+        """The participant behind a room token as cached, when the cache may answer for that token
+        (not expired, not older than the token); None means ask rooms (authorize_writer)."""
+        cached = self._cache.get((principal.room_id, principal.participant_id))
+        if cached is not None and cached[0] > time.monotonic() and cached[1].version >= principal.version:
+            return cached[1]
+        return None
+
+    @staticmethod
+    def check_writer(principal: Principal, participant: rooms_pb2.Participant) -> rooms_pb2.Participant:
+        """The participant, if it may still write to the token's room; the precise refusal otherwise."""
         if participant.room_id and participant.room_id != principal.room_id:
             raise PermissionDenied("You are not a participant of this room.", code="not_a_participant")
         if participant.banned:

@@ -8,8 +8,10 @@ import uuid
 from collections.abc import AsyncIterator
 
 import grpc
+from opentelemetry import propagate, trace
 
 from chatpop.messaging.v1 import messaging_pb2, messaging_pb2_grpc
+from chatpop.rooms.v1 import rooms_pb2
 from chatpop_common.auth import Principal, bearer_from_metadata, require_principal
 from chatpop_common.clients import bearer
 from chatpop_common.errors import (
@@ -17,27 +19,38 @@ from chatpop_common.errors import (
     InvalidArgument,
     NotFound,
     PermissionDenied,
+    ResourceExhausted,
     ServiceError,
     Unavailable,
 )
+from chatpop_common.interceptors import UNAVAILABLE_MESSAGE
 from chatpop_common.service_auth import require_service
+from chatpop_common.transient import is_transient
 from chatpop_messaging import audit, keys, media, validation
 from chatpop_messaging.bans import BanEntries, ban_id
 from chatpop_messaging.deletions import Deletions, Redactions
 from chatpop_messaging.erasure import RoomEraser
-from chatpop_messaging.fanout import SIGNAL_SEQ, Fanout
+from chatpop_messaging.fanout import SIGNAL_SEQ, Fanout, carried, responses
 from chatpop_messaging.forgetting import Forgetting, forgotten_participants
-from chatpop_messaging.hotcache import AppendResult, HotCache
+from chatpop_messaging.group_commit import (
+    OVERLOAD_RETRY_AFTER_MS,
+    Committed,
+    GroupCommitter,
+    PendingSend,
+    PublishQueue,
+    overloaded,
+)
+from chatpop_messaging.hotcache import HotCache
 from chatpop_messaging.inspection import RoomInspection
 from chatpop_messaging.media import MediaRecords
 from chatpop_messaging.media_purge import MediaSweeper
-from chatpop_messaging.metrics import GAP_FILLS, MESSAGES_ACCEPTED, RESUME_READS
+from chatpop_messaging.metrics import GAP_FILLS, RESUME_READS
 from chatpop_messaging.mutes import Mutes, muted_target
 from chatpop_messaging.paid_pins import PaidPins, TipOrder, pin_order
 from chatpop_messaging.participants import ParticipantDirectory
 from chatpop_messaging.pins import Pins
-from chatpop_messaging.policies import RoomPolicies
-from chatpop_messaging.ratelimit import SendRateLimiter, SlowMode
+from chatpop_messaging.policies import RoomPolicies, RoomPolicy
+from chatpop_messaging.ratelimit import SendChecks, SendRateLimiter, SendToCheck, SlowMode
 from chatpop_messaging.reactions import Reactions, valid_emoji
 from chatpop_messaging.reader import MessageReader
 from chatpop_messaging.reads import MAX_ACTIVITY_ROOMS, ReadPositions
@@ -49,7 +62,6 @@ from chatpop_messaging.settings import MessagingSettings
 from chatpop_messaging.stats import MessagingStats
 from chatpop_messaging.store import (
     Actor,
-    DuplicateClientMsgId,
     MessageStore,
     NewMessage,
     carried_messages,
@@ -58,6 +70,16 @@ from chatpop_messaging.store import (
 )
 
 log = logging.getLogger(__name__)
+tracer = trace.get_tracer(__name__)
+
+# Sends one SendMessages call may carry.
+MAX_BATCHED_SENDS = 1000
+# Seconds kept from a call's deadline to answer it after the last retry of a passing failure.
+_ANSWER_MARGIN = 0.2
+# gRPC statuses a client may retry a send after (as the edge maps them).
+_RETRYABLE = frozenset(
+    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.ABORTED}
+)
 
 # Messages read per round trip while a stream catches up.
 _CATCH_UP_CHUNK = 200
@@ -90,6 +112,9 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
         cache: HotCache,
         limiter: SendRateLimiter,
         slow_mode: SlowMode,
+        checks: SendChecks,
+        committer: GroupCommitter,
+        publisher: PublishQueue,
         participants: ParticipantDirectory,
         policies: RoomPolicies,
         reads: ReadPositions,
@@ -119,6 +144,9 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
         self._cache = cache
         self._limiter = limiter
         self._slow_mode = slow_mode
+        self._checks = checks
+        self._committer = committer
+        self._publisher = publisher
         self._participants = participants
         self._policies = policies
         self._reads = reads
@@ -141,83 +169,279 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
         self._retention = retention
         self._inspection = inspection
         self._reencryption = reencryption
-        self._publishing: set[asyncio.Task[None]] = set()
 
     async def SendMessage(
         self, request: messaging_pb2.SendMessageRequest, context: grpc.aio.ServicerContext
     ) -> messaging_pb2.SendMessageResponse:
         principal = require_principal().require_room(request.room_id)
-        token = bearer_from_metadata(context.invocation_metadata())
-        participant = await self._participants.authorize_writer(principal, bearer(token) if token else ())
+        if not self._committer.admit(1):
+            raise overloaded()
+        try:
+            token = bearer_from_metadata(context.invocation_metadata())
+            participant = await self._participants.authorize_writer(principal, bearer(token) if token else ())
+            committed = await self._send(principal, participant, request, self._deadline(context))
+        finally:
+            self._committer.release(1)
+        return messaging_pb2.SendMessageResponse(message=committed.message, created=committed.created)
+
+    async def _send(
+        self,
+        principal: Principal,
+        participant: rooms_pb2.Participant,
+        request: messaging_pb2.SendMessageRequest,
+        deadline: float,
+    ) -> Committed:
+        """One send, checked one round trip at a time, then committed with its room's next group."""
         room_id, sender_id = principal.room_id, principal.participant_id
         client_msg_id = validation.client_msg_id(request.client_msg_id)
         policy = await self._policies.get(room_id)
-
-        reply_to_seq = request.reply_to_seq
-        media_ref: uuid.UUID | None = None
         try:
-            if request.media_id:
-                media_ref = media.media_id(request.media_id, code="media_reference_invalid")
-            # A message that carries media may say nothing.
-            text = (
-                validation.message_text(request.text, self._settings.message_max_chars)
-                if media_ref is None or request.text.strip()
-                else ""
-            )
+            new = self._new_message(principal, participant, request, client_msg_id, policy)
+            reply_to_seq = request.reply_to_seq
             if reply_to_seq != 0 and (
                 reply_to_seq < 0 or not await self._store.seq_exists(room_id, reply_to_seq)
             ):
-                raise InvalidArgument("The message replied to does not exist.", code="reply_target_not_found")
+                raise _reply_target_not_found()
             if policy.closed:
-                raise FailedPrecondition("This room is closed.", code="room_closed")
+                raise _room_closed()
             await self._limiter.check(room_id, sender_id)
             if not participant.is_host:
                 await self._slow_mode.check(room_id, sender_id, client_msg_id, policy.slow_mode_seconds)
         except ServiceError:
             # A retry is answered with the original even when its text differs or the sender is
-            # rate limited by now. Looked up only here: on the common path the unique key on
-            # (room, sender, client_msg_id) catches retries at insert time for free.
+            # rate limited by now. Looked up only here: on the common path the group commit finds
+            # retries in the same statement that stores the new messages.
             original = await self._store.find_by_client_msg_id(room_id, sender_id, client_msg_id)
             if original is not None:
-                return messaging_pb2.SendMessageResponse(message=original, created=False)
+                return Committed(original, False)
+            raise
+        pending = PendingSend(new, deadline)
+        self._committer.submit([pending])
+        try:
+            return await asyncio.shield(pending.future)
+        except ServiceError:
+            raise
+        except Exception as exc:
+            if is_transient(exc):
+                # Retried until the deadline already: the caller tries again later.
+                raise Unavailable(UNAVAILABLE_MESSAGE, code="service_unavailable", retry_after=1) from exc
             raise
 
-        try:
-            message = await self._store.insert(
-                NewMessage(
-                    room_id=room_id,
-                    sender_participant_id=sender_id,
-                    sender_username=participant.username,
-                    sender_is_host=participant.is_host,
-                    sender_verified=participant.verified,
-                    client_msg_id=client_msg_id,
-                    text=text,
-                    reply_to_seq=reply_to_seq,
-                    media_id=media_ref,
-                    media_kinds=policy.media_kinds,
-                )
+    def _new_message(
+        self,
+        principal: Principal,
+        participant: rooms_pb2.Participant,
+        request: messaging_pb2.SendMessageRequest,
+        client_msg_id: str,
+        policy: RoomPolicy,
+    ) -> NewMessage:
+        """The message a send asks for, its text and media reference validated."""
+        media_ref: uuid.UUID | None = None
+        if request.media_id:
+            media_ref = media.media_id(request.media_id, code="media_reference_invalid")
+        # A message that carries media may say nothing.
+        text = (
+            validation.message_text(request.text, self._settings.message_max_chars)
+            if media_ref is None or request.text.strip()
+            else ""
+        )
+        return NewMessage(
+            room_id=principal.room_id,
+            sender_participant_id=principal.participant_id,
+            sender_username=participant.username,
+            sender_is_host=participant.is_host,
+            sender_verified=participant.verified,
+            client_msg_id=client_msg_id,
+            text=text,
+            reply_to_seq=request.reply_to_seq,
+            media_id=media_ref,
+            media_kinds=policy.media_kinds,
+        )
+
+    def _deadline(self, context: grpc.aio.ServicerContext) -> float:
+        """Loop time until which a passing datastore failure of a send is retried."""
+        budget = self._settings.transient_retry_seconds
+        remaining = context.time_remaining()
+        if remaining is not None:
+            budget = min(budget, remaining - _ANSWER_MARGIN)
+        return asyncio.get_running_loop().time() + budget
+
+    async def SendMessages(
+        self, request: messaging_pb2.SendMessagesRequest, context: grpc.aio.ServicerContext
+    ) -> messaging_pb2.SendMessagesResponse:
+        require_service("edge")
+        total = len(request.sends)
+        if not 1 <= total <= MAX_BATCHED_SENDS:
+            raise InvalidArgument(
+                f"Send 1-{MAX_BATCHED_SENDS} messages at a time.", code="invalid_batch_size"
             )
-        except (DuplicateClientMsgId, ServiceError):
-            # A concurrent retry won the race, or a retry's media is on its original (media_in_use):
-            # that message is the one to acknowledge.
-            original = await self._store.find_by_client_msg_id(room_id, sender_id, client_msg_id)
-            if original is None:
-                raise
-            return messaging_pb2.SendMessageResponse(message=original, created=False)
-        MESSAGES_ACCEPTED.inc()
-
-        await asyncio.shield(self._publish_committed(message))
-        return messaging_pb2.SendMessageResponse(message=message, created=True)
-
-    async def _publish(self, message: messaging_pb2.Message) -> None:
-        """Fan out a committed message. Never fails the send: readers and hubs catch up from Postgres."""
+        admitted = self._committer.admit(total)
+        spans = [_send_span(send) for send in request.sends]
+        answers: list[Committed | BaseException | None] = [None] * total
+        for index in range(admitted, total):
+            answers[index] = overloaded()
         try:
-            self._fanout.deliver_local(message)
-            result = await self._cache.append(message)
-            if result is AppendResult.GAP:
-                self._reader.request_rebuild(message.room_id)
-        except Exception:
-            log.exception("publishing message %s of room %s failed", message.seq, message.room_id)
+            await self._send_batch(list(request.sends[:admitted]), answers, self._deadline(context))
+        finally:
+            self._committer.release(admitted)
+        response = messaging_pb2.SendMessagesResponse()
+        for answer, span in zip(answers, spans, strict=True):
+            result = response.results.add()
+            if isinstance(answer, Committed):
+                result.sent.message.CopyFrom(answer.message)
+                result.sent.created = answer.created
+                span.set_attribute("chatpop.seq", answer.message.seq)
+            else:
+                result.error.CopyFrom(_send_error(answer))
+                span.set_attribute("chatpop.error_code", result.error.code)
+            span.end()
+        return response
+
+    async def _send_batch(
+        self,
+        sends: list[messaging_pb2.BatchedSend],
+        answers: list[Committed | BaseException | None],
+        deadline: float,
+    ) -> None:
+        """Check and commit sends of any rooms, answering each in `answers` (same index), with the
+        round trips shared: participants and room policies from the caches (the misses looked up
+        concurrently), reply targets one read per room, rate limits and slow mode one Redis round
+        trip, then the sends of each room in its next group commit."""
+        principals: list[Principal | None] = [None] * len(sends)
+        for index, batched in enumerate(sends):
+            try:
+                principals[index] = Principal(
+                    subject="",
+                    kind="",
+                    token_type="room",
+                    room_id=validation.room_id(batched.send.room_id),
+                    participant_id=validation.participant_id(batched.participant_id),
+                    version=batched.token_version,
+                )
+            except ServiceError as exc:
+                answers[index] = exc
+        # Participants: from the cache, the misses asked of rooms concurrently.
+        writers: dict[tuple[str, str, int], rooms_pb2.Participant | BaseException] = {}
+        misses: dict[tuple[str, str, int], Principal] = {}
+        for principal in principals:
+            if principal is None:
+                continue
+            key = (principal.room_id, principal.participant_id, principal.version)
+            if key in writers or key in misses:
+                continue
+            cached = self._participants.cached(principal)
+            if cached is None:
+                misses[key] = principal
+            else:
+                writers[key] = cached
+        if misses:
+            looked_up = await asyncio.gather(
+                *(self._participants.authorize_writer(p, ()) for p in misses.values()), return_exceptions=True
+            )
+            writers.update(zip(misses, looked_up, strict=True))
+        rooms = list({principal.room_id for principal in principals if principal is not None})
+        policy_list = await asyncio.gather(*(self._policies.get(r) for r in rooms), return_exceptions=True)
+        policies = dict(zip(rooms, policy_list, strict=True))
+
+        # The checks SendMessage makes; a send refused by those after the client_msg_id's may be a
+        # retry, answered with its original as there.
+        prepared: dict[int, tuple[NewMessage, rooms_pb2.Participant, RoomPolicy]] = {}
+        recheck: list[int] = []
+        for index, (batched, principal) in enumerate(zip(sends, principals, strict=True)):
+            if principal is None:
+                continue
+            try:
+                found = writers[(principal.room_id, principal.participant_id, principal.version)]
+                if isinstance(found, BaseException):
+                    raise found
+                participant = self._participants.check_writer(principal, found)
+                client_msg_id = validation.client_msg_id(batched.send.client_msg_id)
+                policy = policies[principal.room_id]
+                if isinstance(policy, BaseException):
+                    raise policy
+            except Exception as exc:
+                answers[index] = exc
+                continue
+            try:
+                new = self._new_message(principal, participant, batched.send, client_msg_id, policy)
+                if new.reply_to_seq < 0:
+                    raise _reply_target_not_found()
+                if policy.closed:
+                    raise _room_closed()
+            except ServiceError as exc:
+                answers[index] = exc
+                recheck.append(index)
+                continue
+            prepared[index] = (new, participant, policy)
+
+        # Reply targets: one read per room.
+        wanted: dict[str, set[int]] = {}
+        for new, _, _ in prepared.values():
+            if new.reply_to_seq:
+                wanted.setdefault(new.room_id, set()).add(new.reply_to_seq)
+        if wanted:
+            reads = await asyncio.gather(
+                *(self._store.existing_seqs(r, list(seqs)) for r, seqs in wanted.items())
+            )
+            existing = dict(zip(wanted, reads, strict=True))
+            for index, (new, _, _) in list(prepared.items()):
+                if new.reply_to_seq and new.reply_to_seq not in existing[new.room_id]:
+                    answers[index] = _reply_target_not_found()
+                    recheck.append(index)
+                    del prepared[index]
+
+        # Rate limits and slow mode of every send left: one Redis round trip.
+        order = sorted(prepared)
+        to_check = []
+        for index in order:
+            new, participant, policy = prepared[index]
+            slow = 0 if participant.is_host else policy.slow_mode_seconds
+            to_check.append(SendToCheck(new.room_id, new.sender_participant_id, new.client_msg_id, slow))
+        for index, refusal in zip(order, await self._checks.check(to_check), strict=True):
+            if refusal is not None:
+                answers[index] = refusal
+                recheck.append(index)
+                del prepared[index]
+
+        if recheck:
+            await self._originals(principals, [(i, sends[i].send.client_msg_id) for i in recheck], answers)
+
+        pending = [(index, PendingSend(prepared[index][0], deadline)) for index in sorted(prepared)]
+        self._committer.submit([send for _, send in pending])
+        for index, send in pending:
+            try:
+                answers[index] = await asyncio.shield(send.future)
+            except Exception as exc:
+                answers[index] = exc
+
+    async def _originals(
+        self,
+        principals: list[Principal | None],
+        refused: list[tuple[int, str]],
+        answers: list[Committed | BaseException | None],
+    ) -> None:
+        """Refused sends that are retries of stored messages: answered with the original."""
+        by_room: dict[str, list[tuple[int, tuple[str, str]]]] = {}
+        for index, client_msg_id in refused:
+            principal = principals[index]
+            if principal is not None:
+                by_room.setdefault(principal.room_id, []).append(
+                    (index, (principal.participant_id, client_msg_id))
+                )
+        found = await asyncio.gather(
+            *(
+                self._store.find_by_client_msg_ids(r, [key for _, key in items])
+                for r, items in by_room.items()
+            ),
+            return_exceptions=True,
+        )
+        for items, originals in zip(by_room.values(), found, strict=True):
+            if isinstance(originals, BaseException):
+                continue
+            for index, key in items:
+                original = originals.get(key)
+                if original is not None:
+                    answers[index] = Committed(original, False)
 
     async def ListMessages(
         self, request: messaging_pb2.ListMessagesRequest, context: grpc.aio.ServicerContext
@@ -390,8 +614,8 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
                     # Retention deleted the entries before the floor: said first, never a loss.
                     yield messaging_pb2.SubscribeResponse(trimmed=messaging_pb2.Trimmed(floor_seq=floor))
                     sent = floor - 1
-                async for message in self._catch_up(room_id, sent + 1, last_seq):
-                    yield messaging_pb2.SubscribeResponse(message=message)
+                async for response in self._catch_up(room_id, sent + 1, last_seq):
+                    yield response
                 sent = last_seq
             # A hub that was just starting may have read the room's position after this stream did,
             # and it never delivers what lies at or below its own position: fetch that stretch here.
@@ -399,8 +623,8 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
             hub_last = subscription.hub.last or 0
             if hub_last > sent:
                 GAP_FILLS.labels("subscriber").inc()
-                async for message in self._catch_up(room_id, sent + 1, hub_last):
-                    yield messaging_pb2.SubscribeResponse(message=message)
+                async for response in self._catch_up(room_id, sent + 1, hub_last):
+                    yield response
                 sent = hub_last
             while True:
                 delivery = await subscription.next()
@@ -411,14 +635,20 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
                 if seq == SIGNAL_SEQ:
                     yield response
                     continue
-                if seq <= sent:
+                # A `message`, or a `batch` of consecutive entries from `seq` on.
+                entries = carried(response)
+                last = entries[-1].seq
+                if last <= sent:
                     continue
                 if seq > sent + 1:
                     GAP_FILLS.labels("subscriber").inc()
-                    async for message in self._catch_up(room_id, sent + 1, seq - 1):
-                        yield messaging_pb2.SubscribeResponse(message=message)
+                    async for caught_up in self._catch_up(room_id, sent + 1, seq - 1):
+                        yield caught_up
+                elif seq <= sent:
+                    # Partly sent already (by a catch-up): only the rest.
+                    (response,) = responses([entry for entry in entries if entry.seq > sent])
                 yield response
-                sent = seq
+                sent = last
         finally:
             self._fanout.leave(subscription)
 
@@ -459,7 +689,10 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
                 activity.last_message_at.FromDatetime(found.last_message_at)
         return response
 
-    async def _catch_up(self, room_id: str, low: int, high: int) -> AsyncIterator[messaging_pb2.Message]:
+    async def _catch_up(
+        self, room_id: str, low: int, high: int
+    ) -> AsyncIterator[messaging_pb2.SubscribeResponse]:
+        """Entries low..high from the log as Subscribe responses, a batch per chunk read."""
         for start in range(low, high + 1, _CATCH_UP_CHUNK):
             end = min(high, start + _CATCH_UP_CHUNK - 1)
             entries = await self._reader.read_range(room_id, start, end, newest=high)
@@ -472,8 +705,8 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
                 if message.state.hidden:
                     message.text = ""
                     message.ClearField("media")
-            for message in entries:
-                yield message
+            for response in responses(entries):
+                yield response
 
     # --- changes to what the room shows (reactions.py, deletions.py) --------------------------------
 
@@ -488,17 +721,10 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
             verified=participant.verified,
         )
 
-    def _publish_committed(self, *entries: messaging_pb2.Message) -> asyncio.Task[None]:
-        # The change is committed: publishing must finish even if the caller goes away now. Entries
-        # of one transaction are published in seq order, one after the other.
-        async def publish() -> None:
-            for entry in entries:
-                await self._publish(entry)
-
-        task = asyncio.create_task(publish())
-        self._publishing.add(task)
-        task.add_done_callback(self._publishing.discard)
-        return task
+    def _publish_committed(self, *entries: messaging_pb2.Message) -> asyncio.Future[None]:
+        # The change is committed: publishing finishes even if the caller goes away now (the queue
+        # publishes in commit order, with whatever else is waiting, in one Redis round trip).
+        return self._publisher.publish(sorted(entries, key=lambda entry: entry.seq))
 
     async def SetReaction(
         self, request: messaging_pb2.SetReactionRequest, context: grpc.aio.ServicerContext
@@ -786,9 +1012,9 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
         )
 
     async def close(self) -> None:
-        """Let committed messages finish publishing."""
-        if self._publishing:
-            await asyncio.gather(*self._publishing, return_exceptions=True)
+        """Let queued sends commit and committed entries finish publishing."""
+        await self._committer.close()
+        await self._publisher.close()
 
     # --- ephemeral signals (room_signals.py) -------------------------------------------------------
 
@@ -996,3 +1222,56 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
         require_service("cli")
         room_id = validation.room_id(request.room_id) if request.room_id else ""
         return await self._reencryption.versions(room_id)
+
+
+def _reply_target_not_found() -> InvalidArgument:
+    return InvalidArgument("The message replied to does not exist.", code="reply_target_not_found")
+
+
+def _room_closed() -> FailedPrecondition:
+    return FailedPrecondition("This room is closed.", code="room_closed")
+
+
+def _send_error(answer: Committed | BaseException | None) -> messaging_pb2.SendError:
+    """What SendMessage would have failed with, as a batch's per-send error."""
+    if isinstance(answer, ServiceError):
+        error = answer
+    elif isinstance(answer, BaseException) and is_transient(answer):
+        error = Unavailable(UNAVAILABLE_MESSAGE, code="service_unavailable", retry_after=1)
+    else:
+        if isinstance(answer, BaseException):
+            log.error("a batched send failed", exc_info=answer)
+        return messaging_pb2.SendError(
+            status=grpc.StatusCode.INTERNAL.value[0], code="internal", message="internal error"
+        )
+    retry_after_ms = 0
+    if error.code == "overloaded":
+        retry_after_ms = OVERLOAD_RETRY_AFTER_MS
+    elif error.retry_after is not None:
+        retry_after_ms = error.retry_after * 1000
+    elif isinstance(error, ResourceExhausted | Unavailable):
+        retry_after_ms = 1000
+    return messaging_pb2.SendError(
+        status=error.status.value[0],
+        code=error.code,
+        message=error.message,
+        retryable=error.status in _RETRYABLE,
+        retry_after_ms=retry_after_ms,
+    )
+
+
+def _send_span(batched: messaging_pb2.BatchedSend) -> trace.Span:
+    """A span for one send of a batch, in the trace of the edge's send it came from."""
+    parent = (
+        propagate.extract({"traceparent": batched.traceparent, "tracestate": batched.tracestate})
+        if batched.traceparent
+        else None
+    )
+    return tracer.start_span(
+        "messaging.send",
+        context=parent,
+        attributes={
+            "chatpop.room_id": batched.send.room_id,
+            "chatpop.client_msg_id": batched.send.client_msg_id,
+        },
+    )

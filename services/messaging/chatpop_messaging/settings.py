@@ -41,6 +41,11 @@ class MessagingSettings(ServiceSettings, S3Settings):
     subscriber_queue_size: int = Field(1000, ge=1)
     # Seconds Redis is left alone after a failure, so a dead Redis does not slow every send.
     redis_retry_after: float = Field(1.0, ge=0)
+    # Sends of one room stored in one group commit at most (group_commit.py).
+    group_commit_max: int = Field(1000, ge=1, le=10_000)
+    # Sends in this process at once (arrived, not answered yet); past it new sends are refused at once,
+    # RESOURCE_EXHAUSTED `overloaded` (retryable), rather than queued to time out.
+    sends_in_flight_max: int = Field(2000, ge=1)
     # Distinct participants whose open reports hide a message pending the host's review.
     reports_to_hide: int = Field(3, ge=1)
 

@@ -38,6 +38,44 @@ RETURNING id, room_id, seq, sender_participant_id, sender_username, sender_is_ho
 """
 
 
+# A group commit (group_commit.py) as one statement, so one implicit transaction: the sends whose
+# (sender, client_msg_id) the room has not seen get the next seqs in input order, with ONE counter update
+# and ONE multi-row insert. Sends already stored (retries) are left out; the caller reads their originals.
+# A retry that commits elsewhere while this statement waits for the counter's lock makes it fail with a
+# unique violation, rolled back whole (no seq is used up): the caller runs the group again.
+_INSERT_GROUP = """
+WITH input AS (
+    SELECT * FROM unnest($2::uuid[], $3::text[], $4::text[], $5::bool[], $6::bool[], $7::text[],
+                         $8::bytea[], $9::bigint[]) WITH ORDINALITY
+        AS t(id, sender, username, is_host, verified, client_msg_id, text, reply_to_seq, ord)
+),
+fresh AS (
+    SELECT input.*, row_number() OVER (ORDER BY ord) AS n FROM input
+    WHERE NOT EXISTS (
+        SELECT 1 FROM messages m
+        WHERE m.room_id = $1 AND m.sender_participant_id = input.sender
+          AND m.client_msg_id = input.client_msg_id
+    )
+),
+counter AS (
+    INSERT INTO room_counters AS c (room_id, last_seq)
+    SELECT $1, x.total FROM (SELECT count(*) AS total FROM fresh) AS x WHERE x.total > 0
+    ON CONFLICT (room_id) DO UPDATE SET last_seq = c.last_seq + EXCLUDED.last_seq
+    RETURNING last_seq
+)
+INSERT INTO messages (id, room_id, seq, sender_participant_id, sender_username, sender_is_host,
+                      sender_verified, client_msg_id, text, reply_to_seq)
+SELECT fresh.id, $1, counter.last_seq - (SELECT count(*) FROM fresh) + fresh.n, fresh.sender, fresh.username,
+       fresh.is_host, fresh.verified, fresh.client_msg_id, fresh.text, fresh.reply_to_seq
+FROM fresh CROSS JOIN counter
+ORDER BY fresh.n
+RETURNING id, room_id, seq, sender_participant_id, sender_username, sender_is_host,
+          sender_verified, client_msg_id, text, reply_to_seq, created_at, kind, target_seq, emoji, added,
+          reaction_counts, deleted_at, deleted_by_host, state_seq, hidden_at, pinned_seqs, pinned_message,
+          payload, media_id
+"""
+
+
 # Every column a log entry is read back with (to_message).
 ENTRY_COLUMNS = (
     "id, room_id, seq, sender_participant_id, sender_username, sender_is_host, sender_verified, "
@@ -46,6 +84,11 @@ ENTRY_COLUMNS = (
 )
 _SELECT = f"SELECT {ENTRY_COLUMNS} FROM messages "  # noqa: S608 - constant column list
 _BY_CLIENT_MSG_ID = _SELECT + "WHERE room_id = $1 AND sender_participant_id = $2 AND client_msg_id = $3"
+_BY_CLIENT_MSG_IDS = (
+    _SELECT  # noqa: S608 - constant column list
+    + "WHERE room_id = $1 AND (sender_participant_id, client_msg_id) IN "
+    + "(SELECT * FROM unnest($2::text[], $3::text[]))"
+)
 _RANGE = _SELECT + "WHERE room_id = $1 AND seq BETWEEN $2 AND $3 ORDER BY seq"
 _AT = _SELECT + "WHERE room_id = $1 AND seq = ANY($2::bigint[]) AND kind = 1 ORDER BY seq"
 _NEWEST = _SELECT + "WHERE room_id = $1 ORDER BY seq DESC LIMIT $2"
@@ -364,6 +407,63 @@ class MessageStore:
             if exc.constraint_name == CLIENT_MSG_ID_CONSTRAINT:
                 raise DuplicateClientMsgId from exc
             raise
+
+    async def insert_group(
+        self, room_id: str, news: Sequence[NewMessage]
+    ) -> list[messaging_pb2.Message | None]:
+        """Store messages without media of one room in one statement (see _INSERT_GROUP): consecutive
+        seqs in the order given. One answer per message: the stored message, or None when the sender
+        already sent that client_msg_id (the caller answers with the original). The group must not
+        hold two messages of one sender with the same client_msg_id."""
+        if not news:
+            return []
+        sealer = await keys.keyring().sealer(room_id)
+        ids = [uuid.uuid4() for _ in news]
+        rows = await self._pool.fetch(
+            _INSERT_GROUP,
+            room_id,
+            ids,
+            [new.sender_participant_id for new in news],
+            [new.sender_username for new in news],
+            [new.sender_is_host for new in news],
+            [new.sender_verified for new in news],
+            [new.client_msg_id for new in news],
+            [sealer.text(str(id_), crypto.TEXT, new.text) for id_, new in zip(ids, news, strict=True)],
+            [new.reply_to_seq or None for new in news],
+        )
+        opener = sealer.opener()
+        by_id = {row["id"]: row for row in rows}
+        found: list[messaging_pb2.Message | None] = []
+        for id_, new in zip(ids, news, strict=True):
+            row = by_id.get(id_)
+            found.append(None if row is None else to_message(row, opener, text=new.text))
+        return found
+
+    async def find_by_client_msg_ids(
+        self, room_id: str, keys_: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], messaging_pb2.Message]:
+        """The stored messages of a room by (sender, client_msg_id), those that exist, in one read."""
+        if not keys_:
+            return {}
+        rows = await self._pool.fetch(
+            _BY_CLIENT_MSG_IDS,
+            room_id,
+            [sender for sender, _ in keys_],
+            [client_msg_id for _, client_msg_id in keys_],
+        )
+        messages = await self._with_media(room_id, await read_entries(rows))
+        return {(m.sender_participant_id, m.client_msg_id): m for m in messages}
+
+    async def existing_seqs(self, room_id: str, seqs: Sequence[int]) -> set[int]:
+        """Which of `seqs` are messages of the room (reply targets), in one read."""
+        if not seqs:
+            return set()
+        rows = await self._pool.fetch(
+            "SELECT seq FROM messages WHERE room_id = $1 AND seq = ANY($2::bigint[]) AND kind = 1",
+            room_id,
+            list(seqs),
+        )
+        return {int(row["seq"]) for row in rows}
 
     async def find_by_client_msg_id(
         self, room_id: str, sender_participant_id: str, client_msg_id: str

@@ -401,16 +401,24 @@ class RoomUpdated(_message.Message):
     def __init__(self, room: _Optional[_Union[_rooms_pb2.Room, _Mapping]] = ...) -> None: ...
 
 class SubscribeResponse(_message.Message):
-    __slots__ = ("message", "reload", "signal", "trimmed")
+    __slots__ = ("message", "reload", "signal", "trimmed", "batch")
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     RELOAD_FIELD_NUMBER: _ClassVar[int]
     SIGNAL_FIELD_NUMBER: _ClassVar[int]
     TRIMMED_FIELD_NUMBER: _ClassVar[int]
+    BATCH_FIELD_NUMBER: _ClassVar[int]
     message: Message
     reload: Reload
     signal: Signal
     trimmed: Trimmed
-    def __init__(self, message: _Optional[_Union[Message, _Mapping]] = ..., reload: _Optional[_Union[Reload, _Mapping]] = ..., signal: _Optional[_Union[Signal, _Mapping]] = ..., trimmed: _Optional[_Union[Trimmed, _Mapping]] = ...) -> None: ...
+    batch: MessageBatch
+    def __init__(self, message: _Optional[_Union[Message, _Mapping]] = ..., reload: _Optional[_Union[Reload, _Mapping]] = ..., signal: _Optional[_Union[Signal, _Mapping]] = ..., trimmed: _Optional[_Union[Trimmed, _Mapping]] = ..., batch: _Optional[_Union[MessageBatch, _Mapping]] = ...) -> None: ...
+
+class MessageBatch(_message.Message):
+    __slots__ = ("messages",)
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    messages: _containers.RepeatedCompositeFieldContainer[Message]
+    def __init__(self, messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ...) -> None: ...
 
 class MarkReadRequest(_message.Message):
     __slots__ = ("room_id", "seq")
@@ -1199,3 +1207,51 @@ class GetKeyVersionsResponse(_message.Message):
     data_key_versions: _containers.RepeatedCompositeFieldContainer[KeyVersionUse]
     current_data_key_version: int
     def __init__(self, current_master_version: _Optional[int] = ..., available_master_versions: _Optional[_Iterable[int]] = ..., master_versions: _Optional[_Iterable[_Union[KeyVersionUse, _Mapping]]] = ..., data_key_versions: _Optional[_Iterable[_Union[KeyVersionUse, _Mapping]]] = ..., current_data_key_version: _Optional[int] = ...) -> None: ...
+
+class BatchedSend(_message.Message):
+    __slots__ = ("send", "participant_id", "token_version", "traceparent", "tracestate")
+    SEND_FIELD_NUMBER: _ClassVar[int]
+    PARTICIPANT_ID_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_VERSION_FIELD_NUMBER: _ClassVar[int]
+    TRACEPARENT_FIELD_NUMBER: _ClassVar[int]
+    TRACESTATE_FIELD_NUMBER: _ClassVar[int]
+    send: SendMessageRequest
+    participant_id: str
+    token_version: int
+    traceparent: str
+    tracestate: str
+    def __init__(self, send: _Optional[_Union[SendMessageRequest, _Mapping]] = ..., participant_id: _Optional[str] = ..., token_version: _Optional[int] = ..., traceparent: _Optional[str] = ..., tracestate: _Optional[str] = ...) -> None: ...
+
+class SendMessagesRequest(_message.Message):
+    __slots__ = ("sends",)
+    SENDS_FIELD_NUMBER: _ClassVar[int]
+    sends: _containers.RepeatedCompositeFieldContainer[BatchedSend]
+    def __init__(self, sends: _Optional[_Iterable[_Union[BatchedSend, _Mapping]]] = ...) -> None: ...
+
+class SendError(_message.Message):
+    __slots__ = ("status", "code", "message", "retryable", "retry_after_ms")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    RETRYABLE_FIELD_NUMBER: _ClassVar[int]
+    RETRY_AFTER_MS_FIELD_NUMBER: _ClassVar[int]
+    status: int
+    code: str
+    message: str
+    retryable: bool
+    retry_after_ms: int
+    def __init__(self, status: _Optional[int] = ..., code: _Optional[str] = ..., message: _Optional[str] = ..., retryable: _Optional[bool] = ..., retry_after_ms: _Optional[int] = ...) -> None: ...
+
+class SendResult(_message.Message):
+    __slots__ = ("sent", "error")
+    SENT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    sent: SendMessageResponse
+    error: SendError
+    def __init__(self, sent: _Optional[_Union[SendMessageResponse, _Mapping]] = ..., error: _Optional[_Union[SendError, _Mapping]] = ...) -> None: ...
+
+class SendMessagesResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[SendResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[SendResult, _Mapping]]] = ...) -> None: ...

@@ -40,6 +40,11 @@ class MessagingServiceStub:
                 request_serializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.SendMessageRequest.SerializeToString,
                 response_deserializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.SendMessageResponse.FromString,
                 _registered_method=True)
+        self.SendMessages = channel.unary_unary(
+                '/chatpop.messaging.v1.MessagingService/SendMessages',
+                request_serializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.SendMessagesRequest.SerializeToString,
+                response_deserializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.SendMessagesResponse.FromString,
+                _registered_method=True)
         self.ListMessages = channel.unary_unary(
                 '/chatpop.messaging.v1.MessagingService/ListMessages',
                 request_serializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.ListMessagesRequest.SerializeToString,
@@ -243,6 +248,22 @@ class MessagingServiceServicer:
 
     def SendMessage(self, request, context):
         """SendMessage stores a message; idempotent on (room, sender, client_msg_id). Needs a room token.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SendMessages(self, request, context):
+        """SendMessages: the sends an edge process collected over one short tick, in one call (service
+        credential `edge`; each send names the participant whose room token the edge verified). Each
+        send is validated, authorized, rate limited, committed and answered on its own, exactly as
+        SendMessage would answer it (same idempotency on client_msg_id, same codes); sends of one room
+        commit together in one transaction, in the order given, with one seq counter update (group
+        commit), then are appended to the hot cache and published in one Redis round trip. Results come
+        back in request order; the call itself fails only when nothing could be tried (then every send
+        is retryable). At most 1,000 sends per call. When messaging is saturated, sends it cannot start
+        at once are refused RESOURCE_EXHAUSTED `overloaded` (retryable, with retry_after_ms) rather than
+        queued to time out.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -602,6 +623,11 @@ def add_MessagingServiceServicer_to_server(servicer, server):
                     request_deserializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.SendMessageRequest.FromString,
                     response_serializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.SendMessageResponse.SerializeToString,
             ),
+            'SendMessages': grpc.unary_unary_rpc_method_handler(
+                    servicer.SendMessages,
+                    request_deserializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.SendMessagesRequest.FromString,
+                    response_serializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.SendMessagesResponse.SerializeToString,
+            ),
             'ListMessages': grpc.unary_unary_rpc_method_handler(
                     servicer.ListMessages,
                     request_deserializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.ListMessagesRequest.FromString,
@@ -826,6 +852,33 @@ class MessagingService:
             '/chatpop.messaging.v1.MessagingService/SendMessage',
             chatpop_dot_messaging_dot_v1_dot_messaging__pb2.SendMessageRequest.SerializeToString,
             chatpop_dot_messaging_dot_v1_dot_messaging__pb2.SendMessageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SendMessages(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatpop.messaging.v1.MessagingService/SendMessages',
+            chatpop_dot_messaging_dot_v1_dot_messaging__pb2.SendMessagesRequest.SerializeToString,
+            chatpop_dot_messaging_dot_v1_dot_messaging__pb2.SendMessagesResponse.FromString,
             options,
             channel_credentials,
             insecure,

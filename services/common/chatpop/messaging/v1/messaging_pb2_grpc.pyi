@@ -35,6 +35,18 @@ class MessagingServiceStub:
     def __new__(cls, channel: _aio.Channel) -> MessagingServiceAsyncStub: ...
     SendMessage: _grpc.UnaryUnaryMultiCallable[_messaging_pb2.SendMessageRequest, _messaging_pb2.SendMessageResponse]
     """SendMessage stores a message; idempotent on (room, sender, client_msg_id). Needs a room token."""
+    SendMessages: _grpc.UnaryUnaryMultiCallable[_messaging_pb2.SendMessagesRequest, _messaging_pb2.SendMessagesResponse]
+    """SendMessages: the sends an edge process collected over one short tick, in one call (service
+    credential `edge`; each send names the participant whose room token the edge verified). Each
+    send is validated, authorized, rate limited, committed and answered on its own, exactly as
+    SendMessage would answer it (same idempotency on client_msg_id, same codes); sends of one room
+    commit together in one transaction, in the order given, with one seq counter update (group
+    commit), then are appended to the hot cache and published in one Redis round trip. Results come
+    back in request order; the call itself fails only when nothing could be tried (then every send
+    is retryable). At most 1,000 sends per call. When messaging is saturated, sends it cannot start
+    at once are refused RESOURCE_EXHAUSTED `overloaded` (retryable, with retry_after_ms) rather than
+    queued to time out.
+    """
     ListMessages: _grpc.UnaryUnaryMultiCallable[_messaging_pb2.ListMessagesRequest, _messaging_pb2.ListMessagesResponse]
     """ListMessages pages history newest first, backwards from before_seq."""
     ListMessagesAfter: _grpc.UnaryUnaryMultiCallable[_messaging_pb2.ListMessagesAfterRequest, _messaging_pb2.ListMessagesAfterResponse]
@@ -223,6 +235,18 @@ class MessagingServiceAsyncStub(MessagingServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     SendMessage: _aio.UnaryUnaryMultiCallable[_messaging_pb2.SendMessageRequest, _messaging_pb2.SendMessageResponse]  # type: ignore[assignment]
     """SendMessage stores a message; idempotent on (room, sender, client_msg_id). Needs a room token."""
+    SendMessages: _aio.UnaryUnaryMultiCallable[_messaging_pb2.SendMessagesRequest, _messaging_pb2.SendMessagesResponse]  # type: ignore[assignment]
+    """SendMessages: the sends an edge process collected over one short tick, in one call (service
+    credential `edge`; each send names the participant whose room token the edge verified). Each
+    send is validated, authorized, rate limited, committed and answered on its own, exactly as
+    SendMessage would answer it (same idempotency on client_msg_id, same codes); sends of one room
+    commit together in one transaction, in the order given, with one seq counter update (group
+    commit), then are appended to the hot cache and published in one Redis round trip. Results come
+    back in request order; the call itself fails only when nothing could be tried (then every send
+    is retryable). At most 1,000 sends per call. When messaging is saturated, sends it cannot start
+    at once are refused RESOURCE_EXHAUSTED `overloaded` (retryable, with retry_after_ms) rather than
+    queued to time out.
+    """
     ListMessages: _aio.UnaryUnaryMultiCallable[_messaging_pb2.ListMessagesRequest, _messaging_pb2.ListMessagesResponse]  # type: ignore[assignment]
     """ListMessages pages history newest first, backwards from before_seq."""
     ListMessagesAfter: _aio.UnaryUnaryMultiCallable[_messaging_pb2.ListMessagesAfterRequest, _messaging_pb2.ListMessagesAfterResponse]  # type: ignore[assignment]
@@ -414,6 +438,24 @@ class MessagingServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_messaging_pb2.SendMessageResponse, _abc.Awaitable[_messaging_pb2.SendMessageResponse]]:
         """SendMessage stores a message; idempotent on (room, sender, client_msg_id). Needs a room token."""
+
+    @_abc_1.abstractmethod
+    def SendMessages(
+        self,
+        request: _messaging_pb2.SendMessagesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_messaging_pb2.SendMessagesResponse, _abc.Awaitable[_messaging_pb2.SendMessagesResponse]]:
+        """SendMessages: the sends an edge process collected over one short tick, in one call (service
+        credential `edge`; each send names the participant whose room token the edge verified). Each
+        send is validated, authorized, rate limited, committed and answered on its own, exactly as
+        SendMessage would answer it (same idempotency on client_msg_id, same codes); sends of one room
+        commit together in one transaction, in the order given, with one seq counter update (group
+        commit), then are appended to the hot cache and published in one Redis round trip. Results come
+        back in request order; the call itself fails only when nothing could be tried (then every send
+        is retryable). At most 1,000 sends per call. When messaging is saturated, sends it cannot start
+        at once are refused RESOURCE_EXHAUSTED `overloaded` (retryable, with retry_after_ms) rather than
+        queued to time out.
+        """
 
     @_abc_1.abstractmethod
     def ListMessages(

@@ -1,0 +1,373 @@
+"""Group commit: the sends of a room that wait at the same time reach Postgres together.
+
+Each room with sends waiting has one writer task. It takes everything queued for the room (up to
+`max_group`), in the order queued, and stores it in one statement (store.insert_group: the counter
+updated once, consecutive seqs, one multi-row insert); sends queued meanwhile form the next group.
+So concurrent SendMessage calls of a room coalesce as well as the sends of one SendMessages call, and
+the room's seqs are handed out in the order its groups commit, without gaps.
+
+Within a group: a send whose (sender, client_msg_id) the room already holds is answered with the
+original (created=false), and so is a second send of the same key in the group (the first wins). A
+message carrying media is stored on its own (its media row is locked first), in its place in the order.
+A passing datastore failure is retried until the sends' deadlines; any other failure of a group is
+retried send by send, so one bad send cannot fail the others.
+
+After the commit the group's entries go to the publisher (PublishQueue): every group waiting there is
+appended to the hot cache and published in one Redis round trip, rooms in commit order. A send is
+answered once its group was published (or publishing failed: readers and hubs catch up from Postgres).
+
+Admission: at most `max_in_flight` sends are in messaging at a time (from their arrival to their
+answer); past that they are refused at once, RESOURCE_EXHAUSTED `overloaded`, instead of queueing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import asyncpg
+
+from chatpop.messaging.v1 import messaging_pb2
+from chatpop_common.errors import ResourceExhausted, ServiceError, Unavailable
+from chatpop_common.transient import is_transient
+from chatpop_messaging.fanout import Fanout
+from chatpop_messaging.hotcache import AppendResult, HotCache
+from chatpop_messaging.metrics import GROUP_COMMIT_SENDS, MESSAGES_ACCEPTED, SENDS_OVERLOADED
+from chatpop_messaging.store import (
+    CLIENT_MSG_ID_CONSTRAINT,
+    DuplicateClientMsgId,
+    MessageStore,
+    NewMessage,
+)
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Milliseconds an overloaded sender is asked to wait before trying again.
+OVERLOAD_RETRY_AFTER_MS = 200
+# Times a group runs again after a retry of one of its sends committed elsewhere meanwhile.
+_RACE_RETRIES = 3
+_BACKOFF_FIRST = 0.05
+_BACKOFF_LIMIT = 0.8
+
+
+def overloaded() -> ResourceExhausted:
+    SENDS_OVERLOADED.inc()
+    return ResourceExhausted(
+        "ChatPop is very busy right now. Please try again in a moment.", code="overloaded", retry_after=1
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Committed:
+    message: messaging_pb2.Message
+    created: bool
+
+
+@dataclass(slots=True)
+class PendingSend:
+    new: NewMessage
+    # Loop time until which a passing datastore failure is retried.
+    deadline: float
+    future: asyncio.Future[Committed] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.new.sender_participant_id, self.new.client_msg_id
+
+    def answer(self, committed: Committed) -> None:
+        if not self.future.done():
+            self.future.set_result(committed)
+
+    def fail(self, exc: BaseException) -> None:
+        if not self.future.done():
+            self.future.set_exception(exc)
+            # Retrieved by the caller; if it went away meanwhile, nobody has to hear of it.
+            self.future.exception()
+
+
+class PublishQueue:
+    """Committed entries to the local hubs, the hot cache and pub/sub: everything waiting goes in one
+    Redis round trip, in the order it was committed."""
+
+    def __init__(self, cache: HotCache, fanout: Fanout, on_gap: Callable[[str], None]) -> None:
+        self._cache = cache
+        self._fanout = fanout
+        self._on_gap = on_gap
+        self._waiting: list[tuple[list[messaging_pb2.Message], asyncio.Future[None]]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    def publish(self, entries: Sequence[messaging_pb2.Message]) -> asyncio.Future[None]:
+        """Publish committed entries (ascending); the future is done once they were (it never fails)."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        groups: dict[str, list[messaging_pb2.Message]] = {}
+        for entry in entries:
+            groups.setdefault(entry.room_id, []).append(entry)
+        if not groups:
+            future.set_result(None)
+            return future
+        for index, group in enumerate(groups.values()):
+            # One future per call: the last group of the call carries it.
+            self._waiting.append((group, future if index == len(groups) - 1 else _done()))
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="publish committed entries")
+        return future
+
+    async def _run(self) -> None:
+        try:
+            while self._waiting:
+                waiting, self._waiting = self._waiting, []
+                await self._publish([group for group, _ in waiting])
+                for _, future in waiting:
+                    if not future.done():
+                        future.set_result(None)
+        finally:
+            self._task = None
+            # Cancelled (shut down): nobody waits forever.
+            for _, future in self._waiting:
+                if not future.done():
+                    future.set_result(None)
+
+    async def _publish(self, groups: list[list[messaging_pb2.Message]]) -> None:
+        """Never fails: readers and hubs catch up from Postgres."""
+        try:
+            for group in groups:
+                self._fanout.deliver_local(group)
+            for group, result in zip(groups, await self._cache.append_groups(groups), strict=True):
+                if result is AppendResult.GAP:
+                    self._on_gap(group[0].room_id)
+        except Exception:
+            log.exception("publishing %d groups of entries failed", len(groups))
+
+    async def close(self) -> None:
+        task = self._task
+        if task is not None:
+            await asyncio.gather(task, return_exceptions=True)
+
+
+def _done() -> asyncio.Future[None]:
+    future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    future.set_result(None)
+    return future
+
+
+class GroupCommitter:
+    def __init__(
+        self,
+        store: MessageStore,
+        publisher: PublishQueue,
+        *,
+        max_group: int,
+        max_in_flight: int,
+    ) -> None:
+        self._store = store
+        self._publisher = publisher
+        self._max_group = max_group
+        self._max_in_flight = max_in_flight
+        self._in_flight = 0
+        self._rooms: dict[str, list[PendingSend]] = {}
+        self._writers: set[asyncio.Task[None]] = set()
+
+    # --- admission ---------------------------------------------------------------------------------
+
+    def admit(self, count: int) -> int:
+        """How many of `count` sends may start now (the rest are to be refused `overloaded`)."""
+        admitted = max(0, min(count, self._max_in_flight - self._in_flight))
+        self._in_flight += admitted
+        return admitted
+
+    def release(self, count: int) -> None:
+        self._in_flight -= count
+
+    # --- committing ------------------------------------------------------------------------------
+
+    def submit(self, sends: Sequence[PendingSend]) -> None:
+        """Queue sends (of any rooms; each room's in the order given) for their rooms' next groups."""
+        for send in sends:
+            room_id = send.new.room_id
+            queue = self._rooms.get(room_id)
+            if queue is None:
+                queue = self._rooms[room_id] = []
+                task = asyncio.create_task(self._write(room_id, queue), name=f"group commit {room_id}")
+                self._writers.add(task)
+                task.add_done_callback(self._writers.discard)
+            queue.append(send)
+
+    async def _write(self, room_id: str, queue: list[PendingSend]) -> None:
+        try:
+            while queue:
+                group = queue[: self._max_group]
+                del queue[: self._max_group]
+                try:
+                    await self._commit(room_id, group)
+                except Exception as exc:
+                    log.exception("group commit of room %s failed", room_id)
+                    for send in group:
+                        send.fail(exc)
+        finally:
+            if self._rooms.get(room_id) is queue:
+                del self._rooms[room_id]
+            for send in queue:
+                send.fail(Unavailable("Messaging is shutting down; try again.", code="service_unavailable"))
+
+    async def _commit(self, room_id: str, group: list[PendingSend]) -> None:
+        GROUP_COMMIT_SENDS.observe(len(group))
+        answers: dict[int, tuple[messaging_pb2.Message, bool]] = {}
+        # Runs in order: consecutive sends without media in one statement, one with media alone.
+        run: list[PendingSend] = []
+        for send in [*group, None]:
+            if send is not None and send.new.media_id is None:
+                run.append(send)
+                continue
+            if run:
+                await self._commit_run(room_id, run, answers)
+                run = []
+            if send is not None:
+                await self._commit_media(send, answers)
+        created = sorted(
+            (found[0] for found in answers.values() if found[1]), key=lambda message: message.seq
+        )
+        if created:
+            MESSAGES_ACCEPTED.inc(len(created))
+            published = self._publisher.publish(created)
+        else:
+            published = _done()
+
+        def answer(_: asyncio.Future[None]) -> None:
+            for send in group:
+                found = answers.get(id(send))
+                if found is not None:
+                    send.answer(Committed(found[0], found[1]))
+
+        published.add_done_callback(answer)
+
+    async def _commit_run(
+        self,
+        room_id: str,
+        run: list[PendingSend],
+        answers: dict[int, tuple[messaging_pb2.Message, bool]],
+    ) -> None:
+        firsts: dict[tuple[str, str], PendingSend] = {}
+        for send in run:
+            firsts.setdefault(send.key, send)
+        uniques = list(firsts.values())
+        try:
+            stored = await self._retrying(uniques, lambda: self._insert(room_id, uniques))
+        except Exception as exc:
+            if len(uniques) == 1 or is_transient(exc):
+                for send in run:
+                    send.fail(exc)
+                return
+            # Something in the group cannot be stored: each send on its own, so only it fails.
+            log.warning(
+                "group of %d sends in room %s failed (%s); storing them one by one",
+                len(uniques),
+                room_id,
+                exc,
+            )
+            for send in uniques:
+                await self._commit_run(room_id, [send], answers)
+            for send in run:
+                first = firsts[send.key]
+                if send is not first:
+                    self._copy(first, send, answers)
+            return
+        for send, message in zip(uniques, stored, strict=True):
+            answers[id(send)] = message
+        for send in run:
+            first = firsts[send.key]
+            if send is not first:
+                self._copy(first, send, answers)
+
+    @staticmethod
+    def _copy(
+        first: PendingSend, send: PendingSend, answers: dict[int, tuple[messaging_pb2.Message, bool]]
+    ) -> None:
+        """A second send of the same key in a group: the first's message, never created by it."""
+        found = answers.get(id(first))
+        if found is not None:
+            answers[id(send)] = (found[0], False)
+        elif first.future.done() and first.future.exception() is not None:
+            send.fail(first.future.exception() or RuntimeError())
+        else:
+            first.future.add_done_callback(lambda done: _follow(done, send))
+
+    async def _insert(
+        self, room_id: str, sends: list[PendingSend]
+    ) -> list[tuple[messaging_pb2.Message, bool]]:
+        for attempt in range(_RACE_RETRIES + 1):
+            try:
+                stored = await self._store.insert_group(room_id, [send.new for send in sends])
+                break
+            except asyncpg.UniqueViolationError as exc:
+                # A retry committed by another process while this group waited: run it again.
+                if exc.constraint_name != CLIENT_MSG_ID_CONSTRAINT or attempt == _RACE_RETRIES:
+                    raise
+        missing = [send.key for send, message in zip(sends, stored, strict=True) if message is None]
+        originals = await self._store.find_by_client_msg_ids(room_id, missing) if missing else {}
+        found: list[tuple[messaging_pb2.Message, bool]] = []
+        for send, message in zip(sends, stored, strict=True):
+            if message is not None:
+                found.append((message, True))
+                continue
+            original = originals.get(send.key)
+            if original is None:
+                raise Unavailable("The message could not be stored; try again.", code="service_unavailable")
+            found.append((original, False))
+        return found
+
+    async def _commit_media(
+        self, send: PendingSend, answers: dict[int, tuple[messaging_pb2.Message, bool]]
+    ) -> None:
+        new = send.new
+
+        async def insert() -> tuple[messaging_pb2.Message, bool]:
+            try:
+                return await self._store.insert(new), True
+            except (DuplicateClientMsgId, ServiceError):
+                # A concurrent retry won the race, or a retry's media is on its original (media_in_use).
+                original = await self._store.find_by_client_msg_id(
+                    new.room_id, new.sender_participant_id, new.client_msg_id
+                )
+                if original is None:
+                    raise
+                return original, False
+
+        try:
+            answers[id(send)] = await self._retrying([send], insert)
+        except Exception as exc:
+            send.fail(exc)
+
+    async def _retrying(self, sends: Sequence[PendingSend], action: Callable[[], Awaitable[T]]) -> T:
+        """Run `action`, again after a passing datastore failure while the sends' deadlines allow."""
+        loop = asyncio.get_running_loop()
+        deadline = max(send.deadline for send in sends)
+        delay = _BACKOFF_FIRST
+        while True:
+            try:
+                return await action()
+            except Exception as exc:
+                if isinstance(exc, ServiceError) or not is_transient(exc) or loop.time() + delay >= deadline:
+                    raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _BACKOFF_LIMIT)
+
+    async def close(self) -> None:
+        writers = list(self._writers)
+        await asyncio.gather(*writers, return_exceptions=True)
+
+
+def _follow(done: asyncio.Future[Committed], send: PendingSend) -> None:
+    if done.cancelled():
+        send.fail(Unavailable("The message could not be stored; try again.", code="service_unavailable"))
+    elif done.exception() is not None:
+        send.fail(done.exception() or RuntimeError())
+    else:
+        committed = done.result()
+        send.answer(Committed(committed.message, False))
