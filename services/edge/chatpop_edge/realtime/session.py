@@ -32,7 +32,7 @@ from chatpop_common.auth import Principal
 from chatpop_common.backoff import Backoff
 from chatpop_common.telemetry import tracing_enabled
 from chatpop_edge.backends import Backends, auth_metadata
-from chatpop_edge.connections import EdgeWebSocketProtocol, outbound_of
+from chatpop_edge.connections import EdgeWebSocketProtocol, Flag, outbound_of
 from chatpop_edge.errors import map_rpc_error
 from chatpop_edge.metrics import (
     MESSAGES_DELIVERED,
@@ -126,12 +126,15 @@ class SocketSession:
         self._queued_bytes = 0
         self._backfill_bytes = 0
 
-        self._outbox: deque[tuple[str, float]] = deque()
-        self._wake = asyncio.Event()
+        # Flags and lists, not asyncio.Event and deque: each of those costs ~760 bytes up front, and
+        # an idle socket would hold them all its life.
+        self._outbox: list[tuple[str, float]] = []
+        self._wake = Flag()
         self._close_request: tuple[int, str] | None = None
         self._overflowed = False
-        self._finished = asyncio.Event()
-        self.live = asyncio.Event()
+        self._finished = Flag()
+        self.live = Flag()
+        self._live_waiter: asyncio.Future[None] | None = None
 
         self.last_seq = 0
         self.live_from = 0
@@ -148,7 +151,7 @@ class SocketSession:
 
         # Made on the first send: most sockets only read.
         self._sends: deque[frames.SendFrame] | None = None
-        self._send_wake: asyncio.Event | None = None
+        self._send_wake: Flag | None = None
         self._sender: asyncio.Task[None] | None = None
         self._last_typing = float("-inf")
         self._typing_call: asyncio.Task[None] | None = None
@@ -163,6 +166,7 @@ class SocketSession:
             self._enqueue(self._mutes_frame)
             self._mutes_frame = None
         self.live.set()
+        self._wake_run()
 
     def set_mutes(self, participant_ids: Sequence[str]) -> None:
         """The participant's mutes now: a `mutes` frame right after `ready`, or at once when live
@@ -227,7 +231,7 @@ class SocketSession:
         self._close_request = (code, reason[:120])
         self._wake.set()
         # A writer blocked on a peer that stopped reading cannot send the close frame: end anyway.
-        asyncio.get_running_loop().call_later(_CLOSE_TIMEOUT * 2, self._finished.set)
+        asyncio.get_running_loop().call_later(_CLOSE_TIMEOUT * 2, self._finish)
 
     # --- outbound ----------------------------------------------------------------------------------
 
@@ -271,7 +275,7 @@ class SocketSession:
         if self._close_request is None:
             self._close_request = (CLOSE_TRY_AGAIN, TOO_SLOW)
         self._connection.close_now(CLOSE_TRY_AGAIN, TOO_SLOW)
-        self._finished.set()
+        self._finish()
 
     async def _write_loop(self) -> None:
         ws = self._ws
@@ -306,11 +310,9 @@ class SocketSession:
         size = 0
         delivered = 0
         now = 0.0
-        while outbox:
-            frame, created_at = outbox[0]
+        for frame, created_at in outbox:
             if texts and size + len(frame) > room:
                 break
-            outbox.popleft()
             texts.append(frame)
             size += len(frame)
             if created_at:
@@ -318,6 +320,7 @@ class SocketSession:
                     now = time.time()
                 delivered += 1
                 SEND_TO_DELIVER.observe(max(0.0, now - created_at))
+        del outbox[: len(texts)]
         connection.send_texts(texts)
         self._queued_bytes -= size
         if self._backfill_bytes:
@@ -328,8 +331,7 @@ class SocketSession:
 
     async def _write_each(self, ws: WebSocket) -> None:
         """Under a plain uvicorn (no edge protocol): one send per frame, through the ASGI interface."""
-        batch = list(self._outbox)
-        self._outbox.clear()
+        batch, self._outbox = self._outbox, []
         for frame, created_at in batch:
             if self._overflowed:
                 break
@@ -380,7 +382,7 @@ class SocketSession:
             self.push(frames.PONG)
         elif isinstance(frame, frames.SendFrame):
             if self._sends is None or self._send_wake is None:
-                self._sends, self._send_wake = deque(), asyncio.Event()
+                self._sends, self._send_wake = deque(), Flag()
                 self._sender = asyncio.get_running_loop().create_task(self._send_loop())
             if len(self._sends) < _MAX_PENDING_SENDS:
                 self._sends.append(frame)
@@ -677,30 +679,44 @@ class SocketSession:
 
     # --- lifetime ----------------------------------------------------------------------------------
 
+    def _finish(self, _task: object = None) -> None:
+        """The socket is done (its reader or writer ended, or a close could not complete)."""
+        self._finished.set()
+        self._wake_run()
+
+    def _wake_run(self) -> None:
+        waiter = self._live_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
     async def run(self, hub: RoomHub, resume_after: int | None) -> None:
         loop = asyncio.get_running_loop()
+        # No task waits on these two: their end ends the socket through a callback.
         writer = loop.create_task(self._write_loop())
-        finished = loop.create_task(self._finished.wait())
-        tasks: list[asyncio.Task[None] | asyncio.Task[bool]] = [writer, finished]
+        writer.add_done_callback(self._finish)
+        tasks: list[asyncio.Task[None]] = [writer]
         try:
             if resume_after is not None:
                 # Live frames wait behind the missed ones this socket asked for: seq order holds.
                 self._catching_up = True
             hub.attach(self)
-            live = loop.create_task(self.live.wait())
-            tasks.append(live)
-            done, _ = await asyncio.wait(
-                {live, writer, finished}, timeout=self._live_timeout, return_when=asyncio.FIRST_COMPLETED
-            )
-            if live not in done:
-                if not done:
+            if not self.live.is_set() and not self._finished.is_set():
+                self._live_waiter = loop.create_future()
+                try:
+                    async with asyncio.timeout(self._live_timeout):
+                        await self._live_waiter
+                except TimeoutError:
                     self.push(
                         frames.error_frame(
                             "service_unavailable", "Messages are unavailable, try again.", retryable=True
                         )
                     )
                     self.request_close(CLOSE_TRY_AGAIN, "service_unavailable")
-                    await asyncio.wait({writer, finished}, return_when=asyncio.FIRST_COMPLETED)
+                    await self._finished.wait()
+                    return
+                finally:
+                    self._live_waiter = None
+            if not self.live.is_set() or self._finished.is_set():
                 return
             if resume_after is not None:
                 held, self._held = self._held, []
@@ -709,8 +725,9 @@ class SocketSession:
                 for seq, frame, created_at in held:
                     self.offer(seq, frame, created_at)
             reader = loop.create_task(self._read_loop())
+            reader.add_done_callback(self._finish)
             tasks.append(reader)
-            await asyncio.wait({reader, writer, finished}, return_when=asyncio.FIRST_COMPLETED)
+            await self._finished.wait()
         finally:
             hub.detach(self)
             if self._catch_up_task is not None:
