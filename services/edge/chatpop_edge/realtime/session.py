@@ -467,6 +467,19 @@ class SocketSession:
                 )
             self.request_close(CLOSE_INVALID_TOKEN, "token_expired")
             return
+        # A send whose request cannot be built is answered alone; the others of the group go on.
+        requests: list[tuple[frames.SendFrame, messaging_pb2.SendMessageRequest]] = []
+        for frame in group:
+            try:
+                requests.append((frame, self._request(frame)))
+            except Exception:
+                log.exception(
+                    "send failed", extra={"room_id": self.room_id, "client_msg_id": frame.client_msg_id}
+                )
+                self.push(frames.error_frame(*_INTERNAL, client_msg_id=frame.client_msg_id))
+        if not requests:
+            return
+        group = [frame for frame, _request in requests]
         spans: list[trace.Span] = []
         if tracing_enabled():
             spans = [
@@ -477,14 +490,14 @@ class SocketSession:
                     kind=trace.SpanKind.CLIENT,
                     attributes={"rpc.system": "grpc"},
                 )
-                for _frame in group
+                for _frame in requests
             ]
             sends = [
-                batched_send(self._request(frame), self.principal, trace.set_span_in_context(span))
-                for frame, span in zip(group, spans, strict=True)
+                batched_send(request, self.principal, trace.set_span_in_context(span))
+                for (_frame, request), span in zip(requests, spans, strict=True)
             ]
         else:
-            sends = [batched_send(self._request(frame), self.principal) for frame in group]
+            sends = [batched_send(request, self.principal) for _frame, request in requests]
         try:
             futures = batcher.submit(sends)
         except Overloaded as exc:
