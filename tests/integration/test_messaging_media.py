@@ -660,8 +660,9 @@ async def test_the_sweeper_purges_what_nothing_may_show(
     unreferenced = await upload(server, member, objects=objects)
     await backdate(db, unreferenced, 3601)
     referenced = await upload(server, member, objects=objects)
-    await backdate(db, referenced, 3601)
+    # Sent before it is made old: the sweeper runs all along and would take it as never referenced.
     await send(server, member, referenced.id)
+    await backdate(db, referenced, 3601)
     fresh = await upload(server, member, objects=objects)
 
     # A room with 2 days' retention: older media goes, younger stays.
