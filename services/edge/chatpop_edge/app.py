@@ -168,6 +168,11 @@ breaks them is answered with `error` (code `invalid_json`, `unknown_type`, `inva
 `media_reference_invalid`, naming the field and, for a send, its `client_msg_id`) and the socket goes
 on; an `after_seq` in the URL that breaks them closes the socket with 4400.
 
+When the platform is saturated, a send is refused at once rather than queued to time out: `error`
+with code `overloaded`, `retryable: true`, `retry_after` (seconds) and `retry_after_ms` (the same wait
+in milliseconds); send it again, with the same `client_msg_id`, after that wait (REST: 429 with
+Retry-After). Nothing refused this way was stored.
+
 Clients send `ping` every few seconds when they sent nothing else, and count a connection silent for
 about ten seconds as lost. Close codes: 4401 invalid, expired or revoked token, 4403 token for another
 room (`wrong_room`), banned from the room (`banned`) or a Back Room seat removed (`seat_removed`),
