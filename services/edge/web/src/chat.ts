@@ -884,8 +884,10 @@ export class ChatSession {
       return;
     } else if (frame.retryable === true) {
       const seconds = typeof frame.retry_after === "number" ? frame.retry_after : 2;
+      // `overloaded` waits less than a second: its milliseconds say how long exactly.
+      const waitMs = typeof frame.retry_after_ms === "number" ? frame.retry_after_ms : seconds * 1000;
       item.status = "waiting";
-      item.retry_at = Date.now() + seconds * 1000;
+      item.retry_at = Date.now() + waitMs;
       if (code === "rate_limited") {
         this.setNotice("error", `You're sending messages too fast. Sending again ${waitWords(seconds)}.`, code);
       } else if (code === "slow_mode") {
