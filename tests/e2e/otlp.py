@@ -17,6 +17,14 @@ SPAN_KINDS = {0: "UNSPECIFIED", 1: "INTERNAL", 2: "SERVER", 3: "CLIENT", 4: "PRO
 
 
 @dataclass(frozen=True)
+class Link:
+    """A span link: the trace and span another span points at (hex)."""
+
+    trace_id: str
+    span_id: str
+
+
+@dataclass(frozen=True)
 class Span:
     service: str
     trace_id: str
@@ -25,6 +33,7 @@ class Span:
     name: str
     kind: str
     attributes: dict[str, Any] = field(hash=False)
+    links: tuple[Link, ...] = ()
 
 
 def _value(value: common_pb2.AnyValue) -> Any:
@@ -56,6 +65,7 @@ class _Collector(trace_service_pb2_grpc.TraceServiceServicer):
                             name=span.name,
                             kind=SPAN_KINDS.get(span.kind, str(span.kind)),
                             attributes={a.key: _value(a.value) for a in span.attributes},
+                            links=tuple(Link(li.trace_id.hex(), li.span_id.hex()) for li in span.links),
                         )
                     )
         with self.arrived:

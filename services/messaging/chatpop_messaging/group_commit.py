@@ -16,6 +16,12 @@ After the commit the group's entries go to the publisher (PublishQueue): every g
 appended to the hot cache and published in one Redis round trip, rooms in commit order. A send is
 answered once its group was published (or publishing failed: readers and hubs catch up from Postgres).
 
+Tracing: a send carries the span that handles it (`PendingSend.span`); the work sends share runs in
+spans of its own: a room group's commit ("messaging.group_commit") and a publishing round trip
+("messaging.publish") link every send span they served, and the Postgres and Redis spans are their
+children. Work that served a single send is a child of that send's span (its trace is then whole);
+otherwise it starts a trace of its own, reached from each send through the links.
+
 Admission: at most `max_in_flight` sends are in messaging at a time (from their arrival to their
 answer); past that they are refused at once, RESOURCE_EXHAUSTED `overloaded`, instead of queueing.
 """
@@ -24,11 +30,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TypeVar
 
 import asyncpg
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.util.types import AttributeValue
 
 from chatpop.messaging.v1 import messaging_pb2
 from chatpop_common.errors import ResourceExhausted, ServiceError, Unavailable
@@ -44,6 +54,7 @@ from chatpop_messaging.store import (
 )
 
 log = logging.getLogger(__name__)
+tracer = trace.get_tracer(__name__)
 
 T = TypeVar("T")
 
@@ -53,6 +64,23 @@ OVERLOAD_RETRY_AFTER_MS = 200
 _RACE_RETRIES = 3
 _BACKOFF_FIRST = 0.05
 _BACKOFF_LIMIT = 0.8
+
+
+@contextmanager
+def shared_span(
+    name: str, served: Sequence[trace.SpanContext], attributes: dict[str, AttributeValue]
+) -> Iterator[trace.Span]:
+    """The current span, for `name`d work done once for several sends: linked to each send's span
+    (`served`), a child of the send's span when it served only one, else the root of its own trace."""
+    sends = list({context.span_id: context for context in served if context.is_valid}.values())
+    parent = trace.set_span_in_context(trace.NonRecordingSpan(sends[0])) if len(sends) == 1 else Context()
+    with tracer.start_as_current_span(
+        name,
+        context=parent,
+        links=[trace.Link(context) for context in sends],
+        attributes={**attributes, "chatpop.sends": len(sends)},
+    ) as span:
+        yield span
 
 
 def overloaded() -> ResourceExhausted:
@@ -73,6 +101,8 @@ class PendingSend:
     new: NewMessage
     # Loop time until which a passing datastore failure is retried.
     deadline: float
+    # The span of the send's handling (invalid when not traced): shared work links to it.
+    span: trace.SpanContext = trace.INVALID_SPAN_CONTEXT
     future: asyncio.Future[Committed] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -100,11 +130,17 @@ class PublishQueue:
         self._cache = cache
         self._fanout = fanout
         self._on_gap = on_gap
-        self._waiting: list[tuple[list[messaging_pb2.Message], asyncio.Future[None]]] = []
+        self._waiting: list[_Waiting] = []
         self._task: asyncio.Task[None] | None = None
 
-    def publish(self, entries: Sequence[messaging_pb2.Message]) -> asyncio.Future[None]:
-        """Publish committed entries (ascending); the future is done once they were (it never fails)."""
+    def publish(
+        self, entries: Sequence[messaging_pb2.Message], served: Sequence[trace.SpanContext] | None = None
+    ) -> asyncio.Future[None]:
+        """Publish committed entries (ascending); the future is done once they were (it never fails).
+        `served`: the spans of the sends the entries answer, which the publishing span links (by
+        default the current span: the call that changed something)."""
+        if served is None:
+            served = [trace.get_current_span().get_span_context()]
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         groups: dict[str, list[messaging_pb2.Message]] = {}
         for entry in entries:
@@ -112,9 +148,12 @@ class PublishQueue:
         if not groups:
             future.set_result(None)
             return future
+        last = len(groups) - 1
         for index, group in enumerate(groups.values()):
-            # One future per call: the last group of the call carries it.
-            self._waiting.append((group, future if index == len(groups) - 1 else _done()))
+            # One future per call (and its sends' spans): the last group of the call carries them.
+            self._waiting.append(
+                _Waiting(group, future if index == last else _done(), served if index == last else ())
+            )
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="publish committed entries")
         return future
@@ -123,16 +162,18 @@ class PublishQueue:
         try:
             while self._waiting:
                 waiting, self._waiting = self._waiting, []
-                await self._publish([group for group, _ in waiting])
-                for _, future in waiting:
-                    if not future.done():
-                        future.set_result(None)
+                served = [context for item in waiting for context in item.served]
+                with shared_span("messaging.publish", served, {"chatpop.groups": len(waiting)}):
+                    await self._publish([item.entries for item in waiting])
+                for item in waiting:
+                    if not item.future.done():
+                        item.future.set_result(None)
         finally:
             self._task = None
             # Cancelled (shut down): nobody waits forever.
-            for _, future in self._waiting:
-                if not future.done():
-                    future.set_result(None)
+            for item in self._waiting:
+                if not item.future.done():
+                    item.future.set_result(None)
 
     async def _publish(self, groups: list[list[messaging_pb2.Message]]) -> None:
         """Never fails: readers and hubs catch up from Postgres."""
@@ -142,13 +183,24 @@ class PublishQueue:
             for group, result in zip(groups, await self._cache.append_groups(groups), strict=True):
                 if result is AppendResult.GAP:
                     self._on_gap(group[0].room_id)
-        except Exception:
+        except Exception as exc:
+            trace.get_current_span().record_exception(exc)
             log.exception("publishing %d groups of entries failed", len(groups))
 
     async def close(self) -> None:
         task = self._task
         if task is not None:
             await asyncio.gather(task, return_exceptions=True)
+
+
+@dataclass(frozen=True, slots=True)
+class _Waiting:
+    """Entries of one room waiting to be published, the future of the call they came in, and the
+    spans of the sends they answer."""
+
+    entries: list[messaging_pb2.Message]
+    future: asyncio.Future[None]
+    served: Sequence[trace.SpanContext]
 
 
 def _done() -> asyncio.Future[None]:
@@ -205,7 +257,10 @@ class GroupCommitter:
                 group = queue[: self._max_group]
                 del queue[: self._max_group]
                 try:
-                    await self._commit(room_id, group)
+                    with shared_span(
+                        "messaging.group_commit", [send.span for send in group], {"chatpop.room_id": room_id}
+                    ):
+                        await self._commit(room_id, group)
                 except Exception as exc:
                     log.exception("group commit of room %s failed", room_id)
                     for send in group:
@@ -235,7 +290,7 @@ class GroupCommitter:
         )
         if created:
             MESSAGES_ACCEPTED.inc(len(created))
-            published = self._publisher.publish(created)
+            published = self._publisher.publish(created, [send.span for send in group])
         else:
             published = _done()
 

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Sequence
+from typing import TypeVar
 
 import grpc
 from opentelemetry import propagate, trace
+from opentelemetry.context import Context
 
 from chatpop.messaging.v1 import messaging_pb2, messaging_pb2_grpc
 from chatpop.rooms.v1 import rooms_pb2
@@ -39,6 +43,7 @@ from chatpop_messaging.group_commit import (
     PendingSend,
     PublishQueue,
     overloaded,
+    shared_span,
 )
 from chatpop_messaging.hotcache import HotCache
 from chatpop_messaging.inspection import RoomInspection
@@ -71,6 +76,8 @@ from chatpop_messaging.store import (
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)
+
+T = TypeVar("T")
 
 # Sends one SendMessages call may carry.
 MAX_BATCHED_SENDS = 1000
@@ -215,7 +222,7 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
             if original is not None:
                 return Committed(original, False)
             raise
-        pending = PendingSend(new, deadline)
+        pending = PendingSend(new, deadline, trace.get_current_span().get_span_context())
         self._committer.submit([pending])
         try:
             return await asyncio.shield(pending.future)
@@ -276,37 +283,64 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
                 f"Send 1-{MAX_BATCHED_SENDS} messages at a time.", code="invalid_batch_size"
             )
         admitted = self._committer.admit(total)
-        spans = [_send_span(send) for send in request.sends]
+        # Each send handled as SendMessage would have been, in the trace of the edge's send.
+        batch = trace.get_current_span().get_span_context()
+        spans = [_send_span(send, batch) for send in request.sends]
         answers: list[Committed | BaseException | None] = [None] * total
+        answered_at: list[int | None] = [None] * total
+        refused_at = time.time_ns()
         for index in range(admitted, total):
             answers[index] = overloaded()
+            answered_at[index] = refused_at
         try:
-            await self._send_batch(list(request.sends[:admitted]), answers, self._deadline(context))
+            await self._send_batch(
+                list(request.sends[:admitted]),
+                spans[:admitted],
+                answers,
+                answered_at,
+                self._deadline(context),
+            )
+        except BaseException as exc:
+            # The whole call fails (cancelled, a bug): so did each send.
+            for span in spans:
+                span.record_exception(exc)
+                span.set_status(trace.StatusCode.ERROR, type(exc).__name__)
+                span.end()
+            raise
         finally:
             self._committer.release(admitted)
         response = messaging_pb2.SendMessagesResponse()
-        for answer, span in zip(answers, spans, strict=True):
+        for answer, span, ended in zip(answers, spans, answered_at, strict=True):
             result = response.results.add()
             if isinstance(answer, Committed):
                 result.sent.message.CopyFrom(answer.message)
                 result.sent.created = answer.created
                 span.set_attribute("chatpop.seq", answer.message.seq)
+                span.set_attribute("rpc.grpc.status_code", grpc.StatusCode.OK.value[0])
             else:
                 result.error.CopyFrom(_send_error(answer))
                 span.set_attribute("chatpop.error_code", result.error.code)
-            span.end()
+                span.set_attribute("rpc.grpc.status_code", result.error.status)
+                if result.error.status in _SERVER_FAULTS:
+                    span.set_status(trace.StatusCode.ERROR, result.error.code)
+            span.end(end_time=ended)
         return response
 
     async def _send_batch(
         self,
         sends: list[messaging_pb2.BatchedSend],
+        spans: Sequence[trace.Span],
         answers: list[Committed | BaseException | None],
+        answered_at: list[int | None],
         deadline: float,
     ) -> None:
-        """Check and commit sends of any rooms, answering each in `answers` (same index), with the
-        round trips shared: participants and room policies from the caches (the misses looked up
-        concurrently), reply targets one read per room, rate limits and slow mode one Redis round
-        trip, then the sends of each room in its next group commit."""
+        """Check and commit sends of any rooms, answering each in `answers` (same index) and noting
+        when in `answered_at`, with the round trips shared: participants and room policies from the
+        caches (the misses looked up concurrently), reply targets one read per room, rate limits and
+        slow mode one Redis round trip, then the sends of each room in its next group commit.
+
+        A lookup made for sends is traced in the span of the first of them (`spans`, same index);
+        the Redis round trip and the commits, shared, in spans linked to every send's."""
         principals: list[Principal | None] = [None] * len(sends)
         for index, batched in enumerate(sends):
             try:
@@ -322,25 +356,29 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
                 answers[index] = exc
         # Participants: from the cache, the misses asked of rooms concurrently.
         writers: dict[tuple[str, str, int], rooms_pb2.Participant | BaseException] = {}
-        misses: dict[tuple[str, str, int], Principal] = {}
-        for principal in principals:
+        misses: dict[tuple[str, str, int], tuple[Principal, trace.Span]] = {}
+        rooms: dict[str, trace.Span] = {}
+        for principal, span in zip(principals, spans, strict=True):
             if principal is None:
                 continue
+            rooms.setdefault(principal.room_id, span)
             key = (principal.room_id, principal.participant_id, principal.version)
             if key in writers or key in misses:
                 continue
             cached = self._participants.cached(principal)
             if cached is None:
-                misses[key] = principal
+                misses[key] = (principal, span)
             else:
                 writers[key] = cached
         if misses:
             looked_up = await asyncio.gather(
-                *(self._participants.authorize_writer(p, ()) for p in misses.values()), return_exceptions=True
+                *(_in_span(span, self._participants.authorize_writer(p, ())) for p, span in misses.values()),
+                return_exceptions=True,
             )
             writers.update(zip(misses, looked_up, strict=True))
-        rooms = list({principal.room_id for principal in principals if principal is not None})
-        policy_list = await asyncio.gather(*(self._policies.get(r) for r in rooms), return_exceptions=True)
+        policy_list = await asyncio.gather(
+            *(_in_span(span, self._policies.get(r)) for r, span in rooms.items()), return_exceptions=True
+        )
         policies = dict(zip(rooms, policy_list, strict=True))
 
         # The checks SendMessage makes; a send refused by those after the client_msg_id's may be a
@@ -397,7 +435,13 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
             new, participant, policy = prepared[index]
             slow = 0 if participant.is_host else policy.slow_mode_seconds
             to_check.append(SendToCheck(new.room_id, new.sender_participant_id, new.client_msg_id, slow))
-        for index, refusal in zip(order, await self._checks.check(to_check), strict=True):
+        if to_check:
+            served = [spans[index].get_span_context() for index in order]
+            with shared_span("messaging.check_sends", served, {}):
+                refusals = await self._checks.check(to_check)
+        else:
+            refusals = []
+        for index, refusal in zip(order, refusals, strict=True):
             if refusal is not None:
                 answers[index] = refusal
                 recheck.append(index)
@@ -406,9 +450,17 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
         if recheck:
             await self._originals(principals, [(i, sends[i].send.client_msg_id) for i in recheck], answers)
 
-        pending = [(index, PendingSend(prepared[index][0], deadline)) for index in sorted(prepared)]
+        checked_at = time.time_ns()
+        for index in range(len(sends)):
+            if index not in prepared:
+                answered_at[index] = checked_at
+        pending = [
+            (index, PendingSend(prepared[index][0], deadline, spans[index].get_span_context()))
+            for index in sorted(prepared)
+        ]
         self._committer.submit([send for _, send in pending])
         for index, send in pending:
+            send.future.add_done_callback(functools.partial(_stamp, answered_at, index))
             try:
                 answers[index] = await asyncio.shield(send.future)
             except Exception as exc:
@@ -1260,18 +1312,50 @@ def _send_error(answer: Committed | BaseException | None) -> messaging_pb2.SendE
     )
 
 
-def _send_span(batched: messaging_pb2.BatchedSend) -> trace.Span:
-    """A span for one send of a batch, in the trace of the edge's send it came from."""
+# A batched send's span is what SendMessage's server span would have been.
+_SEND_SPAN = "/chatpop.messaging.v1.MessagingService/SendMessage"
+# Statuses that are messaging's fault (a send's span is an error), as for a server span of gRPC.
+_SERVER_FAULTS = frozenset(
+    code.value[0]
+    for code in (
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.UNIMPLEMENTED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DATA_LOSS,
+    )
+)
+
+
+def _send_span(batched: messaging_pb2.BatchedSend, batch: trace.SpanContext) -> trace.Span:
+    """The server span of one send of a batch, a child of the edge's send (its traceparent), linked
+    to the SendMessages call that carried it (`batch`); started as the batch arrived."""
     parent = (
         propagate.extract({"traceparent": batched.traceparent, "tracestate": batched.tracestate})
         if batched.traceparent
-        else None
+        else Context()
     )
     return tracer.start_span(
-        "messaging.send",
+        _SEND_SPAN,
         context=parent,
+        kind=trace.SpanKind.SERVER,
+        links=[trace.Link(batch)] if batch.is_valid else None,
         attributes={
+            "rpc.system": "grpc",
+            "rpc.service": "chatpop.messaging.v1.MessagingService",
+            "rpc.method": "SendMessage",
             "chatpop.room_id": batched.send.room_id,
             "chatpop.client_msg_id": batched.send.client_msg_id,
         },
     )
+
+
+async def _in_span(span: trace.Span, work: Awaitable[T]) -> T:
+    """Await `work` with `span` current: what it traces goes in that span (not ended here)."""
+    with trace.use_span(span, end_on_exit=False, record_exception=False, set_status_on_exception=False):
+        return await work
+
+
+def _stamp(answered_at: list[int | None], index: int, _answered: asyncio.Future[Committed]) -> None:
+    answered_at[index] = time.time_ns()

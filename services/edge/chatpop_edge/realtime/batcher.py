@@ -21,6 +21,7 @@ import math
 from collections.abc import Awaitable, Callable, Sequence
 
 import grpc
+from opentelemetry import context as otel_context
 from opentelemetry import propagate
 from opentelemetry.context import Context
 
@@ -244,6 +245,16 @@ class SendBatcher:
             self._flush_ready()
 
     async def _call(self, batch: list[_Pending]) -> None:
+        # The call carries the sends of many requests, each with its own trace context: it belongs to
+        # none of their traces (not to that of whichever send started the tick). Messaging's span of
+        # each send is in the send's trace and links the call's.
+        token = otel_context.attach(Context())
+        try:
+            await self._call_batch(batch)
+        finally:
+            otel_context.detach(token)
+
+    async def _call_batch(self, batch: list[_Pending]) -> None:
         SEND_BATCH_SIZE.observe(len(batch))
         try:
             try:
