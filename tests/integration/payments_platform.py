@@ -360,7 +360,7 @@ async def running_platform(
                         "payments_addr": payments_addr,
                         "ip_hash_key": IP_HASH_KEY,
                         "media_url_key": "m" * 32,
-                        "service_token_secret": "s" * 32,
+                        "service_token_secret": SERVICE_TOKEN_SECRET,
                         "public_url": PUBLIC_URL,
                         "http_port": free_port(),
                         "metrics_port": 0,
