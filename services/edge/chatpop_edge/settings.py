@@ -43,10 +43,11 @@ class EdgeSettings(ServiceAddresses, S3Settings):
     jwks_cache_seconds: float = Field(default=60.0, ge=0)
     # Frames a socket may have waiting before it is closed as too slow (1013, reconnect and resume).
     ws_queue_limit: int = Field(default=1000, ge=10)
-    # Sends (WebSocket and REST) leave for messaging together: one SendMessages call per
-    # SEND_BATCH_DELAY seconds, or as soon as SEND_BATCH_MAX are waiting, at most SEND_BATCH_CALLS
-    # calls at a time. Past SEND_QUEUE_LIMIT sends waiting or in flight in this process, a send is
-    # refused at once (`overloaded`, retryable after SEND_RETRY_AFTER_MS) instead of queued.
+    # Sends (WebSocket and REST) leave for messaging together: at once when no SendMessages call is
+    # in flight, else one call per SEND_BATCH_DELAY seconds, or as soon as SEND_BATCH_MAX are waiting,
+    # at most SEND_BATCH_CALLS calls at a time. Past SEND_QUEUE_LIMIT sends waiting or in flight in
+    # this process, a send is refused at once (`overloaded`, retryable after SEND_RETRY_AFTER_MS)
+    # instead of queued.
     send_batch_delay: float = Field(default=0.001, ge=0, le=0.1)
     send_batch_max: int = Field(default=256, ge=1, le=1000)
     send_batch_calls: int = Field(default=4, ge=1, le=64)

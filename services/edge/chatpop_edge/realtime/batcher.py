@@ -1,10 +1,12 @@
 """The process's sends to messaging, coalesced: one `SendMessages` call per short tick.
 
-Every WebSocket (and REST) send of this edge process goes through one SendBatcher. A send waits at
-most SEND_BATCH_DELAY seconds (or until SEND_BATCH_MAX sends are waiting) and leaves with the others
-in one `SendMessages` call, made with the edge's service credential; each send names the participant
-whose room token the edge verified and carries its own W3C trace context, so messaging answers (and
-traces) each as SendMessage would have. The results come back in request order and resolve each
+Every WebSocket (and REST) send of this edge process goes through one SendBatcher. A send that finds
+no call in flight leaves at once (with whatever else arrives in the same turn of the event loop); one
+that arrives while a call is in flight waits at most SEND_BATCH_DELAY seconds (or until SEND_BATCH_MAX
+sends are waiting, or a call slot frees up) and leaves with the others in one `SendMessages` call,
+made with the edge's service credential; each send names the participant whose room token the edge
+verified and carries its own W3C trace context, so messaging answers (and traces) each as
+SendMessage would have. The results come back in request order and resolve each
 send's own future: an ack, or that send's error, never another's.
 
 Bounded: at most SEND_BATCH_CALLS calls are in flight; sends waiting or in flight beyond
@@ -179,7 +181,7 @@ class SendBatcher:
         # Sends waiting or in a call: what the queue limit counts.
         self.outstanding = 0
         self._calls: set[asyncio.Task[None]] = set()
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.Handle | None = None
         self._closed = False
 
     def submit(
@@ -207,7 +209,13 @@ class SendBatcher:
         if len(self._waiting) >= self._max_batch:
             self._flush_ready()
         if self._waiting and self._timer is None:
-            self._timer = self._loop.call_later(self._delay, self._tick)
+            if self._calls:
+                # A call is in flight: what arrives meanwhile is collected for a tick.
+                self._timer = self._loop.call_later(self._delay, self._tick)
+            else:
+                # Nothing in flight: no reason to wait a tick. What arrives in this turn of the loop
+                # (other sockets' sends read together) still leaves with it.
+                self._timer = self._loop.call_soon(self._tick)
         return futures
 
     async def send(
