@@ -158,11 +158,31 @@ class RoomHub:
         self.task: asyncio.Task[None] | None = None
         # Set once `last` is known: subscribers behind it catch up before taking live deliveries.
         self.positioned = asyncio.Event()
+        # The hub's task waits for its next event with nothing in hand (see offer).
+        self._idle = False
 
     def offer(self, event: _Event) -> None:
+        if self._idle and isinstance(event, list) and self._inbox.empty() and self._continues(event):
+            # Entries this process committed that continue the position, to a hub with nothing else
+            # to do: handed to the subscribers now, without a turn of the hub's task in between.
+            for message in event:
+                self._dispatch(message)
+            self._live_since_check = True
+            self._flush()
+            return
         # Dropping is safe: a later message or the next poll finds the hole and fills it.
         with contextlib.suppress(asyncio.QueueFull):
             self._inbox.put_nowait(event)
+
+    def _continues(self, messages: list[messaging_pb2.Message]) -> bool:
+        expected = self.last
+        if expected is None:
+            return False
+        for message in messages:
+            if message.seq != expected + 1:
+                return False
+            expected = message.seq
+        return True
 
     async def run(self) -> None:
         await self._fanout.sync_subscription(self.room_id)
@@ -174,7 +194,12 @@ class RoomHub:
                 await asyncio.sleep(_RETRY_DELAY)
         self.positioned.set()
         while True:
-            events = [await self._inbox.get()]
+            self._idle = True
+            try:
+                first = await self._inbox.get()
+            finally:
+                self._idle = False
+            events = [first]
             # Everything else already waiting goes out with it: one delivery per subscriber.
             while len(events) < _HUB_DRAIN and not self._inbox.empty():
                 events.append(self._inbox.get_nowait())

@@ -37,6 +37,13 @@ class RoomPolicies:
         self._max_entries = max_entries
         self._cache: OrderedDict[str, tuple[float, RoomPolicy]] = OrderedDict()
 
+    def cached(self, room_id: str) -> RoomPolicy | None:
+        """The room's policy if the cache holds it fresh, without a call; None otherwise."""
+        cached = self._cache.get(room_id)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
+        return None
+
     async def get(self, room_id: str) -> RoomPolicy:
         cached = self._cache.get(room_id)
         if cached is not None and cached[0] > time.monotonic():

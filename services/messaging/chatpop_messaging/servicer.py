@@ -376,10 +376,21 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
                 return_exceptions=True,
             )
             writers.update(zip(misses, looked_up, strict=True))
-        policy_list = await asyncio.gather(
-            *(_in_span(span, self._policies.get(r)) for r, span in rooms.items()), return_exceptions=True
-        )
-        policies = dict(zip(rooms, policy_list, strict=True))
+        # Room policies: from the cache (no task per room when it holds them), the misses concurrently.
+        policies: dict[str, RoomPolicy | BaseException] = {}
+        uncached: dict[str, trace.Span] = {}
+        for room, span in rooms.items():
+            known = self._policies.cached(room)
+            if known is None:
+                uncached[room] = span
+            else:
+                policies[room] = known
+        if uncached:
+            policy_list = await asyncio.gather(
+                *(_in_span(span, self._policies.get(r)) for r, span in uncached.items()),
+                return_exceptions=True,
+            )
+            policies.update(zip(uncached, policy_list, strict=True))
 
         # The checks SendMessage makes; a send refused by those after the client_msg_id's may be a
         # retry, answered with its original as there.
