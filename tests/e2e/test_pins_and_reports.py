@@ -310,7 +310,13 @@ async def test_a_room_stream_catching_up_brings_no_hidden_text(
             timeout=10,
         )
         async for item in stream:
-            if item.HasField("message") and item.message.seq == seq:
-                assert item.message.text == "" and item.message.state.hidden
+            # A catch-up comes as batches of consecutive entries, or one message at a time.
+            if item.HasField("batch"):
+                entries = list(item.batch.messages)
+            else:
+                entries = [item.message] if item.HasField("message") else []
+            mine = [entry for entry in entries if entry.seq == seq]
+            if mine:
+                assert mine[0].text == "" and mine[0].state.hidden
                 break
         stream.cancel()
