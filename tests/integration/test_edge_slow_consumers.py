@@ -134,6 +134,21 @@ async def test_a_reader_that_stops_finds_1013_after_what_it_holds_and_resumes_ex
             assert await collect_messages(again, sent) == list(range(seqs[-1] + 1, sent + 1))
 
 
+async def test_a_reader_that_keeps_up_takes_group_commits_larger_than_the_budget(fakes: FakeServices) -> None:
+    async with edge(fakes) as base:
+        room = fakes.rooms.create(name=unique("room"))
+        _pid, token = fakes.rooms.join(room)
+        closes_before = counter("chatpop_ws_slow_closes_total")
+        async with connect(room_url(base, room, token)) as ws:
+            await recv(ws)
+            # Each commit of 40 messages (160 KB against a 64 KiB budget) is fanned out in one pass,
+            # before the socket's writer ran at all: the reader takes them all, it is not too slow.
+            for last in (40, 80, 120):
+                fakes.messaging.append_batch(room.id, [TEXT] * 40)
+                assert await collect_messages(ws, last) == list(range(last - 39, last + 1))
+        assert counter("chatpop_ws_slow_closes_total") == closes_before
+
+
 async def test_a_close_that_cannot_go_out_ends_in_an_abort(fakes: FakeServices) -> None:
     async with edge(fakes, ws_close_timeout=0.5) as base:
         room = fakes.rooms.create(name=unique("room"))

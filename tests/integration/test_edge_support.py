@@ -414,6 +414,20 @@ class FakeMessaging(messaging_pb2_grpc.MessagingServiceServicer):
                 queue.put_nowait(message)
         return message
 
+    def append_batch(self, room_id: str, texts: list[str]) -> None:
+        """Commit several messages together, published as ONE batch event (a group commit)."""
+        if room_id in self.unpublished:
+            for text in texts:
+                self.append(room_id, text)
+            return
+        self.unpublished.add(room_id)
+        try:
+            batch = [self.append(room_id, text) for text in texts]
+        finally:
+            self.unpublished.discard(room_id)
+        for queue in list(self.subscribers[room_id]):
+            queue.put_nowait(messaging_pb2.MessageBatch(messages=batch))
+
     def break_streams(self, room_id: str) -> None:
         """Every live Subscribe of the room fails with UNAVAILABLE, as on a messaging restart."""
         for queue in list(self.subscribers[room_id]):
@@ -512,6 +526,14 @@ class FakeMessaging(messaging_pb2_grpc.MessagingServiceServicer):
                     raise errors.Unavailable("messaging is restarting", code="unavailable")
                 if isinstance(item, messaging_pb2.Signal):
                     yield messaging_pb2.SubscribeResponse(signal=item)
+                    continue
+                if isinstance(item, messaging_pb2.MessageBatch):
+                    fresh = [m for m in item.messages if m.seq > last]
+                    if fresh:
+                        last = fresh[-1].seq
+                        yield messaging_pb2.SubscribeResponse(
+                            batch=messaging_pb2.MessageBatch(messages=fresh)
+                        )
                     continue
                 if item.seq > last:
                     last = item.seq

@@ -89,8 +89,9 @@ class EdgeSettings(ServiceAddresses, S3Settings):
     ws_ping_interval: float = Field(default=20.0, gt=0)
     ws_ping_timeout: float = Field(default=20.0, gt=0)
     # Outgoing bytes one WebSocket may have waiting (queued frames plus the transport's write buffer)
-    # before it is closed with 1013 as too slow. A resume's backfill (at most RESUME_LIMIT messages)
-    # may exceed it: the client asked for it.
+    # before it is closed with 1013 as too slow, counted while the transport is at its high-water mark
+    # (the peer is behind): frames arriving together while it is not go out at the writer's next turn.
+    # A resume's backfill (at most RESUME_LIMIT messages) may exceed it: the client asked for it.
     ws_send_budget: int = Field(default=256 * 1024, ge=16 * 1024, le=64 * 1024 * 1024)
     # SO_SNDBUF of WebSocket connections, so a client that stops reading is noticed after this much
     # rather than after the megabytes the kernel would buffer by itself; 0 keeps the kernel's sizing.

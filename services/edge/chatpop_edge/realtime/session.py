@@ -253,10 +253,17 @@ class SocketSession:
         self._wake.set()
 
     def _over_budget(self, size: int) -> bool:
+        connection = self._connection
+        if connection is not None and connection.writable.is_set():
+            # The transport is below its high-water mark: the peer has taken what it was given, and
+            # the writer hands it all that is queued at its next turn. Frames arriving together (a
+            # group commit fanned out in one pass) may pass the budget before the writer ran at
+            # all; that is no sign of a slow reader, only of a busy room.
+            return False
         # Characters of the queued frames stand for their bytes (exact for ASCII text).
         waiting = self._queued_bytes - self._backfill_bytes + size
-        if self._connection is not None:
-            waiting += self._connection.write_buffer_size()
+        if connection is not None:
+            waiting += connection.write_buffer_size()
         return waiting > self._send_budget
 
     def _too_slow(self) -> None:
