@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from chatpop_common.devstack import Postgres, Redis, SeaweedS3, throwaway_datastores
+from chatpop_common.devstack import Postgres, Redis, RedisCluster, SeaweedS3, throwaway_datastores
 from tests.mailbox import Mailbox, running_mailbox
 
 pytest_plugins = ["tests.fakestripe.fixtures"]
@@ -42,6 +42,33 @@ def redis_url(datastores: tuple[Postgres, Redis]) -> str:
 def redis_server(datastores: tuple[Postgres, Redis]) -> Redis:
     """The Redis process itself, for tests that restart it."""
     return datastores[1]
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisCluster]:
+    """A private 3-master Redis Cluster on free ports for the session (REDIS_CLUSTER=true with
+    `redis_cluster.url`)."""
+    root = Path(tempfile.mkdtemp(prefix="chatpop-rc-", dir="/tmp"))
+    cluster = RedisCluster.on_free_ports(root / "cluster", masters=3)
+    cluster.start(root / "redis-cluster.log", persist=False)
+    try:
+        yield cluster
+    finally:
+        cluster.stop(kill=True)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def redis_cluster_ha() -> Iterator[RedisCluster]:
+    """A private 3+3 Redis Cluster (a replica per master) of its own, for a test that kills a master."""
+    root = Path(tempfile.mkdtemp(prefix="chatpop-rcha-", dir="/tmp"))
+    cluster = RedisCluster.on_free_ports(root / "cluster", masters=3, replicas=1)
+    cluster.start(root / "redis-cluster.log", persist=False)
+    try:
+        yield cluster
+    finally:
+        cluster.stop(kill=True)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

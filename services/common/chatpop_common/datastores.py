@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 import redis.asyncio as aioredis
 from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
 from opentelemetry.instrumentation.redis import RedisInstrumentor
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 
 from chatpop_common.readiness import Datastore
 from chatpop_common.settings import ServiceSettings
@@ -62,15 +67,55 @@ async def create_pg_pool(
     return pool
 
 
-def create_redis(url: str) -> aioredis.Redis:  # type: ignore[type-arg]
+# A client of either kind: one Redis server, or a Redis Cluster (REDIS_CLUSTER=true).
+RedisClient = aioredis.Redis | RedisCluster
+
+_REDIS_OPTIONS: dict[str, Any] = {
+    "decode_responses": False,
+    "socket_connect_timeout": 2,
+    "socket_timeout": 5,
+    "health_check_interval": 15,
+    "retry_on_timeout": False,
+}
+
+
+def cluster_seeds(url: str) -> list[ClusterNode]:
+    """The seed nodes a cluster URL names: `redis://host:port`, several separated by commas
+    (`redis://a:7000,redis://b:7000` or `redis://a:7000,b:7000`). Any one of them reachable is enough."""
+    seeds: list[ClusterNode] = []
+    for part in url.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        parsed = urlsplit(part if "://" in part else f"redis://{part}")
+        if parsed.scheme not in ("redis", "rediss") or not parsed.hostname:
+            raise ValueError(f"not a Redis node URL: {part!r}")
+        seeds.append(ClusterNode(parsed.hostname, parsed.port or 6379))
+    if not seeds:
+        raise ValueError("REDIS_URL names no cluster node")
+    return seeds
+
+
+def create_redis(url: str, *, cluster: bool = False) -> RedisClient:
+    """The client for `url`: one Redis server, or with `cluster` a Redis Cluster found through the
+    seed node(s) the URL names. Commands, pipelines and scripts route by key slot in a cluster, so
+    every operation keeps its keys under one hash tag."""
     _instrument()
-    return aioredis.Redis.from_url(
-        url,
-        decode_responses=False,
-        socket_connect_timeout=2,
-        socket_timeout=5,
-        health_check_interval=15,
-        retry_on_timeout=False,
+    if not cluster:
+        return aioredis.Redis.from_url(url, **_REDIS_OPTIONS)
+    first = urlsplit(url.split(",")[0].strip())
+    options = dict(_REDIS_OPTIONS)
+    options.pop("retry_on_timeout")
+    return RedisCluster(
+        startup_nodes=cluster_seeds(url),
+        username=first.username or None,
+        password=first.password or None,
+        ssl=first.scheme == "rediss",
+        # A moved slot or a failed-over master is found again by refreshing the topology at once.
+        reinitialize_steps=1,
+        # Attempts at a command while a shard fails over (a replica takes over within seconds).
+        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=3),
+        **options,
     )
 
 
@@ -101,7 +146,7 @@ class PostgresProbe:
 class RedisProbe:
     """Can this process reach Redis? A PING on the service's own client."""
 
-    def __init__(self, client: aioredis.Redis, *, timeout: float = 2.0) -> None:  # type: ignore[type-arg]
+    def __init__(self, client: RedisClient, *, timeout: float = 2.0) -> None:
         self._client = client
         self._timeout = timeout
 
@@ -126,7 +171,7 @@ async def service_pool(settings: ServiceSettings, schema: str) -> asyncpg.Pool:
 
 def service_datastores(
     settings: ServiceSettings,
-    redis: aioredis.Redis | None = None,  # type: ignore[type-arg]
+    redis: RedisClient | None = None,
 ) -> list[Datastore]:
     """What a service's readiness watches: Postgres, without which it cannot serve, and Redis (when
     it uses one), which every service can do without for a while and which is only reported."""

@@ -454,6 +454,198 @@ class SeaweedS3:
                     path.unlink()
 
 
+def _cluster_bus_ports(count: int) -> list[int]:
+    """Free ports for cluster buses, below the kernel's ephemeral range: a bus port must not be
+    taken by some outgoing connection between runs."""
+    low, _ = (int(v) for v in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    ports: list[int] = []
+    candidate = 20000 + secrets.randbelow(max(1, low - 21000))
+    while len(ports) < count:
+        candidate = candidate + 1 if candidate + 1 < low else 20000
+        if candidate in _handed_out:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", candidate))
+            except OSError:
+                continue
+        _handed_out.add(candidate)
+        ports.append(candidate)
+    return ports
+
+
+@dataclass
+class RedisCluster:
+    """A private Redis Cluster: `masters` masters with `replicas` replicas each, every node a
+    redis-server process on its own port (bus ports set explicitly), slots spread evenly.
+
+    `make run` with REDIS_CLUSTER=1 and the cluster fixtures of the tests start one; `kill(port)`
+    stops a node with SIGKILL to show a failover."""
+
+    datadir: Path
+    ports: list[int]
+    bus_ports: list[int]
+    replicas: int = 0
+    node_timeout_ms: int = 2000
+    processes: dict[int, subprocess.Popen[bytes]] | None = None
+
+    @classmethod
+    def on_free_ports(cls, datadir: Path, *, masters: int = 3, replicas: int = 0) -> RedisCluster:
+        count = masters * (1 + replicas)
+        return cls(
+            datadir=datadir, ports=free_ports(count), bus_ports=_cluster_bus_ports(count), replicas=replicas
+        )
+
+    @property
+    def masters(self) -> int:
+        return len(self.ports) // (1 + self.replicas)
+
+    @property
+    def url(self) -> str:
+        """Every node as a seed, so a client starts while any one of them is up (REDIS_URL with
+        REDIS_CLUSTER=true)."""
+        return ",".join(f"redis://127.0.0.1:{port}" for port in self.ports)
+
+    def _node_args(self, server: str, port: int, bus_port: int, log_path: Path, persist: bool) -> list[str]:
+        node_dir = self.datadir / str(port)
+        node_dir.mkdir(parents=True, exist_ok=True)
+        return [
+            server,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(node_dir),
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            "nodes.conf",
+            "--cluster-port",
+            str(bus_port),
+            "--cluster-node-timeout",
+            str(self.node_timeout_ms),
+            # A replica takes over however recently it heard from its master.
+            "--cluster-replica-validity-factor",
+            "0",
+            "--save",
+            "60 1000" if persist else "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "no",
+            "--logfile",
+            str(log_path.with_name(f"{log_path.stem}-{port}{log_path.suffix}")),
+        ]
+
+    def start(
+        self, log_path: Path, *, persist: bool = True, own_session: bool = False, timeout: float = 30
+    ) -> None:
+        """Start every node, form the cluster on first start (a restart keeps nodes.conf), and wait
+        until every slot is served."""
+        server = shutil.which("redis-server")
+        cli = shutil.which("redis-cli")
+        if server is None or cli is None:
+            raise FileNotFoundError("redis-server/redis-cli were not found; install redis-server")
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        fresh = not any((self.datadir / str(port) / "nodes.conf").exists() for port in self.ports)
+        self.processes = {}
+        for port, bus_port in zip(self.ports, self.bus_ports, strict=True):
+            self.start_node(
+                port, log_path, persist=persist, own_session=own_session, server=server, bus_port=bus_port
+            )
+        if fresh:
+            subprocess.run(
+                [
+                    cli,
+                    "--cluster",
+                    "create",
+                    *(f"127.0.0.1:{port}" for port in self.ports),
+                    "--cluster-replicas",
+                    str(self.replicas),
+                    "--cluster-yes",
+                ],
+                check=True,
+                capture_output=True,
+                timeout=timeout,
+            )
+        self.wait_ready(timeout=timeout)
+
+    def start_node(
+        self,
+        port: int,
+        log_path: Path,
+        *,
+        persist: bool = False,
+        own_session: bool = False,
+        server: str | None = None,
+        bus_port: int | None = None,
+    ) -> None:
+        """Start (or restart) one node; it rejoins with the identity in its nodes.conf."""
+        server = server or shutil.which("redis-server") or "redis-server"
+        if bus_port is None:
+            bus_port = self.bus_ports[self.ports.index(port)]
+        assert self.processes is not None
+        self.processes[port] = subprocess.Popen(
+            self._node_args(server, port, bus_port, log_path, persist),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=own_session,
+        )
+        wait_for_port(port)
+
+    def info(self, port: int, *what: str) -> str:
+        cli = shutil.which("redis-cli") or "redis-cli"
+        result = subprocess.run(
+            [cli, "-h", "127.0.0.1", "-p", str(port), *what],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+        return result.stdout
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        """Until every running node reports the cluster ok with all slots served and knows every node."""
+        deadline = time.monotonic() + timeout
+        last = ""
+        while time.monotonic() < deadline:
+            running = [port for port, process in (self.processes or {}).items() if process.poll() is None]
+            states = [self.info(port, "cluster", "info") for port in running]
+            if states and all(
+                "cluster_state:ok" in state and "cluster_slots_assigned:16384" in state for state in states
+            ):
+                return
+            last = states[0] if states else "no node running"
+            time.sleep(0.1)
+        raise TimeoutError(f"the Redis Cluster was not ready after {timeout:.0f}s: {last.strip()[:300]}")
+
+    def master_ports(self) -> list[int]:
+        """The ports of the nodes that are masters now (failovers change them)."""
+        for port, process in (self.processes or {}).items():
+            if process.poll() is None:
+                nodes = self.info(port, "cluster", "nodes")
+                if nodes:
+                    found = []
+                    for line in nodes.splitlines():
+                        fields = line.split()
+                        flags = fields[2].split(",")
+                        if "master" in flags and not {"fail", "fail?"} & set(flags) and fields[8:]:
+                            found.append(int(fields[1].split("@")[0].rsplit(":", 1)[1]))
+                    return sorted(found)
+        return []
+
+    def kill(self, port: int) -> None:
+        """SIGKILL one node (a crashed shard master, say)."""
+        if self.processes and port in self.processes:
+            _end(self.processes.pop(port), kill=True, grace=5)
+
+    def stop(self, kill: bool = False) -> None:
+        for process in (self.processes or {}).values():
+            _end(process, kill=kill, grace=10)
+        self.processes = None
+
+
 @contextlib.contextmanager
 def throwaway_datastores(root: Path) -> Iterator[tuple[Postgres, Redis]]:
     """A private Postgres and Redis on free ports under `root`, removed afterwards (tests)."""

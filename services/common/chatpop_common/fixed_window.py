@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import redis.asyncio as aioredis
+from chatpop_common.datastores import RedisClient
 
 # KEYS[1] counter; ARGV: limit, window seconds.
 # Returns {1, slots left} when a slot was taken, {0, milliseconds until the window ends} otherwise.
@@ -44,7 +44,7 @@ class LimitDecision:
 
 
 class FixedWindowLimiter:
-    def __init__(self, redis: aioredis.Redis, *, limit: int, window_seconds: int) -> None:  # type: ignore[type-arg]
+    def __init__(self, redis: RedisClient, *, limit: int, window_seconds: int) -> None:
         if limit < 1 or window_seconds < 1:
             raise ValueError("limit and window must be at least 1")
         self._hit = redis.register_script(_HIT)

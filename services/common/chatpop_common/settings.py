@@ -41,6 +41,8 @@ class ServiceSettings(BaseSettings):
     metrics_port: int = Field(..., ge=0, le=65535)
     database_url: str = ""
     redis_url: str = ""
+    # REDIS_URL names a Redis Cluster (one or more seed nodes, comma-separated) instead of one server.
+    redis_cluster: bool = False
     log_level: str = "INFO"
     log_format: str = Field("json", pattern="^(json|text)$")
     # Seconds in-flight RPCs get to finish after SIGTERM.

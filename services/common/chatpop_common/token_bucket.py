@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import math
 
-import redis.asyncio as aioredis
-
+from chatpop_common.datastores import RedisClient
 from chatpop_common.fixed_window import LimitDecision
 
 # KEYS[1] bucket; ARGV: tokens per second, burst.
@@ -47,7 +46,7 @@ return {allowed, value}
 class TokenBucketLimiter:
     def __init__(
         self,
-        redis: aioredis.Redis,  # type: ignore[type-arg]
+        redis: RedisClient,
         *,
         limit: float,
         window_seconds: float,

@@ -7,14 +7,13 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
-import redis.asyncio as aioredis
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from chatpop.identity.v1 import identity_pb2, identity_pb2_grpc
 from chatpop.rooms.v1 import rooms_pb2_grpc
 from chatpop_common.auth import KeyCache, TokenVerifier
 from chatpop_common.clients import insecure_channel
-from chatpop_common.datastores import create_redis, service_datastores, service_pool
+from chatpop_common.datastores import RedisClient, create_redis, service_datastores, service_pool
 from chatpop_common.fixed_window import FixedWindowLimiter
 from chatpop_common.outbox import Relay
 from chatpop_common.server import GrpcApp, Registration
@@ -59,7 +58,7 @@ def _utcnow() -> datetime:
 def password_changes(
     settings: Settings,
     pool: asyncpg.Pool,
-    redis: aioredis.Redis,  # type: ignore[type-arg]
+    redis: RedisClient,
     store: IdentityStore,
     passwords: Passwords,
     keys: KeyRing,
@@ -104,7 +103,7 @@ async def build(settings: Settings) -> GrpcApp:
     )
     await passwords.prepare()
     pool = await service_pool(settings, "identity")
-    redis = create_redis(settings.redis_url)
+    redis = create_redis(settings.redis_url, cluster=settings.redis_cluster)
     store = IdentityStore(pool)
     passwords_flow = password_changes(settings, pool, redis, store, passwords, keys)
     login_failures = LoginFailures(

@@ -76,11 +76,11 @@ async def build(settings: MessagingSettings, *, key_fetcher: KeyFetcher | None =
     deliver_to_identity(relay, identity, credentials)
     # One quick retry covers a pooled connection that died with a Redis restart; more would only
     # delay the Postgres fallback.
-    redis = create_redis(settings.redis_url)
+    redis = create_redis(settings.redis_url, cluster=settings.redis_cluster)
     redis.set_retry(Retry(NoBackoff(), 1))  # type: ignore[attr-defined]
     # Pub/sub gets its own connection, and no silent reconnects: a drop must be seen so the hubs
     # can look up what was published meanwhile.
-    pubsub_redis = create_redis(settings.redis_url)
+    pubsub_redis = create_redis(settings.redis_url, cluster=settings.redis_cluster)
     pubsub_redis.set_retry(Retry(NoBackoff(), 0))  # type: ignore[attr-defined]
     rooms_channel = insecure_channel(settings.rooms_addr)
 

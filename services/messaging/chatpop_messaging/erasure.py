@@ -23,11 +23,11 @@ import time
 from dataclasses import dataclass
 
 import asyncpg
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from chatpop.messaging.v1 import messaging_pb2
 from chatpop.rooms.v1 import rooms_pb2_grpc
+from chatpop_common.datastores import RedisClient
 from chatpop_common.errors import FailedPrecondition
 from chatpop_messaging import keys
 from chatpop_messaging.media import request_purge
@@ -77,7 +77,7 @@ class RoomEraser:
     def __init__(
         self,
         pool: asyncpg.Pool,
-        redis: aioredis.Redis,  # type: ignore[type-arg]
+        redis: RedisClient,
         rooms: rooms_pb2_grpc.RoomsServiceStub,
         *,
         batch: int,

@@ -24,11 +24,11 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-import redis.asyncio as aioredis
 from google.protobuf.message import DecodeError
 
 from chatpop.messaging.v1 import messaging_pb2
 from chatpop.rooms.v1 import rooms_pb2
+from chatpop_common.datastores import RedisClient
 from chatpop_messaging import crypto, keys
 from chatpop_messaging.hotcache import live_channel, room_from_channel
 from chatpop_messaging.metrics import GAP_FILLS, REDIS_FAILURES, SIGNALS_DROPPED, SUBSCRIBERS
@@ -296,7 +296,7 @@ class RoomHub:
 class Fanout:
     def __init__(
         self,
-        redis: aioredis.Redis,  # type: ignore[type-arg]
+        redis: RedisClient,
         store: MessageStore,
         reader: MessageReader,
         *,

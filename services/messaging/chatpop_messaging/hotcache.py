@@ -15,12 +15,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from enum import Enum
 from typing import Any, TypeVar
 
-import redis.asyncio as aioredis
 from google.protobuf.message import DecodeError
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, RedisError
 
 from chatpop.messaging.v1 import messaging_pb2
+from chatpop_common.datastores import RedisClient
 from chatpop_messaging import crypto, keys
 from chatpop_messaging.metrics import MESSAGES_PUBLISHED, REDIS_FAILURES
 
@@ -235,7 +235,7 @@ def room_from_channel(channel: bytes | str) -> str | None:
 
 
 async def run_scripts(
-    redis: aioredis.Redis,  # type: ignore[type-arg]
+    redis: RedisClient,
     script: AsyncScript,
     calls: Sequence[tuple[Sequence[str], Sequence[Any]]],
 ) -> list[Any]:
@@ -318,7 +318,7 @@ def _entry_seq(entry_id: bytes | str) -> int:
 class HotCache:
     def __init__(
         self,
-        redis: aioredis.Redis,  # type: ignore[type-arg]
+        redis: RedisClient,
         guard: RedisGuard,
         *,
         size: int,
@@ -497,7 +497,7 @@ class HotCache:
                 return await self._merge(keys=names, args=args)
             pipe = self._redis.pipeline(transaction=True)
             pipe.xtrim(names[0], minid=f"{messages[-1].seq + 1}-0", approximate=False)
-            await self._merge(keys=names, args=args, client=pipe)
+            await self._merge(keys=names, args=args, client=pipe)  # type: ignore[arg-type]
             return await pipe.execute()
 
         ok, _ = await self._guard.call("rebuild", run)

@@ -23,8 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import redis.asyncio as aioredis
-
+from chatpop_common.datastores import RedisClient
 from chatpop_common.errors import Unavailable
 from chatpop_messaging.hotcache import RedisGuard
 from chatpop_messaging.metrics import PRESENCE_CHANGES, PRESENCE_EXPIRED
@@ -227,7 +226,7 @@ def _unavailable() -> Unavailable:
 
 
 class PresenceBook:
-    def __init__(self, redis: aioredis.Redis, guard: RedisGuard) -> None:  # type: ignore[type-arg]
+    def __init__(self, redis: RedisClient, guard: RedisGuard) -> None:
         self._redis = redis
         self._guard = guard
         self._apply = redis.register_script(_APPLY)
@@ -244,7 +243,7 @@ class PresenceBook:
                 args: list[Any] = [instance, ttl_ms, mode, report.count, KEY_IDLE_MS, len(report.joined)]
                 args.extend(report.joined)
                 args.extend(report.left)
-                await self._apply(keys=presence_keys(report.room_id), args=args, client=pipe)
+                await self._apply(keys=presence_keys(report.room_id), args=args, client=pipe)  # type: ignore[arg-type]
             return await pipe.execute()
 
         ok, results = await self._guard.call("presence", run)

@@ -11,8 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import redis.asyncio as aioredis
-
+from chatpop_common.datastores import RedisClient
 from chatpop_common.errors import ResourceExhausted
 from chatpop_common.fixed_window import LimitDecision
 from chatpop_common.token_bucket import TokenBucketLimiter
@@ -28,7 +27,7 @@ def bucket_key(room_id: str, participant_id: str) -> str:
 class SendRateLimiter:
     def __init__(
         self,
-        redis: aioredis.Redis,  # type: ignore[type-arg]
+        redis: RedisClient,
         guard: RedisGuard,
         *,
         per_minute: float,
@@ -99,7 +98,7 @@ class SlowMode:
     failed insert) is not refused. Like the rate limit it fails open when Redis is away.
     """
 
-    def __init__(self, redis: aioredis.Redis, guard: RedisGuard) -> None:  # type: ignore[type-arg]
+    def __init__(self, redis: RedisClient, guard: RedisGuard) -> None:
         self._guard = guard
         self._take = redis.register_script(_SLOW)
 
@@ -196,7 +195,7 @@ class SendChecks:
 
     def __init__(
         self,
-        redis: aioredis.Redis,  # type: ignore[type-arg]
+        redis: RedisClient,
         guard: RedisGuard,
         limiter: SendRateLimiter,
     ) -> None:

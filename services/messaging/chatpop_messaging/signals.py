@@ -12,9 +12,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import redis.asyncio as aioredis
-
 from chatpop.messaging.v1 import messaging_pb2
+from chatpop_common.datastores import RedisClient
 from chatpop_messaging.hotcache import RedisGuard
 from chatpop_messaging.metrics import SIGNALS_PUBLISHED
 
@@ -37,7 +36,7 @@ def room_from_signal_channel(channel: bytes | str) -> str | None:
 
 
 class SignalPublisher:
-    def __init__(self, redis: aioredis.Redis, guard: RedisGuard) -> None:  # type: ignore[type-arg]
+    def __init__(self, redis: RedisClient, guard: RedisGuard) -> None:
         self._redis = redis
         self._guard = guard
 

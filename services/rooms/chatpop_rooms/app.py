@@ -40,7 +40,7 @@ SERVICE_NAME = rooms_pb2.DESCRIPTOR.services_by_name["RoomsService"].full_name
 async def build(settings: Settings, *, room_codes: Callable[[], str] = new_room_code) -> GrpcApp:
     """Everything the rooms server needs; `room_codes` lets a caller choose how codes are drawn."""
     pool = await service_pool(settings, "rooms")
-    redis = create_redis(settings.redis_url)
+    redis = create_redis(settings.redis_url, cluster=settings.redis_cluster)
     identity_channel = insecure_channel(settings.identity_addr)
     identity = identity_pb2_grpc.IdentityServiceStub(identity_channel)
     credentials = ServiceCredentials(identity, "rooms", settings.service_token_secret.get_secret_value())

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import redis.asyncio as aioredis
+from chatpop_common.datastores import RedisClient
 
 # KEYS: counters; ARGV: one limit per key, then the window in seconds.
 # Returns the milliseconds until the longest lock ends when refused; otherwise 0, or minus the sum of
@@ -73,7 +73,7 @@ class Reservation:
 class JoinAttemptLimiter:
     def __init__(
         self,
-        redis: aioredis.Redis,  # type: ignore[type-arg]
+        redis: RedisClient,
         *,
         client_limit: int,
         room_limit: int,

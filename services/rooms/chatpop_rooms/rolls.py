@@ -17,7 +17,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import redis.asyncio as aioredis
+from chatpop_common.datastores import RedisClient
 
 # KEYS[1] counter; ARGV: limit. Returns {1, rolls left} or {0, milliseconds until the window ends}.
 _PEEK = """
@@ -93,7 +93,7 @@ def _seconds(milliseconds: int) -> int:
 class UsernameRolls:
     def __init__(
         self,
-        redis: aioredis.Redis,  # type: ignore[type-arg]
+        redis: RedisClient,
         *,
         limit: int,
         window_seconds: int,
