@@ -36,6 +36,7 @@ from chatpop.rooms.v1 import rooms_pb2, rooms_pb2_grpc
 from chatpop_common import outbox
 from chatpop_common.errors import NotFound, PermissionDenied, ResourceExhausted
 from chatpop_common.fixed_window import FixedWindowLimiter
+from chatpop_common.keyslots import tagged
 from chatpop_common.wording import wait_words
 from chatpop_identity import audit
 from chatpop_identity.credentials import PASSWORD_MAX_LENGTH, Passwords
@@ -105,7 +106,7 @@ class AccountDeletions:
     async def _limit(self, identity_id: uuid.UUID) -> None:
         """Guessing the password with a stolen access token is slowed to a few tries."""
         try:
-            decision = await self._limiter.hit(f"identity:account-delete:{identity_id}")
+            decision = await self._limiter.hit(tagged("identity:account-delete", str(identity_id)))
         except redis.RedisError as exc:
             log.warning("account deletion limits unavailable: %s", exc)
             return

@@ -37,6 +37,7 @@ from chatpop_common.errors import (
     Unavailable,
 )
 from chatpop_common.fixed_window import FixedWindowLimiter
+from chatpop_common.keyslots import tagged
 from chatpop_common.wording import wait_words
 from chatpop_identity import audit
 from chatpop_identity.credentials import PASSWORD_MAX_LENGTH, Passwords, check_password, normalize_email
@@ -298,10 +299,11 @@ class PasswordChanges:
         email_hash = hmac.new(self._limits.email_key, email.encode(), hashlib.sha256).hexdigest()
         try:
             if client_ip_hash:
-                decision = await self._limits.per_network.hit(f"identity:reset-network:{client_ip_hash}")
+                network_key = tagged("identity:reset-network", client_ip_hash)
+                decision = await self._limits.per_network.hit(network_key)
                 if not decision.allowed:
                     raise _too_many_requests(decision.retry_after)
-            decision = await self._limits.per_email.hit(f"identity:reset-email:{email_hash}")
+            decision = await self._limits.per_email.hit(tagged("identity:reset-email", email_hash))
         except redis.RedisError as exc:
             # Without the limits, this endpoint could flood someone's inbox: refuse until Redis is back.
             log.warning("password reset limits unavailable: %s", exc)
@@ -401,7 +403,7 @@ class PasswordChanges:
     async def _limit_changes(self, identity_id: uuid.UUID) -> None:
         """Guessing the current password with a stolen access token is slowed to a few tries."""
         try:
-            decision = await self._change_limiter.hit(f"identity:password-change:{identity_id}")
+            decision = await self._change_limiter.hit(tagged("identity:password-change", str(identity_id)))
         except redis.RedisError as exc:
             log.warning("password change limits unavailable: %s", exc)
             return

@@ -23,6 +23,7 @@ from chatpop_common.errors import (
     ResourceExhausted,
     Unauthenticated,
 )
+from chatpop_common.keyslots import tagged
 from chatpop_common.service_auth import SERVICE_NAMES, proof_is_valid, require_service
 from chatpop_common.token_bucket import TokenBucketLimiter
 from chatpop_common.usernames import USERNAME_MAX_LENGTH, normalize_username, username_key
@@ -229,7 +230,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         if self._session_limiter is None:
             return
         try:
-            decision = await self._session_limiter.hit(f"identity:anon-sessions:{client_ip_hash}")
+            decision = await self._session_limiter.hit(tagged("identity:anon-sessions", client_ip_hash))
         except redis.RedisError as exc:
             # A Redis outage must not lock every newcomer out; the limit resumes with Redis.
             log.warning("session limits unavailable: %s", exc)

@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass
 
 from chatpop_common.datastores import RedisClient
+from chatpop_common.keyslots import tagged
 
 # KEYS: counters; ARGV: one limit per key, then the window in seconds.
 # Returns the milliseconds until the longest lock ends when refused; otherwise 0, or minus the sum of
@@ -88,8 +89,8 @@ class JoinAttemptLimiter:
     @staticmethod
     def keys_for(room_id: str, client: str) -> tuple[str, str]:
         return (
-            f"rooms:join-attempts:{{{room_id}}}:client:{client}",
-            f"rooms:join-attempts:{{{room_id}}}:room",
+            tagged("rooms:join-attempts", room_id, "client", client),
+            tagged("rooms:join-attempts", room_id, "room"),
         )
 
     async def reserve(self, room_id: str, client: str) -> Reservation:

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from chatpop_common.datastores import RedisClient
+from chatpop_common.keyslots import tagged
 
 # KEYS[1] counter; ARGV: limit. Returns {1, rolls left} or {0, milliseconds until the window ends}.
 _PEEK = """
@@ -109,7 +110,7 @@ class UsernameRolls:
 
     @staticmethod
     def _key(room_id: str, kind: str, name: str) -> str:
-        return f"rooms:rolls:{{{room_id}}}:{kind}:{name}"
+        return tagged("rooms:rolls", room_id, kind, name)
 
     async def peek(self, room_id: str, subject: str) -> Roll:
         """Rolls left without taking one; `retry_after` is set when none are left."""

@@ -25,6 +25,7 @@ from chatpop_common.errors import (
     Unavailable,
 )
 from chatpop_common.fixed_window import FixedWindowLimiter
+from chatpop_common.keyslots import tagged
 from chatpop_common.service_auth import require_service
 from chatpop_common.usernames import USERNAME_MAX_LENGTH, normalize_username
 from chatpop_common.wording import wait_words
@@ -980,7 +981,7 @@ class RoomsServicer(rooms_pb2_grpc.RoomsServiceServicer):
     async def _limit_room_creation(self, subject: str) -> None:
         """Anonymous sessions may open only a few rooms per window; accounts are not limited."""
         try:
-            decision = await self._room_limiter.hit(f"rooms:room-creations:{subject}")
+            decision = await self._room_limiter.hit(tagged("rooms:room-creations", subject))
         except redis.RedisError as exc:
             # A Redis outage must not stop people from opening rooms; the limit resumes with Redis.
             log.warning("room creation limits unavailable: %s", exc)
