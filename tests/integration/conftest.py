@@ -10,6 +10,7 @@ import pytest
 
 from chatpop_identity.keys import write_new_key
 from tests.integration.identity_server import running_identity
+from tests.integration.redis_targets import RedisTarget
 
 if TYPE_CHECKING:
     from chatpop.identity.v1.identity_pb2_grpc import IdentityServiceAsyncStub as Stub
@@ -28,3 +29,12 @@ async def stub(database_url: str, redis_url: str, key_file: Path) -> AsyncIterat
     """A stub for a running identity server (identity's test modules)."""
     async with running_identity(database_url, redis_url, key_file) as client:
         yield client
+
+
+@pytest.fixture(params=["single", "cluster"])
+def redis_target(request: pytest.FixtureRequest) -> RedisTarget:
+    """The session's single Redis, then the session's 3-master Redis Cluster: a test of a Redis user
+    taking this runs against both."""
+    if request.param == "cluster":
+        return RedisTarget(request.getfixturevalue("redis_cluster").url, cluster=True)
+    return RedisTarget(request.getfixturevalue("redis_url"), cluster=False)
