@@ -22,7 +22,7 @@ from chatpop.rooms.v1 import rooms_pb2, rooms_pb2_grpc
 from chatpop_common.auth import Principal
 from chatpop_common.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, Unavailable
 from chatpop_messaging.rooms_lookup import LOOKUP_TIMEOUT, get_room
-from chatpop_messaging.store import CLIENT_MSG_ID_CONSTRAINT, ENTRY_COLUMNS, read_entry
+from chatpop_messaging.store import CLIENT_MSG_ID_CONSTRAINT, ENTRY_COLUMNS, constraint_of, read_entry
 
 KIND_BAN = messaging_pb2.ENTRY_KIND_BAN
 
@@ -131,7 +131,7 @@ class BanEntries:
                     followups += await hook.banned(connection, room_id, target.id)
         except asyncpg.UniqueViolationError as exc:
             # A concurrent retry appended it first; the whole transaction (seq included) rolled back.
-            if exc.constraint_name != CLIENT_MSG_ID_CONSTRAINT:
+            if constraint_of(exc) != CLIENT_MSG_ID_CONSTRAINT:
                 raise
             existing = await self._pool.fetchrow(_BY_KEY, room_id, target.id, client_msg_id)
             if existing is None:

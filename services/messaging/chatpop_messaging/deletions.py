@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 from dataclasses import dataclass
 
 import asyncpg
@@ -85,8 +84,9 @@ async def _pin_tombstone(
     plain = tombstone.SerializeToString()
     for pin in pins:
         await connection.execute(
-            "UPDATE messages SET pinned_message = $2 WHERE id = $1",
-            uuid.UUID(pin.id),
+            "UPDATE messages SET pinned_message = $3 WHERE room_id = $1 AND seq = $2",
+            room_id,
+            pin.seq,
             sealer.data(pin.id, crypto.PINNED_MESSAGE, plain),
         )
         pin.pinned_message.CopyFrom(tombstone)

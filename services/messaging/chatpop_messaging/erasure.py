@@ -50,7 +50,8 @@ _TABLES = (
     "messages",
 )
 _DELETE_BATCH = {
-    table: f"DELETE FROM {table} WHERE ctid = ANY(ARRAY("  # noqa: S608 - constant table names
+    # A ctid is unique within one partition only: the outer DELETE names the room (its partition) too.
+    table: f"DELETE FROM {table} WHERE room_id = $1 AND ctid = ANY(ARRAY("  # noqa: S608 - constant table names
     f"SELECT ctid FROM {table} WHERE room_id = $1 LIMIT $2))"
     for table in _TABLES
 }
@@ -58,7 +59,7 @@ _LIVE_MEDIA = """
 SELECT id FROM media WHERE room_id = $1 AND state IN ('pending', 'ready') LIMIT $2 FOR UPDATE
 """
 _DELETE_PURGED_MEDIA = """
-DELETE FROM media WHERE ctid = ANY(ARRAY(
+DELETE FROM media WHERE room_id = $1 AND ctid = ANY(ARRAY(
     SELECT ctid FROM media WHERE room_id = $1 AND state = 'deleted' LIMIT $2
 ))
 """

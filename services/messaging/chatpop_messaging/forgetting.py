@@ -38,6 +38,7 @@ from chatpop_messaging.store import (
     KIND_PARTICIPANT_FORGOTTEN,
     KIND_PIN,
     KIND_RESTORE,
+    constraint_of,
     read_entries,
     read_entry,
 )
@@ -66,8 +67,8 @@ RETURNING {ENTRY_COLUMNS}
 """  # noqa: S608 - constant column list
 _RENAME = """
 UPDATE messages SET sender_username = $3, sender_verified = false
-WHERE id = ANY(ARRAY(
-    SELECT id FROM messages
+WHERE room_id = $1 AND seq = ANY(ARRAY(
+    SELECT seq FROM messages
     WHERE room_id = $1 AND sender_participant_id = $2 AND (sender_username <> $3 OR sender_verified)
     LIMIT $4
 ))
@@ -227,7 +228,7 @@ class Forgetting:
                 )
         except asyncpg.UniqueViolationError as exc:
             # A concurrent call appended it first.
-            if exc.constraint_name != CLIENT_MSG_ID_CONSTRAINT:
+            if constraint_of(exc) != CLIENT_MSG_ID_CONSTRAINT:
                 raise
             return None, 0
         return await read_entry(row), changed

@@ -51,6 +51,7 @@ from chatpop_messaging.store import (
     DuplicateClientMsgId,
     MessageStore,
     NewMessage,
+    constraint_of,
 )
 
 log = logging.getLogger(__name__)
@@ -368,7 +369,7 @@ class GroupCommitter:
                 break
             except asyncpg.UniqueViolationError as exc:
                 # A retry committed by another process while this group waited: run it again.
-                if exc.constraint_name != CLIENT_MSG_ID_CONSTRAINT or attempt == _RACE_RETRIES:
+                if constraint_of(exc) != CLIENT_MSG_ID_CONSTRAINT or attempt == _RACE_RETRIES:
                     raise
         missing = [send.key for send, message in zip(sends, stored, strict=True) if message is None]
         originals = await self._store.find_by_client_msg_ids(room_id, missing) if missing else {}

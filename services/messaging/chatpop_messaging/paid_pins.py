@@ -37,6 +37,7 @@ from chatpop_messaging.store import (
     Actor,
     Change,
     append_change,
+    constraint_of,
     lock_target,
     reaction_counts,
     read_entries,
@@ -450,7 +451,7 @@ class PaidPins:
                 )
         except asyncpg.UniqueViolationError as exc:
             # A concurrent retry posted it first; this whole transaction (its seq too) rolled back.
-            if exc.constraint_name not in (CLIENT_MSG_ID_CONSTRAINT, "paid_orders_pkey"):
+            if constraint_of(exc) not in (CLIENT_MSG_ID_CONSTRAINT, "paid_orders_pkey"):
                 raise
             async with self._pool.acquire() as connection:
                 recorded = await connection.fetchrow(_RECORDED, room_id, order.order_id)

@@ -145,7 +145,7 @@ class Reencryption:
             rows = await connection.fetch(_BATCH, room_id, next_seq, min(self._batch, max(budget, 1)))
             try:
                 changes = await self._log_changes(connection, room_id, rows)
-                count = await self._write_log(connection, changes)
+                count = await self._write_log(connection, room_id, changes)
                 if len(rows) == min(self._batch, max(budget, 1)):
                     await connection.execute(
                         "UPDATE reencrypt_rooms SET next_seq = $2, started_at = $3 WHERE room_id = $1",
@@ -198,16 +198,17 @@ class Reencryption:
         return changes
 
     @staticmethod
-    async def _write_log(connection: asyncpg.Connection, changes: _Changes) -> int:
+    async def _write_log(connection: asyncpg.Connection, room_id: str, changes: _Changes) -> int:
         count = 0
         for column, items in changes.writes.items():
             status = await connection.execute(
                 f"UPDATE messages m SET {column} = v.new "  # noqa: S608 - column from _COLUMNS
                 f"FROM unnest($1::uuid[], $2::bytea[], $3::bytea[]) AS v(id, old, new) "
-                f"WHERE m.id = v.id AND m.{column} = v.old",
+                f"WHERE m.room_id = $4 AND m.id = v.id AND m.{column} = v.old",
                 [item[0] for item in items],
                 [item[1] for item in items],
                 [item[2] for item in items],
+                room_id,
             )
             count += int(status.rsplit(" ", 1)[-1])
         return count

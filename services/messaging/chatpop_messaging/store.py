@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,6 +19,15 @@ from chatpop_messaging.metrics import CONTENT_UNREADABLE
 log = logging.getLogger(__name__)
 
 CLIENT_MSG_ID_CONSTRAINT = "messages_room_sender_client_msg_key"
+# A violation names the partition's index: `<the partitioned table's constraint>_pNN` (migration 0013).
+_PARTITION_SUFFIX = re.compile(r"_p[0-9]{2}$")
+
+
+def constraint_of(exc: asyncpg.PostgresError) -> str | None:
+    """The constraint `exc` violates, by the name the schema declares (not its partition's index)."""
+    name: str | None = getattr(exc, "constraint_name", None)
+    return None if name is None else _PARTITION_SUFFIX.sub("", name)
+
 
 # One statement, so one transaction: the counter bump and the insert commit or roll back together.
 # The counter row stays locked until commit, so seqs are handed out in commit order and a failed
@@ -404,7 +414,7 @@ class MessageStore:
                 await media.fill(connection, new.room_id, [message])
                 return message
         except asyncpg.UniqueViolationError as exc:
-            if exc.constraint_name == CLIENT_MSG_ID_CONSTRAINT:
+            if constraint_of(exc) == CLIENT_MSG_ID_CONSTRAINT:
                 raise DuplicateClientMsgId from exc
             raise
 
