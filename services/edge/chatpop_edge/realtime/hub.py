@@ -172,6 +172,10 @@ class RoomChannel:
             # The deleted account's own sockets (their tokens are revoked already) close too.
             self._kick(message.sender_participant_id, ACCOUNT_DELETED)
 
+    def _flush(self) -> None:
+        for session in tuple(self._members):
+            session.flush()
+
     def _kick(self, participant_id: str, reason: str = "banned") -> None:
         """A ban entry, or a kick signal (a site-wide ban revoked the participant's room tokens): the
         participant's sockets here close (4403 with the reason; a ban's right after its frame), and
@@ -236,11 +240,13 @@ class RoomChannel:
                     kind = event.WhichOneof("event")
                     if kind == "message":
                         self._dispatch(event.message)
+                        self._flush()
                     elif kind == "batch":
                         # A group commit's entries: each encoded once and queued on every socket in
-                        # this one pass, so each socket's writer sends all of them in one write.
+                        # this one pass, then each socket's frames go out in one write.
                         for message in event.batch.messages:
                             self._dispatch(message)
+                        self._flush()
                     elif kind == "reload":
                         self._reload(event.reload.last_seq)
                     elif kind == "signal":

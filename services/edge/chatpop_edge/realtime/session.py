@@ -125,6 +125,8 @@ class SocketSession:
         )
         self._queued_bytes = 0
         self._backfill_bytes = 0
+        # The writer task waits for frames (it has sent everything it was given).
+        self._writer_idle = False
 
         # Flags and lists, not asyncio.Event and deque: each of those costs ~760 bytes up front, and
         # an idle socket would hold them all its life.
@@ -197,7 +199,8 @@ class SocketSession:
             return
         if seq == self.last_seq + 1:
             self.last_seq = seq
-            self._enqueue(frame, created_at)
+            # Sent by flush() at the end of the channel's pass, not by a turn of the writer task.
+            self._enqueue(frame, created_at, wake=False)
             return
         # The stream skipped ahead of this socket: fetch what is missing first, deliver this after.
         self._held.append((seq, frame, created_at))
@@ -235,7 +238,28 @@ class SocketSession:
 
     # --- outbound ----------------------------------------------------------------------------------
 
-    def _enqueue(self, frame: str, created_at: float = 0.0) -> None:
+    def flush(self) -> None:
+        """After a room channel's pass over its sockets: what `offer` queued goes out now in one
+        write when the writer is idle and the transport below its high-water mark (no task step per
+        socket per message); otherwise the writer is woken to send it."""
+        if not self._outbox or self._wake.is_set():
+            return
+        connection = self._connection
+        if (
+            self._writer_idle
+            and connection is not None
+            and connection.writable.is_set()
+            and self._close_request is None
+            and not self._overflowed
+        ):
+            # A socket that is closing: the writer finds out on its next round.
+            with contextlib.suppress(ConnectionError):
+                self._write_ready(connection)
+            if not self._outbox:
+                return
+        self._wake.set()
+
+    def _enqueue(self, frame: str, created_at: float = 0.0, *, wake: bool = True) -> None:
         if self._close_request is not None:
             return
         if len(self._outbox) >= self._queue_limit:
@@ -250,7 +274,8 @@ class SocketSession:
             return
         self._queued_bytes += size
         self._outbox.append((frame, created_at))
-        self._wake.set()
+        if wake:
+            self._wake.set()
 
     def _over_budget(self, size: int) -> bool:
         connection = self._connection
@@ -297,7 +322,11 @@ class SocketSession:
                 if self._close_request is not None:
                     break
                 self._wake.clear()
-                await self._wake.wait()
+                self._writer_idle = True
+                try:
+                    await self._wake.wait()
+                finally:
+                    self._writer_idle = False
         except (WebSocketDisconnect, RuntimeError, OSError):
             return
         code, reason = self._close_request
@@ -311,6 +340,10 @@ class SocketSession:
         await connection.writable.wait()
         if self._overflowed or not self._outbox:
             return
+        self._write_ready(connection)
+
+    def _write_ready(self, connection: EdgeWebSocketProtocol) -> None:
+        """_write_pending's write, the transport being writable."""
         room = connection.write_high_water - connection.write_buffer_size()
         outbox = self._outbox
         texts: list[str] = []
@@ -744,6 +777,7 @@ class SocketSession:
                 self.resume(resume_after)
                 for seq, frame, created_at in held:
                     self.offer(seq, frame, created_at)
+                self.flush()
             reader = loop.create_task(self._read_loop())
             reader.add_done_callback(self._finish)
             tasks.append(reader)
