@@ -23,7 +23,6 @@ from urllib.parse import parse_qs, urlsplit
 import asyncpg
 import grpc
 import pytest
-import redis.asyncio as aioredis
 from prometheus_client import REGISTRY
 
 from chatpop.identity.v1 import identity_pb2
@@ -31,6 +30,7 @@ from chatpop_common.clients import bearer
 from chatpop_common.devstack import free_port
 from chatpop_common.errors import error_details
 from tests.integration.identity_server import PASSWORD, running_identity
+from tests.integration.redis_targets import RedisTarget, keys_matching
 from tests.integration.test_identity_usernames import _clean_noun
 from tests.mailbox import Mailbox
 
@@ -281,12 +281,13 @@ async def test_asking_tells_nothing_about_whether_an_account_exists(
 
 
 async def test_requests_are_limited_per_email_and_per_network(
-    database_url: str, redis_url: str, key_file: Path, mailbox: Mailbox
+    database_url: str, redis_target: RedisTarget, key_file: Path, mailbox: Mailbox
 ) -> None:
     async with running_identity(
         database_url,
-        redis_url,
+        redis_target.url,
         key_file,
+        redis_cluster=redis_target.cluster,
         smtp_url=mailbox.url,
         password_reset_email_limit=2,
         password_reset_network_limit=3,
@@ -319,14 +320,16 @@ async def test_requests_are_limited_per_email_and_per_network(
         )
         await _forgot(stub, _email(), _ip())
 
-    # Redis holds keyed hashes, never an address.
-    client = aioredis.Redis.from_url(redis_url)
+    # Redis holds keyed hashes, never an address; each limit's key is tagged with its own hash.
+    client = redis_target.client()
     try:
-        keys = [key.decode() async for key in client.scan_iter(match="identity:reset-*")]
+        keys = await keys_matching(client, "identity:reset-*")
     finally:
-        await client.aclose()  # type: ignore[attr-defined]
+        await client.aclose()
     assert keys
     assert not [key for key in keys if "@" in key or email.split("@")[0] in key]
+    assert f"identity:reset-network:{{{network}}}" in keys
+    assert all(re.fullmatch(r"identity:reset-(email|network):\{[0-9a-f]+\}", key) for key in keys)
 
 
 async def test_mail_that_cannot_be_sent_is_counted_and_never_shown(
@@ -425,9 +428,11 @@ async def test_changing_the_password_needs_the_current_one_and_signs_other_devic
 
 
 async def test_only_accounts_change_passwords_and_guesses_are_limited(
-    database_url: str, redis_url: str, key_file: Path
+    database_url: str, redis_target: RedisTarget, key_file: Path
 ) -> None:
-    async with running_identity(database_url, redis_url, key_file, password_change_limit=3) as stub:
+    async with running_identity(
+        database_url, redis_target.url, key_file, redis_cluster=redis_target.cluster, password_change_limit=3
+    ) as stub:
         anonymous = await stub.CreateAnonymousSession(identity_pb2.CreateAnonymousSessionRequest())
         await _fails(
             stub.ChangePassword(

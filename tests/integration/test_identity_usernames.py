@@ -21,6 +21,7 @@ from chatpop_common.clients import bearer
 from chatpop_common.errors import error_details
 from chatpop_common.profanity import is_profane
 from tests.integration.identity_server import PASSWORD, running_identity
+from tests.integration.redis_targets import RedisTarget, keys_matching
 
 if TYPE_CHECKING:
     from chatpop.identity.v1.identity_pb2_grpc import IdentityServiceAsyncStub as Stub
@@ -278,10 +279,12 @@ async def test_suggestions_skip_names_accounts_reserved(
 
 
 async def test_a_group_on_one_network_gets_sessions_but_a_flood_is_held_back(
-    database_url: str, redis_url: str, key_file: Path
+    database_url: str, redis_target: RedisTarget, key_file: Path
 ) -> None:
-    # The defaults: 60 an hour per address, 40 of them at once.
-    async with running_identity(database_url, redis_url, key_file) as limited:
+    # The defaults: 60 an hour per address, 40 of them at once. On one Redis and on a Redis Cluster.
+    async with running_identity(
+        database_url, redis_target.url, key_file, redis_cluster=redis_target.cluster
+    ) as limited:
         ip = _ip()
 
         async def start(client_ip_hash: str) -> str:
@@ -302,6 +305,14 @@ async def test_a_group_on_one_network_gets_sessions_but_a_flood_is_held_back(
         # concurrent requests cannot slip past the limit.
         outcomes = await asyncio.gather(*(start(ip) for _ in range(50)))
         assert sorted(outcomes) == ["created"] * 40 + ["too_many_sessions"] * 10
+        redis = redis_target.client()
+        try:
+            # One bucket per address, tagged with it (its own cluster slot).
+            assert await keys_matching(redis, f"identity:anon-sessions:*{ip}*") == [
+                f"identity:anon-sessions:{{{ip}}}"
+            ]
+        finally:
+            await redis.aclose()
         assert await start(_ip()) == "created"
         # Without an address (internal callers) nothing is counted.
         for _ in range(5):
@@ -311,12 +322,13 @@ async def test_a_group_on_one_network_gets_sessions_but_a_flood_is_held_back(
 
 
 async def test_the_session_limit_lifts_when_the_window_ends(
-    database_url: str, redis_url: str, key_file: Path
+    database_url: str, redis_target: RedisTarget, key_file: Path
 ) -> None:
     async with running_identity(
         database_url,
-        redis_url,
+        redis_target.url,
         key_file,
+        redis_cluster=redis_target.cluster,
         anonymous_session_limit=1,
         anonymous_session_window=1,
         anonymous_session_burst=1,
