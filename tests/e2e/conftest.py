@@ -17,6 +17,14 @@ Every platform here keeps media in the session's private S3 (`s3_server` from te
 `edge-2`, its own port) beside the first, as replicas run in a cluster, and returns its base URL. It
 differs in timings only, so tests can watch them pass: SECOND_EDGE_ENV.
 
+`cluster_stack` (one per test module) runs on the session's 3-master Redis Cluster (`redis_cluster`,
+REDIS_CLUSTER=true) with two edge and two messaging processes from the start, on a database of its
+own; `cluster_ha_stack` (one per test) does the same on a 3+3 cluster of its own (`redis_cluster_ha`),
+for a test that kills a master. `stack.edge_urls` / `stack.edge_ws_urls` name each edge process (so a
+room's sockets can sit on different ones), `stack.messaging_names` the messaging processes, which
+every caller reaches round-robin over one channel (MESSAGING_ADDR lists them all), and
+`stack.redis_cluster` the cluster. Their logs go to test-artifacts/e2e/cluster/ and cluster-ha/.
+
 `observed_stack` is a second platform, started only when a test asks for it (the observability
 tests): its services export traces over OTLP to the `otlp_receiver` fixture and run with the
 default send rate limit. Its logs go to test-artifacts/e2e/observed/.
@@ -36,6 +44,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import tempfile
 import uuid
@@ -48,7 +57,7 @@ import httpx
 import psycopg
 import pytest
 
-from chatpop_common.devstack import Postgres, Redis, SeaweedS3, free_ports
+from chatpop_common.devstack import Postgres, Redis, RedisCluster, SeaweedS3, free_ports
 from chatpop_common.localrun import (
     GRPC_SERVICES,
     REPO_ROOT,
@@ -59,7 +68,7 @@ from chatpop_common.localrun import (
 )
 from chatpop_common.migrate import SERVICES as MIGRATED
 from chatpop_common.migrate import migrate
-from chatpop_common.processes import ServiceSpec, StartupError, Supervisor
+from chatpop_common.processes import GrpcHealth, ServiceSpec, StartupError, Supervisor
 from tests.e2e.money import calm_after
 from tests.e2e.otlp import OtlpReceiver
 from tests.fakestripe import FakeStripe, FakeStripeServer
@@ -89,7 +98,8 @@ class Stack:
     ports: Ports
     database_url: str
     redis_url: str
-    redis: Redis
+    # The single Redis; None when the platform runs on `redis_cluster`.
+    redis: Redis | None
     log_dir: Path
     # The second edge process, started by second_edge() only when a test needs one.
     second_edge_spec: ServiceSpec
@@ -99,6 +109,21 @@ class Stack:
     stripe: FakeStripe | None = None
     # The S3 the edge and messaging keep media in (the session's `s3_server`); None: media off.
     s3: SeaweedS3 | None = None
+    # The Redis Cluster the platform runs on (REDIS_CLUSTER=true); None: the single `redis`.
+    redis_cluster: RedisCluster | None = None
+    # The edge and messaging processes started with the platform, the platform's own first
+    # (`edge`, `messaging`), then their replicas (`edge.2`, `messaging.2`, …).
+    edge_names: tuple[str, ...] = ("edge",)
+    messaging_names: tuple[str, ...] = ("messaging",)
+
+    @property
+    def edge_urls(self) -> list[str]:
+        """The base URL (http://…) of each edge process in `edge_names`, in that order."""
+        return [f"http://127.0.0.1:{self.specs[name].env['HTTP_PORT']}" for name in self.edge_names]
+
+    @property
+    def edge_ws_urls(self) -> list[str]:
+        return [url.replace("http://", "ws://", 1) for url in self.edge_urls]
 
     @property
     def base_url(self) -> str:
@@ -129,7 +154,9 @@ class Stack:
         return {name: self.ports.address(name) for name in GRPC_SERVICES}
 
     def metrics_url(self, service: str) -> str:
-        return f"http://127.0.0.1:{self.ports.metrics[service]}/metrics"
+        """The /metrics URL of a process: a service or a replica (`edge.2`, `messaging.2`, …)."""
+        port = self.ports.metrics.get(service) or self.specs[service].env["METRICS_PORT"]
+        return f"http://127.0.0.1:{port}/metrics"
 
     def logs(self, service: str) -> list[str]:
         """The service's most recent output lines."""
@@ -168,12 +195,17 @@ class Stack:
 
     # -- Redis ----------------------------------------------------------------------------------
 
+    def _single_redis(self) -> Redis:
+        assert self.redis is not None, "this platform runs on a Redis Cluster: use stack.redis_cluster"
+        return self.redis
+
     def stop_redis(self) -> None:
-        self.redis.stop()
+        self._single_redis().stop()
 
     def start_redis(self) -> None:
         """Start Redis again on the same port (empty: the test Redis does not persist)."""
-        self.redis.start(self.redis.datadir.parent / "redis.log", persist=False)
+        redis = self._single_redis()
+        redis.start(redis.datadir.parent / "redis.log", persist=False)
 
     def restart_redis(self) -> None:
         self.stop_redis()
@@ -213,7 +245,7 @@ class Stack:
 def running_stack(
     database_url: str,
     redis_url: str,
-    redis: Redis,
+    redis: Redis | None,
     *,
     extra_env: Mapping[str, str] | None = None,
     log_dir: Path = LOG_DIR,
@@ -221,9 +253,15 @@ def running_stack(
     postgres: Postgres | None = None,
     stripe: FakeStripe | None = None,
     s3: SeaweedS3 | None = None,
+    redis_cluster: RedisCluster | None = None,
+    edges: int = 1,
+    messaging_processes: int = 1,
 ) -> Iterator[Stack]:
     """All five services on free ports; `extra_env` is added to every service's environment.
     With `s3`, the edge and messaging keep media there (its S3_* settings, as `make run` gives them).
+    With `redis_cluster` (and `redis_url` its seeds, `redis` None) every service runs with
+    REDIS_CLUSTER=true. `edges` and `messaging_processes` start that many of each from the outset, each
+    on its own ports; every caller of messaging balances over all of them (MESSAGING_ADDR).
 
     The anonymous abuse limits are lifted unless `anonymous_limits` keeps the platform's defaults.
     payments run in test mode unless `stripe` names a platform of the fake Stripe API: then they run
@@ -257,11 +295,13 @@ def running_stack(
                     "ANONYMOUS_USERNAMES_PER_IP": "1000",
                 }
             ),
+            **({"REDIS_CLUSTER": "true"} if redis_cluster is not None else {}),
             **(extra_env or {}),
         }
         specs = service_specs(
             env, ports, database_url, redis_url, secrets, s3_env=s3.env() if s3 is not None else None
         )
+        specs = _with_replicas(specs, edges=edges, messaging_processes=messaging_processes)
         second_edge = extra_edge_spec(specs, SECOND_EDGE, *free_ports(2), env=SECOND_EDGE_ENV)
         supervisor = Supervisor(stream=None, log_dir=log_dir)
         failure = ""
@@ -292,15 +332,55 @@ def running_stack(
                 postgres=postgres,
                 stripe=stripe,
                 s3=s3,
+                redis_cluster=redis_cluster,
+                edge_names=_named(specs, "edge"),
+                messaging_names=_named(specs, "messaging"),
             )
         finally:
             supervisor.stop_all()
             # A test that stopped Redis must not leave it down for whoever runs next.
-            if redis.process is None:
+            if redis is not None and redis.process is None:
                 redis.start(redis.datadir.parent / "redis.log", persist=False)
             # Nor Postgres.
             if postgres is not None and not (postgres.datadir / "postmaster.pid").exists():
                 postgres.start(postgres.datadir.parent / "pg.log")
+
+
+def _with_replicas(specs: list[ServiceSpec], *, edges: int, messaging_processes: int) -> list[ServiceSpec]:
+    """`specs` with edge replicas (`edge.2`, …) and messaging replicas (`messaging.2`, …), each on
+    ports of its own, and every process's MESSAGING_ADDR naming all the messaging processes, which
+    gRPC's round-robin balancer spreads calls (and so Subscribe streams) over."""
+    if edges <= 1 and messaging_processes <= 1:
+        return specs
+    extra: list[ServiceSpec] = []
+    messaging = next(spec for spec in specs if spec.name == "messaging")
+    for number in range(2, messaging_processes + 1):
+        grpc_port, metrics_port = free_ports(2)
+        extra.append(
+            dataclasses.replace(
+                messaging,
+                name=f"messaging.{number}",
+                env={**messaging.env, "GRPC_PORT": str(grpc_port), "METRICS_PORT": str(metrics_port)},
+                ready=GrpcHealth(f"127.0.0.1:{grpc_port}"),
+            )
+        )
+    for number in range(2, edges + 1):
+        http_port, metrics_port = free_ports(2)
+        extra.append(extra_edge_spec(specs, f"edge.{number}", http_port, metrics_port))
+    everything = [*specs, *extra]
+    by_name = {spec.name: spec for spec in everything}
+    grpc_ports = [by_name[name].env["GRPC_PORT"] for name in _named(everything, "messaging")]
+    if len(grpc_ports) > 1:
+        address = "ipv4:///" + ",".join(f"127.0.0.1:{port}" for port in grpc_ports)
+        everything = [
+            dataclasses.replace(spec, env={**spec.env, "MESSAGING_ADDR": address}) for spec in everything
+        ]
+    return everything
+
+
+def _named(specs: list[ServiceSpec], service: str) -> tuple[str, ...]:
+    """The names of `service`'s processes among `specs`: the service's own, then its replicas."""
+    return tuple(spec.name for spec in specs if spec.name.split(".")[0] == service)
 
 
 @pytest.fixture(scope="session")
@@ -394,6 +474,37 @@ def reconciling_stripe_stack(
         reconcile_interval=1,
         s3=s3_server,
     ) as running:
+        yield running
+
+
+@contextlib.contextmanager
+def cluster_platform_stack(database_url: str, cluster: RedisCluster, name: str) -> Iterator[Stack]:
+    """A platform on `cluster` (REDIS_CLUSTER=true) with two edge and two messaging processes, on a
+    database of its own, media off."""
+    with running_stack(
+        own_database(database_url, f"chatpop_{name.replace('-', '_')}"),
+        cluster.url,
+        None,
+        log_dir=LOG_DIR / name,
+        redis_cluster=cluster,
+        edges=2,
+        messaging_processes=2,
+    ) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def cluster_stack(database_url: str, redis_cluster: RedisCluster) -> Iterator[Stack]:
+    """The platform on the session's 3-master Redis Cluster, two edges and two messaging processes."""
+    with cluster_platform_stack(database_url, redis_cluster, "cluster") as running:
+        yield running
+
+
+@pytest.fixture
+def cluster_ha_stack(database_url: str, redis_cluster_ha: RedisCluster) -> Iterator[Stack]:
+    """A platform of its own on a 3+3 Redis Cluster of its own (a replica per master), for a test that
+    kills a master: two edges and two messaging processes."""
+    with cluster_platform_stack(database_url, redis_cluster_ha, "cluster-ha") as running:
         yield running
 
 
