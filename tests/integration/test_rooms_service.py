@@ -8,7 +8,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from chatpop_rooms.codes import ALPHABET, new_room_code
 from chatpop_rooms.settings import Settings as RoomsSettings
 from tests.integration.identity_server import SERVICE_TOKEN_SECRET
 from tests.integration.inprocess import wait_serving
+from tests.integration.redis_targets import RedisTarget, key_slots, keys_matching
 
 # Cheap hashes keep the suite fast; production uses argon2-cffi's defaults.
 LIGHT_ARGON2: dict[str, int] = {
@@ -117,6 +118,8 @@ class Platform:
     identity: identity_pb2_grpc.IdentityServiceAsyncStub
     rooms: rooms_pb2_grpc.RoomsServiceAsyncStub
     verifier: TokenVerifier
+    # REDIS_CLUSTER of `rooms` (redis_platform); rooms servers a test starts itself take it too.
+    redis_cluster: bool = False
 
     async def anonymous(self) -> Caller:
         response = await self.identity.CreateAnonymousSession(
@@ -185,6 +188,16 @@ async def platform(database_url: str, redis_url: str, signing_key: Path) -> Asyn
             rooms=rooms,
             verifier=TokenVerifier(identity_key_cache(identity_channel)),
         )
+
+
+@pytest_asyncio.fixture
+async def redis_platform(platform: Platform, redis_target: RedisTarget) -> AsyncIterator[Platform]:
+    """The module's platform with a rooms server of its own on the session's single Redis, then on
+    the session's Redis Cluster: a test of rooms' Redis users taking this runs against both."""
+    async with rooms_server(
+        platform.database_url, redis_target.url, platform.identity_addr, redis_cluster=redis_target.cluster
+    ) as rooms:
+        yield replace(platform, rooms=rooms, redis_url=redis_target.url, redis_cluster=redis_target.cluster)
 
 
 async def _public_key(platform: Platform, kid: str) -> Ed25519PublicKey:
@@ -696,7 +709,8 @@ async def test_private_room_checks_the_access_code(platform: Platform) -> None:
     assert host_joined.participant.is_host
 
 
-async def test_wrong_codes_lock_the_client_out_even_with_the_right_code(platform: Platform) -> None:
+async def test_wrong_codes_lock_the_client_out_even_with_the_right_code(redis_platform: Platform) -> None:
+    platform = redis_platform
     host, guest, neighbour = (
         await platform.anonymous(),
         await platform.anonymous(),
@@ -733,7 +747,8 @@ async def test_wrong_codes_lock_the_client_out_even_with_the_right_code(platform
     assert _error(by_subject)[1] == "too_many_attempts"
 
 
-async def test_right_codes_do_not_use_up_attempts(platform: Platform) -> None:
+async def test_right_codes_do_not_use_up_attempts(redis_platform: Platform) -> None:
+    platform = redis_platform
     host = await platform.anonymous()
     room = await _private_room(platform, host)
     ip = _ip()
@@ -744,7 +759,8 @@ async def test_right_codes_do_not_use_up_attempts(platform: Platform) -> None:
     assert len(listed.participants) == 7
 
 
-async def test_concurrent_guesses_never_exceed_the_limit(platform: Platform) -> None:
+async def test_concurrent_guesses_never_exceed_the_limit(redis_platform: Platform) -> None:
+    platform = redis_platform
     host, guest = await platform.anonymous(), await platform.anonymous()
     room = await _private_room(platform, host)
     ip = _ip()
@@ -759,15 +775,29 @@ async def test_concurrent_guesses_never_exceed_the_limit(platform: Platform) -> 
     outcomes = await asyncio.gather(*(guess(n) for n in range(20)))
     assert outcomes.count("invalid_access_code") == 5
     assert outcomes.count("too_many_attempts") == 15
+    # The client's and the room's counters both carry the room id as tag: one slot in a cluster.
+    redis = RedisTarget(platform.redis_url, cluster=platform.redis_cluster).client()
+    try:
+        keys = await keys_matching(redis, f"rooms:join-attempts:{{{room.id}}}:*")
+        assert keys == [
+            f"rooms:join-attempts:{{{room.id}}}:client:ip:{ip}",
+            f"rooms:join-attempts:{{{room.id}}}:room",
+        ]
+        if platform.redis_cluster:
+            assert len(await key_slots(redis, keys)) == 1
+    finally:
+        await redis.aclose()
 
 
-async def test_lockout_ends_when_the_window_passes(platform: Platform) -> None:
+async def test_lockout_ends_when_the_window_passes(redis_platform: Platform) -> None:
+    platform = redis_platform
     host, guest = await platform.anonymous(), await platform.anonymous()
     ip = _ip()
     async with rooms_server(
         platform.database_url,
         platform.redis_url,
         platform.identity_addr,
+        redis_cluster=platform.redis_cluster,
         join_attempt_limit=2,
         join_attempt_window=2,
     ) as rooms:
@@ -788,10 +818,15 @@ async def test_lockout_ends_when_the_window_passes(platform: Platform) -> None:
     assert joined.participant.subject == guest.subject
 
 
-async def test_room_wide_limit_stops_guessing_from_many_addresses(platform: Platform) -> None:
+async def test_room_wide_limit_stops_guessing_from_many_addresses(redis_platform: Platform) -> None:
+    platform = redis_platform
     host, guest = await platform.anonymous(), await platform.anonymous()
     async with rooms_server(
-        platform.database_url, platform.redis_url, platform.identity_addr, join_room_attempt_limit=4
+        platform.database_url,
+        platform.redis_url,
+        platform.identity_addr,
+        redis_cluster=platform.redis_cluster,
+        join_room_attempt_limit=4,
     ) as rooms:
         room = await _private_room(platform, host, rooms=rooms)
         for attempt in range(4):

@@ -27,6 +27,7 @@ from test_rooms_service import (
     _join,
     identity_server,
     platform,
+    redis_platform,
     rooms_server,
     signing_key,
 )
@@ -35,8 +36,10 @@ from chatpop.identity.v1 import identity_pb2, identity_pb2_grpc
 from chatpop.rooms.v1 import rooms_pb2, rooms_pb2_grpc
 from chatpop_common.clients import bearer
 from chatpop_common.errors import error_details
+from tests.integration.redis_targets import RedisTarget, key_slots, keys_matching
 
-__all__ = ["platform", "signing_key"]  # module-scoped fixtures shared with test_rooms_service.py
+# Fixtures shared with test_rooms_service.py.
+__all__ = ["platform", "redis_platform", "signing_key"]
 
 GENERATED = re.compile(r"[A-Z][a-z]+[A-Z][a-z]+[1-9][0-9]*")
 _NAME_LETTERS = "bdghjmnpqrvwxz"
@@ -108,7 +111,8 @@ async def _words_platform(
 # --- dice rolls and holds ---------------------------------------------------------------------
 
 
-async def test_a_roll_is_a_generated_name_held_for_the_roller(platform: Platform) -> None:
+async def test_a_roll_is_a_generated_name_held_for_the_roller(redis_platform: Platform) -> None:
+    platform = redis_platform
     host, roller, other = await platform.anonymous(), await platform.anonymous(), await platform.anonymous()
     room = await _create(platform, host)
     rolled = await _roll(platform.rooms, roller, room.code.lower())
@@ -127,7 +131,8 @@ async def test_a_roll_is_a_generated_name_held_for_the_roller(platform: Platform
     assert _error(taken)[:2] == (grpc.StatusCode.ALREADY_EXISTS, "username_taken")
 
 
-async def test_joining_gives_the_other_rolled_names_back(platform: Platform) -> None:
+async def test_joining_gives_the_other_rolled_names_back(redis_platform: Platform) -> None:
+    platform = redis_platform
     host, roller, other = await platform.anonymous(), await platform.anonymous(), await platform.anonymous()
     room = await _create(platform, host)
     first = await _roll(platform.rooms, roller, room.code)
@@ -148,10 +153,15 @@ async def test_joining_gives_the_other_rolled_names_back(platform: Platform) -> 
     assert joined.participant.username == first.username
 
 
-async def test_a_hold_expires_by_itself(platform: Platform) -> None:
+async def test_a_hold_expires_by_itself(redis_platform: Platform) -> None:
+    platform = redis_platform
     host, roller, other = await platform.anonymous(), await platform.anonymous(), await platform.anonymous()
     async with rooms_server(
-        platform.database_url, platform.redis_url, platform.identity_addr, username_hold_seconds=1
+        platform.database_url,
+        platform.redis_url,
+        platform.identity_addr,
+        redis_cluster=platform.redis_cluster,
+        username_hold_seconds=1,
     ) as rooms:
         room = await _create(platform, host, rooms=rooms)
         rolled = await _roll(rooms, roller, room.code)
@@ -161,14 +171,19 @@ async def test_a_hold_expires_by_itself(platform: Platform) -> None:
     assert joined.participant.username == rolled.username
 
 
-async def test_rolls_are_limited_per_device_and_room(platform: Platform) -> None:
+async def test_rolls_are_limited_per_device_and_room(redis_platform: Platform) -> None:
+    platform = redis_platform
     host, roller, neighbour = (
         await platform.anonymous(),
         await platform.anonymous(),
         await platform.anonymous(),
     )
     async with rooms_server(
-        platform.database_url, platform.redis_url, platform.identity_addr, username_roll_limit=3
+        platform.database_url,
+        platform.redis_url,
+        platform.identity_addr,
+        redis_cluster=platform.redis_cluster,
+        username_roll_limit=3,
     ) as rooms:
         room, other_room = (
             await _create(platform, host, rooms=rooms),
@@ -198,6 +213,18 @@ async def test_rolls_are_limited_per_device_and_room(platform: Platform) -> None
     names = [o for o in outcomes if o != "too_many_rolls"]
     assert len(names) == 3 == len(set(names))
     assert outcomes.count("too_many_rolls") == 7
+    # Every count, held set and hold of the room carries the room id as tag: one slot in a cluster.
+    redis = RedisTarget(platform.redis_url, cluster=platform.redis_cluster).client()
+    try:
+        keys = await keys_matching(redis, f"rooms:rolls:{{{room.id}}}:*")
+        assert f"rooms:rolls:{{{room.id}}}:count:{racer.subject}" in keys
+        assert f"rooms:rolls:{{{room.id}}}:held:{racer.subject}" in keys
+        # The roller's three, the neighbour's one and the racer's three.
+        assert sum(":hold:" in key for key in keys) == 3 + 1 + 3
+        if platform.redis_cluster:
+            assert len(await key_slots(redis, keys)) == 1
+    finally:
+        await redis.aclose()
 
 
 async def test_rolling_needs_an_access_token_and_an_open_room(platform: Platform) -> None:
@@ -429,10 +456,15 @@ async def test_an_address_adds_at_most_three_anonymous_names_per_room(platform: 
     assert sorted(outcomes) == ["joined"] * 3 + ["too_many_anonymous_usernames"] * 5
 
 
-async def test_anonymous_sessions_open_at_most_three_rooms_per_hour(platform: Platform) -> None:
+async def test_anonymous_sessions_open_at_most_three_rooms_per_hour(redis_platform: Platform) -> None:
+    platform = redis_platform
     anonymous, account = await platform.anonymous(), await _account(platform)
     async with rooms_server(
-        platform.database_url, platform.redis_url, platform.identity_addr, anonymous_room_limit=3
+        platform.database_url,
+        platform.redis_url,
+        platform.identity_addr,
+        redis_cluster=platform.redis_cluster,
+        anonymous_room_limit=3,
     ) as rooms:
         for _ in range(3):
             await _create(platform, anonymous, rooms=rooms)
@@ -445,3 +477,10 @@ async def test_anonymous_sessions_open_at_most_three_rooms_per_hour(platform: Pl
         assert (await _create(platform, await platform.anonymous(), rooms=rooms)).id
         for _ in range(5):
             assert (await _create(platform, account, rooms=rooms)).id
+    # One window per session, tagged with its subject (its own slot in a cluster).
+    redis = RedisTarget(platform.redis_url, cluster=platform.redis_cluster).client()
+    try:
+        keys = await keys_matching(redis, f"rooms:room-creations:*{anonymous.subject}*")
+    finally:
+        await redis.aclose()
+    assert keys == [f"rooms:room-creations:{{{anonymous.subject}}}"]
