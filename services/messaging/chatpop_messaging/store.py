@@ -559,16 +559,17 @@ class MessageStore:
         return states
 
 
-# Only messages some change touched (state_seq > 0); the rest are as they were sent.
+# Only messages some change touched (state_seq > 0); the rest are as they were sent. The reactions
+# name the room as a parameter, so that their one partition is chosen when the statement starts.
 _CURRENT_STATES = """
 SELECT m.seq, m.deleted_at IS NOT NULL AS deleted, m.deleted_by_host, m.hidden_at IS NOT NULL AS hidden,
        m.state_seq,
        (SELECT jsonb_object_agg(x.emoji, x.n) FROM (
             SELECT r.emoji, count(*) AS n FROM reactions r
-            WHERE r.room_id = m.room_id AND r.message_seq = m.seq GROUP BY r.emoji
+            WHERE r.room_id = $1 AND r.message_seq = m.seq GROUP BY r.emoji
         ) AS x) AS counts,
        (SELECT array_agg(r.emoji) FROM reactions r
-        WHERE r.room_id = m.room_id AND r.message_seq = m.seq AND r.participant_id = $3) AS mine
+        WHERE r.room_id = $1 AND r.message_seq = m.seq AND r.participant_id = $3) AS mine
 FROM messages m
 WHERE m.room_id = $1 AND m.seq = ANY($2::bigint[]) AND m.kind = 1 AND m.state_seq > 0
 """
