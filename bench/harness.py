@@ -1,5 +1,6 @@
-"""What the benchmarks share: a private platform to measure, the REST steps that fill it with rooms and
-members, a WebSocket member, CPU meters and latency figures, and how the results are printed.
+"""What the benchmarks share: a private platform to measure (on a single Redis or a private Redis
+Cluster), the REST steps that fill it with rooms and members, a WebSocket member, CPU and Redis command
+meters and latency figures, and how the results are printed.
 
 Not a benchmark itself; the scripts next to it import it (the directory of the script run is on
 sys.path). Named so as not to shadow a module of the standard library (`platform` would).
@@ -28,6 +29,8 @@ import websockets
 if TYPE_CHECKING:
     from chatpop_common.devstack import SeaweedS3
 
+# The masters of the private Redis Cluster of `private_platform(redis_cluster=True)`.
+CLUSTER_MASTERS = 3
 # Every simulated client comes from 127.0.0.1 and sends as fast as it is told: the per-participant send
 # limit and the per-address abuse limits are lifted; the services log warnings and worse.
 LIFTED_LIMITS = {
@@ -55,25 +58,38 @@ class Platform:
     services: dict[str, str]  # address (host:port) by service name: gRPC, the edge's HTTP
     service_token_secret: str
     s3: SeaweedS3 | None = None  # with media
+    # The Redis servers the services use (127.0.0.1 ports): the one Redis, or every cluster node.
+    redis_ports: list[int] = field(default_factory=list)
+    redis_mode: str = "single"  # or "cluster (N masters)"
 
     @property
     def ws_url(self) -> str:
         return to_ws_url(self.base_url)
 
     def measured(self, *stores: str) -> dict[str, int]:
-        """The services' pids and those of the datastores named, for a CPU meter."""
-        return {**self.pids, **{name: self.store_pids[name] for name in stores}}
+        """The services' pids and those of the datastores named, for a CPU meter; `redis` names every
+        node of a cluster (`redis-<port>`)."""
+        return {
+            **self.pids,
+            **{
+                name: pid
+                for name, pid in self.store_pids.items()
+                if any(name == store or name.startswith(f"{store}-") for store in stores)
+            },
+        }
 
 
 @contextlib.contextmanager
 def private_platform(
-    *, media: bool = False, extra_env: Mapping[str, str] | None = None
+    *, media: bool = False, extra_env: Mapping[str, str] | None = None, redis_cluster: bool = False
 ) -> Iterator[Platform]:
     """Postgres, Redis (and, with `media`, SeaweedFS as S3 with media switched on) and the five
     services on free ports, as `make run` starts them, with LIFTED_LIMITS and then `extra_env` in
-    the services' environment. Everything is stopped and removed afterwards."""
+    the services' environment. With `redis_cluster` the services use a private 3-master Redis Cluster
+    (REDIS_CLUSTER=true) instead of the single Redis, which then stays idle. Everything is stopped
+    and removed afterwards."""
     from chatpop_common import localrun
-    from chatpop_common.devstack import SeaweedS3, throwaway_datastores
+    from chatpop_common.devstack import RedisCluster, SeaweedS3, throwaway_datastores
     from chatpop_common.migrate import migrate
     from chatpop_common.processes import Supervisor
 
@@ -84,11 +100,20 @@ def private_platform(
             pg, redis = stack.enter_context(throwaway_datastores(root / "data"))
             migrate(pg.url, ["identity", "rooms", "messaging", "payments"])
             assert redis.process is not None
-            store_pids = {
-                "postgres": int((pg.datadir / "postmaster.pid").read_text().split()[0]),
-                "redis": redis.process.pid,
-            }
+            store_pids = {"postgres": int((pg.datadir / "postmaster.pid").read_text().split()[0])}
             env = {**os.environ, **LIFTED_LIMITS}
+            redis_url, redis_ports, redis_mode = redis.url, [redis.port], "single"
+            if redis_cluster:
+                cluster = RedisCluster.on_free_ports(root / "cluster", masters=CLUSTER_MASTERS)
+                cluster.start(root / "redis-cluster.log", persist=False)
+                stack.callback(cluster.stop, kill=True)
+                assert cluster.processes is not None
+                store_pids.update({f"redis-{port}": node.pid for port, node in cluster.processes.items()})
+                redis_url, redis_ports = cluster.url, list(cluster.ports)
+                redis_mode = f"cluster ({CLUSTER_MASTERS} masters)"
+                env["REDIS_CLUSTER"] = "true"
+            else:
+                store_pids["redis"] = redis.process.pid
             s3: SeaweedS3 | None = None
             if media:
                 s3 = SeaweedS3.on_free_ports(root / "s3")
@@ -102,7 +127,7 @@ def private_platform(
             secrets = localrun.ensure_secrets(root / "secrets")
             ports = localrun.Ports.free()
             specs = localrun.service_specs(
-                env, ports, pg.url, redis.url, secrets, s3_env=s3.env() if s3 is not None else None
+                env, ports, pg.url, redis_url, secrets, s3_env=s3.env() if s3 is not None else None
             )
             supervisor = stack.enter_context(Supervisor(stream=sys.stderr))
             supervisor.start_all(specs, timeout=60)
@@ -114,6 +139,8 @@ def private_platform(
                 services={name: ports.address(name) for name in ports.service},
                 service_token_secret=secrets.service_token_secret,
                 s3=s3,
+                redis_ports=redis_ports,
+                redis_mode=redis_mode,
             )
     finally:
         shutil.rmtree(root, ignore_errors=True)
@@ -280,6 +307,41 @@ class CpuMeter:
     def stop(self) -> CpuWindow:
         used = {name: now - self._before[name] for name, now in self._snapshot().items()}
         return CpuWindow(used=used, wall=time.perf_counter() - self._started)
+
+
+# -- Redis commands -----------------------------------------------------------------------------------
+
+
+class RedisCommandMeter:
+    """Redis commands run from start() to stop(), by command, summed over every node given (INFO
+    commandstats after CONFIG RESETSTAT). Commands a script runs count too, beside its EVALSHA; the
+    meter's own INFO and CONFIG RESETSTAT do not."""
+
+    OWN = frozenset({"info", "config|resetstat", "config"})
+
+    def __init__(self, ports: list[int], host: str = "127.0.0.1") -> None:
+        self._nodes = [(host, port) for port in ports]
+
+    def _each(self) -> Iterator[Any]:
+        import redis
+
+        for host, port in self._nodes:
+            with redis.Redis(host=host, port=port, socket_timeout=5) as node:
+                yield node
+
+    def start(self) -> None:
+        for node in self._each():
+            node.config_resetstat()
+
+    def stop(self) -> dict[str, int]:
+        """Calls by command name (lower case; `a|b` for subcommands), most first."""
+        calls: dict[str, int] = {}
+        for node in self._each():
+            for key, stats in node.info("commandstats").items():
+                name = str(key).removeprefix("cmdstat_")
+                if name not in self.OWN:
+                    calls[name] = calls.get(name, 0) + int(stats["calls"])
+        return dict(sorted(calls.items(), key=lambda item: (-item[1], item[0])))
 
 
 # -- figures ------------------------------------------------------------------------------------------

@@ -10,12 +10,16 @@ Scenarios: `throughput` and `latency` (the standard two), `big-room` (one room o
 every acknowledged message is in Postgres and reached its room). `--cpus` pins the stack to cores.
 
 By default it starts its own private stack (Postgres, Redis and the five services as processes, as
-`make run` does) on free ports; `--url` points it at a running edge instead (give `--edge-pid` to measure
-memory there, `--database-url` for overload's check against Postgres).
+`make run` does) on free ports; `--redis-cluster` gives that stack a private 3-master Redis Cluster
+instead of the single Redis. Either way each scenario reports the Redis commands run per accepted
+message (INFO commandstats over every node, reset when measuring starts). `--url` points it at a
+running edge instead (give `--edge-pid` to measure memory there, `--database-url` for overload's check
+against Postgres).
 
     .venv/bin/python bench/ws_load.py                    # both standard scenarios
     .venv/bin/python bench/ws_load.py --scenario latency --clients 100 --rooms 10 --rate 500
     .venv/bin/python bench/ws_load.py --scenario big-room,sockets,overload --cpus 0
+    .venv/bin/python bench/ws_load.py --scenario throughput --redis-cluster
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ import httpx
 from harness import (
     CpuMeter,
     CpuWindow,
+    RedisCommandMeter,
     anonymous,
     create_room,
     emit,
@@ -272,10 +277,16 @@ class Outcome:
     retry_after: dict[str, list[float]] = field(default_factory=dict)
     closes: dict[str, int] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    # Redis commands by name over the CPU meter's window (None: not metered).
+    redis_commands: dict[str, int] | None = None
 
 
 async def drive_python(
-    ws_base: str, clients: list[Client], pids: dict[str, int], cfg: dict[str, Any]
+    ws_base: str,
+    clients: list[Client],
+    pids: dict[str, int],
+    cfg: dict[str, Any],
+    commands: RedisCommandMeter | None = None,
 ) -> Outcome:
     edge_pid = pids.get("edge")
     rss_before = rss_kib(edge_pid) if edge_pid else None
@@ -292,6 +303,12 @@ async def drive_python(
     readers = [asyncio.create_task(reader(c, stats, cfg["window"])) for c in clients]
     pids = {**pids, "load-generator": os.getpid()}
     meter = CpuMeter(pids)
+
+    def start_meters() -> None:
+        meter.start()
+        if commands is not None:
+            commands.start()
+
     elapsed = await drive(
         clients,
         stats,
@@ -299,9 +316,10 @@ async def drive_python(
         window=cfg["window"],
         warmup=cfg["warmup"],
         duration=cfg["duration"],
-        on_measuring=meter.start,
+        on_measuring=start_meters,
     )
     cpu = meter.stop()
+    redis_commands = commands.stop() if commands is not None else None
     for client in clients:
         assert client.ws is not None
         await client.ws.close()
@@ -319,6 +337,7 @@ async def drive_python(
         cpu=cpu,
         rss_before=rss_before,
         rss_after=rss_after,
+        redis_commands=redis_commands,
     )
 
 
@@ -331,7 +350,11 @@ def ensure_node_clients() -> None:
 
 
 async def drive_node(
-    ws_base: str, clients: list[Client], pids: dict[str, int], cfg: dict[str, Any]
+    ws_base: str,
+    clients: list[Client],
+    pids: dict[str, int],
+    cfg: dict[str, Any],
+    commands: RedisCommandMeter | None = None,
 ) -> Outcome:
     edge_pid = pids.get("edge")
     mode = "sockets" if cfg.get("probes") else "load"
@@ -364,6 +387,7 @@ async def drive_node(
     )
     assert process.stdin is not None and process.stdout is not None
     extra: dict[str, Any] = {}
+    redis_commands: dict[str, int] | None = None
     try:
         connected = json.loads(await process.stdout.readline())
         assert connected.get("phase") == "connected", connected
@@ -389,9 +413,13 @@ async def drive_node(
             measuring = json.loads(await process.stdout.readline())
             assert measuring.get("phase") == "measuring", measuring
             meter.start()
+            if commands is not None:
+                commands.start()
         done = json.loads(await process.stdout.readline())
         if mode != "sockets":
             cpu = meter.stop()
+            if commands is not None:
+                redis_commands = commands.stop()
         await process.wait()
     finally:
         await asyncio.to_thread(Path(handle.name).unlink, missing_ok=True)
@@ -421,6 +449,7 @@ async def drive_node(
         retry_after={code: [float(x) for x in hints] for code, hints in done.get("retry_after", {}).items()},
         closes={str(code): n for code, n in done.get("closes", {}).items()},
         extra=extra,
+        redis_commands=redis_commands,
     )
 
 
@@ -433,6 +462,10 @@ class Target:
     database_url: str | None = None
     # Where the stack and the load generator run (--cpus), for the results.
     cpus: dict[str, str] | None = None
+    # The private stack's Redis nodes (127.0.0.1 ports), metered for commands per message; and what
+    # they are ("single" or "cluster (3 masters)").
+    redis_ports: list[int] = field(default_factory=list)
+    redis_mode: str | None = None
 
 
 async def acked_missing(database_url: str, acked_ids: list[str]) -> int:
@@ -447,6 +480,20 @@ async def acked_missing(database_url: str, acked_ids: list[str]) -> int:
     finally:
         await connection.close()
     return len(set(acked_ids)) - int(found)
+
+
+def redis_command_figures(calls: dict[str, int], accepted: int) -> dict[str, Any]:
+    """Redis commands per accepted message over the measured window (and its drain), in all and by
+    command; with no message accepted, the counts alone."""
+    total = sum(calls.values())
+    if not accepted:
+        return {"redis_commands": total, "redis_commands_by_name": calls}
+    return {
+        "redis_commands_per_message": round(total / accepted, 3),
+        "redis_commands_by_name_per_message": {
+            command: round(count / accepted, 3) for command, count in calls.items()
+        },
+    }
 
 
 def refusals(outcome: Outcome) -> dict[str, Any]:
@@ -508,7 +555,8 @@ async def run_scenario(target: Target, name: str, cfg: dict[str, Any], driver: s
     if base_url.startswith(("http://127.", "http://localhost")):
         cfg = {**cfg, "source_addresses": LOOPBACK_SOURCES}
     run = drive_node if driver == "node" else drive_python
-    outcome = await run(ws_base, clients, pids, cfg)
+    commands = RedisCommandMeter(target.redis_ports) if target.redis_ports else None
+    outcome = await run(ws_base, clients, pids, cfg, commands)
     elapsed = outcome.elapsed
     per_room = cfg["clients"] / cfg["rooms"]
     result: dict[str, Any] = {
@@ -540,6 +588,10 @@ async def run_scenario(target: Target, name: str, cfg: dict[str, Any], driver: s
         )
     if target.cpus:
         result["cpus"] = target.cpus
+    if target.redis_mode:
+        result["redis"] = target.redis_mode
+    if outcome.redis_commands is not None and name != "sockets":
+        result.update(redis_command_figures(outcome.redis_commands, outcome.acked))
     if name == "overload":
         # Open-loop, sends may be acked long after the window (queued): the rate that counts is that
         # of the acks that came while the load was offered.
@@ -595,6 +647,9 @@ def spread(runs: list[dict[str, Any]]) -> dict[str, Any]:
     summary["delivery_ratio"] = min_median_max(run["delivery_ratio"] for run in runs)
     summary["cpu_ms_per_message_all_services"] = min_median_max(
         run.get("cpu_ms_per_message_all_services") for run in runs
+    )
+    summary["redis_commands_per_message"] = min_median_max(
+        run.get("redis_commands_per_message") for run in runs
     )
     if name == "overload":
         summary["accepted_share_of_peak"] = min_median_max(run["accepted_share_of_peak"] for run in runs)
@@ -744,6 +799,11 @@ def main() -> int:
         "--repeat", type=int, default=1, help="runs of each scenario on the same stack (adds a `spread`)"
     )
     parser.add_argument(
+        "--redis-cluster",
+        action="store_true",
+        help="run the private stack on a private 3-master Redis Cluster instead of a single Redis",
+    )
+    parser.add_argument(
         "--client",
         choices=["node", "python"],
         default="node" if shutil.which("node") else "python",
@@ -760,6 +820,8 @@ def main() -> int:
         parser.error(f"the Node client (bench/wsclients) is needed by {', '.join(needs_node)}")
     if args.cpus and args.url:
         parser.error("--cpus pins the private stack; pin a running one yourself")
+    if args.redis_cluster and args.url:
+        parser.error("--redis-cluster chooses the private stack's Redis; --url drives a running one")
     raise_open_files_limit()
     install_uvloop()
     if args.client == "node":
@@ -769,9 +831,15 @@ def main() -> int:
         target = Target(args.url.rstrip("/"), pids, args.database_url)
         results, spreads = asyncio.run(main_async(args, target))
     else:
-        with private_platform() as platform:
+        with private_platform(redis_cluster=args.redis_cluster) as platform:
             pids = platform.measured("postgres", "redis")
-            target = Target(platform.base_url, pids, platform.database_url)
+            target = Target(
+                platform.base_url,
+                pids,
+                platform.database_url,
+                redis_ports=platform.redis_ports,
+                redis_mode=platform.redis_mode,
+            )
             if args.cpus:
                 stack = cpu_list(args.cpus)
                 rest = set(range(os.cpu_count() or 1)) - stack
