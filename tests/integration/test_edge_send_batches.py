@@ -212,6 +212,41 @@ async def test_past_the_limit_a_send_is_refused_at_once_as_overloaded(small_edge
         messaging.batch_gate = None
 
 
+async def test_sends_a_socket_reads_behind_its_unanswered_ones_are_refused_when_they_arrive(
+    small_edge: Edge,
+) -> None:
+    """A socket's sends leave in order, each group once the one before is answered; those waiting for
+    their turn count against the limit, so one past it is refused when read, not when its turn comes."""
+    messaging = small_edge.fakes.messaging
+    room = small_edge.room()
+    (member,) = [(room, *small_edge.fakes.rooms.join(room))]
+    gate = asyncio.Event()
+    messaging.batch_gate = gate
+    first_call = len(messaging.batches)
+    try:
+        async with contextlib_sockets(small_edge, [member]) as (ws,):
+            await ws.send(send_frame("first", "in a call"))
+            await eventually(lambda: len(messaging.batches) - first_call == 1, "the first call held")
+            for index in range(3):
+                await ws.send(send_frame(f"behind-{index}", "waits for its turn"))
+            await ws.send(send_frame("past", "one too many"))
+            # Answered while messaging still holds the first send and the socket holds three more.
+            refused = await recv(ws)
+            assert refused["type"] == "error" and refused["client_msg_id"] == "past", refused
+            assert refused["code"] == "overloaded" and refused["retry_after_ms"] == 150
+            assert len(messaging.batches) - first_call == 1
+            gate.set()
+            got = await answers(ws, {"first", "behind-0", "behind-1", "behind-2"})
+            assert all(frame["type"] == "ack" for frame in got.values()), got
+            seqs = [got[key]["seq"] for key in ("first", "behind-0", "behind-1", "behind-2")]
+            assert seqs == sorted(seqs)
+            # Everything answered: the room is back, and the refused send goes through on retry.
+            await ws.send(send_frame("past", "one too many"))
+            assert (await answers(ws, {"past"}))["past"]["type"] == "ack"
+    finally:
+        messaging.batch_gate = None
+
+
 async def test_each_send_carries_its_own_trace_context(edge: Edge, monkeypatch: pytest.MonkeyPatch) -> None:
     provider = trace.get_tracer_provider()
     if not isinstance(provider, TracerProvider):

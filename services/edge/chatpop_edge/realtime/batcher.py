@@ -11,8 +11,10 @@ send's own future: an ack, or that send's error, never another's.
 
 Bounded: at most SEND_BATCH_CALLS calls are in flight; sends waiting or in flight beyond
 SEND_QUEUE_LIMIT are refused at once (`overloaded`, retryable, with retry_after_ms) instead of
-queueing work that would time out. Sends a caller submits together stay consecutive in one call, so a
-socket's messages commit in the order it sent them.
+queueing work that would time out. Sends a socket read while its earlier ones are still being
+answered count too (`reserve`): they are refused when they arrive, not once their turn comes.
+Sends a caller submits together stay consecutive in one call, so a socket's messages commit in the
+order it sent them.
 """
 
 from __future__ import annotations
@@ -178,11 +180,27 @@ class SendBatcher:
         self._retry_after_ms = retry_after_ms
         self._loop = asyncio.get_running_loop()
         self._waiting: list[_Pending] = []
-        # Sends waiting or in a call: what the queue limit counts.
+        # Sends waiting or in a call, and sends sockets hold for a later submit (reserved): what the
+        # queue limit counts.
         self.outstanding = 0
+        self.reserved = 0
         self._calls: set[asyncio.Task[None]] = set()
         self._timer: asyncio.Handle | None = None
         self._closed = False
+
+    def reserve(self) -> SendFailure | None:
+        """Room for one send a socket holds until its earlier sends are answered, counted against the
+        queue limit from now on; the refusal to answer it with at once when there is none. A socket
+        gives its reservations back (`unreserve`) right before it submits those sends, or when it
+        ends with them unsent."""
+        if self._closed or self.outstanding + self.reserved >= self._queue_limit:
+            SENDS_REFUSED.labels(OVERLOADED).inc()
+            return Overloaded(self._retry_after_ms).failure
+        self.reserved += 1
+        return None
+
+    def unreserve(self, count: int) -> None:
+        self.reserved -= count
 
     def submit(
         self, sends: Sequence[messaging_pb2.BatchedSend]
@@ -192,7 +210,7 @@ class SendBatcher:
         when they would pass the limit."""
         if self._closed:
             raise Overloaded(self._retry_after_ms)
-        if self.outstanding + len(sends) > self._queue_limit:
+        if self.outstanding + self.reserved + len(sends) > self._queue_limit:
             SENDS_REFUSED.labels(OVERLOADED).inc(len(sends))
             raise Overloaded(self._retry_after_ms)
         if len(self._waiting) + len(sends) > self._max_batch and self._waiting:

@@ -425,6 +425,11 @@ class SocketSession:
                 self._sends, self._send_wake = deque(), Flag()
                 self._sender = asyncio.get_running_loop().create_task(self._send_loop())
             if len(self._sends) < _MAX_PENDING_SENDS:
+                batcher = self._backends.sends
+                if batcher is not None and (refused := batcher.reserve()) is not None:
+                    # The process has as much waiting as it may: refused now, not when its turn comes.
+                    self._push_failure(frame, refused)
+                    return
                 self._sends.append(frame)
                 self._send_wake.set()
             else:
@@ -475,6 +480,8 @@ class SocketSession:
             group = list(sends)
             sends.clear()
             batcher = self._backends.sends
+            if batcher is not None:
+                batcher.unreserve(len(group))
             try:
                 if batcher is None:
                     for frame in group:
@@ -784,6 +791,10 @@ class SocketSession:
             await self._finished.wait()
         finally:
             hub.detach(self)
+            if self._sends and self._backends.sends is not None:
+                # Read but never submitted: their room goes back to the process.
+                self._backends.sends.unreserve(len(self._sends))
+                self._sends.clear()
             if self._catch_up_task is not None:
                 tasks.append(self._catch_up_task)
             if self._typing_call is not None:
