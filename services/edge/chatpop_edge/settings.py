@@ -47,12 +47,12 @@ class EdgeSettings(ServiceAddresses, S3Settings):
     # in flight, else one call per SEND_BATCH_DELAY seconds, or as soon as SEND_BATCH_MAX are waiting,
     # at most SEND_BATCH_CALLS calls at a time. Past SEND_QUEUE_LIMIT sends waiting or in flight in
     # this process (those sockets hold behind their unanswered ones included), a send is refused
-    # the moment it is read (`overloaded`, retryable after SEND_RETRY_AFTER_MS) instead of queued:
-    # at the peak rate of this machine (~3,500/s) 1,000 waiting is ~0.3 s of work.
+    # the moment it is read (`overloaded`, retryable after SEND_RETRY_AFTER_MS) instead of queued.
+    # It must exceed SEND_BATCH_CALLS × SEND_BATCH_MAX, or the calls never fill.
     send_batch_delay: float = Field(default=0.001, ge=0, le=0.1)
     send_batch_max: int = Field(default=256, ge=1, le=1000)
     send_batch_calls: int = Field(default=4, ge=1, le=64)
-    send_queue_limit: int = Field(default=1000, ge=1)
+    send_queue_limit: int = Field(default=2000, ge=1)
     send_retry_after_ms: int = Field(default=200, ge=1, le=60_000)
     # Most messages a resume backfills before the client is told to reload.
     resume_limit: int = Field(default=500, ge=1, le=10_000)
