@@ -23,13 +23,14 @@ import time
 from dataclasses import dataclass
 
 import asyncpg
-from redis.exceptions import RedisError
+from redis.asyncio.cluster import RedisCluster
 
 from chatpop.messaging.v1 import messaging_pb2
 from chatpop.rooms.v1 import rooms_pb2_grpc
 from chatpop_common.datastores import RedisClient
 from chatpop_common.errors import FailedPrecondition
 from chatpop_messaging import keys
+from chatpop_messaging.hotcache import REDIS_ERRORS
 from chatpop_messaging.media import request_purge
 from chatpop_messaging.rooms_lookup import get_room
 
@@ -151,13 +152,21 @@ class RoomEraser:
         """Delete every key of the room; False when Redis could not be reached (the next call retries)."""
         try:
             found: list[str | bytes] = []
-            async for key in self._redis.scan_iter(match=f"msg:{{{room_id}}}:*", count=1000):
+            pattern = f"msg:{{{room_id}}}:*"
+            # On a cluster every primary is scanned: the room's keys share one slot, but a slot being
+            # migrated has keys on two nodes. Deleting them is one slot per call.
+            keys = (
+                self._redis.scan_iter(match=pattern, count=1000, target_nodes=RedisCluster.PRIMARIES)
+                if isinstance(self._redis, RedisCluster)
+                else self._redis.scan_iter(match=pattern, count=1000)
+            )
+            async for key in keys:
                 found.append(key)
                 if len(found) >= _REDIS_BATCH:
                     await self._redis.unlink(*found)
                     found.clear()
             if found:
                 await self._redis.unlink(*found)
-        except (RedisError, OSError):
+        except REDIS_ERRORS:
             return False
         return True

@@ -11,6 +11,16 @@ position with `room_counters.last_seq` and fill what pub/sub missed.
 A hub hands over what it has at once: the messages of a group commit (or of everything that arrived
 while it was busy) reach each subscriber as one `batch` of consecutive entries.
 
+On a Redis Cluster the room's live and signal channels are shard channels of the slot of the room's
+keys (SSUBSCRIBE, through redis-py's ClusterPubSub: one connection per node serving a subscribed room,
+each read by a task of its own). A process subscribes a room's channels when the room's first local
+subscriber arrives and leaves them with the last, as with classic pub/sub. When a node's connection
+fails, or Redis unsubscribes a channel this process still wants (its slot moved), the subscriber
+re-homes: it reads the cluster's topology again, subscribes every room on the node now serving it,
+and the hubs compare their position with Postgres (a forced poll) so nothing published meanwhile is
+missed. Rooms whose node cannot be reached yet (a master failing over) are tried again with a backoff
+while the others stay live.
+
 Hubs also listen on the room's signal channel (`signals.py`) and hand each signal straight to their
 subscribers: signals are not sequenced, and a subscriber with too many waiting drops them rather
 than falling behind on messages.
@@ -21,16 +31,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from google.protobuf.message import DecodeError
+from redis.asyncio.cluster import RedisCluster
 
 from chatpop.messaging.v1 import messaging_pb2
 from chatpop.rooms.v1 import rooms_pb2
 from chatpop_common.datastores import RedisClient
 from chatpop_messaging import crypto, keys
-from chatpop_messaging.hotcache import live_channel, room_from_channel
+from chatpop_messaging.hotcache import REDIS_ERRORS, is_cluster, live_channel, room_from_channel
 from chatpop_messaging.metrics import GAP_FILLS, REDIS_FAILURES, SIGNALS_DROPPED, SUBSCRIBERS
 from chatpop_messaging.reader import MessageReader
 from chatpop_messaging.signals import room_from_signal_channel, signal_channel
@@ -53,8 +65,11 @@ _RECONNECT_DELAY_MAX = 2.0
 _RETRY_DELAY = 1.0
 # Nobody publishes here. Staying subscribed to it keeps the connection in subscribed mode for good,
 # where redis-py sends later (un)subscribes without a health-check round trip of their own: only the
-# listener task ever reads from the connection.
+# listener task ever reads from the connection. Single Redis only: on a cluster each node's connection
+# exists while it serves a subscribed room, and its first SSUBSCRIBE goes out before its reader starts.
 _QUIET_CHANNEL = "msg:{fanout}:quiet"
+# Seconds between the sharded subscriber's looks at its node readers and rooms waiting for a node.
+_SUPERVISE_INTERVAL = 1.0
 
 
 def responses(messages: list[messaging_pb2.Message]) -> list[messaging_pb2.SubscribeResponse]:
@@ -313,6 +328,7 @@ class Fanout:
         # revoked, so what this process cached about them is stale.
         self._on_kick = on_kick
         self._redis = redis
+        self._sharded = is_cluster(redis)
         self._poll_interval = poll_interval
         self._queue_size = queue_size
         self._hubs: dict[str, RoomHub] = {}
@@ -322,10 +338,20 @@ class Fanout:
         self._force_poll = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._background: list[asyncio.Task[None]] = []
+        # Sharded pub/sub (a cluster): the reader task of each node's connection, by node name; rooms
+        # whose channels could not be subscribed yet (their node unreachable); shard channels whose
+        # SUNSUBSCRIBE this process sent and whose confirmation has not come back (any other
+        # sunsubscribe of a wanted room means its slot moved); set when the subscriber must re-home.
+        self._readers: dict[str, asyncio.Task[None]] = {}
+        self._unhomed: set[str] = set()
+        self._leaving: Counter[bytes] = Counter()
+        self._trouble = asyncio.Event()
 
     def start(self) -> list[asyncio.Task[None]]:
         self._background = [
-            asyncio.create_task(self._listen(), name="fanout listen"),
+            asyncio.create_task(
+                self._listen_sharded() if self._sharded else self._listen(), name="fanout listen"
+            ),
             asyncio.create_task(self._poll(), name="fanout poll"),
         ]
         return list(self._background)
@@ -375,6 +401,9 @@ class Fanout:
             pubsub = self._pubsub
             if pubsub is None:
                 return
+            if self._sharded:
+                await self._sync_shard_channels(pubsub, room_id)
+                return
             channels = (live_channel(room_id), signal_channel(room_id))
             try:
                 if room_id in self._hubs:
@@ -385,6 +414,166 @@ class Fanout:
                 # The listener sees the broken connection too and resubscribes every room.
                 REDIS_FAILURES.labels("subscribe").inc()
                 log.warning("changing the subscription of room %s failed: %s", room_id, exc)
+
+    async def _sync_shard_channels(self, pubsub: Any, room_id: str) -> None:
+        """sync_subscription on a cluster (the subscription lock held)."""
+        if room_id in self._hubs:
+            self._unhomed |= await self._home(pubsub, [room_id])
+            return
+        self._unhomed.discard(room_id)
+        channels = (live_channel(room_id), signal_channel(room_id))
+        for channel in channels:
+            if channel.encode() in pubsub.shard_channels:
+                self._leaving[channel.encode()] += 1
+        try:
+            await pubsub.sunsubscribe(*channels)
+        except REDIS_ERRORS as exc:
+            # The node's reader sees its connection fail too, and the subscriber re-homes.
+            REDIS_FAILURES.labels("subscribe").inc()
+            log.warning("leaving the shard channels of room %s failed: %s", room_id, exc)
+
+    async def _home(self, pubsub: Any, rooms: Iterable[str]) -> set[str]:
+        """Subscribe the shard channels of `rooms` on the nodes serving them now (the subscription
+        lock held); the rooms whose node could not be reached (tried once per node)."""
+        assert isinstance(self._redis, RedisCluster)
+        unreachable: set[str] = set()
+        unhomed: set[str] = set()
+        for room_id in rooms:
+            channels = (live_channel(room_id), signal_channel(room_id))
+            try:
+                node = self._redis.get_node_from_key(channels[0])
+            except REDIS_ERRORS:
+                unhomed.add(room_id)
+                continue
+            if node is None or node.name in unreachable:
+                unhomed.add(room_id)
+                continue
+            try:
+                await pubsub.ssubscribe(*channels)
+            except REDIS_ERRORS as exc:
+                REDIS_FAILURES.labels("subscribe").inc()
+                log.warning("subscribing room %s on %s failed: %s", room_id, node.name, exc)
+                unreachable.add(node.name)
+                unhomed.add(room_id)
+        self._watch_nodes(pubsub)
+        return unhomed
+
+    def _watch_nodes(self, pubsub: Any) -> None:
+        """A reader task for every node connection of `pubsub` that carries subscriptions."""
+        assert isinstance(self._redis, RedisCluster)
+        for name, node_pubsub in list(pubsub.node_pubsub_mapping.items()):
+            task = self._readers.get(name)
+            if (task is not None and not task.done()) or node_pubsub.connection is None:
+                continue
+            node = self._redis.get_node(node_name=name)
+            if node is None:
+                continue
+            self._readers[name] = asyncio.create_task(
+                self._read_node(pubsub, node, self._trouble), name=f"fanout shard reader {name}"
+            )
+
+    async def _read_node(self, pubsub: Any, node: Any, trouble: asyncio.Event) -> None:
+        """Read one node's shard messages until its connection is dropped (no room left on it);
+        a failure, or a wanted channel unsubscribed by Redis, makes the subscriber re-home."""
+        try:
+            while node.name in pubsub.node_pubsub_mapping and not trouble.is_set():
+                event = await pubsub.get_sharded_message(target_node=node, timeout=1.0)
+                if event is None:
+                    continue
+                kind = event["type"].decode() if isinstance(event["type"], bytes) else event["type"]
+                channel = event["channel"]
+                if kind == "smessage":
+                    self._on_live(channel, event["data"])
+                elif kind == "sunsubscribe":
+                    name = channel if isinstance(channel, bytes) else str(channel).encode()
+                    if self._leaving[name] > 0:
+                        self._leaving[name] -= 1
+                        if not self._leaving[name]:
+                            del self._leaving[name]
+                        continue
+                    room_id = room_from_channel(name) or room_from_signal_channel(name)
+                    if room_id is not None and room_id in self._hubs:
+                        log.info("redis moved shard channel %s away from %s", name.decode(), node.name)
+                        trouble.set()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            REDIS_FAILURES.labels("subscribe").inc()
+            log.warning("redis shard pub/sub connection to %s lost: %s", node.name, exc)
+            trouble.set()
+
+    async def _listen_sharded(self) -> None:
+        """On a cluster: keep every room with a hub subscribed on the node serving its slot; re-home
+        after a node's failure or a moved slot, then look up what was published meanwhile."""
+        cluster = self._redis
+        assert isinstance(cluster, RedisCluster)
+        loop = asyncio.get_running_loop()
+        delay = 0.1
+        connected_before = False
+        failing = False
+        while True:
+            pubsub: Any = None
+            self._trouble = trouble = asyncio.Event()
+            try:
+                # Which node serves each slot now: after a failover or a migration, not the one before.
+                await cluster.nodes_manager.initialize()
+                pubsub = cluster.pubsub()
+                async with self._subscription_lock:
+                    self._pubsub = pubsub
+                    self._leaving.clear()
+                    self._unhomed = await self._home(pubsub, list(self._hubs))
+                if connected_before:
+                    # Whatever was published while the subscriptions were elsewhere is lost: look it up.
+                    self._request_poll(force=True)
+                if failing:
+                    log.info("redis shard pub/sub subscribed again")
+                connected_before = True
+                failing = False
+                delay = 0.1
+                retry_delay = 0.1
+                retry_at = loop.time() + retry_delay
+                while not trouble.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(trouble.wait(), timeout=_SUPERVISE_INTERVAL)
+                    if trouble.is_set():
+                        break
+                    async with self._subscription_lock:
+                        self._watch_nodes(pubsub)
+                    if not self._unhomed:
+                        retry_delay = 0.1
+                        continue
+                    if loop.time() < retry_at:
+                        continue
+                    # A master failing over: its rooms are served again once a replica took over.
+                    await cluster.nodes_manager.initialize()
+                    async with self._subscription_lock:
+                        waiting = [room_id for room_id in self._unhomed if room_id in self._hubs]
+                        self._unhomed = await self._home(pubsub, waiting)
+                    if len(self._unhomed) < len(waiting):
+                        self._request_poll(force=True)
+                    retry_delay = min(retry_delay * 2, _RECONNECT_DELAY_MAX)
+                    retry_at = loop.time() + retry_delay
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                REDIS_FAILURES.labels("subscribe").inc()
+                if not failing:
+                    log.warning("redis shard pub/sub unavailable: %s", exc)
+                failing = True
+            finally:
+                async with self._subscription_lock:
+                    if self._pubsub is pubsub:
+                        self._pubsub = None
+                readers = list(self._readers.values())
+                self._readers.clear()
+                for task in readers:
+                    task.cancel()
+                await asyncio.gather(*readers, return_exceptions=True)
+                if pubsub is not None:
+                    with contextlib.suppress(Exception):
+                        await pubsub.aclose()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _RECONNECT_DELAY_MAX)
 
     def _spawn(self, coro: Any, name: str) -> asyncio.Task[None]:
         task: asyncio.Task[None] = asyncio.create_task(coro, name=name)
@@ -488,7 +677,7 @@ class Fanout:
                 self._force_poll = self._force_poll or force
 
     async def close(self) -> None:
-        tasks = [*self._background, *self._tasks]
+        tasks = [*self._background, *self._tasks, *self._readers.values()]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

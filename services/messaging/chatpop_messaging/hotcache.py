@@ -5,6 +5,11 @@ The stream holds each encoded `Message`, sealed with the room's data key (crypto
 tombstones and what the live channel carries), under entry ids `<seq>-0` and is kept contiguous: an
 append that would leave a hole is refused (and the room is rebuilt from Postgres instead), so a read
 that returns the whole range it asked for is exactly what Postgres holds.
+
+On a Redis Cluster every script touches one room's keys (one slot), and the live channel is a shard
+channel of that slot: the append scripts publish with SPUBLISH there (PUBLISH on a single Redis, where
+classic pub/sub works on Redis 6 too). Scripts run as EVALSHA; a node that does not know one (restarted,
+or a replica just promoted) is sent the script itself (run_scripts).
 """
 
 from __future__ import annotations
@@ -16,8 +21,9 @@ from enum import Enum
 from typing import Any, TypeVar
 
 from google.protobuf.message import DecodeError
+from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
 from chatpop.messaging.v1 import messaging_pb2
 from chatpop_common.datastores import RedisClient
@@ -32,7 +38,8 @@ _FIELD = b"m"
 
 # KEYS[1] stream; ARGV: seq, payload, maxlen, ttl seconds, channel.
 # Appends only when the entry continues the stream (or the stream is empty), publishes always:
-# live subscribers drop duplicates and fill holes themselves.
+# live subscribers drop duplicates and fill holes themselves. `{publish}`: PUBLISH, or SPUBLISH on a
+# cluster (the channel shares the stream's slot).
 _APPEND = """
 local seq = tonumber(ARGV[1])
 local status = 1
@@ -49,7 +56,7 @@ if status == 1 then
   redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], ARGV[1] .. '-0', 'm', ARGV[2])
   redis.call('EXPIRE', KEYS[1], ARGV[4])
 end
-redis.call('PUBLISH', ARGV[5], ARGV[2])
+redis.call('{publish}', ARGV[5], ARGV[2])
 return status
 """
 
@@ -81,21 +88,25 @@ if status == 1 then
   redis.call('EXPIRE', KEYS[1], ARGV[2])
 end
 for i = 1, n do
-  redis.call('PUBLISH', ARGV[3], ARGV[3 + 2 * i])
+  redis.call('{publish}', ARGV[3], ARGV[3 + 2 * i])
 end
 return status
 """
 
-# KEYS[1] stream, KEYS[2] tombstones; ARGV: maxlen, ttl seconds, then seq/payload pairs, ascending
-# and contiguous. When the stream already reaches back to the first given entry, only the newer
-# entries are appended. Otherwise the stream is replaced by the given entries, keeping any newer ones
-# appended meanwhile as long as they continue the sequence. An entry with a tombstone is written as
-# the tombstone: a rebuild that read Postgres before a deletion committed cannot bring its text back.
-# Returns the seq of the stream's last entry.
+# KEYS[1] stream, KEYS[2] tombstones; ARGV: maxlen, ttl seconds, replace ('1' or '0'), then seq/payload
+# pairs, ascending and contiguous. With replace, every entry up to the last given one is dropped first
+# (a repair of entries that are wrong, not only missing). When the stream already reaches back to the
+# first given entry, only the newer entries are appended. Otherwise the stream is replaced by the given
+# entries, keeping any newer ones appended meanwhile as long as they continue the sequence. An entry
+# with a tombstone is written as the tombstone: a rebuild that read Postgres before a deletion
+# committed cannot bring its text back. Returns the seq of the stream's last entry.
 _MERGE = """
-local n = (#ARGV - 2) / 2
-local first = tonumber(ARGV[3])
-local last = tonumber(ARGV[1 + 2 * n])
+local n = (#ARGV - 3) / 2
+local first = tonumber(ARGV[4])
+local last = tonumber(ARGV[2 + 2 * n])
+if ARGV[3] == '1' then
+  redis.call('XTRIM', KEYS[1], 'MINID', (last + 1) .. '-0')
+end
 local top = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
 local bottom = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
 local tail = nil
@@ -108,10 +119,10 @@ if #top > 0 then
 end
 if tail ~= nil then
   for i = 1, n do
-    local seq = tonumber(ARGV[1 + 2 * i])
+    local seq = tonumber(ARGV[2 + 2 * i])
     if seq > tail then
-      local payload = redis.call('HGET', KEYS[2], ARGV[1 + 2 * i]) or ARGV[2 + 2 * i]
-      redis.call('XADD', KEYS[1], ARGV[1 + 2 * i] .. '-0', 'm', payload)
+      local payload = redis.call('HGET', KEYS[2], ARGV[2 + 2 * i]) or ARGV[3 + 2 * i]
+      redis.call('XADD', KEYS[1], ARGV[2 + 2 * i] .. '-0', 'm', payload)
       tail = seq
     end
   end
@@ -119,8 +130,8 @@ else
   local newer = redis.call('XRANGE', KEYS[1], (last + 1) .. '-0', '+')
   redis.call('DEL', KEYS[1])
   for i = 1, n do
-    local payload = redis.call('HGET', KEYS[2], ARGV[1 + 2 * i]) or ARGV[2 + 2 * i]
-    redis.call('XADD', KEYS[1], ARGV[1 + 2 * i] .. '-0', 'm', payload)
+    local payload = redis.call('HGET', KEYS[2], ARGV[2 + 2 * i]) or ARGV[3 + 2 * i]
+    redis.call('XADD', KEYS[1], ARGV[2 + 2 * i] .. '-0', 'm', payload)
   end
   tail = last
   for _, entry in ipairs(newer) do
@@ -234,29 +245,48 @@ def room_from_channel(channel: bytes | str) -> str | None:
     return None
 
 
+def is_cluster(redis: RedisClient) -> bool:
+    """Whether `redis` is a Redis Cluster client (REDIS_CLUSTER): sharded pub/sub, per-node scripts."""
+    return isinstance(redis, RedisCluster)
+
+
 async def run_scripts(
     redis: RedisClient,
     script: AsyncScript,
     calls: Sequence[tuple[Sequence[str], Sequence[Any]]],
 ) -> list[Any]:
     """Run `script` once per (keys, args) in ONE round trip: a pipeline of EVALSHA (not redis-py's
-    pipeline scripts, which ask SCRIPT EXISTS first: a second round trip on every call). The script
-    is loaded when Redis does not know it (after a restart), then the calls run again: none of them
-    ran, as every one needs the script."""
+    pipeline scripts, which ask SCRIPT EXISTS first: a second round trip on every call, and which a
+    cluster pipeline does not load at all). The calls a node refused with NOSCRIPT (a restarted
+    server, a replica promoted after a failover, a node new to the cluster: none of them ran) run
+    again as EVAL with the script itself, which also leaves it cached there for the next EVALSHA. On a
+    cluster the pipeline goes to each node holding a slot of the calls, so some may hit a node that
+    knows the script and some one that does not: only the refused ones run again, in their order."""
     if len(calls) == 1:
         keys_, args = calls[0]
         return [await script(keys=list(keys_), args=list(args))]
-    for attempt in range(2):
-        pipe = redis.pipeline(transaction=False)
-        for keys_, args in calls:
-            pipe.evalsha(script.sha, len(keys_), *keys_, *args)  # type: ignore[attr-defined]
-        try:
-            return list(await pipe.execute())
-        except NoScriptError:
-            if attempt:
-                raise
-            script.sha = await redis.script_load(script.script)  # type: ignore[attr-defined]
-    raise AssertionError("unreachable")
+    pipe = redis.pipeline(transaction=False)
+    for keys_, args in calls:
+        # (A cluster pipeline refuses its evalsha method; the command itself routes by its keys.)
+        pipe.execute_command("EVALSHA", script.sha, len(keys_), *keys_, *args)
+    results = list(await pipe.execute(raise_on_error=False))
+    refused = [index for index, result in enumerate(results) if isinstance(result, NoScriptError)]
+    if refused:
+        again = redis.pipeline(transaction=False)
+        for index in refused:
+            keys_, args = calls[index]
+            again.execute_command("EVAL", script.script, len(keys_), *keys_, *args)
+        for index, result in zip(refused, await again.execute(raise_on_error=False), strict=True):
+            results[index] = result
+    for result in results:
+        if isinstance(result, Exception):
+            raise result
+    return results
+
+
+# What a Redis call may fail with: the server's and the connection's errors, and a cluster's own (a
+# slot no node serves for a moment while a master fails over).
+REDIS_ERRORS = (RedisError, RedisClusterException, OSError)
 
 
 class AppendResult(Enum):
@@ -302,7 +332,7 @@ class RedisGuard:
             return False, None
         try:
             result = await action()
-        except (RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             self.failed(op, exc)
             return False, None
         self.succeeded()
@@ -328,8 +358,9 @@ class HotCache:
         self._guard = guard
         self._size = size
         self._ttl = ttl
-        self._append = redis.register_script(_APPEND)
-        self._append_many = redis.register_script(_APPEND_MANY)
+        publish = "SPUBLISH" if is_cluster(redis) else "PUBLISH"
+        self._append = redis.register_script(_APPEND.replace("{publish}", publish))
+        self._append_many = redis.register_script(_APPEND_MANY.replace("{publish}", publish))
         self._merge = redis.register_script(_MERGE)
         self._redact = redis.register_script(_REDACT)
         self._redact_many = redis.register_script(_REDACT_MANY)
@@ -482,23 +513,16 @@ class HotCache:
         """Bring the stream up to date with `messages` (ascending, contiguous). False if Redis failed.
 
         With `replace`, every entry up to the last of `messages` is dropped first (in the same
-        transaction), so the stream holds exactly them and any newer entries that continue them:
+        script), so the stream holds exactly them and any newer entries that continue them:
         a repair of entries that are wrong, not only missing."""
         if not messages:
             return True
-        args: list[Any] = [self._size, self._ttl]
+        args: list[Any] = [self._size, self._ttl, "1" if replace else "0"]
         for message, payload in zip(messages, await self._seal(room_id, messages), strict=True):
             args.extend((message.seq, payload))
 
-        names = [stream_key(room_id), tombstones_key(room_id)]
-
         async def run() -> Any:
-            if not replace:
-                return await self._merge(keys=names, args=args)
-            pipe = self._redis.pipeline(transaction=True)
-            pipe.xtrim(names[0], minid=f"{messages[-1].seq + 1}-0", approximate=False)
-            await self._merge(keys=names, args=args, client=pipe)  # type: ignore[arg-type]
-            return await pipe.execute()
+            return await self._merge(keys=[stream_key(room_id), tombstones_key(room_id)], args=args)
 
         ok, _ = await self._guard.call("rebuild", run)
         return ok

@@ -25,7 +25,7 @@ from typing import Any
 
 from chatpop_common.datastores import RedisClient
 from chatpop_common.errors import Unavailable
-from chatpop_messaging.hotcache import RedisGuard
+from chatpop_messaging.hotcache import RedisGuard, run_scripts
 from chatpop_messaging.metrics import PRESENCE_CHANGES, PRESENCE_EXPIRED
 
 # Presence keys of a room nobody reports on any more vanish after this long.
@@ -232,19 +232,21 @@ class PresenceBook:
         self._apply = redis.register_script(_APPLY)
 
     async def report(self, instance: str, ttl_ms: int, reports: Sequence[RoomReport]) -> list[PresenceStep]:
-        """Apply an instance's reports (one script per room, pipelined); Unavailable if Redis is away."""
+        """Apply an instance's reports (one script per room, pipelined: on a cluster each to the node
+        of its room); Unavailable if Redis is away."""
         if not reports:
             return []
 
+        calls: list[tuple[list[str], list[Any]]] = []
+        for report in reports:
+            mode = "complete" if report.complete else "delta"
+            args: list[Any] = [instance, ttl_ms, mode, report.count, KEY_IDLE_MS, len(report.joined)]
+            args.extend(report.joined)
+            args.extend(report.left)
+            calls.append((presence_keys(report.room_id), args))
+
         async def run() -> Any:
-            pipe = self._redis.pipeline(transaction=False)
-            for report in reports:
-                mode = "complete" if report.complete else "delta"
-                args: list[Any] = [instance, ttl_ms, mode, report.count, KEY_IDLE_MS, len(report.joined)]
-                args.extend(report.joined)
-                args.extend(report.left)
-                await self._apply(keys=presence_keys(report.room_id), args=args, client=pipe)  # type: ignore[arg-type]
-            return await pipe.execute()
+            return await run_scripts(self._redis, self._apply, calls)
 
         ok, results = await self._guard.call("presence", run)
         if not ok or results is None:
