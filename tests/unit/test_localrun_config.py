@@ -29,6 +29,7 @@ from chatpop_common.localrun import (
     postgres_root,
     private_s3_wanted,
     redact,
+    redis_cluster_wanted,
     run,
     service_specs,
 )
@@ -380,3 +381,128 @@ def test_postgres_data_moves_out_of_a_folder_postgres_cannot_enter() -> None:
         shutil.rmtree(base, ignore_errors=True)
         if fallback is not None and fallback.parent == Path("/var/tmp"):
             shutil.rmtree(fallback, ignore_errors=True)
+
+
+# --- a private Redis Cluster (REDIS_CLUSTER=1) -----------------------------------------------------
+
+
+def test_the_private_redis_cluster_has_fixed_consecutive_ports_that_move_together() -> None:
+    ports = Ports.from_env({})
+    assert ports.redis_cluster_ports == [56390, 56391, 56392]
+    # The cluster bus below the kernel's ephemeral range (32768 and up by default).
+    assert ports.redis_cluster_bus_ports == [26390, 26391, 26392]
+    assert ("Redis Cluster node 2", 56391, "REDIS_CLUSTER_PORT") in ports.labelled()
+    assert ("Redis Cluster bus 3", 26392, "REDIS_CLUSTER_BUS_PORT") in ports.labelled()
+    # A block is moved by its first port.
+    assert ports.variables()["REDIS_CLUSTER_PORT"] == "56390"
+    assert ports.variables()["REDIS_CLUSTER_BUS_PORT"] == "26390"
+    assert Ports.from_env(ports.variables()) == ports
+
+    moved = Ports.from_env({"REDIS_CLUSTER_PORT": "17000", "REDIS_CLUSTER_BUS_PORT": "27000"})
+    assert (moved.redis_cluster_ports, moved.redis_cluster_bus_ports) == (
+        [17000, 17001, 17002],
+        [27000, 27001, 27002],
+    )
+    with pytest.raises(LocalRunError, match="REDIS_CLUSTER_PORT=65534 leaves no room"):
+        Ports.from_env({"REDIS_CLUSTER_PORT": "65534"})
+    with pytest.raises(LocalRunError, match="REDIS_CLUSTER_BUS_PORT must be a port number"):
+        Ports.from_env({"REDIS_CLUSTER_BUS_PORT": "bus"})
+    # A block overlapping another port is refused like any other clash.
+    with pytest.raises(LocalRunError, match="REDIS_CLUSTER_PORT=56379 is also used by REDIS_PORT"):
+        Ports.from_env({"REDIS_CLUSTER_PORT": "56377"})
+
+    free = Ports.free()
+    assert len({port for _, port, _ in free.labelled()}) == len(free.labelled())
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    assert max(free.redis_cluster_bus_ports) < low
+    assert Ports.from_env(free.variables()) == free
+
+
+@pytest.mark.parametrize(
+    ("value", "wanted"),
+    [("", False), ("0", False), ("false", False), ("1", True), ("true", True), ("YES", True)],
+)
+def test_redis_cluster_is_a_yes_or_no(value: str, wanted: bool) -> None:
+    assert redis_cluster_wanted({"REDIS_CLUSTER": value}) is wanted
+
+
+def test_a_redis_cluster_setting_that_is_neither_is_reported(tmp_path: Path) -> None:
+    out = io.StringIO()
+    assert run({"REDIS_CLUSTER": "cluster please", "CHATPOP_DATA_DIR": str(tmp_path / "data")}, out=out) == 1
+    assert "REDIS_CLUSTER must be 1 or 0 (true or false), not 'cluster please'" in out.getvalue()
+    assert not (tmp_path / "data").exists()
+
+
+def test_a_private_cluster_needs_redis_cli(tmp_path: Path) -> None:
+    (tmp_path / "redis-server").write_text("")
+    (tmp_path / "redis-server").chmod(0o755)
+    path = str(tmp_path)
+    assert missing_packages(need_postgres=False, need_redis=True, search_path=path) == []
+    assert missing_packages(need_postgres=False, need_redis=True, need_redis_cli=True, search_path=path) == [
+        "redis-tools"
+    ]
+
+
+def test_a_busy_cluster_port_is_refused_before_anything_starts(tmp_path: Path, listening: int) -> None:
+    out = io.StringIO()
+    env = {
+        "DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none",
+        "REDIS_CLUSTER": "1",
+        "REDIS_CLUSTER_PORT": str(listening - 1),
+        "CHATPOP_DATA_DIR": str(tmp_path / "data"),
+    }
+    for _what, port, variable in Ports.free().labelled():
+        if not variable.startswith(("REDIS_CLUSTER", "S3")):
+            env.setdefault(variable, str(port))
+    env["S3_BUCKET"] = ""
+    assert run(env, out=out) == 1
+    assert f"{listening} (Redis Cluster node 2): set REDIS_CLUSTER_PORT to a free port" in out.getvalue()
+    assert "REDIS_URL" in out.getvalue()
+    assert not (tmp_path / "data").exists()
+    # Without REDIS_CLUSTER the cluster's ports are nobody's business (only the busy edge port is).
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as edge:
+        edge.bind(("127.0.0.1", 0))
+        edge.listen()
+        env |= {
+            "REDIS_CLUSTER": "0",
+            "REDIS_URL": "redis://127.0.0.1:1/0",
+            "EDGE_PORT": str(edge.getsockname()[1]),
+        }
+        out = io.StringIO()
+        assert run(env, out=out) == 1
+    assert "set EDGE_PORT to a free port" in out.getvalue()
+    assert "Redis Cluster" not in out.getvalue()
+
+
+def test_the_services_get_redis_cluster_and_the_seed_nodes(tmp_path: Path) -> None:
+    secrets = ensure_secrets(tmp_path / "secrets")
+    ports = Ports.from_env({})
+    seeds = "redis://127.0.0.1:56390,redis://127.0.0.1:56391,redis://127.0.0.1:56392"
+    specs = service_specs(
+        {"REDIS_CLUSTER": "1"}, ports, "postgresql://db", seeds, secrets, redis_cluster=True
+    )
+    for spec in specs:
+        assert (spec.env["REDIS_CLUSTER"], spec.env["REDIS_URL"]) == ("true", seeds), spec.name
+    single = service_specs(
+        {"REDIS_CLUSTER": "0"}, ports, "postgresql://db", "redis://cache", secrets, redis_cluster=False
+    )
+    assert {spec.env["REDIS_CLUSTER"] for spec in single} == {"false"}
+    # Without a word on it, whatever the caller's environment says reaches the services.
+    inherited = service_specs({"REDIS_CLUSTER": "true"}, ports, "postgresql://db", seeds, secrets)
+    assert {spec.env["REDIS_CLUSTER"] for spec in inherited} == {"true"}
+
+
+def test_the_banner_names_the_cluster_and_hides_its_passwords() -> None:
+    seeds = "redis://:s3cret@10.0.0.1:6379,redis://:s3cret@10.0.0.2:6379"
+    assert redact(seeds) == "redis://:***@10.0.0.1:6379,redis://:***@10.0.0.2:6379"
+    shown = banner(
+        Ports.from_env({}),
+        database_url="postgresql://db",
+        redis_url=seeds,
+        data_note="",
+        stripe=False,
+        edge_host="127.0.0.1",
+        redis_note="Redis Cluster",
+    )
+    assert "  Redis       redis://:***@10.0.0.1:6379,redis://:***@10.0.0.2:6379  (Redis Cluster)" in shown
+    assert "s3cret" not in shown

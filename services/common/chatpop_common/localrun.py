@@ -1,25 +1,30 @@
 """`make run`: the whole platform on localhost (`python -m chatpop_common.localrun`).
 
 Unless DATABASE_URL / REDIS_URL are set, a private Postgres (port 55432) and Redis (port 56379)
-run under `.data/` in the repository and keep their data between runs. Media go to a private S3
-(SeaweedFS, `.data/s3`, S3 on port 58333) unless S3_ENDPOINT_URL or S3_BUCKET is set: then the
-S3_* variables reach the edge and messaging as they are (`S3_BUCKET=` with nothing runs without
-media). Secrets for local use (the identity signing key, the IP hash key, the access-code key, the
-service token secret, the media URL key and the private S3's access key and secret) are generated
-once under `.data/secrets`. Every migration
-is applied, then identity, rooms, messaging, payments and edge start as child processes with
-readable logs. A service that stops on its own is started again after a delay that doubles with each
-failure in a row (CRASH_BACKOFF), while the others, Postgres, Redis and S3 keep running. Only at
-start-up does a service stop everything: when its settings are invalid (trying again cannot mend
-them) or it is not ready in time. Ctrl-C or SIGTERM stops the services in reverse order, then S3,
-Redis and Postgres.
+run under `.data/` in the repository and keep their data between runs. With REDIS_CLUSTER=1 (and no
+REDIS_URL) a private 3-master Redis Cluster takes the single Redis's place: nodes on ports
+56390-56392 (REDIS_CLUSTER_PORT and the two after it), cluster bus on 26390-26392
+(REDIS_CLUSTER_BUS_PORT, below the kernel's ephemeral range), data and nodes.conf under
+`.data/redis-cluster/`, so a restart finds the same cluster again; REDIS_CLUSTER=1 with a REDIS_URL
+(one or more seed nodes, comma-separated) uses that cluster. Every service gets REDIS_CLUSTER=true.
+Media go to a private S3 (SeaweedFS, `.data/s3`, S3 on port 58333) unless S3_ENDPOINT_URL or
+S3_BUCKET is set: then the S3_* variables reach the edge and messaging as they are (`S3_BUCKET=`
+with nothing runs without media). Secrets for local use (the identity signing key, the IP hash key,
+the access-code key, the service token secret, the media URL key and the private S3's access key
+and secret) are generated once under `.data/secrets`. Every migration is applied, then identity,
+rooms, messaging, payments and edge start as child processes with readable logs. A service that
+stops on its own is started again after a delay that doubles with each failure in a row
+(CRASH_BACKOFF), while the others, Postgres, Redis and S3 keep running. Only at start-up does a
+service stop everything: when its settings are invalid (trying again cannot mend them) or it is not
+ready in time. Ctrl-C or SIGTERM stops the services in reverse order, then S3, Redis (or the Redis
+Cluster) and Postgres.
 
 Ports can be moved with EDGE_PORT, IDENTITY_PORT, ROOMS_PORT, MESSAGING_PORT, PAYMENTS_PORT,
-<SERVICE>_METRICS_PORT, POSTGRES_PORT, REDIS_PORT and S3_PORT; the private S3's inner ports follow
-S3_PORT (S3_PORT+1 … +7: master, volume, filer, then the gRPC ports of S3, master, volume and
-filer), each movable too with S3_MASTER_PORT, S3_VOLUME_PORT, S3_FILER_PORT, S3_GRPC_PORT,
-S3_MASTER_GRPC_PORT, S3_VOLUME_GRPC_PORT and S3_FILER_GRPC_PORT. The data folder moves with
-CHATPOP_DATA_DIR.
+<SERVICE>_METRICS_PORT, POSTGRES_PORT, REDIS_PORT, REDIS_CLUSTER_PORT, REDIS_CLUSTER_BUS_PORT and
+S3_PORT; the private S3's inner ports follow S3_PORT (S3_PORT+1 … +7: master, volume, filer, then
+the gRPC ports of S3, master, volume and filer), each movable too with S3_MASTER_PORT,
+S3_VOLUME_PORT, S3_FILER_PORT, S3_GRPC_PORT, S3_MASTER_GRPC_PORT, S3_VOLUME_GRPC_PORT and
+S3_FILER_GRPC_PORT. The data folder moves with CHATPOP_DATA_DIR.
 """
 
 from __future__ import annotations
@@ -49,7 +54,7 @@ from urllib.parse import urlsplit, urlunsplit
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from chatpop_common.devstack import SEAWEED_PORTS, Postgres, Redis, SeaweedS3, free_ports
+from chatpop_common.devstack import SEAWEED_PORTS, Postgres, Redis, RedisCluster, SeaweedS3, free_ports
 from chatpop_common.migrate import SERVICES as MIGRATED
 from chatpop_common.migrate import migrate
 from chatpop_common.processes import (
@@ -84,6 +89,13 @@ DEFAULT_METRICS_PORTS: dict[str, int] = {
 }
 DEFAULT_POSTGRES_PORT = 55432
 DEFAULT_REDIS_PORT = 56379
+# The private Redis Cluster (REDIS_CLUSTER=1): this many masters on consecutive ports from
+# REDIS_CLUSTER_PORT, their cluster bus on consecutive ports from REDIS_CLUSTER_BUS_PORT. The bus
+# ports lie below the kernel's ephemeral range (usually 32768 and up), so no outgoing connection
+# holds one when the cluster restarts; a node's default bus port (its port + 10000) would not fit.
+REDIS_CLUSTER_MASTERS = 3
+DEFAULT_REDIS_CLUSTER_PORT = 56390
+DEFAULT_REDIS_CLUSTER_BUS_PORT = 26390
 DEFAULT_S3_PORT = 58333
 # The private S3's ports: (what, variable that moves it), in SEAWEED_PORTS order; by default each
 # is S3_PORT plus its place in this list.
@@ -130,6 +142,9 @@ class Ports:
     postgres: int = DEFAULT_POSTGRES_PORT
     redis: int = DEFAULT_REDIS_PORT
     s3: Mapping[str, int] = field(default_factory=lambda: _s3_ports({}))
+    # The first node's port and the first bus port of the private Redis Cluster (REDIS_CLUSTER=1).
+    redis_cluster: int = DEFAULT_REDIS_CLUSTER_PORT
+    redis_cluster_bus: int = DEFAULT_REDIS_CLUSTER_BUS_PORT
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Ports:
@@ -145,6 +160,8 @@ class Ports:
             postgres=_port(env, "POSTGRES_PORT", DEFAULT_POSTGRES_PORT),
             redis=_port(env, "REDIS_PORT", DEFAULT_REDIS_PORT),
             s3=_s3_ports(env),
+            redis_cluster=_block(env, "REDIS_CLUSTER_PORT", DEFAULT_REDIS_CLUSTER_PORT),
+            redis_cluster_bus=_block(env, "REDIS_CLUSTER_BUS_PORT", DEFAULT_REDIS_CLUSTER_BUS_PORT),
         )
         ports.check_distinct()
         return ports
@@ -153,13 +170,28 @@ class Ports:
     def free(cls) -> Ports:
         """Free ports for everything (tests and benchmarks, which run beside a `make run`)."""
         ports = iter(free_ports(len(DEFAULT_PORTS) + len(DEFAULT_METRICS_PORTS) + 2 + len(SEAWEED_PORTS)))
+        cluster, bus = _free_blocks(REDIS_CLUSTER_MASTERS, 2)
         return cls(
             service={name: next(ports) for name in DEFAULT_PORTS},
             metrics={name: next(ports) for name in DEFAULT_METRICS_PORTS},
             postgres=next(ports),
             redis=next(ports),
             s3={name: next(ports) for name in SEAWEED_PORTS},
+            redis_cluster=cluster,
+            redis_cluster_bus=bus,
         )
+
+    @property
+    def redis_cluster_ports(self) -> list[int]:
+        return [self.redis_cluster + n for n in range(REDIS_CLUSTER_MASTERS)]
+
+    @property
+    def redis_cluster_bus_ports(self) -> list[int]:
+        return [self.redis_cluster_bus + n for n in range(REDIS_CLUSTER_MASTERS)]
+
+    def variables(self) -> dict[str, str]:
+        """The environment that moves every port here (a block of ports by its first one)."""
+        return {variable: str(port) for _what, port, variable in reversed(self.labelled())}
 
     @property
     def edge(self) -> int:
@@ -174,6 +206,14 @@ class Ports:
         items += [("Postgres", self.postgres, "POSTGRES_PORT"), ("Redis", self.redis, "REDIS_PORT")]
         items += [
             (S3_PORT_VARIABLES[name][0], port, S3_PORT_VARIABLES[name][1]) for name, port in self.s3.items()
+        ]
+        items += [
+            (f"Redis Cluster node {n + 1}", port, "REDIS_CLUSTER_PORT")
+            for n, port in enumerate(self.redis_cluster_ports)
+        ]
+        items += [
+            (f"Redis Cluster bus {n + 1}", port, "REDIS_CLUSTER_BUS_PORT")
+            for n, port in enumerate(self.redis_cluster_bus_ports)
         ]
         return items
 
@@ -195,6 +235,42 @@ def _port(env: Mapping[str, str], variable: str, default: int) -> int:
     if not raw.isdigit() or not 1 <= int(raw) <= 65535:
         raise LocalRunError(f"{variable} must be a port number between 1 and 65535, not {raw!r}")
     return int(raw)
+
+
+def _block(env: Mapping[str, str], variable: str, default: int) -> int:
+    """The first of REDIS_CLUSTER_MASTERS consecutive ports."""
+    first = _port(env, variable, default)
+    if first + REDIS_CLUSTER_MASTERS - 1 > 65535:
+        raise LocalRunError(
+            f"{variable}={first} leaves no room for the {REDIS_CLUSTER_MASTERS - 1} ports after it; "
+            "choose a lower one"
+        )
+    return first
+
+
+def _free_blocks(size: int, count: int) -> list[int]:
+    """The first ports of `count` blocks of `size` consecutive free ports, below the ephemeral range
+    (a Redis Cluster's nodes and their bus ports, for tests that run beside a `make run`)."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    taken: set[int] = set()
+    firsts: list[int] = []
+    while len(firsts) < count:
+        first = 20000 + secrets.randbelow(max(1, low - 20000 - size))
+        block = range(first, first + size)
+        if taken.isdisjoint(block) and not any(port_in_use(port) for port in block):
+            taken.update(block)
+            firsts.append(first)
+    return firsts
+
+
+def redis_cluster_wanted(env: Mapping[str, str]) -> bool:
+    """REDIS_CLUSTER: 1/true/yes/on for a Redis Cluster (a private one unless REDIS_URL names one)."""
+    raw = env.get("REDIS_CLUSTER", "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise LocalRunError(f"REDIS_CLUSTER must be 1 or 0 (true or false), not {env['REDIS_CLUSTER']!r}")
 
 
 def _s3_ports(env: Mapping[str, str]) -> dict[str, int]:
@@ -230,7 +306,7 @@ def ensure_ports_free(wanted: Sequence[tuple[str, int, str]]) -> None:
     busy = [(what, port, variable) for what, port, variable in wanted if port_in_use(port)]
     if busy:
         lines = [f"  {port} ({what}): set {variable} to a free port" for what, port, variable in busy]
-        if any(what in ("Postgres", "Redis") for what, _, _ in busy):
+        if any(what == "Postgres" or what.startswith("Redis") for what, _, _ in busy):
             lines.append("  or point DATABASE_URL / REDIS_URL at servers you already run")
         if any(what.startswith("S3") for what, _, _ in busy):
             lines.append(
@@ -250,6 +326,7 @@ def missing_packages(
     *,
     need_postgres: bool,
     need_redis: bool,
+    need_redis_cli: bool = False,
     search_path: str | None = None,
     postgres_lib: Path = Path("/usr/lib/postgresql"),
 ) -> list[str]:
@@ -263,16 +340,25 @@ def missing_packages(
                 break
     if need_redis and shutil.which("redis-server", path=search_path) is None:
         missing.append("redis-server")
+    # A private Redis Cluster is formed with redis-cli (Debian's redis-tools, which redis-server pulls in).
+    elif need_redis_cli and shutil.which("redis-cli", path=search_path) is None:
+        missing.append("redis-tools")
     return missing
 
 
-def require_packages(*, need_postgres: bool, need_redis: bool) -> None:
-    missing = missing_packages(need_postgres=need_postgres, need_redis=need_redis)
+_PACKAGE_CONTENTS = {
+    "postgresql": "PostgreSQL (initdb, pg_ctl, postgres, psql)",
+    "redis-server": "redis-server",
+    "redis-tools": "redis-cli",
+}
+
+
+def require_packages(*, need_postgres: bool, need_redis: bool, need_redis_cli: bool = False) -> None:
+    missing = missing_packages(
+        need_postgres=need_postgres, need_redis=need_redis, need_redis_cli=need_redis_cli
+    )
     if missing:
-        what = " and ".join(
-            "PostgreSQL (initdb, pg_ctl, postgres, psql)" if p == "postgresql" else "redis-server"
-            for p in missing
-        )
+        what = " and ".join(_PACKAGE_CONTENTS[p] for p in missing)
         raise LocalRunError(
             f"{what} not found. Install with: sudo apt-get install -y {' '.join(missing)}\n"
             "(or set DATABASE_URL / REDIS_URL to servers you already run)"
@@ -457,6 +543,7 @@ def service_specs(
     *,
     repo: Path = REPO_ROOT,
     s3_env: Mapping[str, str] | None = None,
+    redis_cluster: bool | None = None,
 ) -> list[ServiceSpec]:
     """How to run each service as `python -m chatpop_<name>`, wired to the others by address.
 
@@ -464,7 +551,8 @@ def service_specs(
     like pass through); the ports, addresses and datastore URLs set here win over it. identity gets the
     edge's PUBLIC_URL too: the links in its mails point there. `s3_env` (a private S3's S3_*
     settings, SeaweedS3.env()) goes to messaging and the edge, S3_VACUUM_URL to messaging alone.
-    Logs are text unless LOG_FORMAT says.
+    `redis_cluster` sets REDIS_CLUSTER for every service (`redis_url` then names the cluster's seed
+    nodes); None leaves whatever `base_env` says. Logs are text unless LOG_FORMAT says.
     """
     edge_port = ports.service["edge"]
     public_url = base_env.get("PUBLIC_URL", f"http://localhost:{edge_port}")
@@ -477,6 +565,8 @@ def service_specs(
         "REDIS_URL": redis_url,
         **{f"{name.upper()}_ADDR": ports.address(name) for name in GRPC_SERVICES},
     }
+    if redis_cluster is not None:
+        common["REDIS_CLUSTER"] = "true" if redis_cluster else "false"
     specs: list[ServiceSpec] = []
     for name in SERVICES:
         env = {**common, "METRICS_PORT": str(ports.metrics[name])}
@@ -527,7 +617,9 @@ def extra_edge_spec(
 
 
 def redact(url: str) -> str:
-    """The URL without its password, for printing."""
+    """The URL without its password, for printing (each of a Redis Cluster's comma-separated seeds)."""
+    if "," in url:
+        return ",".join(redact(part) for part in url.split(","))
     parts = urlsplit(url)
     if parts.password is None:
         return url
@@ -545,6 +637,7 @@ def banner(
     edge_host: str,
     smtp_url: str = "",
     media_note: str = "",
+    redis_note: str = "",
 ) -> str:
     edge = f"http://localhost:{ports.service['edge']}"
     grpc_line = "  ".join(f"{name} {ports.address(name)}" for name in GRPC_SERVICES)
@@ -559,7 +652,7 @@ def banner(
         f"  gRPC        {grpc_line}   (reflection enabled)",
         f"  metrics     {metrics_line}   (/metrics)",
         f"  Postgres    {redact(database_url)}",
-        f"  Redis       {redact(redis_url)}",
+        f"  Redis       {redact(redis_url)}" + (f"  ({redis_note})" if redis_note else ""),
         "  payments    "
         + ("Stripe" if stripe else "TEST MODE (no STRIPE_SECRET_KEY: payments complete without Stripe)"),
         "  mail        "
@@ -604,19 +697,24 @@ def run(env: Mapping[str, str], *, repo: Path = REPO_ROOT, out: TextIO = sys.std
     supervisor = Supervisor(stream=out, restart=CRASH_BACKOFF, who="make run")
     pg: Postgres | None = None
     redis: Redis | None = None
+    cluster: RedisCluster | None = None
     s3: SeaweedS3 | None = None
     previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         ports = Ports.from_env(env)
-        require_packages(need_postgres=not database_url, need_redis=not redis_url)
+        redis_cluster = redis_cluster_wanted(env)
+        own_cluster = redis_cluster and not redis_url
+        require_packages(need_postgres=not database_url, need_redis=not redis_url, need_redis_cli=own_cluster)
         skip = {"Postgres"} if database_url else set()
-        skip |= {"Redis"} if redis_url else set()
+        skip |= {"Redis"} if redis_url or redis_cluster else set()
         own_s3 = private_s3_wanted(env)
         ensure_ports_free(
             [
                 item
                 for item in ports.labelled()
-                if item[0] not in skip and (own_s3 or not item[0].startswith("S3"))
+                if item[0] not in skip
+                and (own_s3 or not item[0].startswith("S3"))
+                and (own_cluster or not item[0].startswith("Redis Cluster"))
             ]
         )
 
@@ -644,7 +742,27 @@ def run(env: Mapping[str, str], *, repo: Path = REPO_ROOT, out: TextIO = sys.std
             )
             pg.start(pg_root / "logs" / "postgres.log")
             database_url = pg.url
-        if not redis_url:
+        redis_note = "Redis Cluster" if redis_cluster else ""
+        if own_cluster:
+            cluster = RedisCluster(
+                datadir=data_dir / "redis-cluster",
+                ports=ports.redis_cluster_ports,
+                bus_ports=ports.redis_cluster_bus_ports,
+            )
+            first, last = cluster.ports[0], cluster.ports[-1]
+            log_note = _display(data_dir / "logs" / "redis-cluster-<port>.log", repo)
+            supervisor.note(
+                f"starting a {REDIS_CLUSTER_MASTERS}-master Redis Cluster on 127.0.0.1:{first}-{last}"
+                f" (bus {cluster.bus_ports[0]}-{cluster.bus_ports[-1]}; log: {log_note})"
+            )
+            # A restart finds each node's nodes.conf and forms the same cluster again.
+            cluster.start(data_dir / "logs" / "redis-cluster.log", persist=True, own_session=True)
+            redis_url = cluster.url
+            redis_note = (
+                f"private {REDIS_CLUSTER_MASTERS}-master Redis Cluster,"
+                f" data in {_display(cluster.datadir, repo)}/"
+            )
+        elif not redis_url:
             redis = Redis(datadir=data_dir / "redis", port=ports.redis)
             supervisor.note(f"starting Redis on 127.0.0.1:{ports.redis}")
             redis.start(data_dir / "logs" / "redis.log", persist=True, own_session=True)
@@ -675,7 +793,16 @@ def run(env: Mapping[str, str], *, repo: Path = REPO_ROOT, out: TextIO = sys.std
         supervisor.note("applying migrations: " + ", ".join(MIGRATED))
         migrate(database_url, list(MIGRATED))
 
-        specs = service_specs(env, ports, database_url, redis_url, secrets, repo=repo, s3_env=s3_env)
+        specs = service_specs(
+            env,
+            ports,
+            database_url,
+            redis_url,
+            secrets,
+            repo=repo,
+            s3_env=s3_env,
+            redis_cluster=redis_cluster,
+        )
         supervisor.note("starting " + ", ".join(SERVICES))
         supervisor.start_all(specs, timeout=STARTUP_TIMEOUT, fail_fast=(INVALID_SETTINGS_EXIT,))
         supervisor.note(
@@ -688,6 +815,7 @@ def run(env: Mapping[str, str], *, repo: Path = REPO_ROOT, out: TextIO = sys.std
                 edge_host=http_host,
                 smtp_url=env.get("SMTP_URL", "").strip(),
                 media_note=media_note,
+                redis_note=redis_note,
             )
         )
         while True:
@@ -717,9 +845,11 @@ def run(env: Mapping[str, str], *, repo: Path = REPO_ROOT, out: TextIO = sys.std
             s3.stop()
         if redis is not None:
             redis.stop()
+        if cluster is not None:
+            cluster.stop()
         if pg is not None:
             pg.stop("fast")
-        if supervisor.names or s3 is not None or redis is not None or pg is not None:
+        if supervisor.names or s3 is not None or redis is not None or cluster is not None or pg is not None:
             supervisor.note("stopped")
         for sig, handler in previous.items():
             signal.signal(sig, handler)
