@@ -369,6 +369,16 @@ async def _stored(database_url: str, room_id: str) -> list[tuple[int, str]]:
         return [(int(seq), str(msg_id)) for seq, msg_id in await cursor.fetchall()]
 
 
+async def _until_subscribed(channel: str, port: int, tasks: list[asyncio.Task[None]]) -> None:
+    deadline = asyncio.get_running_loop().time() + 15
+    while channel not in (await _shard_channels([port]))[port]:
+        for task in tasks:
+            if task.done():
+                task.result()
+        assert asyncio.get_running_loop().time() < deadline, f"{channel} never subscribed on :{port}"
+        await asyncio.sleep(0.1)
+
+
 def _has_up_to(member: Member, seq: int) -> bool:
     return member.last_seq() >= seq
 
@@ -425,6 +435,11 @@ async def test_a_shard_master_killed_mid_traffic_loses_no_acknowledged_message(
                 await asyncio.sleep(0.2)
             await asyncio.to_thread(cluster.wait_ready, 30)
             over_at = {r.room.id: len(r.acked()) for r in live}
+            # The messaging processes subscribed the room's live channel again on the promoted
+            # replica, which serves the slot now.
+            promoted = set(await asyncio.to_thread(cluster.master_ports)) - {r.master for r in live}
+            assert len(promoted) == 1, f"masters now: {promoted}"
+            await _until_subscribed(live_channel(live[0].room.id), promoted.pop(), tasks)
             # Sends go on being acknowledged in every room, the failed-over shard's included.
             await _until(
                 lambda: all(len(r.acked()) >= over_at[r.room.id] + 30 for r in live),
