@@ -27,7 +27,7 @@ import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from chatpop_common.devstack import Postgres
-from chatpop_common.localrun import REPO_ROOT, SERVICES, Ports, service_pythonpath
+from chatpop_common.localrun import REPO_ROOT, SERVICES, Ports, port_in_use, service_pythonpath
 from chatpop_common.processes import python_module
 
 STARTUP_TIMEOUT = 90.0
@@ -97,19 +97,28 @@ def _pump(process: subprocess.Popen[str], lines: list[str]) -> None:
         lines.append(line.rstrip("\n"))
 
 
-@contextlib.contextmanager
-def make_run(extra_env: Mapping[str, str] | None = None) -> Iterator[LocalRun]:
-    """`python -m chatpop_common.localrun` on free ports with a throwaway data folder."""
-    ports = Ports.free()
+def _data_dir() -> Path:
     # Not pytest's tmp_path: when we are root, Postgres runs as `postgres`, which must enter it.
     data_dir = Path(tempfile.mkdtemp(prefix="chatpop-localrun-", dir="/tmp"))
     data_dir.chmod(0o755)
+    return data_dir
+
+
+@contextlib.contextmanager
+def make_run(
+    extra_env: Mapping[str, str] | None = None, *, data_dir: Path | None = None, ports: Ports | None = None
+) -> Iterator[LocalRun]:
+    """`python -m chatpop_common.localrun` on free ports with a throwaway data folder (or `data_dir`
+    and `ports` of an earlier run, to start it again; the caller removes that folder)."""
+    keep = data_dir is not None
+    ports = ports or Ports.free()
+    data_dir = data_dir or _data_dir()
     env = {
         key: value
         for key, value in os.environ.items()
         if key not in ("DATABASE_URL", "REDIS_URL", "PUBLIC_URL", "HTTP_HOST")
     }
-    env |= {variable: str(port) for _, port, variable in ports.labelled()}
+    env |= ports.variables()
     env |= {
         "CHATPOP_DATA_DIR": str(data_dir),
         "PYTHONPATH": service_pythonpath(inherited=os.environ.get("PYTHONPATH", "")),
@@ -146,7 +155,14 @@ def make_run(extra_env: Mapping[str, str] | None = None) -> Iterator[LocalRun]:
             Postgres(datadir=data_dir / "pg", port=ports.postgres, socket_dir=data_dir / "pgsock").stop(
                 "immediate"
             )
-        shutil.rmtree(data_dir, ignore_errors=True)
+        # Cluster nodes a killed make run left behind (they run in a session of their own).
+        for port in ports.redis_cluster_ports:
+            if (data_dir / "redis-cluster" / str(port)).exists() and port_in_use(port):
+                subprocess.run(
+                    ["redis-cli", "-p", str(port), "shutdown", "nosave"], capture_output=True, check=False
+                )
+        if not keep:
+            shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def _serving(address: str) -> bool:
@@ -239,3 +255,75 @@ def test_invalid_settings_at_start_up_stop_make_run_at_once() -> None:
         )
         assert "starting it again" not in run.output
         assert run.output.rstrip().endswith("stopped")
+
+
+def _cluster_node_ids(ports: list[int]) -> list[str]:
+    return [
+        subprocess.run(
+            ["redis-cli", "-p", str(port), "cluster", "myid"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        for port in ports
+    ]
+
+
+def _cluster_keys(port: int, pattern: str) -> list[str]:
+    """Keys matching `pattern` anywhere in the cluster (redis-cli -c follows no SCAN, so every node)."""
+    found: list[str] = []
+    for node in subprocess.run(
+        ["redis-cli", "-p", str(port), "cluster", "nodes"], capture_output=True, text=True, check=True
+    ).stdout.splitlines():
+        node_port = node.split()[1].split("@")[0].rsplit(":", 1)[1]
+        keys = subprocess.run(
+            ["redis-cli", "-p", node_port, "--scan", "--pattern", pattern], capture_output=True, text=True
+        )
+        found += keys.stdout.split()
+    return sorted(found)
+
+
+def test_redis_cluster_1_runs_the_platform_on_a_private_cluster_that_a_restart_finds_again() -> None:
+    data_dir = _data_dir()
+    try:
+        with make_run({"REDIS_CLUSTER": "1"}, data_dir=data_dir) as run:
+            ports = run.ports
+            nodes = ports.redis_cluster_ports
+            run.wait_for(
+                rf"starting a 3-master Redis Cluster on 127\.0\.0\.1:{nodes[0]}-{nodes[2]} "
+                rf"\(bus {ports.redis_cluster_bus}-{ports.redis_cluster_bus + 2};"
+            )
+            run.wait_for(r"ChatPop is running")
+            seeds = ",".join(f"redis://127.0.0.1:{port}" for port in nodes)
+            assert (
+                f"  Redis       {seeds}  (private 3-master Redis Cluster, data in {data_dir}/redis-cluster/)"
+                in run.output
+            ), run.output
+            # No single Redis: the cluster took its place.
+            assert not port_in_use(ports.redis)
+            edge = f"http://127.0.0.1:{ports.edge}"
+            with httpx.Client(base_url=edge, timeout=10) as http:
+                assert http.get("/readyz").status_code == 200
+                _create_room(http)
+            # identity's session limit and rooms' room-creation limit counted on the cluster, each
+            # key under its caller's tag.
+            sessions = _cluster_keys(nodes[0], "identity:anon-sessions:*")
+            creations = _cluster_keys(nodes[0], "rooms:room-creations:*")
+            assert len(sessions) == 1 and len(creations) == 1, (sessions, creations)
+            assert re.fullmatch(r"rooms:room-creations:\{[0-9a-f-]{36}\}", creations[0])
+            before = _cluster_node_ids(nodes)
+
+            run.process.send_signal(signal.SIGTERM)
+            assert run.process.wait(timeout=60) == 0, run.output
+            assert not any(port_in_use(port) for port in nodes)
+        for port in nodes:
+            assert (data_dir / "redis-cluster" / str(port) / "nodes.conf").exists()
+
+        with make_run({"REDIS_CLUSTER": "1"}, data_dir=data_dir, ports=ports) as again:
+            again.wait_for(r"ChatPop is running")
+            # The same nodes, from their nodes.conf, and the same data: the cluster formed again.
+            assert _cluster_node_ids(nodes) == before
+            assert _cluster_keys(nodes[0], "rooms:room-creations:*") == creations
+            with httpx.Client(base_url=f"http://127.0.0.1:{ports.edge}", timeout=10) as http:
+                _create_room(http)
+            again.process.send_signal(signal.SIGTERM)
+            assert again.process.wait(timeout=60) == 0, again.output
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
