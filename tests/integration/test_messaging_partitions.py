@@ -7,7 +7,8 @@
 - The migration moves an existing unpartitioned log: a private database migrated to 0012 and filled
   with rooms (messages with media, reactions, pins, reports, paid pins, ...) is upgraded to head;
   every row is there, reachable by its room's keys, the seq counter goes on where it was, a retry of
-  a stored client_msg_id is still recognised; the downgrade brings every row back into plain tables.
+  a stored client_msg_id is still recognised, erasing one room's rows leaves the others'; the
+  downgrade brings every row back into plain tables.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from alembic import command
 
 from chatpop_common.migrate import script_location
 from chatpop_common.migrations import alembic_config, upgrade
-from chatpop_messaging import reads, store
+from chatpop_messaging import erasure, reads, store
 
 MODULUS = 16
 PARTITIONED = (
@@ -358,6 +359,9 @@ async def test_migration_moves_an_existing_log(scratch_database: str) -> None:
                 f"order-{room}",
             )
         assert store.constraint_of(raised.value) == "paid_orders_pkey"
+        # Erasure's batched deletes by ctid stay in the room: a ctid is unique within a partition only.
+        assert await connection_.execute(erasure._DELETE_BATCH["mutes"], rooms[3], 100) == "DELETE 1"
+        assert await connection_.fetchval("SELECT count(*) FROM mutes") == len(rooms) - 1
     finally:
         await connection_.close()
 
