@@ -30,6 +30,7 @@ SCENARIOS: dict[str, tuple[str, ...]] = {
     "all-features": ("ci/all-features-values.yaml",),
     "external-datastores": ("ci/external-datastores-values.yaml",),
     "network-policies": ("ci/network-policies-values.yaml",),
+    "redis-cluster": ("ci/redis-cluster-values.yaml",),
     "dev": ("values-dev.yaml",),
 }
 

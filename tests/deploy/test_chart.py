@@ -797,3 +797,89 @@ def test_another_release_name_keeps_every_reference_consistent(chart: helm.Chart
         for name in GRPC_SERVICES:
             host = _env(container)[f"{name.upper()}_ADDR"]["value"].split(":")[0]
             assert host in services
+
+
+# -- an external Redis Cluster and Postgres ------------------------------------------------------
+
+REDIS_CLIENTS = ("identity", "rooms", "messaging")
+
+
+def test_an_external_redis_cluster_reaches_its_three_clients_as_seed_nodes(
+    renderings: dict[str, Rendered],
+) -> None:
+    rendered = renderings["redis-cluster"]
+    for name in SERVICES:
+        env = _env(_containers(rendered.get("Deployment", component(name)))[0])
+        if name in REDIS_CLIENTS:
+            ref = env["REDIS_URL"]["valueFrom"]["secretKeyRef"]
+            # The Secret's value lists the seed nodes, comma-separated.
+            assert (ref["name"], ref["key"]) == ("chatpop-redis-cluster", "seeds"), name
+            assert env["REDIS_CLUSTER"] == {"name": "REDIS_CLUSTER", "value": "true"}, name
+        else:
+            assert "REDIS_URL" not in env and "REDIS_CLUSTER" not in env, name
+    # A single Redis (every other scenario) sets no REDIS_CLUSTER at all.
+    for scenario in ("default", "dev", "external-datastores"):
+        for name in REDIS_CLIENTS:
+            env = _env(_containers(renderings[scenario].get("Deployment", component(name)))[0])
+            assert "REDIS_CLUSTER" not in env, (scenario, name)
+
+
+def test_an_external_postgres_comes_from_its_secret_for_services_and_migrations(
+    renderings: dict[str, Rendered],
+) -> None:
+    rendered = renderings["redis-cluster"]
+    containers = [_containers(rendered.get("Deployment", component(name)))[0] for name in GRPC_SERVICES]
+    containers.append(_containers(rendered.get("Job", component("migrations")))[0])
+    for container in containers:
+        ref = _env(container)["DATABASE_URL"]["valueFrom"]["secretKeyRef"]
+        assert (ref["name"], ref["key"]) == ("chatpop-postgres", "dsn")
+    assert rendered.of_kind("Secret") == []
+    assert not {component("postgres"), component("redis")} & rendered.names("Deployment")
+    assert _egress_ports(_policy(rendered, "migrations")) == {6432}
+
+
+def test_redis_cluster_clients_reach_every_node_on_its_client_ports_only(
+    chart: helm.Chart, renderings: dict[str, Rendered]
+) -> None:
+    rendered = renderings["redis-cluster"]
+    node_ports = {6379, 6380, 6381}
+    for name in SERVICES:
+        spec = _policy(rendered, name)
+        rules = [rule for rule in spec["egress"] if {p["port"] for p in rule["ports"]} & node_ports]
+        if name not in REDIS_CLIENTS:
+            assert rules == [], name
+            continue
+        (rule,) = rules
+        # Every node's client port, to the cluster's addresses; never a bus port (port + 10000).
+        assert {p["port"] for p in rule["ports"]} == node_ports, name
+        assert rule["to"] == [{"ipBlock": {"cidr": "10.30.1.0/24"}}, {"ipBlock": {"cidr": "10.30.2.0/24"}}]
+        assert not {port + 10000 for port in node_ports} & _egress_ports(spec), name
+        postgres = [r for r in spec["egress"] if r["ports"][0]["port"] == 6432]
+        assert postgres[0]["to"] == [{"ipBlock": {"cidr": "10.30.0.0/24"}}]
+    # redis.port repeated in extraPorts is listed once.
+    values = load_values(*SCENARIOS["redis-cluster"])
+    values["redis"]["extraPorts"] = [6379, 6380]
+    spec = _policy(render(chart, values), "rooms")
+    (rule,) = [rule for rule in spec["egress"] if rule["ports"][0]["port"] == 6379]
+    assert [p["port"] for p in rule["ports"]] == [6379, 6380]
+
+
+def test_a_redis_cluster_needs_an_external_cluster(chart: helm.Chart) -> None:
+    with pytest.raises(helm.HelmRenderError, match=r"redis\.cluster needs an external Redis Cluster"):
+        chart.render(load_values("values-dev.yaml") | {"redis": {"cluster": True}}, name="chatpop")
+
+
+@pytest.mark.parametrize(
+    "redis",
+    [
+        {"cluster": "yes"},
+        {"extraPorts": [0]},
+        {"extraPorts": [6380, 6380]},
+        {"extraPorts": "6380"},
+        {"seeds": []},
+    ],
+    ids=lambda v: json.dumps(v, sort_keys=True),
+)
+def test_the_schema_keeps_the_redis_cluster_values_strict(chart: helm.Chart, redis: dict[str, Any]) -> None:
+    with pytest.raises(helm.HelmValuesError):
+        chart.validate_schema({"redis": redis})

@@ -134,7 +134,8 @@ http://localhost:8080
 {{- end -}}
 {{- end -}}
 
-{{/* DATABASE_URL and REDIS_URL: the dev datastores of the release, or the referenced Secrets. */}}
+{{/* DATABASE_URL and REDIS_URL (REDIS_CLUSTER with redis.cluster): the dev datastores of the release,
+or the referenced Secrets. */}}
 {{- define "chatpop.databaseEnv" -}}
 - name: DATABASE_URL
 {{- if .Values.dev.datastores.enabled }}
@@ -148,6 +149,9 @@ http://localhost:8080
 {{- end -}}
 
 {{- define "chatpop.redisEnv" -}}
+{{- if and .Values.dev.datastores.enabled .Values.redis.cluster }}
+{{- fail "redis.cluster needs an external Redis Cluster (redis.existingSecret): the dev Redis of dev.datastores is a single node" }}
+{{- end }}
 - name: REDIS_URL
 {{- if .Values.dev.datastores.enabled }}
   value: {{ printf "redis://%s:6379/0" (include "chatpop.componentName" (dict "root" . "component" "redis")) | quote }}
@@ -156,6 +160,10 @@ http://localhost:8080
     secretKeyRef:
       name: {{ required "redis.existingSecret is required (a Secret holding the Redis URL)" .Values.redis.existingSecret }}
       key: {{ .Values.redis.existingSecretKey }}
+{{- end }}
+{{- if .Values.redis.cluster }}
+- name: REDIS_CLUSTER
+  value: "true"
 {{- end }}
 {{- end -}}
 
