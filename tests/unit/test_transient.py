@@ -27,6 +27,10 @@ from chatpop_common.transient import is_transient
         TimeoutError(),
         redis.exceptions.ConnectionError("Error 111 connecting"),
         redis.exceptions.TimeoutError("Timeout reading from socket"),
+        redis.exceptions.ClusterDownError("CLUSTERDOWN The cluster is down"),
+        redis.exceptions.MasterDownError("MASTERDOWN Link with MASTER is down"),
+        redis.exceptions.TryAgainError("TRYAGAIN Multiple keys request during rehashing of slot"),
+        redis.exceptions.SlotNotCoveredError("Slot 42 is not covered by the cluster"),
     ],
 )
 def test_passing_failures_are_transient(exc: BaseException) -> None:
@@ -41,6 +45,8 @@ def test_passing_failures_are_transient(exc: BaseException) -> None:
         asyncpg.exceptions.RaiseError("raised by a trigger"),
         asyncpg.InterfaceError("cannot perform operation: another operation is in progress"),
         redis.exceptions.ResponseError("WRONGTYPE"),
+        redis.exceptions.ClusterCrossSlotError("CROSSSLOT Keys in request don't hash to the same slot"),
+        redis.exceptions.RedisClusterException("EVALSHA - all keys must map to the same key slot"),
         FileNotFoundError(errno.ENOENT, "no such file"),
         ValueError("bad input"),
         KeyError("x"),

@@ -1,7 +1,8 @@
 """Which datastore failures are transient: the same call may succeed when tried again a moment later.
 
 A Postgres restart, failover or admin shutdown, a refused or reset connection, a serialization
-failure or deadlock, Redis going away: each of these says nothing about the request itself. The
+failure or deadlock, Redis going away, a Redis Cluster shard failing over (CLUSTERDOWN, TRYAGAIN, a
+slot briefly served by nobody): each of these says nothing about the request itself. The
 server retries such a call within its deadline (interceptors.py) and, when the datastore is still
 away, answers UNAVAILABLE so that clients retry too, never INTERNAL.
 """
@@ -37,6 +38,13 @@ _TRANSIENT_ERRNOS = frozenset(
         errno.ENETDOWN,
     }
 )
+# A Redis Cluster while a master fails over or a slot moves (the client refreshes its map and retries a
+# few times itself; these are what is left when that was not enough). Cross-slot errors are bugs.
+_PASSING_CLUSTER_STATES = (
+    redis.exceptions.ClusterDownError,  # and MasterDownError
+    redis.exceptions.TryAgainError,
+    redis.exceptions.SlotNotCoveredError,
+)
 # asyncpg reports a connection that died under an operation with these client-side errors.
 _CLOSED_CONNECTION_HINTS = ("connection is closed", "connection was closed", "pool is closing")
 
@@ -52,6 +60,8 @@ def _one_is_transient(exc: BaseException) -> bool:
         # "another operation is in progress" after the server dropped the connection mid-call.
         return True
     if isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
+        return True
+    if isinstance(exc, _PASSING_CLUSTER_STATES):
         return True
     if isinstance(exc, ConnectionError | TimeoutError):
         return True
