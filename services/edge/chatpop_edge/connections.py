@@ -44,6 +44,7 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from uvicorn.server import ServerState
+from websockets.datastructures import Headers
 from websockets.exceptions import InvalidState
 from websockets.http11 import Request
 
@@ -467,6 +468,12 @@ class EdgeWebSocketProtocol(WebSocketsSansIOProtocol):
         self._handshake_done()
         # The upgrade request and our answer are sent; nothing reads them again (the scope has the
         # request's headers), and an idle socket would keep ~2 KiB of header objects for nothing.
+        # websockets' parser keeps the request object itself alive for the connection's life (a local
+        # of its generator): what it holds is dropped.
+        request = self.request
+        if request is not None:
+            request.headers = Headers()
+            request.path = "/"
         self.request = None  # type: ignore[assignment]
         self.response = None  # type: ignore[assignment]
         super().start_keepalive()

@@ -48,7 +48,7 @@ class EdgeSettings(ServiceAddresses, S3Settings):
     # at most SEND_BATCH_CALLS calls at a time. Past SEND_QUEUE_LIMIT sends waiting or in flight in
     # this process (those sockets hold behind their unanswered ones included), a send is refused
     # the moment it is read (`overloaded`, retryable after SEND_RETRY_AFTER_MS) instead of queued.
-    # It must exceed SEND_BATCH_CALLS × SEND_BATCH_MAX, or the calls never fill.
+    # It must exceed SEND_BATCH_CALLS * SEND_BATCH_MAX, or the calls never fill.
     send_batch_delay: float = Field(default=0.001, ge=0, le=0.1)
     send_batch_max: int = Field(default=256, ge=1, le=1000)
     send_batch_calls: int = Field(default=4, ge=1, le=64)

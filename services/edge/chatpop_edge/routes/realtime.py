@@ -7,6 +7,8 @@ import re
 
 import grpc
 from fastapi import APIRouter, WebSocket
+from starlette.datastructures import Headers, QueryParams
+from starlette.types import Scope
 
 from chatpop_common.errors import ServiceError
 from chatpop_edge import models
@@ -33,13 +35,33 @@ log = logging.getLogger(__name__)
 _ROOM_CODE = re.compile(models.ROOM_CODE_PATTERN)
 
 
-def _socket_token(websocket: WebSocket) -> str | None:
+_SOCKET_PATH = re.compile(r"/ws/v1/rooms/([^/]+)")
+
+
+def room_code_of(scope: Scope) -> str | None:
+    """The room code when a WebSocket scope is the room socket's path (as the route matches it)."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root) :]
+    match = _SOCKET_PATH.fullmatch(path)
+    return match.group(1) if match else None
+
+
+def _socket_token(websocket: WebSocket, query: QueryParams) -> str | None:
     """Browsers cannot set headers on a WebSocket, so the token comes in the query string."""
-    token = websocket.query_params.get("token", "").strip()
+    token = query.get("token", "").strip()
     if token:
         return token
-    scheme, _, value = websocket.headers.get("authorization", "").partition(" ")
+    scheme, _, value = Headers(scope=websocket.scope).get("authorization", "").partition(" ")
     return value.strip() if scheme.lower() == "bearer" and value.strip() else None
+
+
+def _forget_upgrade_request(scope: Scope) -> None:
+    """The upgrade request's headers and query (the token among them) were read; an open socket
+    would keep them (~2 KiB) for nothing."""
+    scope["headers"] = []
+    scope["query_string"] = b""
 
 
 @router.websocket("/ws/v1/rooms/{code}")
@@ -51,7 +73,9 @@ async def room_socket(websocket: WebSocket, code: str) -> None:
     # Accept first: a close before the handshake reaches browsers as a bare 403 with no code.
     await websocket.accept()
 
-    token = _socket_token(websocket)
+    # Read from the scope, not through websocket.query_params/.headers, which would keep them.
+    query = QueryParams(websocket.scope["query_string"])
+    token = _socket_token(websocket, query)
     if token is None:
         await websocket.close(CLOSE_INVALID_TOKEN, "unauthenticated")
         return
@@ -63,7 +87,7 @@ async def room_socket(websocket: WebSocket, code: str) -> None:
         await websocket.close(CLOSE_NOT_FOUND, "room_not_found")
         return
     resume_after: int | None = None
-    raw_after = websocket.query_params.get("after_seq")
+    raw_after = query.get("after_seq")
     if raw_after is not None:
         try:
             resume_after = parse_after_seq(raw_after)
@@ -114,6 +138,8 @@ async def room_socket(websocket: WebSocket, code: str) -> None:
         await websocket.close(close_code_for(exc), map_rpc_error(exc).code)
         return
 
+    del query
+    _forget_upgrade_request(websocket.scope)
     session = SocketSession(
         websocket, room_id=room_id, principal=principal, token=token, backends=backends, settings=settings
     )
