@@ -62,6 +62,7 @@ CLOSE_TRY_AGAIN = 1013
 TOO_SLOW = "too slow: reconnect and resume"
 
 _MAX_PENDING_SENDS = 32
+_NOBODY: frozenset[str] = frozenset()
 # The error frame's code and message for a failure nobody expected (REST answers it with a 500).
 _INTERNAL = ("internal", "Something went wrong on our side.")
 # Seconds a close may take before the connection is dropped (a peer that stopped reading).
@@ -190,7 +191,7 @@ class SocketSession:
         # The participant's mutes: whose typing this socket does not get. The list goes to the client
         # as a `mutes` frame right after `ready` (set_mutes before the socket is live), then on change.
         self._mutes: tuple[str, ...] | None = None
-        self._muted: frozenset[str] = frozenset()
+        self._muted: frozenset[str] = _NOBODY
         self._mutes_frame: str | None = None
 
         # Made on the first send: most sockets only read.
@@ -218,7 +219,9 @@ class SocketSession:
         mutes = tuple(participant_ids)
         if mutes == self._mutes:
             return
-        self._mutes, self._muted = mutes, frozenset(mutes)
+        # An empty frozenset() is a fresh 216-byte object each time; most sockets mute nobody.
+        self._muted = frozenset(mutes) if mutes else _NOBODY
+        self._mutes = mutes
         frame = frames.mutes_frame(mutes)
         if self.live.is_set():
             self._enqueue(frame)
