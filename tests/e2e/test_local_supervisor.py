@@ -26,7 +26,7 @@ import grpc
 import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from chatpop_common.devstack import Postgres
+from chatpop_common.devstack import Postgres, RedisCluster
 from chatpop_common.localrun import REPO_ROOT, SERVICES, Ports, port_in_use, service_pythonpath
 from chatpop_common.processes import python_module
 
@@ -327,3 +327,19 @@ def test_redis_cluster_1_runs_the_platform_on_a_private_cluster_that_a_restart_f
             assert again.process.wait(timeout=60) == 0, again.output
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def test_redis_cluster_1_with_a_redis_url_uses_that_cluster(redis_cluster: RedisCluster) -> None:
+    with make_run({"REDIS_CLUSTER": "1", "REDIS_URL": redis_cluster.url}) as run:
+        run.wait_for(r"ChatPop is running")
+        assert f"  Redis       {redis_cluster.url}  (Redis Cluster)\n" in run.output, run.output
+        assert "starting a 3-master Redis Cluster" not in run.output
+        assert "starting Redis" not in run.output
+        assert not (run.data_dir / "redis-cluster").exists() and not (run.data_dir / "redis").exists()
+        with httpx.Client(base_url=f"http://127.0.0.1:{run.ports.edge}", timeout=10) as http:
+            _create_room(http)
+        assert _cluster_keys(redis_cluster.ports[0], "rooms:room-creations:*")
+        run.process.send_signal(signal.SIGTERM)
+        assert run.process.wait(timeout=60) == 0, run.output
+    # make run leaves a cluster it did not start running.
+    assert all(port_in_use(port) for port in redis_cluster.ports)
