@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -17,6 +18,8 @@ from redis.backoff import ExponentialBackoff
 from chatpop_common.readiness import Datastore
 from chatpop_common.settings import ServiceSettings
 from chatpop_common.telemetry import tracing_enabled
+
+log = logging.getLogger(__name__)
 
 _instrumented = False
 
@@ -111,12 +114,27 @@ def create_redis(url: str, *, cluster: bool = False) -> RedisClient:
         username=first.username or None,
         password=first.password or None,
         ssl=first.scheme == "rediss",
-        # A moved slot or a failed-over master is found again by refreshing the topology at once.
-        reinitialize_steps=1,
         # Attempts at a command while a shard fails over (a replica takes over within seconds).
         retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=3),
         **options,
     )
+
+
+# Seconds a service waits at start-up for a Redis Cluster's slot map.
+_WARM_UP_SECONDS = 5.0
+
+
+async def warm_up_redis(client: RedisClient) -> None:
+    """A cluster client reads the slot map before its first commands: otherwise a first burst of
+    concurrent commands meets a redirect and a topology refresh that drops the connections they are on.
+    Redis being unreachable now is not an error: the map is read again on first use."""
+    if not isinstance(client, RedisCluster):
+        return
+    try:
+        async with asyncio.timeout(_WARM_UP_SECONDS):
+            await client.initialize()
+    except Exception as exc:  # redis-py raises several unrelated types here
+        log.warning("the Redis Cluster's slot map could not be read yet: %s", exc)
 
 
 class PostgresProbe:

@@ -13,7 +13,13 @@ from chatpop.identity.v1 import identity_pb2, identity_pb2_grpc
 from chatpop.rooms.v1 import rooms_pb2_grpc
 from chatpop_common.auth import KeyCache, TokenVerifier
 from chatpop_common.clients import insecure_channel
-from chatpop_common.datastores import RedisClient, create_redis, service_datastores, service_pool
+from chatpop_common.datastores import (
+    RedisClient,
+    create_redis,
+    service_datastores,
+    service_pool,
+    warm_up_redis,
+)
 from chatpop_common.fixed_window import FixedWindowLimiter
 from chatpop_common.outbox import Relay
 from chatpop_common.server import GrpcApp, Registration
@@ -104,6 +110,7 @@ async def build(settings: Settings) -> GrpcApp:
     await passwords.prepare()
     pool = await service_pool(settings, "identity")
     redis = create_redis(settings.redis_url, cluster=settings.redis_cluster)
+    await warm_up_redis(redis)
     store = IdentityStore(pool)
     passwords_flow = password_changes(settings, pool, redis, store, passwords, keys)
     login_failures = LoginFailures(

@@ -13,7 +13,7 @@ from chatpop.rooms.v1 import rooms_pb2_grpc
 from chatpop_common.audit_events import AuditLog, deliver_to_identity
 from chatpop_common.auth import KeyCache, KeyFetcher, TokenVerifier
 from chatpop_common.clients import identity_key_fetcher, insecure_channel
-from chatpop_common.datastores import create_redis, service_datastores, service_pool
+from chatpop_common.datastores import create_redis, service_datastores, service_pool, warm_up_redis
 from chatpop_common.objectstore import ObjectStore
 from chatpop_common.outbox import Relay
 from chatpop_common.periodic import run_every
@@ -75,13 +75,17 @@ async def build(settings: MessagingSettings, *, key_fetcher: KeyFetcher | None =
     relay = Relay(pool, name="messaging", listen_dsn=settings.database_url)
     deliver_to_identity(relay, identity, credentials)
     # One quick retry covers a pooled connection that died with a Redis restart; more would only
-    # delay the Postgres fallback.
+    # delay the Postgres fallback. Not on a cluster: there a retry re-reads the topology, and a
+    # pipeline's retry (redis-py's) sleeps first, so a send's ack would wait on a shard that is failing
+    # over; the commands that follow find the new topology, and idle connections are health-checked.
     redis = create_redis(settings.redis_url, cluster=settings.redis_cluster)
-    redis.set_retry(Retry(NoBackoff(), 1))  # type: ignore[attr-defined]
+    redis.set_retry(Retry(NoBackoff(), 0 if settings.redis_cluster else 1))  # type: ignore[attr-defined]
     # Pub/sub gets its own connection, and no silent reconnects: a drop must be seen so the hubs
     # can look up what was published meanwhile.
     pubsub_redis = create_redis(settings.redis_url, cluster=settings.redis_cluster)
     pubsub_redis.set_retry(Retry(NoBackoff(), 0))  # type: ignore[attr-defined]
+    await warm_up_redis(redis)
+    await warm_up_redis(pubsub_redis)
     rooms_channel = insecure_channel(settings.rooms_addr)
 
     # Media purges wait in the outbox until storage is configured (nothing else can delete objects).

@@ -10,7 +10,7 @@ from chatpop.rooms.v1 import rooms_pb2, rooms_pb2_grpc
 from chatpop_common.audit_events import AuditLog, deliver_to_identity
 from chatpop_common.auth import TokenVerifier
 from chatpop_common.clients import identity_key_cache, insecure_channel
-from chatpop_common.datastores import create_redis, service_datastores, service_pool
+from chatpop_common.datastores import create_redis, service_datastores, service_pool, warm_up_redis
 from chatpop_common.fixed_window import FixedWindowLimiter
 from chatpop_common.outbox import Relay
 from chatpop_common.server import GrpcApp, Registration
@@ -41,6 +41,7 @@ async def build(settings: Settings, *, room_codes: Callable[[], str] = new_room_
     """Everything the rooms server needs; `room_codes` lets a caller choose how codes are drawn."""
     pool = await service_pool(settings, "rooms")
     redis = create_redis(settings.redis_url, cluster=settings.redis_cluster)
+    await warm_up_redis(redis)
     identity_channel = insecure_channel(settings.identity_addr)
     identity = identity_pb2_grpc.IdentityServiceStub(identity_channel)
     credentials = ServiceCredentials(identity, "rooms", settings.service_token_secret.get_secret_value())
