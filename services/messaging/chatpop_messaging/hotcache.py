@@ -335,6 +335,13 @@ class RedisGuard:
         except REDIS_ERRORS as exc:
             self.failed(op, exc)
             return False, None
+        except Exception as exc:
+            # redis-py may fail otherwise when a connection is torn down under a command (a cluster
+            # client refreshing its topology while a master fails over): Redis failing all the same,
+            # which must not fail the caller; logged whole, in case it is something else.
+            log.exception("redis call failed unexpectedly (%s)", op)
+            self.failed(op, exc)
+            return False, None
         self.succeeded()
         return True, result
 
