@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
+from signal import SIGSTOP
 from typing import Any
 
 import asyncpg
@@ -480,17 +480,20 @@ async def master_of(redis: RedisCluster, key: str) -> int:
     raise AssertionError(f"no master serves slot {slot}")
 
 
-async def test_killing_a_master_mid_traffic_loses_no_acknowledged_message(
+@pytest.mark.parametrize("fault", ["kill", "freeze"])
+async def test_a_master_failing_mid_traffic_loses_no_acknowledged_message(
     database_url: str,
     redis_cluster_ha: ClusterServers,
     rooms: tuple[FakeRooms, str],
     fake_rooms: FakeRooms,
-    tmp_path: Path,
+    fault: str,
 ) -> None:
     """Two messaging processes on a 3+3 cluster, live subscribers on rooms over every shard on both,
-    a sender on each room sending all along; the master serving one room's slot is killed. Every
-    acknowledged message is in Postgres, every subscriber gets every acknowledged message of its room
-    in order without a gap, and sends keep being acknowledged through the failover."""
+    a sender on each room sending all along; the master serving one room's slot is killed (its
+    connections refused), or frozen (SIGSTOP: cut off, nothing refused, found out by the topology
+    alone). Every acknowledged message is in Postgres, every subscriber gets every acknowledged
+    message of its room in order without a gap, and sends keep being acknowledged through the
+    failover, the subscriptions re-homed on the replica that took over."""
     url = redis_cluster_ha.url
     values: dict[str, Any] = {"redis_cluster": True, "hub_poll_interval": 0.5, **GENEROUS_RATE_LIMIT}
     redis = RedisCluster(
@@ -537,7 +540,12 @@ async def test_killing_a_master_mid_traffic_loses_no_acknowledged_message(
                 await eventually(
                     lambda: _async(all(len(seqs) >= 5 for seqs in acked.values())), "sends before the kill"
                 )
-                redis_cluster_ha.kill(victim_port)
+                if fault == "kill":
+                    redis_cluster_ha.kill(victim_port)
+                else:
+                    assert redis_cluster_ha.processes is not None
+                    # Stays stopped until the fixture kills the cluster.
+                    redis_cluster_ha.processes[victim_port].send_signal(SIGSTOP)
 
                 async def rehomed() -> bool:
                     # Both processes subscribed the victim room's channel again, on the replica that

@@ -70,6 +70,10 @@ _RETRY_DELAY = 1.0
 _QUIET_CHANNEL = "msg:{fanout}:quiet"
 # Seconds between the sharded subscriber's looks at its node readers and rooms waiting for a node.
 _SUPERVISE_INTERVAL = 1.0
+# Seconds between reads of the cluster's topology by the sharded subscriber, which re-homes when a
+# subscribed room's slot is served elsewhere now without any sign on its connection (a node cut off
+# by the network, not refusing connections).
+_TOPOLOGY_CHECK_INTERVAL = 5.0
 
 
 def responses(messages: list[messaging_pb2.Message]) -> list[messaging_pb2.SubscribeResponse]:
@@ -344,6 +348,10 @@ class Fanout:
         # sunsubscribe of a wanted room means its slot moved); set when the subscriber must re-home.
         self._readers: dict[str, asyncio.Task[None]] = {}
         self._unhomed: set[str] = set()
+        # The node each subscribed room's channels are on; nodes that refused a subscribe since the
+        # subscriber last tried every node (a room arriving meanwhile does not wait on them again).
+        self._homes: dict[str, str] = {}
+        self._unreachable: set[str] = set()
         self._leaving: Counter[bytes] = Counter()
         self._trouble = asyncio.Event()
 
@@ -421,6 +429,7 @@ class Fanout:
             self._unhomed |= await self._home(pubsub, [room_id])
             return
         self._unhomed.discard(room_id)
+        self._homes.pop(room_id, None)
         channels = (live_channel(room_id), signal_channel(room_id))
         for channel in channels:
             if channel.encode() in pubsub.shard_channels:
@@ -434,9 +443,10 @@ class Fanout:
 
     async def _home(self, pubsub: Any, rooms: Iterable[str]) -> set[str]:
         """Subscribe the shard channels of `rooms` on the nodes serving them now (the subscription
-        lock held); the rooms whose node could not be reached (tried once per node)."""
+        lock held); the rooms whose node could not be reached (tried once per node until the
+        subscriber's next retry)."""
         assert isinstance(self._redis, RedisCluster)
-        unreachable: set[str] = set()
+        unreachable = self._unreachable
         unhomed: set[str] = set()
         for room_id in rooms:
             channels = (live_channel(room_id), signal_channel(room_id))
@@ -455,6 +465,8 @@ class Fanout:
                 log.warning("subscribing room %s on %s failed: %s", room_id, node.name, exc)
                 unreachable.add(node.name)
                 unhomed.add(room_id)
+                continue
+            self._homes[room_id] = node.name
         self._watch_nodes(pubsub)
         return unhomed
 
@@ -502,6 +514,20 @@ class Fanout:
             log.warning("redis shard pub/sub connection to %s lost: %s", node.name, exc)
             trouble.set()
 
+    def _moved_rooms(self) -> bool:
+        """Whether a subscribed room's slot is served by another node than the one its channels are
+        on, in the topology just read."""
+        assert isinstance(self._redis, RedisCluster)
+        for room_id, name in list(self._homes.items()):
+            try:
+                node = self._redis.get_node_from_key(live_channel(room_id))
+            except REDIS_ERRORS:
+                continue
+            if node is not None and node.name != name:
+                log.info("room %s is served by %s now, not %s: re-homing", room_id, node.name, name)
+                return True
+        return False
+
     async def _listen_sharded(self) -> None:
         """On a cluster: keep every room with a hub subscribed on the node serving its slot; re-home
         after a node's failure or a moved slot, then look up what was published meanwhile."""
@@ -521,6 +547,8 @@ class Fanout:
                 async with self._subscription_lock:
                     self._pubsub = pubsub
                     self._leaving.clear()
+                    self._homes.clear()
+                    self._unreachable.clear()
                     self._unhomed = await self._home(pubsub, list(self._hubs))
                 if connected_before:
                     # Whatever was published while the subscriptions were elsewhere is lost: look it up.
@@ -532,6 +560,7 @@ class Fanout:
                 delay = 0.1
                 retry_delay = 0.1
                 retry_at = loop.time() + retry_delay
+                check_at = loop.time() + _TOPOLOGY_CHECK_INTERVAL
                 while not trouble.is_set():
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(trouble.wait(), timeout=_SUPERVISE_INTERVAL)
@@ -541,12 +570,20 @@ class Fanout:
                         self._watch_nodes(pubsub)
                     if not self._unhomed:
                         retry_delay = 0.1
+                    now = loop.time()
+                    retrying = bool(self._unhomed) and now >= retry_at
+                    if not retrying and now < check_at:
                         continue
-                    if loop.time() < retry_at:
+                    await cluster.nodes_manager.initialize()
+                    check_at = now + _TOPOLOGY_CHECK_INTERVAL
+                    if self._moved_rooms():
+                        trouble.set()
+                        break
+                    if not retrying:
                         continue
                     # A master failing over: its rooms are served again once a replica took over.
-                    await cluster.nodes_manager.initialize()
                     async with self._subscription_lock:
+                        self._unreachable.clear()
                         waiting = [room_id for room_id in self._unhomed if room_id in self._hubs]
                         self._unhomed = await self._home(pubsub, waiting)
                     if len(self._unhomed) < len(waiting):
