@@ -3,6 +3,7 @@ private S3 (SeaweedFS)."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -44,31 +45,32 @@ def redis_server(datastores: tuple[Postgres, Redis]) -> Redis:
     return datastores[1]
 
 
-@pytest.fixture(scope="session")
-def redis_cluster() -> Iterator[RedisCluster]:
-    """A private 3-master Redis Cluster on free ports for the session (REDIS_CLUSTER=true with
-    `redis_cluster.url`)."""
-    root = Path(tempfile.mkdtemp(prefix="chatpop-rc-", dir="/tmp"))
-    cluster = RedisCluster.on_free_ports(root / "cluster", masters=3)
+@contextlib.contextmanager
+def private_redis_cluster(prefix: str, *, replicas: int) -> Iterator[RedisCluster]:
+    """A private 3-master Redis Cluster (`replicas` per master) on free ports, removed afterwards."""
+    root = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    cluster = RedisCluster.on_free_ports(root / "cluster", masters=3, replicas=replicas)
     cluster.start(root / "redis-cluster.log", persist=False)
     try:
         yield cluster
     finally:
         cluster.stop(kill=True)
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisCluster]:
+    """A private 3-master Redis Cluster on free ports for the session (REDIS_CLUSTER=true with
+    `redis_cluster.url`)."""
+    with private_redis_cluster("chatpop-rc-", replicas=0) as cluster:
+        yield cluster
 
 
 @pytest.fixture
 def redis_cluster_ha() -> Iterator[RedisCluster]:
     """A private 3+3 Redis Cluster (a replica per master) of its own, for a test that kills a master."""
-    root = Path(tempfile.mkdtemp(prefix="chatpop-rcha-", dir="/tmp"))
-    cluster = RedisCluster.on_free_ports(root / "cluster", masters=3, replicas=1)
-    cluster.start(root / "redis-cluster.log", persist=False)
-    try:
+    with private_redis_cluster("chatpop-rcha-", replicas=1) as cluster:
         yield cluster
-    finally:
-        cluster.stop(kill=True)
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
