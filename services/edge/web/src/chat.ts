@@ -377,16 +377,17 @@ export class ChatSession {
   }
 
   stop(): void {
+    if (this.readTimer !== undefined) {
+      // Leaving the room inside the app: what was seen goes out now (before `stopped` would skip it).
+      window.clearTimeout(this.readTimer);
+      void this.sendRead();
+    }
     this.stopped = true;
     this.socket?.stop();
     window.clearTimeout(this.ackTimer);
     window.clearTimeout(this.holdTimer);
     window.clearTimeout(this.typingTimer);
     window.removeEventListener("pagehide", this.onPageHide);
-    if (this.readTimer !== undefined) {
-      window.clearTimeout(this.readTimer);
-      void this.sendRead();
-    }
     this.listeners.clear();
     this.incoming.clear();
   }
