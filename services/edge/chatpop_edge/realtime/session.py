@@ -297,9 +297,12 @@ class SocketSession:
             and self._close_request is None
             and not self._overflowed
         ):
-            # A socket that is closing: the writer finds out on its next round.
-            with contextlib.suppress(ConnectionError):
+            try:
                 self._write_ready(connection)
+            except ConnectionError:
+                # The socket is closing: the writer's next round finds out and ends.
+                self._wake.set()
+                return
             if not self._outbox:
                 return
         self._wake.set()
