@@ -367,15 +367,7 @@ def _with_replicas(specs: list[ServiceSpec], *, edges: int, messaging_processes:
     for number in range(2, edges + 1):
         http_port, metrics_port = free_ports(2)
         extra.append(extra_edge_spec(specs, f"edge.{number}", http_port, metrics_port))
-    # Every messaging process starts before the first edge (the start order is the list's): an edge
-    # that dials a messaging process not listening yet keeps that connection in backoff at first.
-    first_edge = next(index for index, spec in enumerate(specs) if spec.name == "edge")
-    everything = [
-        *specs[:first_edge],
-        *(spec for spec in extra if spec.name.startswith("messaging.")),
-        *specs[first_edge:],
-        *(spec for spec in extra if spec.name.startswith("edge.")),
-    ]
+    everything = [*specs, *extra]
     by_name = {spec.name: spec for spec in everything}
     grpc_ports = [by_name[name].env["GRPC_PORT"] for name in _named(everything, "messaging")]
     if len(grpc_ports) > 1:

@@ -54,6 +54,11 @@ class Backends:
         self.rooms = rooms_pb2_grpc.RoomsServiceStub(self._channels["rooms"])
         self.messaging = messaging_pb2_grpc.MessagingServiceStub(self._channels["messaging"])
         self.payments = payments_pb2_grpc.PaymentsServiceStub(self._channels["payments"])
+        # Rooms' Subscribe streams get a channel (and so a round-robin balancer) of their own. On the
+        # shared one every room opening makes the same calls in the same order (a ListMessages, then
+        # the Subscribe), so with two messaging processes every stream would land on the same one.
+        self._streams_channel = insecure_channel(settings.messaging_addr)
+        self.messaging_streams = messaging_pb2_grpc.MessagingServiceStub(self._streams_channel)
         self.verifier = TokenVerifier(identity_key_cache(self._channels["identity"]))
         # Room tokens revoked by a ban (their participant's version went up) are refused at once.
         self.standing = ParticipantStanding(self.rooms, timeout=self.timeout)
@@ -120,4 +125,5 @@ class Backends:
         return dict(zip(names, results, strict=True))
 
     async def close(self) -> None:
-        await asyncio.gather(*(channel.close() for channel in self._channels.values()))
+        channels = [*self._channels.values(), self._streams_channel]
+        await asyncio.gather(*(channel.close() for channel in channels))

@@ -231,7 +231,7 @@ class RoomChannel:
                 if subscribed:
                     RESUBSCRIBES.inc()
                 subscribed = True
-                call = messaging.Subscribe(
+                call = self._backends.messaging_streams.Subscribe(
                     messaging_pb2.SubscribeRequest(room_id=self.room_id, after_seq=self.last_seq),
                     metadata=metadata,
                 )
