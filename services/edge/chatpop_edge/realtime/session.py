@@ -19,7 +19,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import jwt
@@ -126,8 +126,7 @@ class SocketSession:
         "_sends",
         "_typing_call",
         "_typing_interval",
-        "_wake",
-        "_writer_idle",
+        "_writer",
         "_ws",
         "last_seq",
         "live",
@@ -168,13 +167,13 @@ class SocketSession:
         )
         self._queued_bytes = 0
         self._backfill_bytes = 0
-        # The writer task waits for frames (it has sent everything it was given).
-        self._writer_idle = False
+        # The task writing what `flush` could not write at once; it ends once everything is sent, so
+        # an idle socket holds none.
+        self._writer: asyncio.Task[bool] | None = None
 
         # Flags and lists, not asyncio.Event and deque: each of those costs ~760 bytes up front, and
         # an idle socket would hold them all its life.
         self._outbox: list[tuple[str, float]] = []
-        self._wake = Flag()
         self._close_request: tuple[int, str] | None = None
         self._overflowed = False
         self._finished = Flag()
@@ -277,7 +276,7 @@ class SocketSession:
         if self._close_request is not None:
             return
         self._close_request = (code, reason[:120])
-        self._wake.set()
+        self._wake_writer()
         # A writer blocked on a peer that stopped reading cannot send the close frame: end anyway.
         asyncio.get_running_loop().call_later(_CLOSE_TIMEOUT * 2, self._finish)
 
@@ -285,13 +284,13 @@ class SocketSession:
 
     def flush(self) -> None:
         """After a room channel's pass over its sockets: what `offer` queued goes out now in one
-        write when the writer is idle and the transport below its high-water mark (no task step per
-        socket per message); otherwise the writer is woken to send it."""
-        if not self._outbox or self._wake.is_set():
+        write when no writer task is at work and the transport is below its high-water mark (no
+        task step per socket per message); otherwise a writer task sends it."""
+        if not self._outbox:
             return
         connection = self._connection
         if (
-            self._writer_idle
+            self._writer is None
             and connection is not None
             and connection.writable.is_set()
             and self._close_request is None
@@ -300,12 +299,27 @@ class SocketSession:
             try:
                 self._write_ready(connection)
             except ConnectionError:
-                # The socket is closing: the writer's next round finds out and ends.
-                self._wake.set()
+                # The socket is closing: the writer finds out and ends.
+                self._wake_writer()
                 return
             if not self._outbox:
                 return
-        self._wake.set()
+        self._wake_writer()
+
+    def _wake_writer(self) -> None:
+        """A writer task sends what is queued (and the close frame once one is asked for); one is
+        started when none is at work."""
+        if self._writer is None and not self._finished.is_set():
+            writer = asyncio.get_running_loop().create_task(self._write_loop())
+            writer.add_done_callback(self._writer_done)
+            self._writer = writer
+
+    def _writer_done(self, writer: asyncio.Task[bool]) -> None:
+        if self._writer is writer:
+            self._writer = None
+        # A writer that sent everything ends quietly; one that closed the socket or failed ends it.
+        if writer.cancelled() or writer.exception() is not None or writer.result():
+            self._finish()
 
     def _enqueue(self, frame: str, created_at: float = 0.0, *, wake: bool = True) -> None:
         if self._close_request is not None:
@@ -323,7 +337,7 @@ class SocketSession:
         self._queued_bytes += size
         self._outbox.append((frame, created_at))
         if wake:
-            self._wake.set()
+            self._wake_writer()
 
     def _over_budget(self, size: int) -> bool:
         connection = self._connection
@@ -357,29 +371,28 @@ class SocketSession:
         self._connection.close_now(CLOSE_TRY_AGAIN, TOO_SLOW)
         self._finish()
 
-    async def _write_loop(self) -> None:
+    async def _write_loop(self) -> bool:
+        """Sends what is queued until nothing is; then ends (False), or once a close was asked for,
+        sends the close frame and ends the socket (True, as when the socket failed)."""
         ws = self._ws
         connection = self._connection
         try:
-            while True:
-                while self._outbox and not self._overflowed:
-                    if connection is not None:
-                        await self._write_pending(connection)
-                    else:
-                        await self._write_each(ws)
-                if self._close_request is not None:
-                    break
-                self._wake.clear()
-                self._writer_idle = True
-                try:
-                    await self._wake.wait()
-                finally:
-                    self._writer_idle = False
+            while self._outbox and not self._overflowed:
+                if connection is not None:
+                    await self._write_pending(connection)
+                else:
+                    await self._write_each(ws)
+            if self._close_request is None:
+                # Nothing is left (and nothing can arrive before this returns): frames queued from
+                # now on start a writer of their own.
+                self._writer = None
+                return False
         except (WebSocketDisconnect, RuntimeError, OSError):
-            return
+            return True
         code, reason = self._close_request
         with contextlib.suppress(Exception):
             await asyncio.wait_for(ws.close(code, reason), timeout=_CLOSE_TIMEOUT)
+        return True
 
     async def _write_pending(self, connection: EdgeWebSocketProtocol) -> None:
         """What is pending goes out in ONE transport write: as many frames as fit below the transport's
@@ -799,10 +812,9 @@ class SocketSession:
 
     async def run(self, hub: RoomHub, resume_after: int | None) -> None:
         loop = asyncio.get_running_loop()
-        # No task waits on these two: their end ends the socket through a callback.
-        writer = loop.create_task(self._write_loop())
-        writer.add_done_callback(self._finish)
-        tasks: list[asyncio.Task[None]] = [writer]
+        # No task waits on the reader (nor on a writer at work): their end ends the socket through a
+        # callback.
+        tasks: list[asyncio.Task[Any]] = []
         try:
             if resume_after is not None:
                 # Live frames wait behind the missed ones this socket asked for: seq order holds.
@@ -839,6 +851,8 @@ class SocketSession:
             await self._finished.wait()
         finally:
             hub.detach(self)
+            if self._writer is not None:
+                tasks.append(self._writer)
             if self._sends and self._backends.sends is not None:
                 # Read but never submitted: their room goes back to the process.
                 self._backends.sends.unreserve(len(self._sends))
