@@ -36,7 +36,7 @@ import ipaddress
 import socket
 import struct
 from asyncio import TimerHandle
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import uvicorn
@@ -101,15 +101,28 @@ class Flag:
 
 class ReceiveQueue:
     """The part of asyncio.Queue uvicorn's WebSocket protocol uses (put_nowait, get, empty, qsize),
-    without its three deques and Event (~3 KiB per connection): events in a list, one getter."""
+    without its three deques and Event (~3 KiB per connection): events in a list, one getter. Once
+    a consumer is given (`hand_to`), every event goes straight to it instead."""
 
-    __slots__ = ("_getter", "_items")
+    __slots__ = ("_getter", "_items", "consumer")
 
     def __init__(self) -> None:
         self._items: list[Any] = []
         self._getter: asyncio.Future[None] | None = None
+        self.consumer: Callable[[Any], None] | None = None
+
+    def hand_to(self, consumer: Callable[[Any], None]) -> None:
+        """From now on `consumer` is called with each event as it is put, after those queued now
+        (and any put while they are handed over), in order."""
+        while self._items:
+            consumer(self._items.pop(0))
+        self.consumer = consumer
 
     def put_nowait(self, item: Any) -> None:
+        consumer = self.consumer
+        if consumer is not None:
+            consumer(item)
+            return
         self._items.append(item)
         getter = self._getter
         if getter is not None and not getter.done():
@@ -462,6 +475,28 @@ class EdgeWebSocketProtocol(WebSocketsSansIOProtocol):
             return
         extensions = self.scope.setdefault("extensions", {})
         extensions[OUTBOUND_EXTENSION] = {"connection": self}
+
+    # --- reading ------------------------------------------------------------------------------------
+
+    def deliver_to(self, consumer: Callable[[Any], None]) -> None:
+        """Every event read from now on goes to `consumer` as it is read (after those waiting), and
+        reading no longer pauses after each message until the app took it."""
+        self.queue.hand_to(consumer)  # type: ignore[attr-defined]
+        if self.read_paused:
+            self.read_paused = False
+            self.transport.resume_reading()
+
+    def send_receive_event_to_app(self) -> None:
+        if self.queue.consumer is None:  # type: ignore[attr-defined]
+            super().send_receive_event_to_app()
+            return
+        # uvicorn pauses reading after each message until the app takes it; a consumer took it
+        # already (pausing and resuming would cost two changes of the poller's interest per message).
+        paused, self.read_paused = self.read_paused, True
+        try:
+            super().send_receive_event_to_app()
+        finally:
+            self.read_paused = paused
 
     def start_keepalive(self) -> None:
         # Called once the app accepted: the handshake is over, the socket is the session's now.

@@ -18,7 +18,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -107,6 +107,8 @@ class SocketSession:
         "_finished",
         "_held",
         "_idle_timeout",
+        "_idle_timer",
+        "_last_read",
         "_last_typing",
         "_live_timeout",
         "_live_waiter",
@@ -157,6 +159,8 @@ class SocketSession:
         self._resume_limit = settings.resume_limit
         self._typing_interval = settings.typing_interval
         self._idle_timeout = settings.ws_idle_timeout
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._last_read = 0.0
         self._live_timeout = settings.rpc_timeout
         # Outgoing bytes waiting: queued here, plus (under the edge's own protocol) the transport's.
         self._connection = outbound_of(websocket.scope)
@@ -448,7 +452,35 @@ class SocketSession:
 
     # --- inbound -----------------------------------------------------------------------------------
 
+    def _on_event(self, event: Mapping[str, Any]) -> None:
+        """Under the edge's own protocol each event it reads comes here at once (no reader task, no
+        pause of reading per message): a message is handled, a disconnect ends the socket."""
+        if self._finished.is_set():
+            return
+        if event["type"] == "websocket.disconnect":
+            self._finish()
+        elif event["type"] == "websocket.receive":
+            self._last_read = asyncio.get_running_loop().time()
+            self._read(event.get("text"))
+
+    def _watch_idle(self, delay: float) -> None:
+        self._idle_timer = asyncio.get_running_loop().call_later(delay, self._idle_check)
+
+    def _idle_check(self) -> None:
+        """One timer per socket, moved on only when it fires (not on every frame read)."""
+        self._idle_timer = None
+        if self._finished.is_set() or self._close_request is not None:
+            return
+        remaining = self._last_read + self._idle_timeout - asyncio.get_running_loop().time()
+        if remaining > 0:
+            self._watch_idle(remaining)
+            return
+        WS_IDLE_CLOSES.inc()
+        # The writer sends the close frame; the socket ends when it is done.
+        self.request_close(CLOSE_IDLE, "idle")
+
     async def _read_loop(self) -> None:
+        """Under a plain uvicorn (no edge protocol): a task reads through the ASGI interface."""
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self._idle_timeout) as idle:
@@ -457,21 +489,23 @@ class SocketSession:
                     idle.reschedule(loop.time() + self._idle_timeout)
                     if message["type"] == "websocket.disconnect":
                         return
-                    text = message.get("text")
-                    if text is None:
-                        self.push(frames.error_frame("invalid_frame", "Frames are JSON text, not binary."))
-                        continue
-                    try:
-                        self._handle(text)
-                    except Exception:
-                        # No frame may end this socket's reading: it is answered, and the next one read.
-                        log.exception("client frame failed", extra={"room_id": self.room_id})
-                        self.push(frames.error_frame(*_INTERNAL))
+                    self._read(message.get("text"))
         except TimeoutError:
             WS_IDLE_CLOSES.inc()
             self.request_close(CLOSE_IDLE, "idle")
             # The writer sends the close frame; the socket ends when it is done.
             await self._finished.wait()
+
+    def _read(self, text: str | None) -> None:
+        if text is None:
+            self.push(frames.error_frame("invalid_frame", "Frames are JSON text, not binary."))
+            return
+        try:
+            self._handle(text)
+        except Exception:
+            # No frame may end this socket's reading: it is answered, and the next one read.
+            log.exception("client frame failed", extra={"room_id": self.room_id})
+            self.push(frames.error_frame(*_INTERNAL))
 
     def _handle(self, text: str) -> None:
         try:
@@ -845,12 +879,21 @@ class SocketSession:
                 for seq, frame, created_at in held:
                     self.offer(seq, frame, created_at)
                 self.flush()
-            reader = loop.create_task(self._read_loop())
-            reader.add_done_callback(self._finish)
-            tasks.append(reader)
+            connection = self._connection
+            if connection is not None:
+                self._last_read = loop.time()
+                self._watch_idle(self._idle_timeout)
+                connection.deliver_to(self._on_event)
+            else:
+                reader = loop.create_task(self._read_loop())
+                reader.add_done_callback(self._finish)
+                tasks.append(reader)
             await self._finished.wait()
         finally:
             hub.detach(self)
+            if self._idle_timer is not None:
+                self._idle_timer.cancel()
+                self._idle_timer = None
             if self._writer is not None:
                 tasks.append(self._writer)
             if self._sends and self._backends.sends is not None:
