@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import sys
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
@@ -181,11 +182,13 @@ class TokenVerifier:
         if typ == "room":
             room_id = str(unverified.get("rid", ""))
             claims = await self._decode(token, audience=room_audience(room_id))
+            # A process may hold thousands of room principals (one per open socket): the strings
+            # many of them share are kept once.
             return float(claims["exp"]), Principal(
                 subject=str(claims["sub"]),
-                kind=str(claims.get("knd", "anonymous")),
+                kind=sys.intern(str(claims.get("knd", "anonymous"))),
                 token_type="room",
-                room_id=str(claims["rid"]),
+                room_id=sys.intern(str(claims["rid"])),
                 participant_id=str(claims.get("pid", "")),
                 version=int(claims.get("ver", 0)),
                 is_host=bool(claims.get("host", False)),
