@@ -13,8 +13,10 @@ from typing import Any
 
 import pytest
 from uvicorn.server import ServerState
+from websockets.protocol import State
+from websockets.server import ServerProtocol
 
-from chatpop_edge.connections import EdgeHttpProtocol, EdgeServerConfig, PendingConnections
+from chatpop_edge.connections import EdgeHttpProtocol, EdgeServerConfig, PendingConnections, SharedFrames
 from chatpop_edge.settings import EdgeSettings
 
 IP_HASH_KEY = "unit-test-ip-hash-key"
@@ -362,3 +364,31 @@ async def test_a_pipelined_head_is_counted_and_timed_while_the_previous_request_
     assert transport.closed and transport.written == b""
     release.set()
     await settle()
+
+
+# --- frames serialized once for every socket -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("text", ["", "pong", "é" * 70, "x" * 125, "x" * 126, "y" * 65_535, "z" * 65_536])
+def test_a_shared_frame_is_byte_for_byte_what_websockets_sends_on_the_connection(text: str) -> None:
+    server = ServerProtocol()
+    server.state = State.OPEN
+    server.send_text(text.encode())
+    expected = b"".join(server.data_to_send())
+    frames = SharedFrames()
+    assert frames.wire(text) == expected
+    # Every further socket gets the very bytes the first one did.
+    assert frames.wire(text) is frames.wire(text)
+
+
+def test_shared_frames_are_forgotten_in_bulk_past_their_count_or_size() -> None:
+    frames = SharedFrames(limit=3, bytes_limit=1_000)
+    first = frames.wire("a")
+    frames.wire("b")
+    frames.wire("c")
+    assert frames.wire("a") is first
+    frames.wire("d")  # a fourth: the others are forgotten
+    assert frames.wire("a") is not first and frames.wire("a") == first
+    big = frames.wire("x" * 900)
+    frames.wire("y" * 200)  # past the size: forgotten again
+    assert frames.wire("x" * 900) is not big

@@ -46,7 +46,9 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 from uvicorn.server import ServerState
 from websockets.datastructures import Headers
 from websockets.exceptions import InvalidState
+from websockets.frames import Frame, Opcode
 from websockets.http11 import Request
+from websockets.protocol import State
 
 from chatpop_edge.client_ip import ClientAddressResolver, IPNetwork, parse_ip
 from chatpop_edge.metrics import CONNECTIONS_CUT, CONNECTIONS_PENDING, WS_ABORTS
@@ -97,6 +99,38 @@ class Flag:
             if self._waiters is not None and waiter in self._waiters:
                 self._waiters.remove(waiter)
         return True
+
+
+def _text_frame(text: str) -> bytes:
+    """A text message as a server sends it without extensions (unmasked: the same bytes whichever
+    connection it goes to), serialized by websockets."""
+    return Frame(Opcode.TEXT, text.encode()).serialize(mask=False, extensions=[])
+
+
+class SharedFrames:
+    """Serialized text frames of messages many sockets send (a room channel hands each member the
+    same str): serialized once for all of them. Bounded: forgotten all at once past a count or size
+    (the frames of one pass over a room are sent before the next message's)."""
+
+    def __init__(self, limit: int = 512, bytes_limit: int = 8 * 1024 * 1024) -> None:
+        self._frames: dict[str, bytes] = {}
+        self._bytes = 0
+        self._limit = limit
+        self._bytes_limit = bytes_limit
+
+    def wire(self, text: str) -> bytes:
+        frame = self._frames.get(text)
+        if frame is None:
+            frame = _text_frame(text)
+            if len(self._frames) >= self._limit or self._bytes + len(frame) > self._bytes_limit:
+                self._frames.clear()
+                self._bytes = 0
+            self._frames[text] = frame
+            self._bytes += len(frame)
+        return frame
+
+
+SHARED_FRAMES = SharedFrames()
 
 
 class ReceiveQueue:
@@ -532,18 +566,33 @@ class EdgeWebSocketProtocol(WebSocketsSansIOProtocol):
 
     # --- closing ------------------------------------------------------------------------------------
 
-    def send_texts(self, texts: Sequence[str]) -> None:
+    def send_texts(self, texts: Sequence[str], shared: Sequence[bool] = ()) -> None:
         """Frame several text messages and hand them to the transport in ONE write (the caller waits
-        for `writable` first, as uvicorn's own send does). ConnectionError once the socket is closing."""
+        for `writable` first, as uvicorn's own send does). ConnectionError once the socket is closing.
+        `shared[i]`: texts[i] is a str many sockets send (a room's message), whose serialized frame
+        SHARED_FRAMES keeps for the others."""
         if self.disconnected or self.close_sent:
             raise ConnectionError("the WebSocket is closing")
         conn = self.conn
-        try:
-            for text in texts:
-                conn.send_text(text.encode())
-        except InvalidState as exc:
-            raise ConnectionError("the WebSocket is closing") from exc
-        self.transport.write(b"".join(conn.data_to_send()))
+        if conn.state is not State.OPEN:
+            raise ConnectionError("the WebSocket is closing")
+        if conn.extensions or conn.expect_continuation_frame:
+            # Not the plain frames _text_frame makes: websockets frames each one for this connection.
+            try:
+                for text in texts:
+                    conn.send_text(text.encode())
+            except InvalidState as exc:
+                raise ConnectionError("the WebSocket is closing") from exc
+            self.transport.write(b"".join(conn.data_to_send()))
+            return
+        # An open connection without extensions: a text frame's bytes are the same on every one,
+        # and websockets keeps no state about frames it sends whole (it would only queue the bytes).
+        wire = SHARED_FRAMES.wire
+        chunks = [
+            wire(text) if index < len(shared) and shared[index] else _text_frame(text)
+            for index, text in enumerate(texts)
+        ]
+        self.transport.write(chunks[0] if len(chunks) == 1 else b"".join(chunks))
 
     def write_buffer_size(self) -> int:
         """Bytes written to the transport that the kernel has not taken yet."""

@@ -412,6 +412,8 @@ class SocketSession:
         room = connection.write_high_water - connection.write_buffer_size()
         outbox = self._outbox
         texts: list[str] = []
+        # Live message frames: the same str goes to every member of the room.
+        shared: list[bool] = []
         size = 0
         delivered = 0
         now = 0.0
@@ -419,6 +421,7 @@ class SocketSession:
             if texts and size + len(frame) > room:
                 break
             texts.append(frame)
+            shared.append(bool(created_at))
             size += len(frame)
             if created_at:
                 if not now:
@@ -426,7 +429,7 @@ class SocketSession:
                 delivered += 1
                 SEND_TO_DELIVER.observe(max(0.0, now - created_at))
         del outbox[: len(texts)]
-        connection.send_texts(texts)
+        connection.send_texts(texts, shared)
         self._queued_bytes -= size
         if self._backfill_bytes:
             self._backfill_bytes = max(0, self._backfill_bytes - size)
