@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import bisect
+
 from prometheus_client import Counter, Gauge, Histogram
 
 HTTP_REQUESTS = Counter(
@@ -86,3 +89,71 @@ SENDS_REFUSED = Counter(
     "Sends refused by this process before reaching messaging, by code (`overloaded`).",
     ["code"],
 )
+
+
+class HistogramTally:
+    """Observations of an unlabelled Histogram counted here and added to it in one go (`flush`):
+    what `observe` would have recorded, without its two locked increments per observation."""
+
+    __slots__ = ("_bounds", "_histogram", "counts", "total")
+
+    def __init__(self, histogram: Histogram) -> None:
+        self._histogram = histogram
+        # Histogram.observe puts an amount in the first bucket whose upper bound is not below it.
+        self._bounds: list[float] = list(histogram._upper_bounds)
+        self.counts = [0] * len(self._bounds)
+        self.total = 0.0
+
+    def observe(self, amount: float) -> None:
+        self.total += amount
+        self.counts[bisect.bisect_left(self._bounds, amount)] += 1
+
+    def flush(self) -> None:
+        histogram = self._histogram
+        for index, count in enumerate(self.counts):
+            if count:
+                histogram._buckets[index].inc(count)
+                self.counts[index] = 0
+        histogram._sum.inc(self.total)
+        self.total = 0.0
+
+
+class Deliveries:
+    """Frames written to sockets and the messages among them, counted into WS_FRAMES_SENT,
+    MESSAGES_DELIVERED and SEND_TO_DELIVER once per turn of the event loop: a pass over a room of
+    1,000 writes 1,000 frames, one metrics update instead of 3,000."""
+
+    __slots__ = ("_delays", "_scheduled", "delivered", "frames")
+
+    def __init__(self) -> None:
+        self.frames = 0
+        self.delivered = 0
+        self._delays = HistogramTally(SEND_TO_DELIVER)
+        self._scheduled = False
+
+    def written(self, frames: int) -> None:
+        self.frames += frames
+        self._schedule()
+
+    def delivered_after(self, delay: float) -> None:
+        """A message frame written `delay` seconds after the message was created."""
+        self.delivered += 1
+        self._delays.observe(delay)
+
+    def _schedule(self) -> None:
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush)
+
+    def flush(self) -> None:
+        self._scheduled = False
+        if self.frames:
+            WS_FRAMES_SENT.inc(self.frames)
+            self.frames = 0
+        if self.delivered:
+            MESSAGES_DELIVERED.inc(self.delivered)
+            self.delivered = 0
+            self._delays.flush()
+
+
+DELIVERIES = Deliveries()

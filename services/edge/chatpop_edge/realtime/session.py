@@ -35,11 +35,9 @@ from chatpop_edge.backends import Backends, auth_metadata
 from chatpop_edge.connections import EdgeWebSocketProtocol, Flag, outbound_of
 from chatpop_edge.errors import map_rpc_error
 from chatpop_edge.metrics import (
-    MESSAGES_DELIVERED,
+    DELIVERIES,
     RESUMES,
-    SEND_TO_DELIVER,
     SLOW_SOCKET_CLOSES,
-    WS_FRAMES_SENT,
     WS_IDLE_CLOSES,
 )
 from chatpop_edge.realtime import frames
@@ -414,9 +412,8 @@ class SocketSession:
         texts: list[str] = []
         # Live message frames: the same str goes to every member of the room.
         shared: list[bool] = []
+        created: list[float] = []
         size = 0
-        delivered = 0
-        now = 0.0
         for frame, created_at in outbox:
             if texts and size + len(frame) > room:
                 break
@@ -424,18 +421,17 @@ class SocketSession:
             shared.append(bool(created_at))
             size += len(frame)
             if created_at:
-                if not now:
-                    now = time.time()
-                delivered += 1
-                SEND_TO_DELIVER.observe(max(0.0, now - created_at))
+                created.append(created_at)
         del outbox[: len(texts)]
         connection.send_texts(texts, shared)
         self._queued_bytes -= size
         if self._backfill_bytes:
             self._backfill_bytes = max(0, self._backfill_bytes - size)
-        WS_FRAMES_SENT.inc(len(texts))
-        if delivered:
-            MESSAGES_DELIVERED.inc(delivered)
+        DELIVERIES.written(len(texts))
+        if created:
+            now = time.time()
+            for created_at in created:
+                DELIVERIES.delivered_after(max(0.0, now - created_at))
 
     async def _write_each(self, ws: WebSocket) -> None:
         """Under a plain uvicorn (no edge protocol): one send per frame, through the ASGI interface."""
@@ -448,10 +444,9 @@ class SocketSession:
             self._queued_bytes -= size
             if self._backfill_bytes:
                 self._backfill_bytes = max(0, self._backfill_bytes - size)
-            WS_FRAMES_SENT.inc()
+            DELIVERIES.written(1)
             if created_at:
-                MESSAGES_DELIVERED.inc()
-                SEND_TO_DELIVER.observe(max(0.0, time.time() - created_at))
+                DELIVERIES.delivered_after(max(0.0, time.time() - created_at))
 
     # --- inbound -----------------------------------------------------------------------------------
 
