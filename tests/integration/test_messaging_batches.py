@@ -35,7 +35,10 @@ from test_messaging_service import (
 
 from chatpop.messaging.v1 import messaging_pb2
 from chatpop.rooms.v1 import rooms_pb2
+from chatpop_common.datastores import create_pg_pool
 from chatpop_common.devstack import Redis
+from chatpop_messaging.group_commit import RoomsInserts
+from chatpop_messaging.store import MessageStore, NewMessage
 
 __all__ = ["rooms"]  # the module-scoped fake rooms server, shared with test_messaging_service.py
 
@@ -341,3 +344,79 @@ async def test_only_the_edge_may_send_batches(server: Messaging, fake_rooms: Fak
             messaging_pb2.SendMessagesRequest(), metadata=edge_credential(), timeout=10
         )
     assert failure(empty.value)[:2] == (grpc.StatusCode.INVALID_ARGUMENT, "invalid_batch_size")
+
+
+def _new_messages(
+    room_id: str, texts: Sequence[str], client_msg_ids: Sequence[str] | None = None
+) -> list[NewMessage]:
+    return [
+        NewMessage(
+            room_id=room_id,
+            sender_participant_id="p-rooms-inserts",
+            sender_username="Tester",
+            sender_is_host=False,
+            sender_verified=False,
+            client_msg_id=(client_msg_ids[index] if client_msg_ids else uuid.uuid4().hex),
+            text=text,
+            reply_to_seq=0,
+        )
+        for index, text in enumerate(texts)
+    ]
+
+
+async def _writers(database_url: str, room_ids: Sequence[str]) -> dict[str, set[int]]:
+    """The transactions (xmin) that wrote each room's messages."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        rows = await conn.fetch(
+            "SELECT room_id, xmin::text::bigint AS writer FROM messaging.messages WHERE room_id = ANY($1)",
+            list(room_ids),
+        )
+    finally:
+        await conn.close()
+    found: dict[str, set[int]] = {room_id: set() for room_id in room_ids}
+    for row in rows:
+        found[row["room_id"]].add(row["writer"])
+    return found
+
+
+async def test_rooms_groups_waiting_together_share_one_transaction_and_a_failing_one_fails_alone(
+    server: Messaging, database_url: str
+) -> None:
+    """While one insert is in flight the groups of other rooms wait, then go in one transaction; one
+    that cannot be stored (two sends of one key in a group break the unique key) takes the others
+    down with it only for a moment: they are stored on their own, it alone fails."""
+    pool = await create_pg_pool(database_url, schema="messaging", max_size=4)
+    try:
+        store = MessageStore(pool)
+        inserts = RoomsInserts(store, max_rooms=32, max_calls=1)
+        rooms_ = [new_room() for _ in range(6)]
+        for room_id in rooms_:
+            await store.seal_group(room_id, _new_messages(room_id, ["warm the room's key"]))
+        stored = await asyncio.gather(
+            *(inserts.insert_group(room_id, _new_messages(room_id, ["one", "two"])) for room_id in rooms_)
+        )
+        assert [[message.seq for message in found if message] for found in stored] == [[1, 2]] * 6
+        writers = await _writers(database_url, rooms_)
+        assert all(len(found) == 1 for found in writers.values())
+        # The first went alone; the five that waited behind it went together.
+        assert len({next(iter(found)) for found in writers.values()}) == 2
+
+        first, clash, last = rooms_[0], new_room(), rooms_[5]
+        await store.seal_group(clash, _new_messages(clash, ["warm"]))
+        blocker = asyncio.create_task(inserts.insert_group(first, _new_messages(first, ["three"])))
+        await asyncio.sleep(0)
+        waiting = [
+            inserts.insert_group(clash, _new_messages(clash, ["a", "b"], ["same", "same"])),
+            inserts.insert_group(last, _new_messages(last, ["three"])),
+        ]
+        outcomes = await asyncio.gather(*waiting, return_exceptions=True)
+        assert isinstance(outcomes[0], asyncpg.UniqueViolationError)
+        assert isinstance(outcomes[1], list)
+        assert [message.seq for message in outcomes[1] if message] == [3]
+        assert [message.seq for message in await blocker if message] == [3]
+        assert await stored_seqs(database_url, clash) == ([], None)
+        assert await stored_seqs(database_url, last) == ([1, 2, 3], 3)
+        await inserts.close()
+    finally:
+        await pool.close()

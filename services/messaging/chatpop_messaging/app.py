@@ -147,7 +147,11 @@ async def build(settings: MessagingSettings, *, key_fetcher: KeyFetcher | None =
     redactions = Redactions(cache, give_up_after=settings.hot_cache_ttl)
     committed = PublishQueue(cache, fanout, reader.request_rebuild)
     committer = GroupCommitter(
-        store, committed, max_group=settings.group_commit_max, max_in_flight=settings.sends_in_flight_max
+        store,
+        committed,
+        max_group=settings.group_commit_max,
+        max_in_flight=settings.sends_in_flight_max,
+        max_rooms=settings.group_commit_rooms_max,
     )
     publisher = SignalPublisher(redis, guard)
     servicer = MessagingServicer(

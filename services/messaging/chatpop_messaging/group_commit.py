@@ -12,6 +12,11 @@ message carrying media is stored on its own (its media row is locked first), in 
 A passing datastore failure is retried until the sends' deadlines; any other failure of a group is
 retried send by send, so one bad send cannot fail the others.
 
+Rooms' groups ready at the same time share a transaction (RoomsInserts): while a statement is in
+flight, the groups that become ready meanwhile wait and then go to Postgres together, in one round
+trip and one commit (each room's statement executed in turn, pipelined). A failure there runs each
+room's statement again on its own, so one room's failure stays its own.
+
 After the commit the group's entries go to the publisher (PublishQueue): every group waiting there is
 appended to the hot cache and published in one Redis round trip, rooms in commit order. A send is
 answered once its group was published (or publishing failed: readers and hubs catch up from Postgres).
@@ -51,6 +56,7 @@ from chatpop_messaging.store import (
     DuplicateClientMsgId,
     MessageStore,
     NewMessage,
+    SealedGroup,
     constraint_of,
 )
 
@@ -216,6 +222,93 @@ def _done() -> asyncio.Future[None]:
     return future
 
 
+class RoomsInserts:
+    """Rooms' group inserts that wait at the same time go to Postgres in one transaction: at most
+    `max_calls` round trips in flight, each carrying every group that was waiting (at most
+    `max_rooms`) when it left."""
+
+    def __init__(self, store: MessageStore, *, max_rooms: int, max_calls: int = 2) -> None:
+        self._store = store
+        self._max_rooms = max(1, max_rooms)
+        self._max_calls = max(1, max_calls)
+        self._calls = 0
+        self._waiting: list[tuple[SealedGroup, asyncio.Future[list[messaging_pb2.Message | None]]]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def insert_group(
+        self, room_id: str, news: Sequence[NewMessage]
+    ) -> list[messaging_pb2.Message | None]:
+        """MessageStore.insert_group, in a transaction shared with other rooms' groups."""
+        group = await self._store.seal_group(room_id, news)
+        if self._max_rooms == 1:
+            return (await self._store.insert_sealed([group]))[0]
+        future: asyncio.Future[list[messaging_pb2.Message | None]] = (
+            asyncio.get_running_loop().create_future()
+        )
+        self._waiting.append((group, future))
+        self._next()
+        return await future
+
+    def _next(self) -> None:
+        while self._waiting and self._calls < self._max_calls:
+            batch = self._waiting[: self._max_rooms]
+            del self._waiting[: self._max_rooms]
+            self._calls += 1
+            task = asyncio.create_task(self._insert(batch), name="insert rooms' groups")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _insert(
+        self, batch: list[tuple[SealedGroup, asyncio.Future[list[messaging_pb2.Message | None]]]]
+    ) -> None:
+        try:
+            try:
+                stored = await self._store.insert_sealed([group for group, _ in batch])
+            except Exception as exc:
+                if len(batch) == 1:
+                    _settle(batch[0][1], exc)
+                    return
+                # Nothing was stored: each room on its own, so that only the failing one fails.
+                await asyncio.gather(*(self._alone(group, future) for group, future in batch))
+                return
+            for (_, future), found in zip(batch, stored, strict=True):
+                _settle(future, found)
+        finally:
+            self._calls -= 1
+            for _, future in batch:
+                # Cancelled (shut down): nobody waits forever.
+                _settle(
+                    future, Unavailable("Messaging is shutting down; try again.", code="service_unavailable")
+                )
+            self._next()
+
+    async def _alone(
+        self, group: SealedGroup, future: asyncio.Future[list[messaging_pb2.Message | None]]
+    ) -> None:
+        try:
+            _settle(future, (await self._store.insert_sealed([group]))[0])
+        except Exception as exc:
+            _settle(future, exc)
+
+    async def close(self) -> None:
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _shutting_down() -> Unavailable:
+    return Unavailable("Messaging is shutting down; try again.", code="service_unavailable")
+
+
+def _settle(future: asyncio.Future[T], outcome: T | BaseException) -> None:
+    if future.done():
+        return
+    if isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+        # Retrieved by the caller; if it went away meanwhile, nobody has to hear of it.
+        future.exception()
+    else:
+        future.set_result(outcome)
+
+
 class GroupCommitter:
     def __init__(
         self,
@@ -224,8 +317,10 @@ class GroupCommitter:
         *,
         max_group: int,
         max_in_flight: int,
+        max_rooms: int = 32,
     ) -> None:
         self._store = store
+        self._inserts = RoomsInserts(store, max_rooms=max_rooms)
         self._publisher = publisher
         self._max_group = max_group
         self._max_in_flight = max_in_flight
@@ -276,7 +371,7 @@ class GroupCommitter:
             if self._rooms.get(room_id) is queue:
                 del self._rooms[room_id]
             for send in queue:
-                send.fail(Unavailable("Messaging is shutting down; try again.", code="service_unavailable"))
+                send.fail(_shutting_down())
 
     async def _commit(self, room_id: str, group: list[PendingSend]) -> None:
         GROUP_COMMIT_SENDS.observe(len(group))
@@ -365,7 +460,7 @@ class GroupCommitter:
     ) -> list[tuple[messaging_pb2.Message, bool]]:
         for attempt in range(_RACE_RETRIES + 1):
             try:
-                stored = await self._store.insert_group(room_id, [send.new for send in sends])
+                stored = await self._inserts.insert_group(room_id, [send.new for send in sends])
                 break
             except asyncpg.UniqueViolationError as exc:
                 # A retry committed by another process while this group waited: run it again.
@@ -423,6 +518,7 @@ class GroupCommitter:
     async def close(self) -> None:
         writers = list(self._writers)
         await asyncio.gather(*writers, return_exceptions=True)
+        await self._inserts.close()
 
 
 def _follow(done: asyncio.Future[Committed], send: PendingSend) -> None:

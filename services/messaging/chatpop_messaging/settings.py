@@ -43,6 +43,9 @@ class MessagingSettings(ServiceSettings, S3Settings):
     redis_retry_after: float = Field(1.0, ge=0)
     # Sends of one room stored in one group commit at most (group_commit.py).
     group_commit_max: int = Field(1000, ge=1, le=10_000)
+    # Rooms whose group commits share one transaction at most (group_commit.RoomsInserts); 1 gives
+    # every room a transaction of its own (as a log distributed by room, e.g. under Citus, wants).
+    group_commit_rooms_max: int = Field(32, ge=1, le=1000)
     # Sends in this process at once (arrived, not answered yet); past it new sends are refused at once,
     # RESOURCE_EXHAUSTED `overloaded` (retryable), rather than queued to time out.
     sends_in_flight_max: int = Field(2000, ge=1)

@@ -374,6 +374,17 @@ def carried_messages(entry: messaging_pb2.Message) -> list[messaging_pb2.Message
     return copies
 
 
+@dataclass(frozen=True, slots=True)
+class SealedGroup:
+    """MessageStore.seal_group's result: a room's group with its ids and _INSERT_GROUP's arguments."""
+
+    room_id: str
+    news: tuple[NewMessage, ...]
+    ids: list[uuid.UUID]
+    args: tuple[Any, ...]
+    opener: keys.Opener
+
+
 class MessageStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
@@ -427,10 +438,13 @@ class MessageStore:
         hold two messages of one sender with the same client_msg_id."""
         if not news:
             return []
+        return (await self.insert_sealed([await self.seal_group(room_id, news)]))[0]
+
+    async def seal_group(self, room_id: str, news: Sequence[NewMessage]) -> SealedGroup:
+        """A group of one room ready for insert_sealed: ids given, texts sealed with the room's key."""
         sealer = await keys.keyring().sealer(room_id)
         ids = [uuid.uuid4() for _ in news]
-        rows = await self._pool.fetch(
-            _INSERT_GROUP,
+        args = (
             room_id,
             ids,
             [new.sender_participant_id for new in news],
@@ -441,13 +455,25 @@ class MessageStore:
             [sealer.text(str(id_), crypto.TEXT, new.text) for id_, new in zip(ids, news, strict=True)],
             [new.reply_to_seq or None for new in news],
         )
-        opener = sealer.opener()
+        return SealedGroup(room_id, tuple(news), ids, args, sealer.opener())
+
+    async def insert_sealed(self, groups: Sequence[SealedGroup]) -> list[list[messaging_pb2.Message | None]]:
+        """Store groups of different rooms as insert_group does, in ONE transaction and one round trip
+        (the statement executed once per group, pipelined): all of them, or none when one fails."""
+        if len(groups) == 1:
+            rows = await self._pool.fetch(_INSERT_GROUP, *groups[0].args)
+        else:
+            async with self._pool.acquire() as connection:
+                rows = await connection.fetchmany(_INSERT_GROUP, [group.args for group in groups])
         by_id = {row["id"]: row for row in rows}
-        found: list[messaging_pb2.Message | None] = []
-        for id_, new in zip(ids, news, strict=True):
-            row = by_id.get(id_)
-            found.append(None if row is None else to_message(row, opener, text=new.text))
-        return found
+        answers: list[list[messaging_pb2.Message | None]] = []
+        for group in groups:
+            found: list[messaging_pb2.Message | None] = []
+            for id_, new in zip(group.ids, group.news, strict=True):
+                row = by_id.get(id_)
+                found.append(None if row is None else to_message(row, group.opener, text=new.text))
+            answers.append(found)
+        return answers
 
     async def find_by_client_msg_ids(
         self, room_id: str, keys_: Sequence[tuple[str, str]]
