@@ -50,7 +50,12 @@ from chatpop_common.errors import ResourceExhausted, ServiceError, Unavailable
 from chatpop_common.transient import is_transient
 from chatpop_messaging.fanout import Fanout
 from chatpop_messaging.hotcache import AppendResult, HotCache
-from chatpop_messaging.metrics import GROUP_COMMIT_SENDS, MESSAGES_ACCEPTED, SENDS_OVERLOADED
+from chatpop_messaging.metrics import (
+    GROUP_COMMIT_ROOMS,
+    GROUP_COMMIT_SENDS,
+    MESSAGES_ACCEPTED,
+    SENDS_OVERLOADED,
+)
 from chatpop_messaging.store import (
     CLIENT_MSG_ID_CONSTRAINT,
     DuplicateClientMsgId,
@@ -241,6 +246,7 @@ class RoomsInserts:
         """MessageStore.insert_group, in a transaction shared with other rooms' groups."""
         group = await self._store.seal_group(room_id, news)
         if self._max_rooms == 1:
+            GROUP_COMMIT_ROOMS.observe(1)
             return (await self._store.insert_sealed([group]))[0]
         future: asyncio.Future[list[messaging_pb2.Message | None]] = (
             asyncio.get_running_loop().create_future()
@@ -261,6 +267,7 @@ class RoomsInserts:
     async def _insert(
         self, batch: list[tuple[SealedGroup, asyncio.Future[list[messaging_pb2.Message | None]]]]
     ) -> None:
+        GROUP_COMMIT_ROOMS.observe(len(batch))
         try:
             try:
                 stored = await self._store.insert_sealed([group for group, _ in batch])

@@ -23,6 +23,11 @@ GROUP_COMMIT_SENDS = Histogram(
     "Sends of one room committed together (one group commit).",
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000),
 )
+GROUP_COMMIT_ROOMS = Histogram(
+    "chatpop_group_commit_rooms",
+    "Rooms whose group commits shared one transaction.",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000),
+)
 SENDS_OVERLOADED = Counter(
     "chatpop_sends_overloaded", "Sends refused at once because too many were in messaging already."
 )
