@@ -68,3 +68,19 @@ async def test_deliveries_reach_the_metrics_once_the_loop_turns() -> None:
     assert value("chatpop_ws_frames_sent_total") == frames + 4
     assert value("chatpop_messages_delivered_total") == delivered + 2
     assert value("chatpop_send_to_deliver_seconds_count") == latencies + 2
+
+
+def test_observations_since_a_moment_are_those_of_each_delay() -> None:
+    registry = CollectorRegistry()
+    observed = Histogram("one_seconds", "each", buckets=BUCKETS, registry=registry)
+    tallied = Histogram("many_seconds", "at once", buckets=BUCKETS, registry=registry)
+    tally = HistogramTally(tallied)
+    now = 1_000.0
+    created = [now - amount for amount in AMOUNTS] + [now + 5]  # one from the future counts as 0
+    for at in created:
+        observed.observe(max(0.0, now - at))
+    tally.observe_since(now, created)
+    tally.flush()
+    got = _samples(tallied)
+    for (name, le), value in _samples(observed).items():
+        assert got[(name.replace("one", "many"), le)] == pytest.approx(value), (name, le)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+from collections.abc import Sequence
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -108,6 +109,15 @@ class HistogramTally:
         self.total += amount
         self.counts[bisect.bisect_left(self._bounds, amount)] += 1
 
+    def observe_since(self, now: float, times: Sequence[float]) -> None:
+        """observe(now - t) for each of `times` (0 for one after `now`)."""
+        bounds, counts, total = self._bounds, self.counts, 0.0
+        for at in times:
+            amount = now - at if now > at else 0.0
+            total += amount
+            counts[bisect.bisect_left(bounds, amount)] += 1
+        self.total += total
+
     def flush(self) -> None:
         histogram = self._histogram
         for index, count in enumerate(self.counts):
@@ -139,6 +149,11 @@ class Deliveries:
         """A message frame written `delay` seconds after the message was created."""
         self.delivered += 1
         self._delays.observe(delay)
+
+    def delivered_at(self, now: float, created: Sequence[float]) -> None:
+        """Message frames written at `now` (time.time()) of messages created at `created`."""
+        self.delivered += len(created)
+        self._delays.observe_since(now, created)
 
     def _schedule(self) -> None:
         if not self._scheduled:

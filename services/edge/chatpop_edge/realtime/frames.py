@@ -179,10 +179,10 @@ def message_frame(message: messaging_pb2.Message) -> str:
         return participant_forgotten_frame(message)
     if message.kind in (messaging_pb2.ENTRY_KIND_PAID_PIN, messaging_pb2.ENTRY_KIND_PAID_PIN_REMOVED):
         return paid_pin_frame(message)
-    base = models.Message.from_proto(message)
+    # Validated once, as the frame itself (from_proto builds the class it is called on).
     if message.kind == messaging_pb2.ENTRY_KIND_TIP:
-        return TipFrame(**base.__dict__).model_dump_json()
-    return MessageFrame(**base.__dict__).model_dump_json()
+        return TipFrame.from_proto(message).model_dump_json()
+    return MessageFrame.from_proto(message).model_dump_json()
 
 
 class TipFrame(models.Message):
