@@ -284,9 +284,7 @@ class RoomsInserts:
             self._calls -= 1
             for _, future in batch:
                 # Cancelled (shut down): nobody waits forever.
-                _settle(
-                    future, Unavailable("Messaging is shutting down; try again.", code="service_unavailable")
-                )
+                _settle(future, _shutting_down())
             self._next()
 
     async def _alone(
