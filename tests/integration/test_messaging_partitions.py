@@ -378,3 +378,105 @@ async def test_migration_moves_an_existing_log(scratch_database: str) -> None:
             " WHERE conrelid = 'messaging.messages'::regclass AND contype = 'p'"
         ).fetchone()
         assert key == ("PRIMARY KEY (id)",)
+
+
+# ---- the send path's duplicate check -------------------------------------------------------------
+
+
+def _indexes(connection: psycopg.Connection) -> list[tuple[str, str]]:
+    """messages' indexes and its partitions', with their definitions."""
+    rows = connection.execute(
+        "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'messaging'"
+        " AND (tablename = 'messages' OR tablename LIKE 'messages\\_p__') ORDER BY 1"
+    ).fetchall()
+    return [(name, definition) for name, definition in rows]
+
+
+def _index_scans(plan: dict[str, Any]) -> list[dict[str, Any]]:
+    found = [plan] if "Index Name" in plan else []
+    for child in plan.get("Plans", ()):
+        found += _index_scans(child)
+    return found
+
+
+def _group_commit_arguments(room: str, sender: str, keys: list[str]) -> str:
+    """EXECUTE arguments of store._INSERT_GROUP: one message of `sender` per client_msg_id."""
+
+    def array(value: str) -> str:
+        return "ARRAY[" + ", ".join([value] * len(keys)) + "]"
+
+    quoted = ", ".join(f"'{key}'" for key in keys)
+    return ", ".join(
+        (
+            f"'{room}'",
+            array("gen_random_uuid()"),
+            array(f"'{sender}'"),
+            array("'someone'"),
+            array("false"),
+            array("false"),
+            f"ARRAY[{quoted}]",
+            array("'\\x00'::bytea"),
+            array("NULL::bigint"),
+        )
+    )
+
+
+@pytest.mark.parametrize("mode", ["auto", "force_custom_plan", "force_generic_plan"])
+def test_duplicate_check_stays_an_index_probe_as_a_new_log_grows(scratch_database: str, mode: str) -> None:
+    """The group commit prepared on a new database (as asyncpg prepares it, and keeps it: after five
+    executions Postgres may switch to a generic plan) goes on probing (room, sender, client_msg_id)
+    through the unique key once the room's partition has grown, before any analyse: it never reads
+    the sender's earlier messages, however many there are."""
+    upgrade(script_location("chatpop_messaging"), scratch_database, "messaging")
+    room, sender, history = f"room-{uuid.uuid4().hex[:8]}", "p-busy", 3000
+    with psycopg.connect(scratch_database, autocommit=True) as connection:
+        connection.execute("SET search_path TO messaging")
+        partition = partition_of(connection, "messages", room)
+        # No autovacuum: the partition keeps no statistics, as in a new database's first minute.
+        connection.execute(f"ALTER TABLE {partition} SET (autovacuum_enabled = false)")  # type: ignore[arg-type]
+        connection.execute(f"SET plan_cache_mode = {mode}")  # type: ignore[arg-type]
+        connection.execute(f"PREPARE group_commit AS {store._INSERT_GROUP}")  # type: ignore[arg-type]
+        for n in range(8):
+            connection.execute(
+                f"EXECUTE group_commit({_group_commit_arguments(room, sender, [f'early-{n}'])})"  # type: ignore[arg-type]
+            )
+        connection.execute(
+            "INSERT INTO messages (id, room_id, seq, sender_participant_id, sender_username, client_msg_id,"
+            " text) SELECT gen_random_uuid(), %s, n, %s, 'busy', 'c' || n, '\\x00'::bytea"
+            " FROM generate_series(9, %s) AS n",
+            (room, sender, history),
+        )
+        connection.execute("UPDATE room_counters SET last_seq = %s WHERE room_id = %s", (history, room))
+        statistics = connection.execute(
+            "SELECT count(*) FROM pg_stats WHERE schemaname = 'messaging' AND tablename = %s", (partition,)
+        ).fetchone()
+        assert statistics == (0,)
+        with connection.transaction(force_rollback=True):
+            arguments = _group_commit_arguments(room, sender, ["c-new", "c70"])
+            row = connection.execute(
+                f"EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE group_commit({arguments})"  # type: ignore[arg-type]
+            ).fetchone()
+    assert row is not None
+    plan = (row[0] if isinstance(row[0], list) else json.loads(row[0]))[0]["Plan"]
+    probes = [scan for scan in _index_scans(plan) if scan.get("Relation Name") == partition]
+    assert [scan["Index Name"] for scan in probes] == [f"{store.CLIENT_MSG_ID_CONSTRAINT}_{partition[-3:]}"]
+    # One lookup per message, one of them ("c70") a retry found: nothing else of the history was read.
+    assert probes[0].get("Rows Removed by Filter", 0) == 0, probes[0]
+    assert probes[0]["Actual Loops"] == 2, probes[0]
+    assert plan["Actual Rows"] == 1  # only "c-new" was inserted
+
+
+def test_sender_index_dropped_and_restored(scratch_database: str) -> None:
+    """0014 drops messages_sender_idx; its downgrade restores exactly the indexes 0013 left."""
+    location = script_location("chatpop_messaging")
+    upgrade(location, scratch_database, "messaging", revision="0013")
+    with psycopg.connect(scratch_database, autocommit=True) as connection:
+        before = _indexes(connection)
+    assert sum(name.startswith("messages_sender_idx") for name, _ in before) == MODULUS + 1
+    upgrade(location, scratch_database, "messaging")
+    with psycopg.connect(scratch_database, autocommit=True) as connection:
+        after = _indexes(connection)
+    assert after == [index for index in before if not index[0].startswith("messages_sender_idx")]
+    command.downgrade(alembic_config(location, scratch_database, "messaging"), "0013")
+    with psycopg.connect(scratch_database, autocommit=True) as connection:
+        assert _indexes(connection) == before

@@ -53,6 +53,9 @@ RETURNING id, room_id, seq, sender_participant_id, sender_username, sender_is_ho
 # and ONE multi-row insert. Sends already stored (retries) are left out; the caller reads their originals.
 # A retry that commits elsewhere while this statement waits for the counter's lock makes it fail with a
 # unique violation, rolled back whole (no seq is used up): the caller runs the group again.
+# The duplicate check is one probe of the unique key per send: `OFFSET 0` keeps NOT EXISTS a subplan run
+# per input row (never an anti-join that may hash the room's whole partition), and the unique key is the
+# only index on (room_id, sender_participant_id, …) (migration 0014), whatever the statistics say.
 _INSERT_GROUP = """
 WITH input AS (
     SELECT * FROM unnest($2::uuid[], $3::text[], $4::text[], $5::bool[], $6::bool[], $7::text[],
@@ -65,6 +68,7 @@ fresh AS (
         SELECT 1 FROM messages m
         WHERE m.room_id = $1 AND m.sender_participant_id = input.sender
           AND m.client_msg_id = input.client_msg_id
+        OFFSET 0
     )
 ),
 counter AS (

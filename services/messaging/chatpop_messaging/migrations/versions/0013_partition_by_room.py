@@ -176,8 +176,16 @@ def _rebuild(partitioned: bool) -> None:
     if partitioned:
         for index, name in bind.execute(sa.text(_PARTITION_INDEXES)).all():
             op.execute(f'ALTER INDEX "{index}" RENAME TO "{name}"')
+    # Statistics for the partitions that hold rows. An empty one stays never analysed, and the planner
+    # assumes at least 10 pages for it; an analysed empty one is costed at its actual size, so a
+    # statement prepared while it is nearly empty (a new database's first seconds) keeps a plan that
+    # scans it — the send path's duplicate check reading the whole partition per message — until
+    # autovacuum's first analyse replans it, a minute or more later.
     for table in PARTITIONED:
-        op.execute(f"ANALYZE {table}")
+        parts = [f"{table}_p{remainder:02d}" for remainder in range(MODULUS)] if partitioned else [table]
+        for part in parts:
+            if bind.execute(sa.text(f"SELECT EXISTS (SELECT FROM {part})")).scalar():  # noqa: S608
+                op.execute(f"ANALYZE {part}")
 
 
 def upgrade() -> None:
