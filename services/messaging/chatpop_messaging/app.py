@@ -238,6 +238,8 @@ async def build(settings: MessagingSettings, *, key_fetcher: KeyFetcher | None =
         await pubsub_redis.aclose()  # type: ignore[attr-defined]
 
     async def close_rooms() -> None:
+        await participants.close()
+        await policies.close()
         await rooms_channel.close()
 
     async def uninstall_keyring() -> None:
