@@ -37,8 +37,9 @@ from chatpop.messaging.v1 import messaging_pb2
 from chatpop.rooms.v1 import rooms_pb2
 from chatpop_common.datastores import create_pg_pool
 from chatpop_common.devstack import Redis
+from chatpop_messaging import store as store_module
 from chatpop_messaging.group_commit import RoomsInserts
-from chatpop_messaging.store import MessageStore, NewMessage
+from chatpop_messaging.store import COMMIT_SERVER_SETTINGS, MessageStore, NewMessage
 
 __all__ = ["rooms"]  # the module-scoped fake rooms server, shared with test_messaging_service.py
 
@@ -419,4 +420,34 @@ async def test_rooms_groups_waiting_together_share_one_transaction_and_a_failing
         assert await stored_seqs(database_url, last) == ([1, 2, 3], 3)
         await inserts.close()
     finally:
+        await pool.close()
+
+
+async def test_group_commits_run_on_connections_of_their_own_with_one_generic_plan(
+    server: Messaging, database_url: str
+) -> None:
+    """insert_sealed goes to the commit pool (COMMIT_SERVER_SETTINGS): the statement is planned once
+    per connection and every execution after that reuses it (with Postgres's default every group
+    was planned again); the main pool keeps the default."""
+    pool = await create_pg_pool(database_url, schema="messaging", max_size=2)
+    commits = await create_pg_pool(
+        database_url, schema="messaging", min_size=1, max_size=1, server_settings=COMMIT_SERVER_SETTINGS
+    )
+    try:
+        store = MessageStore(pool, commit_pool=commits)
+        room_id = new_room()
+        for round_ in range(8):
+            group = await store.seal_group(room_id, _new_messages(room_id, [f"round {round_}", "again"]))
+            (found,) = await store.insert_sealed([group])
+            assert [message.seq for message in found if message] == [2 * round_ + 1, 2 * round_ + 2]
+        async with commits.acquire() as connection:
+            assert await connection.fetchval("SHOW plan_cache_mode") == "force_generic_plan"
+            plans = await connection.fetchrow(
+                "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement = $1",
+                store_module._INSERT_GROUP,
+            )
+        assert plans is not None and (plans["generic_plans"], plans["custom_plans"]) == (8, 0)
+        assert await pool.fetchval("SHOW plan_cache_mode") == "auto"
+    finally:
+        await commits.close()
         await pool.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -50,9 +51,15 @@ async def _keep_session(connection: asyncpg.Connection) -> None:
 
 
 async def create_pg_pool(
-    url: str, *, schema: str, min_size: int = 1, max_size: int = 10, connect_timeout: float = 3.0
+    url: str,
+    *,
+    schema: str,
+    min_size: int = 1,
+    max_size: int = 10,
+    connect_timeout: float = 3.0,
+    server_settings: Mapping[str, str] | None = None,
 ) -> asyncpg.Pool:
-    """A pool whose connections see the service's own schema first.
+    """A pool whose connections see the service's own schema first (and have `server_settings`).
 
     A new connection gives up after `connect_timeout` seconds (asyncpg's default is a minute), so a
     call made while Postgres is away fails fast enough to be retried within its deadline.
@@ -63,7 +70,11 @@ async def create_pg_pool(
         min_size=min_size,
         max_size=max_size,
         timeout=connect_timeout,
-        server_settings={"search_path": f"{schema},public", "application_name": f"chatpop-{schema}"},
+        server_settings={
+            "search_path": f"{schema},public",
+            "application_name": f"chatpop-{schema}",
+            **(server_settings or {}),
+        },
         reset=_keep_session,
     )
     assert pool is not None
@@ -176,14 +187,22 @@ class RedisProbe:
         """The client belongs to the service, which closes it."""
 
 
-async def service_pool(settings: ServiceSettings, schema: str) -> asyncpg.Pool:
-    """The service's Postgres pool, sized and timed by its settings."""
+async def service_pool(
+    settings: ServiceSettings,
+    schema: str,
+    *,
+    max_size: int | None = None,
+    server_settings: Mapping[str, str] | None = None,
+) -> asyncpg.Pool:
+    """The service's Postgres pool, sized (unless `max_size` says) and timed by its settings."""
+    size = settings.db_pool_max if max_size is None else max_size
     return await create_pg_pool(
         settings.database_url,
         schema=schema,
-        min_size=settings.db_pool_min,
-        max_size=settings.db_pool_max,
+        min_size=min(settings.db_pool_min, size),
+        max_size=size,
         connect_timeout=settings.db_connect_timeout,
+        server_settings=server_settings,
     )
 
 

@@ -50,7 +50,7 @@ from chatpop_messaging.servicer import MessagingServicer
 from chatpop_messaging.settings import MessagingSettings
 from chatpop_messaging.signals import SignalPublisher
 from chatpop_messaging.stats import MessagingStats
-from chatpop_messaging.store import MessageStore
+from chatpop_messaging.store import COMMIT_SERVER_SETTINGS, MessageStore
 
 # Seconds between writes of finished minutes of rate-limit trips into the outbox.
 TRIPS_FLUSH_INTERVAL = 5.0
@@ -70,6 +70,12 @@ async def build(settings: MessagingSettings, *, key_fetcher: KeyFetcher | None =
     verifier = TokenVerifier(KeyCache(key_fetcher))
 
     pool = await service_pool(settings, "messaging")
+    commit_pool = await service_pool(
+        settings,
+        "messaging",
+        max_size=settings.group_commit_connections,
+        server_settings=COMMIT_SERVER_SETTINGS,
+    )
     trips = RateLimitTrips(AuditLog(pool))
     # Audit events wait in the outbox until identity has them (every replica runs a relay).
     relay = Relay(pool, name="messaging", listen_dsn=settings.database_url)
@@ -113,7 +119,7 @@ async def build(settings: MessagingSettings, *, key_fetcher: KeyFetcher | None =
     install(keyring)
 
     guard = RedisGuard(settings.redis_retry_after)
-    store = MessageStore(pool)
+    store = MessageStore(pool, commit_pool=commit_pool)
     cache = HotCache(redis, guard, size=settings.hot_cache_size, ttl=settings.hot_cache_ttl)
     retention = Retention(
         pool,
@@ -265,6 +271,7 @@ async def build(settings: MessagingSettings, *, key_fetcher: KeyFetcher | None =
             close_rooms,
             *cleanups,
             uninstall_keyring,
+            commit_pool.close,
             pool.close,
         ],
         datastores=service_datastores(settings, redis),

@@ -46,6 +46,9 @@ class MessagingSettings(ServiceSettings, S3Settings):
     # Rooms whose group commits share one transaction at most (group_commit.RoomsInserts); 1 gives
     # every room a transaction of its own (as a log distributed by room, e.g. under Citus, wants).
     group_commit_rooms_max: int = Field(32, ge=1, le=1000)
+    # Connections of the pool that only runs group commits (store.COMMIT_SERVER_SETTINGS), besides
+    # the DB_POOL_MAX of the main pool.
+    group_commit_connections: int = Field(4, ge=1, le=100)
     # Sends in this process at once (arrived, not answered yet); past it new sends are refused at once,
     # RESOURCE_EXHAUSTED `overloaded` (retryable), rather than queued to time out.
     sends_in_flight_max: int = Field(2000, ge=1)
