@@ -209,3 +209,34 @@ async def test_an_entry_older_than_the_token_is_not_served_nor_refreshed(clock: 
     await settle()
     assert fake.calls == 1
     await directory.close()
+
+
+async def test_a_writer_whose_refresh_fails_keeps_writing_until_the_entry_expires(clock: Clock) -> None:
+    """Rooms restarting while an entry is refreshed: the entry (still within its TTL) keeps answering."""
+    fake = FakeRooms([participant(), Unreachable(), participant()])
+    directory = directory_with(fake)
+    await directory.authorize_writer(writer(), ())
+    clock.now += 20
+    assert directory.cached(writer()) is not None
+    await settle()
+    assert fake.calls == 2
+    assert directory.cached(writer()) is not None  # the failed refresh left it; this use retries
+    await settle()
+    assert fake.calls == 3
+    clock.now += 11  # past the first entry's TTL, within the refreshed one's
+    assert directory.cached(writer()) is not None
+    await directory.close()
+
+
+async def test_a_refresh_that_finds_the_writer_gone_drops_the_entry(clock: Clock) -> None:
+    gone = grpc.aio.AioRpcError(
+        grpc.StatusCode.NOT_FOUND, grpc.aio.Metadata(), grpc.aio.Metadata(), "no such participant"
+    )
+    fake = FakeRooms([participant(), gone])
+    directory = directory_with(fake)
+    await directory.authorize_writer(writer(), ())
+    clock.now += 20
+    assert directory.cached(writer()) is not None
+    await settle()
+    assert directory.cached(writer()) is None  # the next send asks rooms and is refused
+    await directory.close()

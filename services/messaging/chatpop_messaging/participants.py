@@ -46,8 +46,8 @@ class ParticipantDirectory:
                 timeout=LOOKUP_TIMEOUT,
             )
         except grpc.aio.AioRpcError as exc:
-            self._cache.pop(key, None)
             if exc.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISSION_DENIED):
+                self._cache.pop(key, None)
                 raise PermissionDenied(
                     "You are not a participant of this room.", code="not_a_participant"
                 ) from exc
