@@ -41,17 +41,22 @@ async def wait_for_trace(
     find_root: Callable[[list[Span]], Span | None],
     complete: Callable[[list[Span]], bool],
 ) -> list[Span]:
-    """Spans arrive in batches from each process: wait until the trace is there and complete."""
+    """Spans arrive in batches from each process: wait until the trace is there and complete, its root
+    included (the edge's server span ends last, so it may come in a later batch than its children)."""
     deadline = time.monotonic() + TRACE_TIMEOUT
     spans: list[Span] = []
     while time.monotonic() < deadline:
         root = find_root(receiver.spans())
         if root is not None:
             spans = receiver.trace(root.trace_id)
-            if complete(spans):
+            if has_root(spans) and complete(spans):
                 return spans
         await asyncio.sleep(0.2)
     raise AssertionError(f"no complete trace within {TRACE_TIMEOUT}s; last seen: {describe(spans)}")
+
+
+def has_root(spans: list[Span]) -> bool:
+    return any(not s.parent_span_id for s in spans)
 
 
 def describe(spans: list[Span]) -> str:
@@ -137,7 +142,7 @@ async def wait_for_send(
         if root is not None:
             spans = [s for s in everything if s.trace_id == root.trace_id]
             send = messaging_send(spans)
-            if send is not None and with_services <= services(spans):
+            if send is not None and with_services <= services(spans) and has_root(spans):
                 commit = serving(send, "messaging.group_commit", "postgresql", everything)
                 publish = serving(send, "messaging.publish", "redis", everything)
                 if commit is not None and publish is not None:
