@@ -25,6 +25,7 @@ VARIABLES = (
     "HOT_CACHE_SIZE",
     "SEND_RATE_LIMIT",
     "SEND_RATE_BURST",
+    "SEND_RATE_LEASE",
     "RESUME_MAX",
     "PARTICIPANT_CACHE_TTL",
 )
@@ -47,6 +48,7 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.message_max_chars == 4000
     assert settings.hot_cache_size == 500
     assert (settings.send_rate_limit, settings.send_rate_burst) == (60, 20)
+    assert settings.send_rate_lease == 10
     assert settings.resume_max == 1000
     assert settings.participant_cache_ttl == 30
 
@@ -61,6 +63,7 @@ def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
         "HOT_CACHE_SIZE": "50",
         "SEND_RATE_LIMIT": "30",
         "SEND_RATE_BURST": "5",
+        "SEND_RATE_LEASE": "0",
         "RESUME_MAX": "200",
         "PARTICIPANT_CACHE_TTL": "2.5",
     }
@@ -72,6 +75,7 @@ def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.message_max_chars == 280
     assert settings.hot_cache_size == 50
     assert (settings.send_rate_limit, settings.send_rate_burst) == (30, 5)
+    assert settings.send_rate_lease == 0
     assert settings.resume_max == 200
     assert settings.participant_cache_ttl == 2.5
 
@@ -83,6 +87,7 @@ def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
         {"REDIS_URL": "redis://cache:6379/0"},
         {"DATABASE_URL": "postgresql://db/chatpop", "REDIS_URL": "redis://x", "MESSAGE_MAX_CHARS": "0"},
         {"DATABASE_URL": "postgresql://db/chatpop", "REDIS_URL": "redis://x", "SEND_RATE_LIMIT": "-1"},
+        {"DATABASE_URL": "postgresql://db/chatpop", "REDIS_URL": "redis://x", "SEND_RATE_LEASE": "-1"},
     ],
 )
 def test_missing_or_invalid_settings_fail(

@@ -38,7 +38,7 @@ from chatpop_messaging.participants import ParticipantDirectory
 from chatpop_messaging.pins import Pins
 from chatpop_messaging.policies import RoomPolicies
 from chatpop_messaging.presence import PresenceBook
-from chatpop_messaging.ratelimit import SendChecks, SendRateLimiter, SlowMode
+from chatpop_messaging.ratelimit import SendChecks, SendRateLimiter
 from chatpop_messaging.reactions import Reactions
 from chatpop_messaging.reader import MessageReader
 from chatpop_messaging.reads import ReadPositions
@@ -137,6 +137,7 @@ async def build(settings: MessagingSettings, *, key_fetcher: KeyFetcher | None =
         guard,
         per_minute=settings.send_rate_limit,
         burst=settings.send_rate_burst,
+        lease_seconds=settings.send_rate_lease,
         on_refused=trips.trip,
     )
     participants = ParticipantDirectory(rooms_channel, ttl=settings.participant_cache_ttl)
@@ -166,7 +167,6 @@ async def build(settings: MessagingSettings, *, key_fetcher: KeyFetcher | None =
         reader=reader,
         cache=cache,
         limiter=limiter,
-        slow_mode=SlowMode(redis, guard),
         checks=SendChecks(redis, guard, limiter),
         committer=committer,
         publisher=committed,
@@ -267,6 +267,8 @@ async def build(settings: MessagingSettings, *, key_fetcher: KeyFetcher | None =
             redactions.close,
             fanout.close,
             reader.close,
+            # Send tokens held go back to their buckets while Redis is still there.
+            limiter.close,
             close_redis,
             close_rooms,
             *cleanups,

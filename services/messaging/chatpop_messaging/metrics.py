@@ -33,6 +33,12 @@ SENDS_OVERLOADED = Counter(
 )
 SUBSCRIBERS = Gauge("chatpop_subscribers", "Live Subscribe streams in this process.")
 RATE_LIMITED = Counter("chatpop_rate_limited", "Sends refused by the per-participant rate limit.")
+SEND_TOKENS = Counter(
+    "chatpop_send_tokens",
+    "Send tokens spent, by where the decision was made: from tokens this process held (process) or "
+    "in a round trip to the Redis bucket (redis).",
+    ["source"],
+)
 SLOW_MODE_WAITS = Counter(
     "chatpop_slow_mode_waits", "Sends refused because the room's slow mode asked the sender to wait."
 )

@@ -1,11 +1,12 @@
-"""Per-participant send limits: a token bucket in Redis (`chatpop_common.token_bucket`), and the
-host's slow mode.
+"""Per-participant send limits: a token bucket in Redis spent through the process's send budget
+(send_budget.py: tokens taken ahead, so most sends need no round trip), and the host's slow mode.
 
 It fails open: when Redis cannot be reached, sending keeps working without a limit.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -13,15 +14,12 @@ from typing import Any
 
 from chatpop_common.datastores import RedisClient
 from chatpop_common.errors import ResourceExhausted
-from chatpop_common.fixed_window import LimitDecision
-from chatpop_common.token_bucket import TokenBucketLimiter
 from chatpop_common.wording import wait_words
 from chatpop_messaging.hotcache import RedisGuard, run_scripts
 from chatpop_messaging.metrics import RATE_LIMITED, SLOW_MODE_WAITS
+from chatpop_messaging.send_budget import BUCKET_LUA, SendBudget, bucket_key
 
-
-def bucket_key(room_id: str, participant_id: str) -> str:
-    return f"msg:{{{room_id}}}:rate:{participant_id}"
+__all__ = ["SendChecks", "SendRateLimiter", "SendToCheck", "bucket_key", "slow_mode_key"]
 
 
 class SendRateLimiter:
@@ -32,20 +30,20 @@ class SendRateLimiter:
         *,
         per_minute: float,
         burst: int,
+        lease_seconds: float = 0.0,
         on_refused: Callable[[str, str], None] | None = None,
     ) -> None:
-        self._guard = guard
         # Told of each refusal (room, participant): the audit log counts them per minute.
         self._on_refused = on_refused
-        self._bucket = (
-            TokenBucketLimiter(redis, limit=per_minute, window_seconds=60, burst=burst)
+        self._budget = (
+            SendBudget(redis, guard, rate=per_minute / 60, burst=burst, lease_seconds=lease_seconds)
             if per_minute > 0
             else None
         )
 
     @property
-    def bucket(self) -> TokenBucketLimiter | None:
-        return self._bucket
+    def budget(self) -> SendBudget | None:
+        return self._budget
 
     def refused(self, room_id: str, participant_id: str, retry_after: int) -> ResourceExhausted:
         """The refusal of a send past the participant's limit (counted and told)."""
@@ -59,64 +57,20 @@ class SendRateLimiter:
         )
 
     async def check(self, room_id: str, participant_id: str) -> None:
-        """Take one send from the participant's bucket; ResourceExhausted when it is empty."""
-        bucket = self._bucket
-        if bucket is None:
+        """Spend one of the participant's tokens; ResourceExhausted when they have none."""
+        if self._budget is None:
             return
+        (wait_ms,) = await self._budget.take([(room_id, participant_id)])
+        if wait_ms:
+            raise self.refused(room_id, participant_id, max(1, math.ceil(wait_ms / 1000)))
 
-        async def run() -> LimitDecision:
-            return await bucket.hit(bucket_key(room_id, participant_id))
-
-        ok, decision = await self._guard.call("rate_limit", run)
-        if not ok or decision is None or decision.allowed:
-            return
-        raise self.refused(room_id, participant_id, decision.retry_after)
-
-
-# KEYS[1] marker; ARGV: client message id, milliseconds.
-# Sets the marker unless one is live; a retry of the message that set it passes again.
-# Returns 0 when the send may go ahead, else the milliseconds until the marker expires.
-_SLOW = """
-local current = redis.call('GET', KEYS[1])
-if current and current ~= ARGV[1] then
-  local ttl = redis.call('PTTL', KEYS[1])
-  if ttl > 0 then return ttl end
-end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return 0
-"""
+    async def close(self) -> None:
+        if self._budget is not None:
+            await self._budget.close()
 
 
 def slow_mode_key(room_id: str, participant_id: str) -> str:
     return f"msg:{{{room_id}}}:slow:{participant_id}"
-
-
-class SlowMode:
-    """The host's slow mode: one message per participant every N seconds (hosts are never held back).
-
-    The marker remembers which message set it, so a retry of that very message (after a lost ack or a
-    failed insert) is not refused. Like the rate limit it fails open when Redis is away.
-    """
-
-    def __init__(self, redis: RedisClient, guard: RedisGuard) -> None:
-        self._guard = guard
-        self._take = redis.register_script(_SLOW)
-
-    async def check(self, room_id: str, participant_id: str, client_msg_id: str, seconds: int) -> None:
-        if seconds <= 0:
-            return
-
-        async def run() -> int:
-            return int(
-                await self._take(
-                    keys=[slow_mode_key(room_id, participant_id)], args=[client_msg_id, seconds * 1000]
-                )
-            )
-
-        ok, wait_ms = await self._guard.call("rate_limit", run)
-        if not ok or not wait_ms:
-            return
-        raise slow_mode_refusal(seconds, wait_ms)
 
 
 def slow_mode_refusal(seconds: int, wait_ms: int) -> ResourceExhausted:
@@ -131,35 +85,25 @@ def slow_mode_refusal(seconds: int, wait_ms: int) -> ResourceExhausted:
 
 
 # The rate limit and slow mode of many sends of one room in one step (keys of one room share a
-# Redis Cluster slot). KEYS: per send its bucket, then its slow-mode marker. ARGV: tokens per second
-# (0: no rate limit), burst, then per send: slow mode milliseconds (0: none) and its client_msg_id.
-# Per send, in order, exactly what the token bucket (chatpop_common.token_bucket) and _SLOW decide one
-# at a time: 0 when it may go ahead, ms until a token when rate limited, -ms when slow mode holds it.
-_CHECK_MANY = """
+# Redis Cluster slot), for sends held to a slow mode: their token comes from the bucket itself, with
+# the marker. KEYS: per send its bucket, then its slow-mode marker. ARGV: tokens per second (0: no
+# rate limit), burst, then per send: slow mode milliseconds and its client_msg_id. Per send, in
+# order: 0 when it may go ahead (a token spent, the marker set), ms until a token when rate limited,
+# -ms when slow mode holds it (nothing spent). The marker remembers which message set it, so a retry
+# of that very message (after a lost ack or a failed insert) is not held back.
+_CHECK_MANY = (
+    BUCKET_LUA
+    + """
 local rate = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
-local clock = redis.call('TIME')
-local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
 local out = {}
 for i = 1, #KEYS / 2 do
   local result = 0
+  local bucket = KEYS[2 * i - 1]
+  local tokens, held, till
   if rate > 0 then
-    local bucket = KEYS[2 * i - 1]
-    local state = redis.call('HMGET', bucket, 'tokens', 'ts')
-    local tokens = tonumber(state[1])
-    local ts = tonumber(state[2])
-    if tokens == nil or ts == nil then
-      tokens = burst
-      ts = now
-    end
-    tokens = math.min(burst, tokens + math.max(0, now - ts) * rate)
-    if tokens >= 1 then
-      tokens = tokens - 1
-    else
-      result = math.ceil((1 - tokens) / rate * 1000)
-    end
-    redis.call('HSET', bucket, 'tokens', tostring(tokens), 'ts', tostring(now))
-    redis.call('PEXPIRE', bucket, math.ceil(burst / rate * 1000) + 1000)
+    tokens, held, till = read_bucket(bucket, now, rate, burst)
+    if tokens < 1 then result = math.ceil((1 - tokens) / rate * 1000) end
   end
   local slow = tonumber(ARGV[1 + 2 * i])
   if result == 0 and slow > 0 then
@@ -173,10 +117,15 @@ for i = 1, #KEYS / 2 do
       redis.call('SET', marker, ARGV[2 + 2 * i], 'PX', slow)
     end
   end
+  if rate > 0 then
+    if result == 0 then tokens = tokens - 1 end
+    write_bucket(bucket, now, rate, burst, tokens, held, till)
+  end
   out[i] = result
 end
 return out
 """
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,9 +138,10 @@ class SendToCheck:
 
 
 class SendChecks:
-    """The rate limit and slow mode of a batch of sends in ONE Redis round trip (one script call per
-    room, pipelined), with the same buckets, markers and answers as SendRateLimiter and SlowMode; fails
-    open like them."""
+    """The rate limit and slow mode of a batch of sends with the same buckets, markers and answers as
+    SendRateLimiter and SlowMode; fails open like them. Sends held to a slow mode are checked in Redis
+    (one script call per room, pipelined); the others spend from the send budget, which asks Redis
+    (one round trip) only for those whose participants have no tokens in this process."""
 
     def __init__(
         self,
@@ -206,15 +156,46 @@ class SendChecks:
 
     async def check(self, sends: Sequence[SendToCheck]) -> list[ResourceExhausted | None]:
         """Per send, in order: None when it may go ahead, else its refusal."""
-        bucket = self._limiter.bucket
+        budget = self._limiter.budget
         answers: list[ResourceExhausted | None] = [None] * len(sends)
+        slowed = [index for index, send in enumerate(sends) if send.slow_mode_seconds > 0]
+        spending = (
+            [index for index, send in enumerate(sends) if send.slow_mode_seconds <= 0]
+            if budget is not None
+            else []
+        )
+        waits: dict[int, int] = {}
+
+        async def spend() -> None:
+            assert budget is not None
+            taken = await budget.take([(sends[i].room_id, sends[i].participant_id) for i in spending])
+            waits.update(zip(spending, taken, strict=True))
+
+        async def held_back() -> None:
+            waits.update(await self._check_slowed(sends, slowed))
+
+        work = ([spend()] if spending else []) + ([held_back()] if slowed else [])
+        if len(work) == 1:
+            await work[0]
+        elif work:
+            await asyncio.gather(*work)
+        for index, wait in waits.items():
+            send = sends[index]
+            if wait > 0:
+                answers[index] = self._limiter.refused(
+                    send.room_id, send.participant_id, max(1, math.ceil(wait / 1000))
+                )
+            elif wait < 0:
+                answers[index] = slow_mode_refusal(send.slow_mode_seconds, -wait)
+        return answers
+
+    async def _check_slowed(self, sends: Sequence[SendToCheck], slowed: list[int]) -> dict[int, int]:
+        """The `slowed` sends' answers from _CHECK_MANY (none when Redis is away)."""
+        budget = self._limiter.budget
         by_room: dict[str, list[int]] = {}
-        for index, send in enumerate(sends):
-            if bucket is not None or send.slow_mode_seconds > 0:
-                by_room.setdefault(send.room_id, []).append(index)
-        if not by_room:
-            return answers
-        rate, burst = (bucket.rate, bucket.burst) if bucket is not None else (0.0, 1)
+        for index in slowed:
+            by_room.setdefault(sends[index].room_id, []).append(index)
+        rate, burst = (budget.rate, budget.burst) if budget is not None else (0.0, 1)
         calls: list[tuple[list[str], list[Any]]] = []
         for indexes in by_room.values():
             keys: list[str] = []
@@ -233,15 +214,8 @@ class SendChecks:
 
         ok, results = await self._guard.call("rate_limit", run)
         if not ok or results is None:
-            return answers
+            return {}
+        waits: dict[int, int] = {}
         for indexes, result in zip(by_room.values(), results, strict=True):
-            for index, value in zip(indexes, result, strict=True):
-                wait = int(value)
-                send = sends[index]
-                if wait > 0:
-                    answers[index] = self._limiter.refused(
-                        send.room_id, send.participant_id, max(1, math.ceil(wait / 1000))
-                    )
-                elif wait < 0:
-                    answers[index] = slow_mode_refusal(send.slow_mode_seconds, -wait)
-        return answers
+            waits.update(zip(indexes, (int(value) for value in result), strict=True))
+        return waits

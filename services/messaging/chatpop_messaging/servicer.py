@@ -55,7 +55,7 @@ from chatpop_messaging.paid_pins import PaidPins, TipOrder, pin_order
 from chatpop_messaging.participants import ParticipantDirectory
 from chatpop_messaging.pins import Pins
 from chatpop_messaging.policies import RoomPolicies, RoomPolicy
-from chatpop_messaging.ratelimit import SendChecks, SendRateLimiter, SendToCheck, SlowMode
+from chatpop_messaging.ratelimit import SendChecks, SendRateLimiter, SendToCheck
 from chatpop_messaging.reactions import Reactions, valid_emoji
 from chatpop_messaging.reader import MessageReader
 from chatpop_messaging.reads import MAX_ACTIVITY_ROOMS, ReadPositions
@@ -118,7 +118,6 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
         reader: MessageReader,
         cache: HotCache,
         limiter: SendRateLimiter,
-        slow_mode: SlowMode,
         checks: SendChecks,
         committer: GroupCommitter,
         publisher: PublishQueue,
@@ -150,7 +149,6 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
         self._reader = reader
         self._cache = cache
         self._limiter = limiter
-        self._slow_mode = slow_mode
         self._checks = checks
         self._committer = committer
         self._publisher = publisher
@@ -211,9 +209,10 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
                 raise _reply_target_not_found()
             if policy.closed:
                 raise _room_closed()
-            await self._limiter.check(room_id, sender_id)
-            if not participant.is_host:
-                await self._slow_mode.check(room_id, sender_id, client_msg_id, policy.slow_mode_seconds)
+            slow = 0 if participant.is_host else policy.slow_mode_seconds
+            (refusal,) = await self._checks.check([SendToCheck(room_id, sender_id, client_msg_id, slow)])
+            if refusal is not None:
+                raise refusal
         except ServiceError:
             # A retry is answered with the original even when its text differs or the sender is
             # rate limited by now. Looked up only here: on the common path the group commit finds

@@ -28,6 +28,9 @@ class MessagingSettings(ServiceSettings, S3Settings):
     # limit off. A lively room needs a message every second or so from its most active people.
     send_rate_limit: float = Field(60, ge=0)
     send_rate_burst: int = Field(20, ge=1)
+    # Seconds a process may spend send tokens it took from a participant's bucket ahead of their sends
+    # (send_budget.py); 0 asks Redis on every send.
+    send_rate_lease: float = Field(10.0, ge=0, le=60)
     # Above this many missed messages, resuming answers "reload" instead of the messages.
     resume_max: int = Field(1000, ge=1)
     # Seconds a participant looked up at rooms is trusted before asking again.
