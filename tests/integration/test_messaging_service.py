@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import grpc
 import httpx
 import jwt
@@ -690,6 +691,35 @@ async def test_a_resume_of_many_long_messages_fits_through_service_channels(
 
 
 # --- live delivery ----------------------------------------------------------------------------------
+
+
+async def test_a_watched_room_has_its_key_before_its_first_message(
+    server_a: Messaging, fake_rooms: FakeRooms, database_url: str
+) -> None:
+    room = new_room()
+    member = join(fake_rooms, room)
+
+    async def keys() -> list[int]:
+        connection = await asyncpg.connect(database_url)
+        try:
+            rows = await connection.fetch("SELECT version FROM messaging.room_keys WHERE room_id = $1", room)
+        finally:
+            await connection.close()
+        return [row["version"] for row in rows]
+
+    assert await keys() == []
+    events = server_a.subscribe(room, after_seq=-1)
+    try:
+        deadline = time.monotonic() + 5
+        while not await keys() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        # Made when the room was first watched, not on its first write; that write uses it.
+        assert await keys() == [1]
+        sent = await server_a.send(member, "first")
+        assert (await events.message()) == sent.message
+        assert await keys() == [1]
+    finally:
+        await events.close()
 
 
 async def test_subscribe_backfills_then_delivers_live_without_gaps_or_duplicates(

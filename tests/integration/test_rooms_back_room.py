@@ -144,9 +144,19 @@ async def _seats(platform: BackRoomPlatform, room: rooms_pb2.Room, md: Any) -> r
 async def _participant(
     platform: BackRoomPlatform, room_id: str, participant_id: str
 ) -> rooms_pb2.Participant:
-    response = await platform.rooms.GetParticipant(
-        rooms_pb2.GetParticipantRequest(room_id=room_id, participant_id=participant_id), timeout=5
+    request = rooms_pb2.GetParticipantRequest(room_id=room_id, participant_id=participant_id)
+    response = await platform.rooms.GetParticipant(request, timeout=5)
+    # Looked up among others, the same answer (seat_removed included).
+    many = await platform.rooms.GetParticipants(
+        rooms_pb2.GetParticipantsRequest(
+            lookups=[
+                rooms_pb2.GetParticipantRequest(room_id=room_id, participant_id=str(uuid.uuid4())),
+                request,
+            ]
+        ),
+        timeout=5,
     )
+    assert many.results[1].participant == response.participant
     return response.participant
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import grpc
 import jwt
 import pytest
@@ -915,3 +916,45 @@ async def test_get_and_list_participants_without_a_token(platform: Platform) -> 
     with pytest.raises(grpc.aio.AioRpcError) as no_room:
         await platform.rooms.ListParticipants(rooms_pb2.ListParticipantsRequest(room_id=str(uuid.uuid4())))
     assert _error(no_room)[:2] == (grpc.StatusCode.NOT_FOUND, "room_not_found")
+
+    # Many at once, of several rooms: each answered as GetParticipant answers it, in request order.
+    found = [
+        rooms_pb2.GetParticipantRequest(room_id=room.id, participant_id=second.participant.id),
+        rooms_pb2.GetParticipantRequest(room_id=other.id, participant_id=elsewhere.participant.id),
+        rooms_pb2.GetParticipantRequest(room_id=room.id.upper(), participant_id=first.participant.id),
+    ]
+    many = await platform.rooms.GetParticipants(
+        rooms_pb2.GetParticipantsRequest(lookups=[*found, *missing, found[0]]), timeout=5
+    )
+    assert [r.participant for r in many.results] == [
+        second.participant,
+        elsewhere.participant,
+        first.participant,
+        *[rooms_pb2.Participant()] * len(missing),
+        second.participant,
+    ]
+    assert [r.error_code for r in many.results] == [""] * 3 + ["participant_not_found"] * len(missing) + [""]
+    assert not (await platform.rooms.GetParticipants(rooms_pb2.GetParticipantsRequest(), timeout=5)).results
+
+    # A room taken down: no participant of it is found any more, by either call.
+    connection = await asyncpg.connect(platform.database_url)
+    try:
+        await connection.execute(
+            "UPDATE rooms.rooms SET taken_down_at = now() WHERE id = $1", uuid.UUID(other.id)
+        )
+    finally:
+        await connection.close()
+    many = await platform.rooms.GetParticipants(rooms_pb2.GetParticipantsRequest(lookups=found), timeout=5)
+    assert [(r.HasField("participant"), r.error_code) for r in many.results] == [
+        (True, ""),
+        (False, "room_taken_down"),
+        (True, ""),
+    ]
+    with pytest.raises(grpc.aio.AioRpcError) as taken_down:
+        await platform.rooms.GetParticipant(found[1], timeout=5)
+    assert _error(taken_down)[:2] == (grpc.StatusCode.NOT_FOUND, "room_taken_down")
+
+    too_many = rooms_pb2.GetParticipantsRequest(lookups=[found[0]] * 1001)
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await platform.rooms.GetParticipants(too_many, timeout=5)
+    assert _error(refused)[:2] == (grpc.StatusCode.INVALID_ARGUMENT, "too_many_lookups")

@@ -19,7 +19,7 @@ from chatpop.rooms.v1 import rooms_pb2
 from chatpop_common.auth import Principal
 from chatpop_messaging import participants as participants_module
 from chatpop_messaging import policies as policies_module
-from chatpop_messaging.participants import ParticipantDirectory
+from chatpop_messaging.participants import ParticipantDirectory, ParticipantLookups
 from chatpop_messaging.policies import RoomPolicies
 
 
@@ -81,7 +81,7 @@ def policies_with(fake: FakeRooms, ttl: float = 2.0) -> RoomPolicies:
 
 
 async def settle() -> None:
-    for _ in range(5):
+    for _ in range(10):
         await asyncio.sleep(0)
 
 
@@ -166,6 +166,7 @@ def participant(**fields: Any) -> rooms_pb2.Participant:
 def directory_with(fake: FakeRooms, ttl: float = 30.0) -> ParticipantDirectory:
     directory = ParticipantDirectory(grpc.aio.insecure_channel("127.0.0.1:9"), ttl=ttl)
     directory._stub = fake  # type: ignore[assignment]
+    directory._lookups = ParticipantLookups(fake)  # type: ignore[arg-type]
     return directory
 
 

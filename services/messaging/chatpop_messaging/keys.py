@@ -22,9 +22,11 @@ otherwise all have to be handed it.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
+import logging
 import os
 import time
 import weakref
@@ -41,6 +43,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from chatpop.messaging.v1 import messaging_pb2
 from chatpop_common.errors import FailedPrecondition, Unavailable
 from chatpop_messaging import crypto
+
+log = logging.getLogger(__name__)
 
 # A per-room advisory lock (two int4 keys: this namespace, hashtext(room_id)).
 _LOCK_NAMESPACE = 0x6B657973  # "keys"
@@ -248,6 +252,8 @@ class Keyring:
         # (room, version) -> (cipher, expires); room -> (newest version, expires).
         self._ciphers: OrderedDict[tuple[str, int], tuple[AESGCM, float]] = OrderedDict()
         self._newest: OrderedDict[str, tuple[int, float]] = OrderedDict()
+        # Rooms whose newest key is being made ready in the background (warm).
+        self._warming: dict[str, asyncio.Task[None]] = {}
         _KEYRINGS.add(self)
 
     @property
@@ -319,6 +325,29 @@ class Keyring:
         cipher = self._cached(room_id, row["version"], now) or self._unwrap_row(room_id, row, now)
         self._remember_newest(room_id, int(row["version"]), now)
         return Sealer(room_id, int(row["version"]), cipher)
+
+    def warm(self, room_id: str) -> None:
+        """Have the room's newest data key ready before its first write needs it (created now when
+        the room has none yet), in the background. Best effort: a failure (the room was erased,
+        Postgres is away) leaves it to the first write, as without this."""
+        newest = self._newest.get(room_id)
+        if room_id in self._warming or (newest is not None and newest[1] >= time.monotonic()):
+            return
+        task = asyncio.get_running_loop().create_task(self._warm(room_id), name="ready a room's key")
+        self._warming[room_id] = task
+
+    async def _warm(self, room_id: str) -> None:
+        try:
+            await self.sealer(room_id)
+        except Exception as exc:
+            log.debug("readying room %s's data key failed: %s", room_id, exc)
+        finally:
+            self._warming.pop(room_id, None)
+
+    def stop_warming(self) -> None:
+        for task in self._warming.values():
+            task.cancel()
+        self._warming.clear()
 
     async def _create(self, room_id: str) -> Any:
         try:
@@ -422,6 +451,7 @@ def install(keyring: Keyring) -> None:
 
 
 def uninstall(keyring: Keyring) -> None:
+    keyring.stop_warming()
     if keyring in _INSTALLED:
         _INSTALLED.remove(keyring)
 

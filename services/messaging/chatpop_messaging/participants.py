@@ -1,8 +1,12 @@
 """Who may write: participants looked up at rooms, cached briefly per participant (refreshed in the
-background while the participant is sending: refresh_ahead.py)."""
+background while the participant is sending: refresh_ahead.py). Lookups made in the same turn of the
+event loop (a batch of sends with new writers, refreshes coming due together, a crowd's first sends)
+go to rooms as one GetParticipants call."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -15,6 +19,109 @@ from chatpop_common.errors import NotFound, PermissionDenied, Unavailable
 from chatpop_messaging.refresh_ahead import REFRESH_AFTER, RefreshAhead
 from chatpop_messaging.rooms_lookup import LOOKUP_TIMEOUT
 
+log = logging.getLogger(__name__)
+
+# Lookups in one GetParticipants call at most (rooms' limit).
+LOOKUPS_PER_CALL = 1000
+
+
+class _NoSuchParticipant(Exception):
+    """Rooms answered a lookup of many: no such participant (or its room was taken down)."""
+
+
+def _fail(future: asyncio.Future[rooms_pb2.Participant], exc: BaseException) -> None:
+    if not future.done():
+        future.set_exception(exc)
+        future.exception()  # retrieved: when every asker gave up, nothing is logged about it
+
+
+class ParticipantLookups:
+    """Participant lookups at rooms, those asked for in the same turn of the event loop in one
+    GetParticipants call; one lookup per participant at a time (a second asker shares the first's).
+    A rooms that does not know GetParticipants yet (an older version, mid-upgrade) is asked one
+    GetParticipant at a time instead."""
+
+    def __init__(self, stub: rooms_pb2_grpc.RoomsServiceStub) -> None:
+        self._stub = stub
+        self._waiting: dict[tuple[str, str], asyncio.Future[rooms_pb2.Participant]] = {}
+        self._flushing = False
+        self._batches = True
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def get(self, room_id: str, participant_id: str) -> rooms_pb2.Participant:
+        """The participant; grpc.aio.AioRpcError when rooms failed, _NoSuchParticipant when none."""
+        key = (room_id, participant_id)
+        future = self._waiting.get(key)
+        if future is None:
+            loop = asyncio.get_running_loop()
+            future = self._waiting[key] = loop.create_future()
+            if not self._flushing:
+                self._flushing = True
+                loop.call_soon(self._flush)
+        return await asyncio.shield(future)
+
+    def _flush(self) -> None:
+        self._flushing = False
+        waiting, self._waiting = self._waiting, {}
+        keys = list(waiting)
+        for start in range(0, len(keys), LOOKUPS_PER_CALL):
+            chunk = {key: waiting[key] for key in keys[start : start + LOOKUPS_PER_CALL]}
+            task = asyncio.get_running_loop().create_task(self._call(chunk), name="look up participants")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _call(self, chunk: dict[tuple[str, str], asyncio.Future[rooms_pb2.Participant]]) -> None:
+        try:
+            if self._batches and len(chunk) > 1:
+                try:
+                    await self._many(chunk)
+                    return
+                except grpc.aio.AioRpcError as exc:
+                    if exc.code() != grpc.StatusCode.UNIMPLEMENTED:
+                        raise
+                    log.info("rooms has no GetParticipants: looking participants up one at a time")
+                    self._batches = False
+            await asyncio.gather(*(self._one(key, future) for key, future in chunk.items()))
+        except asyncio.CancelledError:
+            for future in chunk.values():
+                future.cancel()
+            raise
+        except Exception as exc:
+            for future in chunk.values():
+                _fail(future, exc)
+
+    async def _many(self, chunk: dict[tuple[str, str], asyncio.Future[rooms_pb2.Participant]]) -> None:
+        response = await self._stub.GetParticipants(
+            rooms_pb2.GetParticipantsRequest(
+                lookups=[rooms_pb2.GetParticipantRequest(room_id=r, participant_id=p) for r, p in chunk]
+            ),
+            timeout=LOOKUP_TIMEOUT,
+        )
+        for future, result in zip(chunk.values(), response.results, strict=True):
+            if future.done():
+                continue
+            if result.HasField("participant"):
+                future.set_result(result.participant)
+            else:
+                _fail(future, _NoSuchParticipant(result.error_code))
+
+    async def _one(self, key: tuple[str, str], future: asyncio.Future[rooms_pb2.Participant]) -> None:
+        try:
+            response = await self._stub.GetParticipant(
+                rooms_pb2.GetParticipantRequest(room_id=key[0], participant_id=key[1]),
+                timeout=LOOKUP_TIMEOUT,
+            )
+        except grpc.aio.AioRpcError as exc:
+            _fail(future, exc)
+            return
+        if not future.done():
+            future.set_result(response.participant)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
 
 class ParticipantDirectory:
     """Authorizes writers against rooms' view of the participant.
@@ -26,6 +133,7 @@ class ParticipantDirectory:
 
     def __init__(self, channel: grpc.aio.Channel, *, ttl: float, max_entries: int = 50_000) -> None:
         self._stub = rooms_pb2_grpc.RoomsServiceStub(channel)
+        self._lookups = ParticipantLookups(self._stub)
         self._ttl = ttl
         self._max_entries = max_entries
         # (room id, participant id) → (refresh after, expires at, participant), monotonic seconds.
@@ -40,19 +148,25 @@ class ParticipantDirectory:
         key = (room_id, participant_id)
         forgotten = self._forgotten
         try:
-            response = await self._stub.GetParticipant(
-                rooms_pb2.GetParticipantRequest(room_id=room_id, participant_id=participant_id),
-                metadata=metadata,
-                timeout=LOOKUP_TIMEOUT,
-            )
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISSION_DENIED):
+            if metadata:
+                response = await self._stub.GetParticipant(
+                    rooms_pb2.GetParticipantRequest(room_id=room_id, participant_id=participant_id),
+                    metadata=metadata,
+                    timeout=LOOKUP_TIMEOUT,
+                )
+                participant: rooms_pb2.Participant = response.participant
+            else:
+                participant = await self._lookups.get(room_id, participant_id)
+        except (grpc.aio.AioRpcError, _NoSuchParticipant) as exc:
+            if isinstance(exc, _NoSuchParticipant) or exc.code() in (
+                grpc.StatusCode.NOT_FOUND,
+                grpc.StatusCode.PERMISSION_DENIED,
+            ):
                 self._cache.pop(key, None)
                 raise PermissionDenied(
                     "You are not a participant of this room.", code="not_a_participant"
                 ) from exc
             raise Unavailable("Rooms could not be reached; try again.", code="rooms_unavailable") from exc
-        participant: rooms_pb2.Participant = response.participant
         if self._ttl > 0 and forgotten == self._forgotten:
             now = time.monotonic()
             self._cache[key] = (now + self._ttl * REFRESH_AFTER, now + self._ttl, participant)
@@ -123,6 +237,7 @@ class ParticipantDirectory:
 
     async def close(self) -> None:
         await self._ahead.close()
+        await self._lookups.close()
 
     @staticmethod
     def check_writer(principal: Principal, participant: rooms_pb2.Participant) -> rooms_pb2.Participant:

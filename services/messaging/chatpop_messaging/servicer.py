@@ -353,7 +353,7 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
                 )
             except ServiceError as exc:
                 answers[index] = exc
-        # Participants: from the cache, the misses asked of rooms concurrently.
+        # Participants: from the cache.
         writers: dict[tuple[str, str, int], rooms_pb2.Participant | BaseException] = {}
         misses: dict[tuple[str, str, int], tuple[Principal, trace.Span]] = {}
         rooms: dict[str, trace.Span] = {}
@@ -369,13 +369,7 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
                 misses[key] = (principal, span)
             else:
                 writers[key] = cached
-        if misses:
-            looked_up = await asyncio.gather(
-                *(_in_span(span, self._participants.authorize_writer(p, ())) for p, span in misses.values()),
-                return_exceptions=True,
-            )
-            writers.update(zip(misses, looked_up, strict=True))
-        # Room policies: from the cache (no task per room when it holds them), the misses concurrently.
+        # Room policies: from the cache (no task per room when it holds them).
         policies: dict[str, RoomPolicy | BaseException] = {}
         uncached: dict[str, trace.Span] = {}
         for room, span in rooms.items():
@@ -384,12 +378,21 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
                 uncached[room] = span
             else:
                 policies[room] = known
-        if uncached:
-            policy_list = await asyncio.gather(
-                *(_in_span(span, self._policies.get(r)) for r, span in uncached.items()),
-                return_exceptions=True,
+        # The misses of both asked of rooms at the same time (the participants in one call).
+        if misses or uncached:
+            authorize = self._participants.authorize_writer
+            looked_up, got = await asyncio.gather(
+                asyncio.gather(
+                    *(_in_span(span, authorize(p, ())) for p, span in misses.values()),
+                    return_exceptions=True,
+                ),
+                asyncio.gather(
+                    *(_in_span(span, self._policies.get(r)) for r, span in uncached.items()),
+                    return_exceptions=True,
+                ),
             )
-            policies.update(zip(uncached, policy_list, strict=True))
+            writers.update(zip(misses, looked_up, strict=True))
+            policies.update(zip(uncached, got, strict=True))
 
         # The checks SendMessage makes; a send refused by those after the client_msg_id's may be a
         # retry, answered with its original as there.
@@ -662,6 +665,8 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
             )
         # Join before reading the position, so nothing committed from here on can slip past.
         subscription = self._fanout.join(room_id)
+        # A room being watched will be written to: its first message need not wait for its key.
+        keys.keyring().warm(room_id)
         try:
             last_seq = await self._store.last_seq(room_id)
             floor = await floor_seq(self._store.pool, room_id) if after_seq >= 0 else 0

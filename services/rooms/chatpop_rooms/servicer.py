@@ -59,6 +59,7 @@ from chatpop_rooms.store import (
     RoomRow,
     RoomStore,
     UsernameTaken,
+    parse_uuid,
 )
 from chatpop_rooms.takedowns import (
     Takedown,
@@ -98,6 +99,8 @@ ROLL_DIGITS = (2, 3, 4, 5, 6)
 ANONYMOUS = "anonymous"
 MY_ROOMS_DEFAULT = 100
 MY_ROOMS_MAX = 200
+# Lookups one GetParticipants call may hold.
+PARTICIPANT_LOOKUPS_MAX = 1000
 
 
 def _window_words(seconds: int) -> str:
@@ -129,6 +132,10 @@ def _banned() -> PermissionDenied:
     return PermissionDenied(
         "You were banned from this room by its host, so you cannot join it again.", code="banned"
     )
+
+
+def _participant_not_found() -> NotFound:
+    return NotFound("There is no such participant in this room.", code="participant_not_found")
 
 
 def _require_open(room: RoomRow) -> None:
@@ -409,22 +416,55 @@ class RoomsServicer(rooms_pb2_grpc.RoomsServiceServicer):
     ) -> rooms_pb2.GetParticipantResponse:
         participant = await self._store.participant(request.room_id, request.participant_id)
         if participant is None:
-            raise NotFound("There is no such participant in this room.", code="participant_not_found")
+            raise _participant_not_found()
+        rooms = await self._store.rooms_by_ids([participant.room_id])
+        return rooms_pb2.GetParticipantResponse(participant=await self._participant_view(participant, rooms))
+
+    async def GetParticipants(
+        self, request: rooms_pb2.GetParticipantsRequest, context: grpc.aio.ServicerContext
+    ) -> rooms_pb2.GetParticipantsResponse:
+        if len(request.lookups) > PARTICIPANT_LOOKUPS_MAX:
+            raise InvalidArgument(
+                f"At most {PARTICIPANT_LOOKUPS_MAX} participants can be looked up at once.",
+                code="too_many_lookups",
+            )
+        keys = [(lookup.room_id, lookup.participant_id) for lookup in request.lookups]
+        found = await self._store.participants_by_keys(keys)
+        rooms = await self._store.rooms_by_ids({row.room_id for row in found.values()})
+        results = []
+        for room_id, participant_id in keys:
+            room_key, participant_key = parse_uuid(room_id), parse_uuid(participant_id)
+            participant = found.get((str(room_key), str(participant_key)))
+            try:
+                if participant is None:
+                    raise _participant_not_found()
+                view = await self._participant_view(participant, rooms)
+            except NotFound as exc:
+                results.append(rooms_pb2.ParticipantLookup(error_code=exc.code))
+                continue
+            results.append(rooms_pb2.ParticipantLookup(participant=view))
+        return rooms_pb2.GetParticipantsResponse(results=results)
+
+    async def _participant_view(
+        self, participant: ParticipantRow, rooms: dict[str, RoomRow]
+    ) -> rooms_pb2.Participant:
+        """The participant as GetParticipant answers it, with its room from `rooms` (more read when
+        a Back Room's main room is needed and missing); NotFound when its room was taken down."""
+        room = rooms.get(participant.room_id)
         # No room token of a room taken down works any more, wherever it is checked.
-        room = await self._store.room_by_id(participant.room_id)
         if room is not None and room.taken_down_at is not None:
             raise room_taken_down()
         seat_removed = False
         if room is not None and room.parent_room_id is not None:
             # A Back Room goes with its main room's takedown.
-            parent = await self._store.room_by_id(room.parent_room_id)
+            if room.parent_room_id not in rooms:
+                rooms.update(await self._store.rooms_by_ids([room.parent_room_id]))
+            parent = rooms.get(room.parent_room_id)
             if parent is not None and parent.taken_down_at is not None:
                 raise room_taken_down()
             if not participant.is_host:
                 seat_removed = not await self._back_rooms.holds_seat(room.parent_room_id, participant.subject)
-        return rooms_pb2.GetParticipantResponse(
-            participant=participant_message(participant, seat_removed=seat_removed)
-        )
+        return participant_message(participant, seat_removed=seat_removed)
 
     async def ListParticipants(
         self, request: rooms_pb2.ListParticipantsRequest, context: grpc.aio.ServicerContext

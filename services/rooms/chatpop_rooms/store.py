@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -54,6 +55,10 @@ _PARTICIPANT_COLUMNS = ", ".join(_PARTICIPANT_COLUMN_NAMES)
 # Column lists are fixed constants; every value travels as a bind parameter.
 _SELECT_ROOM = f"SELECT {_ROOM_COLUMNS} FROM rooms"  # noqa: S608
 _SELECT_PARTICIPANT = f"SELECT {_PARTICIPANT_COLUMNS} FROM participants"  # noqa: S608
+_SELECT_PARTICIPANTS_BY_KEYS = (
+    _SELECT_PARTICIPANT  # noqa: S608 (constant text; the keys are parameters)
+    + " WHERE (room_id, id) IN (SELECT * FROM unnest($1::uuid[], $2::uuid[]))"
+)
 _INSERT_ROOM = f"""
     INSERT INTO rooms (id, code, name, description, visibility, access_code_hash, access_code_sealed,
                        media_photo, media_voice, media_video, theme, retention_days, slow_mode_seconds,
@@ -265,6 +270,15 @@ class RoomStore:
         record = await self._pool.fetchrow(_SELECT_ROOM + " WHERE id = $1", key)
         return RoomRow.from_record(record) if record else None
 
+    async def rooms_by_ids(self, room_ids: Iterable[str]) -> dict[str, RoomRow]:
+        """The rooms of these ids that exist, by id (one query)."""
+        keys = list({key for key in map(parse_uuid, room_ids) if key is not None})
+        if not keys:
+            return {}
+        records = await self._pool.fetch(_SELECT_ROOM + " WHERE id = ANY($1::uuid[])", keys)
+        rooms = (RoomRow.from_record(record) for record in records)
+        return {room.id: room for room in rooms}
+
     async def room_by_code(self, code: str) -> RoomRow | None:
         record = await self._pool.fetchrow(_SELECT_ROOM + " WHERE code = $1", code)
         return RoomRow.from_record(record) if record else None
@@ -416,6 +430,25 @@ class RoomStore:
             participant_key,
         )
         return ParticipantRow.from_record(record) if record else None
+
+    async def participants_by_keys(
+        self, keys: Iterable[tuple[str, str]]
+    ) -> dict[tuple[str, str], ParticipantRow]:
+        """The participants of these (room id, participant id) that exist, by that pair (one query)."""
+        pairs = {
+            (room, participant)
+            for room, participant in ((parse_uuid(r), parse_uuid(p)) for r, p in keys)
+            if room is not None and participant is not None
+        }
+        if not pairs:
+            return {}
+        records = await self._pool.fetch(
+            _SELECT_PARTICIPANTS_BY_KEYS,
+            [room for room, _ in pairs],
+            [participant for _, participant in pairs],
+        )
+        found = (ParticipantRow.from_record(record) for record in records)
+        return {(row.room_id, row.id): row for row in found}
 
     async def participants(self, room_id: str) -> list[ParticipantRow]:
         room_key = parse_uuid(room_id)

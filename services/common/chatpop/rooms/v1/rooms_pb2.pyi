@@ -378,6 +378,26 @@ class GetParticipantResponse(_message.Message):
     participant: Participant
     def __init__(self, participant: _Optional[_Union[Participant, _Mapping]] = ...) -> None: ...
 
+class GetParticipantsRequest(_message.Message):
+    __slots__ = ("lookups",)
+    LOOKUPS_FIELD_NUMBER: _ClassVar[int]
+    lookups: _containers.RepeatedCompositeFieldContainer[GetParticipantRequest]
+    def __init__(self, lookups: _Optional[_Iterable[_Union[GetParticipantRequest, _Mapping]]] = ...) -> None: ...
+
+class GetParticipantsResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[ParticipantLookup]
+    def __init__(self, results: _Optional[_Iterable[_Union[ParticipantLookup, _Mapping]]] = ...) -> None: ...
+
+class ParticipantLookup(_message.Message):
+    __slots__ = ("participant", "error_code")
+    PARTICIPANT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
+    participant: Participant
+    error_code: str
+    def __init__(self, participant: _Optional[_Union[Participant, _Mapping]] = ..., error_code: _Optional[str] = ...) -> None: ...
+
 class ListParticipantsRequest(_message.Message):
     __slots__ = ("room_id",)
     ROOM_ID_FIELD_NUMBER: _ClassVar[int]

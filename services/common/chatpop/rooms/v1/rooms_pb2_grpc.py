@@ -65,6 +65,11 @@ class RoomsServiceStub:
                 request_serializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.GetParticipantRequest.SerializeToString,
                 response_deserializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.GetParticipantResponse.FromString,
                 _registered_method=True)
+        self.GetParticipants = channel.unary_unary(
+                '/chatpop.rooms.v1.RoomsService/GetParticipants',
+                request_serializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.GetParticipantsRequest.SerializeToString,
+                response_deserializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.GetParticipantsResponse.FromString,
+                _registered_method=True)
         self.ListParticipants = channel.unary_unary(
                 '/chatpop.rooms.v1.RoomsService/ListParticipants',
                 request_serializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.ListParticipantsRequest.SerializeToString,
@@ -208,6 +213,15 @@ class RoomsServiceServicer:
 
     def GetParticipant(self, request, context):
         """GetParticipant reads one participant of a room (used by messaging to authorize writes).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetParticipants(self, request, context):
+        """GetParticipants reads many participants at once, of any rooms (messaging authorizing the writers
+        of a batch of sends): each lookup answered as GetParticipant would answer it alone, in request
+        order, with the rooms read once. At most 1,000 lookups (INVALID_ARGUMENT `too_many_lookups`).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -415,6 +429,11 @@ def add_RoomsServiceServicer_to_server(servicer, server):
                     servicer.GetParticipant,
                     request_deserializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.GetParticipantRequest.FromString,
                     response_serializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.GetParticipantResponse.SerializeToString,
+            ),
+            'GetParticipants': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetParticipants,
+                    request_deserializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.GetParticipantsRequest.FromString,
+                    response_serializer=chatpop_dot_rooms_dot_v1_dot_rooms__pb2.GetParticipantsResponse.SerializeToString,
             ),
             'ListParticipants': grpc.unary_unary_rpc_method_handler(
                     servicer.ListParticipants,
@@ -680,6 +699,33 @@ class RoomsService:
             '/chatpop.rooms.v1.RoomsService/GetParticipant',
             chatpop_dot_rooms_dot_v1_dot_rooms__pb2.GetParticipantRequest.SerializeToString,
             chatpop_dot_rooms_dot_v1_dot_rooms__pb2.GetParticipantResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetParticipants(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatpop.rooms.v1.RoomsService/GetParticipants',
+            chatpop_dot_rooms_dot_v1_dot_rooms__pb2.GetParticipantsRequest.SerializeToString,
+            chatpop_dot_rooms_dot_v1_dot_rooms__pb2.GetParticipantsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -45,6 +45,11 @@ class RoomsServiceStub:
     """JoinRoom admits the caller under a username and returns a room token."""
     GetParticipant: _grpc.UnaryUnaryMultiCallable[_rooms_pb2.GetParticipantRequest, _rooms_pb2.GetParticipantResponse]
     """GetParticipant reads one participant of a room (used by messaging to authorize writes)."""
+    GetParticipants: _grpc.UnaryUnaryMultiCallable[_rooms_pb2.GetParticipantsRequest, _rooms_pb2.GetParticipantsResponse]
+    """GetParticipants reads many participants at once, of any rooms (messaging authorizing the writers
+    of a batch of sends): each lookup answered as GetParticipant would answer it alone, in request
+    order, with the rooms read once. At most 1,000 lookups (INVALID_ARGUMENT `too_many_lookups`).
+    """
     ListParticipants: _grpc.UnaryUnaryMultiCallable[_rooms_pb2.ListParticipantsRequest, _rooms_pb2.ListParticipantsResponse]
     """ListParticipants lists a room's participants."""
     SuggestUsername: _grpc.UnaryUnaryMultiCallable[_rooms_pb2.SuggestUsernameRequest, _rooms_pb2.SuggestUsernameResponse]
@@ -145,6 +150,11 @@ class RoomsServiceAsyncStub(RoomsServiceStub):
     """JoinRoom admits the caller under a username and returns a room token."""
     GetParticipant: _aio.UnaryUnaryMultiCallable[_rooms_pb2.GetParticipantRequest, _rooms_pb2.GetParticipantResponse]  # type: ignore[assignment]
     """GetParticipant reads one participant of a room (used by messaging to authorize writes)."""
+    GetParticipants: _aio.UnaryUnaryMultiCallable[_rooms_pb2.GetParticipantsRequest, _rooms_pb2.GetParticipantsResponse]  # type: ignore[assignment]
+    """GetParticipants reads many participants at once, of any rooms (messaging authorizing the writers
+    of a batch of sends): each lookup answered as GetParticipant would answer it alone, in request
+    order, with the rooms read once. At most 1,000 lookups (INVALID_ARGUMENT `too_many_lookups`).
+    """
     ListParticipants: _aio.UnaryUnaryMultiCallable[_rooms_pb2.ListParticipantsRequest, _rooms_pb2.ListParticipantsResponse]  # type: ignore[assignment]
     """ListParticipants lists a room's participants."""
     SuggestUsername: _aio.UnaryUnaryMultiCallable[_rooms_pb2.SuggestUsernameRequest, _rooms_pb2.SuggestUsernameResponse]  # type: ignore[assignment]
@@ -278,6 +288,17 @@ class RoomsServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_rooms_pb2.GetParticipantResponse, _abc.Awaitable[_rooms_pb2.GetParticipantResponse]]:
         """GetParticipant reads one participant of a room (used by messaging to authorize writes)."""
+
+    @_abc_1.abstractmethod
+    def GetParticipants(
+        self,
+        request: _rooms_pb2.GetParticipantsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_rooms_pb2.GetParticipantsResponse, _abc.Awaitable[_rooms_pb2.GetParticipantsResponse]]:
+        """GetParticipants reads many participants at once, of any rooms (messaging authorizing the writers
+        of a batch of sends): each lookup answered as GetParticipant would answer it alone, in request
+        order, with the rooms read once. At most 1,000 lookups (INVALID_ARGUMENT `too_many_lookups`).
+        """
 
     @_abc_1.abstractmethod
     def ListParticipants(
