@@ -36,6 +36,8 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[Clock]:
     clock = Clock()
     monkeypatch.setattr(policies_module.time, "monotonic", clock)
     monkeypatch.setattr(participants_module.time, "monotonic", clock)
+    # (The event loop's clock stands still too: refreshes do not wait for others here.)
+    monkeypatch.setattr(participants_module, "REFRESH_GATHER", 0.0)
     yield clock
 
 

@@ -133,6 +133,28 @@ async def test_rooms_away_fails_every_lookup_of_the_call() -> None:
     await directory.close()
 
 
+async def test_refreshes_due_one_after_another_share_a_call() -> None:
+    people = _people(6)
+    fake = FakeRooms(people)
+    lookups = ParticipantLookups(fake)  # type: ignore[arg-type]
+    keys = list(people)
+    pending = []
+    for key in keys[:5]:
+        pending.append(asyncio.ensure_future(lookups.get(*key, background=True)))
+        await asyncio.sleep(0.005)  # one send at a time, each in a turn of its own
+    assert fake.many == [] and fake.single == []
+    # A lookup someone waits for goes at once, and takes the waiting refreshes along.
+    urgent = await lookups.get(*keys[5])
+    assert urgent.id == "p-5"
+    assert [p.id for p in await asyncio.gather(*pending)] == ["p-0", "p-1", "p-2", "p-3", "p-4"]
+    assert fake.many == [keys[:6]]
+    # Refreshes alone go after the gathering time, together.
+    again = [lookups.get(*key, background=True) for key in keys[:3]]
+    assert len(await asyncio.gather(*again)) == 3
+    assert fake.many[1:] == [keys[:3]]
+    await lookups.close()
+
+
 @pytest.mark.parametrize(("count", "many", "single"), [(1001, [1000], 1), (2500, [1000, 1000, 500], 0)])
 async def test_more_lookups_than_one_call_holds_are_split(count: int, many: list[int], single: int) -> None:
     people = _people(count)

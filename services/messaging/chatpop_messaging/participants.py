@@ -23,6 +23,9 @@ log = logging.getLogger(__name__)
 
 # Lookups in one GetParticipants call at most (rooms' limit).
 LOOKUPS_PER_CALL = 1000
+# Seconds a background refresh waits for others to share its call: the writers of a crowd that
+# arrived together come due together, one send at a time, and would otherwise each make a call.
+REFRESH_GATHER = 0.05
 
 
 class _NoSuchParticipant(Exception):
@@ -44,24 +47,31 @@ class ParticipantLookups:
     def __init__(self, stub: rooms_pb2_grpc.RoomsServiceStub) -> None:
         self._stub = stub
         self._waiting: dict[tuple[str, str], asyncio.Future[rooms_pb2.Participant]] = {}
-        self._flushing = False
+        # The flush scheduled (and when, on the loop's clock).
+        self._flush_at: tuple[asyncio.Handle, float] | None = None
         self._batches = True
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def get(self, room_id: str, participant_id: str) -> rooms_pb2.Participant:
-        """The participant; grpc.aio.AioRpcError when rooms failed, _NoSuchParticipant when none."""
+    async def get(
+        self, room_id: str, participant_id: str, *, background: bool = False
+    ) -> rooms_pb2.Participant:
+        """The participant; grpc.aio.AioRpcError when rooms failed, _NoSuchParticipant when none.
+        A `background` lookup (a refresh nobody waits for) may wait REFRESH_GATHER for others."""
         key = (room_id, participant_id)
+        loop = asyncio.get_running_loop()
         future = self._waiting.get(key)
         if future is None:
-            loop = asyncio.get_running_loop()
             future = self._waiting[key] = loop.create_future()
-            if not self._flushing:
-                self._flushing = True
-                loop.call_soon(self._flush)
+        when = loop.time() + (REFRESH_GATHER if background else 0.0)
+        if self._flush_at is None or when < self._flush_at[1]:
+            if self._flush_at is not None:
+                self._flush_at[0].cancel()
+            handle = loop.call_at(when, self._flush) if background else loop.call_soon(self._flush)
+            self._flush_at = (handle, when)
         return await asyncio.shield(future)
 
     def _flush(self) -> None:
-        self._flushing = False
+        self._flush_at = None
         waiting, self._waiting = self._waiting, {}
         keys = list(waiting)
         for start in range(0, len(keys), LOOKUPS_PER_CALL):
@@ -118,6 +128,12 @@ class ParticipantLookups:
             future.set_result(response.participant)
 
     async def close(self) -> None:
+        if self._flush_at is not None:
+            self._flush_at[0].cancel()
+            self._flush_at = None
+        waiting, self._waiting = self._waiting, {}
+        for future in waiting.values():
+            future.cancel()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -143,7 +159,12 @@ class ParticipantDirectory:
         self._forgotten = 0
 
     async def _lookup(
-        self, room_id: str, participant_id: str, metadata: Sequence[tuple[str, str]]
+        self,
+        room_id: str,
+        participant_id: str,
+        metadata: Sequence[tuple[str, str]],
+        *,
+        background: bool = False,
     ) -> rooms_pb2.Participant:
         key = (room_id, participant_id)
         forgotten = self._forgotten
@@ -156,7 +177,7 @@ class ParticipantDirectory:
                 )
                 participant: rooms_pb2.Participant = response.participant
             else:
-                participant = await self._lookups.get(room_id, participant_id)
+                participant = await self._lookups.get(room_id, participant_id, background=background)
         except (grpc.aio.AioRpcError, _NoSuchParticipant) as exc:
             if isinstance(exc, _NoSuchParticipant) or exc.code() in (
                 grpc.StatusCode.NOT_FOUND,
@@ -232,7 +253,7 @@ class ParticipantDirectory:
         if cached[1] <= now:
             return None
         if cached[0] <= now:
-            self._ahead.start(key, lambda: self._lookup(key[0], key[1], ()))
+            self._ahead.start(key, lambda: self._lookup(key[0], key[1], (), background=True))
         return cached[2]
 
     async def close(self) -> None:
