@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from redis.asyncio.cluster import RedisCluster
@@ -23,6 +25,19 @@ class RedisTarget:
 
     def client(self) -> RedisClient:
         return create_redis(self.url, cluster=self.cluster)
+
+    @asynccontextmanager
+    async def connected(self) -> AsyncIterator[RedisClient]:
+        """A client, a cluster's with its slot table loaded before the first command (as a service's
+        readiness probe does: redis-py sends a fresh cluster client's very first command to a default
+        node, one MOVED), closed afterwards."""
+        client = self.client()
+        if isinstance(client, RedisCluster):
+            await client.initialize()
+        try:
+            yield client
+        finally:
+            await client.aclose()
 
 
 async def key_slots(redis: RedisClient, keys: list[str]) -> set[int]:

@@ -24,15 +24,8 @@ from tests.integration.redis_targets import RedisTarget, key_slots, keys_matchin
 
 @pytest.fixture
 async def redis(redis_target: RedisTarget) -> AsyncIterator[RedisClient]:
-    client = redis_target.client()
-    if isinstance(client, RedisCluster):
-        # Load the slot table before the first burst, as a service's readiness probe does: redis-py
-        # sends a fresh cluster client's very first command to a default node (one MOVED).
-        await client.initialize()
-    try:
+    async with redis_target.connected() as client:
         yield client
-    finally:
-        await client.aclose()
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator
 
 import pytest
 from prometheus_client import REGISTRY
-from redis.asyncio.cluster import RedisCluster
 
 from chatpop_common.datastores import RedisClient
 from chatpop_messaging import send_budget
@@ -25,13 +24,8 @@ from tests.integration.redis_targets import RedisTarget
 
 @pytest.fixture
 async def redis(redis_target: RedisTarget) -> AsyncIterator[RedisClient]:
-    client = redis_target.client()
-    if isinstance(client, RedisCluster):
-        await client.initialize()
-    try:
+    async with redis_target.connected() as client:
         yield client
-    finally:
-        await client.aclose()
 
 
 def _sender() -> tuple[str, str]:
