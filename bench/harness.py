@@ -283,30 +283,89 @@ def cpu_seconds(root: int) -> float:
     return total / _TICKS
 
 
+@dataclass(frozen=True)
+class Scheduling:
+    """What a process tree's threads went through waiting for a CPU (the kernel's schedstat)."""
+
+    on_cpu: float  # seconds its threads ran
+    waited: float  # seconds its threads were ready to run but waited for a CPU
+    preempted: int  # times a thread was switched out while it could still run
+
+
+def thread_scheduling(root: int) -> dict[int, tuple[int, int, int]]:
+    """Per thread of a process and its descendants: (ns on a CPU, ns waiting in the run queue,
+    involuntary context switches) so far. Empty where the kernel keeps no schedstat."""
+    found: dict[int, tuple[int, int, int]] = {}
+    for pid in _process_tree(root):
+        try:
+            tids = [int(name) for name in os.listdir(f"/proc/{pid}/task")]
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                on_cpu, waited, _slices = Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()
+                status = Path(f"/proc/{pid}/task/{tid}/status").read_text()
+            except (OSError, ValueError):
+                continue
+            switches = next(
+                (
+                    int(line.split()[1])
+                    for line in status.splitlines()
+                    if line.startswith("nonvoluntary_ctxt")
+                ),
+                0,
+            )
+            found[tid] = (int(on_cpu), int(waited), switches)
+    return found
+
+
 @dataclass
 class CpuWindow:
     used: dict[str, float]  # CPU seconds (user + system) per process
     wall: float  # seconds of wall time they were measured over
+    # Per process, how its threads waited for a CPU over the same window (none without schedstat).
+    scheduling: dict[str, Scheduling] = field(default_factory=dict)
 
 
 class CpuMeter:
-    """CPU time of the measured processes from the start of measuring until the counters are read."""
+    """CPU time of the measured processes from the start of measuring until the counters are read,
+    and how long their threads waited for a CPU meanwhile (a machine short of CPU shows there first:
+    every hop of a message waits its turn)."""
 
     def __init__(self, pids: dict[str, int]) -> None:
         self._pids = pids
         self._before: dict[str, float] = {}
+        self._threads_before: dict[str, dict[int, tuple[int, int, int]]] = {}
         self._started = 0.0
 
     def _snapshot(self) -> dict[str, float]:
         return {name: cpu_seconds(pid) for name, pid in self._pids.items()}
 
     def start(self) -> None:
+        self._threads_before = {name: thread_scheduling(pid) for name, pid in self._pids.items()}
         self._before = self._snapshot()
         self._started = time.perf_counter()
 
     def stop(self) -> CpuWindow:
         used = {name: now - self._before[name] for name, now in self._snapshot().items()}
-        return CpuWindow(used=used, wall=time.perf_counter() - self._started)
+        wall = time.perf_counter() - self._started
+        scheduling: dict[str, Scheduling] = {}
+        for name, pid in self._pids.items():
+            before = self._threads_before.get(name, {})
+            after = thread_scheduling(pid)
+            if not after:
+                continue
+            # Threads that started meanwhile count from zero; threads that ended are not counted.
+            deltas = [
+                tuple(now - then for now, then in zip(values, before.get(tid, (0, 0, 0)), strict=True))
+                for tid, values in after.items()
+            ]
+            scheduling[name] = Scheduling(
+                on_cpu=sum(delta[0] for delta in deltas) / 1e9,
+                waited=sum(delta[1] for delta in deltas) / 1e9,
+                preempted=sum(delta[2] for delta in deltas),
+            )
+        return CpuWindow(used=used, wall=wall, scheduling=scheduling)
 
 
 # -- Redis commands -----------------------------------------------------------------------------------

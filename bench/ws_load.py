@@ -619,6 +619,20 @@ async def run_scenario(target: Target, name: str, cfg: dict[str, Any], driver: s
         result["cpu_cores_busy"] = {
             name: round(used / outcome.cpu.wall, 2) for name, used in sorted(cpu_used.items())
         }
+    if scheduling := outcome.cpu.scheduling:
+        # How short of CPU the machine was: time the threads (services, stores, load generator) spent
+        # ready to run but waiting for a core, per second they ran; and how often one was switched out
+        # while it could still run. Latency figures move with these from one run to the next.
+        on_cpu = sum(each.on_cpu for each in scheduling.values())
+        result["runqueue_wait_per_cpu_s"] = round(
+            sum(each.waited for each in scheduling.values()) / max(on_cpu, 1e-9), 2
+        )
+        result["runqueue_wait_per_cpu_s_by_process"] = {
+            name: round(each.waited / max(each.on_cpu, 1e-9), 2) for name, each in sorted(scheduling.items())
+        }
+        result["preemptions_per_s"] = {
+            name: round(each.preempted / outcome.cpu.wall) for name, each in sorted(scheduling.items())
+        }
     if outcome.rss_before is not None and outcome.rss_after is not None:
         result["edge_rss_kib_before_connect"] = outcome.rss_before
         result["edge_rss_kib_after_connect"] = outcome.rss_after
@@ -651,6 +665,7 @@ def spread(runs: list[dict[str, Any]]) -> dict[str, Any]:
     summary["redis_commands_per_message"] = min_median_max(
         run.get("redis_commands_per_message") for run in runs
     )
+    summary["runqueue_wait_per_cpu_s"] = min_median_max(run.get("runqueue_wait_per_cpu_s") for run in runs)
     if name == "overload":
         summary["accepted_share_of_peak"] = min_median_max(run["accepted_share_of_peak"] for run in runs)
         summary["acked_missing_in_postgres"] = [run["acked_missing_in_postgres"] for run in runs]
