@@ -100,6 +100,29 @@ async def test_processes_together_never_exceed_the_burst(redis: RedisClient) -> 
         await third.close()
 
 
+async def test_concurrent_first_sends_of_a_participant_take_one_lease_between_them(
+    redis: RedisClient,
+) -> None:
+    # Many batches with the same participant's sends at once in one process: one lease between them,
+    # not one each, so another process still finds the rest of the burst.
+    first = _budget(redis, rate=0.01, burst=40, lease=1000)
+    second = _budget(redis, rate=0.01, burst=40, lease=1000)
+    assert first.lease_size == 10
+    room, participant = _sender()
+    try:
+        answers = await asyncio.gather(*(first.take([(room, participant)]) for _ in range(8)))
+        assert [answer for (answer,) in answers] == [0] * 8
+        held = first.held(room, participant)
+        assert held <= first.lease_size
+        # The other process gets every token neither spent nor held there.
+        rest = await second.take([(room, participant)] * (40 - 8 - held))
+        assert rest == [0] * (40 - 8 - held)
+        assert (await second.take([(room, participant)]))[0] > 0
+    finally:
+        await first.close()
+        await second.close()
+
+
 async def test_the_bucket_refills_only_up_to_the_burst_less_what_is_held(redis: RedisClient) -> None:
     # Ten tokens a second with a burst of ten: without the books the bucket would be full again in a
     # second while a process still held two tokens of it.

@@ -176,6 +176,9 @@ class SendBudget:
         )
         self._clock = clock
         self._held: dict[str, _Held] = {}
+        # Participants whose tokens are being asked of Redis right now, by one take() or another: the
+        # others wait for that answer (and its lease) instead of each taking a lease of their own.
+        self._asking: dict[str, asyncio.Future[None]] = {}
         # Ended leases to give back (what they hold and spent, as it stands when the call leaves).
         self._returning: list[tuple[str, _Held]] = []
         self._wake = asyncio.Event()
@@ -202,13 +205,14 @@ class SendBudget:
                 continue
             asking.setdefault(key, []).append(index)
             rooms[key] = room_id
-        # A lease that ran dry while its top-up is in flight: those tokens are on their way here
-        # (Redis already counts them as held), so wait for them rather than ask again.
+        # A lease that ran dry while its top-up is in flight, or a participant whose tokens another
+        # take() is asking for: those tokens are on their way here (Redis already counts them as
+        # held), so wait for them rather than ask again.
         topping = [
             entry.topping
             for key in asking
             if (entry := self._held.get(key)) is not None and entry.topping is not None
-        ]
+        ] + [self._asking[key] for key in asking if key in self._asking]
         if topping:
             await asyncio.wait(topping)
             now = self._clock()
@@ -223,12 +227,26 @@ class SendBudget:
             return answers
         SEND_TOKENS.labels("process").inc(len(senders) - sum(map(len, asking.values())))
         SEND_TOKENS.labels("redis").inc(sum(map(len, asking.values())))
+        # What they need, and a lease where none is held (one held is topped up in the background).
         calls = [
-            _Call(key, rooms[key], need=len(indexes), want=len(indexes) + self.lease_size)
+            _Call(
+                key,
+                rooms[key],
+                need=len(indexes),
+                want=len(indexes) + (0 if key in self._held else self.lease_size),
+            )
             for key, indexes in asking.items()
         ]
+        loop = asyncio.get_running_loop()
+        mine = {key: loop.create_future() for key in asking if key not in self._asking}
+        self._asking.update(mine)
         started = self._clock()
-        results = await self._run(calls)
+        try:
+            results = await self._run(calls)
+        finally:
+            for key, done in mine.items():
+                del self._asking[key]
+                done.set_result(None)
         if results is None:
             return answers  # Redis away: fail open
         for call, (granted, wait) in zip(calls, results, strict=True):
