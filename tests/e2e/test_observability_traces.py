@@ -4,7 +4,7 @@ The observed stack is configured only by standard OTEL_* variables pointing at a
 receiver run by the test. A REST call and a WebSocket send must each produce one connected trace
 (every span's parent is in the trace, one root) that crosses the services they touch.
 
-Sends are batched: the edge carries each send's trace context in one SendMessages call, messaging
+Sends are batched: the edge carries each send's trace context in a batch on its SendStream, messaging
 handles each send in a SERVER span `.../SendMessage` within the send's trace, and the work sends share
 (a room's group commit, the publishing round trip) runs in spans that link every send they served
 (or are children of the send's span when they served that send alone), with the Postgres and Redis
@@ -154,7 +154,7 @@ async def wait_for_send(
 def assert_batched_truth(spans: list[Span], send: Span, commit: Span, publish: Span) -> None:
     """What a batched send's trace must say: messaging's send span is a child of the edge's, the
     participant lookup made for the send (a participant who just joined is not cached in messaging)
-    is beneath it, the SendMessages call that carried the send (with others') is not in the trace,
+    is beneath it, the stream (or SendMessages call) that carried the send with others is not in the trace,
     and the shared commit and publishing link the send's span (children of it when it rode alone)."""
     by_id = {s.span_id: s for s in spans}
     assert by_id[send.parent_span_id].service == "chatpop-edge", describe(spans)
@@ -163,7 +163,8 @@ def assert_batched_truth(spans: list[Span], send: Span, commit: Span, publish: S
         s.service == "chatpop-rooms" and s.kind == "SERVER" and s.name.endswith("RoomsService/GetParticipant")
         for s in beneath
     ), describe(beneath)
-    assert not [s for s in spans if s.name.endswith("MessagingService/SendMessages")], describe(spans)
+    carriers = ("MessagingService/SendMessages", "MessagingService/SendStream")
+    assert not [s for s in spans if s.name.endswith(carriers)], describe(spans)
     for shared in (commit, publish):
         assert any(link.span_id == send.span_id for link in shared.links) or (
             shared.trace_id == send.trace_id and shared.parent_span_id == send.span_id

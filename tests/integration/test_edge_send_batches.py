@@ -146,6 +146,8 @@ async def test_concurrent_senders_each_get_exactly_their_own_acks_and_errors(edg
 
     calls = messaging.batches[first_call:]
     assert sum(len(call) for call in calls) == len(members) * per_socket
+    # Every batch went on the edge's SendStreams, none as a call of its own.
+    assert messaging.streamed == len(messaging.batches)
     # Sends of different sockets shared calls, and refused sends shared them with stored ones.
     assert any(len({send.participant_id for send in call}) > 1 for call in calls)
     assert any({send.send.text == "slow down" for send in call} == {True, False} for call in calls), (
@@ -156,6 +158,29 @@ async def test_concurrent_senders_each_get_exactly_their_own_acks_and_errors(edg
             room_ids = {room.id for room, pid, _t in members if pid == send.participant_id}
             assert room_ids == {send.send.room_id}
             assert send.token_version == 1
+
+
+async def test_a_messaging_without_send_stream_gets_a_send_messages_call_per_batch() -> None:
+    async with fake_services() as fakes:
+        fakes.messaging.send_streams = False
+        async with running_edge(edge_settings(fakes)) as base_url:
+            edge = Edge(fakes, base_url)
+            room = edge.room()
+            members = [(room, *fakes.rooms.join(room)) for _ in range(2)]
+            async with contextlib_sockets(edge, members) as sockets:
+                for index, ws in enumerate(sockets):
+                    await ws.send(send_frame(f"u{index}", f"hello {index}"))
+                for index, ws in enumerate(sockets):
+                    got = await answers(ws, {f"u{index}"})
+                    assert got[f"u{index}"]["type"] == "ack"
+                await sockets[0].send(send_frame("u-again", "again"))
+                assert (await answers(sockets[0], {"u-again"}))["u-again"]["type"] == "ack"
+    assert fakes.messaging.streamed == 0
+    assert sorted(send.send.client_msg_id for call in fakes.messaging.batches for send in call) == [
+        "u-again",
+        "u0",
+        "u1",
+    ]
 
 
 class contextlib_sockets:

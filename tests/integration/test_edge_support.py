@@ -40,6 +40,7 @@ from chatpop_common.settings import ServiceSettings
 from chatpop_edge.app import create_app
 from chatpop_edge.connections import EdgeServerConfig
 from chatpop_edge.settings import EdgeSettings
+from chatpop_messaging.send_streams import SendStreams
 
 IP_HASH_KEY = "edge-test-ip-hash-key-0123456789"
 PUBLIC_URL = "https://chat.example.test"
@@ -373,6 +374,11 @@ class FakeMessaging(messaging_pb2_grpc.MessagingServiceServicer):
         # for it before storing anything (tests that need sends to pile up in the edge's batcher).
         self.batches: list[list[messaging_pb2.BatchedSend]] = []
         self.batch_gate: asyncio.Event | None = None
+        # How many of those came on a SendStream; with `send_streams` off SendStream is UNIMPLEMENTED,
+        # as in a messaging of an older version.
+        self.streamed = 0
+        self.send_streams = True
+        self._streams = SendStreams()
         self.announce_fails = False
         # Presence changes become frames only where a test asks for them, so other tests see
         # exactly the frames they expect.
@@ -462,6 +468,19 @@ class FakeMessaging(messaging_pb2_grpc.MessagingServiceServicer):
             else:
                 results.append(messaging_pb2.SendResult(sent=sent))
         return messaging_pb2.SendMessagesResponse(results=results)
+
+    async def SendStream(self, request_iterator: Any, context: Any) -> Any:
+        require_service("edge")
+        if not self.send_streams:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Method not implemented!")
+
+        async def answer(request: messaging_pb2.SendStreamRequest) -> list[messaging_pb2.SendResult]:
+            self.streamed += 1
+            batch = messaging_pb2.SendMessagesRequest(sends=request.sends)
+            return list((await self.SendMessages(batch, context)).results)
+
+        async for response in self._streams.serve(request_iterator, answer):
+            yield response
 
     def _store(self, request: Any, participant_id: str) -> Any:
         key = (request.room_id, participant_id, request.client_msg_id)

@@ -153,6 +153,8 @@ class Messaging:
     stub: messaging_pb2_grpc.MessagingServiceStub
     metrics_url: str
     address: str
+    # Set: the server begins to shut down (as on SIGTERM).
+    stop: asyncio.Event | None = None
 
     async def send(
         self, member: Member, text: str, client_msg_id: str | None = None, reply_to_seq: int = 0
@@ -232,6 +234,7 @@ async def messaging_server(
                 messaging_pb2_grpc.MessagingServiceStub(channel),
                 f"http://127.0.0.1:{settings.metrics_port}/metrics",
                 address,
+                stop,
             )
     finally:
         stop.set()

@@ -51,6 +51,9 @@ class GrpcApp:
     cleanups: list[Cleanup] = field(default_factory=list)
     background: list[asyncio.Task[Any]] = field(default_factory=list)
     datastores: list[Datastore] = field(default_factory=list)
+    # Called when shutdown begins, before the server stops taking calls: long-lived streams are told
+    # to move their work to other processes.
+    draining: list[Callable[[], None]] = field(default_factory=list)
 
 
 async def serve(
@@ -111,6 +114,8 @@ async def serve(
     await asyncio.wait({server_done, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
 
     log.info("%s shutting down", name)
+    for drain in app.draining:
+        drain()
     watching.cancel()
     await asyncio.gather(watching, return_exceptions=True)
     await health_servicer.enter_graceful_shutdown()

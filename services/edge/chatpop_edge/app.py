@@ -217,7 +217,7 @@ def create_app(settings: EdgeSettings) -> FastAPI:
             backends.identity, "edge", settings.service_token_secret.get_secret_value()
         )
         media_runtime = await MediaRuntime.open(settings, credentials)
-        # Every send of this process leaves in one SendMessages call per tick, as the service `edge`.
+        # Every send of this process leaves in one batch per tick (on its SendStreams), as the service `edge`.
         batcher = SendBatcher(
             backends.messaging,
             credentials.metadata,
@@ -227,6 +227,8 @@ def create_app(settings: EdgeSettings) -> FastAPI:
             queue_limit=settings.send_queue_limit,
             timeout=settings.rpc_timeout,
             retry_after_ms=settings.send_retry_after_ms,
+            streams=settings.send_streams,
+            stream_max_age=settings.send_stream_max_age,
         )
         backends.sends = batcher
         app.state.backends = backends

@@ -52,6 +52,10 @@ class EdgeSettings(ServiceAddresses, S3Settings):
     send_batch_delay: float = Field(default=0.001, ge=0, le=0.1)
     send_batch_max: int = Field(default=256, ge=1, le=1000)
     send_batch_calls: int = Field(default=4, ge=1, le=64)
+    # The batches go on up to SEND_STREAMS long-lived SendStream calls (0: a SendMessages call each),
+    # each retired after SEND_STREAM_MAX_AGE seconds so messaging processes that joined get a share.
+    send_streams: int = Field(default=2, ge=0, le=16)
+    send_stream_max_age: float = Field(default=60.0, ge=1, le=3600)
     send_queue_limit: int = Field(default=2000, ge=1)
     send_retry_after_ms: int = Field(default=200, ge=1, le=60_000)
     # Most messages a resume backfills before the client is told to reload.

@@ -260,6 +260,7 @@ async def build(settings: MessagingSettings, *, key_fetcher: KeyFetcher | None =
             )
         ],
         verifier=verifier,
+        draining=[servicer.drain_send_streams],
         # Publishing finishes first; the pools close last.
         cleanups=[
             servicer.close,

@@ -63,6 +63,7 @@ from chatpop_messaging.reencrypt import Reencryption
 from chatpop_messaging.reports import Reports, valid_report
 from chatpop_messaging.retention import Retention, floor_seq
 from chatpop_messaging.room_signals import RoomSignals
+from chatpop_messaging.send_streams import SendStreams
 from chatpop_messaging.settings import MessagingSettings
 from chatpop_messaging.stats import MessagingStats
 from chatpop_messaging.store import (
@@ -145,6 +146,7 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
         reencryption: Reencryption,
     ) -> None:
         self._settings = settings
+        self._send_streams = SendStreams()
         self._store = store
         self._reader = reader
         self._cache = cache
@@ -184,7 +186,9 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
         try:
             token = bearer_from_metadata(context.invocation_metadata())
             participant = await self._participants.authorize_writer(principal, bearer(token) if token else ())
-            committed = await self._send(principal, participant, request, self._deadline(context))
+            committed = await self._send(
+                principal, participant, request, self._deadline(context.time_remaining())
+            )
         finally:
             self._committer.release(1)
         return messaging_pb2.SendMessageResponse(message=committed.message, created=committed.created)
@@ -264,10 +268,10 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
             media_kinds=policy.media_kinds,
         )
 
-    def _deadline(self, context: grpc.aio.ServicerContext) -> float:
-        """Loop time until which a passing datastore failure of a send is retried."""
+    def _deadline(self, remaining: float | None) -> float:
+        """Loop time until which a passing datastore failure of a send is retried, given the seconds
+        the caller still waits for the answer (None: as long as it takes)."""
         budget = self._settings.transient_retry_seconds
-        remaining = context.time_remaining()
         if remaining is not None:
             budget = min(budget, remaining - _ANSWER_MARGIN)
         return asyncio.get_running_loop().time() + budget
@@ -276,7 +280,37 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
         self, request: messaging_pb2.SendMessagesRequest, context: grpc.aio.ServicerContext
     ) -> messaging_pb2.SendMessagesResponse:
         require_service("edge")
-        total = len(request.sends)
+        return await self._answer_sends(request.sends, self._deadline(context.time_remaining()))
+
+    async def SendStream(
+        self,
+        request_iterator: AsyncIterator[messaging_pb2.SendStreamRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[messaging_pb2.SendStreamResponse]:
+        require_service("edge")
+        async for response in self._send_streams.serve(request_iterator, self._answer_streamed):
+            yield response
+
+    def drain_send_streams(self) -> None:
+        """Shutdown begins: the edges move their sends to other messaging processes."""
+        self._send_streams.drain()
+
+    async def _answer_streamed(
+        self, request: messaging_pb2.SendStreamRequest
+    ) -> list[messaging_pb2.SendResult]:
+        """One batch of a SendStream, answered as SendMessages would; what would fail that call
+        whole (its size) refuses each of its sends instead, and the stream goes on."""
+        remaining = request.timeout_ms / 1000 if request.timeout_ms else None
+        try:
+            return list((await self._answer_sends(request.sends, self._deadline(remaining))).results)
+        except ServiceError as exc:
+            error = _send_error(exc)
+            return [messaging_pb2.SendResult(error=error) for _ in request.sends]
+
+    async def _answer_sends(
+        self, sends: Sequence[messaging_pb2.BatchedSend], deadline: float
+    ) -> messaging_pb2.SendMessagesResponse:
+        total = len(sends)
         if not 1 <= total <= MAX_BATCHED_SENDS:
             raise InvalidArgument(
                 f"Send 1-{MAX_BATCHED_SENDS} messages at a time.", code="invalid_batch_size"
@@ -284,7 +318,7 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
         admitted = self._committer.admit(total)
         # Each send handled as SendMessage would have been, in the trace of the edge's send.
         batch = trace.get_current_span().get_span_context()
-        spans = [_send_span(send, batch) for send in request.sends]
+        spans = [_send_span(send, batch) for send in sends]
         answers: list[Committed | BaseException | None] = [None] * total
         answered_at: list[int | None] = [None] * total
         refused_at = time.time_ns()
@@ -293,11 +327,11 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
             answered_at[index] = refused_at
         try:
             await self._send_batch(
-                list(request.sends[:admitted]),
+                list(sends[:admitted]),
                 spans[:admitted],
                 answers,
                 answered_at,
-                self._deadline(context),
+                deadline,
             )
         except BaseException as exc:
             # The whole call fails (cancelled, a bug): so did each send.

@@ -1,15 +1,16 @@
-"""The process's sends to messaging, coalesced: one `SendMessages` call per short tick.
+"""The process's sends to messaging, coalesced: one batch per short tick.
 
 Every WebSocket (and REST) send of this edge process goes through one SendBatcher. A send that finds
 no call in flight leaves at once (with whatever else arrives in the same turn of the event loop); one
 that arrives while a call is in flight waits at most SEND_BATCH_DELAY seconds (or until SEND_BATCH_MAX
-sends are waiting, or a call slot frees up) and leaves with the others in one `SendMessages` call,
+sends are waiting, or a call slot frees up) and leaves with the others in one batch, on one of the
+process's SendStream calls (send_streams.py; a `SendMessages` call each where messaging has none),
 made with the edge's service credential; each send names the participant whose room token the edge
 verified and carries its own W3C trace context, so messaging answers (and traces) each as
 SendMessage would have. The results come back in request order and resolve each
 send's own future: an ack, or that send's error, never another's.
 
-Bounded: at most SEND_BATCH_CALLS calls are in flight; sends waiting or in flight beyond
+Bounded: at most SEND_BATCH_CALLS batches are in flight; sends waiting or in flight beyond
 SEND_QUEUE_LIMIT are refused at once (`overloaded`, retryable, with retry_after_ms) instead of
 queueing work that would time out. Sends a socket read while its earlier ones are still being
 answered count too (`reserve`): they are refused when they arrive, not once their turn comes.
@@ -34,6 +35,7 @@ from chatpop_common.auth import Principal
 from chatpop_common.errors import error_details
 from chatpop_edge.errors import _GRPC_TO_HTTP, MappedError, map_rpc_error
 from chatpop_edge.metrics import SEND_BATCH_SIZE, SENDS_REFUSED
+from chatpop_edge.realtime.send_streams import SendStreams
 
 log = logging.getLogger(__name__)
 
@@ -169,8 +171,12 @@ class SendBatcher:
         queue_limit: int = 2000,
         timeout: float = 5.0,
         retry_after_ms: int = 200,
+        streams: int = 0,
+        stream_max_age: float = 60.0,
     ) -> None:
         self._stub = stub
+        # The batches go on SendStream calls (send_streams.py), or as SendMessages calls with none.
+        self._transport = SendStreams(stub, streams=streams, max_age=stream_max_age)
         self._metadata = metadata
         self._delay = delay
         self._max_batch = max(1, min(max_batch, MAX_SENDS_PER_CALL))
@@ -285,10 +291,8 @@ class SendBatcher:
         try:
             try:
                 metadata = await self._metadata()
-                response: messaging_pb2.SendMessagesResponse = await self._stub.SendMessages(  # type: ignore[attr-defined]
-                    messaging_pb2.SendMessagesRequest(sends=[send for send, _future in batch]),
-                    metadata=metadata,
-                    timeout=self._timeout,
+                response = await self._transport.send(
+                    [send for send, _future in batch], metadata, self._timeout
                 )
             except grpc.aio.AioRpcError as exc:
                 failure = SendFailure.from_rpc_error(exc)
@@ -338,6 +342,7 @@ class SendBatcher:
             _fail(future, UNAVAILABLE)
         if self._calls:
             await asyncio.gather(*self._calls, return_exceptions=True)
+        await self._transport.close()
 
 
 def _fail(future: asyncio.Future[messaging_pb2.SendMessageResponse], failure: SendFailure) -> None:

@@ -1250,6 +1250,26 @@ class SendResult(_message.Message):
     error: SendError
     def __init__(self, sent: _Optional[_Union[SendMessageResponse, _Mapping]] = ..., error: _Optional[_Union[SendError, _Mapping]] = ...) -> None: ...
 
+class SendStreamRequest(_message.Message):
+    __slots__ = ("batch_id", "sends", "timeout_ms")
+    BATCH_ID_FIELD_NUMBER: _ClassVar[int]
+    SENDS_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    batch_id: int
+    sends: _containers.RepeatedCompositeFieldContainer[BatchedSend]
+    timeout_ms: int
+    def __init__(self, batch_id: _Optional[int] = ..., sends: _Optional[_Iterable[_Union[BatchedSend, _Mapping]]] = ..., timeout_ms: _Optional[int] = ...) -> None: ...
+
+class SendStreamResponse(_message.Message):
+    __slots__ = ("batch_id", "results", "draining")
+    BATCH_ID_FIELD_NUMBER: _ClassVar[int]
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    DRAINING_FIELD_NUMBER: _ClassVar[int]
+    batch_id: int
+    results: _containers.RepeatedCompositeFieldContainer[SendResult]
+    draining: bool
+    def __init__(self, batch_id: _Optional[int] = ..., results: _Optional[_Iterable[_Union[SendResult, _Mapping]]] = ..., draining: _Optional[bool] = ...) -> None: ...
+
 class SendMessagesResponse(_message.Message):
     __slots__ = ("results",)
     RESULTS_FIELD_NUMBER: _ClassVar[int]

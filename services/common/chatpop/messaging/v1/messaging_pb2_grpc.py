@@ -45,6 +45,11 @@ class MessagingServiceStub:
                 request_serializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.SendMessagesRequest.SerializeToString,
                 response_deserializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.SendMessagesResponse.FromString,
                 _registered_method=True)
+        self.SendStream = channel.stream_stream(
+                '/chatpop.messaging.v1.MessagingService/SendStream',
+                request_serializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.SendStreamRequest.SerializeToString,
+                response_deserializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.SendStreamResponse.FromString,
+                _registered_method=True)
         self.ListMessages = channel.unary_unary(
                 '/chatpop.messaging.v1.MessagingService/ListMessages',
                 request_serializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.ListMessagesRequest.SerializeToString,
@@ -264,6 +269,21 @@ class MessagingServiceServicer:
         is retryable). At most 1,000 sends per call. When messaging is saturated, sends it cannot start
         at once are refused RESOURCE_EXHAUSTED `overloaded` (retryable, with retry_after_ms) rather than
         queued to time out.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SendStream(self, request_iterator, context):
+        """SendStream: what SendMessages carries, on one long-lived stream instead of a call per batch
+        (service credential `edge`). Each request is one batch, answered by one response with its
+        batch_id and the results SendMessages would have given, as soon as that batch is done (batches
+        may be answered out of order); a batch SendMessages would refuse whole (its size) gets each of
+        its sends refused instead, and the stream goes on. When messaging begins to shut down it sends a
+        response with `draining` set (and no batch): send later batches on another stream and half-close
+        this one; every batch already sent is answered before the stream ends. A stream that ends while
+        batches are unanswered leaves their outcome unknown, as a failed SendMessages call does (sends
+        are idempotent on client_msg_id).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -628,6 +648,11 @@ def add_MessagingServiceServicer_to_server(servicer, server):
                     request_deserializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.SendMessagesRequest.FromString,
                     response_serializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.SendMessagesResponse.SerializeToString,
             ),
+            'SendStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.SendStream,
+                    request_deserializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.SendStreamRequest.FromString,
+                    response_serializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.SendStreamResponse.SerializeToString,
+            ),
             'ListMessages': grpc.unary_unary_rpc_method_handler(
                     servicer.ListMessages,
                     request_deserializer=chatpop_dot_messaging_dot_v1_dot_messaging__pb2.ListMessagesRequest.FromString,
@@ -879,6 +904,33 @@ class MessagingService:
             '/chatpop.messaging.v1.MessagingService/SendMessages',
             chatpop_dot_messaging_dot_v1_dot_messaging__pb2.SendMessagesRequest.SerializeToString,
             chatpop_dot_messaging_dot_v1_dot_messaging__pb2.SendMessagesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SendStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/chatpop.messaging.v1.MessagingService/SendStream',
+            chatpop_dot_messaging_dot_v1_dot_messaging__pb2.SendStreamRequest.SerializeToString,
+            chatpop_dot_messaging_dot_v1_dot_messaging__pb2.SendStreamResponse.FromString,
             options,
             channel_credentials,
             insecure,

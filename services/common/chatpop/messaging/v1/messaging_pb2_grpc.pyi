@@ -47,6 +47,17 @@ class MessagingServiceStub:
     at once are refused RESOURCE_EXHAUSTED `overloaded` (retryable, with retry_after_ms) rather than
     queued to time out.
     """
+    SendStream: _grpc.StreamStreamMultiCallable[_messaging_pb2.SendStreamRequest, _messaging_pb2.SendStreamResponse]
+    """SendStream: what SendMessages carries, on one long-lived stream instead of a call per batch
+    (service credential `edge`). Each request is one batch, answered by one response with its
+    batch_id and the results SendMessages would have given, as soon as that batch is done (batches
+    may be answered out of order); a batch SendMessages would refuse whole (its size) gets each of
+    its sends refused instead, and the stream goes on. When messaging begins to shut down it sends a
+    response with `draining` set (and no batch): send later batches on another stream and half-close
+    this one; every batch already sent is answered before the stream ends. A stream that ends while
+    batches are unanswered leaves their outcome unknown, as a failed SendMessages call does (sends
+    are idempotent on client_msg_id).
+    """
     ListMessages: _grpc.UnaryUnaryMultiCallable[_messaging_pb2.ListMessagesRequest, _messaging_pb2.ListMessagesResponse]
     """ListMessages pages history newest first, backwards from before_seq."""
     ListMessagesAfter: _grpc.UnaryUnaryMultiCallable[_messaging_pb2.ListMessagesAfterRequest, _messaging_pb2.ListMessagesAfterResponse]
@@ -246,6 +257,17 @@ class MessagingServiceAsyncStub(MessagingServiceStub):
     is retryable). At most 1,000 sends per call. When messaging is saturated, sends it cannot start
     at once are refused RESOURCE_EXHAUSTED `overloaded` (retryable, with retry_after_ms) rather than
     queued to time out.
+    """
+    SendStream: _aio.StreamStreamMultiCallable[_messaging_pb2.SendStreamRequest, _messaging_pb2.SendStreamResponse]  # type: ignore[assignment]
+    """SendStream: what SendMessages carries, on one long-lived stream instead of a call per batch
+    (service credential `edge`). Each request is one batch, answered by one response with its
+    batch_id and the results SendMessages would have given, as soon as that batch is done (batches
+    may be answered out of order); a batch SendMessages would refuse whole (its size) gets each of
+    its sends refused instead, and the stream goes on. When messaging begins to shut down it sends a
+    response with `draining` set (and no batch): send later batches on another stream and half-close
+    this one; every batch already sent is answered before the stream ends. A stream that ends while
+    batches are unanswered leaves their outcome unknown, as a failed SendMessages call does (sends
+    are idempotent on client_msg_id).
     """
     ListMessages: _aio.UnaryUnaryMultiCallable[_messaging_pb2.ListMessagesRequest, _messaging_pb2.ListMessagesResponse]  # type: ignore[assignment]
     """ListMessages pages history newest first, backwards from before_seq."""
@@ -455,6 +477,23 @@ class MessagingServiceServicer(metaclass=_abc_1.ABCMeta):
         is retryable). At most 1,000 sends per call. When messaging is saturated, sends it cannot start
         at once are refused RESOURCE_EXHAUSTED `overloaded` (retryable, with retry_after_ms) rather than
         queued to time out.
+        """
+
+    @_abc_1.abstractmethod
+    def SendStream(
+        self,
+        request_iterator: _MaybeAsyncIterator[_messaging_pb2.SendStreamRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_messaging_pb2.SendStreamResponse], _abc.AsyncIterator[_messaging_pb2.SendStreamResponse]]:
+        """SendStream: what SendMessages carries, on one long-lived stream instead of a call per batch
+        (service credential `edge`). Each request is one batch, answered by one response with its
+        batch_id and the results SendMessages would have given, as soon as that batch is done (batches
+        may be answered out of order); a batch SendMessages would refuse whole (its size) gets each of
+        its sends refused instead, and the stream goes on. When messaging begins to shut down it sends a
+        response with `draining` set (and no batch): send later batches on another stream and half-close
+        this one; every batch already sent is answered before the stream ends. A stream that ends while
+        batches are unanswered leaves their outcome unknown, as a failed SendMessages call does (sends
+        are idempotent on client_msg_id).
         """
 
     @_abc_1.abstractmethod
