@@ -124,6 +124,17 @@ async def _until(condition: object, what: str) -> None:
 CREDENTIAL = (("authorization", "Bearer edge"),)
 
 
+async def _one_unanswered(
+    client_msg_id: str,
+) -> tuple[FakeMessaging, SendStreams, asyncio.Task[messaging_pb2.SendMessagesResponse]]:
+    """A batch written on the process's one stream, its answer not given yet."""
+    messaging = FakeMessaging(auto=False)
+    streams = SendStreams(messaging, streams=1)
+    waiting = asyncio.create_task(streams.send([_send(client_msg_id)], CREDENTIAL, 30))
+    await _until(lambda: messaging.streams and messaging.streams[0].written, "the batch written")
+    return messaging, streams, waiting
+
+
 async def test_answers_reach_their_own_batches_whatever_their_order() -> None:
     messaging = FakeMessaging(auto=False)
     streams = SendStreams(messaging, streams=1)
@@ -155,10 +166,7 @@ async def test_batches_take_the_streams_in_turn() -> None:
 
 
 async def test_a_broken_stream_fails_its_batches_with_its_status_and_the_next_opens_another() -> None:
-    messaging = FakeMessaging(auto=False)
-    streams = SendStreams(messaging, streams=1)
-    waiting = asyncio.create_task(streams.send([_send("lost")], CREDENTIAL, 30))
-    await _until(lambda: messaging.streams and messaging.streams[0].written, "the batch written")
+    messaging, streams, waiting = await _one_unanswered("lost")
     messaging.streams[0].fail(grpc.StatusCode.UNAVAILABLE)
     with pytest.raises(grpc.aio.AioRpcError) as failed:
         await waiting
@@ -172,10 +180,7 @@ async def test_a_broken_stream_fails_its_batches_with_its_status_and_the_next_op
 
 
 async def test_a_stream_that_ended_quietly_fails_the_batches_it_did_not_answer() -> None:
-    messaging = FakeMessaging(auto=False)
-    streams = SendStreams(messaging, streams=1)
-    waiting = asyncio.create_task(streams.send([_send("unanswered")], CREDENTIAL, 30))
-    await _until(lambda: messaging.streams and messaging.streams[0].written, "the batch written")
+    messaging, streams, waiting = await _one_unanswered("unanswered")
     messaging.streams[0]._responses.put_nowait(_END)
     with pytest.raises(grpc.aio.AioRpcError) as failed:
         await waiting
@@ -206,10 +211,7 @@ async def test_no_streams_means_a_send_messages_call_per_batch() -> None:
 
 
 async def test_a_draining_stream_gets_no_new_batches_and_is_half_closed_once_answered() -> None:
-    messaging = FakeMessaging(auto=False)
-    streams = SendStreams(messaging, streams=1)
-    waiting = asyncio.create_task(streams.send([_send("before")], CREDENTIAL, 30))
-    await _until(lambda: messaging.streams and messaging.streams[0].written, "the batch written")
+    messaging, streams, waiting = await _one_unanswered("before")
     old = messaging.streams[0]
     old.respond(messaging_pb2.SendStreamResponse(draining=True))
     await asyncio.sleep(0.05)
@@ -252,10 +254,7 @@ async def test_a_batch_not_answered_in_time_fails_as_deadline_exceeded_and_a_lat
 
 
 async def test_closing_cancels_streams_whose_batches_stay_unanswered() -> None:
-    messaging = FakeMessaging(auto=False)
-    streams = SendStreams(messaging, streams=1)
-    waiting = asyncio.create_task(streams.send([_send("stuck")], CREDENTIAL, 30))
-    await _until(lambda: messaging.streams and messaging.streams[0].written, "the batch written")
+    messaging, streams, waiting = await _one_unanswered("stuck")
     await streams.close()
     assert messaging.streams[0].cancelled
     with pytest.raises(grpc.aio.AioRpcError) as failed:
