@@ -479,7 +479,10 @@ class FakeMessaging(messaging_pb2_grpc.MessagingServiceServicer):
             batch = messaging_pb2.SendMessagesRequest(sends=request.sends)
             return list((await self.SendMessages(batch, context)).results)
 
-        async for response in self._streams.serve(request_iterator, answer):
+        def refusal(exc: Exception) -> messaging_pb2.SendError:
+            return messaging_pb2.SendError(status=grpc.StatusCode.INTERNAL.value[0], code="internal")
+
+        async for response in self._streams.serve(request_iterator, answer, refusal):
             yield response
 
     def _store(self, request: Any, participant_id: str) -> Any:

@@ -21,6 +21,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from chatpop.messaging.v1 import messaging_pb2
 
 Answer = Callable[[messaging_pb2.SendStreamRequest], Awaitable[Sequence[messaging_pb2.SendResult]]]
+# What each send of a batch is answered with when answering the batch failed as a whole.
+Refusal = Callable[[Exception], messaging_pb2.SendError]
 
 _DRAINING = messaging_pb2.SendStreamResponse(draining=True)
 
@@ -45,16 +47,27 @@ class SendStreams:
             answers.put_nowait(_DRAINING)
 
     async def serve(
-        self, requests: AsyncIterator[messaging_pb2.SendStreamRequest], answer: Answer
+        self,
+        requests: AsyncIterator[messaging_pb2.SendStreamRequest],
+        answer: Answer,
+        refusal: Refusal,
     ) -> AsyncIterator[messaging_pb2.SendStreamResponse]:
         """The responses of one stream: each request's answer, once done, until the edge has
-        half-closed the stream and every batch it sent is answered."""
+        half-closed the stream and every batch it sent is answered. A batch whose answer fails as a
+        whole (what would fail a SendMessages call: its size, a bug) gets `refusal` for each send,
+        and the stream goes on."""
         answers: asyncio.Queue[messaging_pb2.SendStreamResponse | None] = asyncio.Queue()
         batches: set[asyncio.Task[None]] = set()
 
         async def answer_one(request: messaging_pb2.SendStreamRequest) -> None:
-            results = await answer(request)
-            answers.put_nowait(messaging_pb2.SendStreamResponse(batch_id=request.batch_id, results=results))
+            response = messaging_pb2.SendStreamResponse(batch_id=request.batch_id)
+            try:
+                response.results.extend(await answer(request))
+            except Exception as exc:
+                error = refusal(exc)
+                for _ in request.sends:
+                    response.results.add().error.CopyFrom(error)
+            answers.put_nowait(response)
 
         async def read() -> None:
             try:

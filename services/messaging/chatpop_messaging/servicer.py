@@ -288,7 +288,7 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[messaging_pb2.SendStreamResponse]:
         require_service("edge")
-        async for response in self._send_streams.serve(request_iterator, self._answer_streamed):
+        async for response in self._send_streams.serve(request_iterator, self._answer_streamed, _send_error):
             yield response
 
     def drain_send_streams(self) -> None:
@@ -298,14 +298,9 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
     async def _answer_streamed(
         self, request: messaging_pb2.SendStreamRequest
     ) -> list[messaging_pb2.SendResult]:
-        """One batch of a SendStream, answered as SendMessages would; what would fail that call
-        whole (its size) refuses each of its sends instead, and the stream goes on."""
+        """One batch of a SendStream, answered as SendMessages would."""
         remaining = request.timeout_ms / 1000 if request.timeout_ms else None
-        try:
-            return list((await self._answer_sends(request.sends, self._deadline(remaining))).results)
-        except ServiceError as exc:
-            error = _send_error(exc)
-            return [messaging_pb2.SendResult(error=error) for _ in request.sends]
+        return list((await self._answer_sends(request.sends, self._deadline(remaining))).results)
 
     async def _answer_sends(
         self, sends: Sequence[messaging_pb2.BatchedSend], deadline: float
