@@ -34,6 +34,18 @@ def _status(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
     return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details=details)
 
 
+def _fresh(error: grpc.aio.AioRpcError) -> grpc.aio.AioRpcError:
+    """The same status for one more batch (an exception raised in many places would collect all
+    their tracebacks)."""
+    return grpc.aio.AioRpcError(
+        error.code(),
+        error.initial_metadata(),
+        error.trailing_metadata(),
+        details=error.details(),
+        debug_error_string=error.debug_error_string(),
+    )
+
+
 class _Stream:
     """One SendStream call and the batches waiting for their answers on it."""
 
@@ -55,7 +67,7 @@ class _Stream:
         self, sends: Sequence[messaging_pb2.BatchedSend], answer_within: float
     ) -> messaging_pb2.SendMessagesResponse:
         if self.ended:
-            raise self._failure
+            raise _fresh(self._failure)
         batch_id = next(self._ids)
         answer: asyncio.Future[messaging_pb2.SendMessagesResponse] = (
             asyncio.get_running_loop().create_future()
@@ -72,7 +84,7 @@ class _Stream:
                     except asyncio.InvalidStateError:
                         # The stream had ended meanwhile: its status is the batch's.
                         await asyncio.wait({self._reader})
-                        raise self._failure from None
+                        raise _fresh(self._failure) from None
                 return await answer
         except TimeoutError:
             raise _status(grpc.StatusCode.DEADLINE_EXCEEDED, "the batch was not answered in time") from None
@@ -122,7 +134,7 @@ class _Stream:
             self._owner._forget(self)
             for answer in self._waiting.values():
                 if not answer.done():
-                    answer.set_exception(failure)
+                    answer.set_exception(_fresh(failure))
                     # Read by send(); a batch whose sender stopped waiting must not warn.
                     answer.add_done_callback(_retrieved)
 
