@@ -21,6 +21,11 @@ and the hubs compare their position with Postgres (a forced poll) so nothing pub
 missed. Rooms whose node cannot be reached yet (a master failing over) are tried again with a backoff
 while the others stay live.
 
+Entries this process committed reach its own hubs at once (deliver_local), and come back over pub/sub
+like everyone else's: a hub remembers the ids it was handed that way until their echo arrives, and the
+echo is dropped as it is read (the id is in the sealed payload's clear header), without a turn of the
+hub's task or opening it.
+
 Hubs also listen on the room's signal channel (`signals.py`) and hand each signal straight to their
 subscribers: signals are not sequenced, and a subscriber with too many waiting drops them rather
 than falling behind on messages.
@@ -57,6 +62,9 @@ SIGNAL_SEQ = -1
 _SIGNAL_BACKLOG = 256
 
 _HUB_INBOX_SIZE = 10_000
+# Ids of locally committed entries a hub waits to see echoed back over pub/sub (the oldest forgotten
+# past it: Redis down, or publishing failed; a forgotten echo is then opened and dropped by its seq).
+_ECHOES_LIMIT = 4_096
 # Inbox events a hub takes in one go before handing their messages to its subscribers.
 _HUB_DRAIN = 1_000
 _POLL_BATCH = 5_000
@@ -179,8 +187,25 @@ class RoomHub:
         self.positioned = asyncio.Event()
         # The hub's task waits for its next event with nothing in hand (see offer).
         self._idle = False
+        # Ids of entries handed over by this process whose pub/sub echo has not come yet (ordered).
+        self._echoes: dict[str, None] = {}
 
-    def offer(self, event: _Event) -> None:
+    def offer_local(self, messages: list[messaging_pb2.Message]) -> None:
+        """Entries this process committed (ascending): handed over, and their echo expected."""
+        if self.offer(messages):
+            echoes = self._echoes
+            for message in messages:
+                echoes[message.id] = None
+            while len(echoes) > _ECHOES_LIMIT:
+                del echoes[next(iter(echoes))]
+
+    def echo(self, message_id: str) -> bool:
+        """Whether a live payload of this id is the echo of an entry handed over by deliver_local
+        (then expected no more)."""
+        return self._echoes.pop(message_id, False) is None
+
+    def offer(self, event: _Event) -> bool:
+        """Hand an event to the hub; False when its inbox was full and it was dropped."""
         if self._idle and isinstance(event, list) and self._inbox.empty() and self._continues(event):
             # Entries this process committed that continue the position, to a hub with nothing else
             # to do: handed to the subscribers now, without a turn of the hub's task in between.
@@ -188,10 +213,13 @@ class RoomHub:
                 self._dispatch(message)
             self._live_since_check = True
             self._flush()
-            return
-        # Dropping is safe: a later message or the next poll finds the hole and fills it.
-        with contextlib.suppress(asyncio.QueueFull):
+            return True
+        try:
             self._inbox.put_nowait(event)
+        except asyncio.QueueFull:
+            # Dropping is safe: a later message or the next poll finds the hole and fills it.
+            return False
+        return True
 
     def _continues(self, messages: list[messaging_pb2.Message]) -> bool:
         expected = self.last
@@ -398,7 +426,7 @@ class Fanout:
         without a Redis round trip."""
         hub = self._hubs.get(messages[0].room_id) if messages else None
         if hub is not None:
-            hub.offer(messages)
+            hub.offer_local(messages)
 
     async def sync_subscription(self, room_id: str) -> None:
         """Make the Redis subscription of a room match whether it has a hub now.
@@ -646,6 +674,12 @@ class Fanout:
             return
         hub = self._hubs.get(room_id)
         if hub is None or not isinstance(data, bytes):
+            return
+        try:
+            _, message_id, _ = crypto.envelope_header(data)
+        except crypto.Unreadable:
+            message_id = ""
+        if message_id and hub.echo(message_id):
             return
         hub.offer(_Sealed(data))
 
