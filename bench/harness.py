@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -325,6 +326,8 @@ class CpuWindow:
     wall: float  # seconds of wall time they were measured over
     # Per process, how its threads waited for a CPU over the same window (none without schedstat).
     scheduling: dict[str, Scheduling] = field(default_factory=dict)
+    # How late a real-time thread woke meanwhile (stall_probe.py): the machine's own stalls.
+    stalls: dict[str, Any] | None = None
 
 
 class CpuMeter:
@@ -337,11 +340,17 @@ class CpuMeter:
         self._before: dict[str, float] = {}
         self._threads_before: dict[str, dict[int, tuple[int, int, int]]] = {}
         self._started = 0.0
+        self._probe: subprocess.Popen[bytes] | None = None
 
     def _snapshot(self) -> dict[str, float]:
         return {name: cpu_seconds(pid) for name, pid in self._pids.items()}
 
     def start(self) -> None:
+        self._probe = subprocess.Popen(
+            [sys.executable, str(Path(__file__).with_name("stall_probe.py"))],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
         self._threads_before = {name: thread_scheduling(pid) for name, pid in self._pids.items()}
         self._before = self._snapshot()
         self._started = time.perf_counter()
@@ -365,7 +374,19 @@ class CpuMeter:
                 waited=sum(delta[1] for delta in deltas) / 1e9,
                 preempted=sum(delta[2] for delta in deltas),
             )
-        return CpuWindow(used=used, wall=wall, scheduling=scheduling)
+        return CpuWindow(used=used, wall=wall, scheduling=scheduling, stalls=self._stop_probe())
+
+    def _stop_probe(self) -> dict[str, Any] | None:
+        probe, self._probe = self._probe, None
+        if probe is None:
+            return None
+        try:
+            out, _ = probe.communicate(timeout=10)
+            return dict(json.loads(out)) if probe.returncode == 0 and out.strip() else None
+        except (subprocess.TimeoutExpired, ValueError):
+            probe.kill()
+            probe.wait()
+            return None
 
 
 # -- Redis commands -----------------------------------------------------------------------------------

@@ -633,6 +633,11 @@ async def run_scenario(target: Target, name: str, cfg: dict[str, Any], driver: s
         result["preemptions_per_s"] = {
             name: round(each.preempted / outcome.cpu.wall) for name, each in sorted(scheduling.items())
         }
+    if outcome.cpu.stalls is not None:
+        # How late a real-time thread that asked to wake every millisecond woke over the same window:
+        # time the machine itself (the hypervisor, the kernel) kept every process from running. The
+        # latency tail gathers in the moments it does.
+        result["machine_stalls"] = outcome.cpu.stalls
     if outcome.rss_before is not None and outcome.rss_after is not None:
         result["edge_rss_kib_before_connect"] = outcome.rss_before
         result["edge_rss_kib_after_connect"] = outcome.rss_after
@@ -666,6 +671,9 @@ def spread(runs: list[dict[str, Any]]) -> dict[str, Any]:
         run.get("redis_commands_per_message") for run in runs
     )
     summary["runqueue_wait_per_cpu_s"] = min_median_max(run.get("runqueue_wait_per_cpu_s") for run in runs)
+    summary["machine_stalled_ms_per_s"] = min_median_max(
+        (run.get("machine_stalls") or {}).get("stalled_ms_per_s") for run in runs
+    )
     if name == "overload":
         summary["accepted_share_of_peak"] = min_median_max(run["accepted_share_of_peak"] for run in runs)
         summary["acked_missing_in_postgres"] = [run["acked_missing_in_postgres"] for run in runs]
