@@ -44,11 +44,20 @@ class FakeStream:
         self.half_closed = False
         self.cancelled = False
         self.ended = False
+        # Set: writes wait for it (messaging not reading: flow control holds them).
+        self.write_gate: asyncio.Event | None = None
         self._responses: asyncio.Queue[object] = asyncio.Queue()
 
     async def write(self, request: messaging_pb2.SendStreamRequest) -> None:
         if self.ended or self.half_closed:
             raise asyncio.InvalidStateError("RPC already finished.")
+        if self.write_gate is not None:
+            try:
+                await self.write_gate.wait()
+            except asyncio.CancelledError:
+                # As gRPC's aio does: a write cancelled midway cancels the call.
+                self.cancel()
+                raise
         self.written.append(request)
         if self.auto:
             self.respond(_answer(request))
@@ -249,6 +258,30 @@ async def test_a_batch_not_answered_in_time_fails_as_deadline_exceeded_and_a_lat
     stream.auto = True
     # The stream is still good for the next batch.
     assert _ids(await streams.send([_send("next")], CREDENTIAL, 30)) == ["next"]
+    assert len(messaging.streams) == 1
+    await streams.close()
+
+
+async def test_a_batch_whose_write_is_held_past_its_timeout_fails_alone() -> None:
+    messaging = FakeMessaging()
+    streams = SendStreams(messaging, streams=1)
+    assert _ids(await streams.send([_send("first")], CREDENTIAL, 30)) == ["first"]
+    (stream,) = messaging.streams
+    stream.write_gate = asyncio.Event()
+    waiting = asyncio.ensure_future(streams.send([_send("patient")], CREDENTIAL, 30))
+    with pytest.raises(grpc.aio.AioRpcError) as late:
+        await streams.send([_send("hurried")], CREDENTIAL, 0.05)
+    assert late.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    stream.write_gate.set()
+    # The held writes went through: the stream was not cancelled, the other batch is answered.
+    assert _ids(await waiting) == ["patient"]
+    assert not stream.cancelled
+    assert [request.sends[0].send.client_msg_id for request in stream.written] == [
+        "first",
+        "hurried",
+        "patient",
+    ]
+    assert _ids(await streams.send([_send("after")], CREDENTIAL, 30)) == ["after"]
     assert len(messaging.streams) == 1
     await streams.close()
 

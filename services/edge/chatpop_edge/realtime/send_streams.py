@@ -10,7 +10,9 @@ seconds, so processes that joined since get their share, and at once when messag
 draining (shutting down).
 
 Each batch fails as a call would: the stream's error status if it breaks (every batch on it whose
-answer had not come), DEADLINE_EXCEEDED if its answer takes longer than the timeout. A messaging
+answer had not come), DEADLINE_EXCEEDED if its answer takes longer than the timeout. A batch's write,
+once begun, finishes even when the batch times out meanwhile: gRPC cancels a call whose write is cut
+short, which would fail every other batch on the stream. A messaging
 that does not know SendStream (UNIMPLEMENTED: an older version during an upgrade) gets SendMessages
 calls instead, and is asked again after SEND_STREAM_MAX_AGE.
 """
@@ -76,21 +78,32 @@ class _Stream:
         request = messaging_pb2.SendStreamRequest(
             batch_id=batch_id, sends=sends, timeout_ms=max(1, round(answer_within * 1000))
         )
+        loop = asyncio.get_running_loop()
         try:
-            async with asyncio.timeout(answer_within):
-                async with self._writing:
-                    try:
-                        await self._call.write(request)
-                    except asyncio.InvalidStateError:
-                        # The stream had ended meanwhile: its status is the batch's.
-                        await asyncio.wait({self._reader})
-                        raise _fresh(self._failure) from None
+            async with asyncio.timeout_at(loop.time() + answer_within):
+                await self._writing.acquire()
+                # A write cut short would cancel the whole call (gRPC's aio does) and fail every
+                # other batch on it: once begun it finishes, even after this batch stopped waiting.
+                write = loop.create_task(self._write(request))
+                write.add_done_callback(_written)
+                await asyncio.shield(write)
                 return await answer
         except TimeoutError:
             raise _status(grpc.StatusCode.DEADLINE_EXCEEDED, "the batch was not answered in time") from None
         finally:
             self._waiting.pop(batch_id, None)
             self._close_if_done()
+
+    async def _write(self, request: messaging_pb2.SendStreamRequest) -> None:
+        """Write one batch; the caller holds `_writing`, released here once the write is over."""
+        try:
+            await self._call.write(request)
+        except asyncio.InvalidStateError:
+            # The stream had ended meanwhile: its status is the batch's.
+            await asyncio.wait({self._reader})
+            raise _fresh(self._failure) from None
+        finally:
+            self._writing.release()
 
     def retire(self) -> None:
         """No new batches; half-closed once the batches on it are answered."""
@@ -142,6 +155,12 @@ class _Stream:
 def _retrieved(future: asyncio.Future[messaging_pb2.SendMessagesResponse]) -> None:
     if not future.cancelled():
         future.exception()
+
+
+def _written(task: asyncio.Task[None]) -> None:
+    """A write whose batch stopped waiting (timed out) fails unseen: not worth a warning."""
+    if not task.cancelled():
+        task.exception()
 
 
 class SendStreams:
