@@ -634,7 +634,7 @@ async def run_scenario(target: Target, name: str, cfg: dict[str, Any], driver: s
             name: round(each.preempted / outcome.cpu.wall) for name, each in sorted(scheduling.items())
         }
     if outcome.cpu.stalls is not None:
-        # How late a real-time thread that asked to wake every millisecond woke over the same window:
+        # How late a real-time thread that asked to wake every 5 ms woke over the same window:
         # time the machine itself (the hypervisor, the kernel) kept every process from running. The
         # latency tail gathers in the moments it does.
         result["machine_stalls"] = outcome.cpu.stalls
