@@ -18,7 +18,7 @@ import asyncpg
 import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
-from test_messaging_paid_pins import PAYMENTS, apply_pin, apply_tip, as_service
+from test_messaging_paid_pins import apply_pin, apply_tip, as_service
 from test_messaging_service import (
     GENEROUS_RATE_LIMIT,
     FakeRooms,
@@ -40,7 +40,6 @@ from chatpop_messaging.signals import signal_channel
 
 __all__ = ["fake_rooms", "rooms"]
 
-CLI = as_service("cli")
 DEADLINE = 20.0
 
 
@@ -290,7 +289,7 @@ async def test_no_plaintext_reaches_postgres_or_redis(
             metadata=host.metadata,
         )
         assert pin.changed and pin.entry.pinned_message.text == f"{marker} message"
-        paid = await apply_pin(server, guest, BASE_RATE_CENTS, target_seq=sent.seq, metadata=PAYMENTS)
+        paid = await apply_pin(server, guest, BASE_RATE_CENTS, target_seq=sent.seq, metadata=as_service())
         assert paid.entry.paid_pin.message.text == f"{marker} message"
         deleted = (await server.send(guest, f"{marker} soon deleted")).message
         await server.stub.DeleteMessage(
@@ -373,7 +372,7 @@ async def test_a_ciphertext_moved_to_another_row_does_not_read(
 
 async def _versions(server: Messaging, room_id: str = "") -> messaging_pb2.GetKeyVersionsResponse:
     response: messaging_pb2.GetKeyVersionsResponse = await server.stub.GetKeyVersions(
-        messaging_pb2.GetKeyVersionsRequest(room_id=room_id), metadata=CLI, timeout=10
+        messaging_pb2.GetKeyVersionsRequest(room_id=room_id), metadata=as_service("cli"), timeout=10
     )
     return response
 
@@ -384,7 +383,7 @@ async def test_key_rpcs_need_the_cli_credential(
     fake, rooms_addr = rooms
     member = join(fake, new_room(), "Nosy")
     async with _server(private_db, redis_url, rooms_addr) as server:
-        for metadata in (member.metadata, PAYMENTS):
+        for metadata in (member.metadata, as_service()):
             with pytest.raises(Exception) as failed:
                 await server.stub.RotateMasterKey(messaging_pb2.RotateMasterKeyRequest(), metadata=metadata)
             assert "PERMISSION_DENIED" in str(failed.value) or "UNAUTHENTICATED" in str(failed.value)
@@ -407,7 +406,9 @@ async def test_master_key_rotation_keeps_every_message_readable(
         assert versions.current_master_version == 2
         assert list(versions.available_master_versions) == [1, 2]
         assert [use.version for use in versions.master_versions] == [1]
-        rotated = await server.stub.RotateMasterKey(messaging_pb2.RotateMasterKeyRequest(), metadata=CLI)
+        rotated = await server.stub.RotateMasterKey(
+            messaging_pb2.RotateMasterKeyRequest(), metadata=as_service("cli")
+        )
         assert (rotated.master_version, rotated.rewrapped) == (2, 1)
         assert [(use.version) for use in (await _versions(server)).master_versions] == [2]
     # Version 1 removed from the secret: everything still opens, from Postgres and from the cache.
@@ -444,7 +445,7 @@ async def test_room_key_rotation_and_reencryption(
         )
         assert (await _versions(server, room_id)).current_data_key_version == 1
         rotated = await server.stub.RotateRoomKeys(
-            messaging_pb2.RotateRoomKeysRequest(room_ids=[room_id]), metadata=CLI
+            messaging_pb2.RotateRoomKeysRequest(room_ids=[room_id]), metadata=as_service("cli")
         )
         assert rotated.rotated == 1
         await server.send(host, "on version two")
@@ -455,7 +456,7 @@ async def test_room_key_rotation_and_reencryption(
         assert _texts(await server.history(host)) == ["on version one", "on version two"]
 
         done = await server.stub.ReencryptRooms(
-            messaging_pb2.ReencryptRoomsRequest(room_ids=[room_id]), metadata=CLI
+            messaging_pb2.ReencryptRoomsRequest(room_ids=[room_id]), metadata=as_service("cli")
         )
         assert done.reencrypted == 3 and not done.more
         versions = await _versions(server, room_id)
@@ -494,7 +495,9 @@ async def test_plaintext_from_before_encryption_is_read_then_reencrypted(
         assert [r.text for item in reports.items for r in item.reports] == [LEGACY_MARKER]
         assert {use.version for use in (await _versions(server, LEGACY_ROOM)).data_key_versions} == {0}
 
-        done = await server.stub.ReencryptRooms(messaging_pb2.ReencryptRoomsRequest(), metadata=CLI)
+        done = await server.stub.ReencryptRooms(
+            messaging_pb2.ReencryptRoomsRequest(), metadata=as_service("cli")
+        )
         assert done.reencrypted >= 5
         assert {
             use.version: use.count for use in (await _versions(server, LEGACY_ROOM)).data_key_versions

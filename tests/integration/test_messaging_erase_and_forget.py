@@ -38,7 +38,6 @@ from chatpop_common.objectstore import ObjectStore
 # Fixtures shared with the modules imported from.
 __all__ = ["fake_rooms", "objects", "rooms"]
 
-ROOMS = as_service("rooms")
 FORGOTTEN = messaging_pb2.ENTRY_KIND_PARTICIPANT_FORGOTTEN
 # Every messaging table keyed by room, and the column naming it.
 ROOM_TABLES = (
@@ -115,9 +114,10 @@ async def room_keys(redis: aioredis.Redis, room_id: str) -> list[bytes]:
     return [key async for key in redis.scan_iter(match=f"msg:{{{room_id}}}:*")]
 
 
-async def erase(server: Messaging, room_id: str, metadata: Sequence[tuple[str, str]] = ROOMS) -> bool:
+async def erase(server: Messaging, room_id: str, metadata: Sequence[tuple[str, str]] | None = None) -> bool:
     request = messaging_pb2.EraseRoomRequest(room_id=room_id)
-    return bool((await server.stub.EraseRoom(request, metadata=metadata, timeout=30)).erased)
+    credential = metadata if metadata is not None else as_service("rooms")
+    return bool((await server.stub.EraseRoom(request, metadata=credential, timeout=30)).erased)
 
 
 async def test_erasing_a_closed_room_leaves_nothing_of_it_in_postgres_redis_or_s3(
@@ -214,7 +214,7 @@ async def forget(
         ],
         erase_messages=erase_messages,
     )
-    return await server.stub.ForgetParticipants(request, metadata=ROOMS, timeout=30)
+    return await server.stub.ForgetParticipants(request, metadata=as_service("rooms"), timeout=30)
 
 
 @pytest.mark.parametrize("erase_messages", [False, True])

@@ -70,10 +70,9 @@ def service_token(service: str = "payments", *, ttl: int = 300) -> str:
 
 
 def as_service(service: str = "payments") -> Sequence[tuple[str, str]]:
+    """A service's credential, minted now: one minted at import would expire before a long run
+    reaches the tests that use it."""
     return (("authorization", f"Bearer {service_token(service)}"),)
-
-
-PAYMENTS = as_service()
 
 
 async def apply_pin(
@@ -84,7 +83,7 @@ async def apply_pin(
     target_seq: int = 0,
     extend: str = "",
     order_id: str | None = None,
-    metadata: Sequence[tuple[str, str]] = PAYMENTS,
+    metadata: Sequence[tuple[str, str]] | None = None,
 ) -> messaging_pb2.ApplyPaidPinResponse:
     request = messaging_pb2.ApplyPaidPinRequest(
         order_id=order_id or str(uuid.uuid4()),
@@ -96,7 +95,7 @@ async def apply_pin(
         extend_pin_id=extend,
     )
     response: messaging_pb2.ApplyPaidPinResponse = await server.stub.ApplyPaidPin(
-        request, metadata=metadata, timeout=10
+        request, metadata=metadata if metadata is not None else as_service(), timeout=10
     )
     return response
 
@@ -108,7 +107,7 @@ async def apply_tip(
     note: str = "",
     *,
     order_id: str | None = None,
-    metadata: Sequence[tuple[str, str]] = PAYMENTS,
+    metadata: Sequence[tuple[str, str]] | None = None,
 ) -> messaging_pb2.ApplyTipResponse:
     request = messaging_pb2.ApplyTipRequest(
         order_id=order_id or str(uuid.uuid4()),
@@ -119,16 +118,18 @@ async def apply_tip(
         note=note,
     )
     response: messaging_pb2.ApplyTipResponse = await server.stub.ApplyTip(
-        request, metadata=metadata, timeout=10
+        request, metadata=metadata if metadata is not None else as_service(), timeout=10
     )
     return response
 
 
 async def quote(
-    server: Messaging, room_id: str, metadata: Sequence[tuple[str, str]] = PAYMENTS
+    server: Messaging, room_id: str, metadata: Sequence[tuple[str, str]] | None = None
 ) -> messaging_pb2.GetPaidPinQuoteResponse:
     response: messaging_pb2.GetPaidPinQuoteResponse = await server.stub.GetPaidPinQuote(
-        messaging_pb2.GetPaidPinQuoteRequest(room_id=room_id), metadata=metadata, timeout=10
+        messaging_pb2.GetPaidPinQuoteRequest(room_id=room_id),
+        metadata=metadata if metadata is not None else as_service(),
+        timeout=10,
     )
     return response
 
@@ -401,7 +402,9 @@ async def test_the_host_or_an_admin_takes_a_paid_pin_down(server_a: Messaging, f
 
     await refused(remove_pin(server_a, buyer, first.pin.id), grpc.StatusCode.PERMISSION_DENIED, "forbidden")
     await refused(
-        remove_pin(server_a, host, first.pin.id, PAYMENTS), grpc.StatusCode.PERMISSION_DENIED, "wrong_room"
+        remove_pin(server_a, host, first.pin.id, as_service()),
+        grpc.StatusCode.PERMISSION_DENIED,
+        "wrong_room",
     )
     await refused(remove_pin(server_a, host, "no-such-pin"), grpc.StatusCode.NOT_FOUND, "paid_pin_not_found")
 

@@ -56,7 +56,9 @@ def service_token(service: str) -> str:
     return jwt.encode(claims, SIGNING_KEY, algorithm="EdDSA", headers={"kid": KID})
 
 
-CLI = (("authorization", f"Bearer {service_token('cli')}"),)
+def cli() -> tuple[tuple[str, str], ...]:
+    """The admin CLI's credential, minted when used (one minted at import could expire first)."""
+    return (("authorization", f"Bearer {service_token('cli')}"),)
 
 
 class RetentionRooms(FakeRooms):
@@ -157,7 +159,7 @@ async def run(
     server: Messaging, room_id: str = "", *, dry_run: bool = False
 ) -> messaging_pb2.RunRetentionResponse:
     return await server.stub.RunRetention(
-        messaging_pb2.RunRetentionRequest(room_id=room_id, dry_run=dry_run), metadata=CLI, timeout=60
+        messaging_pb2.RunRetentionRequest(room_id=room_id, dry_run=dry_run), metadata=cli(), timeout=60
     )
 
 
@@ -445,7 +447,7 @@ async def test_run_retention_takes_the_cli_credential_only(server_a: Messaging) 
     assert failure(caught.value)[:2] == (grpc.StatusCode.PERMISSION_DENIED, "forbidden")
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await server_a.stub.RunRetention(
-            messaging_pb2.RunRetentionRequest(room_id="bad room id!"), metadata=CLI, timeout=10
+            messaging_pb2.RunRetentionRequest(room_id="bad room id!"), metadata=cli(), timeout=10
         )
     assert failure(caught.value)[:2] == (grpc.StatusCode.INVALID_ARGUMENT, "invalid_room_id")
 
