@@ -78,23 +78,31 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy services/common/chatpop_common services/identity/chatpop_identity services/rooms/chatpop_rooms services/messaging/chatpop_messaging services/payments/chatpop_payments services/edge/chatpop_edge
 
-# pytest exits 5 when a tier collects nothing; that is not a failure of the tier.
+# pytest exits 5 when a tier collects nothing; that is not a failure of the tier. $(2): more options.
 define run_tier
-	$(PY) -m pytest $(1) -q -p no:cacheprovider; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests in $(1)"; rc=0; fi; exit $$rc
+	$(PY) -m pytest $(1) -q -p no:cacheprovider $(2); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests in $(1)"; rc=0; fi; exit $$rc
 endef
+
+# The integration, e2e and browser tiers mostly wait (on processes starting, timeouts, the network):
+# their test files are spread over worker processes (pytest-xdist), each starting datastores and
+# services of its own on free ports, a file's tests kept together in one worker. The browser tier
+# keeps the cores busier (Chromium), so it gets fewer. 0 runs a tier in one process.
+TEST_WORKERS ?= 3
+BROWSER_WORKERS ?= 2
+spread = -n $(1) --dist loadfile
 
 test-unit: $(STAMP)
 	@$(call run_tier,tests/unit)
 
 test-integration: $(STAMP)
-	@$(call run_tier,tests/integration)
+	@$(call run_tier,tests/integration,$(call spread,$(TEST_WORKERS)))
 
 # Images, chart, Tiltfile and protos, checked statically: no cluster, no network.
 test-deploy: $(STAMP)
 	@$(call run_tier,tests/deploy)
 
 test-e2e: $(STAMP)
-	@$(call run_tier,tests/e2e)
+	@$(call run_tier,tests/e2e,$(call spread,$(TEST_WORKERS)))
 
 # Requests generated from the OpenAPI document (schemathesis) against all five services as processes.
 test-fuzz: $(STAMP)
@@ -102,7 +110,7 @@ test-fuzz: $(STAMP)
 
 # The browser tier joins once tests/browser exists.
 test-browser: $(STAMP) web
-	@if [ -d tests/browser ]; then $(call run_tier,tests/browser); else echo "no tests/browser yet"; fi
+	@if [ -d tests/browser ]; then $(call run_tier,tests/browser,$(call spread,$(BROWSER_WORKERS))); else echo "no tests/browser yet"; fi
 
 test: system-deps $(STAMP) web buf-lint proto-check lint typecheck test-unit test-deploy test-integration test-e2e test-fuzz test-browser
 

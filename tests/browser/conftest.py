@@ -1,5 +1,6 @@
 """The browser tier: the web client in Debian's Chromium, driven by Playwright, against all five
-services as real processes (the e2e harness; their logs go to test-artifacts/browser/logs).
+services as real processes (the e2e harness; their logs go to test-artifacts/browser/logs, or
+test-artifacts/browser/<worker>/logs on pytest-xdist workers).
 
 Each person in a test is a fresh browser context (own storage, own anonymous session) with its own
 X-Forwarded-For address, which the stack trusts from 127.0.0.1, so per-address limits see distinct
@@ -21,7 +22,7 @@ from playwright.async_api import Browser, async_playwright
 
 from chatpop_common.devstack import Postgres, Redis, SeaweedS3
 from chatpop_common.localrun import REPO_ROOT
-from tests.browser.harness import ARTIFACTS, CHROMIUM, CHROMIUM_FLAGS, People
+from tests.browser.harness import CHROMIUM, CHROMIUM_FLAGS, WORKER_ARTIFACTS, People
 from tests.e2e.conftest import Stack, running_stack
 from tests.mailbox import Mailbox
 
@@ -39,7 +40,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 @pytest.fixture(scope="session", autouse=True)
 def fresh_failures() -> None:
     """Failure screenshots describe this run only."""
-    shutil.rmtree(ARTIFACTS / "failures", ignore_errors=True)
+    shutil.rmtree(WORKER_ARTIFACTS / "failures", ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -73,7 +74,7 @@ def stack(
         redis_url,
         datastores[1],
         extra_env={**limits, **mail},
-        log_dir=ARTIFACTS / "logs",
+        log_dir=WORKER_ARTIFACTS / "logs",
         anonymous_limits=True,
         # Photos, voice notes and videos go to the session's private S3 (SeaweedFS).
         s3=s3_server,
@@ -106,7 +107,7 @@ async def people(browser: Browser, stack: Stack, request: pytest.FixtureRequest)
         yield crowd
     finally:
         if request.node.stash.get(_FAILED, False):
-            failures = ARTIFACTS / "failures"
+            failures = WORKER_ARTIFACTS / "failures"
             failures.mkdir(parents=True, exist_ok=True)
             for index, person in enumerate(crowd.opened):
                 try:

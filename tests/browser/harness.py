@@ -10,9 +10,11 @@ from typing import Any
 
 from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Page, expect
 
-from chatpop_common.localrun import REPO_ROOT
+from tests.artifacts import tier_artifacts, worker_artifacts
 
-ARTIFACTS = REPO_ROOT / "test-artifacts" / "browser"
+ARTIFACTS = tier_artifacts("browser")
+# Logs and failure screenshots: this worker's own.
+WORKER_ARTIFACTS = worker_artifacts("browser")
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 # As root in a container: no sandbox; no GPU; /dev/shm may be tiny; and no calls home, which this
 # machine's closed network would refuse by the dozen.

@@ -20,7 +20,7 @@ import pytest
 from playwright.async_api import Browser, Locator, Page, Route, expect
 
 from tests.browser import ui
-from tests.browser.harness import ARTIFACTS, DESKTOP, MOBILE, People, Person
+from tests.browser.harness import ARTIFACTS, DESKTOP, MOBILE, WORKER_ARTIFACTS, People, Person
 from tests.browser.test_chat import assert_labelled
 from tests.browser.test_everyday import visit
 from tests.browser.test_moderation import assert_readable, message, message_action, screenshot
@@ -374,7 +374,7 @@ def stripe_platform(
             own_database(database_url, "chatpop_web_stripe"),
             redis_url,
             datastores[1],
-            log_dir=ARTIFACTS / "logs-stripe",
+            log_dir=WORKER_ARTIFACTS / "logs-stripe",
             stripe=fake,
         ) as running:
             yield running

@@ -3,8 +3,9 @@
 The session fixture `stack` starts identity, rooms, messaging, payments and edge exactly as
 `make run` does (same command lines and wiring, from chatpop_common.localrun), against the
 session's private Postgres and Redis from tests/conftest.py. Each child's output goes to
-test-artifacts/e2e/<name>.log; if a service cannot start, the session fails at once with that
-service's last output lines instead of hanging.
+test-artifacts/e2e/<name>.log (test-artifacts/e2e/gw0/<name>.log and so on when the tier runs
+on pytest-xdist workers: tests/artifacts.py); if a service cannot start, the session fails at once
+with that service's last output lines instead of hanging.
 
 Tests use `stack.base_url` / `stack.ws_url` (or the `client` fixture), `stack.address(name)` for
 direct gRPC calls, `stack.kill(name)` (kill -9) / `stack.restart(name)`, and `stack.stop_redis()` /
@@ -60,7 +61,6 @@ import pytest
 from chatpop_common.devstack import Postgres, Redis, RedisCluster, SeaweedS3, free_ports
 from chatpop_common.localrun import (
     GRPC_SERVICES,
-    REPO_ROOT,
     Ports,
     ensure_secrets,
     extra_edge_spec,
@@ -69,6 +69,7 @@ from chatpop_common.localrun import (
 from chatpop_common.migrate import SERVICES as MIGRATED
 from chatpop_common.migrate import migrate
 from chatpop_common.processes import GrpcHealth, ServiceSpec, StartupError, Supervisor
+from tests.artifacts import worker_artifacts
 from tests.e2e.money import calm_after
 from tests.e2e.otlp import OtlpReceiver
 from tests.fakestripe import FakeStripe, FakeStripeServer
@@ -78,7 +79,7 @@ SECOND_EDGE = "edge-2"
 # Idle sockets closed after 6 s (browsers ping every 4 s), presence refreshed every second and gone
 # 4 s after the process dies.
 SECOND_EDGE_ENV = {"WS_IDLE_TIMEOUT": "6", "PRESENCE_REFRESH": "1", "PRESENCE_TTL": "4"}
-LOG_DIR = REPO_ROOT / "test-artifacts" / "e2e"
+LOG_DIR = worker_artifacts("e2e")
 STRIPE_WEBHOOK_PATH = "/api/v1/payments/stripe/webhook"
 
 

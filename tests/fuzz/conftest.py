@@ -17,10 +17,10 @@ import httpx
 import pytest
 
 from chatpop_common.devstack import Postgres, Redis, SeaweedS3
-from chatpop_common.localrun import REPO_ROOT
+from tests.artifacts import worker_artifacts
 from tests.e2e.conftest import Stack, running_stack
 
-LOG_DIR = REPO_ROOT / "test-artifacts" / "fuzz"
+LOG_DIR = worker_artifacts("fuzz")
 # Hypothesis keeps what it learns in a directory of its own; here it stays out of the work tree.
 os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY", str(LOG_DIR / "hypothesis"))
 
