@@ -11,6 +11,7 @@ uncaught page errors and Content-Security-Policy violations fail the test that c
 
 from __future__ import annotations
 
+import fcntl
 import shutil
 import subprocess
 from collections.abc import AsyncIterator, Iterator
@@ -22,6 +23,7 @@ from playwright.async_api import Browser, async_playwright
 
 from chatpop_common.devstack import Postgres, Redis, SeaweedS3
 from chatpop_common.localrun import REPO_ROOT
+from tests.artifacts import tier_artifacts
 from tests.browser.harness import CHROMIUM, CHROMIUM_FLAGS, WORKER_ARTIFACTS, People
 from tests.e2e.conftest import Stack, running_stack
 from tests.mailbox import Mailbox
@@ -45,10 +47,17 @@ def fresh_failures() -> None:
 
 @pytest.fixture(scope="session")
 def web_build() -> Path:
-    """The built client, rebuilt first if a source changed (a no-op when `make test` just built it)."""
+    """The built client, rebuilt first if a source changed (a no-op when `make test` just built it).
+    Workers of one run take turns (a lock file), so that one build never writes over another's."""
     if shutil.which("make") is None:
         pytest.fail("make is needed to build the web client", pytrace=False)
-    result = subprocess.run(["make", "-s", "web"], cwd=REPO_ROOT, capture_output=True, text=True, check=False)
+    lock_path = tier_artifacts("browser") / ".web-build.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with lock_path.open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        result = subprocess.run(
+            ["make", "-s", "web"], cwd=REPO_ROOT, capture_output=True, text=True, check=False
+        )
     index = REPO_ROOT / "services" / "edge" / "web" / "dist" / "index.html"
     if result.returncode != 0 or not index.is_file():
         pytest.fail(f"`make web` failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}", pytrace=False)
