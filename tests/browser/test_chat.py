@@ -54,7 +54,7 @@ async def test_two_people_create_join_and_chat(people: People, stack: Stack) -> 
     guest_name = await ui.join(guest.page, "GuestBobby")
     assert guest_name != host_name
 
-    await ui.send(host.page, "Welcome, everyone!")
+    await ui.send_acknowledged(host.page, "Welcome, everyone!")
     await ui.send(guest.page, "Hi <b>host</b> & all")
     expected = [(1, host_name, "Welcome, everyone!"), (2, guest_name, "Hi <b>host</b> & all")]
     for person in (host, guest):

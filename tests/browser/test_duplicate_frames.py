@@ -154,7 +154,7 @@ async def test_every_frame_delivered_twice_shows_each_message_once(people: Peopl
 
     await ui.send(host.page, "one")
     await expect(ui.messages(guest.page)).to_have_count(1)
-    await ui.send(guest.page, "two")
+    await ui.send_acknowledged(guest.page, "two")
     await ui.send(host.page, "three")
     await shown_once_in_order(guest.page, ["one", "two", "three"])
     # The guest's own message was acknowledged (twice) and is no longer pending.

@@ -82,6 +82,13 @@ async def send(page: Page, text: str) -> None:
     await expect(box).to_have_value("")
 
 
+async def send_acknowledged(page: Page, text: str) -> None:
+    """Sends and waits for the acknowledgement: the message has its seq before anything sent after
+    this, by anyone, can take one."""
+    await send(page, text)
+    await expect(pending(page)).to_have_count(0)
+
+
 async def shown(page: Page) -> list[tuple[int, str, str]]:
     """(seq, sender, text) of every acknowledged message on screen, top to bottom."""
     rows = await messages(page).evaluate_all(
