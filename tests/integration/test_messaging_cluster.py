@@ -416,9 +416,16 @@ async def test_room_channels_spread_over_shards_and_only_rooms_with_local_subscr
     assert isinstance(redis, RedisCluster)
     await redis.initialize()
     a, b = servers
-    members = [join(fake_rooms, new_room()) for _ in range(12)]
-    nodes = {redis.get_node_from_key(live_channel(m.room_id)).name for m in members}
-    assert len(nodes) == 3, "twelve random rooms should land on every master"
+    # Twelve rooms, four on each master, taken in turn from each: a and b both subscribe on every master.
+    by_node: dict[str, list[str]] = {node.name: [] for node in redis.get_primaries()}
+    assert len(by_node) == 3
+    while any(len(rooms) < 4 for rooms in by_node.values()):
+        room_id = new_room()
+        rooms = by_node[redis.get_node_from_key(live_channel(room_id)).name]
+        if len(rooms) < 4:
+            rooms.append(room_id)
+    in_turn = zip(*by_node.values(), strict=True)
+    members = [join(fake_rooms, room_id) for taken in in_turn for room_id in taken]
 
     opened: list[Events] = []
     try:
