@@ -22,29 +22,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from chatpop_common.ports import claim_ports
+
 PG_USER = "chatpop"
 PG_DB = "chatpop"
 
 
-_handed_out: set[int] = set()
-
-
 def free_ports(count: int) -> list[int]:
-    """`count` free ports, distinct from each other and from every port this process handed out before.
-
-    The kernel may give a just-released port again on the next bind, so each choice is held bound
-    until all are made, and remembered for later calls.
-    """
-    with contextlib.ExitStack() as stack:
-        ports: list[int] = []
-        while len(ports) < count:
-            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
-            if port not in _handed_out:
-                ports.append(port)
-                _handed_out.add(port)
-        return ports
+    """`count` free ports, distinct from each other and from every port handed out before to this
+    process or to another one still running (ports.claim_ports)."""
+    return claim_ports(count)
 
 
 def free_port() -> int:
@@ -455,23 +442,9 @@ class SeaweedS3:
 
 
 def _cluster_bus_ports(count: int) -> list[int]:
-    """Free ports for cluster buses, below the kernel's ephemeral range: a bus port must not be
-    taken by some outgoing connection between runs."""
-    low, _ = (int(v) for v in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
-    ports: list[int] = []
-    candidate = 20000 + secrets.randbelow(max(1, low - 21000))
-    while len(ports) < count:
-        candidate = candidate + 1 if candidate + 1 < low else 20000
-        if candidate in _handed_out:
-            continue
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            try:
-                sock.bind(("127.0.0.1", candidate))
-            except OSError:
-                continue
-        _handed_out.add(candidate)
-        ports.append(candidate)
-    return ports
+    """Free ports for cluster buses (below the kernel's ephemeral range, as all handed out here: a bus
+    port must not be taken by some outgoing connection between runs)."""
+    return claim_ports(count)
 
 
 @dataclass

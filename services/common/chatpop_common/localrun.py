@@ -57,6 +57,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from chatpop_common.devstack import SEAWEED_PORTS, Postgres, Redis, RedisCluster, SeaweedS3, free_ports
 from chatpop_common.migrate import SERVICES as MIGRATED
 from chatpop_common.migrate import migrate
+from chatpop_common.ports import claim_ports
 from chatpop_common.processes import (
     GrpcHealth,
     HttpReady,
@@ -251,16 +252,7 @@ def _block(env: Mapping[str, str], variable: str, default: int) -> int:
 def _free_blocks(size: int, count: int) -> list[int]:
     """The first ports of `count` blocks of `size` consecutive free ports, below the ephemeral range
     (a Redis Cluster's nodes and their bus ports, for tests that run beside a `make run`)."""
-    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    taken: set[int] = set()
-    firsts: list[int] = []
-    while len(firsts) < count:
-        first = 20000 + secrets.randbelow(max(1, low - 20000 - size))
-        block = range(first, first + size)
-        if taken.isdisjoint(block) and not any(port_in_use(port) for port in block):
-            taken.update(block)
-            firsts.append(first)
-    return firsts
+    return claim_ports(count, block=size)
 
 
 def redis_cluster_wanted(env: Mapping[str, str]) -> bool:
