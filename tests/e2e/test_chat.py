@@ -45,6 +45,52 @@ async def test_two_participants_exchange_messages(stack: Stack, client: httpx.As
         await b.close()
 
 
+async def test_a_busy_room_reaches_every_socket_once_and_in_order(
+    stack: Stack, client: httpx.AsyncClient
+) -> None:
+    """Four writers at once (their sends commit in groups), then one at a time (each message alone),
+    with typing in between so that a socket often has a frame queued when a message comes: every
+    socket gets every message exactly once, in seq order, and every writer an ack for each send."""
+    room = await open_room(client)
+    members = [await join(client, room.code, f"Busy_{index}") for index in range(6)]
+    sockets = [await ChatSocket.open(stack.ws_url, room.code, member["room_token"]) for member in members]
+    writers = sockets[:4]
+    try:
+
+        async def burst(socket: ChatSocket, index: int) -> list[str]:
+            sent = []
+            for number in range(8):
+                sent.append(await socket.send(f"from {index}, number {number}"))
+                await socket.send_json({"type": "typing"})
+            return sent
+
+        bursts = await asyncio.gather(*(burst(socket, index) for index, socket in enumerate(writers)))
+        sent = []
+        for socket, ids in zip(writers, bursts, strict=True):
+            for client_msg_id in ids:
+                assert (await socket.ack_or_error(client_msg_id))["type"] == "ack"
+                sent.append(client_msg_id)
+        for turn in range(12):
+            socket = writers[turn % 4]
+            await writers[(turn + 1) % 4].send_json({"type": "typing"})
+            client_msg_id = await socket.send(f"turn {turn}")
+            assert (await socket.ack_or_error(client_msg_id))["type"] == "ack"
+            sent.append(client_msg_id)
+
+        acks = [frame for socket in writers for frame in socket.frames if frame["type"] == "ack"]
+        assert sorted(frame["client_msg_id"] for frame in acks) == sorted(sent)
+        total = len(sent)
+        assert sorted(frame["seq"] for frame in acks) == list(range(1, total + 1))
+        for socket in sockets:
+            await socket.wait_for_seq(total)
+        for socket in sockets:
+            assert socket.seqs() == list(range(1, total + 1))
+            assert sorted(frame["client_msg_id"] for frame in socket.messages()) == sorted(sent)
+    finally:
+        for socket in sockets:
+            await socket.close()
+
+
 async def test_host_messages_are_marked(stack: Stack, client: httpx.AsyncClient) -> None:
     room = await open_room(client)
     host = await join(client, room.code, "TheHost", token=room.host_token)

@@ -594,6 +594,22 @@ class EdgeWebSocketProtocol(WebSocketsSansIOProtocol):
         ]
         self.transport.write(chunks[0] if len(chunks) == 1 else b"".join(chunks))
 
+    def write_frame(self, wire: bytes) -> bool:
+        """One text frame serialized already (SHARED_FRAMES.wire) handed to the transport as is; the
+        caller waited for `writable`. False, writing nothing, when this connection cannot take it
+        so: closing, or framing for itself (an extension, a fragmented message)."""
+        conn = self.conn
+        if (
+            self.disconnected
+            or self.close_sent
+            or conn.state is not State.OPEN
+            or conn.extensions
+            or conn.expect_continuation_frame
+        ):
+            return False
+        self.transport.write(wire)
+        return True
+
     def write_buffer_size(self) -> int:
         """Bytes written to the transport that the kernel has not taken yet."""
         return int(self.transport.get_write_buffer_size())

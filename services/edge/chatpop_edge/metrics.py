@@ -109,6 +109,11 @@ class HistogramTally:
         self.total += amount
         self.counts[bisect.bisect_left(self._bounds, amount)] += 1
 
+    def observe_many(self, amount: float, count: int) -> None:
+        """observe(amount) `count` times."""
+        self.total += amount * count
+        self.counts[bisect.bisect_left(self._bounds, amount)] += count
+
     def observe_since(self, now: float, times: Sequence[float]) -> None:
         """observe(now - t) for each of `times` (0 for one after `now`)."""
         bounds, counts, total = self._bounds, self.counts, 0.0
@@ -154,6 +159,13 @@ class Deliveries:
         """Message frames written at `now` (time.time()) of messages created at `created`."""
         self.delivered += len(created)
         self._delays.observe_since(now, created)
+
+    def written_together(self, now: float, created: float, frames: int) -> None:
+        """The same message's frame written to `frames` sockets in one pass ending at `now`."""
+        self.frames += frames
+        self.delivered += frames
+        self._delays.observe_many(now - created if now > created else 0.0, frames)
+        self._schedule()
 
     def _schedule(self) -> None:
         if not self._scheduled:

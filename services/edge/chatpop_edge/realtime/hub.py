@@ -1,8 +1,11 @@
 """Fan-out: one MessagingService.Subscribe stream per room that has sockets in this process.
 
-A RoomChannel encodes each message frame once and offers it to every local socket without awaiting
-anything per recipient; each socket's own writer task does the network writes, all the frames that
-are pending for it in one write. A `batch` event (a group commit) is fanned out whole in one pass.
+A RoomChannel encodes each message frame once (and serializes it as a WebSocket frame once) and
+hands it to every local socket without awaiting anything per recipient. A message alone goes straight
+to the transport of each socket that has nothing queued before it, in the one pass; a socket with
+frames waiting (or a slow one) gets it queued behind them, and its own writer task sends all that is
+pending for it in one write. A `batch` event (a group commit) is queued on every socket in one pass,
+then each socket's frames go out in one write.
 The channel keeps the room's `last_seq` and, when the stream breaks (messaging restarted),
 resubscribes after it with backoff, so nothing is missed or delivered twice.
 
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import TYPE_CHECKING
 
 import grpc
@@ -24,7 +28,8 @@ import grpc
 from chatpop.messaging.v1 import messaging_pb2
 from chatpop_common.backoff import Backoff
 from chatpop_edge.backends import Backends, auth_metadata
-from chatpop_edge.metrics import RESUBSCRIBES, ROOM_SUBSCRIPTIONS, SIGNALS_RECEIVED
+from chatpop_edge.connections import SHARED_FRAMES
+from chatpop_edge.metrics import DELIVERIES, RESUBSCRIBES, ROOM_SUBSCRIPTIONS, SIGNALS_RECEIVED
 from chatpop_edge.realtime.frames import (
     error_frame,
     message_frame,
@@ -166,6 +171,34 @@ class RoomChannel:
         created = created_at_seconds(message)
         for session in tuple(self._members):
             session.offer(message.seq, frame, created)
+        self._after(message)
+
+    def _dispatch_one(self, message: messaging_pb2.Message) -> None:
+        """A message alone (not a batch): written at once to every socket with nothing before it,
+        the same serialized frame to each, in this one pass; offered and flushed on the others."""
+        seq = message.seq
+        if seq <= self.last_seq:
+            return
+        self.last_seq = seq
+        frame = message_frame(message)
+        created = created_at_seconds(message)
+        wire = SHARED_FRAMES.wire(frame)
+        written = 0
+        offered: list[SocketSession] = []
+        for session in tuple(self._members):
+            if session.deliver_now(seq, wire):
+                written += 1
+            else:
+                session.offer(seq, frame, created)
+                offered.append(session)
+        if written:
+            DELIVERIES.written_together(time.time(), created, written)
+        for session in offered:
+            session.flush()
+        self._after(message)
+
+    def _after(self, message: messaging_pb2.Message) -> None:
+        """What an entry does besides its frame: a ban's or a forgotten account's sockets close."""
         if message.kind == messaging_pb2.ENTRY_KIND_BAN:
             self._kick(message.sender_participant_id)
         elif message.kind == messaging_pb2.ENTRY_KIND_PARTICIPANT_FORGOTTEN:
@@ -239,8 +272,7 @@ class RoomChannel:
                     backoff.reset()
                     kind = event.WhichOneof("event")
                     if kind == "message":
-                        self._dispatch(event.message)
-                        self._flush()
+                        self._dispatch_one(event.message)
                     elif kind == "batch":
                         # A group commit's entries: each encoded once and queued on every socket in
                         # this one pass, then each socket's frames go out in one write.

@@ -282,6 +282,27 @@ class SocketSession:
         self._held.append((seq, frame, created_at))
         self._start_catch_up(self.last_seq, client_resume=False)
 
+    def deliver_now(self, seq: int, wire: bytes) -> bool:
+        """The room's next message, alone (not a group commit's batch), written to the socket at once
+        in the channel's pass when nothing stands before it: live and caught up, nothing queued or
+        being written, the transport below its high-water mark. What offer() and flush() would have
+        done then, in one write, without a second pass. False, doing nothing: offer() it."""
+        connection = self._connection
+        if (
+            seq != self.last_seq + 1
+            or self._outbox
+            or self._writer is not None
+            or self._catching_up
+            or self._close_request is not None
+            or self._overflowed
+            or connection is None
+            or not connection.writable.is_set()
+            or not connection.write_frame(wire)
+        ):
+            return False
+        self.last_seq = seq
+        return True
+
     def offer_reload(self, last_seq: int) -> None:
         """The room stream could not fill a gap: the client must reload, then it is live again."""
         if self._catch_up_task is not None:
