@@ -434,6 +434,10 @@ async def drive_node(
         extra["send_to_ack_ms"] = ms_stats(float(x) for x in done["ack_latencies"])
         extra["acked_in_window"] = int(done["acked_in_window"])
     extra["closed_unanswered"] = done.get("closed_unanswered", 0)
+    if "loop_delay_ms" in done:
+        extra["load_generator_loop_delay_ms"] = {
+            k: round(float(v), 2) for k, v in done["loop_delay_ms"].items()
+        }
     return Outcome(
         elapsed=float(done.get("elapsed", cpu.wall)),
         sent=int(done.get("sent", 0)),
