@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import grpc
 import pytest
 
 from chatpop_common.errors import ERROR_CODE_KEY, RETRY_AFTER_KEY, PermissionDenied, Unauthenticated
 from chatpop_edge.errors import map_rpc_error, map_service_error, validation_message
+from chatpop_edge.realtime.frames import error_frame
 
 
 def rpc_error(status: grpc.StatusCode, details: str = "", *trailing: tuple[str, str]) -> grpc.aio.AioRpcError:
@@ -87,3 +90,30 @@ def test_validation_messages_name_the_field() -> None:
     assert validation_message(query)[2] == "query.limit: Input should be >= 1"
     malformed = [{"type": "json_invalid", "loc": ("body", 7), "msg": "JSON decode error"}]
     assert validation_message(malformed)[:2] == (400, "malformed_json")
+
+
+@pytest.mark.parametrize(
+    "waits",
+    [{}, {"retry_after": 3}, {"retry_after_ms": 200}, {"retry_after": 1, "retry_after_ms": 200}],
+)
+@pytest.mark.parametrize("client_msg_id", ["c-1", 'quote " and \\ backslash', "ünïcødé ✓", ""])
+def test_an_error_frame_is_the_json_of_its_fields_in_order(waits: dict[str, int], client_msg_id: str) -> None:
+    """Frames for a send (the part around the id encoded once) read as those encoded whole."""
+    for retryable in (False, True):
+        fields: dict[str, object] = {
+            "type": "error",
+            "code": "overloaded",
+            "message": 'Busy "now"',
+            "retryable": retryable,
+            "client_msg_id": client_msg_id,
+            **waits,
+        }
+        frame = error_frame(
+            "overloaded", 'Busy "now"', retryable=retryable, client_msg_id=client_msg_id, **waits
+        )
+        assert frame == json.dumps(fields, separators=(",", ":"), ensure_ascii=False)
+        assert list(json.loads(frame)) == list(fields)
+        without_id = {key: value for key, value in fields.items() if key != "client_msg_id"}
+        assert error_frame("overloaded", 'Busy "now"', retryable=retryable, **waits) == json.dumps(
+            without_id, separators=(",", ":"), ensure_ascii=False
+        )

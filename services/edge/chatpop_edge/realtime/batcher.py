@@ -44,6 +44,8 @@ MAX_SENDS_PER_CALL = 1000
 OVERLOADED = "overloaded"
 OVERLOADED_MESSAGE = "ChatPop is busy right now; try this message again in a moment."
 
+_REFUSED_OVERLOADED = SENDS_REFUSED.labels(OVERLOADED)
+
 MetadataSource = Callable[[], Awaitable[Sequence[tuple[str, str]]]]
 
 
@@ -184,6 +186,8 @@ class SendBatcher:
         self._queue_limit = queue_limit
         self._timeout = timeout
         self._retry_after_ms = retry_after_ms
+        # What every send refused by `reserve` is answered with (read only: one for all of them).
+        self._refused = Overloaded(retry_after_ms).failure
         self._loop = asyncio.get_running_loop()
         self._waiting: list[_Pending] = []
         # Sends waiting or in a call, and sends sockets hold for a later submit (reserved): what the
@@ -200,8 +204,8 @@ class SendBatcher:
         gives its reservations back (`unreserve`) right before it submits those sends, or when it
         ends with them unsent."""
         if self._closed or self.outstanding + self.reserved >= self._queue_limit:
-            SENDS_REFUSED.labels(OVERLOADED).inc()
-            return Overloaded(self._retry_after_ms).failure
+            _REFUSED_OVERLOADED.inc()
+            return self._refused
         self.reserved += 1
         return None
 
@@ -217,7 +221,7 @@ class SendBatcher:
         if self._closed:
             raise Overloaded(self._retry_after_ms)
         if self.outstanding + self.reserved + len(sends) > self._queue_limit:
-            SENDS_REFUSED.labels(OVERLOADED).inc(len(sends))
+            _REFUSED_OVERLOADED.inc(len(sends))
             raise Overloaded(self._retry_after_ms)
         if len(self._waiting) + len(sends) > self._max_batch and self._waiting:
             # They would not fit the call being collected: that one leaves first, if it may.

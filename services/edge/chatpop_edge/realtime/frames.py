@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal
@@ -256,15 +257,38 @@ def error_frame(
     retry_after: int | None = None,
     retry_after_ms: int | None = None,
 ) -> str:
+    if client_msg_id is None:
+        return dumps(_error_fields(code, message, retryable, retry_after, retry_after_ms))
+    # A send's refusal (under overload, thousands a second alike but for the id): the frame around
+    # the id is encoded once.
+    head, tail = _error_around_id(code, message, retryable, retry_after, retry_after_ms)
+    return head + json.dumps(client_msg_id, ensure_ascii=False) + tail
+
+
+def _error_fields(
+    code: str, message: str, retryable: bool, retry_after: int | None, retry_after_ms: int | None
+) -> dict[str, Any]:
     frame: dict[str, Any] = {"type": "error", "code": code, "message": message, "retryable": retryable}
-    if client_msg_id is not None:
-        frame["client_msg_id"] = client_msg_id
     if retry_after is not None:
         frame["retry_after"] = retry_after
     if retry_after_ms is not None:
         # The same wait in milliseconds, for waits shorter than a second (`overloaded`).
         frame["retry_after_ms"] = retry_after_ms
-    return dumps(frame)
+    return frame
+
+
+@functools.lru_cache(maxsize=256)
+def _error_around_id(
+    code: str, message: str, retryable: bool, retry_after: int | None, retry_after_ms: int | None
+) -> tuple[str, str]:
+    """The encoded error frame before and after its client_msg_id's value (the key order of
+    _error_fields with client_msg_id after `retryable`)."""
+    fields = _error_fields(code, message, retryable, None, None)
+    waits = _error_fields(code, message, retryable, retry_after, retry_after_ms)
+    after = {key: value for key, value in waits.items() if key not in fields}
+    head = dumps(fields)[:-1] + ',"client_msg_id":'
+    tail = "," + dumps(after)[1:] if after else "}"
+    return head, tail
 
 
 def reload_frame(last_seq: int) -> str:
