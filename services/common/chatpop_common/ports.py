@@ -69,8 +69,17 @@ def claim_ports(count: int, *, block: int = 1) -> list[int]:
 
 @contextlib.contextmanager
 def _claims_locked() -> Iterator[None]:
-    CLAIMS.mkdir(mode=0o1777, parents=True, exist_ok=True)
-    with open(CLAIMS / ".lock", "a") as lock:
+    if not CLAIMS.is_dir():
+        CLAIMS.mkdir(parents=True, exist_ok=True)
+        # Shared by every user's processes (as /tmp is), whatever the umask.
+        with contextlib.suppress(OSError):
+            CLAIMS.chmod(0o1777)
+    lock_path = CLAIMS / ".lock"
+    if not lock_path.exists():
+        lock_path.touch()
+        with contextlib.suppress(OSError):
+            lock_path.chmod(0o666)
+    with open(lock_path, "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield
