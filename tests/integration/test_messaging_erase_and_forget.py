@@ -231,8 +231,9 @@ async def test_forgetting_renames_or_erases_and_live_resume_and_history_agree(
     await server.send(host, "host says hi")
     photo = await upload(server, guest, PHOTO, objects=objects)
     await send(server, guest, photo.id, text="guest's photo")
-    live = server.subscribe(room_id, -1)
-    # The subscription is live once it delivers a message sent after it began.
+    # Subscribed after the room's last seq, the stream starts there: the ping sent next reaches it
+    # however late the subscription begins (from -1, "from now", a slow start could miss it).
+    live = server.subscribe(room_id, (await server.history(host)).last_seq)
     ping = (await server.send(host, "anyone here?")).message
     assert (await live.message()).seq == ping.seq
     before = await server.history(host)

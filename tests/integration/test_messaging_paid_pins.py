@@ -753,7 +753,9 @@ async def test_paid_pins_and_tips_reach_live_resumed_and_fresh_clients_alike(
         messaging_server(database_url, redis_url, rooms_addr, **GENEROUS_RATE_LIMIT) as one,
         messaging_server(database_url, redis_url, rooms_addr, **GENEROUS_RATE_LIMIT) as two,
     ):
-        live_events: Events = one.subscribe(room, -1)
+        # From the room's start (it has no entries yet), not "from now": however late the stream
+        # begins, it has every entry from the first.
+        live_events: Events = one.subscribe(room, 0)
         live = PaidPinsView()
         try:
             m1 = (await one.send(ann, "first message")).message
